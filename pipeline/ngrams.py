@@ -1,0 +1,147 @@
+"""N-gram counting. In: a token stream `<s> w.. </s> <s> ...` (int ids < vocab_size).
+Out: `NgramCounts` — for each order n = 1..N, the n-gram types as sorted int64 keys, their raw
+counts, Kneser-Ney adjusted (continuation) counts, and the id of each n-gram's suffix.
+
+Representation (a trie flattened into sorted arrays, as KenLM's does): an order-1 n-gram's id is
+its word id; an order-n n-gram's key is `prefix_id * V + last_word`, where prefix_id is the id
+(row) of its first n-1 words in the order n-1 table. Keys stay below 2^63 for any realistic corpus
+and every order, and lookup is a `searchsorted`. Counting is vectorised: one `np.unique` per
+order over all positions, no Python loop over tokens.
+
+N-grams never cross a sentence: `<s>` is only ever first, `</s>` only ever last.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.vocab import BOS_ID, sentence_bounds
+
+
+@dataclass
+class NgramCounts:
+    vocab_size: int
+    keys: list[np.ndarray]       # keys[n-1]: sorted int64 keys of order n (order 1: arange(V))
+    counts: list[np.ndarray]     # raw counts c(g), int64
+    adjusted: list[np.ndarray]   # KN adjusted counts a(g): distinct left extensions; raw for the
+                                 # highest order and for n-grams starting with <s>
+    suffix: list[np.ndarray]     # suffix[n-1][i]: id in order n-1 of g[1:] (order 1: empty)
+
+    @property
+    def order(self) -> int:
+        return len(self.keys)
+
+    def context_ids(self, n: int) -> np.ndarray:
+        """For each order-n n-gram, the id of its context (first n-1 words); order 1: zeros."""
+        if n == 1:
+            return np.zeros(self.vocab_size, dtype=np.int64)
+        return self.keys[n - 1] // self.vocab_size
+
+    def last_words(self, n: int) -> np.ndarray:
+        return self.keys[n - 1] % self.vocab_size if n > 1 else self.keys[0]
+
+    def words(self, n: int) -> np.ndarray:
+        """(num_ngrams, n) word ids of every order-n n-gram, rebuilt through the prefix chain."""
+        columns = [self.last_words(n)]
+        ids = self.context_ids(n)
+        for m in range(n - 1, 0, -1):
+            columns.append(self.last_words(m)[ids])
+            ids = self.context_ids(m)[ids]
+        return np.stack(columns[::-1], axis=1)
+
+    def num_ngrams(self) -> list[int]:
+        """Stored n-grams per order (order 1 counts the whole vocabulary)."""
+        return [len(k) for k in self.keys]
+
+    def nbytes(self) -> list[int]:
+        """In-memory bytes per order of the count tables."""
+        return [k.nbytes + c.nbytes + a.nbytes + s.nbytes for k, c, a, s in
+                zip(self.keys, self.counts, self.adjusted, self.suffix, strict=True)]
+
+
+def positions_left(stream: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each position: tokens from it to its sentence's end (inclusive), and its offset from
+    the sentence's `<s>`."""
+    starts, ends = sentence_bounds(stream)
+    lengths = ends - starts + 1
+    if lengths.sum() != len(stream):
+        raise ValueError("malformed token stream: tokens outside <s> ... </s>")
+    position = np.arange(len(stream), dtype=np.int64)
+    remaining = np.repeat(ends, lengths) - position + 1
+    offset = position - np.repeat(starts, lengths)
+    return remaining, offset
+
+
+def count(stream: np.ndarray, vocab_size: int, order: int, progress=None) -> NgramCounts:
+    """Count n-grams of orders 1..order in `stream` and their adjusted counts."""
+    if order < 1:
+        raise ValueError(f"order={order} must be >= 1")
+    stream = np.asarray(stream, dtype=np.int64)
+    if len(stream) and (stream.min() < 0 or stream.max() >= vocab_size):
+        raise ValueError(f"token ids must lie in [0, {vocab_size}); got {stream.min()}..{stream.max()}")
+    remaining, _ = positions_left(stream)
+    if remaining.max(initial=0) < order:
+        raise ValueError(f"order={order} but no sentence has {order} tokens including <s> and </s>; "
+                         "lower ngram.order or use a larger corpus")
+    keys = [np.arange(vocab_size, dtype=np.int64)]
+    counts = [np.bincount(stream, minlength=vocab_size).astype(np.int64)]
+    suffix = [np.empty(0, dtype=np.int64)]
+    starts_bos = [np.arange(vocab_size) == BOS_ID]
+    ids = stream.copy()                       # id of the n-gram starting at each position
+    for n in range(2, order + 1):
+        start = np.flatnonzero(remaining >= n)  # positions where an n-gram fits in its sentence
+        key = ids[start] * vocab_size + stream[start + n - 1]
+        unique, first, inverse, counted = np.unique(key, return_index=True, return_inverse=True,
+                                                    return_counts=True)
+        representative = start[first]
+        suffix.append(ids[representative + 1])  # the (n-1)-gram starting one word later
+        ids = np.full(len(stream), -1, dtype=np.int64)
+        ids[start] = inverse
+        keys.append(unique)
+        counts.append(counted.astype(np.int64))
+        starts_bos.append(stream[representative] == BOS_ID)
+        if progress:
+            progress(f"counted {len(unique):,} distinct {n}-grams")
+    adjusted = []
+    for n in range(1, order + 1):
+        if n == order:
+            adjusted.append(counts[n - 1].copy())
+            continue
+        # Chen & Goodman: a(g) = N1+(. g), the number of distinct words seen before g
+        extensions = np.bincount(suffix[n], minlength=len(keys[n - 1])).astype(np.int64)
+        # n-grams starting with <s> cannot be extended to the left: keep the raw count
+        adjusted.append(np.where(starts_bos[n - 1], counts[n - 1], extensions))
+    return NgramCounts(vocab_size, keys, counts, adjusted, suffix)
+
+
+def lookup_all(stream: np.ndarray, counts_keys: list[np.ndarray], vocab_size: int) -> list[np.ndarray]:
+    """ids[n-1][pos]: id of the order-n n-gram starting at pos, or -1 when it is unknown or would
+    cross the sentence end. Used to score a stream against a counted/estimated model."""
+    stream = np.asarray(stream, dtype=np.int64)
+    remaining, _ = positions_left(stream)
+    ids = [np.where(stream < vocab_size, stream, -1)]
+    for n in range(2, len(counts_keys) + 1):
+        current = np.full(len(stream), -1, dtype=np.int64)
+        start = np.flatnonzero((remaining >= n) & (ids[-1] >= 0))
+        key = ids[-1][start] * vocab_size + stream[start + n - 1]
+        table = counts_keys[n - 1]
+        where = np.searchsorted(table, key)
+        found = where < len(table)
+        found[found] = table[where[found]] == key[found]
+        current[start[found]] = where[found]
+        ids.append(current)
+    return ids
+
+
+def from_table(table, vocab_size: int) -> NgramCounts:
+    """Rebuild NgramCounts from the counts table written by the ngram stage (a DataFrame with
+    columns order, key, count, adjusted, suffix, sorted by order then key)."""
+    keys, counts, adjusted, suffix = [], [], [], []
+    for n, group in table.groupby("order", sort=True):
+        keys.append(group["key"].to_numpy(np.int64))
+        counts.append(group["count"].to_numpy(np.int64))
+        adjusted.append(group["adjusted"].to_numpy(np.int64))
+        suffix.append(group["suffix"].to_numpy(np.int64) if n > 1 else np.empty(0, np.int64))
+    return NgramCounts(vocab_size, keys, counts, adjusted, suffix)

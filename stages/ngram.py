@@ -1,0 +1,48 @@
+"""Stage ngram: data/prepared -> OUT/counts.parquet (orders 1..max(N, 3)), model.npz and
+model.arpa (interpolated modified Kneser-Ney of order N).
+Usage: python -m stages.ngram data/prepared models/ngram"""
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline import arpa, config, kneser_ney, ngrams
+
+
+def progress(message: str) -> None:
+    print(f"ngram: {message}", flush=True)
+
+
+def main(data_dir: str, out_dir: str) -> None:
+    params = config.load()
+    data, out = Path(data_dir), Path(out_dir)
+    tokens = tuple(json.loads((data / "vocab.json").read_text())["tokens"])
+    stream = np.load(data / "train.npy")
+    started = time.perf_counter()
+    counts = ngrams.count(stream, len(tokens), max(params.ngram.order, 3), progress)
+    kn_counts = ngrams.NgramCounts(counts.vocab_size, *(field[:params.ngram.order] for field in
+                                   (counts.keys, counts.counts, counts.adjusted, counts.suffix)))
+    model = kneser_ney.estimate(kn_counts, progress=progress)
+    out.mkdir(parents=True, exist_ok=True)
+    np.savez(out / "model.npz", **model.arrays())
+    with open(out / "model.arpa", "w", encoding="utf-8") as handle:
+        arpa.write(model, kn_counts, tokens, handle)
+    progress("wrote model.arpa")
+    words = np.array(tokens, dtype=object)
+    tables = []
+    for n in range(1, counts.order + 1):
+        text = pd.Series(words[counts.words(n)].tolist()).str.join(" ")
+        tables.append(pd.DataFrame({"order": n, "ngram": text, "key": counts.keys[n - 1],
+                                    "count": counts.counts[n - 1],
+                                    "adjusted": counts.adjusted[n - 1],
+                                    "suffix": counts.suffix[n - 1] if n > 1 else -1}))
+    pd.concat(tables).to_parquet(out / "counts.parquet", index=False)
+    progress(f"wrote counts.parquet; {time.perf_counter() - started:.1f}s in all")
+
+
+if __name__ == "__main__":
+    sys.exit(config.run_stage(main, sys.argv[1:]))
