@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.callbacks import TQDMProgressBar
 import numpy as np
 import torch
 
@@ -44,7 +45,8 @@ def main(kind: str, data_dir: str, out_dir: str) -> None:
                         precision=precision, gradient_clip_val=train.clip or None,
                         limit_train_batches=train.limit_train_batches, logger=logger,
                         enable_checkpointing=False, log_every_n_steps=25, deterministic=True,
-                        use_distributed_sampler=False, default_root_dir=str(out))
+                        use_distributed_sampler=False, default_root_dir=str(out),
+                        callbacks=[TQDMProgressBar(refresh_rate=50)])
     trainer.fit(lit, train_loader, valid_loader)
     if trainer.is_global_zero:
         out.mkdir(parents=True, exist_ok=True)

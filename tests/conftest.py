@@ -1,0 +1,32 @@
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.vocab import Vocab
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("LMPIPE_SHARED", ROOT.parent / "shared"))
+
+TOY = [
+    "the cat sat on the mat".split(),
+    "the dog sat on the log".split(),
+    "the cat saw the dog".split(),
+    "a dog sat".split(),
+]
+
+
+@pytest.fixture
+def toy_vocab():
+    return Vocab.build(TOY, min_count=1, max_size=100)
+
+
+@pytest.fixture
+def toy_stream(toy_vocab):
+    return toy_vocab.stream(TOY)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)

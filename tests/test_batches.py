@@ -1,0 +1,45 @@
+import numpy as np
+import pytest
+
+from pipeline.batches import IGNORE, StreamWindows, cloze_targets, eval_columns, pad_sentences, sentences_of
+from pipeline.vocab import BOS_ID
+
+
+def _stream(rng, sentences=40):
+    parts = [np.concatenate([[1], rng.integers(3, 50, size=rng.integers(0, 12)), [2]]) for _ in range(sentences)]
+    return np.concatenate(parts).astype(np.int32)
+
+
+@pytest.mark.parametrize("columns", [1, 3, 7, 100])
+def test_eval_columns_give_every_target_once(rng, columns):
+    stream = _stream(rng)
+    inputs, targets, positions = eval_columns(stream, columns)
+    kept = positions[positions >= 0].numpy()
+    expected = np.flatnonzero(stream != BOS_ID)
+    assert sorted(kept.tolist()) == expected.tolist()
+    np.testing.assert_array_equal(targets[positions >= 0].numpy(), stream[kept])
+    # each input is the token just before its target
+    rows, cols = np.nonzero(positions.numpy() >= 0)
+    np.testing.assert_array_equal(inputs.numpy()[rows, cols], stream[positions.numpy()[rows, cols] - 1])
+
+
+def test_stream_windows_are_contiguous_and_mask_bos(rng):
+    stream = _stream(rng)
+    windows = StreamWindows(stream, batch_size=4, bptt=5)
+    columns = len(stream) // 4
+    seen = 0
+    for i in range(len(windows)):
+        inputs, targets = windows[i]
+        assert inputs.shape == targets.shape and inputs.shape[0] == 4
+        raw = windows.data[:, i * 5 + 1: i * 5 + 1 + inputs.shape[1]]
+        assert ((targets == IGNORE) == (raw == BOS_ID)).all()
+        seen += inputs.shape[1]
+    assert seen == columns - 1
+
+
+def test_sentence_padding_and_cloze_targets(rng):
+    stream = _stream(rng, 5)
+    batch = sentences_of(stream)
+    tokens, lengths = pad_sentences(batch)
+    targets = cloze_targets(tokens, lengths)
+    assert (targets != IGNORE).sum().item() == int(np.sum(stream != BOS_ID))

@@ -1,0 +1,76 @@
+import pytest
+import yaml
+
+from pipeline import config
+from pipeline.config import ParamsError
+
+from .conftest import ROOT
+
+
+def test_repository_params_load():
+    params = config.load(ROOT / "params.yaml")
+    assert set(params.models) == {"rnn", "gru", "birnn", "deep"}
+    assert params.models["deep"].num_layers >= 2
+    assert params.models["birnn"].bidirectional
+    assert params.models["gru"].cell == "gru"
+
+
+def _raw():
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def test_unknown_key_suggests_the_closest():
+    raw = _raw()
+    raw["train"]["max_epoch"] = 3
+    with pytest.raises(ParamsError, match=r"train\.max_epoch.*did you mean train\.max_epochs"):
+        config.from_dict(raw)
+
+
+def test_unknown_section():
+    raw = _raw()
+    raw["modles"] = {}
+    with pytest.raises(ParamsError, match="did you mean models"):
+        config.from_dict(raw)
+
+
+@pytest.mark.parametrize("section,key,value,message", [
+    ("ngram", "order", 0, r"ngram\.order=0 is out of range"),
+    ("train", "lr", "fast", r"train\.lr='fast' has the wrong type"),
+    ("vocab", "min_count", 1.5, r"vocab\.min_count=1\.5 has the wrong type"),
+    ("split", "valid", 0.9, r"split\.valid=0\.9 is out of range"),
+    ("corpus", "level", "byte", r"corpus\.level='byte' is not allowed"),
+])
+def test_bad_values_name_key_and_value(section, key, value, message):
+    raw = _raw()
+    raw[section][key] = value
+    with pytest.raises(ParamsError, match=message):
+        config.from_dict(raw)
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("hidden_dim", 0, r"models\.gru\.hidden_dim=0 is out of range"),
+    ("dropout", 1.0, r"models\.gru\.dropout=1\.0 is out of range"),
+    ("cell", "lstm", r"models\.gru\.cell='lstm' is not allowed"),
+])
+def test_bad_model_values(key, value, message):
+    raw = _raw()
+    raw["models"]["gru"][key] = value
+    with pytest.raises(ParamsError, match=message):
+        config.from_dict(raw)
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ParamsError, match="params file not found"):
+        config.load(tmp_path / "nope.yaml")
+    bad = tmp_path / "params.yaml"
+    bad.write_text("train: [unclosed\n")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        config.load(bad)
+
+
+def test_relative_sqlite_uri_is_made_absolute(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    uri = config.tracking_uri(config.MlflowParams(), tmp_path)
+    assert uri == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert config.tracking_uri(config.MlflowParams(), tmp_path) == "http://127.0.0.1:5000"

@@ -1,0 +1,153 @@
+"""Counting and estimation: hand-checked toy answers, invariants, and KenLM's own outputs."""
+import gzip
+import math
+
+import numpy as np
+import pytest
+
+from pipeline import arpa, kneser_ney, ngrams
+from pipeline.kneser_ney import DiscountError
+from pipeline.vocab import BOS_ID, EOS_ID, Vocab
+
+from .conftest import SHARED, TOY
+
+REFERENCE = SHARED / "reference" / "kenlm"
+
+
+def _count_of(counts, vocab, words):
+    index = vocab.index
+    n = len(words)
+    rows = counts.words(n)
+    target = np.array([index[w] for w in words])
+    hit = np.flatnonzero((rows == target).all(axis=1))
+    return (int(counts.counts[n - 1][hit[0]]), int(counts.adjusted[n - 1][hit[0]])) if len(hit) else (0, 0)
+
+
+def test_toy_counts_by_hand(toy_vocab, toy_stream):
+    counts = ngrams.count(toy_stream, len(toy_vocab), 3)
+    assert _count_of(counts, toy_vocab, ["the"]) == (6, 3)          # preceded by <s>, on, saw
+    assert _count_of(counts, toy_vocab, ["sat"]) == (3, 2)          # cat sat, dog sat
+    assert _count_of(counts, toy_vocab, ["the", "dog"]) == (2, 2)   # saw the dog, <s> the dog
+    assert _count_of(counts, toy_vocab, ["<s>", "the"]) == (3, 3)   # starts with <s>: raw count
+    assert _count_of(counts, toy_vocab, ["sat", "on", "the"]) == (2, 2)  # highest order: raw
+    assert _count_of(counts, toy_vocab, ["on", "the", "cat"]) == (0, 0)  # never seen
+    assert _count_of(counts, toy_vocab, ["<s>"]) == (4, 4)
+
+
+def test_counts_sum_to_positions(toy_vocab, toy_stream):
+    counts = ngrams.count(toy_stream, len(toy_vocab), 4)
+    lengths = np.array([len(s) + 2 for s in TOY])
+    for n in range(1, 5):
+        assert counts.counts[n - 1].sum() == np.maximum(lengths - n + 1, 0).sum()
+
+
+def test_words_rebuild_from_keys(toy_vocab, toy_stream):
+    counts = ngrams.count(toy_stream, len(toy_vocab), 3)
+    text = {" ".join(toy_vocab.decode(row)) for row in counts.words(3)}
+    assert "<s> the cat" in text and "the mat </s>" in text and len(text) == len(counts.keys[2])
+
+
+def _all_distributions_sum_to_one(lm, vocab_size, contexts):
+    for context in contexts:
+        total = 0.0
+        for word in range(vocab_size):
+            if word == BOS_ID:
+                continue
+            tail = [word] if word == EOS_ID else [word, EOS_ID]
+            stream = np.array([BOS_ID, *context, *tail], dtype=np.int64)
+            total += 10 ** lm.log10_probs(stream)[len(context)]  # the target after the context
+        assert total == pytest.approx(1.0, abs=1e-9), context
+
+
+def test_kneser_ney_distributions_sum_to_one(toy_vocab, toy_stream):
+    counts = ngrams.count(np.concatenate([toy_stream] * 3 + [toy_vocab.stream([["a", "cat"], ["a", "dog", "saw", "a", "mat"]])]),
+                          len(toy_vocab), 3)
+    lm = kneser_ney.estimate(counts, fallback=kneser_ney.LMPLZ_FALLBACK)
+    index = toy_vocab.index
+    contexts = [[], [index["the"]], [index["the"], index["cat"]], [index["sat"], index["on"]],
+                [index["mat"], index["log"]]]
+    _all_distributions_sum_to_one(lm, len(toy_vocab), contexts)
+
+
+def test_discounts_fail_loudly_on_tiny_corpus(toy_vocab, toy_stream):
+    counts = ngrams.count(toy_stream, len(toy_vocab), 3)
+    with pytest.raises(DiscountError, match="lower ngram.order, use more text, or pass discount fallback"):
+        kneser_ney.estimate(counts)
+
+
+def test_mle_is_the_textbook_ratio(toy_vocab, toy_stream):
+    counts = ngrams.count(toy_stream, len(toy_vocab), 3)
+    test = toy_vocab.stream([["the", "cat", "sat"]])
+    bigram = kneser_ney.mle_probs(counts, test, 2)
+    # P(the|<s>) = 3/4, P(cat|the) = 2/6, P(sat|cat) = 1/2, P(</s>|sat) = 1/3
+    np.testing.assert_allclose(bigram, [3 / 4, 2 / 6, 1 / 2, 1 / 3])
+    trigram = kneser_ney.mle_probs(counts, test, 3)
+    # P(the|<s>) (bigram at the start), P(cat|<s> the) = 2/3, P(sat|the cat) = 1/2, P(</s>|cat sat) = 0
+    np.testing.assert_allclose(trigram, [3 / 4, 2 / 3, 1 / 2, 0.0])
+
+
+def _reference_model(order):
+    train = [line.split() for line in (REFERENCE / "kjv3k.train.txt").read_text().splitlines()]
+    vocab = Vocab.build(train, 1, 10**9)
+    counts = ngrams.count(vocab.stream(train), len(vocab), order)
+    return vocab, counts, kneser_ney.estimate(counts)
+
+
+@pytest.mark.skipif(not REFERENCE.is_dir(), reason="shared/reference/kenlm not available")
+@pytest.mark.parametrize("order", [3, 5])
+def test_matches_kenlm_reference(order):
+    vocab, counts, lm = _reference_model(order)
+    stats = (REFERENCE / f"kjv3k.o{order}.discounts.txt").read_text().split("\n")
+    for n, line in enumerate(filter(None, stats), start=1):
+        fields = line.split()
+        assert int(fields[1]) == len(counts.keys[n - 1])
+        expected = [float(f.split("=")[1]) for f in fields[2:]]
+        np.testing.assert_allclose(lm.discounts[n - 1], expected, atol=1e-5)
+    test = [line.split() for line in (REFERENCE / "kjv3k.test.txt").read_text().splitlines()]
+    stream = vocab.stream(test)
+    logp = lm.log10_probs(stream)
+    sentence = np.cumsum(stream == BOS_ID)[stream != BOS_ID] - 1
+    totals = np.bincount(sentence, logp)
+    reference = [float(line.split()[1]) for line in
+                 (REFERENCE / f"kjv3k.o{order}.test.sentence_scores.txt").read_text().splitlines()]
+    np.testing.assert_allclose(totals, reference, atol=1e-4)   # KenLM's ARPA rounds to 7 digits
+    summary = (REFERENCE / f"kjv3k.o{order}.test.summary.txt").read_text().splitlines()
+    ppl = float(summary[0].split("\t")[1])
+    assert 10 ** (-logp.mean()) == pytest.approx(ppl, rel=1e-6)
+
+
+@pytest.mark.skipif(not REFERENCE.is_dir(), reason="shared/reference/kenlm not available")
+def test_arpa_records_match_kenlm():
+    vocab, counts, lm = _reference_model(3)
+    import io
+    buffer = io.StringIO()
+    arpa.write(lm, counts, vocab.tokens, buffer)
+    ours = _parse_arpa(buffer.getvalue().splitlines())
+    with gzip.open(REFERENCE / "kjv3k.o3.arpa.gz", "rt", encoding="utf-8") as handle:
+        theirs = _parse_arpa(handle.read().splitlines())
+    assert ours.keys() == theirs.keys()
+    for gram, (prob, backoff) in theirs.items():
+        assert ours[gram][0] == pytest.approx(prob, abs=2e-6), gram
+        assert ours[gram][1] == pytest.approx(backoff, abs=2e-6), gram
+
+
+def _parse_arpa(lines):
+    entries = {}
+    for line in lines:
+        fields = line.split("\t")
+        if len(fields) >= 2 and fields[0] and fields[0][0] in "-0123456789":
+            entries[fields[1]] = (float(fields[0]), float(fields[2]) if len(fields) > 2 else 0.0)
+    return entries
+
+
+def test_unseen_word_gets_uniform_share_only(toy_vocab):
+    stream = toy_vocab.stream(TOY * 5 + [["a", "cat"], ["a", "dog", "saw", "a", "mat"]])
+    counts = ngrams.count(stream, len(toy_vocab), 2)
+    lm = kneser_ney.estimate(counts, fallback=kneser_ney.LMPLZ_FALLBACK)
+    # <unk> (id 0) never occurs in training: p(<unk>) = γ / |V without <s>|
+    p_unk = 10 ** lm.log10_prob[0][0]
+    total = counts.adjusted[0].sum() - counts.adjusted[0][BOS_ID]
+    discount = sum(d * np.sum(np.minimum(counts.adjusted[0][[i for i in range(len(toy_vocab)) if i != BOS_ID]], 3) == k)
+                   for k, d in zip((1, 2, 3), lm.discounts[0], strict=True))
+    assert p_unk == pytest.approx(discount / total / (len(toy_vocab) - 1))
+    assert math.isfinite(lm.log10_prob[0][0])

@@ -1,0 +1,55 @@
+"""The model's contracts: causality, and the bidirectional model never seeing its target."""
+import pytest
+import torch
+
+from pipeline.rnn import RNNLM, RNNConfig
+
+
+@pytest.mark.parametrize("num_layers", [1, 2])
+@pytest.mark.parametrize("cell", ["rnn", "gru"])
+def test_bidirectional_prediction_ignores_its_own_token(cell, num_layers):
+    torch.manual_seed(0)
+    model = RNNLM(RNNConfig(vocab_size=20, cell=cell, num_layers=num_layers, bidirectional=True,
+                            embed_dim=8, hidden_dim=8, dropout=0.0)).eval()
+    tokens = torch.tensor([[1, 5, 6, 7, 8, 9, 2], [1, 10, 11, 12, 2, 2, 2]])
+    lengths = torch.tensor([7, 5])
+    before = model.cloze(tokens, lengths)
+    for t in range(1, 6):
+        changed = tokens.clone()
+        changed[:, t] = 19
+        after = model.cloze(changed, lengths)
+        # logits index t-1 predict position t: unchanged
+        torch.testing.assert_close(after[:, t - 1], before[:, t - 1])
+        # but a neighbour's prediction does see it (the model is not trivially blind)
+        assert (after[0, t] - before[0, t]).abs().max() > 1e-6 or t == 6
+
+
+def test_bidirectional_padding_does_not_leak():
+    torch.manual_seed(0)
+    model = RNNLM(RNNConfig(vocab_size=20, bidirectional=True, embed_dim=8, hidden_dim=8, dropout=0.0)).eval()
+    alone = model.cloze(torch.tensor([[1, 10, 11, 2]]), torch.tensor([4]))
+    padded = model.cloze(torch.tensor([[1, 10, 11, 2, 7, 7]]), torch.tensor([4]))
+    torch.testing.assert_close(padded[:, :3], alone)
+
+
+@pytest.mark.parametrize("impl", ["textbook", "fused"])
+def test_causal_prediction_ignores_the_future(impl):
+    torch.manual_seed(0)
+    model = RNNLM(RNNConfig(vocab_size=20, cell="gru", impl=impl, num_layers=2, embed_dim=8,
+                            hidden_dim=8, dropout=0.0)).eval()
+    tokens = torch.tensor([[1, 5, 6, 7, 8]])
+    before, _ = model(tokens)
+    changed = tokens.clone()
+    changed[0, 3] = 19
+    after, _ = model(changed)
+    torch.testing.assert_close(after[:, :3], before[:, :3])
+    assert (after[:, 3] - before[:, 3]).abs().max() > 1e-6
+
+
+def test_wrong_mode_is_a_clear_error():
+    causal = RNNLM(RNNConfig(vocab_size=5))
+    with pytest.raises(ValueError, match="needs a bidirectional model"):
+        causal.cloze(torch.ones(1, 3, dtype=torch.long), torch.tensor([3]))
+    bidirectional = RNNLM(RNNConfig(vocab_size=5, bidirectional=True))
+    with pytest.raises(ValueError, match="call cloze"):
+        bidirectional(torch.ones(1, 3, dtype=torch.long))

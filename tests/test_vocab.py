@@ -1,0 +1,44 @@
+import numpy as np
+import pytest
+
+from pipeline.vocab import BOS_ID, EOS_ID, UNK_ID, Vocab, sentence_bounds, split_stats
+
+from .conftest import TOY
+
+
+def test_specials_fixed_and_frequency_order(toy_vocab):
+    assert toy_vocab.tokens[:3] == ("<unk>", "<s>", "</s>")
+    assert toy_vocab.tokens[3] == "the"          # most frequent word first
+
+
+def test_min_count_and_max_size():
+    vocab = Vocab.build(TOY, min_count=2, max_size=3)
+    assert vocab.tokens[3:] == ("the", "dog", "sat")
+    assert vocab.encode(["mat"]).tolist() == [UNK_ID]
+
+
+def test_round_trip_and_stream(toy_vocab):
+    ids = toy_vocab.encode(TOY[0])
+    assert toy_vocab.decode(ids) == TOY[0]
+    stream = toy_vocab.stream(TOY[:2])
+    assert stream[0] == BOS_ID and stream[len(TOY[0]) + 1] == EOS_ID
+    starts, ends = sentence_bounds(stream)
+    assert starts.tolist() == [0, len(TOY[0]) + 2]
+    assert ends.tolist() == [len(TOY[0]) + 1, len(stream) - 1]
+
+
+def test_stats_count_targets_and_oov():
+    vocab = Vocab.build(TOY, min_count=2, max_size=100)
+    stream = vocab.stream([["the", "mat"]])
+    stats = split_stats(stream)
+    assert stats == {"sentences": 1, "tokens": 3, "types": 3, "oov": 1, "oov_rate": 1 / 3}
+
+
+def test_reserved_token_in_corpus_is_rejected():
+    with pytest.raises(ValueError, match="reserved token '<s>'"):
+        Vocab.build([["a", "<s>"]], 1, 10)
+
+
+def test_json_round_trip(toy_vocab):
+    assert Vocab.from_json(toy_vocab.to_json()) == toy_vocab
+    assert np.array_equal(toy_vocab.stream(TOY), Vocab.from_json(toy_vocab.to_json()).stream(TOY))
