@@ -17,8 +17,14 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from pipeline.batches import (IGNORE, Sentences, StreamWindows, cloze_targets, eval_columns,
-                              pad_sentences)
+from pipeline.batches import (
+    IGNORE,
+    Sentences,
+    StreamWindows,
+    cloze_targets,
+    eval_columns,
+    pad_sentences,
+)
 from pipeline.config import TrainParams
 from pipeline.rnn import RNNLM
 

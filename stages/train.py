@@ -6,9 +6,9 @@ import sys
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.callbacks import TQDMProgressBar
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import TQDMProgressBar
 
 from pipeline import config, tracking
 from pipeline.lit import LitLM, loaders

@@ -1,7 +1,14 @@
 import numpy as np
 import pytest
 
-from pipeline.batches import IGNORE, StreamWindows, cloze_targets, eval_columns, pad_sentences, sentences_of
+from pipeline.batches import (
+    IGNORE,
+    StreamWindows,
+    cloze_targets,
+    eval_columns,
+    pad_sentences,
+    sentences_of,
+)
 from pipeline.vocab import BOS_ID
 
 

@@ -1,0 +1,53 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline import scoring
+from pipeline.rnn import RNNLM, RNNConfig
+from pipeline.vocab import BOS_ID
+
+
+def test_summary_of_a_uniform_model():
+    logprobs = np.full(50, -math.log(20))
+    summary = scoring.summarize(logprobs)
+    assert summary["ppl"] == pytest.approx(20)
+    assert summary["bits_per_token"] == pytest.approx(math.log2(20))
+
+
+def test_mle_summary_reports_zero_probabilities():
+    summary = scoring.mle_summary(np.array([0.5, 0.0, 0.25, 0.25]))
+    assert summary["zero_prob_rate"] == 0.25
+    assert summary["ppl"] == math.inf
+    assert summary["ppl_nonzero_tokens"] == pytest.approx((0.5 * 0.25 * 0.25) ** (-1 / 3))
+
+
+def _stream(rng, sentences=30):
+    parts = [np.concatenate([[1], rng.integers(3, 30, size=rng.integers(0, 9)), [2]]) for _ in range(sentences)]
+    return np.concatenate(parts).astype(np.int32)
+
+
+@pytest.mark.parametrize("columns", [1, 4])
+def test_causal_logprobs_agree_with_a_direct_forward_pass(rng, columns):
+    """Column cutting at sentence starts and chunking do not change any token's probability
+    (state resets only at a column start, which is a <s>)."""
+    torch.manual_seed(0)
+    model = RNNLM(RNNConfig(vocab_size=30, cell="gru", embed_dim=8, hidden_dim=8, dropout=0.0))
+    stream = _stream(rng)
+    ours = scoring.causal_logprobs(model, stream, num_columns=columns, chunk=7)
+    assert len(ours) == int(np.sum(stream != BOS_ID))
+    if columns == 1:
+        logits, _ = model(torch.as_tensor(stream[:-1], dtype=torch.long).unsqueeze(0))
+        direct = torch.log_softmax(logits[0], -1).gather(1, torch.as_tensor(stream[1:], dtype=torch.long).unsqueeze(1))[:, 0]
+        keep = stream[1:] != BOS_ID
+        np.testing.assert_allclose(ours, direct.detach().numpy()[keep], atol=1e-5)
+
+
+def test_cloze_logprobs_cover_every_target(rng):
+    model = RNNLM(RNNConfig(vocab_size=30, bidirectional=True, embed_dim=8, hidden_dim=8, dropout=0.0))
+    stream = _stream(rng)
+    result = scoring.cloze_logprobs(model, stream, batch_size=7)
+    assert len(result) == int(np.sum(stream != BOS_ID)) and np.all(result < 0)
+    alone = scoring.cloze_logprobs(model, stream[: int(np.flatnonzero(stream == 2)[0]) + 1])
+    np.testing.assert_allclose(result[: len(alone)], alone, atol=1e-5)
