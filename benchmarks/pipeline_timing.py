@@ -27,9 +27,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1)
     args = parser.parse_args()
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    total = []
-    for _ in range(args.repeat):
-        total.append(0.0)
+    total = [0.0] * args.repeat
     for stage in stages():
         times = []
         for run in range(args.repeat):
