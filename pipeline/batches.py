@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 from pipeline.vocab import BOS_ID, EOS_ID, sentence_bounds
 
@@ -111,3 +111,29 @@ class Sentences(Dataset):
 
     def __getitem__(self, index: int) -> np.ndarray:
         return self.items[index]
+
+
+class BucketBatches(Sampler):
+    """Sentence-index batches of similar length, so little of each batch is padding: shuffle all
+    sentences, sort each pool of `pool` batches by length, cut it into batches, shuffle the batches.
+    A new order every epoch, deterministic given `seed`."""
+
+    def __init__(self, lengths: np.ndarray, batch_size: int, seed: int, pool: int = 50):
+        self.lengths, self.batch_size, self.seed, self.pool = np.asarray(lengths), batch_size, seed, pool
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return -(-len(self.lengths) // self.batch_size)
+
+    def __iter__(self):
+        rng = np.random.default_rng([self.seed, self.epoch])
+        self.epoch += 1
+        order = rng.permutation(len(self.lengths))
+        size = self.pool * self.batch_size
+        batches = []
+        for start in range(0, len(order), size):
+            chunk = order[start:start + size]
+            chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]
+            batches.extend(chunk[i:i + self.batch_size] for i in range(0, len(chunk), self.batch_size))
+        for index in rng.permutation(len(batches)):
+            yield batches[index].tolist()

@@ -252,9 +252,14 @@ def run_stage(main, argv: list[str]) -> int:
     """Run a stage's main(*argv); a bad input becomes one line on stderr and exit status 2,
     not a traceback. DVC keeps the previous outputs of a failed stage out of its cache."""
     import sys
+    import time
+    started = time.perf_counter()
     try:
         main(*argv)
     except (ValueError, FileNotFoundError) as error:
         print(f"lmpipe: error: {error}", file=sys.stderr)
         return 2
+    stage = Path(sys.argv[0]).stem
+    print(f"lmpipe: stage {stage} {' '.join(argv)} done in {time.perf_counter() - started:.1f}s",
+          flush=True)
     return 0

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 
 from pipeline.batches import (
     IGNORE,
+    BucketBatches,
     Sentences,
     StreamWindows,
     cloze_targets,
@@ -96,11 +97,12 @@ class LitLM(L.LightningModule):
 def loaders(cloze: bool, train_stream: np.ndarray, valid_stream: np.ndarray, params: TrainParams,
             seed: int):
     """(train, valid) DataLoaders. Causal: ordered stream windows (batch_size=None: each item is
-    already a batch). Cloze: shuffled padded sentences."""
+    already a batch). Cloze: shuffled batches of padded sentences of similar length."""
     if cloze:
-        generator = torch.Generator().manual_seed(seed)
-        train = DataLoader(Sentences(train_stream), batch_size=params.batch_size, shuffle=True,
-                           collate_fn=pad_sentences, generator=generator)
+        sentences = Sentences(train_stream)
+        lengths = np.array([len(s) for s in sentences.items])
+        train = DataLoader(sentences, batch_sampler=BucketBatches(lengths, params.batch_size, seed),
+                           collate_fn=pad_sentences)
         valid = DataLoader(Sentences(valid_stream), batch_size=params.eval_batch_size,
                            collate_fn=pad_sentences)
         return train, valid

@@ -50,3 +50,16 @@ def test_sentence_padding_and_cloze_targets(rng):
     tokens, lengths = pad_sentences(batch)
     targets = cloze_targets(tokens, lengths)
     assert (targets != IGNORE).sum().item() == int(np.sum(stream != BOS_ID))
+
+
+def test_bucket_batches_cover_every_sentence_once_per_epoch(rng):
+    from pipeline.batches import BucketBatches
+    lengths = rng.integers(2, 40, size=103)
+    sampler = BucketBatches(lengths, batch_size=8, seed=0, pool=3)
+    first, second = list(sampler), list(sampler)
+    assert len(first) == len(sampler) == 13
+    for epoch in (first, second):
+        assert sorted(i for batch in epoch for i in batch) == list(range(103))
+    assert first != second
+    spread = np.mean([np.ptp(lengths[b]) for b in first])
+    assert spread < np.ptp(lengths) / 2   # batches hold sentences of similar length
