@@ -3,6 +3,9 @@
     lmpipe score "I saw the soccer game" "Saw I the game of soccer"   # rank sentences, every model
     lmpipe score --model gru "..."                                     # one model
     lmpipe compare                                                     # the comparison table
+    lmpipe ngram build TEXT --order 5 --arpa OUT.arpa [--discount-fallback]   # like lmplz
+    lmpipe ngram query MODEL.arpa TEXT [--json] [--per-sentence]               # like query
+TEXT is one sentence per line, whitespace-separated tokens (no normalisation), as for KenLM.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import corpus, scoring
+from pipeline import corpus
 from pipeline.vocab import Vocab
 
 
@@ -44,6 +47,7 @@ def load_models(models_dir: Path, names: list[str] | None):
 
 
 def sentence_logprob(kind: str, model, stream: np.ndarray) -> float:
+    from pipeline import scoring  # imports torch: only for the commands that need it
     if kind == "ngram":
         return float(scoring.ngram_logprobs(model, stream).sum())
     if kind == "cloze":
@@ -71,6 +75,59 @@ def compare(args) -> None:
     print(path.read_text(), end="")
 
 
+def _whitespace_sentences(path: str) -> list[list[str]]:
+    return [line.split() for line in corpus.read_lines(path) if line.split()]
+
+
+def ngram_build(args) -> None:
+    from pipeline import arpa, kneser_ney, ngrams
+    sentences = _whitespace_sentences(args.text)
+    vocab = Vocab.build(sentences, min_count=1, max_size=2**31)
+    def progress(message):
+        print(f"lmpipe ngram: {message}", file=sys.stderr, flush=True)
+    progress(f"{len(sentences):,} sentences, {len(vocab):,} words in the vocabulary")
+    counts = ngrams.count(vocab.stream(sentences), len(vocab), args.order, progress)
+    model = kneser_ney.estimate(counts, fallback=args.discount_fallback, progress=progress)
+    with open(args.arpa, "w", encoding="utf-8") as handle:
+        arpa.write(model, counts, vocab.tokens, handle)
+    progress(f"wrote {args.arpa}")
+
+
+def query_summary(model, tokens: tuple[str, ...], sentences: list[list[str]]) -> dict:
+    """KenLM `query -v summary` figures, plus per-sentence log10 totals and OOV counts."""
+    vocab = Vocab(tokens)
+    stream = vocab.stream(sentences)
+    index = vocab.index
+    oov = np.concatenate([[w not in index for w in s] + [False] for s in sentences]) if sentences else np.zeros(0, bool)
+    logp = model.log10_probs(stream)
+    sentence = np.repeat(np.arange(len(sentences)), [len(s) + 1 for s in sentences])
+    total, count = float(logp.sum()), len(logp)
+    inside = float(logp[~oov].sum())
+    return {"perplexity_including_oovs": 10 ** (-total / count),
+            "perplexity_excluding_oovs": 10 ** (-inside / max(count - int(oov.sum()), 1)),
+            "oovs": int(oov.sum()), "tokens": count,
+            "sentence_totals": np.bincount(sentence, logp, minlength=len(sentences)).tolist(),
+            "sentence_oovs": np.bincount(sentence, oov, minlength=len(sentences)).astype(int).tolist()}
+
+
+def ngram_query(args) -> None:
+    from pipeline import arpa
+    model, tokens = arpa.read(args.model)
+    summary = query_summary(model, tokens, _whitespace_sentences(args.text))
+    if args.json:
+        if not args.per_sentence:
+            summary = {k: v for k, v in summary.items() if not k.startswith("sentence_")}
+        print(json.dumps(summary))
+        return
+    if args.per_sentence:
+        for total, oovs in zip(summary["sentence_totals"], summary["sentence_oovs"], strict=True):
+            print(f"Total: {total:.6f} OOV: {oovs}")
+    print(f"Perplexity including OOVs:\t{summary['perplexity_including_oovs']}")
+    print(f"Perplexity excluding OOVs:\t{summary['perplexity_excluding_oovs']}")
+    print(f"OOVs:\t{summary['oovs']}")
+    print(f"Tokens:\t{summary['tokens']}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="lmpipe", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -84,8 +141,28 @@ def main(argv: list[str] | None = None) -> None:
     p = commands.add_parser("compare", help="print the comparison table of the last evaluate")
     p.add_argument("--metrics", type=Path, default=Path("metrics"))
     p.set_defaults(run=compare)
+    ngram = commands.add_parser("ngram", help="KenLM-style n-gram build and query").add_subparsers(
+        dest="ngram_command", required=True)
+    p = ngram.add_parser("build", help="estimate modified Kneser-Ney from TEXT, write ARPA")
+    p.add_argument("text")
+    p.add_argument("--order", type=int, required=True)
+    p.add_argument("--arpa", required=True)
+    p.add_argument("--discount-fallback", nargs="*", type=float, metavar="D",
+                   help="discounts to use when they cannot be estimated (default 0.5 1 1.5, as lmplz)")
+    p.set_defaults(run=ngram_build)
+    p = ngram.add_parser("query", help="score TEXT with an ARPA model (perplexity, OOVs, totals)")
+    p.add_argument("model")
+    p.add_argument("text")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--per-sentence", action="store_true")
+    p.set_defaults(run=ngram_query)
     args = parser.parse_args(argv)
-    args.run(args)
+    if getattr(args, "discount_fallback", None) == []:
+        args.discount_fallback = (0.5, 1.0, 1.5)
+    try:
+        args.run(args)
+    except ValueError as error:   # bad input: one line naming the file and the fix
+        raise SystemExit(f"lmpipe: error: {error}") from None
 
 
 if __name__ == "__main__":

@@ -140,19 +140,23 @@ def estimate(counts: NgramCounts, fallback=None, progress=None) -> NGramLM:
     return NGramLM(vocab_size, list(counts.keys), log10_prob, backoffs, discounts)
 
 
-def mle_probs(counts: NgramCounts, stream: np.ndarray, n: int) -> np.ndarray:
+def mle_probs(counts: NgramCounts, stream: np.ndarray, n: int, k: float = 0.0) -> np.ndarray:
     """Textbook MLE of order n (2: bigram, 3: trigram) for every non-`<s>` token of `stream`:
         P(w2 | w1) = count(w1, w2) / count(w1),  P(w3 | w1, w2) = count(w1, w2, w3) / count(w1, w2)
     where count(context) counts the context followed by a word. The first word of a sentence is
-    predicted from `<s>` alone. Unseen events get probability 0 (the reason smoothing exists)."""
+    predicted from `<s>` alone. Unseen events get probability 0 (the reason smoothing exists).
+    With k > 0 this is add-k smoothing: (count(c w) + k) / (count(c) + k |V|), |V| without `<s>`."""
     if n < 2 or n > counts.order:
         raise ValueError(f"MLE order {n} needs counts of order >= {n}; counted {counts.order}")
+    if k < 0:
+        raise ValueError(f"add-k needs k >= 0, got {k}")
     stream = np.asarray(stream, dtype=np.int64)
     ids = lookup_all(stream, counts.keys, counts.vocab_size)
     _, offset = positions_left(stream)
     targets = np.flatnonzero(stream != BOS_ID)
     used = np.minimum(n, offset[targets] + 1)        # shorter history at the sentence start
     prob = np.zeros(len(targets))
+    size = counts.vocab_size - 1
     for m in range(2, n + 1):
         rows = np.flatnonzero(used == m)
         start = targets[rows] - m + 1
@@ -160,6 +164,7 @@ def mle_probs(counts: NgramCounts, stream: np.ndarray, n: int) -> np.ndarray:
         context = ids[m - 2][start]
         context_total = np.bincount(counts.context_ids(m), counts.counts[m - 1],
                                     minlength=len(counts.keys[m - 2]))
-        seen = (gram >= 0) & (context >= 0)
-        prob[rows[seen]] = counts.counts[m - 1][gram[seen]] / context_total[context[seen]]
+        numerator = np.where(gram >= 0, counts.counts[m - 1][np.maximum(gram, 0)], 0) + k
+        denominator = np.where(context >= 0, context_total[np.maximum(context, 0)], 0) + k * size
+        prob[rows] = np.divide(numerator, denominator, out=np.zeros(len(rows)), where=denominator > 0)
     return prob

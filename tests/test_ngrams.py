@@ -151,3 +151,70 @@ def test_unseen_word_gets_uniform_share_only(toy_vocab):
                    for k, d in zip((1, 2, 3), lm.discounts[0], strict=True))
     assert p_unk == pytest.approx(discount / total / (len(toy_vocab) - 1))
     assert math.isfinite(lm.log10_prob[0][0])
+
+
+def test_add_k_smooths_and_normalises(toy_vocab, toy_stream):
+    counts = ngrams.count(toy_stream, len(toy_vocab), 2)
+    test = toy_vocab.stream([["the", "cat", "sat"]])
+    k = 0.5
+    probs = kneser_ney.mle_probs(counts, test, 2, k=k)
+    size = len(toy_vocab) - 1
+    np.testing.assert_allclose(probs, [(3 + k) / (4 + k * size), (2 + k) / (6 + k * size),
+                                       (1 + k) / (2 + k * size), (1 + k) / (3 + k * size)])
+    # every add-k distribution over the vocabulary (without <s>) sums to one
+    index = toy_vocab.index
+    for context in ("the", "log", "<s>"):
+        total = 0.0
+        for word in toy_vocab.tokens:
+            if word == "<s>":
+                continue
+            sentence = [] if context == "<s>" else [context]
+            stream = toy_vocab.stream([sentence + ([] if word == "</s>" else [word])])
+            total += kneser_ney.mle_probs(counts, stream, 2, k=k)[len(sentence)]
+        assert total == pytest.approx(1.0), (context, index[context])
+
+
+@pytest.mark.skipif(not REFERENCE.is_dir(), reason="shared/reference/kenlm not available")
+@pytest.mark.parametrize("order", [3, 5])
+def test_cli_build_and_query_match_kenlm(tmp_path, order, capsys):
+    """`lmpipe ngram build` then `query`: KenLM's summary and per-sentence totals; and our reader
+    scores KenLM's own ARPA the same way."""
+    import json
+
+    from pipeline import cli
+    out = tmp_path / "model.arpa"
+    cli.main(["ngram", "build", str(REFERENCE / "kjv3k.train.txt"), "--order", str(order), "--arpa", str(out)])
+    summary_lines = (REFERENCE / f"kjv3k.o{order}.test.summary.txt").read_text().splitlines()
+    reference = {line.split(":")[0]: float(line.split("\t")[1]) for line in summary_lines}
+    totals = [float(line.split()[1]) for line in
+              (REFERENCE / f"kjv3k.o{order}.test.sentence_scores.txt").read_text().splitlines()]
+    for model in (out, REFERENCE / f"kjv3k.o{order}.arpa.gz"):
+        capsys.readouterr()
+        cli.main(["ngram", "query", str(model), str(REFERENCE / "kjv3k.test.txt"), "--json", "--per-sentence"])
+        ours = json.loads(capsys.readouterr().out)
+        assert ours["perplexity_including_oovs"] == pytest.approx(reference["Perplexity including OOVs"], rel=1e-4)
+        assert ours["perplexity_excluding_oovs"] == pytest.approx(reference["Perplexity excluding OOVs"], rel=1e-4)
+        assert ours["oovs"] == reference["OOVs"] and ours["tokens"] == reference["Tokens"]
+        np.testing.assert_allclose(ours["sentence_totals"], totals, atol=1e-3)
+
+
+def test_arpa_round_trip(toy_vocab, tmp_path):
+    from pipeline import arpa
+    stream = toy_vocab.stream(TOY * 5 + [["a", "cat"], ["a", "dog", "saw", "a", "mat"]])
+    counts = ngrams.count(stream, len(toy_vocab), 3)
+    lm = kneser_ney.estimate(counts, fallback=kneser_ney.LMPLZ_FALLBACK)
+    path = tmp_path / "toy.arpa"
+    with open(path, "w", encoding="utf-8") as handle:
+        arpa.write(lm, counts, toy_vocab.tokens, handle)
+    loaded, tokens = arpa.read(path)
+    assert tokens == toy_vocab.tokens
+    test = toy_vocab.stream([["the", "dog", "sat", "on", "the", "mat"], ["a", "log"]])
+    np.testing.assert_allclose(loaded.log10_probs(test), lm.log10_probs(test), atol=1e-6)
+
+
+def test_arpa_reader_names_the_problem(tmp_path):
+    from pipeline import arpa
+    bad = tmp_path / "bad.arpa"
+    bad.write_text("hello\n")
+    with pytest.raises(arpa.ArpaError, match="bad.arpa: not an ARPA file"):
+        arpa.read(bad)
