@@ -58,11 +58,14 @@ class VocabParams:
 @dataclass(frozen=True)
 class NgramParams:
     order: int = 3
+    discount_fallback: bool = False
+    memory_orders: int = 5
 
     def check(self, where: str) -> None:
-        _at_least(f"{where}.order", self.order, 1)
-        if self.order > 6:
-            raise ParamsError(f"{where}.order={self.order} is too large; use 1..6")
+        for name in ("order", "memory_orders"):
+            value = getattr(self, name)
+            if not 1 <= value <= 6:
+                raise ParamsError(f"{where}.{name}={value} is out of range; use 1..6")
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from pipeline.ngrams import NgramCounts, lookup_all, positions_left
 from pipeline.vocab import BOS_ID
 
 LMPLZ_FALLBACK = (0.5, 1.0, 1.5)
+BYTES_PER_NGRAM = 24  # NGramLM stores an int64 key, a float64 log10 p and a float64 log10 backoff
 
 
 class DiscountError(ValueError):

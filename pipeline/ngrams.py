@@ -51,6 +51,14 @@ class NgramCounts:
             ids = self.context_ids(m)[ids]
         return np.stack(columns[::-1], axis=1)
 
+    def truncated(self, order: int) -> NgramCounts:
+        """The counts of orders 1..order, adjusted counts redone for the new highest order
+        (raw counts there, as Kneser-Ney's highest order uses)."""
+        adjusted = list(self.adjusted[:order])
+        adjusted[-1] = self.counts[order - 1].copy()
+        return NgramCounts(self.vocab_size, self.keys[:order], self.counts[:order], adjusted,
+                           self.suffix[:order])
+
     def num_ngrams(self) -> list[int]:
         """Stored n-grams per order (order 1 counts the whole vocabulary)."""
         return [len(k) for k in self.keys]
@@ -145,3 +153,13 @@ def from_table(table, vocab_size: int) -> NgramCounts:
         adjusted.append(group["adjusted"].to_numpy(np.int64))
         suffix.append(group["suffix"].to_numpy(np.int64) if n > 1 else np.empty(0, np.int64))
     return NgramCounts(vocab_size, keys, counts, adjusted, suffix)
+
+
+def memory_by_order(counts: NgramCounts, bytes_per_ngram: int) -> list[dict]:
+    """For N = 1..order: n-grams of order N, and entries and bytes of a whole order-N model."""
+    rows, total = [], 0
+    for n, size in enumerate(counts.num_ngrams(), start=1):
+        total += size
+        rows.append({"order": n, "ngrams": size, "model_entries": total,
+                     "model_bytes": total * bytes_per_ngram})
+    return rows

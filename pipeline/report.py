@@ -1,6 +1,6 @@
 """Report. In: per-token log-probabilities of every model on valid and test. Out: the metric
 dict with the same keys for every model, and the files DVC tracks as metrics and plots
-(metrics.json, mle.json, comparison.md, plots/*.csv and *.png)."""
+(metrics.json, mle.json, comparison.md, memory.md, plots/*.csv and *.png)."""
 
 from __future__ import annotations
 
@@ -38,7 +38,17 @@ def comparison_markdown(results: dict[str, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write(out: Path, results: dict, mle: dict, histories: dict[str, list[dict]]) -> list[Path]:
+def memory_rows(ngram_memory: list[dict], rnn_bytes: dict[str, int]) -> list[dict]:
+    """The seed's claim "n-grams consume a lot of memory" as a table: a Kneser-Ney model of each
+    order N beside each RNN's parameters."""
+    rows = [{"model": f"ngram N={r['order']}", "entries": r["model_entries"], "bytes": r["model_bytes"]}
+            for r in ngram_memory]
+    rows += [{"model": name, "entries": size // 4, "bytes": size} for name, size in rnn_bytes.items()]
+    return rows
+
+
+def write(out: Path, results: dict, mle: dict, histories: dict[str, list[dict]],
+          memory: list[dict]) -> list[Path]:
     """Write metrics/ and return the files worth logging as MLflow artifacts."""
     import matplotlib
     matplotlib.use("Agg")
@@ -59,7 +69,13 @@ def write(out: Path, results: dict, mle: dict, histories: dict[str, list[dict]])
     (plots / "test_ppl.csv").write_text("model,objective,test_ppl\n" + "".join(
         f"{name},{r['objective']},{r['test_ppl']:.4f}\n" for name, r in results.items()))
 
-    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    (plots / "memory.csv").write_text("model,entries,megabytes\n" + "".join(
+        f"{r['model']},{r['entries']},{r['bytes'] / 2**20:.3f}\n" for r in memory))
+    (out / "memory.md").write_text(
+        "| model | entries (n-grams or parameters) | MiB |\n|---|---:|---:|\n" + "".join(
+            f"| {r['model']} | {r['entries']:,} | {r['bytes'] / 2**20:.2f} |\n" for r in memory))
+
+    figure, (left, middle, right) = plt.subplots(1, 3, figsize=(16, 4))
     for name, history in histories.items():
         left.plot([h["epoch"] for h in history], [h["val_ppl"] for h in history], marker="o", label=name)
     left.set(xlabel="epoch", ylabel="validation perplexity", title="RNN training")
@@ -68,7 +84,16 @@ def write(out: Path, results: dict, mle: dict, histories: dict[str, list[dict]])
     right.bar(names, [results[n]["test_ppl"] for n in names],
               color=["tab:gray" if results[n]["objective"] == "cloze" else "tab:blue" for n in names])
     right.set(ylabel="test perplexity", title="test perplexity (grey: cloze pseudo-ppl)")
+    ngram_rows = [r for r in memory if r["model"].startswith("ngram")]
+    middle.plot(range(1, len(ngram_rows) + 1), [r["bytes"] / 2**20 for r in ngram_rows], marker="o",
+                label="Kneser-Ney model of order N")
+    for r in memory:
+        if not r["model"].startswith("ngram"):
+            middle.axhline(r["bytes"] / 2**20, linestyle="--", linewidth=1, label=f"{r['model']} parameters")
+    middle.set(xlabel="n-gram order N", ylabel="MiB", title="memory: n-grams vs RNN parameters")
+    middle.legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(plots / "comparison.png", dpi=100)
     plt.close(figure)
-    return [out / "comparison.md", out / "metrics.json", out / "mle.json", plots / "comparison.png"]
+    return [out / "comparison.md", out / "memory.md", out / "metrics.json", out / "mle.json",
+            plots / "comparison.png", plots / "memory.csv"]

@@ -49,7 +49,9 @@ def main(data_dir: str, models_dir: str, out_dir: str) -> None:
         histories[kind] = json.loads((models / kind / "history.json").read_text())
         print(f"evaluate: {kind} {results[kind]}", flush=True)
 
-    artifacts = report.write(out, results, mle, histories)
+    memory = report.memory_rows(json.loads((models / "ngram" / "memory.json").read_text()),
+                                {k: int(r["model_bytes"]) for k, r in results.items() if k != "ngram"})
+    artifacts = report.write(out, results, mle, histories, memory)
     root = config.repo_root()
     uri = config.tracking_uri(params.mlflow, root)
     for name, result in results.items():

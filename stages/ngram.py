@@ -1,5 +1,6 @@
-"""Stage ngram: data/prepared -> OUT/counts.parquet (orders 1..max(N, 3)), model.npz and
-model.arpa (interpolated modified Kneser-Ney of order N).
+"""Stage ngram: data/prepared -> OUT/counts.parquet (orders 1..max(N, 3, memory_orders)),
+model.npz and model.arpa (interpolated modified Kneser-Ney of order N), memory.json (n-grams
+and bytes of a KN model of each order, for the "n-grams consume a lot of memory" claim).
 Usage: python -m stages.ngram data/prepared models/ngram"""
 
 import json
@@ -23,12 +24,15 @@ def main(data_dir: str, out_dir: str) -> None:
     tokens = tuple(json.loads((data / "vocab.json").read_text())["tokens"])
     stream = np.load(data / "train.npy")
     started = time.perf_counter()
-    counts = ngrams.count(stream, len(tokens), max(params.ngram.order, 3), progress)
-    kn_counts = ngrams.NgramCounts(counts.vocab_size, *(field[:params.ngram.order] for field in
-                                   (counts.keys, counts.counts, counts.adjusted, counts.suffix)))
-    model = kneser_ney.estimate(kn_counts, progress=progress)
+    p = params.ngram
+    counts = ngrams.count(stream, len(tokens), max(p.order, 3, p.memory_orders), progress)
+    kn_counts = counts.truncated(p.order)
+    fallback = kneser_ney.LMPLZ_FALLBACK if p.discount_fallback else None
+    model = kneser_ney.estimate(kn_counts, fallback=fallback, progress=progress)
     out.mkdir(parents=True, exist_ok=True)
     np.savez(out / "model.npz", **model.arrays())
+    memory = ngrams.memory_by_order(counts, kneser_ney.BYTES_PER_NGRAM)
+    (out / "memory.json").write_text(json.dumps(memory, indent=2))
     with open(out / "model.arpa", "w", encoding="utf-8") as handle:
         arpa.write(model, kn_counts, tokens, handle)
     progress("wrote model.arpa")

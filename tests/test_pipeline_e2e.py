@@ -66,8 +66,8 @@ def test_every_output_exists(repo):
     assert (repo / "models" / "ngram" / "counts.parquet").is_file()
     for kind in KINDS:
         assert (repo / "models" / kind / "model.pt").is_file()
-    for name in ("metrics.json", "mle.json", "comparison.md", "plots/val_ppl.csv",
-                 "plots/test_ppl.csv", "plots/comparison.png"):
+    for name in ("metrics.json", "mle.json", "comparison.md", "memory.md", "plots/val_ppl.csv",
+                 "plots/test_ppl.csv", "plots/memory.csv", "plots/comparison.png"):
         assert (repo / "metrics" / name).is_file(), name
 
 
@@ -96,6 +96,20 @@ def test_mlflow_holds_five_runs_with_the_same_keys(repo):
         kinds.add(tags["model_kind"])
         assert tags["git_commit"] != "none" and "corpus_hash" in tags
     assert kinds == {"ngram", *KINDS}
+
+
+def test_memory_table_grows_with_the_order(repo):
+    memory = (repo / "metrics" / "plots" / "memory.csv").read_text().splitlines()[1:]
+    ngram = [float(line.split(",")[2]) for line in memory if line.startswith("ngram")]
+    assert len(ngram) == 5 and ngram == sorted(ngram) and ngram[4] > ngram[0]
+    assert {line.split(",")[0] for line in memory} >= set(KINDS)
+
+
+def test_score_ranks_sentences_with_every_model(repo):
+    out = _run([sys.executable, "-m", "pipeline.cli", "score", "and god said", "said and god"], repo)
+    for name in ("ngram", *KINDS):
+        assert f"{name}  [" in out
+    assert "pseudo-log-likelihood (cloze)" in out
 
 
 def test_second_repro_does_nothing(repo):

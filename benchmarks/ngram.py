@@ -1,0 +1,114 @@
+"""N-gram build and query: wall time, peak RSS and scoring throughput at orders 3 and 5, on
+(a) the KJV train split and (b) 10 copies of it whose tokens carry a per-copy suffix (every
+copy's n-grams are distinct; about 8.5M tokens). Every measurement is a fresh process
+(`lmpipe ngram build|query`), its peak RSS read with wait4. With --lmplz PATH, KenLM's lmplz
+runs back to back on the same input. Prints one JSON line per measurement and a median line.
+
+    .venv/bin/python benchmarks/ngram.py --repeat 3 [--lmplz /path/to/lmplz] [--orders 3 5]
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from pipeline import config, corpus
+
+SCORE = """
+import json, sys, time
+import numpy as np
+from pipeline import arpa
+from pipeline.vocab import Vocab
+model, tokens = arpa.read(sys.argv[1])
+vocab = Vocab(tokens)
+stream = vocab.stream([line.split() for line in open(sys.argv[2], encoding="utf-8") if line.split()])
+best = float("inf")
+for _ in range(3):
+    started = time.perf_counter()
+    model.log10_probs(stream)
+    best = min(best, time.perf_counter() - started)
+print(json.dumps({"tokens": int((stream != 1).sum()), "seconds": best}))
+"""
+
+
+def measure(command: list[str]) -> tuple[float, float, str]:
+    """(wall seconds, peak RSS MiB, stdout) of one child process."""
+    started = time.perf_counter()
+    with tempfile.TemporaryFile() as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.DEVNULL)
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - started
+        out.seek(0)
+        text = out.read().decode()
+    if status != 0:
+        raise SystemExit(f"{command} failed with status {status}")
+    return wall, usage.ru_maxrss / 1024, text
+
+
+def inputs(folder: Path) -> dict[str, tuple[Path, Path]]:
+    params = config.load()
+    p = params.corpus
+    sentences = corpus.sentences(corpus.read_lines(p.source), p.level, p.lowercase, p.max_sentences)
+    parts = corpus.split(len(sentences), params.split.valid, params.split.test, params.seed)
+    train = [" ".join(sentences[i]) for i in parts["train"]]
+    test = [" ".join(sentences[i]) for i in parts["test"]]
+    kjv, kjv_test = folder / "kjv_train.txt", folder / "kjv_test.txt"
+    kjv.write_text("\n".join(train) + "\n")
+    kjv_test.write_text("\n".join(test) + "\n")
+    copies, copies_test = folder / "kjv_x10.txt", folder / "kjv_x10_test.txt"
+    with open(copies, "w", encoding="utf-8") as handle:
+        for copy in range(10):
+            handle.writelines(" ".join(f"{w}_{copy}" for w in line.split()) + "\n" for line in train)
+    copies_test.write_text("\n".join(" ".join(f"{w}_0" for w in line.split()) for line in test) + "\n")
+    return {"kjv_train": (kjv, kjv_test), "kjv_x10_distinct": (copies, copies_test)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--orders", type=int, nargs="+", default=[3, 5])
+    parser.add_argument("--lmplz", help="path to KenLM's lmplz, run back to back when given")
+    args = parser.parse_args()
+    lmpipe = str(Path(sys.executable).parent / "lmpipe")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        for name, (text, test) in inputs(folder).items():
+            tokens = sum(len(line.split()) + 1 for line in open(text, encoding="utf-8"))
+            for order in args.orders:
+                model = folder / f"{name}.o{order}.arpa"
+                tools = {"lmpipe": [lmpipe, "ngram", "build", str(text), "--order", str(order),
+                                    "--arpa", str(model)]}
+                if args.lmplz:
+                    tools["lmplz"] = [args.lmplz, "-o", str(order), "-S", "100M", "--text", str(text),
+                                      "--arpa", str(folder / "lmplz.arpa")]
+                summary = {"input": name, "tokens": tokens, "order": order}
+                for tool, command in tools.items():
+                    runs = [measure(command)[:2] for _ in range(args.repeat)]
+                    for wall, rss in runs:
+                        print(json.dumps({**summary, "tool": tool, "step": "build", "wall_s": round(wall, 2),
+                                          "peak_rss_mib": round(rss, 1)}), flush=True)
+                    summary[f"{tool}_build_wall_s"] = round(statistics.median(w for w, _ in runs), 2)
+                    summary[f"{tool}_build_peak_rss_mib"] = round(statistics.median(r for _, r in runs), 1)
+                query = [measure([lmpipe, "ngram", "query", str(model), str(test), "--json"])[:2]
+                         for _ in range(args.repeat)]
+                scoring = [json.loads(measure([sys.executable, "-c", SCORE, str(model), str(text)])[2])
+                           for _ in range(args.repeat)]
+                summary.update(
+                    lmpipe_query_wall_s=round(statistics.median(w for w, _ in query), 2),
+                    lmpipe_query_peak_rss_mib=round(statistics.median(r for _, r in query), 1),
+                    scoring_tokens_per_s=round(statistics.median(s["tokens"] / s["seconds"] for s in scoring)),
+                    ngrams=sum(int(line.split("=")[1]) for line in open(model, encoding="utf-8")
+                               if line.startswith("ngram ")))
+                if args.lmplz:
+                    summary["build_wall_ratio_lmpipe_over_lmplz"] = round(
+                        summary["lmpipe_build_wall_s"] / summary["lmplz_build_wall_s"], 2)
+                print(json.dumps({"median_of": args.repeat, **summary}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
