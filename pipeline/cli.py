@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import corpus
-from pipeline.vocab import Vocab
+from pipeline.vocab import Vocab, encode_text
 
 
 def load_models(models_dir: Path, names: list[str] | None):
@@ -75,45 +75,39 @@ def compare(args) -> None:
     print(path.read_text(), end="")
 
 
-def _whitespace_sentences(path: str) -> list[list[str]]:
-    return [line.split() for line in corpus.read_lines(path) if line.split()]
-
-
 def ngram_build(args) -> None:
     from pipeline import arpa, kneser_ney, ngrams
-    sentences = _whitespace_sentences(args.text)
-    vocab = Vocab.build(sentences, min_count=1, max_size=2**31)
     def progress(message):
         print(f"lmpipe ngram: {message}", file=sys.stderr, flush=True)
-    progress(f"{len(sentences):,} sentences, {len(vocab):,} words in the vocabulary")
-    counts = ngrams.count(vocab.stream(sentences), len(vocab), args.order, progress)
+    tokens, stream, _ = encode_text("\n".join(corpus.read_lines(args.text)))
+    progress(f"{int(np.sum(stream == 1)):,} sentences, {len(tokens):,} words in the vocabulary")
+    counts = ngrams.count(stream, len(tokens), args.order, progress)
+    del stream
     model = kneser_ney.estimate(counts, fallback=args.discount_fallback, progress=progress)
-    with open(args.arpa, "w", encoding="utf-8") as handle:
-        arpa.write(model, counts, vocab.tokens, handle)
+    with open(args.arpa, "wb") as handle:
+        arpa.write(model, counts, tokens, handle)
     progress(f"wrote {args.arpa}")
 
 
-def query_summary(model, tokens: tuple[str, ...], sentences: list[list[str]]) -> dict:
+def query_summary(model, tokens: tuple[str, ...], text: str) -> dict:
     """KenLM `query -v summary` figures, plus per-sentence log10 totals and OOV counts."""
-    vocab = Vocab(tokens)
-    stream = vocab.stream(sentences)
-    index = vocab.index
-    oov = np.concatenate([[w not in index for w in s] + [False] for s in sentences]) if sentences else np.zeros(0, bool)
+    _, stream, oov = encode_text(text, tokens)
     logp = model.log10_probs(stream)
-    sentence = np.repeat(np.arange(len(sentences)), [len(s) + 1 for s in sentences])
+    sentence = np.cumsum(stream == 1)[stream != 1] - 1
+    num_sentences = int(np.sum(stream == 1))
     total, count = float(logp.sum()), len(logp)
     inside = float(logp[~oov].sum())
     return {"perplexity_including_oovs": 10 ** (-total / count),
             "perplexity_excluding_oovs": 10 ** (-inside / max(count - int(oov.sum()), 1)),
             "oovs": int(oov.sum()), "tokens": count,
-            "sentence_totals": np.bincount(sentence, logp, minlength=len(sentences)).tolist(),
-            "sentence_oovs": np.bincount(sentence, oov, minlength=len(sentences)).astype(int).tolist()}
+            "sentence_totals": np.bincount(sentence, logp, minlength=num_sentences).tolist(),
+            "sentence_oovs": np.bincount(sentence, oov, minlength=num_sentences).astype(int).tolist()}
 
 
 def ngram_query(args) -> None:
     from pipeline import arpa
     model, tokens = arpa.read(args.model)
-    summary = query_summary(model, tokens, _whitespace_sentences(args.text))
+    summary = query_summary(model, tokens, "\n".join(corpus.read_lines(args.text)))
     if args.json:
         if not args.per_sentence:
             summary = {k: v for k, v in summary.items() if not k.startswith("sentence_")}

@@ -6,10 +6,13 @@ Specials have fixed ids: <unk>=0, <s>=1, </s>=2. A split is stored as one flat s
 
 from __future__ import annotations
 
+import itertools
+import re
 from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 UNK, BOS, EOS = "<unk>", "<s>", "</s>"
 SPECIALS = (UNK, BOS, EOS)
@@ -47,14 +50,17 @@ class Vocab:
         return [self.tokens[int(i)] for i in ids]
 
     def stream(self, sentences: list[list[str]]) -> np.ndarray:
-        """`<s> w.. </s>` for each sentence, concatenated, as int32 ids."""
-        index = self.index
-        flat = []
-        for sentence in sentences:
-            flat.append(BOS_ID)
-            flat.extend(index.get(t, UNK_ID) for t in sentence)
-            flat.append(EOS_ID)
-        return np.array(flat, dtype=np.int32)
+        """`<s> w.. </s>` for each sentence, concatenated, as int32 ids (hash lookups in C)."""
+        lengths = np.fromiter(map(len, sentences), dtype=np.int64, count=len(sentences))
+        ids = pd.Index(self.tokens).get_indexer(list(itertools.chain.from_iterable(sentences)))
+        ids[ids < 0] = UNK_ID
+        starts = np.cumsum(lengths + 2) - (lengths + 2)     # where each <s> goes
+        out = np.empty(int(lengths.sum()) + 2 * len(sentences), dtype=np.int32)
+        words = np.ones(len(out), dtype=bool)
+        words[starts] = words[starts + lengths + 1] = False
+        out[starts], out[starts + lengths + 1] = BOS_ID, EOS_ID
+        out[words] = ids
+        return out
 
     def to_json(self) -> dict:
         return {"tokens": list(self.tokens)}
@@ -83,3 +89,33 @@ def split_stats(stream: np.ndarray) -> dict:
     return {"sentences": int(np.sum(stream == BOS_ID)), "tokens": int(len(targets)),
             "types": int(len(np.unique(targets))), "oov": oov,
             "oov_rate": oov / max(len(targets), 1)}
+
+
+def encode_text(text: str, tokens: tuple[str, ...] | None = None):
+    """KenLM-style input, one sentence per line, whitespace-separated tokens, encoded in bulk
+    (hashing in C, no Python loop over tokens). Blank lines are skipped.
+    tokens=None builds the vocabulary: the specials, then every word in order of first use.
+    Returns (tokens, stream `<s> w.. </s> ...`, oov flag of every target, i.e. of every
+    non-`<s>` position)."""
+    if EOS in text and re.search(r"(?<!\S)</s>(?!\S)", text):
+        raise ValueError("the text contains the reserved token '</s>'; remove or rename it")
+    flat = np.asarray(text.replace("\n", f" {EOS} ").split() + [EOS], dtype=object)
+    codes, uniques = pd.factorize(flat)
+    del flat
+    uniques = pd.Index(uniques)
+    for special in (UNK, BOS):
+        if special in uniques:
+            raise ValueError(f"the text contains the reserved token {special!r}; remove or rename it")
+    if tokens is None:
+        words = [w for w in uniques if w != EOS]
+        tokens = SPECIALS + tuple(words)
+    mapping = pd.Index(tokens).get_indexer(uniques)
+    oov_unique = mapping < 0
+    mapping[oov_unique] = UNK_ID
+    ids = mapping[codes].astype(np.int32)
+    oov = oov_unique[codes]
+    is_eos = ids == EOS_ID
+    keep = ~(is_eos & np.concatenate([[True], is_eos[:-1]]))   # drop blank lines
+    ids, oov, is_eos = ids[keep], oov[keep], is_eos[keep]
+    starts = np.concatenate([[0], np.flatnonzero(is_eos)[:-1] + 1]) if len(ids) else np.zeros(0, int)
+    return tokens, np.insert(ids, starts, BOS_ID), oov

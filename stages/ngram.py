@@ -33,7 +33,7 @@ def main(data_dir: str, out_dir: str) -> None:
     np.savez(out / "model.npz", **model.arrays())
     memory = ngrams.memory_by_order(counts, kneser_ney.BYTES_PER_NGRAM)
     (out / "memory.json").write_text(json.dumps(memory, indent=2))
-    with open(out / "model.arpa", "w", encoding="utf-8") as handle:
+    with open(out / "model.arpa", "wb") as handle:
         arpa.write(model, kn_counts, tokens, handle)
     progress("wrote model.arpa")
     words = np.array(tokens, dtype=object)

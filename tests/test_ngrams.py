@@ -120,9 +120,9 @@ def test_matches_kenlm_reference(order):
 def test_arpa_records_match_kenlm():
     vocab, counts, lm = _reference_model(3)
     import io
-    buffer = io.StringIO()
-    arpa.write(lm, counts, vocab.tokens, buffer)
-    ours = _parse_arpa(buffer.getvalue().splitlines())
+    buffer = io.BytesIO()
+    arpa.write(lm, counts, vocab.tokens, buffer, chunk=1000)
+    ours = _parse_arpa(buffer.getvalue().decode().splitlines())
     with gzip.open(REFERENCE / "kjv3k.o3.arpa.gz", "rt", encoding="utf-8") as handle:
         theirs = _parse_arpa(handle.read().splitlines())
     assert ours.keys() == theirs.keys()
@@ -204,8 +204,8 @@ def test_arpa_round_trip(toy_vocab, tmp_path):
     counts = ngrams.count(stream, len(toy_vocab), 3)
     lm = kneser_ney.estimate(counts, fallback=kneser_ney.LMPLZ_FALLBACK)
     path = tmp_path / "toy.arpa"
-    with open(path, "w", encoding="utf-8") as handle:
-        arpa.write(lm, counts, toy_vocab.tokens, handle)
+    with open(path, "wb") as handle:
+        arpa.write(lm, counts, toy_vocab.tokens, handle, chunk=3)
     loaded, tokens = arpa.read(path)
     assert tokens == toy_vocab.tokens
     test = toy_vocab.stream([["the", "dog", "sat", "on", "the", "mat"], ["a", "log"]])
@@ -218,3 +218,15 @@ def test_arpa_reader_names_the_problem(tmp_path):
     bad.write_text("hello\n")
     with pytest.raises(arpa.ArpaError, match="bad.arpa: not an ARPA file"):
         arpa.read(bad)
+
+
+@pytest.mark.parametrize("high", [1000, 2**62])   # packed SIMD sort, and the argsort fallback
+def test_unique_agrees_with_numpy(rng, high):
+    key = rng.integers(0, high, size=5000) // 7 * 7
+    key[:100] = key[100:200]                          # plenty of repeats
+    unique, first, inverse, counted = ngrams._unique(key)
+    expected, expected_counts = np.unique(key, return_counts=True)
+    np.testing.assert_array_equal(unique, expected)
+    np.testing.assert_array_equal(counted, expected_counts)
+    np.testing.assert_array_equal(unique[inverse], key)
+    np.testing.assert_array_equal(key[first], unique)

@@ -42,3 +42,21 @@ def test_reserved_token_in_corpus_is_rejected():
 def test_json_round_trip(toy_vocab):
     assert Vocab.from_json(toy_vocab.to_json()) == toy_vocab
     assert np.array_equal(toy_vocab.stream(TOY), Vocab.from_json(toy_vocab.to_json()).stream(TOY))
+
+
+def test_encode_text_matches_stream():
+    from pipeline.vocab import encode_text
+    text = "the cat sat\n\n  the dog  \nzebra\n"
+    tokens, stream, oov = encode_text(text)
+    assert tokens[:3] == ("<unk>", "<s>", "</s>") and set(tokens[3:]) == {"the", "cat", "sat", "dog", "zebra"}
+    vocab = Vocab(tokens)
+    sentences = [line.split() for line in text.splitlines() if line.split()]
+    np.testing.assert_array_equal(stream, vocab.stream(sentences))
+    assert not oov.any()
+    known = Vocab.build([["the", "cat"]], 1, 10)
+    _, stream, oov = encode_text("the zebra\ncat", known.tokens)
+    assert stream.tolist() == [1, known.index["the"], 0, 2, 1, known.index["cat"], 2]
+    assert oov.tolist() == [False, True, False, False, False]
+    for bad in ("a <s> b", "<unk>", "x </s>"):
+        with pytest.raises(ValueError, match="reserved token"):
+            encode_text(bad)
