@@ -84,6 +84,7 @@ def ngram_build(args) -> None:
     counts = ngrams.count(stream, len(tokens), args.order, progress)
     del stream
     model = kneser_ney.estimate(counts, fallback=args.discount_fallback, progress=progress)
+    counts = ngrams.NgramCounts(counts.vocab_size, counts.keys, [], [], [])  # writing needs keys only
     with open(args.arpa, "wb") as handle:
         arpa.write(model, counts, tokens, handle)
     progress(f"wrote {args.arpa}")

@@ -111,28 +111,31 @@ def estimate(counts: NgramCounts, fallback=None, progress=None) -> NGramLM:
     lower = None
     log10_prob, backoffs, discounts = [], [], []
     for n in range(1, counts.order + 1):
-        adjusted = counts.adjusted[n - 1].astype(np.float64)
+        adjusted = counts.adjusted[n - 1]
         if n == 1:
             adjusted = adjusted.copy()
-            adjusted[BOS_ID] = 0.0                  # <s> is never predicted
+            adjusted[BOS_ID] = 0                   # <s> is never predicted
         d = discounts_from(adjusted, n, fallback)
-        discount = np.select([adjusted == 1, adjusted == 2, adjusted >= 3], d, 0.0)
+        discount = np.array([0.0, *d])[np.minimum(adjusted, 3)]   # D(a): 0, D1, D2, D3+
         context = counts.context_ids(n)
         num_contexts = 1 if n == 1 else len(counts.keys[n - 2])
         total = np.bincount(context, adjusted, minlength=num_contexts)
         mass = np.bincount(context, discount, minlength=num_contexts)  # Σ D(a) = D1 N1 + D2 N2 + D3 N3+
         safe = np.where(total > 0, total, 1.0)
         gamma = np.where(total > 0, mass / safe, 1.0)
-        uninterpolated = (adjusted - discount) / safe[context]
+        prob = np.subtract(adjusted, discount, dtype=np.float64)  # in place from here: big arrays
+        del discount
+        prob /= safe[context]
         if n == 1:
-            prob = uninterpolated + gamma[0] / (vocab_size - 1)
+            prob += gamma[0] / (vocab_size - 1)
             prob[BOS_ID] = 0.0
         else:
-            prob = uninterpolated + gamma[context] * lower[counts.suffix[n - 1]]
-            backoffs[-1] = np.where(total > 0, np.log10(gamma, where=gamma > 0, out=np.zeros_like(gamma)), 0.0)
+            prob += gamma[context] * lower[counts.suffix[n - 1]]
+            backoffs[-1] = np.log10(gamma)
+        del context
         with np.errstate(divide="ignore"):
-            log10_prob.append(np.where(prob > 0, np.log10(np.maximum(prob, 1e-300)), -np.inf))
-        backoffs.append(np.zeros(len(prob)))
+            log10_prob.append(np.log10(prob))      # -inf where p = 0 (only <s>)
+        backoffs.append(np.zeros(len(prob)))       # calloc: untouched pages cost no memory
         discounts.append(tuple(float(x) for x in d))
         lower = prob
         if progress:

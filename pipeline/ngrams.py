@@ -155,6 +155,21 @@ def _unique(key: np.ndarray):
     return ordered[heads], order[heads], inverse, counted
 
 
+def _search(table: np.ndarray, key: np.ndarray) -> np.ndarray:
+    """np.searchsorted(table, key), faster for many keys: binary searches in key order walk the
+    table from left to right (cache-friendly), and the keys are put in order by one packed SIMD
+    sort when key and position fit in 64 bits together."""
+    position_bits = max(int(len(key) - 1).bit_length(), 1)
+    if len(key) < 65536 or int(key.max()).bit_length() + position_bits > 64:
+        return np.searchsorted(table, key)
+    packed = (key.astype(np.uint64) << np.uint64(position_bits)) | np.arange(len(key), dtype=np.uint64)
+    packed.sort()
+    where = np.empty(len(key), dtype=np.int64)
+    where[(packed & np.uint64((1 << position_bits) - 1)).astype(np.int64)] = np.searchsorted(
+        table, (packed >> np.uint64(position_bits)).astype(np.int64))
+    return where
+
+
 def lookup_all(stream: np.ndarray, counts_keys: list[np.ndarray], vocab_size: int) -> list[np.ndarray]:
     """ids[n-1][pos]: id of the order-n n-gram starting at pos, or -1 when it is unknown or would
     cross the sentence end. Used to score a stream against a counted/estimated model."""
@@ -166,7 +181,7 @@ def lookup_all(stream: np.ndarray, counts_keys: list[np.ndarray], vocab_size: in
         start = np.flatnonzero((remaining >= n) & (ids[-1] >= 0))
         key = ids[-1][start] * vocab_size + stream[start + n - 1]
         table = counts_keys[n - 1]
-        where = np.searchsorted(table, key)
+        where = _search(table, key)
         found = where < len(table)
         found[found] = table[where[found]] == key[found]
         current[start[found]] = where[found]

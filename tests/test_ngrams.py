@@ -230,3 +230,9 @@ def test_unique_agrees_with_numpy(rng, high):
     np.testing.assert_array_equal(counted, expected_counts)
     np.testing.assert_array_equal(unique[inverse], key)
     np.testing.assert_array_equal(key[first], unique)
+
+
+def test_bulk_search_agrees_with_searchsorted(rng):
+    table = np.unique(rng.integers(0, 2**40, size=50_000))
+    key = np.concatenate([rng.choice(table, 60_000), rng.integers(0, 2**40, size=40_000)])
+    np.testing.assert_array_equal(ngrams._search(table, key), np.searchsorted(table, key))
