@@ -85,8 +85,15 @@ class TrainParams:
     eval_batch_size: int = 16
     limit_train_batches: float = 1.0
     num_threads: int = 0
+    lr_schedule: str = "none"
+    lr_decay: float = 0.25
+    early_stopping_patience: int = 0
 
     def check(self, where: str) -> None:
+        _one_of(f"{where}.lr_schedule", self.lr_schedule, ("none", "plateau"))
+        _at_least(f"{where}.early_stopping_patience", self.early_stopping_patience, 0)
+        if not 0.0 < self.lr_decay <= 1.0:
+            raise ParamsError(f"{where}.lr_decay={self.lr_decay!r} is out of range; use (0, 1]")
         for name in ("max_epochs", "batch_size", "bptt", "devices", "num_nodes", "eval_batch_size"):
             _at_least(f"{where}.{name}", getattr(self, name), 1)
         _at_least(f"{where}.num_threads", self.num_threads, 0)
@@ -113,9 +120,14 @@ class ModelParams:
     embed_dim: int = 128
     hidden_dim: int = 128
     dropout: float = 0.1
+    tie_weights: bool = False
 
     def check(self, where: str) -> None:
         _one_of(f"{where}.cell", self.cell, ("rnn", "gru"))
+        if self.tie_weights and self.embed_dim != self.hidden_dim * (2 if self.bidirectional else 1):
+            raise ParamsError(f"{where}.tie_weights=true needs embed_dim == hidden_dim"
+                              f"{' x 2 (bidirectional)' if self.bidirectional else ''}; got "
+                              f"{self.embed_dim} and {self.hidden_dim}")
         _one_of(f"{where}.impl", self.impl, ("textbook", "fused"))
         for name in ("num_layers", "embed_dim", "hidden_dim"):
             _at_least(f"{where}.{name}", getattr(self, name), 1)

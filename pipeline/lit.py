@@ -90,8 +90,16 @@ class LitLM(L.LightningModule):
     def configure_optimizers(self):
         p = self.train_params
         if p.optimizer == "sgd":
-            return torch.optim.SGD(self.parameters(), lr=p.lr, weight_decay=p.weight_decay)
-        return torch.optim.AdamW(self.parameters(), lr=p.lr, weight_decay=p.weight_decay)
+            optimizer = torch.optim.SGD(self.parameters(), lr=p.lr, weight_decay=p.weight_decay)
+        else:
+            optimizer = torch.optim.AdamW(self.parameters(), lr=p.lr, weight_decay=p.weight_decay)
+        if p.lr_schedule == "none":
+            return optimizer
+        # anneal when validation perplexity stops improving (pytorch/examples divides lr by 4)
+        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min",
+                                                             factor=p.lr_decay, patience=0)
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": plateau, "monitor": "val_ppl", "interval": "epoch"}}
 
 
 def loaders(cloze: bool, train_stream: np.ndarray, valid_stream: np.ndarray, params: TrainParams,

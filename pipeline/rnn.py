@@ -27,6 +27,7 @@ class RNNConfig:
     embed_dim: int = 128
     hidden_dim: int = 128
     dropout: float = 0.1
+    tie_weights: bool = False    # output W_y shares the embedding matrix (needs embed == hidden)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -37,6 +38,8 @@ class RNNLM(nn.Module):
         super().__init__()
         self.config = config
         self.embedding = nn.Embedding(config.vocab_size, config.embed_dim)
+        # small uniform init, as pytorch/examples: N(0, 1) rows make tied output logits explode
+        nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
         self.dropout = nn.Dropout(config.dropout)
         stack = (config.cell, config.impl, config.embed_dim, config.hidden_dim, config.num_layers,
                  config.dropout)
@@ -44,6 +47,12 @@ class RNNLM(nn.Module):
         self.backward_stack = RecurrentStack(*stack) if config.bidirectional else None
         directions = 2 if config.bidirectional else 1
         self.output = nn.Linear(directions * config.hidden_dim, config.vocab_size)  # W_y, b_y
+        if config.tie_weights:  # Press & Wolf 2017; Inan et al. 2017
+            if directions * config.hidden_dim != config.embed_dim:
+                raise ValueError(f"tie_weights needs embed_dim == {directions} x hidden_dim, got "
+                                 f"{config.embed_dim} and {config.hidden_dim}; set tie_weights: false "
+                                 "or make the sizes match")
+            self.output.weight = self.embedding.weight
 
     def forward(self, tokens: torch.Tensor, state: torch.Tensor | None = None):
         """Causal. tokens (B, T) -> logits (B, T, V) for the next token, final state (L, B, H)."""

@@ -8,7 +8,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.callbacks import EarlyStopping, TQDMProgressBar
 
 from pipeline import config, tracking
 from pipeline.lit import LitLM, loaders
@@ -40,13 +40,16 @@ def main(kind: str, data_dir: str, out_dir: str) -> None:
     precision = train.precision
     if precision == "auto":
         precision = "bf16-mixed" if torch.cuda.is_available() and train.accelerator != "cpu" else "32-true"
+    callbacks = [TQDMProgressBar(refresh_rate=50)]
+    if train.early_stopping_patience:
+        callbacks.append(EarlyStopping("val_ppl", patience=train.early_stopping_patience))
     trainer = L.Trainer(max_epochs=train.max_epochs, accelerator=train.accelerator,
                         devices=train.devices, num_nodes=train.num_nodes, strategy=train.strategy,
                         precision=precision, gradient_clip_val=train.clip or None,
                         limit_train_batches=train.limit_train_batches, logger=logger,
                         enable_checkpointing=False, log_every_n_steps=25, deterministic=True,
                         use_distributed_sampler=False, default_root_dir=str(out),
-                        callbacks=[TQDMProgressBar(refresh_rate=50)])
+                        callbacks=callbacks)
     trainer.fit(lit, train_loader, valid_loader)
     if trainer.is_global_zero:
         out.mkdir(parents=True, exist_ok=True)

@@ -74,3 +74,14 @@ def test_relative_sqlite_uri_is_made_absolute(tmp_path, monkeypatch):
     assert uri == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
     assert config.tracking_uri(config.MlflowParams(), tmp_path) == "http://127.0.0.1:5000"
+
+
+def test_tie_weights_needs_matching_sizes():
+    raw = _raw()
+    raw["models"]["gru"].update(tie_weights=True, embed_dim=64, hidden_dim=32)
+    with pytest.raises(ParamsError, match=r"models\.gru\.tie_weights=true needs embed_dim == hidden_dim"):
+        config.from_dict(raw)
+    raw["train"]["lr_schedule"] = "cosine"
+    raw["models"]["gru"].update(embed_dim=32)
+    with pytest.raises(ParamsError, match=r"train\.lr_schedule='cosine' is not allowed"):
+        config.from_dict(raw)

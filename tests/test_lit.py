@@ -42,3 +42,19 @@ def test_fit_learns_and_validation_matches_scoring(bidirectional):
         logprobs = scoring.causal_logprobs(model, valid_stream, num_columns=3)
     assert scoring.summarize(logprobs)["ppl"] == pytest.approx(history[-1], rel=1e-5)
     assert math.isfinite(history[-1])
+
+
+def test_plateau_schedule_anneals_the_learning_rate():
+    L.seed_everything(0)
+    train = TrainParams(max_epochs=4, batch_size=4, bptt=8, optimizer="sgd", lr=50.0,
+                        lr_schedule="plateau", lr_decay=0.25, eval_batch_size=3)
+    lit = LitLM(RNNLM(RNNConfig(vocab_size=20, embed_dim=8, hidden_dim=8, dropout=0.0)), train)
+    train_loader, valid_loader = loaders(False, _stream(0, 60), _stream(1, 10), train, seed=0)
+    trainer = L.Trainer(max_epochs=4, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(lit, train_loader, valid_loader)
+    history = [h["val_ppl"] for h in lit.history]
+    lr = trainer.optimizers[0].param_groups[0]["lr"]
+    # ReduceLROnPlateau (patience 0) decays after every epoch that does not beat the best so far
+    worse = sum(h >= min(history[:i]) * (1 - 1e-4) for i, h in enumerate(history) if i)
+    assert lr == pytest.approx(50.0 * 0.25 ** worse) and worse >= 1

@@ -53,3 +53,12 @@ def test_wrong_mode_is_a_clear_error():
     bidirectional = RNNLM(RNNConfig(vocab_size=5, bidirectional=True))
     with pytest.raises(ValueError, match="call cloze"):
         bidirectional(torch.ones(1, 3, dtype=torch.long))
+
+
+def test_weight_tying_shares_the_embedding():
+    model = RNNLM(RNNConfig(vocab_size=30, embed_dim=8, hidden_dim=8, tie_weights=True))
+    assert model.output.weight is model.embedding.weight
+    untied = RNNLM(RNNConfig(vocab_size=30, embed_dim=8, hidden_dim=8))
+    assert model.num_parameters() == untied.num_parameters() - 30 * 8
+    with pytest.raises(ValueError, match="tie_weights needs embed_dim"):
+        RNNLM(RNNConfig(vocab_size=30, embed_dim=8, hidden_dim=16, tie_weights=True))
