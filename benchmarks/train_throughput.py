@@ -1,0 +1,93 @@
+"""Training-step throughput of every model kind, textbook and fused cells, at the reference
+configuration of pytorch/examples' word_language_model (embedding 200, hidden 200, bptt 35,
+batch 20, SGD lr 20, clip 0.25, dropout 0.2) and a KJV-sized vocabulary; plus the bare nn.GRU
+forward+backward of the same shapes as the floor. A step is what LitLM.training_step does
+(forward, cross-entropy averaged over targets, backward, clipping, optimiser step), on random
+token windows (throughput does not depend on the text). Warm-up steps first; the median of
+--runs runs of --steps steps. Prints JSON lines.
+
+    .venv/bin/python benchmarks/train_throughput.py [--vocab-size 12800] [--runs 5]
+"""
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from pipeline.rnn import RNNLM, RNNConfig
+
+KINDS = {"rnn": {"cell": "rnn"}, "gru": {"cell": "gru"},
+         "deep": {"cell": "rnn", "num_layers": 2}, "birnn": {"cell": "rnn", "bidirectional": True}}
+
+
+def step_fn(model, optimizer, tokens, state):
+    if model.config.bidirectional:
+        lengths = torch.full((tokens.shape[0],), tokens.shape[1])
+        logits = model.cloze(tokens, lengths)
+        targets = tokens[:, 1:]
+    else:
+        logits, state = model(tokens[:, :-1], state)
+        state = state.detach()
+        targets = tokens[:, 1:]
+    loss = F.cross_entropy(logits.transpose(1, 2), targets)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 0.25)
+    optimizer.step()
+    return state
+
+
+def measure(run_steps, steps: int, runs: int, warmup: int = 3) -> float:
+    run_steps(warmup)
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        run_steps(steps)
+        times.append((time.perf_counter() - started) / steps)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--vocab-size", type=int, default=12800)
+    parser.add_argument("--batch", type=int, default=20)
+    parser.add_argument("--bptt", type=int, default=35)
+    parser.add_argument("--dim", type=int, default=200)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    tokens = torch.randint(3, args.vocab_size, (args.batch, args.bptt + 1))
+    common = {"threads": torch.get_num_threads(), "batch": args.batch, "bptt": args.bptt,
+              "dim": args.dim, "vocab_size": args.vocab_size}
+    for kind, spec in KINDS.items():
+        for impl in ("textbook", "fused"):
+            model = RNNLM(RNNConfig(vocab_size=args.vocab_size, impl=impl, embed_dim=args.dim,
+                                    hidden_dim=args.dim, dropout=0.2, **spec)).train()
+            optimizer = torch.optim.SGD(model.parameters(), lr=20.0)
+            state = [None]
+
+            def run_steps(n, model=model, optimizer=optimizer, state=state):
+                for _ in range(n):
+                    state[0] = step_fn(model, optimizer, tokens, state[0])
+            seconds = measure(run_steps, args.steps, args.runs)
+            print(json.dumps({**common, "kind": kind, "impl": impl, "ms_per_batch": round(seconds * 1e3, 1),
+                              "tokens_per_s": round(args.batch * args.bptt / seconds)}), flush=True)
+    gru = torch.nn.GRU(args.dim, args.dim, batch_first=True)
+    x = torch.randn(args.batch, args.bptt, args.dim, requires_grad=True)
+
+    def bare(n):
+        for _ in range(n):
+            out, _ = gru(x)
+            out.sum().backward()
+    seconds = measure(bare, args.steps, args.runs)
+    print(json.dumps({**common, "kind": "bare nn.GRU forward+backward (floor)",
+                      "ms_per_batch": round(seconds * 1e3, 2),
+                      "tokens_per_s": round(args.batch * args.bptt / seconds)}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
