@@ -117,13 +117,14 @@ def test_matches_kenlm_reference(order):
 
 
 @pytest.mark.skipif(not REFERENCE.is_dir(), reason="shared/reference/kenlm not available")
-def test_arpa_records_match_kenlm():
-    vocab, counts, lm = _reference_model(3)
+@pytest.mark.parametrize("order", [3, 5])
+def test_arpa_records_match_kenlm(order):
+    vocab, counts, lm = _reference_model(order)
     import io
     buffer = io.BytesIO()
     arpa.write(lm, counts, vocab.tokens, buffer, chunk=1000)
     ours = _parse_arpa(buffer.getvalue().decode().splitlines())
-    with gzip.open(REFERENCE / "kjv3k.o3.arpa.gz", "rt", encoding="utf-8") as handle:
+    with gzip.open(REFERENCE / f"kjv3k.o{order}.arpa.gz", "rt", encoding="utf-8") as handle:
         theirs = _parse_arpa(handle.read().splitlines())
     assert ours.keys() == theirs.keys()
     for gram, (prob, backoff) in theirs.items():
