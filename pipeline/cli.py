@@ -27,7 +27,7 @@ def load_models(models_dir: Path, names: list[str] | None):
     import torch
 
     from pipeline.kneser_ney import NGramLM
-    from pipeline.rnn import RNNLM, RNNConfig
+    from pipeline.rnn import RNNLM
     found = {}
     for path in sorted(models_dir.iterdir()) if models_dir.is_dir() else []:
         if names and path.name not in names:
@@ -35,9 +35,8 @@ def load_models(models_dir: Path, names: list[str] | None):
         if (path / "model.npz").is_file():
             found[path.name] = ("ngram", NGramLM.from_arrays(np.load(path / "model.npz")))
         elif (path / "model.pt").is_file():
-            checkpoint = torch.load(path / "model.pt", weights_only=True, map_location="cpu")
-            model = RNNLM(RNNConfig(**checkpoint["config"]))
-            model.load_state_dict(checkpoint["state_dict"])
+            model = RNNLM.from_checkpoint(torch.load(path / "model.pt", weights_only=True,
+                                                     map_location="cpu"))
             found[path.name] = ("cloze" if model.config.bidirectional else "causal", model)
     missing = set(names or []) - set(found)
     if missing or not found:

@@ -88,5 +88,15 @@ class RNNLM(nn.Module):
         left = forward_states[:, :-1]                                      # (B, L-1, H)
         return self.output(self.dropout(torch.cat([left, right], dim=-1)))
 
+    def checkpoint(self) -> dict:
+        """Checkpoint as data: config + state_dict (load with torch.load(weights_only=True))."""
+        return {"config": self.config.to_dict(), "state_dict": self.state_dict()}
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: dict) -> RNNLM:
+        model = cls(RNNConfig(**checkpoint["config"]))
+        model.load_state_dict(checkpoint["state_dict"])
+        return model
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 
 from pipeline import config, kneser_ney, ngrams, report, scoring, tracking
-from pipeline.rnn import RNNLM, RNNConfig
+from pipeline.rnn import RNNLM
 
 
 def main(data_dir: str, models_dir: str, out_dir: str) -> None:
@@ -35,8 +35,7 @@ def main(data_dir: str, models_dir: str, out_dir: str) -> None:
 
     for kind, spec in params.models.items():
         checkpoint = torch.load(models / kind / "model.pt", weights_only=True, map_location="cpu")
-        model = RNNLM(RNNConfig(**checkpoint["config"]))
-        model.load_state_dict(checkpoint["state_dict"])
+        model = RNNLM.from_checkpoint(checkpoint)
         if spec.bidirectional:
             logprobs = {s: scoring.cloze_logprobs(model, stream) for s, stream in splits.items()}
         else:

@@ -53,8 +53,7 @@ def main(kind: str, data_dir: str, out_dir: str) -> None:
     trainer.fit(lit, train_loader, valid_loader)
     if trainer.is_global_zero:
         out.mkdir(parents=True, exist_ok=True)
-        torch.save({"config": model_config.to_dict(), "state_dict": lit.model.state_dict()},
-                   out / "model.pt")
+        torch.save(lit.model.checkpoint(), out / "model.pt")
         (out / "history.json").write_text(json.dumps(lit.history, indent=2))
         (out / "run.json").write_text(json.dumps({"run_id": logger.run_id,
                                                   "precision": precision}, indent=2))

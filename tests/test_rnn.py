@@ -62,3 +62,13 @@ def test_weight_tying_shares_the_embedding():
     assert model.num_parameters() == untied.num_parameters() - 30 * 8
     with pytest.raises(ValueError, match="tie_weights needs embed_dim"):
         RNNLM(RNNConfig(vocab_size=30, embed_dim=8, hidden_dim=16, tie_weights=True))
+
+
+def test_checkpoint_is_data_and_round_trips(tmp_path):
+    model = RNNLM(RNNConfig(vocab_size=12, cell="gru", num_layers=2, embed_dim=6, hidden_dim=6,
+                            tie_weights=True))
+    torch.save(model.checkpoint(), tmp_path / "model.pt")
+    loaded = RNNLM.from_checkpoint(torch.load(tmp_path / "model.pt", weights_only=True))
+    assert loaded.config == model.config
+    tokens = torch.tensor([[1, 4, 5, 6]])
+    torch.testing.assert_close(loaded.eval()(tokens)[0], model.eval()(tokens)[0])
