@@ -41,6 +41,10 @@ class NGramLM:
     def order(self) -> int:
         return len(self.keys)
 
+    def nbytes(self) -> int:
+        """In-memory bytes of the model's tables (BYTES_PER_NGRAM per stored n-gram)."""
+        return sum(a.nbytes for a in (*self.keys, *self.log10_prob, *self.log10_backoff))
+
     def arrays(self) -> dict[str, np.ndarray]:
         """Flat dict for np.savez."""
         out = {"vocab_size": np.array(self.vocab_size), "discounts": np.array(self.discounts)}

@@ -66,11 +66,6 @@ class NgramCounts:
         """Stored n-grams per order (order 1 counts the whole vocabulary)."""
         return [len(k) for k in self.keys]
 
-    def nbytes(self) -> list[int]:
-        """In-memory bytes per order of the count tables."""
-        return [k.nbytes + c.nbytes + a.nbytes + s.nbytes for k, c, a, s in
-                zip(self.keys, self.counts, self.adjusted, self.suffix, strict=True)]
-
 
 def positions_left(stream: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For each position: tokens from it to its sentence's end (inclusive), and its offset from

@@ -24,8 +24,7 @@ def main(data_dir: str, models_dir: str, out_dir: str) -> None:
     results, model_params, run_ids, histories = {}, {}, {}, {}
     lm = kneser_ney.NGramLM.from_arrays(np.load(models / "ngram" / "model.npz"))
     logprobs = {s: scoring.ngram_logprobs(lm, stream) for s, stream in splits.items()}
-    ngram_bytes = sum(a.nbytes for a in (*lm.keys, *lm.log10_prob, *lm.log10_backoff))
-    results["ngram"] = report.metrics(logprobs, stats, ngram_bytes, objective="causal")
+    results["ngram"] = report.metrics(logprobs, stats, lm.nbytes(), objective="causal")
     model_params["ngram"] = {"ngram.order": lm.order, "ngram.estimator": "interpolated modified Kneser-Ney",
                              "ngram.discounts": json.dumps(lm.discounts)}
     counts = ngrams.from_table(pd.read_parquet(models / "ngram" / "counts.parquet"), vocab_size)
