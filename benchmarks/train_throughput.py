@@ -15,27 +15,28 @@ import statistics
 import time
 
 import torch
-import torch.nn.functional as F
 
+from pipeline.config import TrainParams
+from pipeline.lit import LitLM
 from pipeline.rnn import RNNLM, RNNConfig
 
 KINDS = {"rnn": {"cell": "rnn"}, "gru": {"cell": "gru"},
          "deep": {"cell": "rnn", "num_layers": 2}, "birnn": {"cell": "rnn", "bidirectional": True}}
 
 
-def step_fn(model, optimizer, tokens, state):
-    if model.config.bidirectional:
-        lengths = torch.full((tokens.shape[0],), tokens.shape[1])
-        logits = model.cloze(tokens, lengths)
-        targets = tokens[:, 1:]
+def step_fn(lit, optimizer, tokens, state):
+    """LitLM's own loss (the one training uses), then what the Trainer does around it."""
+    if lit.cloze:
+        batch = (tokens, torch.full((tokens.shape[0],), tokens.shape[1]))
     else:
-        logits, state = model(tokens[:, :-1], state)
+        batch = (tokens[:, :-1], tokens[:, 1:])
+    nll, count, state = lit._loss_sum(batch, state)
+    if state is not None:
         state = state.detach()
-        targets = tokens[:, 1:]
-    loss = F.cross_entropy(logits.transpose(1, 2), targets)
+    loss = nll / count
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 0.25)
+    torch.nn.utils.clip_grad_norm_(lit.parameters(), 0.25)
     optimizer.step()
     return state
 
@@ -58,24 +59,36 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=200)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--compile", action="store_true",
+                        help="also time textbook cells with compile: true (about a minute to compile each)")
     args = parser.parse_args()
     torch.manual_seed(0)
     tokens = torch.randint(3, args.vocab_size, (args.batch, args.bptt + 1))
     common = {"threads": torch.get_num_threads(), "batch": args.batch, "bptt": args.bptt,
               "dim": args.dim, "vocab_size": args.vocab_size}
+    variants = [("textbook", False), ("fused", False)] + ([("textbook", True)] if args.compile else [])
     for kind, spec in KINDS.items():
-        for impl in ("textbook", "fused"):
+        for impl, compiled in variants:
+            if compiled and spec.get("bidirectional"):
+                continue
             model = RNNLM(RNNConfig(vocab_size=args.vocab_size, impl=impl, embed_dim=args.dim,
-                                    hidden_dim=args.dim, dropout=0.2, **spec)).train()
+                                    hidden_dim=args.dim, dropout=0.2, compile=compiled,
+                                    **spec)).train()
+            lit = LitLM(model, TrainParams(optimizer="sgd", lr=20.0, clip=0.25))
             optimizer = torch.optim.SGD(model.parameters(), lr=20.0)
             state = [None]
 
-            def run_steps(n, model=model, optimizer=optimizer, state=state):
+            def run_steps(n, lit=lit, optimizer=optimizer, state=state):
                 for _ in range(n):
-                    state[0] = step_fn(model, optimizer, tokens, state[0])
+                    state[0] = step_fn(lit, optimizer, tokens, state[0])
+            started = time.perf_counter()
+            run_steps(1)  # the first step compiles when compile is on
+            first = time.perf_counter() - started
             seconds = measure(run_steps, args.steps, args.runs)
-            print(json.dumps({**common, "kind": kind, "impl": impl, "ms_per_batch": round(seconds * 1e3, 1),
-                              "tokens_per_s": round(args.batch * args.bptt / seconds)}), flush=True)
+            print(json.dumps({**common, "kind": kind, "impl": impl + ("+compile" if compiled else ""),
+                              "ms_per_batch": round(seconds * 1e3, 1),
+                              "tokens_per_s": round(args.batch * args.bptt / seconds),
+                              "first_step_s": round(first, 1)}), flush=True)
     gru = torch.nn.GRU(args.dim, args.dim, batch_first=True)
     x = torch.randn(args.batch, args.bptt, args.dim, requires_grad=True)
 

@@ -54,6 +54,21 @@ class StreamWindows(Dataset):
         return inputs, _targets(self.data[:, start + 1:start + 1 + length])
 
 
+class ResumeSampler(Sampler):
+    """0, 1, .., n-1 in order, starting at `skip` once (a run resumed mid-epoch); len() stays n so
+    the trainer's batch count is that of the whole epoch."""
+
+    def __init__(self, n: int, skip: int = 0):
+        self.n, self.skip = n, skip
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        skip, self.skip = self.skip, 0
+        return iter(range(skip, self.n))
+
+
 def eval_columns(stream: np.ndarray, num_columns: int):
     """(inputs, targets, positions), each (C, L): every non-`<s>` position of `stream` appears
     exactly once as a target, with its stream index in `positions` (-1 on padding)."""
@@ -116,18 +131,27 @@ class Sentences(Dataset):
 class BucketBatches(Sampler):
     """Sentence-index batches of similar length, so little of each batch is padding: shuffle all
     sentences, sort each pool of `pool` batches by length, cut it into batches, shuffle the batches.
-    A new order every epoch, deterministic given `seed`."""
+    A new order every epoch, deterministic given `seed` and the epoch (which the trainer sets with
+    set_epoch; otherwise each iteration is the next epoch). `skip` drops the first batches of the
+    next iteration once (a run resumed mid-epoch)."""
 
-    def __init__(self, lengths: np.ndarray, batch_size: int, seed: int, pool: int = 50):
+    def __init__(self, lengths: np.ndarray, batch_size: int, seed: int, pool: int = 50,
+                 skip: int = 0, epoch: int = 0):
         self.lengths, self.batch_size, self.seed, self.pool = np.asarray(lengths), batch_size, seed, pool
-        self.epoch = 0
+        self.epoch, self.skip, self._epoch_set = epoch, skip, False
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch, self._epoch_set = epoch, True
 
     def __len__(self) -> int:
         return -(-len(self.lengths) // self.batch_size)
 
     def __iter__(self):
         rng = np.random.default_rng([self.seed, self.epoch])
-        self.epoch += 1
+        if not self._epoch_set:
+            self.epoch += 1
+        self._epoch_set = False
+        skip, self.skip = self.skip, 0
         order = rng.permutation(len(self.lengths))
         size = self.pool * self.batch_size
         batches = []
@@ -135,5 +159,5 @@ class BucketBatches(Sampler):
             chunk = order[start:start + size]
             chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]
             batches.extend(chunk[i:i + self.batch_size] for i in range(0, len(chunk), self.batch_size))
-        for index in rng.permutation(len(batches)):
+        for index in rng.permutation(len(batches))[skip:]:
             yield batches[index].tolist()

@@ -32,9 +32,50 @@ def scan(step: Callable, inputs: torch.Tensor, initial: torch.Tensor):
     return torch.stack(outputs, 1), state
 
 
-class TextbookRNNLayer(nn.Module):
-    def __init__(self, input_dim: int, hidden_dim: int):
+def rnn_step(px, h_prev, weight_hh):
+    """h<t> = tanh(W_hx x<t> + b_h + W_hh h<t-1>), with W_hx x<t> + b_h precomputed as px."""
+    h_new = torch.tanh(px + h_prev @ weight_hh.T)
+    return h_new, h_new
+
+
+def gru_step(px, h_prev, weight_hr, weight_hu, weight_hh):
+    """One textbook GRU step; px (B, 3, H) holds the precomputed x parts of Γr, Γu and h'."""
+    relevance = torch.sigmoid(px[:, 0] + h_prev @ weight_hr.T)
+    update = torch.sigmoid(px[:, 1] + h_prev @ weight_hu.T)
+    candidate = torch.tanh(px[:, 2] + (relevance * h_prev) @ weight_hh.T)
+    h_new = (1 - update) * h_prev + update * candidate
+    return h_new, h_new
+
+
+def _loop(step: Callable):
+    def loop(projected, h, *weights):
+        return scan(lambda px, h_prev: step(px, h_prev, *weights), projected, h)
+    return loop
+
+
+class _TextbookLayer(nn.Module):
+    """The hoisted input projection, then scan(step) over time. With compile=True the whole time
+    loop of a training step is one torch.compile graph, compiled once per (batch, time) shape
+    (about a minute each on 2 CPU cores); evaluation (no grad) runs eagerly."""
+
+    step: Callable
+
+    def __init__(self, compile: bool = False):
         super().__init__()
+        self.eager = _loop(type(self).step)
+        self.compiled = torch.compile(self.eager, dynamic=False) if compile else None
+
+    def loop(self, *args):
+        if self.compiled is not None and torch.is_grad_enabled():
+            return self.compiled(*args)
+        return self.eager(*args)
+
+
+class TextbookRNNLayer(_TextbookLayer):
+    step = staticmethod(rnn_step)
+
+    def __init__(self, input_dim: int, hidden_dim: int, compile: bool = False):
+        super().__init__(compile)
         self.weight_hx = nn.Parameter(torch.empty(hidden_dim, input_dim))   # W_h, x part
         self.weight_hh = nn.Parameter(torch.empty(hidden_dim, hidden_dim))  # W_h, h part
         self.bias = nn.Parameter(torch.empty(hidden_dim))                   # b_h
@@ -42,16 +83,14 @@ class TextbookRNNLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, h: torch.Tensor):
         projected = x @ self.weight_hx.T + self.bias  # (B, T, H): all time steps at once
-
-        def step(px, h_prev):
-            h_new = torch.tanh(px + h_prev @ self.weight_hh.T)
-            return h_new, h_new
-        return scan(step, projected, h)
+        return self.loop(projected, h, self.weight_hh)
 
 
-class TextbookGRULayer(nn.Module):
-    def __init__(self, input_dim: int, hidden_dim: int):
-        super().__init__()
+class TextbookGRULayer(_TextbookLayer):
+    step = staticmethod(gru_step)
+
+    def __init__(self, input_dim: int, hidden_dim: int, compile: bool = False):
+        super().__init__(compile)
         self.hidden_dim = hidden_dim
         # rows: [relevance Γr; update Γu; candidate h'] — the x parts of W_r, W_u, W_h
         self.weight_x = nn.Parameter(torch.empty(3 * hidden_dim, input_dim))
@@ -64,14 +103,7 @@ class TextbookGRULayer(nn.Module):
     def forward(self, x: torch.Tensor, h: torch.Tensor):
         xr, xu, xh = (x @ self.weight_x.T + self.bias).chunk(3, dim=-1)  # each (B, T, H)
         projected = torch.stack([xr, xu, xh], dim=2)                        # (B, T, 3, H)
-
-        def step(px, h_prev):
-            relevance = torch.sigmoid(px[:, 0] + h_prev @ self.weight_hr.T)
-            update = torch.sigmoid(px[:, 1] + h_prev @ self.weight_hu.T)
-            candidate = torch.tanh(px[:, 2] + (relevance * h_prev) @ self.weight_hh.T)
-            h_new = (1 - update) * h_prev + update * candidate
-            return h_new, h_new
-        return scan(step, projected, h)
+        return self.loop(projected, h, self.weight_hr, self.weight_hu, self.weight_hh)
 
 
 def _init_uniform(module: nn.Module, hidden_dim: int) -> None:
@@ -85,7 +117,7 @@ class RecurrentStack(nn.Module):
     state: (num_layers, B, H); x: (B, T, input_dim) -> (B, T, H)."""
 
     def __init__(self, cell: str, impl: str, input_dim: int, hidden_dim: int, num_layers: int,
-                 dropout: float):
+                 dropout: float, compile: bool = False):
         super().__init__()
         self.impl, self.num_layers, self.hidden_dim = impl, num_layers, hidden_dim
         if impl == "fused":
@@ -97,7 +129,7 @@ class RecurrentStack(nn.Module):
             raise ValueError(f"impl={impl!r}: use textbook or fused")
         layer = TextbookGRULayer if cell == "gru" else TextbookRNNLayer
         self.layers = nn.ModuleList(
-            layer(input_dim if i == 0 else hidden_dim, hidden_dim) for i in range(num_layers))
+            layer(input_dim if i == 0 else hidden_dim, hidden_dim, compile) for i in range(num_layers))
         # a[l]<t> = tanh(W_a[l] h[l]<t> + b_a[l]) feeds layer l+1
         self.activations = nn.ModuleList(nn.Linear(hidden_dim, hidden_dim) for _ in range(num_layers - 1))
         self.dropout = nn.Dropout(dropout)

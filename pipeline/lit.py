@@ -10,16 +10,17 @@ bidirectional model is trained on whole sentences to fill every position from bo
 from __future__ import annotations
 
 import math
+import warnings
 
 import lightning as L
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from pipeline.batches import (
     IGNORE,
     BucketBatches,
+    ResumeSampler,
     Sentences,
     StreamWindows,
     cloze_targets,
@@ -29,43 +30,99 @@ from pipeline.batches import (
 from pipeline.config import TrainParams
 from pipeline.rnn import RNNLM
 
+# Lightning cannot see that LitLM restores the position in the epoch itself (train_dataloader
+# after on_load_checkpoint), and warns that a mid-epoch resume is unreliable; the resume test
+# shows it is exact.
+warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before")
+
 
 class LitLM(L.LightningModule):
-    def __init__(self, model: RNNLM, train: TrainParams):
+    """With `train_stream`/`valid_stream` it builds its own loaders, and then a checkpoint resumes
+    exactly where it was taken: the carried hidden state, the position in the epoch, the RNG
+    states and the history are saved with the weights and the optimiser (on_save_checkpoint)."""
+
+    def __init__(self, model: RNNLM, train: TrainParams, train_stream: np.ndarray | None = None,
+                 valid_stream: np.ndarray | None = None, seed: int = 0, run_id: str | None = None):
         super().__init__()
         self.model = model
         self.train_params = train
         self.cloze = model.config.bidirectional
+        self.streams, self.seed, self.run_id = (train_stream, valid_stream), seed, run_id
         self.hidden = None
         self.val_hidden = None
         self.val_nll = torch.zeros(())
         self.val_tokens = torch.zeros(())
         self.history: list[dict] = []
+        self.epoch_batches = 0   # train batches done in the current epoch
+        self._resume_at = 0      # set when restored from a checkpoint taken mid-epoch
+        self._resume_epoch = 0
+
+    # ---- data -------------------------------------------------------------------------------
+    def train_dataloader(self):
+        if self.streams[0] is None:
+            raise ValueError("LitLM was built without train_stream; pass loaders to Trainer.fit")
+        skip, self._resume_at = self._resume_at, 0
+        return train_loader(self.cloze, self.streams[0], self.train_params, self.seed, skip=skip,
+                            epoch=self._resume_epoch, pin_memory=self._pin())
+
+    def val_dataloader(self):
+        if self.streams[1] is None:
+            raise ValueError("LitLM was built without valid_stream; pass loaders to Trainer.fit")
+        return valid_loader(self.cloze, self.streams[1], self.train_params, pin_memory=self._pin())
+
+    def _pin(self) -> bool:
+        return self._trainer is not None and self.trainer.strategy.root_device.type == "cuda"
+
+    # ---- checkpoints ------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["lmpipe"] = {
+            "model_config": self.model.config.to_dict(),
+            "mlflow_run_id": self.run_id,
+            "history": list(self.history),
+            "epoch_batches": self.epoch_batches,
+            "hidden": None if self.hidden is None else self.hidden.cpu(),
+            "cpu_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint["lmpipe"]
+        self.history = list(state["history"])
+        self.epoch_batches = state["epoch_batches"]
+        self.hidden = None if state["hidden"] is None else state["hidden"].to(self.device)
+        self._resume_at = self.epoch_batches
+        self._resume_epoch = checkpoint["epoch"]
+        torch.set_rng_state(state["cpu_rng"])
+        if state["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
 
     # ---- loss -------------------------------------------------------------------------------
     def _loss_sum(self, batch, state):
         """(summed NLL, number of targets, new state) of one batch."""
         if self.cloze:
             tokens, lengths = batch
-            logits = self.model.cloze(tokens, lengths)
+            features = self.model.cloze_features(tokens, lengths)
             targets = cloze_targets(tokens, lengths)
             state = None
         else:
             inputs, targets = batch
-            logits, state = self.model(inputs, state)
-        nll = F.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=IGNORE,
-                              reduction="sum")
-        return nll, (targets != IGNORE).sum(), state
+            features, state = self.model.features(inputs, state)
+        return self.model.loss_sum(features, targets), (targets != IGNORE).sum(), state
 
     def on_train_epoch_start(self):
         self.hidden = None  # each epoch starts the stream afresh
+        self.epoch_batches = 0
 
     def training_step(self, batch, batch_index):
+        if self.hidden is not None and self.hidden.device != self.device:
+            self.hidden = self.hidden.to(self.device)
         nll, count, state = self._loss_sum(batch, self.hidden)
         if state is not None:
             self.hidden = state.detach()  # otherwise backprop runs to the start of the corpus
         loss = nll / count.clamp(min=1)   # average over time steps and batch
-        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=False)
+        self.epoch_batches += 1
+        # a tensor, not a float: no host-device synchronisation per step
+        self.log("train_loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False)
         return loss
 
     def on_validation_epoch_start(self):
@@ -102,21 +159,38 @@ class LitLM(L.LightningModule):
                 "lr_scheduler": {"scheduler": plateau, "monitor": "val_ppl", "interval": "epoch"}}
 
 
-def loaders(cloze: bool, train_stream: np.ndarray, valid_stream: np.ndarray, params: TrainParams,
-            seed: int):
-    """(train, valid) DataLoaders. Causal: ordered stream windows (batch_size=None: each item is
-    already a batch). Cloze: shuffled batches of padded sentences of similar length."""
+def train_loader(cloze: bool, stream: np.ndarray, params: TrainParams, seed: int, skip: int = 0,
+                 epoch: int = 0, pin_memory: bool = False) -> DataLoader:
+    """Causal: ordered stream windows (batch_size=None: each item is already a batch). Cloze:
+    shuffled batches of padded sentences of similar length. `skip` starts the first epoch at
+    that batch of `epoch` (resuming); the loader has its own generator so that iterating it never draws
+    from the global RNG (dropout masks stay those of an uninterrupted run)."""
+    generator = torch.Generator().manual_seed(seed)
     if cloze:
-        sentences = Sentences(train_stream)
+        sentences = Sentences(stream)
         lengths = np.array([len(s) for s in sentences.items])
-        train = DataLoader(sentences, batch_sampler=BucketBatches(lengths, params.batch_size, seed),
-                           collate_fn=pad_sentences)
-        valid = DataLoader(Sentences(valid_stream), batch_size=params.eval_batch_size,
-                           collate_fn=pad_sentences)
-        return train, valid
-    train = DataLoader(StreamWindows(train_stream, params.batch_size, params.bptt), batch_size=None)
-    inputs, targets, _ = eval_columns(valid_stream, params.eval_batch_size)
+        return DataLoader(sentences, batch_sampler=BucketBatches(lengths, params.batch_size, seed,
+                                                                 skip=skip, epoch=epoch),
+                          collate_fn=pad_sentences, generator=generator, pin_memory=pin_memory)
+    windows = StreamWindows(stream, params.batch_size, params.bptt)
+    return DataLoader(windows, batch_size=None, sampler=ResumeSampler(len(windows), skip),
+                      generator=generator, pin_memory=pin_memory)
+
+
+def valid_loader(cloze: bool, stream: np.ndarray, params: TrainParams,
+                 pin_memory: bool = False) -> DataLoader:
+    """Every non-`<s>` token of the stream predicted once (the evaluation's own batching)."""
+    if cloze:
+        return DataLoader(Sentences(stream), batch_size=params.eval_batch_size,
+                          collate_fn=pad_sentences, pin_memory=pin_memory)
+    inputs, targets, _ = eval_columns(stream, params.eval_batch_size)
     windows = [(inputs[:, i:i + params.bptt], targets[:, i:i + params.bptt])
                for i in range(0, inputs.shape[1], params.bptt)]
-    valid = DataLoader(windows, batch_size=None)
-    return train, valid
+    return DataLoader(windows, batch_size=None, pin_memory=pin_memory)
+
+
+def loaders(cloze: bool, train_stream: np.ndarray, valid_stream: np.ndarray, params: TrainParams,
+            seed: int):
+    """(train, valid) DataLoaders."""
+    return (train_loader(cloze, train_stream, params, seed),
+            valid_loader(cloze, valid_stream, params))

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from pipeline.cells import RecurrentStack
+from pipeline.losses import linear_cross_entropy
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class RNNConfig:
     hidden_dim: int = 128
     dropout: float = 0.1
     tie_weights: bool = False    # output W_y shares the embedding matrix (needs embed == hidden)
+    compile: bool = False        # textbook cells: torch.compile the time loop
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -44,7 +46,7 @@ class RNNLM(nn.Module):
             nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
         self.dropout = nn.Dropout(config.dropout)
         stack = (config.cell, config.impl, config.embed_dim, config.hidden_dim, config.num_layers,
-                 config.dropout)
+                 config.dropout, config.compile)
         self.forward_stack = RecurrentStack(*stack)
         self.backward_stack = RecurrentStack(*stack) if config.bidirectional else None
         directions = 2 if config.bidirectional else 1
@@ -58,15 +60,28 @@ class RNNLM(nn.Module):
 
     def forward(self, tokens: torch.Tensor, state: torch.Tensor | None = None):
         """Causal. tokens (B, T) -> logits (B, T, V) for the next token, final state (L, B, H)."""
+        features, state = self.features(tokens, state)
+        return self.output(features), state
+
+    def features(self, tokens: torch.Tensor, state: torch.Tensor | None = None):
+        """Causal, up to the output layer: (dropout(h<t>) (B, T, H), final state (L, B, H))."""
         if self.backward_stack is not None:
             raise ValueError("a bidirectional model fills blanks; call cloze(), not forward()")
         x = self.dropout(self.embedding(tokens))           # (B, T, E)
         hidden, state = self.forward_stack(x, state)        # (B, T, H)
-        return self.output(self.dropout(hidden)), state
+        return self.dropout(hidden), state
+
+    def loss_sum(self, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Summed NLL of the targets (IGNORE skipped) under softmax(W_y features + b_y)."""
+        return linear_cross_entropy(features, self.output.weight, self.output.bias, targets)
 
     def cloze(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Bidirectional. tokens (B, L): `<s> x1..xT </s>` padded on the right; lengths (B,).
         Returns logits (B, L-1, V): entry i-1 predicts tokens[:, i] for i = 1..L-1."""
+        return self.output(self.cloze_features(tokens, lengths))
+
+    def cloze_features(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """cloze() up to the output layer: dropout([h→<i-1>, h←<i+1>]) (B, L-1, 2H)."""
         if self.backward_stack is None:
             raise ValueError("cloze() needs a bidirectional model")
         batch, length = tokens.shape
@@ -86,7 +101,7 @@ class RNNLM(nn.Module):
         zero = backward_states.new_zeros(batch, 1, backward_states.shape[-1])
         right = torch.cat([backward_states[:, 2:], zero], dim=1)           # (B, L-1, H)
         left = forward_states[:, :-1]                                      # (B, L-1, H)
-        return self.output(self.dropout(torch.cat([left, right], dim=-1)))
+        return self.dropout(torch.cat([left, right], dim=-1))
 
     def checkpoint(self) -> dict:
         """Checkpoint as data: config + state_dict (load with torch.load(weights_only=True))."""
@@ -94,7 +109,8 @@ class RNNLM(nn.Module):
 
     @classmethod
     def from_checkpoint(cls, checkpoint: dict) -> RNNLM:
-        model = cls(RNNConfig(**checkpoint["config"]))
+        # compile is a training-speed option; a loaded model scores eagerly
+        model = cls(RNNConfig(**{**checkpoint["config"], "compile": False}))
         model.load_state_dict(checkpoint["state_dict"])
         return model
 

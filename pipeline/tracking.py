@@ -61,6 +61,14 @@ def training_logger(tracking_uri: str, experiment: str, run_name: str, tags: dic
                         tags=tags, run_id=run_id)
 
 
+def run_exists(tracking_uri: str, run_id: str) -> bool:
+    try:
+        MlflowClient(tracking_uri).get_run(run_id)
+        return True
+    except mlflow.exceptions.MlflowException:
+        return False
+
+
 def log_evaluation(tracking_uri: str, experiment: str, run_name: str, run_id: str | None,
                    params: dict, metrics: dict[str, float], tags: dict,
                    artifacts: list[Path]) -> str:

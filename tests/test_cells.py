@@ -81,3 +81,20 @@ def test_stack_shapes(cell, impl):
     stack = RecurrentStack(cell, impl, 5, 8, num_layers=3, dropout=0.0)
     out, state = stack(torch.randn(2, 4, 5))
     assert out.shape == (2, 4, 8) and state.shape == (3, 2, 8)
+
+
+def test_compiled_textbook_gru_equals_eager():
+    """compile=True (torch.compile of the time loop) is a speed option, not a different model."""
+    torch.manual_seed(0)
+    eager = TextbookGRULayer(4, 6)
+    compiled = TextbookGRULayer(4, 6, compile=True)
+    compiled.load_state_dict(eager.state_dict())
+    x, h0 = torch.randn(2, 5, 4), torch.randn(2, 6)
+    want, want_final = eager(x, h0)
+    want.sum().backward()
+    got, got_final = compiled(x, h0)
+    got.sum().backward()
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    torch.testing.assert_close(got_final, want_final, atol=1e-5, rtol=0)
+    for a, b in zip(compiled.parameters(), eager.parameters(), strict=True):
+        torch.testing.assert_close(a.grad, b.grad, atol=1e-5, rtol=0)

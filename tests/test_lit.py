@@ -5,6 +5,7 @@ import math
 import lightning as L
 import numpy as np
 import pytest
+import torch
 
 from pipeline import scoring
 from pipeline.config import TrainParams
@@ -58,3 +59,52 @@ def test_plateau_schedule_anneals_the_learning_rate():
     # ReduceLROnPlateau (patience 0) decays after every epoch that does not beat the best so far
     worse = sum(h >= min(history[:i]) * (1 - 1e-4) for i, h in enumerate(history) if i)
     assert lr == pytest.approx(50.0 * 0.25 ** worse) and worse >= 1
+
+
+class _Killed(Exception):
+    pass
+
+
+class _KillAt(L.Callback):
+    """Dies after `step` optimiser steps, before that step's checkpoint is written (Lightning
+    runs ModelCheckpoint callbacks last): the run resumes from the checkpoint of step - 1."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, *args):
+        if trainer.global_step == self.step:
+            raise _Killed
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_resume_mid_epoch_equals_an_uninterrupted_run(tmp_path, bidirectional):
+    """Kill in the second epoch, resume from last.ckpt: same weights, optimiser, history, bit for
+    bit on CPU (hidden state, position in the epoch and RNG states are in the checkpoint)."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    train = TrainParams(max_epochs=3, batch_size=4, bptt=8, lr=0.01, eval_batch_size=3,
+                        lr_schedule="plateau")
+
+    def fit(directory, kill_at=None, ckpt_path=None):
+        L.seed_everything(0)
+        model = RNNLM(RNNConfig(vocab_size=20, cell="gru", bidirectional=bidirectional,
+                                embed_dim=16, hidden_dim=16, dropout=0.3))
+        lit = LitLM(model, train, _stream(0, 120), _stream(1, 30), seed=0)
+        callbacks = [ModelCheckpoint(dirpath=directory, save_last=True, save_top_k=0,
+                                     every_n_train_steps=3)]
+        callbacks += [_KillAt(kill_at)] if kill_at else []
+        trainer = L.Trainer(max_epochs=3, accelerator="cpu", logger=False, callbacks=callbacks,
+                            enable_progress_bar=False, enable_model_summary=False,
+                            gradient_clip_val=0.25, deterministic=True, num_sanity_val_steps=0)
+        trainer.fit(lit, ckpt_path=ckpt_path, weights_only=True)
+        return lit, trainer
+
+    whole, trainer = fit(tmp_path / "whole")
+    per_epoch = trainer.num_training_batches
+    kill_at = per_epoch + per_epoch // 2 + 1   # mid second epoch, one step past a checkpoint
+    with pytest.raises(_Killed):
+        fit(tmp_path / "cut", kill_at=kill_at)
+    resumed, _ = fit(tmp_path / "cut", ckpt_path=tmp_path / "cut" / "last.ckpt")
+    assert resumed.history == whole.history and len(whole.history) == 3
+    for (name, a), (_, b) in zip(whole.state_dict().items(), resumed.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
