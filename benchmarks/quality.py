@@ -6,6 +6,7 @@ baseline of --ngram-order, then the model's result.
 
     python benchmarks/quality.py --kind deep --minutes 8 \\
         --set train.max_epochs=40 models.deep.cell=gru models.deep.impl=fused ...
+    python benchmarks/quality.py --kind deep --preset medium --minutes 60
 """
 
 import argparse
@@ -35,15 +36,30 @@ def override(raw: dict, assignments: list[str]) -> dict:
     return raw
 
 
+class KeepBest(L.Callback):
+    """Keeps the weights of the epoch with the lowest validation perplexity, as the train stage
+    does with best.ckpt."""
+
+    def __init__(self):
+        self.best, self.state = math.inf, None
+
+    def on_validation_end(self, trainer, lit):
+        if lit.history and not trainer.sanity_checking and lit.history[-1]["val_ppl"] < self.best:
+            self.best = lit.history[-1]["val_ppl"]
+            self.state = {k: v.detach().clone() for k, v in lit.state_dict().items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--kind", default="deep")
     parser.add_argument("--minutes", type=float, default=8.0)
     parser.add_argument("--ngram-order", type=int, default=5)
     parser.add_argument("--data", type=Path, default=Path("data/prepared"))
+    parser.add_argument("--preset", help="apply a preset of configs/presets.yaml first")
     parser.add_argument("--set", nargs="*", default=[], help="params overrides key=value")
     args = parser.parse_args()
-    params = config.from_dict(override(yaml.safe_load(Path("params.yaml").read_text()), args.set))
+    sets = [f"{k}={json.dumps(v)}" for k, v in config.preset_overrides(args.preset).items()] if args.preset else []
+    params = config.from_dict(override(yaml.safe_load(Path("params.yaml").read_text()), sets + args.set))
     data = {name: np.load(args.data / f"{name}.npy") for name in ("train", "valid", "test")}
     vocab_size = len(json.loads((args.data / "vocab.json").read_text())["tokens"])
 
@@ -65,10 +81,12 @@ def main() -> None:
                         accelerator="auto", devices=1, precision=precision,
                         gradient_clip_val=train.clip or None, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False,
-                        use_distributed_sampler=False)
+                        use_distributed_sampler=False, callbacks=[keep := KeepBest()])
     started = time.perf_counter()
     trainer.fit(lit, train_loader, valid_loader)
     seconds = time.perf_counter() - started
+    if keep.state is not None:
+        lit.load_state_dict(keep.state)
     device = "cuda" if cuda else "cpu"
     model = lit.model.to(device)
     if spec.bidirectional:

@@ -122,6 +122,19 @@ def ngram_query(args) -> None:
     print(f"Tokens:\t{summary['tokens']}")
 
 
+def preset(args) -> None:
+    """Print a preset as `-S key=value` flags for `dvc exp run` (or its description)."""
+    import shlex
+
+    from pipeline import config
+    overrides = config.preset_overrides(args.name, args.params, args.presets)
+    flags = []
+    for key, value in overrides.items():
+        text = json.dumps(value) if isinstance(value, bool) else str(value)
+        flags += ["-S", f"{key}={text}"]
+    print(" ".join(shlex.quote(f) for f in flags))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="lmpipe", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -135,6 +148,12 @@ def main(argv: list[str] | None = None) -> None:
     p = commands.add_parser("compare", help="print the comparison table of the last evaluate")
     p.add_argument("--metrics", type=Path, default=Path("metrics"))
     p.set_defaults(run=compare)
+    p = commands.add_parser("preset", help="print a named configuration (configs/presets.yaml) "
+                                           "as `dvc exp run` -S flags")
+    p.add_argument("name", help="medium | full | any preset in the file")
+    p.add_argument("--params", type=Path, default=Path("params.yaml"))
+    p.add_argument("--presets", type=Path, default=Path("configs/presets.yaml"))
+    p.set_defaults(run=preset)
     ngram = commands.add_parser("ngram", help="KenLM-style n-gram build and query").add_subparsers(
         dest="ngram_command", required=True)
     p = ngram.add_parser("build", help="estimate modified Kneser-Ney from TEXT, write ARPA")

@@ -88,6 +88,7 @@ class TrainParams:
     lr_schedule: str = "none"
     lr_decay: float = 0.25
     early_stopping_patience: int = 0
+    checkpoint_every_n_steps: int = 200
 
     def check(self, where: str) -> None:
         _one_of(f"{where}.lr_schedule", self.lr_schedule, ("none", "plateau"))
@@ -97,6 +98,7 @@ class TrainParams:
         for name in ("max_epochs", "batch_size", "bptt", "devices", "num_nodes", "eval_batch_size"):
             _at_least(f"{where}.{name}", getattr(self, name), 1)
         _at_least(f"{where}.num_threads", self.num_threads, 0)
+        _at_least(f"{where}.checkpoint_every_n_steps", self.checkpoint_every_n_steps, 0)
         _one_of(f"{where}.optimizer", self.optimizer, ("adamw", "sgd"))
         _one_of(f"{where}.accelerator", self.accelerator, ("auto", "cpu", "gpu", "cuda"))
         _one_of(f"{where}.strategy", self.strategy, ("auto", "ddp", "ddp_spawn"))
@@ -121,9 +123,15 @@ class ModelParams:
     hidden_dim: int = 128
     dropout: float = 0.1
     tie_weights: bool = False
+    compile: bool = False
 
     def check(self, where: str) -> None:
         _one_of(f"{where}.cell", self.cell, ("rnn", "gru"))
+        if self.compile and (self.impl != "textbook" or self.bidirectional):
+            raise ParamsError(f"{where}.compile=true needs impl: textbook and bidirectional: false "
+                              "(fused cells are already compiled kernels; the bidirectional model "
+                              "trains on sentences of every length, one compilation each); "
+                              "set compile: false")
         if self.tie_weights and self.embed_dim != self.hidden_dim * (2 if self.bidirectional else 1):
             raise ParamsError(f"{where}.tie_weights=true needs embed_dim == hidden_dim"
                               f"{' x 2 (bidirectional)' if self.bidirectional else ''}; got "
@@ -241,6 +249,35 @@ def load(path: str | Path = "params.yaml") -> Params:
         return from_dict(raw or {})
     except ParamsError as error:
         raise ParamsError(f"{path}: {error}") from None
+
+
+def preset_overrides(name: str, params_path: str | Path = "params.yaml",
+                     presets_path: str | Path = "configs/presets.yaml") -> dict[str, Any]:
+    """The `set` overrides of preset `name`, checked: every key exists in params.yaml and the
+    overridden params validate. Returns {dotted key: value}."""
+    presets_path = Path(presets_path)
+    if not presets_path.is_file():
+        raise ParamsError(f"{presets_path}: presets file not found; run from the repository root")
+    presets = yaml.safe_load(presets_path.read_text(encoding="utf-8")) or {}
+    if name not in presets:
+        raise ParamsError(f"{presets_path}: no preset {name!r}; known: {', '.join(presets)}")
+    overrides = presets[name].get("set") or {}
+    raw = yaml.safe_load(Path(params_path).read_text(encoding="utf-8"))
+    for key, value in overrides.items():
+        node = raw
+        *path, last = str(key).split(".")
+        for part in path:
+            if not isinstance(node, dict) or part not in node:
+                raise ParamsError(f"{presets_path}: {name}.set.{key}: no {part!r} in params.yaml")
+            node = node[part]
+        if not isinstance(node, dict) or last not in node:
+            raise ParamsError(f"{presets_path}: {name}.set.{key}: params.yaml has no such key")
+        node[last] = value
+    try:
+        from_dict(raw)
+    except ParamsError as error:
+        raise ParamsError(f"{presets_path}: preset {name}: {error}") from None
+    return dict(overrides)
 
 
 def tracking_uri(params: MlflowParams, root: str | Path = ".") -> str:

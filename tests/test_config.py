@@ -85,3 +85,36 @@ def test_tie_weights_needs_matching_sizes():
     raw["models"]["gru"].update(embed_dim=32)
     with pytest.raises(ParamsError, match=r"train\.lr_schedule='cosine' is not allowed"):
         config.from_dict(raw)
+
+
+def test_presets_print_valid_dvc_flags(tmp_path):
+    """`lmpipe preset NAME` gives -S flags whose values, applied to params.yaml, validate."""
+    import shlex
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+    for name in ("medium", "full"):
+        out = subprocess.run([sys.executable, "-m", "pipeline.cli", "preset", name], cwd=ROOT,
+                             capture_output=True, text=True, check=True).stdout
+        flags = shlex.split(out)
+        assert flags[0::2] == ["-S"] * (len(flags) // 2) and len(flags) > 10
+        raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+        for assignment in flags[1::2]:
+            key, _, value = assignment.partition("=")
+            *path, last = key.split(".")
+            node = raw
+            for part in path:
+                node = node[part]
+            node[last] = yaml.safe_load(value)
+        params = config.from_dict(raw)
+        assert params.models["deep"].cell == "gru" and params.models["deep"].tie_weights
+
+
+def test_a_preset_with_a_misspelt_key_is_refused(tmp_path):
+    from .conftest import ROOT
+    (tmp_path / "presets.yaml").write_text("bad:\n  set:\n    train.max_epoch: 3\n")
+    with pytest.raises(config.ParamsError, match="bad.set.train.max_epoch"):
+        config.preset_overrides("bad", ROOT / "params.yaml", tmp_path / "presets.yaml")
+    with pytest.raises(config.ParamsError, match="no preset 'nope'; known: bad"):
+        config.preset_overrides("nope", ROOT / "params.yaml", tmp_path / "presets.yaml")
