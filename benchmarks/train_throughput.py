@@ -21,7 +21,8 @@ from pipeline.lit import LitLM
 from pipeline.rnn import RNNLM, RNNConfig
 
 KINDS = {"rnn": {"cell": "rnn"}, "gru": {"cell": "gru"},
-         "deep": {"cell": "rnn", "num_layers": 2}, "birnn": {"cell": "rnn", "bidirectional": True}}
+         "deep": {"cell": "rnn", "num_layers": 2}, "birnn": {"cell": "rnn", "bidirectional": True},
+         "deep_gru": {"cell": "gru", "num_layers": 2}}  # the reference's second configuration
 
 
 def step_fn(lit, optimizer, tokens, state):

@@ -1,77 +1,176 @@
-"""One scoring path. In: any model and a token stream. Out: the natural-log probability of every
-non-`<s>` token (words, `<unk>` and each `</s>`) in stream order, and the metrics computed from
-those numbers once, for every model:
+"""One scoring path. In: any model and a token stream. Out (`Scores`): the natural-log
+probability of every non-`<s>` token (words, `<unk>` and each `</s>`) in stream order, and its
+rank among all vocabulary entries but `<s>` (0 = the model's first choice; ties count in the
+target's favour); and the metrics computed from those numbers once, for every model:
 
     perplexity     = exp(-(1/N) Σ_t ln p(target_t))      N = words + one </s> per sentence
     bits per token = -(1/N) Σ_t log2 p(target_t)
+    top-k accuracy = (1/N) #{t : rank_t < k}             k = 1, 5
 For causal models p is conditioned on the left context; for the bidirectional model it is
-conditioned on both sides of the blank, so its perplexity is a cloze pseudo-perplexity.
+conditioned on both sides of the blank, so its perplexity is a cloze pseudo-perplexity and its
+accuracy a fill-in-the-blank accuracy.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from pipeline.batches import IGNORE, cloze_targets, eval_columns, pad_sentences, sentences_of
 from pipeline.kneser_ney import NGramLM
+from pipeline.ngrams import positions_left
 from pipeline.rnn import RNNLM
 from pipeline.vocab import BOS_ID
 
 LN10 = math.log(10.0)
 
 
+@dataclass
+class Scores:
+    logprobs: np.ndarray  # ln p(target), every non-<s> token in stream order
+    ranks: np.ndarray     # words (but <s>) with a strictly higher probability than the target
+
+
+# ---- n-gram --------------------------------------------------------------------------------
 def ngram_logprobs(model: NGramLM, stream: np.ndarray) -> np.ndarray:
     return model.log10_probs(stream) * LN10
 
 
+def _gram_ids(lm: NGramLM, grams: np.ndarray) -> np.ndarray:
+    """Id of each row of `grams` (B, k) in lm.keys[k-1], or -1 (not stored, or holds a -1)."""
+    ids = np.where(grams[:, 0] >= 0, grams[:, 0], -1)
+    for j in range(1, grams.shape[1]):
+        keys = lm.keys[j]
+        wanted = ids * lm.vocab_size + grams[:, j]
+        at = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
+        ids = np.where((ids >= 0) & (grams[:, j] >= 0) & (keys[at] == wanted), at, -1)
+    return ids
+
+
+def ngram_distributions(lm: NGramLM, contexts: np.ndarray) -> np.ndarray:
+    """p(w | context) for every word w (B, V), by the same backoff as log10_probs, one dense row
+    per context: contexts (B, order-1) are the tokens before the target, -1 where the sentence
+    had not started yet. p(<s>) = 0."""
+    contexts = np.asarray(contexts, dtype=np.int64).reshape(len(contexts), lm.order - 1)
+    V = lm.vocab_size
+    probs = np.tile(10.0 ** lm.log10_prob[0], (len(contexts), 1))
+    for k in range(1, lm.order):             # contexts of length k, shortest first
+        ids = _gram_ids(lm, contexts[:, lm.order - 1 - k:])
+        rows = np.flatnonzero(ids >= 0)
+        ids = ids[rows]
+        probs[rows] *= 10.0 ** lm.log10_backoff[k - 1][ids][:, None]
+        keys = lm.keys[k]                    # stored (k+1)-grams: prefix id * V + word
+        lo, hi = np.searchsorted(keys, ids * V), np.searchsorted(keys, (ids + 1) * V)
+        sizes = hi - lo
+        child = np.repeat(lo - np.cumsum(sizes) + sizes, sizes) + np.arange(sizes.sum())
+        parent = np.repeat(ids, sizes)
+        probs[np.repeat(rows, sizes), keys[child] - parent * V] = 10.0 ** lm.log10_prob[k][child]
+    return probs
+
+
+def ngram_contexts(stream: np.ndarray, order: int) -> np.ndarray:
+    """(targets, order-1): the tokens before each non-`<s>` position, -1 before its `<s>`."""
+    stream = np.asarray(stream, dtype=np.int64)
+    _, offset = positions_left(stream)
+    targets = np.flatnonzero(stream != BOS_ID)
+    contexts = np.full((len(targets), order - 1), -1, dtype=np.int64)
+    for j in range(1, order):                # column order-1-j holds the token j steps back
+        ok = offset[targets] >= j
+        contexts[ok, order - 1 - j] = stream[targets[ok] - j]
+    return contexts
+
+
+def ngram_scores(lm: NGramLM, stream: np.ndarray, block: int = 256) -> Scores:
+    stream = np.asarray(stream, dtype=np.int64)
+    logprobs = ngram_logprobs(lm, stream)
+    targets = stream[stream != BOS_ID]
+    unique, inverse = np.unique(ngram_contexts(stream, lm.order), axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.searchsorted(inverse[order], np.arange(0, len(unique) + block, block))
+    ranks = np.zeros(len(targets), dtype=np.int64)
+    for b in range(len(bounds) - 1):
+        at = order[bounds[b]:bounds[b + 1]]             # positions whose context is in block b
+        if not len(at):
+            continue
+        probs = ngram_distributions(lm, unique[b * block:(b + 1) * block])
+        row = inverse[at] - b * block
+        ranks[at] = (probs[row] > probs[row, targets[at]][:, None]).sum(1)
+    return Scores(logprobs, ranks)
+
+
+# ---- recurrent ------------------------------------------------------------------------------
+def _logp_and_rank(logits: torch.Tensor, targets: torch.Tensor):
+    """ln p(target) under the model's softmax (as trained: over the whole vocabulary), and the
+    target's rank among the candidates, which exclude `<s>`."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    picked = logp.gather(-1, targets.clamp(min=0).unsqueeze(-1))
+    logp[..., BOS_ID] = -math.inf                    # <s> is never a candidate
+    return picked.squeeze(-1), (logp > picked).sum(-1)
+
+
 @torch.no_grad()
-def causal_logprobs(model: RNNLM, stream: np.ndarray, num_columns: int = 16, chunk: int = 128,
-                    device: str | torch.device = "cpu") -> np.ndarray:
-    """ln p of every target, the hidden state carried along each column (TBPTT-style)."""
+def causal_scores(model: RNNLM, stream: np.ndarray, num_columns: int = 16, chunk: int = 128,
+                  device: str | torch.device = "cpu") -> Scores:
+    """Every target scored from its left context, the hidden state carried along each column."""
     model.eval()
     inputs, targets, positions = eval_columns(stream, num_columns)
-    out = np.zeros(len(stream))
+    logprobs, ranks = np.zeros(len(stream)), np.zeros(len(stream), dtype=np.int64)
     state = None
     for start in range(0, inputs.shape[1], chunk):
-        x = inputs[:, start:start + chunk].to(device)
-        logits, state = model(x, state)
-        y = targets[:, start:start + chunk].to(device)
-        logp = -F.cross_entropy(logits.float().transpose(1, 2), y, ignore_index=IGNORE,
-                                reduction="none")
+        logits, state = model(inputs[:, start:start + chunk].to(device), state)
+        logp, rank = _logp_and_rank(logits, targets[:, start:start + chunk].to(device))
         where = positions[:, start:start + chunk]
         keep = where >= 0
-        out[where[keep].numpy()] = logp.cpu()[keep].double().numpy()
-    return out[np.asarray(stream) != BOS_ID]
+        logprobs[where[keep].numpy()] = logp.cpu()[keep].double().numpy()
+        ranks[where[keep].numpy()] = rank.cpu()[keep].numpy()
+    wanted = np.asarray(stream) != BOS_ID
+    return Scores(logprobs[wanted], ranks[wanted])
 
 
 @torch.no_grad()
-def cloze_logprobs(model: RNNLM, stream: np.ndarray, batch_size: int = 64,
-                   device: str | torch.device = "cpu") -> np.ndarray:
-    """ln p of every target given both sides of it (bidirectional model)."""
+def cloze_scores(model: RNNLM, stream: np.ndarray, batch_size: int = 64,
+                 device: str | torch.device = "cpu") -> Scores:
+    """Every target scored given both sides of it (bidirectional model)."""
     model.eval()
-    pieces = []
+    logprobs, ranks = [], []
     sentences = sentences_of(stream)
     for start in range(0, len(sentences), batch_size):
         tokens, lengths = pad_sentences(sentences[start:start + batch_size])
         logits = model.cloze(tokens.to(device), lengths)
-        targets = cloze_targets(tokens, lengths).to(device)
-        logp = -F.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=IGNORE,
-                                reduction="none").cpu()
-        keep = targets.cpu() != IGNORE
-        pieces.extend(logp[i][keep[i]].double().numpy() for i in range(len(tokens)))
-    return np.concatenate(pieces)
+        targets = cloze_targets(tokens, lengths)
+        logp, rank = _logp_and_rank(logits, targets.to(device))
+        keep = targets != IGNORE
+        logprobs.extend(logp.cpu()[i][keep[i]].double().numpy() for i in range(len(tokens)))
+        ranks.extend(rank.cpu()[i][keep[i]].numpy() for i in range(len(tokens)))
+    return Scores(np.concatenate(logprobs), np.concatenate(ranks))
 
 
-def summarize(logprobs: np.ndarray) -> dict:
-    """Perplexity and bits per token from natural-log probabilities of every target."""
+def causal_logprobs(model: RNNLM, stream: np.ndarray, **kwargs) -> np.ndarray:
+    return causal_scores(model, stream, **kwargs).logprobs
+
+
+def cloze_logprobs(model: RNNLM, stream: np.ndarray, **kwargs) -> np.ndarray:
+    return cloze_scores(model, stream, **kwargs).logprobs
+
+
+def summarize(logprobs: np.ndarray | Scores) -> dict:
+    """Perplexity and bits per token from natural-log probabilities of every target; with
+    Scores also top-1 and top-5 accuracy."""
+    ranks = None
+    if isinstance(logprobs, Scores):
+        logprobs, ranks = logprobs.logprobs, logprobs.ranks
     tokens = len(logprobs)
     nll = float(-np.sum(logprobs))
-    return {"ppl": math.exp(nll / tokens), "bits_per_token": nll / tokens / math.log(2),
-            "tokens": tokens}
+    out = {"ppl": math.exp(nll / tokens), "bits_per_token": nll / tokens / math.log(2),
+           "tokens": tokens}
+    if ranks is not None:
+        out["top1_accuracy"] = float(np.mean(ranks < 1))
+        out["top5_accuracy"] = float(np.mean(ranks < 5))
+    return out
 
 
 def mle_summary(probs: np.ndarray) -> dict:

@@ -51,3 +51,49 @@ def test_cloze_logprobs_cover_every_target(rng):
     assert len(result) == int(np.sum(stream != BOS_ID)) and np.all(result < 0)
     alone = scoring.cloze_logprobs(model, stream[: int(np.flatnonzero(stream == 2)[0]) + 1])
     np.testing.assert_allclose(result[: len(alone)], alone, atol=1e-5)
+
+
+def _ngram(rng, order=3):
+    from pipeline import kneser_ney, ngrams
+    train = _stream(rng, sentences=300)
+    return kneser_ney.estimate(ngrams.count(train, 30, order), fallback=(0.5, 1.0, 1.5))
+
+
+@pytest.mark.parametrize("order", [2, 3, 4])
+def test_ngram_distributions_are_the_scoring_probabilities_and_sum_to_one(rng, order):
+    lm = _ngram(rng, order)
+    stream = _stream(rng, sentences=40)
+    probs = scoring.ngram_distributions(lm, scoring.ngram_contexts(stream, order))
+    targets = stream[stream != BOS_ID]
+    picked = np.log(probs[np.arange(len(targets)), targets])
+    np.testing.assert_allclose(picked, scoring.ngram_logprobs(lm, stream), rtol=1e-9)
+    np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-6)
+    assert (probs[:, BOS_ID] == 0).all()
+
+
+def test_ngram_ranks_count_the_words_ahead_of_the_target(rng):
+    lm = _ngram(rng)
+    stream = _stream(rng, sentences=40)
+    scores = scoring.ngram_scores(lm, stream, block=7)   # small blocks: the bookkeeping is tested
+    probs = scoring.ngram_distributions(lm, scoring.ngram_contexts(stream, 3))
+    targets = stream[stream != BOS_ID]
+    brute = [(row > row[t]).sum() for row, t in zip(probs, targets, strict=True)]
+    assert scores.ranks.tolist() == brute
+    summary = scoring.summarize(scores)
+    assert summary["top1_accuracy"] == pytest.approx(np.mean(np.array(brute) == 0))
+    assert 0 < summary["top1_accuracy"] <= summary["top5_accuracy"] <= 1
+
+
+def test_rnn_ranks_count_the_words_ahead_of_the_target(rng):
+    torch.manual_seed(0)
+    model = RNNLM(RNNConfig(vocab_size=30, cell="gru", embed_dim=8, hidden_dim=8, dropout=0.0))
+    stream = _stream(rng)
+    scores = scoring.causal_scores(model, stream, num_columns=1)
+    with torch.no_grad():
+        logits, _ = model(torch.as_tensor(stream[:-1], dtype=torch.long).unsqueeze(0))
+    logits = logits[0]
+    logits[:, BOS_ID] = -math.inf
+    targets = torch.as_tensor(stream[1:], dtype=torch.long)
+    keep = targets != BOS_ID
+    brute = (logits > logits.gather(1, targets.unsqueeze(1))).sum(1)[keep]
+    assert scores.ranks.tolist() == brute.tolist()

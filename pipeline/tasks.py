@@ -1,0 +1,273 @@
+"""What users ask of a trained model beyond perplexity, one interface for n-gram and recurrent
+models. In: a model wrapped as `LanguageModel` (kind `causal` or `cloze`), token ids.
+Out: sentence log-probabilities, fill-in-the-blank answers, probe tables, sampled sentences.
+
+- Fill-in-the-blank (the textbook's "Louise" example): a word of a test sentence is blanked; the
+  answer and distractors of similar training frequency are the candidates. A causal model
+  (n-gram, RNN, GRU, deep) picks the candidate whose completed sentence is most probable; the
+  bidirectional model scores the blank from both sides directly.
+- Probes: small textbook examples kept in configs/probes.yaml (rank sentences; fill a blank
+  among options or over the whole vocabulary; `open` blanks end the text, so causal models
+  use p(word | left context)).
+- Generation (one-to-many): sentences sampled from a causal model at a temperature.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from pipeline import scoring
+from pipeline.batches import pad_sentences
+from pipeline.kneser_ney import NGramLM
+from pipeline.rnn import RNNLM
+from pipeline.vocab import BOS_ID, EOS_ID, UNK_ID
+
+BLANK = "___"
+
+
+class LanguageModel:
+    """A trained model behind the operations the tasks need."""
+
+    kind = "causal"
+
+    def sentence_logprobs(self, sentences: list[np.ndarray]) -> np.ndarray:
+        """Σ ln p over every non-`<s>` token of each `<s> .. </s>` sentence, scored alone."""
+        raise NotImplementedError
+
+    def fill_logprobs(self, sentence: np.ndarray, position: int, candidates: np.ndarray,
+                      open_end: bool = False) -> np.ndarray:
+        """A score per candidate for sentence[position]. Causal: ln p of the completed sentence
+        (open_end: ln p(candidate | left context) only). Cloze: ln p(candidate | both sides)."""
+        if open_end:
+            return np.log(np.maximum(self.next_distribution([sentence[:position]])[0][candidates],
+                                     1e-300))
+        filled = []
+        for c in candidates:
+            s = sentence.copy()
+            s[position] = c
+            filled.append(s)
+        return self.sentence_logprobs(filled)
+
+    def next_distribution(self, prefixes: list[np.ndarray]) -> np.ndarray:
+        """p(w | prefix) for every word (B, V), p(`<s>`) = 0; each prefix starts with `<s>`."""
+        raise NotImplementedError
+
+
+class NgramModel(LanguageModel):
+    def __init__(self, lm: NGramLM):
+        self.lm = lm
+
+    def sentence_logprobs(self, sentences):
+        stream = np.concatenate(sentences).astype(np.int64)
+        logp = scoring.ngram_logprobs(self.lm, stream)
+        owner = np.repeat(np.arange(len(sentences)), [len(s) - 1 for s in sentences])
+        return np.bincount(owner, logp, minlength=len(sentences))
+
+    def next_distribution(self, prefixes):
+        n = self.lm.order - 1
+        contexts = np.full((len(prefixes), n), -1, dtype=np.int64)
+        for i, prefix in enumerate(prefixes):
+            tail = np.asarray(prefix[-n:], dtype=np.int64) if n else np.zeros(0, np.int64)
+            contexts[i, n - len(tail):] = tail
+        return scoring.ngram_distributions(self.lm, contexts)
+
+
+class RecurrentModel(LanguageModel):
+    def __init__(self, model: RNNLM, batch_size: int = 256):
+        self.model = model.eval()
+        self.batch_size = batch_size
+        self.kind = "cloze" if model.config.bidirectional else "causal"
+
+    @torch.no_grad()
+    def sentence_logprobs(self, sentences):
+        if self.kind == "cloze":   # pseudo-log-likelihood: each token given both sides
+            return np.array([scoring.cloze_logprobs(self.model, s).sum() for s in sentences])
+        out = []
+        for start in range(0, len(sentences), self.batch_size):
+            tokens, lengths = pad_sentences(sentences[start:start + self.batch_size])
+            logits, _ = self.model(tokens[:, :-1])
+            logp = torch.log_softmax(logits.float(), -1).gather(-1, tokens[:, 1:].unsqueeze(-1))[..., 0]
+            inside = torch.arange(1, tokens.shape[1]).unsqueeze(0) < lengths.unsqueeze(1)
+            out.append((logp * inside).sum(1).double().numpy())
+        return np.concatenate(out)
+
+    @torch.no_grad()
+    def fill_logprobs(self, sentence, position, candidates, open_end=False):
+        candidates = np.asarray(candidates)
+        if self.kind == "cloze":
+            tokens, lengths = pad_sentences([np.asarray(sentence, dtype=np.int64)])
+            logits = self.model.cloze(tokens, lengths)[0, position - 1]
+            return torch.log_softmax(logits.float(), -1)[torch.as_tensor(candidates)].double().numpy()
+        # the left context once, then every candidate followed by the rest of the sentence
+        prefix = torch.as_tensor(np.asarray(sentence[:position], dtype=np.int64)).unsqueeze(0)
+        logits, state = self.model(prefix)
+        logp = torch.log_softmax(logits[0].float(), -1)
+        first = logp[-1, torch.as_tensor(candidates)]
+        if open_end:
+            return first.double().numpy()
+        first = first + logp[:-1].gather(1, prefix[0, 1:].unsqueeze(1)).sum()  # the shared prefix
+        rest = torch.as_tensor(np.asarray(sentence[position + 1:], dtype=np.int64))
+        out = []
+        for start in range(0, len(candidates), self.batch_size):
+            chunk = torch.as_tensor(candidates[start:start + self.batch_size], dtype=torch.long)
+            inputs = torch.cat([chunk.unsqueeze(1), rest[:-1].expand(len(chunk), -1)], 1)
+            logits, _ = self.model(inputs, state.expand(-1, len(chunk), -1).contiguous())
+            logp = torch.log_softmax(logits.float(), -1)
+            out.append(logp.gather(-1, rest.expand(len(chunk), -1).unsqueeze(-1))[..., 0].sum(1))
+        return (first + torch.cat(out)).double().numpy()
+
+    @torch.no_grad()
+    def next_distribution(self, prefixes):
+        rows = []
+        for prefix in prefixes:
+            logits, _ = self.model(torch.as_tensor(np.asarray(prefix, dtype=np.int64)).unsqueeze(0))
+            probs = torch.softmax(logits[0, -1].float(), -1).double().numpy()
+            probs[BOS_ID] = 0.0   # never a candidate (not renormalised: ln p as trained)
+            rows.append(probs)
+        return np.stack(rows)
+
+
+# ---- fill-in-the-blank -------------------------------------------------------------------------
+@dataclass
+class Blank:
+    sentence: np.ndarray    # `<s> .. </s>` with the answer in place
+    position: int           # index of the blank in sentence
+    candidates: np.ndarray  # token ids, shuffled; one is the answer
+    answer: int             # index of the answer in candidates
+
+
+def word_ids(tokens: tuple[str, ...]) -> np.ndarray:
+    """Ids of vocabulary entries that are words (letters, maybe an inner apostrophe)."""
+    return np.array([i for i, t in enumerate(tokens)
+                     if i > EOS_ID and t.replace("'", "").isalpha()], dtype=np.int64)
+
+
+def make_blanks(stream: np.ndarray, train_stream: np.ndarray, tokens: tuple[str, ...], count: int,
+                seed: int, distractors: int = 4) -> list[Blank]:
+    """`count` blanks from the sentences of `stream`, one per sentence, drawn with `seed`; the
+    distractors are the words nearest to the answer in training-frequency rank."""
+    rng = np.random.default_rng(seed)
+    words = word_ids(tokens)
+    if len(words) <= distractors:
+        raise ValueError(f"the vocabulary has {len(words)} words, too few for {distractors} "
+                         "distractors; lower evaluate.distractors or use a larger corpus")
+    frequency = np.bincount(np.asarray(train_stream, dtype=np.int64), minlength=len(tokens))
+    by_rank = words[np.argsort(-frequency[words], kind="stable")]
+    rank_of = np.full(len(tokens), -1)
+    rank_of[by_rank] = np.arange(len(by_rank))
+    sentences = [s for s in _sentences(stream) if (rank_of[s] >= 0).any()]
+    chosen = rng.permutation(len(sentences))[:count]
+    blanks = []
+    for i in chosen:
+        sentence = sentences[i]
+        eligible = np.flatnonzero(rank_of[sentence] >= 0)
+        position = int(rng.choice(eligible))
+        rank = rank_of[sentence[position]]
+        near = np.argsort(np.abs(np.arange(len(by_rank)) - rank), kind="stable")
+        pool = [by_rank[r] for r in near if r != rank][:distractors]
+        candidates = np.array([sentence[position], *pool], dtype=np.int64)
+        order = rng.permutation(len(candidates))
+        blanks.append(Blank(sentence, position, candidates[order], int(np.argmin(order))))
+    return blanks
+
+
+def _sentences(stream: np.ndarray) -> list[np.ndarray]:
+    from pipeline.batches import sentences_of
+    return sentences_of(stream)
+
+
+def answer_blanks(model: LanguageModel, blanks: list[Blank]) -> np.ndarray:
+    """The index of the candidate each blank gets from the model."""
+    if model.kind == "causal" and isinstance(model, NgramModel):   # all sentences in one batch
+        filled = []
+        for b in blanks:
+            for c in b.candidates:
+                s = b.sentence.copy()
+                s[b.position] = c
+                filled.append(s)
+        scores = model.sentence_logprobs(filled).reshape(len(blanks), -1)
+        return scores.argmax(1)
+    return np.array([int(np.argmax(model.fill_logprobs(b.sentence, b.position, b.candidates)))
+                     for b in blanks])
+
+
+def blank_accuracy(model: LanguageModel, blanks: list[Blank]) -> float:
+    chosen = answer_blanks(model, blanks)
+    return float(np.mean(chosen == np.array([b.answer for b in blanks])))
+
+
+# ---- probes ------------------------------------------------------------------------------------
+def encode_probe_text(text: str, encode) -> tuple[np.ndarray, int | None]:
+    """`<s> .. </s>` ids of a probe text (encode: list[str] -> ids, the corpus's tokeniser and
+    vocabulary) and the position of its blank, if any."""
+    parts = text.split(BLANK)
+    if len(parts) > 2:
+        raise ValueError(f"probe {text!r} has more than one {BLANK}")
+    left = list(encode(parts[0]))
+    if len(parts) == 1:
+        return np.array([BOS_ID, *left, EOS_ID], dtype=np.int64), None
+    right = list(encode(parts[1]))
+    return np.array([BOS_ID, *left, UNK_ID, *right, EOS_ID], dtype=np.int64), 1 + len(left)
+
+
+def run_probe(model: LanguageModel, probe: dict, encode, tokens: tuple[str, ...]) -> list[dict]:
+    """Rows {"text", "logprob"} best first. rank: the sentences; fill: the options, or the
+    `top` best words of the vocabulary (never `<s>`)."""
+    if "rank" in probe:
+        sentences = [encode_probe_text(t, encode)[0] for t in probe["rank"]]
+        logp = model.sentence_logprobs(sentences)
+        rows = [{"text": t, "logprob": float(v)} for t, v in zip(probe["rank"], logp, strict=True)]
+        return sorted(rows, key=lambda r: -r["logprob"])
+    sentence, position = encode_probe_text(probe["text"], encode)
+    if position is None:
+        raise ValueError(f"probe {probe.get('name')!r}: text needs a {BLANK} (or use rank:)")
+    if "options" in probe:
+        candidates = np.array([_single_id(o, encode) for o in probe["options"]])
+        labels = list(probe["options"])
+    else:
+        candidates = np.arange(EOS_ID, len(tokens))   # every word, `</s>` included
+        labels = [tokens[i] for i in candidates]
+    open_end = bool(probe.get("open")) and model.kind == "causal"
+    logp = model.fill_logprobs(sentence, position, candidates, open_end=open_end)
+    best = np.argsort(-logp, kind="stable")[: int(probe.get("top", len(candidates)))]
+    return [{"text": labels[i], "logprob": float(logp[i])} for i in best]
+
+
+def _single_id(word: str, encode) -> int:
+    ids = list(encode(word))
+    if len(ids) != 1:
+        raise ValueError(f"probe option {word!r} is {len(ids)} tokens; options must be one token")
+    return int(ids[0])
+
+
+# ---- generation --------------------------------------------------------------------------------
+def sample(model: LanguageModel, count: int, temperature: float, max_length: int,
+           seed: int) -> list[np.ndarray]:
+    """`count` sentences (ids without `<s>`/`</s>`) sampled token by token from p^(1/T)."""
+    if model.kind != "causal":
+        raise ValueError("only causal models generate text left to right")
+    if temperature <= 0:
+        raise ValueError(f"temperature={temperature}: use a value > 0")
+    rng = np.random.default_rng(seed)
+    prefixes = [[BOS_ID] for _ in range(count)]
+    done = np.zeros(count, dtype=bool)
+    for _ in range(max_length):
+        live = np.flatnonzero(~done)
+        if not len(live):
+            break
+        probs = model.next_distribution([np.array(prefixes[i]) for i in live])
+        probs[:, BOS_ID] = 0
+        with np.errstate(divide="ignore"):
+            scaled = np.log(probs) / temperature
+        probs = np.exp(scaled - scaled.max(1, keepdims=True))
+        probs /= probs.sum(1, keepdims=True)
+        cumulative = probs.cumsum(1)
+        draws = rng.random(len(live))[:, None]
+        picked = np.minimum((cumulative < draws).sum(1), probs.shape[1] - 1)
+        for i, token in zip(live, picked, strict=True):
+            prefixes[i].append(int(token))
+            done[i] = token == EOS_ID
+    return [np.array([t for t in p[1:] if t != EOS_ID]) for p in prefixes]

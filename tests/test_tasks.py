@@ -1,0 +1,121 @@
+"""Fill-in-the-blank, probes and generation over one interface for n-gram and RNN models."""
+import numpy as np
+import pytest
+import torch
+
+from pipeline import kneser_ney, ngrams, scoring, tasks
+from pipeline.rnn import RNNLM, RNNConfig
+from pipeline.vocab import BOS_ID, EOS_ID
+
+WORDS = ("<unk>", "<s>", "</s>") + tuple("w" + chr(97 + i % 26) * (1 + i // 26) for i in range(27)) + (".",)
+
+
+def _stream(seed, sentences=200):
+    rng = np.random.default_rng(seed)
+    parts = []
+    for _ in range(sentences):   # a learnable language: runs of consecutive words
+        start = rng.integers(3, 20)
+        parts.append(np.concatenate([[BOS_ID], np.arange(start, start + rng.integers(3, 9)), [30, EOS_ID]]))
+    return np.concatenate(parts).astype(np.int64)
+
+
+@pytest.fixture(scope="module")
+def ngram():
+    return tasks.NgramModel(kneser_ney.estimate(ngrams.count(_stream(0), 31, 3),
+                                                fallback=(0.5, 1.0, 1.5)))
+
+
+@pytest.fixture(scope="module")
+def rnn():
+    torch.manual_seed(0)
+    return tasks.RecurrentModel(RNNLM(RNNConfig(vocab_size=31, cell="gru", embed_dim=8,
+                                                hidden_dim=8, dropout=0.0)))
+
+
+def _sentences(stream):
+    from pipeline.batches import sentences_of
+    return sentences_of(stream)
+
+
+def test_sentence_logprobs_are_the_scoring_path(ngram, rnn):
+    sentences = _sentences(_stream(1, 12))
+    ours = ngram.sentence_logprobs(sentences)
+    np.testing.assert_allclose(ours, [scoring.ngram_logprobs(ngram.lm, s).sum() for s in sentences])
+    ours = rnn.sentence_logprobs(sentences)
+    direct = [scoring.causal_logprobs(rnn.model, s, num_columns=1).sum() for s in sentences]
+    np.testing.assert_allclose(ours, direct, rtol=1e-5)
+
+
+def test_rnn_fill_shares_the_prefix_but_equals_whole_sentences(rnn):
+    sentence = _sentences(_stream(2, 1))[0]
+    candidates = np.arange(3, 31)
+    fast = rnn.fill_logprobs(sentence, 2, candidates)
+    slow = tasks.LanguageModel.fill_logprobs(rnn, sentence, 2, candidates)
+    np.testing.assert_allclose(fast, slow, rtol=1e-5)
+    open_end = rnn.fill_logprobs(sentence, 2, candidates, open_end=True)
+    np.testing.assert_allclose(np.exp(open_end), rnn.next_distribution([sentence[:2]])[0][candidates],
+                               rtol=1e-5)
+
+
+def test_blanks_are_reproducible_and_fair():
+    test, train = _stream(3, 50), _stream(0)
+    blanks = tasks.make_blanks(test, train, WORDS, count=30, seed=7)
+    again = tasks.make_blanks(test, train, WORDS, count=30, seed=7)
+    assert len(blanks) == 30
+    frequency = np.bincount(train, minlength=len(WORDS))
+    for b, c in zip(blanks, again, strict=True):
+        assert b.position == c.position and (b.candidates == c.candidates).all()
+        assert b.candidates[b.answer] == b.sentence[b.position]
+        assert len(set(b.candidates.tolist())) == 5
+        assert all(WORDS[i].startswith("w") for i in b.candidates)   # words, never "." or specials
+        # distractors are the answer's frequency-rank neighbours
+        ranks = np.argsort(np.argsort(-frequency[3:30], kind="stable"), kind="stable")
+        spread = ranks[b.candidates - 3]
+        assert spread.max() - spread.min() <= 4
+
+
+def test_a_model_that_knows_the_language_fills_blanks(ngram, rnn):
+    blanks = tasks.make_blanks(_stream(3, 80), _stream(0), WORDS, count=60, seed=0)
+    assert tasks.blank_accuracy(ngram, blanks) > 0.8      # chance is 0.2
+    assert 0 <= tasks.blank_accuracy(rnn, blanks) <= 1
+
+
+def test_probes(ngram, rnn):
+    encode = lambda text: [WORDS.index(t) for t in text.split()]  # noqa: E731
+    ranked = tasks.run_probe(ngram, {"rank": ["wd we wf .", "wf we wd ."]}, encode, WORDS)
+    assert [r["text"] for r in ranked] == ["wd we wf .", "wf we wd ."]
+    options = tasks.run_probe(ngram, {"text": "wd we ___ wg .", "options": ["wj", "wf"]}, encode, WORDS)
+    assert options[0]["text"] == "wf"
+    top = tasks.run_probe(rnn, {"text": "wd we ___", "top": 3, "open": True}, encode, WORDS)
+    assert len(top) == 3 and top[0]["logprob"] >= top[-1]["logprob"]
+    with pytest.raises(ValueError, match="one token"):
+        tasks.run_probe(ngram, {"text": "wd ___ .", "options": ["we wf"]}, encode, WORDS)
+
+
+@pytest.mark.parametrize("which", ["ngram", "rnn"])
+def test_sampling_is_seeded_and_greedy_at_low_temperature(which, ngram, rnn):
+    model = ngram if which == "ngram" else rnn
+    first = tasks.sample(model, 4, temperature=1.0, max_length=12, seed=3)
+    again = tasks.sample(model, 4, temperature=1.0, max_length=12, seed=3)
+    assert all((a == b).all() for a, b in zip(first, again, strict=True))
+    assert all(len(s) <= 12 and BOS_ID not in s for s in first)
+    greedy = tasks.sample(model, 3, temperature=1e-4, max_length=8, seed=1)
+    assert all((g == greedy[0]).all() for g in greedy)
+
+
+def test_every_model_scores_exactly_the_same_target_tokens(ngram, rnn):
+    """The perplexity contract: n-gram, causal RNN and cloze RNN all predict every word, `<unk>`
+    and `</s>` of the split, and never `<s>` — the same N tokens, in the same order."""
+    stream = _stream(4, 25)
+    stream[5] = 0  # an <unk>
+    torch.manual_seed(0)
+    cloze = RNNLM(RNNConfig(vocab_size=31, bidirectional=True, embed_dim=8, hidden_dim=8, dropout=0.0))
+    counts = {len(scoring.ngram_scores(ngram.lm, stream).logprobs),
+              len(scoring.causal_scores(rnn.model, stream).logprobs),
+              len(scoring.cloze_scores(cloze, stream).logprobs)}
+    assert counts == {int(np.sum(stream != BOS_ID))}
+    # n-gram and RNN per-token results line up with the stream: </s> positions agree
+    eos = stream[stream != BOS_ID] == EOS_ID
+    per_token = scoring.causal_scores(rnn.model, stream, num_columns=1)
+    direct = [scoring.causal_logprobs(rnn.model, s, num_columns=1)[-1] for s in _sentences(stream)]
+    np.testing.assert_allclose(per_token.logprobs[eos][:1], direct[:1], rtol=1e-5)
