@@ -2,7 +2,10 @@
 
     lmpipe score "I saw the soccer game" "Saw I the game of soccer"   # rank sentences, every model
     lmpipe score --model gru "..."                                     # one model
-    lmpipe compare                                                     # the comparison table
+    lmpipe fill "they ___ everywhere ." --k 5                          # top fills, every model
+    lmpipe generate --model gru --n 5 --temperature 0.8                # sampled sentences
+    lmpipe compare [--markdown]                  # the comparison table of the newest MLflow run
+    lmpipe preset medium                         # a configuration as `dvc exp run` -S flags
     lmpipe ngram build TEXT --order 5 --arpa OUT.arpa [--discount-fallback]   # like lmplz
     lmpipe ngram query MODEL.arpa TEXT [--json] [--per-sentence]               # like query
 TEXT is one sentence per line, whitespace-separated tokens (no normalisation), as for KenLM.
@@ -23,9 +26,10 @@ from pipeline.vocab import Vocab, encode_text
 
 
 def load_models(models_dir: Path, names: list[str] | None):
-    """{name: (kind, model)} for the trained models found under models_dir."""
+    """{name: tasks.LanguageModel} for the trained models found under models_dir."""
     import torch
 
+    from pipeline import tasks
     from pipeline.kneser_ney import NGramLM
     from pipeline.rnn import RNNLM
     found = {}
@@ -33,11 +37,10 @@ def load_models(models_dir: Path, names: list[str] | None):
         if names and path.name not in names:
             continue
         if (path / "model.npz").is_file():
-            found[path.name] = ("ngram", NGramLM.from_arrays(np.load(path / "model.npz")))
+            found[path.name] = tasks.NgramModel(NGramLM.from_arrays(np.load(path / "model.npz")))
         elif (path / "model.pt").is_file():
-            model = RNNLM.from_checkpoint(torch.load(path / "model.pt", weights_only=True,
-                                                     map_location="cpu"))
-            found[path.name] = ("cloze" if model.config.bidirectional else "causal", model)
+            found[path.name] = tasks.RecurrentModel(RNNLM.from_checkpoint(
+                torch.load(path / "model.pt", weights_only=True, map_location="cpu")))
     missing = set(names or []) - set(found)
     if missing or not found:
         raise SystemExit(f"lmpipe: error: no trained model {', '.join(sorted(missing)) or ''} in "
@@ -45,33 +48,81 @@ def load_models(models_dir: Path, names: list[str] | None):
     return found
 
 
-def sentence_logprob(kind: str, model, stream: np.ndarray) -> float:
-    from pipeline import scoring  # imports torch: only for the commands that need it
-    if kind == "ngram":
-        return float(scoring.ngram_logprobs(model, stream).sum())
-    if kind == "cloze":
-        return float(scoring.cloze_logprobs(model, stream).sum())
-    return float(scoring.causal_logprobs(model, stream, num_columns=1).sum())
+def _tokenizer(data: Path):
+    """(vocab, encode(text) -> ids) with the corpus settings of params.yaml."""
+    from pipeline import config
+    params = config.load()
+    vocab = Vocab.from_json(json.loads((data / "vocab.json").read_text()))
+    return vocab, lambda text: vocab.encode(corpus.tokenize(text, params.corpus.level,
+                                                            params.corpus.lowercase))
 
 
 def score(args) -> None:
-    vocab = Vocab.from_json(json.loads((args.data / "vocab.json").read_text()))
+    from pipeline import tasks
+    _, encode = _tokenizer(args.data)
     models = load_models(args.models, args.model)
-    sentences = [corpus.tokenize(s) for s in args.sentences]
-    for name, (kind, model) in models.items():
-        label = "pseudo-log-likelihood (cloze)" if kind == "cloze" else "log10 P(sentence)"
+    sentences = [tasks.encode_probe_text(s, encode)[0] for s in args.sentences]
+    for name, model in models.items():
+        label = "pseudo-log-likelihood (cloze)" if model.kind == "cloze" else "log10 P(sentence)"
         print(f"{name}  [{label}]")
-        scored = [(sentence_logprob(kind, model, vocab.stream([s])) / math.log(10), text)
-                  for s, text in zip(sentences, args.sentences, strict=True)]
-        for rank, (logp, text) in enumerate(sorted(scored, reverse=True), start=1):
-            print(f"  {rank}. {logp:9.3f}  {text}")
+        logp = model.sentence_logprobs(sentences) / math.log(10)
+        for rank, (value, text) in enumerate(sorted(zip(logp, args.sentences, strict=True),
+                                                    reverse=True), start=1):
+            print(f"  {rank}. {value:9.3f}  {text}")
+
+
+def fill(args) -> None:
+    from pipeline import tasks
+    vocab, encode = _tokenizer(args.data)
+    probe = {"text": args.text, "top": args.k, "open": args.open}
+    if args.options:
+        probe["options"] = args.options
+    for name, model in load_models(args.models, args.model).items():
+        side = "both sides" if model.kind == "cloze" else (
+            "left context" if args.open else "whole sentence")
+        print(f"{name}  [ln p, {side}]")
+        for row in tasks.run_probe(model, probe, encode, vocab.tokens):
+            print(f"  {row['logprob']:9.3f}  {row['text']}")
+
+
+def generate(args) -> None:
+    from pipeline import tasks
+    vocab, _ = _tokenizer(args.data)
+    for name, model in load_models(args.models, args.model).items():
+        if model.kind != "causal":
+            print(f"{name}: skipped (bidirectional models do not generate left to right)")
+            continue
+        print(f"{name}  [temperature {args.temperature}]")
+        for ids in tasks.sample(model, args.n, args.temperature, args.max_length, args.seed):
+            print("  " + " ".join(vocab.decode(ids)))
 
 
 def compare(args) -> None:
-    path = args.metrics / "comparison.md"
-    if not path.is_file():
-        raise SystemExit(f"lmpipe: error: {path} not found; run `make repro` first")
-    print(path.read_text(), end="")
+    """The comparison table of the newest pipeline run (or --run), from mlflow.search_runs."""
+    from pipeline import config, report, tracking
+    params = config.load()
+    uri = args.tracking_uri or config.tracking_uri(params.mlflow, config.repo_root())
+    parent, runs = tracking.latest_pipeline_runs(uri, args.experiment or params.mlflow.experiment,
+                                                 args.parent_run)
+    columns = ["tags.model_kind", "tags.objective", *[f"metrics.{k}" for k in report.KEYS]]
+    table = runs.reindex(columns=columns)
+    table.columns = ["model", "objective", *report.KEYS]
+    table = table.sort_values("model", key=lambda m: m != "ngram", kind="stable")  # ngram first
+    for key in ("test_tokens", "model_bytes"):
+        table[key] = table[key].astype("Int64")
+    if args.markdown:
+        print(f"Pipeline run `{parent}`\n")
+        print("| " + " | ".join(table.columns) + " |")
+        print("|---|---|" + "---:|" * len(report.KEYS))
+        for row in table.itertuples(index=False):
+            print("| " + " | ".join(_cell(v) for v in row) + " |")
+    else:
+        print(f"pipeline run {parent}")
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+
+
+def _cell(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def ngram_build(args) -> None:
@@ -145,8 +196,31 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--models", type=Path, default=Path("models"))
     p.add_argument("--data", type=Path, default=Path("data/prepared"))
     p.set_defaults(run=score)
-    p = commands.add_parser("compare", help="print the comparison table of the last evaluate")
-    p.add_argument("--metrics", type=Path, default=Path("metrics"))
+    p = commands.add_parser("fill", help="top fills of a blank (___) by each model")
+    p.add_argument("text", help='a sentence with one ___, e.g. "they ___ everywhere ."')
+    p.add_argument("--model", action="append", help="model name (repeatable); default: all")
+    p.add_argument("--k", type=int, default=5, help="how many fills (default 5)")
+    p.add_argument("--options", nargs="+", help="only compare these words")
+    p.add_argument("--open", action="store_true",
+                   help="the text goes on after it ends: causal models use the left context only")
+    p.add_argument("--models", type=Path, default=Path("models"))
+    p.add_argument("--data", type=Path, default=Path("data/prepared"))
+    p.set_defaults(run=fill)
+    p = commands.add_parser("generate", help="sample sentences from causal models")
+    p.add_argument("--model", action="append", help="model name (repeatable); default: all")
+    p.add_argument("--n", type=int, default=5)
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--max-length", type=int, default=40)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--models", type=Path, default=Path("models"))
+    p.add_argument("--data", type=Path, default=Path("data/prepared"))
+    p.set_defaults(run=generate)
+    p = commands.add_parser("compare", help="the comparison table of the newest pipeline run, "
+                                            "from MLflow")
+    p.add_argument("--run", dest="parent_run", help="a pipeline (parent) run id instead of the newest")
+    p.add_argument("--markdown", action="store_true")
+    p.add_argument("--experiment", help="default: mlflow.experiment of params.yaml")
+    p.add_argument("--tracking-uri", help="default: MLFLOW_TRACKING_URI or params.yaml")
     p.set_defaults(run=compare)
     p = commands.add_parser("preset", help="print a named configuration (configs/presets.yaml) "
                                            "as `dvc exp run` -S flags")

@@ -144,6 +144,25 @@ class ModelParams:
 
 
 @dataclass(frozen=True)
+class EvaluateParams:
+    blanks: int = 1000            # fill-in-the-blank items drawn from test sentences
+    distractors: int = 4          # wrong candidates per blank, of similar training frequency
+    probes: str = "configs/probes.yaml"
+    samples: int = 5              # sentences generated per causal model
+    temperature: float = 1.0
+    max_length: int = 40
+    register_models: bool = True  # log pyfunc models and register them as lmpipe-<kind>
+
+    def check(self, where: str) -> None:
+        _at_least(f"{where}.blanks", self.blanks, 1)
+        _at_least(f"{where}.distractors", self.distractors, 1)
+        _at_least(f"{where}.samples", self.samples, 0)
+        _at_least(f"{where}.max_length", self.max_length, 1)
+        if not self.temperature > 0:
+            raise ParamsError(f"{where}.temperature={self.temperature!r} is out of range; use a value > 0")
+
+
+@dataclass(frozen=True)
 class MlflowParams:
     tracking_uri: str = "sqlite:///mlflow.db"
     experiment: str = "lmpipe"
@@ -158,11 +177,13 @@ class Params:
     ngram: NgramParams = field(default_factory=NgramParams)
     train: TrainParams = field(default_factory=TrainParams)
     models: dict[str, ModelParams] = field(default_factory=dict)
+    evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     mlflow: MlflowParams = field(default_factory=MlflowParams)
 
 
 SECTIONS = {"corpus": CorpusParams, "split": SplitParams, "vocab": VocabParams,
-            "ngram": NgramParams, "train": TrainParams, "mlflow": MlflowParams}
+            "ngram": NgramParams, "train": TrainParams, "evaluate": EvaluateParams,
+            "mlflow": MlflowParams}
 
 
 def _one_of(key: str, value: Any, allowed: tuple) -> None:

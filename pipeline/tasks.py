@@ -215,7 +215,7 @@ def encode_probe_text(text: str, encode) -> tuple[np.ndarray, int | None]:
 
 def run_probe(model: LanguageModel, probe: dict, encode, tokens: tuple[str, ...]) -> list[dict]:
     """Rows {"text", "logprob"} best first. rank: the sentences; fill: the options, or the
-    `top` best words of the vocabulary (never `<s>`)."""
+    `top` best entries of the vocabulary (never `<s>` or `</s>`)."""
     if "rank" in probe:
         sentences = [encode_probe_text(t, encode)[0] for t in probe["rank"]]
         logp = model.sentence_logprobs(sentences)
@@ -228,7 +228,8 @@ def run_probe(model: LanguageModel, probe: dict, encode, tokens: tuple[str, ...]
         candidates = np.array([_single_id(o, encode) for o in probe["options"]])
         labels = list(probe["options"])
     else:
-        candidates = np.arange(EOS_ID, len(tokens))   # every word, `</s>` included
+        # every entry but the sentence markers (`<unk>` included: the vocabulary is closed)
+        candidates = np.concatenate([[UNK_ID], np.arange(EOS_ID + 1, len(tokens))])
         labels = [tokens[i] for i in candidates]
     open_end = bool(probe.get("open")) and model.kind == "causal"
     logp = model.fill_logprobs(sentence, position, candidates, open_end=open_end)

@@ -1,9 +1,13 @@
-"""MLflow at the edge. In: run names, params, metrics, artifact files. Out: MLflow runs — one per
-model, the same metric keys for every model, the model kind as a param and tag (never in a
-metric name), flattened params, tags for the git commit (and dirty flag), the DVC experiment
-name when present and the corpus with its hash.
+"""MLflow at the edge. In: run names, params, metrics, artifact files. Out: per pipeline
+execution (evaluate), one parent run `pipeline` (tag lmpipe.role=pipeline: all params, the
+comparison table, probes, samples and plots) and one nested run per model (lmpipe.role=model):
+the same metric keys for every model, the model kind as a param and tag (never in a metric
+name), flattened params, tags for the git commit (and dirty flag), the DVC experiment name when
+present, the corpus with its hash, and the model itself as a pyfunc registered as
+`lmpipe-<kind>`. A model trained in this execution is its own training run (loss and val_ppl per
+epoch); a model reused from an earlier execution gets a new nested run tagged training_run_id.
 
-Only this module (and the stages that call it) imports mlflow.
+Only this module and pipeline/serving.py (and the stages that call them) import mlflow.
 """
 
 from __future__ import annotations
@@ -13,7 +17,10 @@ import subprocess
 from pathlib import Path
 
 import mlflow
+import numpy as np
+import pandas as pd
 from lightning.pytorch.loggers import MLFlowLogger
+from mlflow.entities import Param
 from mlflow.tracking import MlflowClient
 
 
@@ -45,18 +52,29 @@ def run_tags(kind: str, corpus_source: str, corpus_hash: str, root: Path) -> dic
             "corpus_hash": corpus_hash, **git_tags(root)}
 
 
-def setup(tracking_uri: str, experiment: str) -> str:
-    """Point MLflow at the store and make sure the experiment exists; returns its id."""
+ROLE = "lmpipe.role"
+PARENT = "mlflow.parentRunId"   # what the MLflow UI nests runs by
+
+
+def setup(tracking_uri: str, experiment: str, root: Path | None = None) -> str:
+    """Point MLflow at the store and make sure the experiment exists; returns its id. With a
+    local (sqlite) store the artifacts go to <root>/mlartifacts, fixed when the experiment is
+    created (so a run from a temporary clone still writes to the repository's store)."""
     mlflow.set_tracking_uri(tracking_uri)
     found = mlflow.get_experiment_by_name(experiment)
-    return found.experiment_id if found else mlflow.create_experiment(experiment)
+    if found:
+        return found.experiment_id
+    location = None
+    if tracking_uri.startswith("sqlite:") and root is not None:
+        location = (Path(root) / "mlartifacts").resolve().as_uri()
+    return mlflow.create_experiment(experiment, artifact_location=location)
 
 
 def training_logger(tracking_uri: str, experiment: str, run_name: str, tags: dict,
-                    run_id: str | None = None) -> MLFlowLogger:
+                    run_id: str | None = None, root: Path | None = None) -> MLFlowLogger:
     """Lightning's MLflow logger with an explicit URI (its default file store is rejected by
     MLflow >= 3.13). Under DDP it creates the run on rank zero only."""
-    setup(tracking_uri, experiment)
+    setup(tracking_uri, experiment, root)
     return MLFlowLogger(experiment_name=experiment, tracking_uri=tracking_uri, run_name=run_name,
                         tags=tags, run_id=run_id)
 
@@ -69,23 +87,80 @@ def run_exists(tracking_uri: str, run_id: str) -> bool:
         return False
 
 
-def log_evaluation(tracking_uri: str, experiment: str, run_name: str, run_id: str | None,
-                   params: dict, metrics: dict[str, float], tags: dict,
-                   artifacts: list[Path]) -> str:
-    """Log final metrics into the model's run (the training run when it still exists in this
-    store, else a new run); returns the run id."""
-    experiment_id = setup(tracking_uri, experiment)
-    if run_id:
+def start_pipeline(tracking_uri: str, experiment: str, root: Path, params: dict,
+                   tags: dict) -> str:
+    """The parent run of one pipeline execution; returns its id (RUNNING until finish_pipeline)."""
+    experiment_id = setup(tracking_uri, experiment, root)
+    client = MlflowClient(tracking_uri)
+    run = client.create_run(experiment_id, run_name="pipeline", tags={**tags, ROLE: "pipeline"})
+    flat = [Param(k, v) for k, v in flatten(params).items()]
+    for start in range(0, len(flat), 100):   # log_batch takes at most 100 params
+        client.log_batch(run.info.run_id, params=flat[start:start + 100])
+    return run.info.run_id
+
+
+def finish_pipeline(tracking_uri: str, run_id: str, artifacts: list[Path], failed: bool = False) -> None:
+    client = MlflowClient(tracking_uri)
+    for path in artifacts:
+        if path.exists():
+            client.log_artifact(run_id, str(path), artifact_path="report")
+    client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
+
+
+def log_model_run(tracking_uri: str, experiment: str, root: Path, name: str, parent_id: str,
+                  training_run_id: str | None, params: dict, metrics: dict[str, float],
+                  tags: dict, model_files: dict[str, str] | None = None,
+                  register: bool = False) -> str:
+    """The nested run of one model under `parent_id`; returns its id. `model_files` (artifact
+    name -> path, see pipeline/serving.py) are logged as a pyfunc model, registered as
+    lmpipe-<name> when `register`."""
+    experiment_id = setup(tracking_uri, experiment, root)
+    client = MlflowClient(tracking_uri)
+    run_id, tags = None, {**tags, ROLE: "model", PARENT: parent_id}
+    if training_run_id:
         try:
-            MlflowClient().get_run(run_id)
-        except mlflow.exceptions.MlflowException:
-            run_id = None
-    with mlflow.start_run(run_id=run_id, experiment_id=experiment_id, run_name=run_name) as run:
-        client = MlflowClient()
+            training = client.get_run(training_run_id)
+        except mlflow.exceptions.MlflowException:   # not in this store (another machine's run)
+            training = None
+        if training is not None and PARENT not in training.data.tags:
+            run_id = training_run_id                 # trained in this execution: adopt it
+        elif training is not None:
+            tags["training_run_id"] = training_run_id
+    with mlflow.start_run(run_id=run_id, experiment_id=experiment_id, run_name=name) as run:
         existing = client.get_run(run.info.run_id).data.params
         mlflow.log_params({k: v for k, v in flatten(params).items() if k not in existing})
         mlflow.set_tags(tags)
         mlflow.log_metrics(metrics)
-        for path in artifacts:
-            mlflow.log_artifact(str(path))
+        if model_files:
+            import torch
+
+            from pipeline.serving import SentenceScorer
+            mlflow.pyfunc.log_model(
+                name="model", python_model=SentenceScorer(), artifacts=model_files,
+                code_paths=[str(Path(__file__).resolve().parent)],
+                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}",
+                                  f"numpy=={np.__version__}", f"pandas=={pd.__version__}",
+                                  f"mlflow=={mlflow.__version__}"],
+                registered_model_name=f"lmpipe-{name}" if register else None)
         return run.info.run_id
+
+
+def latest_pipeline_runs(tracking_uri: str, experiment: str, parent_id: str | None = None):
+    """(parent run, DataFrame of its model runs) of the newest pipeline execution (or
+    `parent_id`), from mlflow.search_runs."""
+    mlflow.set_tracking_uri(tracking_uri)
+    found = mlflow.get_experiment_by_name(experiment)
+    if found is None:
+        raise ValueError(f"no MLflow experiment {experiment!r} at {tracking_uri}; run `make repro` first")
+    if parent_id is None:
+        parents = mlflow.search_runs([found.experiment_id], filter_string=f"tags.`{ROLE}` = 'pipeline' "
+                                     "and attributes.status = 'FINISHED'",
+                                     order_by=["attributes.start_time DESC"], max_results=1)
+        if parents.empty:
+            raise ValueError(f"no finished pipeline run in experiment {experiment!r} at "
+                             f"{tracking_uri}; run `make repro` first")
+        parent_id = parents.iloc[0]["run_id"]
+    children = mlflow.search_runs([found.experiment_id],
+                                  filter_string=f"tags.`{PARENT}` = '{parent_id}'",
+                                  order_by=["attributes.start_time ASC"])
+    return parent_id, children

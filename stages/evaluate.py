@@ -1,33 +1,64 @@
 """Stage evaluate: data/prepared + models/ -> metrics/ (metrics.json, mle.json, comparison.md,
-plots/) and one MLflow run per model with the same metric keys.
+memory.md, probes.md, samples.md, plots/) and, in MLflow, one parent run for this pipeline
+execution with one nested run per model (same metric keys; the model as a registered pyfunc).
 Usage: python -m stages.evaluate data/prepared models metrics"""
 
 import json
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+import yaml
 
-from pipeline import config, kneser_ney, ngrams, report, scoring, tracking
+from pipeline import config, corpus, kneser_ney, ngrams, report, scoring, tasks, tracking
 from pipeline.rnn import RNNLM
+from pipeline.vocab import Vocab
+
+
+def load_probes(path: Path) -> list[dict]:
+    if not path.is_file():
+        raise FileNotFoundError(f"evaluate.probes={str(path)!r}: no such file; point it at a probes "
+                                "YAML file (see configs/probes.yaml)")
+    probes = yaml.safe_load(path.read_text(encoding="utf-8")) or []
+    if not isinstance(probes, list) or not all(isinstance(p, dict) for p in probes):
+        raise ValueError(f"{path}: must be a list of probes (mappings with rank: or text:)")
+    for i, probe in enumerate(probes):
+        if ("rank" in probe) == ("text" in probe):
+            raise ValueError(f"{path}: probe {probe.get('name', i)!r} needs exactly one of "
+                             "rank: (sentences) or text: (with ___)")
+    return probes
 
 
 def main(data_dir: str, models_dir: str, out_dir: str) -> None:
     params = config.load()
+    settings = params.evaluate
     data, models, out = Path(data_dir), Path(models_dir), Path(out_dir)
-    vocab_size = len(json.loads((data / "vocab.json").read_text())["tokens"])
+    vocab = Vocab.from_json(json.loads((data / "vocab.json").read_text()))
     stats = json.loads((data / "stats.json").read_text())
     splits = {name: np.load(data / f"{name}.npy") for name in ("valid", "test")}
+    root = config.repo_root()
+    probes = load_probes(root / settings.probes)
 
-    results, model_params, run_ids, histories = {}, {}, {}, {}
+    def encode(text: str) -> np.ndarray:
+        return vocab.encode(corpus.tokenize(text, params.corpus.level, params.corpus.lowercase))
+
+    blanks = tasks.make_blanks(splits["test"], np.load(data / "train.npy"), vocab.tokens,
+                               settings.blanks, params.seed, settings.distractors)
+    lms, results, model_params, run_ids, histories, files = {}, {}, {}, {}, {}, {}
+
     lm = kneser_ney.NGramLM.from_arrays(np.load(models / "ngram" / "model.npz"))
-    logprobs = {s: scoring.ngram_logprobs(lm, stream) for s, stream in splits.items()}
-    results["ngram"] = report.metrics(logprobs, stats, lm.nbytes(), objective="causal")
+    lms["ngram"] = tasks.NgramModel(lm)
+    scores = {s: scoring.ngram_scores(lm, stream) for s, stream in splits.items()}
+    results["ngram"] = report.metrics(scores, stats, lm.nbytes(), "causal",
+                                      tasks.blank_accuracy(lms["ngram"], blanks))
     model_params["ngram"] = {"ngram.order": lm.order, "ngram.estimator": "interpolated modified Kneser-Ney",
                              "ngram.discounts": json.dumps(lm.discounts)}
-    counts = ngrams.from_table(pd.read_parquet(models / "ngram" / "counts.parquet"), vocab_size)
+    files["ngram"] = {"ngram": str(models / "ngram" / "model.npz")}
+    counts = ngrams.from_table(pd.read_parquet(models / "ngram" / "counts.parquet"), len(vocab))
     mle = {f"{name}_{split}": scoring.mle_summary(kneser_ney.mle_probs(counts, stream, n))
            for name, n in (("bigram", 2), ("trigram", 3)) for split, stream in splits.items()}
     print(f"evaluate: ngram {results['ngram']}", flush=True)
@@ -35,30 +66,60 @@ def main(data_dir: str, models_dir: str, out_dir: str) -> None:
     for kind, spec in params.models.items():
         checkpoint = torch.load(models / kind / "model.pt", weights_only=True, map_location="cpu")
         model = RNNLM.from_checkpoint(checkpoint)
-        if spec.bidirectional:
-            logprobs = {s: scoring.cloze_logprobs(model, stream) for s, stream in splits.items()}
-        else:
-            logprobs = {s: scoring.causal_logprobs(model, stream) for s, stream in splits.items()}
+        lms[kind] = tasks.RecurrentModel(model)
+        score = scoring.cloze_scores if spec.bidirectional else scoring.causal_scores
+        scores = {s: score(model, stream) for s, stream in splits.items()}
         param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-        results[kind] = report.metrics(logprobs, stats, param_bytes,
-                                       objective="cloze" if spec.bidirectional else "causal")
+        results[kind] = report.metrics(scores, stats, param_bytes,
+                                       "cloze" if spec.bidirectional else "causal",
+                                       tasks.blank_accuracy(lms[kind], blanks))
         model_params[kind] = tracking.flatten({"model": checkpoint["config"]})
         run_ids[kind] = json.loads((models / kind / "run.json").read_text())["run_id"]
         histories[kind] = json.loads((models / kind / "history.json").read_text())
+        files[kind] = {"checkpoint": str(models / kind / "model.pt")}
         print(f"evaluate: {kind} {results[kind]}", flush=True)
 
+    answers = {name: [tasks.run_probe(m, probe, encode, vocab.tokens) for probe in probes]
+               for name, m in lms.items()}
+    samples = {name: [" ".join(vocab.decode(s)) for s in
+                      tasks.sample(m, settings.samples, settings.temperature, settings.max_length,
+                                   params.seed)]
+               for name, m in lms.items() if m.kind == "causal" and settings.samples}
     memory = report.memory_rows(json.loads((models / "ngram" / "memory.json").read_text()),
                                 {k: int(r["model_bytes"]) for k, r in results.items() if k != "ngram"})
-    artifacts = report.write(out, results, mle, histories, memory)
-    root = config.repo_root()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "probes.json").write_text(json.dumps(answers, indent=2))
+    (out / "samples.json").write_text(json.dumps(samples, indent=2))
+    artifacts = report.write(out, results, mle, histories, memory,
+                             report.probes_markdown(probes, answers),
+                             report.samples_markdown(samples, settings.temperature),
+                             len(blanks), settings.distractors + 1)
+
     uri = config.tracking_uri(params.mlflow, root)
-    for name, result in results.items():
-        tags = tracking.run_tags(name, params.corpus.source, stats["corpus_hash"], root)
-        tags["objective"] = result["objective"]
-        metrics = {k: v for k, v in result.items() if isinstance(v, int | float)}
-        tracking.log_evaluation(uri, params.mlflow.experiment, name, run_ids.get(name),
-                                {**model_params[name], "model_name": name}, metrics, tags, artifacts)
-    print(f"evaluate: logged {len(results)} runs to {uri}", flush=True)
+    scratch = Path(tempfile.mkdtemp())
+    (scratch / "corpus.json").write_text(json.dumps(
+        {"level": params.corpus.level, "lowercase": params.corpus.lowercase}))
+    shared_files = {"vocab": str(data / "vocab.json"), "corpus": str(scratch / "corpus.json")}
+    tags = {k: v for k, v in tracking.run_tags("", params.corpus.source, stats["corpus_hash"],
+                                               root).items() if k != "model_kind"}
+    parent = tracking.start_pipeline(uri, params.mlflow.experiment, root, config.as_dict(params), tags)
+    try:
+        for name, result in results.items():
+            tags = tracking.run_tags(name, params.corpus.source, stats["corpus_hash"], root)
+            tags["objective"] = result["objective"]
+            metrics = {k: v for k, v in result.items() if isinstance(v, int | float)}
+            tracking.log_model_run(
+                uri, params.mlflow.experiment, root, name, parent, run_ids.get(name),
+                {**model_params[name], "model_name": name, "model_kind": name}, metrics, tags,
+                {**files[name], **shared_files} if settings.register_models else None,
+                register=settings.register_models)
+    except BaseException:
+        tracking.finish_pipeline(uri, parent, [], failed=True)
+        raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    tracking.finish_pipeline(uri, parent, artifacts)
+    print(f"evaluate: logged pipeline run {parent} and {len(results)} model runs to {uri}", flush=True)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ def tiny_params(path: Path) -> None:
     params["corpus"]["max_sentences"] = 400
     params["vocab"]["min_count"] = 1
     params["train"].update(max_epochs=1, batch_size=8, bptt=12, num_threads=1)
+    params["evaluate"].update(blanks=15, samples=2, max_length=10)
     for spec in params["models"].values():
         spec.update(embed_dim=16, hidden_dim=16)
     path.write_text(yaml.safe_dump(params, sort_keys=False))
@@ -42,7 +43,7 @@ def tiny_params(path: Path) -> None:
 def repo(tmp_path_factory):
     repo = tmp_path_factory.mktemp("lmpipe") / "repo"
     repo.mkdir()
-    for name in ("pipeline", "stages"):
+    for name in ("pipeline", "stages", "configs"):
         shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("dvc.yaml", "params.yaml", ".gitignore"):
         shutil.copy(ROOT / name, repo / name)
@@ -66,9 +67,23 @@ def test_every_output_exists(repo):
     assert (repo / "models" / "ngram" / "counts.parquet").is_file()
     for kind in KINDS:
         assert (repo / "models" / kind / "model.pt").is_file()
-    for name in ("metrics.json", "mle.json", "comparison.md", "memory.md", "plots/val_ppl.csv",
-                 "plots/test_ppl.csv", "plots/memory.csv", "plots/comparison.png"):
+        assert (repo / "checkpoints" / kind / "best.ckpt").is_file()
+        assert json.loads((repo / "checkpoints" / kind / "resume.json").read_text())["finished"]
+    for name in ("metrics.json", "mle.json", "comparison.md", "memory.md", "probes.md",
+                 "samples.md", "plots/val_ppl.csv", "plots/test_ppl.csv", "plots/memory.csv",
+                 "plots/fill_accuracy.csv", "plots/comparison.png"):
         assert (repo / "metrics" / name).is_file(), name
+
+
+def test_probes_and_samples_cover_every_model(repo):
+    probes = json.loads((repo / "metrics" / "probes.json").read_text())
+    assert set(probes) == {"ngram", *KINDS}
+    for answers in probes.values():   # configs/probes.yaml: rank 5, top 5, options 2, top 5
+        assert [len(a) for a in answers] == [5, 5, 2, 5]
+    samples = json.loads((repo / "metrics" / "samples.json").read_text())
+    assert set(samples) == {"ngram", "rnn", "gru", "deep"}   # causal models generate
+    assert all(len(s) == 2 for s in samples.values())
+    assert "### louise" in (repo / "metrics" / "probes.md").read_text()
 
 
 def test_metrics_are_finite_for_all_five_models(repo):
@@ -82,20 +97,67 @@ def test_metrics_are_finite_for_all_five_models(repo):
     assert {metrics[k]["objective"] for k in ("ngram", "rnn", "gru", "deep")} == {"causal"}
 
 
-def test_mlflow_holds_five_runs_with_the_same_keys(repo):
+def _runs(repo):
     db = sqlite3.connect(repo / "mlflow.db")
     runs = db.execute("select r.run_uuid, r.status from runs r join experiments e "
                       "on r.experiment_id = e.experiment_id where e.name = 'lmpipe'").fetchall()
-    assert len(runs) == 5
+    tags = {run_id: dict(db.execute("select key, value from tags where run_uuid = ?", (run_id,)))
+            for run_id, _ in runs}
+    return db, runs, tags
+
+
+def test_mlflow_holds_a_pipeline_run_with_five_nested_model_runs(repo):
+    db, runs, tags = _runs(repo)
+    assert len(runs) == 6
     assert {status for _, status in runs} == {"FINISHED"}
+    parents = [r for r, t in tags.items() if t.get("lmpipe.role") == "pipeline"]
+    assert len(parents) == 1
+    children = [r for r, t in tags.items() if t.get("mlflow.parentRunId") == parents[0]]
+    assert len(children) == 5
     kinds = set()
-    for run_id, _ in runs:
+    for run_id in children:
         keys = {k for (k,) in db.execute("select distinct key from metrics where run_uuid = ?", (run_id,))}
         assert set(KEYS) <= keys, keys
-        tags = dict(db.execute("select key, value from tags where run_uuid = ?", (run_id,)))
-        kinds.add(tags["model_kind"])
-        assert tags["git_commit"] != "none" and "corpus_hash" in tags
+        kinds.add(tags[run_id]["model_kind"])
+        assert tags[run_id]["git_commit"] != "none" and "corpus_hash" in tags[run_id]
     assert kinds == {"ngram", *KINDS}
+    # the RNN children are their training runs (loss and val_ppl per epoch from Lightning)
+    assert db.execute("select count(*) from metrics where key = 'train_loss' and run_uuid in "
+                      f"({','.join('?' * len(children))})", children).fetchone()[0] > 0
+
+
+def test_registered_pyfunc_models_score_sentences(repo):
+    """models:/lmpipe-<kind>/1 loads with mlflow.pyfunc and gives the sentence log-probabilities
+    that `lmpipe score` gives."""
+    code = (
+        "import json, sys, mlflow\n"
+        "mlflow.set_tracking_uri('sqlite:///mlflow.db')\n"
+        "out = {}\n"
+        "for kind in ('ngram', 'gru', 'birnn'):\n"
+        "    model = mlflow.pyfunc.load_model(f'models:/lmpipe-{kind}/1')\n"
+        "    out[kind] = model.predict(['and god said', 'said and god'])\n"
+        "print(json.dumps(out))\n")
+    scored = json.loads(_run([sys.executable, "-c", code], repo).strip().splitlines()[-1])
+    direct = _run([sys.executable, "-m", "pipeline.cli", "score", "--model", "gru",
+                   "and god said", "said and god"], repo)
+    values = sorted((float(line.split()[1]) for line in direct.splitlines()[1:3]), reverse=True)
+    assert sorted(v / math.log(10) for v in scored["gru"])[::-1] == pytest.approx(values, abs=2e-3)
+    assert all(len(v) == 2 and all(math.isfinite(x) for x in v) for v in scored.values())
+
+
+def test_compare_reads_the_newest_pipeline_run_from_mlflow(repo):
+    out = _run([sys.executable, "-m", "pipeline.cli", "compare", "--markdown"], repo)
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert sorted(row.split(" | ")[0].strip("| ") for row in rows) == sorted(["ngram", *KINDS])
+    assert "fill_accuracy" in out
+
+
+def test_fill_and_generate_commands(repo):
+    out = _run([sys.executable, "-m", "pipeline.cli", "fill", "and god ___ unto moses", "--k", "3"], repo)
+    assert out.count("[ln p,") == 5 and "both sides" in out
+    out = _run([sys.executable, "-m", "pipeline.cli", "generate", "--model", "gru", "--n", "2",
+                "--max-length", "8"], repo)
+    assert out.splitlines()[0].startswith("gru") and len(out.splitlines()) == 3
 
 
 def test_memory_table_grows_with_the_order(repo):
@@ -125,3 +187,65 @@ def test_editing_one_model_reruns_only_that_model(repo):
     out = _run(["dvc", "repro"], repo)
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
     assert ran == {"train@gru", "evaluate"}
+    # a second pipeline run: gru's child is its new training run, the others new runs that
+    # point at the training runs of the first execution
+    _, runs, tags = _runs(repo)
+    parents = [r for r, t in tags.items() if t.get("lmpipe.role") == "pipeline"]
+    assert len(parents) == 2
+    children = {r: t for r, t in tags.items() if t.get("mlflow.parentRunId") in parents}
+    assert len(children) == 10
+    reused = [t for t in children.values() if "training_run_id" in t]
+    assert sorted(t["model_kind"] for t in reused) == ["birnn", "deep", "rnn"]
+
+
+@pytest.mark.browser
+def test_the_mlflow_ui_shows_every_models_test_ppl(repo):
+    """`mlflow server` on 127.0.0.1 over the run's store; headless Chromium opens each model run
+    of the newest pipeline execution and finds its name and test_ppl on the page."""
+    import re
+    import socket
+    import time
+    import urllib.request
+
+    chromium = shutil.which("chromium")
+    assert chromium, "chromium is missing: `make test` installs it (apt-get install chromium)"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    server = subprocess.Popen(["mlflow", "server", "--backend-store-uri", "sqlite:///mlflow.db",
+                               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                              cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
+                break
+            except OSError:
+                assert time.monotonic() < deadline and server.poll() is None, "mlflow server did not start"
+                time.sleep(0.5)
+        _, runs, tags = _runs(repo)
+        parents = [r for r, t in tags.items() if t.get("lmpipe.role") == "pipeline"]
+        db = sqlite3.connect(repo / "mlflow.db")
+        newest = max(parents, key=lambda r: db.execute(
+            "select start_time from runs where run_uuid = ?", (r,)).fetchone()[0])
+        experiment = db.execute("select experiment_id from runs where run_uuid = ?", (newest,)).fetchone()[0]
+        seen = {}
+        for run_id, t in tags.items():
+            if t.get("mlflow.parentRunId") != newest:
+                continue
+            value = db.execute("select value from latest_metrics where run_uuid = ? and key = 'test_ppl'",
+                               (run_id,)).fetchone()[0]
+            page = subprocess.run(
+                [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=20000",
+                 "--dump-dom", f"http://127.0.0.1:{port}/#/experiments/{experiment}/runs/{run_id}"],
+                capture_output=True, text=True, timeout=120).stdout
+            text = " ".join(re.sub(r"<[^>]+>", " ", re.sub(r"<(script|style).*?</\1>", "", page, flags=re.S)).split())
+            assert f"test_ppl {value!r}" in text, text[-2000:]
+            assert f"Runs {t['model_kind']} " in text
+            seen[t["model_kind"]] = value
+        assert set(seen) == {"ngram", *KINDS}
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -1,0 +1,44 @@
+"""A trained lmpipe model as an MLflow pyfunc model: `mlflow.pyfunc.load_model(uri).predict(
+["a sentence", ...])` returns each sentence's natural-log probability (for the bidirectional
+model, its pseudo-log-likelihood), after the corpus's own normalisation and tokenisation.
+
+The model directory holds the checkpoint (model.pt, or the n-gram's model.npz), vocab.json and
+corpus.json (tokenisation settings); the `pipeline` package travels with it as code.
+"""
+
+from __future__ import annotations
+
+import json
+
+import mlflow.pyfunc
+import numpy as np
+
+
+class SentenceScorer(mlflow.pyfunc.PythonModel):
+    def load_context(self, context):
+        import torch
+
+        from pipeline import tasks
+        from pipeline.kneser_ney import NGramLM
+        from pipeline.rnn import RNNLM
+        from pipeline.vocab import Vocab
+        artifacts = context.artifacts
+        with open(artifacts["vocab"]) as f:
+            self.vocab = Vocab.from_json(json.load(f))
+        with open(artifacts["corpus"]) as f:
+            self.corpus = json.load(f)
+        if "checkpoint" in artifacts:
+            checkpoint = torch.load(artifacts["checkpoint"], weights_only=True, map_location="cpu")
+            self.model = tasks.RecurrentModel(RNNLM.from_checkpoint(checkpoint))
+        else:
+            self.model = tasks.NgramModel(NGramLM.from_arrays(np.load(artifacts["ngram"])))
+
+    def predict(self, context, model_input: list[str], params=None) -> list[float]:
+        from pipeline import corpus
+        from pipeline.batches import sentences_of
+        if hasattr(model_input, "iloc"):     # a DataFrame: its first column
+            model_input = model_input.iloc[:, 0].tolist()
+        tokenized = [corpus.tokenize(str(s), self.corpus["level"], self.corpus["lowercase"])
+                     for s in model_input]
+        sentences = sentences_of(self.vocab.stream(tokenized))
+        return [float(v) for v in self.model.sentence_logprobs(sentences)]
