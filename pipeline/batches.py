@@ -33,15 +33,24 @@ def _targets(next_tokens: torch.Tensor) -> torch.Tensor:
 
 
 class StreamWindows(Dataset):
-    """Windows (inputs, targets), each (batch_size, <= bptt), in order: iterate unshuffled."""
+    """Windows (inputs, targets), each (batch_size, <= bptt), in order: iterate unshuffled.
 
-    def __init__(self, stream: np.ndarray, batch_size: int, bptt: int):
-        columns = len(stream) // batch_size
+    Distributed (world > 1): the stream is cut into world x batch_size columns and rank r reads
+    columns r*B .. (r+1)*B-1, so every rank has the same number of windows (DDP never waits on
+    a rank with fewer) and together the ranks read exactly what one process with a batch of
+    world x batch_size columns reads."""
+
+    def __init__(self, stream: np.ndarray, batch_size: int, bptt: int, rank: int = 0,
+                 world: int = 1):
+        total = batch_size * world
+        columns = len(stream) // total
         if columns < 2:
             raise ValueError(f"the stream has {len(stream)} tokens, too few for batch_size="
-                             f"{batch_size}; lower train.batch_size or use a larger corpus")
-        data = torch.as_tensor(np.asarray(stream[: columns * batch_size], dtype=np.int64))
-        self.data = data.view(batch_size, columns)  # (B, N) row b is a contiguous piece
+                             f"{batch_size} x {world} processes; lower train.batch_size or use "
+                             "a larger corpus")
+        data = torch.as_tensor(np.asarray(stream[: columns * total], dtype=np.int64))
+        # (B, N): row b is a contiguous piece
+        self.data = data.view(total, columns)[rank * batch_size:(rank + 1) * batch_size]
         self.bptt = bptt
 
     def __len__(self) -> int:
@@ -136,15 +145,17 @@ class BucketBatches(Sampler):
     next iteration once (a run resumed mid-epoch)."""
 
     def __init__(self, lengths: np.ndarray, batch_size: int, seed: int, pool: int = 50,
-                 skip: int = 0, epoch: int = 0):
+                 skip: int = 0, epoch: int = 0, rank: int = 0, world: int = 1):
         self.lengths, self.batch_size, self.seed, self.pool = np.asarray(lengths), batch_size, seed, pool
         self.epoch, self.skip, self._epoch_set = epoch, skip, False
+        self.rank, self.world = rank, world   # distributed: every rank the same number of batches
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch, self._epoch_set = epoch, True
 
     def __len__(self) -> int:
-        return -(-len(self.lengths) // self.batch_size)
+        batches = -(-len(self.lengths) // self.batch_size)
+        return batches if self.world == 1 else batches // self.world
 
     def __iter__(self):
         rng = np.random.default_rng([self.seed, self.epoch])
@@ -159,5 +170,8 @@ class BucketBatches(Sampler):
             chunk = order[start:start + size]
             chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]
             batches.extend(chunk[i:i + self.batch_size] for i in range(0, len(chunk), self.batch_size))
-        for index in rng.permutation(len(batches))[skip:]:
+        order = rng.permutation(len(batches))
+        if self.world > 1:  # the same order on every rank; each takes every world-th batch
+            order = order[self.rank::self.world][:len(self)]
+        for index in order[skip:]:
             yield batches[index].tolist()

@@ -63,15 +63,21 @@ class LitLM(L.LightningModule):
             raise ValueError("LitLM was built without train_stream; pass loaders to Trainer.fit")
         skip, self._resume_at = self._resume_at, 0
         return train_loader(self.cloze, self.streams[0], self.train_params, self.seed, skip=skip,
-                            epoch=self._resume_epoch, pin_memory=self._pin())
+                            epoch=self._resume_epoch, pin_memory=self._pin(), **self._shard())
 
     def val_dataloader(self):
         if self.streams[1] is None:
             raise ValueError("LitLM was built without valid_stream; pass loaders to Trainer.fit")
-        return valid_loader(self.cloze, self.streams[1], self.train_params, pin_memory=self._pin())
+        return valid_loader(self.cloze, self.streams[1], self.train_params, pin_memory=self._pin(),
+                            **self._shard())
 
     def _pin(self) -> bool:
         return self._trainer is not None and self.trainer.strategy.root_device.type == "cuda"
+
+    def _shard(self) -> dict:
+        if self._trainer is None:
+            return {"rank": 0, "world": 1}
+        return {"rank": self.trainer.global_rank, "world": self.trainer.world_size}
 
     # ---- checkpoints ------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -80,16 +86,30 @@ class LitLM(L.LightningModule):
             "mlflow_run_id": self.run_id,
             "history": list(self.history),
             "epoch_batches": self.epoch_batches,
-            "hidden": None if self.hidden is None else self.hidden.cpu(),
+            "hidden": self._gathered_hidden(),
             "cpu_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         }
+
+    def _gathered_hidden(self):
+        """Every rank's carried state (on_save_checkpoint runs on all ranks; rank 0 writes)."""
+        if self.hidden is None:
+            return None
+        if self._trainer is None or self.trainer.world_size == 1:
+            return self.hidden.detach().cpu().unsqueeze(0)
+        return self.all_gather(self.hidden.detach()).cpu()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint["lmpipe"]
         self.history = list(state["history"])
         self.epoch_batches = state["epoch_batches"]
-        self.hidden = None if state["hidden"] is None else state["hidden"].to(self.device)
+        hidden = state["hidden"]   # (world, layers, B, H): one slice per rank
+        if hidden is not None and self._trainer is not None:
+            rank = self.trainer.global_rank
+            hidden = hidden[rank] if rank < len(hidden) else None
+        elif hidden is not None:
+            hidden = hidden[0]
+        self.hidden = None if hidden is None else hidden.to(self.device)
         self._resume_at = self.epoch_batches
         self._resume_epoch = checkpoint["epoch"]
         torch.set_rng_state(state["cpu_rng"])
@@ -160,30 +180,38 @@ class LitLM(L.LightningModule):
 
 
 def train_loader(cloze: bool, stream: np.ndarray, params: TrainParams, seed: int, skip: int = 0,
-                 epoch: int = 0, pin_memory: bool = False) -> DataLoader:
+                 epoch: int = 0, pin_memory: bool = False, rank: int = 0,
+                 world: int = 1) -> DataLoader:
     """Causal: ordered stream windows (batch_size=None: each item is already a batch). Cloze:
     shuffled batches of padded sentences of similar length. `skip` starts the first epoch at
     that batch of `epoch` (resuming); the loader has its own generator so that iterating it never draws
-    from the global RNG (dropout masks stay those of an uninterrupted run)."""
+    from the global RNG (dropout masks stay those of an uninterrupted run). Distributed: rank's
+    own contiguous columns / its share of the batches, the same count on every rank."""
     generator = torch.Generator().manual_seed(seed)
     if cloze:
         sentences = Sentences(stream)
         lengths = np.array([len(s) for s in sentences.items])
         return DataLoader(sentences, batch_sampler=BucketBatches(lengths, params.batch_size, seed,
-                                                                 skip=skip, epoch=epoch),
+                                                                 skip=skip, epoch=epoch,
+                                                                 rank=rank, world=world),
                           collate_fn=pad_sentences, generator=generator, pin_memory=pin_memory)
-    windows = StreamWindows(stream, params.batch_size, params.bptt)
+    windows = StreamWindows(stream, params.batch_size, params.bptt, rank, world)
     return DataLoader(windows, batch_size=None, sampler=ResumeSampler(len(windows), skip),
                       generator=generator, pin_memory=pin_memory)
 
 
-def valid_loader(cloze: bool, stream: np.ndarray, params: TrainParams,
-                 pin_memory: bool = False) -> DataLoader:
-    """Every non-`<s>` token of the stream predicted once (the evaluation's own batching)."""
+def valid_loader(cloze: bool, stream: np.ndarray, params: TrainParams, pin_memory: bool = False,
+                 rank: int = 0, world: int = 1) -> DataLoader:
+    """Every non-`<s>` token of the stream predicted once (the evaluation's own batching).
+    Distributed: each rank scores its share of the columns / sentences, never a duplicate; the
+    sums of NLL and tokens are added up across ranks (on_validation_epoch_end)."""
     if cloze:
-        return DataLoader(Sentences(stream), batch_size=params.eval_batch_size,
+        sentences = Sentences(stream)
+        sentences.items = sentences.items[rank::world]
+        return DataLoader(sentences, batch_size=params.eval_batch_size,
                           collate_fn=pad_sentences, pin_memory=pin_memory)
     inputs, targets, _ = eval_columns(stream, params.eval_batch_size)
+    inputs, targets = inputs[rank::world], targets[rank::world]
     windows = [(inputs[:, i:i + params.bptt], targets[:, i:i + params.bptt])
                for i in range(0, inputs.shape[1], params.bptt)]
     return DataLoader(windows, batch_size=None, pin_memory=pin_memory)

@@ -52,6 +52,14 @@ def start(directory: Path, fp: str, print_fn=print) -> tuple[Path | None, str | 
     return None, None
 
 
+def existing(directory: Path, fp: str) -> Path | None:
+    """Read-only `start` for ranks > 0 under DDP: the checkpoint rank 0 resumes from, or None."""
+    state, last = plan(directory, lambda _: None)
+    if last is not None and state.get("fingerprint") == fp and not state.get("finished"):
+        return last
+    return None
+
+
 def record(directory: Path, fp: str, run_id: str | None, finished: bool) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     tmp = directory / (STATE + ".tmp")

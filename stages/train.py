@@ -11,6 +11,7 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.utilities import rank_zero_only
 
 from pipeline import config, resume, tracking
 from pipeline.lit import LitLM
@@ -33,12 +34,15 @@ def main(kind: str, data_dir: str, out_dir: str, ckpt_dir: str) -> None:
     uri = config.tracking_uri(params.mlflow, root)
     fp = resume.fingerprint(model_config.to_dict(), config.as_dict(train), params.seed,
                             stats["corpus_hash"], vocab_size)
-    ckpt_path, run_id = resume.start(ckpts, fp)
+    # under DDP every rank runs this script; only rank 0 manages the checkpoint directory
+    zero = rank_zero_only.rank == 0
+    ckpt_path, run_id = resume.start(ckpts, fp) if zero else (resume.existing(ckpts, fp), None)
     logger = tracking.training_logger(
         uri, params.mlflow.experiment, kind,
         tracking.run_tags(kind, params.corpus.source, stats["corpus_hash"], root),
         run_id=run_id if run_id and tracking.run_exists(uri, run_id) else None)
-    resume.record(ckpts, fp, logger.run_id, finished=False)  # before any step: a kill keeps it
+    if zero:  # before any step: a kill keeps it
+        resume.record(ckpts, fp, logger.run_id, finished=False)
     lit = LitLM(RNNLM(model_config), train, np.load(data / "train.npy"), np.load(data / "valid.npy"),
                 seed=params.seed, run_id=logger.run_id)
     logger.log_hyperparams(tracking.flatten({"model": model_config.to_dict(),
