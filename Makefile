@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: repro test lint bench clean-venv mlflow-ui browser
+.PHONY: repro test lint bench clean-venv mlflow-ui mlflow-server browser
 
 $(STAMP): pyproject.toml requirements.lock
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null || { echo "need Python 3.11 on PATH as python3.11 (or run: make PYTHON=/path/to/python3.11 ...)"; exit 1; }
@@ -36,6 +36,9 @@ bench: $(STAMP)
 
 mlflow-ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+
+mlflow-server: $(STAMP)
+	$(BIN)/lmpipe mlflow-server --port 5000
 
 clean-venv:
 	rm -rf $(VENV)

@@ -6,6 +6,7 @@
     lmpipe generate --model gru --n 5 --temperature 0.8                # sampled sentences
     lmpipe compare [--markdown]                  # the comparison table of the newest MLflow run
     lmpipe preset medium                         # a configuration as `dvc exp run` -S flags
+    lmpipe mlflow-server [--port 5000]           # tracking server over mlflow.db, on 127.0.0.1
     lmpipe ngram build TEXT --order 5 --arpa OUT.arpa [--discount-fallback]   # like lmplz
     lmpipe ngram query MODEL.arpa TEXT [--json] [--per-sentence]               # like query
 TEXT is one sentence per line, whitespace-separated tokens (no normalisation), as for KenLM.
@@ -95,6 +96,25 @@ def generate(args) -> None:
         print(f"{name}  [temperature {args.temperature}]")
         for ids in tasks.sample(model, args.n, args.temperature, args.max_length, args.seed):
             print("  " + " ".join(vocab.decode(ids)))
+
+
+def mlflow_server(args) -> None:
+    """`mlflow server` over this repository's store (mlflow.tracking_uri of params.yaml) and its
+    mlartifacts/ folder, on 127.0.0.1 unless --host says otherwise. Workers then use
+    MLFLOW_TRACKING_URI=http://HOST:PORT."""
+    import os
+    import shutil
+
+    from pipeline import config
+    root = config.repo_root()
+    uri = config.tracking_uri(config.load(root / "params.yaml").mlflow, root)
+    if uri.startswith("http"):
+        raise ValueError(f"the tracking URI is already a server ({uri}); nothing to start")
+    command = [shutil.which("mlflow") or "mlflow", "server", "--backend-store-uri", uri,
+               "--artifacts-destination", str(root / "mlartifacts"),
+               "--host", args.host, "--port", str(args.port), "--workers", str(args.workers)]
+    print("lmpipe: " + " ".join(command), flush=True)
+    os.execvp(command[0], command)
 
 
 def compare(args) -> None:
@@ -215,6 +235,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--models", type=Path, default=Path("models"))
     p.add_argument("--data", type=Path, default=Path("data/prepared"))
     p.set_defaults(run=generate)
+    p = commands.add_parser("mlflow-server", help="a local MLflow tracking server over this "
+                                                  "repository's store (127.0.0.1 by default)")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this "
+                   "machine only; 0.0.0.0 exposes it to the network)")
+    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--workers", type=int, default=2)
+    p.set_defaults(run=mlflow_server)
     p = commands.add_parser("compare", help="the comparison table of the newest pipeline run, "
                                             "from MLflow")
     p.add_argument("--run", dest="parent_run", help="a pipeline (parent) run id instead of the newest")

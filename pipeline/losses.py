@@ -30,6 +30,10 @@ def linear_cross_entropy(features: torch.Tensor, weight: torch.Tensor, bias: tor
     if features.device.type != "cpu":
         return F.cross_entropy(F.linear(h, weight, bias).float(), y, ignore_index=IGNORE,
                                reduction="sum")
+    if torch.is_autocast_enabled("cpu") or h.dtype in (torch.bfloat16, torch.float16):  # bf16-mixed on CPU
+        with torch.autocast("cpu", enabled=False):
+            return linear_cross_entropy(h.float(), weight.float(),
+                                        None if bias is None else bias.float(), targets, chunk)
     if bias is None:
         bias = weight.new_zeros(weight.shape[0])
     wants_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (h, weight, bias))

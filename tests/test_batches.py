@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 
 from pipeline.batches import (
     IGNORE,
@@ -63,3 +64,25 @@ def test_bucket_batches_cover_every_sentence_once_per_epoch(rng):
     assert first != second
     spread = np.mean([np.ptp(lengths[b]) for b in first])
     assert spread < np.ptp(lengths) / 2   # batches hold sentences of similar length
+
+
+def test_ranks_read_the_columns_of_one_big_batch(rng):
+    """Distributed stream batching: rank r's windows are rows r*B..(r+1)*B-1 of the windows
+    one process reads with world x B columns; every rank has the same number of windows."""
+    from pipeline.batches import StreamWindows
+    stream = rng.integers(3, 50, size=1003)
+    whole = StreamWindows(stream, batch_size=6, bptt=5)
+    ranks = [StreamWindows(stream, batch_size=3, bptt=5, rank=r, world=2) for r in (0, 1)]
+    assert len(ranks[0]) == len(ranks[1]) == len(whole)
+    for i in range(len(whole)):
+        inputs = torch.cat([ranks[0][i][0], ranks[1][i][0]])
+        assert torch.equal(inputs, whole[i][0])
+
+
+def test_bucket_batches_split_evenly_across_ranks(rng):
+    from pipeline.batches import BucketBatches
+    lengths = rng.integers(3, 30, size=101)
+    shards = [list(BucketBatches(lengths, 8, seed=1, rank=r, world=3)) for r in range(3)]
+    assert len({len(s) for s in shards}) == 1 and len(shards[0]) == len(BucketBatches(lengths, 8, 1, rank=0, world=3))
+    seen = [i for shard in shards for batch in shard for i in batch]
+    assert len(seen) == len(set(seen))   # no sentence twice

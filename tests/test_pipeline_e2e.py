@@ -249,3 +249,33 @@ def test_the_mlflow_ui_shows_every_models_test_ppl(repo):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_queued_sweep_runs_two_experiments_in_parallel_into_one_store(repo):
+    """`dvc exp run --queue -S ...` twice, `dvc queue start -j 2`: both experiments finish, each
+    is its own MLflow pipeline run tagged with its DVC experiment name, in the repository's
+    store (nothing in the temporary clones)."""
+    import time
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    _run(["git", "add", "-A"], repo)
+    _run([*git, "commit", "-q", "-m", "baseline"], repo)
+    for name, size in (("sweep-a", 10), ("sweep-b", 14)):
+        _run(["dvc", "exp", "run", "--queue", "-n", name, "-S", f"models.gru.hidden_dim={size}"], repo)
+    _run(["dvc", "queue", "start", "-j", "2"], repo)
+    deadline = time.monotonic() + 600
+    while True:
+        status = _run(["dvc", "queue", "status"], repo)
+        if "Queued" not in status and "Running" not in status:
+            break
+        assert time.monotonic() < deadline, status
+        time.sleep(3)
+    assert status.count("Success") == 2, status
+    shown = _run(["dvc", "exp", "show", "--json"], repo)
+    assert "sweep-a" in shown and "sweep-b" in shown
+    _, _, tags = _runs(repo)
+    swept = {t.get("dvc_exp_name") for t in tags.values() if t.get("lmpipe.role") == "pipeline"}
+    assert {"sweep-a", "sweep-b"} <= swept
+    gru_runs = [t for t in tags.values() if t.get("model_kind") == "gru" and t.get("dvc_exp_name")]
+    assert {t["dvc_exp_name"] for t in gru_runs} == {"sweep-a", "sweep-b"}
+    assert not list((repo / ".dvc" / "tmp").rglob("mlflow.db"))
+    assert not list((repo / ".dvc" / "tmp").rglob("mlartifacts"))

@@ -29,3 +29,50 @@ def test_evaluation_reuses_the_training_run(tmp_path):
     row = runs[runs.run_id == first].iloc[0]
     assert row["metrics.test_ppl"] == 9.0 and row["params.model.cell"] == "gru"
     assert row["tags.model_kind"] == "gru" and row["status"] == "FINISHED"
+
+
+def test_mlflow_server_command_serves_the_repository_store_on_localhost(tmp_path):
+    """`lmpipe mlflow-server` starts `mlflow server` over the repo's sqlite store, bound to
+    127.0.0.1; a run logged through it lands in mlflow.db."""
+    import os
+    import shutil
+    import socket
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from mlflow.tracking import MlflowClient
+
+    from .conftest import ROOT
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("DVC_ROOT", None)
+    server = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "mlflow-server", "--port", str(port),
+                               "--workers", "1"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    try:
+        first = server.stdout.readline()
+        assert "--host 127.0.0.1" in first and f"sqlite:///{tmp_path}/mlflow.db" in first
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
+                break
+            except OSError:
+                assert time.monotonic() < deadline and server.poll() is None
+                time.sleep(0.5)
+        client = MlflowClient(f"http://127.0.0.1:{port}")
+        experiment = client.create_experiment("served")
+        run = client.create_run(experiment)
+        client.log_metric(run.info.run_id, "test_ppl", 42.0)
+        with sqlite3.connect(tmp_path / "mlflow.db") as db:
+            assert db.execute("select value from metrics where key = 'test_ppl'").fetchone()[0] == 42.0
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
