@@ -30,3 +30,24 @@ def toy_stream(toy_vocab):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_http(url: str, process, seconds: float = 120) -> None:
+    """Until `url` answers; fails if `process` (the server) exits or time runs out."""
+    import time
+    import urllib.request
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except OSError:
+            assert time.monotonic() < deadline and process.poll() is None, f"{url} did not come up"
+            time.sleep(0.5)

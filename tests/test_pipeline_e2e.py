@@ -14,7 +14,7 @@ import yaml
 
 from pipeline.report import KEYS
 
-from .conftest import ROOT
+from .conftest import ROOT, free_port, wait_for_http
 
 pytestmark = pytest.mark.slow
 KINDS = ("rnn", "gru", "birnn", "deep")
@@ -203,28 +203,16 @@ def test_the_mlflow_ui_shows_every_models_test_ppl(repo):
     """`mlflow server` on 127.0.0.1 over the run's store; headless Chromium opens each model run
     of the newest pipeline execution and finds its name and test_ppl on the page."""
     import re
-    import socket
-    import time
-    import urllib.request
 
     chromium = shutil.which("chromium")
     assert chromium, "chromium is missing: `make test` installs it (apt-get install chromium)"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     server = subprocess.Popen(["mlflow", "server", "--backend-store-uri", "sqlite:///mlflow.db",
                                "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
                               cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
-                break
-            except OSError:
-                assert time.monotonic() < deadline and server.poll() is None, "mlflow server did not start"
-                time.sleep(0.5)
+        wait_for_http(f"http://127.0.0.1:{port}/", server)
         _, runs, tags = _runs(repo)
         parents = [r for r, t in tags.items() if t.get("lmpipe.role") == "pipeline"]
         db = sqlite3.connect(repo / "mlflow.db")

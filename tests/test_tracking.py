@@ -36,20 +36,15 @@ def test_mlflow_server_command_serves_the_repository_store_on_localhost(tmp_path
     127.0.0.1; a run logged through it lands in mlflow.db."""
     import os
     import shutil
-    import socket
     import sqlite3
     import subprocess
     import sys
-    import time
-    import urllib.request
 
     from mlflow.tracking import MlflowClient
 
-    from .conftest import ROOT
+    from .conftest import ROOT, free_port, wait_for_http
     shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
     env.pop("MLFLOW_TRACKING_URI", None)
     env.pop("DVC_ROOT", None)
@@ -59,14 +54,7 @@ def test_mlflow_server_command_serves_the_repository_store_on_localhost(tmp_path
     try:
         first = server.stdout.readline()
         assert "--host 127.0.0.1" in first and f"sqlite:///{tmp_path}/mlflow.db" in first
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
-                break
-            except OSError:
-                assert time.monotonic() < deadline and server.poll() is None
-                time.sleep(0.5)
+        wait_for_http(f"http://127.0.0.1:{port}/", server)
         client = MlflowClient(f"http://127.0.0.1:{port}")
         experiment = client.create_experiment("served")
         run = client.create_run(experiment)
