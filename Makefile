@@ -6,13 +6,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: repro test lint bench clean-venv mlflow-ui mlflow-server browser
+.PHONY: setup repro test lint bench clean-venv mlflow-ui mlflow-server browser
 
 $(STAMP): pyproject.toml requirements.lock
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null || { echo "need Python 3.11 on PATH as python3.11 (or run: make PYTHON=/path/to/python3.11 ...)"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev]'
 	touch $(STAMP)
+
+setup: $(STAMP)
 
 repro: $(STAMP)
 	@test -d .git || { git init -q && echo "initialised a git repository (DVC needs one)"; }

@@ -7,6 +7,7 @@
     lmpipe compare [--markdown]                  # the comparison table of the newest MLflow run
     lmpipe preset medium                         # a configuration as `dvc exp run` -S flags
     lmpipe mlflow-server [--port 5000]           # tracking server over mlflow.db, on 127.0.0.1
+    lmpipe retrain --base origin/main            # CI: repro what changed, reports/retrain.md
     lmpipe ngram build TEXT --order 5 --arpa OUT.arpa [--discount-fallback]   # like lmplz
     lmpipe ngram query MODEL.arpa TEXT [--json] [--per-sentence]               # like query
 TEXT is one sentence per line, whitespace-separated tokens (no normalisation), as for KenLM.
@@ -115,6 +116,17 @@ def mlflow_server(args) -> None:
                "--host", args.host, "--port", str(args.port), "--workers", str(args.workers)]
     print("lmpipe: " + " ".join(command), flush=True)
     os.execvp(command[0], command)
+
+
+def retrain(args) -> None:
+    """Reproduce what changed since the last run and write reports/retrain.md (CI entry point)."""
+    from pipeline import config
+    from pipeline import retrain as retraining
+    root = config.repo_root()
+    try:
+        retraining.run(root, args.base, root / args.report)
+    except RuntimeError as error:
+        raise SystemExit(f"lmpipe: error: {error}") from None
 
 
 def compare(args) -> None:
@@ -235,6 +247,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--models", type=Path, default=Path("models"))
     p.add_argument("--data", type=Path, default=Path("data/prepared"))
     p.set_defaults(run=generate)
+    p = commands.add_parser("retrain", help="dvc repro what changed, then reports/retrain.md: "
+                                            "stages and why, params/metrics diff, promotion")
+    p.add_argument("--base", help="revision to diff params and metrics against (e.g. origin/main)")
+    p.add_argument("--report", type=Path, default=Path("reports/retrain.md"))
+    p.set_defaults(run=retrain)
     p = commands.add_parser("mlflow-server", help="a local MLflow tracking server over this "
                                                   "repository's store (127.0.0.1 by default)")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this "

@@ -163,6 +163,15 @@ class EvaluateParams:
 
 
 @dataclass(frozen=True)
+class PromoteParams:
+    margin: float = 0.01   # a new model must beat the champion's test ppl by this fraction
+
+    def check(self, where: str) -> None:
+        if not -1.0 < self.margin < 1.0:
+            raise ParamsError(f"{where}.margin={self.margin!r} is out of range; use a value in (-1, 1)")
+
+
+@dataclass(frozen=True)
 class MlflowParams:
     tracking_uri: str = "sqlite:///mlflow.db"
     experiment: str = "lmpipe"
@@ -178,12 +187,13 @@ class Params:
     train: TrainParams = field(default_factory=TrainParams)
     models: dict[str, ModelParams] = field(default_factory=dict)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+    promote: PromoteParams = field(default_factory=PromoteParams)
     mlflow: MlflowParams = field(default_factory=MlflowParams)
 
 
 SECTIONS = {"corpus": CorpusParams, "split": SplitParams, "vocab": VocabParams,
             "ngram": NgramParams, "train": TrainParams, "evaluate": EvaluateParams,
-            "mlflow": MlflowParams}
+            "promote": PromoteParams, "mlflow": MlflowParams}
 
 
 def _one_of(key: str, value: Any, allowed: tuple) -> None:

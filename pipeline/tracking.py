@@ -110,10 +110,10 @@ def finish_pipeline(tracking_uri: str, run_id: str, artifacts: list[Path], faile
 def log_model_run(tracking_uri: str, experiment: str, root: Path, name: str, parent_id: str,
                   training_run_id: str | None, params: dict, metrics: dict[str, float],
                   tags: dict, model_files: dict[str, str] | None = None,
-                  register: bool = False) -> str:
-    """The nested run of one model under `parent_id`; returns its id. `model_files` (artifact
-    name -> path, see pipeline/serving.py) are logged as a pyfunc model, registered as
-    lmpipe-<name> when `register`."""
+                  register: bool = False) -> tuple[str, str | None]:
+    """The nested run of one model under `parent_id`: (run id, registered version or None).
+    `model_files` (artifact name -> path, see pipeline/serving.py) are logged as a pyfunc
+    model, registered as lmpipe-<name> when `register`."""
     experiment_id = setup(tracking_uri, experiment, root)
     client = MlflowClient(tracking_uri)
     run_id, tags = None, {**tags, ROLE: "model", PARENT: parent_id}
@@ -131,18 +131,38 @@ def log_model_run(tracking_uri: str, experiment: str, root: Path, name: str, par
         mlflow.log_params({k: v for k, v in flatten(params).items() if k not in existing})
         mlflow.set_tags(tags)
         mlflow.log_metrics(metrics)
+        version = None
         if model_files:
             import torch
 
             from pipeline.serving import SentenceScorer
-            mlflow.pyfunc.log_model(
+            info = mlflow.pyfunc.log_model(
                 name="model", python_model=SentenceScorer(), artifacts=model_files,
                 code_paths=[str(Path(__file__).resolve().parent)],
                 pip_requirements=[f"torch=={torch.__version__.split('+')[0]}",
                                   f"numpy=={np.__version__}", f"pandas=={pd.__version__}",
                                   f"mlflow=={mlflow.__version__}"],
                 registered_model_name=f"lmpipe-{name}" if register else None)
-        return run.info.run_id
+            version = info.registered_model_version
+        return run.info.run_id, None if version is None else str(version)
+
+
+CHAMPION = "champion"
+
+
+def champion(tracking_uri: str, model_name: str) -> dict | None:
+    """The registered version holding the `champion` alias, with its run's metrics, or None."""
+    client = MlflowClient(tracking_uri)
+    try:
+        version = client.get_model_version_by_alias(model_name, CHAMPION)
+    except mlflow.exceptions.MlflowException:
+        return None
+    metrics = client.get_run(version.run_id).data.metrics if version.run_id else {}
+    return {"version": str(version.version), "run_id": version.run_id, "metrics": metrics}
+
+
+def set_champion(tracking_uri: str, model_name: str, version: str) -> None:
+    MlflowClient(tracking_uri).set_registered_model_alias(model_name, CHAMPION, version)
 
 
 def latest_pipeline_runs(tracking_uri: str, experiment: str, parent_id: str | None = None):

@@ -103,21 +103,25 @@ def main(data_dir: str, models_dir: str, out_dir: str) -> None:
     tags = {k: v for k, v in tracking.run_tags("", params.corpus.source, stats["corpus_hash"],
                                                root).items() if k != "model_kind"}
     parent = tracking.start_pipeline(uri, params.mlflow.experiment, root, config.as_dict(params), tags)
+    registry = {}
     try:
         for name, result in results.items():
             tags = tracking.run_tags(name, params.corpus.source, stats["corpus_hash"], root)
             tags["objective"] = result["objective"]
             metrics = {k: v for k, v in result.items() if isinstance(v, int | float)}
-            tracking.log_model_run(
+            run_id, version = tracking.log_model_run(
                 uri, params.mlflow.experiment, root, name, parent, run_ids.get(name),
                 {**model_params[name], "model_name": name, "model_kind": name}, metrics, tags,
                 {**files[name], **shared_files} if settings.register_models else None,
                 register=settings.register_models)
+            if version is not None:
+                registry[name] = {"model": f"lmpipe-{name}", "version": version, "run_id": run_id}
     except BaseException:
         tracking.finish_pipeline(uri, parent, [], failed=True)
         raise
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    (out / "registry.json").write_text(json.dumps(registry, indent=2))
     tracking.finish_pipeline(uri, parent, artifacts)
     print(f"evaluate: logged pipeline run {parent} and {len(results)} model runs to {uri}", flush=True)
 

@@ -267,3 +267,49 @@ def test_queued_sweep_runs_two_experiments_in_parallel_into_one_store(repo):
     assert {t["dvc_exp_name"] for t in gru_runs} == {"sweep-a", "sweep-b"}
     assert not list((repo / ".dvc" / "tmp").rglob("mlflow.db"))
     assert not list((repo / ".dvc" / "tmp").rglob("mlartifacts"))
+
+
+def _champion_version(repo, kind):
+    code = ("import mlflow; from mlflow.tracking import MlflowClient; "
+            "mlflow.set_tracking_uri('sqlite:///mlflow.db'); "
+            f"print(MlflowClient().get_model_version_by_alias('lmpipe-{kind}', 'champion').version)")
+    return _run([sys.executable, "-c", code], repo).strip().splitlines()[-1]
+
+
+def _retrain_after(repo, message, **changes):
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    for key, value in changes.items():   # gru__hidden_dim -> models.gru.hidden_dim
+        section, name = key.split("__")
+        (params["models"]["gru"] if section == "gru" else params[section])[name] = value
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    base = _run(["git", "rev-parse", "HEAD"], repo).strip()
+    _run(["git", "add", "-A"], repo)
+    _run([*git, "commit", "-q", "-m", message], repo)
+    out = _run([sys.executable, "-m", "pipeline.cli", "retrain", "--base", base], repo)
+    report = (repo / "reports" / "retrain.md").read_text()
+    _run(["git", "add", "-A"], repo)        # CI would commit/push the new lock and metrics
+    _run([*git, "commit", "-q", "-m", f"{message}: results"], repo)
+    return out, report, json.loads((repo / "metrics" / "promotion.json").read_text())
+
+
+def test_retrain_reruns_what_changed_and_promotes_only_a_better_model(repo):
+    """lmpipe retrain --base: only gru's training, evaluate and promote run; the report holds the
+    params and metrics diffs; the champion alias moves only when the gate says better."""
+    _run(["git", "add", "-A"], repo)
+    _run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "sync"], repo)
+    before = _champion_version(repo, "gru")
+    # a gate no model can pass (99% better): the new gru is kept back
+    out, report, promotion = _retrain_after(repo, "wider gru, strict gate",
+                                            gru__hidden_dim=20, promote__margin=0.99)
+    assert "ran train@gru, evaluate, promote" in out
+    assert "| train@gru |" in report and "| train@rnn |" not in report
+    assert "models.gru.hidden_dim" in report and "promote.margin" in report   # params diff
+    assert "test_ppl" in report and "## Metrics since" in report               # metrics diff
+    assert promotion["gru"]["promoted"] == 0 and "kept back" in report
+    assert _champion_version(repo, "gru") == before
+    # a lenient gate (anything under 1.99x the champion's perplexity): promoted, alias moves
+    out, report, promotion = _retrain_after(repo, "wider gru, lenient gate",
+                                            gru__hidden_dim=24, promote__margin=-0.99)
+    assert promotion["gru"]["promoted"] == 1 and "**promoted**" in report
+    assert int(_champion_version(repo, "gru")) > int(before)

@@ -1,0 +1,71 @@
+"""`lmpipe retrain [--base REV]`: what CI runs when data, params or code change (I/O helper: it
+drives dvc and git). In: the repository. Out: reports/retrain.md — which stages ran and why
+(from `dvc status` before `dvc repro`), `dvc params diff` and `dvc metrics diff` against the base
+revision, the comparison table and plots, and the promotion decisions (stage `promote`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+RUNNING = re.compile(r"^Running stage '([^']+)'", re.M)
+
+
+def _dvc(*args: str, cwd: Path, check: bool = True) -> str:
+    result = subprocess.run(["dvc", *args], cwd=cwd, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"dvc {' '.join(args)} failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
+    return result.stdout + result.stderr
+
+
+def _why(changes: list) -> str:
+    """dvc status --json entries of one stage -> a short reason."""
+    reasons = []
+    for change in changes:
+        if isinstance(change, str):
+            reasons.append(change)
+            continue
+        for kind, items in change.items():          # "changed deps" / "changed outs" / ...
+            if isinstance(items, dict):
+                names = ", ".join(f"{k} ({v})" if isinstance(v, str) else str(k) for k, v in items.items())
+                reasons.append(f"{kind}: {names}")
+            else:
+                reasons.append(f"{kind}: {items}")
+    return "; ".join(reasons) or "changed"
+
+
+def run(root: Path, base: str | None, out: Path, print_fn=print) -> dict:
+    """Reproduce what changed and write the report; returns {"ran": [...], "report": path}."""
+    status = json.loads(_dvc("status", "--json", cwd=root) or "{}")
+    reasons = {stage.split(":")[-1]: _why(changes) for stage, changes in status.items()}
+    print_fn(f"retrain: {len(reasons)} stage(s) out of date: {', '.join(reasons) or 'none'}")
+    log = _dvc("repro", cwd=root)
+    ran = RUNNING.findall(log)
+    print_fn(f"retrain: ran {', '.join(ran) or 'nothing'}")
+    sections = ["# Retraining report", ""]
+    if base:
+        sections.append(f"Base revision: `{base}`\n")
+    sections += ["## Stages that ran", ""]
+    if ran:
+        sections += ["| stage | why |", "|---|---|"]
+        sections += [f"| {stage} | {reasons.get(stage, 'downstream of a changed stage')} |" for stage in ran]
+    else:
+        sections.append("None: data, params and code are unchanged.")
+    if base:
+        params = _dvc("params", "diff", base, "--md", cwd=root).strip()
+        metrics = _dvc("metrics", "diff", base, "--md", cwd=root).strip()
+        sections += ["", f"## Params changed since `{base}`", "", params or "No params changed.",
+                     "", f"## Metrics since `{base}`", "", metrics or "No metrics changed."]
+    comparison = root / "metrics" / "comparison.md"
+    promotion = root / "metrics" / "promotion.md"
+    sections += ["", "## Comparison", "", comparison.read_text() if comparison.exists() else "(none)",
+                 "", "![comparison](../metrics/plots/comparison.png)", "",
+                 "## Promotion (MLflow alias `champion`)", "",
+                 promotion.read_text() if promotion.exists() else "(no promotion stage output)"]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(sections) + "\n")
+    print_fn(f"retrain: wrote {out}")
+    return {"ran": ran, "report": out}
