@@ -29,9 +29,14 @@ def _why(changes: list) -> str:
             reasons.append(change)
             continue
         for kind, items in change.items():          # "changed deps" / "changed outs" / ...
-            if isinstance(items, dict):
-                names = ", ".join(f"{k} ({v})" if isinstance(v, str) else str(k) for k, v in items.items())
-                reasons.append(f"{kind}: {names}")
+            if isinstance(items, dict):   # {path: "modified"} or {params.yaml: {key: "modified"}}
+                names = []
+                for path, what in items.items():
+                    if isinstance(what, dict):
+                        names.append(f"{path} ({', '.join(what)})")
+                    else:
+                        names.append(f"{path} ({what})")
+                reasons.append(f"{kind}: {'; '.join(names)}")
             else:
                 reasons.append(f"{kind}: {items}")
     return "; ".join(reasons) or "changed"

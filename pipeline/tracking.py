@@ -110,10 +110,12 @@ def finish_pipeline(tracking_uri: str, run_id: str, artifacts: list[Path], faile
 def log_model_run(tracking_uri: str, experiment: str, root: Path, name: str, parent_id: str,
                   training_run_id: str | None, params: dict, metrics: dict[str, float],
                   tags: dict, model_files: dict[str, str] | None = None,
-                  register: bool = False) -> tuple[str, str | None]:
+                  register: bool = False, model_hash: str | None = None) -> tuple[str, str | None]:
     """The nested run of one model under `parent_id`: (run id, registered version or None).
     `model_files` (artifact name -> path, see pipeline/serving.py) are logged as a pyfunc
-    model, registered as lmpipe-<name> when `register`."""
+    model, registered as lmpipe-<name> when `register` — unless a registered version already
+    holds the same weights (tag model_hash): then that version is returned, so the registry
+    gains a version only when a model changed."""
     experiment_id = setup(tracking_uri, experiment, root)
     client = MlflowClient(tracking_uri)
     run_id, tags = None, {**tags, ROLE: "model", PARENT: parent_id}
@@ -131,8 +133,10 @@ def log_model_run(tracking_uri: str, experiment: str, root: Path, name: str, par
         mlflow.log_params({k: v for k, v in flatten(params).items() if k not in existing})
         mlflow.set_tags(tags)
         mlflow.log_metrics(metrics)
-        version = None
-        if model_files:
+        version = _version_with_hash(client, f"lmpipe-{name}", model_hash) if register else None
+        if version is not None:
+            mlflow.set_tag("registered_version", version)
+        elif model_files:
             import torch
 
             from pipeline.serving import SentenceScorer
@@ -144,7 +148,22 @@ def log_model_run(tracking_uri: str, experiment: str, root: Path, name: str, par
                                   f"mlflow=={mlflow.__version__}"],
                 registered_model_name=f"lmpipe-{name}" if register else None)
             version = info.registered_model_version
+            if version is not None and model_hash:
+                client.set_model_version_tag(f"lmpipe-{name}", str(version), "model_hash", model_hash)
         return run.info.run_id, None if version is None else str(version)
+
+
+def _version_with_hash(client: MlflowClient, model_name: str, model_hash: str | None) -> str | None:
+    if not model_hash:
+        return None
+    try:
+        versions = client.search_model_versions(f"name = '{model_name}'")
+    except mlflow.exceptions.MlflowException:
+        return None
+    for v in sorted(versions, key=lambda v: -int(v.version)):
+        if v.tags.get("model_hash") == model_hash:
+            return str(v.version)
+    return None
 
 
 CHAMPION = "champion"

@@ -3,6 +3,7 @@ memory.md, probes.md, samples.md, plots/) and, in MLflow, one parent run for thi
 execution with one nested run per model (same metric keys; the model as a registered pyfunc).
 Usage: python -m stages.evaluate data/prepared models metrics"""
 
+import hashlib
 import json
 import shutil
 import sys
@@ -109,11 +110,13 @@ def main(data_dir: str, models_dir: str, out_dir: str) -> None:
             tags = tracking.run_tags(name, params.corpus.source, stats["corpus_hash"], root)
             tags["objective"] = result["objective"]
             metrics = {k: v for k, v in result.items() if isinstance(v, int | float)}
+            weights = next(iter(files[name].values()))
             run_id, version = tracking.log_model_run(
                 uri, params.mlflow.experiment, root, name, parent, run_ids.get(name),
                 {**model_params[name], "model_name": name, "model_kind": name}, metrics, tags,
                 {**files[name], **shared_files} if settings.register_models else None,
-                register=settings.register_models)
+                register=settings.register_models,
+                model_hash=hashlib.sha256(Path(weights).read_bytes()).hexdigest()[:16])
             if version is not None:
                 registry[name] = {"model": f"lmpipe-{name}", "version": version, "run_id": run_id}
     except BaseException:

@@ -27,7 +27,7 @@ def main(metrics_dir: str) -> None:
             continue
         champion = tracking.champion(uri, entry["model"])
         if champion is not None and champion["version"] == entry["version"]:
-            promote, reason = True, "already the champion"
+            promote, reason = True, "unchanged: this version is already the champion"
         else:
             promote, reason = promotion.decide(result, champion, params.promote.margin)
         if promote:
