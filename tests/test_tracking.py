@@ -1,5 +1,6 @@
 """MLflow at the edge, on a real sqlite store."""
 import mlflow
+from mlflow.tracking import MlflowClient
 
 from pipeline import tracking
 
@@ -15,20 +16,34 @@ def test_git_tags_outside_a_repository(tmp_path, monkeypatch):
     assert tags["git_commit"] == "none" and tags["dvc_exp_name"] == "exp-1"
 
 
-def test_evaluation_reuses_the_training_run(tmp_path):
+def test_model_runs_nest_under_the_pipeline_run_and_adopt_fresh_training_runs(tmp_path):
+    """A training run without a parent becomes the model's nested run; one that already
+    belongs to an earlier pipeline run is pointed at by a new run (tag training_run_id); an
+    unknown id gives a new run."""
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    first = tracking.log_evaluation(uri, "exp", "gru", None, {"model": {"cell": "gru"}},
-                                    {"test_ppl": 10.0}, {"model_kind": "gru"}, [])
-    again = tracking.log_evaluation(uri, "exp", "gru", first, {"model": {"cell": "gru"}},
-                                    {"test_ppl": 9.0}, {"model_kind": "gru"}, [])
-    stale = tracking.log_evaluation(uri, "exp", "gru", "0123456789abcdef0123456789abcdef",
-                                    {"model": {"cell": "gru"}}, {"test_ppl": 8.0}, {}, [])
-    assert again == first and stale != first
-    runs = mlflow.search_runs(experiment_names=["exp"])
-    assert len(runs) == 2
-    row = runs[runs.run_id == first].iloc[0]
-    assert row["metrics.test_ppl"] == 9.0 and row["params.model.cell"] == "gru"
-    assert row["tags.model_kind"] == "gru" and row["status"] == "FINISHED"
+    first_parent = tracking.start_pipeline(uri, "exp", tmp_path, {"seed": 1}, {})
+    training = MlflowClient(uri).create_run(tracking.setup(uri, "exp", tmp_path), run_name="gru").info.run_id
+    adopted, _ = tracking.log_model_run(uri, "exp", tmp_path, "gru", first_parent, training,
+                                        {"model": {"cell": "gru"}}, {"test_ppl": 10.0},
+                                        {"model_kind": "gru"})
+    tracking.finish_pipeline(uri, first_parent, [])
+    second_parent = tracking.start_pipeline(uri, "exp", tmp_path, {"seed": 1}, {})
+    reused, _ = tracking.log_model_run(uri, "exp", tmp_path, "gru", second_parent, training,
+                                       {"model": {"cell": "gru"}}, {"test_ppl": 10.0},
+                                       {"model_kind": "gru"})
+    stale, _ = tracking.log_model_run(uri, "exp", tmp_path, "rnn", second_parent,
+                                      "0123456789abcdef0123456789abcdef", {}, {"test_ppl": 8.0}, {})
+    tracking.finish_pipeline(uri, second_parent, [])
+    assert adopted == training and reused != training and stale not in (training, reused)
+    runs = mlflow.search_runs(experiment_names=["exp"]).set_index("run_id")
+    assert runs.loc[training, "tags.mlflow.parentRunId"] == first_parent
+    assert runs.loc[reused, "tags.mlflow.parentRunId"] == second_parent
+    assert runs.loc[reused, "tags.training_run_id"] == training
+    assert runs.loc[training, "metrics.test_ppl"] == 10.0 and runs.loc[training, "params.model.cell"] == "gru"
+    assert set(runs.status) == {"FINISHED"}
+    assert (runs["tags.lmpipe.role"] == "pipeline").sum() == 2
+    parent, children = tracking.latest_pipeline_runs(uri, "exp")
+    assert parent == second_parent and set(children.run_id) == {reused, stale}
 
 
 def test_mlflow_server_command_serves_the_repository_store_on_localhost(tmp_path):
