@@ -40,24 +40,25 @@ def plan(directory: Path, print_fn=print) -> tuple[dict, Path | None]:
     return state, last if last.exists() else None
 
 
-def start(directory: Path, fp: str, print_fn=print) -> tuple[Path | None, str | None]:
-    """(checkpoint to resume, MLflow run id to continue); clears the directory when not resuming."""
+def existing(directory: Path, fp: str, print_fn=print) -> tuple[Path | None, str | None]:
+    """(the checkpoint of an unfinished training with this fingerprint, its MLflow run id), or
+    (None, None). Read-only: ranks > 0 under DDP call only this."""
     state, last = plan(directory, print_fn)
     if last is not None and state.get("fingerprint") == fp and not state.get("finished"):
-        print_fn(f"lmpipe: resuming from {last} (MLflow run {state.get('run_id')})")
         return last, state.get("run_id")
+    return None, None
+
+
+def start(directory: Path, fp: str, print_fn=print) -> tuple[Path | None, str | None]:
+    """(checkpoint to resume, MLflow run id to continue); clears the directory when not resuming."""
+    last, run_id = existing(directory, fp, print_fn)
+    if last is not None:
+        print_fn(f"lmpipe: resuming from {last} (MLflow run {run_id})")
+        return last, run_id
     if directory.exists():
         shutil.rmtree(directory)
     directory.mkdir(parents=True)
     return None, None
-
-
-def existing(directory: Path, fp: str) -> Path | None:
-    """Read-only `start` for ranks > 0 under DDP: the checkpoint rank 0 resumes from, or None."""
-    state, last = plan(directory, lambda _: None)
-    if last is not None and state.get("fingerprint") == fp and not state.get("finished"):
-        return last
-    return None
 
 
 def record(directory: Path, fp: str, run_id: str | None, finished: bool) -> None:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from pipeline import scoring
-from pipeline.batches import pad_sentences
+from pipeline.batches import pad_sentences, sentences_of
 from pipeline.kneser_ney import NGramLM
 from pipeline.rnn import RNNLM
 from pipeline.vocab import BOS_ID, EOS_ID, UNK_ID
@@ -158,7 +158,7 @@ def make_blanks(stream: np.ndarray, train_stream: np.ndarray, tokens: tuple[str,
     by_rank = words[np.argsort(-frequency[words], kind="stable")]
     rank_of = np.full(len(tokens), -1)
     rank_of[by_rank] = np.arange(len(by_rank))
-    sentences = [s for s in _sentences(stream) if (rank_of[s] >= 0).any()]
+    sentences = [s for s in sentences_of(stream) if (rank_of[s] >= 0).any()]
     chosen = rng.permutation(len(sentences))[:count]
     blanks = []
     for i in chosen:
@@ -172,11 +172,6 @@ def make_blanks(stream: np.ndarray, train_stream: np.ndarray, tokens: tuple[str,
         order = rng.permutation(len(candidates))
         blanks.append(Blank(sentence, position, candidates[order], int(np.argmin(order))))
     return blanks
-
-
-def _sentences(stream: np.ndarray) -> list[np.ndarray]:
-    from pipeline.batches import sentences_of
-    return sentences_of(stream)
 
 
 def answer_blanks(model: LanguageModel, blanks: list[Blank]) -> np.ndarray:

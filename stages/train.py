@@ -36,7 +36,8 @@ def main(kind: str, data_dir: str, out_dir: str, ckpt_dir: str) -> None:
                             stats["corpus_hash"], vocab_size)
     # under DDP every rank runs this script; only rank 0 manages the checkpoint directory
     zero = rank_zero_only.rank == 0
-    ckpt_path, run_id = resume.start(ckpts, fp) if zero else (resume.existing(ckpts, fp), None)
+    ckpt_path, run_id = (resume.start(ckpts, fp) if zero
+                         else (resume.existing(ckpts, fp, lambda _: None)[0], None))
     logger = tracking.training_logger(
         uri, params.mlflow.experiment, kind,
         tracking.run_tags(kind, params.corpus.source, stats["corpus_hash"], root),

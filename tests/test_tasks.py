@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from pipeline import kneser_ney, ngrams, scoring, tasks
+from pipeline.batches import sentences_of
 from pipeline.rnn import RNNLM, RNNConfig
 from pipeline.vocab import BOS_ID, EOS_ID
 
@@ -32,13 +33,8 @@ def rnn():
                                                 hidden_dim=8, dropout=0.0)))
 
 
-def _sentences(stream):
-    from pipeline.batches import sentences_of
-    return sentences_of(stream)
-
-
 def test_sentence_logprobs_are_the_scoring_path(ngram, rnn):
-    sentences = _sentences(_stream(1, 12))
+    sentences = sentences_of(_stream(1, 12))
     ours = ngram.sentence_logprobs(sentences)
     np.testing.assert_allclose(ours, [scoring.ngram_logprobs(ngram.lm, s).sum() for s in sentences])
     ours = rnn.sentence_logprobs(sentences)
@@ -46,8 +42,8 @@ def test_sentence_logprobs_are_the_scoring_path(ngram, rnn):
     np.testing.assert_allclose(ours, direct, rtol=1e-5)
 
 
-def test_rnn_fill_shares_the_prefix_but_equals_whole_sentences(rnn):
-    sentence = _sentences(_stream(2, 1))[0]
+def test_rnn_fill_shares_the_prefix_but_equals_wholesentences_of(rnn):
+    sentence = sentences_of(_stream(2, 1))[0]
     candidates = np.arange(3, 31)
     fast = rnn.fill_logprobs(sentence, 2, candidates)
     slow = tasks.LanguageModel.fill_logprobs(rnn, sentence, 2, candidates)
@@ -117,5 +113,5 @@ def test_every_model_scores_exactly_the_same_target_tokens(ngram, rnn):
     # n-gram and RNN per-token results line up with the stream: </s> positions agree
     eos = stream[stream != BOS_ID] == EOS_ID
     per_token = scoring.causal_scores(rnn.model, stream, num_columns=1)
-    direct = [scoring.causal_logprobs(rnn.model, s, num_columns=1)[-1] for s in _sentences(stream)]
+    direct = [scoring.causal_logprobs(rnn.model, s, num_columns=1)[-1] for s in sentences_of(stream)]
     np.testing.assert_allclose(per_token.logprobs[eos][:1], direct[:1], rtol=1e-5)
