@@ -122,8 +122,8 @@ def pad_sentences(batch: list[np.ndarray]):
 def cloze_targets(tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Targets aligned with RNNLM.cloze logits: tokens[:, 1:], IGNORE beyond each length."""
     targets = tokens[:, 1:].clone()
-    position = torch.arange(1, tokens.shape[1]).expand_as(targets)
-    return targets.masked_fill(position >= lengths.unsqueeze(1), IGNORE)
+    position = torch.arange(1, tokens.shape[1], device=tokens.device).expand_as(targets)
+    return targets.masked_fill(position >= lengths.to(tokens.device).unsqueeze(1), IGNORE)
 
 
 class Sentences(Dataset):
@@ -147,11 +147,11 @@ class BucketBatches(Sampler):
     def __init__(self, lengths: np.ndarray, batch_size: int, seed: int, pool: int = 50,
                  skip: int = 0, epoch: int = 0, rank: int = 0, world: int = 1):
         self.lengths, self.batch_size, self.seed, self.pool = np.asarray(lengths), batch_size, seed, pool
-        self.epoch, self.skip, self._epoch_set = epoch, skip, False
+        self.epoch, self.skip = epoch, skip
         self.rank, self.world = rank, world   # distributed: every rank the same number of batches
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch, self._epoch_set = epoch, True
+        self.epoch = epoch
 
     def __len__(self) -> int:
         batches = -(-len(self.lengths) // self.batch_size)
@@ -159,9 +159,7 @@ class BucketBatches(Sampler):
 
     def __iter__(self):
         rng = np.random.default_rng([self.seed, self.epoch])
-        if not self._epoch_set:
-            self.epoch += 1
-        self._epoch_set = False
+        self.epoch += 1   # the next iteration is the next epoch unless set_epoch says otherwise
         skip, self.skip = self.skip, 0
         order = rng.permutation(len(self.lengths))
         size = self.pool * self.batch_size

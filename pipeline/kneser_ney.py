@@ -105,8 +105,9 @@ def discounts_from(adjusted: np.ndarray, order: int, fallback=None) -> tuple[flo
         return tuple(map(float, fallback))
     raise DiscountError(f"cannot estimate Kneser-Ney discounts for order {order}: {problem}. "
                         "The corpus is too small or too artificial for this order: lower "
-                        "ngram.order, use more text, or pass discount fallback "
-                        f"{LMPLZ_FALLBACK} (lmplz's --discount_fallback)")
+                        "ngram.order, use more text, or set ngram.discount_fallback: true "
+                        f"(discounts {' '.join(map(str, LMPLZ_FALLBACK))}, as lmplz's "
+                        "--discount_fallback)")
 
 
 def estimate(counts: NgramCounts, fallback=None, progress=None) -> NGramLM:

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import math
 import warnings
+from pathlib import Path
 
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
 from torch.utils.data import DataLoader
 
 from pipeline.batches import (
@@ -29,11 +31,22 @@ from pipeline.batches import (
 )
 from pipeline.config import TrainParams
 from pipeline.rnn import RNNLM
+from pipeline.vocab import BOS_ID
 
 # Lightning cannot see that LitLM restores the position in the epoch itself (train_dataloader
 # after on_load_checkpoint), and warns that a mid-epoch resume is unreliable; the resume test
 # shows it is exact.
 warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before")
+
+
+class NumericsError(ValueError):
+    """The training loss became NaN or infinite; the message names the step, the learning rate
+    and the fix."""
+
+
+# on a GPU the loss is checked every CHECK_EVERY steps (a check waits for the device) and before
+# every checkpoint, so a diverged state is never saved; on the CPU after every step
+CHECK_EVERY = 25
 
 
 class LitLM(L.LightningModule):
@@ -56,6 +69,7 @@ class LitLM(L.LightningModule):
         self.epoch_batches = 0   # train batches done in the current epoch
         self._resume_at = 0      # set when restored from a checkpoint taken mid-epoch
         self._resume_epoch = 0
+        self._first_bad = None   # (step, lr) of the first non-finite loss, on the device
 
     # ---- data -------------------------------------------------------------------------------
     def train_dataloader(self):
@@ -81,6 +95,13 @@ class LitLM(L.LightningModule):
 
     # ---- checkpoints ------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        self._check_finite()   # never save a diverged model
+        if not all(bool(torch.isfinite(t).all()) for t in self.parameters()):
+            p = self.train_params
+            raise NumericsError(
+                f"the weights became NaN or infinite by step {self.global_step} (epoch "
+                f"{self.current_epoch}; train.lr={p.lr:g}, train.clip={p.clip:g}); lower train.lr "
+                f"(e.g. to {p.lr / 4:g}) or train.clip and rerun. This checkpoint was not written")
         checkpoint["lmpipe"] = {
             "model_config": self.model.config.to_dict(),
             "mlflow_run_id": self.run_id,
@@ -140,10 +161,35 @@ class LitLM(L.LightningModule):
         if state is not None:
             self.hidden = state.detach()  # otherwise backprop runs to the start of the corpus
         loss = nll / count.clamp(min=1)   # average over time steps and batch
+        self._watch(loss.detach())
         self.epoch_batches += 1
         # a tensor, not a float: no host-device synchronisation per step
         self.log("train_loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False)
         return loss
+
+    def _watch(self, loss: torch.Tensor) -> None:
+        """Remember the first step whose loss is not finite (without waiting for a GPU)."""
+        if self._first_bad is None:
+            self._first_bad = torch.full((), -1, device=loss.device, dtype=torch.int64)
+        first = (~torch.isfinite(loss)) & (self._first_bad < 0)
+        self._first_bad = torch.where(first, self.global_step + 1, self._first_bad)
+        if loss.device.type == "cpu" or self.global_step % CHECK_EVERY == 0:
+            self._check_finite()
+
+    def _check_finite(self) -> None:
+        if self._first_bad is None or int(self._first_bad) < 0:
+            return
+        p = self.train_params
+        lr = self.trainer.optimizers[0].param_groups[0]["lr"] if self._trainer is not None else p.lr
+        raise NumericsError(
+            f"the training loss became NaN or infinite at step {int(self._first_bad)} (epoch "
+            f"{self.current_epoch}) with learning rate {lr:g} (train.lr={p.lr:g}, train.clip="
+            f"{p.clip:g}, train.optimizer={p.optimizer}); lower train.lr (e.g. to {p.lr / 4:g}) or "
+            f"train.clip{' (0 = no clipping; try 0.25)' if not p.clip else ''} and rerun. No "
+            "checkpoint was written after that step")
+
+    def on_train_epoch_end(self):
+        self._check_finite()
 
     def on_validation_epoch_start(self):
         self.val_hidden = None
@@ -159,7 +205,15 @@ class LitLM(L.LightningModule):
     def on_validation_epoch_end(self):
         nll = self.trainer.strategy.reduce(self.val_nll, reduce_op="sum")
         tokens = self.trainer.strategy.reduce(self.val_tokens, reduce_op="sum")
-        ppl = math.exp(float(nll / tokens.clamp(min=1)))
+        mean = float(nll / tokens.clamp(min=1))
+        if not math.isfinite(mean) or mean > 700:   # exp(700) is near float64's largest
+            p = self.train_params
+            raise NumericsError(
+                f"the validation loss is {mean:g} nats per token after {self.global_step} steps "
+                f"(epoch {self.current_epoch}): training diverged with train.lr={p.lr:g}, "
+                f"train.clip={p.clip:g}; lower train.lr (e.g. to {p.lr / 4:g}) or train.clip"
+                f"{' (0 = no clipping; try 0.25)' if not p.clip else ''} and rerun")
+        ppl = math.exp(mean)
         self.log("val_ppl", ppl, prog_bar=True, sync_dist=False)
         if not self.trainer.sanity_checking:
             self.history.append({"epoch": self.current_epoch, "val_ppl": ppl})
@@ -177,6 +231,55 @@ class LitLM(L.LightningModule):
                                                              factor=p.lr_decay, patience=0)
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": plateau, "monitor": "val_ppl", "interval": "epoch"}}
+
+
+def build_trainer(train: TrainParams, ckpts: Path, out: Path, logger) -> tuple[L.Trainer, str]:
+    """(Lightning Trainer, precision) for `train`: best.ckpt (lowest val ppl) and last.ckpt
+    (every checkpoint_every_n_steps) in `ckpts`, deterministic algorithms, our own sharding."""
+    precision = train.precision
+    if precision == "auto":
+        precision = "bf16-mixed" if torch.cuda.is_available() and train.accelerator != "cpu" else "32-true"
+    callbacks = [TQDMProgressBar(refresh_rate=50),
+                 ModelCheckpoint(dirpath=ckpts, filename="best", monitor="val_ppl", mode="min",
+                                 save_top_k=1, enable_version_counter=False),
+                 ModelCheckpoint(dirpath=ckpts, save_last=True, save_top_k=0,
+                                 every_n_train_steps=train.checkpoint_every_n_steps or None,
+                                 enable_version_counter=False)]
+    if train.early_stopping_patience:
+        callbacks.append(EarlyStopping("val_ppl", patience=train.early_stopping_patience))
+    limit = train.limit_train_batches   # a fraction, or a whole number of batches
+    trainer = L.Trainer(max_epochs=train.max_epochs, accelerator=train.accelerator,
+                        devices=train.devices, num_nodes=train.num_nodes, strategy=train.strategy,
+                        precision=precision, gradient_clip_val=train.clip or None,
+                        limit_train_batches=int(limit) if limit > 1 else limit, logger=logger,
+                        log_every_n_steps=25, deterministic=True,
+                        use_distributed_sampler=False, default_root_dir=str(out),
+                        callbacks=callbacks)
+    return trainer, precision
+
+
+def check_data(cloze: bool, train_stream: np.ndarray, valid_stream: np.ndarray,
+                params: TrainParams, world: int = 1) -> None:
+    """Refuse splits too small for the batch shape before any work, saying what to change."""
+    fix = "lower train.batch_size or train.bptt, or use a larger corpus / larger split fractions"
+    num_train = int(np.sum(train_stream == BOS_ID))
+    num_valid = int(np.sum(valid_stream == BOS_ID))
+    if num_valid < world:
+        raise ValueError(f"the valid split has {num_valid} sentence(s), fewer than the {world} "
+                         "training processes; raise split.valid or use a larger corpus")
+    if cloze:
+        batches = -(-num_train // params.batch_size) // world
+        if batches < 1:
+            raise ValueError(f"the train split has {num_train} sentences: fewer than one batch of "
+                             f"train.batch_size={params.batch_size} per process ({world}); {fix}")
+        return
+    columns = world * params.batch_size
+    length = len(train_stream) // columns
+    if length < params.bptt + 1:
+        raise ValueError(f"the train split has {len(train_stream):,} tokens: cut into "
+                         f"train.batch_size={params.batch_size} x {world} process(es) = {columns} "
+                         f"columns, each holds {length} tokens, fewer than one window of "
+                         f"train.bptt={params.bptt} (+1 for the targets); {fix}")
 
 
 def train_loader(cloze: bool, stream: np.ndarray, params: TrainParams, seed: int, skip: int = 0,

@@ -52,6 +52,61 @@ def run_tags(kind: str, corpus_source: str, corpus_hash: str, root: Path) -> dic
             "corpus_hash": corpus_hash, **git_tags(root)}
 
 
+HOST, PID = "lmpipe.host", "lmpipe.pid"
+
+
+def owner_tags() -> dict[str, str]:
+    """Which process holds a run open: a run left RUNNING by a process that no longer exists
+    (SIGKILL, power loss) is marked KILLED by the next stage on this host (reap_orphans)."""
+    import socket
+    return {HOST: socket.gethostname(), PID: str(os.getpid())}
+
+
+def claim(tracking_uri: str, run_id: str) -> None:
+    """Mark `run_id` as RUNNING and held by this process (a resumed run, KILLED meanwhile,
+    changes hands)."""
+    client = MlflowClient(tracking_uri)
+    for key, value in owner_tags().items():
+        client.set_tag(run_id, key, value)
+    if client.get_run(run_id).info.status != "RUNNING":
+        client.update_run(run_id, status="RUNNING")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:   # exists, another user's
+        return True
+    try:   # a zombie (killed, not yet reaped: containers often lack an init that reaps) is dead
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def reap_orphans(tracking_uri: str, experiment: str) -> list[str]:
+    """Mark KILLED every RUNNING run of `experiment` opened on this host by a process that has
+    died; returns their ids. Runs of live processes (a parallel queue worker) and of other hosts
+    are left alone."""
+    mlflow.set_tracking_uri(tracking_uri)
+    found = mlflow.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    client = MlflowClient(tracking_uri)
+    host = owner_tags()[HOST]
+    runs = client.search_runs([found.experiment_id], filter_string="attributes.status = 'RUNNING'",
+                              max_results=1000)
+    reaped = []
+    for run in runs:
+        tags = run.data.tags
+        pid = tags.get(PID, "")
+        if tags.get(HOST) == host and pid.isdigit() and not _alive(int(pid)):
+            client.set_terminated(run.info.run_id, "KILLED")
+            reaped.append(run.info.run_id)
+    return reaped
+
+
 ROLE = "lmpipe.role"
 PARENT = "mlflow.parentRunId"   # what the MLflow UI nests runs by
 
@@ -92,19 +147,38 @@ def start_pipeline(tracking_uri: str, experiment: str, root: Path, params: dict,
     """The parent run of one pipeline execution; returns its id (RUNNING until finish_pipeline)."""
     experiment_id = setup(tracking_uri, experiment, root)
     client = MlflowClient(tracking_uri)
-    run = client.create_run(experiment_id, run_name="pipeline", tags={**tags, ROLE: "pipeline"})
+    run = client.create_run(experiment_id, run_name="pipeline",
+                            tags={**tags, **owner_tags(), ROLE: "pipeline"})
     flat = [Param(k, v) for k, v in flatten(params).items()]
     for start in range(0, len(flat), 100):   # log_batch takes at most 100 params
         client.log_batch(run.info.run_id, params=flat[start:start + 100])
     return run.info.run_id
 
 
-def finish_pipeline(tracking_uri: str, run_id: str, artifacts: list[Path], failed: bool = False) -> None:
+def finish_pipeline(tracking_uri: str, run_id: str, artifacts: list[Path],
+                    status: str = "FINISHED") -> None:
     client = MlflowClient(tracking_uri)
     for path in artifacts:
         if path.exists():
             client.log_artifact(run_id, str(path), artifact_path="report")
-    client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
+    client.set_terminated(run_id, status)
+
+
+def end_status(error: BaseException) -> str:
+    """The MLflow status of a run ended by `error`: KILLED for a signal or Ctrl-C, else FAILED."""
+    return "KILLED" if isinstance(error, KeyboardInterrupt | SystemExit) else "FAILED"
+
+
+def end_run(tracking_uri: str, run_id: str, status: str) -> None:
+    """Terminate `run_id` with `status` unless it already ended (KILLED also replaces the FAILED
+    that Lightning writes when it unwinds from Ctrl-C or SIGTERM)."""
+    client = MlflowClient(tracking_uri)
+    try:
+        now = client.get_run(run_id).info.status
+        if now == "RUNNING" or (status == "KILLED" and now == "FAILED"):
+            client.set_terminated(run_id, status)
+    except mlflow.exceptions.MlflowException:
+        pass
 
 
 def log_model_run(tracking_uri: str, experiment: str, root: Path, name: str, parent_id: str,
@@ -118,7 +192,7 @@ def log_model_run(tracking_uri: str, experiment: str, root: Path, name: str, par
     gains a version only when a model changed."""
     experiment_id = setup(tracking_uri, experiment, root)
     client = MlflowClient(tracking_uri)
-    run_id, tags = None, {**tags, ROLE: "model", PARENT: parent_id}
+    run_id, tags = None, {**tags, **owner_tags(), ROLE: "model", PARENT: parent_id}
     if training_run_id:
         try:
             training = client.get_run(training_run_id)

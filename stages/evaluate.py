@@ -103,6 +103,8 @@ def main(data_dir: str, models_dir: str, out_dir: str) -> None:
     shared_files = {"vocab": str(data / "vocab.json"), "corpus": str(scratch / "corpus.json")}
     tags = {k: v for k, v in tracking.run_tags("", params.corpus.source, stats["corpus_hash"],
                                                root).items() if k != "model_kind"}
+    for run in tracking.reap_orphans(uri, params.mlflow.experiment):
+        print(f"lmpipe: MLflow run {run} was left RUNNING by a killed process; marked KILLED")
     parent = tracking.start_pipeline(uri, params.mlflow.experiment, root, config.as_dict(params), tags)
     registry = {}
     try:
@@ -119,8 +121,8 @@ def main(data_dir: str, models_dir: str, out_dir: str) -> None:
                 model_hash=hashlib.sha256(Path(weights).read_bytes()).hexdigest()[:16])
             if version is not None:
                 registry[name] = {"model": f"lmpipe-{name}", "version": version, "run_id": run_id}
-    except BaseException:
-        tracking.finish_pipeline(uri, parent, [], failed=True)
+    except BaseException as error:   # a signal or Ctrl-C: KILLED; an error: FAILED
+        tracking.finish_pipeline(uri, parent, [], status=tracking.end_status(error))
         raise
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

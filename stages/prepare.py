@@ -8,33 +8,46 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import config, corpus
-from pipeline.vocab import Vocab, split_stats
+from pipeline import config, corpus, files
+from pipeline.vocab import SPECIALS, Vocab, split_stats
 
 
 def main(out_dir: str) -> None:
     params = config.load()
-    lines = corpus.read_lines(params.corpus.source)
-    print(f"prepare: read {len(lines):,} lines from {params.corpus.source}", flush=True)
-    sentences = corpus.sentences(lines, params.corpus.level, params.corpus.lowercase,
-                                 params.corpus.max_sentences)
+    c = params.corpus
+    lines = corpus.read_lines(c.source, c.encoding_errors, c.sha256)
+    print(f"prepare: read {len(lines):,} lines from {c.source}", flush=True)
+    report = {}
+    sentences = corpus.sentences(lines, c.level, c.lowercase, c.max_sentences, c.max_line_tokens,
+                                 report)
     if not sentences:
-        raise corpus.CorpusError(f"corpus.source={params.corpus.source!r} holds no tokens; "
-                                 "give a text with at least one non-blank line")
+        raise corpus.CorpusError(f"corpus.source={c.source!r} holds no tokens (an empty file, or "
+                                 "only blank lines); give a text with at least one non-blank line")
+    if report["lines_cut"]:
+        print(f"prepare: {report['lines_cut']:,} line(s) longer than corpus.max_line_tokens="
+              f"{c.max_line_tokens} were cut into sentences of at most that many tokens", flush=True)
     parts = corpus.split(len(sentences), params.split.valid, params.split.test, params.seed)
     vocab = Vocab.build([sentences[i] for i in parts["train"]], params.vocab.min_count,
                         params.vocab.max_size)
+    if len(vocab) == len(SPECIALS):
+        raise corpus.CorpusError(f"the vocabulary is empty: no train word occurs vocab.min_count="
+                                 f"{params.vocab.min_count} times; lower vocab.min_count or use a "
+                                 "larger corpus")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     stats = {"vocab_size": len(vocab),
              "corpus_hash": hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]}
+    if report["lines_cut"]:
+        stats["lines_cut"] = report["lines_cut"]
+    if c.encoding_errors == "replace":
+        stats["replaced_characters"] = sum(line.count("\ufffd") for line in lines)
     for name, indices in parts.items():
         stream = vocab.stream([sentences[i] for i in indices])
-        np.save(out / f"{name}.npy", stream)
+        with files.atomic_file(out / f"{name}.npy") as scratch:
+            np.save(scratch, stream)
         stats[name] = split_stats(stream)
         print(f"prepare: {name}: {stats[name]}", flush=True)
-    (out / "vocab.json").write_text(json.dumps(vocab.to_json(), ensure_ascii=False))
-    (out / "stats.json").write_text(json.dumps(stats, indent=2))
+    files.write_text(out / "vocab.json", json.dumps(vocab.to_json(), ensure_ascii=False))
+    files.write_text(out / "stats.json", json.dumps(stats, indent=2))
 
 
 if __name__ == "__main__":

@@ -51,3 +51,38 @@ def wait_for_http(url: str, process, seconds: float = 120) -> None:
         except OSError:
             assert time.monotonic() < deadline and process.poll() is None, f"{url} did not come up"
             time.sleep(0.5)
+
+
+def run(args, cwd, timeout: int = 900) -> str:
+    """Run a command with the venv's tools first on PATH and no MLFLOW_TRACKING_URI; fail the test
+    with its output unless it succeeds. Returns stdout + stderr."""
+    import subprocess
+    import sys
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"{args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result.stdout + result.stderr
+
+
+def dvc_repo(repo: Path, edit_params) -> Path:
+    """A fresh git + DVC repository at `repo` holding the project's pipeline (code, dvc.yaml,
+    params.yaml edited in place by `edit_params(dict)`), committed."""
+    import shutil
+
+    import yaml
+    repo.mkdir(parents=True)
+    for name in ("pipeline", "stages", "configs"):
+        shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("dvc.yaml", "params.yaml", ".gitignore"):
+        shutil.copy(ROOT / name, repo / name)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    edit_params(params)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    run(["git", "init", "-q"], repo)
+    run([*git, "commit", "-q", "--allow-empty", "-m", "x"], repo)
+    run(["dvc", "init", "-q"], repo)
+    run(["git", "add", "-A"], repo)
+    run([*git, "commit", "-q", "-m", "init"], repo)
+    return repo

@@ -86,3 +86,10 @@ def test_bucket_batches_split_evenly_across_ranks(rng):
     assert len({len(s) for s in shards}) == 1 and len(shards[0]) == len(BucketBatches(lengths, 8, 1, rank=0, world=3))
     seen = [i for shard in shards for batch in shard for i in batch]
     assert len(seen) == len(set(seen))   # no sentence twice
+
+
+def test_cloze_targets_follow_the_tokens_device():
+    """Regression: on a GPU the positions were made on the CPU and birnn training crashed. The
+    meta device stands in for CUDA here (same device checks, no GPU needed)."""
+    tokens = torch.zeros(2, 5, dtype=torch.long, device="meta")
+    assert cloze_targets(tokens, torch.tensor([3, 5])).device.type == "meta"

@@ -39,6 +39,17 @@ def test_unknown_section():
     ("vocab", "min_count", 1.5, r"vocab\.min_count=1\.5 has the wrong type"),
     ("split", "valid", 0.9, r"split\.valid=0\.9 is out of range"),
     ("corpus", "level", "byte", r"corpus\.level='byte' is not allowed"),
+    ("train", "clip", -1.0, r"train\.clip=-1\.0 is out of range; it must be >= 0"),
+    ("train", "lr", float("nan"), r"train\.lr=nan is out of range"),
+    ("train", "lr", 0, r"train\.lr=0\.0 is out of range; it must be > 0"),
+    ("train", "limit_train_batches", 2.5, r"train\.limit_train_batches=2\.5 is out of range"),
+    ("train", "batch_size", "32", r"train\.batch_size='32' has the wrong type; expected a whole number"),
+    ("train", "precision", "fp8", r"train\.precision='fp8' is not allowed; use one of auto, "),
+    ("corpus", "encoding_errors", "skip", r"corpus\.encoding_errors='skip' is not allowed; use one of strict, replace, ignore"),
+    ("corpus", "max_line_tokens", -1, r"corpus\.max_line_tokens=-1 is out of range"),
+    ("corpus", "source", " ", r"corpus\.source is empty"),
+    ("corpus", "lowercase", "yes", r"corpus\.lowercase='yes' has the wrong type; expected true or false"),
+    ("ngram", "order", 7, r"ngram\.order=7 is out of range; use 1\.\.6"),
 ])
 def test_bad_values_name_key_and_value(section, key, value, message):
     raw = _raw()

@@ -71,7 +71,7 @@ def test_kneser_ney_distributions_sum_to_one(toy_vocab, toy_stream):
 
 def test_discounts_fail_loudly_on_tiny_corpus(toy_vocab, toy_stream):
     counts = ngrams.count(toy_stream, len(toy_vocab), 3)
-    with pytest.raises(DiscountError, match="lower ngram.order, use more text, or pass discount fallback"):
+    with pytest.raises(DiscountError, match="lower ngram.order, use more text, or set ngram.discount_fallback: true"):
         kneser_ney.estimate(counts)
 
 

@@ -14,45 +14,27 @@ import yaml
 
 from pipeline.report import KEYS
 
-from .conftest import ROOT, free_port, wait_for_http
+from .conftest import dvc_repo, free_port, run, wait_for_http
 
 pytestmark = pytest.mark.slow
 KINDS = ("rnn", "gru", "birnn", "deep")
 
 
-def _run(args, cwd):
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, f"{args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result.stdout + result.stderr
+_run = run
 
 
-def tiny_params(path: Path) -> None:
-    params = yaml.safe_load(path.read_text())
+def tiny(params: dict) -> None:
     params["corpus"]["max_sentences"] = 400
     params["vocab"]["min_count"] = 1
     params["train"].update(max_epochs=1, batch_size=8, bptt=12, num_threads=1)
     params["evaluate"].update(blanks=15, samples=2, max_length=10)
     for spec in params["models"].values():
         spec.update(embed_dim=16, hidden_dim=16)
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
-    repo = tmp_path_factory.mktemp("lmpipe") / "repo"
-    repo.mkdir()
-    for name in ("pipeline", "stages", "configs"):
-        shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", "params.yaml", ".gitignore"):
-        shutil.copy(ROOT / name, repo / name)
-    tiny_params(repo / "params.yaml")
-    _run(["git", "init", "-q"], repo)
-    _run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "x"], repo)
-    _run(["dvc", "init", "-q"], repo)
-    _run(["git", "add", "-A"], repo)
-    _run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "init"], repo)
+    repo = dvc_repo(tmp_path_factory.mktemp("lmpipe") / "repo", tiny)
     _run(["dvc", "repro"], repo)
     return repo
 

@@ -1,0 +1,162 @@
+"""Interruptions under real DVC and MLflow: a stage killed with SIGKILL leaves nothing DVC accepts
+as complete, and rerunning `dvc repro` gives back exactly the outputs of an uninterrupted run; a
+killed training resumes from checkpoints/<kind>/ (persist: true) and continues its MLflow run,
+which meanwhile is marked KILLED, not left RUNNING; SIGTERM ends the run as KILLED itself.
+Equality is exact (bytes of model.pt and history.json) on CPU."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from pipeline import tracking
+
+from .conftest import dvc_repo, run
+
+pytestmark = pytest.mark.slow
+
+
+def _env():
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return env
+
+
+def small(params: dict) -> None:
+    params["corpus"]["max_sentences"] = 2000
+    params["train"].update(max_epochs=2, batch_size=8, bptt=12, num_threads=1,
+                           limit_train_batches=80, checkpoint_every_n_steps=10, lr_schedule="plateau")
+    params["models"]["gru"].update(embed_dim=16, hidden_dim=16, dropout=0.3)
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    repo = dvc_repo(tmp_path_factory.mktemp("interrupt") / "repo", small)
+    run(["dvc", "repro", "ngram", "train@gru"], repo)
+    return repo
+
+
+def _start(repo, *args):
+    """`dvc ...` in its own process group (so the kill reaches DVC and the stage, as a cancelled
+    CI job or a closed terminal does), stdout and stderr merged into one pipe."""
+    return subprocess.Popen(["dvc", *args], cwd=repo, env=_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def _kill_at_line(process, marker: str, sig=signal.SIGKILL) -> str:
+    seen = []
+    for line in process.stdout:
+        seen.append(line)
+        if marker in line:
+            os.killpg(process.pid, sig)
+            break
+    process.wait(timeout=60)
+    assert any(marker in line for line in seen), "".join(seen)[-3000:]
+    return "".join(seen)
+
+
+def _kill_after(process, checkpoint: Path, sig=signal.SIGKILL, newer_than_step: int = -1) -> None:
+    """Kill the process group once `checkpoint` holds a step past `newer_than_step`, a few steps
+    later (mid-epoch)."""
+    deadline = time.monotonic() + 180
+    while True:
+        assert process.poll() is None and time.monotonic() < deadline, "ended before the kill"
+        if checkpoint.exists():
+            try:
+                if torch.load(checkpoint, weights_only=True)["global_step"] > newer_than_step:
+                    break
+            except (OSError, RuntimeError, EOFError):   # replaced while we read it
+                pass
+        time.sleep(0.05)
+    time.sleep(0.1)
+    assert process.poll() is None, "training ended before it could be killed"
+    os.killpg(process.pid, sig)
+    process.wait(timeout=60)
+
+
+def _pending(repo) -> dict:
+    """`dvc status --json`: the stages DVC would rerun, and why."""
+    result = subprocess.run(["dvc", "status", "--json"], cwd=repo, env=_env(), capture_output=True,
+                            text=True, check=True)
+    return json.loads(result.stdout)
+
+
+def _client(repo):
+    return MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+
+
+def test_sigkill_during_prepare_or_ngram_is_never_accepted(repo):
+    lock = (repo / "dvc.lock").read_text()
+    assert _pending(repo) == {} or set(_pending(repo)) <= {"train@rnn", "train@birnn", "train@deep",
+                                                           "evaluate", "promote"}
+
+    prepare = _start(repo, "repro", "-f", "-s", "prepare")
+    _kill_at_line(prepare, "prepare: train:")      # train.npy written, valid/test/vocab not yet
+    for name in ("train", "valid", "test"):         # any file present is whole
+        path = repo / "data" / "prepared" / f"{name}.npy"
+        if path.exists():
+            assert np.load(path).ndim == 1
+    assert "prepare" in _pending(repo)
+    out = run(["dvc", "repro", "ngram", "train@gru"], repo)
+    # rerun, or restored whole from DVC's run-cache; what follows it is unchanged
+    assert "Running stage 'prepare'" in out or "Stage 'prepare' is cached" in out
+    assert "Running stage 'ngram'" not in out and "Running stage 'train@gru'" not in out
+    assert (repo / "dvc.lock").read_text() == lock
+    assert not list((repo / "data" / "prepared").glob(".*partial*"))
+
+    ngram = _start(repo, "repro", "-f", "-s", "ngram")
+    _kill_at_line(ngram, "ngram: wrote model.arpa")  # inside the staged folder, before the parquet
+    assert not (repo / "models" / "ngram").exists() and (repo / ".models-ngram.partial").is_dir()
+    assert "ngram" in _pending(repo)
+    run(["dvc", "repro", "ngram"], repo)
+    assert (repo / "dvc.lock").read_text() == lock
+    assert not [p.name for p in (repo / "models").iterdir() if "partial" in p.name]
+
+
+def test_the_same_params_train_the_same_bytes(repo):
+    model = repo / "models" / "gru"
+    first = {name: (model / name).read_bytes() for name in ("model.pt", "history.json")}
+    out = run(["dvc", "repro", "-f", "-s", "train@gru"], repo)
+    assert "resuming from" not in out
+    assert {name: (model / name).read_bytes() for name in first} == first
+
+
+def test_killed_training_resumes_under_dvc_with_the_same_result(repo):
+    model = repo / "models" / "gru"
+    first = {name: (model / name).read_bytes() for name in ("model.pt", "history.json")}
+    ckpts = repo / "checkpoints" / "gru"
+    uri = f"sqlite:///{repo / 'mlflow.db'}"
+
+    # SIGTERM (kill, SLURM, a cancelled CI job): the stage ends its MLflow run as KILLED
+    (ckpts / "last.ckpt").unlink()   # the finished run's; the stage clears it too, but later
+    stopped = _start(repo, "repro", "-f", "-s", "train@gru")
+    _kill_after(stopped, ckpts / "last.ckpt", sig=signal.SIGTERM)
+    run_id = json.loads((ckpts / "resume.json").read_text())["run_id"]
+    deadline = time.monotonic() + 60   # the stage process winds down after DVC
+    while _client(repo).get_run(run_id).info.status == "RUNNING" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _client(repo).get_run(run_id).info.status == "KILLED"
+    assert not (model / "model.pt").exists()
+    assert "train@gru" in _pending(repo)
+
+    # resumed, then SIGKILLed mid-epoch: the run stays RUNNING until the next stage reaps it
+    step = torch.load(ckpts / "last.ckpt", weights_only=True)["global_step"]
+    resumed = _start(repo, "repro", "train@gru")
+    _kill_after(resumed, ckpts / "last.ckpt", newer_than_step=step)
+    assert _client(repo).get_run(run_id).info.status == "RUNNING"   # nobody could say otherwise
+    assert run_id in tracking.reap_orphans(uri, "lmpipe")            # what the next stage does
+    assert _client(repo).get_run(run_id).info.status == "KILLED"
+
+    out = run(["dvc", "repro", "train@gru"], repo)
+    assert "resuming from" in out
+    assert {name: (model / name).read_bytes() for name in first} == first   # tolerance: none
+    assert json.loads((model / "run.json").read_text())["run_id"] == run_id
+    assert _client(repo).get_run(run_id).info.status == "FINISHED"
+    assert "train@gru" not in _pending(repo)

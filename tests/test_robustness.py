@@ -1,0 +1,264 @@
+"""Bad input is refused before any work with one line naming the key or file, the value and the
+fix; nothing already produced is lost; a diverging training stops with the step and the LR.
+The stages run in-process here (config.run_stage, as `python -m stages.X` does) on tiny inputs;
+one test runs a stage as a process to show the user sees exit status 2 and no traceback."""
+import hashlib
+import subprocess
+import sys
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+import yaml
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from pipeline import config, corpus
+from pipeline.config import ParamsError, TrainParams
+from pipeline.corpus import CorpusError
+from pipeline.lit import LitLM, NumericsError
+from pipeline.rnn import RNNLM, RNNConfig
+from stages import ngram as ngram_stage
+from stages import prepare as prepare_stage
+from stages import train as train_stage
+
+from .conftest import ROOT
+
+# ---- params ----------------------------------------------------------------------------------
+
+
+def _raw():
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+@pytest.mark.parametrize("settings,machine,message", [
+    ({"precision": "bf16-mixed"}, (0, 2), r"train\.precision='bf16-mixed' needs a CUDA GPU"),
+    ({"precision": "16-mixed", "accelerator": "cpu"}, (1, 2), r"train\.precision='16-mixed' needs a CUDA GPU"),
+    ({"accelerator": "gpu"}, (0, 2), r"train\.accelerator='gpu' but this machine has no CUDA GPU"),
+    ({"devices": 4}, (2, 16), r"train\.devices=4 but this machine has 2 CUDA GPUs; use devices <= 2"),
+    ({"devices": 3}, (0, 2), r"train\.devices=3 but this machine has 2 CPU cores"),
+    ({"num_nodes": 2}, (1, 2), r"train\.num_nodes=2 needs a multi-node launcher"),
+])
+def test_impossible_hardware_is_refused(settings, machine, message):
+    with pytest.raises(ParamsError, match=message):
+        config.check_machine(TrainParams(**settings), *machine, env={})
+
+
+@pytest.mark.parametrize("settings,machine,env", [
+    ({"precision": "bf16-mixed"}, (1, 2), {}),
+    ({"devices": 2, "strategy": "ddp"}, (0, 2), {}),
+    ({"devices": 8, "num_nodes": 2}, (8, 64), {"WORLD_SIZE": "16"}),
+    ({}, (0, 1), {}),
+])
+def test_possible_hardware_is_accepted(settings, machine, env):
+    config.check_machine(TrainParams(**settings), *machine, env=env)
+
+
+# ---- corpus ----------------------------------------------------------------------------------
+
+
+def test_invalid_utf8_policies(tmp_path):
+    path = tmp_path / "mixed.txt"
+    path.write_bytes(b"good line\ncaf\xe9 noir\nlast\n")
+    with pytest.raises(CorpusError, match=r"mixed\.txt: invalid UTF-8 at byte offset 13 \(line 2"):
+        corpus.read_lines(str(path))
+    assert corpus.read_lines(str(path), errors="replace") == ["good line", "caf\ufffd noir", "last"]
+    assert corpus.read_lines(str(path), errors="ignore") == ["good line", "caf noir", "last"]
+    assert corpus.tokenize("caf\ufffd noir") == ["caf", "\ufffd", "noir"]  # a token of its own
+
+
+def test_binary_and_bad_gzip(tmp_path):
+    (tmp_path / "model.bin").write_bytes(bytes(range(256)))
+    with pytest.raises(CorpusError, match=r"model\.bin: looks like a binary file"):
+        corpus.read_lines(str(tmp_path / "model.bin"))
+    (tmp_path / "broken.txt.gz").write_bytes(b"\x1f\x8b\x08\x00garbage")
+    with pytest.raises(CorpusError, match=r"broken\.txt\.gz: not a valid gzip file"):
+        corpus.read_lines(str(tmp_path / "broken.txt.gz"))
+
+
+def test_an_enormous_line_is_cut_into_sentences():
+    report = {}
+    sentences = corpus.sentences(["a b c d e f g", "h i"], "word", True, max_tokens=3, report=report)
+    assert sentences == [["a", "b", "c"], ["d", "e", "f"], ["g"], ["h", "i"]]
+    assert report == {"lines_cut": 1}
+    assert corpus.sentences(["a b c d e f g"], "word", True, max_tokens=0) == [list("abcdefg")]
+    assert corpus.sentences(["a b c d e f g"], "word", True, max_sentences=2, max_tokens=3) == \
+        [["a", "b", "c"], ["d", "e", "f"]]
+
+
+def test_corpus_urls_must_be_https_and_pinned_by_sha256():
+    body = b"in the beginning\nwas the word\n"
+    digest = hashlib.sha256(body).hexdigest()
+    fetched = []
+
+    def fetch(url):
+        fetched.append(url)
+        return body
+    with pytest.raises(CorpusError, match="only https URLs are fetched"):
+        corpus.read_lines("http://example.org/c.txt", sha256=digest, fetch=fetch)
+    with pytest.raises(CorpusError, match=r"needs corpus\.sha256"):
+        corpus.read_lines("https://example.org/c.txt", fetch=fetch)
+    with pytest.raises(CorpusError, match="SHA-256 mismatch: got " + digest):
+        corpus.read_lines("https://example.org/c.txt", sha256="0" * 64, fetch=fetch)
+    assert fetched == ["https://example.org/c.txt"]   # refused URLs are never fetched
+    assert corpus.read_lines("https://example.org/c.txt", sha256=digest.upper(), fetch=fetch) == \
+        ["in the beginning", "was the word"]
+
+    def offline(url):
+        raise OSError("network is unreachable")
+    with pytest.raises(CorpusError, match="download failed"):
+        corpus.read_lines("https://example.org/c.txt", sha256=digest, fetch=offline)
+
+
+# ---- stages, in-process ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """A directory with a tiny params.yaml and a small text corpus; the cwd of the stages."""
+    lines = [f"the {w} saw the {v} and the {v} saw the {w} ." for w in ("cat", "dog", "cow", "hen")
+             for v in ("fox", "owl", "ram", "elk", "bee")] * 8
+    (tmp_path / "corpus.txt").write_text("\n".join(lines) + "\n")
+    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "blank.txt").write_text("  \n\t\n\n")
+    (tmp_path / "enormous.txt").write_text("word " * 100_000)
+    params = _raw()
+    params["corpus"]["source"] = "corpus.txt"
+    params["split"].update(valid=0.1, test=0.1)
+    params["vocab"]["min_count"] = 1
+    params["train"].update(batch_size=4, bptt=8, num_threads=1)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    return tmp_path
+
+
+def _set(workdir, section, **values):
+    params = yaml.safe_load((workdir / "params.yaml").read_text())
+    params[section].update(values)
+    (workdir / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+def _stage(capsys, module, *args):
+    status = config.run_stage(module.main, list(args))
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return status, err
+
+
+def test_a_bad_input_keeps_what_was_produced(workdir, capsys):
+    assert _stage(capsys, prepare_stage, "data")[0] == 0
+    before = {p.name: p.read_bytes() for p in (workdir / "data").iterdir()}
+    (workdir / "latin1.txt").write_bytes(b"caf\xe9\n" * 50)
+    _set(workdir, "corpus", source="latin1.txt")
+    status, err = _stage(capsys, prepare_stage, "data")
+    assert status == 2
+    assert "latin1.txt: invalid UTF-8 at byte offset 3 (line 1" in err
+    assert "corpus.encoding_errors: replace" in err
+    assert {p.name: p.read_bytes() for p in (workdir / "data").iterdir()} == before
+    _set(workdir, "corpus", encoding_errors="replace")
+    assert _stage(capsys, prepare_stage, "data")[0] == 0
+    stats = yaml.safe_load((workdir / "data" / "stats.json").read_text())
+    assert stats["replaced_characters"] == 50
+
+
+@pytest.mark.parametrize("section,values,stage,message", [
+    ("corpus", {"source": "missing.txt"}, "prepare", "corpus.source='missing.txt': no such file or directory"),
+    ("corpus", {"source": "empty.txt"}, "prepare", "corpus.source='empty.txt' holds no tokens (an empty file, or only blank lines)"),
+    ("corpus", {"source": "blank.txt"}, "prepare", "corpus.source='blank.txt' holds no tokens"),
+    ("corpus", {"source": "enormous.txt", "max_line_tokens": 0}, "prepare", "the valid split is empty (1 sentences"),
+    ("vocab", {"min_count": 10_000}, "prepare", "the vocabulary is empty: no train word occurs vocab.min_count=10000 times"),
+    ("split", {"valid": 0.001}, "prepare", "the valid split is empty (160 sentences with split.valid=0.001"),
+    ("ngram", {"order": 6, "discount_fallback": True}, "ngram", "ngram.order=6 but the longest train sentence has 5 tokens"),
+    ("ngram", {"order": 4}, "ngram", "cannot estimate Kneser-Ney discounts for order 1"),
+    ("train", {"bptt": 1000}, "train", "tokens, fewer than one window of train.bptt=1000 (+1 for the targets); lower train.batch_size or train.bptt"),
+    ("train", {"precision": "bf16-mixed", "accelerator": "cpu"}, "train", "train.precision='bf16-mixed' needs a CUDA GPU"),
+    ("train", {"devices": 512}, "train", "train.devices=512 but this machine has"),
+])
+def test_each_bad_input_gets_one_clear_line(workdir, capsys, section, values, stage, message):
+    if stage != "prepare":
+        assert _stage(capsys, prepare_stage, "data")[0] == 0
+    _set(workdir, section, **values)
+    if section == "ngram" and "order" in values and values["order"] == 6:
+        (workdir / "corpus.txt").write_text("short line .\n" * 100)
+        _set(workdir, "ngram", memory_orders=3)
+        assert _stage(capsys, prepare_stage, "data")[0] == 0
+    module = {"prepare": prepare_stage, "ngram": ngram_stage, "train": train_stage}[stage]
+    args = {"prepare": ["data"], "ngram": ["data", "models/ngram"],
+            "train": ["gru", "data", "models/gru", "checkpoints/gru"]}[stage]
+    status, err = _stage(capsys, module, *args)
+    assert status == 2
+    assert message in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert not (workdir / "models").exists() and not (workdir / "mlflow.db").exists()
+
+
+def test_an_enormous_line_becomes_sentences_of_max_line_tokens(workdir, capsys):
+    _set(workdir, "corpus", source="enormous.txt", max_line_tokens=500)
+    assert config.run_stage(prepare_stage.main, ["data"]) == 0
+    assert "1 line(s) longer than corpus.max_line_tokens=500 were cut" in capsys.readouterr().out
+    stats = yaml.safe_load((workdir / "data" / "stats.json").read_text())
+    assert stats["lines_cut"] == 1
+    assert sum(stats[s]["sentences"] for s in ("train", "valid", "test")) == 200
+
+
+def test_a_stage_process_exits_2_without_a_traceback(tmp_path):
+    params = _raw()
+    params["vocab"]["min_cout"] = 2
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    result = subprocess.run([sys.executable, "-m", "stages.prepare", "out"], cwd=tmp_path,
+                            capture_output=True, text=True,
+                            env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("lmpipe: error: params.yaml: unknown key vocab.min_cout; did "
+                                     "you mean vocab.min_count? (allowed: min_count, max_size)")
+
+
+# ---- numerics --------------------------------------------------------------------------------
+
+
+def _counting_stream(sentences: int) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    parts = [np.r_[1, np.arange(s, s + rng.integers(2, 7)), 2] for s in rng.integers(3, 10, sentences)]
+    return np.concatenate(parts).astype(np.int32)
+
+
+class Poison(L.Callback):
+    """Sets a weight to NaN at the start of batch 3 (so the loss of step 4 is NaN), or at the
+    end of step 3 (so the weights are NaN when step 3's checkpoint is taken)."""
+
+    def __init__(self, hook: str):
+        self.hook = hook
+
+    def _poison(self, trainer, module):
+        if trainer.global_step == 3:
+            with torch.no_grad():
+                module.model.embedding.weight[:, 0] = float("nan")
+
+    def on_train_batch_start(self, trainer, module, batch, batch_index):
+        if self.hook == "start":
+            self._poison(trainer, module)
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_index):
+        if self.hook == "end":
+            self._poison(trainer, module)
+
+
+@pytest.mark.parametrize("hook,message,last_saved", [
+    ("start", r"the training loss became NaN or infinite at step 4 \(epoch 0\) with learning rate "
+              r"0\.003 .*lower train\.lr \(e\.g\. to 0\.00075\) or train\.clip", 3),
+    ("end", r"the weights became NaN or infinite by step 3 .*This checkpoint was not written", 2),
+])
+def test_a_nan_stops_training_naming_step_lr_and_fix(tmp_path, hook, message, last_saved):
+    train = TrainParams(max_epochs=1, batch_size=4, bptt=8, lr=0.003)
+    stream = _counting_stream(200)
+    lit = LitLM(RNNLM(RNNConfig(vocab_size=16, embed_dim=8, hidden_dim=8)), train, stream,
+                stream[:int(np.flatnonzero(stream == 2)[20]) + 1], seed=0)
+    every_step = ModelCheckpoint(dirpath=tmp_path, save_last=True, save_top_k=0, every_n_train_steps=1)
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, callbacks=[Poison(hook), every_step])
+    with pytest.raises(NumericsError, match=message):
+        trainer.fit(lit)
+    saved = torch.load(tmp_path / "last.ckpt", weights_only=True)
+    assert saved["global_step"] == last_saved   # nothing diverged was saved
+    assert all(torch.isfinite(t).all() for t in saved["state_dict"].values())
