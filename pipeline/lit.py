@@ -69,7 +69,8 @@ class LitLM(L.LightningModule):
         self.epoch_batches = 0   # train batches done in the current epoch
         self._resume_at = 0      # set when restored from a checkpoint taken mid-epoch
         self._resume_epoch = 0
-        self._first_bad = None   # (step, lr) of the first non-finite loss, on the device
+        self._first_bad = None   # the step of the first non-finite loss, on the device
+        self.eager_check: bool | None = None   # None: check every step on a lone CPU process
 
     # ---- data -------------------------------------------------------------------------------
     def train_dataloader(self):
@@ -173,12 +174,29 @@ class LitLM(L.LightningModule):
             self._first_bad = torch.full((), -1, device=loss.device, dtype=torch.int64)
         first = (~torch.isfinite(loss)) & (self._first_bad < 0)
         self._first_bad = torch.where(first, self.global_step + 1, self._first_bad)
-        if loss.device.type == "cpu" or self.global_step % CHECK_EVERY == 0:
+        if self._check_now():
             self._check_finite()
 
+    def _check_now(self) -> bool:
+        """Every step on one CPU process; otherwise every CHECK_EVERY steps, at the same steps
+        on every rank (under DDP the check is a collective)."""
+        if self.eager_check is not None:
+            return self.eager_check or self.global_step % CHECK_EVERY == 0
+        eager = self.device.type == "cpu" and (self._trainer is None or self.trainer.world_size == 1)
+        return eager or self.global_step % CHECK_EVERY == 0
+
     def _check_finite(self) -> None:
-        if self._first_bad is None or int(self._first_bad) < 0:
+        if self._first_bad is None:   # no step yet (every rank must still join the reduce)
+            self._first_bad = torch.full((), -1, device=self.device, dtype=torch.int64)
+        first = self._first_bad
+        if self._trainer is not None and self.trainer.world_size > 1:   # the earliest of all ranks
+            big = torch.iinfo(torch.int64).max
+            first = torch.where(first < 0, big, first)
+            first = self.trainer.strategy.reduce(first.clone(), reduce_op=torch.distributed.ReduceOp.MIN)
+            first = torch.where(first == big, -1, first)
+        if int(first) < 0:
             return
+        self._first_bad = first
         p = self.train_params
         lr = self.trainer.optimizers[0].param_groups[0]["lr"] if self._trainer is not None else p.lr
         raise NumericsError(

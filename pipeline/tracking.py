@@ -52,14 +52,29 @@ def run_tags(kind: str, corpus_source: str, corpus_hash: str, root: Path) -> dic
             "corpus_hash": corpus_hash, **git_tags(root)}
 
 
-HOST, PID = "lmpipe.host", "lmpipe.pid"
+HOST, PID, BOOT, STARTED = "lmpipe.host", "lmpipe.pid", "lmpipe.boot", "lmpipe.started"
+
+
+def _proc(path: str) -> str:
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return ""
+
+
+def _start_time(pid: int | str) -> str:
+    """The process's start time in clock ticks since boot ('' if unknown): with the boot id it
+    tells a reused process id from the process that opened a run."""
+    stat = _proc(f"/proc/{pid}/stat")
+    return stat.rsplit(")", 1)[1].split()[19] if stat else ""
 
 
 def owner_tags() -> dict[str, str]:
     """Which process holds a run open: a run left RUNNING by a process that no longer exists
     (SIGKILL, power loss) is marked KILLED by the next stage on this host (reap_orphans)."""
     import socket
-    return {HOST: socket.gethostname(), PID: str(os.getpid())}
+    return {HOST: socket.gethostname(), PID: str(os.getpid()),
+            BOOT: _proc("/proc/sys/kernel/random/boot_id"), STARTED: _start_time(os.getpid())}
 
 
 def claim(tracking_uri: str, run_id: str) -> None:
@@ -72,6 +87,22 @@ def claim(tracking_uri: str, run_id: str) -> None:
         client.update_run(run_id, status="RUNNING")
 
 
+def _dead(tags: dict, here: dict) -> bool:
+    """Whether the process that tagged a run is certainly gone. Only runs of this host are
+    judged; another boot of it means gone; a process id that is free, a zombie, or now held by a
+    process started at another time means gone. When unsure (no tags, another pid namespace
+    that happens to share the host name), the run is left alone."""
+    pid = tags.get(PID, "")
+    if tags.get(HOST) != here[HOST] or not pid.isdigit():
+        return False
+    if tags.get(BOOT) and here[BOOT] and tags[BOOT] != here[BOOT]:
+        return True
+    if not _alive(int(pid)):
+        return True
+    started = _start_time(pid)
+    return bool(tags.get(STARTED) and started and started != tags[STARTED])
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -79,10 +110,8 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:   # exists, another user's
         return True
-    try:   # a zombie (killed, not yet reaped: containers often lack an init that reaps) is dead
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
+    stat = _proc(f"/proc/{pid}/stat")   # a zombie (killed, not yet reaped: containers often
+    return not stat or stat.rsplit(")", 1)[1].split()[0] != "Z"   # lack an init) is dead
 
 
 def reap_orphans(tracking_uri: str, experiment: str) -> list[str]:
@@ -94,14 +123,12 @@ def reap_orphans(tracking_uri: str, experiment: str) -> list[str]:
     if found is None:
         return []
     client = MlflowClient(tracking_uri)
-    host = owner_tags()[HOST]
+    here = owner_tags()
     runs = client.search_runs([found.experiment_id], filter_string="attributes.status = 'RUNNING'",
                               max_results=1000)
     reaped = []
     for run in runs:
-        tags = run.data.tags
-        pid = tags.get(PID, "")
-        if tags.get(HOST) == host and pid.isdigit() and not _alive(int(pid)):
+        if _dead(run.data.tags, here):
             client.set_terminated(run.info.run_id, "KILLED")
             reaped.append(run.info.run_id)
     return reaped
@@ -202,29 +229,42 @@ def log_model_run(tracking_uri: str, experiment: str, root: Path, name: str, par
             run_id = training_run_id                 # trained in this execution: adopt it
         elif training is not None:
             tags["training_run_id"] = training_run_id
-    with mlflow.start_run(run_id=run_id, experiment_id=experiment_id, run_name=name) as run:
-        existing = client.get_run(run.info.run_id).data.params
-        mlflow.log_params({k: v for k, v in flatten(params).items() if k not in existing})
-        mlflow.set_tags(tags)
-        mlflow.log_metrics(metrics)
-        version = _version_with_hash(client, f"lmpipe-{name}", model_hash) if register else None
-        if version is not None:
-            mlflow.set_tag("registered_version", version)
-        elif model_files:
-            import torch
+    run = mlflow.start_run(run_id=run_id, experiment_id=experiment_id, run_name=name)
+    try:
+        result = _log_model(client, run, name, params, metrics, tags, model_files, register,
+                            model_hash)
+    except BaseException as error:
+        mlflow.end_run(end_status(error))
+        raise
+    mlflow.end_run()
+    return result
 
-            from pipeline.serving import SentenceScorer
-            info = mlflow.pyfunc.log_model(
-                name="model", python_model=SentenceScorer(), artifacts=model_files,
-                code_paths=[str(Path(__file__).resolve().parent)],
-                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}",
-                                  f"numpy=={np.__version__}", f"pandas=={pd.__version__}",
-                                  f"mlflow=={mlflow.__version__}"],
-                registered_model_name=f"lmpipe-{name}" if register else None)
-            version = info.registered_model_version
-            if version is not None and model_hash:
-                client.set_model_version_tag(f"lmpipe-{name}", str(version), "model_hash", model_hash)
-        return run.info.run_id, None if version is None else str(version)
+
+def _log_model(client, run, name, params, metrics, tags, model_files, register, model_hash):
+    """Params, tags and metrics of the open run; the pyfunc model, registered unless a version
+    with the same weights exists. Returns (run id, version or None)."""
+    existing = client.get_run(run.info.run_id).data.params
+    mlflow.log_params({k: v for k, v in flatten(params).items() if k not in existing})
+    mlflow.set_tags(tags)
+    mlflow.log_metrics(metrics)
+    version = _version_with_hash(client, f"lmpipe-{name}", model_hash) if register else None
+    if version is not None:
+        mlflow.set_tag("registered_version", version)
+    elif model_files:
+        import torch
+
+        from pipeline.serving import SentenceScorer
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=SentenceScorer(), artifacts=model_files,
+            code_paths=[str(Path(__file__).resolve().parent)],
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}",
+                              f"numpy=={np.__version__}", f"pandas=={pd.__version__}",
+                              f"mlflow=={mlflow.__version__}"],
+            registered_model_name=f"lmpipe-{name}" if register else None)
+        version = info.registered_model_version
+        if version is not None and model_hash:
+            client.set_model_version_tag(f"lmpipe-{name}", str(version), "model_hash", model_hash)
+    return run.info.run_id, None if version is None else str(version)
 
 
 def _version_with_hash(client: MlflowClient, model_name: str, model_hash: str | None) -> str | None:

@@ -14,6 +14,7 @@ from pipeline.vocab import SPECIALS, Vocab, split_stats
 
 def main(out_dir: str) -> None:
     params = config.load()
+    config.check_machine(params.train)   # refuse impossible training before hours of preparing
     c = params.corpus
     lines = corpus.read_lines(c.source, c.encoding_errors, c.sha256)
     print(f"prepare: read {len(lines):,} lines from {c.source}", flush=True)

@@ -43,17 +43,18 @@ def main(kind: str, data_dir: str, out_dir: str, ckpt_dir: str) -> None:
             print(f"lmpipe: MLflow run {run} was left RUNNING by a killed process; marked KILLED")
     ckpt_path, run_id = (resume.start(ckpts, fp) if zero
                          else (resume.existing(ckpts, fp, lambda _: None)[0], None))
-    logger = tracking.training_logger(
+    logger = tracking.training_logger(   # owner tags: a SIGKILLed run can be reaped later
         uri, params.mlflow.experiment, kind,
-        tracking.run_tags(kind, params.corpus.source, stats["corpus_hash"], root),
+        {**tracking.run_tags(kind, params.corpus.source, stats["corpus_hash"], root),
+         **tracking.owner_tags()},
         run_id=run_id if run_id and tracking.run_exists(uri, run_id) else None, root=root)
-    if zero:  # before any step: a kill keeps it
-        resume.record(ckpts, fp, logger.run_id, finished=False)
-        tracking.claim(uri, logger.run_id)
-    lit = LitLM(RNNLM(model_config), train, *streams, seed=params.seed, run_id=logger.run_id)
-    logger.log_hyperparams(tracking.flatten({"model": model_config.to_dict(),
-                                             "train": config.as_dict(train), "seed": params.seed}))
     try:   # a run that ends early is marked FAILED (an error) or KILLED (a signal)
+        if zero:  # before any step: a kill keeps it
+            resume.record(ckpts, fp, logger.run_id, finished=False)
+            tracking.claim(uri, logger.run_id)
+        lit = LitLM(RNNLM(model_config), train, *streams, seed=params.seed, run_id=logger.run_id)
+        logger.log_hyperparams(tracking.flatten({"model": model_config.to_dict(),
+                                                 "train": config.as_dict(train), "seed": params.seed}))
         trainer, precision = build_trainer(train, ckpts, out, logger)
         trainer.fit(lit, ckpt_path=ckpt_path, weights_only=True)
     except BaseException as error:

@@ -40,7 +40,11 @@ def test_unknown_section():
     ("split", "valid", 0.9, r"split\.valid=0\.9 is out of range"),
     ("corpus", "level", "byte", r"corpus\.level='byte' is not allowed"),
     ("train", "clip", -1.0, r"train\.clip=-1\.0 is out of range; it must be >= 0"),
-    ("train", "lr", float("nan"), r"train\.lr=nan is out of range"),
+    ("train", "lr", float("nan"), r"train\.lr=nan is not a finite number"),
+    ("train", "limit_train_batches", float("inf"), r"train\.limit_train_batches=inf is not a finite number"),
+    ("train", "clip", float("nan"), r"train\.clip=nan is not a finite number"),
+    ("mlflow", "experiment", " ", r"mlflow\.experiment is empty"),
+    ("mlflow", "tracking_uri", "nonsense", r"mlflow\.tracking_uri='nonsense' is not a tracking store"),
     ("train", "lr", 0, r"train\.lr=0\.0 is out of range; it must be > 0"),
     ("train", "limit_train_batches", 2.5, r"train\.limit_train_batches=2\.5 is out of range"),
     ("train", "batch_size", "32", r"train\.batch_size='32' has the wrong type; expected a whole number"),
@@ -129,3 +133,18 @@ def test_a_preset_with_a_misspelt_key_is_refused(tmp_path):
         config.preset_overrides("bad", ROOT / "params.yaml", tmp_path / "presets.yaml")
     with pytest.raises(config.ParamsError, match="no preset 'nope'; known: bad"):
         config.preset_overrides("nope", ROOT / "params.yaml", tmp_path / "presets.yaml")
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32, 2**40])
+def test_seed_out_of_range(seed):
+    raw = _raw()
+    raw["seed"] = seed
+    with pytest.raises(ParamsError, match=rf"seed={seed} is out of range; use 0 <= seed < 2\*\*32"):
+        config.from_dict(raw)
+
+
+def test_params_file_that_is_not_utf8(tmp_path):
+    bad = tmp_path / "params.yaml"
+    bad.write_bytes(b"seed: 1\ncorpus:\n  source: caf\xe9.txt\n")
+    with pytest.raises(ParamsError, match=r"params\.yaml: not UTF-8 text \(byte offset 29\)"):
+        config.load(bad)

@@ -30,7 +30,8 @@ def _env():
 
 
 def small(params: dict) -> None:
-    params["corpus"]["max_sentences"] = 2000
+    params["corpus"]["max_sentences"] = 0      # the whole KJV: each stage writes for a while
+    params["ngram"]["memory_orders"] = 3
     params["train"].update(max_epochs=2, batch_size=8, bptt=12, num_threads=1,
                            limit_train_batches=80, checkpoint_every_n_steps=10, lr_schedule="plateau")
     params["models"]["gru"].update(embed_dim=16, hidden_dim=16, dropout=0.3)
@@ -98,11 +99,12 @@ def test_sigkill_during_prepare_or_ngram_is_never_accepted(repo):
                                                            "evaluate", "promote"}
 
     prepare = _start(repo, "repro", "-f", "-s", "prepare")
-    _kill_at_line(prepare, "prepare: train:")      # train.npy written, valid/test/vocab not yet
-    for name in ("train", "valid", "test"):         # any file present is whole
-        path = repo / "data" / "prepared" / f"{name}.npy"
-        if path.exists():
-            assert np.load(path).ndim == 1
+    _kill_at_line(prepare, "prepare: valid:")   # valid.npy written; test, train, vocab not yet
+    prepared = repo / "data" / "prepared"
+    assert (prepared / "valid.npy").is_file() and not (prepared / "train.npy").exists()
+    for name in ("valid", "test"):                # whatever is there is whole
+        if (prepared / f"{name}.npy").exists():
+            assert np.load(prepared / f"{name}.npy").ndim == 1
     assert "prepare" in _pending(repo)
     out = run(["dvc", "repro", "ngram", "train@gru"], repo)
     # rerun, or restored whole from DVC's run-cache; what follows it is unchanged

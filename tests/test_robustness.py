@@ -67,6 +67,26 @@ def test_invalid_utf8_policies(tmp_path):
     assert corpus.tokenize("caf\ufffd noir") == ["caf", "\ufffd", "noir"]  # a token of its own
 
 
+def test_byte_order_marks_nul_bytes_and_pinned_local_files(tmp_path):
+    (tmp_path / "bom.txt").write_bytes(b"\xef\xbb\xbfin the beginning\n")
+    assert corpus.read_lines(str(tmp_path / "bom.txt")) == ["in the beginning"]   # not a token
+    (tmp_path / "utf16.txt").write_bytes("in the beginning\n".encode("utf-16"))
+    with pytest.raises(CorpusError, match=r"utf16\.txt: is UTF-16 text; re-encode it as UTF-8"):
+        corpus.read_lines(str(tmp_path / "utf16.txt"))
+    (tmp_path / "late.txt").write_bytes(b"x" * 5000 + b"\x00\x01")
+    with pytest.raises(CorpusError, match=r"late\.txt: looks like a binary file \(a NUL byte at byte offset 5000\)"):
+        corpus.read_lines(str(tmp_path / "late.txt"))
+    text = tmp_path / "pinned.txt"
+    text.write_text("one line\n")
+    digest = hashlib.sha256(text.read_bytes()).hexdigest()
+    assert corpus.read_lines(str(text), sha256=digest) == ["one line"]
+    text.write_text("one line, edited\n")
+    with pytest.raises(CorpusError, match="SHA-256 mismatch: got .* the file changed"):
+        corpus.read_lines(str(text), sha256=digest)
+    with pytest.raises(CorpusError, match="applies to one file or URL"):
+        corpus.read_lines(str(tmp_path), sha256=digest)
+
+
 def test_binary_and_bad_gzip(tmp_path):
     (tmp_path / "model.bin").write_bytes(bytes(range(256)))
     with pytest.raises(CorpusError, match=r"model\.bin: looks like a binary file"):
@@ -202,6 +222,39 @@ def test_an_enormous_line_becomes_sentences_of_max_line_tokens(workdir, capsys):
     assert sum(stats[s]["sentences"] for s in ("train", "valid", "test")) == 200
 
 
+def test_an_os_error_names_the_path(workdir, capsys):
+    (workdir / "data").write_text("a file where the output folder should be")
+    status, err = _stage(capsys, prepare_stage, "data")
+    assert status == 2 and err == "lmpipe: error: data: File exists\n"
+
+
+def test_sigterm_unwinds_the_stage_with_one_line():
+    import os
+    import signal
+    import time
+
+    def stage():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+        raise AssertionError("SIGTERM did not interrupt the stage")
+
+    before = signal.getsignal(signal.SIGTERM)
+    assert config.run_stage(stage, []) == 143
+    assert signal.getsignal(signal.SIGTERM) is before   # restored
+
+
+def test_every_torch_load_is_weights_only():
+    import re
+    calls = [(path, line) for folder in ("pipeline", "stages", "benchmarks")
+             for path in sorted((ROOT / folder).rglob("*.py"))
+             for line in path.read_text().splitlines() if re.search(r"torch\.load\(", line)]
+    assert calls   # the scan sees the loads there are
+    assert [c for c in calls if "weights_only=True" not in c[1]] == []
+    pickles = [path for folder in ("pipeline", "stages") for path in (ROOT / folder).rglob("*.py")
+               if re.search(r"\bpickle\.|allow_pickle=True", path.read_text())]
+    assert pickles == []
+
+
 def test_a_stage_process_exits_2_without_a_traceback(tmp_path):
     params = _raw()
     params["vocab"]["min_cout"] = 2
@@ -244,16 +297,18 @@ class Poison(L.Callback):
             self._poison(trainer, module)
 
 
+@pytest.mark.parametrize("eager", [None, False])   # False: the GPU's deferred check, on the CPU
 @pytest.mark.parametrize("hook,message,last_saved", [
     ("start", r"the training loss became NaN or infinite at step 4 \(epoch 0\) with learning rate "
               r"0\.003 .*lower train\.lr \(e\.g\. to 0\.00075\) or train\.clip", 3),
     ("end", r"the weights became NaN or infinite by step 3 .*This checkpoint was not written", 2),
 ])
-def test_a_nan_stops_training_naming_step_lr_and_fix(tmp_path, hook, message, last_saved):
+def test_a_nan_stops_training_naming_step_lr_and_fix(tmp_path, hook, message, last_saved, eager):
     train = TrainParams(max_epochs=1, batch_size=4, bptt=8, lr=0.003)
     stream = _counting_stream(200)
     lit = LitLM(RNNLM(RNNConfig(vocab_size=16, embed_dim=8, hidden_dim=8)), train, stream,
                 stream[:int(np.flatnonzero(stream == 2)[20]) + 1], seed=0)
+    lit.eager_check = eager
     every_step = ModelCheckpoint(dirpath=tmp_path, save_last=True, save_top_k=0, every_n_train_steps=1)
     trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_progress_bar=False,
                         enable_model_summary=False, callbacks=[Poison(hook), every_step])

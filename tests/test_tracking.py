@@ -79,3 +79,31 @@ def test_mlflow_server_command_serves_the_repository_store_on_localhost(tmp_path
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_reaping_marks_only_runs_of_dead_processes_on_this_host(tmp_path):
+    """A SIGKILLed process cannot end its run; the next stage marks it KILLED, but only when the
+    owner is certainly gone: a live process (a parallel queue worker), another host, or a run
+    without owner tags are left alone; another boot or a reused process id count as gone."""
+    import subprocess
+    import sys
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    experiment = tracking.setup(uri, "exp", tmp_path)
+    client = MlflowClient(uri)
+    here = tracking.owner_tags()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    owners = {
+        "alive": here,
+        "dead": {**here, tracking.PID: dead, tracking.STARTED: ""},
+        "other host": {**here, tracking.HOST: "elsewhere", tracking.PID: dead},
+        "untagged": {},
+        "before a reboot": {**here, tracking.BOOT: "another-boot-id"},
+        "reused pid": {**here, tracking.STARTED: "1"},
+    }
+    runs = {name: client.create_run(experiment, tags=tags).info.run_id for name, tags in owners.items()}
+    reaped = tracking.reap_orphans(uri, "exp")
+    status = {name: client.get_run(run).info.status for name, run in runs.items()}
+    assert status == {"alive": "RUNNING", "dead": "KILLED", "other host": "RUNNING",
+                      "untagged": "RUNNING", "before a reboot": "KILLED", "reused pid": "KILLED"}
+    assert sorted(reaped) == sorted(runs[n] for n in ("dead", "before a reboot", "reused pid"))
