@@ -52,7 +52,15 @@ def run_tags(kind: str, corpus_source: str, corpus_hash: str, root: Path) -> dic
             "corpus_hash": corpus_hash, **git_tags(root)}
 
 
-HOST, PID, BOOT, STARTED = "lmpipe.host", "lmpipe.pid", "lmpipe.boot", "lmpipe.started"
+HOST, PID, BOOT, STARTED, PIDNS = ("lmpipe.host", "lmpipe.pid", "lmpipe.boot", "lmpipe.started",
+                                   "lmpipe.pidns")
+
+
+def _pid_namespace() -> str:
+    try:
+        return os.readlink("/proc/self/ns/pid")   # e.g. pid:[4026531836]
+    except OSError:
+        return ""
 
 
 def _proc(path: str) -> str:
@@ -74,7 +82,8 @@ def owner_tags() -> dict[str, str]:
     (SIGKILL, power loss) is marked KILLED by the next stage on this host (reap_orphans)."""
     import socket
     return {HOST: socket.gethostname(), PID: str(os.getpid()),
-            BOOT: _proc("/proc/sys/kernel/random/boot_id"), STARTED: _start_time(os.getpid())}
+            BOOT: _proc("/proc/sys/kernel/random/boot_id"), STARTED: _start_time(os.getpid()),
+            PIDNS: _pid_namespace()}
 
 
 def claim(tracking_uri: str, run_id: str) -> None:
@@ -90,13 +99,16 @@ def claim(tracking_uri: str, run_id: str) -> None:
 def _dead(tags: dict, here: dict) -> bool:
     """Whether the process that tagged a run is certainly gone. Only runs of this host are
     judged; another boot of it means gone; a process id that is free, a zombie, or now held by a
-    process started at another time means gone. When unsure (no tags, another pid namespace
-    that happens to share the host name), the run is left alone."""
+    process started at another time means gone. When unsure (no tags, or another process
+    namespace: containers that share the host name, e.g. with host networking), the run is left
+    alone."""
     pid = tags.get(PID, "")
     if tags.get(HOST) != here[HOST] or not pid.isdigit():
         return False
     if tags.get(BOOT) and here[BOOT] and tags[BOOT] != here[BOOT]:
         return True
+    if tags.get(PIDNS, here[PIDNS]) != here[PIDNS]:
+        return False
     if not _alive(int(pid)):
         return True
     started = _start_time(pid)

@@ -83,8 +83,9 @@ def test_mlflow_server_command_serves_the_repository_store_on_localhost(tmp_path
 
 def test_reaping_marks_only_runs_of_dead_processes_on_this_host(tmp_path):
     """A SIGKILLed process cannot end its run; the next stage marks it KILLED, but only when the
-    owner is certainly gone: a live process (a parallel queue worker), another host, or a run
-    without owner tags are left alone; another boot or a reused process id count as gone."""
+    owner is certainly gone: a live process (a parallel queue worker), another host, another
+    container's process namespace, or a run without owner tags are left alone; another boot or
+    a reused process id count as gone."""
     import subprocess
     import sys
     uri = f"sqlite:///{tmp_path}/mlflow.db"
@@ -100,10 +101,12 @@ def test_reaping_marks_only_runs_of_dead_processes_on_this_host(tmp_path):
         "untagged": {},
         "before a reboot": {**here, tracking.BOOT: "another-boot-id"},
         "reused pid": {**here, tracking.STARTED: "1"},
+        "another container": {**here, tracking.PID: dead, tracking.PIDNS: "pid:[1]"},
     }
     runs = {name: client.create_run(experiment, tags=tags).info.run_id for name, tags in owners.items()}
     reaped = tracking.reap_orphans(uri, "exp")
     status = {name: client.get_run(run).info.status for name, run in runs.items()}
     assert status == {"alive": "RUNNING", "dead": "KILLED", "other host": "RUNNING",
-                      "untagged": "RUNNING", "before a reboot": "KILLED", "reused pid": "KILLED"}
+                      "untagged": "RUNNING", "before a reboot": "KILLED", "reused pid": "KILLED",
+                      "another container": "RUNNING"}
     assert sorted(reaped) == sorted(runs[n] for n in ("dead", "before a reboot", "reused pid"))
