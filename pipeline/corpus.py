@@ -63,16 +63,11 @@ def read_lines(source: str, errors: str = "strict", sha256: str = "",
     files = sorted(path.glob("**/*.txt")) + sorted(path.glob("**/*.txt.gz")) if path.is_dir() else [path]
     if not files:
         raise CorpusError(f"corpus.source={source!r}: the directory holds no .txt or .txt.gz files")
-    if sha256 and (path.is_dir() or not re.fullmatch(r"[0-9a-fA-F]{64}", sha256)):
-        raise CorpusError(f"corpus.sha256={sha256!r} applies to one file or URL given as a 64-hex-digit "
-                          f"SHA-256; corpus.source={source!r} {'is a directory' if path.is_dir() else ''}"
-                          "; fix or empty corpus.sha256")
+    if sha256 and path.is_dir():
+        raise CorpusError(f"corpus.sha256 applies to one file or URL; corpus.source={source!r} is a "
+                          "directory: empty corpus.sha256")
     if sha256:
-        import hashlib
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        if digest != sha256.lower():
-            raise CorpusError(f"corpus.source={source!r}: SHA-256 mismatch: got {digest}, corpus.sha256 "
-                              f"is {sha256.lower()}; the file changed: check it, then update corpus.sha256")
+        _verify(path.read_bytes(), source, sha256)
     lines: list[str] = []
     for file in files:
         if not file.is_file():
@@ -85,11 +80,10 @@ def download(url: str, sha256: str, fetch=None) -> bytes:
     """The bytes at an https `url`, checked against the hex `sha256` (required: a corpus that
     can change under the same URL would make runs unreproducible, and an unchecked download is
     a way in for whoever controls the network)."""
-    import hashlib
     if not url.lower().startswith("https://"):
         raise CorpusError(f"corpus.source={url!r}: only https URLs are fetched (the download must be "
                           "authenticated); use https, or download the file and give its path")
-    if not re.fullmatch(r"[0-9a-fA-F]{64}", sha256 or ""):
+    if not sha256:
         raise CorpusError(f"corpus.source={url!r} needs corpus.sha256, the file's 64-hex-digit SHA-256 "
                           f"(got {sha256!r}); compute it with `sha256sum FILE` on a copy you trust")
     if fetch is None:
@@ -100,9 +94,18 @@ def download(url: str, sha256: str, fetch=None) -> bytes:
     except (OSError, http.client.HTTPException) as error:   # URLError, SSL, socket errors
         raise CorpusError(f"corpus.source={url!r}: download failed ({error}); check the URL and "
                           "the network, or download the file and give its path") from None
+    return _verify(data, url, sha256)
+
+
+def _verify(data: bytes, source: str, sha256: str) -> bytes:
+    """`data` if its SHA-256 is the 64-hex-digit `sha256`, else a CorpusError."""
+    import hashlib
+    if not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):
+        raise CorpusError(f"corpus.sha256={sha256!r} is not a SHA-256 (64 hex digits); compute it "
+                          "with `sha256sum FILE` on a copy you trust")
     digest = hashlib.sha256(data).hexdigest()
     if digest != sha256.lower():
-        raise CorpusError(f"corpus.source={url!r}: SHA-256 mismatch: got {digest}, corpus.sha256 is "
+        raise CorpusError(f"corpus.source={source!r}: SHA-256 mismatch: got {digest}, corpus.sha256 is "
                           f"{sha256.lower()}; the file changed or was tampered with. Nothing was "
                           "written; check the source before updating corpus.sha256")
     return data
