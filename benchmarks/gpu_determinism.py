@@ -1,5 +1,5 @@
 """Same params and seed twice on a CUDA device: are the results identical? Trains with the train
-stage's Trainer (pipeline.lit.build_trainer: deterministic=True, its checkpoints, its precision
+stage's Trainer (pipeline.neural.lit.build_trainer: deterministic=True, its checkpoints, its precision
 rule) on the first tokens of data/prepared, twice per configuration, and prints one JSON line
 each: the validation perplexities of both runs and the largest weight difference. Also forces a
 NaN on the GPU to show the loss check stops training there too. Needs torch + lightning only.
@@ -17,9 +17,9 @@ import numpy as np
 import torch
 
 from pipeline.config import TrainParams
-from pipeline.lit import LitLM, NumericsError, build_trainer
-from pipeline.rnn import RNNLM, RNNConfig
-from pipeline.vocab import EOS_ID
+from pipeline.neural.lit import LitLM, NumericsError, build_trainer
+from pipeline.neural.rnn import RNNLM, RNNConfig
+from pipeline.text.vocab import EOS_ID
 
 CONFIGS = {   # name: (model settings, precision)
     "gru-fused-bf16": ({"cell": "gru", "impl": "fused"}, "bf16-mixed"),

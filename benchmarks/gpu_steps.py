@@ -11,8 +11,8 @@ import torch
 
 from benchmarks.train_throughput import step_fn
 from pipeline.config import TrainParams
-from pipeline.lit import LitLM
-from pipeline.rnn import RNNLM, RNNConfig
+from pipeline.neural.lit import LitLM
+from pipeline.neural.rnn import RNNLM, RNNConfig
 
 KINDS = {"rnn": {"cell": "rnn"}, "gru": {"cell": "gru"},
          "birnn": {"cell": "rnn", "bidirectional": True},

@@ -17,13 +17,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipeline import config, corpus
+from pipeline import config
+from pipeline.text import corpus
 
 SCORE = """
 import json, sys, time
 import numpy as np
-from pipeline import arpa
-from pipeline.vocab import Vocab
+from pipeline.ngram import arpa
+from pipeline.text.vocab import Vocab
 model, tokens = arpa.read(sys.argv[1])
 vocab = Vocab(tokens)
 stream = vocab.stream([line.split() for line in open(sys.argv[2], encoding="utf-8") if line.split()])

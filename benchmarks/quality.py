@@ -20,9 +20,11 @@ import numpy as np
 import torch
 import yaml
 
-from pipeline import config, kneser_ney, ngrams, scoring
-from pipeline.lit import LitLM, loaders
-from pipeline.rnn import RNNLM, RNNConfig
+from pipeline import config
+from pipeline.evaluation import scoring
+from pipeline.neural.lit import LitLM, loaders
+from pipeline.neural.rnn import RNNLM, RNNConfig
+from pipeline.ngram import counting, kneser_ney
 
 
 def override(raw: dict, assignments: list[str]) -> dict:
@@ -63,7 +65,7 @@ def main() -> None:
     data = {name: np.load(args.data / f"{name}.npy") for name in ("train", "valid", "test")}
     vocab_size = len(json.loads((args.data / "vocab.json").read_text())["tokens"])
 
-    counts = ngrams.count(data["train"], vocab_size, args.ngram_order)
+    counts = counting.count(data["train"], vocab_size, args.ngram_order)
     lm = kneser_ney.estimate(counts)
     kn = {s: scoring.summarize(scoring.ngram_logprobs(lm, data[s]))["ppl"] for s in ("valid", "test")}
     print(json.dumps({"model": f"kneser_ney_order{args.ngram_order}", "val_ppl": kn["valid"],

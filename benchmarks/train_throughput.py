@@ -17,8 +17,8 @@ import time
 import torch
 
 from pipeline.config import TrainParams
-from pipeline.lit import LitLM
-from pipeline.rnn import RNNLM, RNNConfig
+from pipeline.neural.lit import LitLM
+from pipeline.neural.rnn import RNNLM, RNNConfig
 
 KINDS = {"rnn": {"cell": "rnn"}, "gru": {"cell": "gru"},
          "deep": {"cell": "rnn", "num_layers": 2}, "birnn": {"cell": "rnn", "bidirectional": True},

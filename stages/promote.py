@@ -8,30 +8,31 @@ import json
 import sys
 from pathlib import Path
 
-from pipeline import config, promotion, tracking
+from pipeline import config
+from pipeline.tracking import promotion
 
 
 def main(metrics_dir: str) -> None:
     params = config.load()
     out = Path(metrics_dir)
     results = json.loads((out / "metrics.json").read_text())
-    registry = json.loads((out / "registry.json").read_text())
+    registered = json.loads((out / "registry.json").read_text())
     uri = config.tracking_uri(params.mlflow, config.repo_root())
     decisions = {}
     for name, result in results.items():
-        entry = registry.get(name)
+        entry = registered.get(name)
         if entry is None:
             decisions[name] = {"promoted": 0, "version": None, "test_ppl": result["test_ppl"],
                                "champion_version": None,
                                "reason": "not registered (evaluate.register_models: false)"}
             continue
-        champion = tracking.champion(uri, entry["model"])
+        champion = promotion.champion(uri, entry["model"])
         if champion is not None and champion["version"] == entry["version"]:
             promote, reason = True, "unchanged: this version is already the champion"
         else:
             promote, reason = promotion.decide(result, champion, params.promote.margin)
         if promote:
-            tracking.set_champion(uri, entry["model"], entry["version"])
+            promotion.set_champion(uri, entry["model"], entry["version"])
         decisions[name] = {"promoted": int(promote), "version": entry["version"],
                            "test_ppl": result["test_ppl"],
                            "champion_version": champion["version"] if champion else None,

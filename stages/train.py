@@ -12,9 +12,11 @@ import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 
-from pipeline import config, files, resume, tracking
-from pipeline.lit import LitLM, build_trainer, check_data
-from pipeline.rnn import RNNLM, RNNConfig
+from pipeline import config, files
+from pipeline.neural import resume
+from pipeline.neural.lit import LitLM, build_trainer, check_data
+from pipeline.neural.rnn import RNNLM, RNNConfig
+from pipeline.tracking import mlflow_runs
 
 
 def main(kind: str, data_dir: str, out_dir: str, ckpt_dir: str) -> None:
@@ -39,27 +41,27 @@ def main(kind: str, data_dir: str, out_dir: str, ckpt_dir: str) -> None:
     # under DDP every rank runs this script; only rank 0 manages the checkpoint directory
     zero = rank_zero_only.rank == 0
     if zero:
-        for run in tracking.reap_orphans(uri, params.mlflow.experiment):
+        for run in mlflow_runs.reap_orphans(uri, params.mlflow.experiment):
             print(f"lmpipe: MLflow run {run} was left RUNNING by a killed process; marked KILLED")
     ckpt_path, run_id = (resume.start(ckpts, fp) if zero
                          else (resume.existing(ckpts, fp, lambda _: None)[0], None))
-    logger = tracking.training_logger(   # owner tags: a SIGKILLed run can be reaped later
+    logger = mlflow_runs.training_logger(   # owner tags: a SIGKILLed run can be reaped later
         uri, params.mlflow.experiment, kind,
-        {**tracking.run_tags(kind, params.corpus.source, stats["corpus_hash"], root),
-         **tracking.owner_tags()},
-        run_id=run_id if run_id and tracking.run_exists(uri, run_id) else None, root=root)
+        {**mlflow_runs.run_tags(kind, params.corpus.source, stats["corpus_hash"], root),
+         **mlflow_runs.owner_tags()},
+        run_id=run_id if run_id and mlflow_runs.run_exists(uri, run_id) else None, root=root)
     try:   # a run that ends early is marked FAILED (an error) or KILLED (a signal)
         if zero:  # before any step: a kill keeps it
             resume.record(ckpts, fp, logger.run_id, finished=False)
-            tracking.claim(uri, logger.run_id)
+            mlflow_runs.claim(uri, logger.run_id)
         lit = LitLM(RNNLM(model_config), train, *streams, seed=params.seed, run_id=logger.run_id)
-        logger.log_hyperparams(tracking.flatten({"model": model_config.to_dict(),
+        logger.log_hyperparams(mlflow_runs.flatten({"model": model_config.to_dict(),
                                                  "train": config.as_dict(train), "seed": params.seed}))
         trainer, precision = build_trainer(train, ckpts, out, logger)
         trainer.fit(lit, ckpt_path=ckpt_path, weights_only=True)
     except BaseException as error:
         if zero:
-            tracking.end_run(uri, logger.run_id, tracking.end_status(error))
+            mlflow_runs.end_run(uri, logger.run_id, mlflow_runs.end_status(error))
         raise
     best = ckpts / resume.BEST
     if best.exists():  # the weights of the epoch with the lowest validation perplexity

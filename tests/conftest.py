@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.vocab import Vocab
+from pipeline.text.vocab import Vocab
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("LMPIPE_SHARED", ROOT.parent / "shared"))

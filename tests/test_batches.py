@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.batches import (
+from pipeline.neural.batches import (
     IGNORE,
     StreamWindows,
     cloze_targets,
@@ -10,7 +10,7 @@ from pipeline.batches import (
     pad_sentences,
     sentences_of,
 )
-from pipeline.vocab import BOS_ID
+from pipeline.text.vocab import BOS_ID
 
 
 def _stream(rng, sentences=40):
@@ -54,7 +54,7 @@ def test_sentence_padding_and_cloze_targets(rng):
 
 
 def test_bucket_batches_cover_every_sentence_once_per_epoch(rng):
-    from pipeline.batches import BucketBatches
+    from pipeline.neural.batches import BucketBatches
     lengths = rng.integers(2, 40, size=103)
     sampler = BucketBatches(lengths, batch_size=8, seed=0, pool=3)
     first, second = list(sampler), list(sampler)
@@ -69,7 +69,7 @@ def test_bucket_batches_cover_every_sentence_once_per_epoch(rng):
 def test_ranks_read_the_columns_of_one_big_batch(rng):
     """Distributed stream batching: rank r's windows are rows r*B..(r+1)*B-1 of the windows
     one process reads with world x B columns; every rank has the same number of windows."""
-    from pipeline.batches import StreamWindows
+    from pipeline.neural.batches import StreamWindows
     stream = rng.integers(3, 50, size=1003)
     whole = StreamWindows(stream, batch_size=6, bptt=5)
     ranks = [StreamWindows(stream, batch_size=3, bptt=5, rank=r, world=2) for r in (0, 1)]
@@ -80,7 +80,7 @@ def test_ranks_read_the_columns_of_one_big_batch(rng):
 
 
 def test_bucket_batches_split_evenly_across_ranks(rng):
-    from pipeline.batches import BucketBatches
+    from pipeline.neural.batches import BucketBatches
     lengths = rng.integers(3, 30, size=101)
     shards = [list(BucketBatches(lengths, 8, seed=1, rank=r, world=3)) for r in range(3)]
     assert len({len(s) for s in shards}) == 1 and len(shards[0]) == len(BucketBatches(lengths, 8, 1, rank=0, world=3))

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.cells import RecurrentStack, TextbookGRULayer, TextbookRNNLayer, scan
+from pipeline.neural.cells import RecurrentStack, TextbookGRULayer, TextbookRNNLayer, scan
 
 
 def test_scan_is_the_textbook_loop():

@@ -3,8 +3,8 @@ import gzip
 import numpy as np
 import pytest
 
-from pipeline import corpus
-from pipeline.corpus import CorpusError
+from pipeline.text import corpus
+from pipeline.text.corpus import CorpusError
 
 
 def test_tokenize_words_and_punctuation():

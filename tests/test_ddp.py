@@ -11,8 +11,8 @@ import pytest
 import torch
 import yaml
 
-from pipeline import scoring
-from pipeline.rnn import RNNLM
+from pipeline.evaluation import scoring
+from pipeline.neural.rnn import RNNLM
 
 from .conftest import ROOT
 

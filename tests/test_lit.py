@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import scoring
 from pipeline.config import TrainParams
-from pipeline.lit import LitLM, loaders
-from pipeline.rnn import RNNLM, RNNConfig
+from pipeline.evaluation import scoring
+from pipeline.neural.lit import LitLM, loaders
+from pipeline.neural.rnn import RNNLM, RNNConfig
 
 
 def _stream(seed, sentences):

@@ -5,9 +5,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.batches import IGNORE
-from pipeline.losses import linear_cross_entropy
-from pipeline.rnn import RNNLM, RNNConfig
+from pipeline.neural.batches import IGNORE
+from pipeline.neural.losses import linear_cross_entropy
+from pipeline.neural.rnn import RNNLM, RNNConfig
 
 
 def _inputs(seed=0, rows=37, dim=8, vocab=50):

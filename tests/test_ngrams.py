@@ -5,9 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from pipeline import arpa, kneser_ney, ngrams
-from pipeline.kneser_ney import DiscountError
-from pipeline.vocab import BOS_ID, EOS_ID, Vocab
+from pipeline.ngram import arpa, counting, kneser_ney
+from pipeline.ngram.kneser_ney import DiscountError
+from pipeline.text.vocab import BOS_ID, EOS_ID, Vocab
 
 from .conftest import SHARED, TOY
 
@@ -24,7 +24,7 @@ def _count_of(counts, vocab, words):
 
 
 def test_toy_counts_by_hand(toy_vocab, toy_stream):
-    counts = ngrams.count(toy_stream, len(toy_vocab), 3)
+    counts = counting.count(toy_stream, len(toy_vocab), 3)
     assert _count_of(counts, toy_vocab, ["the"]) == (6, 3)          # preceded by <s>, on, saw
     assert _count_of(counts, toy_vocab, ["sat"]) == (3, 2)          # cat sat, dog sat
     assert _count_of(counts, toy_vocab, ["the", "dog"]) == (2, 2)   # saw the dog, <s> the dog
@@ -35,14 +35,14 @@ def test_toy_counts_by_hand(toy_vocab, toy_stream):
 
 
 def test_counts_sum_to_positions(toy_vocab, toy_stream):
-    counts = ngrams.count(toy_stream, len(toy_vocab), 4)
+    counts = counting.count(toy_stream, len(toy_vocab), 4)
     lengths = np.array([len(s) + 2 for s in TOY])
     for n in range(1, 5):
         assert counts.counts[n - 1].sum() == np.maximum(lengths - n + 1, 0).sum()
 
 
 def test_words_rebuild_from_keys(toy_vocab, toy_stream):
-    counts = ngrams.count(toy_stream, len(toy_vocab), 3)
+    counts = counting.count(toy_stream, len(toy_vocab), 3)
     text = {" ".join(toy_vocab.decode(row)) for row in counts.words(3)}
     assert "<s> the cat" in text and "the mat </s>" in text and len(text) == len(counts.keys[2])
 
@@ -60,7 +60,7 @@ def _all_distributions_sum_to_one(lm, vocab_size, contexts):
 
 
 def test_kneser_ney_distributions_sum_to_one(toy_vocab, toy_stream):
-    counts = ngrams.count(np.concatenate([toy_stream] * 3 + [toy_vocab.stream([["a", "cat"], ["a", "dog", "saw", "a", "mat"]])]),
+    counts = counting.count(np.concatenate([toy_stream] * 3 + [toy_vocab.stream([["a", "cat"], ["a", "dog", "saw", "a", "mat"]])]),
                           len(toy_vocab), 3)
     lm = kneser_ney.estimate(counts, fallback=kneser_ney.LMPLZ_FALLBACK)
     index = toy_vocab.index
@@ -70,13 +70,13 @@ def test_kneser_ney_distributions_sum_to_one(toy_vocab, toy_stream):
 
 
 def test_discounts_fail_loudly_on_tiny_corpus(toy_vocab, toy_stream):
-    counts = ngrams.count(toy_stream, len(toy_vocab), 3)
+    counts = counting.count(toy_stream, len(toy_vocab), 3)
     with pytest.raises(DiscountError, match="lower ngram.order, use more text, or set ngram.discount_fallback: true"):
         kneser_ney.estimate(counts)
 
 
 def test_mle_is_the_textbook_ratio(toy_vocab, toy_stream):
-    counts = ngrams.count(toy_stream, len(toy_vocab), 3)
+    counts = counting.count(toy_stream, len(toy_vocab), 3)
     test = toy_vocab.stream([["the", "cat", "sat"]])
     bigram = kneser_ney.mle_probs(counts, test, 2)
     # P(the|<s>) = 3/4, P(cat|the) = 2/6, P(sat|cat) = 1/2, P(</s>|sat) = 1/3
@@ -89,7 +89,7 @@ def test_mle_is_the_textbook_ratio(toy_vocab, toy_stream):
 def _reference_model(order):
     train = [line.split() for line in (REFERENCE / "kjv3k.train.txt").read_text().splitlines()]
     vocab = Vocab.build(train, 1, 10**9)
-    counts = ngrams.count(vocab.stream(train), len(vocab), order)
+    counts = counting.count(vocab.stream(train), len(vocab), order)
     return vocab, counts, kneser_ney.estimate(counts)
 
 
@@ -143,7 +143,7 @@ def _parse_arpa(lines):
 
 def test_unseen_word_gets_uniform_share_only(toy_vocab):
     stream = toy_vocab.stream(TOY * 5 + [["a", "cat"], ["a", "dog", "saw", "a", "mat"]])
-    counts = ngrams.count(stream, len(toy_vocab), 2)
+    counts = counting.count(stream, len(toy_vocab), 2)
     lm = kneser_ney.estimate(counts, fallback=kneser_ney.LMPLZ_FALLBACK)
     # <unk> (id 0) never occurs in training: p(<unk>) = γ / |V without <s>|
     p_unk = 10 ** lm.log10_prob[0][0]
@@ -155,7 +155,7 @@ def test_unseen_word_gets_uniform_share_only(toy_vocab):
 
 
 def test_add_k_smooths_and_normalises(toy_vocab, toy_stream):
-    counts = ngrams.count(toy_stream, len(toy_vocab), 2)
+    counts = counting.count(toy_stream, len(toy_vocab), 2)
     test = toy_vocab.stream([["the", "cat", "sat"]])
     k = 0.5
     probs = kneser_ney.mle_probs(counts, test, 2, k=k)
@@ -182,16 +182,16 @@ def test_cli_build_and_query_match_kenlm(tmp_path, order, capsys):
     scores KenLM's own ARPA the same way."""
     import json
 
-    from pipeline import cli
+    from pipeline.cli.main import main as lmpipe
     out = tmp_path / "model.arpa"
-    cli.main(["ngram", "build", str(REFERENCE / "kjv3k.train.txt"), "--order", str(order), "--arpa", str(out)])
+    lmpipe(["ngram", "build", str(REFERENCE / "kjv3k.train.txt"), "--order", str(order), "--arpa", str(out)])
     summary_lines = (REFERENCE / f"kjv3k.o{order}.test.summary.txt").read_text().splitlines()
     reference = {line.split(":")[0]: float(line.split("\t")[1]) for line in summary_lines}
     totals = [float(line.split()[1]) for line in
               (REFERENCE / f"kjv3k.o{order}.test.sentence_scores.txt").read_text().splitlines()]
     for model in (out, REFERENCE / f"kjv3k.o{order}.arpa.gz"):
         capsys.readouterr()
-        cli.main(["ngram", "query", str(model), str(REFERENCE / "kjv3k.test.txt"), "--json", "--per-sentence"])
+        lmpipe(["ngram", "query", str(model), str(REFERENCE / "kjv3k.test.txt"), "--json", "--per-sentence"])
         ours = json.loads(capsys.readouterr().out)
         assert ours["perplexity_including_oovs"] == pytest.approx(reference["Perplexity including OOVs"], rel=1e-4)
         assert ours["perplexity_excluding_oovs"] == pytest.approx(reference["Perplexity excluding OOVs"], rel=1e-4)
@@ -200,9 +200,9 @@ def test_cli_build_and_query_match_kenlm(tmp_path, order, capsys):
 
 
 def test_arpa_round_trip(toy_vocab, tmp_path):
-    from pipeline import arpa
+    from pipeline.ngram import arpa
     stream = toy_vocab.stream(TOY * 5 + [["a", "cat"], ["a", "dog", "saw", "a", "mat"]])
-    counts = ngrams.count(stream, len(toy_vocab), 3)
+    counts = counting.count(stream, len(toy_vocab), 3)
     lm = kneser_ney.estimate(counts, fallback=kneser_ney.LMPLZ_FALLBACK)
     path = tmp_path / "toy.arpa"
     with open(path, "wb") as handle:
@@ -214,7 +214,7 @@ def test_arpa_round_trip(toy_vocab, tmp_path):
 
 
 def test_arpa_reader_names_the_problem(tmp_path):
-    from pipeline import arpa
+    from pipeline.ngram import arpa
     bad = tmp_path / "bad.arpa"
     bad.write_text("hello\n")
     with pytest.raises(arpa.ArpaError, match="bad.arpa: not an ARPA file"):
@@ -225,7 +225,7 @@ def test_arpa_reader_names_the_problem(tmp_path):
 def test_unique_agrees_with_numpy(rng, high):
     key = rng.integers(0, high, size=5000) // 7 * 7
     key[:100] = key[100:200]                          # plenty of repeats
-    unique, first, inverse, counted = ngrams._unique(key)
+    unique, first, inverse, counted = counting._unique(key)
     expected, expected_counts = np.unique(key, return_counts=True)
     np.testing.assert_array_equal(unique, expected)
     np.testing.assert_array_equal(counted, expected_counts)
@@ -236,4 +236,4 @@ def test_unique_agrees_with_numpy(rng, high):
 def test_bulk_search_agrees_with_searchsorted(rng):
     table = np.unique(rng.integers(0, 2**40, size=50_000))
     key = np.concatenate([rng.choice(table, 60_000), rng.integers(0, 2**40, size=40_000)])
-    np.testing.assert_array_equal(ngrams._search(table, key), np.searchsorted(table, key))
+    np.testing.assert_array_equal(counting._search(table, key), np.searchsorted(table, key))

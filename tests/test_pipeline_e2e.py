@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.report import KEYS
+from pipeline.evaluation.report import KEYS
 
 from .conftest import dvc_repo, free_port, run, wait_for_http
 

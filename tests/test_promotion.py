@@ -1,5 +1,5 @@
 """The promotion gate: better by the margin, or kept back with a reason."""
-from pipeline.promotion import decide, markdown
+from pipeline.tracking.promotion import decide, markdown
 
 
 def _champion(ppl, fill=0.5):

@@ -9,10 +9,17 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline import kneser_ney, ngrams, scoring
-from pipeline.batches import IGNORE, BucketBatches, StreamWindows, cloze_targets, eval_columns
 from pipeline.config import TrainParams
-from pipeline.vocab import BOS, BOS_ID, EOS, EOS_ID, UNK, UNK_ID, Vocab
+from pipeline.evaluation import scoring
+from pipeline.neural.batches import (
+    IGNORE,
+    BucketBatches,
+    StreamWindows,
+    cloze_targets,
+    eval_columns,
+)
+from pipeline.ngram import counting, kneser_ney
+from pipeline.text.vocab import BOS, BOS_ID, EOS, EOS_ID, UNK, UNK_ID, Vocab
 
 
 def examples(n: int) -> settings:
@@ -83,9 +90,9 @@ def test_ngram_counts_match_a_brute_force_count(corpus, order, min_count, max_si
     assert stream.tolist() == [t for s in sentences for t in s]
     if max(map(len, sentences)) < order:
         with pytest.raises(ValueError, match="no sentence has"):
-            ngrams.count(stream, len(vocab), order)
+            counting.count(stream, len(vocab), order)
         return
-    counts = ngrams.count(stream, len(vocab), order)
+    counts = counting.count(stream, len(vocab), order)
     grams = [Counter(tuple(s[i:i + n]) for s in sentences for i in range(len(s) - n + 1))
              for n in range(1, order + 2)]
     assert counts.order == order
@@ -130,7 +137,7 @@ def test_kneser_ney_distributions_sum_to_one(corpus, held_out, order, min_count,
     V = len(vocab)
     train = _sentences(vocab, corpus)
     order = min(order, max(map(len, train)))
-    lm = kneser_ney.estimate(ngrams.count(vocab.stream(corpus), V, order),
+    lm = kneser_ney.estimate(counting.count(vocab.stream(corpus), V, order),
                              fallback=kneser_ney.LMPLZ_FALLBACK)
     histories = [s[:t] for s in train + _sentences(vocab, held_out) for t in range(1, len(s))]
     for words in random_contexts:
@@ -275,7 +282,7 @@ def test_valid_loader_scores_every_target_once_across_ranks(lengths, eval_batch_
     every non-`<s>` token exactly once (as the pair (token before it, token); all words are
     distinct) and read every sentence once; a causal rank's windows continue its rows, each
     row starting at a `<s>`."""
-    from pipeline.lit import valid_loader
+    from pipeline.neural.lit import valid_loader
     stream = _distinct_stream(lengths)
     params = TrainParams(eval_batch_size=eval_batch_size, bptt=bptt)
     expected = Counter((int(stream[p - 1]), int(stream[p])) for p in np.flatnonzero(stream != BOS_ID))

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from pipeline.rnn import RNNLM, RNNConfig
+from pipeline.neural.rnn import RNNLM, RNNConfig
 
 
 @pytest.mark.parametrize("num_layers", [1, 2])

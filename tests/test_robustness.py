@@ -13,11 +13,12 @@ import torch
 import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from pipeline import config, corpus
+from pipeline import config
 from pipeline.config import ParamsError, TrainParams
-from pipeline.corpus import CorpusError
-from pipeline.lit import LitLM, NumericsError
-from pipeline.rnn import RNNLM, RNNConfig
+from pipeline.neural.lit import LitLM, NumericsError
+from pipeline.neural.rnn import RNNLM, RNNConfig
+from pipeline.text import corpus
+from pipeline.text.corpus import CorpusError
 from stages import ngram as ngram_stage
 from stages import prepare as prepare_stage
 from stages import train as train_stage

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import scoring
-from pipeline.rnn import RNNLM, RNNConfig
-from pipeline.vocab import BOS_ID
+from pipeline.evaluation import scoring
+from pipeline.neural.rnn import RNNLM, RNNConfig
+from pipeline.text.vocab import BOS_ID
 
 
 def test_summary_of_a_uniform_model():
@@ -54,9 +54,9 @@ def test_cloze_logprobs_cover_every_target(rng):
 
 
 def _ngram(rng, order=3):
-    from pipeline import kneser_ney, ngrams
+    from pipeline.ngram import counting, kneser_ney
     train = _stream(rng, sentences=300)
-    return kneser_ney.estimate(ngrams.count(train, 30, order), fallback=(0.5, 1.0, 1.5))
+    return kneser_ney.estimate(counting.count(train, 30, order), fallback=(0.5, 1.0, 1.5))
 
 
 @pytest.mark.parametrize("order", [2, 3, 4])

@@ -3,10 +3,11 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import kneser_ney, ngrams, scoring, tasks
-from pipeline.batches import sentences_of
-from pipeline.rnn import RNNLM, RNNConfig
-from pipeline.vocab import BOS_ID, EOS_ID
+from pipeline.evaluation import scoring, tasks
+from pipeline.neural.batches import sentences_of
+from pipeline.neural.rnn import RNNLM, RNNConfig
+from pipeline.ngram import counting, kneser_ney
+from pipeline.text.vocab import BOS_ID, EOS_ID
 
 WORDS = ("<unk>", "<s>", "</s>") + tuple("w" + chr(97 + i % 26) * (1 + i // 26) for i in range(27)) + (".",)
 
@@ -22,7 +23,7 @@ def _stream(seed, sentences=200):
 
 @pytest.fixture(scope="module")
 def ngram():
-    return tasks.NgramModel(kneser_ney.estimate(ngrams.count(_stream(0), 31, 3),
+    return tasks.NgramModel(kneser_ney.estimate(counting.count(_stream(0), 31, 3),
                                                 fallback=(0.5, 1.0, 1.5)))
 
 

@@ -2,17 +2,17 @@
 import mlflow
 from mlflow.tracking import MlflowClient
 
-from pipeline import tracking
+from pipeline.tracking import mlflow_runs, registry
 
 
 def test_flatten():
-    assert tracking.flatten({"train": {"lr": 0.1, "opt": {"name": "sgd"}}, "seed": 1}) == \
+    assert mlflow_runs.flatten({"train": {"lr": 0.1, "opt": {"name": "sgd"}}, "seed": 1}) == \
         {"train.lr": "0.1", "train.opt.name": "sgd", "seed": "1"}
 
 
 def test_git_tags_outside_a_repository(tmp_path, monkeypatch):
     monkeypatch.setenv("DVC_EXP_NAME", "exp-1")
-    tags = tracking.git_tags(tmp_path)
+    tags = mlflow_runs.git_tags(tmp_path)
     assert tags["git_commit"] == "none" and tags["dvc_exp_name"] == "exp-1"
 
 
@@ -21,19 +21,19 @@ def test_model_runs_nest_under_the_pipeline_run_and_adopt_fresh_training_runs(tm
     belongs to an earlier pipeline run is pointed at by a new run (tag training_run_id); an
     unknown id gives a new run."""
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    first_parent = tracking.start_pipeline(uri, "exp", tmp_path, {"seed": 1}, {})
-    training = MlflowClient(uri).create_run(tracking.setup(uri, "exp", tmp_path), run_name="gru").info.run_id
-    adopted, _ = tracking.log_model_run(uri, "exp", tmp_path, "gru", first_parent, training,
+    first_parent = mlflow_runs.start_pipeline(uri, "exp", tmp_path, {"seed": 1}, {})
+    training = MlflowClient(uri).create_run(mlflow_runs.setup(uri, "exp", tmp_path), run_name="gru").info.run_id
+    adopted, _ = registry.log_model_run(uri, "exp", tmp_path, "gru", first_parent, training,
                                         {"model": {"cell": "gru"}}, {"test_ppl": 10.0},
                                         {"model_kind": "gru"})
-    tracking.finish_pipeline(uri, first_parent, [])
-    second_parent = tracking.start_pipeline(uri, "exp", tmp_path, {"seed": 1}, {})
-    reused, _ = tracking.log_model_run(uri, "exp", tmp_path, "gru", second_parent, training,
+    mlflow_runs.finish_pipeline(uri, first_parent, [])
+    second_parent = mlflow_runs.start_pipeline(uri, "exp", tmp_path, {"seed": 1}, {})
+    reused, _ = registry.log_model_run(uri, "exp", tmp_path, "gru", second_parent, training,
                                        {"model": {"cell": "gru"}}, {"test_ppl": 10.0},
                                        {"model_kind": "gru"})
-    stale, _ = tracking.log_model_run(uri, "exp", tmp_path, "rnn", second_parent,
+    stale, _ = registry.log_model_run(uri, "exp", tmp_path, "rnn", second_parent,
                                       "0123456789abcdef0123456789abcdef", {}, {"test_ppl": 8.0}, {})
-    tracking.finish_pipeline(uri, second_parent, [])
+    mlflow_runs.finish_pipeline(uri, second_parent, [])
     assert adopted == training and reused != training and stale not in (training, reused)
     runs = mlflow.search_runs(experiment_names=["exp"]).set_index("run_id")
     assert runs.loc[training, "tags.mlflow.parentRunId"] == first_parent
@@ -42,7 +42,7 @@ def test_model_runs_nest_under_the_pipeline_run_and_adopt_fresh_training_runs(tm
     assert runs.loc[training, "metrics.test_ppl"] == 10.0 and runs.loc[training, "params.model.cell"] == "gru"
     assert set(runs.status) == {"FINISHED"}
     assert (runs["tags.lmpipe.role"] == "pipeline").sum() == 2
-    parent, children = tracking.latest_pipeline_runs(uri, "exp")
+    parent, children = mlflow_runs.latest_pipeline_runs(uri, "exp")
     assert parent == second_parent and set(children.run_id) == {reused, stale}
 
 
@@ -89,22 +89,22 @@ def test_reaping_marks_only_runs_of_dead_processes_on_this_host(tmp_path):
     import subprocess
     import sys
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    experiment = tracking.setup(uri, "exp", tmp_path)
+    experiment = mlflow_runs.setup(uri, "exp", tmp_path)
     client = MlflowClient(uri)
-    here = tracking.owner_tags()
+    here = mlflow_runs.owner_tags()
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True).stdout.strip()
     owners = {
         "alive": here,
-        "dead": {**here, tracking.PID: dead, tracking.STARTED: ""},
-        "other host": {**here, tracking.HOST: "elsewhere", tracking.PID: dead},
+        "dead": {**here, mlflow_runs.PID: dead, mlflow_runs.STARTED: ""},
+        "other host": {**here, mlflow_runs.HOST: "elsewhere", mlflow_runs.PID: dead},
         "untagged": {},
-        "before a reboot": {**here, tracking.BOOT: "another-boot-id"},
-        "reused pid": {**here, tracking.STARTED: "1"},
-        "another container": {**here, tracking.PID: dead, tracking.PIDNS: "pid:[1]"},
+        "before a reboot": {**here, mlflow_runs.BOOT: "another-boot-id"},
+        "reused pid": {**here, mlflow_runs.STARTED: "1"},
+        "another container": {**here, mlflow_runs.PID: dead, mlflow_runs.PIDNS: "pid:[1]"},
     }
     runs = {name: client.create_run(experiment, tags=tags).info.run_id for name, tags in owners.items()}
-    reaped = tracking.reap_orphans(uri, "exp")
+    reaped = mlflow_runs.reap_orphans(uri, "exp")
     status = {name: client.get_run(run).info.status for name, run in runs.items()}
     assert status == {"alive": "RUNNING", "dead": "KILLED", "other host": "RUNNING",
                       "untagged": "RUNNING", "before a reboot": "KILLED", "reused pid": "KILLED",

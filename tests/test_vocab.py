@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pipeline.vocab import BOS_ID, EOS_ID, UNK_ID, Vocab, sentence_bounds, split_stats
+from pipeline.text.vocab import BOS_ID, EOS_ID, UNK_ID, Vocab, sentence_bounds, split_stats
 
 from .conftest import TOY
 
@@ -45,7 +45,7 @@ def test_json_round_trip(toy_vocab):
 
 
 def test_encode_text_matches_stream():
-    from pipeline.vocab import encode_text
+    from pipeline.text.vocab import encode_text
     text = "the cat sat\n\n  the dog  \nzebra\n"
     tokens, stream, oov = encode_text(text)
     assert tokens[:3] == ("<unk>", "<s>", "</s>") and set(tokens[3:]) == {"the", "cat", "sat", "dog", "zebra"}

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from pipeline.vocab import BOS_ID, EOS_ID, sentence_bounds
+from pipeline.text.vocab import BOS_ID, EOS_ID, sentence_bounds
 
 IGNORE = -100  # torch's cross_entropy ignore_index
 

@@ -19,11 +19,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pipeline.batches import IGNORE, cloze_targets, eval_columns, pad_sentences, sentences_of
-from pipeline.kneser_ney import NGramLM
-from pipeline.ngrams import positions_left
-from pipeline.rnn import RNNLM
-from pipeline.vocab import BOS_ID
+from pipeline.neural.batches import IGNORE, cloze_targets, eval_columns, pad_sentences, sentences_of
+from pipeline.neural.rnn import RNNLM
+from pipeline.ngram.counting import positions_left
+from pipeline.ngram.kneser_ney import NGramLM
+from pipeline.text.vocab import BOS_ID
 
 LN10 = math.log(10.0)
 

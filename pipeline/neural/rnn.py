@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from pipeline.cells import RecurrentStack
-from pipeline.losses import linear_cross_entropy
+from pipeline.neural.cells import RecurrentStack
+from pipeline.neural.losses import linear_cross_entropy
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pipeline.scoring import Scores, summarize
+from pipeline.evaluation.scoring import Scores, summarize
 
 KEYS = ("val_ppl", "test_ppl", "val_bits_per_token", "test_bits_per_token", "test_top1_accuracy",
         "test_top5_accuracy", "fill_accuracy", "test_tokens", "test_oov_rate", "model_bytes")

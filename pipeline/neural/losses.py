@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from pipeline.batches import IGNORE
+from pipeline.neural.batches import IGNORE
 
 CHUNK = 256    # rows of logits at a time (measured: 128-256 rows are fastest at V = 12.8k)
 

@@ -3,10 +3,14 @@ margin from params. Out: promote or keep back, and why, in words a pull-request 
 
     causal models:        promote when  test_ppl_new < test_ppl_champion x (1 - margin)
     bidirectional (cloze): the same, and fill_accuracy_new >= fill_accuracy_champion
-A model with no champion yet is promoted.
+A model with no champion yet is promoted. The champion is the registered version (see
+pipeline/tracking/registry.py) that holds the MLflow alias `champion` of `lmpipe-<kind>`.
 """
 
 from __future__ import annotations
+
+import mlflow
+from mlflow.tracking import MlflowClient
 
 
 def decide(new: dict, champion: dict | None, margin: float) -> tuple[bool, str]:
@@ -35,3 +39,21 @@ def markdown(decisions: dict[str, dict]) -> str:
                      f"{'**promoted**' if d['promoted'] else 'kept back'} | {d['test_ppl']:.3f} | "
                      f"{champion} | {d['reason']} |")
     return "\n".join(lines) + "\n"
+
+
+CHAMPION = "champion"
+
+
+def champion(tracking_uri: str, model_name: str) -> dict | None:
+    """The registered version holding the `champion` alias, with its run's metrics, or None."""
+    client = MlflowClient(tracking_uri)
+    try:
+        version = client.get_model_version_by_alias(model_name, CHAMPION)
+    except mlflow.exceptions.MlflowException:
+        return None
+    metrics = client.get_run(version.run_id).data.metrics if version.run_id else {}
+    return {"version": str(version.version), "run_id": version.run_id, "metrics": metrics}
+
+
+def set_champion(tracking_uri: str, model_name: str, version: str) -> None:
+    MlflowClient(tracking_uri).set_registered_model_alias(model_name, CHAMPION, version)

@@ -1,6 +1,6 @@
 """N-gram estimators. In: `NgramCounts`. Out: an `NGramLM` (log10 probabilities and backoffs per
 stored n-gram, the ARPA representation) or MLE scores, and per-token log-probabilities of a
-token stream, the one thing `scoring.py` needs from any model.
+token stream, the one thing `evaluation/scoring.py` needs from any model.
 
 Interpolated modified Kneser-Ney follows Chen & Goodman (1998) as KenLM's lmplz estimates it:
   discounts per order from count-of-counts t_k of adjusted counts (C&G eq. 26):
@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.ngrams import NgramCounts, lookup_all, positions_left
-from pipeline.vocab import BOS_ID
+from pipeline.ngram.counting import NgramCounts, lookup_all, positions_left
+from pipeline.text.vocab import BOS_ID
 
 LMPLZ_FALLBACK = (0.5, 1.0, 1.5)
 BYTES_PER_NGRAM = 24  # NGramLM stores an int64 key, a float64 log10 p and a float64 log10 backoff

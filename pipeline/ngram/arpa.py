@@ -24,9 +24,9 @@ from typing import BinaryIO
 
 import numpy as np
 
-from pipeline.kneser_ney import NGramLM
-from pipeline.ngrams import NgramCounts
-from pipeline.vocab import SPECIALS
+from pipeline.ngram.counting import NgramCounts
+from pipeline.ngram.kneser_ney import NGramLM
+from pipeline.text.vocab import SPECIALS
 
 
 class ArpaError(ValueError):

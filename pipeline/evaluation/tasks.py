@@ -19,11 +19,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pipeline import scoring
-from pipeline.batches import pad_sentences, sentences_of
-from pipeline.kneser_ney import NGramLM
-from pipeline.rnn import RNNLM
-from pipeline.vocab import BOS_ID, EOS_ID, UNK_ID
+from pipeline.evaluation import scoring
+from pipeline.neural.batches import pad_sentences, sentences_of
+from pipeline.neural.rnn import RNNLM
+from pipeline.ngram.kneser_ney import NGramLM
+from pipeline.text.vocab import BOS_ID, EOS_ID, UNK_ID
 
 BLANK = "___"
 

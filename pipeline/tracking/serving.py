@@ -18,10 +18,10 @@ class SentenceScorer(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
         import torch
 
-        from pipeline import tasks
-        from pipeline.kneser_ney import NGramLM
-        from pipeline.rnn import RNNLM
-        from pipeline.vocab import Vocab
+        from pipeline.evaluation import tasks
+        from pipeline.neural.rnn import RNNLM
+        from pipeline.ngram.kneser_ney import NGramLM
+        from pipeline.text.vocab import Vocab
         artifacts = context.artifacts
         with open(artifacts["vocab"]) as f:
             self.vocab = Vocab.from_json(json.load(f))
@@ -34,8 +34,8 @@ class SentenceScorer(mlflow.pyfunc.PythonModel):
             self.model = tasks.NgramModel(NGramLM.from_arrays(np.load(artifacts["ngram"])))
 
     def predict(self, context, model_input: list[str], params=None) -> list[float]:
-        from pipeline import corpus
-        from pipeline.batches import sentences_of
+        from pipeline.neural.batches import sentences_of
+        from pipeline.text import corpus
         if hasattr(model_input, "iloc"):     # a DataFrame: its first column
             model_input = model_input.iloc[:, 0].tolist()
         tokenized = [corpus.tokenize(str(s), self.corpus["level"], self.corpus["lowercase"])

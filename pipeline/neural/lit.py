@@ -19,7 +19,8 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
 from torch.utils.data import DataLoader
 
-from pipeline.batches import (
+from pipeline.config import TrainParams
+from pipeline.neural.batches import (
     IGNORE,
     BucketBatches,
     ResumeSampler,
@@ -29,9 +30,8 @@ from pipeline.batches import (
     eval_columns,
     pad_sentences,
 )
-from pipeline.config import TrainParams
-from pipeline.rnn import RNNLM
-from pipeline.vocab import BOS_ID
+from pipeline.neural.rnn import RNNLM
+from pipeline.text.vocab import BOS_ID
 
 # Lightning cannot see that LitLM restores the position in the epoch itself (train_dataloader
 # after on_load_checkpoint), and warns that a mid-epoch resume is unreliable; the resume test

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.vocab import BOS_ID, sentence_bounds
+from pipeline.text.vocab import BOS_ID, sentence_bounds
 
 
 @dataclass

@@ -1,0 +1,100 @@
+"""`lmpipe` command line: user commands over the models of the last `dvc repro`.
+
+    lmpipe score "I saw the soccer game" "Saw I the game of soccer"   # rank sentences, every model
+    lmpipe score --model gru "..."                                     # one model
+    lmpipe fill "they ___ everywhere ." --k 5                          # top fills, every model
+    lmpipe generate --model gru --n 5 --temperature 0.8                # sampled sentences
+    lmpipe compare [--markdown]                  # the comparison table of the newest MLflow run
+    lmpipe preset medium                         # a configuration as `dvc exp run` -S flags
+    lmpipe mlflow-server [--port 5000]           # tracking server over mlflow.db, on 127.0.0.1
+    lmpipe retrain --base origin/main            # CI: repro what changed, reports/retrain.md
+    lmpipe ngram build TEXT --order 5 --arpa OUT.arpa [--discount-fallback]   # like lmplz
+    lmpipe ngram query MODEL.arpa TEXT [--json] [--per-sentence]               # like query
+TEXT is one sentence per line, whitespace-separated tokens (no normalisation), as for KenLM.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from pipeline.cli import experiments, models, ngram
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="lmpipe", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    p = commands.add_parser("score", help="rank sentences by probability under each model")
+    p.add_argument("sentences", nargs="+")
+    p.add_argument("--model", action="append", help="model name (repeatable); default: all")
+    p.add_argument("--models", type=Path, default=Path("models"))
+    p.add_argument("--data", type=Path, default=Path("data/prepared"))
+    p.set_defaults(run=models.score)
+    p = commands.add_parser("fill", help="top fills of a blank (___) by each model")
+    p.add_argument("text", help='a sentence with one ___, e.g. "they ___ everywhere ."')
+    p.add_argument("--model", action="append", help="model name (repeatable); default: all")
+    p.add_argument("--k", type=int, default=5, help="how many fills (default 5)")
+    p.add_argument("--options", nargs="+", help="only compare these words")
+    p.add_argument("--open", action="store_true",
+                   help="the text goes on after it ends: causal models use the left context only")
+    p.add_argument("--models", type=Path, default=Path("models"))
+    p.add_argument("--data", type=Path, default=Path("data/prepared"))
+    p.set_defaults(run=models.fill)
+    p = commands.add_parser("generate", help="sample sentences from causal models")
+    p.add_argument("--model", action="append", help="model name (repeatable); default: all")
+    p.add_argument("--n", type=int, default=5)
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--max-length", type=int, default=40)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--models", type=Path, default=Path("models"))
+    p.add_argument("--data", type=Path, default=Path("data/prepared"))
+    p.set_defaults(run=models.generate)
+    p = commands.add_parser("retrain", help="dvc repro what changed, then reports/retrain.md: "
+                                            "stages and why, params/metrics diff, promotion")
+    p.add_argument("--base", help="revision to diff params and metrics against (e.g. origin/main)")
+    p.add_argument("--report", type=Path, default=Path("reports/retrain.md"))
+    p.set_defaults(run=experiments.retrain)
+    p = commands.add_parser("mlflow-server", help="a local MLflow tracking server over this "
+                                                  "repository's store (127.0.0.1 by default)")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this "
+                   "machine only; 0.0.0.0 exposes it to the network)")
+    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--workers", type=int, default=2)
+    p.set_defaults(run=experiments.mlflow_server)
+    p = commands.add_parser("compare", help="the comparison table of the newest pipeline run, "
+                                            "from MLflow")
+    p.add_argument("--run", dest="parent_run", help="a pipeline (parent) run id instead of the newest")
+    p.add_argument("--markdown", action="store_true")
+    p.add_argument("--experiment", help="default: mlflow.experiment of params.yaml")
+    p.add_argument("--tracking-uri", help="default: MLFLOW_TRACKING_URI or params.yaml")
+    p.set_defaults(run=experiments.compare)
+    p = commands.add_parser("preset", help="print a named configuration (configs/presets.yaml) "
+                                           "as `dvc exp run` -S flags")
+    p.add_argument("name", help="medium | full | any preset in the file")
+    p.add_argument("--params", type=Path, default=Path("params.yaml"))
+    p.add_argument("--presets", type=Path, default=Path("configs/presets.yaml"))
+    p.set_defaults(run=experiments.preset)
+    ngram_commands = commands.add_parser("ngram", help="KenLM-style n-gram build and query").add_subparsers(
+        dest="ngram_command", required=True)
+    p = ngram_commands.add_parser("build", help="estimate modified Kneser-Ney from TEXT, write ARPA")
+    p.add_argument("text")
+    p.add_argument("--order", type=int, required=True)
+    p.add_argument("--arpa", required=True)
+    p.add_argument("--discount-fallback", nargs="*", type=float, metavar="D",
+                   help="discounts to use when they cannot be estimated (default 0.5 1 1.5, as lmplz)")
+    p.set_defaults(run=ngram.build)
+    p = ngram_commands.add_parser("query", help="score TEXT with an ARPA model (perplexity, OOVs, totals)")
+    p.add_argument("model")
+    p.add_argument("text")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--per-sentence", action="store_true")
+    p.set_defaults(run=ngram.query)
+    args = parser.parse_args(argv)
+    if getattr(args, "discount_fallback", None) == []:
+        args.discount_fallback = (0.5, 1.0, 1.5)
+    try:
+        args.run(args)
+    except ValueError as error:   # bad input: one line naming the file and the fix
+        raise SystemExit(f"lmpipe: error: {error}") from None
+
