@@ -180,6 +180,21 @@ def test_editing_one_model_reruns_only_that_model(repo):
     assert sorted(t["model_kind"] for t in reused) == ["birnn", "deep", "rnn"]
 
 
+def test_editing_a_neural_module_leaves_prepare_and_ngram_up_to_date(repo):
+    """Code deps per stage: a change in pipeline/neural/ makes the stages that run it stale
+    (every training, evaluate) and no other."""
+    cells = repo / "pipeline" / "neural" / "cells.py"
+    original = cells.read_text()
+    cells.write_text(original + "\n# an edit\n")
+    try:
+        out = _run(["dvc", "status", "--json"], repo)
+    finally:
+        cells.write_text(original)
+    stale = set(json.loads(next(line for line in out.splitlines() if line.startswith("{"))))
+    assert stale == {*(f"train@{kind}" for kind in KINDS), "evaluate"}
+    assert "up to date" in _run(["dvc", "status"], repo)
+
+
 @pytest.mark.browser
 def test_the_mlflow_ui_shows_every_models_test_ppl(repo):
     """`mlflow server` on 127.0.0.1 over the run's store; headless Chromium opens each model run

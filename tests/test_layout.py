@@ -1,0 +1,159 @@
+"""The package layout follows the data flow (pipeline/__init__.py): every import of lmpipe's own
+code, at module level or inside a function, points back along the flow, never up it; and each
+DVC stage lists as code deps exactly the modules it can run."""
+import ast
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# position in the flow (pipeline/__init__.py, the layout's docstring, imports nothing); ngram and
+# neural share one, so neither may import the other
+FLOW = {"__init__": 0, "files": 0, "text": 1, "config": 2, "ngram": 3, "neural": 3, "evaluation": 4,
+        "tracking": 5, "cli": 6, "stages": 7}
+MLFLOW_ALLOWED = {"tracking", "cli", "stages"}
+TORCH_ONLY = {"pipeline/neural/cells.py", "pipeline/neural/rnn.py", "pipeline/neural/losses.py"}
+
+
+def unit_of(path: Path) -> str:
+    """The flow unit of a source file: its folder under pipeline/ (or config/files), or stages."""
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    if parts[0] == "stages":
+        return "stages"
+    return parts[1]
+
+
+def imported(tree: ast.AST) -> list[tuple[int, str]]:
+    """(line, dotted module) of every import in the tree; `from pipeline import a, b` gives
+    pipeline.a and pipeline.b."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module == "pipeline":
+                found += [(node.lineno, f"pipeline.{alias.name}") for alias in node.names]
+            else:
+                found.append((node.lineno, node.module))
+    return found
+
+
+def back_arrows(source: str, unit: str) -> list[str]:
+    """Imports in `source` (a module of `unit`) that point up the flow or sideways to a peer."""
+    wrong = []
+    for line, module in imported(ast.parse(source)):
+        parts = module.split(".")
+        if parts[0] != "pipeline" or len(parts) < 2:
+            continue
+        target = parts[1]
+        if target not in FLOW:
+            wrong.append(f"line {line}: {module} is in no folder of the flow")
+        elif target != unit and FLOW[target] >= FLOW[unit]:
+            wrong.append(f"line {line}: {unit} imports {module}")
+    return wrong
+
+
+def sources():
+    return sorted([*ROOT.glob("pipeline/**/*.py"), *ROOT.glob("stages/*.py")])
+
+
+@pytest.mark.parametrize("path", sources(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_imports_point_back_along_the_flow(path):
+    assert back_arrows(path.read_text(), unit_of(path)) == []
+
+
+def test_a_back_arrow_is_caught():
+    assert back_arrows("from pipeline.evaluation import scoring\n", "neural") == [
+        "line 1: neural imports pipeline.evaluation"]
+    assert back_arrows("def f():\n    from pipeline.neural.rnn import RNNLM\n", "ngram") == [
+        "line 2: ngram imports pipeline.neural.rnn"]
+    assert back_arrows("from pipeline import tracking, files\n", "text") == [
+        "line 1: text imports pipeline.tracking"]
+    assert back_arrows("from pipeline import corpus\n", "cli") == [
+        "line 1: pipeline.corpus is in no folder of the flow"]
+    assert back_arrows("from pipeline.text import vocab\nimport numpy\n", "evaluation") == []
+
+
+def test_every_module_belongs_to_a_folder_of_the_flow():
+    assert {unit_of(p) for p in sources()} <= set(FLOW)
+    loose = {p.name for p in ROOT.glob("pipeline/*.py")} - {"__init__.py", "config.py", "files.py"}
+    assert not loose, f"modules outside the flow's folders: {sorted(loose)}"
+
+
+@pytest.mark.parametrize("path", sources(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_only_tracking_talks_to_mlflow_and_models_need_only_torch(path):
+    modules = {m.split(".")[0] for _, m in imported(ast.parse(path.read_text()))}
+    if unit_of(path) not in MLFLOW_ALLOWED:
+        assert "mlflow" not in modules
+    if str(path.relative_to(ROOT)) in TORCH_ONLY:
+        assert "lightning" not in modules
+
+
+def test_package_init_files_hold_only_their_contract():
+    """No re-exports: an __init__.py is its folder's docstring and nothing else."""
+    for path in ROOT.glob("pipeline/**/__init__.py"):
+        body = ast.parse(path.read_text()).body
+        assert len(body) == 1 and isinstance(body[0], ast.Expr) and isinstance(body[0].value.value, str), path
+
+
+def module_files(path: Path) -> set[Path]:
+    """The lmpipe source files `path` imports (at module level or in a function body)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
+    found = set()
+    for name in names:
+        if name.split(".")[0] == "pipeline":
+            candidate = ROOT / (name.replace(".", "/") + ".py")
+            if candidate.is_file():
+                found.add(candidate)
+    return found
+
+
+def runs(entry: Path) -> set[str]:
+    """Every lmpipe module the stage script `entry` can run: the transitive closure of its
+    imports (function-level ones included, so the list errs on the safe side), as paths
+    relative to the repository, without the docstring-only __init__.py files."""
+    seen, todo = set(), [entry]
+    while todo:
+        path = todo.pop()
+        if path not in seen:
+            seen.add(path)
+            todo += module_files(path)
+    return {str(p.relative_to(ROOT)) for p in seen}
+
+
+def code_deps(stage: dict) -> tuple[set[str], list[str]]:
+    """(the .py files the stage's code deps stand for, the folders among them)."""
+    files, folders = set(), []
+    for dep in stage["deps"]:
+        path = ROOT / dep
+        if path.is_dir() and dep.startswith(("pipeline", "stages")):
+            folders.append(dep)
+            files |= {str(p.relative_to(ROOT)) for p in path.rglob("*.py") if p.name != "__init__.py"}
+        elif dep.endswith(".py"):
+            files.add(dep)
+    return files, folders
+
+
+STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_dvc_yaml_lists_exactly_the_code_each_stage_runs(name):
+    stage = STAGES[name].get("do", STAGES[name])       # train: the foreach template
+    entry = ROOT / (re.search(r"python -m (stages\.\w+)", stage["cmd"]).group(1).replace(".", "/") + ".py")
+    needed = runs(entry)
+    listed, folders = code_deps(stage)
+    assert needed - listed == set(), f"{name}: runs modules dvc.yaml does not list as deps"
+    assert listed - needed == set(), f"{name}: lists modules it never runs (editing them reruns it)"
+    for folder in {str(Path(p).parent) for p in needed if p.startswith("pipeline/")} - {"pipeline"}:
+        every = {str(p.relative_to(ROOT)) for p in (ROOT / folder).glob("*.py") if p.name != "__init__.py"}
+        if every <= needed:
+            assert folder in folders, f"{name}: uses all of {folder}/; list the folder, not its files"
