@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from pipeline import config
-from pipeline.text import corpus
+from pipeline.text import corpus, splits
 
 SCORE = """
 import json, sys, time
@@ -54,8 +54,11 @@ def measure(command: list[str]) -> tuple[float, float, str]:
 def inputs(folder: Path) -> dict[str, tuple[Path, Path]]:
     params = config.load()
     p = params.corpus
-    sentences = corpus.sentences(corpus.read_lines(p.source), p.level, p.lowercase, p.max_sentences)
-    parts = corpus.split(len(sentences), params.split.valid, params.split.test, params.seed)
+    text = corpus.read(p.source)
+    sentences, line_of = corpus.sentences(text.lines, p.tokenizer, p.lowercase, p.unk, p.max_sentences)
+    s = params.split
+    parts = splits.documents(text.documents[line_of], {"train": s.train, "valid": s.valid,
+                                                       "test": s.test}, params.seed)
     train = [" ".join(sentences[i]) for i in parts["train"]]
     test = [" ".join(sentences[i]) for i in parts["test"]]
     kjv, kjv_test = folder / "kjv_train.txt", folder / "kjv_test.txt"

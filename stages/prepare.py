@@ -9,44 +9,74 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import config, files
-from pipeline.text import corpus
+from pipeline.text import corpus, splits
 from pipeline.text.vocab import SPECIALS, Vocab, split_stats
 
 
 def main(out_dir: str) -> None:
     params = config.load()
     config.check_machine(params.train)   # refuse impossible training before hours of preparing
-    c = params.corpus
-    lines = corpus.read_lines(c.source, c.encoding_errors, c.sha256)
-    print(f"prepare: read {len(lines):,} lines from {c.source}", flush=True)
+    c, split = params.corpus, params.split
+    text = corpus.read(c.source, c.encoding_errors, c.sha256, c.valid_source, c.test_source)
+    print(f"prepare: read {len(text.lines):,} lines from {', '.join(text.files)}", flush=True)
     report = {}
-    sentences = corpus.sentences(lines, c.level, c.lowercase, c.max_sentences, c.max_line_tokens,
-                                 report)
-    if not sentences:
-        raise corpus.CorpusError(f"corpus.source={c.source!r} holds no tokens (an empty file, or "
-                                 "only blank lines); give a text with at least one non-blank line")
+
+    def tokenized(lines):
+        return corpus.sentences(lines, c.tokenizer, c.lowercase, c.unk, c.max_sentences,
+                                c.max_line_tokens, report)
+
+    if text.given:
+        method = "given"
+        parts = {name: tokenized(text.split_lines(name))[0] for name in corpus.SPLITS}
+        if not any(parts["train"]):
+            raise corpus.CorpusError(f"{text.files[0]} (the train split) holds no tokens; give a "
+                                     "train file with at least one non-blank line")
+        documents = {}
+        print(f"prepare: split given by the source ({', '.join(text.files)}); split.* unused",
+              flush=True)
+    else:
+        method = split.method
+        sentences, line_of = tokenized(text.lines)
+        if not any(sentences):
+            raise corpus.CorpusError(f"corpus.source={c.source!r} holds no tokens (an empty file, or "
+                                     "only blank lines); give a text with at least one non-blank line")
+        wanted = {"train": split.train, "valid": split.valid, "test": split.test}
+        if method == "random":
+            indices = splits.random_sentences(len(sentences), wanted, params.seed)
+        elif method == "contiguous":
+            indices = splits.contiguous(np.fromiter(map(len, sentences), np.int64), wanted)
+        else:
+            indices = splits.documents(text.documents[line_of], wanted, params.seed)
+        parts = {name: [sentences[i] for i in indices[name]] for name in corpus.SPLITS}
+        documents = {name: int(len(np.unique(text.documents[line_of[indices[name]]])))
+                     for name in corpus.SPLITS}
+        print(f"prepare: split by {method} ({', '.join(f'{k} {v:g}' for k, v in wanted.items())}"
+              f"; 0 = the rest)", flush=True)
     if report["lines_cut"]:
         print(f"prepare: {report['lines_cut']:,} line(s) longer than corpus.max_line_tokens="
               f"{c.max_line_tokens} were cut into sentences of at most that many tokens", flush=True)
-    parts = corpus.split(len(sentences), params.split.valid, params.split.test, params.seed)
-    vocab = Vocab.build([sentences[i] for i in parts["train"]], params.vocab.min_count,
-                        params.vocab.max_size)
+    vocab = Vocab.build(parts["train"], params.vocab.min_count, params.vocab.max_size)
     if len(vocab) == len(SPECIALS):
         raise corpus.CorpusError(f"the vocabulary is empty: no train word occurs vocab.min_count="
                                  f"{params.vocab.min_count} times; lower vocab.min_count or use a "
                                  "larger corpus")
     out = Path(out_dir)
-    stats = {"vocab_size": len(vocab),
-             "corpus_hash": hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]}
+    stats = {"vocab_size": len(vocab), "split_method": method,
+             "corpus_hash": hashlib.sha256("\n".join(text.lines).encode()).hexdigest()[:16]}
     if report["lines_cut"]:
         stats["lines_cut"] = report["lines_cut"]
     if c.encoding_errors == "replace":
-        stats["replaced_characters"] = sum(line.count("\ufffd") for line in lines)
-    for name, indices in parts.items():
-        stream = vocab.stream([sentences[i] for i in indices])
+        stats["replaced_characters"] = sum(line.count("\ufffd") for line in text.lines)
+    for name, sentences in parts.items():
+        if not sentences:
+            raise corpus.CorpusError(f"the {name} split is empty ({', '.join(text.files)}); give "
+                                     "it at least one line")
+        stream = vocab.stream(sentences)
         with files.atomic_file(out / f"{name}.npy") as scratch:
             np.save(scratch, stream)
         stats[name] = split_stats(stream)
+        if name in documents:
+            stats[name]["documents"] = documents[name]
         print(f"prepare: {name}: {stats[name]}", flush=True)
     files.write_text(out / "vocab.json", json.dumps(vocab.to_json(), ensure_ascii=False))
     files.write_text(out / "stats.json", json.dumps(stats, indent=2))

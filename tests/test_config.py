@@ -37,8 +37,17 @@ def test_unknown_section():
     ("ngram", "order", 0, r"ngram\.order=0 is out of range"),
     ("train", "lr", "fast", r"train\.lr='fast' has the wrong type"),
     ("vocab", "min_count", 1.5, r"vocab\.min_count=1\.5 has the wrong type"),
-    ("split", "valid", 0.9, r"split\.valid=0\.9 is out of range"),
-    ("corpus", "level", "byte", r"corpus\.level='byte' is not allowed"),
+    ("split", "valid", 0.96, r"fractions of split\.train, split\.valid and split\.test add up to 1"),
+    ("split", "valid", -0.1, r"split\.valid=-0\.1 is out of range"),
+    ("split", "valid", 2.5, r"split\.valid=2\.5 is out of range"),
+    ("split", "valid", 200000, r"split\.valid=200000 is a number of words, which only split\.method: contiguous"),
+    ("split", "test", 0, r"exactly one of split\.train, split\.valid, split\.test must be 0"),
+    ("split", "method", "chapters", r"split\.method='chapters' is not allowed; use one of random, contiguous, documents"),
+    ("corpus", "tokenizer", "bytes", r"corpus\.tokenizer='bytes' is not allowed; use one of words, whitespace, chars"),
+    ("corpus", "level", "char", r"corpus\.level was replaced: use corpus\.tokenizer"),
+    ("corpus", "unk", "< unk >", r"corpus\.unk='< unk >' holds whitespace"),
+    ("corpus", "valid_source", "v.txt", r"corpus\.valid_source and corpus\.test_source go together"),
+    ("vocab", "max_size", -1, r"vocab\.max_size=-1 is out of range"),
     ("train", "clip", -1.0, r"train\.clip=-1\.0 is out of range; it must be >= 0"),
     ("train", "lr", float("nan"), r"train\.lr=nan is not a finite number"),
     ("train", "limit_train_batches", float("inf"), r"train\.limit_train_batches=inf is not a finite number"),
@@ -109,11 +118,12 @@ def test_presets_print_valid_dvc_flags(tmp_path):
     import sys
 
     from .conftest import ROOT
-    for name in ("medium", "full"):
+    applied = {}
+    for name in ("medium", "full", "ptb", "wikitext2", "brown", "shakespeare"):
         out = subprocess.run([sys.executable, "-m", "pipeline.cli", "preset", name], cwd=ROOT,
                              capture_output=True, text=True, check=True).stdout
         flags = shlex.split(out)
-        assert flags[0::2] == ["-S"] * (len(flags) // 2) and len(flags) > 10
+        assert flags[0::2] == ["-S"] * (len(flags) // 2) and len(flags) >= 10
         raw = yaml.safe_load((ROOT / "params.yaml").read_text())
         for assignment in flags[1::2]:
             key, _, value = assignment.partition("=")
@@ -122,8 +132,11 @@ def test_presets_print_valid_dvc_flags(tmp_path):
             for part in path:
                 node = node[part]
             node[last] = yaml.safe_load(value)
-        params = config.from_dict(raw)
-        assert params.models["deep"].cell == "gru" and params.models["deep"].tie_weights
+        applied[name] = config.from_dict(raw)
+    assert applied["medium"].models["deep"].cell == "gru" and applied["medium"].models["deep"].tie_weights
+    assert applied["ptb"].corpus.tokenizer == "whitespace" and applied["ptb"].vocab.max_size == 0
+    assert applied["brown"].vocab.min_count == 4                # Bengio: words seen <= 3 times are <unk>
+    assert applied["shakespeare"].split.method == "contiguous"
 
 
 def test_a_preset_with_a_misspelt_key_is_refused(tmp_path):

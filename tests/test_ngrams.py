@@ -1,5 +1,6 @@
 """Counting and estimation: hand-checked toy answers, invariants, and KenLM's own outputs."""
 import gzip
+import json
 import math
 
 import numpy as np
@@ -237,3 +238,61 @@ def test_bulk_search_agrees_with_searchsorted(rng):
     table = np.unique(rng.integers(0, 2**40, size=50_000))
     key = np.concatenate([rng.choice(table, 60_000), rng.integers(0, 2**40, size=40_000)])
     np.testing.assert_array_equal(counting._search(table, key), np.searchsorted(table, key))
+
+
+EDGES = REFERENCE / "edges"
+
+
+def _kenlm_arpa(name):
+    with gzip.open(EDGES / name, "rt", encoding="utf-8", newline="\n") as handle:
+        return _parse_arpa(handle.read().split("\n"))
+
+
+def _build_and_query(tmp_path, capsys, case):
+    from pipeline.cli.main import main as lmpipe
+    out = tmp_path / "model.arpa"
+    lmpipe(["ngram", "build", str(EDGES / f"{case}.train.txt"), "--order", "3", "--arpa", str(out)])
+    capsys.readouterr()
+    lmpipe(["ngram", "query", str(out), str(EDGES / f"{case}.test.txt"), "--json", "--per-sentence"])
+    return _parse_arpa(out.read_text(encoding="utf-8").split("\n")), json.loads(capsys.readouterr().out)
+
+
+@pytest.mark.skipif(not EDGES.is_dir(), reason="shared/reference/kenlm/edges not available")
+@pytest.mark.parametrize("case", ["blank", "unicode"])
+def test_kenlms_text_conventions(tmp_path, capsys, case):
+    """Blank lines are empty sentences (their </s> predicted); words split only at space, tab
+    and \\r, lines only at \\n: every ARPA record and every sentence total as KenLM's."""
+    ours, summary = _build_and_query(tmp_path, capsys, case)
+    theirs = _kenlm_arpa(f"{case}.o3.arpa.gz")
+    assert ours.keys() == theirs.keys()
+    for gram, (prob, backoff) in theirs.items():
+        assert ours[gram][0] == pytest.approx(prob, abs=2e-6), gram
+        assert ours[gram][1] == pytest.approx(backoff, abs=2e-6), gram
+    if case == "blank":
+        assert "<s> </s>" in ours
+    reference = {line.split(":")[0]: float(line.split("\t")[1]) for line in
+                 (EDGES / f"{case}.o3.test.summary.txt").read_text().splitlines()}
+    assert summary["tokens"] == reference["Tokens"] and summary["oovs"] == reference["OOVs"]
+    assert summary["perplexity_including_oovs"] == pytest.approx(reference["Perplexity including OOVs"], rel=1e-5)
+    totals = [float(line.split()[1]) for line in
+              (EDGES / f"{case}.o3.test.sentence_scores.txt").read_text().splitlines()]
+    np.testing.assert_allclose(summary["sentence_totals"], totals, atol=1e-3)
+
+
+@pytest.mark.skipif(not EDGES.is_dir(), reason="shared/reference/kenlm/edges not available")
+def test_a_literal_unk_is_the_unknown_word(tmp_path, capsys):
+    """lmplz refuses `<unk>` in text; we count and predict it like a word. The reference is lmplz
+    on the same text with `<unk>` renamed to UNKWORD, whose vocabulary holds one entry more (its
+    own never-seen `<unk>`): the records agree up to that entry's share of the uniform term."""
+    ours, summary = _build_and_query(tmp_path, capsys, "unk")
+    theirs = _kenlm_arpa("unk.renamed-UNKWORD.o3.arpa.gz")
+    theirs.pop("<unk>")
+    renamed = {" ".join("<unk>" if w == "UNKWORD" else w for w in gram.split(" ")): v
+               for gram, v in theirs.items()}
+    assert ours.keys() == renamed.keys()
+    differences = [abs(ours[g][0] - p) for g, (p, _) in renamed.items()]
+    assert max(differences) < 2e-3 and np.median(differences) < 1e-4
+    reference = {line.split(":")[0]: float(line.split("\t")[1]) for line in
+                 (EDGES / "unk.renamed-UNKWORD.o3.test.summary.txt").read_text().splitlines()}
+    assert summary["tokens"] == reference["Tokens"]
+    assert summary["perplexity_including_oovs"] == pytest.approx(reference["Perplexity including OOVs"], rel=1e-3)

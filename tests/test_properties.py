@@ -54,14 +54,14 @@ def _distinct_stream(lengths: list[int]) -> np.ndarray:
        min_count=st.integers(1, 4), max_size=st.integers(0, 9))
 def test_vocab_round_trip_keeps_known_words_and_unks_the_rest(corpus, probes, min_count, max_size):
     """decode(encode(s)) is s with every out-of-vocabulary word replaced by <unk>; the vocabulary
-    is the specials then the most frequent words seen >= min_count times, unique."""
+    is the specials then the most frequent words seen >= min_count times (max_size 0: all), unique."""
     vocab = Vocab.build(corpus, min_count=min_count, max_size=max_size)
     assert vocab.tokens[:3] == (UNK, BOS, EOS) == tuple(vocab.tokens[i] for i in (UNK_ID, BOS_ID, EOS_ID))
     assert len(set(vocab.tokens)) == len(vocab)
     freq = Counter(w for s in corpus for w in s)
     words = vocab.tokens[3:]
     eligible = {w for w, c in freq.items() if c >= min_count}
-    assert set(words) <= eligible and len(words) == min(max_size, len(eligible))
+    assert set(words) <= eligible and len(words) == (min(max_size, len(eligible)) if max_size else len(eligible))
     ranks = [(-freq[w], w) for w in words]
     assert ranks == sorted(ranks)                       # most frequent first, ties by spelling
     assert all((-freq[w], w) > max(ranks, default=(-np.inf,)) for w in eligible - set(words))

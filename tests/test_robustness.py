@@ -19,6 +19,7 @@ from pipeline.neural.lit import LitLM, NumericsError
 from pipeline.neural.rnn import RNNLM, RNNConfig
 from pipeline.text import corpus
 from pipeline.text.corpus import CorpusError
+from pipeline.text.tokenizers import tokenize
 from stages import ngram as ngram_stage
 from stages import prepare as prepare_stage
 from stages import train as train_stage
@@ -65,7 +66,7 @@ def test_invalid_utf8_policies(tmp_path):
         corpus.read_lines(str(path))
     assert corpus.read_lines(str(path), errors="replace") == ["good line", "caf\ufffd noir", "last"]
     assert corpus.read_lines(str(path), errors="ignore") == ["good line", "caf noir", "last"]
-    assert corpus.tokenize("caf\ufffd noir") == ["caf", "\ufffd", "noir"]  # a token of its own
+    assert tokenize("caf\ufffd noir") == ["caf", "\ufffd", "noir"]  # a token of its own
 
 
 def test_byte_order_marks_nul_bytes_and_pinned_local_files(tmp_path):
@@ -95,16 +96,6 @@ def test_binary_and_bad_gzip(tmp_path):
     (tmp_path / "broken.txt.gz").write_bytes(b"\x1f\x8b\x08\x00garbage")
     with pytest.raises(CorpusError, match=r"broken\.txt\.gz: not a valid gzip file"):
         corpus.read_lines(str(tmp_path / "broken.txt.gz"))
-
-
-def test_an_enormous_line_is_cut_into_sentences():
-    report = {}
-    sentences = corpus.sentences(["a b c d e f g", "h i"], "word", True, max_tokens=3, report=report)
-    assert sentences == [["a", "b", "c"], ["d", "e", "f"], ["g"], ["h", "i"]]
-    assert report == {"lines_cut": 1}
-    assert corpus.sentences(["a b c d e f g"], "word", True, max_tokens=0) == [list("abcdefg")]
-    assert corpus.sentences(["a b c d e f g"], "word", True, max_sentences=2, max_tokens=3) == \
-        [["a", "b", "c"], ["d", "e", "f"]]
 
 
 def test_corpus_urls_must_be_https_and_pinned_by_sha256():
@@ -145,7 +136,7 @@ def workdir(tmp_path, monkeypatch):
     (tmp_path / "enormous.txt").write_text("word " * 100_000)
     params = _raw()
     params["corpus"]["source"] = "corpus.txt"
-    params["split"].update(valid=0.1, test=0.1)
+    params["split"].update(method="random", valid=0.1, test=0.1)
     params["vocab"]["min_count"] = 1
     params["train"].update(batch_size=4, bptt=8, num_threads=1)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
@@ -189,7 +180,7 @@ def test_a_bad_input_keeps_what_was_produced(workdir, capsys):
     ("corpus", {"source": "blank.txt"}, "prepare", "corpus.source='blank.txt' holds no tokens"),
     ("corpus", {"source": "enormous.txt", "max_line_tokens": 0}, "prepare", "the valid split is empty (1 sentences"),
     ("vocab", {"min_count": 10_000}, "prepare", "the vocabulary is empty: no train word occurs vocab.min_count=10000 times"),
-    ("split", {"valid": 0.001}, "prepare", "the valid split is empty (160 sentences with split.valid=0.001"),
+    ("split", {"valid": 0.001}, "prepare", "the valid split is empty (160 sentences with split.train=0, split.valid=0.001"),
     ("ngram", {"order": 6, "discount_fallback": True}, "ngram", "ngram.order=6 but the longest train sentence has 5 tokens"),
     ("ngram", {"order": 4}, "ngram", "cannot estimate Kneser-Ney discounts for order 1"),
     ("train", {"bptt": 1000}, "train", "tokens, fewer than one window of train.bptt=1000 (+1 for the targets); lower train.batch_size or train.bptt"),

@@ -45,18 +45,21 @@ def test_json_round_trip(toy_vocab):
 
 
 def test_encode_text_matches_stream():
+    """KenLM's rules: a blank line is an empty sentence; a literal <unk> is the unknown word."""
     from pipeline.text.vocab import encode_text
     text = "the cat sat\n\n  the dog  \nzebra\n"
     tokens, stream, oov = encode_text(text)
     assert tokens[:3] == ("<unk>", "<s>", "</s>") and set(tokens[3:]) == {"the", "cat", "sat", "dog", "zebra"}
     vocab = Vocab(tokens)
-    sentences = [line.split() for line in text.splitlines() if line.split()]
+    sentences = [line.split() for line in text.splitlines()]
     np.testing.assert_array_equal(stream, vocab.stream(sentences))
     assert not oov.any()
     known = Vocab.build([["the", "cat"]], 1, 10)
-    _, stream, oov = encode_text("the zebra\ncat", known.tokens)
-    assert stream.tolist() == [1, known.index["the"], 0, 2, 1, known.index["cat"], 2]
-    assert oov.tolist() == [False, True, False, False, False]
-    for bad in ("a <s> b", "<unk>", "x </s>"):
+    _, stream, oov = encode_text("the zebra\ncat <unk>", known.tokens)
+    assert stream.tolist() == [1, known.index["the"], 0, 2, 1, known.index["cat"], 0, 2]
+    assert oov.tolist() == [False, True, False, False, True, False]
+    for bad in ("a <s> b", "x </s>", "</s>\n"):
         with pytest.raises(ValueError, match="reserved token"):
             encode_text(bad)
+    assert encode_text("")[1].tolist() == []
+    assert encode_text("\n")[1].tolist() == [1, 2]

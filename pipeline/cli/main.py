@@ -10,7 +10,9 @@
     lmpipe retrain --base origin/main            # CI: repro what changed, reports/retrain.md
     lmpipe ngram build TEXT --order 5 --arpa OUT.arpa [--discount-fallback]   # like lmplz
     lmpipe ngram query MODEL.arpa TEXT [--json] [--per-sentence]               # like query
-TEXT is one sentence per line, whitespace-separated tokens (no normalisation), as for KenLM.
+TEXT (or - for standard input) is one sentence per line, tokens separated by spaces and tabs, no
+normalisation, a blank line an empty sentence, as for KenLM; a literal <unk> is the unknown word
+(--unk). --tokenizer words|chars and --lowercase read it as prepare reads raw text.
 """
 
 from __future__ import annotations
@@ -19,6 +21,16 @@ import argparse
 from pathlib import Path
 
 from pipeline.cli import experiments, models, ngram
+from pipeline.text.tokenizers import TOKENIZERS
+
+
+def text_options(p: argparse.ArgumentParser) -> None:
+    """How `lmpipe ngram` reads TEXT: the corpus.tokenizer/lowercase/unk of prepare."""
+    p.add_argument("--tokenizer", choices=TOKENIZERS, default="whitespace",
+                   help="whitespace (default): KenLM's rules; words, chars: as prepare does raw text")
+    p.add_argument("--lowercase", action="store_true", help="lowercase every token")
+    p.add_argument("--unk", default="<unk>",
+                   help="the unknown-word marker in the text (default <unk>; '' for none)")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -78,17 +90,19 @@ def main(argv: list[str] | None = None) -> None:
     ngram_commands = commands.add_parser("ngram", help="KenLM-style n-gram build and query").add_subparsers(
         dest="ngram_command", required=True)
     p = ngram_commands.add_parser("build", help="estimate modified Kneser-Ney from TEXT, write ARPA")
-    p.add_argument("text")
+    p.add_argument("text", help="one sentence per line; - reads standard input")
     p.add_argument("--order", type=int, required=True)
     p.add_argument("--arpa", required=True)
     p.add_argument("--discount-fallback", nargs="*", type=float, metavar="D",
                    help="discounts to use when they cannot be estimated (default 0.5 1 1.5, as lmplz)")
+    text_options(p)
     p.set_defaults(run=ngram.build)
     p = ngram_commands.add_parser("query", help="score TEXT with an ARPA model (perplexity, OOVs, totals)")
     p.add_argument("model")
-    p.add_argument("text")
+    p.add_argument("text", help="one sentence per line; - reads standard input")
     p.add_argument("--json", action="store_true")
     p.add_argument("--per-sentence", action="store_true")
+    text_options(p)
     p.set_defaults(run=ngram.query)
     args = parser.parse_args(argv)
     if getattr(args, "discount_fallback", None) == []:

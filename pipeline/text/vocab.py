@@ -14,7 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-UNK, BOS, EOS = "<unk>", "<s>", "</s>"
+from pipeline.text.tokenizers import QUERY_SEPARATORS, SEPARATORS, UNK, split_lines, tokenize
+
+BOS, EOS = "<s>", "</s>"
 SPECIALS = (UNK, BOS, EOS)
 UNK_ID, BOS_ID, EOS_ID = 0, 1, 2
 
@@ -26,14 +28,17 @@ class Vocab:
     @classmethod
     def build(cls, sentences: list[list[str]], min_count: int, max_size: int) -> Vocab:
         """Train words seen >= min_count times, most frequent first (ties by spelling), at most
-        max_size of them, after the specials."""
+        max_size of them (0 = all), after the specials. `<unk>` in the text is the special
+        `<unk>` (the closed-vocabulary convention of PTB and WikiText); `<s>` and `</s>` are
+        refused (ValueError), as by KenLM."""
         counts = Counter(token for sentence in sentences for token in sentence)
-        for special in SPECIALS:
+        for special in (BOS, EOS):
             if special in counts:
                 raise ValueError(f"the corpus contains the reserved token {special!r}; "
                                  "remove or rename it before preparing")
+        counts.pop(UNK, None)
         kept = sorted((t for t, c in counts.items() if c >= min_count), key=lambda t: (-counts[t], t))
-        return cls(SPECIALS + tuple(kept[:max_size]))
+        return cls(SPECIALS + tuple(kept[:max_size] if max_size else kept))
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -91,31 +96,40 @@ def split_stats(stream: np.ndarray) -> dict:
             "oov_rate": oov / max(len(targets), 1)}
 
 
-def encode_text(text: str, tokens: tuple[str, ...] | None = None):
-    """KenLM-style input, one sentence per line, whitespace-separated tokens, encoded in bulk
-    (hashing in C, no Python loop over tokens). Blank lines are skipped.
+def encode_text(text: str, tokens: tuple[str, ...] | None = None, tokenizer: str = "whitespace",
+                lowercase: bool = False, unk: str = UNK, query: bool = False):
+    """Text as `lmpipe ngram build/query` read it, by the rules `prepare` uses for the same
+    tokenizer (pipeline/text/tokenizers.py): by default KenLM's — lines end at `\n`, words are
+    separated by space, tab and `\r`, a blank line is an empty sentence, a literal `unk` is the
+    unknown word. `<s>` and `</s>` in the text are refused (ValueError), as by KenLM. `query`:
+    also separate words at `\v` and `\f`, as KenLM's query does when it scores text.
     tokens=None builds the vocabulary: the specials, then every word in order of first use.
-    Returns (tokens, stream `<s> w.. </s> ...`, oov flag of every target, i.e. of every
-    non-`<s>` position)."""
-    if EOS in text and re.search(r"(?<!\S)</s>(?!\S)", text):
-        raise ValueError("the text contains the reserved token '</s>'; remove or rename it")
-    flat = np.asarray(text.replace("\n", f" {EOS} ").split() + [EOS], dtype=object)
-    codes, uniques = pd.factorize(flat)
-    del flat
-    uniques = pd.Index(uniques)
-    for special in (UNK, BOS):
-        if special in uniques:
-            raise ValueError(f"the text contains the reserved token {special!r}; remove or rename it")
+    Returns (tokens, stream `<s> w.. </s> ...` int32, oov flag of every target, i.e. of every
+    non-`<s>` position: True where the target is `<unk>`)."""
+    if tokenizer == "whitespace":    # the whole text at once: splitting in C
+        for special in (BOS, EOS):
+            if re.search(r"(?<![^ \t\r\n])" + re.escape(special) + r"(?![^ \t\r\n])", text):
+                raise ValueError(f"the text contains the reserved token {special!r}; remove or rename it")
+        body = text[:-1] if text.endswith("\n") else text
+        separators = QUERY_SEPARATORS if query else SEPARATORS
+        flat = [t for t in separators.split(body.replace("\n", f" {EOS} ")) if t] + [EOS] if text else []
+        if unk and unk != UNK:
+            flat = [UNK if t == unk else t for t in flat]
+        if lowercase:
+            flat = [t if t in SPECIALS else t.lower() for t in flat]
+    else:
+        flat = []
+        for line in split_lines(text):
+            words = tokenize(line, tokenizer, lowercase, unk)
+            if words:
+                flat += words + [EOS]
+    array = np.asarray(flat, dtype=object)
+    codes, uniques = pd.factorize(array)
     if tokens is None:
-        words = [w for w in uniques if w != EOS]
-        tokens = SPECIALS + tuple(words)
-    mapping = pd.Index(tokens).get_indexer(uniques)
-    oov_unique = mapping < 0
-    mapping[oov_unique] = UNK_ID
-    ids = mapping[codes].astype(np.int32)
-    oov = oov_unique[codes]
-    is_eos = ids == EOS_ID
-    keep = ~(is_eos & np.concatenate([[True], is_eos[:-1]]))   # drop blank lines
-    ids, oov, is_eos = ids[keep], oov[keep], is_eos[keep]
-    starts = np.concatenate([[0], np.flatnonzero(is_eos)[:-1] + 1]) if len(ids) else np.zeros(0, int)
-    return tokens, np.insert(ids, starts, BOS_ID), oov
+        tokens = SPECIALS + tuple(w for w in uniques if w not in SPECIALS)
+    mapping = pd.Index(tokens).get_indexer(pd.Index(uniques))
+    mapping[mapping < 0] = UNK_ID
+    ids = mapping[codes].astype(np.int32) if len(flat) else np.zeros(0, np.int32)
+    ends = np.flatnonzero(ids == EOS_ID)
+    starts = np.concatenate([[0], ends[:-1] + 1]) if len(ends) else np.zeros(0, np.int64)
+    return tokens, np.insert(ids, starts, BOS_ID), ids == UNK_ID

@@ -35,10 +35,10 @@ class SentenceScorer(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input: list[str], params=None) -> list[float]:
         from pipeline.neural.batches import sentences_of
-        from pipeline.text import corpus
+        from pipeline.text.tokenizers import tokenize
         if hasattr(model_input, "iloc"):     # a DataFrame: its first column
             model_input = model_input.iloc[:, 0].tolist()
-        tokenized = [corpus.tokenize(str(s), self.corpus["level"], self.corpus["lowercase"])
-                     for s in model_input]
+        c = self.corpus
+        tokenized = [tokenize(str(s), c["tokenizer"], c["lowercase"], c["unk"]) for s in model_input]
         sentences = sentences_of(self.vocab.stream(tokenized))
         return [float(v) for v in self.model.sentence_logprobs(sentences)]

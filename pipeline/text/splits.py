@@ -1,0 +1,81 @@
+"""Split methods for a text that does not give its own split (`split.method`). In: the sentences'
+lengths and documents, the sizes `split.train`, `split.valid`, `split.test`, the seed. Out: the
+sentence indices of train, valid and test, each in corpus order; no sentence is in two parts.
+
+    random      sentences drawn by `seed` (near-duplicate neighbours, such as consecutive
+                verses, then sit on both sides of the split: an easier test than it looks)
+    contiguous  by position: the first part of the text is train, then valid, then test
+                (Bengio et al. 2003's Brown split: 800,000 / 200,000 / the rest words)
+    documents   whole documents drawn by `seed` (the KJV's chapters; in text files, runs of
+                lines ended by a blank line), so no document is on both sides
+
+Sizes: a fraction in (0, 1) of the unit the method splits (sentences, words, documents); for
+`contiguous` also a whole number >= 1 of words; 0 for exactly one part, which gets the rest.
+Source: the fractions and the random draw are those lmpipe used before split methods existed,
+so `method: random` reproduces those splits exactly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+METHODS = ("random", "contiguous", "documents")
+PARTS = ("train", "valid", "test")
+
+
+class SplitError(ValueError):
+    """A split that cannot be made (an empty part, sizes beyond the text); names the params."""
+
+
+def sizes(total: int, wanted: dict[str, float], unit: str) -> dict[str, int]:
+    """How many units each part gets: fractions rounded, counts as given, 0 = the rest.
+    Raises SplitError when the parts do not fit in `total` or one is empty."""
+    out = {name: int(round(total * v)) if v < 1 else int(v) for name, v in wanted.items() if v}
+    rest = [name for name, v in wanted.items() if not v]
+    out[rest[0]] = total - sum(out.values())
+    described = ", ".join(f"split.{k}={wanted[k]:g}" for k in PARTS)
+    for name in PARTS:
+        if out[name] <= 0:
+            raise SplitError(f"the {name} split is empty ({total:,} {unit} with {described}); use a "
+                             "larger corpus or other split sizes")
+    return {name: out[name] for name in PARTS}
+
+
+def random_sentences(num_sentences: int, wanted: dict[str, float], seed: int) -> dict[str, np.ndarray]:
+    """A seeded permutation of the sentences: valid first, then test, train the rest."""
+    return _draw(num_sentences, wanted, seed, "sentences")
+
+
+def documents(document_of: np.ndarray, wanted: dict[str, float], seed: int) -> dict[str, np.ndarray]:
+    """Whole documents drawn by a seeded permutation (valid, then test, train the rest);
+    `document_of[i]` is the document of sentence i."""
+    ids, inverse = np.unique(document_of, return_inverse=True)
+    try:
+        drawn = _draw(len(ids), wanted, seed, "documents")
+    except SplitError as error:
+        raise SplitError(f"{error}. A document is a run of lines ended by a blank line (the KJV: a "
+                         "chapter); separate the text's documents by blank lines, or use "
+                         "split.method: contiguous (by position) or random (sentences)") from None
+    return {name: np.flatnonzero(np.isin(inverse, chosen)) for name, chosen in drawn.items()}
+
+
+def contiguous(lengths: np.ndarray, wanted: dict[str, float]) -> dict[str, np.ndarray]:
+    """Train, valid and test in text order, sized in words: a sentence belongs to the part in
+    which its first word falls (an empty sentence: where the previous word fell)."""
+    starts = np.cumsum(lengths) - lengths          # words before each sentence
+    n = sizes(int(lengths.sum()), wanted, "words")
+    part = np.searchsorted([n["train"], n["train"] + n["valid"]], starts, side="right")
+    out = {name: np.flatnonzero(part == i) for i, name in enumerate(PARTS)}
+    for name, indices in out.items():
+        if len(indices) == 0:
+            raise SplitError(f"the {name} split holds no whole sentence (split.{name}="
+                             f"{wanted[name]:g} words); use larger split sizes")
+    return out
+
+
+def _draw(total: int, wanted: dict[str, float], seed: int, unit: str) -> dict[str, np.ndarray]:
+    n = sizes(total, wanted, unit)
+    order = np.random.default_rng(seed).permutation(total)
+    parts = {"valid": order[:n["valid"]], "test": order[n["valid"]:n["valid"] + n["test"]],
+             "train": order[n["valid"] + n["test"]:]}
+    return {name: np.sort(parts[name]) for name in PARTS}
