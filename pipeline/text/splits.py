@@ -27,6 +27,20 @@ class SplitError(ValueError):
     """A split that cannot be made (an empty part, sizes beyond the text); names the params."""
 
 
+def split(method: str, lengths: np.ndarray, document_of: np.ndarray, wanted: dict[str, float],
+          seed: int) -> dict[str, np.ndarray]:
+    """Train/valid/test sentence indices by `method` (METHODS); `lengths[i]` is the number of words
+    of sentence i and `document_of[i]` its document. Raises SplitError, or ValueError for an
+    unknown method."""
+    if method == "random":
+        return random_sentences(len(lengths), wanted, seed)
+    if method == "contiguous":
+        return contiguous(lengths, wanted)
+    if method == "documents":
+        return documents(document_of, wanted, seed)
+    raise ValueError(f"split.method={method!r} is not allowed; use one of {', '.join(METHODS)}")
+
+
 def sizes(total: int, wanted: dict[str, float], unit: str) -> dict[str, int]:
     """How many units each part gets: fractions rounded, counts as given, 0 = the rest.
     Raises SplitError when the parts do not fit in `total` or one is empty."""
