@@ -312,3 +312,43 @@ def test_cli_reads_standard_input_and_accepts_unk(tmp_path):
                            text=True, check=True, capture_output=True)
     summary = json.loads(query.stdout)
     assert summary["tokens"] == 6 + 1 + 1 and summary["oovs"] == 1
+
+
+@pytest.mark.skipif(not EDGES.is_dir(), reason="shared/reference/kenlm/edges not available")
+def test_t4_zero_is_accepted_as_by_lmplz(tmp_path, capsys):
+    """t1..t3 > 0 and every discount within [0, k] is all lmplz asks: with t4 = 0, D3+ = 3."""
+    from pipeline.cli.main import main as lmpipe
+    out = tmp_path / "model.arpa"
+    lmpipe(["ngram", "build", str(EDGES / "t4zero.train.txt"), "--order", "3", "--arpa", str(out)])
+    ours = _parse_arpa(out.read_text(encoding="utf-8").split("\n"))
+    theirs = _kenlm_arpa("t4zero.o3.arpa.gz")
+    assert ours.keys() == theirs.keys()
+    for gram, (prob, backoff) in theirs.items():
+        assert ours[gram][0] == pytest.approx(prob, abs=2e-6), gram
+        assert ours[gram][1] == pytest.approx(backoff, abs=2e-6), gram
+    stream = Vocab.build([line.split() for line in (EDGES / "t4zero.train.txt").read_text().splitlines()], 1, 0)
+    counts = counting.count(stream.stream([line.split() for line in (EDGES / "t4zero.train.txt").read_text().splitlines()]),
+                            len(stream), 3)
+    lm = kneser_ney.estimate(counts)
+    for line in (EDGES / "t4zero.o3.discounts.txt").read_text().splitlines():
+        n, expected = int(line.split()[0]), [float(f.split("=")[1]) for f in line.split()[2:]]
+        np.testing.assert_allclose(lm.discounts[n - 1], expected, atol=1e-5)
+    assert lm.discounts[2][2] == 3.0
+    capsys.readouterr()
+    lmpipe(["ngram", "query", str(out), str(EDGES / "t4zero.test.txt"), "--json"])
+    summary = json.loads(capsys.readouterr().out)
+    reference = {line.split(":")[0]: float(line.split("\t")[1]) for line in
+                 (EDGES / "t4zero.o3.test.summary.txt").read_text().splitlines()}
+    assert summary["perplexity_including_oovs"] == pytest.approx(reference["Perplexity including OOVs"], rel=1e-5)
+
+
+def test_discount_errors_name_the_remedy_of_their_caller(tmp_path, capsys):
+    from pipeline.cli.main import main as lmpipe
+    text = tmp_path / "tiny.txt"
+    text.write_text("a b c\na b d\n")
+    with pytest.raises(SystemExit, match=r"no 1-gram has adjusted count 3 .*add --discount-fallback"):
+        lmpipe(["ngram", "build", str(text), "--order", "3", "--arpa", str(tmp_path / "m.arpa")])
+    stream = Vocab.build([["a", "b", "c"], ["a", "b", "d"]], 1, 0)
+    counts = counting.count(stream.stream([["a", "b", "c"], ["a", "b", "d"]]), len(stream), 3)
+    with pytest.raises(DiscountError, match=r"set ngram\.discount_fallback: true"):
+        kneser_ney.estimate(counts)

@@ -23,7 +23,9 @@ def build(args) -> None:
     progress(f"{int(np.sum(stream == 1)):,} sentences, {len(tokens):,} words in the vocabulary")
     counts = counting.count(stream, len(tokens), args.order, progress)
     del stream
-    model = kneser_ney.estimate(counts, fallback=args.discount_fallback, progress=progress)
+    model = kneser_ney.estimate(counts, fallback=args.discount_fallback, progress=progress,
+                                remedy="use a lower --order or more text, or add --discount-fallback "
+                                       "(discounts 0.5 1 1.5, as lmplz's --discount_fallback)")
     counts = counting.NgramCounts(counts.vocab_size, counts.keys, [], [], [])  # writing needs keys only
     with open(args.arpa, "wb") as handle:
         arpa.write(model, counts, tokens, handle)

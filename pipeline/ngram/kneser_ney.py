@@ -88,30 +88,42 @@ class NGramLM:
         return result
 
 
-def discounts_from(adjusted: np.ndarray, order: int, fallback=None) -> tuple[float, float, float]:
-    """(D1, D2, D3+) from count-of-counts of adjusted counts (C&G eq. 26)."""
+PARAMS_REMEDY = ("lower ngram.order, use more text, or set ngram.discount_fallback: true (discounts "
+                 f"{' '.join(map(str, LMPLZ_FALLBACK))}, as lmplz's --discount_fallback)")
+
+
+def discounts_from(adjusted: np.ndarray, order: int, fallback=None,
+                   remedy: str = PARAMS_REMEDY) -> tuple[float, float, float]:
+    """(D1, D2, D3+) from the count-of-counts t_k of adjusted counts (Chen & Goodman eq. 26),
+    checked as lmplz checks them (lm/builder/adjust_counts.cc, CalculateDiscounts):
+        t1, t2, t3 > 0 (t4 may be 0: then D3+ = 3 exactly);
+        Y = t1 / (t1 + 2 t2);  Dk = k - (k + 1) Y t_(k+1) / t_k  within [0, k] for k = 1, 2, 3.
+    When a check fails: `fallback` (D1, D2, D3+) if given, else DiscountError naming the order,
+    the counts and `remedy` (how the caller's user sets a fallback)."""
     t = [int(np.sum(adjusted == k)) for k in (1, 2, 3, 4)]
     problem = None
-    if min(t) == 0:
-        problem = f"count-of-counts t1..t4 = {t} include a zero"
+    zero = next((k for k in (1, 2, 3) if t[k - 1] == 0), None)
+    if zero is not None:
+        problem = f"no {order}-gram has adjusted count {zero} (count-of-counts t1..t4 = {t})"
     else:
         y = t[0] / (t[0] + 2 * t[1])
-        d = (1 - 2 * y * t[1] / t[0], 2 - 3 * y * t[2] / t[1], 3 - 4 * y * t[3] / t[2])
-        if not (0 < d[0] < 1 and 0 < d[1] < 2 and 0 < d[2] < 3):
-            problem = f"the estimated discounts {d} are out of range"
+        d = tuple(k - (k + 1) * y * t[k] / t[k - 1] for k in (1, 2, 3))
+        bad = next((k for k in (1, 2, 3) if not 0 <= d[k - 1] <= k), None)
+        if bad is not None:
+            problem = (f"D{bad if bad < 3 else '3+'} = {d[bad - 1]:.6g} is outside [0, {bad}] "
+                       f"(count-of-counts t1..t4 = {t})")
     if problem is None:
         return d
     if fallback is not None:
         return tuple(map(float, fallback))
-    raise DiscountError(f"cannot estimate Kneser-Ney discounts for order {order}: {problem}. "
-                        "The corpus is too small or too artificial for this order: lower "
-                        "ngram.order, use more text, or set ngram.discount_fallback: true "
-                        f"(discounts {' '.join(map(str, LMPLZ_FALLBACK))}, as lmplz's "
-                        "--discount_fallback)")
+    raise DiscountError(f"cannot estimate Kneser-Ney discounts for order {order}: {problem}. The "
+                        f"text is too small or too artificial for this order: {remedy}")
 
 
-def estimate(counts: NgramCounts, fallback=None, progress=None) -> NGramLM:
-    """Interpolated modified Kneser-Ney of order counts.order."""
+def estimate(counts: NgramCounts, fallback=None, progress=None,
+             remedy: str = PARAMS_REMEDY) -> NGramLM:
+    """Interpolated modified Kneser-Ney of order counts.order. Raises DiscountError (see
+    `discounts_from`; `remedy` ends its message) unless `fallback` discounts are given."""
     vocab_size = counts.vocab_size
     lower = None
     log10_prob, backoffs, discounts = [], [], []
@@ -120,7 +132,7 @@ def estimate(counts: NgramCounts, fallback=None, progress=None) -> NGramLM:
         if n == 1:
             adjusted = adjusted.copy()
             adjusted[BOS_ID] = 0                   # <s> is never predicted
-        d = discounts_from(adjusted, n, fallback)
+        d = discounts_from(adjusted, n, fallback, remedy)
         discount = np.array([0.0, *d])[np.minimum(adjusted, 3)]   # D(a): 0, D1, D2, D3+
         context = counts.context_ids(n)
         num_contexts = 1 if n == 1 else len(counts.keys[n - 2])
