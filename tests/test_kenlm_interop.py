@@ -32,3 +32,24 @@ def test_kenlm_scores_our_arpa_like_we_do(tmp_path, order):
         np.testing.assert_allclose([score for score, _, _ in full], mine, atol=2e-5)
         assert [is_oov for _, _, is_oov in full] == oov[sentence == i].tolist()
         assert theirs.score(line, bos=True, eos=True) == pytest.approx(mine.sum(), abs=1e-4)
+
+
+def test_kenlm_reads_the_lenient_arpa_cases_as_we_do(tmp_path):
+    """The hand-written files of tests/test_arpa.py that KenLM reads: it gives the same totals."""
+    from pipeline.cli.ngram import query_summary
+    from pipeline.ngram import arpa
+
+    from .test_arpa import BIGRAM
+    cases = [BIGRAM, ("# c\n\n" + BIGRAM.replace("ngram 1=4", "ngram  1= 4 ") + "\n\n").replace("\n", "\r\n"),
+             BIGRAM.replace("<unk>", "<UNK>"),
+             BIGRAM.replace("ngram 1=4", "ngram 1=3").replace("-1.0\t<unk>\t0\n", ""),
+             BIGRAM.replace("ngram 2=3\n", "ngram 2=3\nngram 3=0\n").replace("\\end\\", "\\3-grams:\n\n\\end\\")
+             .replace("-0.1\ta </s>", "-0.1\ta </s>\t0")]
+    for i, text in enumerate(cases):
+        path = tmp_path / f"m{i}.arpa"
+        path.write_bytes(text.encode())
+        theirs = kenlm.Model(str(path))
+        model, tokens = arpa.read(path)
+        for sentence in ("a a", "b a", "a"):
+            ours = query_summary(model, tokens, sentence + "\n")["sentence_totals"][0]
+            assert ours == pytest.approx(theirs.score(sentence), abs=1e-5), (i, sentence)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -19,6 +20,10 @@ def build(args) -> None:
     from pipeline.ngram import arpa, counting, kneser_ney
     def progress(message):
         print(f"lmpipe ngram: {message}", file=sys.stderr, flush=True)
+    folder = Path(args.arpa).resolve().parent
+    if not folder.is_dir():
+        raise ValueError(f"--arpa {args.arpa!r}: the folder {str(folder)!r} does not exist; create it "
+                         "or write the model elsewhere")
     tokens, stream, _ = encode_text(_text(args), None, args.tokenizer, args.lowercase, args.unk)
     progress(f"{int(np.sum(stream == 1)):,} sentences, {len(tokens):,} words in the vocabulary")
     counts = counting.count(stream, len(tokens), args.order, progress)
@@ -27,13 +32,21 @@ def build(args) -> None:
                                 remedy="use a lower --order or more text, or add --discount-fallback "
                                        "(discounts 0.5 1 1.5, as lmplz's --discount_fallback)")
     counts = counting.NgramCounts(counts.vocab_size, counts.keys, [], [], [])  # writing needs keys only
-    with open(args.arpa, "wb") as handle:
-        arpa.write(model, counts, tokens, handle)
+    try:
+        with open(args.arpa, "wb") as handle:
+            arpa.write(model, counts, tokens, handle)
+    except OSError as error:
+        raise ValueError(f"--arpa {args.arpa!r}: cannot write it ({error.strerror})") from None
     progress(f"wrote {args.arpa}")
 
 
 def _text(args) -> str:
-    """The text file (or `-`) of the command, each line ended by `\n`."""
+    """The text file (or `-`) of the command, each line ended by `\n`. Raises ValueError naming
+    the TEXT argument when it is not a readable file."""
+    if args.text != "-" and not Path(args.text).is_file():
+        what = "is a directory" if Path(args.text).is_dir() else "no such file"
+        raise ValueError(f"TEXT {args.text!r}: {what}; give a text file (one sentence per line) or "
+                         "- for standard input")
     return "".join(line + "\n" for line in corpus.read_lines(args.text))
 
 
@@ -56,7 +69,10 @@ def query_summary(model, tokens: tuple[str, ...], text: str, tokenizer: str = "w
 
 def query(args) -> None:
     from pipeline.ngram import arpa
-    model, tokens = arpa.read(args.model)
+    notes = []
+    model, tokens = arpa.read(args.model, notes)
+    for note in notes:
+        print(f"lmpipe ngram: {note}", file=sys.stderr, flush=True)
     summary = query_summary(model, tokens, _text(args), args.tokenizer, args.lowercase, args.unk)
     if args.json:
         if not args.per_sentence:

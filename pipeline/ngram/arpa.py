@@ -141,9 +141,23 @@ def _hash(matrix: np.ndarray) -> np.ndarray:
     return value
 
 
-def _parse(data: np.ndarray, lo: int, hi: int, n: int, path, chunk: int = 1_000_000):
-    """Yield (log10 p, word spans (rows, n, 2), log10 backoff) of the lines in data[lo:hi] (one
-    section), in chunks, without a Python object per line. Positions index `data`."""
+def _line_of(raw: bytes | np.ndarray, offset: int) -> int:
+    """1-based line number of byte `offset` (for messages only)."""
+    data = raw if isinstance(raw, bytes) else raw[:offset].tobytes()
+    return data.count(b"\n", 0, offset) + 1
+
+
+def _text_of(data: np.ndarray, start: int) -> str:
+    end = start
+    while end < len(data) and data[end] not in (10, 0) and end - start < 200:
+        end += 1
+    return data[start:end].tobytes().decode("utf-8", "replace")
+
+
+def _parse(data: np.ndarray, lo: int, hi: int, n: int, order: int, path, chunk: int = 1_000_000):
+    """Yield (log10 p, word spans (rows, n, 2), log10 backoff, line starts) of the lines in
+    data[lo:hi] (one section), in chunks, without a Python object per line. Positions index
+    `data`. Blank lines are skipped (KenLM's ReadFloat skips whitespace too)."""
     section = data[lo:hi]
     ends = np.flatnonzero(section == 10) + lo
     starts = np.concatenate([[lo], ends[:-1] + 1])
@@ -151,71 +165,240 @@ def _parse(data: np.ndarray, lo: int, hi: int, n: int, path, chunk: int = 1_000_
     starts, ends = starts[nonblank], ends[nonblank]
     tabs = np.flatnonzero(section == 9) + lo
     spaces = np.flatnonzero(section == 32) + lo
+
+    def refuse(rows, cause):
+        line = int(starts_chunk[np.flatnonzero(rows)[0]])
+        raise ArpaError(f"{path}: line {_line_of(data, line)}: {cause} "
+                        f"({_text_of(data, line)!r})")
     for lo in range(0, len(starts), chunk):
         s, e = starts[lo:lo + chunk], ends[lo:lo + chunk]
+        starts_chunk = s
         first = np.searchsorted(tabs, s)
-        if first.max(initial=0) >= len(tabs) or np.any(tabs[np.minimum(first, len(tabs) - 1)] >= e):
-            raise ArpaError(f"{path}: a line of the {n}-grams section has no tab after its probability")
+        no_tab = (first >= len(tabs)) | (tabs[np.minimum(first, len(tabs) - 1)] >= e)
+        if no_tab.any():
+            refuse(no_tab, f"a line of the {n}-grams section has no tab after its probability")
         tab1 = tabs[first]
         nxt = np.minimum(first + 1, len(tabs) - 1)
         has_backoff = (first + 1 < len(tabs)) & (tabs[nxt] < e)
         tab2 = np.where(has_backoff, tabs[nxt], e)
-        prob = _floats(data, s, tab1)
+        prob = _checked_floats(data, s, tab1, refuse, "probability")
+        if np.any(prob > 0):
+            refuse(prob > 0, "positive log10 probability (KenLM refuses these: an IRSTLM bug)")
         backoff = np.zeros(len(s))
         if has_backoff.any():
-            backoff[has_backoff] = _floats(data, tab2[has_backoff] + 1, e[has_backoff])
+            def refuse_backoff(rows, cause, where=has_backoff):
+                refuse(_spread(rows, where), cause)
+            backoff[has_backoff] = _checked_floats(data, tab2[has_backoff] + 1, e[has_backoff],
+                                                   refuse_backoff, "backoff")
+            if not np.all(np.isfinite(backoff)):
+                refuse(~np.isfinite(backoff), "the backoff is not a finite number")
+        if n == order and np.any(backoff != 0):
+            refuse(backoff != 0, f"a backoff on a {n}-gram, the highest order (KenLM refuses it)")
         lo_space, hi_space = np.searchsorted(spaces, tab1), np.searchsorted(spaces, tab2)
         if np.any(hi_space - lo_space != n - 1):
-            raise ArpaError(f"{path}: a line of the {n}-grams section does not have {n} words")
+            refuse(hi_space - lo_space != n - 1, f"a line of the {n}-grams section does not have "
+                   f"{n} words separated by single spaces")
         inner = spaces[lo_space[:, None] + np.arange(n - 1)] if n > 1 else np.zeros((len(s), 0), int)
         word_starts = np.concatenate([tab1[:, None] + 1, inner + 1], axis=1)
         word_ends = np.concatenate([inner, tab2[:, None]], axis=1)
-        yield prob, np.stack([word_starts, word_ends], axis=2), backoff
+        if np.any(word_ends <= word_starts):
+            refuse((word_ends <= word_starts).any(axis=1), "an empty word")
+        yield prob, np.stack([word_starts, word_ends], axis=2), backoff, s
 
 
-def read(path) -> tuple[NGramLM, tuple[str, ...]]:
-    """Load an ARPA file (plain or .gz). Returns the model and its vocabulary. Parsing works on
-    the bytes with numpy (floats and words as fixed-width byte strings), so a model of millions
-    of n-grams loads without a Python object per n-gram."""
+def _spread(rows: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    out = np.zeros(len(mask), dtype=bool)
+    out[np.flatnonzero(mask)[rows]] = True
+    return out
+
+
+def _checked_floats(data, starts, ends, refuse, what) -> np.ndarray:
+    try:
+        return _floats(data, starts, ends)
+    except ValueError:
+        for i, (a, b) in enumerate(zip(starts, ends, strict=True)):
+            try:
+                float(data[a:b].tobytes())
+            except ValueError:
+                rows = np.zeros(len(starts), dtype=bool)
+                rows[i] = True
+                refuse(rows, f"the {what} is not a number")
+        raise
+
+
+_UNK_SPELLINGS = (b"<unk>", b"<UNK>")   # KenLM's lm/vocab.cc maps both to the unknown word
+
+
+def _load(path) -> bytes:
     import gzip
-    raw = gzip.open(path).read() if str(path).endswith(".gz") else open(path, "rb").read()
-    first = raw.find(b"\n\\1-grams:\n")
-    header = raw[:max(first, 0)]
-    declared = [int(line.split(b"=")[1]) for line in header.splitlines() if line.startswith(b"ngram ")]
-    if b"\\data\\" not in header or not declared:
-        raise ArpaError(f"{path}: not an ARPA file (no \\data\\ header with ngram counts)")
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read()
+    except IsADirectoryError:
+        raise ArpaError(f"{path}: is a directory; give an ARPA file (.arpa or .arpa.gz)") from None
+    except FileNotFoundError:
+        raise ArpaError(f"{path}: no such file; give an ARPA file (.arpa or .arpa.gz)") from None
+    except OSError as error:
+        raise ArpaError(f"{path}: cannot read it ({error.strerror})") from None
+    if raw[:2] == b"\x1f\x8b":      # gzip by its magic bytes, whatever the name
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as error:
+            raise ArpaError(f"{path}: not a valid gzip file ({error})") from None
+    raw = raw.replace(b"\r\n", b"\n")   # KenLM reads Windows line endings (FilePiece strips \r)
+    return raw if raw.endswith(b"\n") else raw + b"\n"
+
+
+def _header(raw: bytes, path) -> tuple[list[int], int]:
+    r"""(declared counts, offset of the first section header), checked as KenLM's
+    ReadARPACounts: before \data\ only blank lines and lines starting with #; then one
+    `ngram N=COUNT` line per order, N consecutive from 1, until a blank line."""
+    position, number = 0, 0
+    while True:
+        end = raw.find(b"\n", position)
+        if end < 0:
+            raise ArpaError(f"{path}: not an ARPA file (no \\data\\ line)")
+        line, number = raw[position:end], number + 1
+        position = end + 1
+        if line.strip() == b"" or line.startswith(b"#"):
+            continue
+        if line.rstrip(b" \t") != b"\\data\\":
+            text = line[:60].decode("utf-8", "replace")
+            raise ArpaError(f"{path}: line {number}: {text!r} before \\data\\; an ARPA file starts "
+                            "with \\data\\ (comments before it must start with #, as KenLM requires)")
+        break
+    declared = []
+    while True:
+        end = raw.find(b"\n", position)
+        line, number = raw[position:end if end >= 0 else len(raw)], number + 1
+        if line.strip() == b"" or line.startswith(b"\\1-grams:"):
+            break
+        position = end + 1
+        fields = line[len(b"ngram "):].split(b"=") if line.startswith(b"ngram ") else []
+        try:
+            n, count = int(fields[0]), int(fields[1])
+        except (IndexError, ValueError):
+            raise ArpaError(f"{path}: line {number}: {line[:60].decode('utf-8', 'replace')!r} is "
+                            "not a count line `ngram N=COUNT`") from None
+        if len(fields) != 2 or n != len(declared) + 1 or count < 0:
+            raise ArpaError(f"{path}: line {number}: count lines must be `ngram 1=..`, `ngram 2=..`, "
+                            "... in order, with counts >= 0")
+        declared.append(count)
+        if end < 0:
+            break
+    if not declared:
+        raise ArpaError(f"{path}: line {number}: \\data\\ is followed by no `ngram N=COUNT` line")
+    return declared, position
+
+
+def _sections(raw: bytes, position: int, order: int, path) -> list[tuple[int, int]]:
+    """(start, end) byte range of each order's entries; checks the `\\N-grams:` header lines
+    (blank lines allowed around them) and `\\end\\`, after which only blank lines may follow.
+    `raw` ends with a newline and `position` is the start of a line."""
+    bounds = []
+    for n in range(1, order + 2):
+        marker = f"\\{n}-grams:".encode() if n <= order else b"\\end\\"
+        at = raw.find(b"\n" + marker + b"\n", position - 1)
+        if at < 0:
+            what = "\\end\\" if n > order else f"the {n}-grams section (a line \\{n}-grams:)"
+            raise ArpaError(f"{path}: {what} is missing; the header declares {order} orders")
+        at += 1
+        if n > 1:
+            bounds.append((position, at))
+        elif raw[position:at].strip():
+            raise ArpaError(f"{path}: line {_line_of(raw, position)}: unexpected text before \\1-grams:")
+        position = at + len(marker) + 1
+    if raw[position:].strip():
+        raise ArpaError(f"{path}: line {_line_of(raw, position)}: text after \\end\\ "
+                        f"({raw[position:position + 60].strip().decode('utf-8', 'replace')!r})")
+    return bounds
+
+
+def read(path, notes: list[str] | None = None) -> tuple[NGramLM, tuple[str, ...]]:
+    """Load an ARPA file (plain or gzip) written by any toolkit. Returns the model and its
+    vocabulary (`<unk>`, `<s>`, `</s>` first). Parsing works on the bytes with numpy (floats and
+    words as fixed-width byte strings), so a model of millions of n-grams loads without a Python
+    object per n-gram. Raises ArpaError (one line: the file, the line number, the cause) for
+    every file KenLM refuses; `notes` receives what KenLM would only warn about. The rules, each
+    with the KenLM behaviour it follows:
+
+    - Windows line endings (\\r\\n) are read as \\n (util/file_piece.cc strips the \\r); gzip
+      is recognised by its magic bytes.
+    - Before \\data\\: blank lines and lines starting with # only (lm/read_arpa.cc,
+      ReadARPACounts); any other text is refused.
+    - Count lines `ngram N=COUNT`: N consecutive from 1, spaces around the numbers allowed
+      (strtol/stringstream skip them), a count of 0 is a section with no entries.
+    - Blank lines between sections, around headers and inside sections are skipped
+      (ReadNGramHeader and ReadFloat skip whitespace); after \\end\\ only blank lines (ReadEnd).
+    - A section holds exactly the declared number of entries (KenLM reads that many and then
+      expects the next header); a different number is refused with both numbers.
+    - Entries: log10 probability, tab, the words separated by single spaces, optional tab and
+      log10 backoff. A positive probability is refused (KenLM's default for IRSTLM's bug), a
+      non-finite backoff too, and so is a non-zero backoff on the highest order.
+    - Words: `<unk>` and `<UNK>` are both the unknown word (lm/vocab.cc). Without it, unknown
+      words get log10 p = -100 (KenLM's unknown_missing_logprob) and `notes` says so.
+      `<s>` or `</s>` missing: refused (Config::sentence_marker_missing = THROW_UP), since every
+      sentence end would cost log10 p = -100.
+    - A word of an n-gram that is not a 1-gram: refused (ReadNGram), except the unknown word.
+    - An n-gram listed twice: refused, naming both lines (KenLM's trie refuses it, trie_sort.cc
+      "Duplicate n-gram detected"; its default probing structure silently keeps the first).
+    - An n-gram whose context (its first n-1 words) is not an (n-1)-gram: refused, naming the
+      first such n-gram and its context (search_hashed.cc: "The context of every n-gram should
+      appear as a (n-1)-gram"); it is never attached to another context. (SRILM keeps such an
+      n-gram with its own context; that reading is not offered yet.)
+    """
+    raw = _load(path)
+    declared, position = _header(raw, path)
     order = len(declared)
-    bounds, position = [], len(header) + len(b"\n\\1-grams:\n")
-    for n in range(2, order + 2):
-        marker = f"\n\\{n}-grams:\n".encode() if n <= order else b"\n\\end\\"
-        found = raw.find(marker, position)
-        if found < 0:
-            raise ArpaError(f"{path}: the header declares {order} orders but {marker.strip().decode()} is missing")
-        bounds.append((position, found + 1))
-        position = found + len(marker)
+    bounds = _sections(raw, position, order, path)
     data = np.zeros(len(raw) + _PADDING, dtype=np.uint8)  # zero tail for the sliding windows
     data[:len(raw)] = np.frombuffer(raw, dtype=np.uint8)
     del raw
+
+    def entries(n):
+        parts = list(_parse(data, *bounds[n - 1], n, order, path, **({"chunk": 2**62} if n == 1 else {})))
+        found = sum(len(p[0]) for p in parts)
+        if found != declared[n - 1]:
+            raise ArpaError(f"{path}: the {n}-grams section (line {_line_of(data, bounds[n - 1][0])}) "
+                            f"has {found} entries but the header declares ngram {n}={declared[n - 1]}")
+        return parts
+
     # 1-grams: the vocabulary, specials first
-    (prob1, spans1, backoff1), = _parse(data, *bounds[0], 1, path, chunk=2**62)
-    unigrams = [data[a:b].tobytes().decode("utf-8") for a, b in spans1[:, 0]]
-    if len(unigrams) != declared[0]:
-        raise ArpaError(f"{path}: 1-grams section has {len(unigrams)} entries, header says {declared[0]}")
+    parts = entries(1)
+    prob1 = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0)
+    spans1 = np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, 1, 2), int)
+    backoff1 = np.concatenate([p[2] for p in parts]) if parts else np.zeros(0)
+    lines1 = np.concatenate([p[3] for p in parts]) if parts else np.zeros(0, int)
+    raw_words = [data[a:b].tobytes() for a, b in spans1[:, 0]]
+    unigrams = [(b"<unk>" if w in _UNK_SPELLINGS else w).decode("utf-8", "replace") for w in raw_words]
+    seen: dict[str, int] = {}
+    for i, word in enumerate(unigrams):
+        if word in seen:
+            raise ArpaError(f"{path}: line {_line_of(data, int(lines1[i]))}: the 1-gram {raw_words[i].decode('utf-8', 'replace')!r} "
+                            f"is listed twice (also line {_line_of(data, int(lines1[seen[word]]))}); KenLM refuses duplicates")
+        seen[word] = i
+    for marker in ("<s>", "</s>"):
+        if marker not in seen:
+            raise ArpaError(f"{path}: the ARPA file is missing {marker}; KenLM refuses such a model "
+                            f"(every sentence {'start' if marker == '<s>' else 'end'} would be "
+                            "unknown); rebuild it with the sentence markers")
+    if "<unk>" not in seen and notes is not None:
+        notes.append(f"{path}: the ARPA file has no <unk>; unknown words get log10 p = -100, as in KenLM")
     tokens = tuple(SPECIALS) + tuple(w for w in unigrams if w not in SPECIALS)
     vocab_size = len(tokens)
     width = -(-max(len(t.encode("utf-8")) for t in tokens) // 8) * 8
     if width > _PADDING:
         raise ArpaError(f"{path}: a word is longer than {_PADDING} bytes")
 
-    def hashes(words: list[str]) -> np.ndarray:
-        return _hash(np.array([w.encode("utf-8") for w in words], dtype=f"S{width}")
-                     .view(np.uint8).reshape(len(words), width))
-    vocab_hash = hashes(list(tokens))
+    def hashes(words: list[bytes]) -> np.ndarray:
+        return _hash(np.array(words, dtype=f"S{width}").view(np.uint8).reshape(len(words), width))
+    vocab_hash = hashes([t.encode("utf-8") for t in tokens])
     by_hash = np.argsort(vocab_hash)
     sorted_hash = vocab_hash[by_hash]
     if np.any(sorted_hash[1:] == sorted_hash[:-1]):
         raise ArpaError(f"{path}: two vocabulary words share a 64-bit hash; please report this")
-    unigram_ids = by_hash[np.searchsorted(sorted_hash, hashes(unigrams))]
+    unk_hashes = hashes(list(_UNK_SPELLINGS))
+    unigram_ids = by_hash[np.searchsorted(sorted_hash, hashes([t.encode("utf-8") for t in unigrams]))]
     prob = np.full(vocab_size, -100.0)   # a vocabulary word without a 1-gram entry (<unk>): -100
     prob[unigram_ids] = prob1
     prob[1] = -np.inf                    # <s> is context only
@@ -223,27 +406,50 @@ def read(path) -> tuple[NGramLM, tuple[str, ...]]:
     backoff[unigram_ids] = backoff1
     keys, probs, backoffs = [np.arange(vocab_size, dtype=np.int64)], [prob], [backoff]
     for n in range(2, order + 1):
-        lo, hi = bounds[n - 1]
-        key_parts, prob_parts, backoff_parts = [], [], []
-        for prob_n, spans, backoff_n in _parse(data, lo, hi, n, path):
+        key_parts, prob_parts, backoff_parts, line_parts = [], [], [], []
+        for prob_n, spans, backoff_n, line_starts in entries(n):
             ids = np.empty(spans.shape[:2], dtype=np.int64)
             for column in range(n):
                 word_hash = _hash(_fixed(data, spans[:, column, 0], spans[:, column, 1], width))
+                word_hash = np.where(np.isin(word_hash, unk_hashes), vocab_hash[0], word_hash)
                 where = np.minimum(np.searchsorted(sorted_hash, word_hash), vocab_size - 1)
-                if np.any(sorted_hash[where] != word_hash):
-                    raise ArpaError(f"{path}: a {n}-gram uses a word missing from the 1-grams")
+                missing = sorted_hash[where] != word_hash
+                if missing.any():
+                    row = int(np.flatnonzero(missing)[0])
+                    word = data[spans[row, column, 0]:spans[row, column, 1]].tobytes().decode("utf-8", "replace")
+                    raise ArpaError(f"{path}: line {_line_of(data, int(line_starts[row]))}: the {n}-gram "
+                                    f"word {word!r} is not among the 1-grams (which list the whole "
+                                    "vocabulary; KenLM refuses this too)")
                 ids[:, column] = by_hash[where]
             prefix = ids[:, 0]
             for m in range(2, n):
-                prefix = np.searchsorted(keys[m - 1], prefix * vocab_size + ids[:, m - 1])
+                wanted = prefix * vocab_size + ids[:, m - 1]
+                prefix = np.searchsorted(keys[m - 1], wanted)
+                found = (prefix < len(keys[m - 1])) & \
+                    (keys[m - 1][np.minimum(prefix, len(keys[m - 1]) - 1)] == wanted)
+                if not found.all():
+                    row = int(np.flatnonzero(~found)[0])
+                    words = " ".join(tokens[i] for i in ids[row])
+                    context = " ".join(tokens[i] for i in ids[row, :m])
+                    raise ArpaError(f"{path}: line {_line_of(data, int(line_starts[row]))}: the {n}-gram "
+                                    f"{words!r} has no context: {context!r} is not a {m}-gram. KenLM "
+                                    "refuses such a (pruned) file; re-prune it so that every context "
+                                    "is kept, or rebuild the model")
             key_parts.append(prefix * vocab_size + ids[:, -1])
             prob_parts.append(prob_n)
             backoff_parts.append(backoff_n)
-        key = np.concatenate(key_parts)
-        if len(key) != declared[n - 1]:
-            raise ArpaError(f"{path}: {n}-grams section has {len(key)} entries, header says {declared[n - 1]}")
+            line_parts.append(line_starts)
+        key = np.concatenate(key_parts) if key_parts else np.zeros(0, np.int64)
         order_of = np.argsort(key, kind="stable")
-        keys.append(key[order_of])
-        probs.append(np.concatenate(prob_parts)[order_of])
-        backoffs.append(np.concatenate(backoff_parts)[order_of])
+        key = key[order_of]
+        twice = np.flatnonzero(key[1:] == key[:-1])
+        if len(twice):
+            line_starts = np.concatenate(line_parts)[order_of]
+            raise ArpaError(f"{path}: line {_line_of(data, int(max(line_starts[twice[0]], line_starts[twice[0] + 1])))}: "
+                            f"an {n}-gram listed twice (also line "
+                            f"{_line_of(data, int(min(line_starts[twice[0]], line_starts[twice[0] + 1])))}); "
+                            "KenLM refuses duplicates")
+        keys.append(key)
+        probs.append(np.concatenate(prob_parts)[order_of] if prob_parts else np.zeros(0))
+        backoffs.append(np.concatenate(backoff_parts)[order_of] if backoff_parts else np.zeros(0))
     return NGramLM(vocab_size, keys, probs, backoffs, [(0.0, 0.0, 0.0)] * order), tokens

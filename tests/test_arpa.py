@@ -1,0 +1,197 @@
+"""The ARPA reader at the edges: files of other toolkits read as KenLM reads them, broken ones
+refused with one line (file, line, cause). Small hand-written files; the value KenLM gives is
+worked out by hand in each test. KenLM's own cases: ../shared/reference/kenlm/edges."""
+import gzip
+import subprocess
+import sys
+
+import pytest
+
+from pipeline.cli.ngram import query_summary
+from pipeline.ngram import arpa
+from pipeline.ngram.arpa import ArpaError
+
+from .conftest import SHARED
+
+REFERENCE = SHARED / "reference" / "kenlm"
+EDGES = REFERENCE / "edges"
+
+BIGRAM = """\\data\\
+ngram 1=4
+ngram 2=3
+
+\\1-grams:
+-1.0\t<unk>\t0
+-99\t<s>\t-0.5
+-0.5\ta\t-0.3
+-0.7\t</s>
+
+\\2-grams:
+-0.2\t<s> a
+-0.1\ta </s>
+-0.4\ta a
+
+\\end\\
+"""
+
+
+def _total(tmp_path, text: str, sentence: str, notes=None, name="m.arpa") -> float:
+    path = tmp_path / name
+    path.write_bytes(text.encode())
+    model, tokens = arpa.read(path, notes)
+    return query_summary(model, tokens, sentence + "\n")["sentence_totals"][0]
+
+
+def test_the_hand_written_model(tmp_path):
+    # p(a|<s>) + p(a|a) + p(</s>|a) = -0.2 - 0.4 - 0.1
+    assert _total(tmp_path, BIGRAM, "a a") == pytest.approx(-0.7)
+    # p(a|<s>) = -0.2; p(</s>|a) = -0.1 ; "a </s>" only
+    assert _total(tmp_path, BIGRAM, "a") == pytest.approx(-0.3)
+
+
+def test_lenient_where_kenlm_is(tmp_path):
+    """\\r\\n endings, comments and blank lines before \\data\\, padded counts, blank lines in
+    and between sections, trailing blank lines: the same model."""
+    text = ("# written by hand\n\n" + BIGRAM.replace("ngram 1=4", "ngram  1= 4 ")
+            .replace("-0.5\ta\t-0.3\n", "-0.5\ta\t-0.3\n\n").replace("\\2-grams:\n", "\n\\2-grams:\n\n")
+            + "\n\n").replace("\n", "\r\n")
+    assert _total(tmp_path, text, "a a") == pytest.approx(-0.7)
+    compressed = tmp_path / "model.bin"          # gzip recognised by its bytes, not its name
+    compressed.write_bytes(gzip.compress(BIGRAM.encode()))
+    model, tokens = arpa.read(compressed)
+    assert query_summary(model, tokens, "a a\n")["sentence_totals"][0] == pytest.approx(-0.7)
+
+
+def test_unknown_word_spellings_and_a_missing_unknown_word(tmp_path):
+    # b is unknown: p(<unk>|<s>) backs off: bo(<s>) + p(<unk>) = -0.5 - 1.0; p(a|<unk>) =
+    # bo(<unk>) + p(a) = 0 - 0.5; p(</s>|a) = -0.1
+    assert _total(tmp_path, BIGRAM, "b a") == pytest.approx(-2.1)
+    assert _total(tmp_path, BIGRAM.replace("<unk>", "<UNK>"), "b a") == pytest.approx(-2.1)
+    notes = []
+    without = BIGRAM.replace("ngram 1=4", "ngram 1=3").replace("-1.0\t<unk>\t0\n", "")
+    assert _total(tmp_path, without, "b a", notes) == pytest.approx(-0.5 - 100 - 0.5 - 0.1)
+    assert "has no <unk>; unknown words get log10 p = -100" in notes[0]
+
+
+def test_a_section_of_zero_ngrams_is_read(tmp_path):
+    text = BIGRAM.replace("ngram 2=3\n", "ngram 2=3\nngram 3=0\n").replace(
+        "\\end\\", "\\3-grams:\n\n\\end\\").replace("-0.1\ta </s>", "-0.1\ta </s>\t0")
+    assert _total(tmp_path, text, "a a") == pytest.approx(-0.7)
+
+
+ORPHAN = BIGRAM.replace("ngram 2=3\n", "ngram 2=3\nngram 3=1\n").replace(
+    "\\end\\", "\\3-grams:\n-0.05\ta a </s>\n-0.01\t<s> <s> a\n\n\\end\\").replace("ngram 3=1", "ngram 3=2")
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda t: "hello\n" + t, r"line 1: 'hello' before \\data\\"),
+    (lambda t: t.replace("ngram 2=3", "ngram 3=3"), r"line 3: count lines must be `ngram 1=..`"),
+    (lambda t: t.replace("ngram 2=3", "ngram 2=4"), r"the 2-grams section \(line 12\) has 3 entries but the header declares ngram 2=4"),
+    (lambda t: t.replace("ngram 2=3", "ngram 2=2"), r"has 3 entries but the header declares ngram 2=2"),
+    (lambda t: t.replace("-0.7\t</s>\n", "").replace("ngram 1=4", "ngram 1=3")
+              .replace("-0.1\ta </s>\n", "").replace("ngram 2=3", "ngram 2=2"), r"missing </s>"),
+    (lambda t: t.replace("-99\t<s>\t-0.5\n", "").replace("ngram 1=4", "ngram 1=3")
+              .replace("-0.2\t<s> a\n", "").replace("ngram 2=3", "ngram 2=2"), r"missing <s>"),
+    (lambda t: t.replace("-0.4\ta a", "-0.4\ta a\n-0.3\ta a").replace("ngram 2=3", "ngram 2=4"),
+     r"line 15: an 2-gram listed twice \(also line 14\)"),
+    (lambda t: t.replace("-0.4\ta a", "0.4\ta a"), r"line 14: positive log10 probability"),
+    (lambda t: t.replace("-0.4\ta a", "-0.4\ta a\t-0.2"), r"line 14: a backoff on a 2-gram, the highest order"),
+    (lambda t: t.replace("-0.4\ta a", "-0.4\ta zebra"), r"line 14: the 2-gram word 'zebra' is not among the 1-grams"),
+    (lambda t: t.replace("-0.4\ta a", "-0.4\ta  a"), r"line 14: .*does not have 2 words"),
+    (lambda t: t.replace("-0.4\ta a", "nan?\ta a"), r"line 14: the probability is not a number"),
+    (lambda t: t.replace("\\end\\\n", ""), r"\\end\\ is missing"),
+    (lambda t: t + "more\n", r"line 17: text after \\end\\ \('more'\)"),
+    (lambda t: t.replace("\\2-grams:", "\\2-gram:"), r"the 2-grams section \(a line \\2-grams:\) is missing"),
+    (lambda t: ORPHAN, r"line 19: the 3-gram '<s> <s> a' has no context: '<s> <s>' is not a 2-gram"),
+])
+def test_refused_with_one_line(tmp_path, change, message):
+    path = tmp_path / "bad.arpa"
+    path.write_text(change(BIGRAM))
+    with pytest.raises(ArpaError, match=message) as caught:
+        arpa.read(path)
+    assert "\n" not in str(caught.value) and str(path) in str(caught.value)
+
+
+def test_the_command_line_says_one_line_for_a_broken_or_missing_file(tmp_path):
+    text = tmp_path / "test.txt"
+    text.write_text("a a\n")
+    (tmp_path / "bad.arpa").write_text(ORPHAN)
+    cli = [sys.executable, "-m", "pipeline.cli", "ngram", "query"]
+    for model, message in ((tmp_path / "bad.arpa", "has no context"), (tmp_path / "nowhere.arpa", "no such file"),
+                           (tmp_path, "is a directory")):
+        result = subprocess.run([*cli, str(model), str(text)], capture_output=True, text=True)
+        assert result.returncode != 0 and "Traceback" not in result.stderr
+        assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    result = subprocess.run([*cli, str(tmp_path / "bad.arpa"), str(tmp_path / "missing.txt")],
+                            capture_output=True, text=True)
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    result = subprocess.run([sys.executable, "-m", "pipeline.cli", "ngram", "build", str(text), "--order", "2",
+                             "--arpa", str(tmp_path / "no" / "such" / "m.arpa"), "--discount-fallback"],
+                            capture_output=True, text=True)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "--arpa" in result.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.skipif(not EDGES.is_dir(), reason="shared/reference/kenlm/edges not available")
+def test_kenlms_own_edge_files():
+    test = (REFERENCE / "kjv3k.test.txt").read_text()
+    reference = {line.split(":")[0]: float(line.split("\t")[1]) for line in
+                 (REFERENCE / "kjv3k.o3.test.summary.txt").read_text().splitlines()}
+    model, tokens = arpa.read(EDGES / "crlf.o3.arpa.gz")
+    summary = query_summary(model, tokens, test)
+    assert summary["perplexity_including_oovs"] == pytest.approx(reference["Perplexity including OOVs"], rel=1e-6)
+    with pytest.raises(ArpaError, match="missing </s>"):
+        arpa.read(EDGES / "no-eos.o3.arpa.gz")
+    with pytest.raises(ArpaError, match=r"line \d+: the 3-gram '.*' has no context: '(inclosings|inward|thummim|forehead|bullock) \.' is not a 2-gram"):
+        arpa.read(EDGES / "orphan.o3.arpa.gz")
+
+
+from hypothesis import assume, given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from .test_properties import corpora, examples  # noqa: E402
+
+
+def _model(corpus, order):
+    import io
+    assume(max(map(len, corpus)) + 2 >= order)
+
+    from pipeline.ngram import counting, kneser_ney
+    from pipeline.text.vocab import Vocab
+    vocab = Vocab.build(corpus, 1, 0)
+    counts = counting.count(vocab.stream(corpus), len(vocab), order)
+    lm = kneser_ney.estimate(counts, fallback=(0.5, 1.0, 1.5))
+    buffer = io.BytesIO()
+    arpa.write(lm, counts, vocab.tokens, buffer)
+    return lm, vocab, buffer.getvalue()
+
+
+@examples(60)
+@given(corpus=corpora, order=st.integers(1, 4))
+def test_what_we_write_reads_back_and_scores_the_same(tmp_path_factory, corpus, order):
+    lm, vocab, text = _model(corpus, order)
+    path = tmp_path_factory.mktemp("arpa") / "m.arpa"
+    path.write_bytes(text)
+    loaded, tokens = arpa.read(path)
+    stream = vocab.stream(corpus)
+    import numpy as np
+    mapping = np.array([tokens.index(t) for t in vocab.tokens])
+    np.testing.assert_allclose(loaded.log10_probs(mapping[stream]), lm.log10_probs(stream), atol=1e-6)
+
+
+@examples(80)
+@given(corpus=corpora, order=st.integers(2, 3), cut=st.integers(0, 10**6), byte=st.integers(0, 255))
+def test_a_damaged_file_is_read_or_refused_with_one_line(tmp_path_factory, corpus, order, cut, byte):
+    """Drop a line or overwrite a byte anywhere: the reader either reads the file or raises
+    ArpaError with one line; never another exception."""
+    _, _, text = _model(corpus, order)
+    lines = text.split(b"\n")
+    damaged = [b"\n".join(lines[:cut % len(lines)] + lines[cut % len(lines) + 1:]),
+               text[:cut % len(text)] + bytes([byte]) + text[cut % len(text) + 1:]]
+    for i, data in enumerate(damaged):
+        path = tmp_path_factory.mktemp("arpa") / f"m{i}.arpa"
+        path.write_bytes(data)
+        try:
+            arpa.read(path)
+        except ArpaError as error:
+            assert "\n" not in str(error)
