@@ -83,6 +83,7 @@ def dvc_repo(repo: Path, edit_params) -> Path:
     run(["git", "init", "-q"], repo)
     run([*git, "commit", "-q", "--allow-empty", "-m", "x"], repo)
     run(["dvc", "init", "-q"], repo)
+    shutil.copy(ROOT / ".dvcignore", repo / ".dvcignore")
     run(["git", "add", "-A"], repo)
     run([*git, "commit", "-q", "-m", "init"], repo)
     return repo

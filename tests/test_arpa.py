@@ -166,7 +166,7 @@ def _model(corpus, order):
     return lm, vocab, buffer.getvalue()
 
 
-@examples(60)
+@examples(30)
 @given(corpus=corpora, order=st.integers(1, 4))
 def test_what_we_write_reads_back_and_scores_the_same(tmp_path_factory, corpus, order):
     lm, vocab, text = _model(corpus, order)
@@ -179,7 +179,7 @@ def test_what_we_write_reads_back_and_scores_the_same(tmp_path_factory, corpus, 
     np.testing.assert_allclose(loaded.log10_probs(mapping[stream]), lm.log10_probs(stream), atol=1e-6)
 
 
-@examples(80)
+@examples(40)
 @given(corpus=corpora, order=st.integers(2, 3), cut=st.integers(0, 10**6), byte=st.integers(0, 255))
 def test_a_damaged_file_is_read_or_refused_with_one_line(tmp_path_factory, corpus, order, cut, byte):
     """Drop a line or overwrite a byte anywhere: the reader either reads the file or raises
