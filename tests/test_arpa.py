@@ -144,6 +144,9 @@ def test_kenlms_own_edge_files():
         arpa.read(EDGES / "no-eos.o3.arpa.gz")
     with pytest.raises(ArpaError, match=r"line \d+: the 3-gram '.*' has no context: '(inclosings|inward|thummim|forehead|bullock) \.' is not a 2-gram"):
         arpa.read(EDGES / "orphan.o3.arpa.gz")
+    model, tokens = arpa.read(EDGES / "orphan.o3.arpa.gz", orphans="keep")   # SRILM's reading
+    summary = query_summary(model, tokens, test)
+    assert summary["perplexity_including_oovs"] == pytest.approx(reference["Perplexity including OOVs"], rel=1e-3)
 
 
 from hypothesis import assume, given  # noqa: E402
@@ -195,3 +198,44 @@ def test_a_damaged_file_is_read_or_refused_with_one_line(tmp_path_factory, corpu
             arpa.read(path)
         except ArpaError as error:
             assert "\n" not in str(error)
+
+
+PRUNED = """\\data\\
+ngram 1=5
+ngram 2=3
+ngram 3=1
+
+\\1-grams:
+-1.0\t<unk>\t0
+-99\t<s>\t-0.5
+-0.5\ta\t-0.3
+-0.6\tb\t-0.2
+-0.7\t</s>\t0
+
+\\2-grams:
+-0.2\t<s> a\t-0.1
+-0.1\ta </s>\t0
+-0.4\ta a\t0
+
+\\3-grams:
+-0.02\tb a </s>
+
+\\end\\
+"""
+
+
+def test_an_orphan_is_kept_with_its_own_context_as_srilm_does(tmp_path):
+    """`b a </s>` has no context `b a`. Refused by default; with orphans="keep" SRILM's values:
+    p(b|<s>) = bo(<s>) + p(b) = -1.1; p(a|<s> b) = p(a|b) = bo(b) + p(a) = -0.7 (the added
+    context's probability); p(</s>|b a) = -0.02, the orphan itself; p(a|b a) = bo(b a) = 0 plus
+    p(a|a) = -0.4."""
+    path = tmp_path / "pruned.arpa"
+    path.write_text(PRUNED)
+    with pytest.raises(ArpaError, match=r"line 19: the 3-gram 'b a </s>' has no context: 'b a' is not a 2-gram"):
+        arpa.read(path)
+    notes = []
+    model, tokens = arpa.read(path, notes, orphans="keep")
+    assert "1 context(s) of n-grams were missing" in notes[0]
+    totals = query_summary(model, tokens, "b a\nb a a\n")["sentence_totals"]
+    assert totals[0] == pytest.approx(-1.1 - 0.7 - 0.02)
+    assert totals[1] == pytest.approx(-1.1 - 0.7 - 0.4 - 0.1)

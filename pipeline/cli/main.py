@@ -102,6 +102,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("text", help="one sentence per line; - reads standard input")
     p.add_argument("--json", action="store_true")
     p.add_argument("--per-sentence", action="store_true")
+    p.add_argument("--orphans", choices=("refuse", "keep"), default="refuse",
+                   help="an n-gram whose context is missing (a pruned file): refuse the file, as "
+                        "KenLM does (default), or keep it with its own context, as SRILM does")
     text_options(p)
     p.set_defaults(run=ngram.query)
     args = parser.parse_args(argv)

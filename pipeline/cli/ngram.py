@@ -70,7 +70,7 @@ def query_summary(model, tokens: tuple[str, ...], text: str, tokenizer: str = "w
 def query(args) -> None:
     from pipeline.ngram import arpa
     notes = []
-    model, tokens = arpa.read(args.model, notes)
+    model, tokens = arpa.read(args.model, notes, args.orphans)
     for note in notes:
         print(f"lmpipe ngram: {note}", file=sys.stderr, flush=True)
     summary = query_summary(model, tokens, _text(args), args.tokenizer, args.lowercase, args.unk)

@@ -26,7 +26,7 @@ import numpy as np
 
 from pipeline.ngram.counting import NgramCounts
 from pipeline.ngram.kneser_ney import NGramLM
-from pipeline.text.vocab import SPECIALS
+from pipeline.text.vocab import BOS_ID, EOS_ID, SPECIALS, UNK_ID
 
 
 class ArpaError(ValueError):
@@ -314,7 +314,56 @@ def _sections(raw: bytes, position: int, order: int, path) -> list[tuple[int, in
     return bounds
 
 
-def read(path, notes: list[str] | None = None) -> tuple[NGramLM, tuple[str, ...]]:
+def _rows_in(rows: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """For each row of `rows` (R, k), whether it is a row of `table` (T, k); int64 ids."""
+    if len(table) == 0:
+        return np.zeros(len(rows), dtype=bool)
+    view = np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))
+    return np.isin(np.ascontiguousarray(rows).view(view).ravel(),
+                   np.ascontiguousarray(table).view(view).ravel())
+
+
+def _insert_blank_contexts(grams: dict, order: int) -> int:
+    """SRILM's reading of a pruned file: every missing context (first n-1 words of an n-gram) is
+    added as an (n-1)-gram with backoff 0 (log10 1) and its probability to be filled in (NaN),
+    highest order first so that the added contexts get their own contexts too. Returns how many
+    were added. `grams[n]` = [ids (R, n), log10 p, log10 backoff, line starts]."""
+    added = 0
+    for n in range(order, 2, -1):
+        contexts = np.unique(grams[n][0][:, :n - 1], axis=0)
+        missing = contexts[~_rows_in(contexts, grams[n - 1][0])]
+        if len(missing):
+            added += len(missing)
+            ids, prob, backoff, lines = grams[n - 1]
+            grams[n - 1] = [np.concatenate([ids, missing]), np.concatenate([prob, np.full(len(missing), np.nan)]),
+                            np.concatenate([backoff, np.zeros(len(missing))]),
+                            np.concatenate([lines, np.full(len(missing), -1)])]
+    return added
+
+
+def _fill_blank_probabilities(lower: NGramLM, ids: np.ndarray, prob: np.ndarray) -> None:
+    """The probability of each added context w1..wk (NaN in `prob`, rows of `ids` in key order):
+    what SRILM computes for p(wk | w1..wk-1) without it, the backoff of w1..wk-1 (0 when that is
+    an added context too) plus log10 p(wk | w2..wk-1) from `lower` (orders 1..k-1)."""
+    rows = np.flatnonzero(np.isnan(prob))
+    if not len(rows):
+        return
+    k = ids.shape[1]
+    vocab_size = lower.vocab_size
+    tails = ids[rows, 1:]                       # w2..wk (then </s>), after a fresh <s>, by orders < k
+    inner = (tails == BOS_ID).any(axis=1)       # <s> inside a context: nothing to back off to
+    stream = np.concatenate([np.full((len(rows), 1), BOS_ID), np.where(tails == BOS_ID, UNK_ID, tails),
+                             np.full((len(rows), 1), EOS_ID)], axis=1).ravel()
+    last = lower.log10_probs(stream).reshape(len(rows), k)[:, k - 2]
+    context = ids[rows, 0]
+    for m in range(2, k):
+        context = np.searchsorted(lower.keys[m - 1], context * vocab_size + ids[rows, m - 1])
+    back = lower.log10_backoff[k - 2][context]
+    prob[rows] = np.where(inner, -99.0, last + back)
+
+
+def read(path, notes: list[str] | None = None,
+         orphans: str = "refuse") -> tuple[NGramLM, tuple[str, ...]]:
     """Load an ARPA file (plain or gzip) written by any toolkit. Returns the model and its
     vocabulary (`<unk>`, `<s>`, `</s>` first). Parsing works on the bytes with numpy (floats and
     words as fixed-width byte strings), so a model of millions of n-grams loads without a Python
@@ -344,8 +393,9 @@ def read(path, notes: list[str] | None = None) -> tuple[NGramLM, tuple[str, ...]
       "Duplicate n-gram detected"; its default probing structure silently keeps the first).
     - An n-gram whose context (its first n-1 words) is not an (n-1)-gram: refused, naming the
       first such n-gram and its context (search_hashed.cc: "The context of every n-gram should
-      appear as a (n-1)-gram"); it is never attached to another context. (SRILM keeps such an
-      n-gram with its own context; that reading is not offered yet.)
+      appear as a (n-1)-gram"); it is never attached to another context. `orphans="keep"`
+      reads it as SRILM does instead: the n-gram keeps its own context, added as an (n-1)-gram
+      with backoff 0 and the probability SRILM would compute for it by backing off.
     """
     raw = _load(path)
     declared, position = _header(raw, path)
@@ -405,28 +455,47 @@ def read(path, notes: list[str] | None = None) -> tuple[NGramLM, tuple[str, ...]
     backoff = np.zeros(vocab_size)
     backoff[unigram_ids] = backoff1
     keys, probs, backoffs = [np.arange(vocab_size, dtype=np.int64)], [prob], [backoff]
+
+    def word_ids(spans, line_starts, n):
+        ids = np.empty(spans.shape[:2], dtype=np.int64)
+        for column in range(n):
+            word_hash = _hash(_fixed(data, spans[:, column, 0], spans[:, column, 1], width))
+            word_hash = np.where(np.isin(word_hash, unk_hashes), vocab_hash[0], word_hash)
+            where = np.minimum(np.searchsorted(sorted_hash, word_hash), vocab_size - 1)
+            missing = sorted_hash[where] != word_hash
+            if missing.any():
+                row = int(np.flatnonzero(missing)[0])
+                word = data[spans[row, column, 0]:spans[row, column, 1]].tobytes().decode("utf-8", "replace")
+                raise ArpaError(f"{path}: line {_line_of(data, int(line_starts[row]))}: the {n}-gram "
+                                f"word {word!r} is not among the 1-grams (which list the whole "
+                                "vocabulary; KenLM refuses this too)")
+            ids[:, column] = by_hash[where]
+        return ids
+
+    if orphans == "keep":      # all n-grams at once: blank contexts are inserted before keys exist
+        grams = {}
+        for n in range(2, order + 1):
+            parts = [(word_ids(spans, lines, n), p, b, lines) for p, spans, b, lines in entries(n)]
+            grams[n] = [np.concatenate([part[i] for part in parts]) if parts else empty
+                        for i, empty in enumerate((np.zeros((0, n), np.int64), np.zeros(0),
+                                                   np.zeros(0), np.zeros(0, np.int64)))]
+        kept = _insert_blank_contexts(grams, order)
+        if kept and notes is not None:
+            notes.append(f"{path}: {kept} context(s) of n-grams were missing; kept as SRILM does "
+                         "(each n-gram with its own context, backoff 1)")
+        sources = {n: [(grams[n][1], None, grams[n][2], grams[n][3])] for n in grams}
     for n in range(2, order + 1):
         key_parts, prob_parts, backoff_parts, line_parts = [], [], [], []
-        for prob_n, spans, backoff_n, line_starts in entries(n):
-            ids = np.empty(spans.shape[:2], dtype=np.int64)
-            for column in range(n):
-                word_hash = _hash(_fixed(data, spans[:, column, 0], spans[:, column, 1], width))
-                word_hash = np.where(np.isin(word_hash, unk_hashes), vocab_hash[0], word_hash)
-                where = np.minimum(np.searchsorted(sorted_hash, word_hash), vocab_size - 1)
-                missing = sorted_hash[where] != word_hash
-                if missing.any():
-                    row = int(np.flatnonzero(missing)[0])
-                    word = data[spans[row, column, 0]:spans[row, column, 1]].tobytes().decode("utf-8", "replace")
-                    raise ArpaError(f"{path}: line {_line_of(data, int(line_starts[row]))}: the {n}-gram "
-                                    f"word {word!r} is not among the 1-grams (which list the whole "
-                                    "vocabulary; KenLM refuses this too)")
-                ids[:, column] = by_hash[where]
+        chunks = sources[n] if orphans == "keep" else entries(n)
+        for prob_n, spans, backoff_n, line_starts in chunks:
+            ids = grams[n][0] if orphans == "keep" else word_ids(spans, line_starts, n)
             prefix = ids[:, 0]
             for m in range(2, n):
                 wanted = prefix * vocab_size + ids[:, m - 1]
                 prefix = np.searchsorted(keys[m - 1], wanted)
                 found = (prefix < len(keys[m - 1])) & \
-                    (keys[m - 1][np.minimum(prefix, len(keys[m - 1]) - 1)] == wanted)
+                    (keys[m - 1][np.minimum(prefix, max(len(keys[m - 1]) - 1, 0))] == wanted) \
+                    if len(keys[m - 1]) else np.zeros(len(wanted), dtype=bool)
                 if not found.all():
                     row = int(np.flatnonzero(~found)[0])
                     words = " ".join(tokens[i] for i in ids[row])
@@ -434,7 +503,7 @@ def read(path, notes: list[str] | None = None) -> tuple[NGramLM, tuple[str, ...]
                     raise ArpaError(f"{path}: line {_line_of(data, int(line_starts[row]))}: the {n}-gram "
                                     f"{words!r} has no context: {context!r} is not a {m}-gram. KenLM "
                                     "refuses such a (pruned) file; re-prune it so that every context "
-                                    "is kept, or rebuild the model")
+                                    "is kept, or read it as SRILM does (lmpipe ngram query --orphans keep)")
             key_parts.append(prefix * vocab_size + ids[:, -1])
             prob_parts.append(prob_n)
             backoff_parts.append(backoff_n)
@@ -452,4 +521,8 @@ def read(path, notes: list[str] | None = None) -> tuple[NGramLM, tuple[str, ...]
         keys.append(key)
         probs.append(np.concatenate(prob_parts)[order_of] if prob_parts else np.zeros(0))
         backoffs.append(np.concatenate(backoff_parts)[order_of] if backoff_parts else np.zeros(0))
+        if orphans == "keep":
+            grams[n][0] = grams[n][0][order_of]
+            _fill_blank_probabilities(NGramLM(vocab_size, keys[:n - 1], probs[:n - 1],
+                                              backoffs[:n - 1], []), grams[n][0], probs[n - 1])
     return NGramLM(vocab_size, keys, probs, backoffs, [(0.0, 0.0, 0.0)] * order), tokens
