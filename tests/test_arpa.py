@@ -53,6 +53,7 @@ def test_lenient_where_kenlm_is(tmp_path):
     """\\r\\n endings, comments and blank lines before \\data\\, padded counts, blank lines in
     and between sections, trailing blank lines: the same model."""
     text = ("# written by hand\n\n" + BIGRAM.replace("ngram 1=4", "ngram  1= 4 ")
+            .replace("-0.4\ta a", "-0.4 a  a").replace("-0.2\t<s> a", "-0.2\t<s>\ta")
             .replace("-0.5\ta\t-0.3\n", "-0.5\ta\t-0.3\n\n").replace("\\2-grams:\n", "\n\\2-grams:\n\n")
             + "\n\n").replace("\n", "\r\n")
     assert _total(tmp_path, text, "a a") == pytest.approx(-0.7)
@@ -97,7 +98,8 @@ ORPHAN = BIGRAM.replace("ngram 2=3\n", "ngram 2=3\nngram 3=1\n").replace(
     (lambda t: t.replace("-0.4\ta a", "0.4\ta a"), r"line 14: positive log10 probability"),
     (lambda t: t.replace("-0.4\ta a", "-0.4\ta a\t-0.2"), r"line 14: a backoff on a 2-gram, the highest order"),
     (lambda t: t.replace("-0.4\ta a", "-0.4\ta zebra"), r"line 14: the 2-gram word 'zebra' is not among the 1-grams"),
-    (lambda t: t.replace("-0.4\ta a", "-0.4\ta  a"), r"line 14: .*does not have 2 words"),
+    (lambda t: t.replace("-0.4\ta a", "-0.4\ta a "), r"line 14: .*does not have 2 words"),
+    (lambda t: t.replace("-0.5\ta\t-0.3", "-0.5 a\t-0.3"), r"line 8: the probability is not a number"),
     (lambda t: t.replace("-0.4\ta a", "nan?\ta a"), r"line 14: the probability is not a number"),
     (lambda t: t.replace("\\end\\\n", ""), r"\\end\\ is missing"),
     (lambda t: t + "more\n", r"line 17: text after \\end\\ \('more'\)"),

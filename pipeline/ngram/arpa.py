@@ -19,6 +19,7 @@ are written for every vocabulary word.
 
 from __future__ import annotations
 
+import re
 from concurrent.futures import ThreadPoolExecutor
 from typing import BinaryIO
 
@@ -31,6 +32,10 @@ from pipeline.text.vocab import BOS_ID, EOS_ID, SPECIALS, UNK_ID
 
 class ArpaError(ValueError):
     """The file is not a readable ARPA model; the message names the file and the line."""
+
+
+class _SpacingError(ArpaError):
+    """A line is not in the canonical spacing; it may still be one KenLM reads (see _canonical)."""
 
 
 def _digit_table(width: int, leading_zeros: bool) -> np.ndarray:
@@ -166,28 +171,30 @@ def _parse(data: np.ndarray, lo: int, hi: int, n: int, order: int, path, chunk: 
     tabs = np.flatnonzero(section == 9) + lo
     spaces = np.flatnonzero(section == 32) + lo
 
-    def refuse(rows, cause):
+    def refuse(rows, cause, error=ArpaError):
         line = int(starts_chunk[np.flatnonzero(rows)[0]])
-        raise ArpaError(f"{path}: line {_line_of(data, line)}: {cause} "
-                        f"({_text_of(data, line)!r})")
+        raise error(f"{path}: line {_line_of(data, line)}: {cause} ({_text_of(data, line)!r})")
+
+    def refuse_spacing(rows, cause):
+        refuse(rows, cause, _SpacingError)
     for lo in range(0, len(starts), chunk):
         s, e = starts[lo:lo + chunk], ends[lo:lo + chunk]
         starts_chunk = s
         first = np.searchsorted(tabs, s)
         no_tab = (first >= len(tabs)) | (tabs[np.minimum(first, len(tabs) - 1)] >= e)
         if no_tab.any():
-            refuse(no_tab, f"a line of the {n}-grams section has no tab after its probability")
+            refuse_spacing(no_tab, f"a line of the {n}-grams section has no tab after its probability")
         tab1 = tabs[first]
         nxt = np.minimum(first + 1, len(tabs) - 1)
         has_backoff = (first + 1 < len(tabs)) & (tabs[nxt] < e)
         tab2 = np.where(has_backoff, tabs[nxt], e)
-        prob = _checked_floats(data, s, tab1, refuse, "probability")
+        prob = _checked_floats(data, s, tab1, refuse_spacing, "probability")
         if np.any(prob > 0):
             refuse(prob > 0, "positive log10 probability (KenLM refuses these: an IRSTLM bug)")
         backoff = np.zeros(len(s))
         if has_backoff.any():
             def refuse_backoff(rows, cause, where=has_backoff):
-                refuse(_spread(rows, where), cause)
+                refuse_spacing(_spread(rows, where), cause)
             backoff[has_backoff] = _checked_floats(data, tab2[has_backoff] + 1, e[has_backoff],
                                                    refuse_backoff, "backoff")
             if not np.all(np.isfinite(backoff)):
@@ -196,13 +203,13 @@ def _parse(data: np.ndarray, lo: int, hi: int, n: int, order: int, path, chunk: 
             refuse(backoff != 0, f"a backoff on a {n}-gram, the highest order (KenLM refuses it)")
         lo_space, hi_space = np.searchsorted(spaces, tab1), np.searchsorted(spaces, tab2)
         if np.any(hi_space - lo_space != n - 1):
-            refuse(hi_space - lo_space != n - 1, f"a line of the {n}-grams section does not have "
+            refuse_spacing(hi_space - lo_space != n - 1, f"a line of the {n}-grams section does not have "
                    f"{n} words separated by single spaces")
         inner = spaces[lo_space[:, None] + np.arange(n - 1)] if n > 1 else np.zeros((len(s), 0), int)
         word_starts = np.concatenate([tab1[:, None] + 1, inner + 1], axis=1)
         word_ends = np.concatenate([inner, tab2[:, None]], axis=1)
         if np.any(word_ends <= word_starts):
-            refuse((word_ends <= word_starts).any(axis=1), "an empty word")
+            refuse_spacing((word_ends <= word_starts).any(axis=1), "an empty word")
         yield prob, np.stack([word_starts, word_ends], axis=2), backoff, s
 
 
@@ -289,6 +296,25 @@ def _header(raw: bytes, path) -> tuple[list[int], int]:
     if not declared:
         raise ArpaError(f"{path}: line {number}: \\data\\ is followed by no `ngram N=COUNT` line")
     return declared, position
+
+
+_FIELD = rb"([^ \t\n]+)"
+
+
+def _canonical(section: bytes, n: int) -> bytes:
+    """The entries of an order-n section with KenLM's spacing made canonical: KenLM reads words
+    separated by any run of spaces and tabs (ReadDelimited(kARPASpaces)), a 1-gram's probability
+    followed by a tab, and a backoff after a tab (ReadBackoff); written here as `p<TAB>w1 .. wn`
+    and `<TAB>backoff`. Lines that do not fit (trailing spaces, a wrong number of fields) are left
+    as they are, for the parser to refuse with their line number. Two regular-expression passes
+    in C, no Python call per line."""
+    first = rb"\t[ \t]*" if n == 1 else rb"[ \t]+"
+    words = first + _FIELD + b"".join([rb"[ \t]+" + _FIELD] * (n - 1))
+    numbered = "\t" + " ".join(f"\\g<{i}>" for i in range(2, n + 2))
+    with_backoff = re.compile(rb"(?m)^" + _FIELD + words + rb"\t[ \t]*" + _FIELD + rb"$")
+    section = with_backoff.sub(("\\g<1>" + numbered + f"\t\\g<{n + 2}>").encode(), section)
+    without = re.compile(rb"(?m)^" + _FIELD + words + rb"$")
+    return without.sub(("\\g<1>" + numbered).encode(), section)
 
 
 def _sections(raw: bytes, position: int, order: int, path) -> list[tuple[int, int]]:
@@ -381,8 +407,10 @@ def read(path, notes: list[str] | None = None,
       (ReadNGramHeader and ReadFloat skip whitespace); after \\end\\ only blank lines (ReadEnd).
     - A section holds exactly the declared number of entries (KenLM reads that many and then
       expects the next header); a different number is refused with both numbers.
-    - Entries: log10 probability, tab, the words separated by single spaces, optional tab and
-      log10 backoff. A positive probability is refused (KenLM's default for IRSTLM's bug), a
+    - Entries: log10 probability, the words, optional tab and log10 backoff. Words are separated
+      by any run of spaces and tabs, and so is an n-gram's probability from its first word; a
+      1-gram's probability is followed by a tab (read_arpa.hh: ReadDelimited(kARPASpaces),
+      "Expected tab after probability"); trailing spaces are refused (ReadBackoff). A positive probability is refused (KenLM's default for IRSTLM's bug), a
       non-finite backoff too, and so is a non-zero backoff on the highest order.
     - Words: `<unk>` and `<UNK>` are both the unknown word (lm/vocab.cc). Without it, unknown
       words get log10 p = -100 (KenLM's unknown_missing_logprob) and `notes` says so.
@@ -401,6 +429,26 @@ def read(path, notes: list[str] | None = None,
     declared, position = _header(raw, path)
     order = len(declared)
     bounds = _sections(raw, position, order, path)
+    noted = len(notes) if notes is not None else 0
+    try:
+        return _read(raw, declared, bounds, path, notes, orphans)
+    except _SpacingError:   # spacing other than the usual: make it canonical, read once more
+        if notes is not None:
+            del notes[noted:]
+    pieces, cursor = [], 0
+    for n, (lo, hi) in enumerate(bounds, start=1):       # same line numbers, same sections
+        pieces += [raw[cursor:lo], _canonical(raw[lo:hi], n)]
+        cursor = hi
+    raw = b"".join(pieces) + raw[cursor:]
+    try:
+        return _read(raw, declared, _sections(raw, position, order, path), path, notes, orphans)
+    except _SpacingError as error:
+        raise ArpaError(str(error)) from None
+
+
+def _read(raw: bytes, declared: list[int], bounds: list[tuple[int, int]], path, notes, orphans):
+    """`read` after the header and section checks: the entries, the vocabulary, the keys."""
+    order = len(declared)
     data = np.zeros(len(raw) + _PADDING, dtype=np.uint8)  # zero tail for the sliding windows
     data[:len(raw)] = np.frombuffer(raw, dtype=np.uint8)
     del raw
