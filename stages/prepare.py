@@ -25,27 +25,13 @@ def main(out_dir: str) -> None:
         return corpus.sentences(lines, c.tokenizer, c.lowercase, c.unk, c.max_sentences,
                                 c.max_line_tokens, report)
 
-    if text.given:
-        method = "given"
-        parts = {name: tokenized(text.split_lines(name))[0] for name in corpus.SPLITS}
-        if not any(parts["train"]):
-            raise corpus.CorpusError(f"{text.files[0]} (the train split) holds no tokens; give a "
-                                     "train file with at least one non-blank line")
-        documents = {}
+    wanted = {"train": split.train, "valid": split.valid, "test": split.test}
+    method, parts, documents = splits.divide(text, tokenized, split.method, wanted, params.seed,
+                                             c.source)
+    if method == "given":
         print(f"prepare: split given by the source ({', '.join(text.files)}); split.* unused",
               flush=True)
     else:
-        method = split.method
-        sentences, line_of = tokenized(text.lines)
-        if not any(sentences):
-            raise corpus.CorpusError(f"corpus.source={c.source!r} holds no tokens (an empty file, or "
-                                     "only blank lines); give a text with at least one non-blank line")
-        wanted = {"train": split.train, "valid": split.valid, "test": split.test}
-        indices = splits.split(method, np.fromiter(map(len, sentences), np.int64, len(sentences)),
-                               text.documents[line_of], wanted, params.seed)
-        parts = {name: [sentences[i] for i in indices[name]] for name in corpus.SPLITS}
-        documents = {name: int(len(np.unique(text.documents[line_of[indices[name]]])))
-                     for name in corpus.SPLITS}
         print(f"prepare: split by {method} ({', '.join(f'{k} {v:g}' for k, v in wanted.items())}"
               f"; 0 = the rest)", flush=True)
     if report["lines_cut"]:
@@ -63,7 +49,7 @@ def main(out_dir: str) -> None:
         stats["lines_cut"] = report["lines_cut"]
     if c.encoding_errors == "replace":
         stats["replaced_characters"] = sum(line.count("\ufffd") for line in text.lines)
-    for name in ("valid", "test", "train"):     # the order tests/test_interrupt.py kills in
+    for name in ("valid", "test", "train"):     # train last, as always: a kill leaves no train.npy
         sentences = parts[name]
         if not sentences:
             raise corpus.CorpusError(f"the {name} split is empty ({', '.join(text.files)}); give "

@@ -39,17 +39,6 @@ def ngram_logprobs(model: NGramLM, stream: np.ndarray) -> np.ndarray:
     return model.log10_probs(stream) * LN10
 
 
-def _gram_ids(lm: NGramLM, grams: np.ndarray) -> np.ndarray:
-    """Id of each row of `grams` (B, k) in lm.keys[k-1], or -1 (not stored, or holds a -1)."""
-    ids = np.where(grams[:, 0] >= 0, grams[:, 0], -1)
-    for j in range(1, grams.shape[1]):
-        keys = lm.keys[j]
-        wanted = ids * lm.vocab_size + grams[:, j]
-        at = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
-        ids = np.where((ids >= 0) & (grams[:, j] >= 0) & (keys[at] == wanted), at, -1)
-    return ids
-
-
 def ngram_distributions(lm: NGramLM, contexts: np.ndarray) -> np.ndarray:
     """p(w | context) for every word w (B, V), by the same backoff as log10_probs, one dense row
     per context: contexts (B, order-1) are the tokens before the target, -1 where the sentence
@@ -58,7 +47,7 @@ def ngram_distributions(lm: NGramLM, contexts: np.ndarray) -> np.ndarray:
     V = lm.vocab_size
     probs = np.tile(10.0 ** lm.log10_prob[0], (len(contexts), 1))
     for k in range(1, lm.order):             # contexts of length k, shortest first
-        ids = _gram_ids(lm, contexts[:, lm.order - 1 - k:])
+        ids = lm.gram_ids(contexts[:, lm.order - 1 - k:])
         rows = np.flatnonzero(ids >= 0)
         ids = ids[rows]
         probs[rows] *= 10.0 ** lm.log10_backoff[k - 1][ids][:, None]

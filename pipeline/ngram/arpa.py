@@ -375,16 +375,12 @@ def _fill_blank_probabilities(lower: NGramLM, ids: np.ndarray, prob: np.ndarray)
     if not len(rows):
         return
     k = ids.shape[1]
-    vocab_size = lower.vocab_size
     tails = ids[rows, 1:]                       # w2..wk (then </s>), after a fresh <s>, by orders < k
     inner = (tails == BOS_ID).any(axis=1)       # <s> inside a context: nothing to back off to
     stream = np.concatenate([np.full((len(rows), 1), BOS_ID), np.where(tails == BOS_ID, UNK_ID, tails),
                              np.full((len(rows), 1), EOS_ID)], axis=1).ravel()
     last = lower.log10_probs(stream).reshape(len(rows), k)[:, k - 2]
-    context = ids[rows, 0]
-    for m in range(2, k):
-        context = np.searchsorted(lower.keys[m - 1], context * vocab_size + ids[rows, m - 1])
-    back = lower.log10_backoff[k - 2][context]
+    back = lower.log10_backoff[k - 2][lower.gram_ids(ids[rows, :-1])]
     prob[rows] = np.where(inner, -99.0, last + back)
 
 
@@ -520,42 +516,39 @@ def _read(raw: bytes, declared: list[int], bounds: list[tuple[int, int]], path, 
             ids[:, column] = by_hash[where]
         return ids
 
+    def chunks(n):
+        """(word ids (R, n), log10 p, log10 backoff, line starts) of the order-n entries."""
+        for prob_n, spans, backoff_n, line_starts in entries(n):
+            yield word_ids(spans, line_starts, n), prob_n, backoff_n, line_starts
+
+    grams = {n: chunks(n) for n in range(2, order + 1)}
     if orphans == "keep":      # all n-grams at once: blank contexts are inserted before keys exist
-        grams = {}
-        for n in range(2, order + 1):
-            parts = [(word_ids(spans, lines, n), p, b, lines) for p, spans, b, lines in entries(n)]
-            grams[n] = [np.concatenate([part[i] for part in parts]) if parts else empty
-                        for i, empty in enumerate((np.zeros((0, n), np.int64), np.zeros(0),
-                                                   np.zeros(0), np.zeros(0, np.int64)))]
+        grams = {n: [np.concatenate(columns) for columns in zip(*chunks(n), strict=True)]
+                 if declared[n - 1] else [np.zeros((0, n), np.int64), np.zeros(0), np.zeros(0),
+                                          np.zeros(0, np.int64)] for n in grams}
         kept = _insert_blank_contexts(grams, order)
         if kept and notes is not None:
             notes.append(f"{path}: {kept} context(s) of n-grams were missing; kept as SRILM does "
                          "(each n-gram with its own context, backoff 1)")
-        sources = {n: [(grams[n][1], None, grams[n][2], grams[n][3])] for n in grams}
+        grams = {n: [columns] for n, columns in grams.items()}
     for n in range(2, order + 1):
-        key_parts, prob_parts, backoff_parts, line_parts = [], [], [], []
-        chunks = sources[n] if orphans == "keep" else entries(n)
-        for prob_n, spans, backoff_n, line_starts in chunks:
-            ids = grams[n][0] if orphans == "keep" else word_ids(spans, line_starts, n)
-            prefix = ids[:, 0]
-            for m in range(2, n):
-                wanted = prefix * vocab_size + ids[:, m - 1]
-                prefix = np.searchsorted(keys[m - 1], wanted)
-                found = (prefix < len(keys[m - 1])) & \
-                    (keys[m - 1][np.minimum(prefix, max(len(keys[m - 1]) - 1, 0))] == wanted) \
-                    if len(keys[m - 1]) else np.zeros(len(wanted), dtype=bool)
-                if not found.all():
-                    row = int(np.flatnonzero(~found)[0])
-                    words = " ".join(tokens[i] for i in ids[row])
-                    context = " ".join(tokens[i] for i in ids[row, :m])
-                    raise ArpaError(f"{path}: line {_line_of(data, int(line_starts[row]))}: the {n}-gram "
-                                    f"{words!r} has no context: {context!r} is not a {m}-gram. KenLM "
-                                    "refuses such a (pruned) file; re-prune it so that every context "
-                                    "is kept, or read it as SRILM does (lmpipe ngram query --orphans keep)")
-            key_parts.append(prefix * vocab_size + ids[:, -1])
+        lower = NGramLM(vocab_size, keys[:], probs[:], backoffs[:], [])   # orders 1..n-1
+        key_parts, prob_parts, backoff_parts, line_parts, id_parts = [], [], [], [], []
+        for ids, prob_n, backoff_n, line_starts in grams[n]:
+            context = lower.gram_ids(ids[:, :-1])
+            if np.any(context < 0):
+                row = int(np.flatnonzero(context < 0)[0])
+                words = " ".join(tokens[i] for i in ids[row])
+                raise ArpaError(f"{path}: line {_line_of(data, int(line_starts[row]))}: the {n}-gram "
+                                f"{words!r} has no context: {' '.join(words.split(' ')[:-1])!r} is "
+                                f"not a {n - 1}-gram. KenLM refuses such a (pruned) file; re-prune "
+                                "it so that every context is kept, or read it as SRILM does "
+                                "(lmpipe ngram query --orphans keep)")
+            key_parts.append(context * vocab_size + ids[:, -1])
             prob_parts.append(prob_n)
             backoff_parts.append(backoff_n)
             line_parts.append(line_starts)
+            id_parts.append(ids)
         key = np.concatenate(key_parts) if key_parts else np.zeros(0, np.int64)
         order_of = np.argsort(key, kind="stable")
         key = key[order_of]
@@ -570,7 +563,5 @@ def _read(raw: bytes, declared: list[int], bounds: list[tuple[int, int]], path, 
         probs.append(np.concatenate(prob_parts)[order_of] if prob_parts else np.zeros(0))
         backoffs.append(np.concatenate(backoff_parts)[order_of] if backoff_parts else np.zeros(0))
         if orphans == "keep":
-            grams[n][0] = grams[n][0][order_of]
-            _fill_blank_probabilities(NGramLM(vocab_size, keys[:n - 1], probs[:n - 1],
-                                              backoffs[:n - 1], []), grams[n][0], probs[n - 1])
+            _fill_blank_probabilities(lower, np.concatenate(id_parts)[order_of], probs[n - 1])
     return NGramLM(vocab_size, keys, probs, backoffs, [(0.0, 0.0, 0.0)] * order), tokens

