@@ -428,8 +428,39 @@ def as_dict(obj) -> dict:
     return dataclasses.asdict(obj)
 
 
+VERBOSE = "LMPIPE_VERBOSE"
+
+
+def verbose() -> bool:
+    """Whether LMPIPE_VERBOSE=1 asks for the libraries' own messages (see quiet_libraries)."""
+    return os.environ.get(VERBOSE, "") not in ("", "0")
+
+
+def quiet_libraries() -> None:
+    """Silence third-party chatter at its source, unless LMPIPE_VERBOSE=1: Lightning's info
+    messages (adverts, "GPU available", "Seed set", "`Trainer.fit` stopped") are logger records
+    of lightning.pytorch.utilities.rank_zero and friends, set to WARNING; two warnings that say
+    nothing to a user (our checkpoint directory holds resume.json by design; torch's pytree
+    deprecation raised inside Lightning) are ignored by message; MLflow's artifact progress bars
+    are off (MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR) and its INFO records go. Warnings that might
+    matter stay."""
+    import logging
+    import warnings
+    if verbose():
+        return
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda",
+                 "lightning.fabric.utilities.seed", "lightning.fabric.utilities.rank_zero",
+                 "mlflow.store.db.utils", "alembic.runtime.migration"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("mlflow.pyfunc").setLevel(logging.ERROR)   # the CloudPickle notice
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
 def run_stage(main, argv: list[str]) -> int:
-    """Run a stage's main(*argv); a bad input becomes one line on stderr and exit status 2,
+    """Run a stage's main(*argv), third-party chatter silenced (quiet_libraries); a bad input
+    becomes one line on stderr and exit status 2,
     not a traceback. SIGTERM (kill, SLURM, a cancelled CI job) unwinds like Ctrl-C: exit status
     130 (Ctrl-C) or 143 (SIGTERM) with one line. DVC records no output of a failed stage."""
     import signal
@@ -443,6 +474,7 @@ def run_stage(main, argv: list[str]) -> int:
         raise KeyboardInterrupt(f"signal {signum}")
 
     previous = signal.signal(signal.SIGTERM, interrupted)
+    quiet_libraries()
     started = time.perf_counter()
     try:
         main(*argv)

@@ -66,7 +66,7 @@ def main(data_dir: str, models_dir: str, out_dir: str) -> None:
     counts = counting.from_table(pd.read_parquet(models / "ngram" / "counts.parquet"), len(vocab))
     mle = {f"{name}_{split}": scoring.mle_summary(kneser_ney.mle_probs(counts, stream, n))
            for name, n in (("bigram", 2), ("trigram", 3)) for split, stream in splits.items()}
-    print(f"evaluate: ngram {results['ngram']}", flush=True)
+    print(report.headline("ngram", results["ngram"]), flush=True)
 
     for kind, spec in params.models.items():
         checkpoint = torch.load(models / kind / "model.pt", weights_only=True, map_location="cpu")
@@ -82,9 +82,12 @@ def main(data_dir: str, models_dir: str, out_dir: str) -> None:
         run_ids[kind] = json.loads((models / kind / "run.json").read_text())["run_id"]
         histories[kind] = json.loads((models / kind / "history.json").read_text())
         files[kind] = {"checkpoint": str(models / kind / "model.pt")}
-        print(f"evaluate: {kind} {results[kind]}", flush=True)
+        print(report.headline(kind, results[kind]), flush=True)
 
-    answers = {name: [tasks.run_probe(m, probe, encode, vocab.tokens) for probe in probes]
+    def unknown(text: str) -> list[str]:
+        return vocab.unknown(tokenize(text, c.tokenizer, c.lowercase, c.unk))
+
+    answers = {name: [tasks.run_probe(m, probe, encode, vocab.tokens, unknown) for probe in probes]
                for name, m in lms.items()}
     samples = {name: [" ".join(vocab.decode(s)) for s in
                       tasks.sample(m, settings.samples, settings.temperature, settings.max_length,
@@ -105,16 +108,20 @@ def main(data_dir: str, models_dir: str, out_dir: str) -> None:
     (scratch / "corpus.json").write_text(json.dumps(
         {"tokenizer": c.tokenizer, "lowercase": c.lowercase, "unk": c.unk}))
     shared_files = {"vocab": str(data / "vocab.json"), "corpus": str(scratch / "corpus.json")}
+    test_set = report.test_set(stats, params.seed, config.as_dict(params.split), config.as_dict(c),
+                               data)
     tags = {k: v for k, v in mlflow_runs.run_tags("", params.corpus.source, stats["corpus_hash"],
                                                root).items() if k != "model_kind"}
+    tags["test_set"] = test_set["id"]
     for run in mlflow_runs.reap_orphans(uri, params.mlflow.experiment):
         print(f"lmpipe: MLflow run {run} was left RUNNING by a killed process; marked KILLED")
-    parent = mlflow_runs.start_pipeline(uri, params.mlflow.experiment, root, config.as_dict(params), tags)
+    parent = mlflow_runs.start_pipeline(uri, params.mlflow.experiment, root, config.as_dict(params),
+                                        tags, mlflow_runs.execution_name(tags, c.source))
     registered = {}
     try:
         for name, result in results.items():
             tags = mlflow_runs.run_tags(name, params.corpus.source, stats["corpus_hash"], root)
-            tags["objective"] = result["objective"]
+            tags.update(objective=result["objective"], test_set=test_set["id"])
             metrics = {k: v for k, v in result.items() if isinstance(v, int | float)}
             weights = next(iter(files[name].values()))
             run_id, version = registry.log_model_run(
@@ -122,9 +129,12 @@ def main(data_dir: str, models_dir: str, out_dir: str) -> None:
                 {**model_params[name], "model_name": name, "model_kind": name}, metrics, tags,
                 {**files[name], **shared_files} if settings.register_models else None,
                 register=settings.register_models,
-                model_hash=hashlib.sha256(Path(weights).read_bytes()).hexdigest()[:16])
+                model_hash=hashlib.sha256(Path(weights).read_bytes()).hexdigest()[:16],
+                test_set=test_set, step=histories[name][-1].get("step", 0) if histories.get(name) else 0)
             if version is not None:
-                registered[name] = {"model": f"lmpipe-{name}", "version": version, "run_id": run_id}
+                registered[name] = {"model": f"lmpipe-{name}", "version": version, "run_id": run_id,
+                                    "test_set": test_set}
+                print(f"evaluate: {name}: registered as lmpipe-{name} v{version}", flush=True)
     except BaseException as error:   # a signal or Ctrl-C: KILLED; an error: FAILED
         mlflow_runs.finish_pipeline(uri, parent, [], status=mlflow_runs.end_status(error))
         raise

@@ -60,7 +60,9 @@ def main(out_dir: str) -> None:
         stats[name] = split_stats(stream)
         if name in documents:
             stats[name]["documents"] = documents[name]
-        print(f"prepare: {name}: {stats[name]}", flush=True)
+        part = stats[name]
+        print(f"prepare: {name}: {part['sentences']:,} sentences, {part['tokens']:,} tokens, "
+              f"{part['types']:,} types, OOV rate {part['oov_rate']:.2%}", flush=True)
     files.write_text(out / "vocab.json", json.dumps(vocab.to_json(), ensure_ascii=False))
     files.write_text(out / "stats.json", json.dumps(stats, indent=2))
 

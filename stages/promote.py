@@ -1,6 +1,7 @@
 """Stage promote: metrics/metrics.json + metrics/registry.json (versions registered by evaluate)
--> the MLflow alias `champion` on lmpipe-<kind> moves to the new version only when it beats the
-current champion by promote.margin; metrics/promotion.json (a DVC metric: 1 promoted, 0 kept
+-> the champion aliases of lmpipe-<kind> (pipeline/tracking/promotion.py: one line per test set,
+`champion-<test set id>`, and `champion`) move to the new version only when it beats the champion
+of the same test set by promote.margin; metrics/promotion.json (a DVC metric: 1 promoted, 0 kept
 back) and metrics/promotion.md say what happened and why.
 Usage: python -m stages.promote metrics"""
 
@@ -26,18 +27,13 @@ def main(metrics_dir: str) -> None:
                                "champion_version": None,
                                "reason": "not registered (evaluate.register_models: false)"}
             continue
-        champion = promotion.champion(uri, entry["model"])
-        if champion is not None and champion["version"] == entry["version"]:
-            promote, reason = True, "unchanged: this version is already the champion"
-        else:
-            promote, reason = promotion.decide(result, champion, params.promote.margin)
-        if promote:
-            promotion.set_champion(uri, entry["model"], entry["version"])
-        decisions[name] = {"promoted": int(promote), "version": entry["version"],
-                           "test_ppl": result["test_ppl"],
-                           "champion_version": champion["version"] if champion else None,
-                           "reason": reason}
-        print(f"promote: {name} v{entry['version']}: {'promoted' if promote else 'kept back'} ({reason})",
+        if "test_set" not in entry:
+            raise ValueError(f"{out / 'registry.json'}: {name} has no test_set (written by an older "
+                             "lmpipe); rerun evaluate: dvc repro -f evaluate")
+        d = decisions[name] = promotion.promote(uri, entry["model"], entry["version"], result,
+                                                entry["test_set"], params.promote.margin)
+        print(f"promote: {name} v{d['version']} (test set {d['test_set']}): "
+              f"{'promoted' if d['promoted'] else 'kept back'} ({d['reason']}); {d['default']}",
               flush=True)
     (out / "promotion.json").write_text(json.dumps(
         {name: {"promoted": d["promoted"]} for name, d in decisions.items()}, indent=2))

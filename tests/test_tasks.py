@@ -116,3 +116,39 @@ def test_every_model_scores_exactly_the_same_target_tokens(ngram, rnn):
     per_token = scoring.causal_scores(rnn.model, stream, num_columns=1)
     direct = [scoring.causal_logprobs(rnn.model, s, num_columns=1)[-1] for s in sentences_of(stream)]
     np.testing.assert_allclose(per_token.logprobs[eos][:1], direct[:1], rtol=1e-5)
+
+
+def test_generation_carries_the_recurrent_state(rnn, monkeypatch):
+    """One step per generated token: the tokens fed to the network grow linearly with the
+    length (the old loop fed every prefix again: ~n²/2), and the sentences are those of
+    rescoring each whole prefix."""
+    class Rescoring(tasks.RecurrentModel):
+        def next_distributions(self, prefixes, state=None):
+            return self.next_distribution(prefixes), None
+
+    expected = tasks.sample(Rescoring(rnn.model), 4, temperature=1.0, max_length=30, seed=5)
+    fed = []
+    forward = type(rnn.model).forward
+    monkeypatch.setattr(type(rnn.model), "forward",
+                        lambda self, tokens, state=None: fed.append(tokens.numel()) or
+                        forward(self, tokens, state))
+    got = tasks.sample(rnn, 4, temperature=1.0, max_length=30, seed=5)
+    assert all(np.array_equal(a, b) for a, b in zip(got, expected, strict=True))
+    steps = max(len(s) for s in got) + 1        # + the step that drew </s> (or the cap)
+    assert sum(fed) <= 4 * steps and len(fed) <= steps
+
+
+def test_fills_over_the_vocabulary_never_propose_unk_and_mark_unknown_words(ngram, rnn):
+    index = {w: i for i, w in enumerate(WORDS)}
+
+    def encode(text):
+        return np.array([index.get(w, 0) for w in text.split()], dtype=np.int64)
+
+    def unknown(text):
+        return [w for w in text.split() if w not in index]
+    for model in (ngram, rnn):
+        rows = tasks.run_probe(model, {"text": "wd we ___ zzz", "open": True}, encode, WORDS, unknown)
+        assert len(rows) == len(WORDS) - 3 and "<unk>" not in {r["text"] for r in rows}
+        assert all(r["oov"] == ["zzz"] for r in rows)
+        ranked = tasks.run_probe(model, {"rank": ["wd we", "wd qq"]}, encode, WORDS, unknown)
+        assert {r["text"]: r["oov"] for r in ranked} == {"wd we": [], "wd qq": ["qq"]}

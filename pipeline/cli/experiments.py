@@ -37,33 +37,127 @@ def retrain(args) -> None:
 
 
 def compare(args) -> None:
-    """The comparison table of the newest pipeline run (or --run), from mlflow.search_runs."""
-    from pipeline import config
-    from pipeline.evaluation import report
-    from pipeline.tracking import mlflow_runs
-    params = config.load()
-    uri = args.tracking_uri or config.tracking_uri(params.mlflow, config.repo_root())
-    parent, runs = mlflow_runs.latest_pipeline_runs(uri, args.experiment or params.mlflow.experiment,
-                                                 args.parent_run)
-    columns = ["tags.model_kind", "tags.objective", *[f"metrics.{k}" for k in report.KEYS]]
-    table = runs.reindex(columns=columns)
-    table.columns = ["model", "objective", *report.KEYS]
-    table = table.sort_values("model", key=lambda m: m != "ngram", kind="stable")  # ngram first
-    for key in ("test_tokens", "model_bytes"):
-        table[key] = table[key].astype("Int64")
-    if args.markdown:
-        print(f"Pipeline run `{parent}`\n")
-        print("| " + " | ".join(table.columns) + " |")
-        print("|---|---|" + "---:|" * len(report.KEYS))
-        for row in table.itertuples(index=False):
-            print("| " + " | ".join(_cell(v) for v in row) + " |")
-    else:
-        print(f"pipeline run {parent}")
-        print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    """The comparison table of one pipeline execution (the newest finished, or --run), the list
+    of executions (--list), or two side by side (--run A --against B), from MLflow's run search.
+    An unknown id is an error (ValueError: one line, exit 1)."""
+    from pipeline.tracking import run_search
+    uri, experiment = args.tracking_uri, args.experiment
+    if not (uri and experiment):   # params.yaml only for what the arguments leave open
+        from pipeline import config
+        params = config.load()
+        uri = uri or config.tracking_uri(params.mlflow, config.repo_root())
+        experiment = experiment or params.mlflow.experiment
+    if args.list:
+        print(_table(_executions(uri, experiment, args.limit), args.markdown))
+        return
+    parent = run_search.pipeline_run(uri, experiment, args.parent_run)
+    if args.against is None:
+        print(f"{_title(parent)}\n")
+        print(_table(_models(uri, experiment, parent), args.markdown))
+        ids = [r.info.run_id for r in _ordered(run_search.model_runs(uri, experiment,
+                                                                      parent.info.run_id))]
+        links = run_search.ui_links(args.ui, parent.info.experiment_id, parent.info.run_id, ids)
+        print(f"\nIn the MLflow UI ({args.ui}: make mlflow-ui):")
+        for what, url in links.items():
+            print(f"  {what + ':':16}{url}")
+        return
+    other = run_search.pipeline_run(uri, experiment, args.against)
+    a, b = (_models(uri, experiment, run) for run in (parent, other))
+    print(f"A: {_title(parent)}\nB: {_title(other)}")
+    sets = [run.data.tags.get("test_set") for run in (parent, other)]
+    if sets[0] != sets[1]:
+        print(f"(not comparable: the test sets differ, {sets[0]} vs {sets[1]}: another corpus, "
+              "split, tokenizer or vocabulary)")
+    print()
+    print(_table(_diff(a, b), args.markdown))
+
+
+HEADLINE = ("val_ppl", "test_ppl", "test_bits_per_token", "fill_accuracy")
+
+
+def _title(run) -> str:
+    import datetime
+    started = datetime.datetime.fromtimestamp(run.info.start_time / 1000).strftime("%Y-%m-%d %H:%M")
+    return (f"{run.info.run_name}  (run {run.info.run_id}, {started}, "
+            f"test set {run.data.tags.get('test_set', '?')})")
+
+
+def _models(uri: str, experiment: str, parent) -> list[dict]:
+    """One row per model run of an execution: model, objective and the comparison keys."""
+    from pipeline.evaluation.report import KEYS
+    from pipeline.tracking import run_search
+    rows = []
+    for run in _ordered(run_search.model_runs(uri, experiment, parent.info.run_id)):
+        row = {"model": run.data.tags.get("model_kind", run.info.run_name),
+               "objective": run.data.tags.get("objective", "")}
+        row.update({k: run.data.metrics.get(k) for k in KEYS})
+        rows.append(row)
+    return rows
+
+
+def _ordered(runs: list) -> list:
+    """Model runs with ngram first, then as trained (the order of the comparison table)."""
+    return sorted(runs, key=lambda r: r.data.tags.get("model_kind", r.info.run_name) != "ngram")
+
+
+def _executions(uri: str, experiment: str, limit: int) -> list[dict]:
+    import datetime
+
+    from pipeline.tracking import run_search
+    rows = []
+    for run in run_search.pipeline_runs(uri, experiment, limit, finished=False):
+        models = _models(uri, experiment, run)
+        causal = [m for m in models if m["objective"] == "causal" and m["test_ppl"] is not None]
+        best = min(causal, key=lambda m: m["test_ppl"], default=None)
+        rows.append({"id": run.info.run_id[:8], "name": run.info.run_name,
+                     "started": datetime.datetime.fromtimestamp(run.info.start_time / 1000)
+                     .strftime("%Y-%m-%d %H:%M"),
+                     "status": run.info.status, "models": len(models),
+                     "test set": run.data.tags.get("test_set", "?"),
+                     "best causal test ppl": f"{best['test_ppl']:.2f} {best['model']}" if best else "-"})
+    return rows
+
+
+def _diff(a: list[dict], b: list[dict]) -> list[dict]:
+    """Per model and headline key: A, B and the change."""
+    by_model = {r["model"]: r for r in b}
+    rows = []
+    for left in a:
+        right = by_model.get(left["model"], {})
+        for key in HEADLINE:
+            x, y = left.get(key), right.get(key)
+            change = f"{(y - x) / x:+.1%}" if x and y is not None else "-"
+            rows.append({"model": left["model"], "metric": key, "A": x, "B": y, "change": change})
+    return rows
+
+
+def _table(rows: list[dict], markdown: bool) -> str:
+    """Rows as aligned text (or markdown); floats to 4 significant digits, whole counts as such."""
+    if not rows:
+        return "(none)"
+    columns = list(rows[0])
+    cells = [[_cell(r.get(c)) for c in columns] for r in rows]
+    if markdown:
+        lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+        return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells])
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    numeric = [all(_number(r.get(c)) or r.get(c) is None for r in rows) for c in columns]
+    def line(values):
+        return "  ".join(v.rjust(w) if n else v.ljust(w)
+                         for v, w, n in zip(values, widths, numeric, strict=True)).rstrip()
+    return "\n".join([line(columns), *(line(row) for row in cells)])
+
+
+def _number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _cell(value) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.0f}" if value.is_integer() and abs(value) >= 1000 else f"{value:#.4g}"
+    return str(value)
 
 
 def preset(args) -> None:

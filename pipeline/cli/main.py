@@ -4,7 +4,9 @@
     lmpipe score --model gru "..."                                     # one model
     lmpipe fill "they ___ everywhere ." --k 5                          # top fills, every model
     lmpipe generate --model gru --n 5 --temperature 0.8                # sampled sentences
-    lmpipe compare [--markdown]                  # the comparison table of the newest MLflow run
+    lmpipe compare [--run ID] [--markdown]       # the comparison table of the newest execution
+    lmpipe compare --list                        # the executions in MLflow, newest first
+    lmpipe compare --run ID --against ID2        # two executions side by side
     lmpipe preset medium                         # a configuration as `dvc exp run` -S flags
     lmpipe mlflow-server [--port 5000]           # tracking server over mlflow.db, on 127.0.0.1
     lmpipe retrain --base origin/main            # CI: repro what changed, reports/retrain.md
@@ -74,12 +76,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--port", type=int, default=5000)
     p.add_argument("--workers", type=int, default=2)
     p.set_defaults(run=experiments.mlflow_server)
-    p = commands.add_parser("compare", help="the comparison table of the newest pipeline run, "
-                                            "from MLflow")
-    p.add_argument("--run", dest="parent_run", help="a pipeline (parent) run id instead of the newest")
+    p = commands.add_parser("compare", help="the comparison table of a pipeline execution, the "
+                                            "list of executions, or two side by side, from MLflow")
+    p.add_argument("--list", action="store_true", help="list the executions (newest first) with their ids")
+    p.add_argument("--limit", type=int, default=20, help="--list: how many (default 20)")
+    p.add_argument("--run", dest="parent_run", metavar="ID",
+                   help="an execution's run id (or its first characters) instead of the newest")
+    p.add_argument("--against", metavar="ID", help="a second execution: the two side by side")
     p.add_argument("--markdown", action="store_true")
     p.add_argument("--experiment", help="default: mlflow.experiment of params.yaml")
     p.add_argument("--tracking-uri", help="default: MLFLOW_TRACKING_URI or params.yaml")
+    p.add_argument("--ui", default="http://127.0.0.1:5000",
+                   help="the MLflow UI's address, for the links printed (default: make mlflow-ui's)")
     p.set_defaults(run=experiments.compare)
     p = commands.add_parser("preset", help="print a named configuration (configs/presets.yaml) "
                                            "as `dvc exp run` -S flags")
@@ -108,6 +116,8 @@ def main(argv: list[str] | None = None) -> None:
     text_options(p)
     p.set_defaults(run=ngram.query)
     args = parser.parse_args(argv)
+    from pipeline.config import quiet_libraries
+    quiet_libraries()   # LMPIPE_VERBOSE=1 shows the libraries' own messages
     if getattr(args, "discount_fallback", None) == []:
         args.discount_fallback = (0.5, 1.0, 1.5)
     try:

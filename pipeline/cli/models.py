@@ -4,7 +4,6 @@ with the corpus's own normalisation and tokenisation (params.yaml, data/prepared
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -37,45 +36,58 @@ def load_models(models_dir: Path, names: list[str] | None):
 
 
 def _tokenizer(data: Path):
-    """(vocab, encode(text) -> ids) with the corpus settings of params.yaml."""
+    """(vocab, encode(text) -> ids, unknown(text) -> out-of-vocabulary words) with the corpus
+    settings of params.yaml."""
     from pipeline import config
     params = config.load()
     vocab = Vocab.from_json(json.loads((data / "vocab.json").read_text()))
     c = params.corpus
-    return vocab, lambda text: vocab.encode(tokenize(text, c.tokenizer, c.lowercase, c.unk))
+
+    def tokens(text: str) -> list[str]:
+        return tokenize(text, c.tokenizer, c.lowercase, c.unk)
+    return vocab, lambda text: vocab.encode(tokens(text)), lambda text: vocab.unknown(tokens(text))
+
+
+def _oov_note(words: list[str]) -> str:
+    return f"  [out of vocabulary, scored as <unk>: {', '.join(words)}]" if words else ""
 
 
 def score(args) -> None:
+    """Each sentence's ln P (natural log, like fill, the probes and the pyfunc), best first."""
     from pipeline.evaluation import tasks
-    _, encode = _tokenizer(args.data)
+    _, encode, unknown = _tokenizer(args.data)
     models = load_models(args.models, args.model)
     sentences = [tasks.encode_probe_text(s, encode)[0] for s in args.sentences]
     for name, model in models.items():
-        label = "pseudo-log-likelihood (cloze)" if model.kind == "cloze" else "log10 P(sentence)"
+        label = "pseudo-log-likelihood, ln (cloze)" if model.kind == "cloze" else "ln P(sentence)"
         print(f"{name}  [{label}]")
-        logp = model.sentence_logprobs(sentences) / math.log(10)
+        logp = model.sentence_logprobs(sentences)
         for rank, (value, text) in enumerate(sorted(zip(logp, args.sentences, strict=True),
                                                     reverse=True), start=1):
-            print(f"  {rank}. {value:9.3f}  {text}")
+            print(f"  {rank}. {value:9.3f}  {text}{_oov_note(unknown(text))}")
 
 
 def fill(args) -> None:
     from pipeline.evaluation import tasks
-    vocab, encode = _tokenizer(args.data)
+    vocab, encode, unknown = _tokenizer(args.data)
     probe = {"text": args.text, "top": args.k, "open": args.open}
     if args.options:
         probe["options"] = args.options
+    context = unknown(args.text.replace(tasks.BLANK, " "))
+    if context:
+        print(f"(out of vocabulary in the text, scored as <unk>: {', '.join(context)})")
     for name, model in load_models(args.models, args.model).items():
         side = "both sides" if model.kind == "cloze" else (
             "left context" if args.open else "whole sentence")
         print(f"{name}  [ln p, {side}]")
-        for row in tasks.run_probe(model, probe, encode, vocab.tokens):
-            print(f"  {row['logprob']:9.3f}  {row['text']}")
+        for row in tasks.run_probe(model, probe, encode, vocab.tokens, unknown):
+            own = [w for w in row["oov"] if w not in context]
+            print(f"  {row['logprob']:9.3f}  {row['text']}{_oov_note(own)}")
 
 
 def generate(args) -> None:
     from pipeline.evaluation import tasks
-    vocab, _ = _tokenizer(args.data)
+    vocab, _, _ = _tokenizer(args.data)
     for name, model in load_models(args.models, args.model).items():
         if model.kind != "causal":
             print(f"{name}: skipped (bidirectional models do not generate left to right)")

@@ -5,10 +5,13 @@ mle.json, comparison.md, memory.md, probes.md, samples.md, plots/*.csv and *.png
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pipeline.evaluation.scoring import Scores, summarize
+if TYPE_CHECKING:   # scoring imports torch; `lmpipe compare` needs only KEYS
+    from pipeline.evaluation.scoring import Scores
 
 KEYS = ("val_ppl", "test_ppl", "val_bits_per_token", "test_bits_per_token", "test_top1_accuracy",
         "test_top5_accuracy", "fill_accuracy", "test_tokens", "test_oov_rate", "model_bytes")
@@ -19,6 +22,7 @@ def metrics(scores: dict[str, Scores], stats: dict, model_bytes: int, objective:
     """The comparison keys (KEYS) plus the objective: `causal` (next-token prediction) or `cloze`
     (bidirectional: its perplexity is a pseudo-perplexity and its top-k accuracy a fill-in
     accuracy, not comparable with causal rows)."""
+    from pipeline.evaluation.scoring import summarize
     val, test = summarize(scores["valid"]), summarize(scores["test"])
     return {"val_ppl": val["ppl"], "test_ppl": test["ppl"],
             "val_bits_per_token": val["bits_per_token"], "test_bits_per_token": test["bits_per_token"],
@@ -26,6 +30,34 @@ def metrics(scores: dict[str, Scores], stats: dict, model_bytes: int, objective:
             "fill_accuracy": fill_accuracy,
             "test_tokens": test["tokens"], "test_oov_rate": stats["test"]["oov_rate"],
             "model_bytes": model_bytes, "objective": objective}
+
+
+def headline(name: str, result: dict) -> str:
+    """One line for the terminal: the numbers people compare, rounded for people."""
+    return (f"evaluate: {name}: test ppl {result['test_ppl']:.2f}, val ppl {result['val_ppl']:.2f}, "
+            f"{result['test_bits_per_token']:.3f} bits/token, top-1 {result['test_top1_accuracy']:.3f}, "
+            f"fill-in-the-blank {result['fill_accuracy']:.3f} ({result['objective']})")
+
+
+def test_set(stats: dict, seed: int, split: dict, corpus: dict, data_dir: Path) -> dict[str, str]:
+    """What a test perplexity is a perplexity of: {"corpus": the corpus hash (every split file),
+    "split": the method with its seed and sizes ("given" when the source splits), "tokenizer":
+    the tokenizer with lowercase and the unknown-word marker, "vocab" and "test_tokens": the
+    SHA-256 (first 12 hex digits) of vocab.json and test.npy, "id": 12 hex digits of all of
+    them}. Two numbers are comparable only when their ids are equal (the promotion gate)."""
+    def digest(data: bytes) -> str:
+        return hashlib.sha256(data).hexdigest()[:12]
+    method = stats.get("split_method", split["method"])
+    fields = {
+        "corpus": stats["corpus_hash"],
+        "split": "given" if method == "given" else (
+            f"{method} seed={seed} train={split['train']:g} valid={split['valid']:g} "
+            f"test={split['test']:g}"),
+        "tokenizer": (f"{corpus['tokenizer']} lowercase={str(corpus['lowercase']).lower()} "
+                      f"unk={corpus['unk'] or 'none'}"),
+        "vocab": digest((data_dir / "vocab.json").read_bytes()),
+        "test_tokens": digest((data_dir / "test.npy").read_bytes())}
+    return {**fields, "id": digest(json.dumps(fields, sort_keys=True).encode())}
 
 
 def comparison_markdown(results: dict[str, dict], blanks: int = 0, choices: int = 5) -> str:
@@ -63,10 +95,14 @@ def probes_markdown(probes: list[dict], answers: dict[str, list[list[dict]]]) ->
             cells = []
             for n in names:
                 rows = answers[n][i]
-                cells.append(f"{rows[k]['text']} ({rows[k]['logprob']:.2f})" if k < len(rows) else "")
+                mark = " †" if k < len(rows) and rows[k].get("oov") else ""
+                cells.append(f"{rows[k]['text']}{mark} ({rows[k]['logprob']:.2f})" if k < len(rows) else "")
             out.append(f"| {k + 1} | " + " | ".join(cells) + " |")
+        unknown = list(dict.fromkeys(w for n in names for row in answers[n][i] for w in row.get("oov", ())))
+        if unknown:
+            out.append(f"\n† out of vocabulary, scored as `<unk>`: {', '.join(unknown)}")
         out.append("")
-    out.append("Numbers are natural-log probabilities (of the whole sentence for `rank` probes and "
+    out.append("Numbers are natural-log probabilities, ln p (of the whole sentence for `rank` probes and "
                "closed blanks; of the word given its left context for `open` blanks; the "
                "bidirectional model's are of the word given both sides).")
     return "\n".join(out) + "\n"

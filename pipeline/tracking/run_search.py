@@ -1,0 +1,117 @@
+"""Finding pipeline executions and their model runs, for `lmpipe compare`. In: a tracking URI
+and an experiment name. Out: runs with `.info` (run_id, run_name, start_time (ms), status,
+experiment_id) and `.data` (tags, metrics: the latest value of each), newest execution first.
+
+An embedded store (`sqlite:///...`) is read directly with read-only SQL over MLflow's tables
+(experiments, runs, tags, latest_metrics): importing MLflow takes longer than the question, and
+`lmpipe compare` answers in about a second. A server, or a database whose tables do not answer
+those queries (another MLflow schema), goes through MlflowClient.search_runs.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from types import SimpleNamespace
+
+ROLE = "lmpipe.role"            # pipeline | model
+PARENT = "mlflow.parentRunId"   # what the MLflow UI nests runs by
+VIEW = "lmpipe"   # the runs table's preset columns: #/experiments/<id>/runs?viewStateShareKey=lmpipe
+
+
+def pipeline_runs(tracking_uri: str, experiment: str, limit: int = 50, finished: bool = True) -> list:
+    """The parent runs of pipeline executions, newest first (only FINISHED ones if `finished`).
+    Raises ValueError when the experiment does not exist."""
+    db = _database(tracking_uri)
+    if db is not None:
+        try:
+            return _sql_runs(db, experiment, ROLE, "pipeline", finished, limit, newest_first=True)
+        except sqlite3.Error:
+            pass
+    from pipeline.tracking import mlflow_runs
+    return mlflow_runs.pipeline_runs(tracking_uri, experiment, limit, finished)
+
+
+def model_runs(tracking_uri: str, experiment: str, parent_id: str) -> list:
+    """The model runs nested under the parent run `parent_id`, oldest first."""
+    db = _database(tracking_uri)
+    if db is not None:
+        try:
+            return _sql_runs(db, experiment, PARENT, parent_id, False, 1000, newest_first=False)
+        except sqlite3.Error:
+            pass
+    from pipeline.tracking import mlflow_runs
+    return mlflow_runs.model_runs(tracking_uri, experiment, parent_id)
+
+
+def pipeline_run(tracking_uri: str, experiment: str, run_id: str | None = None):
+    """The parent run `run_id` (a full id, or a prefix of the id of one of the newest 1,000
+    executions), or the newest finished one. Raises ValueError naming what is missing."""
+    if run_id is None:
+        runs = pipeline_runs(tracking_uri, experiment, limit=1)
+        if not runs:
+            raise ValueError(f"no finished pipeline run in experiment {experiment!r} at "
+                             f"{tracking_uri}; run `make repro` first")
+        return runs[0]
+    matches = [r for r in pipeline_runs(tracking_uri, experiment, 1000, finished=False)
+               if r.info.run_id.startswith(run_id)]
+    if len(matches) != 1:
+        problem = "no pipeline run" if not matches else f"{len(matches)} pipeline runs start with"
+        raise ValueError(f"{problem} {run_id!r} in experiment {experiment!r} at {tracking_uri}; "
+                         "`lmpipe compare --list` lists the executions and their ids")
+    return matches[0]
+
+
+def ui_links(base: str, experiment_id: str, parent_id: str, model_run_ids: list[str]) -> dict[str, str]:
+    """The MLflow web app's pages for one execution (hash routes of MLflow 3.17): the runs
+    table with lmpipe's columns, the chart view, the side-by-side comparison of its model runs
+    and its report artifact."""
+    from urllib.parse import quote
+    base = base.rstrip("/")
+    runs = f"{base}/#/experiments/{experiment_id}/runs"
+    compare = quote(json.dumps(model_run_ids, separators=(",", ":")))
+    return {"runs table": f"{runs}?workflowType=machine_learning&viewStateShareKey={VIEW}",
+            "chart view": f"{runs}?workflowType=machine_learning&compareRunsMode=CHART",
+            "compare models": f"{base}/#/compare-runs?runs={compare}&experiments="
+                              f"{quote(json.dumps([experiment_id]))}",
+            "report": f"{runs}/{parent_id}/artifacts/report/comparison.md"}
+
+
+def _database(tracking_uri: str) -> Path | None:
+    prefix = "sqlite:///"
+    if not tracking_uri.startswith(prefix):
+        return None
+    path = Path(tracking_uri[len(prefix):])
+    return path if path.is_file() else None
+
+
+def _sql_runs(db: Path, experiment: str, tag: str, value: str, finished: bool, limit: int,
+              newest_first: bool) -> list:
+    with sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True) as con:
+        found = con.execute("select experiment_id from experiments where name = ? and "
+                            "lifecycle_stage = 'active'", (experiment,)).fetchone()
+        if found is None:
+            raise ValueError(f"no MLflow experiment {experiment!r} at sqlite:///{db}; run "
+                             "`make repro` first")
+        status = " and r.status = 'FINISHED'" if finished else ""
+        rows = con.execute(
+            "select r.run_uuid, r.name, r.start_time, r.status, r.experiment_id from runs r "
+            "join tags t on t.run_uuid = r.run_uuid and t.key = ? and t.value = ? "
+            f"where r.experiment_id = ? and r.lifecycle_stage = 'active'{status} "
+            f"order by r.start_time {'desc' if newest_first else 'asc'} limit ?",
+            (tag, value, found[0], limit)).fetchall()
+        ids = [row[0] for row in rows]
+        marks = ",".join("?" * len(ids))
+        tags, metrics = {i: {} for i in ids}, {i: {} for i in ids}
+        for run, key, val in con.execute(f"select run_uuid, key, value from tags where run_uuid "
+                                         f"in ({marks})", ids):
+            tags[run][key] = val
+        for run, key, val in con.execute(f"select run_uuid, key, value from latest_metrics "
+                                         f"where run_uuid in ({marks})", ids):
+            metrics[run][key] = val
+    return [SimpleNamespace(
+        info=SimpleNamespace(run_id=i, run_name=name, start_time=start, status=state,
+                             experiment_id=str(experiment_id)),
+        data=SimpleNamespace(tags=tags[i], metrics=metrics[i]))
+        for (i, name, start, state, experiment_id) in rows]
