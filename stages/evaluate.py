@@ -38,6 +38,12 @@ def load_probes(path: Path) -> list[dict]:
     return probes
 
 
+def _best_step(history: list[dict] | None) -> int:
+    """The training step of the epoch whose weights model.pt holds (lowest val_ppl); 0 without
+    a history (the n-gram model)."""
+    return min(history, key=lambda h: h["val_ppl"]).get("step", 0) if history else 0
+
+
 def main(data_dir: str, models_dir: str, out_dir: str) -> None:
     params = config.load()
     settings, c = params.evaluate, params.corpus
@@ -130,7 +136,7 @@ def main(data_dir: str, models_dir: str, out_dir: str) -> None:
                 {**files[name], **shared_files} if settings.register_models else None,
                 register=settings.register_models,
                 model_hash=hashlib.sha256(Path(weights).read_bytes()).hexdigest()[:16],
-                test_set=test_set, step=histories[name][-1].get("step", 0) if histories.get(name) else 0)
+                test_set=test_set, step=_best_step(histories.get(name)))
             if version is not None:
                 registered[name] = {"model": f"lmpipe-{name}", "version": version, "run_id": run_id,
                                     "test_set": test_set}

@@ -115,22 +115,29 @@ def test_mlflow_holds_a_pipeline_run_with_five_nested_model_runs(repo):
 
 
 def test_metric_history_plots_in_step_order(repo):
-    """Per-epoch val_ppl at its training step, evaluate's metrics once at the last step: in
-    the order they were logged, every metric's steps never go back (no step-0 point after the
-    curve), and test_ppl sits at the end of the val_ppl curve."""
+    """Per-epoch val_ppl at its training step, evaluate's metrics once at the step of the best
+    epoch (the checkpoint it scores): in the order they were logged, every metric's steps never
+    go back (no step-0 point after the curve), val_ppl has one point per step, and test_ppl
+    sits on the curve at its lowest val_ppl."""
     db, _, tags = _runs(repo)
-    trained = [r for r, t in tags.items() if t.get("model_kind") in KINDS]
+    first = min((r for r, t in tags.items() if t.get("lmpipe.role") == "pipeline"),
+                key=lambda r: db.execute("select start_time from runs where run_uuid = ?",
+                                         (r,)).fetchone()[0])
+    trained = [r for r, t in tags.items()
+               if t.get("model_kind") in KINDS and t.get("mlflow.parentRunId") == first]
     assert len(trained) == len(KINDS)
     for run_id in trained:
         for key in ("val_ppl", "test_ppl", "fill_accuracy"):
             steps = [s for (s,) in db.execute("select step from metrics where run_uuid = ? and "
                                               "key = ? order by timestamp, rowid", (run_id, key))]
             assert steps == sorted(steps), (tags[run_id]["model_kind"], key, steps)
-        curve = [s for (s,) in db.execute("select step from metrics where run_uuid = ? and "
-                                          "key = 'val_ppl'", (run_id,))]
+        curve = dict(db.execute("select step, value from metrics where run_uuid = ? and "
+                                "key = 'val_ppl'", (run_id,)).fetchall())
+        assert len(curve) == db.execute("select count(*) from metrics where run_uuid = ? and "
+                                         "key = 'val_ppl'", (run_id,)).fetchone()[0]
         test = db.execute("select step from metrics where run_uuid = ? and key = 'test_ppl'",
                           (run_id,)).fetchall()
-        assert len(test) == 1 and test[0][0] == max(curve) > 0
+        assert len(test) == 1 and test[0][0] == min(curve, key=curve.get) > 0
 
 
 def test_registered_models_serve_and_score_sentences(repo):
@@ -276,10 +283,15 @@ def test_the_readmes_route_to_the_mlflow_compare_view_shows_every_models_test_pp
         text = html.unescape(" ".join(re.sub(r"<[^>]+>", " ", re.sub(
             r"<(script|style).*?</\1>", "", page, flags=re.S)).split()))
         assert "Run Name: " + " ".join(table) in text, text[:3000]   # the model runs, in order
-        metrics = text[text.index("Metrics Show diff only"):text.index("Artifacts", text.index("Metrics"))]
-        shown = [float(v) for v in re.findall(r"(?<![\w.])\d+(?:\.\d+)?(?![\w.])", metrics)]
+        # Metrics: the keys, then one value per run for each key in turn
+        words = text[text.index("Metrics Show diff only") + 22:text.index(" Artifacts")].split()
+        keys = [w for w in words if not re.fullmatch(r"[-\d.e+]+", w)]
+        values = [float(w) for w in words[len(keys):]]
+        assert len(values) == len(keys) * len(table), (keys, values)
+        at = keys.index("test_ppl") * len(table)
+        shown = dict(zip(table, values[at:at + len(table)], strict=True))
         for name, value in table.items():   # the UI rounds to 4 significant digits or so
-            assert any(abs(v - value) <= 0.006 * value for v in shown), (name, value, metrics)
+            assert shown[name] == pytest.approx(value, rel=0.006), (name, shown)
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -80,3 +80,28 @@ def test_a_champion_is_compared_only_on_its_own_test_set(tmp_path):
     assert champion(uri, "lmpipe-gru")["version"] == better
     assert champion(uri, "lmpipe-gru", line_alias(kjv["id"]))["version"] == better
     assert champion(uri, "lmpipe-gru", line_alias(other["id"]))["version"] == foreign
+
+
+def test_champion_is_restored_from_its_line_and_left_alone_by_an_unchanged_version(tmp_path):
+    """With `champion` deleted, the next promotion gives it the line's champion even when the
+    new model is kept back; a rerun of promote on the line's champion moves nothing (a manual
+    choice of `champion` within the line survives it)."""
+    from mlflow.tracking import MlflowClient
+
+    from pipeline.tracking.promotion import champion, line_alias, promote
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    client.create_registered_model("lmpipe-gru")
+    kjv = _test_set("c1")
+    good = _version(client, 40.0, kjv)
+    promote(uri, "lmpipe-gru", good, {"test_ppl": 40.0}, kjv, 0.01)
+    client.delete_registered_model_alias("lmpipe-gru", "champion")
+    worse = _version(client, 45.0, kjv)
+    d = promote(uri, "lmpipe-gru", worse, {"test_ppl": 45.0}, kjv, 0.01)
+    assert not d["promoted"] and d["default"] == f"`champion` set to v{good}: the first line"
+    assert champion(uri, "lmpipe-gru")["version"] == good
+    client.set_registered_model_alias("lmpipe-gru", "champion", worse)   # a user's rollback
+    d = promote(uri, "lmpipe-gru", good, {"test_ppl": 40.0}, kjv, 0.01)
+    assert d["reason"].startswith("unchanged") and d["default"] == f"`champion` stays v{worse}"
+    assert champion(uri, "lmpipe-gru")["version"] == worse
+    assert champion(uri, "lmpipe-gru", line_alias(kjv["id"]))["version"] == good

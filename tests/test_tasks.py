@@ -149,6 +149,9 @@ def test_fills_over_the_vocabulary_never_propose_unk_and_mark_unknown_words(ngra
     for model in (ngram, rnn):
         rows = tasks.run_probe(model, {"text": "wd we ___ zzz", "open": True}, encode, WORDS, unknown)
         assert len(rows) == len(WORDS) - 3 and "<unk>" not in {r["text"] for r in rows}
-        assert all(r["oov"] == ["zzz"] for r in rows)
+        assert all(r["oov"] == [] and r["context_oov"] == ["zzz"] for r in rows)
+        options = tasks.run_probe(model, {"text": "wd ___ .", "options": ["we", "qq"]}, encode,
+                                  WORDS, unknown)
+        assert {r["text"]: r["oov"] for r in options} == {"we": [], "qq": ["qq"]}
         ranked = tasks.run_probe(model, {"rank": ["wd we", "wd qq"]}, encode, WORDS, unknown)
         assert {r["text"]: r["oov"] for r in ranked} == {"wd we": [], "wd qq": ["qq"]}

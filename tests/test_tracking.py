@@ -155,3 +155,17 @@ def test_reaping_marks_only_runs_of_dead_processes_on_this_host(tmp_path):
                       "untagged": "RUNNING", "before a reboot": "KILLED", "reused pid": "KILLED",
                       "another container": "RUNNING"}
     assert sorted(reaped) == sorted(runs[n] for n in ("dead", "before a reboot", "reused pid"))
+
+
+def test_a_registered_version_is_reused_only_for_the_same_weights_on_the_same_test_set(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    client.create_registered_model("lmpipe-gru")
+    for weights, test_set in (("w1", "t1"), ("w2", "t1")):
+        version = client.create_model_version("lmpipe-gru", "file:///nowhere").version
+        client.set_model_version_tag("lmpipe-gru", version, "model_hash", weights)
+        client.set_model_version_tag("lmpipe-gru", version, "test_set", test_set)
+    assert registry._version_with_hash(client, "lmpipe-gru", "w2", "t1") == "2"
+    assert registry._version_with_hash(client, "lmpipe-gru", "w1", "t1") == "1"
+    assert registry._version_with_hash(client, "lmpipe-gru", "w1", "t2") is None   # new test set
+    assert registry._version_with_hash(client, "lmpipe-gru", "w3", "t1") is None   # new weights

@@ -48,6 +48,8 @@ def compare(args) -> None:
         uri = uri or config.tracking_uri(params.mlflow, config.repo_root())
         experiment = experiment or params.mlflow.experiment
     if args.list:
+        if args.parent_run or args.against:
+            raise ValueError("--list lists every execution; leave out --run/--against (or --list)")
         print(_table(_executions(uri, experiment, args.limit), args.markdown))
         return
     parent = run_search.pipeline_run(uri, experiment, args.parent_run)
@@ -121,8 +123,9 @@ def _executions(uri: str, experiment: str, limit: int) -> list[dict]:
 def _diff(a: list[dict], b: list[dict]) -> list[dict]:
     """Per model and headline key: A, B and the change."""
     by_model = {r["model"]: r for r in b}
+    named = {r["model"] for r in a}
     rows = []
-    for left in a:
+    for left in [*a, *({"model": r["model"]} for r in b if r["model"] not in named)]:
         right = by_model.get(left["model"], {})
         for key in HEADLINE:
             x, y = left.get(key), right.get(key)
@@ -156,7 +159,9 @@ def _cell(value) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
-        return f"{value:,.0f}" if value.is_integer() and abs(value) >= 1000 else f"{value:#.4g}"
+        if value.is_integer() and abs(value) >= 1000:   # counts and bytes
+            return f"{value:,.0f}"
+        return f"{value:,.1f}" if abs(value) >= 1000 else f"{value:#.4g}"
     return str(value)
 
 

@@ -81,8 +81,7 @@ def fill(args) -> None:
             "left context" if args.open else "whole sentence")
         print(f"{name}  [ln p, {side}]")
         for row in tasks.run_probe(model, probe, encode, vocab.tokens, unknown):
-            own = [w for w in row["oov"] if w not in context]
-            print(f"  {row['logprob']:9.3f}  {row['text']}{_oov_note(own)}")
+            print(f"  {row['logprob']:9.3f}  {row['text']}{_oov_note(row['oov'])}")
 
 
 def generate(args) -> None:

@@ -50,9 +50,9 @@ def test_set(stats: dict, seed: int, split: dict, corpus: dict, data_dir: Path) 
     method = stats.get("split_method", split["method"])
     fields = {
         "corpus": stats["corpus_hash"],
-        "split": "given" if method == "given" else (
-            f"{method} seed={seed} train={split['train']:g} valid={split['valid']:g} "
-            f"test={split['test']:g}"),
+        "split": "given" if method == "given" else (   # contiguous draws nothing: no seed
+            f"{method}{'' if method == 'contiguous' else f' seed={seed}'} "
+            f"train={split['train']:g} valid={split['valid']:g} test={split['test']:g}"),
         "tokenizer": (f"{corpus['tokenizer']} lowercase={str(corpus['lowercase']).lower()} "
                       f"unk={corpus['unk'] or 'none'}"),
         "vocab": digest((data_dir / "vocab.json").read_bytes()),
@@ -87,7 +87,10 @@ def probes_markdown(probes: list[dict], answers: dict[str, list[list[dict]]]) ->
     for i, probe in enumerate(probes):
         out.append(f"### {probe.get('name', i)}: {probe.get('about', '')}\n")
         if "text" in probe:
-            out.append(f"`{probe['text']}`\n")
+            context = list(dict.fromkeys(w for n in names for row in answers[n][i]
+                                         for w in row.get("context_oov", ())))
+            note = f" (out of vocabulary, scored as `<unk>`: {', '.join(context)})" if context else ""
+            out.append(f"`{probe['text']}`{note}\n")
         out.append("| # | " + " | ".join(names) + " |")
         out.append("|---|" + "---|" * len(names))
         depth = max(len(answers[n][i]) for n in names)

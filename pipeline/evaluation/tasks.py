@@ -231,8 +231,9 @@ def encode_probe_text(text: str, encode) -> tuple[np.ndarray, int | None]:
 def run_probe(model: LanguageModel, probe: dict, encode, tokens: tuple[str, ...],
               unknown=None) -> list[dict]:
     """Rows {"text", "logprob" (ln), "oov"} best first. rank: the sentences; fill: the options,
-    or the `top` best words of the vocabulary (never `<s>`, `</s>` or `<unk>`). `unknown(text)`
-    lists a text's out-of-vocabulary words (scored as `<unk>`), kept in "oov"."""
+    or the `top` best words of the vocabulary (never `<s>`, `</s>` or `<unk>`), each row with
+    "context_oov" too. `unknown(text)` lists a text's out-of-vocabulary words (scored as
+    `<unk>`): "oov" those of the row's own text, "context_oov" those of the fill's sentence."""
     def oov(text: str) -> list[str]:
         return unknown(text.replace(BLANK, " ")) if unknown else []
     if "rank" in probe:
@@ -256,8 +257,8 @@ def run_probe(model: LanguageModel, probe: dict, encode, tokens: tuple[str, ...]
     logp = model.fill_logprobs(sentence, position, candidates, open_end=open_end)
     best = np.argsort(-logp, kind="stable")[: int(probe.get("top", len(candidates)))]
     context = oov(probe["text"])
-    return [{"text": labels[i], "logprob": float(logp[i]),
-             "oov": context + [w for w in oov(labels[i]) if w not in context]} for i in best]
+    return [{"text": labels[i], "logprob": float(logp[i]), "oov": oov(labels[i]),
+             "context_oov": context} for i in best]
 
 
 def _single_id(word: str, encode) -> int:

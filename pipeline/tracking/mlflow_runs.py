@@ -204,8 +204,8 @@ def setup(tracking_uri: str, experiment: str, root: Path | None = None) -> str:
     wanted = experiment_tags()
     if found:
         client = MlflowClient(tracking_uri)
-        for key, value in wanted.items():   # an experiment of an older lmpipe gets them too
-            if found.tags.get(key) != value:
+        for key, value in wanted.items():   # an experiment of an older lmpipe gets them too;
+            if key not in found.tags:        # one a user changed in the UI keeps the change
                 client.set_experiment_tag(found.experiment_id, key, value)
         return found.experiment_id
     location = None

@@ -60,32 +60,41 @@ def differences(new: dict, old: dict) -> str:
 def promote(tracking_uri: str, model_name: str, version: str, result: dict, test_set: dict,
             margin: float) -> dict:
     """Gate `version` of `model_name` (metrics `result`, scored on `test_set`) against the
-    champion of its test set's line, then against `champion`; moves the aliases it wins.
-    Returns {"promoted": 0|1, "version", "test_ppl", "test_set", "champion_version", "reason",
-    "default": what happened to the alias `champion`}."""
+    champion of its test set's line (alias champion-<id>), then the alias `champion`: it moves
+    only when it holds a version of the same test set that the new one beats too (decide), or
+    is missing (it then goes to the line's champion, so `models:/...@champion` resolves once a
+    line exists). A version that already is its line's champion leaves both alone. Returns
+    {"promoted": 0|1, "version", "test_ppl", "test_set", "champion_version", "reason",
+    "default": what happened to `champion`}."""
     client = MlflowClient(tracking_uri)
     line = line_alias(test_set["id"])
     champ = champion(tracking_uri, model_name, line)
-    if champ is not None and champ["version"] == version:
+    unchanged = champ is not None and champ["version"] == version
+    if unchanged:
         promoted, reason = True, "unchanged: this version is already the champion"
     else:
         promoted, reason = decide(result, champ, margin)
-    if promoted:
+    if promoted and not unchanged:
         client.set_registered_model_alias(model_name, line, version)
+    leader = version if promoted else (champ["version"] if champ else None)
     default = champion(tracking_uri, model_name, CHAMPION)
+    target = None
     if default is None:
-        moved = promoted
-        note = f"`{CHAMPION}` set: the first line" if promoted else f"no `{CHAMPION}` yet"
+        target = leader
+        note = f"`{CHAMPION}` set to v{leader}: the first line" if leader else f"no `{CHAMPION}` yet"
     elif default["version"] == version:
-        moved, note = False, f"already `{CHAMPION}`"
+        note = f"already `{CHAMPION}`"
     elif differs := differences(test_set, default["test_set"]):
-        moved, note = False, f"`{CHAMPION}` (v{default['version']}) kept: not comparable, {differs}"
+        note = f"`{CHAMPION}` (v{default['version']}) kept: not comparable, {differs}"
+    elif unchanged:
+        note = f"`{CHAMPION}` stays v{default['version']}"
     else:
-        moved = promoted
-        note = f"`{CHAMPION}` moved from v{default['version']}" if promoted else \
-            f"`{CHAMPION}` stays v{default['version']}"
-    if moved:
-        client.set_registered_model_alias(model_name, CHAMPION, version)
+        beats, why = decide(result, default, margin)
+        target = version if beats else None
+        note = (f"`{CHAMPION}` moved from v{default['version']}" if beats else
+                f"`{CHAMPION}` stays v{default['version']} ({why})")
+    if target is not None:
+        client.set_registered_model_alias(model_name, CHAMPION, target)
     return {"promoted": int(promoted), "version": version, "test_ppl": result["test_ppl"],
             "test_set": test_set["id"], "champion_version": champ["version"] if champ else None,
             "reason": reason, "default": note}

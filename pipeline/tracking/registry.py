@@ -29,8 +29,9 @@ def log_model_run(tracking_uri: str, experiment: str, root: Path, name: str, par
     holds the same weights (tag model_hash) scored on the same test set (`test_set`, the dict of
     report.test_set, kept as version tags test_set and test_set.<field>): then that version is
     returned, so the registry gains a version only when a model or its test set changed.
-    `metrics` are logged at `step`: the training's last step, so that they follow its per-epoch
-    curve (a value at step 0 would plot before it)."""
+    `metrics` are logged at `step`: the training step of the checkpoint they score (its best
+    epoch), so that they sit on its per-epoch curve, never at a step 0 after it; a training run
+    adopted here already has that epoch's val_ppl, which is not logged twice."""
     experiment_id = setup(tracking_uri, experiment, root)
     client = MlflowClient(tracking_uri)
     run_id, tags = None, {**tags, **owner_tags(), ROLE: "model", PARENT: parent_id}
@@ -45,6 +46,8 @@ def log_model_run(tracking_uri: str, experiment: str, root: Path, name: str, par
             tags["training_run_id"] = training_run_id
     run = mlflow.start_run(run_id=run_id, experiment_id=experiment_id, run_name=name)
     try:
+        if run_id is not None:   # its training run holds val_ppl per epoch, the best one included
+            metrics = {k: v for k, v in metrics.items() if k != "val_ppl"}
         result = _log_model(client, run, name, params, metrics, tags, model_files, register,
                             model_hash, test_set or {}, step)
     except BaseException as error:
@@ -72,6 +75,7 @@ def _log_model(client, run, name, params, metrics, tags, model_files, register, 
 
         from pipeline.config import verbose
         from pipeline.tracking.serving import SentenceScorer
+        enabled = logging_utils.MLFLOW_LOGGING_STREAM.enabled
         if not verbose():   # MLflow's "Registered model ... already exists": the caller says it
             logging_utils.disable_logging()
         try:
@@ -83,7 +87,7 @@ def _log_model(client, run, name, params, metrics, tags, model_files, register, 
                                   f"mlflow=={mlflow.__version__}"],
                 registered_model_name=f"lmpipe-{name}" if register else None)
         finally:
-            logging_utils.enable_logging()
+            logging_utils.MLFLOW_LOGGING_STREAM.enabled = enabled
         version = info.registered_model_version
         if version is not None:
             version_tags = {"model_hash": model_hash} if model_hash else {}

@@ -83,7 +83,10 @@ def _database(tracking_uri: str) -> Path | None:
     if not tracking_uri.startswith(prefix):
         return None
     path = Path(tracking_uri[len(prefix):])
-    return path if path.is_file() else None
+    if not path.is_file():   # not MlflowClient: it would create an empty store
+        raise ValueError(f"no MLflow store at {path}; run `make repro` first (or give "
+                         "--tracking-uri)")
+    return path
 
 
 def _sql_runs(db: Path, experiment: str, tag: str, value: str, finished: bool, limit: int,
@@ -107,9 +110,9 @@ def _sql_runs(db: Path, experiment: str, tag: str, value: str, finished: bool, l
         for run, key, val in con.execute(f"select run_uuid, key, value from tags where run_uuid "
                                          f"in ({marks})", ids):
             tags[run][key] = val
-        for run, key, val in con.execute(f"select run_uuid, key, value from latest_metrics "
-                                         f"where run_uuid in ({marks})", ids):
-            metrics[run][key] = val
+        for run, key, val, nan in con.execute(f"select run_uuid, key, value, is_nan from "
+                                              f"latest_metrics where run_uuid in ({marks})", ids):
+            metrics[run][key] = float("nan") if nan else val   # MLflow stores NaN as 0 + is_nan
     return [SimpleNamespace(
         info=SimpleNamespace(run_id=i, run_name=name, start_time=start, status=state,
                              experiment_id=str(experiment_id)),
