@@ -283,13 +283,16 @@ def test_the_readmes_route_to_the_mlflow_compare_view_shows_every_models_test_pp
         text = html.unescape(" ".join(re.sub(r"<[^>]+>", " ", re.sub(
             r"<(script|style).*?</\1>", "", page, flags=re.S)).split()))
         assert "Run Name: " + " ".join(table) in text, text[:3000]   # the model runs, in order
-        # Metrics: the keys, then one value per run for each key in turn
-        words = text[text.index("Metrics Show diff only") + 22:text.index(" Artifacts")].split()
-        keys = [w for w in words if not re.fullmatch(r"[-\d.e+]+", w)]
-        values = [float(w) for w in words[len(keys):]]
-        assert len(values) == len(keys) * len(table), (keys, values)
+        # the Metrics table: its keys (links to their charts), then one cell per run for each
+        # key in turn (NaN where a run lacks the metric)
+        keys = re.findall(r'<a [^>]*href="#/metric\?[^"]*"[^>]*>([^<]+)<i', page)
+        assert "test_ppl" in keys, text[:3000]
+        after = page.index(f">{keys[-1]}<i")
+        cells = re.findall(r'tooltip-data-state="[^"]*">([^<]*)</span>',
+                           page[after:page.index("Artifacts", after)])
+        assert len(cells) == len(keys) * len(table), (keys, cells)
         at = keys.index("test_ppl") * len(table)
-        shown = dict(zip(table, values[at:at + len(table)], strict=True))
+        shown = dict(zip(table, map(float, cells[at:at + len(table)]), strict=True))
         for name, value in table.items():   # the UI rounds to 4 significant digits or so
             assert shown[name] == pytest.approx(value, rel=0.006), (name, shown)
     finally:

@@ -236,9 +236,10 @@ class LitLM(L.LightningModule):
         ppl = math.exp(mean)
         self.log("val_ppl", ppl, prog_bar=True, sync_dist=False)
         if not self.trainer.sanity_checking:
-            # the step is the x of MLflow's val_ppl curve: evaluate logs its metrics at the last one
-            self.history.append({"epoch": self.current_epoch, "step": self.global_step,
-                                 "val_ppl": ppl})
+            # the step Lightning's loggers give this val_ppl (the x of MLflow's curve; evaluate
+            # logs its metrics at the best epoch's): batches stepped before this epoch's last
+            step = self.trainer.fit_loop.epoch_loop._batches_that_stepped
+            self.history.append({"epoch": self.current_epoch, "step": step, "val_ppl": ppl})
 
     def configure_optimizers(self):
         p = self.train_params
