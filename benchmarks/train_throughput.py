@@ -20,9 +20,10 @@ from pipeline.config import TrainParams
 from pipeline.neural.lit import LitLM
 from pipeline.neural.rnn import RNNLM, RNNConfig
 
-KINDS = {"rnn": {"cell": "rnn"}, "gru": {"cell": "gru"},
+KINDS = {"rnn": {"cell": "rnn"}, "gru": {"cell": "gru"}, "lstm": {"cell": "lstm"},
          "deep": {"cell": "rnn", "num_layers": 2}, "birnn": {"cell": "rnn", "bidirectional": True},
-         "deep_gru": {"cell": "gru", "num_layers": 2}}  # the reference's second configuration
+         "deep_gru": {"cell": "gru", "num_layers": 2},   # the reference's second configuration
+         "deep_lstm": {"cell": "lstm", "num_layers": 2}}
 
 
 def step_fn(lit, optimizer, tokens, state):

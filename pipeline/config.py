@@ -165,7 +165,7 @@ class ModelParams:
     compile: bool = False
 
     def check(self, where: str) -> None:
-        _one_of(f"{where}.cell", self.cell, ("rnn", "gru"))
+        _one_of(f"{where}.cell", self.cell, ("rnn", "gru", "lstm"))   # neural/cells.py CELLS
         if self.compile and (self.impl != "textbook" or self.bidirectional):
             raise ParamsError(f"{where}.compile=true needs impl: textbook and bidirectional: false "
                               "(fused cells are already compiled kernels; the bidirectional model "

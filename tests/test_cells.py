@@ -4,7 +4,13 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.neural.cells import RecurrentStack, TextbookGRULayer, TextbookRNNLayer, scan
+from pipeline.neural.cells import (
+    RecurrentStack,
+    TextbookGRULayer,
+    TextbookLSTMLayer,
+    TextbookRNNLayer,
+    scan,
+)
 
 
 def test_scan_is_the_textbook_loop():
@@ -75,12 +81,15 @@ def test_fused_gru_is_a_different_function():
     assert (ours - theirs).abs().max() > 1e-3
 
 
-@pytest.mark.parametrize("cell", ["rnn", "gru"])
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
 @pytest.mark.parametrize("impl", ["textbook", "fused"])
 def test_stack_shapes(cell, impl):
     stack = RecurrentStack(cell, impl, 5, 8, num_layers=3, dropout=0.0)
     out, state = stack(torch.randn(2, 4, 5))
-    assert out.shape == (2, 4, 8) and state.shape == (3, 2, 8)
+    width = 16 if cell == "lstm" else 8   # an LSTM's state is [h; c]
+    assert out.shape == (2, 4, 8) and state.shape == (3, 2, width)
+    again, _ = stack(torch.randn(2, 4, 5), state)   # a state it returned is one it takes
+    assert again.shape == (2, 4, 8)
 
 
 def test_compiled_textbook_gru_equals_eager():
@@ -98,3 +107,53 @@ def test_compiled_textbook_gru_equals_eager():
     torch.testing.assert_close(got_final, want_final, atol=1e-5, rtol=0)
     for a, b in zip(compiled.parameters(), eager.parameters(), strict=True):
         torch.testing.assert_close(a.grad, b.grad, atol=1e-5, rtol=0)
+
+
+def _numpy_lstm(x, state, layer):
+    """The LSTM equations in float64 NumPy, one time step at a time (gate rows u, f, c', o)."""
+    def sigmoid(z):
+        return 1 / (1 + np.exp(-z))
+    H = layer.hidden_dim
+    W = np.concatenate([layer.weight_h.detach().double().numpy(),
+                        layer.weight_x.detach().double().numpy()], axis=1)   # W [h, x]
+    b = layer.bias.detach().double().numpy()
+    h, c = state[:, :H], state[:, H:]
+    outputs = []
+    for t in range(x.shape[1]):
+        z = np.concatenate([h, x[:, t]], 1) @ W.T + b
+        update, forget = sigmoid(z[:, :H]), sigmoid(z[:, H:2 * H])
+        candidate, output = np.tanh(z[:, 2 * H:3 * H]), sigmoid(z[:, 3 * H:])
+        c = update * candidate + forget * c
+        h = output * np.tanh(c)
+        outputs.append(h)
+    return np.stack(outputs, 1), np.concatenate([h, c], 1)
+
+
+def test_textbook_lstm_equals_numpy_equations():
+    torch.manual_seed(3)
+    layer = TextbookLSTMLayer(4, 6).double()
+    x, state = torch.randn(2, 9, 4, dtype=torch.float64), torch.randn(2, 12, dtype=torch.float64)
+    ours, final = layer(x, state)
+    want, want_final = _numpy_lstm(x.numpy(), state.numpy(), layer)
+    np.testing.assert_allclose(ours.detach().numpy(), want, atol=1e-12)
+    np.testing.assert_allclose(final.detach().numpy(), want_final, atol=1e-12)
+
+
+def test_fused_lstm_is_the_same_function():
+    """nn.LSTM computes the same equations (gate order i, f, g, o = Γu, Γf, c', Γo; its two
+    biases sum to b): the textbook weights copied into it give the same outputs and final
+    [h; c]. (Deep stacks differ by design: the textbook one puts a[l] = tanh(W_a h + b_a)
+    between layers, cuDNN feeds h[l] on, as for the other cells.)"""
+    torch.manual_seed(4)
+    layer = TextbookLSTMLayer(5, 7)
+    fused = RecurrentStack("lstm", "fused", 5, 7, num_layers=1, dropout=0.0)
+    with torch.no_grad():
+        fused.fused.weight_ih_l0.copy_(layer.weight_x)
+        fused.fused.weight_hh_l0.copy_(layer.weight_h)
+        fused.fused.bias_ih_l0.copy_(layer.bias)
+        fused.fused.bias_hh_l0.zero_()
+    x, state = torch.randn(3, 11, 5), torch.randn(3, 14)
+    ours, ours_final = layer(x, state)
+    theirs, theirs_final = fused(x, state.unsqueeze(0))
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
+    torch.testing.assert_close(ours_final, theirs_final[0], atol=1e-5, rtol=0)

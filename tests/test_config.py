@@ -74,7 +74,7 @@ def test_bad_values_name_key_and_value(section, key, value, message):
 @pytest.mark.parametrize("key,value,message", [
     ("hidden_dim", 0, r"models\.gru\.hidden_dim=0 is out of range"),
     ("dropout", 1.0, r"models\.gru\.dropout=1\.0 is out of range"),
-    ("cell", "lstm", r"models\.gru\.cell='lstm' is not allowed"),
+    ("cell", "transformer", r"models\.gru\.cell='transformer' is not allowed"),
 ])
 def test_bad_model_values(key, value, message):
     raw = _raw()

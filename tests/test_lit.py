@@ -77,8 +77,8 @@ class _KillAt(L.Callback):
             raise _Killed
 
 
-@pytest.mark.parametrize("bidirectional", [False, True])
-def test_resume_mid_epoch_equals_an_uninterrupted_run(tmp_path, bidirectional):
+@pytest.mark.parametrize(("cell", "bidirectional"), [("gru", False), ("gru", True), ("lstm", False)])
+def test_resume_mid_epoch_equals_an_uninterrupted_run(tmp_path, cell, bidirectional):
     """Kill in the second epoch, resume from last.ckpt: same weights, optimiser, history, bit for
     bit on CPU (hidden state, position in the epoch and RNG states are in the checkpoint)."""
     from lightning.pytorch.callbacks import ModelCheckpoint
@@ -87,7 +87,7 @@ def test_resume_mid_epoch_equals_an_uninterrupted_run(tmp_path, bidirectional):
 
     def fit(directory, kill_at=None, ckpt_path=None):
         L.seed_everything(0)
-        model = RNNLM(RNNConfig(vocab_size=20, cell="gru", bidirectional=bidirectional,
+        model = RNNLM(RNNConfig(vocab_size=20, cell=cell, bidirectional=bidirectional,
                                 embed_dim=16, hidden_dim=16, dropout=0.3))
         lit = LitLM(model, train, _stream(0, 120), _stream(1, 30), seed=0)
         callbacks = [ModelCheckpoint(dirpath=directory, save_last=True, save_top_k=0,

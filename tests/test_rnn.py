@@ -6,11 +6,12 @@ from pipeline.neural.rnn import RNNLM, RNNConfig
 
 
 @pytest.mark.parametrize("num_layers", [1, 2])
-@pytest.mark.parametrize("cell", ["rnn", "gru"])
-def test_bidirectional_prediction_ignores_its_own_token(cell, num_layers):
+@pytest.mark.parametrize(("cell", "impl"), [("rnn", "textbook"), ("gru", "textbook"),
+                                            ("lstm", "textbook"), ("lstm", "fused")])
+def test_bidirectional_prediction_ignores_its_own_token(cell, impl, num_layers):
     torch.manual_seed(0)
-    model = RNNLM(RNNConfig(vocab_size=20, cell=cell, num_layers=num_layers, bidirectional=True,
-                            embed_dim=8, hidden_dim=8, dropout=0.0)).eval()
+    model = RNNLM(RNNConfig(vocab_size=20, cell=cell, impl=impl, num_layers=num_layers,
+                            bidirectional=True, embed_dim=8, hidden_dim=8, dropout=0.0)).eval()
     tokens = torch.tensor([[1, 5, 6, 7, 8, 9, 2], [1, 10, 11, 12, 2, 2, 2]])
     lengths = torch.tensor([7, 5])
     before = model.cloze(tokens, lengths)
@@ -33,9 +34,10 @@ def test_bidirectional_padding_does_not_leak():
 
 
 @pytest.mark.parametrize("impl", ["textbook", "fused"])
-def test_causal_prediction_ignores_the_future(impl):
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_causal_prediction_ignores_the_future(cell, impl):
     torch.manual_seed(0)
-    model = RNNLM(RNNConfig(vocab_size=20, cell="gru", impl=impl, num_layers=2, embed_dim=8,
+    model = RNNLM(RNNConfig(vocab_size=20, cell=cell, impl=impl, num_layers=2, embed_dim=8,
                             hidden_dim=8, dropout=0.0)).eval()
     tokens = torch.tensor([[1, 5, 6, 7, 8]])
     before, _ = model(tokens)

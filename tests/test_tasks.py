@@ -118,7 +118,8 @@ def test_every_model_scores_exactly_the_same_target_tokens(ngram, rnn):
     np.testing.assert_allclose(per_token.logprobs[eos][:1], direct[:1], rtol=1e-5)
 
 
-def test_generation_carries_the_recurrent_state(rnn, monkeypatch):
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_generation_carries_the_recurrent_state(cell, monkeypatch):
     """One step per generated token: the tokens fed to the network grow linearly with the
     length (the old loop fed every prefix again: ~n²/2), and the sentences are those of
     rescoring each whole prefix."""
@@ -126,6 +127,9 @@ def test_generation_carries_the_recurrent_state(rnn, monkeypatch):
         def next_distributions(self, prefixes, state=None):
             return self.next_distribution(prefixes), None
 
+    torch.manual_seed(0)
+    rnn = tasks.RecurrentModel(RNNLM(RNNConfig(vocab_size=31, cell=cell, embed_dim=8, hidden_dim=8,
+                                               dropout=0.0)))
     expected = tasks.sample(Rescoring(rnn.model), 4, temperature=1.0, max_length=30, seed=5)
     fed = []
     forward = type(rnn.model).forward

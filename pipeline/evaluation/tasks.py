@@ -127,7 +127,7 @@ class RecurrentModel(LanguageModel):
 
     @torch.no_grad()
     def next_distributions(self, prefixes, state=None):
-        """state: the hidden state (L, B, H) after each prefix but its last token, or None."""
+        """state: the recurrent state (L, B, S: H, or 2H for an LSTM) after each prefix but its last token, or None."""
         if state is not None:
             tokens = torch.as_tensor(np.array([p[-1] for p in prefixes], dtype=np.int64)).unsqueeze(1)
             logits, state = self.model(tokens, state)
@@ -280,7 +280,7 @@ def sample(model: LanguageModel, count: int, temperature: float, max_length: int
     rng = np.random.default_rng(seed)
     prefixes = [[BOS_ID] for _ in range(count)]
     done = np.zeros(count, dtype=bool)
-    state = None   # a recurrent model's state (L, count, H): one step per generated token
+    state = None   # a recurrent model's state (L, count, S): one step per generated token
     for _ in range(max_length):
         live = np.flatnonzero(~done)
         if not len(live):

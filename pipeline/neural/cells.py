@@ -1,16 +1,26 @@
-"""Recurrent cells. In: inputs (batch, time, features) and an initial state (layers, batch, hidden).
-Out: outputs of the top layer (batch, time, hidden) and the final state.
+"""Recurrent cells. In: inputs (batch, time, features) and an initial state (layers, batch, S).
+Out: outputs of the top layer (batch, time, hidden) and the final state (layers, batch, S), where
+S = H (hidden) for rnn and gru, and S = 2H for lstm: its state is [h; c] in one tensor, so the
+code that carries states (TBPTT, resume, generation) is the same for every cell.
 
 `textbook` cells are the equations of the lecture notes, run through `scan` like tf.scan:
     vanilla  h<t> = tanh(W_h [h<t-1>, x<t>] + b_h)
     GRU      Γr = σ(W_r [h<t-1>, x<t>] + b_r);  Γu = σ(W_u [h<t-1>, x<t>] + b_u)
              h'<t> = tanh(W_h [Γr * h<t-1>, x<t>] + b_h)      (Γr before the product: Cho et al.)
              h<t> = (1 - Γu) * h<t-1> + Γu * h'<t>
+    LSTM     Γu = σ(W_u [h<t-1>, x<t>] + b_u)                  (update / input gate)
+             Γf = σ(W_f [h<t-1>, x<t>] + b_f)                  (forget gate, Gers et al. 2000)
+             c'<t> = tanh(W_c [h<t-1>, x<t>] + b_c)            (candidate memory cell)
+             Γo = σ(W_o [h<t-1>, x<t>] + b_o)                  (output gate)
+             c<t> = Γu * c'<t> + Γf * c<t-1>;  h<t> = Γo * tanh(c<t>)
+             (Hochreiter & Schmidhuber 1997, with the forget gate; the form of Graves 2013 and of
+             torch.nn.LSTM without peepholes)
     deep     h[l]<t> = f(W_h[l] [h[l]<t-1>, a[l-1]<t>] + b_h[l]);  a[l]<t> = f(W_a[l] h[l]<t> + b_a[l])
 Each W [h, x] is split as W_hh h + W_hx x so that the x-part of every time step is one matrix
-product hoisted out of the loop. `fused` uses torch.nn.RNN / nn.GRU (cuDNN on GPU): the same
-vanilla RNN, but nn.GRU applies its reset gate after the product, r * (W_hn h + b_hn), so it is a
-different function from the textbook GRU.
+product hoisted out of the loop. `fused` uses torch.nn.RNN / nn.GRU / nn.LSTM (cuDNN on GPU): the
+same vanilla RNN and the same LSTM (its two biases sum to b), but nn.GRU applies its reset gate
+after the product, r * (W_hn h + b_hn), so it is a different function from the textbook GRU.
+Fused deep stacks feed layer l+1 with h[l] directly (no a[l] = f(W_a h + b_a) in between).
 """
 
 from __future__ import annotations
@@ -45,6 +55,18 @@ def gru_step(px, h_prev, weight_hr, weight_hu, weight_hh):
     candidate = torch.tanh(px[:, 2] + (relevance * h_prev) @ weight_hh.T)
     h_new = (1 - update) * h_prev + update * candidate
     return h_new, h_new
+
+
+def lstm_step(px, state, weight_h):
+    """One textbook LSTM step. px (B, 4, H): the precomputed x parts (with b) of Γu, Γf, c'<t>
+    and Γo; state (B, 2H) = [h<t-1>; c<t-1>]. Returns (h<t>, [h<t>; c<t>])."""
+    h_prev, c_prev = state.chunk(2, dim=-1)
+    gates = px + (h_prev @ weight_h.T).view_as(px)                  # (B, 4, H)
+    update, forget, output = (torch.sigmoid(gates[:, i]) for i in (0, 1, 3))
+    candidate = torch.tanh(gates[:, 2])
+    c_new = update * candidate + forget * c_prev
+    h_new = output * torch.tanh(c_new)
+    return h_new, torch.cat([h_new, c_new], dim=-1)
 
 
 def _loop(step: Callable):
@@ -106,28 +128,55 @@ class TextbookGRULayer(_TextbookLayer):
         return self.loop(projected, h, self.weight_hr, self.weight_hu, self.weight_hh)
 
 
+class TextbookLSTMLayer(_TextbookLayer):
+    step = staticmethod(lstm_step)
+
+    def __init__(self, input_dim: int, hidden_dim: int, compile: bool = False):
+        super().__init__(compile)
+        self.hidden_dim = hidden_dim
+        # rows: [update Γu; forget Γf; candidate c'; output Γo] (torch.nn.LSTM's i, f, g, o)
+        self.weight_x = nn.Parameter(torch.empty(4 * hidden_dim, input_dim))   # x parts of W_*
+        self.weight_h = nn.Parameter(torch.empty(4 * hidden_dim, hidden_dim))  # h parts of W_*
+        self.bias = nn.Parameter(torch.empty(4 * hidden_dim))                  # [b_u; b_f; b_c; b_o]
+        _init_uniform(self, hidden_dim)
+
+    def forward(self, x: torch.Tensor, state: torch.Tensor):
+        """x (B, T, E), state (B, 2H) = [h; c] -> h (B, T, H), final state (B, 2H)."""
+        batch, steps, _ = x.shape
+        projected = (x @ self.weight_x.T + self.bias).view(batch, steps, 4, self.hidden_dim)
+        return self.loop(projected, state, self.weight_h)
+
+
 def _init_uniform(module: nn.Module, hidden_dim: int) -> None:
     bound = 1.0 / math.sqrt(hidden_dim)  # as torch.nn.RNN / GRU initialise
     for p in module.parameters():
         nn.init.uniform_(p, -bound, bound)
 
 
+CELLS = ("rnn", "gru", "lstm")
+
+
 class RecurrentStack(nn.Module):
     """num_layers cells of one kind and implementation, one direction.
-    state: (num_layers, B, H); x: (B, T, input_dim) -> (B, T, H)."""
+    state: (num_layers, B, S) with S = H, or 2H for lstm ([h; c]); x: (B, T, input_dim) ->
+    (B, T, H). Raises ValueError for an unknown cell or impl."""
 
     def __init__(self, cell: str, impl: str, input_dim: int, hidden_dim: int, num_layers: int,
                  dropout: float, compile: bool = False):
         super().__init__()
+        if cell not in CELLS:
+            raise ValueError(f"cell={cell!r}: use one of {', '.join(CELLS)}")
         self.impl, self.num_layers, self.hidden_dim = impl, num_layers, hidden_dim
+        self.lstm = cell == "lstm"
+        self.state_dim = 2 * hidden_dim if self.lstm else hidden_dim
         if impl == "fused":
-            fused = nn.GRU if cell == "gru" else nn.RNN
+            fused = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}[cell]
             self.fused = fused(input_dim, hidden_dim, num_layers, batch_first=True,
                                dropout=dropout if num_layers > 1 else 0.0)
             return
         if impl != "textbook":
             raise ValueError(f"impl={impl!r}: use textbook or fused")
-        layer = TextbookGRULayer if cell == "gru" else TextbookRNNLayer
+        layer = {"rnn": TextbookRNNLayer, "gru": TextbookGRULayer, "lstm": TextbookLSTMLayer}[cell]
         self.layers = nn.ModuleList(
             layer(input_dim if i == 0 else hidden_dim, hidden_dim, compile) for i in range(num_layers))
         # a[l]<t> = tanh(W_a[l] h[l]<t> + b_a[l]) feeds layer l+1
@@ -135,11 +184,15 @@ class RecurrentStack(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def initial_state(self, batch_size: int, like: torch.Tensor) -> torch.Tensor:
-        return like.new_zeros(self.num_layers, batch_size, self.hidden_dim)
+        return like.new_zeros(self.num_layers, batch_size, self.state_dim)
 
     def forward(self, x: torch.Tensor, state: torch.Tensor | None = None):
         if state is None:
             state = self.initial_state(x.shape[0], x)
+        if self.impl == "fused" and self.lstm:
+            h, c = state.chunk(2, dim=-1)
+            out, (h, c) = self.fused(x, (h.contiguous(), c.contiguous()))
+            return out, torch.cat([h, c], dim=-1)
         if self.impl == "fused":
             return self.fused(x, state.contiguous())
         finals = []

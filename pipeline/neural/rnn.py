@@ -21,7 +21,7 @@ from pipeline.neural.losses import linear_cross_entropy
 @dataclass(frozen=True)
 class RNNConfig:
     vocab_size: int
-    cell: str = "rnn"            # rnn | gru
+    cell: str = "rnn"            # rnn | gru | lstm
     impl: str = "textbook"       # textbook | fused
     num_layers: int = 1
     bidirectional: bool = False
@@ -59,12 +59,13 @@ class RNNLM(nn.Module):
             self.output.weight = self.embedding.weight
 
     def forward(self, tokens: torch.Tensor, state: torch.Tensor | None = None):
-        """Causal. tokens (B, T) -> logits (B, T, V) for the next token, final state (L, B, H)."""
+        """Causal. tokens (B, T) -> logits (B, T, V) for the next token, final state (L, B, S):
+        S = H, or 2H ([h; c]) for an LSTM."""
         features, state = self.features(tokens, state)
         return self.output(features), state
 
     def features(self, tokens: torch.Tensor, state: torch.Tensor | None = None):
-        """Causal, up to the output layer: (dropout(h<t>) (B, T, H), final state (L, B, H))."""
+        """Causal, up to the output layer: (dropout(h<t>) (B, T, H), final state (L, B, S))."""
         if self.backward_stack is not None:
             raise ValueError("a bidirectional model fills blanks; call cloze(), not forward()")
         x = self.dropout(self.embedding(tokens))           # (B, T, E)
