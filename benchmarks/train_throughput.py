@@ -7,6 +7,9 @@ token windows (throughput does not depend on the text). Warm-up steps first; the
 --runs runs of --steps steps. Prints JSON lines.
 
     .venv/bin/python benchmarks/train_throughput.py [--vocab-size 12800] [--runs 5]
+        [--examples PATH]   # a pytorch/examples checkout: its word_language_model LSTM at its
+                            # defaults (2 x 200, dropout 0.2, SGD lr 20, clip 0.25) against our
+                            # 2-layer lstm, textbook and fused, timed in alternation
 """
 
 import argparse
@@ -61,6 +64,7 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=200)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--examples", help="path of a pytorch/examples checkout (compare its LSTM)")
     parser.add_argument("--compile", action="store_true",
                         help="also time textbook cells with compile: true (about a minute to compile each)")
     args = parser.parse_args()
@@ -68,6 +72,9 @@ def main() -> None:
     tokens = torch.randint(3, args.vocab_size, (args.batch, args.bptt + 1))
     common = {"threads": torch.get_num_threads(), "batch": args.batch, "bptt": args.bptt,
               "dim": args.dim, "vocab_size": args.vocab_size}
+    if args.examples:
+        compare_examples(args, tokens, common)
+        return
     variants = [("textbook", False), ("fused", False)] + ([("textbook", True)] if args.compile else [])
     for kind, spec in KINDS.items():
         for impl, compiled in variants:
@@ -102,6 +109,60 @@ def main() -> None:
     print(json.dumps({**common, "kind": "bare nn.GRU forward+backward (floor)",
                       "ms_per_batch": round(seconds * 1e3, 2),
                       "tokens_per_s": round(args.batch * args.bptt / seconds)}), flush=True)
+
+
+def compare_examples(args, tokens, common) -> None:
+    """tokens/s of pytorch/examples' word_language_model step (its model.py, loaded from the
+    checkout; main.py's loop: zero_grad, detach the hidden state, forward, NLL of log_softmax,
+    backward, clip 0.25, p -= lr * grad) against LitLM's step with our 2-layer LSTM, textbook
+    and fused. The three are timed in turn within each run; medians over runs."""
+    import importlib.util
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location(
+        "examples_model", Path(args.examples) / "word_language_model" / "model.py")
+    examples = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(examples)
+    theirs = examples.RNNModel("LSTM", args.vocab_size, args.dim, args.dim, 2, dropout=0.2).train()
+    criterion = torch.nn.NLLLoss()
+    data, targets = tokens[:, :-1].t().contiguous(), tokens[:, 1:].t().reshape(-1)   # (T, B)
+    hidden = [theirs.init_hidden(args.batch)]
+
+    def examples_steps(n):
+        for _ in range(n):
+            theirs.zero_grad()
+            hidden[0] = tuple(h.detach() for h in hidden[0])
+            output, hidden[0] = theirs(data, hidden[0])
+            criterion(output, targets).backward()
+            torch.nn.utils.clip_grad_norm_(theirs.parameters(), 0.25)
+            for p in theirs.parameters():
+                p.data.add_(p.grad, alpha=-20.0)
+
+    contenders = {"pytorch/examples LSTM": examples_steps}
+    for impl in ("textbook", "fused"):
+        model = RNNLM(RNNConfig(vocab_size=args.vocab_size, cell="lstm", impl=impl, num_layers=2,
+                                embed_dim=args.dim, hidden_dim=args.dim, dropout=0.2)).train()
+        lit = LitLM(model, TrainParams(optimizer="sgd", lr=20.0, clip=0.25))
+        optimizer = torch.optim.SGD(model.parameters(), lr=20.0)
+        state = [None]
+
+        def ours(n, lit=lit, optimizer=optimizer, state=state):
+            for _ in range(n):
+                state[0] = step_fn(lit, optimizer, tokens, state[0])
+        contenders[f"lmpipe lstm x2 {impl}"] = ours
+    for run in contenders.values():
+        run(3)   # warm-up
+    times = {name: [] for name in contenders}
+    for _ in range(args.runs):
+        for name, run in contenders.items():
+            started = time.perf_counter()
+            run(args.steps)
+            times[name].append((time.perf_counter() - started) / args.steps)
+    reference = statistics.median(times["pytorch/examples LSTM"])
+    for name, measured in times.items():
+        seconds = statistics.median(measured)
+        print(json.dumps({**common, "kind": name, "ms_per_batch": round(seconds * 1e3, 1),
+                          "tokens_per_s": round(args.batch * args.bptt / seconds),
+                          "vs_examples": round(reference / seconds, 2)}), flush=True)
 
 
 if __name__ == "__main__":
