@@ -46,6 +46,21 @@ def step_fn(lit, optimizer, tokens, state):
     return state
 
 
+def our_steps(args, tokens, **spec):
+    """run_steps(n): n training steps of an RNNLM (`spec`: cell, impl, num_layers, ...) at the
+    reference's sizes, SGD lr 20, the hidden state carried from step to step."""
+    model = RNNLM(RNNConfig(vocab_size=args.vocab_size, embed_dim=args.dim, hidden_dim=args.dim,
+                            dropout=0.2, **spec)).train()
+    lit = LitLM(model, TrainParams(optimizer="sgd", lr=20.0, clip=0.25))
+    optimizer = torch.optim.SGD(model.parameters(), lr=20.0)
+    state = [None]
+
+    def run_steps(n):
+        for _ in range(n):
+            state[0] = step_fn(lit, optimizer, tokens, state[0])
+    return run_steps
+
+
 def measure(run_steps, steps: int, runs: int, warmup: int = 3) -> float:
     run_steps(warmup)
     times = []
@@ -80,16 +95,7 @@ def main() -> None:
         for impl, compiled in variants:
             if compiled and spec.get("bidirectional"):
                 continue
-            model = RNNLM(RNNConfig(vocab_size=args.vocab_size, impl=impl, embed_dim=args.dim,
-                                    hidden_dim=args.dim, dropout=0.2, compile=compiled,
-                                    **spec)).train()
-            lit = LitLM(model, TrainParams(optimizer="sgd", lr=20.0, clip=0.25))
-            optimizer = torch.optim.SGD(model.parameters(), lr=20.0)
-            state = [None]
-
-            def run_steps(n, lit=lit, optimizer=optimizer, state=state):
-                for _ in range(n):
-                    state[0] = step_fn(lit, optimizer, tokens, state[0])
+            run_steps = our_steps(args, tokens, impl=impl, compile=compiled, **spec)
             started = time.perf_counter()
             run_steps(1)  # the first step compiles when compile is on
             first = time.perf_counter() - started
@@ -139,16 +145,8 @@ def compare_examples(args, tokens, common) -> None:
 
     contenders = {"pytorch/examples LSTM": examples_steps}
     for impl in ("textbook", "fused"):
-        model = RNNLM(RNNConfig(vocab_size=args.vocab_size, cell="lstm", impl=impl, num_layers=2,
-                                embed_dim=args.dim, hidden_dim=args.dim, dropout=0.2)).train()
-        lit = LitLM(model, TrainParams(optimizer="sgd", lr=20.0, clip=0.25))
-        optimizer = torch.optim.SGD(model.parameters(), lr=20.0)
-        state = [None]
-
-        def ours(n, lit=lit, optimizer=optimizer, state=state):
-            for _ in range(n):
-                state[0] = step_fn(lit, optimizer, tokens, state[0])
-        contenders[f"lmpipe lstm x2 {impl}"] = ours
+        contenders[f"lmpipe lstm x2 {impl}"] = our_steps(args, tokens, cell="lstm", impl=impl,
+                                                         num_layers=2)
     for run in contenders.values():
         run(3)   # warm-up
     times = {name: [] for name in contenders}
