@@ -78,10 +78,13 @@ HEADLINE = ("val_ppl", "test_ppl", "test_bits_per_token", "fill_accuracy")
 
 
 def _title(run) -> str:
-    import datetime
-    started = datetime.datetime.fromtimestamp(run.info.start_time / 1000).strftime("%Y-%m-%d %H:%M")
-    return (f"{run.info.run_name}  (run {run.info.run_id}, {started}, "
+    return (f"{run.info.run_name}  (run {run.info.run_id}, {_started(run)}, "
             f"test set {run.data.tags.get('test_set', '?')})")
+
+
+def _started(run) -> str:
+    import datetime
+    return datetime.datetime.fromtimestamp(run.info.start_time / 1000).strftime("%Y-%m-%d %H:%M")
 
 
 def _models(uri: str, experiment: str, parent) -> list[dict]:
@@ -103,8 +106,6 @@ def _ordered(runs: list) -> list:
 
 
 def _executions(uri: str, experiment: str, limit: int) -> list[dict]:
-    import datetime
-
     from pipeline.tracking import run_search
     rows = []
     for run in run_search.pipeline_runs(uri, experiment, limit, finished=False):
@@ -112,8 +113,7 @@ def _executions(uri: str, experiment: str, limit: int) -> list[dict]:
         causal = [m for m in models if m["objective"] == "causal" and m["test_ppl"] is not None]
         best = min(causal, key=lambda m: m["test_ppl"], default=None)
         rows.append({"id": run.info.run_id[:8], "name": run.info.run_name,
-                     "started": datetime.datetime.fromtimestamp(run.info.start_time / 1000)
-                     .strftime("%Y-%m-%d %H:%M"),
+                     "started": _started(run),
                      "status": run.info.status, "models": len(models),
                      "test set": run.data.tags.get("test_set", "?"),
                      "best causal test ppl": f"{best['test_ppl']:.2f} {best['model']}" if best else "-"})
@@ -135,20 +135,16 @@ def _diff(a: list[dict], b: list[dict]) -> list[dict]:
 
 
 def _table(rows: list[dict], markdown: bool) -> str:
-    """Rows as aligned text (or markdown); floats to 4 significant digits, whole counts as such."""
+    """Rows as aligned text (or GitHub markdown), numbers right-aligned; floats to 4
+    significant digits, whole counts as such (_cell)."""
+    from tabulate import tabulate
     if not rows:
         return "(none)"
     columns = list(rows[0])
-    cells = [[_cell(r.get(c)) for c in columns] for r in rows]
-    if markdown:
-        lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-        return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells])
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
     numeric = [all(_number(r.get(c)) or r.get(c) is None for r in rows) for c in columns]
-    def line(values):
-        return "  ".join(v.rjust(w) if n else v.ljust(w)
-                         for v, w, n in zip(values, widths, numeric, strict=True)).rstrip()
-    return "\n".join([line(columns), *(line(row) for row in cells)])
+    return tabulate([[_cell(r.get(c)) for c in columns] for r in rows], headers=columns,
+                    tablefmt="github" if markdown else "plain", disable_numparse=True,
+                    colalign=["right" if n else "left" for n in numeric])
 
 
 def _number(value) -> bool:
