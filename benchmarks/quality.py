@@ -22,7 +22,7 @@ import yaml
 
 from pipeline import config
 from pipeline.evaluation import scoring
-from pipeline.neural.lit import LitLM, loaders
+from pipeline.neural.lit import LitLM
 from pipeline.neural.rnn import RNNLM, RNNConfig
 from pipeline.ngram import counting, kneser_ney
 
@@ -48,7 +48,7 @@ class KeepBest(L.Callback):
     def on_validation_end(self, trainer, lit):
         if lit.history and not trainer.sanity_checking and lit.history[-1]["val_ppl"] < self.best:
             self.best = lit.history[-1]["val_ppl"]
-            self.state = {k: v.detach().clone() for k, v in lit.state_dict().items()}
+            self.state = {k: v.detach().clone() for k, v in lit.evaluation_model().state_dict().items()}
 
 
 def main() -> None:
@@ -74,21 +74,20 @@ def main() -> None:
     spec, train = params.models[args.kind], params.train
     L.seed_everything(params.seed, workers=True)
     model_config = RNNConfig(vocab_size=vocab_size, **config.as_dict(spec))
-    lit = LitLM(RNNLM(model_config), train)
-    train_loader, valid_loader = loaders(spec.bidirectional, data["train"], data["valid"], train,
-                                         params.seed)
+    lit = LitLM(RNNLM(model_config), train, data["train"], data["valid"], seed=params.seed)
     cuda = torch.cuda.is_available()
     precision = train.precision if train.precision != "auto" else ("bf16-mixed" if cuda else "32-true")
     trainer = L.Trainer(max_epochs=train.max_epochs, max_time={"minutes": args.minutes},
                         accelerator="auto", devices=1, precision=precision,
                         gradient_clip_val=train.clip or None, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False,
-                        use_distributed_sampler=False, callbacks=[keep := KeepBest()])
+                        use_distributed_sampler=False, callbacks=[keep := KeepBest()],
+                        reload_dataloaders_every_n_epochs=1 if train.variable_bptt else 0)
     started = time.perf_counter()
-    trainer.fit(lit, train_loader, valid_loader)
+    trainer.fit(lit)
     seconds = time.perf_counter() - started
     if keep.state is not None:
-        lit.load_state_dict(keep.state)
+        lit.model.load_state_dict(keep.state)
     device = "cuda" if cuda else "cpu"
     model = lit.model.to(device)
     if spec.bidirectional:

@@ -11,6 +11,8 @@ import dataclasses
 import difflib
 import math
 import os
+import types
+import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -124,8 +126,17 @@ class TrainParams:
     lr_decay: float = 0.25
     early_stopping_patience: int = 0
     checkpoint_every_n_steps: int = 200
+    ar_alpha: float = 0.0
+    tar_beta: float = 0.0
+    nonmonotone_interval: int = 5
+    variable_bptt: bool = False
 
     def check(self, where: str) -> None:
+        _at_least(f"{where}.nonmonotone_interval", self.nonmonotone_interval, 1)
+        for name in ("ar_alpha", "tar_beta"):
+            if getattr(self, name) < 0:
+                raise ParamsError(f"{where}.{name}={getattr(self, name)!r} is out of range; it must "
+                                  "be >= 0 (0 = off; AWD-LSTM uses ar_alpha 2, tar_beta 1)")
         _one_of(f"{where}.lr_schedule", self.lr_schedule, ("none", "plateau"))
         _at_least(f"{where}.early_stopping_patience", self.early_stopping_patience, 0)
         if not 0.0 < self.lr_decay <= 1.0:
@@ -134,7 +145,7 @@ class TrainParams:
             _at_least(f"{where}.{name}", getattr(self, name), 1)
         _at_least(f"{where}.num_threads", self.num_threads, 0)
         _at_least(f"{where}.checkpoint_every_n_steps", self.checkpoint_every_n_steps, 0)
-        _one_of(f"{where}.optimizer", self.optimizer, ("adamw", "sgd"))
+        _one_of(f"{where}.optimizer", self.optimizer, ("adamw", "sgd", "nt-asgd"))
         _one_of(f"{where}.accelerator", self.accelerator, ("auto", "cpu", "gpu", "cuda"))
         _one_of(f"{where}.strategy", self.strategy, ("auto", "ddp", "ddp_spawn"))
         _one_of(f"{where}.precision", self.precision,
@@ -163,9 +174,29 @@ class ModelParams:
     dropout: float = 0.1
     tie_weights: bool = False
     compile: bool = False
+    dropout_input: float | None = None
+    dropout_hidden: float | None = None
+    locked_dropout: bool = False
+    embedding_dropout: float = 0.0
+    weight_drop: float = 0.0
+    output_layer: str = "softmax"
+    adaptive_cutoffs: tuple = (2000, 10000)
+    adaptive_div_value: float = 4.0
 
     def check(self, where: str) -> None:
         _one_of(f"{where}.cell", self.cell, ("rnn", "gru", "lstm"))   # neural/cells.py CELLS
+        _one_of(f"{where}.output_layer", self.output_layer, ("softmax", "adaptive"))  # neural/rnn.py
+        if self.output_layer == "adaptive":
+            cutoffs = list(self.adaptive_cutoffs)
+            if not cutoffs or cutoffs != sorted(set(cutoffs)) or cutoffs[0] < 1:
+                raise ParamsError(f"{where}.adaptive_cutoffs={cutoffs} must be increasing word ids "
+                                  ">= 1, e.g. [2000, 10000]")
+            if self.tie_weights:
+                raise ParamsError(f"{where}.tie_weights=true needs output_layer: softmax (the "
+                                  "adaptive softmax has no single output matrix to share)")
+            if self.adaptive_div_value < 1:
+                raise ParamsError(f"{where}.adaptive_div_value={self.adaptive_div_value!r} is out "
+                                  "of range; use a value >= 1 (4.0 is Grave et al.'s)")
         if self.compile and (self.impl != "textbook" or self.bidirectional):
             raise ParamsError(f"{where}.compile=true needs impl: textbook and bidirectional: false "
                               "(fused cells are already compiled kernels; the bidirectional model "
@@ -178,8 +209,11 @@ class ModelParams:
         _one_of(f"{where}.impl", self.impl, ("textbook", "fused"))
         for name in ("num_layers", "embed_dim", "hidden_dim"):
             _at_least(f"{where}.{name}", getattr(self, name), 1)
-        if not 0.0 <= self.dropout < 1.0:
-            raise ParamsError(f"{where}.dropout={self.dropout!r} is out of range; use a value in [0, 1)")
+        for name in ("dropout", "dropout_input", "dropout_hidden", "embedding_dropout", "weight_drop"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value < 1.0:
+                raise ParamsError(f"{where}.{name}={value!r} is out of range; use a value in [0, 1)"
+                                  f"{' or null (= dropout)' if name in ('dropout_input', 'dropout_hidden') else ''}")
 
 
 @dataclass(frozen=True)
@@ -268,6 +302,7 @@ def _build(cls, raw: Any, where: str):
     if not isinstance(raw, dict):
         raise ParamsError(f"{where} must be a mapping of keys to values, got {raw!r}")
     known = {f.name: f for f in fields(cls)}
+    hints = typing.get_type_hints(cls)
     values = {}
     for key, value in raw.items():
         if f"{where}.{key}" in REPLACED:
@@ -276,8 +311,13 @@ def _build(cls, raw: Any, where: str):
             close = difflib.get_close_matches(str(key), list(known), n=1)
             hint = f"; did you mean {where}.{close[0]}?" if close else ""
             raise ParamsError(f"unknown key {where}.{key}{hint} (allowed: {', '.join(known)})")
-        default = known[key].default
-        values[key] = _coerce(f"{where}.{key}", value, type(default))
+        kind = hints[key]
+        if typing.get_origin(kind) in (types.UnionType, typing.Union):   # `float | None`
+            if value is None:
+                values[key] = None
+                continue
+            kind = next(k for k in typing.get_args(kind) if k is not type(None))
+        values[key] = _coerce(f"{where}.{key}", value, kind)
     obj = cls(**values)
     if hasattr(obj, "check"):
         obj.check(where)
@@ -299,8 +339,12 @@ def _coerce(key: str, value: Any, kind: type) -> Any:
     elif kind is str:
         if isinstance(value, str):
             return value
+    elif kind is tuple:   # a list of whole numbers
+        if isinstance(value, list | tuple) and all(isinstance(v, int) and not isinstance(v, bool)
+                                                   for v in value):
+            return tuple(value)
     expected = {bool: "true or false", int: "a whole number", float: "a number",
-                str: "a string"}.get(kind, kind.__name__)
+                str: "a string", tuple: "a list of whole numbers, e.g. [2000, 10000]"}.get(kind, kind.__name__)
     raise ParamsError(f"{key}={value!r} has the wrong type; expected {expected}")
 
 

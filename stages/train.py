@@ -14,7 +14,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from pipeline import config, files
 from pipeline.neural import resume
-from pipeline.neural.lit import LitLM, build_trainer, check_data
+from pipeline.neural.lit import LitLM, best_weights, build_trainer, check_data
 from pipeline.neural.rnn import RNNLM, RNNConfig
 from pipeline.tracking import mlflow_runs
 
@@ -72,7 +72,7 @@ def main(kind: str, data_dir: str, out_dir: str, ckpt_dir: str) -> None:
     best = ckpts / resume.BEST
     if best.exists():  # the weights of the epoch with the lowest validation perplexity
         state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
-        lit.load_state_dict(state)
+        lit.model.load_state_dict(best_weights(state))   # NT-ASGD: the averaged weights
     if trainer.is_global_zero:
         with files.staged_dir(out) as scratch:   # models/KIND appears complete or not at all
             torch.save(lit.model.checkpoint(), scratch / "model.pt")

@@ -77,25 +77,36 @@ class _KillAt(L.Callback):
             raise _Killed
 
 
-@pytest.mark.parametrize(("cell", "bidirectional"), [("gru", False), ("gru", True), ("lstm", False)])
-def test_resume_mid_epoch_equals_an_uninterrupted_run(tmp_path, cell, bidirectional):
+# AWD-LSTM's recipe at once: locked, embedding and between-layer dropout, weight drop (fused:
+# through functional_call), AR/TAR, variable BPTT, NT-ASGD with the average running
+AWD_MODEL = dict(impl="fused", num_layers=2, dropout_input=0.4, dropout_hidden=0.2,
+                 locked_dropout=True, embedding_dropout=0.1, weight_drop=0.3)
+AWD_TRAIN = dict(optimizer="nt-asgd", lr=1.0, ar_alpha=2.0, tar_beta=1.0, variable_bptt=True)
+
+
+@pytest.mark.parametrize(("cell", "bidirectional", "awd"), [
+    ("gru", False, False), ("gru", True, False), ("lstm", False, False), ("lstm", False, True)])
+def test_resume_mid_epoch_equals_an_uninterrupted_run(tmp_path, cell, bidirectional, awd):
     """Kill in the second epoch, resume from last.ckpt: same weights, optimiser, history, bit for
     bit on CPU (hidden state, position in the epoch and RNG states are in the checkpoint)."""
     from lightning.pytorch.callbacks import ModelCheckpoint
-    train = TrainParams(max_epochs=3, batch_size=4, bptt=8, lr=0.01, eval_batch_size=3,
-                        lr_schedule="plateau")
+    train = TrainParams(**{**dict(max_epochs=3, batch_size=4, bptt=8, lr=0.01, eval_batch_size=3,
+                                  lr_schedule="plateau"), **(AWD_TRAIN if awd else {})})
 
     def fit(directory, kill_at=None, ckpt_path=None):
         L.seed_everything(0)
         model = RNNLM(RNNConfig(vocab_size=20, cell=cell, bidirectional=bidirectional,
-                                embed_dim=16, hidden_dim=16, dropout=0.3))
+                                embed_dim=16, hidden_dim=16, dropout=0.3, **(AWD_MODEL if awd else {})))
         lit = LitLM(model, train, _stream(0, 120), _stream(1, 30), seed=0)
+        if awd and ckpt_path is None:
+            lit._start_averaging()   # a resumed run gets its average from the checkpoint
         callbacks = [ModelCheckpoint(dirpath=directory, save_last=True, save_top_k=0,
                                      every_n_train_steps=3)]
         callbacks += [_KillAt(kill_at)] if kill_at else []
         trainer = L.Trainer(max_epochs=3, accelerator="cpu", logger=False, callbacks=callbacks,
                             enable_progress_bar=False, enable_model_summary=False,
-                            gradient_clip_val=0.25, deterministic=True, num_sanity_val_steps=0)
+                            gradient_clip_val=0.25, deterministic=True, num_sanity_val_steps=0,
+                            reload_dataloaders_every_n_epochs=1 if awd else 0)
         trainer.fit(lit, ckpt_path=ckpt_path, weights_only=True)
         return lit, trainer
 
@@ -106,5 +117,6 @@ def test_resume_mid_epoch_equals_an_uninterrupted_run(tmp_path, cell, bidirectio
         fit(tmp_path / "cut", kill_at=kill_at)
     resumed, _ = fit(tmp_path / "cut", ckpt_path=tmp_path / "cut" / "last.ckpt")
     assert resumed.history == whole.history and len(whole.history) == 3
+    assert awd == (resumed.averaged is not None)
     for (name, a), (_, b) in zip(whole.state_dict().items(), resumed.state_dict().items(), strict=True):
         assert torch.equal(a, b), name

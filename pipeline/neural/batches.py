@@ -9,6 +9,9 @@ and walk them in windows of `bptt` steps, the hidden state carried from one wind
             │ m n o p q r │
             └ s t u v w x ┘
 Targets equal to `<s>` are replaced by IGNORE: `<s>` is context, never predicted.
+With variable BPTT (Merity et al. 2017, section 4.1) the windows have random lengths, drawn
+afresh each epoch from (seed, epoch): bptt with probability 0.95, else bptt / 2, plus N(0, 5²)
+noise, at least 5 and at most bptt + 20 steps; every position is still read once per epoch.
 
 For evaluation every non-`<s>` token must be predicted exactly once, so `eval_columns` cuts the
 stream at sentence starts into columns of nearly equal length, padded at the end with IGNORE
@@ -41,7 +44,7 @@ class StreamWindows(Dataset):
     world x batch_size columns reads."""
 
     def __init__(self, stream: np.ndarray, batch_size: int, bptt: int, rank: int = 0,
-                 world: int = 1):
+                 world: int = 1, variable: bool = False, seed: int = 0, epoch: int = 0):
         total = batch_size * world
         columns = len(stream) // total
         if columns < 2:
@@ -52,13 +55,23 @@ class StreamWindows(Dataset):
         # (B, N): row b is a contiguous piece
         self.data = data.view(total, columns)[rank * batch_size:(rank + 1) * batch_size]
         self.bptt = bptt
+        self.starts = np.arange(0, columns - 1, bptt)   # window i starts at starts[i]
+        if variable:   # the same cut on every rank: it depends on (seed, epoch) only
+            rng = np.random.default_rng([seed, epoch])
+            starts, position = [], 0
+            while position < columns - 1:
+                starts.append(position)
+                mean = bptt if rng.random() < 0.95 else bptt / 2
+                position += int(min(max(5, int(rng.normal(mean, 5))), bptt + 20))
+            self.starts = np.array(starts)
 
     def __len__(self) -> int:
-        return (self.data.shape[1] - 2) // self.bptt + 1
+        return len(self.starts)
 
     def __getitem__(self, index: int):
-        start = index * self.bptt
-        length = min(self.bptt, self.data.shape[1] - 1 - start)
+        start = int(self.starts[index])
+        end = int(self.starts[index + 1]) if index + 1 < len(self.starts) else self.data.shape[1] - 1
+        length = min(end - start, self.data.shape[1] - 1 - start)
         inputs = self.data[:, start:start + length]
         return inputs, _targets(self.data[:, start + 1:start + 1 + length])
 

@@ -20,7 +20,15 @@ Each W [h, x] is split as W_hh h + W_hx x so that the x-part of every time step 
 product hoisted out of the loop. `fused` uses torch.nn.RNN / nn.GRU / nn.LSTM (cuDNN on GPU): the
 same vanilla RNN and the same LSTM (its two biases sum to b), but nn.GRU applies its reset gate
 after the product, r * (W_hn h + b_hn), so it is a different function from the textbook GRU.
-Fused deep stacks feed layer l+1 with h[l] directly (no a[l] = f(W_a h + b_a) in between).
+Fused deep stacks feed layer l+1 with h[l] directly (no a[l] = f(W_a h + b_a) in between); each
+fused layer is its own single-layer module so that the dropout between layers can be locked.
+
+Regularisation (pipeline/neural/regularization.py): `dropout` between layers, locked or not;
+`weight_drop` (DropConnect on every hidden-to-hidden matrix: W_hh; W_hr, W_hu, W_hh of the GRU;
+the h parts of the LSTM's four gates), for fused cells through torch.func.functional_call with the
+dropped matrix in place of weight_hh_l0 (the module's own parameter is never replaced, so
+state_dict, DDP and cuDNN's weight flattening are unaffected; on a GPU cuDNN copies the
+non-contiguous weights each step, as for AWD-LSTM's WeightDrop).
 """
 
 from __future__ import annotations
@@ -30,6 +38,8 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
+
+from pipeline.neural.regularization import LockedDropout, weight_drop
 
 
 def scan(step: Callable, inputs: torch.Tensor, initial: torch.Tensor):
@@ -81,11 +91,15 @@ class _TextbookLayer(nn.Module):
     (about a minute each on 2 CPU cores); evaluation (no grad) runs eagerly."""
 
     step: Callable
+    weight_drop: float = 0.0   # DropConnect probability on the hidden-to-hidden matrices
 
     def __init__(self, compile: bool = False):
         super().__init__()
         self.eager = _loop(type(self).step)
         self.compiled = torch.compile(self.eager, dynamic=False) if compile else None
+
+    def dropped(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight_drop(weight, self.weight_drop, self.training)
 
     def loop(self, *args):
         if self.compiled is not None and torch.is_grad_enabled():
@@ -105,7 +119,7 @@ class TextbookRNNLayer(_TextbookLayer):
 
     def forward(self, x: torch.Tensor, h: torch.Tensor):
         projected = x @ self.weight_hx.T + self.bias  # (B, T, H): all time steps at once
-        return self.loop(projected, h, self.weight_hh)
+        return self.loop(projected, h, self.dropped(self.weight_hh))
 
 
 class TextbookGRULayer(_TextbookLayer):
@@ -125,7 +139,7 @@ class TextbookGRULayer(_TextbookLayer):
     def forward(self, x: torch.Tensor, h: torch.Tensor):
         xr, xu, xh = (x @ self.weight_x.T + self.bias).chunk(3, dim=-1)  # each (B, T, H)
         projected = torch.stack([xr, xu, xh], dim=2)                        # (B, T, 3, H)
-        return self.loop(projected, h, self.weight_hr, self.weight_hu, self.weight_hh)
+        return self.loop(projected, h, *map(self.dropped, (self.weight_hr, self.weight_hu, self.weight_hh)))
 
 
 class TextbookLSTMLayer(_TextbookLayer):
@@ -144,7 +158,7 @@ class TextbookLSTMLayer(_TextbookLayer):
         """x (B, T, E), state (B, 2H) = [h; c] -> h (B, T, H), final state (B, 2H)."""
         batch, steps, _ = x.shape
         projected = (x @ self.weight_x.T + self.bias).view(batch, steps, 4, self.hidden_dim)
-        return self.loop(projected, state, self.weight_h)
+        return self.loop(projected, state, self.dropped(self.weight_h))
 
 
 def _init_uniform(module: nn.Module, hidden_dim: int) -> None:
@@ -159,46 +173,67 @@ CELLS = ("rnn", "gru", "lstm")
 class RecurrentStack(nn.Module):
     """num_layers cells of one kind and implementation, one direction.
     state: (num_layers, B, S) with S = H, or 2H for lstm ([h; c]); x: (B, T, input_dim) ->
-    (B, T, H). Raises ValueError for an unknown cell or impl."""
+    (B, T, H). `dropout` acts between layers (one mask per sequence when `locked`);
+    `weight_drop` is DropConnect on the hidden-to-hidden matrices while training. Raises
+    ValueError for an unknown cell or impl."""
 
     def __init__(self, cell: str, impl: str, input_dim: int, hidden_dim: int, num_layers: int,
-                 dropout: float, compile: bool = False):
+                 dropout: float, compile: bool = False, weight_drop: float = 0.0,
+                 locked: bool = False):
         super().__init__()
         if cell not in CELLS:
             raise ValueError(f"cell={cell!r}: use one of {', '.join(CELLS)}")
+        if impl not in ("textbook", "fused"):
+            raise ValueError(f"impl={impl!r}: use textbook or fused")
         self.impl, self.num_layers, self.hidden_dim = impl, num_layers, hidden_dim
         self.lstm = cell == "lstm"
         self.state_dim = 2 * hidden_dim if self.lstm else hidden_dim
+        self.weight_drop = weight_drop
+        self.dropout = LockedDropout(dropout, locked)
+        sizes = [input_dim if i == 0 else hidden_dim for i in range(num_layers)]
         if impl == "fused":
             fused = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}[cell]
-            self.fused = fused(input_dim, hidden_dim, num_layers, batch_first=True,
-                               dropout=dropout if num_layers > 1 else 0.0)
+            self.fused = nn.ModuleList(fused(n, hidden_dim, 1, batch_first=True) for n in sizes)
             return
-        if impl != "textbook":
-            raise ValueError(f"impl={impl!r}: use textbook or fused")
         layer = {"rnn": TextbookRNNLayer, "gru": TextbookGRULayer, "lstm": TextbookLSTMLayer}[cell]
-        self.layers = nn.ModuleList(
-            layer(input_dim if i == 0 else hidden_dim, hidden_dim, compile) for i in range(num_layers))
+        self.layers = nn.ModuleList(layer(n, hidden_dim, compile) for n in sizes)
+        for each in self.layers:
+            each.weight_drop = weight_drop
         # a[l]<t> = tanh(W_a[l] h[l]<t> + b_a[l]) feeds layer l+1
         self.activations = nn.ModuleList(nn.Linear(hidden_dim, hidden_dim) for _ in range(num_layers - 1))
-        self.dropout = nn.Dropout(dropout)
 
     def initial_state(self, batch_size: int, like: torch.Tensor) -> torch.Tensor:
         return like.new_zeros(self.num_layers, batch_size, self.state_dim)
 
+    def _fused_layer(self, module: nn.Module, x: torch.Tensor, state: torch.Tensor):
+        """One fused layer: x (B, T, in), state (B, S) -> (B, T, H), (B, S)."""
+        initial = state.unsqueeze(0)
+        if self.lstm:
+            h, c = initial.chunk(2, dim=-1)
+            initial = (h.contiguous(), c.contiguous())
+        else:
+            initial = initial.contiguous()
+        if self.training and self.weight_drop:
+            weights = dict(module.named_parameters())
+            weights["weight_hh_l0"] = weight_drop(weights["weight_hh_l0"], self.weight_drop, True)
+            out, final = torch.func.functional_call(module, weights, (x, initial))
+        else:
+            out, final = module(x, initial)
+        final = torch.cat(final, dim=-1) if self.lstm else final
+        return out, final[0]
+
     def forward(self, x: torch.Tensor, state: torch.Tensor | None = None):
         if state is None:
             state = self.initial_state(x.shape[0], x)
-        if self.impl == "fused" and self.lstm:
-            h, c = state.chunk(2, dim=-1)
-            out, (h, c) = self.fused(x, (h.contiguous(), c.contiguous()))
-            return out, torch.cat([h, c], dim=-1)
-        if self.impl == "fused":
-            return self.fused(x, state.contiguous())
         finals = []
-        for i, layer in enumerate(self.layers):
-            x, final = layer(x, state[i])
+        for i in range(self.num_layers):
+            if self.impl == "fused":
+                x, final = self._fused_layer(self.fused[i], x, state[i])
+            else:
+                x, final = self.layers[i](x, state[i])
             finals.append(final)
             if i < self.num_layers - 1:
-                x = self.dropout(torch.tanh(self.activations[i](x)))
+                if self.impl == "textbook":
+                    x = torch.tanh(self.activations[i](x))
+                x = self.dropout(x)
         return x, torch.stack(finals)

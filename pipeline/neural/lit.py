@@ -5,6 +5,20 @@ validation perplexity sums NLL and token counts over the whole split (never a me
 Causal models keep the hidden state on the module: carried from window to window, detached after
 each (truncated BPTT; Lightning 2 has no built-in TBPTT), reset at each epoch start. The
 bidirectional model is trained on whole sentences to fill every position from both sides.
+
+Optimisation beyond the lecture, from Merity, Keskar & Socher 2017 (AWD-LSTM, arXiv:1708.02182):
+    AR / TAR        train.ar_alpha, train.tar_beta: activation regularisation added to the loss
+                    (regularization.py); train_loss logs the cross-entropy alone
+    NT-ASGD         train.optimizer nt-asgd: SGD until the validation perplexity is worse than the
+                    best of all but the last `nonmonotone_interval` epochs, then the iterate
+                    average (Polyak & Juditsky 1992) of the weights after every step from there on
+                    (torch.optim.swa_utils.AveragedModel: the `ax` of torch.optim.ASGD with lambd = 0
+                    and t0 = -1; AWD-LSTM switches to ASGD with t0 = 0, which leaves out the first
+                    iterate). Validation, best.ckpt and the saved model use the averaged weights;
+                    training continues on the raw ones
+    variable BPTT   train.variable_bptt: each window is bptt long with probability 0.95 (else
+                    bptt / 2), jittered by N(0, 5²), at least 5, and the learning rate of its step
+                    scaled by length / bptt (batches.py, optimizer_step)
 """
 
 from __future__ import annotations
@@ -17,6 +31,7 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
+from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader
 
 from pipeline.config import TrainParams
@@ -30,6 +45,7 @@ from pipeline.neural.batches import (
     eval_columns,
     pad_sentences,
 )
+from pipeline.neural.regularization import activation_regularization
 from pipeline.neural.rnn import RNNLM
 from pipeline.text.vocab import BOS_ID
 
@@ -71,14 +87,17 @@ class LitLM(L.LightningModule):
         self._resume_epoch = 0
         self._first_bad = None   # the step of the first non-finite loss, on the device
         self.eager_check: bool | None = None   # None: check every step on a lone CPU process
+        self.averaged: AveragedModel | None = None   # NT-ASGD's average, once it has started
+        self._window_scale = 1.0  # variable BPTT: this step's window length / bptt
 
     # ---- data -------------------------------------------------------------------------------
     def train_dataloader(self):
         if self.streams[0] is None:
             raise ValueError("LitLM was built without train_stream; pass loaders to Trainer.fit")
         skip, self._resume_at = self._resume_at, 0
+        epoch = self.trainer.current_epoch if self._trainer is not None else self._resume_epoch
         return train_loader(self.cloze, self.streams[0], self.train_params, self.seed, skip=skip,
-                            epoch=self._resume_epoch, pin_memory=self._pin(), **self._shard())
+                            epoch=epoch, pin_memory=self._pin(), **self._shard())
 
     def val_dataloader(self):
         if self.streams[1] is None:
@@ -134,39 +153,78 @@ class LitLM(L.LightningModule):
         self.hidden = None if hidden is None else hidden.to(self.device)
         self._resume_at = self.epoch_batches
         self._resume_epoch = checkpoint["epoch"]
+        if any(key.startswith("averaged.") for key in checkpoint["state_dict"]):
+            self._start_averaging()   # so that the state_dict loads into it
         torch.set_rng_state(state["cpu_rng"])
         if state["cuda_rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
 
     # ---- loss -------------------------------------------------------------------------------
-    def _loss_sum(self, batch, state):
-        """(summed NLL, number of targets, new state) of one batch."""
+    def _loss_sum(self, batch, state, model: RNNLM | None = None, regularize: bool = False):
+        """(summed NLL in nats, number of targets, new state, AR + TAR penalty) of one batch."""
+        model = self.model if model is None else model
+        p = self.train_params
         if self.cloze:
             tokens, lengths = batch
-            features = self.model.cloze_features(tokens, lengths)
+            features, activations = model.cloze_features_and_activations(tokens, lengths)
             targets = cloze_targets(tokens, lengths)
-            state = None
+            mask, state = targets != IGNORE, None
         else:
             inputs, targets = batch
-            features, state = self.model.features(inputs, state)
-        return self.model.loss_sum(features, targets), (targets != IGNORE).sum(), state
+            features, activations, state = model.features_and_activations(inputs, state)
+            mask = None   # every input position exists (a `<s>` target is still an input)
+        penalty = (activation_regularization(features, activations, p.ar_alpha, p.tar_beta, mask)
+                   if regularize and (p.ar_alpha or p.tar_beta) else features.new_zeros(()))
+        return model.loss_sum(features, targets), (targets != IGNORE).sum(), state, penalty
 
     def on_train_epoch_start(self):
         self.hidden = None  # each epoch starts the stream afresh
         self.epoch_batches = 0
 
+    def on_train_batch_start(self, batch, batch_index):
+        if self.train_params.variable_bptt and not self.cloze:
+            self._window_scale = batch[0].shape[1] / self.train_params.bptt
+
     def training_step(self, batch, batch_index):
         if self.hidden is not None and self.hidden.device != self.device:
             self.hidden = self.hidden.to(self.device)
-        nll, count, state = self._loss_sum(batch, self.hidden)
+        nll, count, state, penalty = self._loss_sum(batch, self.hidden, regularize=True)
         if state is not None:
             self.hidden = state.detach()  # otherwise backprop runs to the start of the corpus
-        loss = nll / count.clamp(min=1)   # average over time steps and batch
+        cross_entropy = nll / count.clamp(min=1)   # average over time steps and batch
+        loss = cross_entropy + penalty
         self._watch(loss.detach())
         self.epoch_batches += 1
         # a tensor, not a float: no host-device synchronisation per step
-        self.log("train_loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False)
+        self.log("train_loss", cross_entropy.detach(), prog_bar=True, on_step=True, on_epoch=False)
         return loss
+
+    def optimizer_step(self, epoch, batch_index, optimizer, optimizer_closure=None):
+        """One step; with variable BPTT at lr x window length / bptt (the torch optimisers read
+        the lr after the closure has run the forward and backward pass), restored afterwards so
+        schedulers and checkpoints only ever see the base lr. Then the NT-ASGD average."""
+        groups = optimizer.param_groups
+        base = [group["lr"] for group in groups]
+        for group in groups:
+            group["lr"] *= self._window_scale
+        try:
+            optimizer.step(closure=optimizer_closure)
+        finally:
+            for group, lr in zip(groups, base, strict=True):
+                group["lr"] = lr
+        if self.averaged is not None:
+            self.averaged.update_parameters(self.model)
+
+    def _start_averaging(self) -> None:
+        """NT-ASGD's switch: from the next step on, keep the average of the weights."""
+        self.averaged = AveragedModel(self.model, use_buffers=False)
+        self.averaged.requires_grad_(False)   # not trained (and not a DDP parameter)
+
+    def evaluation_model(self) -> RNNLM:
+        """The weights validation scores: NT-ASGD's average once it has started, else the model."""
+        if self.averaged is not None and int(self.averaged.n_averaged) > 0:
+            return self.averaged.module
+        return self.model
 
     def _bad_step(self) -> torch.Tensor:
         """The step of the first non-finite loss so far (-1: none), kept on the device."""
@@ -218,7 +276,7 @@ class LitLM(L.LightningModule):
         self.val_tokens = torch.zeros((), device=self.device, dtype=torch.float64)
 
     def validation_step(self, batch, batch_index):
-        nll, count, state = self._loss_sum(batch, self.val_hidden)
+        nll, count, state, _ = self._loss_sum(batch, self.val_hidden, self.evaluation_model())
         self.val_hidden = state
         self.val_nll += nll.double()
         self.val_tokens += count.double()
@@ -235,6 +293,13 @@ class LitLM(L.LightningModule):
                 f"train.clip={p.clip:g}; {self._fix()}")
         ppl = math.exp(mean)
         self.log("val_ppl", ppl, prog_bar=True, sync_dist=False)
+        p = self.train_params
+        if not self.trainer.sanity_checking and p.optimizer == "nt-asgd" and self.averaged is None:
+            past = [h["val_ppl"] for h in self.history]   # the same on every rank (reduced)
+            if nonmonotone_trigger(past, ppl, p.nonmonotone_interval):
+                self._start_averaging()
+                self.print(f"NT-ASGD: validation stopped improving (val ppl {ppl:.2f} after epoch "
+                           f"{self.current_epoch}); averaging the weights from step {self.global_step}")
         if not self.trainer.sanity_checking:
             # the step Lightning's loggers give this val_ppl (the x of MLflow's curve; evaluate
             # logs its metrics at the best epoch's): batches stepped before this epoch's last
@@ -243,10 +308,11 @@ class LitLM(L.LightningModule):
 
     def configure_optimizers(self):
         p = self.train_params
-        if p.optimizer == "sgd":
-            optimizer = torch.optim.SGD(self.parameters(), lr=p.lr, weight_decay=p.weight_decay)
+        weights = self.model.parameters()   # never the NT-ASGD average
+        if p.optimizer in ("sgd", "nt-asgd"):
+            optimizer = torch.optim.SGD(weights, lr=p.lr, weight_decay=p.weight_decay)
         else:
-            optimizer = torch.optim.AdamW(self.parameters(), lr=p.lr, weight_decay=p.weight_decay)
+            optimizer = torch.optim.AdamW(weights, lr=p.lr, weight_decay=p.weight_decay)
         if p.lr_schedule == "none":
             return optimizer
         # anneal when validation perplexity stops improving (pytorch/examples divides lr by 4)
@@ -254,6 +320,24 @@ class LitLM(L.LightningModule):
                                                              factor=p.lr_decay, patience=0)
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": plateau, "monitor": "val_ppl", "interval": "epoch"}}
+
+
+def nonmonotone_trigger(past: list[float], current: float, interval: int) -> bool:
+    """NT-ASGD's switch (Merity et al. 2017, Algorithm 1; AWD-LSTM's main.py): more than
+    `interval` earlier validations, and `current` worse than the best of all but the last
+    `interval` of them. Perplexities or losses alike (the test is monotone)."""
+    return len(past) > interval and current > min(past[:-interval])
+
+
+def best_weights(state_dict: dict) -> dict:
+    """The RNNLM's state_dict inside a LitLM checkpoint's `state_dict`: NT-ASGD's average when it
+    has started (at least one step averaged), else the trained weights."""
+    averaged = {key[len("averaged.module."):]: value for key, value in state_dict.items()
+                if key.startswith("averaged.module.")}
+    if averaged and int(state_dict["averaged.n_averaged"]) > 0:
+        return averaged
+    return {key[len("model."):]: value for key, value in state_dict.items()
+            if key.startswith("model.")}
 
 
 def build_trainer(train: TrainParams, ckpts: Path, out: Path, logger,
@@ -279,6 +363,8 @@ def build_trainer(train: TrainParams, ckpts: Path, out: Path, logger,
                         limit_train_batches=int(limit) if limit > 1 else limit, logger=logger,
                         log_every_n_steps=25, deterministic=True,
                         use_distributed_sampler=False, default_root_dir=str(out),
+                        # variable BPTT: a new cut of the stream into windows every epoch
+                        reload_dataloaders_every_n_epochs=1 if train.variable_bptt else 0,
                         callbacks=callbacks, enable_model_summary=verbose)
     return trainer, precision
 
@@ -323,7 +409,8 @@ def train_loader(cloze: bool, stream: np.ndarray, params: TrainParams, seed: int
                                                                  skip=skip, epoch=epoch,
                                                                  rank=rank, world=world),
                           collate_fn=pad_sentences, generator=generator, pin_memory=pin_memory)
-    windows = StreamWindows(stream, params.batch_size, params.bptt, rank, world)
+    windows = StreamWindows(stream, params.batch_size, params.bptt, rank, world,
+                            variable=params.variable_bptt, seed=seed, epoch=epoch)
     return DataLoader(windows, batch_size=None, sampler=ResumeSampler(len(windows), skip),
                       generator=generator, pin_memory=pin_memory)
 

@@ -5,6 +5,17 @@ Causal (`bidirectional=False`): ŷ<t> = softmax(W_y h<t> + b_y) predicts x<t+1> 
 Bidirectional (cloze): ŷ<t> = softmax(W_y [h→<t-1>, h←<t+1>] + b_y) predicts x<t> from the
 forward stack's state after x<1..t-1> and the backward stack's state after x<T..t+1>; the two
 directions are separate stacks (also when deep), so no path leads from x<t> to ŷ<t>.
+
+Output layer: `softmax` (W_y, b_y over the whole vocabulary; on CPU its loss is computed in
+chunks, losses.py) or `adaptive`, the adaptive softmax of Grave, Joulin, Cissé, Grangier & Jégou
+2017, "Efficient softmax approximation for GPUs" (torch.nn.AdaptiveLogSoftmaxWithLoss): the
+most frequent words (ids below the first cutoff; the vocabulary is sorted by train frequency)
+in a head, rarer ones in clusters of smaller dimension. Its log-probabilities are exact and
+sum to one over the vocabulary; only their cost is lower.
+
+Regularisation (regularization.py, Merity et al. 2017): dropout on the embeddings
+(`dropout_input`), between layers (`dropout_hidden`) and on the outputs (`dropout`), each
+locked over time when `locked_dropout`; `embedding_dropout` (whole words); `weight_drop`.
 """
 
 from __future__ import annotations
@@ -12,10 +23,15 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from pipeline.neural.batches import IGNORE
 from pipeline.neural.cells import RecurrentStack
 from pipeline.neural.losses import linear_cross_entropy
+from pipeline.neural.regularization import LockedDropout, embedding_dropout
+
+OUTPUT_LAYERS = ("softmax", "adaptive")
 
 
 @dataclass(frozen=True)
@@ -27,9 +43,17 @@ class RNNConfig:
     bidirectional: bool = False
     embed_dim: int = 128
     hidden_dim: int = 128
-    dropout: float = 0.1
+    dropout: float = 0.1         # on the outputs; and on inputs / between layers unless set below
     tie_weights: bool = False    # output W_y shares the embedding matrix (needs embed == hidden)
     compile: bool = False        # textbook cells: torch.compile the time loop
+    dropout_input: float | None = None    # on the embeddings (None: `dropout`)
+    dropout_hidden: float | None = None   # between layers (None: `dropout`)
+    locked_dropout: bool = False          # one mask per sequence, shared by all time steps
+    embedding_dropout: float = 0.0        # probability of dropping a whole word's embedding
+    weight_drop: float = 0.0              # DropConnect on the hidden-to-hidden matrices
+    output_layer: str = "softmax"         # softmax | adaptive
+    adaptive_cutoffs: tuple = (2000, 10000)   # word ids where the adaptive softmax's clusters start
+    adaptive_div_value: float = 4.0       # each cluster's dimension is the previous one's / this
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -44,15 +68,41 @@ class RNNLM(nn.Module):
             # small uniform init, as pytorch/examples: tied N(0, 1) rows make the logits explode
             # (untied, N(0, 1) learns faster in the one-epoch CPU default: deep 58 vs 87 test ppl)
             nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
-        self.dropout = nn.Dropout(config.dropout)
+        rate = config.dropout
+        between = rate if config.dropout_hidden is None else config.dropout_hidden
+        self.dropout_input = LockedDropout(rate if config.dropout_input is None else config.dropout_input,
+                                           config.locked_dropout)
+        self.dropout = LockedDropout(rate, config.locked_dropout)            # on the outputs
         stack = (config.cell, config.impl, config.embed_dim, config.hidden_dim, config.num_layers,
-                 config.dropout, config.compile)
+                 between, config.compile, config.weight_drop, config.locked_dropout)
         self.forward_stack = RecurrentStack(*stack)
         self.backward_stack = RecurrentStack(*stack) if config.bidirectional else None
         directions = 2 if config.bidirectional else 1
-        self.output = nn.Linear(directions * config.hidden_dim, config.vocab_size)  # W_y, b_y
+        features = directions * config.hidden_dim
+        if config.output_layer not in OUTPUT_LAYERS:
+            raise ValueError(f"output_layer={config.output_layer!r}: use one of {', '.join(OUTPUT_LAYERS)}")
+        self.adaptive = config.output_layer == "adaptive"
+        if self.adaptive:
+            cutoffs = [int(c) for c in config.adaptive_cutoffs]
+            if not cutoffs or cutoffs != sorted(set(cutoffs)) or cutoffs[0] < 1 \
+                    or cutoffs[-1] >= config.vocab_size - 1:
+                raise ValueError(f"adaptive_cutoffs={cutoffs} must be increasing word ids between 1 "
+                                 f"and the vocabulary size - 2 ({config.vocab_size - 2}); lower them "
+                                 "or use output_layer: softmax")
+            smallest = int(features // config.adaptive_div_value ** len(cutoffs))
+            if smallest < 1:
+                raise ValueError(f"the adaptive softmax's last cluster would have {features} / "
+                                 f"{config.adaptive_div_value:g}^{len(cutoffs)} < 1 dimensions; lower "
+                                 "adaptive_div_value, use fewer adaptive_cutoffs or a larger hidden_dim")
+            if config.tie_weights:
+                raise ValueError("tie_weights needs output_layer: softmax (the adaptive softmax has "
+                                 "no single output matrix to share)")
+            self.output = nn.AdaptiveLogSoftmaxWithLoss(features, config.vocab_size, cutoffs,
+                                                        div_value=config.adaptive_div_value)
+            return
+        self.output = nn.Linear(features, config.vocab_size)  # W_y, b_y
         if config.tie_weights:  # Press & Wolf 2017; Inan et al. 2017
-            if directions * config.hidden_dim != config.embed_dim:
+            if features != config.embed_dim:
                 raise ValueError(f"tie_weights needs embed_dim == {directions} x hidden_dim, got "
                                  f"{config.embed_dim} and {config.hidden_dim}; set tie_weights: false "
                                  "or make the sizes match")
@@ -60,33 +110,59 @@ class RNNLM(nn.Module):
 
     def forward(self, tokens: torch.Tensor, state: torch.Tensor | None = None):
         """Causal. tokens (B, T) -> logits (B, T, V) for the next token, final state (L, B, S):
-        S = H, or 2H ([h; c]) for an LSTM."""
+        S = H, or 2H ([h; c]) for an LSTM. softmax(logits) is the model's distribution; with the
+        adaptive softmax the logits are already its log-probabilities (natural log)."""
         features, state = self.features(tokens, state)
-        return self.output(features), state
+        return self.logits(features), state
+
+    def logits(self, features: torch.Tensor) -> torch.Tensor:
+        """Output layer: features (..., F) -> logits (..., V) (log-probabilities when adaptive)."""
+        if self.adaptive:
+            flat = features.reshape(-1, features.shape[-1])
+            return self.output.log_prob(flat).view(*features.shape[:-1], -1)
+        return self.output(features)
+
+    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens (B, T) -> dropped embeddings (B, T, E): embedding dropout, then input dropout."""
+        weight = embedding_dropout(self.embedding.weight, self.config.embedding_dropout, self.training)
+        return self.dropout_input(F.embedding(tokens, weight))
 
     def features(self, tokens: torch.Tensor, state: torch.Tensor | None = None):
         """Causal, up to the output layer: (dropout(h<t>) (B, T, H), final state (L, B, S))."""
+        dropped, _, state = self.features_and_activations(tokens, state)
+        return dropped, state
+
+    def features_and_activations(self, tokens: torch.Tensor, state: torch.Tensor | None = None):
+        """(dropout(h<t>), h<t>, final state): the last layer's outputs (B, T, H) with and
+        without output dropout, as activation regularisation needs both."""
         if self.backward_stack is not None:
             raise ValueError("a bidirectional model fills blanks; call cloze(), not forward()")
-        x = self.dropout(self.embedding(tokens))           # (B, T, E)
-        hidden, state = self.forward_stack(x, state)        # (B, T, H)
-        return self.dropout(hidden), state
+        hidden, state = self.forward_stack(self.embed(tokens), state)      # (B, T, H)
+        return self.dropout(hidden), hidden, state
 
     def loss_sum(self, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Summed NLL of the targets (IGNORE skipped) under softmax(W_y features + b_y)."""
+        """Summed NLL in nats of the targets (...) (IGNORE skipped) given features (..., F)."""
+        if self.adaptive:
+            flat, wanted = features.reshape(-1, features.shape[-1]), targets.reshape(-1)
+            keep = wanted != IGNORE
+            return -self.output(flat[keep], wanted[keep]).output.float().sum()
         return linear_cross_entropy(features, self.output.weight, self.output.bias, targets)
 
     def cloze(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Bidirectional. tokens (B, L): `<s> x1..xT </s>` padded on the right; lengths (B,).
         Returns logits (B, L-1, V): entry i-1 predicts tokens[:, i] for i = 1..L-1."""
-        return self.output(self.cloze_features(tokens, lengths))
+        return self.logits(self.cloze_features(tokens, lengths))
 
     def cloze_features(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """cloze() up to the output layer: dropout([h→<i-1>, h←<i+1>]) (B, L-1, 2H)."""
+        return self.cloze_features_and_activations(tokens, lengths)[0]
+
+    def cloze_features_and_activations(self, tokens: torch.Tensor, lengths: torch.Tensor):
+        """(dropout([h→<i-1>, h←<i+1>]), [h→<i-1>, h←<i+1>]), each (B, L-1, 2H)."""
         if self.backward_stack is None:
             raise ValueError("cloze() needs a bidirectional model")
         batch, length = tokens.shape
-        x = self.dropout(self.embedding(tokens))                           # (B, L, E)
+        x = self.embed(tokens)                                             # (B, L, E)
         forward_states, _ = self.forward_stack(x)                          # (B, L, H)
         position = torch.arange(length, device=tokens.device).expand(batch, length)
         lengths = lengths.to(tokens.device).unsqueeze(1)
@@ -102,7 +178,8 @@ class RNNLM(nn.Module):
         zero = backward_states.new_zeros(batch, 1, backward_states.shape[-1])
         right = torch.cat([backward_states[:, 2:], zero], dim=1)           # (B, L-1, H)
         left = forward_states[:, :-1]                                      # (B, L-1, H)
-        return self.dropout(torch.cat([left, right], dim=-1))
+        joined = torch.cat([left, right], dim=-1)
+        return self.dropout(joined), joined
 
     def checkpoint(self) -> dict:
         """Checkpoint as data: config + state_dict (load with torch.load(weights_only=True))."""

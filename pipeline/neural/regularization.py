@@ -1,0 +1,86 @@
+"""The regularisers of strong recurrent language models, as in Merity, Keskar & Socher 2017,
+"Regularizing and Optimizing LSTM Language Models" (AWD-LSTM, arXiv:1708.02182). Imports only torch.
+
+    locked dropout       one Bernoulli mask per sequence, the same at every time step, on the
+                         embeddings, between layers and on the outputs (variational dropout, Gal &
+                         Ghahramani 2016, "A Theoretically Grounded Application of Dropout in RNNs";
+                         Merity et al. section 4.2)
+    embedding dropout    whole words dropped from the embedding matrix, the rest scaled by
+                         1 / (1 - p) (Gal & Ghahramani 2016 section 4; Merity et al. section 4.3)
+    weight drop          DropConnect (Wan et al. 2013) on the hidden-to-hidden matrices, one mask per
+                         forward pass shared by every time step (Merity et al. section 2)
+    AR, TAR              α mean(m ⊙ h<t>)² on the dropped outputs of the last layer and
+                         β mean(h<t> - h<t-1>)² on its undropped outputs (Merity et al. section 4.6)
+
+Every mask is drawn from torch's global generator, so a run resumed from a checkpoint (which
+saves that generator's state) draws the same masks as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class LockedDropout(nn.Module):
+    """Dropout whose mask is shared across time: x (B, T, F) -> (B, T, F), one mask (B, 1, F)
+    per call. With `locked=False` it is standard dropout (a mask per element, Srivastava et al.
+    2014), so one module serves both settings."""
+
+    def __init__(self, p: float, locked: bool = True):
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout probability {p!r} is out of range; use a value in [0, 1)")
+        self.p, self.locked = p, locked
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        if not self.locked:
+            return F.dropout(x, self.p, True)
+        mask = x.new_empty(x.shape[0], 1, x.shape[-1]).bernoulli_(1 - self.p) / (1 - self.p)
+        return x * mask
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, locked={self.locked}"
+
+
+def embedding_dropout(weight: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """The embedding matrix (V, E) with whole rows (words) zeroed with probability p and the rest
+    scaled by 1 / (1 - p); unchanged when not training or p == 0. Use the result for the lookup
+    only (a tied output layer keeps the undropped matrix)."""
+    if not training or p == 0.0:
+        return weight
+    mask = weight.new_empty(weight.shape[0], 1).bernoulli_(1 - p) / (1 - p)
+    return weight * mask
+
+
+def weight_drop(weight: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """DropConnect: each entry of a hidden-to-hidden matrix zeroed with probability p, the rest
+    scaled by 1 / (1 - p); one mask for the whole forward pass (every time step and sequence).
+    The gradient reaches the undropped matrix through the mask."""
+    if not training or p == 0.0:
+        return weight
+    return F.dropout(weight, p, True)
+
+
+def activation_regularization(dropped: torch.Tensor, undropped: torch.Tensor,
+                              alpha: float, beta: float,
+                              mask: torch.Tensor | None = None) -> torch.Tensor:
+    """AR + TAR of the last layer's outputs, both (B, T, H); `mask` (B, T) marks the positions
+    that exist (None: all). AR = alpha x mean of dropped² over positions and units; TAR = beta x
+    mean of (undropped<t> - undropped<t-1>)² over pairs of existing neighbours. A scalar added to
+    the mean cross-entropy (nats per token)."""
+    total = dropped.new_zeros(())
+    if mask is None:
+        mask = torch.ones(dropped.shape[:2], dtype=torch.bool, device=dropped.device)
+    weights = mask.to(dropped.dtype).unsqueeze(-1)                       # (B, T, 1)
+    if alpha:
+        count = weights.sum().clamp(min=1) * dropped.shape[-1]
+        total = total + alpha * (dropped.pow(2) * weights).sum() / count
+    if beta and undropped.shape[1] > 1:
+        pairs = weights[:, 1:] * weights[:, :-1]
+        count = pairs.sum().clamp(min=1) * undropped.shape[-1]
+        total = total + beta * ((undropped[:, 1:] - undropped[:, :-1]).pow(2) * pairs).sum() / count
+    return total
