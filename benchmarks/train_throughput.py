@@ -2,11 +2,14 @@
 configuration of pytorch/examples' word_language_model (embedding 200, hidden 200, bptt 35,
 batch 20, SGD lr 20, clip 0.25, dropout 0.2) and a KJV-sized vocabulary; plus the bare nn.GRU
 forward+backward of the same shapes as the floor. A step is what LitLM.training_step does
-(forward, cross-entropy averaged over targets, backward, clipping, optimiser step), on random
-token windows (throughput does not depend on the text). Warm-up steps first; the median of
---runs runs of --steps steps. Prints JSON lines.
+(forward, cross-entropy averaged over targets, backward, clipping, optimiser step), on token
+windows drawn from a Zipf distribution over the vocabulary (p(rank r) ∝ 1/r, as word frequencies
+are; only the adaptive softmax's cost depends on which words occur). Every kind x impl x output
+layer (softmax: the full softmax, chunked on CPU; adaptive: Grave et al. 2017 with
+--cutoffs). Warm-up steps first; the median of --runs runs of --steps steps. Prints JSON lines.
 
     .venv/bin/python benchmarks/train_throughput.py [--vocab-size 12800] [--runs 5]
+        [--kinds rnn gru lstm] [--outputs softmax adaptive] [--cutoffs 2000 10000]
         [--examples PATH]   # a pytorch/examples checkout: its word_language_model LSTM at its
                             # defaults (2 x 200, dropout 0.2, SGD lr 20, clip 0.25) against our
                             # 2-layer lstm, textbook and fused, timed in alternation
@@ -35,7 +38,7 @@ def step_fn(lit, optimizer, tokens, state):
         batch = (tokens, torch.full((tokens.shape[0],), tokens.shape[1]))
     else:
         batch = (tokens[:, :-1], tokens[:, 1:])
-    nll, count, state = lit._loss_sum(batch, state)
+    nll, count, state, _ = lit._loss_sum(batch, state)
     if state is not None:
         state = state.detach()
     loss = nll / count
@@ -80,28 +83,36 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--examples", help="path of a pytorch/examples checkout (compare its LSTM)")
+    parser.add_argument("--kinds", nargs="*", default=list(KINDS), choices=list(KINDS))
+    parser.add_argument("--impls", nargs="*", default=["textbook", "fused"])
+    parser.add_argument("--outputs", nargs="*", default=["softmax", "adaptive"])
+    parser.add_argument("--cutoffs", nargs="*", type=int, default=[2000, 10000])
     parser.add_argument("--compile", action="store_true",
                         help="also time textbook cells with compile: true (about a minute to compile each)")
     args = parser.parse_args()
     torch.manual_seed(0)
-    tokens = torch.randint(3, args.vocab_size, (args.batch, args.bptt + 1))
+    zipf = 1.0 / torch.arange(1, args.vocab_size - 2, dtype=torch.float64)   # ids 3.. by frequency
+    tokens = 3 + torch.multinomial(zipf, args.batch * (args.bptt + 1), replacement=True)
+    tokens = tokens.view(args.batch, args.bptt + 1)
     common = {"threads": torch.get_num_threads(), "batch": args.batch, "bptt": args.bptt,
               "dim": args.dim, "vocab_size": args.vocab_size}
     if args.examples:
         compare_examples(args, tokens, common)
         return
-    variants = [("textbook", False), ("fused", False)] + ([("textbook", True)] if args.compile else [])
-    for kind, spec in KINDS.items():
-        for impl, compiled in variants:
+    variants = [(impl, False) for impl in args.impls] + ([("textbook", True)] if args.compile else [])
+    for kind in args.kinds:
+        spec = KINDS[kind]
+        for (impl, compiled), output in ((v, o) for v in variants for o in args.outputs):
             if compiled and spec.get("bidirectional"):
                 continue
-            run_steps = our_steps(args, tokens, impl=impl, compile=compiled, **spec)
+            layer = {"output_layer": output, "adaptive_cutoffs": tuple(args.cutoffs)}
+            run_steps = our_steps(args, tokens, impl=impl, compile=compiled, **spec, **layer)
             started = time.perf_counter()
             run_steps(1)  # the first step compiles when compile is on
             first = time.perf_counter() - started
             seconds = measure(run_steps, args.steps, args.runs)
             print(json.dumps({**common, "kind": kind, "impl": impl + ("+compile" if compiled else ""),
-                              "ms_per_batch": round(seconds * 1e3, 1),
+                              "output_layer": output, "ms_per_batch": round(seconds * 1e3, 1),
                               "tokens_per_s": round(args.batch * args.bptt / seconds),
                               "first_step_s": round(first, 1)}), flush=True)
     gru = torch.nn.GRU(args.dim, args.dim, batch_first=True)

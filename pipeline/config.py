@@ -124,6 +124,7 @@ class TrainParams:
     num_threads: int = 0
     lr_schedule: str = "none"
     lr_decay: float = 0.25
+    lr_decay_start: int = 0
     early_stopping_patience: int = 0
     checkpoint_every_n_steps: int = 200
     ar_alpha: float = 0.0
@@ -137,7 +138,8 @@ class TrainParams:
             if getattr(self, name) < 0:
                 raise ParamsError(f"{where}.{name}={getattr(self, name)!r} is out of range; it must "
                                   "be >= 0 (0 = off; AWD-LSTM uses ar_alpha 2, tar_beta 1)")
-        _one_of(f"{where}.lr_schedule", self.lr_schedule, ("none", "plateau"))
+        _one_of(f"{where}.lr_schedule", self.lr_schedule, ("none", "plateau", "step"))
+        _at_least(f"{where}.lr_decay_start", self.lr_decay_start, 0)
         _at_least(f"{where}.early_stopping_patience", self.early_stopping_patience, 0)
         if not 0.0 < self.lr_decay <= 1.0:
             raise ParamsError(f"{where}.lr_decay={self.lr_decay!r} is out of range; use (0, 1]")
@@ -202,10 +204,13 @@ class ModelParams:
                               "(fused cells are already compiled kernels; the bidirectional model "
                               "trains on sentences of every length, one compilation each); "
                               "set compile: false")
-        if self.tie_weights and self.embed_dim != self.hidden_dim * (2 if self.bidirectional else 1):
+        narrow_top = self.num_layers > 1 and not self.bidirectional   # AWD-LSTM: last layer = embed_dim
+        if self.tie_weights and not narrow_top and \
+                self.embed_dim != self.hidden_dim * (2 if self.bidirectional else 1):
             raise ParamsError(f"{where}.tie_weights=true needs embed_dim == hidden_dim"
                               f"{' x 2 (bidirectional)' if self.bidirectional else ''}; got "
-                              f"{self.embed_dim} and {self.hidden_dim}")
+                              f"{self.embed_dim} and {self.hidden_dim} (with num_layers > 1 a causal "
+                              "model's last layer is made embed_dim wide instead)")
         _one_of(f"{where}.impl", self.impl, ("textbook", "fused"))
         for name in ("num_layers", "embed_dim", "hidden_dim"):
             _at_least(f"{where}.{name}", getattr(self, name), 1)

@@ -112,15 +112,15 @@ def test_tie_weights_needs_matching_sizes():
 
 
 def test_presets_print_valid_dvc_flags(tmp_path):
-    """`lmpipe preset NAME` gives -S flags whose values, applied to params.yaml, validate."""
-    import shlex
+    """`lmpipe preset NAME` gives -S flags whose values, applied to params.yaml, validate; the
+    output survives `$(lmpipe preset NAME)`, which splits on whitespace and removes no quotes."""
     import subprocess
     import sys
 
     from .conftest import ROOT
     applied = {}
     from pipeline.cli.main import main as lmpipe
-    for name in ("medium", "full", "ptb", "wikitext2", "brown", "shakespeare"):
+    for name in yaml.safe_load((ROOT / "configs" / "presets.yaml").read_text()):
         if name == "medium":       # the command itself once, as a user runs it
             out = subprocess.run([sys.executable, "-m", "pipeline.cli", "preset", name], cwd=ROOT,
                                  capture_output=True, text=True, check=True).stdout
@@ -136,8 +136,9 @@ def test_presets_print_valid_dvc_flags(tmp_path):
             finally:
                 os.chdir(here)
             out = buffer.getvalue()
-        flags = shlex.split(out)
+        flags = out.split()
         assert flags[0::2] == ["-S"] * (len(flags) // 2) and len(flags) >= 10
+        assert not any(q in out for q in "'\"")
         raw = yaml.safe_load((ROOT / "params.yaml").read_text())
         for assignment in flags[1::2]:
             key, _, value = assignment.partition("=")
@@ -151,6 +152,11 @@ def test_presets_print_valid_dvc_flags(tmp_path):
     assert applied["ptb"].corpus.tokenizer == "whitespace" and applied["ptb"].vocab.max_size == 0
     assert applied["brown"].vocab.min_count == 4                # Bengio: words seen <= 3 times are <unk>
     assert applied["shakespeare"].split.method == "contiguous"
+    awd = applied["awd-lstm"]
+    assert awd.train.optimizer == "nt-asgd" and awd.train.weight_decay == pytest.approx(1.2e-6)
+    assert (awd.models["deep"].num_layers, awd.models["deep"].tie_weights) == (3, True)
+    assert applied["brown-cpu"].models["deep"].adaptive_cutoffs == (2000, 10000)
+    assert applied["zaremba-small"].train.lr_schedule == "step"
 
 
 def test_a_preset_with_a_misspelt_key_is_refused(tmp_path):

@@ -61,6 +61,24 @@ def test_plateau_schedule_anneals_the_learning_rate():
     assert lr == pytest.approx(50.0 * 0.25 ** worse) and worse >= 1
 
 
+def test_step_schedule_follows_zaremba():
+    """lr_decay_start epochs at the full lr, then x lr_decay after every epoch."""
+    train = TrainParams(max_epochs=5, batch_size=4, bptt=8, optimizer="sgd", lr=1.0,
+                        lr_schedule="step", lr_decay=0.5, lr_decay_start=2, eval_batch_size=3)
+    lit = LitLM(RNNLM(RNNConfig(vocab_size=20, embed_dim=8, hidden_dim=8)), train)
+    seen = []
+
+    class Record(L.Callback):
+        def on_train_epoch_start(self, trainer, module):
+            seen.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    train_loader, valid_loader = loaders(False, _stream(0, 30), _stream(1, 10), train, seed=0)
+    trainer = L.Trainer(max_epochs=5, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=[Record()])
+    trainer.fit(lit, train_loader, valid_loader)
+    assert seen == pytest.approx([1.0, 1.0, 0.5, 0.25, 0.125])
+
+
 class _Killed(Exception):
     pass
 

@@ -74,3 +74,22 @@ def test_checkpoint_is_data_and_round_trips(tmp_path):
     assert loaded.config == model.config
     tokens = torch.tensor([[1, 4, 5, 6]])
     torch.testing.assert_close(loaded.eval()(tokens)[0], model.eval()(tokens)[0])
+
+
+@pytest.mark.parametrize("impl", ["textbook", "fused"])
+def test_tied_deep_model_has_an_embedding_wide_last_layer(impl):
+    """AWD-LSTM's shape: layers hidden_dim, hidden_dim, then embed_dim wide so that the output
+    layer can share the embedding; the state keeps one shape (L, B, 2 x hidden) and carrying it
+    over a cut gives the same outputs as one pass."""
+    torch.manual_seed(0)
+    model = RNNLM(RNNConfig(vocab_size=30, cell="lstm", impl=impl, num_layers=3, embed_dim=6,
+                            hidden_dim=10, tie_weights=True)).eval()
+    assert model.output.weight is model.embedding.weight
+    assert model.forward_stack.widths == [10, 10, 6]
+    tokens = torch.randint(0, 30, (2, 9))
+    whole, state = model(tokens)
+    assert state.shape == (3, 2, 20) and torch.all(state[2, :, 12:] == 0)
+    first, carried = model(tokens[:, :4])
+    rest, again = model(tokens[:, 4:], carried)
+    torch.testing.assert_close(torch.cat([first, rest], 1), whole)
+    torch.testing.assert_close(again, state)

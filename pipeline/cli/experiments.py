@@ -169,6 +169,10 @@ def preset(args) -> None:
     overrides = config.preset_overrides(args.name, args.params, args.presets)
     flags = []
     for key, value in overrides.items():
-        text = json.dumps(value) if isinstance(value, bool) else str(value)
+        # lists compact ([2000,10000]) and no quotes where none are needed: `$(lmpipe preset X)`
+        # splits words but does not remove quotes
+        text = str(value) if isinstance(value, str | int | float) and not isinstance(value, bool) \
+            else json.dumps(value, separators=(",", ":"))
         flags += ["-S", f"{key}={text}"]
-    print(" ".join(shlex.quote(f) for f in flags))
+    print(" ".join(f if not any(c.isspace() or c in "'\"\\" for c in f) else shlex.quote(f)
+                   for f in flags))

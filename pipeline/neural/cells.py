@@ -173,13 +173,15 @@ CELLS = ("rnn", "gru", "lstm")
 class RecurrentStack(nn.Module):
     """num_layers cells of one kind and implementation, one direction.
     state: (num_layers, B, S) with S = H, or 2H for lstm ([h; c]); x: (B, T, input_dim) ->
-    (B, T, H). `dropout` acts between layers (one mask per sequence when `locked`);
-    `weight_drop` is DropConnect on the hidden-to-hidden matrices while training. Raises
-    ValueError for an unknown cell or impl."""
+    (B, T, output_dim). `output_dim` (default hidden_dim) is the last layer's width: AWD-LSTM's
+    tied models make it the embedding size; a narrower layer keeps its state in the first
+    entries of S (h then c for lstm), the rest zero. `dropout` acts between layers (one mask per
+    sequence when `locked`); `weight_drop` is DropConnect on the hidden-to-hidden matrices while
+    training. Raises ValueError for an unknown cell or impl."""
 
     def __init__(self, cell: str, impl: str, input_dim: int, hidden_dim: int, num_layers: int,
                  dropout: float, compile: bool = False, weight_drop: float = 0.0,
-                 locked: bool = False):
+                 locked: bool = False, output_dim: int | None = None):
         super().__init__()
         if cell not in CELLS:
             raise ValueError(f"cell={cell!r}: use one of {', '.join(CELLS)}")
@@ -187,20 +189,23 @@ class RecurrentStack(nn.Module):
             raise ValueError(f"impl={impl!r}: use textbook or fused")
         self.impl, self.num_layers, self.hidden_dim = impl, num_layers, hidden_dim
         self.lstm = cell == "lstm"
-        self.state_dim = 2 * hidden_dim if self.lstm else hidden_dim
+        self.widths = [hidden_dim] * (num_layers - 1) + [output_dim or hidden_dim]
+        self.output_dim = self.widths[-1]
+        self.state_dim = (2 if self.lstm else 1) * max(self.widths)
         self.weight_drop = weight_drop
         self.dropout = LockedDropout(dropout, locked)
-        sizes = [input_dim if i == 0 else hidden_dim for i in range(num_layers)]
+        sizes = [input_dim, *self.widths[:-1]]
         if impl == "fused":
             fused = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}[cell]
-            self.fused = nn.ModuleList(fused(n, hidden_dim, 1, batch_first=True) for n in sizes)
+            self.fused = nn.ModuleList(fused(n, w, 1, batch_first=True)
+                                       for n, w in zip(sizes, self.widths, strict=True))
             return
         layer = {"rnn": TextbookRNNLayer, "gru": TextbookGRULayer, "lstm": TextbookLSTMLayer}[cell]
-        self.layers = nn.ModuleList(layer(n, hidden_dim, compile) for n in sizes)
+        self.layers = nn.ModuleList(layer(n, w, compile) for n, w in zip(sizes, self.widths, strict=True))
         for each in self.layers:
             each.weight_drop = weight_drop
         # a[l]<t> = tanh(W_a[l] h[l]<t> + b_a[l]) feeds layer l+1
-        self.activations = nn.ModuleList(nn.Linear(hidden_dim, hidden_dim) for _ in range(num_layers - 1))
+        self.activations = nn.ModuleList(nn.Linear(w, w) for w in self.widths[:-1])
 
     def initial_state(self, batch_size: int, like: torch.Tensor) -> torch.Tensor:
         return like.new_zeros(self.num_layers, batch_size, self.state_dim)
@@ -226,11 +231,14 @@ class RecurrentStack(nn.Module):
         if state is None:
             state = self.initial_state(x.shape[0], x)
         finals = []
-        for i in range(self.num_layers):
+        for i, width in enumerate(self.widths):
+            size = (2 if self.lstm else 1) * width
             if self.impl == "fused":
-                x, final = self._fused_layer(self.fused[i], x, state[i])
+                x, final = self._fused_layer(self.fused[i], x, state[i, :, :size])
             else:
-                x, final = self.layers[i](x, state[i])
+                x, final = self.layers[i](x, state[i, :, :size])
+            if size < self.state_dim:
+                final = nn.functional.pad(final, (0, self.state_dim - size))
             finals.append(final)
             if i < self.num_layers - 1:
                 if self.impl == "textbook":

@@ -315,6 +315,12 @@ class LitLM(L.LightningModule):
             optimizer = torch.optim.AdamW(weights, lr=p.lr, weight_decay=p.weight_decay)
         if p.lr_schedule == "none":
             return optimizer
+        if p.lr_schedule == "step":
+            # Zaremba et al. 2014: full lr for lr_decay_start epochs, then x lr_decay every epoch
+            start, decay = p.lr_decay_start, p.lr_decay
+            step = torch.optim.lr_scheduler.LambdaLR(
+                optimizer, lambda epoch: decay ** max(0, epoch + 1 - start))
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": step, "interval": "epoch"}}
         # anneal when validation perplexity stops improving (pytorch/examples divides lr by 4)
         plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min",
                                                              factor=p.lr_decay, patience=0)

@@ -44,7 +44,8 @@ class RNNConfig:
     embed_dim: int = 128
     hidden_dim: int = 128
     dropout: float = 0.1         # on the outputs; and on inputs / between layers unless set below
-    tie_weights: bool = False    # output W_y shares the embedding matrix (needs embed == hidden)
+    tie_weights: bool = False    # output W_y shares the embedding matrix (embed == hidden, or the
+                                 # last of several causal layers is embed_dim wide)
     compile: bool = False        # textbook cells: torch.compile the time loop
     dropout_input: float | None = None    # on the embeddings (None: `dropout`)
     dropout_hidden: float | None = None   # between layers (None: `dropout`)
@@ -73,12 +74,15 @@ class RNNLM(nn.Module):
         self.dropout_input = LockedDropout(rate if config.dropout_input is None else config.dropout_input,
                                            config.locked_dropout)
         self.dropout = LockedDropout(rate, config.locked_dropout)            # on the outputs
+        # tied deep causal models: the last layer is embed_dim wide (AWD-LSTM: 1150, 1150, 400)
+        top = config.embed_dim if config.tie_weights and config.num_layers > 1 \
+            and not config.bidirectional else config.hidden_dim
         stack = (config.cell, config.impl, config.embed_dim, config.hidden_dim, config.num_layers,
-                 between, config.compile, config.weight_drop, config.locked_dropout)
+                 between, config.compile, config.weight_drop, config.locked_dropout, top)
         self.forward_stack = RecurrentStack(*stack)
         self.backward_stack = RecurrentStack(*stack) if config.bidirectional else None
         directions = 2 if config.bidirectional else 1
-        features = directions * config.hidden_dim
+        features = directions * top
         if config.output_layer not in OUTPUT_LAYERS:
             raise ValueError(f"output_layer={config.output_layer!r}: use one of {', '.join(OUTPUT_LAYERS)}")
         self.adaptive = config.output_layer == "adaptive"
@@ -103,7 +107,8 @@ class RNNLM(nn.Module):
         self.output = nn.Linear(features, config.vocab_size)  # W_y, b_y
         if config.tie_weights:  # Press & Wolf 2017; Inan et al. 2017
             if features != config.embed_dim:
-                raise ValueError(f"tie_weights needs embed_dim == {directions} x hidden_dim, got "
+                raise ValueError(f"tie_weights needs embed_dim == {directions} x hidden_dim (or, "
+                                 "causal with num_layers > 1, a last layer embed_dim wide), got "
                                  f"{config.embed_dim} and {config.hidden_dim}; set tie_weights: false "
                                  "or make the sizes match")
             self.output.weight = self.embedding.weight
