@@ -1,5 +1,5 @@
 """The recurrent language model: embedding -> recurrent stack(s) -> softmax over the vocabulary.
-One class, variants as parameters (cell, impl, num_layers, bidirectional). Imports only torch.
+One class, variants as parameters (cell, impl, num_layers, bidirectional). Never Lightning.
 
 Causal (`bidirectional=False`): ŷ<t> = softmax(W_y h<t> + b_y) predicts x<t+1> from x<1..t>.
 Bidirectional (cloze): ŷ<t> = softmax(W_y [h→<t-1>, h←<t+1>] + b_y) predicts x<t> from the
