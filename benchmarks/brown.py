@@ -15,9 +15,12 @@ punctuation kept, in two conventions:
             one stream (written as lines of 1,000 words, so context restarts once per 1,000)
 
 Then it runs `stages.prepare` and `stages.ngram` in a scratch folder with the `brown` preset's
-params and scores valid and test with the Kneser-Ney model. Prints JSON lines; nothing asserted.
+params and scores valid and test with the Kneser-Ney model; with --rnn-preset it also trains
+that preset's deep model on the paper's convention for at most --rnn-minutes and scores it on the
+same prepared data (benchmarks/quality.py). Prints JSON lines; nothing asserted.
 
     .venv/bin/python benchmarks/brown.py [--order 5] [--cache ~/.cache/lmpipe]
+        [--rnn-preset brown-cpu --rnn-minutes 60]
 
 Compare with Bengio et al. 2003, Table 1 (Brown, test): Kneser-Ney back-off n=5: 321; the best
 neural network (MLP10): 252. This distribution has 1,161,192 words where the paper counts
@@ -87,8 +90,11 @@ def write_split(sentences: list[list[str]], folder: Path, paper: bool) -> dict[s
     return words
 
 
-def kneser_ney(folder: Path, overrides: dict, convention: str, order: int) -> None:
-    """prepare + ngram on `folder` in a scratch repository, then valid/test perplexity."""
+def kneser_ney(folder: Path, overrides: dict, convention: str, order: int,
+               rnn: tuple[str, float] | None = None) -> None:
+    """prepare + ngram on `folder` in a scratch repository, then valid/test perplexity; with
+    `rnn` = (preset, minutes), benchmarks/quality.py trains and scores that preset's deep model
+    on the same prepared data."""
     with tempfile.TemporaryDirectory() as scratch:
         params = yaml.safe_load((ROOT / "params.yaml").read_text())
         for key, value in overrides.items():
@@ -110,12 +116,21 @@ def kneser_ney(folder: Path, overrides: dict, convention: str, order: int) -> No
                               "vocab_size": stats["vocab_size"],
                               "reference": "Bengio et al. 2003, Table 1: KN5 test 321, MLP10 252"}),
                   flush=True)
+        if rnn is not None:
+            preset, minutes = rnn
+            subprocess.run([sys.executable, str(ROOT / "benchmarks" / "quality.py"), "--data",
+                            str(Path(scratch, "data")), "--kind", "deep", "--preset", preset,
+                            "--minutes", str(minutes), "--ngram-order", str(order)],
+                           cwd=ROOT, env=env, check=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--order", type=int, default=5)
     parser.add_argument("--cache", type=Path, default=Path("~/.cache/lmpipe").expanduser())
+    parser.add_argument("--rnn-preset", help="also train this preset's deep model on the paper's "
+                        "convention (benchmarks/quality.py), e.g. brown-cpu")
+    parser.add_argument("--rnn-minutes", type=float, default=60.0)
     args = parser.parse_args()
     import pooch
     tarball = Path(pooch.retrieve(URL, known_hash=f"sha256:{SHA256}", path=args.cache / "downloads",
@@ -130,7 +145,8 @@ def main() -> None:
         overrides = {**presets, "corpus.source": str(folder), "ngram.order": args.order}
         if convention == "paper":
             overrides["vocab.min_count"] = 1     # rare words are already <unk>
-        kneser_ney(folder, overrides, convention, args.order)
+        rnn = (args.rnn_preset, args.rnn_minutes) if args.rnn_preset and convention == "paper" else None
+        kneser_ney(folder, overrides, convention, args.order, rnn)
     whole_corpus_vocabulary(args.cache / "brown-bengio-stream", args.order)
 
 
