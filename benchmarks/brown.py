@@ -90,7 +90,7 @@ def write_split(sentences: list[list[str]], folder: Path, paper: bool) -> dict[s
     return words
 
 
-def kneser_ney(folder: Path, overrides: dict, convention: str, order: int,
+def prepare_and_score(folder: Path, overrides: dict, convention: str, order: int,
                rnn: tuple[str, float] | None = None) -> None:
     """prepare + ngram on `folder` in a scratch repository, then valid/test perplexity; with
     `rnn` = (preset, minutes), benchmarks/quality.py trains and scores that preset's deep model
@@ -146,7 +146,7 @@ def main() -> None:
         if convention == "paper":
             overrides["vocab.min_count"] = 1     # rare words are already <unk>
         rnn = (args.rnn_preset, args.rnn_minutes) if args.rnn_preset and convention == "paper" else None
-        kneser_ney(folder, overrides, convention, args.order, rnn)
+        prepare_and_score(folder, overrides, convention, args.order, rnn)
     whole_corpus_vocabulary(args.cache / "brown-bengio-stream", args.order)
 
 

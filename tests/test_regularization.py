@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from pipeline.config import TrainParams
 from pipeline.neural.batches import StreamWindows
-from pipeline.neural.cells import RecurrentStack, TextbookLSTMLayer
+from pipeline.neural.cells import RecurrentStack
 from pipeline.neural.lit import LitLM, best_weights, nonmonotone_trigger
 from pipeline.neural.regularization import (
     LockedDropout,

@@ -91,10 +91,10 @@ class _TextbookLayer(nn.Module):
     (about a minute each on 2 CPU cores); evaluation (no grad) runs eagerly."""
 
     step: Callable
-    weight_drop: float = 0.0   # DropConnect probability on the hidden-to-hidden matrices
 
-    def __init__(self, compile: bool = False):
+    def __init__(self, compile: bool = False, weight_drop: float = 0.0):
         super().__init__()
+        self.weight_drop = weight_drop   # DropConnect probability on the hidden-to-hidden matrices
         self.eager = _loop(type(self).step)
         self.compiled = torch.compile(self.eager, dynamic=False) if compile else None
 
@@ -110,8 +110,9 @@ class _TextbookLayer(nn.Module):
 class TextbookRNNLayer(_TextbookLayer):
     step = staticmethod(rnn_step)
 
-    def __init__(self, input_dim: int, hidden_dim: int, compile: bool = False):
-        super().__init__(compile)
+    def __init__(self, input_dim: int, hidden_dim: int, compile: bool = False,
+                 weight_drop: float = 0.0):
+        super().__init__(compile, weight_drop)
         self.weight_hx = nn.Parameter(torch.empty(hidden_dim, input_dim))   # W_h, x part
         self.weight_hh = nn.Parameter(torch.empty(hidden_dim, hidden_dim))  # W_h, h part
         self.bias = nn.Parameter(torch.empty(hidden_dim))                   # b_h
@@ -125,8 +126,9 @@ class TextbookRNNLayer(_TextbookLayer):
 class TextbookGRULayer(_TextbookLayer):
     step = staticmethod(gru_step)
 
-    def __init__(self, input_dim: int, hidden_dim: int, compile: bool = False):
-        super().__init__(compile)
+    def __init__(self, input_dim: int, hidden_dim: int, compile: bool = False,
+                 weight_drop: float = 0.0):
+        super().__init__(compile, weight_drop)
         self.hidden_dim = hidden_dim
         # rows: [relevance Γr; update Γu; candidate h'] — the x parts of W_r, W_u, W_h
         self.weight_x = nn.Parameter(torch.empty(3 * hidden_dim, input_dim))
@@ -145,8 +147,9 @@ class TextbookGRULayer(_TextbookLayer):
 class TextbookLSTMLayer(_TextbookLayer):
     step = staticmethod(lstm_step)
 
-    def __init__(self, input_dim: int, hidden_dim: int, compile: bool = False):
-        super().__init__(compile)
+    def __init__(self, input_dim: int, hidden_dim: int, compile: bool = False,
+                 weight_drop: float = 0.0):
+        super().__init__(compile, weight_drop)
         self.hidden_dim = hidden_dim
         # rows: [update Γu; forget Γf; candidate c'; output Γo] (torch.nn.LSTM's i, f, g, o)
         self.weight_x = nn.Parameter(torch.empty(4 * hidden_dim, input_dim))   # x parts of W_*
@@ -201,9 +204,8 @@ class RecurrentStack(nn.Module):
                                        for n, w in zip(sizes, self.widths, strict=True))
             return
         layer = {"rnn": TextbookRNNLayer, "gru": TextbookGRULayer, "lstm": TextbookLSTMLayer}[cell]
-        self.layers = nn.ModuleList(layer(n, w, compile) for n, w in zip(sizes, self.widths, strict=True))
-        for each in self.layers:
-            each.weight_drop = weight_drop
+        self.layers = nn.ModuleList(layer(n, w, compile, weight_drop)
+                                    for n, w in zip(sizes, self.widths, strict=True))
         # a[l]<t> = tanh(W_a[l] h[l]<t> + b_a[l]) feeds layer l+1
         self.activations = nn.ModuleList(nn.Linear(w, w) for w in self.widths[:-1])
 
