@@ -184,8 +184,12 @@ class ModelParams:
     output_layer: str = "softmax"
     adaptive_cutoffs: tuple = (2000, 10000)
     adaptive_div_value: float = 4.0
+    seed: int | None = None   # this model's training seed (init, batches, dropout); None = `seed`
 
     def check(self, where: str) -> None:
+        if self.seed is not None and not 0 <= self.seed < 2**32:
+            raise ParamsError(f"{where}.seed={self.seed!r} is out of range; use 0 <= seed < 2**32 "
+                              "(or null for the top-level seed)")
         _one_of(f"{where}.cell", self.cell, ("rnn", "gru", "lstm"))   # neural/cells.py CELLS
         _one_of(f"{where}.output_layer", self.output_layer, ("softmax", "adaptive"))  # neural/rnn.py
         if self.output_layer == "adaptive":
@@ -230,8 +234,14 @@ class EvaluateParams:
     temperature: float = 1.0
     max_length: int = 40
     register_models: bool = True  # log pyfunc models and register them as lmpipe-<kind>
+    bootstrap_resamples: int = 1000  # replicates of the test set behind every interval
+    confidence_level: float = 0.95   # of every interval and paired verdict
 
     def check(self, where: str) -> None:
+        _at_least(f"{where}.bootstrap_resamples", self.bootstrap_resamples, 10)
+        if not 0.5 <= self.confidence_level < 1.0:
+            raise ParamsError(f"{where}.confidence_level={self.confidence_level!r} is out of range; "
+                              "use a value in [0.5, 1), e.g. 0.95")
         _at_least(f"{where}.blanks", self.blanks, 1)
         _at_least(f"{where}.distractors", self.distractors, 1)
         _at_least(f"{where}.samples", self.samples, 0)
@@ -243,6 +253,7 @@ class EvaluateParams:
 @dataclass(frozen=True)
 class PromoteParams:
     margin: float = 0.01   # a new model must beat the champion's test ppl by this fraction
+    require_significant: bool = False   # and be better by the paired bootstrap (evaluate.*, seed)
 
     def check(self, where: str) -> None:
         if not -1.0 < self.margin < 1.0:

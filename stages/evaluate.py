@@ -8,6 +8,7 @@ import json
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,12 +17,14 @@ import torch
 import yaml
 
 from pipeline import config
-from pipeline.evaluation import report, scoring, tasks
+from pipeline.evaluation import bootstrap, report, scoring, tasks
 from pipeline.neural.rnn import RNNLM
 from pipeline.ngram import counting, kneser_ney
+from pipeline.text import units
 from pipeline.text.tokenizers import tokenize
 from pipeline.text.vocab import Vocab
 from pipeline.tracking import mlflow_runs, registry
+from pipeline.tracking.promotion import UNIT_SCORES
 
 
 def load_probes(path: Path) -> list[dict]:
@@ -61,34 +64,61 @@ def main(data_dir: str, models_dir: str, out_dir: str) -> None:
                                settings.blanks, params.seed, settings.distractors)
     lms, results, model_params, run_ids, histories, files = {}, {}, {}, {}, {}, {}
 
+    if not (data / units.FILE).is_file():
+        raise FileNotFoundError(f"{data / units.FILE}: missing (prepared before lmpipe measured "
+                                "resampling units, or deleted); rerun `dvc repro prepare`")
+    found = np.load(data / units.FILE)
+    unit_of = {s: found[f"{s}_unit"] for s in splits}
+    text = {field: found[f"test_{field}"] for field in units.FIELDS}
+    count = {s: len(found[f"{s}_chars"]) for s in splits}
+    sums, fill, objective, model_bytes = {}, {}, {}, {}
+
+    def scored(name: str, lm: tasks.LanguageModel, scores: dict, kind: str, size: int) -> None:
+        lms[name], objective[name], model_bytes[name] = lm, kind, size
+        sums[name] = {s: scoring.unit_sums(scores[s], splits[s], unit_of[s], count[s]) for s in splits}
+        fill[name] = tasks.blank_correct(lm, blanks)
+
     lm = kneser_ney.NGramLM.from_arrays(np.load(models / "ngram" / "model.npz"))
-    lms["ngram"] = tasks.NgramModel(lm)
-    scores = {s: scoring.ngram_scores(lm, stream) for s, stream in splits.items()}
-    results["ngram"] = report.metrics(scores, stats, lm.nbytes(), "causal",
-                                      tasks.blank_accuracy(lms["ngram"], blanks))
+    scored("ngram", tasks.NgramModel(lm),
+           {s: scoring.ngram_scores(lm, stream) for s, stream in splits.items()}, "causal", lm.nbytes())
     model_params["ngram"] = {"ngram.order": lm.order, "ngram.estimator": "interpolated modified Kneser-Ney",
                              "ngram.discounts": json.dumps(lm.discounts)}
     files["ngram"] = {"ngram": str(models / "ngram" / "model.npz")}
     counts = counting.from_table(pd.read_parquet(models / "ngram" / "counts.parquet"), len(vocab))
     mle = {f"{name}_{split}": scoring.mle_summary(kneser_ney.mle_probs(counts, stream, n))
            for name, n in (("bigram", 2), ("trigram", 3)) for split, stream in splits.items()}
-    print(report.headline("ngram", results["ngram"]), flush=True)
 
     for kind, spec in params.models.items():
         checkpoint = torch.load(models / kind / "model.pt", weights_only=True, map_location="cpu")
         model = RNNLM.from_checkpoint(checkpoint)
-        lms[kind] = tasks.RecurrentModel(model)
         score = scoring.cloze_scores if spec.bidirectional else scoring.causal_scores
-        scores = {s: score(model, stream) for s, stream in splits.items()}
-        param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-        results[kind] = report.metrics(scores, stats, param_bytes,
-                                       "cloze" if spec.bidirectional else "causal",
-                                       tasks.blank_accuracy(lms[kind], blanks))
+        scored(kind, tasks.RecurrentModel(model), {s: score(model, stream) for s, stream in splits.items()},
+               "cloze" if spec.bidirectional else "causal",
+               sum(p.numel() * p.element_size() for p in model.parameters()))
         model_params[kind] = mlflow_runs.flatten({"model": checkpoint["config"]})
         run_ids[kind] = json.loads((models / kind / "run.json").read_text())["run_id"]
         histories[kind] = json.loads((models / kind / "history.json").read_text())
         files[kind] = {"checkpoint": str(models / kind / "model.pt")}
-        print(report.headline(kind, results[kind]), flush=True)
+
+    # one bootstrap draw per split, shared by every model and metric: intervals and paired verdicts
+    started = time.perf_counter()
+    level, resamples = settings.confidence_level, settings.bootstrap_resamples
+    replicates = {s: bootstrap.resample_sums(report.columns(sums, s, text if s == "test" else None),
+                                             resamples, params.seed + i)
+                  for i, s in enumerate(("test", "valid"))}
+    fill_replicates = bootstrap.resample_sums(
+        {**{n: c.astype(np.float64) for n, c in fill.items()}, "blanks": np.ones(len(blanks))},
+        resamples, params.seed + 2)
+    for name in sums:
+        results[name] = report.metrics(name, sums[name], replicates, text, fill[name],
+                                       fill_replicates, stats, model_bytes[name], objective[name], level)
+        print(report.headline(name, results[name]), flush=True)
+    pairs = report.comparisons(results, sums, replicates["test"], level)
+    for pair in pairs:
+        print(f"evaluate: {pair.sentence()}", flush=True)
+    print(f"evaluate: {level:.0%} intervals from {resamples:,} bootstrap resamples of "
+          f"{count['test']:,} test {stats.get('interval_unit', 'sentences')} in "
+          f"{time.perf_counter() - started:.2f} s", flush=True)
 
     def unknown(text: str) -> list[str]:
         return vocab.unknown(tokenize(text, c.tokenizer, c.lowercase, c.unk))
@@ -107,7 +137,8 @@ def main(data_dir: str, models_dir: str, out_dir: str) -> None:
     artifacts = report.write(out, results, mle, histories, memory,
                              report.probes_markdown(probes, answers),
                              report.samples_markdown(samples, settings.temperature),
-                             len(blanks), settings.distractors + 1)
+                             len(blanks), settings.distractors + 1, pairs, level, resamples,
+                             stats.get("interval_unit", "sentences"))
 
     uri = config.tracking_uri(params.mlflow, root)
     scratch = Path(tempfile.mkdtemp())
@@ -130,13 +161,17 @@ def main(data_dir: str, models_dir: str, out_dir: str) -> None:
             tags.update(objective=result["objective"], test_set=test_set["id"])
             metrics = {k: v for k, v in result.items() if isinstance(v, int | float)}
             weights = next(iter(files[name].values()))
+            unit_scores = scratch / name / UNIT_SCORES   # the paired bootstrap of promotion reads it
+            unit_scores.parent.mkdir()
+            np.savez(unit_scores, nll=sums[name]["test"]["nll"], tokens=sums[name]["test"]["tokens"])
             run_id, version = registry.log_model_run(
                 uri, params.mlflow.experiment, root, name, parent, run_ids.get(name),
                 {**model_params[name], "model_name": name, "model_kind": name}, metrics, tags,
                 {**files[name], **shared_files} if settings.register_models else None,
                 register=settings.register_models,
                 model_hash=hashlib.sha256(Path(weights).read_bytes()).hexdigest()[:16],
-                test_set=test_set, step=_best_step(histories.get(name)))
+                test_set=test_set, step=_best_step(histories.get(name)),
+                artifacts=[str(unit_scores)])
             if version is not None:
                 registered[name] = {"model": f"lmpipe-{name}", "version": version, "run_id": run_id,
                                     "test_set": test_set}

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import config, files
-from pipeline.text import corpus, splits
+from pipeline.text import corpus, splits, units
 from pipeline.text.vocab import SPECIALS, Vocab, split_stats
 
 
@@ -26,7 +26,7 @@ def main(out_dir: str) -> None:
                                 c.max_line_tokens, report)
 
     wanted = {"train": split.train, "valid": split.valid, "test": split.test}
-    method, parts, documents = splits.divide(text, tokenized, split.method, wanted, params.seed,
+    method, parts, documents, line_of = splits.divide(text, tokenized, split.method, wanted, params.seed,
                                              c.source)
     if method == "given":
         print(f"prepare: split given by the source ({', '.join(text.files)}); split.* unused",
@@ -43,7 +43,15 @@ def main(out_dir: str) -> None:
                                  f"{params.vocab.min_count} times; lower vocab.min_count or use a "
                                  "larger corpus")
     out = Path(out_dir)
-    stats = {"vocab_size": len(vocab), "split_method": method,
+    unit, measured = units.measure(text.lines, line_of,
+                                   text.documents if method == "documents" else None)
+    if method == "documents" and unit != "documents":
+        print(f"prepare: valid or test holds fewer than {units.MIN_DOCUMENTS} documents, too few "
+              "to resample; intervals resample sentences instead (narrower: neighbours are not "
+              "independent)", flush=True)
+    with files.atomic_file(out / units.FILE) as scratch:
+        np.savez(scratch, **measured)
+    stats = {"vocab_size": len(vocab), "split_method": method, "interval_unit": unit,
              "corpus_hash": hashlib.sha256("\n".join(text.lines).encode()).hexdigest()[:16]}
     if report["lines_cut"]:
         stats["lines_cut"] = report["lines_cut"]
@@ -60,6 +68,9 @@ def main(out_dir: str) -> None:
         stats[name] = split_stats(stream)
         if name in documents:
             stats[name]["documents"] = documents[name]
+        if name != "train":
+            stats[name]["units"] = len(measured[f"{name}_chars"])
+            stats[name].update({field: int(measured[f"{name}_{field}"].sum()) for field in units.FIELDS})
         part = stats[name]
         print(f"prepare: {name}: {part['sentences']:,} sentences, {part['tokens']:,} tokens, "
               f"{part['types']:,} types, OOV rate {part['oov_rate']:.2%}", flush=True)

@@ -32,11 +32,14 @@ def main(kind: str, data_dir: str, out_dir: str, ckpt_dir: str) -> None:
     check_data(spec.bidirectional, *streams, train, world=train.devices * train.num_nodes)
     if train.num_threads:
         torch.set_num_threads(train.num_threads)
-    L.seed_everything(params.seed, workers=True, verbose=False)
-    model_config = RNNConfig(vocab_size=vocab_size, **config.as_dict(spec))
+    architecture = config.as_dict(spec)
+    seed = params.seed if architecture["seed"] is None else architecture["seed"]
+    del architecture["seed"]   # models.<kind>.seed: a seed sweep reruns this model only
+    L.seed_everything(seed, workers=True, verbose=False)
+    model_config = RNNConfig(vocab_size=vocab_size, **architecture)
     root = config.repo_root()
     uri = config.tracking_uri(params.mlflow, root)
-    fp = resume.fingerprint(model_config.to_dict(), config.as_dict(train), params.seed,
+    fp = resume.fingerprint(model_config.to_dict(), config.as_dict(train), seed,
                             stats["corpus_hash"], vocab_size)
     # under DDP every rank runs this script; only rank 0 manages the checkpoint directory
     zero = rank_zero_only.rank == 0
@@ -54,9 +57,9 @@ def main(kind: str, data_dir: str, out_dir: str, ckpt_dir: str) -> None:
         if zero:  # before any step: a kill keeps it
             resume.record(ckpts, fp, logger.run_id, finished=False)
             mlflow_runs.claim(uri, logger.run_id)
-        lit = LitLM(RNNLM(model_config), train, *streams, seed=params.seed, run_id=logger.run_id)
+        lit = LitLM(RNNLM(model_config), train, *streams, seed=seed, run_id=logger.run_id)
         logger.log_hyperparams(mlflow_runs.flatten({"model": model_config.to_dict(),
-                                                 "train": config.as_dict(train), "seed": params.seed}))
+                                                 "train": config.as_dict(train), "seed": seed}))
         trainer, precision = build_trainer(train, ckpts, out, logger, config.verbose())
         if zero:
             size = sum(p.numel() for p in lit.model.parameters())

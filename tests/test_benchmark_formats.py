@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from pipeline import config
+from pipeline.evaluation import report
 from stages import evaluate as evaluate_stage
 from stages import ngram as ngram_stage
 from stages import prepare as prepare_stage
@@ -74,6 +75,10 @@ def test_a_wikitext_directory_through_every_stage(workdir, capsys):
         words = sum(len(line.split()) for line in lines)
         assert stats[split]["tokens"] == words + len(lines), split
         assert stats[split]["sentences"] == len(lines)
+    # resampling units: lines (a given split keeps no documents); the text as written, + newlines
+    assert stats["interval_unit"] == "sentences" and stats["test"]["units"] == len(texts["test"])
+    assert stats["test"]["chars"] == sum(len(line) + 1 for line in texts["test"])
+    assert stats["test"]["words"] == sum(len(line.split()) + 1 for line in texts["test"])
     vocab = json.loads((root / "data" / "vocab.json").read_text())["tokens"]
     train_types = {w for line in texts["train"] for w in line.split()}
     assert set(vocab) - {"<s>", "</s>"} == train_types | {"<unk>"} and "@-@" in vocab
@@ -86,6 +91,12 @@ def test_a_wikitext_directory_through_every_stage(workdir, capsys):
     for name, values in metrics.items():
         assert values["test_tokens"] == stats["test"]["tokens"], name
         assert 1 < values["test_ppl"] < len(vocab), name
+        assert values["test_chars"] == stats["test"]["chars"], name
+        for key in report.WITH_INTERVALS:
+            assert values[f"{key}_ci_low"] <= values[key] <= values[f"{key}_ci_high"], (name, key)
+        if values["objective"] == "causal":   # whitespace tokens are the words: the same number
+            assert values["test_word_ppl"] == pytest.approx(values["test_ppl"], rel=1e-9), name
+    assert set(json.loads((root / "metrics" / "pairs.json").read_text())) == {"gru_vs_ngram"}
 
 
 def test_documents_split_of_a_raw_text(workdir, capsys):
@@ -100,4 +111,5 @@ def test_documents_split_of_a_raw_text(workdir, capsys):
     # 60 headings and 180 paragraphs, each ended by a blank line: 240 documents
     assert stats["split_method"] == "documents"
     assert {k: stats[k]["documents"] for k in ("train", "valid", "test")} == {"train": 192, "valid": 24, "test": 24}
+    assert stats["interval_unit"] == "documents" and stats["test"]["units"] == 24
     assert sum(stats[k]["sentences"] for k in ("train", "valid", "test")) == len(texts["train"])

@@ -1,4 +1,11 @@
-"""The promotion gate: better by the margin, or kept back with a reason."""
+"""The promotion gate: better by the margin (and, when required, significantly better by the
+paired bootstrap of per-unit scores), or kept back with a reason."""
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
 from pipeline.tracking.promotion import decide, markdown
 
 
@@ -26,7 +33,21 @@ def test_bidirectional_model_must_not_lose_fill_accuracy():
 def test_report_table():
     text = markdown({"gru": {"promoted": 0, "version": "4", "test_ppl": 99.5,
                              "champion_version": "3", "reason": "r"}})
-    assert "| gru | 4 | - | kept back | 99.500 | v3 | r | - |" in text
+    assert "| gru | 4 | - | kept back | 99.500 | v3 | - | r | - |" in text
+    paired = {"delta_nats_per_token": 0.031, "delta_ci_low": 0.012, "delta_ci_high": 0.05,
+              "p_better": 0.999, "level": 0.95, "verdict": "yes"}
+    text = markdown({"gru": {"promoted": 1, "version": "4", "test_ppl": 90.0,
+                             "champion_version": "3", "reason": "r", "paired": paired},
+                     "rnn": {"promoted": 0, "version": "2", "test_ppl": 90.0,
+                             "champion_version": "1", "reason": "r",
+                             "paired": {**paired, "delta_ci_low": -0.01,
+                                        "verdict": "not distinguishable"}},
+                     "deep": {"promoted": 0, "version": "2", "test_ppl": 90.0, "champion_version": "1",
+                              "reason": "r", "paired": None, "paired_problem": "champion v1's run x"}})
+    assert ("| v3 | Δ +0.0310 nats/token [+0.0120, +0.0500], P(better) 0.999: significant at 95% |"
+            in text)
+    assert "[-0.0100, +0.0500], P(better) 0.999: not significant at 95% |" in text
+    assert "| v1 | unavailable: champion v1's run x | r |" in text
 
 
 def _test_set(corpus="c1", tokenizer="words lowercase=true unk=<unk>"):
@@ -35,11 +56,51 @@ def _test_set(corpus="c1", tokenizer="words lowercase=true unk=<unk>"):
     return {**fields, "id": f"{corpus}-{len(tokenizer)}"}
 
 
-def _version(client, ppl: float, test_set: dict) -> str:
-    """A registered version of lmpipe-gru whose run has test_ppl `ppl`, tagged with `test_set`."""
-    experiment = client.get_experiment_by_name("t") or client.get_experiment(client.create_experiment("t"))
-    run = client.create_run(experiment.experiment_id)
+@pytest.fixture(scope="module")
+def empty_store(tmp_path_factory) -> Path:
+    """An MLflow sqlite store with its schema made once (the migrations take seconds)."""
+    from mlflow.tracking import MlflowClient
+    path = tmp_path_factory.mktemp("template") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture
+def store(tmp_path, empty_store):
+    """(tracking uri, client) of a fresh copy of the empty store, with lmpipe-gru registered."""
+    from mlflow.tracking import MlflowClient
+    shutil.copyfile(empty_store, tmp_path / "mlflow.db")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    client.create_registered_model("lmpipe-gru")
+    return uri, client
+
+
+def _experiment(client) -> str:
+    """The experiment "t", its artifacts beside the sqlite store (not in the working directory)."""
+    experiment = client.get_experiment_by_name("t")
+    if experiment is not None:
+        return experiment.experiment_id
+    store = Path(client.tracking_uri.removeprefix("sqlite:///")).parent
+    return client.create_experiment("t", artifact_location=(store / "artifacts").as_uri())
+
+
+def _log_scores(client, run_id: str, scores: dict | None) -> None:
+    """Log `scores` ({"nll", "tokens"}) as the run's unit_scores.npz, as evaluate does."""
+    if scores is None:
+        return
+    folder = Path(client.tracking_uri.removeprefix("sqlite:///")).parent / run_id
+    folder.mkdir()
+    np.savez(folder / "unit_scores.npz", **scores)
+    client.log_artifact(run_id, str(folder / "unit_scores.npz"))
+
+
+def _version(client, ppl: float, test_set: dict, scores: dict | None = None) -> str:
+    """A registered version of lmpipe-gru whose run has test_ppl `ppl` (and `scores` as its
+    unit_scores.npz), tagged with `test_set`."""
+    run = client.create_run(_experiment(client))
     client.log_metric(run.info.run_id, "test_ppl", ppl)
+    _log_scores(client, run.info.run_id, scores)
     version = client.create_model_version("lmpipe-gru", "file:///nowhere", run.info.run_id).version
     client.set_model_version_tag("lmpipe-gru", version, "test_set", test_set["id"])
     for key, value in test_set.items():
@@ -48,15 +109,11 @@ def _version(client, ppl: float, test_set: dict) -> str:
     return str(version)
 
 
-def test_a_champion_is_compared_only_on_its_own_test_set(tmp_path):
+def test_a_champion_is_compared_only_on_its_own_test_set(store):
     """Another corpus gets its own line (champion-<id>) and leaves `champion` alone, however low
     its perplexity; a better model of the first corpus moves both of that line's aliases."""
-    from mlflow.tracking import MlflowClient
-
     from pipeline.tracking.promotion import champion, line_alias, promote
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    client = MlflowClient(uri)
-    client.create_registered_model("lmpipe-gru")
+    uri, client = store
     kjv, other = _test_set("c1"), _test_set("c2", "chars lowercase=false unk=none")
     first = _version(client, 50.0, kjv)
     d = promote(uri, "lmpipe-gru", first, {"test_ppl": 50.0}, kjv, 0.01)
@@ -82,16 +139,12 @@ def test_a_champion_is_compared_only_on_its_own_test_set(tmp_path):
     assert champion(uri, "lmpipe-gru", line_alias(other["id"]))["version"] == foreign
 
 
-def test_champion_is_restored_from_its_line_and_left_alone_by_an_unchanged_version(tmp_path):
+def test_champion_is_restored_from_its_line_and_left_alone_by_an_unchanged_version(store):
     """With `champion` deleted, the next promotion gives it the line's champion even when the
     new model is kept back; a rerun of promote on the line's champion moves nothing (a manual
     choice of `champion` within the line survives it)."""
-    from mlflow.tracking import MlflowClient
-
     from pipeline.tracking.promotion import champion, line_alias, promote
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    client = MlflowClient(uri)
-    client.create_registered_model("lmpipe-gru")
+    uri, client = store
     kjv = _test_set("c1")
     good = _version(client, 40.0, kjv)
     promote(uri, "lmpipe-gru", good, {"test_ppl": 40.0}, kjv, 0.01)
@@ -105,3 +158,140 @@ def test_champion_is_restored_from_its_line_and_left_alone_by_an_unchanged_versi
     assert d["reason"].startswith("unchanged") and d["default"] == f"`champion` stays v{worse}"
     assert champion(uri, "lmpipe-gru")["version"] == worse
     assert champion(uri, "lmpipe-gru", line_alias(kjv["id"]))["version"] == good
+
+
+def _scores(nll, tokens) -> dict:
+    return {"nll": np.asarray(nll, dtype=np.float64), "tokens": np.asarray(tokens, dtype=np.float64)}
+
+
+def _ppl(scores: dict) -> float:
+    return float(np.exp(scores["nll"].sum() / scores["tokens"].sum()))
+
+
+def _pair(noise: float, gain: float, units: int = 200):
+    """(champion's, challenger's) per-unit scores: the challenger `gain` nats per token better
+    on average, each unit's nll off by independent noise (sd `noise` nats)."""
+    rng = np.random.default_rng(7)
+    tokens = rng.integers(20, 40, size=units)
+    old = tokens * 3.7 + rng.normal(0.0, noise, units)
+    new = tokens * (3.7 - gain) + rng.normal(0.0, noise, units)
+    return _scores(old, tokens), _scores(new, tokens)
+
+
+GATE = {"resamples": 300, "level": 0.95, "seed": 1}
+
+
+def test_significance_keeps_back_a_model_that_beats_the_margin_only_by_chance(store):
+    """2% lower perplexity, but per-unit noise far larger than the gain: kept back when
+    promote.require_significant, promoted (the comparison still reported) when not."""
+    from pipeline.tracking.promotion import champion, line_alias, paired_cell, promote
+    uri, client = store
+    kjv = _test_set("c1")
+    old, new = _pair(noise=8.0, gain=0.02)
+    assert _ppl(new) < _ppl(old) * 0.99
+    first = _version(client, _ppl(old), kjv, old)
+    promote(uri, "lmpipe-gru", first, {"test_ppl": _ppl(old)}, kjv, 0.01, **GATE)
+    second = _version(client, _ppl(new), kjv, new)
+    d = promote(uri, "lmpipe-gru", second, {"test_ppl": _ppl(new)}, kjv, 0.01,
+                require_significant=True, **GATE)
+    assert not d["promoted"] and d["paired"]["verdict"] == "not distinguishable"
+    assert "but not significantly" in d["reason"] and "promote.require_significant: true" in d["reason"]
+    assert d["paired"]["delta_ci_low"] < 0 < d["paired"]["delta_nats_per_token"] < d["paired"]["delta_ci_high"]
+    assert "not significant at 95%" in paired_cell(d) and f"stays v{first}" in d["default"]
+    assert champion(uri, "lmpipe-gru", line_alias(kjv["id"]))["version"] == first
+    d = promote(uri, "lmpipe-gru", second, {"test_ppl": _ppl(new)}, kjv, 0.01, **GATE)
+    assert d["promoted"] and "not significant at 95%" in paired_cell(d)
+    assert champion(uri, "lmpipe-gru")["version"] == second
+
+
+def test_significance_promotes_a_model_better_on_every_unit(store):
+    from pipeline.tracking.promotion import champion, paired_cell, promote
+    uri, client = store
+    kjv = _test_set("c1")
+    old, _ = _pair(noise=8.0, gain=0.0)
+    new = _scores(old["nll"] - 0.05 * old["tokens"], old["tokens"])
+    first = _version(client, _ppl(old), kjv, old)
+    promote(uri, "lmpipe-gru", first, {"test_ppl": _ppl(old)}, kjv, 0.01, require_significant=True,
+            **GATE)
+    second = _version(client, _ppl(new), kjv, new)
+    d = promote(uri, "lmpipe-gru", second, {"test_ppl": _ppl(new)}, kjv, 0.01,
+                require_significant=True, **GATE)
+    assert d["promoted"] and "significantly (paired bootstrap, 95%)" in d["reason"]
+    assert d["paired"]["verdict"] == "yes" and d["paired"]["p_better"] == 1.0
+    assert abs(d["paired"]["delta_nats_per_token"] - 0.05) < 1e-9
+    assert paired_cell(d).startswith("Δ +0.0500 nats/token [+0.0500, +0.0500], P(better) 1.000: "
+                                     "significant at 95%")
+    assert champion(uri, "lmpipe-gru")["version"] == second and f"moved from v{first}" in d["default"]
+
+
+def test_a_champion_without_unit_scores_keeps_back_only_when_significance_is_required(store):
+    """An older champion run has no unit_scores.npz: required, the new model is kept back with
+    the reason and the fixes; not required, the margin alone decides. Once the champion's
+    weights are re-evaluated (a run tagged registered_version), its scores are found there."""
+    from pipeline.tracking.promotion import champion, line_alias, paired_cell, promote
+    uri, client = store
+    kjv = _test_set("c1")
+    old, _ = _pair(noise=2.0, gain=0.0)
+    new = _scores(old["nll"] - 0.05 * old["tokens"], old["tokens"])
+    first = _version(client, _ppl(old), kjv)                       # no unit_scores.npz
+    promote(uri, "lmpipe-gru", first, {"test_ppl": _ppl(old)}, kjv, 0.01, **GATE)
+    second = _version(client, _ppl(new), kjv, new)
+    d = promote(uri, "lmpipe-gru", second, {"test_ppl": _ppl(new)}, kjv, 0.01,
+                require_significant=True, **GATE)
+    assert not d["promoted"] and d["paired"] is None
+    assert d["reason"].startswith("kept back by promote.require_significant: champion v1's run ")
+    assert "has no unit_scores.npz" in d["reason"] and f"re-evaluate champion v{first}" in d["reason"]
+    assert "or set promote.require_significant: false" in d["reason"]
+    assert paired_cell(d).startswith(f"unavailable: champion v{first}'s run ")
+    assert champion(uri, "lmpipe-gru", line_alias(kjv["id"]))["version"] == first
+    # the champion's weights evaluated again by this lmpipe: a run tagged with its version
+    rescored = client.create_run(_experiment(client), tags={
+        "registered_version": first, "model_kind": "gru", "test_set": kjv["id"]}).info.run_id
+    _log_scores(client, rescored, old)
+    d = promote(uri, "lmpipe-gru", second, {"test_ppl": _ppl(new)}, kjv, 0.01,
+                require_significant=True, **GATE)
+    assert d["promoted"] and d["paired"]["verdict"] == "yes"
+
+
+def test_a_champion_without_unit_scores_does_not_matter_when_not_required(store):
+    from pipeline.tracking.promotion import champion, paired_cell, promote
+    uri, client = store
+    kjv = _test_set("c1")
+    old, _ = _pair(noise=2.0, gain=0.0)
+    new = _scores(old["nll"] - 0.05 * old["tokens"], old["tokens"])
+    first = _version(client, _ppl(old), kjv)
+    promote(uri, "lmpipe-gru", first, {"test_ppl": _ppl(old)}, kjv, 0.01, **GATE)
+    second = _version(client, _ppl(new), kjv, new)
+    d = promote(uri, "lmpipe-gru", second, {"test_ppl": _ppl(new)}, kjv, 0.01, **GATE)
+    assert d["promoted"] and d["paired"] is None and "no unit_scores.npz" in d["paired_problem"]
+    assert "significant" not in d["reason"] and paired_cell(d).startswith("unavailable: ")
+    assert champion(uri, "lmpipe-gru")["version"] == second
+
+
+def test_scores_of_other_units_keep_back_with_the_reason(store):
+    """The same test set id but another number of units (or other token counts): no paired
+    comparison is possible; required, the new model is kept back saying so."""
+    from pipeline.tracking.promotion import promote
+    uri, client = store
+    kjv = _test_set("c1")
+    old, _ = _pair(noise=2.0, gain=0.0)
+    first = _version(client, _ppl(old), kjv, old)
+    promote(uri, "lmpipe-gru", first, {"test_ppl": _ppl(old)}, kjv, 0.01, **GATE)
+    fewer = _scores(old["nll"][1:] - 0.05 * old["tokens"][1:], old["tokens"][1:])
+    second = _version(client, _ppl(fewer), kjv, fewer)
+    d = promote(uri, "lmpipe-gru", second, {"test_ppl": _ppl(fewer)}, kjv, 0.01,
+                require_significant=True, **GATE)
+    assert not d["promoted"] and f"v{second} has 199 test units and champion v{first} 200" in d["reason"]
+    shifted = _scores(old["nll"] - 0.05 * old["tokens"], old["tokens"] + np.eye(1, 200)[0])
+    third = _version(client, _ppl(shifted), kjv, shifted)
+    d = promote(uri, "lmpipe-gru", third, {"test_ppl": _ppl(shifted)}, kjv, 0.01,
+                require_significant=True, **GATE)
+    assert not d["promoted"] and "token counts" in d["reason"] and "differ in 1 of 200 units" in d["reason"]
+
+
+def test_promotion_json_holds_the_comparison():
+    from stages.promote import summary
+    assert summary({"promoted": 1, "paired": None}) == {"promoted": 1}
+    paired = {"delta_nats_per_token": 0.1, "p_better": 0.99, "verdict": "not distinguishable"}
+    assert summary({"promoted": 0, "paired": paired}) == {
+        "promoted": 0, "delta_nats_per_token": 0.1, "p_better": 0.99, "significant": 0}

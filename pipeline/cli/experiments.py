@@ -56,6 +56,10 @@ def compare(args) -> None:
     if args.against is None:
         print(f"{_title(parent)}\n")
         print(_table(_models(uri, experiment, parent), args.markdown))
+        verdicts = _verdicts(uri, parent.info.run_id)
+        if verdicts:
+            print("\nPaired bootstrap on the test set (which differences are real):")
+            print("\n".join(f"  {line}" for line in verdicts))
         ids = [r.info.run_id for r in _ordered(run_search.model_runs(uri, experiment,
                                                                       parent.info.run_id))]
         links = run_search.ui_links(args.ui, parent.info.experiment_id, parent.info.run_id, ids)
@@ -74,7 +78,10 @@ def compare(args) -> None:
     print(_table(_diff(a, b), args.markdown))
 
 
-HEADLINE = ("val_ppl", "test_ppl", "test_bits_per_token", "fill_accuracy")
+HEADLINE = ("val_ppl", "test_ppl", "test_bits_per_token", "test_bits_per_char", "fill_accuracy")
+# the columns of one execution's table; test_ppl is followed by its interval
+SHOWN = ("val_ppl", "test_ppl", "test_bits_per_token", "test_bits_per_char", "test_word_ppl",
+         "test_top1_accuracy", "fill_accuracy", "test_tokens", "model_bytes")
 
 
 def _title(run) -> str:
@@ -88,16 +95,44 @@ def _started(run) -> str:
 
 
 def _models(uri: str, experiment: str, parent) -> list[dict]:
-    """One row per model run of an execution: model, objective and the comparison keys."""
-    from pipeline.evaluation.report import KEYS
+    """One row per model run of an execution: model, objective, the SHOWN keys and the test
+    perplexity's bootstrap interval ("-" for runs logged before lmpipe had intervals)."""
     from pipeline.tracking import run_search
     rows = []
     for run in _ordered(run_search.model_runs(uri, experiment, parent.info.run_id)):
+        metrics = run.data.metrics
         row = {"model": run.data.tags.get("model_kind", run.info.run_name),
                "objective": run.data.tags.get("objective", "")}
-        row.update({k: run.data.metrics.get(k) for k in KEYS})
+        for key in SHOWN:
+            row[key] = metrics.get(key)
+            if key in ("test_tokens", "model_bytes") and row[key] is not None:
+                row[key] = int(row[key])   # counts: MLflow stores every metric as a float
+            if key == "test_ppl":
+                low, high = metrics.get("test_ppl_ci_low"), metrics.get("test_ppl_ci_high")
+                row["test_ppl CI"] = None if low is None or high is None else \
+                    f"{_cell(low)}-{_cell(high)}"
         rows.append(row)
     return rows
+
+
+def _verdicts(uri: str, parent_id: str) -> list[str]:
+    """The paired comparisons of an execution (its report/pairs.json artifact, written by
+    evaluate) as sentences; [] when it has none (logged before lmpipe had them)."""
+    import tempfile
+
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    with tempfile.TemporaryDirectory() as scratch:
+        try:
+            path = mlflow.artifacts.download_artifacts(run_id=parent_id, artifact_path="report/pairs.json",
+                                                       tracking_uri=uri, dst_path=scratch)
+            pairs = json.loads(open(path, encoding="utf-8").read())
+        except (MlflowException, OSError, ValueError):
+            return []
+    from pipeline.evaluation.bootstrap import Comparison
+    return [Comparison(p["a"], p["b"], p["delta_nats_per_token"], p["delta_ci_low"],
+                       p["delta_ci_high"], p["p_better"], p["level"]).sentence()
+            for p in pairs.values()]
 
 
 def _ordered(runs: list) -> list:

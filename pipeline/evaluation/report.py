@@ -7,36 +7,121 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:   # scoring imports torch; `lmpipe compare` needs only KEYS
-    from pipeline.evaluation.scoring import Scores
+import numpy as np
 
 KEYS = ("val_ppl", "test_ppl", "val_bits_per_token", "test_bits_per_token", "test_top1_accuracy",
-        "test_top5_accuracy", "fill_accuracy", "test_tokens", "test_oov_rate", "model_bytes")
+        "test_top5_accuracy", "fill_accuracy", "test_bits_per_char", "test_bits_per_byte",
+        "test_word_ppl", "test_tokens", "test_chars", "test_bytes", "test_words", "test_units",
+        "test_oov_rate", "model_bytes")
+# every one of these has <key>_ci_low and <key>_ci_high (bootstrap.py), in metrics.json and MLflow
+WITH_INTERVALS = ("val_ppl", "test_ppl", "val_bits_per_token", "test_bits_per_token",
+                  "test_top1_accuracy", "test_top5_accuracy", "fill_accuracy", "test_bits_per_char",
+                  "test_bits_per_byte", "test_word_ppl")
+CI_KEYS = tuple(f"{k}_ci_{end}" for k in WITH_INTERVALS for end in ("low", "high"))
 
 
-def metrics(scores: dict[str, Scores], stats: dict, model_bytes: int, objective: str,
-            fill_accuracy: float) -> dict:
-    """The comparison keys (KEYS) plus the objective: `causal` (next-token prediction) or `cloze`
-    (bidirectional: its perplexity is a pseudo-perplexity and its top-k accuracy a fill-in
-    accuracy, not comparable with causal rows)."""
-    from pipeline.evaluation.scoring import summarize
-    val, test = summarize(scores["valid"]), summarize(scores["test"])
-    return {"val_ppl": val["ppl"], "test_ppl": test["ppl"],
-            "val_bits_per_token": val["bits_per_token"], "test_bits_per_token": test["bits_per_token"],
-            "test_top1_accuracy": test["top1_accuracy"], "test_top5_accuracy": test["top5_accuracy"],
-            "fill_accuracy": fill_accuracy,
-            "test_tokens": test["tokens"], "test_oov_rate": stats["test"]["oov_rate"],
-            "model_bytes": model_bytes, "objective": objective}
+def metrics(name: str, sums: dict[str, dict[str, np.ndarray]],
+            replicates: dict[str, dict[str, np.ndarray]], text: dict[str, np.ndarray],
+            fill: np.ndarray, fill_replicates: dict[str, np.ndarray], stats: dict,
+            model_bytes: int, objective: str, level: float) -> dict:
+    """The comparison keys (KEYS), each interval (CI_KEYS) and the objective: `causal`
+    (next-token prediction) or `cloze` (bidirectional: its perplexity is a pseudo-perplexity
+    and its top-k accuracy a fill-in accuracy, not comparable with causal rows).
+    `sums[split]` are the model's scoring.unit_sums; `replicates[split]` the shared
+    bootstrap.resample_sums of `columns` ("<name>.nll", ...); `text` the test units' "chars",
+    "bytes", "words"; `fill` the per-blank correctness, `fill_replicates[name]` its resampled
+    sums (and ["blanks"] the resampled blank counts)."""
+    from pipeline.evaluation import bootstrap
+    from pipeline.evaluation.scoring import text_metrics
+    out = {}
+    for split, prefix in (("valid", "val"), ("test", "test")):
+        total, drawn = sums[split], replicates[split]
+        nll, tokens = float(total["nll"].sum()), float(total["tokens"].sum())
+        nll_b, tokens_b = drawn[f"{name}.nll"], drawn["tokens"]
+        out[f"{prefix}_ppl"] = math.exp(nll / tokens)
+        out[f"{prefix}_ppl_ci_low"], out[f"{prefix}_ppl_ci_high"] = bootstrap.ratio_interval(
+            nll_b, tokens_b, level, bootstrap.ppl)
+        out[f"{prefix}_bits_per_token"] = nll / tokens / math.log(2)
+        out[f"{prefix}_bits_per_token_ci_low"], out[f"{prefix}_bits_per_token_ci_high"] = \
+            bootstrap.ratio_interval(nll_b, tokens_b, level, bootstrap.bits)
+        if split == "test":
+            for k in ("top1", "top5"):
+                key = f"test_{k}_accuracy"
+                out[key] = float(total[k].sum()) / tokens
+                out[f"{key}_ci_low"], out[f"{key}_ci_high"] = bootstrap.ratio_interval(
+                    drawn[f"{name}.{k}"], tokens_b, level)
+            sizes = {field: float(text[field].sum()) for field in ("chars", "bytes", "words")}
+            for key, value in text_metrics(nll, sizes["chars"], sizes["bytes"], sizes["words"]).items():
+                out[f"test_{key}"] = value
+            for key, field, transform in (("bits_per_char", "chars", bootstrap.bits),
+                                          ("bits_per_byte", "bytes", bootstrap.bits),
+                                          ("word_ppl", "words", bootstrap.ppl)):
+                out[f"test_{key}_ci_low"], out[f"test_{key}_ci_high"] = bootstrap.ratio_interval(
+                    nll_b, drawn[field], level, transform)
+    out["fill_accuracy"] = float(np.mean(fill))
+    out["fill_accuracy_ci_low"], out["fill_accuracy_ci_high"] = bootstrap.ratio_interval(
+        fill_replicates[name], fill_replicates["blanks"], level)
+    out.update({"test_tokens": int(sums["test"]["tokens"].sum()),
+                "test_chars": int(text["chars"].sum()), "test_bytes": int(text["bytes"].sum()),
+                "test_words": int(text["words"].sum()), "test_units": int(len(text["chars"])),
+                "test_oov_rate": stats["test"]["oov_rate"], "model_bytes": model_bytes,
+                "objective": objective})
+    return out
+
+
+def columns(sums: dict[str, dict[str, np.ndarray]], split: str,
+            text: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """The per-unit columns of one split to resample together: "<model>.nll", "<model>.top1",
+    "<model>.top5" for every model of `sums` ({model: {split: unit_sums}}), "tokens" (the
+    same for every model: they score the same targets) and, for the test split, the text's
+    "chars", "bytes", "words"."""
+    out = {}
+    for name, by_split in sums.items():
+        part = by_split[split]
+        if "tokens" in out and not np.array_equal(out["tokens"], part["tokens"]):
+            raise ValueError(f"{name} scored other targets of the {split} split than the models "
+                             "before it; every model must score every target")
+        out["tokens"] = part["tokens"]
+        out.update({f"{name}.{field}": part[field] for field in ("nll", "top1", "top5")})
+    out.update(text or {})
+    return out
+
+
+def comparisons(results: dict[str, dict], sums: dict[str, dict[str, dict[str, np.ndarray]]],
+                replicates: dict[str, np.ndarray], level: float) -> list:
+    """The paired bootstrap (bootstrap.paired) on the test split of every pair of models with
+    the same objective (causal models among themselves, cloze models among themselves: only
+    those score the same targets given the same context), each pair as (later, earlier) in
+    the order of `results`: "gru better than ngram"."""
+    from pipeline.evaluation import bootstrap
+    names = list(results)
+    out = []
+    for j, a in enumerate(names):
+        for b in names[:j]:
+            if results[a]["objective"] != results[b]["objective"]:
+                continue
+            drawn = {"nll_a": replicates[f"{a}.nll"], "nll_b": replicates[f"{b}.nll"],
+                     "tokens": replicates["tokens"]}
+            out.append(bootstrap.paired(a, b, sums[a]["test"]["nll"], sums[b]["test"]["nll"],
+                                        sums[a]["test"]["tokens"], drawn, level))
+    return out
 
 
 def headline(name: str, result: dict) -> str:
     """One line for the terminal: the numbers people compare, rounded for people."""
-    return (f"evaluate: {name}: test ppl {result['test_ppl']:.2f}, val ppl {result['val_ppl']:.2f}, "
-            f"{result['test_bits_per_token']:.3f} bits/token, top-1 {result['test_top1_accuracy']:.3f}, "
+    return (f"evaluate: {name}: test ppl {result['test_ppl']:.2f} {_ci(result, 'test_ppl', '.2f')}, "
+            f"val ppl {result['val_ppl']:.2f}, {result['test_bits_per_token']:.3f} bits/token, "
+            f"{result['test_bits_per_char']:.3f} bits/char, top-1 {result['test_top1_accuracy']:.3f}, "
             f"fill-in-the-blank {result['fill_accuracy']:.3f} ({result['objective']})")
+
+
+def _ci(result: dict, key: str, spec: str) -> str:
+    """"[low, high]" of a key's interval, or "" when the result has none."""
+    low, high = result.get(f"{key}_ci_low"), result.get(f"{key}_ci_high")
+    return "" if low is None or high is None else f"[{low:{spec}}, {high:{spec}}]"
 
 
 def test_set(stats: dict, seed: int, split: dict, corpus: dict, data_dir: Path) -> dict[str, str]:
@@ -60,15 +145,24 @@ def test_set(stats: dict, seed: int, split: dict, corpus: dict, data_dir: Path) 
     return {**fields, "id": digest(json.dumps(fields, sort_keys=True).encode())}
 
 
-def comparison_markdown(results: dict[str, dict], blanks: int = 0, choices: int = 5) -> str:
-    lines = ["| model | objective | val ppl | test ppl | test bits/token | top-1 | top-5 | "
-             "fill-in-the-blank | model MiB |",
+def comparison_markdown(results: dict[str, dict], blanks: int = 0, choices: int = 5,
+                        pairs: list | None = None, level: float = 0.95, resamples: int = 0,
+                        unit: str = "sentences") -> str:
+    """The comparison table (each number with its interval), the paired verdicts, and the
+    tokenizer-independent numbers per character, byte and word of the original test text."""
+    def cell(r: dict, key: str, spec: str) -> str:
+        return f"{r[key]:{spec}} {_ci(r, key, spec)}".strip()
+
+    pct = f"{level:.0%}"
+    lines = [f"| model | objective | val ppl | test ppl [{pct} CI] | test bits/token | "
+             f"top-1 | top-5 | fill-in-the-blank | model MiB |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, r in results.items():
-        lines.append(f"| {name} | {r['objective']} | {r['val_ppl']:.2f} | {r['test_ppl']:.2f} | "
-                     f"{r['test_bits_per_token']:.3f} | {r['test_top1_accuracy']:.3f} | "
-                     f"{r['test_top5_accuracy']:.3f} | {r['fill_accuracy']:.3f} | "
-                     f"{r['model_bytes'] / 2**20:.2f} |")
+        lines.append(f"| {name} | {r['objective']} | {cell(r, 'val_ppl', '.2f')} | "
+                     f"**{r['test_ppl']:.2f}** {_ci(r, 'test_ppl', '.2f')} | "
+                     f"{cell(r, 'test_bits_per_token', '.3f')} | "
+                     f"{cell(r, 'test_top1_accuracy', '.3f')} | {cell(r, 'test_top5_accuracy', '.3f')} | "
+                     f"{cell(r, 'fill_accuracy', '.3f')} | {r['model_bytes'] / 2**20:.2f} |")
     lines.append("")
     lines.append("Perplexity is closed-vocabulary (`<unk>` predicted like a word), over every word "
                  "and each sentence's `</s>` of the test split; top-1/top-5: how often the target "
@@ -77,7 +171,69 @@ def comparison_markdown(results: dict[str, dict], blanks: int = 0, choices: int 
                  "candidates each (chance 1/%d). `cloze` rows see both sides of each token: their "
                  "perplexity is a pseudo-perplexity and their top-k a fill-in accuracy, not "
                  "comparable with `causal` rows." % choices)
+    if resamples:
+        lines.append("")
+        lines.append(f"[low, high]: {pct} percentile bootstrap interval, {resamples:,} resamples of "
+                     f"the test {unit} (blanks for fill-in-the-blank), the same draw for every model.")
+    if pairs is not None:
+        lines += ["", f"### Which differences are real (paired bootstrap, {pct})", "",
+                  "| A | B | Δ ln p per token, A − B | P(A better) | A better than B? |",
+                  "|---|---|---:|---:|---|"]
+        for c in pairs:
+            verdict = {"yes": "**yes**", "no": "no: B is better"}.get(
+                c.verdict, f"not distinguishable at {pct}")
+            lines.append(f"| {c.a} | {c.b} | {c.delta:+.4f} [{c.low:+.4f}, {c.high:+.4f}] | "
+                         f"{c.p_better:.3f} | {verdict} |")
+        if not pairs:
+            lines.append("| - | - | - | - | no two models with the same objective |")
+        lonely = [n for n, r in results.items()
+                  if sum(x["objective"] == r["objective"] for x in results.values()) == 1]
+        lines.append("")
+        lines.append("Δ > 0: A gives the test set the higher likelihood (lower perplexity). Only "
+                     "models scored on the same targets with the same context are paired: causal "
+                     "with causal, cloze with cloze" + (f" ({', '.join(lonely)}: no other model "
+                                                        "of its objective)" if lonely else "") + ".")
+    lines += ["", "### Per character, byte and word of the original test text", "",
+              f"| model | objective | bits/char [{pct} CI] | bits/byte | word-level ppl | "
+              "test tokens | characters | bytes | words |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, r in results.items():
+        lines.append(f"| {name} | {r['objective']} | {cell(r, 'test_bits_per_char', '.4f')} | "
+                     f"{cell(r, 'test_bits_per_byte', '.4f')} | {cell(r, 'test_word_ppl', '.2f')} | "
+                     f"{r['test_tokens']:,} | {r['test_chars']:,} | {r['test_bytes']:,} | "
+                     f"{r['test_words']:,} |")
+    lines.append("")
+    lines.append("The same total -log p, over the characters, UTF-8 bytes and whitespace-separated "
+                 "words of the test lines as read (each line's newline counted once, and `</s>` "
+                 "is its price): the same denominators whatever the tokenizer, so word- and "
+                 "character-level runs of one corpus compare here (README, What the numbers mean).")
     return "\n".join(lines) + "\n"
+
+
+def forest_plot(results: dict[str, dict], path: Path, level: float) -> None:
+    """One row per model: test perplexity and bits per character with their intervals
+    (cloze rows grey: pseudo-perplexities)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(results)[::-1]     # the first model on top
+    figure, axes = plt.subplots(1, 2, figsize=(11, 0.5 * len(names) + 1.6), sharey=True)
+    for axis, key, label in ((axes[0], "test_ppl", "test perplexity"),
+                             (axes[1], "test_bits_per_char", "bits per character")):
+        for y, name in enumerate(names):
+            r = results[name]
+            low, high = r.get(f"{key}_ci_low", r[key]), r.get(f"{key}_ci_high", r[key])
+            axis.errorbar(r[key], y, xerr=[[max(r[key] - low, 0.0)], [max(high - r[key], 0.0)]],
+                          fmt="o", capsize=4,
+                          color="tab:gray" if r["objective"] == "cloze" else "tab:blue")
+        axis.set(xlabel=f"{label} ({level:.0%} bootstrap interval)")
+        axis.grid(axis="x", linestyle=":", linewidth=0.5)
+    axes[0].set_yticks(range(len(names)), [f"{n} ({results[n]['objective']})" for n in names])
+    figure.suptitle("lower is better; grey: cloze pseudo-likelihood, not comparable with causal rows",
+                    fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
 
 
 def probes_markdown(probes: list[dict], answers: dict[str, list[list[dict]]]) -> str:
@@ -131,7 +287,7 @@ def memory_rows(ngram_memory: list[dict], rnn_bytes: dict[str, int]) -> list[dic
 
 def write(out: Path, results: dict, mle: dict, histories: dict[str, list[dict]],
           memory: list[dict], probes_md: str, samples_md: str, blanks: int,
-          choices: int) -> list[Path]:
+          choices: int, pairs: list, level: float, resamples: int, unit: str) -> list[Path]:
     """Write metrics/ and return the files worth logging as MLflow artifacts."""
     import matplotlib
     matplotlib.use("Agg")
@@ -141,7 +297,14 @@ def write(out: Path, results: dict, mle: dict, histories: dict[str, list[dict]],
     plots.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(results, indent=2))
     (out / "mle.json").write_text(json.dumps(mle, indent=2))
-    (out / "comparison.md").write_text(comparison_markdown(results, blanks, choices))
+    (out / "pairs.json").write_text(json.dumps({f"{c.a}_vs_{c.b}": c.to_json() for c in pairs},
+                                               indent=2))
+    (out / "comparison.md").write_text(comparison_markdown(results, blanks, choices, pairs, level,
+                                                           resamples, unit))
+    (plots / "intervals.csv").write_text("model,objective,metric,value,ci_low,ci_high\n" + "".join(
+        f"{name},{r['objective']},{key},{r[key]:.6g},{r[key + '_ci_low']:.6g},{r[key + '_ci_high']:.6g}\n"
+        for key in WITH_INTERVALS for name, r in results.items()))
+    forest_plot(results, plots / "intervals.png", level)
     (out / "probes.md").write_text(probes_md)
     (out / "samples.md").write_text(samples_md)
     epochs = sorted({h["epoch"] for history in histories.values() for h in history})
@@ -187,5 +350,6 @@ def write(out: Path, results: dict, mle: dict, histories: dict[str, list[dict]],
     figure.savefig(plots / "comparison.png", dpi=100)
     plt.close(figure)
     return [out / "comparison.md", out / "memory.md", out / "metrics.json", out / "mle.json",
+            out / "pairs.json", plots / "intervals.png", plots / "intervals.csv",
             out / "probes.md", out / "samples.md", plots / "comparison.png", plots / "memory.csv",
             plots / "val_ppl.csv", plots / "test_ppl.csv", plots / "fill_accuracy.csv"]

@@ -9,6 +9,22 @@ target's favour); and the metrics computed from those numbers once, for every mo
 For causal models p is conditioned on the left context; for the bidirectional model it is
 conditioned on both sides of the blank, so its perplexity is a cloze pseudo-perplexity and its
 accuracy a fill-in-the-blank accuracy.
+
+Numbers that do not depend on the tokenizer (`text_metrics`) charge the same total, every
+target's -ln p including each `</s>`, to the original test text instead of to the tokens
+(pipeline/text/units.py: the lines that made the test sentences as read, before NFKC,
+lowercasing or tokenizing, each ended by one newline):
+
+    bits per character    = -(1/C) Σ_t log2 p(target_t)    C = characters (code points), + 1 per line
+    bits per byte         = -(1/B) Σ_t log2 p(target_t)    B = UTF-8 bytes, + 1 per line
+    word-level perplexity = exp(-(1/W) Σ_t ln p(target_t))  W = whitespace-separated words, + 1 per line
+
+The newline that ends a line is a character, a byte and a word (the end of the sentence), and
+`</s>` is what the model pays for it; a line cut into several sentences pays several `</s>`
+for one newline. A word-level model with the whitespace tokenizer has word-level perplexity =
+perplexity; a character-level model's word-level perplexity is comparable with a word model's.
+`<unk>`, lowercasing and NFKC make a model's task easier than the original text (its OOV rate
+says by how much); they are not charged extra.
 """
 
 from __future__ import annotations
@@ -144,6 +160,35 @@ def causal_logprobs(model: RNNLM, stream: np.ndarray, **kwargs) -> np.ndarray:
 
 def cloze_logprobs(model: RNNLM, stream: np.ndarray, **kwargs) -> np.ndarray:
     return cloze_scores(model, stream, **kwargs).logprobs
+
+
+def unit_sums(scores: Scores, stream: np.ndarray, unit_of_sentence: np.ndarray,
+              units: int) -> dict[str, np.ndarray]:
+    """Per-unit sums (U,) of a model's scores of `stream`: "nll" (Σ -ln p, nats), "tokens"
+    (targets: words, `<unk>`, `</s>`), "top1", "top5" (targets ranked first / in the first
+    five). `unit_of_sentence` (S,) is the unit of each of the stream's S sentences
+    (pipeline/text/units.py), `units` = U. Raises ValueError when the scores, the stream and the
+    units disagree (a prepared folder edited by hand)."""
+    stream = np.asarray(stream)
+    starts = stream == BOS_ID
+    sentence = np.cumsum(starts)[~starts] - 1            # the sentence of each target
+    if len(sentence) != len(scores.logprobs) or int(starts.sum()) != len(unit_of_sentence):
+        raise ValueError(f"{len(scores.logprobs):,} scores and {int(starts.sum()):,} sentences of "
+                         f"{len(sentence):,} targets, but units for {len(unit_of_sentence):,} "
+                         "sentences: the prepared data is inconsistent; rerun `dvc repro prepare`")
+    unit = np.asarray(unit_of_sentence, dtype=np.int64)[sentence]
+    return {"nll": np.bincount(unit, weights=-scores.logprobs, minlength=units),
+            "tokens": np.bincount(unit, minlength=units).astype(np.float64),
+            "top1": np.bincount(unit, weights=scores.ranks < 1, minlength=units),
+            "top5": np.bincount(unit, weights=scores.ranks < 5, minlength=units)}
+
+
+def text_metrics(nll: float, chars: int, num_bytes: int, words: int) -> dict:
+    """Tokenizer-independent numbers of a total `nll` (nats, every target of the test text)
+    over its original text of `chars` characters, `num_bytes` bytes and `words` words (module
+    docstring): bits_per_char, bits_per_byte, word_ppl."""
+    return {"bits_per_char": nll / chars / math.log(2), "bits_per_byte": nll / num_bytes / math.log(2),
+            "word_ppl": math.exp(nll / words)}
 
 
 def summarize(logprobs: np.ndarray | Scores) -> dict:

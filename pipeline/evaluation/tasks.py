@@ -209,9 +209,13 @@ def answer_blanks(model: LanguageModel, blanks: list[Blank]) -> np.ndarray:
                      for b in blanks])
 
 
+def blank_correct(model: LanguageModel, blanks: list[Blank]) -> np.ndarray:
+    """(len(blanks),) bool: whether the model chose each blank's answer."""
+    return answer_blanks(model, blanks) == np.array([b.answer for b in blanks])
+
+
 def blank_accuracy(model: LanguageModel, blanks: list[Blank]) -> float:
-    chosen = answer_blanks(model, blanks)
-    return float(np.mean(chosen == np.array([b.answer for b in blanks])))
+    return float(np.mean(blank_correct(model, blanks)))
 
 
 # ---- probes ------------------------------------------------------------------------------------

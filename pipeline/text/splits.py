@@ -44,18 +44,22 @@ def split(method: str, lengths: np.ndarray, document_of: np.ndarray, wanted: dic
 
 
 def divide(text, tokenized, method: str, wanted: dict[str, float], seed: int,
-           source: str) -> tuple[str, dict[str, list[list[str]]], dict[str, int]]:
+           source: str) -> tuple[str, dict[str, list[list[str]]], dict[str, int], dict[str, np.ndarray]]:
     """The sentences of train, valid and test of `text` (a corpus.Text): its own split when the
     source gives one, else `split(method, ...)`; `tokenized(lines)` returns (sentences, line
     index of each). Returns (the method used: "given" or `method`, the sentences of each part,
-    the number of documents in each part; {} for a given split). Raises SplitError naming
-    `source` when the (train) text holds no tokens, and as `split` does."""
+    the number of documents in each part ({} for a given split), the index in `text.lines` of
+    each part's sentences' lines). Raises SplitError naming `source` when the (train) text
+    holds no tokens, and as `split` does."""
     if text.given:
-        parts = {name: tokenized(text.split_lines(name))[0] for name in PARTS}
+        parts, lines = {}, {}
+        for name in PARTS:
+            parts[name], line_of = tokenized(text.split_lines(name))
+            lines[name] = line_of + text.given[name][0]
         if not any(parts["train"]):
             raise SplitError(f"{text.files[0]} (the train split) holds no tokens; give a train "
                              "file with at least one non-blank line")
-        return "given", parts, {}
+        return "given", parts, {}, lines
     sentences, line_of = tokenized(text.lines)
     if not any(sentences):
         raise SplitError(f"corpus.source={source!r} holds no tokens (an empty file, or only blank "
@@ -64,7 +68,8 @@ def divide(text, tokenized, method: str, wanted: dict[str, float], seed: int,
     indices = split(method, np.fromiter(map(len, sentences), np.int64, len(sentences)),
                     document_of, wanted, seed)
     parts = {name: [sentences[i] for i in indices[name]] for name in PARTS}
-    return method, parts, {name: int(len(np.unique(document_of[indices[name]]))) for name in PARTS}
+    return (method, parts, {name: int(len(np.unique(document_of[indices[name]]))) for name in PARTS},
+            {name: line_of[indices[name]] for name in PARTS})
 
 
 def sizes(total: int, wanted: dict[str, float], unit: str) -> dict[str, int]:

@@ -12,15 +12,34 @@ the line of the test set it first went to, and moves only to a better model of t
 model of another corpus, split, tokenizer or vocabulary is "not comparable" and leaves it alone.
 A line with no champion yet takes the new model. To move `champion` to another line, delete the
 alias (MLflow UI: the registered model's version page, Aliases) and promote again.
+
+With promote.require_significant, beating the margin is not enough: the paired bootstrap of the
+two models' per-unit test scores (artifact unit_scores.npz of their runs; bootstrap.paired, with
+evaluate.bootstrap_resamples, evaluate.confidence_level and the seed) must say the new model is
+better, i.e. the interval of Δ = (Σ nll_champion - Σ nll_new) / Σ tokens, in nats per token,
+lies above 0. A champion whose scores cannot be found (a run from before lmpipe logged them) or
+do not match the new model's units keeps the new model back, with the reason and the fix. The
+comparison is computed and reported whenever both scores exist, required or not.
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
+import zipfile
+from contextlib import contextmanager
+from pathlib import Path
+
 import mlflow
+import numpy as np
 from mlflow.tracking import MlflowClient
+
+from pipeline.evaluation import bootstrap
 
 CHAMPION = "champion"
 TEST_SET = "test_set"   # version tag: the test set id; `test_set.<field>` tags: what it is made of
+UNIT_SCORES = "unit_scores.npz"   # artifact of each model run (stages/evaluate.py): "nll" (nats) and
+                                  # "tokens", (U,) sums per test unit, in the order of the test set
 
 
 def line_alias(test_set_id: str) -> str:
@@ -28,7 +47,8 @@ def line_alias(test_set_id: str) -> str:
 
 
 def decide(new: dict, champion: dict | None, margin: float) -> tuple[bool, str]:
-    """(promote?, reason). `new` and champion["metrics"] hold test_ppl, fill_accuracy, objective."""
+    """(promote?, reason) by the margin alone (no significance: see significant). `new` and
+    champion["metrics"] hold test_ppl, fill_accuracy, objective."""
     if champion is None:
         return True, "no champion yet"
     old = champion["metrics"]
@@ -58,22 +78,45 @@ def differences(new: dict, old: dict) -> str:
 
 
 def promote(tracking_uri: str, model_name: str, version: str, result: dict, test_set: dict,
-            margin: float) -> dict:
+            margin: float, *, run_id: str | None = None, require_significant: bool = False,
+            resamples: int = 1000, level: float = 0.95, seed: int = 0) -> dict:
     """Gate `version` of `model_name` (metrics `result`, scored on `test_set`) against the
     champion of its test set's line (alias champion-<id>), then the alias `champion`: it moves
     only when it holds a version of the same test set that the new one beats too (decide), or
     is missing (it then goes to the line's champion, so `models:/...@champion` resolves once a
-    line exists). A version that already is its line's champion leaves both alone. Returns
-    {"promoted": 0|1, "version", "test_ppl", "test_set", "champion_version", "reason",
-    "default": what happened to `champion`}."""
+    line exists). A version that already is its line's champion leaves both alone.
+
+    `run_id`: the run holding the new model's unit_scores.npz (registry.json's; default: the
+    version's run). The paired bootstrap against each champion it is gated on (`resamples`
+    replicates drawn with `seed`, intervals at `level`) is computed when both models' scores
+    exist; with `require_significant` a champion is beaten only when it says "yes" (see
+    significant). Raises only what MLflow raises for an unreachable store; missing or mismatched
+    scores are reasons, not errors. Returns {"promoted": 0|1, "version", "test_ppl", "test_set",
+    "champion_version", "reason", "default": what happened to `champion`, "paired": the
+    comparison with the line champion (bootstrap.Comparison.to_json(), Δ in nats per token) or
+    None, "paired_problem": why there is none ("" when there is, or no champion to compare)}."""
     client = MlflowClient(tracking_uri)
     line = line_alias(test_set["id"])
     champ = champion(tracking_uri, model_name, line)
     unchanged = champ is not None and champ["version"] == version
+    compared: dict[str, tuple] = {}
+
+    def versus(old: dict) -> tuple[bootstrap.Comparison | None, str, str]:
+        if old["version"] not in compared:
+            compared[old["version"]] = compare(tracking_uri, model_name, version, run_id, old,
+                                               test_set["id"], resamples, level, seed)
+        return compared[old["version"]]
+
+    def judge(old: dict | None) -> tuple[bool, str]:
+        beats, why = decide(result, old, margin)
+        if beats and old is not None and require_significant:
+            beats, why = significant(why, *versus(old))
+        return beats, why
+
     if unchanged:
         promoted, reason = True, "unchanged: this version is already the champion"
     else:
-        promoted, reason = decide(result, champ, margin)
+        promoted, reason = judge(champ)
     if promoted and not unchanged:
         client.set_registered_model_alias(model_name, line, version)
     leader = version if promoted else (champ["version"] if champ else None)
@@ -89,40 +132,208 @@ def promote(tracking_uri: str, model_name: str, version: str, result: dict, test
     elif unchanged:
         note = f"`{CHAMPION}` stays v{default['version']}"
     else:
-        beats, why = decide(result, default, margin)
+        beats, why = judge(default)
         target = version if beats else None
         note = (f"`{CHAMPION}` moved from v{default['version']}" if beats else
                 f"`{CHAMPION}` stays v{default['version']} ({why})")
     if target is not None:
         client.set_registered_model_alias(model_name, CHAMPION, target)
+    paired, problem = None, ""
+    if champ is not None and not unchanged:
+        comparison, problem, _ = versus(champ)
+        paired = comparison.to_json() if comparison is not None else None
     return {"promoted": int(promoted), "version": version, "test_ppl": result["test_ppl"],
             "test_set": test_set["id"], "champion_version": champ["version"] if champ else None,
-            "reason": reason, "default": note}
+            "reason": reason, "default": note, "paired": paired, "paired_problem": problem}
+
+
+def significant(why: str, comparison: bootstrap.Comparison | None, problem: str,
+                remedy: str) -> tuple[bool, str]:
+    """promote.require_significant on top of decide's "beats the margin" (`why`): (promote?,
+    reason). Promote only when the paired bootstrap's verdict is "yes" (its interval of Δ, in
+    nats per token, lies above 0); without a comparison (`problem`, e.g. the champion's run has
+    no unit_scores.npz) keep back, naming the problem, `remedy` and the way out of the gate."""
+    if comparison is None:
+        return False, (f"kept back by promote.require_significant: {problem}; {remedy}, or set "
+                       "promote.require_significant: false")
+    pct = _percent(comparison.level)
+    if comparison.verdict == "yes":
+        return True, f"{why}, and significantly (paired bootstrap, {pct})"
+    found = "finds it worse" if comparison.verdict == "no" else "cannot tell them apart"
+    return False, (f"{why}, but not significantly: the paired bootstrap at {pct} {found} "
+                   f"(Δ {comparison.delta:+.4f} nats/token [{comparison.low:+.4f}, "
+                   f"{comparison.high:+.4f}]); kept back by promote.require_significant: true")
+
+
+def compare(tracking_uri: str, model_name: str, version: str, run_id: str | None, old: dict,
+            test_set_id: str, resamples: int, level: float,
+            seed: int) -> tuple[bootstrap.Comparison | None, str, str]:
+    """The paired bootstrap of `version` (A, its scores in `run_id` or the version's runs)
+    against the champion `old` (B, a dict of `champion`), both scored on test set `test_set_id`:
+    (comparison, "", "") with Δ = (Σ nll_B - Σ nll_A) / Σ tokens in nats per token (> 0: the new
+    version is better), or (None, problem, remedy) when either model's unit_scores.npz is
+    missing or unreadable, or the two disagree in their units (count or per-unit tokens).
+    Raises ValueError (bootstrap.resample_sums) only for resamples < 1."""
+    new, problem = unit_scores(tracking_uri, model_name, version, run_id, test_set_id)
+    if new is None:
+        return None, f"v{version}'s {problem}", "rerun evaluate (dvc repro -f evaluate)"
+    commit = old.get("commit") or ""
+    where = f" (commit {commit[:12]})" if commit and commit != "none" else ""
+    remedy = (f"to compare, re-evaluate champion v{old['version']}{where} with this lmpipe's "
+              f"evaluate stage, which logs {UNIT_SCORES}")
+    champ, problem = unit_scores(tracking_uri, model_name, old["version"], old.get("run_id"),
+                                 test_set_id)
+    if champ is None:
+        return None, f"champion v{old['version']}'s {problem}", remedy
+    units = len(new["nll"])
+    if len(champ["nll"]) != units:
+        return None, (f"v{version} has {units} test units and champion v{old['version']} "
+                      f"{len(champ['nll'])}, although both record test set {test_set_id}"), remedy
+    if not np.array_equal(new["tokens"], champ["tokens"]):
+        differ = int(np.sum(new["tokens"] != champ["tokens"]))
+        return None, (f"the per-unit token counts of v{version} and champion v{old['version']} "
+                      f"differ in {differ} of {units} units, although both record test set "
+                      f"{test_set_id}"), remedy
+    replicates = bootstrap.resample_sums(
+        {"nll_a": new["nll"], "nll_b": champ["nll"], "tokens": new["tokens"]}, resamples, seed)
+    comparison = bootstrap.paired(f"v{version}", f"v{old['version']}", new["nll"], champ["nll"],
+                                  new["tokens"], replicates, level)
+    return comparison, "", ""
+
+
+def unit_scores(tracking_uri: str, model_name: str, version: str, run_id: str | None = None,
+                test_set_id: str | None = None) -> tuple[dict[str, np.ndarray] | None, str]:
+    """The per-unit test scores of `version` of `model_name`: ({"nll": nats, "tokens"}, both (U,)
+    float64, "") from the first run holding UNIT_SCORES among `run_id`, the version's own run,
+    and the runs that re-scored the version's weights since (tag registered_version, on test set
+    `test_set_id`), newest first; (None, why) when none does, or the file is unreadable or
+    malformed. Never raises for a missing artifact (MLflow's MlflowException and OSError are
+    caught); raises MlflowException when the store itself cannot be reached."""
+    client = MlflowClient(tracking_uri)
+    candidates = [run_id] if run_id else []
+    try:
+        registered = client.get_model_version(model_name, version)
+    except mlflow.exceptions.MlflowException:
+        registered = None
+    if registered is not None and registered.run_id:
+        candidates.append(registered.run_id)
+        candidates += _rescoring_runs(client, model_name, version, registered.run_id, test_set_id)
+    if not candidates:
+        return None, "run is unknown (no run id in registry.json nor on the registered version)"
+    problems = []
+    for candidate in dict.fromkeys(candidates):
+        scores, problem = _download_scores(tracking_uri, candidate)
+        if scores is not None:
+            return scores, ""
+        problems.append(problem)
+    others = {1: "", 2: " (nor does the other run that scored its weights)"}.get(
+        len(problems), f" (nor does any of the {len(problems) - 1} other runs that scored its weights)")
+    return None, problems[0] + others
+
+
+def _rescoring_runs(client: MlflowClient, model_name: str, version: str, run_id: str,
+                    test_set_id: str | None) -> list[str]:
+    """Runs of the experiment of `run_id` that evaluate registered as `version` again (the same
+    weights on the same test set: tag registered_version), newest first."""
+    try:
+        experiment = client.get_run(run_id).info.experiment_id
+        query = (f"tags.registered_version = '{version}' and "
+                 f"tags.model_kind = '{model_name.removeprefix('lmpipe-')}'")
+        if test_set_id:
+            query += f" and tags.{TEST_SET} = '{test_set_id}'"
+        runs = client.search_runs([experiment], query, order_by=["attributes.start_time DESC"],
+                                  max_results=20)
+    except mlflow.exceptions.MlflowException:
+        return []
+    return [r.info.run_id for r in runs]
+
+
+def _download_scores(tracking_uri: str, run_id: str) -> tuple[dict[str, np.ndarray] | None, str]:
+    """({"nll", "tokens"}, "") from run `run_id`'s UNIT_SCORES, or (None, why)."""
+    with tempfile.TemporaryDirectory() as scratch, _no_progress_bar():
+        try:
+            path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=UNIT_SCORES,
+                                                       dst_path=scratch, tracking_uri=tracking_uri)
+        except (mlflow.exceptions.MlflowException, OSError):
+            return None, (f"run {run_id} has no {UNIT_SCORES} (evaluated before lmpipe logged "
+                          "per-unit test scores)")
+        try:
+            with np.load(Path(path), allow_pickle=False) as data:
+                nll = np.asarray(data["nll"], dtype=np.float64)
+                tokens = np.asarray(data["tokens"], dtype=np.float64)
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
+            return None, f"{UNIT_SCORES} of run {run_id} is unreadable ({error})"
+    if nll.ndim != 1 or nll.shape != tokens.shape or not len(nll):
+        return None, (f"{UNIT_SCORES} of run {run_id} is malformed: nll {nll.shape} and tokens "
+                      f"{tokens.shape} must be the same nonzero length")
+    if not (np.all(np.isfinite(nll)) and tokens.sum() > 0):
+        return None, f"{UNIT_SCORES} of run {run_id} holds non-finite nll or no tokens"
+    return {"nll": nll, "tokens": tokens}, ""
+
+
+@contextmanager
+def _no_progress_bar():
+    """MLflow's download progress bar off (one small file; it would clutter the stage's log)."""
+    name = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    before = os.environ.get(name)
+    os.environ[name] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+
+def _percent(level: float) -> str:
+    return f"{level * 100:g}%"
+
+
+def paired_cell(d: dict) -> str:
+    """The report's paired-comparison cell of a decision (promote's dict), e.g. "Δ +0.0310
+    nats/token [+0.0120, +0.0500], P(better) 0.999: significant at 95%"; "-" when there was no
+    champion to compare with."""
+    paired = d.get("paired")
+    if paired is None:
+        problem = d.get("paired_problem")
+        return f"unavailable: {problem}" if problem else "-"
+    verdict = {"yes": "significant", "no": "significantly worse"}.get(paired["verdict"],
+                                                                      "not significant")
+    return (f"Δ {paired['delta_nats_per_token']:+.4f} nats/token [{paired['delta_ci_low']:+.4f}, "
+            f"{paired['delta_ci_high']:+.4f}], P(better) {paired['p_better']:.3f}: {verdict} at "
+            f"{_percent(paired['level'])}")
 
 
 def markdown(decisions: dict[str, dict]) -> str:
-    lines = ["| model | version | test set | decision | test ppl | line champion | reason | alias champion |",
-             "|---|---|---|---|---:|---|---|---|"]
+    """promotion.md: one row per model; "paired vs line champion" is paired_cell (Δ in nats per
+    token, > 0: the new version is better)."""
+    lines = ["| model | version | test set | decision | test ppl | line champion | "
+             "paired vs line champion | reason | alias champion |",
+             "|---|---|---|---|---:|---|---|---|---|"]
     for name, d in decisions.items():
         champion = f"v{d['champion_version']}" if d.get("champion_version") else "-"
         lines.append(f"| {name} | {d.get('version') or '-'} | {d.get('test_set') or '-'} | "
                      f"{'**promoted**' if d['promoted'] else 'kept back'} | {d['test_ppl']:.3f} | "
-                     f"{champion} | {d['reason']} | {d.get('default') or '-'} |")
+                     f"{champion} | {paired_cell(d)} | {d['reason']} | {d.get('default') or '-'} |")
     return "\n".join(lines) + "\n"
 
 
 def champion(tracking_uri: str, model_name: str, alias: str = CHAMPION) -> dict | None:
-    """The registered version holding `alias`, with its run's metrics and its test set (from
-    the version's tags; {} for a version registered before lmpipe recorded them), or None."""
+    """The registered version holding `alias`, with its run's metrics, the git commit it was
+    evaluated at ("" when unknown) and its test set (from the version's tags; {} for a version
+    registered before lmpipe recorded them), or None."""
     client = MlflowClient(tracking_uri)
     try:
         version = client.get_model_version_by_alias(model_name, alias)
     except mlflow.exceptions.MlflowException:
         return None
-    metrics = client.get_run(version.run_id).data.metrics if version.run_id else {}
+    run = client.get_run(version.run_id) if version.run_id else None
+    metrics = run.data.metrics if run is not None else {}
+    commit = run.data.tags.get("git_commit", "") if run is not None else ""
     test_set = {k.removeprefix(TEST_SET + "."): v for k, v in version.tags.items()
                 if k.startswith(TEST_SET + ".")}
     if TEST_SET in version.tags:
         test_set["id"] = version.tags[TEST_SET]
     return {"version": str(version.version), "run_id": version.run_id, "metrics": metrics,
-            "test_set": test_set}
+            "commit": commit, "test_set": test_set}

@@ -22,7 +22,8 @@ def log_model_run(tracking_uri: str, experiment: str, root: Path, name: str, par
                   training_run_id: str | None, params: dict, metrics: dict[str, float],
                   tags: dict, model_files: dict[str, str] | None = None,
                   register: bool = False, model_hash: str | None = None,
-                  test_set: dict | None = None, step: int = 0) -> tuple[str, str | None]:
+                  test_set: dict | None = None, step: int = 0,
+                  artifacts: list[str] | None = None) -> tuple[str, str | None]:
     """The nested run of one model under `parent_id`: (run id, registered version or None).
     `model_files` (artifact name -> path, see pipeline/tracking/serving.py) are logged as a pyfunc
     model, registered as lmpipe-<name> when `register` — unless a registered version already
@@ -31,7 +32,9 @@ def log_model_run(tracking_uri: str, experiment: str, root: Path, name: str, par
     returned, so the registry gains a version only when a model or its test set changed.
     `metrics` are logged at `step`: the training step of the checkpoint they score (its best
     epoch), so that they sit on its per-epoch curve, never at a step 0 after it; a training run
-    adopted here already has that epoch's val_ppl, which is not logged twice."""
+    adopted here already has that epoch's val_ppl, which is not logged twice. `artifacts` (paths)
+    are logged at the run's artifact root (evaluate: unit_scores.npz, the per-unit test scores
+    that a later promotion's paired bootstrap compares against)."""
     experiment_id = setup(tracking_uri, experiment, root)
     client = MlflowClient(tracking_uri)
     run_id, tags = None, {**tags, **owner_tags(), ROLE: "model", PARENT: parent_id}
@@ -50,6 +53,8 @@ def log_model_run(tracking_uri: str, experiment: str, root: Path, name: str, par
             metrics = {k: v for k, v in metrics.items() if k != "val_ppl"}
         result = _log_model(client, run, name, params, metrics, tags, model_files, register,
                             model_hash, test_set or {}, step)
+        for path in artifacts or ():
+            mlflow.log_artifact(path)
     except BaseException as error:
         mlflow.end_run(end_status(error))
         raise

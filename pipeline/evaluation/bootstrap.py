@@ -1,0 +1,118 @@
+"""Uncertainty of every reported number. In: per-unit sums of each model's scores (units:
+sentences, or whole documents when the split keeps them; pipeline/text/units.py). Out:
+percentile bootstrap intervals of each metric, and paired bootstrap comparisons of two models
+scored on the same targets.
+
+One draw of `resamples` bootstrap replicates of the test set (Efron & Tibshirani 1993, ch. 13:
+the percentile interval) is made once, seeded, and shared by every model and metric, so that
+intervals are reproducible and comparisons are paired (Koehn 2004, "Statistical significance
+tests for machine translation evaluation": the paired bootstrap). A replicate draws U units with
+replacement out of U; a corpus-level metric is recomputed from the replicate's sums — perplexity
+is exp(Σ nll / Σ tokens) over the drawn units, not a mean of per-unit perplexities — and the
+interval at `level` is the ((1 - level) / 2, (1 + level) / 2) quantiles of the B values.
+
+Paired comparison of A and B: per replicate, δ = (Σ ln p_A - Σ ln p_B) / Σ tokens in nats per
+token (> 0: A assigns the test set a higher likelihood, i.e. a lower perplexity). Reported: δ of
+the test set, its interval, P(A better) = the share of replicates with δ > 0, and the verdict
+"yes" (the interval lies above 0), "no" (below 0) or "not distinguishable" (it contains 0).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+CHUNK = 1 << 24   # weight-matrix entries per block of replicates (128 MiB of float64)
+
+
+def resample_sums(columns: dict[str, np.ndarray], resamples: int, seed: int) -> dict[str, np.ndarray]:
+    """Σ over each bootstrap replicate's units of every column: {name: (B,)} from {name: (U,)}.
+    Replicate b draws U unit indices uniformly with replacement (numpy's PCG64 seeded by
+    `seed`); the same draw for every column, so ratios of columns are per replicate. Raises
+    ValueError when the columns differ in length or there are no units."""
+    lengths = {len(np.asarray(c)) for c in columns.values()}
+    if len(lengths) != 1 or 0 in lengths:
+        raise ValueError(f"bootstrap columns must have one nonzero length; got {sorted(lengths)}")
+    units = lengths.pop()
+    names = list(columns)
+    matrix = np.stack([np.asarray(columns[n], dtype=np.float64) for n in names], axis=1)  # (U, K)
+    rng = np.random.default_rng(seed)
+    out = np.empty((resamples, len(names)))
+    block = max(1, CHUNK // units)
+    for start in range(0, resamples, block):
+        rows = min(block, resamples - start)
+        drawn = rng.integers(0, units, size=(rows, units))
+        drawn += np.arange(rows)[:, None] * units       # row b's draws, counted per unit
+        weights = np.bincount(drawn.reshape(-1), minlength=rows * units).reshape(rows, units)
+        out[start:start + rows] = weights.astype(np.float64) @ matrix
+    return {n: out[:, k] for k, n in enumerate(names)}
+
+
+def interval(replicates: np.ndarray, level: float) -> tuple[float, float]:
+    """The percentile interval: the (1 - level) / 2 and (1 + level) / 2 quantiles of the
+    replicates (numpy's default linear interpolation)."""
+    tail = (1.0 - level) / 2.0
+    low, high = np.quantile(np.asarray(replicates, dtype=np.float64), [tail, 1.0 - tail])
+    return float(low), float(high)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Paired bootstrap of A against B (module docstring). `delta` in nats per token."""
+    a: str
+    b: str
+    delta: float
+    low: float
+    high: float
+    p_better: float
+    level: float
+
+    @property
+    def verdict(self) -> str:
+        if self.low > 0:
+            return "yes"
+        if self.high < 0:
+            return "no"
+        return "not distinguishable"
+
+    def sentence(self) -> str:
+        """E.g. "gru better than ngram: yes (Δ +0.152 nats/token [0.131, 0.174], P = 1.000)"."""
+        level = f" at {self.level:.0%}" if self.verdict == "not distinguishable" else ""
+        return (f"{self.a} better than {self.b}: {self.verdict}{level} (Δ {self.delta:+.4f} "
+                f"nats/token [{self.low:+.4f}, {self.high:+.4f}], P(better) = {self.p_better:.3f})")
+
+    def to_json(self) -> dict:
+        return {"a": self.a, "b": self.b, "delta_nats_per_token": self.delta,
+                "delta_ci_low": self.low, "delta_ci_high": self.high, "p_better": self.p_better,
+                "level": self.level, "verdict": self.verdict}
+
+
+def paired(a: str, b: str, nll_a: np.ndarray, nll_b: np.ndarray, tokens: np.ndarray,
+           replicates: dict[str, np.ndarray], level: float) -> Comparison:
+    """Compare A and B scored on the same targets: `nll_a`, `nll_b`, `tokens` are their per-unit
+    sums (U,) (nats; the same units and token counts), `replicates` the resample_sums of
+    {"nll_a": .., "nll_b": .., "tokens": ..} under the shared draw."""
+    delta = float((np.sum(nll_b) - np.sum(nll_a)) / np.sum(tokens))
+    drawn = (replicates["nll_b"] - replicates["nll_a"]) / replicates["tokens"]
+    low, high = interval(drawn, level)
+    return Comparison(a, b, delta, low, high, float(np.mean(drawn > 0)), level)
+
+
+def ratio_interval(numerator: np.ndarray, denominator: np.ndarray, level: float,
+                   transform=None) -> tuple[float, float]:
+    """Interval of Σ numerator / Σ denominator (per replicate: (B,) arrays), optionally through a
+    monotone increasing `transform` (e.g. exp for perplexity from nats per token)."""
+    values = numerator / denominator
+    if transform is not None:
+        values = transform(values)
+    return interval(values, level)
+
+
+def ppl(nats_per_token: np.ndarray) -> np.ndarray:
+    return np.exp(nats_per_token)
+
+
+def bits(nats: np.ndarray) -> np.ndarray:
+    return nats / math.log(2.0)

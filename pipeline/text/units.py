@@ -1,0 +1,66 @@
+"""Resampling units and the size of the original text, for the valid and test splits. In: the
+source's lines, the line of each sentence of a split, and the document of each line. Out: the
+unit (independent enough to resample, pipeline/evaluation/bootstrap.py) of each sentence, and
+the characters, bytes and words of each unit's original text (pipeline/evaluation/scoring.py's
+bits per character, bits per byte and word-level perplexity).
+
+    unit        a whole document when the split keeps documents (`split.method: documents`)
+                and valid and test hold MIN_DOCUMENTS each, else a line: the sentences a long line was cut into (corpus.max_line_tokens)
+                stay together; neighbouring lines are treated as independent
+    chars       Unicode code points of each line as read (before NFKC, lowercasing or
+                tokenizing; without its line terminator, `\\n` or `\\r\\n`) + 1 for the newline
+    bytes       the same text's UTF-8 bytes (+ 1 for the newline): the file's bytes for valid
+                UTF-8 (with corpus.encoding_errors: replace, U+FFFD counts 3)
+    words       whitespace-separated words of the line (Python's str.split) + 1 for the end of
+                the sentence, as word-level perplexity counts `</s>`
+
+So the test text is the same whatever the tokenizer: the lines that made the split's sentences,
+each ended by one `\\n`. (A line that yields no token is not a sentence and is not counted: a
+blank line is a sentence for the whitespace tokenizer only.)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+FILE = "units.npz"   # in data/prepared: {split}_unit, {split}_chars, {split}_bytes, {split}_words
+FIELDS = ("chars", "bytes", "words")
+MIN_DOCUMENTS = 10   # fewer documents in valid or test: resample sentences (stages/prepare.py says so)
+
+
+def text_units(lines: list[str], line_of: np.ndarray,
+               document_of: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """`{"unit": (S,) the unit 0..U-1 of each of the split's S sentences, "chars", "bytes",
+    "words": (U,) each unit's size}` (int64; see the module docstring). `line_of` (S,) is the
+    index in `lines` of each sentence's line; `document_of` (len(lines),) the document of each
+    line, or None for units of one line."""
+    line_of = np.asarray(line_of, dtype=np.int64)
+    key = line_of if document_of is None else np.asarray(document_of, dtype=np.int64)[line_of]
+    _, unit = np.unique(key, return_inverse=True)
+    unit = unit.reshape(-1).astype(np.int64)
+    used, first = np.unique(line_of, return_index=True)   # a line cut in pieces counts once
+    texts = [lines[i].removesuffix("\r") for i in used]
+    sizes = {"chars": [len(t) + 1 for t in texts],
+             "bytes": [len(t.encode("utf-8", "surrogatepass")) + 1 for t in texts],
+             "words": [len(t.split()) + 1 for t in texts]}
+    count = int(unit.max()) + 1 if len(unit) else 0
+    out = {"unit": unit}
+    for field, values in sizes.items():
+        out[field] = np.bincount(unit[first], weights=np.asarray(values, dtype=np.float64),
+                                 minlength=count).astype(np.int64)
+    return out
+
+
+def measure(lines: list[str], line_of: dict[str, np.ndarray],
+            document_of: np.ndarray | None = None) -> tuple[str, dict[str, np.ndarray]]:
+    """(the unit used, the arrays of FILE) for the valid and test splits, `line_of[split]` the
+    line of each of its sentences: whole documents when `document_of` is given and valid and
+    test hold MIN_DOCUMENTS each, else lines ("sentences")."""
+    for unit, documents in (("documents", document_of), ("sentences", None)):
+        if unit == "documents" and documents is None:
+            continue
+        out = {f"{split}_{field}": values for split in ("valid", "test")
+               for field, values in text_units(lines, line_of[split], documents).items()}
+        if unit == "sentences" or min(len(out["valid_chars"]), len(out["test_chars"])) >= MIN_DOCUMENTS:
+            return unit, out
+    raise AssertionError("unreachable")
