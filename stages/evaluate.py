@@ -123,8 +123,13 @@ def main(data_dir: str, models_dir: str, out_dir: str) -> None:
     def unknown(text: str) -> list[str]:
         return vocab.unknown(tokenize(text, c.tokenizer, c.lowercase, c.unk))
 
-    answers = {name: [tasks.run_probe(m, probe, encode, vocab.tokens, unknown) for probe in probes]
-               for name, m in lms.items()}
+    def answer(model, probe: dict) -> list[dict]:
+        try:
+            return tasks.run_probe(model, probe, encode, vocab.tokens, unknown)
+        except tasks.ProbeNotApplicable as why:   # e.g. word options under corpus.tokenizer: chars
+            return [{"skipped": str(why)}]
+
+    answers = {name: [answer(m, probe) for probe in probes] for name, m in lms.items()}
     samples = {name: [" ".join(vocab.decode(s)) for s in
                       tasks.sample(m, settings.samples, settings.temperature, settings.max_length,
                                    params.seed)]

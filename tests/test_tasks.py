@@ -85,8 +85,13 @@ def test_probes(ngram, rnn):
     assert options[0]["text"] == "wf"
     top = tasks.run_probe(rnn, {"text": "wd we ___", "top": 3, "open": True}, encode, WORDS)
     assert len(top) == 3 and top[0]["logprob"] >= top[-1]["logprob"]
-    with pytest.raises(ValueError, match="one token"):
-        tasks.run_probe(ngram, {"text": "wd ___ .", "options": ["we wf"]}, encode, WORDS)
+    probe = {"name": "two", "text": "wd ___ .", "options": ["we wf"]}
+    with pytest.raises(tasks.ProbeNotApplicable, match="fills one token"):
+        tasks.run_probe(ngram, probe, encode, WORDS)
+    # evaluate reports such a probe (word options under the chars tokenizer) as skipped
+    from pipeline.evaluation.report import probes_markdown
+    page = probes_markdown([probe], {"ngram": [[{"skipped": "option 'we wf' is 2 tokens"}]]})
+    assert "Skipped: option 'we wf' is 2 tokens." in page
 
 
 @pytest.mark.parametrize("which", ["ngram", "rnn"])

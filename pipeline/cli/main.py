@@ -10,6 +10,7 @@
     lmpipe preset medium                         # a configuration as `dvc exp run` -S flags
     lmpipe mlflow-server [--port 5000]           # tracking server over mlflow.db, on 127.0.0.1
     lmpipe retrain --base origin/main            # CI: repro what changed, reports/retrain.md
+    lmpipe seeds gru [--run 5 --jobs 2]          # seed spread vs bootstrap CI, via DVC's queue
     lmpipe ngram build TEXT --order 5 --arpa OUT.arpa [--discount-fallback]   # like lmplz
     lmpipe ngram query MODEL.arpa TEXT [--json] [--per-sentence]               # like query
 TEXT (or - for standard input) is one sentence per line, tokens separated by spaces and tabs, no
@@ -22,7 +23,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipeline.cli import experiments, models, ngram
+from pipeline.cli import experiments, models, ngram, seeds
 from pipeline.text.tokenizers import TOKENIZERS
 
 
@@ -95,6 +96,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
     p.add_argument("--presets", type=Path, default=Path("configs/presets.yaml"))
     p.set_defaults(run=experiments.preset)
+    p = commands.add_parser("seeds", help="one model's test ppl over training seeds (mean ± SD) "
+                                          "beside its bootstrap CI; --run sweeps in DVC's queue")
+    p.add_argument("kind", metavar="KIND", help="a model of params.yaml (models.KIND)")
+    p.add_argument("--run", dest="count", type=int, metavar="N",   # args.run is the command
+                   help="queue N experiments, models.KIND.seed = first..first+N-1, and wait")
+    p.add_argument("--jobs", type=int, help="--run: parallel queue workers (default 1)")
+    p.add_argument("--first", type=int, help="--run: the first seed (default 1)")
+    p.add_argument("--no-wait", action="store_true", help="--run: queue and start, no report")
+    p.set_defaults(run=seeds.seeds)
     ngram_commands = commands.add_parser("ngram", help="KenLM-style n-gram build and query").add_subparsers(
         dest="ngram_command", required=True)
     p = ngram_commands.add_parser("build", help="estimate modified Kneser-Ney from TEXT, write ARPA")

@@ -242,6 +242,10 @@ def probes_markdown(probes: list[dict], answers: dict[str, list[list[dict]]]) ->
     names = list(answers)
     for i, probe in enumerate(probes):
         out.append(f"### {probe.get('name', i)}: {probe.get('about', '')}\n")
+        skipped = next((row["skipped"] for n in names for row in answers[n][i] if "skipped" in row), None)
+        if skipped:
+            out.append(f"Skipped: {skipped}.\n")
+            continue
         if "text" in probe:
             context = list(dict.fromkeys(w for n in names for row in answers[n][i]
                                          for w in row.get("context_oov", ())))

@@ -265,10 +265,16 @@ def run_probe(model: LanguageModel, probe: dict, encode, tokens: tuple[str, ...]
              "context_oov": context} for i in best]
 
 
+class ProbeNotApplicable(ValueError):
+    """A probe the corpus's tokenizer cannot pose (e.g. a word option under `chars`: a fill probe
+    fills one token); evaluate reports it as skipped instead of stopping."""
+
+
 def _single_id(word: str, encode) -> int:
     ids = list(encode(word))
     if len(ids) != 1:
-        raise ValueError(f"probe option {word!r} is {len(ids)} tokens; options must be one token")
+        raise ProbeNotApplicable(f"option {word!r} is {len(ids)} tokens under this corpus's "
+                                 "tokenizer; a fill probe fills one token")
     return int(ids[0])
 
 

@@ -1,0 +1,279 @@
+"""`lmpipe seeds`: the aggregation over seeds, the reading of `dvc exp show --json` and of
+`dvc queue status`, and the one-line argument errors, all without running DVC (the queue itself
+is exercised end to end in test_pipeline_e2e.py)."""
+import copy
+import re
+import shutil
+import statistics
+import subprocess
+
+import pytest
+
+from pipeline.cli import seeds
+from pipeline.cli.main import main
+
+from .conftest import ROOT
+
+
+def test_summarize_mean_sample_sd_and_mean_half_width():
+    rows = [{"test_ppl": 40.0, "ci_low": 38.0, "ci_high": 42.0},     # half-width 2
+            {"test_ppl": 42.0, "ci_low": 41.0, "ci_high": 43.0},     # 1
+            {"test_ppl": 44.0, "ci_low": None, "ci_high": None}]     # no interval: not averaged
+    summary = seeds.summarize(rows)
+    assert summary["n"] == 3
+    assert summary["mean"] == pytest.approx(42.0)
+    assert summary["sd"] == pytest.approx(2.0)                       # ddof=1: sqrt(8 / 2)
+    assert summary["sd"] == pytest.approx(statistics.stdev([40.0, 42.0, 44.0]))
+    assert summary["ci_half_width"] == pytest.approx(1.5)
+
+
+def test_summarize_below_two_seeds_and_without_intervals():
+    assert seeds.summarize([]) == {"n": 0, "mean": None, "sd": None, "ci_half_width": None}
+    one = seeds.summarize([{"test_ppl": 40.0}])
+    assert one == {"n": 1, "mean": 40.0, "sd": None, "ci_half_width": None}
+    two = seeds.summarize([{"test_ppl": 40.0}, {"test_ppl": 41.0}])
+    assert two["sd"] == pytest.approx(0.7071, abs=1e-4) and two["ci_half_width"] is None
+
+
+PARAMS = {"seed": 1337, "train": {"lr": 0.003},
+          "models": {"gru": {"hidden_dim": 16, "seed": None}, "rnn": {"hidden_dim": 16, "seed": None}}}
+
+
+def _entry(name, gru_seed=None, ppl=40.0, ci=None, state="success", hidden=16, error=None):
+    """One experiment of `dvc exp show --json` (the layout DVC 3.67 writes)."""
+    params = copy.deepcopy(PARAMS)
+    params["models"]["gru"].update(seed=gru_seed, hidden_dim=hidden)
+    gru = {"test_ppl": ppl, "val_ppl": ppl + 1, "objective": "causal"}
+    if ci:
+        gru.update(test_ppl_ci_low=ci[0], test_ppl_ci_high=ci[1])
+    data = {"rev": "0" * 40, "params": {"params.yaml": {"data": params}},
+            "metrics": {"metrics/metrics.json": {"data": {"gru": gru, "ngram": {"test_ppl": 50.0}}}}}
+    rev = {"rev": "a" * 40, "name": name, "data": data, "error": error, "experiments": None}
+    return {"revs": [rev], "name": name,
+            "executor": None if state is None else {"state": state, "name": "dvc-task"}}
+
+
+def _shown(*experiments, workspace_ppl=39.0, workspace_ci=(37.0, 41.0)):
+    workspace = _entry("workspace", ppl=workspace_ppl, ci=workspace_ci)["revs"][0]
+    workspace.update(rev="workspace", name=None)
+    baseline = _entry("main")["revs"][0]
+    baseline.update(rev="b" * 40, experiments=list(experiments))
+    return [workspace, baseline]
+
+
+def test_collect_keeps_the_experiments_that_differ_only_in_the_seed():
+    shown = _shown(_entry("gru-seed-1", 1, 41.0, (39.0, 43.0)),
+                   _entry("gru-seed-2", 2, 43.0),                        # no CI keys: "-"
+                   _entry("gru-seed-3", 3, state="failed"),              # not finished: skipped
+                   _entry("gru-seed-4", 4, state="queued"),
+                   _entry("gru-seed-5", 5, error={"msg": "Experiment run failed"}),
+                   _entry("wide", 6, 30.0, hidden=32),                   # other params: left out
+                   _entry("explicit", 1337, 39.5),                       # the workspace's seed
+                   _entry("by-hand", 7, 45.0, state=None))               # `dvc exp run`: counted
+    rows, left_out = seeds.collect(shown, "gru")
+    assert [(r["seed"], r["experiment"], r["test_ppl"]) for r in rows] == [
+        (1, "gru-seed-1", 41.0), (2, "gru-seed-2", 43.0), (7, "by-hand", 45.0),
+        (1337, "workspace", 39.0)]                                       # seed 1337 once
+    assert rows[0]["ci_low"] == 39.0 and rows[1]["ci_low"] is None
+    assert left_out == 1
+    rows, _ = seeds.collect(shown, "gru", workspace=False)               # stale workspace
+    assert [r["experiment"] for r in rows][-1] == "explicit"
+
+
+def test_collect_without_metrics_or_workspace_entry():
+    shown = _shown(_entry("gru-seed-1", 1))
+    del shown[0]["data"]["metrics"]["metrics/metrics.json"]                    # never reproduced
+    rows, _ = seeds.collect(shown, "gru")
+    assert [r["experiment"] for r in rows] == ["gru-seed-1"]
+    with pytest.raises(ValueError, match="no workspace entry"):
+        seeds.collect(shown[1:], "gru")
+
+
+def test_render_puts_the_seed_spread_beside_the_bootstrap_interval():
+    rows, left_out = seeds.collect(_shown(_entry("gru-seed-1", 1, 41.0, (39.0, 43.0)),
+                                          _entry("gru-seed-2", 2, 43.0)), "gru")
+    text = seeds.render("gru", rows, seeds.summarize(rows), left_out)
+    lines = text.splitlines()
+    assert lines[0].split() == ["seed", "experiment", "test", "ppl", "95%", "CI"]
+    assert lines[1].split() == ["1", "gru-seed-1", "41.00", "39.00–43.00"]
+    assert lines[2].split() == ["2", "gru-seed-2", "43.00", "-"]
+    assert lines[3].split() == ["1337", "workspace", "39.00", "37.00–41.00"]
+    assert lines[-1] == ("gru: test ppl mean 41.00 ± SD 2.000 over 3 seeds (sample standard "
+                         "deviation); the bootstrap 95% interval of one run is ±2.000 on average "
+                         "(half-width)")
+
+
+def test_render_below_two_seeds_says_what_to_run():
+    rows, _ = seeds.collect(_shown(), "gru")
+    text = seeds.render("gru", rows, seeds.summarize(rows))
+    assert "only 1 seed (1337)" in text and "lmpipe seeds gru --run 5 --jobs 2" in text
+    text = seeds.render("gru", [], seeds.summarize([]))
+    assert text.startswith("gru: no finished experiment") and "--run 5" in text
+    no_ci = [{"seed": s, "experiment": "x", "objective": "cloze", "test_ppl": p,
+              "ci_low": None, "ci_high": None} for s, p in ((1, 40.0), (2, 42.0))]
+    text = seeds.render("birnn", no_ci, seeds.summarize(no_ci))
+    assert text.splitlines()[-1].startswith("birnn: test pseudo-ppl (cloze) mean 41.00 ± SD")
+    assert "no bootstrap interval" in text
+
+
+def test_report_leaves_out_a_stale_workspace(monkeypatch):
+    shown = _shown(_entry("gru-seed-1", 1, 41.0), _entry("gru-seed-2", 2, 43.0))
+    monkeypatch.setattr(seeds, "_exp_show", lambda root: shown)
+    monkeypatch.setattr(seeds, "_up_to_date", lambda root: False)    # params edited, no repro
+    text = seeds.report(ROOT, "gru")
+    assert "workspace" not in text.splitlines()[-3]
+    assert "(the workspace's own metrics are left out: `dvc status` finds stages" in text
+    assert text.splitlines()[-1].startswith("gru: test ppl mean 42.00 ± SD 1.414 over 2 seeds")
+    monkeypatch.setattr(seeds, "_up_to_date", lambda root: True)
+    assert "over 3 seeds" in seeds.report(ROOT, "gru")
+
+
+QUEUE = """Task     Name        Created       Status
+8afb649  gru-seed-2  02:22 AM      Running
+997626d  gru-seed-3  02:22 AM      Queued
+1234567              Nov 30, 2025  Failed
+fa66539  gru-seed-1  02:20 AM      Success
+c8f153d  gru-seed-2  02:20 AM      Failed
+
+Worker status: 1 active, 0 idle
+"""
+
+
+def test_queue_status_table():
+    tasks = seeds.queue_status(QUEUE)
+    assert tasks == [("gru-seed-2", "Running"), ("gru-seed-3", "Queued"), ("Nov", "Failed"),
+                     ("gru-seed-1", "Success"), ("gru-seed-2", "Failed")]
+
+
+def test_wait_polls_until_nothing_is_queued_or_running(monkeypatch, capsys):
+    done = QUEUE.replace("Running", "Success").replace("Queued", "Failed")
+    answers = iter([QUEUE, QUEUE, done])
+    monkeypatch.setattr(seeds, "_dvc", lambda root, *args: next(answers))
+    monkeypatch.setattr(seeds, "POLL_S", 0)
+    outcome = seeds.wait(ROOT, ["gru-seed-1", "gru-seed-2", "gru-seed-3"])
+    assert outcome == {"gru-seed-1": "Success", "gru-seed-2": "Success", "gru-seed-3": "Failed"}
+    progress = capsys.readouterr().out.splitlines()
+    assert len(progress) == 2            # printed on a change, not on every poll
+    assert progress[-1].endswith("0 running, 0 queued, 2 success, 1 failed")
+
+
+def test_failed_experiments_end_in_one_error_after_the_report(monkeypatch, capsys):
+    _project(monkeypatch)
+    monkeypatch.setattr(seeds, "queue", lambda root, kind, seed_range, jobs:
+                        [seeds.experiment_name(kind, s) for s in seed_range])
+    monkeypatch.setattr(seeds, "wait", lambda root, names: {names[0]: "Success"})
+    monkeypatch.setattr(seeds, "report", lambda root, kind: "THE REPORT")
+    message = _error(["seeds", "gru", "--run", "2"])
+    assert "1 of the 2 experiments did not succeed (gru-seed-2)" in message
+    assert "dvc queue logs gru-seed-2" in message
+    assert capsys.readouterr().out.strip() == "THE REPORT"
+
+
+def test_a_taken_name_is_refused_before_anything_is_queued(monkeypatch):
+    shown = _shown(_entry("gru-seed-2", 2))
+    monkeypatch.setattr(seeds, "_exp_show", lambda root: shown)
+    monkeypatch.setattr(seeds, "_dvc", lambda *a: pytest.fail("nothing may be queued"))
+    with pytest.raises(ValueError, match=r"gru-seed-2 already exist.*--first 3.*dvc exp remove "
+                                         r"gru-seed-2"):
+        seeds.queue(ROOT, "gru", range(1, 4), 2)
+
+
+def test_a_failure_halfway_says_what_stays_queued(monkeypatch):
+    monkeypatch.setattr(seeds, "_exp_show", lambda root: _shown())
+    monkeypatch.setattr(seeds, "uncommitted_note", lambda root: "")
+    monkeypatch.setattr(seeds, "copy_paths", lambda root, kind: ["checkpoints/rnn"])
+    calls = []
+
+    def dvc(root, *args):
+        calls.append(args)
+        if len(calls) == 2:
+            raise ValueError("`dvc exp run ...` failed: ERROR: disk full")
+        return ""
+    monkeypatch.setattr(seeds, "_dvc", dvc)
+    with pytest.raises(ValueError, match=r"disk full \(gru-seed-1 stay queued: `dvc queue start "
+                                         r"-j 2` runs them, `dvc queue remove gru-seed-1`"):
+        seeds.queue(ROOT, "gru", range(1, 4), 2)
+    assert calls[0] == ("exp", "run", "--queue", "-n", "gru-seed-1", "-S", "models.gru.seed=1",
+                        "-C", "checkpoints/rnn")
+
+
+def test_ctrl_c_stops_the_waiting_not_the_experiments(monkeypatch):
+    def interrupted(root, *args):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(seeds, "_dvc", interrupted)
+    with pytest.raises(SystemExit, match=r"stopped waiting; the experiments go on .* lmpipe "
+                                         r"seeds gru$"):
+        seeds.wait(ROOT, ["gru-seed-1"])
+
+
+def _project(monkeypatch, tmp_path=None, dvc=True, params=True):
+    """cwd = a directory that looks like the project (params.yaml, dvc.yaml, .dvc/)."""
+    if tmp_path is not None:
+        if params:
+            shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+        shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
+        if dvc:
+            (tmp_path / ".dvc").mkdir()
+        monkeypatch.chdir(tmp_path)
+    else:
+        monkeypatch.setattr(seeds, "project_root", lambda kind: ROOT)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+
+
+def _error(argv) -> str:
+    with pytest.raises(SystemExit) as raised:
+        main(argv)
+    message = str(raised.value)
+    assert message.startswith("lmpipe: error: ") and "\n" not in message, message
+    return message
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["seeds", "gpt"], r"KIND 'gpt' is not a model of params.yaml; use one of rnn, gru"),
+    (["seeds", "gru", "--run", "0"], r"--run 0: .* at least 1"),
+    (["seeds", "gru", "--run", "2", "--jobs", "0"], r"--jobs 0: .* at least 1"),
+    (["seeds", "gru", "--run", "2", "--first", "-1"], r"--first -1: .* 0 \.\. 2\*\*32 - 1"),
+    (["seeds", "gru", "--jobs", "2"], r"--jobs 2: only with --run N"),
+    (["seeds", "gru", "--no-wait"], r"--no-wait: only with --run N"),
+])
+def test_argument_errors_are_one_line(argv, expected, tmp_path, monkeypatch):
+    _project(monkeypatch, tmp_path)
+    assert re.search(expected, _error(argv))
+
+
+def test_outside_a_dvc_project(tmp_path, monkeypatch):
+    (tmp_path / "git-only").mkdir()
+    _project(monkeypatch, tmp_path / "git-only", dvc=False)
+    assert "is not a DVC repository (no .dvc/)" in _error(["seeds", "gru"])
+    (tmp_path / "elsewhere").mkdir()
+    _project(monkeypatch, tmp_path / "elsewhere", params=False)
+    assert "no params.yaml and dvc.yaml in" in _error(["seeds", "gru", "--run", "2"])
+
+
+def test_a_failing_dvc_command_is_one_line(monkeypatch):
+    failed = subprocess.CompletedProcess([], 255, "", "Queueing with overrides ...\nERROR: "
+                                         "Experiment conflicts with existing experiment "
+                                         "'gru-seed-1'. To overwrite it:\n\n\tdvc exp run -f\n")
+    monkeypatch.setattr(seeds.subprocess, "run", lambda *a, **k: failed)
+    message = str(pytest.raises(ValueError, seeds._dvc, ROOT, "exp", "run", "--queue").value)
+    assert message == ("`dvc exp run --queue` failed: ERROR: Experiment conflicts with existing "
+                       "experiment 'gru-seed-1'. To overwrite it:")
+
+
+def test_uncommitted_note(tmp_path):
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    plain, tmp_path = tmp_path / "plain", tmp_path / "repo"
+    plain.mkdir()
+    tmp_path.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    (tmp_path / "params.yaml").write_text("seed: 1\n")
+    subprocess.run([*git, "add", "-A"], cwd=tmp_path, check=True)
+    subprocess.run([*git, "commit", "-qm", "x"], cwd=tmp_path, check=True)
+    assert seeds.uncommitted_note(tmp_path) == ""
+    (tmp_path / "params.yaml").write_text("seed: 2\n")
+    (tmp_path / "new.py").write_text("")
+    note = seeds.uncommitted_note(tmp_path)
+    assert note.startswith("lmpipe: note: uncommitted changes to params.yaml go into the queued")
+    assert "untracked new.py do not" in note and "\n" not in note
+    with pytest.raises(ValueError, match="not a git repository"):
+        seeds.uncommitted_note(plain)
