@@ -118,18 +118,11 @@ def _models(uri: str, experiment: str, parent) -> list[dict]:
 def _verdicts(uri: str, parent_id: str) -> list[str]:
     """The paired comparisons of an execution (its report/pairs.json artifact, written by
     evaluate) as sentences; [] when it has none (logged before lmpipe had them)."""
-    import tempfile
-
-    import mlflow
-    from mlflow.exceptions import MlflowException
-    with tempfile.TemporaryDirectory() as scratch:
-        try:
-            path = mlflow.artifacts.download_artifacts(run_id=parent_id, artifact_path="report/pairs.json",
-                                                       tracking_uri=uri, dst_path=scratch)
-            pairs = json.loads(open(path, encoding="utf-8").read())
-        except (MlflowException, OSError, ValueError):
-            return []
     from pipeline.evaluation.bootstrap import Comparison
+    from pipeline.tracking.artifacts import read_json
+    pairs = read_json(uri, parent_id, "report/pairs.json")
+    if not isinstance(pairs, dict):
+        return []
     return [Comparison(p["a"], p["b"], p["delta_nats_per_token"], p["delta_ci_low"],
                        p["delta_ci_high"], p["p_better"], p["level"]).sentence()
             for p in pairs.values()]
