@@ -118,7 +118,7 @@ def test_render_below_two_seeds_says_what_to_run():
 
 def test_report_leaves_out_a_stale_workspace(monkeypatch):
     shown = _shown(_entry("gru-seed-1", 1, 41.0), _entry("gru-seed-2", 2, 43.0))
-    monkeypatch.setattr(seeds, "_exp_show", lambda root: shown)
+    monkeypatch.setattr(seeds, "_exp_show", lambda root, all_commits=False: shown)
     monkeypatch.setattr(seeds, "_up_to_date", lambda root: False)    # params edited, no repro
     text = seeds.report(ROOT, "gru")
     assert "workspace" not in text.splitlines()[-3]
@@ -162,7 +162,7 @@ def test_failed_experiments_end_in_one_error_after_the_report(monkeypatch, capsy
     monkeypatch.setattr(seeds, "queue", lambda root, kind, seed_range, jobs:
                         [seeds.experiment_name(kind, s) for s in seed_range])
     monkeypatch.setattr(seeds, "wait", lambda root, names: {names[0]: "Success"})
-    monkeypatch.setattr(seeds, "report", lambda root, kind: "THE REPORT")
+    monkeypatch.setattr(seeds, "report", lambda root, kind, all_commits=False: "THE REPORT")
     message = _error(["seeds", "gru", "--run", "2"])
     assert "1 of the 2 experiments did not succeed (gru-seed-2)" in message
     assert "dvc queue logs gru-seed-2" in message
@@ -171,7 +171,7 @@ def test_failed_experiments_end_in_one_error_after_the_report(monkeypatch, capsy
 
 def test_a_taken_name_is_refused_before_anything_is_queued(monkeypatch):
     shown = _shown(_entry("gru-seed-2", 2))
-    monkeypatch.setattr(seeds, "_exp_show", lambda root: shown)
+    monkeypatch.setattr(seeds, "_exp_show", lambda root, all_commits=False: shown)
     monkeypatch.setattr(seeds, "_dvc", lambda *a: pytest.fail("nothing may be queued"))
     with pytest.raises(ValueError, match=r"gru-seed-2 already exist.*--first 3.*dvc exp remove "
                                          r"gru-seed-2"):
@@ -179,7 +179,7 @@ def test_a_taken_name_is_refused_before_anything_is_queued(monkeypatch):
 
 
 def test_a_failure_halfway_says_what_stays_queued(monkeypatch):
-    monkeypatch.setattr(seeds, "_exp_show", lambda root: _shown())
+    monkeypatch.setattr(seeds, "_exp_show", lambda root, all_commits=False: _shown())
     monkeypatch.setattr(seeds, "uncommitted_note", lambda root: "")
     monkeypatch.setattr(seeds, "copy_paths", lambda root, kind: ["checkpoints/rnn"])
     calls = []

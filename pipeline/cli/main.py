@@ -104,6 +104,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--jobs", type=int, help="--run: parallel queue workers (default 1)")
     p.add_argument("--first", type=int, help="--run: the first seed (default 1)")
     p.add_argument("--no-wait", action="store_true", help="--run: queue and start, no report")
+    p.add_argument("--all-commits", action="store_true",
+                   help="report: also experiments queued from earlier commits (same params; "
+                        "their code may differ), e.g. after committing during a sweep")
     p.set_defaults(run=seeds.seeds)
     ngram_commands = commands.add_parser("ngram", help="KenLM-style n-gram build and query").add_subparsers(
         dest="ngram_command", required=True)

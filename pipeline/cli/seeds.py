@@ -54,7 +54,7 @@ def seeds(args) -> None:
     check_arguments(args)
     root = project_root(kind)
     if args.count is None:
-        print(report(root, kind))
+        print(report(root, kind, getattr(args, "all_commits", False)))
         return
     names = queue(root, kind, range(args.first, args.first + args.count), args.jobs)
     if args.no_wait:
@@ -62,7 +62,7 @@ def seeds(args) -> None:
               f"finish: `lmpipe seeds {kind}`")
         return
     outcome = wait(root, names)
-    print(report(root, kind))
+    print(report(root, kind, getattr(args, "all_commits", False)))
     failed = [name for name in names if outcome.get(name) != "Success"]
     if failed:
         raise ValueError(f"{len(failed)} of the {len(names)} experiments did not succeed "
@@ -243,10 +243,11 @@ def _clock(seconds: float) -> str:
     return f"{minutes}m{seconds:02d}s"
 
 
-def report(root: Path, kind: str) -> str:
-    """The seed table and summary of `kind` from `dvc exp show --json` and, when up to date,
+def report(root: Path, kind: str, all_commits: bool = False) -> str:
+    """The seed table and summary of `kind` from `dvc exp show --json` (the HEAD commit's
+    experiments; with `all_commits`, every commit's: `dvc exp show -A`) and, when up to date,
     the workspace's own metrics."""
-    shown = _exp_show(root)
+    shown = _exp_show(root, all_commits)
     current = _up_to_date(root)
     rows, left_out = collect(shown, kind, workspace=current)
     stale = not current and bool(collect(shown[:1], kind)[0])   # it has metrics, left out
@@ -343,7 +344,7 @@ def render(kind: str, rows: list[dict], summary: dict, left_out: int = 0,
                               if row["ci_low"] is not None and row["ci_high"] is not None
                               else "-"} for row in rows], markdown=False))
     if left_out:
-        lines.append(f"({left_out} finished experiment(s) of this commit differ in more than "
+        lines.append(f"({left_out} finished experiment(s) differ in more than "
                      f"models.{kind}.seed and are left out)")
     if stale:
         lines.append("(the workspace's own metrics are left out: `dvc status` finds stages to "
@@ -354,7 +355,8 @@ def render(kind: str, rows: list[dict], summary: dict, left_out: int = 0,
         have = f"only 1 seed ({rows[0]['seed']})" if n == 1 else \
             f"no finished experiment with the workspace's params (nor workspace metrics) for {kind}"
         lines.append(f"{kind}: {have}; a spread needs at least 2 seeds: "
-                     f"lmpipe seeds {kind} --run 5 --jobs 2")
+                     f"lmpipe seeds {kind} --run 5 --jobs 2 (experiments queued from an earlier "
+                     f"commit: lmpipe seeds {kind} --all-commits)")
         return "\n".join(lines)
     width = summary["ci_half_width"]
     interval = (f"the bootstrap 95% interval of one run is ±{_cell(width)} on average (half-width)"
@@ -375,8 +377,8 @@ def _up_to_date(root: Path) -> bool:
     return json.loads(out.strip() or "{}") == {}
 
 
-def _exp_show(root: Path) -> list[dict]:
-    return json.loads(_dvc(root, "exp", "show", "--json"))
+def _exp_show(root: Path, all_commits: bool = False) -> list[dict]:
+    return json.loads(_dvc(root, "exp", "show", "--json", *(["-A"] if all_commits else [])))
 
 
 def _names(shown: list[dict]) -> set[str]:
