@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -35,16 +34,17 @@ def metrics(name: str, sums: dict[str, dict[str, np.ndarray]],
     "bytes", "words"; `fill` the per-blank correctness, `fill_replicates[name]` its resampled
     sums (and ["blanks"] the resampled blank counts)."""
     from pipeline.evaluation import bootstrap
-    from pipeline.evaluation.scoring import text_metrics
+    from pipeline.evaluation.scoring import text_metrics, token_metrics
     out = {}
     for split, prefix in (("valid", "val"), ("test", "test")):
         total, drawn = sums[split], replicates[split]
         nll, tokens = float(total["nll"].sum()), float(total["tokens"].sum())
         nll_b, tokens_b = drawn[f"{name}.nll"], drawn["tokens"]
-        out[f"{prefix}_ppl"] = math.exp(nll / tokens)
+        point = token_metrics(nll, tokens)
+        out[f"{prefix}_ppl"] = point["ppl"]
         out[f"{prefix}_ppl_ci_low"], out[f"{prefix}_ppl_ci_high"] = bootstrap.ratio_interval(
             nll_b, tokens_b, level, bootstrap.ppl)
-        out[f"{prefix}_bits_per_token"] = nll / tokens / math.log(2)
+        out[f"{prefix}_bits_per_token"] = point["bits_per_token"]
         out[f"{prefix}_bits_per_token_ci_low"], out[f"{prefix}_bits_per_token_ci_high"] = \
             bootstrap.ratio_interval(nll_b, tokens_b, level, bootstrap.bits)
         if split == "test":

@@ -183,6 +183,12 @@ def unit_sums(scores: Scores, stream: np.ndarray, unit_of_sentence: np.ndarray,
             "top5": np.bincount(unit, weights=scores.ranks < 5, minlength=units)}
 
 
+def token_metrics(nll: float, tokens: float) -> dict:
+    """Perplexity and bits per token of a total `nll` (nats) over `tokens` targets (module
+    docstring): the one place these two formulas live."""
+    return {"ppl": math.exp(nll / tokens), "bits_per_token": nll / tokens / math.log(2)}
+
+
 def text_metrics(nll: float, chars: int, num_bytes: int, words: int) -> dict:
     """Tokenizer-independent numbers of a total `nll` (nats, every target of the test text)
     over its original text of `chars` characters, `num_bytes` bytes and `words` words (module
@@ -198,9 +204,7 @@ def summarize(logprobs: np.ndarray | Scores) -> dict:
     if isinstance(logprobs, Scores):
         logprobs, ranks = logprobs.logprobs, logprobs.ranks
     tokens = len(logprobs)
-    nll = float(-np.sum(logprobs))
-    out = {"ppl": math.exp(nll / tokens), "bits_per_token": nll / tokens / math.log(2),
-           "tokens": tokens}
+    out = {**token_metrics(float(-np.sum(logprobs)), tokens), "tokens": tokens}
     if ranks is not None:
         out["top1_accuracy"] = float(np.mean(ranks < 1))
         out["top5_accuracy"] = float(np.mean(ranks < 5))

@@ -56,11 +56,12 @@ def measure(lines: list[str], line_of: dict[str, np.ndarray],
     """(the unit used, the arrays of FILE) for the valid and test splits, `line_of[split]` the
     line of each of its sentences: whole documents when `document_of` is given and valid and
     test hold MIN_DOCUMENTS each, else lines ("sentences")."""
-    for unit, documents in (("documents", document_of), ("sentences", None)):
-        if unit == "documents" and documents is None:
-            continue
-        out = {f"{split}_{field}": values for split in ("valid", "test")
-               for field, values in text_units(lines, line_of[split], documents).items()}
-        if unit == "sentences" or min(len(out["valid_chars"]), len(out["test_chars"])) >= MIN_DOCUMENTS:
-            return unit, out
-    raise AssertionError("unreachable")
+    def arrays(documents: np.ndarray | None) -> dict[str, np.ndarray]:
+        return {f"{split}_{field}": values for split in ("valid", "test")
+                for field, values in text_units(lines, line_of[split], documents).items()}
+
+    if document_of is not None:
+        out = arrays(document_of)
+        if min(len(out["valid_chars"]), len(out["test_chars"])) >= MIN_DOCUMENTS:
+            return "documents", out
+    return "sentences", arrays(None)

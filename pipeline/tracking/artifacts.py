@@ -1,23 +1,54 @@
-"""Reading back what a run logged: one JSON artifact of a run, for `lmpipe compare` (the paired
-comparisons of an execution, evaluate's `report/pairs.json`)."""
+"""Reading back what a run logged: one artifact of a run into a scratch folder, for the promotion
+gate (unit_scores.npz of two model runs) and `lmpipe compare` (an execution's
+`report/pairs.json`)."""
 
 from __future__ import annotations
 
 import json
+import os
 import tempfile
+from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import mlflow
 from mlflow.exceptions import MlflowException
 
+T = TypeVar("T")
 
-def read_json(tracking_uri: str, run_id: str, path: str):
-    """The parsed JSON artifact `path` of run `run_id`, or None when the run has no such artifact
-    or it is not JSON (a run logged before lmpipe wrote it, or a damaged store)."""
-    with tempfile.TemporaryDirectory() as scratch:
+
+def read(tracking_uri: str, run_id: str, path: str, parse: Callable[[Path], T]) -> T | None:
+    """`parse(local copy)` of artifact `path` of run `run_id`, or None when the run has no such
+    artifact (a run logged before lmpipe wrote it; MlflowException or OSError from MLflow).
+    Whatever `parse` raises is the caller's (an unreadable file is not a missing one)."""
+    with tempfile.TemporaryDirectory() as scratch, _no_progress_bar():
         try:
             local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path,
                                                         tracking_uri=tracking_uri, dst_path=scratch)
-            return json.loads(Path(local).read_text(encoding="utf-8"))
-        except (MlflowException, OSError, ValueError):
+        except (MlflowException, OSError):
             return None
+        return parse(Path(local))
+
+
+def read_json(tracking_uri: str, run_id: str, path: str):
+    """The parsed JSON artifact `path` of run `run_id`, or None when it is missing or not JSON."""
+    try:
+        return read(tracking_uri, run_id, path, lambda local: json.loads(local.read_text("utf-8")))
+    except (OSError, ValueError):
+        return None
+
+
+@contextmanager
+def _no_progress_bar():
+    """MLflow's download progress bar off (small files; it would clutter a stage's log)."""
+    name = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    before = os.environ.get(name)
+    os.environ[name] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before

@@ -24,10 +24,7 @@ comparison is computed and reported whenever both scores exist, required or not.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import zipfile
-from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
@@ -35,6 +32,7 @@ import numpy as np
 from mlflow.tracking import MlflowClient
 
 from pipeline.evaluation import bootstrap
+from pipeline.tracking import artifacts
 
 CHAMPION = "champion"
 TEST_SET = "test_set"   # version tag: the test set id; `test_set.<field>` tags: what it is made of
@@ -250,40 +248,25 @@ def _rescoring_runs(client: MlflowClient, model_name: str, version: str, run_id:
 
 def _download_scores(tracking_uri: str, run_id: str) -> tuple[dict[str, np.ndarray] | None, str]:
     """({"nll", "tokens"}, "") from run `run_id`'s UNIT_SCORES, or (None, why)."""
-    with tempfile.TemporaryDirectory() as scratch, _no_progress_bar():
-        try:
-            path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=UNIT_SCORES,
-                                                       dst_path=scratch, tracking_uri=tracking_uri)
-        except (mlflow.exceptions.MlflowException, OSError):
-            return None, (f"run {run_id} has no {UNIT_SCORES} (evaluated before lmpipe logged "
-                          "per-unit test scores)")
-        try:
-            with np.load(Path(path), allow_pickle=False) as data:
-                nll = np.asarray(data["nll"], dtype=np.float64)
-                tokens = np.asarray(data["tokens"], dtype=np.float64)
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
-            return None, f"{UNIT_SCORES} of run {run_id} is unreadable ({error})"
+    def load(path: Path) -> tuple[np.ndarray, np.ndarray]:
+        with np.load(path, allow_pickle=False) as data:
+            return (np.asarray(data["nll"], dtype=np.float64),
+                    np.asarray(data["tokens"], dtype=np.float64))
+
+    try:
+        found = artifacts.read(tracking_uri, run_id, UNIT_SCORES, load)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
+        return None, f"{UNIT_SCORES} of run {run_id} is unreadable ({error})"
+    if found is None:
+        return None, (f"run {run_id} has no {UNIT_SCORES} (evaluated before lmpipe logged "
+                      "per-unit test scores)")
+    nll, tokens = found
     if nll.ndim != 1 or nll.shape != tokens.shape or not len(nll):
         return None, (f"{UNIT_SCORES} of run {run_id} is malformed: nll {nll.shape} and tokens "
                       f"{tokens.shape} must be the same nonzero length")
     if not (np.all(np.isfinite(nll)) and tokens.sum() > 0):
         return None, f"{UNIT_SCORES} of run {run_id} holds non-finite nll or no tokens"
     return {"nll": nll, "tokens": tokens}, ""
-
-
-@contextmanager
-def _no_progress_bar():
-    """MLflow's download progress bar off (one small file; it would clutter the stage's log)."""
-    name = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
-    before = os.environ.get(name)
-    os.environ[name] = "false"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = before
 
 
 def _percent(level: float) -> str:
