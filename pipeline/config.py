@@ -11,13 +11,14 @@ import dataclasses
 import difflib
 import math
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
+from pipeline import errors
 
 
 class ParamsError(ValueError):
@@ -383,6 +384,8 @@ def from_dict(raw: dict) -> Params:
         elif key == "models":
             if not isinstance(value, dict) or not value:
                 raise ParamsError("models must map each model name (rnn, gru, ...) to its settings")
+            for name in value:
+                _check_model_name(name)
             values["models"] = {name: _build(ModelParams, spec, f"models.{name}")
                                 for name, spec in value.items()}
         else:
@@ -390,17 +393,53 @@ def from_dict(raw: dict) -> Params:
     return Params(**values)
 
 
-def load(path: str | Path = "params.yaml") -> Params:
-    """Read and validate params.yaml."""
+def read_yaml(path: str | Path) -> Any:
+    """The YAML file at `path` read exactly as DVC reads params files: ruamel.yaml's safe loader,
+    YAML 1.2 (dvc/utils/serialize/_yaml.py, parse_yaml), so `1e-3` is a float and `yes`, `on`
+    are strings, as `dvc params diff` and `dvc exp run -S` see them; a duplicate key is an error.
+    Raises ParamsError (one line: the file, the line and column, the problem) on a file that is
+    not YAML or not UTF-8, FileNotFoundError when it is missing."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import MarkedYAMLError, YAMLError
     path = Path(path)
-    if not path.is_file():
-        raise ParamsError(f"{path}: params file not found; run from the repository root")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        raise ParamsError(f"{path}: not valid YAML ({error})") from None
+        text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as error:
         raise ParamsError(f"{path}: not UTF-8 text (byte offset {error.start}); save it as UTF-8") from None
+    try:
+        return YAML(typ="safe").load(text)
+    except MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = " ".join(f"{error.context or ''} {error.problem or ''}".split())
+        raise ParamsError(f"{path}: not valid YAML{where}: {problem}; fix the file") from None
+    except YAMLError as error:
+        raise ParamsError(f"{path}: not valid YAML: {' '.join(str(error).split())}") from None
+
+
+# a model key names DVC stages (train@KEY) and params (-S models.KEY.lr): DVC refuses stage
+# names with punctuation other than _ and - (dvc/stage/__init__.py, INVALID_STAGENAME_CHARS),
+# and -S splits keys at dots
+MODEL_NAME = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _check_model_name(name: Any) -> None:
+    if not isinstance(name, str) or not MODEL_NAME.fullmatch(name):
+        fixed = re.sub(r"[^A-Za-z0-9_-]+", "_", str(name)) or "model"
+        raise ParamsError(
+            f"models.{name}: {name!r} cannot name a model; DVC addresses it as stage "
+            f"train@{name} and as params models.{name}.<key>, so use letters, digits, _ and - "
+            f"only (e.g. {fixed!r})")
+
+
+def load(path: str | Path = "params.yaml") -> Params:
+    """Read (as DVC does: read_yaml) and validate params.yaml."""
+    path = Path(path)
+    if not path.is_file():
+        where = Path.cwd()
+        raise ParamsError(f"{path}: params file not found in {where}; run lmpipe in the "
+                          "repository's root folder (where params.yaml and dvc.yaml are)")
+    raw = read_yaml(path)
     try:
         return from_dict(raw or {})
     except ParamsError as error:
@@ -414,11 +453,11 @@ def preset_overrides(name: str, params_path: str | Path = "params.yaml",
     presets_path = Path(presets_path)
     if not presets_path.is_file():
         raise ParamsError(f"{presets_path}: presets file not found; run from the repository root")
-    presets = yaml.safe_load(presets_path.read_text(encoding="utf-8")) or {}
+    presets = read_yaml(presets_path) or {}
     if name not in presets:
         raise ParamsError(f"{presets_path}: no preset {name!r}; known: {', '.join(presets)}")
     overrides = presets[name].get("set") or {}
-    raw = yaml.safe_load(Path(params_path).read_text(encoding="utf-8"))
+    raw = read_yaml(params_path)
     for key, value in overrides.items():
         node = raw
         *path, last = str(key).split(".")
@@ -519,9 +558,9 @@ def quiet_libraries() -> None:
 
 
 def run_stage(main, argv: list[str]) -> int:
-    """Run a stage's main(*argv), third-party chatter silenced (quiet_libraries); a bad input
-    becomes one line on stderr and exit status 2,
-    not a traceback. SIGTERM (kill, SLURM, a cancelled CI job) unwinds like Ctrl-C: exit status
+    """Run a stage's main(*argv), third-party chatter silenced (quiet_libraries); whatever stops
+    it becomes one line on stderr (errors.guard: exit status 2 for bad input or damaged state, 1
+    for the unforeseen), not a traceback, unless LMPIPE_DEBUG=1. SIGTERM (kill, SLURM, a cancelled CI job) unwinds like Ctrl-C: exit status
     130 (Ctrl-C) or 143 (SIGTERM) with one line. DVC records no output of a failed stage."""
     import signal
     import sys
@@ -537,14 +576,9 @@ def run_stage(main, argv: list[str]) -> int:
     quiet_libraries()
     started = time.perf_counter()
     try:
-        main(*argv)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"lmpipe: error: {error}", file=sys.stderr)
-        return 2
-    except OSError as error:   # permissions, a folder where a file should be, a full disk
-        where = f"{error.filename}: " if error.filename else ""
-        print(f"lmpipe: error: {where}{error.strerror or error}", file=sys.stderr)
-        return 2
+        status = errors.guard(main, *argv)
+        if status:
+            return status
     except (KeyboardInterrupt, SystemExit) as error:
         # inside fit, Lightning turns Ctrl-C (and so our SIGTERM) into sys.exit(1)
         if isinstance(error, SystemExit) and not isinstance(error.__context__, KeyboardInterrupt):

@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from pipeline.errors import StateError
+
 
 @contextmanager
 def atomic_file(path: str | Path) -> Iterator[Path]:
@@ -53,3 +55,100 @@ def staged_dir(path: str | Path) -> Iterator[Path]:
 def write_text(path: str | Path, text: str) -> None:
     with atomic_file(path) as scratch:
         scratch.write_text(text, encoding="utf-8")
+
+
+# ---- reading what an earlier stage wrote -------------------------------------------------------
+# data/prepared and models/ are DVC outputs: a file deleted, truncated or edited by hand is
+# restored by `dvc checkout PATH` (from DVC's cache) or rebuilt by `dvc repro`, which reruns a
+# stage whose outputs changed. The readers below turn a damaged file into one StateError line
+# naming the file, what is wrong, and that fix.
+
+
+def restore_hint(folder: str | Path) -> str:
+    """The fix for a damaged file of the DVC output `folder` (e.g. data/prepared, models/gru)."""
+    return (f"restore it with `dvc checkout {folder}` (DVC's cached copy) or rebuild it with "
+            "`dvc repro`")
+
+
+def _damaged(path: Path, why: str, folder: str | Path | None, fix: str | None = None) -> StateError:
+    fix = fix or restore_hint(folder if folder is not None else path.parent)
+    error = StateError(f"{path}: {why}; {fix}")
+    error.problem = f"{path}: {why}"   # without the fix, for a caller that recovers
+    return error
+
+
+def _why(error: BaseException, fmt: str) -> str:
+    if isinstance(error, FileNotFoundError):
+        return "missing"
+    if isinstance(error, IsADirectoryError):
+        return "a folder where a file should be"
+    if isinstance(error, PermissionError | NotADirectoryError):
+        return error.strerror
+    detail = " ".join(str(error).split()).split(". ")[0][:100]
+    if not detail or "pickle" in detail.lower():   # numpy/torch guessing at a foreign file
+        return f"damaged, not a readable {fmt}"
+    return f"damaged, not a readable {fmt} ({detail})"
+
+
+def read_json(path: str | Path, folder: str | Path | None = None, kind: type = dict,
+              required: tuple[str, ...] = (), fix: str | None = None):
+    """The JSON document at `path`, which must be a `kind` (dict by default) with the keys
+    `required`. Raises StateError (errors.py) naming the file and `restore_hint(folder)` when it
+    is missing, not JSON, not a `kind` or lacks a key; `folder`: the DVC output it belongs to
+    (default: its parent); `fix`, when given, replaces restore_hint."""
+    import json
+    path = Path(path)
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise _damaged(path, _why(error, 'JSON file'), folder, fix) from None
+    if not isinstance(value, kind):
+        raise _damaged(path, f"holds a JSON {type(value).__name__}, not a {kind.__name__}", folder, fix)
+    missing = [key for key in required if key not in value]
+    if missing:
+        raise _damaged(path, f"has no {', '.join(missing)}", folder, fix)
+    return value
+
+
+def load_array(path: str | Path, folder: str | Path | None = None, mmap_mode: str | None = None):
+    """The numpy array of the .npy file at `path`. Raises StateError as read_json does."""
+    import numpy as np
+    path = Path(path)
+    try:
+        return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as error:
+        raise _damaged(path, _why(error, ".npy array"), folder) from None
+
+
+def load_arrays(path: str | Path, folder: str | Path | None = None,
+                required: tuple[str, ...] = ()) -> dict:
+    """{name: array} of the .npz file at `path`, read whole, with every name of `required`.
+    Raises StateError as read_json does (also for a missing array)."""
+    import zipfile
+
+    import numpy as np
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as found:
+            arrays = {name: found[name] for name in found.files}
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as error:
+        raise _damaged(path, _why(error, ".npz archive"), folder) from None
+    missing = [name for name in required if name not in arrays]
+    if missing:
+        raise _damaged(path, f"has no array {', '.join(missing)}", folder)
+    return arrays
+
+
+def load_checkpoint(path: str | Path, folder: str | Path | None = None,
+                    required: tuple[str, ...] = ()) -> dict:
+    """The torch checkpoint (a dict, read with weights_only=True onto the CPU) at `path`, with
+    every key of `required`. Raises StateError as read_json does."""
+    import torch
+    path = Path(path)
+    try:
+        found = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:   # truncated zip, foreign pickle, EOF: torch raises many kinds
+        raise _damaged(path, _why(error, "torch checkpoint"), folder) from None
+    if not isinstance(found, dict) or any(key not in found for key in required):
+        raise _damaged(path, f"is not a checkpoint with {', '.join(required) or 'a dict'}", folder)
+    return found

@@ -13,16 +13,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 import yaml
 
-from pipeline import config
+from pipeline import config, files
 from pipeline.evaluation import bootstrap, report, scoring, tasks
-from pipeline.neural.rnn import RNNLM
 from pipeline.ngram import counting, kneser_ney
 from pipeline.text import units
 from pipeline.text.tokenizers import tokenize
-from pipeline.text.vocab import Vocab
+from pipeline.text.vocab import check_ids, load_vocab
 from pipeline.tracking import mlflow_runs, registry
 from pipeline.tracking.promotion import UNIT_SCORES
 
@@ -47,27 +45,56 @@ def _best_step(history: list[dict] | None) -> int:
     return min(history, key=lambda h: h["val_ppl"]).get("step", 0) if history else 0
 
 
+def read_table(path: Path) -> pd.DataFrame:
+    """The parquet table at `path` (models/ngram/counts.parquet); StateError when damaged."""
+    import pyarrow
+    try:
+        return pd.read_parquet(path)
+    except (OSError, pyarrow.ArrowException) as error:
+        why = "missing" if isinstance(error, FileNotFoundError) else "damaged, not a parquet table"
+        raise files.StateError(f"{path}: {why}; {files.restore_hint(path.parent)}") from None
+
+
+def training_run(uri: str, path: Path) -> str | None:
+    """The MLflow run id of models/KIND/run.json when the store still holds it (active), else
+    None, saying so: the trained model is evaluated and logged to a new run, never discarded."""
+    run_id = files.read_json(path, path.parent).get("run_id")
+    if run_id and not mlflow_runs.run_exists(uri, run_id):
+        print(f"lmpipe: {path} names MLflow run {run_id}, which {uri} no longer holds (deleted, "
+              "or another store); the model's results go to a new run (`mlflow runs restore "
+              "--run-id` brings a deleted one back for later runs)", flush=True)
+        return None
+    return run_id
+
+
 def main(data_dir: str, models_dir: str, out_dir: str) -> None:
     params = config.load()
     settings, c = params.evaluate, params.corpus
     data, models, out = Path(data_dir), Path(models_dir), Path(out_dir)
-    vocab = Vocab.from_json(json.loads((data / "vocab.json").read_text()))
-    stats = json.loads((data / "stats.json").read_text())
-    splits = {name: np.load(data / f"{name}.npy") for name in ("valid", "test")}
     root = config.repo_root()
+    uri = config.tracking_uri(params.mlflow, root)
+    mlflow_runs.check_store(uri, params.mlflow.experiment)   # before minutes of scoring
+    vocab = load_vocab(data)
+    stats = files.read_json(data / "stats.json", data, required=("corpus_hash",))
+    splits = {name: files.load_array(data / f"{name}.npy", data) for name in ("valid", "test")}
+    train_stream = files.load_array(data / "train.npy", data)
+    for name, stream in (*splits.items(), ("train", train_stream)):
+        check_ids(stream, len(vocab), data / f"{name}.npy", data)
     probes = load_probes(root / settings.probes)
 
     def encode(text: str) -> np.ndarray:
         return vocab.encode(tokenize(text, c.tokenizer, c.lowercase, c.unk))
 
-    blanks = tasks.make_blanks(splits["test"], np.load(data / "train.npy"), vocab.tokens,
+    blanks = tasks.make_blanks(splits["test"], train_stream, vocab.tokens,
                                settings.blanks, params.seed, settings.distractors)
-    lms, results, model_params, run_ids, histories, files = {}, {}, {}, {}, {}, {}
+    lms, results, model_params, run_ids, histories, model_files = {}, {}, {}, {}, {}, {}
 
     if not (data / units.FILE).is_file():
         raise FileNotFoundError(f"{data / units.FILE}: missing (prepared before lmpipe measured "
                                 "resampling units, or deleted); rerun `dvc repro prepare`")
-    found = np.load(data / units.FILE)
+    found = files.load_arrays(data / units.FILE, data,
+                              tuple(f"{s}_{f}" for s in splits for f in ("unit", "chars")) +
+                              tuple(f"test_{f}" for f in units.FIELDS))
     unit_of = {s: found[f"{s}_unit"] for s in splits}
     text = {field: found[f"test_{field}"] for field in units.FIELDS}
     count = {s: len(found[f"{s}_chars"]) for s in splits}
@@ -78,27 +105,26 @@ def main(data_dir: str, models_dir: str, out_dir: str) -> None:
         sums[name] = {s: scoring.unit_sums(scores[s], splits[s], unit_of[s], count[s]) for s in splits}
         fill[name] = tasks.blank_correct(lm, blanks)
 
-    lm = kneser_ney.NGramLM.from_arrays(np.load(models / "ngram" / "model.npz"))
+    lm = tasks.load_ngram(models / "ngram" / "model.npz", len(vocab))
     scored("ngram", tasks.NgramModel(lm),
            {s: scoring.ngram_scores(lm, stream) for s, stream in splits.items()}, "causal", lm.nbytes())
     model_params["ngram"] = {"ngram.order": lm.order, "ngram.estimator": "interpolated modified Kneser-Ney",
                              "ngram.discounts": json.dumps(lm.discounts)}
-    files["ngram"] = {"ngram": str(models / "ngram" / "model.npz")}
-    counts = counting.from_table(pd.read_parquet(models / "ngram" / "counts.parquet"), len(vocab))
+    model_files["ngram"] = {"ngram": str(models / "ngram" / "model.npz")}
+    counts = counting.from_table(read_table(models / "ngram" / "counts.parquet"), len(vocab))
     mle = {f"{name}_{split}": scoring.mle_summary(kneser_ney.mle_probs(counts, stream, n))
            for name, n in (("bigram", 2), ("trigram", 3)) for split, stream in splits.items()}
 
     for kind, spec in params.models.items():
-        checkpoint = torch.load(models / kind / "model.pt", weights_only=True, map_location="cpu")
-        model = RNNLM.from_checkpoint(checkpoint)
+        model, checkpoint = tasks.load_recurrent(models / kind / "model.pt", len(vocab))
         score = scoring.cloze_scores if spec.bidirectional else scoring.causal_scores
         scored(kind, tasks.RecurrentModel(model), {s: score(model, stream) for s, stream in splits.items()},
                "cloze" if spec.bidirectional else "causal",
                sum(p.numel() * p.element_size() for p in model.parameters()))
         model_params[kind] = mlflow_runs.flatten({"model": checkpoint["config"]})
-        run_ids[kind] = json.loads((models / kind / "run.json").read_text())["run_id"]
-        histories[kind] = json.loads((models / kind / "history.json").read_text())
-        files[kind] = {"checkpoint": str(models / kind / "model.pt")}
+        run_ids[kind] = training_run(uri, models / kind / "run.json")
+        histories[kind] = files.read_json(models / kind / "history.json", models / kind, list)
+        model_files[kind] = {"checkpoint": str(models / kind / "model.pt")}
 
     # one bootstrap draw per split, shared by every model and metric: intervals and paired verdicts
     started = time.perf_counter()
@@ -134,7 +160,7 @@ def main(data_dir: str, models_dir: str, out_dir: str) -> None:
                       tasks.sample(m, settings.samples, settings.temperature, settings.max_length,
                                    params.seed)]
                for name, m in lms.items() if m.kind == "causal" and settings.samples}
-    memory = report.memory_rows(json.loads((models / "ngram" / "memory.json").read_text()),
+    memory = report.memory_rows(files.read_json(models / "ngram" / "memory.json", models / "ngram", list),
                                 {k: int(r["model_bytes"]) for k, r in results.items() if k != "ngram"})
     out.mkdir(parents=True, exist_ok=True)
     (out / "probes.json").write_text(json.dumps(answers, indent=2))
@@ -145,7 +171,6 @@ def main(data_dir: str, models_dir: str, out_dir: str) -> None:
                              len(blanks), settings.distractors + 1, pairs, level, resamples,
                              stats.get("interval_unit", "sentences"))
 
-    uri = config.tracking_uri(params.mlflow, root)
     scratch = Path(tempfile.mkdtemp())
     (scratch / "corpus.json").write_text(json.dumps(
         {"tokenizer": c.tokenizer, "lowercase": c.lowercase, "unk": c.unk}))
@@ -165,14 +190,14 @@ def main(data_dir: str, models_dir: str, out_dir: str) -> None:
             tags = mlflow_runs.run_tags(name, params.corpus.source, stats["corpus_hash"], root)
             tags.update(objective=result["objective"], test_set=test_set["id"])
             metrics = {k: v for k, v in result.items() if isinstance(v, int | float)}
-            weights = next(iter(files[name].values()))
+            weights = next(iter(model_files[name].values()))
             unit_scores = scratch / name / UNIT_SCORES   # the paired bootstrap of promotion reads it
             unit_scores.parent.mkdir()
             np.savez(unit_scores, nll=sums[name]["test"]["nll"], tokens=sums[name]["test"]["tokens"])
             run_id, version = registry.log_model_run(
                 uri, params.mlflow.experiment, root, name, parent, run_ids.get(name),
                 {**model_params[name], "model_name": name, "model_kind": name}, metrics, tags,
-                {**files[name], **shared_files} if settings.register_models else None,
+                {**model_files[name], **shared_files} if settings.register_models else None,
                 register=settings.register_models,
                 model_hash=hashlib.sha256(Path(weights).read_bytes()).hexdigest()[:16],
                 test_set=test_set, step=_best_step(histories.get(name)),

@@ -13,7 +13,7 @@ import pandas as pd
 
 from pipeline import config, files
 from pipeline.ngram import arpa, counting, kneser_ney
-from pipeline.text.vocab import sentence_bounds
+from pipeline.text.vocab import check_ids, load_vocab, sentence_bounds
 
 
 def progress(message: str) -> None:
@@ -23,8 +23,9 @@ def progress(message: str) -> None:
 def main(data_dir: str, out_dir: str) -> None:
     params = config.load()
     data, out = Path(data_dir), Path(out_dir)
-    tokens = tuple(json.loads((data / "vocab.json").read_text())["tokens"])
-    stream = np.load(data / "train.npy")
+    tokens = load_vocab(data).tokens
+    stream = files.load_array(data / "train.npy", data)
+    check_ids(stream, len(tokens), data / "train.npy", data)
     started = time.perf_counter()
     p = params.ngram
     starts, ends = sentence_bounds(stream)

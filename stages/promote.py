@@ -13,16 +13,18 @@ import json
 import sys
 from pathlib import Path
 
-from pipeline import config
-from pipeline.tracking import promotion
+from pipeline import config, files
+from pipeline.tracking import mlflow_runs, promotion
 
 
 def main(metrics_dir: str) -> None:
     params = config.load()
     out = Path(metrics_dir)
-    results = json.loads((out / "metrics.json").read_text())
-    registered = json.loads((out / "registry.json").read_text())
+    fix = "rerun evaluate, which writes it: `dvc repro -f evaluate`"
+    results = files.read_json(out / "metrics.json", fix=fix)
+    registered = files.read_json(out / "registry.json", fix=fix)
     uri = config.tracking_uri(params.mlflow, config.repo_root())
+    mlflow_runs.check_store(uri, params.mlflow.experiment)
     decisions = {}
     for name, result in results.items():
         entry = registered.get(name)
@@ -31,8 +33,10 @@ def main(metrics_dir: str) -> None:
                                "champion_version": None,
                                "reason": "not registered (evaluate.register_models: false)"}
             continue
+        if not isinstance(result, dict) or "test_ppl" not in result:
+            raise files.StateError(f"{out / 'metrics.json'}: {name} has no test_ppl; {fix}")
         for key in ("test_set", "model", "version"):
-            if key not in entry:
+            if not isinstance(entry, dict) or key not in entry:
                 raise ValueError(f"{out / 'registry.json'}: {name} has no {key} (written by an "
                                  "older lmpipe, or edited); rerun evaluate: dvc repro -f evaluate")
         d = decisions[name] = promotion.promote(

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import lightning as L
-import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 
@@ -16,6 +15,7 @@ from pipeline import config, files
 from pipeline.neural import resume
 from pipeline.neural.lit import LitLM, best_weights, build_trainer, check_data
 from pipeline.neural.rnn import RNNLM, RNNConfig
+from pipeline.text.vocab import check_ids, load_vocab
 from pipeline.tracking import mlflow_runs
 
 
@@ -26,9 +26,11 @@ def main(kind: str, data_dir: str, out_dir: str, ckpt_dir: str) -> None:
     spec, train = params.models[kind], params.train
     config.check_machine(train)
     data, out, ckpts = Path(data_dir), Path(out_dir), Path(ckpt_dir)
-    vocab_size = len(json.loads((data / "vocab.json").read_text())["tokens"])
-    stats = json.loads((data / "stats.json").read_text())
-    streams = np.load(data / "train.npy"), np.load(data / "valid.npy")
+    vocab_size = len(load_vocab(data))
+    stats = files.read_json(data / "stats.json", data, required=("corpus_hash",))
+    streams = tuple(files.load_array(data / f"{s}.npy", data) for s in ("train", "valid"))
+    for split, stream in zip(("train", "valid"), streams, strict=True):
+        check_ids(stream, vocab_size, data / f"{split}.npy", data)
     check_data(spec.bidirectional, *streams, train, world=train.devices * train.num_nodes)
     if train.num_threads:
         torch.set_num_threads(train.num_threads)
@@ -44,15 +46,20 @@ def main(kind: str, data_dir: str, out_dir: str, ckpt_dir: str) -> None:
     # under DDP every rank runs this script; only rank 0 manages the checkpoint directory
     zero = rank_zero_only.rank == 0
     if zero:
+        mlflow_runs.check_store(uri, params.mlflow.experiment)
         for run in mlflow_runs.reap_orphans(uri, params.mlflow.experiment):
             print(f"lmpipe: MLflow run {run} was left RUNNING by a killed process; marked KILLED")
     ckpt_path, run_id = (resume.start(ckpts, fp) if zero
                          else (resume.existing(ckpts, fp, lambda _: None)[0], None))
+    if zero and run_id and not mlflow_runs.run_exists(uri, run_id):
+        print(f"lmpipe: MLflow run {run_id} of the interrupted training is gone from {uri} "
+              "(deleted, or another store); the training resumes into a new run", flush=True)
+        run_id = None
     logger = mlflow_runs.training_logger(   # owner tags: a SIGKILLed run can be reaped later
         uri, params.mlflow.experiment, kind,
         {**mlflow_runs.run_tags(kind, params.corpus.source, stats["corpus_hash"], root),
          **mlflow_runs.owner_tags()},
-        run_id=run_id if run_id and mlflow_runs.run_exists(uri, run_id) else None, root=root)
+        run_id=run_id, root=root)
     try:   # a run that ends early is marked FAILED (an error) or KILLED (a signal)
         if zero:  # before any step: a kill keeps it
             resume.record(ckpts, fp, logger.run_id, finished=False)

@@ -181,3 +181,41 @@ def test_params_file_that_is_not_utf8(tmp_path):
     bad.write_bytes(b"seed: 1\ncorpus:\n  source: caf\xe9.txt\n")
     with pytest.raises(ParamsError, match=r"params\.yaml: not UTF-8 text \(byte offset 29\)"):
         config.load(bad)
+
+
+def test_params_are_read_as_dvc_reads_them_yaml_1_2(tmp_path):
+    """DVC reads params.yaml with ruamel.yaml (YAML 1.2): `1e-3` is a float (PyYAML, YAML 1.1,
+    reads a string) and `on` a string (PyYAML: true); lmpipe agrees with DVC."""
+    from dvc.utils.serialize import parse_yaml
+    path = tmp_path / "params.yaml"
+    text = (ROOT / "params.yaml").read_text()
+    assert "\n  lr: 0.003" in text and "\n  experiment: lmpipe" in text
+    path.write_text(text.replace("\n  lr: 0.003", "\n  lr: 1e-3", 1)
+                    .replace("\n  experiment: lmpipe", "\n  experiment: on", 1))
+    params = config.load(path)
+    assert params.train.lr == 0.001 and params.mlflow.experiment == "on"
+    assert parse_yaml(path.read_text(), str(path))["train"]["lr"] == 0.001   # as DVC sees it
+    assert yaml.safe_load(path.read_text())["train"]["lr"] == "1e-3"         # not as PyYAML
+
+
+def test_a_duplicate_key_is_one_line_naming_where(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("seed: 1\nseed: 2\n")
+    with pytest.raises(ParamsError, match=r"params\.yaml: not valid YAML \(line 2, column 1\): "
+                                          r".*duplicate key"):
+        config.load(path)
+
+
+@pytest.mark.parametrize("name", ["gru.small", "gru small", "gru@2", "gru/x", 7, ""])
+def test_model_names_must_be_addressable_by_dvc(name):
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["models"][name] = dict(raw["models"]["gru"])
+    with pytest.raises(ParamsError, match=rf"models\.{name}: .* cannot name a model; DVC addresses "
+                                          r"it as stage train@.*letters, digits, _ and - only"):
+        config.from_dict(raw)
+
+
+def test_model_names_with_dash_and_underscore_are_fine():
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["models"]["gru-small_2"] = dict(raw["models"]["gru"])
+    assert "gru-small_2" in config.from_dict(raw).models

@@ -346,8 +346,10 @@ def test_discount_errors_name_the_remedy_of_their_caller(tmp_path, capsys):
     from pipeline.cli.main import main as lmpipe
     text = tmp_path / "tiny.txt"
     text.write_text("a b c\na b d\n")
-    with pytest.raises(SystemExit, match=r"no 1-gram has adjusted count 3 .*add --discount-fallback"):
+    with pytest.raises(SystemExit):
         lmpipe(["ngram", "build", str(text), "--order", "3", "--arpa", str(tmp_path / "m.arpa")])
+    err = capsys.readouterr().err
+    assert "no 1-gram has adjusted count 3" in err and "add --discount-fallback" in err
     stream = Vocab.build([["a", "b", "c"], ["a", "b", "d"]], 1, 0)
     counts = counting.count(stream.stream([["a", "b", "c"], ["a", "b", "d"]]), len(stream), 3)
     with pytest.raises(DiscountError, match=r"set ngram\.discount_fallback: true"):

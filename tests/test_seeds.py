@@ -163,10 +163,12 @@ def test_failed_experiments_end_in_one_error_after_the_report(monkeypatch, capsy
                         [seeds.experiment_name(kind, s) for s in seed_range])
     monkeypatch.setattr(seeds, "wait", lambda root, names: {names[0]: "Success"})
     monkeypatch.setattr(seeds, "report", lambda root, kind, all_commits=False: "THE REPORT")
-    message = _error(["seeds", "gru", "--run", "2"])
+    with pytest.raises(SystemExit):
+        main(["seeds", "gru", "--run", "2"])
+    out, message = capsys.readouterr()
+    assert out.strip() == "THE REPORT"
     assert "1 of the 2 experiments did not succeed (gru-seed-2)" in message
     assert "dvc queue logs gru-seed-2" in message
-    assert capsys.readouterr().out.strip() == "THE REPORT"
 
 
 def test_a_taken_name_is_refused_before_anything_is_queued(monkeypatch):
@@ -220,12 +222,14 @@ def _project(monkeypatch, tmp_path=None, dvc=True, params=True):
     monkeypatch.delenv("DVC_ROOT", raising=False)
 
 
-def _error(argv) -> str:
+def _error(argv, capsys) -> str:
+    """The one line on stderr that `lmpipe ARGV` ends with, exit status 2."""
     with pytest.raises(SystemExit) as raised:
         main(argv)
-    message = str(raised.value)
-    assert message.startswith("lmpipe: error: ") and "\n" not in message, message
-    return message
+    message = capsys.readouterr().err
+    assert raised.value.code == 2 and message.startswith("lmpipe: error: "), message
+    assert message.count("\n") == 1, message
+    return message.strip()
 
 
 @pytest.mark.parametrize(("argv", "expected"), [
@@ -236,18 +240,18 @@ def _error(argv) -> str:
     (["seeds", "gru", "--jobs", "2"], r"--jobs 2: only with --run N"),
     (["seeds", "gru", "--no-wait"], r"--no-wait: only with --run N"),
 ])
-def test_argument_errors_are_one_line(argv, expected, tmp_path, monkeypatch):
+def test_argument_errors_are_one_line(argv, expected, tmp_path, monkeypatch, capsys):
     _project(monkeypatch, tmp_path)
-    assert re.search(expected, _error(argv))
+    assert re.search(expected, _error(argv, capsys))
 
 
-def test_outside_a_dvc_project(tmp_path, monkeypatch):
+def test_outside_a_dvc_project(tmp_path, monkeypatch, capsys):
     (tmp_path / "git-only").mkdir()
     _project(monkeypatch, tmp_path / "git-only", dvc=False)
-    assert "is not a DVC repository (no .dvc/)" in _error(["seeds", "gru"])
+    assert "is not a DVC repository (no .dvc/)" in _error(["seeds", "gru"], capsys)
     (tmp_path / "elsewhere").mkdir()
     _project(monkeypatch, tmp_path / "elsewhere", params=False)
-    assert "no params.yaml and dvc.yaml in" in _error(["seeds", "gru", "--run", "2"])
+    assert "`lmpipe seeds`: no lmpipe pipeline here" in _error(["seeds", "gru", "--run", "2"], capsys)
 
 
 def test_a_failing_dvc_command_is_one_line(monkeypatch):

@@ -4,21 +4,58 @@ store, the presets of configs/presets.yaml, and CI's retraining."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
+
+from pipeline import errors
+
+
+def repository(command: str, needs: tuple[str, ...] = ("params.yaml",), other: str = "") -> Path:
+    """The repository root (config.repo_root: the current folder) when it holds every file of
+    `needs`. Raises ValueError: "`lmpipe COMMAND`: no lmpipe pipeline here (<root> has no X); cd
+    to the lmpipe repository's root folder" and `other`, another way out (e.g. " (or give
+    --tracking-uri and --experiment)")."""
+    from pipeline import config
+    root = config.repo_root()
+    missing = [name for name in needs if not (root / name).exists()]
+    if missing:
+        raise ValueError(f"`lmpipe {command}`: no lmpipe pipeline here ({root} has no "
+                         f"{' / '.join(missing)}); cd to the lmpipe repository's root folder{other}")
+    return root
 
 
 def mlflow_server(args) -> None:
     """`mlflow server` over this repository's store (mlflow.tracking_uri of params.yaml) and its
     mlartifacts/ folder, on 127.0.0.1 unless --host says otherwise. Workers then use
-    MLFLOW_TRACKING_URI=http://HOST:PORT."""
+    MLFLOW_TRACKING_URI=http://HOST:PORT. Raises ValueError outside the repository, for a
+    tracking URI that is already a server, and for an address it cannot listen on."""
+    import errno
     import os
     import shutil
+    import socket
+    import sys
 
     from pipeline import config
-    root = config.repo_root()
+    root = repository("mlflow-server")
     uri = config.tracking_uri(config.load(root / "params.yaml").mlflow, root)
     if uri.startswith("http"):
         raise ValueError(f"the tracking URI is already a server ({uri}); nothing to start")
-    command = [shutil.which("mlflow") or "mlflow", "server", "--backend-store-uri", uri,
+    try:   # mlflow's own failure to listen would be a page of its workers' tracebacks
+        with socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # as servers do
+            probe.bind((args.host, args.port))
+    except OSError as error:
+        if error.errno in (errno.EADDRINUSE, errno.EACCES):
+            why = ("is already in use (another server?)" if error.errno == errno.EADDRINUSE
+                   else "needs privileges (a port below 1024)")
+            raise ValueError(f"--port {args.port}: {args.host}:{args.port} {why}; give another "
+                             "--port (e.g. 5001)") from None
+        raise ValueError(f"--host {args.host}: cannot listen there ({error.strerror or error}); "
+                         "give an address of this machine (127.0.0.1, or 0.0.0.0 for all)") from None
+    mlflow = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
+    if not Path(mlflow).is_file():
+        raise ValueError("mlflow is not installed here; install the project (pip install -e .) "
+                         "or put its virtual environment's bin/ first on PATH")
+    command = [mlflow, "server", "--backend-store-uri", uri,
                "--artifacts-destination", str(root / "mlartifacts"),
                "--host", args.host, "--port", str(args.port), "--workers", str(args.workers)]
     print("lmpipe: " + " ".join(command), flush=True)
@@ -26,33 +63,60 @@ def mlflow_server(args) -> None:
 
 
 def retrain(args) -> None:
-    """Reproduce what changed since the last run and write reports/retrain.md (CI entry point)."""
-    from pipeline import config
+    """Reproduce what changed since the last run and write reports/retrain.md (CI entry point).
+    Raises ValueError outside a DVC repository, for a --base that is no revision or a --report
+    that is a folder (before anything runs), and with dvc's own last line when dvc fails."""
+    import subprocess
+
+    from pipeline.cli.seeds import _last_line
     from pipeline.tracking import retrain as retraining
-    root = config.repo_root()
+    root = repository("retrain", ("params.yaml", "dvc.yaml", ".dvc"))
+    if (root / args.report).is_dir():
+        raise ValueError(f"--report {str(args.report)!r} is a folder; give the path of the report "
+                         "file (e.g. reports/retrain.md)")
+    if args.base and subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{args.base}^{{commit}}"],
+                                    cwd=root, capture_output=True).returncode != 0:
+        raise ValueError(f"--base {args.base!r}: no such revision in this git repository; give a "
+                         "branch, tag or commit (e.g. origin/main; `git fetch` it first in a CI clone)")
     try:
         retraining.run(root, args.base, root / args.report)
-    except RuntimeError as error:
-        raise SystemExit(f"lmpipe: error: {error}") from None
+    except RuntimeError as error:   # "dvc ARGS failed:\n" and dvc's output
+        failed, _, output = str(error).partition("\n")
+        raise ValueError(f"{failed}: {_last_line(output)}") from None
 
 
 def compare(args) -> None:
     """The comparison table of one pipeline execution (the newest finished, or --run), the list
     of executions (--list), or two side by side (--run A --against B), from MLflow's run search.
-    An unknown id is an error (ValueError: one line, exit 1)."""
+    Raises ValueError naming the argument: outside the repository without --tracking-uri and
+    --experiment, a store or experiment that does not exist, an unknown --run or --against id."""
     from pipeline.tracking import run_search
     uri, experiment = args.tracking_uri, args.experiment
+    if args.list and (args.parent_run or args.against):
+        raise ValueError("--list lists every execution; leave out --run/--against (or --list)")
     if not (uri and experiment):   # params.yaml only for what the arguments leave open
         from pipeline import config
-        params = config.load()
-        uri = uri or config.tracking_uri(params.mlflow, config.repo_root())
+        root = repository("compare", other=" (or give --tracking-uri and --experiment)")
+        params = config.load(root / "params.yaml")
+        uri = uri or config.tracking_uri(params.mlflow, root)
         experiment = experiment or params.mlflow.experiment
+    store = Path(uri.removeprefix("sqlite:///"))
+    if args.tracking_uri and uri.startswith("sqlite:///") and not store.is_file():
+        raise ValueError(f"--tracking-uri {uri}: no MLflow store at {store}; give the URI of an "
+                         "existing store (e.g. sqlite:///mlflow.db in the repository's root folder)")
+    if uri.startswith(("http://", "https://")):   # MLflow's client would retry for minutes
+        from pipeline.tracking import mlflow_runs
+        mlflow_runs.check_store(uri, experiment)
+    try:   # the store and the experiment, before any id is looked up in them
+        run_search.pipeline_runs(uri, experiment, 1, finished=False)
+    except ValueError as error:   # damaged or deleted (StateError): not the argument's fault
+        if not args.experiment or isinstance(error, errors.StateError):
+            raise
+        raise ValueError(f"--experiment {experiment!r}: {error}") from None
     if args.list:
-        if args.parent_run or args.against:
-            raise ValueError("--list lists every execution; leave out --run/--against (or --list)")
         print(_table(_executions(uri, experiment, args.limit), args.markdown))
         return
-    parent = run_search.pipeline_run(uri, experiment, args.parent_run)
+    parent = _execution(uri, experiment, args.parent_run, "--run")
     if args.against is None:
         print(f"{_title(parent)}\n")
         print(_table(_models(uri, experiment, parent), args.markdown))
@@ -67,7 +131,7 @@ def compare(args) -> None:
         for what, url in links.items():
             print(f"  {what + ':':16}{url}")
         return
-    other = run_search.pipeline_run(uri, experiment, args.against)
+    other = _execution(uri, experiment, args.against, "--against")
     a, b = (_models(uri, experiment, run) for run in (parent, other))
     print(f"A: {_title(parent)}\nB: {_title(other)}")
     sets = [run.data.tags.get("test_set") for run in (parent, other)]
@@ -76,6 +140,17 @@ def compare(args) -> None:
               "split, tokenizer or vocabulary)")
     print()
     print(_table(_diff(a, b), args.markdown))
+
+
+def _execution(uri: str, experiment: str, run_id: str | None, flag: str):
+    """run_search.pipeline_run, its refusal of an unknown id naming `flag`."""
+    from pipeline.tracking import run_search
+    try:
+        return run_search.pipeline_run(uri, experiment, run_id)
+    except ValueError as error:
+        if not run_id or isinstance(error, errors.StateError):
+            raise
+        raise ValueError(f"{flag} {run_id}: {error}") from None
 
 
 HEADLINE = ("val_ppl", "test_ppl", "test_bits_per_token", "test_bits_per_char", "fill_accuracy")
@@ -190,10 +265,19 @@ def _cell(value) -> str:
 
 
 def preset(args) -> None:
-    """Print a preset as `-S key=value` flags for `dvc exp run` (or its description)."""
+    """Print a preset as `-S key=value` flags for `dvc exp run` (or its description). Raises
+    ValueError naming --params, --presets or NAME when the file or the preset is missing."""
     import shlex
 
     from pipeline import config
+    for flag, path in (("--params", args.params), ("--presets", args.presets)):
+        if not path.is_file():
+            raise ValueError(f"{flag} {str(path)!r}: no such file in {Path.cwd()}; cd to the lmpipe "
+                             f"repository's root folder, or give {flag} the file's path")
+    known = config.read_yaml(args.presets) or {}
+    if args.name not in known:
+        raise ValueError(f"NAME {args.name!r}: no such preset in {args.presets}; use one of "
+                         f"{', '.join(known)}")
     overrides = config.preset_overrides(args.name, args.params, args.presets)
     flags = []
     for key, value in overrides.items():

@@ -16,15 +16,64 @@
 TEXT (or - for standard input) is one sentence per line, tokens separated by spaces and tabs, no
 normalisation, a blank line an empty sentence, as for KenLM; a literal <unk> is the unknown word
 (--unk). --tokenizer words|chars and --lowercase read it as prepare reads raw text.
+
+A failure ends in one line on stderr, `lmpipe: error: ...` naming the argument and the fix, and
+exit status 2 (1 for the unforeseen, 130 for Ctrl-C); `lmpipe --debug COMMAND ...` (or
+LMPIPE_DEBUG=1) shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import os
+import sys
 from pathlib import Path
 
+from pipeline import errors
 from pipeline.cli import experiments, models, ngram, seeds
 from pipeline.text.tokenizers import TOKENIZERS
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse whose errors are lmpipe's one line (`lmpipe: error: argument --k: ...; see
+    lmpipe fill --help`), exit status 2; subcommands' parsers are of the same class."""
+
+    def error(self, message):
+        self.exit(2, f"lmpipe: error: {message}; see `{self.prog} --help`\n")
+
+
+def whole(low: int, high: int | None = None):
+    """An argparse type: a whole number in low..high; else ArgumentTypeError saying the range."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low or (high is not None and value > high):
+            span = f"in {low}..{high}" if high is not None else f">= {low}"
+            raise argparse.ArgumentTypeError(f"must be a whole number {span}, not {text!r}")
+        return value
+    return parse
+
+
+def positive(text: str) -> float:
+    """An argparse type: a finite number > 0; else ArgumentTypeError."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a number > 0, not {text!r}")
+    return value
+
+
+def marker(text: str) -> str:
+    """An argparse type: the unknown-word marker, one token (no whitespace) or '' for none."""
+    if any(ch.isspace() for ch in text):
+        raise argparse.ArgumentTypeError(f"{text!r} holds whitespace; the marker is one token "
+                                         "(e.g. <unk>), or '' for none")
+    return text
 
 
 def text_options(p: argparse.ArgumentParser) -> None:
@@ -32,13 +81,18 @@ def text_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokenizer", choices=TOKENIZERS, default="whitespace",
                    help="whitespace (default): KenLM's rules; words, chars: as prepare does raw text")
     p.add_argument("--lowercase", action="store_true", help="lowercase every token")
-    p.add_argument("--unk", default="<unk>",
+    p.add_argument("--unk", type=marker, default="<unk>",
                    help="the unknown-word marker in the text (default <unk>; '' for none)")
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="lmpipe", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    """Run the command of argv. Returns when it succeeds; otherwise one line on stderr and
+    SystemExit with status 2 (bad arguments or input, damaged state), 1 (unforeseen) or 130
+    (Ctrl-C). --debug (or LMPIPE_DEBUG=1) lets the exception through, traceback and all."""
+    parser = Parser(prog="lmpipe", description=__doc__,
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true",
+                        help=f"a failure shows its traceback (as {errors.DEBUG}=1 does)")
     commands = parser.add_subparsers(dest="command", required=True)
     p = commands.add_parser("score", help="rank sentences by probability under each model")
     p.add_argument("sentences", nargs="+")
@@ -47,9 +101,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data", type=Path, default=Path("data/prepared"))
     p.set_defaults(run=models.score)
     p = commands.add_parser("fill", help="top fills of a blank (___) by each model")
-    p.add_argument("text", help='a sentence with one ___, e.g. "they ___ everywhere ."')
+    p.add_argument("text", metavar="TEXT", help='a sentence with one ___, e.g. "they ___ everywhere ."')
     p.add_argument("--model", action="append", help="model name (repeatable); default: all")
-    p.add_argument("--k", type=int, default=5, help="how many fills (default 5)")
+    p.add_argument("--k", type=whole(1), default=5, help="how many fills (default 5)")
     p.add_argument("--options", nargs="+", help="only compare these words")
     p.add_argument("--open", action="store_true",
                    help="the text goes on after it ends: causal models use the left context only")
@@ -58,10 +112,10 @@ def main(argv: list[str] | None = None) -> None:
     p.set_defaults(run=models.fill)
     p = commands.add_parser("generate", help="sample sentences from causal models")
     p.add_argument("--model", action="append", help="model name (repeatable); default: all")
-    p.add_argument("--n", type=int, default=5)
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--max-length", type=int, default=40)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n", type=whole(1), default=5, help="sentences per model (default 5)")
+    p.add_argument("--temperature", type=positive, default=1.0)
+    p.add_argument("--max-length", type=whole(1), default=40, help="tokens at most (default 40)")
+    p.add_argument("--seed", type=whole(0), default=0)
     p.add_argument("--models", type=Path, default=Path("models"))
     p.add_argument("--data", type=Path, default=Path("data/prepared"))
     p.set_defaults(run=models.generate)
@@ -74,13 +128,13 @@ def main(argv: list[str] | None = None) -> None:
                                                   "repository's store (127.0.0.1 by default)")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this "
                    "machine only; 0.0.0.0 exposes it to the network)")
-    p.add_argument("--port", type=int, default=5000)
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--port", type=whole(1, 65535), default=5000)
+    p.add_argument("--workers", type=whole(1), default=2)
     p.set_defaults(run=experiments.mlflow_server)
     p = commands.add_parser("compare", help="the comparison table of a pipeline execution, the "
                                             "list of executions, or two side by side, from MLflow")
     p.add_argument("--list", action="store_true", help="list the executions (newest first) with their ids")
-    p.add_argument("--limit", type=int, default=20, help="--list: how many (default 20)")
+    p.add_argument("--limit", type=whole(1), default=20, help="--list: how many (default 20)")
     p.add_argument("--run", dest="parent_run", metavar="ID",
                    help="an execution's run id (or its first characters) instead of the newest")
     p.add_argument("--against", metavar="ID", help="a second execution: the two side by side")
@@ -111,16 +165,17 @@ def main(argv: list[str] | None = None) -> None:
     ngram_commands = commands.add_parser("ngram", help="KenLM-style n-gram build and query").add_subparsers(
         dest="ngram_command", required=True)
     p = ngram_commands.add_parser("build", help="estimate modified Kneser-Ney from TEXT, write ARPA")
-    p.add_argument("text", help="one sentence per line; - reads standard input")
-    p.add_argument("--order", type=int, required=True)
+    p.add_argument("text", metavar="TEXT", help="one sentence per line; - reads standard input")
+    p.add_argument("--order", type=whole(1), required=True)
     p.add_argument("--arpa", required=True)
     p.add_argument("--discount-fallback", nargs="*", type=float, metavar="D",
-                   help="discounts to use when they cannot be estimated (default 0.5 1 1.5, as lmplz)")
+                   help="discounts for adjusted counts 1, 2, 3+ (up to three, the last repeated) "
+                        "where they cannot be estimated (default 0.5 1 1.5, as lmplz)")
     text_options(p)
     p.set_defaults(run=ngram.build)
     p = ngram_commands.add_parser("query", help="score TEXT with an ARPA model (perplexity, OOVs, totals)")
-    p.add_argument("model")
-    p.add_argument("text", help="one sentence per line; - reads standard input")
+    p.add_argument("model", metavar="MODEL", help="an ARPA file (.arpa or .arpa.gz)")
+    p.add_argument("text", metavar="TEXT", help="one sentence per line; - reads standard input")
     p.add_argument("--json", action="store_true")
     p.add_argument("--per-sentence", action="store_true")
     p.add_argument("--orphans", choices=("refuse", "keep"), default="refuse",
@@ -129,12 +184,18 @@ def main(argv: list[str] | None = None) -> None:
     text_options(p)
     p.set_defaults(run=ngram.query)
     args = parser.parse_args(argv)
+    if args.debug:
+        os.environ[errors.DEBUG] = "1"
     from pipeline.config import quiet_libraries
     quiet_libraries()   # LMPIPE_VERBOSE=1 shows the libraries' own messages
-    if getattr(args, "discount_fallback", None) == []:
-        args.discount_fallback = (0.5, 1.0, 1.5)
     try:
-        args.run(args)
-    except ValueError as error:   # bad input: one line naming the file and the fix
-        raise SystemExit(f"lmpipe: error: {error}") from None
+        status = errors.guard(args.run, args)
+    except KeyboardInterrupt:
+        if errors.debug():
+            raise
+        command = " ".join(filter(None, (args.command, getattr(args, "ngram_command", None))))
+        print(f"lmpipe: interrupted (Ctrl-C); `lmpipe {command}` stopped", file=sys.stderr)
+        status = 130
+    if status:
+        sys.exit(status)
 

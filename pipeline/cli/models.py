@@ -3,35 +3,38 @@ with the corpus's own normalisation and tokenisation (params.yaml, data/prepared
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import numpy as np
-
+from pipeline.cli.experiments import repository
 from pipeline.text.tokenizers import tokenize
-from pipeline.text.vocab import Vocab
+from pipeline.text.vocab import load_vocab
 
 
-def load_models(models_dir: Path, names: list[str] | None):
-    """{name: tasks.LanguageModel} for the trained models found under models_dir."""
-    import torch
-
+def load_models(models_dir: Path, names: list[str] | None, vocab_size: int):
+    """{name: tasks.LanguageModel} for the trained models found under models_dir, for a
+    vocabulary of `vocab_size` tokens. Raises ValueError naming --model or --models when a model
+    asked for (or any) is not there, errors.StateError when a model file is damaged or belongs
+    to another vocabulary (tasks.load_ngram, tasks.load_recurrent)."""
     from pipeline.evaluation import tasks
-    from pipeline.neural.rnn import RNNLM
-    from pipeline.ngram.kneser_ney import NGramLM
     found = {}
     for path in sorted(models_dir.iterdir()) if models_dir.is_dir() else []:
         if names and path.name not in names:
             continue
         if (path / "model.npz").is_file():
-            found[path.name] = tasks.NgramModel(NGramLM.from_arrays(np.load(path / "model.npz")))
+            found[path.name] = tasks.NgramModel(tasks.load_ngram(path / "model.npz", vocab_size))
         elif (path / "model.pt").is_file():
-            found[path.name] = tasks.RecurrentModel(RNNLM.from_checkpoint(
-                torch.load(path / "model.pt", weights_only=True, map_location="cpu")))
+            found[path.name] = tasks.RecurrentModel(
+                tasks.load_recurrent(path / "model.pt", vocab_size)[0])
     missing = set(names or []) - set(found)
-    if missing or not found:
-        raise SystemExit(f"lmpipe: error: no trained model {', '.join(sorted(missing)) or ''} in "
-                         f"{models_dir}/; run `make repro` (or dvc repro) first")
+    if missing:
+        trained = sorted(p.name for p in (models_dir.iterdir() if models_dir.is_dir() else ())
+                         if (p / "model.npz").is_file() or (p / "model.pt").is_file())
+        raise ValueError(f"--model {', '.join(sorted(missing))}: no trained model of that name in "
+                         f"{models_dir}/ (trained: {', '.join(trained) or 'none'}); name one of "
+                         "them, or run `make repro` (or dvc repro) first")
+    if not found:
+        raise ValueError(f"--models {str(models_dir)!r}: no trained model in it; run `make repro` "
+                         "(or dvc repro) first, or point --models at the models folder")
     return found
 
 
@@ -40,7 +43,10 @@ def _tokenizer(data: Path):
     settings of params.yaml."""
     from pipeline import config
     params = config.load()
-    vocab = Vocab.from_json(json.loads((data / "vocab.json").read_text()))
+    if not (data / "vocab.json").exists() and not data.is_dir():
+        raise ValueError(f"--data {str(data)!r}: no such folder; run `make repro` (or dvc repro) "
+                         "first, or point --data at the prepared data (data/prepared)")
+    vocab = load_vocab(data)
     c = params.corpus
 
     def tokens(text: str) -> list[str]:
@@ -53,10 +59,13 @@ def _oov_note(words: list[str]) -> str:
 
 
 def score(args) -> None:
-    """Each sentence's ln P (natural log, like fill, the probes and the pyfunc), best first."""
+    """Each sentence's ln P (natural log, like fill, the probes and the pyfunc), best first.
+    Raises ValueError outside the repository (experiments.repository), naming --models,
+    --data or --model when they hold no trained pipeline (load_models, _tokenizer)."""
+    repository(args.command)
     from pipeline.evaluation import tasks
-    _, encode, unknown = _tokenizer(args.data)
-    models = load_models(args.models, args.model)
+    vocab, encode, unknown = _tokenizer(args.data)
+    models = load_models(args.models, args.model, len(vocab))
     sentences = [tasks.encode_probe_text(s, encode)[0] for s in args.sentences]
     for name, model in models.items():
         label = "pseudo-log-likelihood, ln (cloze)" if model.kind == "cloze" else "ln P(sentence)"
@@ -68,15 +77,27 @@ def score(args) -> None:
 
 
 def fill(args) -> None:
+    """The top --k fills of TEXT's one ___ (or of --options) by each model. Raises ValueError
+    on a TEXT without exactly one ___, an option of several tokens, or as score does."""
     from pipeline.evaluation import tasks
+    blanks = args.text.count(tasks.BLANK)
+    if blanks != 1:
+        raise ValueError(f"TEXT {args.text!r} has {blanks or 'no'} {tasks.BLANK}; mark the one "
+                         f'word to fill with {tasks.BLANK}, e.g. "they {tasks.BLANK} everywhere ."')
+    repository(args.command)
     vocab, encode, unknown = _tokenizer(args.data)
+    for option in args.options or []:
+        if len(encode(option)) != 1:
+            raise ValueError(f"--options {option!r} is {len(encode(option))} tokens under the "
+                             f"corpus's tokenizer; a fill puts one token in place of {tasks.BLANK}")
     probe = {"text": args.text, "top": args.k, "open": args.open}
     if args.options:
         probe["options"] = args.options
+    models = load_models(args.models, args.model, len(vocab))
     context = unknown(args.text.replace(tasks.BLANK, " "))
     if context:
         print(f"(out of vocabulary in the text, scored as <unk>: {', '.join(context)})")
-    for name, model in load_models(args.models, args.model).items():
+    for name, model in models.items():
         side = "both sides" if model.kind == "cloze" else (
             "left context" if args.open else "whole sentence")
         print(f"{name}  [ln p, {side}]")
@@ -85,9 +106,11 @@ def fill(args) -> None:
 
 
 def generate(args) -> None:
+    """--n sentences sampled from each causal model. Raises ValueError as score does."""
+    repository(args.command)
     from pipeline.evaluation import tasks
     vocab, _, _ = _tokenizer(args.data)
-    for name, model in load_models(args.models, args.model).items():
+    for name, model in load_models(args.models, args.model, len(vocab)).items():
         if model.kind != "causal":
             print(f"{name}: skipped (bidirectional models do not generate left to right)")
             continue

@@ -13,22 +13,43 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.text import corpus
-from pipeline.text.vocab import encode_text
+from pipeline.text.tokenizers import split_lines
+from pipeline.text.vocab import BOS_ID, EOS_ID, encode_text
+
+LMPLZ_FALLBACK = (0.5, 1.0, 1.5)
 
 
 def build(args) -> None:
+    """`lmpipe ngram build`. Raises ValueError naming the argument (TEXT, --order, --arpa,
+    --discount-fallback) before any work, or DiscountError (add --discount-fallback)."""
     from pipeline.ngram import arpa, counting, kneser_ney
     def progress(message):
         print(f"lmpipe ngram: {message}", file=sys.stderr, flush=True)
+    fallback = _fallback(args.discount_fallback)
     folder = Path(args.arpa).resolve().parent
     if not folder.is_dir():
         raise ValueError(f"--arpa {args.arpa!r}: the folder {str(folder)!r} does not exist; create it "
                          "or write the model elsewhere")
-    tokens, stream, _ = encode_text(_text(args), None, args.tokenizer, args.lowercase, args.unk)
-    progress(f"{int(np.sum(stream == 1)):,} sentences, {len(tokens):,} words in the vocabulary")
+    if Path(args.arpa).is_dir():
+        raise ValueError(f"--arpa {args.arpa!r} is a folder; give the path of the file to write "
+                         "(e.g. model.arpa)")
+    text = _text(args)
+    try:
+        tokens, stream, _ = encode_text(text, None, args.tokenizer, args.lowercase, args.unk)
+    except ValueError as error:   # a reserved <s> or </s> in the text
+        raise ValueError(f"{_name(args)}: {error}") from None
+    if np.all((stream == BOS_ID) | (stream == EOS_ID)):
+        raise ValueError(f"{_name(args)}: {'is empty' if not text else 'holds only blank lines'}; "
+                         "give text to count, one sentence per line")
+    longest = int(np.diff(np.flatnonzero(stream == BOS_ID), append=len(stream)).max())
+    if args.order > longest:
+        raise ValueError(f"--order {args.order}: the longest sentence of {_name(args)} has "
+                         f"{longest} tokens with <s> and </s>; use --order {longest} or less, "
+                         "or more text")
+    progress(f"{int(np.sum(stream == BOS_ID)):,} sentences, {len(tokens):,} words in the vocabulary")
     counts = counting.count(stream, len(tokens), args.order, progress)
     del stream
-    model = kneser_ney.estimate(counts, fallback=args.discount_fallback, progress=progress,
+    model = kneser_ney.estimate(counts, fallback=fallback, progress=progress,
                                 remedy="use a lower --order or more text, or add --discount-fallback "
                                        "(discounts 0.5 1 1.5, as lmplz's --discount_fallback)")
     counts = counting.NgramCounts(counts.vocab_size, counts.keys, [], [], [])  # writing needs keys only
@@ -36,18 +57,49 @@ def build(args) -> None:
         with open(args.arpa, "wb") as handle:
             arpa.write(model, counts, tokens, handle)
     except OSError as error:
-        raise ValueError(f"--arpa {args.arpa!r}: cannot write it ({error.strerror})") from None
+        raise ValueError(f"--arpa {args.arpa!r}: cannot write it ({error.strerror or error})") from None
     progress(f"wrote {args.arpa}")
 
 
+def _fallback(values: list[float] | None) -> tuple[float, float, float] | None:
+    """The discounts D1, D2, D3+ of --discount-fallback as lmplz reads them (lmplz_main.cc,
+    ParseDiscountFallback): none given is 0.5 1 1.5; one to three values, the last repeated;
+    Dk within [0, k]. Raises ValueError naming --discount-fallback."""
+    if values is None:
+        return None
+    if not values:
+        return LMPLZ_FALLBACK
+    if len(values) > 3:
+        raise ValueError(f"--discount-fallback {' '.join(map(str, values))}: give at most three "
+                         "discounts, for adjusted counts 1, 2 and 3+ (e.g. 0.5 1 1.5)")
+    padded = tuple(values[min(k, len(values) - 1)] for k in range(3))
+    for k, value in enumerate(padded, start=1):
+        if not 0 <= value <= k:   # also refuses nan
+            raise ValueError(f"--discount-fallback: the discount for count {k}{'+' if k == 3 else ''} "
+                             f"is {value:g}, outside [0, {k}] (e.g. 0.5 1 1.5)")
+    return padded
+
+
+def _name(args) -> str:
+    """How messages name the TEXT argument."""
+    return "TEXT - (standard input)" if args.text == "-" else f"TEXT {args.text!r}"
+
+
 def _text(args) -> str:
-    """The text file (or `-`) of the command, each line ended by `\n`. Raises ValueError naming
-    the TEXT argument when it is not a readable file."""
-    if args.text != "-" and not Path(args.text).is_file():
-        what = "is a directory" if Path(args.text).is_dir() else "no such file"
-        raise ValueError(f"TEXT {args.text!r}: {what}; give a text file (one sentence per line) or "
+    """The text file (or `-`) of the command, each line ended by `\n`, read as `prepare` reads a
+    file (a `.gz` decompressed, UTF-8). Raises ValueError naming the TEXT argument when it is
+    not a readable file of UTF-8 text."""
+    path = Path(args.text)
+    if args.text != "-" and (path.is_dir() or not path.exists()):
+        what = "is a directory" if path.is_dir() else "no such file"
+        raise ValueError(f"{_name(args)}: {what}; give a text file (one sentence per line) or "
                          "- for standard input")
-    return "".join(line + "\n" for line in corpus.read_lines(args.text))
+    try:
+        data = sys.stdin.buffer.read() if args.text == "-" else path.read_bytes()
+    except OSError as error:
+        raise ValueError(f"{_name(args)}: cannot read it ({error.strerror or error})") from None
+    text = corpus.decode(data, _name(args), gz=path.suffix == ".gz", policy="")
+    return "".join(line + "\n" for line in split_lines(text))
 
 
 def query_summary(model, tokens: tuple[str, ...], text: str, tokenizer: str = "whitespace",
@@ -68,12 +120,23 @@ def query_summary(model, tokens: tuple[str, ...], text: str, tokenizer: str = "w
 
 
 def query(args) -> None:
+    """`lmpipe ngram query`. Raises ValueError naming MODEL (missing, not ARPA, refused by
+    KenLM's rules) or TEXT (missing, empty, not UTF-8)."""
     from pipeline.ngram import arpa
+    text = _text(args)   # first: a model of gigabytes takes a while to read
+    if not text:
+        raise ValueError(f"{_name(args)}: is empty; give text to score, one sentence per line")
     notes = []
-    model, tokens = arpa.read(args.model, notes, args.orphans)
+    try:
+        model, tokens = arpa.read(args.model, notes, args.orphans)
+    except arpa.ArpaError as error:   # "<path>: <what is wrong>"
+        raise ValueError(f"MODEL {error}") from None
     for note in notes:
         print(f"lmpipe ngram: {note}", file=sys.stderr, flush=True)
-    summary = query_summary(model, tokens, _text(args), args.tokenizer, args.lowercase, args.unk)
+    try:
+        summary = query_summary(model, tokens, text, args.tokenizer, args.lowercase, args.unk)
+    except ValueError as error:   # a reserved <s> or </s> in the text
+        raise ValueError(f"{_name(args)}: {error}") from None
     if args.json:
         if not args.per_sentence:
             summary = {k: v for k, v in summary.items() if not k.startswith("sentence_")}

@@ -97,10 +97,8 @@ def project_root(kind: str) -> Path:
     """The repository root (the current directory, as for `dvc`) after checking that it is a
     DVC project with a params.yaml that loads and names `kind` under models."""
     from pipeline import config
-    root = config.repo_root()
-    if not (root / PARAMS).is_file() or not (root / "dvc.yaml").is_file():
-        raise ValueError(f"no params.yaml and dvc.yaml in {root}: run `lmpipe seeds {kind}` in "
-                         "the project's root")
+    from pipeline.cli.experiments import repository
+    root = repository("seeds", (PARAMS, "dvc.yaml"))
     if not (root / ".dvc").is_dir():
         raise ValueError(f"{root} is not a DVC repository (no .dvc/): run `lmpipe seeds` in the "
                          "project's git + DVC checkout (or `git init && dvc init` first)")

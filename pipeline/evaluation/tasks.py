@@ -15,10 +15,12 @@ Out: sentence log-probabilities, fill-in-the-blank answers, probe tables, sample
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from pipeline import files
 from pipeline.evaluation import scoring
 from pipeline.neural.batches import pad_sentences, sentences_of
 from pipeline.neural.rnn import RNNLM
@@ -26,6 +28,41 @@ from pipeline.ngram.kneser_ney import NGramLM
 from pipeline.text.vocab import BOS_ID, EOS_ID, UNK_ID
 
 BLANK = "___"
+
+
+MISMATCH = ("one of them was changed by hand or restored from another version; `dvc checkout` "
+            "restores both, `dvc repro` retrains what is out of date")
+
+
+def load_recurrent(path: Path, vocab_size: int) -> tuple[RNNLM, dict]:
+    """(the RNNLM, its checkpoint) of a models/KIND/model.pt (train's config + state_dict),
+    for data/prepared's vocabulary of `vocab_size` tokens. Raises errors.StateError naming the
+    file and the fix when it is missing, damaged, or trained on another vocabulary."""
+    checkpoint = files.load_checkpoint(path, path.parent, ("config", "state_dict"))
+    try:
+        model = RNNLM.from_checkpoint(checkpoint)
+    except (TypeError, KeyError, ValueError, RuntimeError) as error:
+        raise files.StateError(f"{path}: damaged, not an lmpipe model ({type(error).__name__}); "
+                               f"{files.restore_hint(path.parent)}") from None
+    if model.config.vocab_size != vocab_size:
+        raise files.StateError(f"{path}: trained on a {model.config.vocab_size:,}-token vocabulary "
+                               f"but data/prepared has {vocab_size:,}; {MISMATCH}")
+    return model, checkpoint
+
+
+def load_ngram(path: Path, vocab_size: int) -> NGramLM:
+    """The NGramLM of a models/ngram/model.npz, for a vocabulary of `vocab_size` tokens. Raises
+    errors.StateError as load_recurrent does."""
+    arrays = files.load_arrays(path, path.parent, ("vocab_size", "discounts"))
+    try:
+        model = NGramLM.from_arrays(arrays)
+    except (KeyError, ValueError, TypeError) as error:
+        raise files.StateError(f"{path}: damaged, not an lmpipe n-gram model "
+                               f"({type(error).__name__}); {files.restore_hint(path.parent)}") from None
+    if model.vocab_size != vocab_size:
+        raise files.StateError(f"{path}: estimated on a {model.vocab_size:,}-token vocabulary but "
+                               f"data/prepared has {vocab_size:,}; {MISMATCH}")
+    return model
 
 
 class LanguageModel:

@@ -18,6 +18,7 @@ from pathlib import Path
 LAST = "last.ckpt"
 BEST = "best.ckpt"
 STATE = "resume.json"
+CHECKPOINT_KEYS = ("state_dict", "optimizer_states", "loops")   # what Lightning resumes from
 
 
 def fingerprint(*parts) -> str:
@@ -27,17 +28,32 @@ def fingerprint(*parts) -> str:
 
 
 def plan(directory: Path, print_fn=print) -> tuple[dict, Path | None]:
-    """(state, checkpoint to resume from or None). Call `start` with the fingerprint next."""
+    """(state, checkpoint to resume from or None). Call `start` with the fingerprint next. A
+    resume.json or checkpoint that cannot be read (a disk that filled up, a partial copy, an
+    edit) is reported with `print_fn` and the training starts afresh: a damaged checkpoint
+    costs the steps since the start, never the run."""
     state_file = directory / STATE
     if not state_file.exists():
         return {}, None
     try:
         state = json.loads(state_file.read_text())
     except (OSError, ValueError):
+        state = None
+    if not isinstance(state, dict):
         print_fn(f"lmpipe: {state_file} is unreadable; starting afresh")
         return {}, None
     last = directory / LAST
-    return state, last if last.exists() else None
+    if not last.exists() or state.get("finished"):
+        return state, None
+    from pipeline import files
+    for path in (last, directory / BEST):
+        if path.exists():
+            try:
+                files.load_checkpoint(path, directory, CHECKPOINT_KEYS)
+            except files.StateError as error:
+                print_fn(f"lmpipe: cannot resume, {error.problem}; starting afresh")
+                return {}, None
+    return state, last
 
 
 def existing(directory: Path, fp: str, print_fn=print) -> tuple[Path | None, str | None]:

@@ -252,6 +252,15 @@ def _load(path) -> bytes:
             raw = gzip.decompress(raw)
         except (OSError, EOFError) as error:
             raise ArpaError(f"{path}: not a valid gzip file ({error})") from None
+    if not raw or raw.isspace():   # (strip would copy a model of gigabytes)
+        raise ArpaError(f"{path}: the file is empty; give an ARPA file (.arpa or .arpa.gz)")
+    if raw.startswith(b"mmap lm "):   # KenLM's binary format (lm/binary_format.cc, kMagicBeforeVersion)
+        raise ArpaError(f"{path}: a KenLM binary model (build_binary), not ARPA text; give the "
+                        ".arpa file it was built from")
+    nul = raw.find(b"\x00", 0, 65536)
+    if nul >= 0:
+        raise ArpaError(f"{path}: a binary file (a NUL byte at byte offset {nul}), not ARPA text; "
+                        "give an ARPA file (.arpa or .arpa.gz)")
     raw = raw.replace(b"\r\n", b"\n")   # KenLM reads Windows line endings (FilePiece strips \r)
     return raw if raw.endswith(b"\n") else raw + b"\n"
 
@@ -271,6 +280,9 @@ def _header(raw: bytes, path) -> tuple[list[int], int]:
             continue
         if line.rstrip(b" \t") != b"\\data\\":
             text = line[:60].decode("utf-8", "replace")
+            if "\ufffd" in text or any(ch < " " and ch not in "\t\r" for ch in text):
+                raise ArpaError(f"{path}: not an ARPA file (line {number}, before any \\data\\ "
+                                "line, is binary or not UTF-8); give an ARPA file (.arpa or .arpa.gz)")
             raise ArpaError(f"{path}: line {number}: {text!r} before \\data\\; an ARPA file starts "
                             "with \\data\\ (comments before it must start with #, as KenLM requires)")
         break

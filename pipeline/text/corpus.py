@@ -245,9 +245,13 @@ def _package_data(package: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-def decode(data: bytes, name: str, errors: str = "strict", gz: bool = False) -> str:
+def decode(data: bytes, name: str, errors: str = "strict", gz: bool = False,
+           policy: str = "corpus.encoding_errors") -> str:
     """Text of a file's bytes (gunzipped when `gz`) under the `errors` policy (see read_lines).
-    A UTF-8 byte-order mark is dropped; UTF-16 and binary files are refused by name."""
+    A UTF-8 byte-order mark is dropped; UTF-16 and binary files are refused by name. Messages
+    start with `name` (e.g. a path, or `TEXT 'a.txt'` for the command line); `policy` is the
+    setting that chooses `errors`, which the invalid-UTF-8 message suggests ("" where the user
+    has none: only re-encoding is suggested)."""
     if gz:
         try:
             data = gzip.decompress(data)
@@ -266,8 +270,8 @@ def decode(data: bytes, name: str, errors: str = "strict", gz: bool = False) -> 
         line = data.count(b"\n", 0, error.start) + 1
         raise CorpusError(f"{name}: invalid UTF-8 at byte offset {where}{error.start} (line {line}: "
                           f"{data[error.start:error.start + 4]!r}...); re-encode the file as UTF-8 "
-                          "(e.g. iconv -f latin1 -t UTF-8), or set corpus.encoding_errors: replace "
-                          "(bad bytes become U+FFFD) or ignore (dropped)") from None
+                          "(e.g. iconv -f latin1 -t UTF-8)" + (f", or set {policy}: replace (bad "
+                          "bytes become U+FFFD) or ignore (dropped)" if policy else "")) from None
 
 
 def sentences(lines: list[str], tokenizer: str, lowercase: bool, unk: str = "<unk>",

@@ -84,6 +84,37 @@ class Vocab:
         return cls(tokens)
 
 
+def load_vocab(folder) -> Vocab:
+    """The Vocab of `folder`/vocab.json (data/prepared). Raises errors.StateError naming the
+    file and the fix when it is missing, damaged, or not a vocabulary (a list of strings
+    beginning with <unk>, <s>, </s>)."""
+    from pipeline import files
+    path = f"{folder}/vocab.json"
+    tokens = files.read_json(path, folder).get("tokens")
+    if (not isinstance(tokens, list) or tuple(tokens[:3]) != SPECIALS
+            or not all(isinstance(t, str) for t in tokens)):
+        raise files.StateError(f"{path}: not a vocabulary (\"tokens\": a list of strings "
+                               f"beginning with {', '.join(SPECIALS)}); {files.restore_hint(folder)}")
+    return Vocab(tuple(tokens))
+
+
+def check_ids(stream: np.ndarray, vocab_size: int, path, folder) -> None:
+    """Refuse a token stream (the .npy at `path` of the DVC output `folder`) that does not fit
+    the vocabulary of `vocab_size` tokens: not whole numbers, an id outside [0, vocab_size), or
+    a first token that is not <s>. Raises errors.StateError naming the file and the fix."""
+    from pipeline import files
+    if stream.ndim != 1 or not np.issubdtype(stream.dtype, np.integer):
+        why = f"holds a {stream.dtype} array of shape {stream.shape}, not a stream of token ids"
+    elif len(stream) and (int(stream.min()) < 0 or int(stream.max()) >= vocab_size):
+        why = (f"holds token ids {int(stream.min())}..{int(stream.max())}, outside the "
+               f"{vocab_size:,}-token vocabulary of {folder}/vocab.json")
+    elif len(stream) and stream[0] != BOS_ID:
+        why = "does not start with <s> (edited, or cut)"
+    else:
+        return
+    raise files.StateError(f"{path}: {why}; {files.restore_hint(folder)}")
+
+
 def sentence_bounds(stream: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Start (the `<s>` position) and end (the `</s>` position) of every sentence in a stream."""
     starts = np.flatnonzero(stream == BOS_ID)

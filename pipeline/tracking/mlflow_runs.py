@@ -27,7 +27,9 @@ import mlflow
 from mlflow.entities import Param
 from mlflow.tracking import MlflowClient
 
-from pipeline.tracking.run_search import PARENT, ROLE, VIEW
+from pipeline.errors import StateError
+from pipeline.tracking import store
+from pipeline.tracking.run_search import PARENT, ROLE, VIEW, damaged_store, deleted_experiment
 
 
 def flatten(params: dict, prefix: str = "") -> dict[str, str]:
@@ -152,12 +154,59 @@ def _alive(pid: int) -> bool:
     return not fields or fields[0] != "Z"
 
 
+def active_experiment(tracking_uri: str, experiment: str):
+    """The experiment named `experiment` (mlflow.entities.Experiment), None if there is none.
+    Raises StateError when it was deleted (in the MLflow UI or `mlflow experiments delete`:
+    a soft delete keeps the name taken, so it can be neither used nor created again), naming it
+    and `mlflow experiments restore`."""
+    found = MlflowClient(tracking_uri).get_experiment_by_name(experiment)
+    if found is not None and found.lifecycle_stage == "deleted":
+        raise deleted_experiment(tracking_uri, experiment, found.experiment_id)
+    return found
+
+
+def check_store(tracking_uri: str, experiment: str, timeout: float = 10.0) -> None:
+    """Before any work that ends in MLflow: a tracking server (http/https) answers its /health
+    within `timeout` seconds (MLflow's own client would retry for minutes), and `experiment`, if
+    it exists, is not deleted (active_experiment). Raises StateError naming the server or the
+    experiment and the fix."""
+    store.prepare(tracking_uri)   # an embedded store: WAL before the first access (store.py)
+    if tracking_uri.startswith(("http://", "https://")):
+        import requests
+        try:
+            requests.get(tracking_uri.rstrip("/") + "/health", timeout=timeout).raise_for_status()
+        except requests.RequestException as error:
+            why = type(error).__name__ if not isinstance(error, requests.HTTPError) else str(error)
+            raise StateError(
+                f"the MLflow tracking server {tracking_uri} does not answer ({why}, "
+                f"{timeout:g} s); start it (`lmpipe mlflow-server`, or your team's server) or unset "
+                "MLFLOW_TRACKING_URI to use the embedded store mlflow.db, then rerun") from None
+    try:
+        active_experiment(tracking_uri, experiment)
+    except Exception as error:   # sqlalchemy's DatabaseError, or MLflow's wrapping of it
+        if not any(sign in str(error) for sign in ("malformed", "not a database")):
+            raise
+        raise damaged_store(tracking_uri.removeprefix("sqlite:///")) from None
+
+
+def active_run(tracking_uri: str, run_id: str | None):
+    """The run `run_id` (mlflow.entities.Run) if the store has it and it is not deleted, else
+    None (gone from this store, another machine's run, deleted in the UI)."""
+    if not run_id:
+        return None
+    try:
+        run = MlflowClient(tracking_uri).get_run(run_id)
+    except mlflow.exceptions.MlflowException:
+        return None
+    return run if run.info.lifecycle_stage == "active" else None
+
+
 def reap_orphans(tracking_uri: str, experiment: str) -> list[str]:
     """Mark KILLED every RUNNING run of `experiment` opened on this host by a process that has
     died; returns their ids. Runs of live processes (a parallel queue worker) and of other hosts
     are left alone."""
-    mlflow.set_tracking_uri(tracking_uri)
-    found = mlflow.get_experiment_by_name(experiment)
+    mlflow.set_tracking_uri(store.prepare(tracking_uri))
+    found = active_experiment(tracking_uri, experiment)
     if found is None:
         return []
     client = MlflowClient(tracking_uri)
@@ -199,8 +248,8 @@ def setup(tracking_uri: str, experiment: str, root: Path | None = None) -> str:
     returns its id. With a local (sqlite) store the artifacts go to <root>/mlartifacts, fixed
     when the experiment is created (so a run from a temporary clone still writes to the
     repository's store)."""
-    mlflow.set_tracking_uri(tracking_uri)
-    found = mlflow.get_experiment_by_name(experiment)
+    mlflow.set_tracking_uri(store.prepare(tracking_uri))
+    found = active_experiment(tracking_uri, experiment)
     wanted = experiment_tags()
     if found:
         client = MlflowClient(tracking_uri)
@@ -225,11 +274,8 @@ def training_logger(tracking_uri: str, experiment: str, run_name: str, tags: dic
 
 
 def run_exists(tracking_uri: str, run_id: str) -> bool:
-    try:
-        MlflowClient(tracking_uri).get_run(run_id)
-        return True
-    except mlflow.exceptions.MlflowException:
-        return False
+    """Whether the store holds run `run_id`, not deleted (active_run)."""
+    return active_run(tracking_uri, run_id) is not None
 
 
 def execution_name(tags: dict, corpus_source: str) -> str:
@@ -284,7 +330,7 @@ def end_run(tracking_uri: str, run_id: str, status: str) -> None:
 
 
 def _experiment_id(tracking_uri: str, experiment: str) -> str:
-    found = MlflowClient(tracking_uri).get_experiment_by_name(experiment)
+    found = active_experiment(tracking_uri, experiment)
     if found is None:
         raise ValueError(f"no MLflow experiment {experiment!r} at {tracking_uri}; run `make repro` first")
     return found.experiment_id

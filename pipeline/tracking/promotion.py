@@ -31,6 +31,7 @@ import mlflow
 import numpy as np
 from mlflow.tracking import MlflowClient
 
+from pipeline.errors import StateError
 from pipeline.evaluation import bootstrap
 from pipeline.tracking import artifacts
 
@@ -88,12 +89,20 @@ def promote(tracking_uri: str, model_name: str, version: str, result: dict, test
     version's run). The paired bootstrap against each champion it is gated on (`resamples`
     replicates drawn with `seed`, intervals at `level`) is computed when both models' scores
     exist; with `require_significant` a champion is beaten only when it says "yes" (see
-    significant). Raises only what MLflow raises for an unreachable store; missing or mismatched
-    scores are reasons, not errors. Returns {"promoted": 0|1, "version", "test_ppl", "test_set",
+    significant). Raises StateError when `version` is not in the registry (deleted behind
+    lmpipe's back), and what MLflow raises for an unreachable store; missing or mismatched
+    scores, a deleted champion or alias (the line starts again) are reasons, not errors. Returns {"promoted": 0|1, "version", "test_ppl", "test_set",
     "champion_version", "reason", "default": what happened to `champion`, "paired": the
     comparison with the line champion (bootstrap.Comparison.to_json(), Δ in nats per token) or
     None, "paired_problem": why there is none ("" when there is, or no champion to compare)}."""
     client = MlflowClient(tracking_uri)
+    try:
+        client.get_model_version(model_name, version)
+    except mlflow.exceptions.MlflowException:
+        raise StateError(
+            f"{model_name} v{version}, registered by evaluate (metrics/registry.json), is not in "
+            f"the MLflow registry at {tracking_uri} (deleted in the UI, or another store); "
+            "register the models again: `dvc repro -f evaluate`") from None
     line = line_alias(test_set["id"])
     champ = champion(tracking_uri, model_name, line)
     unchanged = champ is not None and champ["version"] == version
@@ -311,7 +320,10 @@ def champion(tracking_uri: str, model_name: str, alias: str = CHAMPION) -> dict 
         version = client.get_model_version_by_alias(model_name, alias)
     except mlflow.exceptions.MlflowException:
         return None
-    run = client.get_run(version.run_id) if version.run_id else None
+    try:   # a deleted run still answers; one purged by `mlflow gc` does not
+        run = client.get_run(version.run_id) if version.run_id else None
+    except mlflow.exceptions.MlflowException:
+        run = None
     metrics = run.data.metrics if run is not None else {}
     commit = run.data.tags.get("git_commit", "") if run is not None else ""
     test_set = {k.removeprefix(TEST_SET + "."): v for k, v in version.tags.items()

@@ -14,7 +14,15 @@ import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from pipeline.tracking.mlflow_runs import PARENT, ROLE, end_status, flatten, owner_tags, setup
+from pipeline.tracking.mlflow_runs import (
+    PARENT,
+    ROLE,
+    active_run,
+    end_status,
+    flatten,
+    owner_tags,
+    setup,
+)
 from pipeline.tracking.promotion import TEST_SET
 
 
@@ -38,11 +46,8 @@ def log_model_run(tracking_uri: str, experiment: str, root: Path, name: str, par
     experiment_id = setup(tracking_uri, experiment, root)
     client = MlflowClient(tracking_uri)
     run_id, tags = None, {**tags, **owner_tags(), ROLE: "model", PARENT: parent_id}
-    if training_run_id:
-        try:
-            training = client.get_run(training_run_id)
-        except mlflow.exceptions.MlflowException:   # not in this store (another machine's run)
-            training = None
+    if training_run_id:   # None when not in this store (another machine's run) or deleted
+        training = active_run(tracking_uri, training_run_id)
         if training is not None and PARENT not in training.data.tags:
             run_id = training_run_id                 # trained in this execution: adopt it
         elif training is not None:

@@ -15,6 +15,8 @@ import sqlite3
 from pathlib import Path
 from types import SimpleNamespace
 
+from pipeline.errors import StateError
+
 ROLE = "lmpipe.role"            # pipeline | model
 PARENT = "mlflow.parentRunId"   # what the MLflow UI nests runs by
 VIEW = "lmpipe"   # the runs table's preset columns: #/experiments/<id>/runs?viewStateShareKey=lmpipe
@@ -89,14 +91,45 @@ def _database(tracking_uri: str) -> Path | None:
     return path
 
 
+def deleted_experiment(tracking_uri: str, experiment: str, experiment_id: str) -> StateError:
+    """The error for an experiment deleted in the MLflow UI or by `mlflow experiments delete`:
+    a soft delete keeps the name taken, so it can be neither used nor created again."""
+    restore = f"MLFLOW_TRACKING_URI={tracking_uri} mlflow experiments restore --experiment-id {experiment_id}"
+    return StateError(
+        f"MLflow experiment {experiment!r} (id {experiment_id}) at {tracking_uri} was deleted (in "
+        f"the MLflow UI or by `mlflow experiments delete`); restore it with `{restore}` and rerun, "
+        "or log to a new experiment (`dvc exp run -S mlflow.experiment=NEW`, or mlflow.experiment "
+        "in params.yaml)")
+
+
+def damaged_store(path: str | Path) -> StateError:
+    """The error for an sqlite store that is not a database (overwritten, a partial copy)."""
+    return StateError(
+        f"{path}: the MLflow store is damaged, not an sqlite database (a partial copy, or "
+        "overwritten); restore it from a backup, or move it aside and rerun (a new, empty store "
+        "is created; `dvc repro -f evaluate` logs the models again)")
+
+
 def _sql_runs(db: Path, experiment: str, tag: str, value: str, finished: bool, limit: int,
               newest_first: bool) -> list:
+    try:
+        return _read_runs(db, experiment, tag, value, finished, limit, newest_first)
+    except sqlite3.DatabaseError as error:
+        if "not a database" in str(error) or "malformed" in str(error):
+            raise damaged_store(db) from None
+        raise
+
+
+def _read_runs(db: Path, experiment: str, tag: str, value: str, finished: bool, limit: int,
+               newest_first: bool) -> list:
     with sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True) as con:
-        found = con.execute("select experiment_id from experiments where name = ? and "
-                            "lifecycle_stage = 'active'", (experiment,)).fetchone()
+        found = con.execute("select experiment_id, lifecycle_stage from experiments where "
+                            "name = ?", (experiment,)).fetchone()
         if found is None:
             raise ValueError(f"no MLflow experiment {experiment!r} at sqlite:///{db}; run "
                              "`make repro` first")
+        if found[1] != "active":
+            raise deleted_experiment(f"sqlite:///{db}", experiment, str(found[0]))
         status = " and r.status = 'FINISHED'" if finished else ""
         rows = con.execute(
             "select r.run_uuid, r.name, r.start_time, r.status, r.experiment_id from runs r "

@@ -1,0 +1,84 @@
+"""One error path for every stage (`python -m stages.X`) and every `lmpipe` command: whatever
+stops them ends in one line on stderr, `lmpipe: error: <what is wrong, the file, key or argument,
+and the fix>`, and a non-zero exit status, never a traceback, unless LMPIPE_DEBUG=1 (or
+`lmpipe --debug`) asks for one.
+
+Exit statuses: 2 bad input or damaged state (a ValueError or OSError with its own message: the
+params, a corpus, an argument, a file of data/prepared or models/, the MLflow store); 1 anything
+unforeseen (the exception's type and first line, and how to get the traceback); 130 Ctrl-C,
+143 SIGTERM (config.run_stage).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+DEBUG = "LMPIPE_DEBUG"
+
+
+class StateError(ValueError):
+    """State that lmpipe relies on and that was changed or damaged behind its back (a file of
+    data/prepared or models/, a checkpoint, an MLflow experiment, run or registered model); the
+    message names the state and the command that restores it."""
+
+
+def debug() -> bool:
+    """Whether LMPIPE_DEBUG=1 asks for tracebacks instead of one-line errors."""
+    return os.environ.get(DEBUG, "") not in ("", "0")
+
+
+def _first_line(text: str) -> str:
+    lines = [line.strip() for line in str(text).strip().splitlines() if line.strip()]
+    return lines[0] if lines else ""
+
+
+def _tracking_failure(error: BaseException) -> str | None:
+    """One line for an MLflow store that cannot be reached or written, or None."""
+    text = f"{type(error).__name__}: {error}"
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "")
+    if "Max retries exceeded" in text or "Connection refused" in text or "timed out" in text.lower():
+        where = f" at {uri}" if uri else ""
+        return (f"the MLflow tracking server{where} does not answer ({_first_line(text)[:160]}); "
+                "start it (`lmpipe mlflow-server`, or your team's server), or unset "
+                "MLFLOW_TRACKING_URI to use the embedded store mlflow.db")
+    if "database is locked" in text:
+        return ("the MLflow store mlflow.db stayed locked by other writers; run fewer parallel "
+                "workers (`dvc queue start -j 2`) or a tracking server (`lmpipe mlflow-server`, "
+                "README: Scaling out)")
+    return None
+
+
+def one_line(error: BaseException) -> tuple[str, int]:
+    """(the one-line message, exit status) for an exception that stopped a stage or command."""
+    tracking = _tracking_failure(error)
+    if tracking:
+        return tracking, 2
+    if isinstance(error, OSError) and error.errno is not None:
+        # no such file, permissions, a folder where a file should be, a full disk
+        where = f"{error.filename}: " if error.filename else ""
+        return f"{where}{error.strerror or error}", 2
+    if isinstance(error, ValueError | OSError) and not type(error).__module__.startswith(
+            ("mlflow", "sqlalchemy", "requests", "urllib3")):   # ours: already one line
+        return " ".join(str(error).split()).strip() or type(error).__name__, 2
+    if type(error).__module__.startswith("mlflow"):
+        return f"MLflow: {_first_line(error)}", 2
+    return (f"{type(error).__name__}: {_first_line(error)} (unexpected; rerun with "
+            f"{DEBUG}=1 for the traceback and report it)", 1)
+
+
+def guard(call, *args) -> int:
+    """Run call(*args); return 0, or print one line (one_line) and return its exit status.
+    KeyboardInterrupt and SystemExit pass through (the caller decides what an interruption
+    means); with LMPIPE_DEBUG=1 every exception passes through, traceback and all."""
+    try:
+        call(*args)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as error:
+        if debug():
+            raise
+        message, status = one_line(error)
+        print(f"lmpipe: error: {message}", file=sys.stderr, flush=True)
+        return status
+    return 0

@@ -1,0 +1,300 @@
+"""State changed or damaged behind lmpipe's back (issue 18): each case damages a copy of one small
+trained pipeline (prepare, ngram, train@gru, evaluate, promote, run in-process as
+`python -m stages.X` runs them) and reruns a stage or a command. lmpipe either recovers, saying
+so in one line, or stops with one line naming the state and the command that fixes it; never a
+traceback, and what was produced before is kept.
+
+The catalogue (state, stage, what lmpipe says, exit status) is the table CASES below."""
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from pipeline import config
+from stages import evaluate as evaluate_stage
+from stages import ngram as ngram_stage
+from stages import prepare as prepare_stage
+from stages import promote as promote_stage
+from stages import train as train_stage
+
+from .conftest import ROOT, free_port
+
+STAGES = {"prepare": (prepare_stage, ["data"]), "ngram": (ngram_stage, ["data", "models/ngram"]),
+          "train": (train_stage, ["gru", "data", "models/gru", "checkpoints/gru"]),
+          "evaluate": (evaluate_stage, ["data", "models", "metrics"]),
+          "promote": (promote_stage, ["metrics"])}
+
+
+def _stage(capsys, name):
+    module, args = STAGES[name]
+    status = config.run_stage(module.main, args)
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    return status, captured.out, captured.err
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A folder holding a whole tiny pipeline's outputs and its MLflow store (sqlite)."""
+    base = tmp_path_factory.mktemp("trained")
+    lines = [f"the {w} saw the {v} and the {v} saw the {w} ." for w in ("cat", "dog", "cow", "hen")
+             for v in ("fox", "owl", "ram", "elk", "bee")] * 8
+    (base / "corpus.txt").write_text("\n".join(lines) + "\n")
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["corpus"]["source"] = "corpus.txt"
+    params["split"].update(method="random", valid=0.1, test=0.1)
+    params["vocab"]["min_count"] = 1
+    params["ngram"].update(order=3, memory_orders=3, discount_fallback=True)
+    params["train"].update(batch_size=4, bptt=8, num_threads=1, max_epochs=1)
+    params["models"] = {"gru": {**params["models"]["gru"], "embed_dim": 8, "hidden_dim": 8}}
+    params["evaluate"].update(blanks=10, samples=1, max_length=5, bootstrap_resamples=50,
+                              probes=str(ROOT / "configs" / "probes.yaml"))
+    (base / "params.yaml").write_text(yaml.safe_dump(params))
+    here, env = os.getcwd(), {k: os.environ.pop(k, None) for k in ("DVC_ROOT", "MLFLOW_TRACKING_URI")}
+    os.chdir(base)
+    try:
+        for name in ("prepare", "ngram", "train", "evaluate", "promote"):
+            module, args = STAGES[name]
+            assert config.run_stage(module.main, args) == 0, name
+    finally:
+        os.chdir(here)
+        os.environ.update({k: v for k, v in env.items() if v is not None})
+    return base
+
+
+@pytest.fixture
+def repo(trained, tmp_path, monkeypatch):
+    """A copy of the trained pipeline, the cwd; its store is its own mlflow.db (the artifacts
+    stay in the original's mlartifacts/, where the experiment points)."""
+    copy = tmp_path / "repo"
+    shutil.copytree(trained, copy)
+    monkeypatch.chdir(copy)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return copy
+
+
+def _client(repo):
+    return MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+
+
+def _experiment(repo):
+    return _client(repo).get_experiment_by_name("lmpipe")
+
+
+def _truncate(path, keep=0.5):
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+# ---- damage, one function per piece of state --------------------------------------------------
+
+def delete_experiment(repo):
+    _client(repo).delete_experiment(_experiment(repo).experiment_id)
+
+
+def corrupt_resume_json(repo):
+    (repo / "checkpoints" / "gru" / "resume.json").write_text("{not json")
+
+
+def truncate_last_checkpoint(repo):
+    state = json.loads((repo / "checkpoints" / "gru" / "resume.json").read_text())
+    state["finished"] = False   # an interrupted training whose last.ckpt a full disk cut short
+    (repo / "checkpoints" / "gru" / "resume.json").write_text(json.dumps(state))
+    _truncate(repo / "checkpoints" / "gru" / "last.ckpt")
+
+
+def delete_training_run(repo):
+    run_id = json.loads((repo / "models" / "gru" / "run.json").read_text())["run_id"]
+    _client(repo).delete_run(run_id)
+
+
+def run_json_names_unknown_run(repo):
+    (repo / "models" / "gru" / "run.json").write_text(json.dumps({"run_id": "0" * 32}))
+
+
+def corrupt_run_json(repo):
+    (repo / "models" / "gru" / "run.json").write_text("")
+
+
+def delete_vocab(repo):
+    (repo / "data" / "vocab.json").unlink()
+
+
+def edit_vocab(repo):
+    (repo / "data" / "vocab.json").write_text(json.dumps({"tokens": ["a", "b"]}))
+
+
+def truncate_test_stream(repo):
+    _truncate(repo / "data" / "test.npy", 0.8)
+
+
+def out_of_vocabulary_ids(repo):
+    stream = np.load(repo / "data" / "train.npy")
+    stream[5] = 10 ** 6
+    np.save(repo / "data" / "train.npy", stream)
+
+
+def drop_units_array(repo):
+    arrays = dict(np.load(repo / "data" / "units.npz"))
+    del arrays["test_chars"]
+    np.savez(repo / "data" / "units.npz", **arrays)
+
+
+def truncate_model(repo):
+    _truncate(repo / "models" / "gru" / "model.pt")
+
+
+def model_of_another_vocabulary(repo):
+    vocab = json.loads((repo / "data" / "vocab.json").read_text())
+    vocab["tokens"].append("zebra")
+    (repo / "data" / "vocab.json").write_text(json.dumps(vocab))
+
+
+def corrupt_ngram_model(repo):
+    (repo / "models" / "ngram" / "model.npz").write_bytes(b"PK\x03\x04 not a zip")
+
+
+def corrupt_counts(repo):
+    (repo / "models" / "ngram" / "counts.parquet").write_text("not parquet")
+
+
+def delete_registered_version(repo):
+    entry = json.loads((repo / "metrics" / "registry.json").read_text())["gru"]
+    _client(repo).delete_model_version(entry["model"], entry["version"])
+
+
+def delete_champion_alias(repo):
+    _client(repo).delete_registered_model_alias("lmpipe-gru", "champion")
+
+
+def delete_registered_model(repo):
+    _client(repo).delete_registered_model("lmpipe-gru")
+
+
+def corrupt_registry_json(repo):
+    (repo / "metrics" / "registry.json").write_text("[1, 2]")
+
+
+def server_down(repo):
+    return {"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}"}   # nothing listens there
+
+
+def store_not_a_database(repo):
+    (repo / "mlflow.db").write_bytes(b"this is not an sqlite database" * 100)
+
+
+# state, stage rerun, exit status, what the one line (the last of stderr on failure, the
+# message on stdout on recovery) must contain
+CASES = [
+    (delete_experiment, "train", 2, r"MLflow experiment 'lmpipe' \(id \d+\) .* was deleted .*"
+                                    r"mlflow experiments restore --experiment-id \d+"),
+    (delete_experiment, "evaluate", 2, r"was deleted .*mlflow experiments restore"),
+    (delete_experiment, "promote", 2, r"was deleted .*mlflow experiments restore"),
+    (corrupt_resume_json, "train", 0, r"checkpoints/gru/resume\.json is unreadable; starting afresh"),
+    (truncate_last_checkpoint, "train", 0, r"cannot resume, checkpoints/gru/last\.ckpt: damaged.*; "
+                                           r"starting afresh"),
+    (delete_training_run, "evaluate", 0, r"models/gru/run\.json names MLflow run \w+, which .* no "
+                                         r"longer holds .*new run"),
+    (run_json_names_unknown_run, "evaluate", 0, r"models/gru/run\.json names MLflow run 0+, which"),
+    (corrupt_run_json, "evaluate", 2, r"models/gru/run\.json: damaged, not a readable JSON file .*"
+                                      r"`dvc checkout models/gru`"),
+    (delete_vocab, "train", 2, r"data/vocab\.json: missing; restore it with `dvc checkout data`"),
+    (delete_vocab, "ngram", 2, r"data/vocab\.json: missing"),
+    (edit_vocab, "evaluate", 2, r"data/vocab\.json: not a vocabulary"),
+    (truncate_test_stream, "evaluate", 2, r"data/test\.npy: damaged, not a readable \.npy array"),
+    (out_of_vocabulary_ids, "ngram", 2, r"data/train\.npy: holds token ids \d+\.\.1000000, outside "
+                                        r"the \d+-token vocabulary"),
+    (drop_units_array, "evaluate", 2, r"data/units\.npz: has no array test_chars"),
+    (truncate_model, "evaluate", 2, r"models/gru/model\.pt: damaged, not a readable torch "
+                                    r"checkpoint.*; restore it with `dvc checkout models/gru`"),
+    (model_of_another_vocabulary, "evaluate", 2, r"models/(ngram/model\.npz: estimated|gru/model"
+                                                 r"\.pt: trained) on a \d+-token vocabulary but "
+                                                 r"data/prepared has \d+"),
+    (corrupt_ngram_model, "evaluate", 2, r"models/ngram/model\.npz: damaged, not a readable \.npz"),
+    (corrupt_counts, "evaluate", 2, r"models/ngram/counts\.parquet: damaged, not a parquet table"),
+    (delete_registered_version, "promote", 2, r"lmpipe-gru v\d+, registered by evaluate .* is not "
+                                              r"in the MLflow registry .*dvc repro -f evaluate"),
+    (delete_registered_model, "promote", 2, r"lmpipe-gru v\d+, .* is not in the MLflow registry"),
+    (delete_champion_alias, "promote", 0, r"promote: gru v\d+ .*unchanged: this version is already "
+                                          r"the champion\); `champion` set to v\d+"),
+    (corrupt_registry_json, "promote", 2, r"metrics/registry\.json: holds a JSON list, not a dict; "
+                                          r"rerun evaluate, which writes it: `dvc repro -f evaluate`"),
+    (server_down, "train", 2, r"the MLflow tracking server http://127\.0\.0\.1:\d+ does not "
+                              r"answer .*lmpipe mlflow-server"),
+    (server_down, "evaluate", 2, r"tracking server .* does not answer"),
+    (store_not_a_database, "evaluate", 2, r"mlflow\.db: the MLflow store is damaged, not an sqlite "
+                                          r"database .*move it aside"),
+]
+
+
+@pytest.mark.parametrize("damage,stage,status,message", CASES,
+                         ids=[f"{d.__name__}-{s}" for d, s, _, _ in CASES])
+def test_damaged_state_gets_one_line_or_recovers(repo, capsys, monkeypatch, damage, stage,
+                                                 status, message):
+    import re
+    for key, value in (damage(repo) or {}).items():
+        monkeypatch.setenv(key, value)
+    outputs = {p: p.read_bytes() for folder in ("data", "models", "metrics")
+               for p in (repo / folder).rglob("*") if p.is_file()}
+    code, out, err = _stage(capsys, stage)
+    assert code == status, (out, err)
+    if status:
+        lines = err.strip().splitlines()
+        assert len(lines) == 1, err
+        assert re.search(message, lines[0]), lines[0]
+        # nothing produced before is lost: a refused stage writes nothing
+        assert {p: p.read_bytes() for p in outputs if p.exists()} == outputs
+    else:
+        assert re.search(message, out), out
+
+
+# ---- the one error path (pipeline/errors.py) ----------------------------------------------------
+
+def test_an_unforeseen_error_is_one_line_with_exit_1_and_debug_shows_the_traceback(capsys,
+                                                                                   monkeypatch):
+    def stage():
+        return {}["missing"]
+    monkeypatch.delenv("LMPIPE_DEBUG", raising=False)
+    assert config.run_stage(stage, []) == 1
+    assert capsys.readouterr().err == ("lmpipe: error: KeyError: 'missing' (unexpected; rerun "
+                                       "with LMPIPE_DEBUG=1 for the traceback and report it)\n")
+    monkeypatch.setenv("LMPIPE_DEBUG", "1")
+    with pytest.raises(KeyError):
+        config.run_stage(stage, [])
+
+
+def test_a_stage_process_with_lmpipe_debug_prints_the_traceback(tmp_path):
+    import subprocess
+    import sys
+    env = {**os.environ, "LMPIPE_DEBUG": "1", "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, str(ROOT / "stages" / "promote.py"), "metrics"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "Traceback" in result.stderr   # no params.yaml here
+    assert "params file not found" in result.stderr
+
+
+@pytest.mark.parametrize("damage,argv,message", [
+    (truncate_model, ["score", "the cat saw the fox ."],
+     r"models/gru/model\.pt: damaged, not a readable torch checkpoint.*dvc checkout models/gru"),
+    (model_of_another_vocabulary, ["fill", "the ___ saw the fox ."],
+     r"on a \d+-token vocabulary but data/prepared has \d+"),
+    (delete_vocab, ["generate", "--model", "gru"], r"data/vocab\.json: missing; restore it"),
+    (corrupt_ngram_model, ["score", "--model", "ngram", "the cat"],
+     r"models/ngram/model\.npz: damaged"),
+])
+def test_commands_on_damaged_models_get_one_line(repo, capsys, damage, argv, message):
+    import re
+
+    from pipeline.cli.main import main
+    damage(repo)
+    with pytest.raises(SystemExit) as stopped:
+        main([*argv, "--data", "data"])
+    err = capsys.readouterr().err
+    assert stopped.value.code not in (0, None) and "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and re.search(message, lines[0]), err
