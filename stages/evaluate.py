@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from pipeline import config, files
 from pipeline.evaluation import bootstrap, report, scoring, tasks
@@ -29,7 +28,7 @@ def load_probes(path: Path) -> list[dict]:
     if not path.is_file():
         raise FileNotFoundError(f"evaluate.probes={str(path)!r}: no such file; point it at a probes "
                                 "YAML file (see configs/probes.yaml)")
-    probes = yaml.safe_load(path.read_text(encoding="utf-8")) or []
+    probes = config.read_yaml(path) or []   # as params.yaml is read: YAML 1.2, one-line errors
     if not isinstance(probes, list) or not all(isinstance(p, dict) for p in probes):
         raise ValueError(f"{path}: must be a list of probes (mappings with rank: or text:)")
     for i, probe in enumerate(probes):

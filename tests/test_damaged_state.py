@@ -180,6 +180,13 @@ def corrupt_registry_json(repo):
     (repo / "metrics" / "registry.json").write_text("[1, 2]")
 
 
+def broken_probes(repo):
+    (repo / "probes.yaml").write_text("- name: x\n  rank: [a b, c d\n")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["evaluate"]["probes"] = "probes.yaml"
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+
+
 def server_down(repo):
     return {"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}"}   # nothing listens there
 
@@ -224,6 +231,8 @@ CASES = [
                                           r"the champion\); `champion` set to v\d+"),
     (corrupt_registry_json, "promote", 2, r"metrics/registry\.json: holds a JSON list, not a dict; "
                                           r"rerun evaluate, which writes it: `dvc repro -f evaluate`"),
+    (broken_probes, "evaluate", 2, r"probes\.yaml: not valid YAML \(line \d+, column \d+\): .*; fix "
+                                   r"the file"),
     (server_down, "train", 2, r"the MLflow tracking server http://127\.0\.0\.1:\d+ does not "
                               r"answer .*lmpipe mlflow-server"),
     (server_down, "evaluate", 2, r"tracking server .* does not answer"),

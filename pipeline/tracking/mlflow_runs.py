@@ -178,7 +178,7 @@ def check_store(tracking_uri: str, experiment: str, timeout: float = 10.0) -> No
         except requests.RequestException as error:
             why = type(error).__name__ if not isinstance(error, requests.HTTPError) else str(error)
             raise StateError(
-                f"the MLflow tracking server {tracking_uri} does not answer ({why}, "
+                f"the MLflow tracking server {tracking_uri} does not answer ({why} within "
                 f"{timeout:g} s); start it (`lmpipe mlflow-server`, or your team's server) or unset "
                 "MLFLOW_TRACKING_URI to use the embedded store mlflow.db, then rerun") from None
     try:
