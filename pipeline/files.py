@@ -133,7 +133,7 @@ def load_arrays(path: str | Path, folder: str | Path | None = None,
             arrays = {name: found[name] for name in found.files}
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as error:
         raise _damaged(path, _why(error, ".npz archive"), folder) from None
-    missing = [name for name in required if name not in arrays]
+    missing = [name for name in dict.fromkeys(required) if name not in arrays]
     if missing:
         raise _damaged(path, f"has no array {', '.join(missing)}", folder)
     return arrays

@@ -216,7 +216,7 @@ CASES = [
     (truncate_test_stream, "evaluate", 2, r"data/test\.npy: damaged, not a readable \.npy array"),
     (out_of_vocabulary_ids, "ngram", 2, r"data/train\.npy: holds token ids \d+\.\.1000000, outside "
                                         r"the \d+-token vocabulary"),
-    (drop_units_array, "evaluate", 2, r"data/units\.npz: has no array test_chars"),
+    (drop_units_array, "evaluate", 2, r"data/units\.npz: has no array test_chars; restore it"),
     (truncate_model, "evaluate", 2, r"models/gru/model\.pt: damaged, not a readable torch "
                                     r"checkpoint.*; restore it with `dvc checkout models/gru`"),
     (model_of_another_vocabulary, "evaluate", 2, r"models/(ngram/model\.npz: estimated|gru/model"
