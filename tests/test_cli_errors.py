@@ -241,6 +241,9 @@ def test_debug_lets_the_exception_through(here, monkeypatch):
     _files(here, TEXT, monkeypatch)
     with pytest.raises(ValueError, match=r"MODEL nosuch\.arpa: no such file"):
         main(["--debug", "ngram", "query", "nosuch.arpa", "t.txt"])
+    monkeypatch.setenv(errors.DEBUG, "0")
+    with pytest.raises(ValueError, match=r"MODEL nosuch\.arpa: no such file"):   # after it too
+        main(["ngram", "query", "nosuch.arpa", "t.txt", "--debug"])
 
 
 CLI = [sys.executable, "-m", "pipeline.cli"]

@@ -183,6 +183,9 @@ def main(argv: list[str] | None = None) -> None:
                         "KenLM does (default), or keep it with its own context, as SRILM does")
     text_options(p)
     p.set_defaults(run=ngram.query)
+    for sub in [*commands.choices.values(), *ngram_commands.choices.values()]:
+        sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                         help="a failure shows its traceback (as LMPIPE_DEBUG=1 does)")
     args = parser.parse_args(argv)
     if args.debug:
         os.environ[errors.DEBUG] = "1"
