@@ -25,7 +25,7 @@ class StateError(ValueError):
 
 def debug() -> bool:
     """Whether LMPIPE_DEBUG=1 asks for tracebacks instead of one-line errors."""
-    return os.environ.get(DEBUG, "") not in ("", "0")
+    return os.environ.get(DEBUG, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def _first_line(text: str) -> str:
