@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import math
 import os
 import re
@@ -366,7 +367,9 @@ def _coerce(key: str, value: Any, kind: type) -> Any:
 
 
 def from_dict(raw: dict) -> Params:
-    """Validate a params dict (as read from params.yaml) into `Params`."""
+    """Validate a params dict (as read from params.yaml) into `Params`. Raises ParamsError
+    naming the key: not a mapping, an unknown section or key, no (or empty) models, a model
+    name DVC cannot address, a wrong type or an out-of-range value."""
     if not isinstance(raw, dict):
         raise ParamsError("params must be a mapping with sections corpus, split, vocab, ngram, "
                           "train, models, mlflow")
@@ -390,6 +393,9 @@ def from_dict(raw: dict) -> Params:
                                 for name, spec in value.items()}
         else:
             values[key] = _build(SECTIONS[key], value, key)
+    if "models" not in values:   # as `models: {}`: the pipeline would train no recurrent model
+        raise ParamsError("models is missing; models must map each model name (rnn, gru, ...) to "
+                          "its settings, as the repository's params.yaml does")
     return Params(**values)
 
 
@@ -424,26 +430,195 @@ MODEL_NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def _check_model_name(name: Any) -> None:
-    if not isinstance(name, str) or not MODEL_NAME.fullmatch(name):
-        fixed = re.sub(r"[^A-Za-z0-9_-]+", "_", str(name)) or "model"
-        raise ParamsError(
-            f"models.{name}: {name!r} cannot name a model; DVC addresses it as stage "
-            f"train@{name} and as params models.{name}.<key>, so use letters, digits, _ and - "
-            f"only (e.g. {fixed!r})")
+    """Raise ParamsError unless `name` (a key of models) is a string DVC can address; a key YAML
+    reads as a number, boolean, date or null (`1:`, `true:`) is told to be quoted."""
+    if isinstance(name, str) and MODEL_NAME.fullmatch(name):
+        return
+    written = _as_written(name)
+    fixed = re.sub(r"[^A-Za-z0-9_-]+", "_", written).strip("_") or "model"
+    if not isinstance(name, str):
+        kind = ("a boolean" if isinstance(name, bool) else "null" if name is None
+                else "a number" if isinstance(name, int | float) else f"a {type(name).__name__}")
+        quote = (f"quote it ('{written}':)" if written == fixed else
+                 f"quote it and use letters, digits, _ and - only, which DVC can address as stage "
+                 f"train@NAME and params models.NAME.<key> (e.g. '{fixed}':)")
+        raise ParamsError(f"models.{written}: YAML reads the unquoted name {written} as {kind}, "
+                          f"not a name; {quote}")
+    raise ParamsError(
+        f"models.{name}: {name!r} cannot name a model; DVC addresses it as stage "
+        f"train@{name} and as params models.{name}.<key>, so use letters, digits, _ and - "
+        f"only (e.g. {fixed!r})")
+
+
+def _as_written(value: Any) -> str:
+    """A YAML scalar as a params file spells it (true, null, 1.5)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "null" if value is None else str(value)
 
 
 def load(path: str | Path = "params.yaml") -> Params:
-    """Read (as DVC does: read_yaml) and validate params.yaml."""
+    """Read (as DVC does: read_yaml) and validate params.yaml. Raises ParamsError (one line
+    starting with the path) when the file is missing, not YAML, empty (or only comments), has no
+    models, or holds an unknown key, a wrong type or an out-of-range value."""
     path = Path(path)
     if not path.is_file():
         where = Path.cwd()
         raise ParamsError(f"{path}: params file not found in {where}; run lmpipe in the "
                           "repository's root folder (where params.yaml and dvc.yaml are)")
     raw = read_yaml(path)
+    if raw is None:   # zero bytes or only comments: not "the defaults", a lost file
+        raise ParamsError(f"{relative(path)}: is empty (no settings at all); restore it (`git "
+                          f"checkout {relative(path)}`) or write its sections (corpus, split, "
+                          "vocab, ngram, train, models, evaluate, promote, mlflow)")
     try:
-        return from_dict(raw or {})
+        return from_dict(raw)
     except ParamsError as error:
         raise ParamsError(f"{path}: {error}") from None
+
+
+# ---- probes: the file of evaluate.probes (configs/probes.yaml) --------------------------------
+BLANK = "___"   # the blank of a fill probe (pipeline.evaluation.tasks.BLANK; config comes first)
+PROBE_KEYS = {  # each key of a probe and what its value must be
+    "name": "a string naming the probe (quoted where YAML would read a number: '5')",
+    "about": "a string (one line saying what the probe shows)",
+    "rank": "a list of sentences, e.g. [i saw it, saw i it]",
+    "text": "a sentence with one ___ (the blank to fill)",
+    "options": "a list of words, e.g. [are, is]",
+    "top": "a whole number >= 1 (how many of the vocabulary's best words to list)",
+    "open": "true or false",
+}
+
+
+@functools.cache
+def _probe_schema():
+    """The pydantic model of one probe (built on first use: pydantic is only evaluate's)."""
+    from typing import Annotated
+
+    from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+    from pydantic_core import PydanticCustomError
+
+    def refuse(message: str):
+        return PydanticCustomError("probe", "{message}", {"message": message})
+
+    word = Annotated[str, StringConstraints(pattern=r"^\S+$")]   # one word: no whitespace
+
+    class Probe(BaseModel):
+        model_config = ConfigDict(extra="forbid", strict=True)
+        name: str | None = None
+        about: str | None = None
+        rank: list[str] | None = Field(None, min_length=1)
+        text: str | None = None
+        options: list[word] | None = Field(None, min_length=1)
+        top: int | None = Field(None, ge=1)
+        open: bool | None = None
+
+        @model_validator(mode="after")
+        def one_task(self):
+            if (self.rank is None) == (self.text is None):
+                raise refuse("has both rank: and text:; a probe ranks sentences or fills a "
+                             "blank, so split it in two" if self.rank is not None else
+                             "needs rank: (sentences to rank) or text: (a sentence with one ___ "
+                             "to fill); add one")
+            if self.rank is not None:
+                extra = [key for key in ("options", "top", "open") if getattr(self, key) is not None]
+                if extra:
+                    raise refuse(f"{extra[0]} belongs to a text: probe (a blank to fill), not "
+                                 "to rank:; remove it")
+                for sentence in self.rank:
+                    if sentence.count(BLANK) > 1:
+                        raise refuse(f"rank sentence {sentence!r} has {sentence.count(BLANK)} "
+                                     f"{BLANK}; a ranked sentence is scored whole, remove them")
+                return self
+            blanks = self.text.count(BLANK)
+            if blanks != 1:
+                raise refuse(f"text {self.text!r} has {blanks or 'no'} {BLANK}; mark the one word "
+                             f"to fill with {BLANK} (or use rank: to score whole sentences)")
+            if self.options is None and self.top is None:
+                raise refuse("a text: probe needs options: [words] (which of them fits the blank) "
+                             "or top: K (the K best words of the vocabulary); without either it "
+                             "would list every word of the vocabulary")
+            return self
+
+    return Probe
+
+
+def load_probes(path: str | Path, encode=None, tokenizer: str = "words") -> list[dict]:
+    """The probes of the YAML file at `path` (evaluate.probes), each checked before any scoring
+    by a pydantic model: a mapping with rank: (a non-empty list of sentences) or text: (a
+    sentence with exactly one ___) and options: (a list of words) and/or top: (a whole number
+    >= 1), open: (true or false) for text probes only, name: and about: strings, no other key.
+    Returns them as dicts without the keys left null. With `encode` (text -> token ids under
+    the corpus's tokenizer), every option must also be one token, except under the chars
+    tokenizer, where a word of several characters is a probe evaluate skips (as before).
+    Raises ParamsError, one line naming the file, the probe (its number from 1 and its name),
+    the key and the fix: a missing file, not YAML (read_yaml), empty, not a list of mappings,
+    or a probe that breaks a rule above."""
+    from pydantic import ValidationError
+    path = Path(path)
+    shown = relative(path)
+    if not path.is_file():
+        raise ParamsError(f"evaluate.probes={str(shown)!r}: no such file; point it at a probes "
+                          "YAML file (see configs/probes.yaml)")
+    raw = read_yaml(shown)   # its messages name the file as this one's do
+    if raw is None:
+        raise ParamsError(f"{shown}: is empty; give a list of probes (`git checkout "
+                          "configs/probes.yaml` restores the repository's), or [] for none")
+    if not isinstance(raw, list):
+        raise ParamsError(f"{shown}: must be a list of probes (mappings with rank: or text:), not "
+                          f"{_yaml_value(raw)}; fix the file")
+    schema, probes = _probe_schema(), []
+    for number, item in enumerate(raw, start=1):
+        name = item.get("name") if isinstance(item, dict) else None
+        where = f"{shown}: probe {number}" + (f" ({name!r})" if isinstance(name, str) else "")
+        if not isinstance(item, dict):
+            raise ParamsError(f"{where}: must be a mapping (name:, rank: or text:, ...), not "
+                              f"{_yaml_value(item)}; fix the file")
+        try:
+            probe = schema.model_validate(item).model_dump(exclude_none=True)
+        except ValidationError as error:
+            raise ParamsError(f"{where}: {_probe_problem(error, item)}") from None
+        if encode is not None and tokenizer != "chars":
+            for option in probe.get("options", []):
+                count = len(encode(option))
+                if count != 1:
+                    raise ParamsError(
+                        f"{where}: options: {option!r} is {count} tokens under corpus.tokenizer "
+                        f"{tokenizer}; a fill puts one token in the blank, so give single words")
+        probes.append(probe)
+    return probes
+
+
+def _probe_problem(error, item: dict) -> str:
+    """What is wrong with a probe, from pydantic's first complaint."""
+    first = error.errors()[0]
+    if first["type"] == "probe":   # one_task's own sentence, with its fix
+        return first["msg"]
+    key = first["loc"][0] if first["loc"] else None
+    if first["type"] == "extra_forbidden":
+        close = difflib.get_close_matches(str(key), list(PROBE_KEYS), n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        return f"unknown key {key!r}{hint} (a probe has {', '.join(PROBE_KEYS)}); fix the file"
+    return f"{key} must be {PROBE_KEYS[key]}, not {_yaml_value(item.get(key))}; fix the file"
+
+
+def _yaml_value(value: Any, limit: int = 80) -> str:
+    """A value as short YAML-like text for a message: true, null, [1, 2], 'abc'."""
+    if isinstance(value, bool) or value is None:
+        text = _as_written(value)
+    elif isinstance(value, list):
+        text = "[" + ", ".join(_yaml_value(v, limit) for v in value) + "]"
+    else:
+        text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def relative(path: Path) -> Path:
+    """`path` relative to the current folder when inside it (how messages name files)."""
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        return path
 
 
 def preset_overrides(name: str, params_path: str | Path = "params.yaml",

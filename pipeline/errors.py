@@ -33,19 +33,39 @@ def _first_line(text: str) -> str:
     return lines[0] if lines else ""
 
 
+def server_down(uri: str, why: str, source: str | None = None) -> str:
+    """The one line for an MLflow tracking server that does not answer: `uri` (may be empty: then
+    unnamed), `why` (e.g. "ConnectionError within 10 s"), and the fix; `source` names where the
+    URI came from (MLFLOW_TRACKING_URI unless "--tracking-uri" or "mlflow.tracking_uri")."""
+    where = f" {uri}" if uri else ""
+    if source and source.startswith("--"):
+        other = f"give {source} of another store"
+    elif source == "mlflow.tracking_uri":
+        other = "set mlflow.tracking_uri in params.yaml to sqlite:///mlflow.db (the embedded store)"
+    else:
+        other = "unset MLFLOW_TRACKING_URI to use the embedded store mlflow.db"
+    return (f"the MLflow tracking server{where} does not answer ({why}); start it "
+            f"(`lmpipe mlflow-server`, or your team's server) or {other}, then rerun")
+
+
 def _tracking_failure(error: BaseException) -> str | None:
-    """One line for an MLflow store that cannot be reached or written, or None."""
+    """One line for an MLflow store that cannot be reached or written, or None (a fallback:
+    mlflow_runs.check_store finds these before any work)."""
     text = f"{type(error).__name__}: {error}"
     uri = os.environ.get("MLFLOW_TRACKING_URI", "")
     if "Max retries exceeded" in text or "Connection refused" in text or "timed out" in text.lower():
-        where = f" at {uri}" if uri else ""
-        return (f"the MLflow tracking server{where} does not answer ({_first_line(text)[:160]}); "
-                "start it (`lmpipe mlflow-server`, or your team's server), or unset "
-                "MLFLOW_TRACKING_URI to use the embedded store mlflow.db")
+        return server_down(uri, _first_line(text)[:160])
     if "database is locked" in text:
         return ("the MLflow store mlflow.db stayed locked by other writers; run fewer parallel "
                 "workers (`dvc queue start -j 2`) or a tracking server (`lmpipe mlflow-server`, "
                 "README: Scaling out)")
+    if "readonly database" in text or "unable to open database file" in text:
+        store = uri or "sqlite:///mlflow.db"
+        why = ("attempt to write a readonly database" if "readonly database" in text
+               else "unable to open database file")
+        return (f"the MLflow store {store} cannot be written ({why}); make "
+                "the file and its folder writable (`chmod u+w`), or point MLFLOW_TRACKING_URI at "
+                "a writable store")
     return None
 
 

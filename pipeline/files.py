@@ -70,11 +70,19 @@ def restore_hint(folder: str | Path) -> str:
             "`dvc repro`")
 
 
-def _damaged(path: Path, why: str, folder: str | Path | None, fix: str | None = None) -> StateError:
+def damaged(path: str | Path, why: str, folder: str | Path | None = None,
+            fix: str | None = None) -> StateError:
+    """The StateError (to raise) for the file `path` of the DVC output `folder` (default: its
+    parent) whose content is wrong: "<path>: <why>; <fix>", the fix restore_hint(folder) unless
+    given. Its `problem` attribute is the message without the fix, for a caller that recovers."""
+    path = Path(path)
     fix = fix or restore_hint(folder if folder is not None else path.parent)
     error = StateError(f"{path}: {why}; {fix}")
     error.problem = f"{path}: {why}"   # without the fix, for a caller that recovers
     return error
+
+
+_damaged = damaged
 
 
 def _why(error: BaseException, fmt: str) -> str:

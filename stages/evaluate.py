@@ -12,30 +12,15 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from pipeline import config, files
-from pipeline.evaluation import bootstrap, report, scoring, tasks
+from pipeline.evaluation import bootstrap, inputs, report, scoring, tasks
 from pipeline.ngram import counting, kneser_ney
 from pipeline.text import units
 from pipeline.text.tokenizers import tokenize
-from pipeline.text.vocab import check_ids, load_vocab
+from pipeline.text.vocab import BOS_ID, check_ids, load_vocab
 from pipeline.tracking import mlflow_runs, registry
 from pipeline.tracking.promotion import UNIT_SCORES
-
-
-def load_probes(path: Path) -> list[dict]:
-    if not path.is_file():
-        raise FileNotFoundError(f"evaluate.probes={str(path)!r}: no such file; point it at a probes "
-                                "YAML file (see configs/probes.yaml)")
-    probes = config.read_yaml(path) or []   # as params.yaml is read: YAML 1.2, one-line errors
-    if not isinstance(probes, list) or not all(isinstance(p, dict) for p in probes):
-        raise ValueError(f"{path}: must be a list of probes (mappings with rank: or text:)")
-    for i, probe in enumerate(probes):
-        if ("rank" in probe) == ("text" in probe):
-            raise ValueError(f"{path}: probe {probe.get('name', i)!r} needs exactly one of "
-                             "rank: (sentences) or text: (with ___)")
-    return probes
 
 
 def _best_step(history: list[dict] | None) -> int:
@@ -44,20 +29,14 @@ def _best_step(history: list[dict] | None) -> int:
     return min(history, key=lambda h: h["val_ppl"]).get("step", 0) if history else 0
 
 
-def read_table(path: Path) -> pd.DataFrame:
-    """The parquet table at `path` (models/ngram/counts.parquet); StateError when damaged."""
-    import pyarrow
-    try:
-        return pd.read_parquet(path)
-    except (OSError, pyarrow.ArrowException) as error:
-        why = "missing" if isinstance(error, FileNotFoundError) else "damaged, not a parquet table"
-        raise files.StateError(f"{path}: {why}; {files.restore_hint(path.parent)}") from None
-
-
 def training_run(uri: str, path: Path) -> str | None:
     """The MLflow run id of models/KIND/run.json when the store still holds it (active), else
     None, saying so: the trained model is evaluated and logged to a new run, never discarded."""
     run_id = files.read_json(path, path.parent).get("run_id")
+    if run_id is not None and not isinstance(run_id, str):
+        print(f"lmpipe: {path} is damaged (run_id is {json.dumps(run_id)[:40]}, not an MLflow run "
+              "id); the model's results go to a new run", flush=True)
+        return None
     if run_id and not mlflow_runs.run_exists(uri, run_id):
         print(f"lmpipe: {path} names MLflow run {run_id}, which {uri} no longer holds (deleted, "
               "or another store); the model's results go to a new run (`mlflow runs restore "
@@ -74,15 +53,17 @@ def main(data_dir: str, models_dir: str, out_dir: str) -> None:
     uri = config.tracking_uri(params.mlflow, root)
     mlflow_runs.check_store(uri, params.mlflow.experiment)   # before minutes of scoring
     vocab = load_vocab(data)
-    stats = files.read_json(data / "stats.json", data, required=("corpus_hash",))
+    stats = inputs.read_stats(data)
     splits = {name: files.load_array(data / f"{name}.npy", data) for name in ("valid", "test")}
     train_stream = files.load_array(data / "train.npy", data)
     for name, stream in (*splits.items(), ("train", train_stream)):
         check_ids(stream, len(vocab), data / f"{name}.npy", data)
-    probes = load_probes(root / settings.probes)
 
     def encode(text: str) -> np.ndarray:
         return vocab.encode(tokenize(text, c.tokenizer, c.lowercase, c.unk))
+
+    # every probe checked (options one token each) before any scoring
+    probes = config.load_probes(root / settings.probes, encode, c.tokenizer)
 
     blanks = tasks.make_blanks(splits["test"], train_stream, vocab.tokens,
                                settings.blanks, params.seed, settings.distractors)
@@ -94,6 +75,8 @@ def main(data_dir: str, models_dir: str, out_dir: str) -> None:
     found = files.load_arrays(data / units.FILE, data,
                               tuple(f"{s}_{f}" for s in splits for f in ("unit", "chars")) +
                               tuple(f"test_{f}" for f in units.FIELDS))
+    units.check(found, {s: int(np.count_nonzero(stream == BOS_ID)) for s, stream in splits.items()},
+                data / units.FILE, data)
     unit_of = {s: found[f"{s}_unit"] for s in splits}
     text = {field: found[f"test_{field}"] for field in units.FIELDS}
     count = {s: len(found[f"{s}_chars"]) for s in splits}
@@ -102,28 +85,36 @@ def main(data_dir: str, models_dir: str, out_dir: str) -> None:
     def scored(name: str, lm: tasks.LanguageModel, scores: dict, kind: str, size: int) -> None:
         lms[name], objective[name], model_bytes[name] = lm, kind, size
         sums[name] = {s: scoring.unit_sums(scores[s], splits[s], unit_of[s], count[s]) for s in splits}
+        for s in splits:   # a model that loads but scores NaN: refused before anything is written
+            inputs.check_finite(name, {f"{s} nll": float(sums[name][s]["nll"].sum())},
+                             next(iter(model_files[name].values())))
         fill[name] = tasks.blank_correct(lm, blanks)
 
+    # every model file read and checked before minutes of scoring
     lm = tasks.load_ngram(models / "ngram" / "model.npz", len(vocab))
+    counts = counting.from_table(inputs.read_table(models / "ngram" / "counts.parquet"), len(vocab))
+    recurrent = {}
+    for kind in params.models:
+        recurrent[kind] = tasks.load_recurrent(models / kind / "model.pt", len(vocab))
+        histories[kind] = inputs.read_history(models / kind / "history.json")
+
+    model_files["ngram"] = {"ngram": str(models / "ngram" / "model.npz")}
     scored("ngram", tasks.NgramModel(lm),
            {s: scoring.ngram_scores(lm, stream) for s, stream in splits.items()}, "causal", lm.nbytes())
     model_params["ngram"] = {"ngram.order": lm.order, "ngram.estimator": "interpolated modified Kneser-Ney",
                              "ngram.discounts": json.dumps(lm.discounts)}
-    model_files["ngram"] = {"ngram": str(models / "ngram" / "model.npz")}
-    counts = counting.from_table(read_table(models / "ngram" / "counts.parquet"), len(vocab))
     mle = {f"{name}_{split}": scoring.mle_summary(kneser_ney.mle_probs(counts, stream, n))
            for name, n in (("bigram", 2), ("trigram", 3)) for split, stream in splits.items()}
 
     for kind, spec in params.models.items():
-        model, checkpoint = tasks.load_recurrent(models / kind / "model.pt", len(vocab))
+        model, checkpoint = recurrent[kind]
+        model_files[kind] = {"checkpoint": str(models / kind / "model.pt")}
         score = scoring.cloze_scores if spec.bidirectional else scoring.causal_scores
         scored(kind, tasks.RecurrentModel(model), {s: score(model, stream) for s, stream in splits.items()},
                "cloze" if spec.bidirectional else "causal",
                sum(p.numel() * p.element_size() for p in model.parameters()))
         model_params[kind] = mlflow_runs.flatten({"model": checkpoint["config"]})
         run_ids[kind] = training_run(uri, models / kind / "run.json")
-        histories[kind] = files.read_json(models / kind / "history.json", models / kind, list)
-        model_files[kind] = {"checkpoint": str(models / kind / "model.pt")}
 
     # one bootstrap draw per split, shared by every model and metric: intervals and paired verdicts
     started = time.perf_counter()
@@ -137,6 +128,7 @@ def main(data_dir: str, models_dir: str, out_dir: str) -> None:
     for name in sums:
         results[name] = report.metrics(name, sums[name], replicates, text, fill[name],
                                        fill_replicates, stats, model_bytes[name], objective[name], level)
+        inputs.check_finite(name, results[name], next(iter(model_files[name].values())))
         print(report.headline(name, results[name]), flush=True)
     pairs = report.comparisons(results, sums, replicates["test"], level)
     for pair in pairs:

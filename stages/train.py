@@ -49,8 +49,14 @@ def main(kind: str, data_dir: str, out_dir: str, ckpt_dir: str) -> None:
         mlflow_runs.check_store(uri, params.mlflow.experiment)
         for run in mlflow_runs.reap_orphans(uri, params.mlflow.experiment):
             print(f"lmpipe: MLflow run {run} was left RUNNING by a killed process; marked KILLED")
-    ckpt_path, run_id = (resume.start(ckpts, fp) if zero
-                         else (resume.existing(ckpts, fp, lambda _: None)[0], None))
+    # read-only until the store has taken the run: a store that fails keeps every checkpoint
+    with torch.device("meta"):   # shapes only, for resume's check: no memory, no draw of the RNG
+        shapes = RNNLM(model_config)
+    ckpt_path, run_id = resume.existing(ckpts, fp, print if zero else (lambda _: None), shapes)
+    if not zero:
+        run_id = None
+    elif ckpt_path is not None:
+        print(f"lmpipe: resuming from {ckpt_path} (MLflow run {run_id})", flush=True)
     if zero and run_id and not mlflow_runs.run_exists(uri, run_id):
         print(f"lmpipe: MLflow run {run_id} of the interrupted training is gone from {uri} "
               "(deleted, or another store); the training resumes into a new run", flush=True)
@@ -62,8 +68,10 @@ def main(kind: str, data_dir: str, out_dir: str, ckpt_dir: str) -> None:
         run_id=run_id, root=root)
     try:   # a run that ends early is marked FAILED (an error) or KILLED (a signal)
         if zero:  # before any step: a kill keeps it
-            resume.record(ckpts, fp, logger.run_id, finished=False)
             mlflow_runs.claim(uri, logger.run_id)
+            if ckpt_path is None:   # starting afresh: old checkpoints go once the run exists
+                resume.clear(ckpts)
+            resume.record(ckpts, fp, logger.run_id, finished=False)
         lit = LitLM(RNNLM(model_config), train, *streams, seed=seed, run_id=logger.run_id)
         logger.log_hyperparams(mlflow_runs.flatten({"model": model_config.to_dict(),
                                                  "train": config.as_dict(train), "seed": seed}))

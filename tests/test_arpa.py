@@ -57,6 +57,8 @@ def test_lenient_where_kenlm_is(tmp_path):
             .replace("-0.5\ta\t-0.3\n", "-0.5\ta\t-0.3\n\n").replace("\\2-grams:\n", "\n\\2-grams:\n\n")
             + "\n\n").replace("\n", "\r\n")
     assert _total(tmp_path, text, "a a") == pytest.approx(-0.7)
+    # <s> is context only: lmplz writes its probability -99, other toolkits -inf
+    assert _total(tmp_path, BIGRAM.replace("-99\t<s>", "-inf\t<s>"), "a a") == pytest.approx(-0.7)
     compressed = tmp_path / "model.bin"          # gzip recognised by its bytes, not its name
     compressed.write_bytes(gzip.compress(BIGRAM.encode()))
     model, tokens = arpa.read(compressed)
@@ -101,6 +103,14 @@ ORPHAN = BIGRAM.replace("ngram 2=3\n", "ngram 2=3\nngram 3=1\n").replace(
     (lambda t: t.replace("-0.4\ta a", "-0.4\ta a "), r"line 14: .*does not have 2 words"),
     (lambda t: t.replace("-0.5\ta\t-0.3", "-0.5 a\t-0.3"), r"line 8: the probability is not a number"),
     (lambda t: t.replace("-0.4\ta a", "nan?\ta a"), r"line 14: the probability is not a number"),
+    (lambda t: t.replace("-1.0\t<unk>", "nan\t<unk>"), r"line 6: the log10 probability is NaN; an "
+                                                       r"ARPA log10 probability is a finite number"),
+    (lambda t: t.replace("-0.5\ta\t-0.3", "inf\ta\t-0.3"), r"line 8: positive log10 probability"),
+    (lambda t: t.replace("-0.5\ta\t-0.3", "-inf\ta\t-0.3"), r"line 8: the log10 probability is -inf; "
+                                                            r".*-inf only for <s>"),
+    (lambda t: t.replace("-0.4\ta a", "NaN\ta a"), r"line 14: the log10 probability is NaN"),
+    (lambda t: t.replace("-0.4\ta a", "-inf\ta a"), r"line 14: the log10 probability is -inf"),
+    (lambda t: t.replace("-0.2\t<s> a", "-Infinity\t<s> a"), r"line 12: the log10 probability is -inf"),
     (lambda t: t.replace("\\end\\\n", ""), r"\\end\\ is missing"),
     (lambda t: t + "more\n", r"line 17: text after \\end\\ \('more'\)"),
     (lambda t: t.replace("\\2-grams:", "\\2-gram:"), r"the 2-grams section \(a line \\2-grams:\) is missing"),
@@ -124,6 +134,11 @@ def test_the_command_line_says_one_line_for_a_broken_or_missing_file(tmp_path):
         result = subprocess.run([*cli, str(model), str(text)], capture_output=True, text=True)
         assert result.returncode != 0 and "Traceback" not in result.stderr
         assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    (tmp_path / "nan.arpa").write_text(BIGRAM.replace("-0.7\t</s>", "nan\t</s>"))
+    result = subprocess.run([*cli, str(tmp_path / "nan.arpa"), str(text)], capture_output=True, text=True)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(f"lmpipe: error: MODEL {tmp_path / 'nan.arpa'}: line 9: the log10 "
+                                    "probability is NaN")
     result = subprocess.run([*cli, str(tmp_path / "bad.arpa"), str(tmp_path / "missing.txt")],
                             capture_output=True, text=True)
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1

@@ -6,6 +6,7 @@ A catalogue: each case is (argv, the files of the current folder, a regex of the
 which names the argument). The commands run in-process in a temporary folder (no params.yaml:
 outside the repository) so the whole file stays fast; two cases run `python -m pipeline.cli` as
 a process to show what the user sees."""
+import gzip
 import io
 import re
 import shutil
@@ -127,11 +128,11 @@ CASES = [   # (argv, files: {name: bytes or a function of the path; "-": standar
     (["generate", "--temperature", "0"], {}, r"argument --temperature: must be a number > 0, not '0'"),
     (["generate", "--temperature", "-1"], {}, r"argument --temperature: .* not '-1'"),
     (["generate", "--temperature", "nan"], {}, r"argument --temperature: .* not 'nan'"),
-    (["generate", "--max-length", "0"], {}, r"argument --max-length: must be a whole number >= 1"),
+    (["generate", "--max-length", "0"], {}, r"argument --max-length: must be a whole number in 1\.\.1000, not '0'"),
     (["generate", "--seed", "-1"], {}, r"argument --seed: must be a whole number >= 0"),
     # compare
     (["compare"], {}, r"`lmpipe compare`: no lmpipe pipeline here .*\(or give --tracking-uri and --experiment\)"),
-    (["compare", "--list", "--limit", "0"], {}, r"argument --limit: must be a whole number >= 1"),
+    (["compare", "--list", "--limit", "0"], {}, r"argument --limit: must be a whole number in 1\.\.50000, not '0'"),
     (["compare", "--list", "--run", "abc", *STORE], {}, r"--list lists every execution; leave out --run"),
     (["compare", "--tracking-uri", "sqlite:///nosuch.db", "--experiment", "exp"], {},
      r"--tracking-uri sqlite:///nosuch\.db: no MLflow store at nosuch\.db"),
@@ -163,6 +164,44 @@ CASES = [   # (argv, files: {name: bytes or a function of the path; "-": standar
     (["seeds", "gru", "--run", "0"], {}, r"--run 0: the number of seeds to queue must be at least 1"),
     (["seeds", "gru", "--run", "2", "--jobs", "0"], {}, r"--jobs 0: .* at least 1"),
     (["seeds", "gru", "--no-wait"], {}, r"--no-wait: only with --run N"),
+    # binary input refused as it streams in, memory bounded (/dev/zero: test_endless_binary_...)
+    (["ngram", "build", "late.txt", "--order", "2", "--arpa", "m.arpa"],
+     {"late.txt": b"a b\n" * 300_000 + b"\x00" + b"c\n" * 10},
+     r"TEXT 'late\.txt': looks like a binary file \(a NUL byte at byte offset 1200000\); give UTF-8"),
+    (["ngram", "build", "z.gz", "--order", "2", "--arpa", "m.arpa"], {"z.gz": gzip.compress(b"a b\n\x00")},
+     r"TEXT 'z\.gz': looks like a binary file \(a NUL byte at byte offset of the decompressed text 4\)"),
+    (["ngram", "build", "z.gz", "--order", "2", "--arpa", "m.arpa"],
+     {"z.gz": gzip.compress(b"x" * 1000)[:10] + b"\xff" * 20},
+     r"TEXT 'z\.gz': not a valid gzip file \(Error -3 while decompressing data: invalid block type\)"),
+    (["ngram", "build", "z.gz", "--order", "2", "--arpa", "m.arpa"],
+     {"z.gz": gzip.compress(ARPA_TEXT * 50)[:-12]}, r"TEXT 'z\.gz': not a valid gzip file \(Compressed file ended"),
+    (["ngram", "query", "m.arpa", "z.bin"], {"z.bin": b"\x00" * 100}, r"TEXT 'z\.bin': looks like a binary file"),
+    (["ngram", "query", "m.arpa.gz", "t.txt"], {**TEXT, "m.arpa.gz": gzip.compress(b"\x00" * 100)},
+     r"MODEL m\.arpa\.gz: a binary file \(a NUL byte at byte offset 0\), not ARPA text"),
+    # bounds: a sentence's tokens, MLflow's most results; a SENTENCE of score
+    (["generate", "--max-length", "100000"], {}, r"argument --max-length: must be a whole number in 1\.\.1000, not '100000'"),
+    (["compare", "--list", "--limit", "1000000000000000000000"], {},
+     r"argument --limit: must be a whole number in 1\.\.50000, not '1000000000000000000000'"),
+    (["score", "a ___ b ___"], {}, r"SENTENCE 'a ___ b ___' has 2 ___; a scored sentence holds at most one"),
+    # params.yaml: empty (no models, as `models: {}`), a model name YAML reads as a number
+    (["seeds", "gru"], {**PROJECT, "params.yaml": b""},
+     r"^lmpipe: error: params\.yaml: is empty \(no settings at all\); restore it \(`git checkout params\.yaml`\)"),
+    (["score", "a b"], {"params.yaml": b"# nothing but a comment\n"}, r"params\.yaml: is empty"),
+    (["compare"], {"params.yaml": b""}, r"params\.yaml: is empty"),
+    (["seeds", "gru"], {**PROJECT, "params.yaml": lambda path: path.write_text(
+        (ROOT / "params.yaml").read_text().replace("\n  rnn:\n", "\n  1:\n", 1))},
+     r"params\.yaml: models\.1: YAML reads the unquoted name 1 as a number, not a name; quote it \('1':\)"),
+    # seeds: dvc.yaml as DVC reads it, before any dvc command
+    (["seeds", "gru"], {**PROJECT, "dvc.yaml": b"stages: 5\n"},
+     r"dvc\.yaml: DVC cannot read it \(expected a dictionary for dictionary value @ data\['stages'\]\); "
+     r"fix the file \(`git checkout dvc\.yaml` restores the committed one\)"),
+    (["seeds", "gru"], {**PROJECT, "dvc.yaml": b"stages: [prepare, train]\n"},
+     r"dvc\.yaml: DVC cannot read it \(expected a dictionary"),
+    (["seeds", "gru"], {**PROJECT, "dvc.yaml": b"stages: {train: [1\n"},
+     r"dvc\.yaml: not valid YAML \(line 2, column 1\): .*; fix the file \(`git checkout dvc\.yaml`"),
+    (["seeds", "gru"], {**PROJECT, "dvc.yaml": b""}, r"dvc\.yaml: is empty, no pipeline .*git checkout dvc\.yaml"),
+    (["seeds", "gru"], {**PROJECT, "dvc.yaml": b"stages: {}\n"},
+     r"dvc\.yaml: no stage train, so train@gru would not run in the experiments"),
     # the command itself
     ([], {}, r"the following arguments are required: command; see `lmpipe --help`"),
     (["nosuch"], {}, r"argument command: invalid choice: 'nosuch'"),
@@ -261,3 +300,127 @@ def test_the_user_sees_one_line_and_status_2(argv, line, tmp_path):
     shown = subprocess.run([*CLI, *argv], cwd=tmp_path, capture_output=True, text=True,
                            env={**env, errors.DEBUG: "1"})
     assert shown.returncode != 0 and "Traceback (most recent call last)" in shown.stderr
+
+
+@pytest.mark.parametrize("argv", [
+    ["ngram", "build", "/dev/zero", "--order", "3", "--arpa", "m.arpa"],
+    ["ngram", "build", "-", "--order", "3", "--arpa", "m.arpa"],          # stdin: /dev/zero
+    ["ngram", "query", "/dev/zero", "t.txt"],                              # MODEL
+    ["ngram", "query", "m.arpa", "/dev/zero"],                             # TEXT
+])
+def test_endless_binary_input_is_refused_at_its_first_chunk(argv, tmp_path):
+    """/dev/zero (any huge binary input) is refused by its first chunk, not read to the end:
+    the process runs with 4 GiB of address space and a timeout, where reading it all would
+    take every byte of memory there is."""
+    import resource
+
+    def limited():
+        resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+    (tmp_path / "t.txt").write_bytes(ARPA_TEXT)
+    with open("/dev/zero", "rb") as zero:
+        result = subprocess.run([*CLI, *argv], cwd=tmp_path, capture_output=True, text=True,
+                                stdin=zero, timeout=120, preexec_fn=limited,
+                                env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 2, result.stderr
+    assert re.fullmatch(r"lmpipe: error: (TEXT|MODEL) .*(a NUL byte at byte offset 0).*\n",
+                        result.stderr), result.stderr
+
+
+def test_compare_shows_the_table_and_warns_when_the_pairs_artifact_is_missing_or_damaged(
+        here, monkeypatch, capsys):
+    """report/pairs.json of the execution missing (logged before lmpipe wrote it), not JSON, not
+    a mapping, a pair without its keys: the table still prints, the verdicts are left out with
+    one warning line on stderr, exit status 0."""
+    from pipeline.tracking import artifacts
+    _files(here, {"mlflow.db": store}, monkeypatch)
+    good = (ROOT / "metrics" / "pairs.json").read_bytes()
+    for content, warning in [
+            (None, r"run abc123 has no report/pairs\.json artifact \(logged before lmpipe wrote "
+                   r"paired verdicts, or deleted\), so no paired verdicts; `dvc repro -f evaluate`"),
+            (b"not json", r"run abc123's artifact report/pairs\.json is damaged \(not UTF-8 JSON: "
+                          r"Expecting value: line 1 column 1 \(char 0\)\); the table above is shown "
+                          r"without the paired verdicts; `dvc repro -f evaluate`"),
+            (b"\xff\xfe", r"is damaged \(not UTF-8 JSON: 'utf-8' codec can't decode"),
+            (b"[1, 2]", r"is damaged \(the whole file: input should be a valid dictionary\)"),
+            (b'{"gru_vs_ngram": {"a": "gru", "b": "ngram"}}',
+             r"is damaged \(gru_vs_ngram\.delta_nats_per_token: field required\)"),
+            (b'{"x": {"a": "gru", "b": "ngram", "delta_nats_per_token": 0.1, "delta_ci_low": 0, '
+             b'"delta_ci_high": 0.2, "p_better": 2, "level": 0.95}}',
+             r"is damaged \(x\.p_better: input should be less than or equal to 1\)"),
+            (good, None)]:
+        def download(run_id, artifact_path, tracking_uri, dst_path, content=content):
+            if content is None:
+                raise OSError(f"no artifact {artifact_path}")
+            local = here / "scratch" / artifact_path
+            local.parent.mkdir(parents=True, exist_ok=True)
+            local.write_bytes(content)
+            return str(local)
+        monkeypatch.setattr(artifacts.mlflow.artifacts, "download_artifacts", download)
+        main(["compare", *STORE])   # returns: exit status 0
+        out, err = capsys.readouterr()
+        assert out.startswith("sweep-a  (run abc123") and "In the MLflow UI" in out
+        if warning is None:
+            assert err == "" and "gru better than ngram: yes" in out
+            continue
+        assert "Paired bootstrap" not in out and err.count("\n") == 1, err
+        assert err.startswith("lmpipe: warning: ") and re.search(warning, err), err
+
+
+def test_generate_prints_each_batch_as_it_is_sampled(here, monkeypatch, capsys):
+    """--n sentences come BATCH at a time (memory bounded, the first at once), flushed; the
+    first batch is what one sample of up to BATCH sentences gives (seed --seed)."""
+    import argparse
+
+    import numpy as np
+
+    from pipeline.cli import models
+    from pipeline.evaluation import tasks
+    calls, printed = [], []
+
+    class Vocab:
+        def __len__(self):
+            return 3
+
+        def decode(self, ids):
+            return [f"w{i}" for i in ids]
+
+    def sample(model, count, temperature, max_length, seed):
+        calls.append((count, seed, max_length))
+        printed.append(capsys.readouterr().out.count("\n"))   # the batch before, already out
+        return [np.array([seed, i]) for i in range(count)]
+    monkeypatch.setattr(models, "repository", lambda command: here)
+    monkeypatch.setattr(models, "_tokenizer", lambda data: (Vocab(), None, None))
+    monkeypatch.setattr(models, "load_models", lambda *args: {"gru": argparse.Namespace(kind="causal")})
+    monkeypatch.setattr(tasks, "sample", sample)
+    args = argparse.Namespace(command="generate", data=here, models=here, model=None, n=35,
+                              temperature=1.0, max_length=40, seed=7)
+    models.generate(args)
+    assert calls == [(16, 7, 40), (16, 23, 40), (3, 39, 40)]
+    assert printed == [1, 16, 16] and capsys.readouterr().out.count("\n") == 3   # 1: the header
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly(tmp_path):
+    """`lmpipe generate --n 100000 | head -3`: the closed pipe stops the command, status 0, no
+    "Broken pipe" error line; a BrokenPipeError of anything but standard output is an error."""
+    code = ("import argparse, sys\n"
+            "from pipeline.cli.main import _until_the_reader_stops as run\n"
+            "def endless(args):\n"
+            "    while True:\n"
+            "        print('a sampled sentence', flush=True)\n"
+            "def other(args):\n"
+            "    raise BrokenPipeError(32, 'Broken pipe')\n"
+            "try:\n"
+            "    run(argparse.Namespace(run=endless if sys.argv[1] == 'stdout' else other))\n"
+            "except BrokenPipeError:\n"
+            "    sys.exit(3)\n")
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
+    reader = subprocess.Popen([sys.executable, "-c", code, "stdout"], cwd=tmp_path, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert reader.stdout.readline() == b"a sampled sentence\n"
+    reader.stdout.close()   # as head does
+    assert reader.wait(timeout=60) == 0
+    assert reader.stderr.read() == b""
+    reader.stderr.close()
+    other = subprocess.run([sys.executable, "-c", code, "other"], cwd=tmp_path, env=env,
+                           capture_output=True, timeout=60)   # its stdout still read
+    assert other.returncode == 3

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import yaml
 
@@ -206,7 +208,7 @@ def test_a_duplicate_key_is_one_line_naming_where(tmp_path):
         config.load(path)
 
 
-@pytest.mark.parametrize("name", ["gru.small", "gru small", "gru@2", "gru/x", 7, ""])
+@pytest.mark.parametrize("name", ["gru.small", "gru small", "gru@2", "gru/x", ""])
 def test_model_names_must_be_addressable_by_dvc(name):
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["models"][name] = dict(raw["models"]["gru"])
@@ -219,3 +221,51 @@ def test_model_names_with_dash_and_underscore_are_fine():
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["models"]["gru-small_2"] = dict(raw["models"]["gru"])
     assert "gru-small_2" in config.from_dict(raw).models
+
+
+@pytest.mark.parametrize(("key", "message"), [
+    ("1", r"models\.1: YAML reads the unquoted name 1 as a number, not a name; quote it \('1':\)$"),
+    ("7", r"models\.7: YAML reads the unquoted name 7 as a number, not a name; quote it \('7':\)$"),
+    ("true", r"models\.true: YAML reads the unquoted name true as a boolean, not a name; quote it "
+             r"\('true':\)$"),
+    ("null", r"models\.null: YAML reads the unquoted name null as null, not a name; quote it"),
+    ("1.5", r"models\.1\.5: YAML reads the unquoted name 1\.5 as a number, not a name; quote it and "
+            r"use letters, digits, _ and - only, .*\(e\.g\. '1_5':\)$"),
+    ("2024-01-01", r"models\.2024-01-01: YAML reads the unquoted name 2024-01-01 as a date, not a "
+                   r"name; quote it \('2024-01-01':\)$"),
+])
+def test_an_unquoted_model_name_yaml_reads_as_no_string_is_told_to_be_quoted(tmp_path, key, message):
+    text = (ROOT / "params.yaml").read_text()
+    assert "\n  gru:\n" in text
+    path = tmp_path / "params.yaml"
+    path.write_text(text.replace("\n  gru:\n", f"\n  {key}:\n", 1))
+    with pytest.raises(ParamsError, match=rf"^{re.escape(str(path))}: {message}"):
+        config.load(path)
+    path.write_text(text.replace("\n  gru:\n", f"\n  '{key}':\n", 1))   # quoted, as told
+    if re.fullmatch(config.MODEL_NAME, key):
+        assert key in config.load(path).models
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "# params.yaml\n# all commented out\n", "---\n"])
+def test_an_empty_params_file_is_refused_as_models_empty_is(tmp_path, text):
+    """Not "every section at its default" (no models: evaluate would rewrite metrics/ without
+    the recurrent models), but what `models: {}` gets: one line and the fix."""
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    with pytest.raises(ParamsError, match=rf"^{re.escape(str(path))}: is empty \(no settings at "
+                                          rf"all\); restore it \(`git checkout {re.escape(str(path))}`\)"):
+        config.load(path)
+
+
+@pytest.mark.parametrize(("models", "message"), [
+    (None, r"models is missing; models must map each model name"),
+    ({}, r"models must map each model name \(rnn, gru, \.\.\.\) to its settings"),
+])
+def test_params_without_models_are_refused(models, message):
+    raw = _raw()
+    if models is None:
+        del raw["models"]
+    else:
+        raw["models"] = models
+    with pytest.raises(ParamsError, match=message):
+        config.from_dict(raw)

@@ -79,6 +79,15 @@ def test_text_file_directory_and_gzip(tmp_path):
     assert line_of.tolist() == [0, 1, 2, 3]
 
 
+def test_damaged_gzip_data_is_named(tmp_path):
+    """A gzip header followed by damaged deflate data (zlib.error, not OSError) is one line."""
+    data = bytearray(gzip.compress(b"one two three\n" * 50))
+    data[10] = 0xFF   # the first deflate block: "invalid block type"
+    (tmp_path / "c.txt.gz").write_bytes(bytes(data))
+    with pytest.raises(CorpusError, match="c.txt.gz: not a valid gzip file"):
+        corpus.read(str(tmp_path / "c.txt.gz"))
+
+
 @pytest.mark.parametrize("names", corpus.GIVEN_SPLITS)
 def test_a_benchmark_directory_gives_its_own_split(tmp_path, names):
     for name, body in zip(names, ("a b\nc\n", "d\n", "e f g\n"), strict=True):

@@ -163,6 +163,110 @@ def corrupt_counts(repo):
     (repo / "models" / "ngram" / "counts.parquet").write_text("not parquet")
 
 
+def _edit_json(path, change):
+    value = json.loads(path.read_text())
+    change(value)
+    path.write_text(json.dumps(value))
+
+
+def _edit_arrays(path, change):
+    with np.load(path) as found:
+        arrays = dict(found)
+    change(arrays)
+    np.savez(path, **arrays)
+
+
+def _edit_weights(repo, change):
+    import torch
+    path = repo / "models" / "gru" / "model.pt"
+    checkpoint = torch.load(path, weights_only=True)
+    change(checkpoint["state_dict"])
+    torch.save(checkpoint, path)
+
+
+def nan_weights(repo):
+    _edit_weights(repo, lambda state: next(v for v in state.values() if v.is_floating_point())
+                  .view(-1)[0].fill_(float("nan")))
+
+
+def huge_weights(repo):   # finite, but the scores overflow to NaN: refused before anything is written
+    _edit_weights(repo, lambda state: [v.fill_(3e38) for v in state.values() if v.is_floating_point()])
+
+
+def duplicate_vocab_token(repo):
+    _edit_json(repo / "data" / "vocab.json", lambda v: v["tokens"].__setitem__(4, v["tokens"][3]))
+
+
+def blank_vocab_token(repo):
+    _edit_json(repo / "data" / "vocab.json", lambda v: v["tokens"].__setitem__(4, " "))
+
+
+def unsorted_ngram_keys(repo):
+    def change(arrays):
+        arrays["keys2"][[0, 1]] = arrays["keys2"][[1, 0]]
+    _edit_arrays(repo / "models" / "ngram" / "model.npz", change)
+
+
+def nan_ngram_logprob(repo):
+    _edit_arrays(repo / "models" / "ngram" / "model.npz",
+                 lambda arrays: arrays["log10_prob2"].__setitem__(3, np.nan))
+
+
+def positive_ngram_logprob(repo):
+    _edit_arrays(repo / "models" / "ngram" / "model.npz",
+                 lambda arrays: arrays["log10_prob3"].__setitem__(0, 0.5))
+
+
+def infinite_ngram_backoff(repo):
+    _edit_arrays(repo / "models" / "ngram" / "model.npz",
+                 lambda arrays: arrays["log10_backoff1"].__setitem__(5, -np.inf))
+
+
+def units_of_another_length(repo):
+    _edit_arrays(repo / "data" / "units.npz",
+                 lambda arrays: arrays.__setitem__("test_unit", arrays["test_unit"][:-1]))
+
+
+def negative_unit_id(repo):
+    _edit_arrays(repo / "data" / "units.npz", lambda arrays: arrays["valid_unit"].__setitem__(0, -1))
+
+
+def zero_chars(repo):
+    _edit_arrays(repo / "data" / "units.npz", lambda arrays: arrays["test_chars"].__setitem__(0, 0))
+
+
+def stats_without_test(repo):
+    _edit_json(repo / "data" / "stats.json", lambda stats: stats.pop("test"))
+
+
+def stats_of_wrong_types(repo):
+    _edit_json(repo / "data" / "stats.json", lambda stats: stats["test"].update(oov_rate="0.1"))
+
+
+def history_without_val_ppl(repo):
+    _edit_json(repo / "models" / "gru" / "history.json", lambda h: h[0].pop("val_ppl"))
+
+
+def history_with_string_step(repo):
+    _edit_json(repo / "models" / "gru" / "history.json", lambda h: h[0].update(step="12"))
+
+
+def cut_test_stream(repo):
+    np.save(repo / "data" / "test.npy", np.load(repo / "data" / "test.npy")[:-3])
+
+
+def train_stream_cut_mid_sentence(repo):
+    np.save(repo / "data" / "train.npy", np.load(repo / "data" / "train.npy")[:-3])
+
+
+def nan_metrics(repo):
+    _edit_json(repo / "metrics" / "metrics.json", lambda m: m["gru"].update(test_ppl=float("nan")))
+
+
+def malformed_test_set(repo):
+    _edit_json(repo / "metrics" / "registry.json", lambda r: r["gru"].update(test_set="abc"))
+
+
 def delete_registered_version(repo):
     entry = json.loads((repo / "metrics" / "registry.json").read_text())["gru"]
     _client(repo).delete_model_version(entry["model"], entry["version"])
@@ -231,6 +335,54 @@ CASES = [
                                           r"the champion\); `champion` set to v\d+"),
     (corrupt_registry_json, "promote", 2, r"metrics/registry\.json: holds a JSON list, not a dict; "
                                           r"rerun evaluate, which writes it: `dvc repro -f evaluate`"),
+    (nan_weights, "evaluate", 2, r"models/gru/model\.pt: damaged, holds NaN or infinite weights "
+                                 r"\(\S+\); restore it with `dvc checkout models/gru` \(DVC's cached "
+                                 r"copy\) or rebuild it with `dvc repro -f train@gru`"),
+    (huge_weights, "evaluate", 2, r"models/gru/model\.pt: the scores of gru are not finite \(valid "
+                                  r"nll=nan\), so nothing is written, logged or registered; restore "
+                                  r"it with `dvc checkout models/gru`"),
+    (duplicate_vocab_token, "evaluate", 2, r"data/vocab\.json: damaged, lists the token '.+' twice "
+                                           r"\(entries 3 and 4\); restore it with `dvc checkout data`"),
+    (duplicate_vocab_token, "ngram", 2, r"data/vocab\.json: damaged, lists the token"),
+    (blank_vocab_token, "train", 2, r"data/vocab\.json: damaged, entry 4 is ' ', which no tokenizer "
+                                    r"yields .*; restore it with `dvc checkout data`"),
+    (unsorted_ngram_keys, "evaluate", 2, r"models/ngram/model\.npz: damaged, holds order-2 keys out "
+                                         r"of order .*; restore it with `dvc checkout models/ngram` "
+                                         r"\(DVC's cached copy\) or rebuild it with `dvc repro -f ngram`"),
+    (nan_ngram_logprob, "evaluate", 2, r"models/ngram/model\.npz: damaged, holds non-finite log10 "
+                                       r"probabilities \(1 of order 2, the first nan at entry 3\); "
+                                       r"restore it"),
+    (positive_ngram_logprob, "evaluate", 2, r"models/ngram/model\.npz: damaged, holds positive log10 "
+                                            r"probabilities \(p > 1; order 3, up to 0\.5 at entry 0\)"),
+    (infinite_ngram_backoff, "evaluate", 2, r"models/ngram/model\.npz: damaged, holds non-finite log10 "
+                                            r"backoffs \(1 of order 1, the first -inf at entry 5\)"),
+    (units_of_another_length, "evaluate", 2, r"data/units\.npz: test_unit gives units for \d+ sentences "
+                                             r"but data/test\.npy holds \d+ .*; restore it with "
+                                             r"`dvc checkout data`"),
+    (negative_unit_id, "evaluate", 2, r"data/units\.npz: valid_unit holds unit ids -1\.\.\d+, outside "
+                                      r"0\.\.\d+ .*; restore it"),
+    (zero_chars, "evaluate", 2, r"data/units\.npz: test_chars holds a size of 0; every unit has at "
+                                r"least 1; restore it"),
+    (stats_without_test, "evaluate", 2, r"data/stats\.json: has no test; restore it with `git checkout "
+                                        r"data/stats\.json` or rebuild it with `dvc repro -f prepare`"),
+    (stats_of_wrong_types, "evaluate", 2, r"data/stats\.json: test\.oov_rate is '0\.1', not a rate in "
+                                          r"\[0, 1\]; restore it with `git checkout"),
+    (history_without_val_ppl, "evaluate", 2, r"models/gru/history\.json: entry 0 has val_ppl 'missing', "
+                                             r"not a perplexity; restore it with `dvc checkout "
+                                             r"models/gru`.* `dvc repro -f train@gru`"),
+    (history_with_string_step, "evaluate", 2, r"models/gru/history\.json: entry 0 has step '12', not a "
+                                              r"whole number"),
+    (cut_test_stream, "evaluate", 2, r"data/test\.npy: does not end with </s> \(cut "
+                                                  r"mid-sentence, or edited\); restore it with `dvc "
+                                                  r"checkout data`"),
+    (train_stream_cut_mid_sentence, "ngram", 2, r"data/train\.npy: does not end with </s>"),
+    (train_stream_cut_mid_sentence, "train", 2, r"data/train\.npy: does not end with </s>"),
+    (nan_metrics, "promote", 2, r"metrics/metrics\.json: gru has test_ppl=nan, not a finite number "
+                                r".*nothing is promoted; rerun evaluate, which writes it: `dvc repro "
+                                r"-f evaluate`"),
+    (malformed_test_set, "promote", 2, r"metrics/registry\.json: gru has a malformed test_set "
+                                       r"\(\"abc\"; expected an object of strings with an id\); rerun "
+                                       r"evaluate"),
     (broken_probes, "evaluate", 2, r"probes\.yaml: not valid YAML \(line \d+, column \d+\): .*; fix "
                                    r"the file"),
     (server_down, "train", 2, r"the MLflow tracking server http://127\.0\.0\.1:\d+ does not "
@@ -295,6 +447,10 @@ def test_a_stage_process_with_lmpipe_debug_prints_the_traceback(tmp_path):
     (delete_vocab, ["generate", "--model", "gru"], r"data/vocab\.json: missing; restore it"),
     (corrupt_ngram_model, ["score", "--model", "ngram", "the cat"],
      r"models/ngram/model\.npz: damaged"),
+    (nan_weights, ["score", "the cat saw the fox ."],
+     r"models/gru/model\.pt: damaged, holds NaN or infinite weights .*dvc repro -f train@gru"),
+    (nan_ngram_logprob, ["fill", "the ___ saw the fox ."],
+     r"models/ngram/model\.npz: damaged, holds non-finite log10 probabilities"),
 ])
 def test_commands_on_damaged_models_get_one_line(repo, capsys, damage, argv, message):
     import re
@@ -307,3 +463,28 @@ def test_commands_on_damaged_models_get_one_line(repo, capsys, damage, argv, mes
     assert stopped.value.code not in (0, None) and "Traceback" not in err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and re.search(message, lines[0]), err
+
+
+def test_a_model_with_nan_scores_never_becomes_champion(repo, capsys):
+    """The scores of a damaged model (metrics.json as an older evaluate wrote them for NaN
+    weights): promote refuses before any alias moves, so no champion is set."""
+    client = _client(repo)
+    for alias in [a for a in client.get_registered_model("lmpipe-gru").aliases]:
+        client.delete_registered_model_alias("lmpipe-gru", alias)
+    nan_metrics(repo)
+    code, _, err = _stage(capsys, "promote")
+    assert code == 2 and err.startswith("lmpipe: error: metrics/metrics.json: gru has test_ppl=nan")
+    assert client.get_registered_model("lmpipe-gru").aliases == {}
+
+
+def test_promotion_never_takes_a_non_finite_test_ppl(repo):
+    """Belt and braces (pipeline/tracking/promotion.py): a NaN test_ppl is refused by promote()
+    itself, and a champion scored NaN is no bar to clear."""
+    from pipeline.errors import StateError
+    from pipeline.tracking import promotion
+    entry = json.loads((repo / "metrics" / "registry.json").read_text())["gru"]
+    with pytest.raises(StateError, match=r"lmpipe-gru v\d+: test_ppl is nan, not a finite number"):
+        promotion.promote(f"sqlite:///{repo / 'mlflow.db'}", entry["model"], entry["version"],
+                          {"test_ppl": float("nan")}, entry["test_set"], 0.0)
+    assert promotion.decide({"test_ppl": 50.0}, {"version": "3", "metrics": {"test_ppl": float("nan")}},
+                            0.01) == (True, "champion v3's test_ppl is nan")

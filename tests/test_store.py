@@ -3,6 +3,7 @@ stores untouched, readers and writers that do not wait for each other, and four 
 writing runs, metrics and model versions into one store at once without losing or duplicating
 any."""
 import multiprocessing
+import os
 import shutil
 import sqlite3
 import time
@@ -92,6 +93,30 @@ def test_a_store_sqlite_will_not_switch_keeps_its_mode_with_a_warning(tmp_path, 
     monkeypatch.setattr(store.sqlite3, "connect", lambda *args, **kwargs: Declining())
     with pytest.warns(UserWarning, match="stays in journal mode delete, not WAL"):
         assert store.prepare(f"sqlite:///{tmp_path}/a.db") == f"sqlite:///{tmp_path}/a.db"
+
+
+def test_blocked_passes_a_writable_store_and_creates_nothing(fresh, tmp_path):
+    uri, path = fresh
+    assert store.blocked(path) is None and store.blocked(path, write=False) is None
+    assert store.blocked(tmp_path / "new.db") is None and not (tmp_path / "new.db").exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="the superuser ignores file permissions")
+def test_blocked_names_what_sqlite_cannot_write(fresh):
+    """A read-only file, or a read-only folder (SQLite writes -wal, -shm, -journal there; a
+    reader of a store in WAL mode writes -shm), as (why, the paths to make writable)."""
+    uri, path = fresh
+    folder = path.parent
+    folder.chmod(0o555)
+    try:
+        assert store.blocked(path) == (f"its folder {folder} is read-only", [folder])
+        why, paths = store.blocked(path, write=False)
+        assert why.startswith("SQLite: ") and paths == [folder]
+    finally:
+        folder.chmod(0o755)
+    path.chmod(0o444)
+    assert store.blocked(path) == ("the file is read-only", [path])
+    assert store.blocked(path, write=False) is None   # a reader needs only the folder
 
 
 def test_readers_and_a_writer_do_not_wait_for_each_other(fresh):

@@ -164,3 +164,38 @@ def test_fills_over_the_vocabulary_never_propose_unk_and_mark_unknown_words(ngra
         assert {r["text"]: r["oov"] for r in options} == {"we": [], "qq": ["qq"]}
         ranked = tasks.run_probe(model, {"rank": ["wd we", "wd qq"]}, encode, WORDS, unknown)
         assert {r["text"]: r["oov"] for r in ranked} == {"wd we": [], "wd qq": ["qq"]}
+
+
+def test_ngram_tables_are_checked_as_the_scorer_reads_them(ngram):
+    """NGramLM.problem: what log10_probs and gram_ids assume (sorted keys, log10 p finite and
+    <= 0 but <s>'s -inf, finite backoffs); an estimated model has none of these problems."""
+    from pipeline.ngram.kneser_ney import NGramLM
+    lm = ngram.lm
+    assert lm.problem() is None and lm.log10_prob[0][BOS_ID] == -np.inf
+
+    def changed(n, field, at, value):
+        tables = {k: [a.copy() for a in getattr(lm, k)] for k in ("keys", "log10_prob", "log10_backoff")}
+        tables[field][n][at] = value
+        return NGramLM(lm.vocab_size, **tables, discounts=lm.discounts).problem()
+    assert "order-2 keys out of order" in changed(1, "keys", 0, lm.keys[1][1])
+    assert "order-3 keys out of order or out of range" in changed(2, "keys", -1, 10**12)
+    assert "order-1 keys other than the word ids" in changed(0, "keys", 4, 5)
+    assert "non-finite log10 probabilities (1 of order 1, the first -inf at entry 4)" in changed(
+        0, "log10_prob", 4, -np.inf)
+    assert "positive log10 probabilities" in changed(2, "log10_prob", 0, 1e-3)
+    assert changed(2, "log10_prob", 0, 1e-12) is None     # rounding of p = 1
+    assert "non-finite log10 backoffs" in changed(1, "log10_backoff", 0, np.nan)
+
+
+def test_a_model_file_with_nan_weights_is_refused(rnn, tmp_path):
+    from pipeline.errors import StateError
+    folder = tmp_path / "models" / "gru"
+    folder.mkdir(parents=True)
+    state = {k: v.clone() for k, v in rnn.model.state_dict().items()}
+    torch.save({"config": rnn.model.config.to_dict(), "state_dict": state}, folder / "model.pt")
+    assert tasks.load_recurrent(folder / "model.pt", 31)[0] is not None
+    next(iter(state.values())).view(-1)[0] = float("inf")
+    torch.save({"config": rnn.model.config.to_dict(), "state_dict": state}, folder / "model.pt")
+    with pytest.raises(StateError, match=r"model\.pt: damaged, holds NaN or infinite weights .*"
+                                         r"dvc repro -f train@gru"):
+        tasks.load_recurrent(folder / "model.pt", 31)

@@ -100,13 +100,15 @@ def compare(args) -> None:
         params = config.load(root / "params.yaml")
         uri = uri or config.tracking_uri(params.mlflow, root)
         experiment = experiment or params.mlflow.experiment
-    store = Path(uri.removeprefix("sqlite:///"))
-    if args.tracking_uri and uri.startswith("sqlite:///") and not store.is_file():
-        raise ValueError(f"--tracking-uri {uri}: no MLflow store at {store}; give the URI of an "
+    from pipeline.tracking import mlflow_runs, store
+    database = store.database(uri)
+    if args.tracking_uri and database is not None and not database.is_file():
+        raise ValueError(f"--tracking-uri {uri}: no MLflow store at {database}; give the URI of an "
                          "existing store (e.g. sqlite:///mlflow.db in the repository's root folder)")
-    if uri.startswith(("http://", "https://")):   # MLflow's client would retry for minutes
-        from pipeline.tracking import mlflow_runs
-        mlflow_runs.check_store(uri, experiment)
+    # the URI's form, a server that does not answer (MLflow's client would retry for minutes),
+    # a deleted experiment; a reader: nothing is created or switched to WAL
+    mlflow_runs.check_store(uri, experiment, source="--tracking-uri" if args.tracking_uri else None,
+                            writable=False)
     try:   # the store and the experiment, before any id is looked up in them
         run_search.pipeline_runs(uri, experiment, 1, finished=False)
     except ValueError as error:   # damaged or deleted (StateError): not the argument's fault
@@ -192,15 +194,64 @@ def _models(uri: str, experiment: str, parent) -> list[dict]:
 
 def _verdicts(uri: str, parent_id: str) -> list[str]:
     """The paired comparisons of an execution (its report/pairs.json artifact, written by
-    evaluate) as sentences; [] when it has none (logged before lmpipe had them)."""
+    evaluate) as sentences. [] with a one-line warning on stderr when the artifact is missing
+    (an execution logged before lmpipe wrote it) or damaged (not JSON, not a mapping of pairs,
+    a pair without its keys or with a value out of range): the table is still worth showing."""
+    import sys
+
     from pipeline.evaluation.bootstrap import Comparison
-    from pipeline.tracking.artifacts import read_json
-    pairs = read_json(uri, parent_id, "report/pairs.json")
-    if not isinstance(pairs, dict):
+    from pipeline.tracking import artifacts
+    path = "report/pairs.json"
+    again = "`dvc repro -f evaluate` logs a new execution with them"
+    try:
+        pairs = artifacts.read_json(uri, parent_id, path)
+        if pairs is None:
+            print(f"lmpipe: warning: run {parent_id} has no {path} artifact (logged before lmpipe "
+                  f"wrote paired verdicts, or deleted), so no paired verdicts; {again}",
+                  file=sys.stderr, flush=True)
+            return []
+        checked = _pairs_schema().validate_python(pairs)
+    except (artifacts.DamagedArtifact, ValueError) as error:   # pydantic's ValidationError too
+        why = str(error) if isinstance(error, artifacts.DamagedArtifact) else \
+            f"run {parent_id}'s artifact {path} is damaged ({_first_problem(error)})"
+        print(f"lmpipe: warning: {why}; the table above is shown without the paired verdicts; "
+              f"{again}", file=sys.stderr, flush=True)
         return []
-    return [Comparison(p["a"], p["b"], p["delta_nats_per_token"], p["delta_ci_low"],
-                       p["delta_ci_high"], p["p_better"], p["level"]).sentence()
-            for p in pairs.values()]
+    return [Comparison(p.a, p.b, p.delta_nats_per_token, p.delta_ci_low, p.delta_ci_high,
+                       p.p_better, p.level).sentence() for p in checked.values()]
+
+
+def _pairs_schema():
+    """A pydantic TypeAdapter of report/pairs.json: {"A_vs_B": {a, b, delta_nats_per_token,
+    delta_ci_low, delta_ci_high (finite numbers), p_better in [0, 1], level in (0, 1)}} (other
+    keys, such as verdict, are recomputed)."""
+    from typing import Annotated
+
+    from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+    number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+
+    class Pair(BaseModel):
+        model_config = ConfigDict(strict=True)
+        a: str
+        b: str
+        delta_nats_per_token: number
+        delta_ci_low: number
+        delta_ci_high: number
+        p_better: Annotated[number, Field(ge=0, le=1)]
+        level: Annotated[number, Field(gt=0, lt=1)]
+
+    return TypeAdapter(dict[str, Pair])
+
+
+def _first_problem(error) -> str:
+    """pydantic's first complaint as "where: what" (e.g. "gru_vs_ngram.p_better: field
+    required"), or the error's text."""
+    problems = getattr(error, "errors", None)
+    if not callable(problems):
+        return " ".join(str(error).split())
+    first = problems()[0]
+    where = ".".join(map(str, first["loc"])) or "the whole file"
+    return f"{where}: {first['msg'][:1].lower()}{first['msg'][1:]}"
 
 
 def _ordered(runs: list) -> list:

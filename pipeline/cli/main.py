@@ -34,6 +34,9 @@ from pipeline import errors
 from pipeline.cli import experiments, models, ngram, seeds
 from pipeline.text.tokenizers import TOKENIZERS
 
+MAX_LENGTH = 1000   # lmpipe generate --max-length: tokens of one sentence (chars: characters)
+MAX_LIMIT = 50000   # lmpipe compare --limit: MLflow's search_runs takes at most 50,000 results
+
 
 class Parser(argparse.ArgumentParser):
     """argparse whose errors are lmpipe's one line (`lmpipe: error: argument --k: ...; see
@@ -85,6 +88,24 @@ def text_options(p: argparse.ArgumentParser) -> None:
                    help="the unknown-word marker in the text (default <unk>; '' for none)")
 
 
+def _until_the_reader_stops(args) -> None:
+    """args.run(args); a reader of standard output that stops early (`lmpipe generate --n 1000 |
+    head`) ends the command quietly, as for any Unix filter, not with an error."""
+    import select
+    try:
+        args.run(args)
+    except BrokenPipeError:
+        try:   # a pipe without a reader polls as an error for its writer
+            poll = select.poll()
+            poll.register(sys.stdout.fileno(), select.POLLOUT)
+            closed = any(events & select.POLLERR for _, events in poll.poll(0))
+        except (OSError, ValueError, AttributeError):   # stdout replaced, or no poll here
+            closed = False
+        if not closed:
+            raise
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # Python's own flush
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the command of argv. Returns when it succeeds; otherwise one line on stderr and
     SystemExit with status 2 (bad arguments or input, damaged state), 1 (unforeseen) or 130
@@ -114,7 +135,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model", action="append", help="model name (repeatable); default: all")
     p.add_argument("--n", type=whole(1), default=5, help="sentences per model (default 5)")
     p.add_argument("--temperature", type=positive, default=1.0)
-    p.add_argument("--max-length", type=whole(1), default=40, help="tokens at most (default 40)")
+    p.add_argument("--max-length", type=whole(1, MAX_LENGTH), default=40,
+                   help=f"tokens at most (default 40, at most {MAX_LENGTH}); a sentence ends at "
+                        "the model's </s> first")
     p.add_argument("--seed", type=whole(0), default=0)
     p.add_argument("--models", type=Path, default=Path("models"))
     p.add_argument("--data", type=Path, default=Path("data/prepared"))
@@ -134,7 +157,8 @@ def main(argv: list[str] | None = None) -> None:
     p = commands.add_parser("compare", help="the comparison table of a pipeline execution, the "
                                             "list of executions, or two side by side, from MLflow")
     p.add_argument("--list", action="store_true", help="list the executions (newest first) with their ids")
-    p.add_argument("--limit", type=whole(1), default=20, help="--list: how many (default 20)")
+    p.add_argument("--limit", type=whole(1, MAX_LIMIT), default=20,
+                   help=f"--list: how many (default 20, at most {MAX_LIMIT:,})")
     p.add_argument("--run", dest="parent_run", metavar="ID",
                    help="an execution's run id (or its first characters) instead of the newest")
     p.add_argument("--against", metavar="ID", help="a second execution: the two side by side")
@@ -192,7 +216,7 @@ def main(argv: list[str] | None = None) -> None:
     from pipeline.config import quiet_libraries
     quiet_libraries()   # LMPIPE_VERBOSE=1 shows the libraries' own messages
     try:
-        status = errors.guard(args.run, args)
+        status = errors.guard(_until_the_reader_stops, args)
     except KeyboardInterrupt:
         if errors.debug():
             raise

@@ -59,9 +59,16 @@ def _oov_note(words: list[str]) -> str:
 
 
 def score(args) -> None:
-    """Each sentence's ln P (natural log, like fill, the probes and the pyfunc), best first.
-    Raises ValueError outside the repository (experiments.repository), naming --models,
-    --data or --model when they hold no trained pipeline (load_models, _tokenizer)."""
+    """Each sentence's ln P (natural log, like fill, the probes and the pyfunc), best first; a
+    ___ in a sentence is scored as <unk>. Raises ValueError for a sentence with more than one
+    ___, outside the repository (experiments.repository), naming --models, --data or --model
+    when they hold no trained pipeline (load_models, _tokenizer)."""
+    from pipeline.config import BLANK  # tasks.BLANK, without importing torch for a refusal
+    for sentence in args.sentences:
+        if sentence.count(BLANK) > 1:
+            raise ValueError(f"SENTENCE {sentence!r} has {sentence.count(BLANK)} {BLANK}; a "
+                             f"scored sentence holds at most one (scored as <unk>); `lmpipe fill` "
+                             "fills a blank")
     repository(args.command)
     from pipeline.evaluation import tasks
     vocab, encode, unknown = _tokenizer(args.data)
@@ -105,15 +112,24 @@ def fill(args) -> None:
             print(f"  {row['logprob']:9.3f}  {row['text']}{_oov_note(row['oov'])}")
 
 
+BATCH = 16   # sentences sampled together (one model step each per token), printed as they come
+
+
 def generate(args) -> None:
-    """--n sentences sampled from each causal model. Raises ValueError as score does."""
+    """--n sentences sampled from each causal model, printed (and flushed) BATCH at a time as
+    they are sampled, so a large --n shows its first sentences at once and holds BATCH in
+    memory, not --n; a sentence ends at the model's </s> or after --max-length tokens. Batch k
+    (from 0) is drawn with seed --seed + k * BATCH: up to BATCH sentences are those of one
+    sample of --n sentences. Raises ValueError as score does."""
     repository(args.command)
     from pipeline.evaluation import tasks
     vocab, _, _ = _tokenizer(args.data)
     for name, model in load_models(args.models, args.model, len(vocab)).items():
         if model.kind != "causal":
-            print(f"{name}: skipped (bidirectional models do not generate left to right)")
+            print(f"{name}: skipped (bidirectional models do not generate left to right)", flush=True)
             continue
-        print(f"{name}  [temperature {args.temperature}]")
-        for ids in tasks.sample(model, args.n, args.temperature, args.max_length, args.seed):
-            print("  " + " ".join(vocab.decode(ids)))
+        print(f"{name}  [temperature {args.temperature}]", flush=True)
+        for start in range(0, args.n, BATCH):
+            for ids in tasks.sample(model, min(BATCH, args.n - start), args.temperature,
+                                    args.max_length, args.seed + start):
+                print("  " + " ".join(vocab.decode(ids)), flush=True)

@@ -7,6 +7,7 @@ space and tab, nothing normalised, a blank line an empty sentence, and unlike lm
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -88,18 +89,68 @@ def _name(args) -> str:
 def _text(args) -> str:
     """The text file (or `-`) of the command, each line ended by `\n`, read as `prepare` reads a
     file (a `.gz` decompressed, UTF-8). Raises ValueError naming the TEXT argument when it is
-    not a readable file of UTF-8 text."""
+    not a readable file of UTF-8 text; a binary file (a NUL byte) is refused as soon as the
+    chunk holding it is read (/dev/zero, a disk image), not after reading all of it."""
     path = Path(args.text)
     if args.text != "-" and (path.is_dir() or not path.exists()):
         what = "is a directory" if path.is_dir() else "no such file"
         raise ValueError(f"{_name(args)}: {what}; give a text file (one sentence per line) or "
                          "- for standard input")
+    gz = args.text != "-" and path.suffix == ".gz"
     try:
-        data = sys.stdin.buffer.read() if args.text == "-" else path.read_bytes()
+        if gz:
+            _check_decompressed(path, _name(args))
+        if args.text == "-":
+            data = _read_checked(sys.stdin.buffer, _name(args))
+        else:
+            with open(path, "rb") as handle:
+                data = _read_checked(handle, _name(args), gz)
     except OSError as error:
         raise ValueError(f"{_name(args)}: cannot read it ({error.strerror or error})") from None
-    text = corpus.decode(data, _name(args), gz=path.suffix == ".gz", policy="")
+    text = corpus.decode(data, _name(args), gz=gz, policy="")
     return "".join(line + "\n" for line in split_lines(text))
+
+
+CHUNK = 1 << 20   # bytes read at a time, each checked for a NUL byte as it comes in
+
+
+def _read_checked(handle, name: str, gz: bool = False) -> bytes:
+    """All bytes of `handle`, read CHUNK at a time; the first chunk with a NUL byte stops the
+    reading with corpus.decode's refusal of a binary file (not for `gz`: compressed bytes hold
+    NULs; _check_decompressed checks what they hold)."""
+    parts, size = [], 0
+    while chunk := handle.read(CHUNK):
+        parts.append(chunk)
+        nul = -1 if gz else chunk.find(b"\x00")
+        if nul >= 0:   # what was read so far, up to the NUL: corpus.decode's own message
+            corpus.decode(b"".join(parts[:-1]) + chunk[:nul + 1], name, policy="")
+            raise ValueError(f"{name}: looks like a binary file (a NUL byte at byte offset "
+                             f"{size + nul}); give UTF-8 text, one sentence per line")
+        size += len(chunk)
+    return b"".join(parts)
+
+
+def _check_decompressed(path: Path, name: str) -> None:
+    """Decompress the gzip file at `path` CHUNK at a time (memory bounded), refusing what is
+    not gzip or holds a NUL byte (a compressed /dev/zero) as soon as it shows."""
+    import gzip
+    import zlib
+    offset = 0
+    try:
+        with gzip.open(path, "rb") as stream:
+            while chunk := stream.read(CHUNK):
+                nul = chunk.find(b"\x00")
+                if nul >= 0:
+                    raise ValueError(f"{name}: looks like a binary file (a NUL byte at byte "
+                                     f"offset of the decompressed text {offset + nul}); give "
+                                     "UTF-8 text, one sentence per line")
+                offset += len(chunk)
+    except (EOFError, gzip.BadGzipFile, zlib.error) as error:   # as corpus.decode words it
+        raise ValueError(f"{name}: not a valid gzip file ({error})") from None
+    except OSError as error:
+        if error.errno is not None:
+            raise
+        raise ValueError(f"{name}: not a valid gzip file ({error})") from None
 
 
 def query_summary(model, tokens: tuple[str, ...], text: str, tokenizer: str = "whitespace",
@@ -119,6 +170,35 @@ def query_summary(model, tokens: tuple[str, ...], text: str, tokenizer: str = "w
             "sentence_oovs": np.bincount(sentence, oov, minlength=num_sentences).astype(int).tolist()}
 
 
+def _peek_model(path: str) -> None:
+    """Refuse a MODEL that is binary by its first 64 KiB (decompressed when gzip), as arpa.read
+    words it, before arpa.read reads all of it (/dev/zero, a KenLM binary of gigabytes).
+    Raises arpa.ArpaError; anything else (missing, a folder, bad gzip) is arpa.read's to say.
+    A pipe (`<(zcat m.arpa.gz)`) is left alone: what the peek read would be gone for arpa.read."""
+    import gzip
+    import stat
+    import zlib
+
+    from pipeline.ngram import arpa
+    try:
+        if stat.S_ISFIFO(os.stat(path).st_mode) or stat.S_ISSOCK(os.stat(path).st_mode):
+            return
+        with open(path, "rb") as handle:
+            head = handle.read(65536)
+        if head[:2] == b"\x1f\x8b":
+            with gzip.open(path, "rb") as stream:
+                head = stream.read(65536)
+    except (OSError, EOFError, zlib.error):
+        return
+    if head.startswith(b"mmap lm "):
+        raise arpa.ArpaError(f"{path}: a KenLM binary model (build_binary), not ARPA text; give "
+                             "the .arpa file it was built from")
+    nul = head.find(b"\x00")
+    if nul >= 0:
+        raise arpa.ArpaError(f"{path}: a binary file (a NUL byte at byte offset {nul}), not ARPA "
+                             "text; give an ARPA file (.arpa or .arpa.gz)")
+
+
 def query(args) -> None:
     """`lmpipe ngram query`. Raises ValueError naming MODEL (missing, not ARPA, refused by
     KenLM's rules) or TEXT (missing, empty, not UTF-8)."""
@@ -128,6 +208,7 @@ def query(args) -> None:
         raise ValueError(f"{_name(args)}: is empty; give text to score, one sentence per line")
     notes = []
     try:
+        _peek_model(args.model)   # arpa.read reads the whole file before looking at it
         model, tokens = arpa.read(args.model, notes, args.orphans)
     except arpa.ArpaError as error:   # "<path>: <what is wrong>"
         raise ValueError(f"MODEL {error}") from None

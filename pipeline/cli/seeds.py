@@ -106,7 +106,35 @@ def project_root(kind: str) -> Path:
     if kind not in known:
         raise ValueError(f"KIND {kind!r} is not a model of params.yaml; use one of "
                          f"{', '.join(known)}")
+    check_pipeline(root, kind)
     return root
+
+
+def check_pipeline(root: Path, kind: str) -> None:
+    """dvc.yaml checked as DVC checks it (config.read_yaml: ruamel, as DVC parses it; then DVC's
+    own schema, dvc.schema), with a stage train (train@KIND reruns in every experiment), before
+    any dvc command runs: dvc itself would fail in each queued experiment, and `dvc exp show`
+    reports a broken file as a workspace without data. Raises ValueError, one line naming
+    dvc.yaml, what is wrong and the fix."""
+    import voluptuous
+    from dvc.schema import COMPILED_MULTI_STAGE_SCHEMA
+
+    from pipeline import config
+    path = config.relative(root / "dvc.yaml")
+    restore = f"`git checkout {path}` restores the committed one"
+    try:
+        pipeline = config.read_yaml(path)
+    except config.ParamsError as error:   # "dvc.yaml: not valid YAML (line L, column C): ..."
+        raise ValueError(f"{error} ({restore})") from None
+    if pipeline is None:
+        raise ValueError(f"{path}: is empty, no pipeline for `lmpipe seeds` to run; {restore}")
+    try:
+        COMPILED_MULTI_STAGE_SCHEMA(pipeline)
+    except voluptuous.Invalid as error:
+        raise ValueError(f"{path}: DVC cannot read it ({error}); fix the file ({restore})") from None
+    if "train" not in (pipeline.get("stages") or {}):
+        raise ValueError(f"{path}: no stage train, so train@{kind} would not run in the "
+                         f"experiments; {restore}")
 
 
 def experiment_name(kind: str, seed: int) -> str:
@@ -264,6 +292,10 @@ def collect(shown: list[dict], kind: str, workspace: bool = True) -> tuple[list[
     if not shown or shown[0].get("rev") != "workspace":
         raise ValueError("`dvc exp show --json` returned no workspace entry; is this a DVC "
                          "repository with at least one commit?")
+    if not isinstance(shown[0].get("data"), dict):   # dvc.yaml or params.yaml unreadable
+        why = (shown[0].get("error") or {}).get("msg") or "no data"
+        raise ValueError(f"`dvc exp show` cannot read the workspace ({why}); fix dvc.yaml and "
+                         "params.yaml (`dvc status` says more)")
     reference = _params(shown[0]["data"])
     rows, seen, left_out = [], set(), 0
     candidates = [("workspace", shown[0]["data"])] if workspace else []

@@ -34,16 +34,30 @@ MISMATCH = ("one of them was changed by hand or restored from another version; `
             "restores both, `dvc repro` retrains what is out of date")
 
 
+def retrain_hint(folder: Path) -> str:
+    """The fix for a damaged model file of models/KIND (`folder`): DVC's cached copy, or the
+    stage that writes it run again (train@KIND; ngram for models/ngram)."""
+    stage = "ngram" if folder.name == "ngram" else f"train@{folder.name}"
+    return (f"restore it with `dvc checkout {folder}` (DVC's cached copy) or rebuild it with "
+            f"`dvc repro -f {stage}`")
+
+
 def load_recurrent(path: Path, vocab_size: int) -> tuple[RNNLM, dict]:
     """(the RNNLM, its checkpoint) of a models/KIND/model.pt (train's config + state_dict),
     for data/prepared's vocabulary of `vocab_size` tokens. Raises errors.StateError naming the
-    file and the fix when it is missing, damaged, or trained on another vocabulary."""
+    file and the fix when it is missing, damaged (also: a weight that is NaN or infinite, which
+    train never saves), or trained on another vocabulary."""
     checkpoint = files.load_checkpoint(path, path.parent, ("config", "state_dict"))
     try:
         model = RNNLM.from_checkpoint(checkpoint)
     except (TypeError, KeyError, ValueError, RuntimeError) as error:
         raise files.StateError(f"{path}: damaged, not an lmpipe model ({type(error).__name__}); "
                                f"{files.restore_hint(path.parent)}") from None
+    bad = [name for name, tensor in model.state_dict().items()
+           if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+    if bad:
+        raise files.StateError(f"{path}: damaged, holds NaN or infinite weights ({', '.join(bad[:3])}"
+                               f"{', ...' if len(bad) > 3 else ''}); {retrain_hint(path.parent)}")
     if model.config.vocab_size != vocab_size:
         raise files.StateError(f"{path}: trained on a {model.config.vocab_size:,}-token vocabulary "
                                f"but data/prepared has {vocab_size:,}; {MISMATCH}")
@@ -52,13 +66,18 @@ def load_recurrent(path: Path, vocab_size: int) -> tuple[RNNLM, dict]:
 
 def load_ngram(path: Path, vocab_size: int) -> NGramLM:
     """The NGramLM of a models/ngram/model.npz, for a vocabulary of `vocab_size` tokens. Raises
-    errors.StateError as load_recurrent does."""
+    errors.StateError as load_recurrent does, also for tables that would score wrongly
+    (NGramLM.problem: keys out of order, non-finite or positive log10 probabilities, non-finite
+    backoffs)."""
     arrays = files.load_arrays(path, path.parent, ("vocab_size", "discounts"))
     try:
         model = NGramLM.from_arrays(arrays)
     except (KeyError, ValueError, TypeError) as error:
         raise files.StateError(f"{path}: damaged, not an lmpipe n-gram model "
                                f"({type(error).__name__}); {files.restore_hint(path.parent)}") from None
+    problem = model.problem()
+    if problem:
+        raise files.StateError(f"{path}: damaged, {problem}; {retrain_hint(path.parent)}")
     if model.vocab_size != vocab_size:
         raise files.StateError(f"{path}: estimated on a {model.vocab_size:,}-token vocabulary but "
                                f"data/prepared has {vocab_size:,}; {MISMATCH}")

@@ -5,7 +5,8 @@ training. Out: the checkpoint to resume from and the MLflow run to continue, or 
 The directory holds Lightning's `last.ckpt` (every few steps) and `best.ckpt` (lowest validation
 perplexity), and `resume.json`: {"fingerprint", "run_id", "finished"}. A run resumes only from an
 unfinished training with the same fingerprint: after a params or data change, or once a training
-has finished, the next run starts afresh (old checkpoints removed).
+has finished, the next run starts afresh (old checkpoints removed: `clear`, which the train
+stage calls only once the MLflow store has taken the new run, so a store that fails loses none).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from pathlib import Path
 LAST = "last.ckpt"
 BEST = "best.ckpt"
 STATE = "resume.json"
-CHECKPOINT_KEYS = ("state_dict", "optimizer_states", "loops")   # what Lightning resumes from
+CHECKPOINT_KEYS = ("state_dict", "optimizer_states", "loops", "lmpipe")   # what a resume reads
+# (Lightning's keys, and LitLM's own: on_save_checkpoint)
 
 
 def fingerprint(*parts) -> str:
@@ -27,11 +29,50 @@ def fingerprint(*parts) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def plan(directory: Path, print_fn=print) -> tuple[dict, Path | None]:
-    """(state, checkpoint to resume from or None). Call `start` with the fingerprint next. A
-    resume.json or checkpoint that cannot be read (a disk that filled up, a partial copy, an
-    edit) is reported with `print_fn` and the training starts afresh: a damaged checkpoint
-    costs the steps since the start, never the run."""
+def _damaged_state(state) -> str | None:
+    """What makes a parsed resume.json unusable (not a dict, a fingerprint or run id that is not
+    a string, a `finished` that is not true/false), or None."""
+    if not isinstance(state, dict):
+        return "unreadable"
+    for key, kinds, what in (("fingerprint", (str,), "a string"),
+                             ("run_id", (str, type(None)), "an MLflow run id"),
+                             ("finished", (bool,), "true or false")):
+        if key in state and not isinstance(state[key], kinds):
+            return f"damaged ({key} is {json.dumps(state[key])}, not {what})"
+    return None
+
+
+def _misfit(state_dict: dict, model) -> str | None:
+    """How the weights of a LitLM checkpoint's `state_dict` (model.* and NT-ASGD's
+    averaged.module.*) differ from those of `model` (the RNNLM about to be trained): a missing
+    or extra tensor, or one of another shape; None when they fit."""
+    wanted = {key: tuple(value.shape) for key, value in model.state_dict().items()}
+    for prefix in ("model.", "averaged.module."):
+        found = {key[len(prefix):]: tuple(value.shape) for key, value in state_dict.items()
+                 if key.startswith(prefix) and hasattr(value, "shape")}
+        if prefix == "averaged.module." and not found:
+            continue   # NT-ASGD's average had not started
+        for key in wanted.keys() - found.keys():
+            return f"has no {prefix}{key}"
+        for key in found.keys() - wanted.keys():
+            return f"holds {prefix}{key}, which the model of params.yaml lacks"
+        for key, shape in found.items():
+            if shape != wanted[key]:
+                return (f"holds {prefix}{key} of shape {list(shape)}, the model of params.yaml "
+                        f"needs {list(wanted[key])}")
+    return None
+
+
+def plan(directory: Path, print_fn=print, model=None, fp: str | None = None
+         ) -> tuple[dict, Path | None]:
+    """(state, checkpoint to resume from or None). A resume.json or checkpoint that cannot be
+    read (a disk that filled up, a partial copy, an edit), a resume.json whose values are not
+    what `record` writes, and, given `model` (the torch module about to be trained), a
+    checkpoint whose weights do not fit it (another architecture copied in by hand under the
+    same fingerprint) are reported with `print_fn` and the training starts afresh: a damaged
+    checkpoint costs the steps since the start, never the run. Given `fp`, a training of another
+    fingerprint (params or data changed) is not resumed, its checkpoints unread. Raises nothing
+    for damaged files; reads only."""
     state_file = directory / STATE
     if not state_file.exists():
         return {}, None
@@ -39,42 +80,44 @@ def plan(directory: Path, print_fn=print) -> tuple[dict, Path | None]:
         state = json.loads(state_file.read_text())
     except (OSError, ValueError):
         state = None
-    if not isinstance(state, dict):
-        print_fn(f"lmpipe: {state_file} is unreadable; starting afresh")
+    damaged = _damaged_state(state)
+    if damaged:
+        print_fn(f"lmpipe: {state_file} is {damaged}; starting afresh")
         return {}, None
     last = directory / LAST
-    if not last.exists() or state.get("finished"):
+    if not last.exists() or state.get("finished") or fp not in (None, state.get("fingerprint")):
         return state, None
     from pipeline import files
     for path in (last, directory / BEST):
         if path.exists():
             try:
-                files.load_checkpoint(path, directory, CHECKPOINT_KEYS)
+                checkpoint = files.load_checkpoint(path, directory, CHECKPOINT_KEYS)
             except files.StateError as error:
                 print_fn(f"lmpipe: cannot resume, {error.problem}; starting afresh")
+                return {}, None
+            misfit = None if model is None else _misfit(checkpoint["state_dict"], model)
+            if misfit:
+                print_fn(f"lmpipe: cannot resume, {path}: the weights of another model ({misfit}); "
+                         "starting afresh")
                 return {}, None
     return state, last
 
 
-def existing(directory: Path, fp: str, print_fn=print) -> tuple[Path | None, str | None]:
+def existing(directory: Path, fp: str, print_fn=print, model=None) -> tuple[Path | None, str | None]:
     """(the checkpoint of an unfinished training with this fingerprint, its MLflow run id), or
-    (None, None). Read-only: ranks > 0 under DDP call only this."""
-    state, last = plan(directory, print_fn)
+    (None, None); `model`: see plan. Read-only: ranks > 0 under DDP call only this, and rank 0
+    calls `clear` once the MLflow store has taken the run."""
+    state, last = plan(directory, print_fn, model, fp)
     if last is not None and state.get("fingerprint") == fp and not state.get("finished"):
         return last, state.get("run_id")
     return None, None
 
 
-def start(directory: Path, fp: str, print_fn=print) -> tuple[Path | None, str | None]:
-    """(checkpoint to resume, MLflow run id to continue); clears the directory when not resuming."""
-    last, run_id = existing(directory, fp, print_fn)
-    if last is not None:
-        print_fn(f"lmpipe: resuming from {last} (MLflow run {run_id})")
-        return last, run_id
+def clear(directory: Path) -> None:
+    """An empty `directory` for a training that starts afresh (old checkpoints removed)."""
     if directory.exists():
         shutil.rmtree(directory)
     directory.mkdir(parents=True)
-    return None, None
 
 
 def record(directory: Path, fp: str, run_id: str | None, finished: bool) -> None:

@@ -29,6 +29,9 @@ from pipeline.ngram.counting import NgramCounts
 from pipeline.ngram.kneser_ney import NGramLM
 from pipeline.text.vocab import BOS_ID, EOS_ID, SPECIALS, UNK_ID
 
+PROBABILITY_RULE = ("an ARPA log10 probability is a finite number <= 0 (-99 for \"never\"; -inf "
+                    "only for <s>, which is never predicted), else every score using it is wrong")
+
 
 class ArpaError(ValueError):
     """The file is not a readable ARPA model; the message names the file and the line."""
@@ -191,6 +194,8 @@ def _parse(data: np.ndarray, lo: int, hi: int, n: int, order: int, path, chunk: 
         prob = _checked_floats(data, s, tab1, refuse_spacing, "probability")
         if np.any(prob > 0):
             refuse(prob > 0, "positive log10 probability (KenLM refuses these: an IRSTLM bug)")
+        if np.any(np.isnan(prob)):
+            refuse(np.isnan(prob), f"the log10 probability is NaN; {PROBABILITY_RULE}")
         backoff = np.zeros(len(s))
         if has_backoff.any():
             def refuse_backoff(rows, cause, where=has_backoff):
@@ -210,6 +215,13 @@ def _parse(data: np.ndarray, lo: int, hi: int, n: int, order: int, path, chunk: 
         word_ends = np.concatenate([inner, tab2[:, None]], axis=1)
         if np.any(word_ends <= word_starts):
             refuse_spacing((word_ends <= word_starts).any(axis=1), "an empty word")
+        never = np.isneginf(prob)
+        if n == 1 and never.any():   # <s> is context only: lmplz writes it -99, others -inf
+            first = word_starts[:, 0]
+            never &= ~((word_ends[:, 0] - first == 3) & (data[first] == ord("<"))
+                       & (data[first + 1] == ord("s")) & (data[first + 2] == ord(">")))
+        if never.any():
+            refuse(never, f"the log10 probability is -inf; {PROBABILITY_RULE}")
         yield prob, np.stack([word_starts, word_ends], axis=2), backoff, s
 
 
@@ -419,7 +431,9 @@ def read(path, notes: list[str] | None = None,
       by any run of spaces and tabs, and so is an n-gram's probability from its first word; a
       1-gram's probability is followed by a tab (read_arpa.hh: ReadDelimited(kARPASpaces),
       "Expected tab after probability"); trailing spaces are refused (ReadBackoff). A positive probability is refused (KenLM's default for IRSTLM's bug), a
-      non-finite backoff too, and so is a non-zero backoff on the highest order.
+      non-finite backoff too, and so is a non-zero backoff on the highest order. So are a NaN
+      probability and -inf for any n-gram but the 1-gram `<s>` (either makes every score
+      using it NaN or infinite): -99 is the format's "never".
     - Words: `<unk>` and `<UNK>` are both the unknown word (lm/vocab.cc). Without it, unknown
       words get log10 p = -100 (KenLM's unknown_missing_logprob) and `notes` says so.
       `<s>` or `</s>` missing: refused (Config::sentence_marker_missing = THROW_UP), since every

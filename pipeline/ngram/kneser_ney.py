@@ -23,6 +23,7 @@ from pipeline.text.vocab import BOS_ID
 
 LMPLZ_FALLBACK = (0.5, 1.0, 1.5)
 BYTES_PER_NGRAM = 24  # NGramLM stores an int64 key, a float64 log10 p and a float64 log10 backoff
+LOG10_SLACK = 1e-9    # log10 p above 0 that NGramLM.problem tolerates: p = u + γ p_lower rounded
 
 
 class DiscountError(ValueError):
@@ -62,6 +63,56 @@ class NGramLM:
                    [arrays[f"log10_prob{n}"] for n in range(1, order + 1)],
                    [arrays[f"log10_backoff{n}"] for n in range(1, order + 1)],
                    [tuple(map(float, d)) for d in arrays["discounts"]])
+
+    def problem(self) -> str | None:
+        """Why the tables cannot be scored as they are, or None: what log10_probs, gram_ids and
+        scoring.ngram_distributions assume. At least one order, and per order one 1-D key,
+        log10 p and log10 backoff array of the same length; order 1 keyed by every word id
+        0..vocab_size-1 (a token id indexes it directly); each higher order's keys integers
+        strictly increasing (lookup is a binary search) and below (rows of the order below) x
+        vocab_size (prefix id x V + word); log10 p finite and <= 0 (p <= 1, up to LOG10_SLACK
+        of rounding), except -inf for `<s>` as a 1-gram (never predicted); log10 backoffs
+        finite. Vectorised: one pass over each array."""
+        if self.order < 1 or self.vocab_size <= BOS_ID:
+            return f"has {self.order} orders and a {self.vocab_size}-token vocabulary"
+        if not (len(self.log10_prob) == len(self.log10_backoff) == len(self.discounts) == self.order):
+            return (f"has {self.order} key, {len(self.log10_prob)} probability, "
+                    f"{len(self.log10_backoff)} backoff and {len(self.discounts)} discount tables")
+        if not np.all(np.isfinite(np.asarray(self.discounts, dtype=np.float64))):
+            return "holds non-finite discounts"
+        for n, (keys, prob, backoff) in enumerate(
+                zip(self.keys, self.log10_prob, self.log10_backoff, strict=True), start=1):
+            keys, prob, backoff = np.asarray(keys), np.asarray(prob), np.asarray(backoff)
+            if keys.ndim != 1 or not np.issubdtype(keys.dtype, np.integer):
+                return f"holds order-{n} keys of dtype {keys.dtype} and shape {keys.shape}, not integers"
+            if prob.shape != keys.shape or backoff.shape != keys.shape:
+                return (f"holds {len(keys):,} order-{n} keys but probabilities of shape {prob.shape} "
+                        f"and backoffs of shape {backoff.shape}")
+            if not (np.issubdtype(prob.dtype, np.floating) and np.issubdtype(backoff.dtype, np.floating)):
+                return f"holds order-{n} probabilities or backoffs that are not floating-point"
+            if n == 1:
+                if not np.array_equal(keys, np.arange(self.vocab_size)):
+                    return f"holds order-1 keys other than the word ids 0..{self.vocab_size - 1}"
+            elif len(keys) and (np.any(keys[1:] <= keys[:-1]) or keys[0] < 0
+                                or keys[-1] >= len(self.keys[n - 2]) * self.vocab_size):
+                return (f"holds order-{n} keys out of order or out of range (lookup is a binary "
+                        "search over keys sorted in increasing order)")
+            finite = np.isfinite(prob)
+            if n == 1:
+                finite[BOS_ID] |= prob[BOS_ID] == -np.inf     # <s>: context only, p = 0
+            if not finite.all():
+                at = int(np.flatnonzero(~finite)[0])
+                return (f"holds non-finite log10 probabilities ({np.count_nonzero(~finite):,} of "
+                        f"order {n}, the first {prob[at]} at entry {at})")
+            if np.any(prob > LOG10_SLACK):
+                at = int(np.argmax(prob))
+                return (f"holds positive log10 probabilities (p > 1; order {n}, up to "
+                        f"{prob[at]:.6g} at entry {at})")
+            if not np.all(np.isfinite(backoff)):
+                at = int(np.flatnonzero(~np.isfinite(backoff))[0])
+                return (f"holds non-finite log10 backoffs ({np.count_nonzero(~np.isfinite(backoff)):,} "
+                        f"of order {n}, the first {backoff[at]} at entry {at})")
+        return None
 
     def gram_ids(self, grams: np.ndarray) -> np.ndarray:
         """Id of each row of `grams` (B, k) in keys[k-1] (the prefix chain of the flattened trie),

@@ -19,6 +19,7 @@ import importlib.util
 import json
 import os
 import re
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -255,7 +256,7 @@ def decode(data: bytes, name: str, errors: str = "strict", gz: bool = False,
     if gz:
         try:
             data = gzip.decompress(data)
-        except (OSError, EOFError) as error:
+        except (OSError, EOFError, zlib.error) as error:   # zlib.error: damaged deflate data
             raise CorpusError(f"{name}: not a valid gzip file ({error})") from None
     where = "of the decompressed text " if gz else ""
     if data[:2] in (b"\xff\xfe", b"\xfe\xff"):

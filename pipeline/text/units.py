@@ -65,3 +65,39 @@ def measure(lines: list[str], line_of: dict[str, np.ndarray],
         if min(len(out["valid_chars"]), len(out["test_chars"])) >= MIN_DOCUMENTS:
             return "documents", out
     return "sentences", arrays(None)
+
+
+def check(arrays: dict[str, np.ndarray], sentences: dict[str, int], path, folder) -> None:
+    """Refuse the arrays of FILE (read from `path`, of the DVC output `folder`) when they do not
+    fit the token streams: for each split of `sentences` ({split: its number of sentences, i.e.
+    of `<s>` in its stream}), `{split}_unit` must hold one whole number per sentence, each in
+    [0, U) where U is the length of `{split}_chars`; every `{split}_<field>` present (FIELDS)
+    must hold U whole numbers > 0 (each unit's text has at least its newline). Raises
+    errors.StateError naming the file, the array and the fix. Vectorised: one pass per array."""
+    from pipeline import files
+
+    def refuse(why: str):
+        raise files.damaged(path, why, folder)
+    for split, count in sentences.items():
+        unit = np.asarray(arrays[f"{split}_unit"])
+        units = len(arrays[f"{split}_chars"])
+        if unit.ndim != 1 or not np.issubdtype(unit.dtype, np.integer):
+            refuse(f"{split}_unit is a {unit.dtype} array of shape {unit.shape}, not unit ids")
+        if len(unit) != count:
+            refuse(f"{split}_unit gives units for {len(unit):,} sentences but {folder}/{split}.npy "
+                   f"holds {count:,} (one of them was changed by hand or restored from another "
+                   "version)")
+        if len(unit) and (int(unit.min()) < 0 or int(unit.max()) >= units):
+            refuse(f"{split}_unit holds unit ids {int(unit.min())}..{int(unit.max())}, outside "
+                   f"0..{units - 1} ({split}_chars has {units:,} units)")
+        for field in FIELDS:
+            name = f"{split}_{field}"
+            if name not in arrays:
+                continue
+            sizes = np.asarray(arrays[name])
+            if sizes.ndim != 1 or not np.issubdtype(sizes.dtype, np.integer):
+                refuse(f"{name} is a {sizes.dtype} array of shape {sizes.shape}, not sizes")
+            if len(sizes) != units:
+                refuse(f"{name} holds {len(sizes):,} units but {split}_chars {units:,}")
+            if len(sizes) and int(sizes.min()) <= 0:
+                refuse(f"{name} holds a size of {int(sizes.min())}; every unit has at least 1")

@@ -84,10 +84,16 @@ class Vocab:
         return cls(tokens)
 
 
+# no tokenizer ever yields these inside a token (pipeline/text/tokenizers.py: they separate tokens)
+_SEPARATOR_CHARACTERS = re.compile(r"[ \t\r\n\x00]")
+
+
 def load_vocab(folder) -> Vocab:
     """The Vocab of `folder`/vocab.json (data/prepared). Raises errors.StateError naming the
-    file and the fix when it is missing, damaged, or not a vocabulary (a list of strings
-    beginning with <unk>, <s>, </s>)."""
+    file and the fix when it is missing, damaged, or not a vocabulary: "tokens" must be a list
+    of strings beginning with <unk>, <s>, </s>, each token listed once, none empty and none
+    holding a space, tab, `\r`, `\n` or NUL (which every tokenizer treats as separators, so no
+    prepared vocabulary holds them)."""
     from pipeline import files
     path = f"{folder}/vocab.json"
     tokens = files.read_json(path, folder).get("tokens")
@@ -95,13 +101,30 @@ def load_vocab(folder) -> Vocab:
             or not all(isinstance(t, str) for t in tokens)):
         raise files.StateError(f"{path}: not a vocabulary (\"tokens\": a list of strings "
                                f"beginning with {', '.join(SPECIALS)}); {files.restore_hint(folder)}")
+    unique = set(tokens)
+    why = None
+    if len(unique) != len(tokens):
+        first = {}
+        for i, token in enumerate(tokens):
+            if token in first:
+                why = f"lists the token {token!r} twice (entries {first[token]} and {i})"
+                break
+            first[token] = i
+    elif "" in unique or _SEPARATOR_CHARACTERS.search("".join(tokens)):   # one search in C
+        bad = next(i for i, t in enumerate(tokens) if not t or _SEPARATOR_CHARACTERS.search(t))
+        why = (f"entry {bad} is {'an empty token' if not tokens[bad] else repr(tokens[bad])}, "
+               "which no tokenizer yields (blank, or holding a space, tab, line break or NUL)")
+    if why:
+        raise files.StateError(f"{path}: damaged, {why}; {files.restore_hint(folder)}")
     return Vocab(tuple(tokens))
 
 
 def check_ids(stream: np.ndarray, vocab_size: int, path, folder) -> None:
     """Refuse a token stream (the .npy at `path` of the DVC output `folder`) that does not fit
-    the vocabulary of `vocab_size` tokens: not whole numbers, an id outside [0, vocab_size), or
-    a first token that is not <s>. Raises errors.StateError naming the file and the fix."""
+    the vocabulary of `vocab_size` tokens or is not whole sentences `<s> w.. </s> <s> ..`: not
+    whole numbers, an id outside [0, vocab_size), a first token that is not <s>, a last token
+    that is not </s> (cut mid-sentence), or <s> and </s> that do not alternate. Raises
+    errors.StateError naming the file and the fix. Vectorised: one pass over the stream."""
     from pipeline import files
     if stream.ndim != 1 or not np.issubdtype(stream.dtype, np.integer):
         why = f"holds a {stream.dtype} array of shape {stream.shape}, not a stream of token ids"
@@ -110,8 +133,15 @@ def check_ids(stream: np.ndarray, vocab_size: int, path, folder) -> None:
                f"{vocab_size:,}-token vocabulary of {folder}/vocab.json")
     elif len(stream) and stream[0] != BOS_ID:
         why = "does not start with <s> (edited, or cut)"
+    elif len(stream) and stream[-1] != EOS_ID:
+        why = "does not end with </s> (cut mid-sentence, or edited)"
     else:
-        return
+        ends = np.flatnonzero(stream == EOS_ID)
+        starts = int(np.count_nonzero(stream == BOS_ID))
+        if starts == len(ends) and np.all(stream[ends[:-1] + 1] == BOS_ID):
+            return
+        why = (f"is not whole sentences: {starts:,} <s> and {len(ends):,} </s> that do not pair "
+               "up (cut, or edited)")
     raise files.StateError(f"{path}: {why}; {files.restore_hint(folder)}")
 
 

@@ -31,12 +31,22 @@ def read(tracking_uri: str, run_id: str, path: str, parse: Callable[[Path], T]) 
         return parse(Path(local))
 
 
+class DamagedArtifact(ValueError):
+    """An artifact that a run has but that cannot be read as what lmpipe wrote (not UTF-8, not
+    JSON, a folder); the message names the run, the artifact and what is wrong."""
+
+
 def read_json(tracking_uri: str, run_id: str, path: str):
-    """The parsed JSON artifact `path` of run `run_id`, or None when it is missing or not JSON."""
-    try:
-        return read(tracking_uri, run_id, path, lambda local: json.loads(local.read_text("utf-8")))
-    except (OSError, ValueError):
-        return None
+    """The parsed JSON artifact `path` of run `run_id`, or None when the run has no such artifact
+    (read). Raises DamagedArtifact when it is there but is not UTF-8 JSON text."""
+    def parse(local: Path):
+        try:
+            return json.loads(local.read_text("utf-8"))
+        except (OSError, ValueError) as error:   # UnicodeDecodeError, JSONDecodeError: ValueErrors
+            why = error.strerror if isinstance(error, OSError) and error.strerror else \
+                f"not UTF-8 JSON: {' '.join(str(error).split())}"
+            raise DamagedArtifact(f"run {run_id}'s artifact {path} is damaged ({why})") from None
+    return read(tracking_uri, run_id, path, parse)
 
 
 @contextmanager

@@ -24,6 +24,7 @@ comparison is computed and reported whenever both scores exist, required or not.
 
 from __future__ import annotations
 
+import math
 import zipfile
 from pathlib import Path
 
@@ -53,6 +54,8 @@ def decide(new: dict, champion: dict | None, margin: float) -> tuple[bool, str]:
     old = champion["metrics"]
     if "test_ppl" not in old:
         return True, f"champion v{champion['version']} has no test_ppl"
+    if not math.isfinite(old["test_ppl"]):   # scored from a damaged model: not a bar to clear
+        return True, f"champion v{champion['version']}'s test_ppl is {old['test_ppl']}"
     bar = old["test_ppl"] * (1 - margin)
     if not new["test_ppl"] < bar:
         return False, (f"test_ppl {new['test_ppl']:.3f} does not beat champion v{champion['version']}'s "
@@ -90,11 +93,18 @@ def promote(tracking_uri: str, model_name: str, version: str, result: dict, test
     replicates drawn with `seed`, intervals at `level`) is computed when both models' scores
     exist; with `require_significant` a champion is beaten only when it says "yes" (see
     significant). Raises StateError when `version` is not in the registry (deleted behind
-    lmpipe's back), and what MLflow raises for an unreachable store; missing or mismatched
+    lmpipe's back) or when `result` holds a test_ppl or fill_accuracy that is NaN or infinite
+    (never promoted), and what MLflow raises for an unreachable store; missing or mismatched
     scores, a deleted champion or alias (the line starts again) are reasons, not errors. Returns {"promoted": 0|1, "version", "test_ppl", "test_set",
     "champion_version", "reason", "default": what happened to `champion`, "paired": the
     comparison with the line champion (bootstrap.Comparison.to_json(), Δ in nats per token) or
     None, "paired_problem": why there is none ("" when there is, or no champion to compare)}."""
+    for key in ("test_ppl", "fill_accuracy"):
+        value = result.get(key, 0.0)
+        if not isinstance(value, int | float) or not math.isfinite(value):
+            raise StateError(f"{model_name} v{version}: {key} is {value!r}, not a finite number "
+                             "(scores of a damaged model), so it is not promoted; rerun evaluate: "
+                             "`dvc repro -f evaluate`")
     client = MlflowClient(tracking_uri)
     try:
         client.get_model_version(model_name, version)

@@ -16,6 +16,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from pipeline.errors import StateError
+from pipeline.tracking import store
 
 ROLE = "lmpipe.role"            # pipeline | model
 PARENT = "mlflow.parentRunId"   # what the MLflow UI nests runs by
@@ -81,13 +82,14 @@ def ui_links(base: str, experiment_id: str, parent_id: str, model_run_ids: list[
 
 
 def _database(tracking_uri: str) -> Path | None:
-    prefix = "sqlite:///"
-    if not tracking_uri.startswith(prefix):
+    """The file of an embedded store (store.database), None for other stores. Raises ValueError
+    when it does not exist: MlflowClient would create an empty store."""
+    if not tracking_uri.startswith(store.PREFIX):
         return None
-    path = Path(tracking_uri[len(prefix):])
-    if not path.is_file():   # not MlflowClient: it would create an empty store
-        raise ValueError(f"no MLflow store at {path}; run `make repro` first (or give "
-                         "--tracking-uri)")
+    path = store.database(tracking_uri)
+    if path is None or not path.is_file():
+        raise ValueError(f"no MLflow store at {path or tracking_uri}; run `make repro` first (or "
+                         "give --tracking-uri)")
     return path
 
 

@@ -34,6 +34,7 @@ tracking server (`lmpipe mlflow-server`).
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import warnings
 from contextlib import closing
@@ -51,6 +52,39 @@ def database(tracking_uri: str) -> Path | None:
         return None
     path = tracking_uri[len(PREFIX):].split("?", 1)[0]
     return Path(path) if path and path != ":memory:" else None
+
+
+def blocked(path: Path, write: bool = True) -> tuple[str, list[Path]] | None:
+    """(why, the paths to make writable) when SQLite cannot write (`write`) or read the store
+    file `path`, else None. SQLite writes the file and, beside it in its folder, PATH-wal and
+    PATH-shm (WAL) or PATH-journal (a rollback journal), so both must be writable; even a reader
+    of a store in WAL mode creates PATH-shm. A writer's paths are checked with the system first
+    (os.access: modes, ACLs, a read-only mount; the superuser passes), then SQLite itself tries:
+    an empty write transaction (BEGIN IMMEDIATE, ROLLBACK), or a read. Creates no store (a
+    reader of a read-only WAL file leaves empty PATH-wal and PATH-shm behind, as every reader
+    does); a file that is not a database is not judged here (MLflow's open reports it)."""
+    folder = path.parent
+    if write:
+        denied = [p for p, mode in ((path, os.R_OK | os.W_OK), (folder, os.W_OK | os.X_OK))
+                  if p.exists() and not os.access(p, mode)]
+        if denied:
+            what = {1: "its folder {} is" if folder in denied else "the file is",
+                    2: "the file and its folder {} are"}[len(denied)]
+            return f"{what.format(folder)} read-only", denied
+    if not path.is_file():
+        return None
+    try:   # waits at most as long as a writer would for another writer (busy timeout)
+        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode={'rw' if write else 'ro'}",
+                                     uri=True, timeout=WAIT_S, isolation_level=None)) as connection:
+            if write:
+                connection.execute("BEGIN IMMEDIATE")
+                connection.execute("ROLLBACK")
+            else:
+                connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.Error as error:
+        if "readonly" in str(error) or "unable to open" in str(error):
+            return f"SQLite: {error}", [path, folder] if write else [folder]
+    return None
 
 
 def prepare(tracking_uri: str) -> str:

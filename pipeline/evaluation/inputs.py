@@ -1,0 +1,93 @@
+"""Evaluate's inputs, read and checked before any scoring (I/O helper of stages/evaluate.py):
+data/prepared/stats.json, models/KIND/history.json, models/ngram/counts.parquet, and the
+finiteness of every score before it is written, logged or registered. Each raises
+errors.StateError, one line naming the file (or model), what is wrong and the command that
+restores it (`dvc checkout`, `git checkout`, `dvc repro -f STAGE`)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline import files
+from pipeline.evaluation.tasks import retrain_hint
+
+
+def _number(value) -> bool:
+    """A finite JSON number (not a bool, a string or NaN)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def read_stats(data: Path) -> dict:
+    """data/prepared/stats.json as evaluate uses it: corpus_hash a string; valid and test
+    objects whose oov_rate is a number in [0, 1]; split_method and interval_unit strings when
+    present. Raises errors.StateError naming the file, the key and the fix (git keeps it: it is
+    a DVC metric, not in DVC's cache)."""
+    path = data / "stats.json"
+    fix = f"restore it with `git checkout {path}` or rebuild it with `dvc repro -f prepare`"
+    stats = files.read_json(path, data, required=("corpus_hash", "valid", "test"), fix=fix)
+    why = None
+    if not isinstance(stats["corpus_hash"], str) or not stats["corpus_hash"]:
+        why = f"corpus_hash is {stats['corpus_hash']!r}, not a hash"
+    for key in ("split_method", "interval_unit"):
+        if key in stats and not isinstance(stats[key], str):
+            why = why or f"{key} is {stats[key]!r}, not a string"
+    for split in ("valid", "test"):
+        part = stats[split]
+        if not isinstance(part, dict):
+            why = why or f"{split} is {json.dumps(part)[:40]}, not an object of the split's statistics"
+        elif not (_number(part.get("oov_rate")) and 0 <= part["oov_rate"] <= 1):
+            why = why or (f"{split}.oov_rate is {part.get('oov_rate', 'missing')!r}, not a rate in "
+                          "[0, 1]")
+    if why:
+        raise files.damaged(path, why, data, fix)
+    return stats
+
+
+def read_history(path: Path) -> list[dict]:
+    """models/KIND/history.json: one object per epoch, each with a whole epoch, a finite
+    val_ppl and (written since lmpipe recorded it) a whole step. Raises errors.StateError naming
+    the file, the entry and the fix."""
+    history = files.read_json(path, path.parent, list)
+    for i, entry in enumerate(history):
+        if not isinstance(entry, dict):
+            why = f"entry {i} is {json.dumps(entry)[:40]}, not an object"
+        elif not _number(entry.get("val_ppl")) or entry["val_ppl"] < 1:
+            why = f"entry {i} has val_ppl {entry.get('val_ppl', 'missing')!r}, not a perplexity"
+        elif not _whole(entry.get("epoch")):
+            why = f"entry {i} has epoch {entry.get('epoch', 'missing')!r}, not a whole number"
+        elif "step" in entry and not _whole(entry["step"]):
+            why = f"entry {i} has step {entry['step']!r}, not a whole number"
+        else:
+            continue
+        raise files.damaged(path, why, path.parent, retrain_hint(path.parent))
+    return history
+
+
+def check_finite(name: str, result: dict, weights: str) -> None:
+    """Refuse to write, log or register metrics of model `name` of which one is NaN or infinite
+    (scores of a damaged model: never a number to compare or promote). Raises errors.StateError
+    naming the model, the metrics and its file's fix."""
+    bad = [key for key, value in result.items() if isinstance(value, float) and not math.isfinite(value)]
+    if bad:
+        raise files.StateError(
+            f"{weights}: the scores of {name} are not finite ({', '.join(f'{k}={result[k]}' for k in bad[:3])}"
+            f"{', ...' if len(bad) > 3 else ''}), so nothing is written, logged or registered; "
+            f"{retrain_hint(Path(weights).parent)}")
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """The parquet table at `path` (models/ngram/counts.parquet); StateError when damaged."""
+    import pyarrow
+    try:
+        return pd.read_parquet(path)
+    except (OSError, pyarrow.ArrowException) as error:
+        why = "missing" if isinstance(error, FileNotFoundError) else "damaged, not a parquet table"
+        raise files.StateError(f"{path}: {why}; {files.restore_hint(path.parent)}") from None

@@ -1,0 +1,275 @@
+"""The MLflow store and the resume state under hostile edits (issue 18), on copies of the one
+small trained pipeline of test_damaged_state.py: a read-only store or folder, tracking URIs that
+name no usable store, run ids that are not strings, a checkpoint of another architecture. Each
+stage either recovers, saying so in one line, or stops with exit status 2 and one line
+`lmpipe: error: ...` naming the thing and the fix: no traceback, no library's log, nothing
+produced before lost, and no hang (every stage runs under a deadline)."""
+import json
+import os
+import re
+import shutil
+import signal
+from contextlib import contextmanager
+
+import pytest
+import torch
+
+from pipeline import errors
+from pipeline.tracking import mlflow_runs, run_search, store
+
+from .test_damaged_state import _stage, trained  # noqa: F401
+
+ROOT_USER = os.geteuid() == 0   # the superuser writes read-only files: nothing to refuse
+
+
+class Hung(BaseException):
+    """Raised by SIGALRM in a check that would otherwise hang: not an Exception, which MLflow's
+    retry loops (and errors.guard) catch."""
+
+
+@contextmanager
+def deadline(seconds: int = 120):
+    def alarm(signum, frame):
+        raise Hung(f"still running after {seconds} s")
+    previous = signal.signal(signal.SIGALRM, alarm)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.fixture
+def repo(trained, tmp_path, monkeypatch):  # noqa: F811
+    """A copy of the trained pipeline (test_damaged_state.py), the cwd, with its own mlflow.db."""
+    copy = tmp_path / "repo"
+    shutil.copytree(trained, copy)
+    monkeypatch.chdir(copy)
+    for key in ("DVC_ROOT", "MLFLOW_TRACKING_URI", "LMPIPE_DEBUG", "LMPIPE_VERBOSE"):
+        monkeypatch.delenv(key, raising=False)
+    return copy
+
+
+def _outputs(repo):
+    return {p: p.read_bytes() for folder in ("data", "models", "metrics", "checkpoints")
+            for p in (repo / folder).rglob("*") if p.is_file()}
+
+
+def _refused(capsys, stage: str, message: str, repo) -> str:
+    """Run `stage` on `repo`: exit status 2, one line on stderr matching `message` (and no
+    traceback: _stage), every file of data/, models/, metrics/ and checkpoints/ unchanged."""
+    before = _outputs(repo)
+    with deadline():
+        status, out, err = _stage(capsys, stage)
+    lines = err.strip().splitlines()
+    assert status == 2 and len(lines) == 1, (out, err)
+    assert lines[0].startswith("lmpipe: error: ") and re.search(message, lines[0]), lines[0]
+    assert _outputs(repo) == before
+    return lines[0]
+
+
+# ---- 1. a store that cannot be written -------------------------------------------------------
+
+@pytest.mark.skipif(ROOT_USER, reason="the superuser ignores file permissions")
+@pytest.mark.parametrize("stage", ["train", "evaluate", "promote"])
+def test_a_read_only_store_is_refused_before_any_work(repo, capsys, stage):
+    (repo / "mlflow.db").chmod(0o444)
+    assert (repo / "checkpoints" / "gru" / "best.ckpt").is_file()
+    _refused(capsys, stage, r"mlflow\.db: the MLflow store cannot be written \(the file is "
+                            r"read-only.*\); make it writable \(`chmod u\+w .*mlflow\.db`\), or "
+                            r"set mlflow\.tracking_uri in params\.yaml to a writable store", repo)
+    assert sorted(p.name for p in (repo / "checkpoints" / "gru").iterdir()) == [
+        "best.ckpt", "last.ckpt", "resume.json"]
+
+
+@pytest.mark.skipif(ROOT_USER, reason="the superuser ignores file permissions")
+def test_a_store_in_a_read_only_folder_is_refused(repo, capsys, monkeypatch):
+    folder = repo / "store"
+    folder.mkdir()
+    (repo / "mlflow.db").rename(folder / "mlflow.db")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
+    folder.chmod(0o555)
+    try:
+        _refused(capsys, "train", r"store/mlflow\.db: the MLflow store cannot be written \(its "
+                                  r"folder .*/store is read-only: SQLite writes .*mlflow\.db-wal.*"
+                                  r"`chmod u\+w .*/store`\), or unset MLFLOW_TRACKING_URI", repo)
+        with pytest.raises(errors.StateError, match=r"cannot be read .*mlflow\.db-shm"):
+            mlflow_runs.check_store(f"sqlite:///{folder / 'mlflow.db'}", "lmpipe",
+                                    source="--tracking-uri", writable=False)
+    finally:
+        folder.chmod(0o755)
+
+
+def test_what_the_system_denies_is_named_and_the_checkpoints_are_kept(repo, capsys, monkeypatch):
+    """As the tests above, for any user: os.access says no (a read-only mount, an ACL)."""
+    denied, access = (repo / "mlflow.db").resolve(), os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: os.path.realpath(path) != str(denied)
+                        and access(path, mode))
+    _refused(capsys, "train", r"mlflow\.db: the MLflow store cannot be written \(the file is "
+                              r"read-only", repo)
+    assert (repo / "checkpoints" / "gru" / "last.ckpt").is_file()
+
+
+def test_a_store_that_fails_after_the_check_keeps_the_checkpoints(repo, capsys, monkeypatch):
+    """The checkpoints of a finished training go only once the store has taken the new run."""
+    def refused(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(repo / "mlflow.db"))
+    monkeypatch.setattr(mlflow_runs, "training_logger", refused)
+    _refused(capsys, "train", r"mlflow\.db: Permission denied", repo)
+    assert (repo / "checkpoints" / "gru" / "best.ckpt").is_file()
+
+
+def test_the_store_check_writes_nothing_and_blocked_judges_a_writable_store(tmp_path):
+    path = tmp_path / "mlflow.db"
+    assert store.blocked(path) is None and not path.exists()   # a new store: its folder is open
+    store.prepare(f"sqlite:///{path}")
+    assert store.blocked(path) is None and store.blocked(path, write=False) is None
+
+
+# ---- 2. tracking URIs that name no usable store ------------------------------------------------
+
+URIS = [
+    ("sqlite:///", r"MLFLOW_TRACKING_URI=sqlite:/// names no database file"),
+    ("sqlite:///:memory:", r"names no database file \(an empty path or an in-memory database"),
+    ("sqlite:///data", r"MLFLOW_TRACKING_URI=sqlite:///data names a folder, .*/data, not a "
+                       r"database file"),
+    ("sqlite:///nonexistent/dir/x.db", r"names a file in .*/nonexistent/dir, a folder that does "
+                                       r"not exist; create it \(`mkdir -p .*/nonexistent/dir`\)"),
+    ("foo://x", r"MLFLOW_TRACKING_URI=foo://x is not a tracking store lmpipe can use"),
+    ("./mlruns", r"MLFLOW_TRACKING_URI=\./mlruns is not a tracking store lmpipe can use"),
+    ("http://", r"MLFLOW_TRACKING_URI=http:// names no host"),
+    ("http://localhost:99999", r"has a port that is not a number"),
+    ("postgresql+nosuch://u@h/db", r"is not a database URL SQLAlchemy can use \(Can't load plugin"),
+    ("databricks", r"MLFLOW_TRACKING_URI=databricks finds no Databricks credentials; configure "
+                   r"them \(DATABRICKS_HOST and DATABRICKS_TOKEN"),
+]
+
+
+@pytest.mark.parametrize("uri,message", URIS, ids=[u for u, _ in URIS])
+def test_a_tracking_uri_that_names_no_usable_store_gets_one_line(repo, capsys, monkeypatch, uri,
+                                                                  message):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("HOME", str(repo))   # no ~/.databrickscfg
+    for key in [k for k in os.environ if k.startswith("DATABRICKS_")]:
+        monkeypatch.delenv(key)
+    line = _refused(capsys, "promote", message, repo)
+    assert line.endswith("or databricks with its credentials")   # the forms that work
+    assert "unset MLFLOW_TRACKING_URI to use the embedded store sqlite:///mlflow.db" in line
+    assert not (repo / "nonexistent").exists()   # nothing created
+
+
+def test_a_database_url_without_its_driver_names_it_and_hides_the_password(repo, capsys,
+                                                                           monkeypatch):
+    import importlib.util
+    if importlib.util.find_spec("psycopg") is not None:
+        pytest.skip("psycopg is installed")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "postgresql://u:secret@h/db")
+    line = _refused(capsys, "promote", r"MLFLOW_TRACKING_URI=postgresql://u:\*\*\*@h/db needs the "
+                                       r"database driver psycopg, which is not installed; install "
+                                       r"it .*\(`pip install psycopg\[binary\]`\)", repo)
+    assert "secret" not in line
+
+
+def test_the_source_of_the_uri_is_named(repo, monkeypatch, capsys):
+    """An argument (lmpipe compare --tracking-uri) or params.yaml, not MLFLOW_TRACKING_URI."""
+    with pytest.raises(errors.StateError, match=r"^--tracking-uri foo://x is not a tracking store "
+                                                r".*; give --tracking-uri sqlite:///PATH"):
+        mlflow_runs.check_store("foo://x", "lmpipe", source="--tracking-uri")
+    with pytest.raises(errors.StateError, match=r"^--tracking-uri sqlite:///nope\.db names no "
+                                                r"MLflow store: nope\.db does not exist"):
+        mlflow_runs.check_store("sqlite:///nope.db", "lmpipe", source="--tracking-uri",
+                                writable=False)
+    assert not (repo / "nope.db").exists()
+    params = (repo / "params.yaml").read_text()
+    (repo / "params.yaml").write_text(params.replace("sqlite:///mlflow.db", "sqlite:///data"))
+    _refused(capsys, "evaluate", r"mlflow\.tracking_uri='sqlite:///.*/data' \(params\.yaml\) names "
+                                 r"a folder, .*; set mlflow\.tracking_uri in params\.yaml to "
+                                 r"sqlite:///PATH", repo)
+
+
+def test_a_server_that_never_answers_is_given_up_in_bounded_time(monkeypatch):
+    """requests' timeout bounds each socket operation, not a DNS lookup or a trickling answer:
+    the check as a whole is bounded."""
+    import time
+
+    import requests
+    monkeypatch.setattr(requests, "get", lambda *args, **kwargs: time.sleep(30))
+    with deadline(20), pytest.raises(errors.StateError, match=r"^the MLflow tracking server "
+                                     r"http://mlflow\.internal:5000 does not answer \(TimeoutError "
+                                     r"within 1 s\); start it \(`lmpipe mlflow-server`"):
+        mlflow_runs.check_store("http://mlflow.internal:5000", "lmpipe", timeout=1)
+
+
+# ---- 3. run ids that are not strings -------------------------------------------------------------
+
+def test_a_resume_json_whose_run_id_is_not_a_string_starts_afresh(repo, capsys):
+    state_file = repo / "checkpoints" / "gru" / "resume.json"
+    state = json.loads(state_file.read_text())
+    state_file.write_text(json.dumps({**state, "run_id": 5, "finished": False}))
+    with deadline():
+        status, out, err = _stage(capsys, "train")
+    assert status == 0 and err == "", err
+    assert re.search(r"checkpoints/gru/resume\.json is damaged \(run_id is 5, not an MLflow run "
+                     r"id\); starting afresh", out), out
+    assert json.loads(state_file.read_text())["finished"] is True
+
+
+@pytest.mark.parametrize("run_id", [5, ["a", "b"]])
+def test_a_run_json_whose_run_id_is_not_a_string_goes_to_a_new_run(repo, capsys, run_id):
+    (repo / "models" / "gru" / "run.json").write_text(json.dumps({"run_id": run_id}))
+    with deadline():
+        status, out, err = _stage(capsys, "evaluate")
+    assert status == 0 and err == "", err
+    assert re.search(r"models/gru/run\.json is damaged \(run_id is .*, not an MLflow run id\); "
+                     r"the model's results go to a new run", out), out
+    assert mlflow_runs.active_run("sqlite:///mlflow.db", run_id) is None
+
+
+# ---- 4. a checkpoint of another architecture ---------------------------------------------------
+
+def test_a_checkpoint_of_another_architecture_starts_afresh_once(repo, capsys):
+    folder = repo / "checkpoints" / "gru"
+    checkpoint = torch.load(folder / "last.ckpt", map_location="cpu", weights_only=True)
+    key = next(k for k in checkpoint["state_dict"] if k.startswith("model.") and
+               checkpoint["state_dict"][k].dim() == 2)
+    shape = list(checkpoint["state_dict"][key].shape)
+    checkpoint["state_dict"][key] = torch.zeros(shape[0] * 2, shape[1])   # another hidden size
+    torch.save(checkpoint, folder / "last.ckpt")
+    state = json.loads((folder / "resume.json").read_text())
+    (folder / "resume.json").write_text(json.dumps({**state, "finished": False}))   # interrupted
+    with deadline():
+        status, out, err = _stage(capsys, "train")
+    assert status == 0 and err == "", err
+    assert re.search(rf"cannot resume, checkpoints/gru/last\.ckpt: the weights of another model "
+                     rf"\(holds {re.escape(key)} of shape \[{shape[0] * 2}, {shape[1]}\], the model "
+                     rf"of params\.yaml needs \[{shape[0]}, {shape[1]}\]\); starting afresh", out), out
+    assert json.loads((folder / "resume.json").read_text())["finished"] is True   # not stuck
+
+
+def test_a_params_change_starts_afresh_without_judging_the_old_checkpoints(repo, capsys):
+    folder = repo / "checkpoints" / "gru"
+    state = json.loads((folder / "resume.json").read_text())
+    (folder / "resume.json").write_text(json.dumps({**state, "finished": False}))   # interrupted
+    params = (repo / "params.yaml").read_text()
+    assert "hidden_dim: 8" in params
+    (repo / "params.yaml").write_text(params.replace("hidden_dim: 8", "hidden_dim: 12"))
+    with deadline():
+        status, out, err = _stage(capsys, "train")
+    assert status == 0 and err == "", err
+    assert "cannot resume" not in out and "resuming" not in out, out
+    assert json.loads((folder / "resume.json").read_text())["fingerprint"] != state["fingerprint"]
+
+
+# ---- 5. one parser, one message ----------------------------------------------------------------
+
+def test_one_parser_of_sqlite_uris_and_one_server_message(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert store.database("sqlite:///a/b.db?timeout=5") == store.database("sqlite:///a/b.db")
+    with pytest.raises(ValueError, match=r"no MLflow store at a/b\.db; run `make repro` first"):
+        run_search.pipeline_runs("sqlite:///a/b.db?timeout=5", "lmpipe")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:1")
+    line, status = errors.one_line(ConnectionError("Max retries exceeded with url: /api"))
+    assert status == 2
+    assert line == errors.server_down("http://127.0.0.1:1", "ConnectionError: Max retries "
+                                                            "exceeded with url: /api")
