@@ -74,6 +74,11 @@ def one_line(error: BaseException) -> tuple[str, int]:
     tracking = _tracking_failure(error)
     if tracking:
         return tracking, 2
+    if isinstance(error, MemoryError):   # numpy's message names the array it could not allocate
+        detail = f" ({_first_line(error)})" if _first_line(error) else ""
+        return (f"out of memory{detail}: the input is too large for this "
+                "machine's memory; use less text (for n-grams also a lower order), or a machine "
+                "with more memory", 2)
     if isinstance(error, OSError) and error.errno is not None:
         # no such file, permissions, a folder where a file should be, a full disk
         where = f"{error.filename}: " if error.filename else ""

@@ -22,9 +22,21 @@ from pipeline.tracking import mlflow_runs, promotion
 FIX = "rerun evaluate, which writes it: `dvc repro -f evaluate`"
 
 
+def _range(key: str) -> tuple[float, float, str] | None:
+    """(low, high, in words) that a metric of metrics.json must lie in, by its name, or None."""
+    if "ppl" in key:
+        return 1.0, math.inf, "[1, inf) (a perplexity is at least 1)"
+    if "accuracy" in key:
+        return 0.0, 1.0, "[0, 1] (an accuracy)"
+    if "bits_per" in key:
+        return 0.0, math.inf, "[0, inf) (bits)"
+    return None
+
+
 def check_result(path: Path, name: str, result) -> None:
     """Refuse metrics.json's entry of model `name` unless it is an object with a numeric
-    test_ppl and no metric NaN or infinite (errors.StateError naming the file, model, metric)."""
+    test_ppl and no metric NaN, infinite or outside its range (a perplexity below 1, an accuracy
+    outside [0, 1], negative bits) (errors.StateError naming the file, model, metric)."""
     if not isinstance(result, dict) or "test_ppl" not in result:
         raise files.damaged(path, f"{name} has no test_ppl", fix=FIX)
     for key, value in result.items():
@@ -34,6 +46,11 @@ def check_result(path: Path, name: str, result) -> None:
         elif not math.isfinite(value):
             raise files.damaged(path, f"{name} has {key}={value}, not a finite number (scores of a "
                                 "damaged model); nothing is promoted", fix=FIX)
+        else:
+            allowed = _range(key)
+            if allowed and not allowed[0] <= value <= allowed[1]:
+                raise files.damaged(path, f"{name} has {key}={value}, outside {allowed[2]}; "
+                                    "nothing is promoted", fix=FIX)
 
 
 def check_entry(path: Path, name: str, entry) -> None:

@@ -255,6 +255,23 @@ def test_each_failure_is_one_line_naming_the_argument(argv, files, line, here, m
     assert re.search(line, _one_line(err)), err
 
 
+def test_running_out_of_memory_is_one_line_naming_the_input(here, monkeypatch, capsys):
+    from pipeline.ngram import counting
+
+    def exhausted(*args, **kwargs):
+        raise MemoryError("Unable to allocate 3.00 GiB for an array with shape (402653184,)")
+    monkeypatch.setattr(counting, "count", exhausted)
+    (here / "t.txt").write_text("a b c\nd e f\n")
+    status, err = _run(["ngram", "build", "t.txt", "--order", "3", "--arpa", "m.arpa"], capsys)
+    assert status == 2, err
+    assert re.search(r"TEXT 't\.txt': out of memory counting its 3-grams \(10 tokens with <s> and "
+                     r"</s>\); use less text or a lower --order", _one_line(err)), err
+    assert errors.one_line(MemoryError("Unable to allocate 8 GiB")) == (
+        "out of memory (Unable to allocate 8 GiB): the input is too large for this "
+        "machine's memory; use less text (for n-grams also a lower order), or a machine with more "
+        "memory", 2)
+
+
 def test_a_port_in_use_is_named(here, monkeypatch, capsys):
     _files(here, {"params.yaml": copy_of("params.yaml")}, monkeypatch)
     with socket.socket() as taken:

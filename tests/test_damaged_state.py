@@ -263,6 +263,10 @@ def nan_metrics(repo):
     _edit_json(repo / "metrics" / "metrics.json", lambda m: m["gru"].update(test_ppl=float("nan")))
 
 
+def impossible_metrics(repo):
+    _edit_json(repo / "metrics" / "metrics.json", lambda m: m["gru"].update(test_ppl=-3.0))
+
+
 def malformed_test_set(repo):
     _edit_json(repo / "metrics" / "registry.json", lambda r: r["gru"].update(test_set="abc"))
 
@@ -380,6 +384,9 @@ CASES = [
     (nan_metrics, "promote", 2, r"metrics/metrics\.json: gru has test_ppl=nan, not a finite number "
                                 r".*nothing is promoted; rerun evaluate, which writes it: `dvc repro "
                                 r"-f evaluate`"),
+    (impossible_metrics, "promote", 2, r"metrics/metrics\.json: gru has test_ppl=-3\.0, outside "
+                                       r"\[1, inf\) \(a perplexity is at least 1\); nothing is "
+                                       r"promoted; rerun evaluate"),
     (malformed_test_set, "promote", 2, r"metrics/registry\.json: gru has a malformed test_set "
                                        r"\(\"abc\"; expected an object of strings with an id\); rerun "
                                        r"evaluate"),

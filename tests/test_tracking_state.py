@@ -247,6 +247,24 @@ def test_a_checkpoint_of_another_architecture_starts_afresh_once(repo, capsys):
     assert json.loads((folder / "resume.json").read_text())["finished"] is True   # not stuck
 
 
+def test_a_checkpoint_with_nan_weights_starts_afresh_once(repo, capsys):
+    """A NaN resumed from last.ckpt would be blamed on train.lr, and every rerun would resume it
+    again; the checkpoint is judged damaged instead."""
+    folder = repo / "checkpoints" / "gru"
+    checkpoint = torch.load(folder / "last.ckpt", map_location="cpu", weights_only=True)
+    key = next(k for k in checkpoint["state_dict"] if k.startswith("model."))
+    checkpoint["state_dict"][key].view(-1)[0] = float("nan")
+    torch.save(checkpoint, folder / "last.ckpt")
+    state = json.loads((folder / "resume.json").read_text())
+    (folder / "resume.json").write_text(json.dumps({**state, "finished": False}))   # interrupted
+    with deadline():
+        status, out, err = _stage(capsys, "train")
+    assert status == 0 and err == "", err
+    assert re.search(rf"cannot resume, checkpoints/gru/last\.ckpt: damaged, holds NaN or infinite "
+                     rf"weights \({re.escape(key)}\); starting afresh", out), out
+    assert json.loads((folder / "resume.json").read_text())["finished"] is True   # not stuck
+
+
 def test_a_params_change_starts_afresh_without_judging_the_old_checkpoints(repo, capsys):
     folder = repo / "checkpoints" / "gru"
     state = json.loads((folder / "resume.json").read_text())

@@ -48,11 +48,18 @@ def build(args) -> None:
                          f"{longest} tokens with <s> and </s>; use --order {longest} or less, "
                          "or more text")
     progress(f"{int(np.sum(stream == BOS_ID)):,} sentences, {len(tokens):,} words in the vocabulary")
-    counts = counting.count(stream, len(tokens), args.order, progress)
-    del stream
-    model = kneser_ney.estimate(counts, fallback=fallback, progress=progress,
-                                remedy="use a lower --order or more text, or add --discount-fallback "
-                                       "(discounts 0.5 1 1.5, as lmplz's --discount_fallback)")
+    size = len(stream)
+    try:
+        counts = counting.count(stream, len(tokens), args.order, progress)
+        del stream
+        model = kneser_ney.estimate(counts, fallback=fallback, progress=progress,
+                                    remedy="use a lower --order or more text, or add "
+                                           "--discount-fallback (discounts 0.5 1 1.5, as lmplz's "
+                                           "--discount_fallback)")
+    except MemoryError:   # counting holds every n-gram of every order in memory
+        raise ValueError(f"{_name(args)}: out of memory counting its {args.order}-grams "
+                         f"({size:,} tokens with <s> and </s>); use less "
+                         "text or a lower --order, or a machine with more memory") from None
     counts = counting.NgramCounts(counts.vocab_size, counts.keys, [], [], [])  # writing needs keys only
     try:
         with open(args.arpa, "wb") as handle:

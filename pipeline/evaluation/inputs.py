@@ -60,7 +60,8 @@ def read_history(path: Path) -> list[dict]:
         if not isinstance(entry, dict):
             why = f"entry {i} is {json.dumps(entry)[:40]}, not an object"
         elif not _number(entry.get("val_ppl")) or entry["val_ppl"] < 1:
-            why = f"entry {i} has val_ppl {entry.get('val_ppl', 'missing')!r}, not a perplexity"
+            why = (f"entry {i} has val_ppl {entry['val_ppl']!r}, not a perplexity" if "val_ppl" in
+                   entry else f"entry {i} has no val_ppl")
         elif not _whole(entry.get("epoch")):
             why = f"entry {i} has epoch {entry.get('epoch', 'missing')!r}, not a whole number"
         elif "step" in entry and not _whole(entry["step"]):

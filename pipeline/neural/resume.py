@@ -63,6 +63,15 @@ def _misfit(state_dict: dict, model) -> str | None:
     return None
 
 
+def _nonfinite(state_dict: dict) -> str | None:
+    """The name of the first floating-point tensor of `state_dict` holding NaN or infinity (a
+    disk error, a bad copy, or a hand edit), or None."""
+    import torch
+    return next((key for key, value in state_dict.items()
+                 if isinstance(value, torch.Tensor) and value.is_floating_point()
+                 and not bool(torch.isfinite(value).all())), None)
+
+
 def plan(directory: Path, print_fn=print, model=None, fp: str | None = None
          ) -> tuple[dict, Path | None]:
     """(state, checkpoint to resume from or None). A resume.json or checkpoint that cannot be
@@ -94,6 +103,11 @@ def plan(directory: Path, print_fn=print, model=None, fp: str | None = None
                 checkpoint = files.load_checkpoint(path, directory, CHECKPOINT_KEYS)
             except files.StateError as error:
                 print_fn(f"lmpipe: cannot resume, {error.problem}; starting afresh")
+                return {}, None
+            nonfinite = _nonfinite(checkpoint["state_dict"])
+            if nonfinite:   # a resumed NaN would be blamed on train.lr, and every rerun resume it
+                print_fn(f"lmpipe: cannot resume, {path}: damaged, holds NaN or infinite weights "
+                         f"({nonfinite}); starting afresh")
                 return {}, None
             misfit = None if model is None else _misfit(checkpoint["state_dict"], model)
             if misfit:
