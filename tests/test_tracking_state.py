@@ -228,41 +228,48 @@ def test_a_run_json_whose_run_id_is_not_a_string_goes_to_a_new_run(repo, capsys,
 
 # ---- 4. a checkpoint of another architecture ---------------------------------------------------
 
-def test_a_checkpoint_of_another_architecture_starts_afresh_once(repo, capsys):
+def _resume_edited(repo, capsys, edit) -> tuple[str, str]:
+    """Edit the state_dict of checkpoints/gru/last.ckpt (edit(state_dict) -> the key changed),
+    mark the training interrupted, run train; (the key, its stdout). Train must start afresh
+    once, saying so, and finish (not stuck resuming the same checkpoint at every rerun)."""
     folder = repo / "checkpoints" / "gru"
     checkpoint = torch.load(folder / "last.ckpt", map_location="cpu", weights_only=True)
-    key = next(k for k in checkpoint["state_dict"] if k.startswith("model.") and
-               checkpoint["state_dict"][k].dim() == 2)
-    shape = list(checkpoint["state_dict"][key].shape)
-    checkpoint["state_dict"][key] = torch.zeros(shape[0] * 2, shape[1])   # another hidden size
+    key = edit(checkpoint["state_dict"])
     torch.save(checkpoint, folder / "last.ckpt")
     state = json.loads((folder / "resume.json").read_text())
     (folder / "resume.json").write_text(json.dumps({**state, "finished": False}))   # interrupted
     with deadline():
         status, out, err = _stage(capsys, "train")
     assert status == 0 and err == "", err
-    assert re.search(rf"cannot resume, checkpoints/gru/last\.ckpt: the weights of another model "
-                     rf"\(holds {re.escape(key)} of shape \[{shape[0] * 2}, {shape[1]}\], the model "
-                     rf"of params\.yaml needs \[{shape[0]}, {shape[1]}\]\); starting afresh", out), out
     assert json.loads((folder / "resume.json").read_text())["finished"] is True   # not stuck
+    return key, out
+
+
+def test_a_checkpoint_of_another_architecture_starts_afresh_once(repo, capsys):
+    shapes = {}
+
+    def wider(state_dict):
+        key = next(k for k in state_dict if k.startswith("model.") and state_dict[k].dim() == 2)
+        shapes["old"] = list(state_dict[key].shape)
+        state_dict[key] = torch.zeros(shapes["old"][0] * 2, shapes["old"][1])   # another hidden size
+        return key
+    key, out = _resume_edited(repo, capsys, wider)
+    rows, columns = shapes["old"]
+    assert re.search(rf"cannot resume, checkpoints/gru/last\.ckpt: the weights of another model "
+                     rf"\(holds {re.escape(key)} of shape \[{rows * 2}, {columns}\], the model "
+                     rf"of params\.yaml needs \[{rows}, {columns}\]\); starting afresh", out), out
 
 
 def test_a_checkpoint_with_nan_weights_starts_afresh_once(repo, capsys):
     """A NaN resumed from last.ckpt would be blamed on train.lr, and every rerun would resume it
     again; the checkpoint is judged damaged instead."""
-    folder = repo / "checkpoints" / "gru"
-    checkpoint = torch.load(folder / "last.ckpt", map_location="cpu", weights_only=True)
-    key = next(k for k in checkpoint["state_dict"] if k.startswith("model."))
-    checkpoint["state_dict"][key].view(-1)[0] = float("nan")
-    torch.save(checkpoint, folder / "last.ckpt")
-    state = json.loads((folder / "resume.json").read_text())
-    (folder / "resume.json").write_text(json.dumps({**state, "finished": False}))   # interrupted
-    with deadline():
-        status, out, err = _stage(capsys, "train")
-    assert status == 0 and err == "", err
+    def poisoned(state_dict):
+        key = next(k for k in state_dict if k.startswith("model."))
+        state_dict[key].view(-1)[0] = float("nan")
+        return key
+    key, out = _resume_edited(repo, capsys, poisoned)
     assert re.search(rf"cannot resume, checkpoints/gru/last\.ckpt: damaged, holds NaN or infinite "
                      rf"weights \({re.escape(key)}\); starting afresh", out), out
-    assert json.loads((folder / "resume.json").read_text())["finished"] is True   # not stuck
 
 
 def test_a_params_change_starts_afresh_without_judging_the_old_checkpoints(repo, capsys):
