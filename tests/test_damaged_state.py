@@ -371,8 +371,8 @@ CASES = [
                                         r"data/stats\.json` or rebuild it with `dvc repro -f prepare`"),
     (stats_of_wrong_types, "evaluate", 2, r"data/stats\.json: test\.oov_rate is '0\.1', not a rate in "
                                           r"\[0, 1\]; restore it with `git checkout"),
-    (history_without_val_ppl, "evaluate", 2, r"models/gru/history\.json: entry 0 has val_ppl 'missing', "
-                                             r"not a perplexity; restore it with `dvc checkout "
+    (history_without_val_ppl, "evaluate", 2, r"models/gru/history\.json: entry 0 has no val_ppl; "
+                                             r"restore it with `dvc checkout "
                                              r"models/gru`.* `dvc repro -f train@gru`"),
     (history_with_string_step, "evaluate", 2, r"models/gru/history\.json: entry 0 has step '12', not a "
                                               r"whole number"),
