@@ -28,7 +28,8 @@ def debug() -> bool:
     return os.environ.get(DEBUG, "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def _first_line(text: str) -> str:
+def first_line(text) -> str:
+    """The first non-blank line of `text` (an exception's message), stripped; "" if none."""
     lines = [line.strip() for line in str(text).strip().splitlines() if line.strip()]
     return lines[0] if lines else ""
 
@@ -54,7 +55,7 @@ def _tracking_failure(error: BaseException) -> str | None:
     text = f"{type(error).__name__}: {error}"
     uri = os.environ.get("MLFLOW_TRACKING_URI", "")
     if "Max retries exceeded" in text or "Connection refused" in text or "timed out" in text.lower():
-        return server_down(uri, _first_line(text)[:160])
+        return server_down(uri, first_line(text)[:160])
     if "database is locked" in text:
         return ("the MLflow store mlflow.db stayed locked by other writers; run fewer parallel "
                 "workers (`dvc queue start -j 2`) or a tracking server (`lmpipe mlflow-server`, "
@@ -75,7 +76,7 @@ def one_line(error: BaseException) -> tuple[str, int]:
     if tracking:
         return tracking, 2
     if isinstance(error, MemoryError):   # numpy's message names the array it could not allocate
-        detail = f" ({_first_line(error)})" if _first_line(error) else ""
+        detail = f" ({first_line(error)})" if first_line(error) else ""
         return (f"out of memory{detail}: the input is too large for this "
                 "machine's memory; use less text (for n-grams also a lower order), or a machine "
                 "with more memory", 2)
@@ -87,8 +88,8 @@ def one_line(error: BaseException) -> tuple[str, int]:
             ("mlflow", "sqlalchemy", "requests", "urllib3")):   # ours: already one line
         return " ".join(str(error).split()).strip() or type(error).__name__, 2
     if type(error).__module__.startswith("mlflow"):
-        return f"MLflow: {_first_line(error)}", 2
-    return (f"{type(error).__name__}: {_first_line(error)} (unexpected; rerun with "
+        return f"MLflow: {first_line(error)}", 2
+    return (f"{type(error).__name__}: {first_line(error)} (unexpected; rerun with "
             f"{DEBUG}=1 for the traceback and report it)", 1)
 
 

@@ -27,7 +27,7 @@ import mlflow
 from mlflow.entities import Param
 from mlflow.tracking import MlflowClient
 
-from pipeline.errors import StateError
+from pipeline.errors import StateError, first_line
 from pipeline.tracking import store
 from pipeline.tracking.run_search import PARENT, ROLE, VIEW, damaged_store, deleted_experiment
 
@@ -329,7 +329,8 @@ def _check_database(tracking_uri: str, timeout: float, refuse) -> None:
                      f"install it into lmpipe's environment (`pip install "
                      f"{DRIVERS.get(name, name)}`)") from None
     except sqlalchemy.exc.ArgumentError as error:   # NoSuchModuleError among them
-        raise refuse(f"is not a database URL SQLAlchemy can use ({_first(error)})") from None
+        why = first_line(error) or type(error).__name__
+        raise refuse(f"is not a database URL SQLAlchemy can use ({why})") from None
 
     def connect():
         engine = sqlalchemy.create_engine(url, poolclass=NullPool)
@@ -342,7 +343,8 @@ def _check_database(tracking_uri: str, timeout: float, refuse) -> None:
     except TimeoutError as error:
         raise refuse(f"names a database that does not answer ({error})") from None
     except Exception as error:   # the driver's own: refused, unknown host, bad password
-        raise refuse(f"names a database that refuses the connection ({_first(error)[:160]})") \
+        why = first_line(error) or type(error).__name__
+        raise refuse(f"names a database that refuses the connection ({why[:160]})") \
             from None
 
 
@@ -364,11 +366,6 @@ def _check_databricks(tracking_uri: str, timeout: float, refuse) -> None:
                      "~/.databrickscfg)") from None
     finally:
         chatty.setLevel(level)
-
-
-def _first(error: BaseException) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[0] if lines else type(error).__name__
 
 
 def _quiet_store_errors() -> None:
