@@ -94,17 +94,47 @@ class VocabParams:
         _at_least(f"{where}.max_size", self.max_size, 0)
 
 
+def parse_size(text: str | int, default_unit: str = "K") -> int:
+    """Bytes of a memory size as lmplz's -S reads it (util/usage.cc, ParseSize): a number with
+    an optional suffix b, K, M, G, T (powers of 1024) or % (of physical memory); no suffix means
+    `default_unit` (K for lmplz). Raises ValueError for anything else or a size below 1 MiB."""
+    text = str(text).strip()
+    units = {"b": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    suffix = text[-1:] if text[-1:] in (*units, "%") else default_unit
+    number = text[:-1] if text[-1:] in (*units, "%") else text
+    try:
+        value = float(number)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a memory size; give a number with a unit, e.g. 100M, "
+                         "2G or 50% (of physical memory)") from None
+    if suffix == "%":
+        physical = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        size = int(physical * value / 100)
+    else:
+        size = int(value * units[suffix])
+    if not size >= 1 << 20:
+        raise ValueError(f"{text!r} is {size:,} bytes, below the least budget of 1M; give e.g. "
+                         "100M, 2G or 50% (of physical memory)")
+    return size
+
+
 @dataclass(frozen=True)
 class NgramParams:
     order: int = 3
     discount_fallback: bool = False
     memory_orders: int = 5
+    memory: str = "80%"           # budget, as lmplz's -S; beyond it counting spills to temp_dir
+    temp_dir: str = ""            # "" = the system's temporary folder
 
     def check(self, where: str) -> None:
         for name in ("order", "memory_orders"):
             value = getattr(self, name)
             if not 1 <= value <= 6:
                 raise ParamsError(f"{where}.{name}={value} is out of range; use 1..6")
+        try:
+            parse_size(self.memory)
+        except ValueError as error:
+            raise ParamsError(f"{where}.memory={self.memory!r}: {error}") from None
 
 
 @dataclass(frozen=True)

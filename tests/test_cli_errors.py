@@ -265,7 +265,8 @@ def test_running_out_of_memory_is_one_line_naming_the_input(here, monkeypatch, c
     status, err = _run(["ngram", "build", "t.txt", "--order", "3", "--arpa", "m.arpa"], capsys)
     assert status == 2, err
     assert re.search(r"TEXT 't\.txt': out of memory counting its 3-grams \(10 tokens with <s> and "
-                     r"</s>\); use less text or a lower --order", _one_line(err)), err
+                     r"</s>\); give -S a smaller budget \(counting then spills to disk\), or use a "
+                     r"lower --order", _one_line(err)), err
     assert errors.one_line(MemoryError("Unable to allocate 8 GiB")) == (
         "out of memory (Unable to allocate 8 GiB): the input is too large for this "
         "machine's memory; use less text (for n-grams also a lower order), or a machine with more "

@@ -11,7 +11,7 @@
     lmpipe mlflow-server [--port 5000]           # tracking server over mlflow.db, on 127.0.0.1
     lmpipe retrain --base origin/main            # CI: repro what changed, reports/retrain.md
     lmpipe seeds gru [--run 5 --jobs 2]          # seed spread vs bootstrap CI, via DVC's queue
-    lmpipe ngram build TEXT --order 5 --arpa OUT.arpa [--discount-fallback]   # like lmplz
+    lmpipe ngram build TEXT --order 5 --arpa OUT.arpa [-S 2G] [--discount-fallback]   # like lmplz
     lmpipe ngram query MODEL.arpa TEXT [--json] [--per-sentence]               # like query
 TEXT (or - for standard input) is one sentence per line, tokens separated by spaces and tabs, no
 normalisation, a blank line an empty sentence, as for KenLM; a literal <unk> is the unknown word
@@ -69,6 +69,15 @@ def positive(text: str) -> float:
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"must be a number > 0, not {text!r}")
     return value
+
+
+def memory_size(text: str) -> int:
+    """An argparse type: bytes of a memory size as lmplz's -S reads it (100M, 2G, 50%)."""
+    from pipeline.ngram.external import parse_size
+    try:
+        return parse_size(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def marker(text: str) -> str:
@@ -195,6 +204,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--discount-fallback", nargs="*", type=float, metavar="D",
                    help="discounts for adjusted counts 1, 2, 3+ (up to three, the last repeated) "
                         "where they cannot be estimated (default 0.5 1 1.5, as lmplz)")
+    p.add_argument("-S", "--memory", type=memory_size, default="80%", metavar="SIZE",
+                   help="memory budget, as lmplz's -S: e.g. 100M, 2G, 50%% (of physical memory; "
+                        "default 80%%); counting spills sorted runs to disk when it needs more")
+    p.add_argument("-T", "--temp-prefix", default=None, metavar="DIR",
+                   help="folder for the spilled runs (default: the system's temporary folder)")
     text_options(p)
     p.set_defaults(run=ngram.build)
     p = ngram_commands.add_parser("query", help="score TEXT with an ARPA model (perplexity, OOVs, totals)")

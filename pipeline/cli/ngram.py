@@ -13,17 +13,20 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline import files
 from pipeline.text import corpus
-from pipeline.text.tokenizers import split_lines
-from pipeline.text.vocab import BOS_ID, EOS_ID, encode_text
+from pipeline.text.vocab import BOS_ID, SPECIALS, encode_text
 
 LMPLZ_FALLBACK = (0.5, 1.0, 1.5)
 
 
 def build(args) -> None:
     """`lmpipe ngram build`. Raises ValueError naming the argument (TEXT, --order, --arpa,
-    --discount-fallback) before any work, or DiscountError (add --discount-fallback)."""
-    from pipeline.ngram import arpa, counting, kneser_ney
+    --discount-fallback, -S/--memory, -T/--temp-prefix) before any work, or DiscountError (add
+    --discount-fallback). The text is read and encoded a block at a time into the spill folder;
+    counting and estimation run in memory when -S allows it, else out of core
+    (pipeline/ngram/external.py): the same ARPA file either way."""
+    from pipeline.ngram import arpa, counting, external, kneser_ney
     def progress(message):
         print(f"lmpipe ngram: {message}", file=sys.stderr, flush=True)
     fallback = _fallback(args.discount_fallback)
@@ -34,39 +37,133 @@ def build(args) -> None:
     if Path(args.arpa).is_dir():
         raise ValueError(f"--arpa {args.arpa!r} is a folder; give the path of the file to write "
                          "(e.g. model.arpa)")
-    text = _text(args)
+    remedy = ("use a lower --order or more text, or add --discount-fallback (discounts 0.5 1 1.5, "
+              "as lmplz's --discount_fallback)")
     try:
-        tokens, stream, _ = encode_text(text, None, args.tokenizer, args.lowercase, args.unk)
-    except ValueError as error:   # a reserved <s> or </s> in the text
-        raise ValueError(f"{_name(args)}: {error}") from None
-    if np.all((stream == BOS_ID) | (stream == EOS_ID)):
-        raise ValueError(f"{_name(args)}: {'is empty' if not text else 'holds only blank lines'}; "
-                         "give text to count, one sentence per line")
-    longest = int(np.diff(np.flatnonzero(stream == BOS_ID), append=len(stream)).max())
-    if args.order > longest:
-        raise ValueError(f"--order {args.order}: the longest sentence of {_name(args)} has "
-                         f"{longest} tokens with <s> and </s>; use --order {longest} or less, "
-                         "or more text")
-    progress(f"{int(np.sum(stream == BOS_ID)):,} sentences, {len(tokens):,} words in the vocabulary")
-    size = len(stream)
-    try:
-        counts = counting.count(stream, len(tokens), args.order, progress)
-        del stream
-        model = kneser_ney.estimate(counts, fallback=fallback, progress=progress,
-                                    remedy="use a lower --order or more text, or add "
-                                           "--discount-fallback (discounts 0.5 1 1.5, as lmplz's "
-                                           "--discount_fallback)")
-    except MemoryError:   # counting holds every n-gram of every order in memory
-        raise ValueError(f"{_name(args)}: out of memory counting its {args.order}-grams "
-                         f"({size:,} tokens with <s> and </s>); use less "
-                         "text or a lower --order, or a machine with more memory") from None
-    counts = counting.NgramCounts(counts.vocab_size, counts.keys, [], [], [])  # writing needs keys only
-    try:
-        with open(args.arpa, "wb") as handle:
-            arpa.write(model, counts, tokens, handle)
-    except OSError as error:
-        raise ValueError(f"--arpa {args.arpa!r}: cannot write it ({error.strerror or error})") from None
+        with external.Spill(args.temp_prefix) as spill:
+            tokens, stream, longest = _encode(args, spill)
+            progress(f"{stream.sentences:,} sentences, {len(tokens):,} words in the vocabulary")
+            if args.order > longest:
+                raise ValueError(f"--order {args.order}: the longest sentence of {_name(args)} has "
+                                 f"{longest} tokens with <s> and </s>; use --order {longest} or "
+                                 "less, or more text")
+            size = stream.length
+            try:
+                if size * external.in_memory_bytes(args.order) <= args.memory:
+                    counts = counting.count(stream.read(0, size), len(tokens), args.order, progress)
+                    model = kneser_ney.estimate(counts, fallback=fallback, progress=progress,
+                                                remedy=remedy)
+                    counts = counting.NgramCounts(counts.vocab_size, counts.keys, [], [], [])
+                else:
+                    progress(f"counting out of core in {args.memory >> 20:,} MiB "
+                             f"(-S), spilling to {spill.path}")
+                    counts = external.count(stream, len(tokens), args.order, args.memory, spill,
+                                            progress)
+                    model = external.estimate(counts, args.memory, spill, fallback, progress, remedy)
+            except MemoryError:
+                raise ValueError(f"{_name(args)}: out of memory counting its {args.order}-grams "
+                                 f"({size:,} tokens with <s> and </s>); give -S a smaller budget "
+                                 "(counting then spills to disk), or use a lower --order") from None
+            try:
+                row = args.order * (max(len(t.encode()) for t in tokens) + 1) + 26
+                with files.atomic_file(args.arpa) as partial, open(partial, "wb") as handle:
+                    arpa.write(model, counts, tokens, handle,   # chunks of lines within -S
+                               chunk=int(np.clip(args.memory // (16 * row), 4096, 250_000)))
+            except OSError as error:
+                if isinstance(error, external.SpillError):
+                    raise
+                raise ValueError(f"--arpa {args.arpa!r}: cannot write it "
+                                 f"({error.strerror or error})") from None
+    except external.SpillError as error:
+        raise ValueError(f"-T/--temp-prefix {error}") from None
     progress(f"wrote {args.arpa}")
+
+
+def _encode(args, spill) -> tuple[tuple[str, ...], object, int]:
+    """(vocabulary, token stream in the spill folder, longest sentence in tokens with <s> and
+    </s>) of TEXT, encoded block by block (encode_text on each block of whole lines, its ids
+    renumbered into one vocabulary in order of first use: the same ids as encoding the whole
+    text at once). Raises ValueError naming TEXT when it is empty, blank, or holds <s>/</s>."""
+    from pipeline.ngram import external
+    column = spill.file("tokens", np.int32)
+    index = {token: i for i, token in enumerate(SPECIALS)}
+    sentences = longest = words = 0
+    empty = True
+    for block in _blocks(args, int(np.clip(args.memory // 32, 1 << 16, 1 << 26))):
+        empty = False
+        try:
+            local, ids, _ = encode_text(block, None, args.tokenizer, args.lowercase, args.unk)
+        except ValueError as error:   # a reserved <s> or </s> in the text
+            raise ValueError(f"{_name(args)}: {error}") from None
+        mapping = np.fromiter((index.setdefault(t, len(index)) for t in local), np.int32, len(local))
+        ids = mapping[ids]
+        heads = np.flatnonzero(ids == BOS_ID)
+        sentences += len(heads)
+        words += len(ids) - 2 * len(heads)
+        if len(heads):
+            longest = max(longest, int(np.diff(heads, append=len(ids)).max()))
+        column.append(ids)
+    if not words:
+        raise ValueError(f"{_name(args)}: {'is empty' if empty else 'holds only blank lines'}; "
+                         "give text to count, one sentence per line")
+    column.finish()
+    stream = external.TokenFile(column.path, column.length)
+    stream.sentences = sentences
+    return tuple(index), stream, longest
+
+
+def _blocks(args, size: int):
+    """The text of TEXT (or `-`) in blocks of whole lines (about `size` bytes), each line ended
+    by `\n`, decoded as `prepare` decodes a file (a `.gz` decompressed, UTF-8; messages count bytes and lines from
+    the start of the file). Raises ValueError naming TEXT when it is not a readable file of
+    UTF-8 text; a binary file (a NUL byte) is refused at the block that holds it."""
+    path = Path(args.text)
+    if args.text != "-" and (path.is_dir() or not path.exists()):
+        what = "is a directory" if path.is_dir() else "no such file"
+        raise ValueError(f"{_name(args)}: {what}; give a text file (one sentence per line) or "
+                         "- for standard input")
+    gz = args.text != "-" and path.suffix == ".gz"
+    import gzip
+    import zlib
+    try:
+        if args.text == "-":
+            handle = sys.stdin.buffer
+        else:
+            handle = gzip.open(path, "rb") if gz else open(path, "rb")
+        offset = line = 0
+        rest = b""
+        try:
+            while True:
+                try:
+                    chunk = handle.read(size)
+                except (EOFError, gzip.BadGzipFile, zlib.error) as error:
+                    raise ValueError(f"{_name(args)}: not a valid gzip file ({error})") from None
+                data = rest + chunk
+                nul = chunk.find(b"\x00")
+                if nul >= 0:   # refused now, not after reading an endless binary file
+                    corpus.decode(data[:len(rest) + nul + 1], _name(args), policy="",
+                                  offset=offset, line=line, decompressed=gz)
+                cut = data.rfind(b"\n") + 1 if chunk else len(data)
+                if cut == 0 and chunk:    # no line end yet: a long line, read on
+                    rest = data
+                    continue
+                block, rest = data[:cut], data[cut:]
+                if not block:
+                    break
+                text = corpus.decode(block, _name(args), policy="", offset=offset, line=line,
+                                     decompressed=gz)
+                offset += len(block)
+                line += block.count(b"\n")
+                yield text if text.endswith("\n") else text + "\n"
+                if not chunk:
+                    break
+        finally:
+            if args.text != "-":
+                handle.close()
+    except OSError as error:
+        if gz and error.errno is None:
+            raise ValueError(f"{_name(args)}: not a valid gzip file ({error})") from None
+        raise ValueError(f"{_name(args)}: cannot read it ({error.strerror or error})") from None
 
 
 def _fallback(values: list[float] | None) -> tuple[float, float, float] | None:
@@ -94,70 +191,8 @@ def _name(args) -> str:
 
 
 def _text(args) -> str:
-    """The text file (or `-`) of the command, each line ended by `\n`, read as `prepare` reads a
-    file (a `.gz` decompressed, UTF-8). Raises ValueError naming the TEXT argument when it is
-    not a readable file of UTF-8 text; a binary file (a NUL byte) is refused as soon as the
-    chunk holding it is read (/dev/zero, a disk image), not after reading all of it."""
-    path = Path(args.text)
-    if args.text != "-" and (path.is_dir() or not path.exists()):
-        what = "is a directory" if path.is_dir() else "no such file"
-        raise ValueError(f"{_name(args)}: {what}; give a text file (one sentence per line) or "
-                         "- for standard input")
-    gz = args.text != "-" and path.suffix == ".gz"
-    try:
-        if gz:
-            _check_decompressed(path, _name(args))
-        if args.text == "-":
-            data = _read_checked(sys.stdin.buffer, _name(args))
-        else:
-            with open(path, "rb") as handle:
-                data = _read_checked(handle, _name(args), gz)
-    except OSError as error:
-        raise ValueError(f"{_name(args)}: cannot read it ({error.strerror or error})") from None
-    text = corpus.decode(data, _name(args), gz=gz, policy="")
-    return "".join(line + "\n" for line in split_lines(text))
-
-
-CHUNK = 1 << 20   # bytes read at a time, each checked for a NUL byte as it comes in
-
-
-def _read_checked(handle, name: str, gz: bool = False) -> bytes:
-    """All bytes of `handle`, read CHUNK at a time; the first chunk with a NUL byte stops the
-    reading with corpus.decode's refusal of a binary file (not for `gz`: compressed bytes hold
-    NULs; _check_decompressed checks what they hold)."""
-    parts, size = [], 0
-    while chunk := handle.read(CHUNK):
-        parts.append(chunk)
-        nul = -1 if gz else chunk.find(b"\x00")
-        if nul >= 0:   # what was read so far, up to the NUL: corpus.decode's own message
-            corpus.decode(b"".join(parts[:-1]) + chunk[:nul + 1], name, policy="")
-            raise ValueError(f"{name}: looks like a binary file (a NUL byte at byte offset "
-                             f"{size + nul}); give UTF-8 text, one sentence per line")
-        size += len(chunk)
-    return b"".join(parts)
-
-
-def _check_decompressed(path: Path, name: str) -> None:
-    """Decompress the gzip file at `path` CHUNK at a time (memory bounded), refusing what is
-    not gzip or holds a NUL byte (a compressed /dev/zero) as soon as it shows."""
-    import gzip
-    import zlib
-    offset = 0
-    try:
-        with gzip.open(path, "rb") as stream:
-            while chunk := stream.read(CHUNK):
-                nul = chunk.find(b"\x00")
-                if nul >= 0:
-                    raise ValueError(f"{name}: looks like a binary file (a NUL byte at byte "
-                                     f"offset of the decompressed text {offset + nul}); give "
-                                     "UTF-8 text, one sentence per line")
-                offset += len(chunk)
-    except (EOFError, gzip.BadGzipFile, zlib.error) as error:   # as corpus.decode words it
-        raise ValueError(f"{name}: not a valid gzip file ({error})") from None
-    except OSError as error:
-        if error.errno is not None:
-            raise
-        raise ValueError(f"{name}: not a valid gzip file ({error})") from None
+    """The whole text of TEXT (or `-`), read as `_blocks` reads it, each line ended by `\n`."""
+    return "".join(_blocks(args, 1 << 20))
 
 
 def query_summary(model, tokens: tuple[str, ...], text: str, tokenizer: str = "whitespace",

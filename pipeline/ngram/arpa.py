@@ -20,6 +20,7 @@ are written for every vocabulary word.
 from __future__ import annotations
 
 import re
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import BinaryIO
 
@@ -108,7 +109,10 @@ def write(model: NGramLM, counts: NgramCounts, tokens: tuple[str, ...], out: Bin
           chunk: int = 250_000, threads: int = 2) -> None:
     """Write `model` (estimated from `counts`) as ARPA text (UTF-8) to a binary file, in the
     counts' sorted order. Lines are assembled as byte matrices, `chunk` n-grams at a time, their
-    0 bytes dropped; numpy releases the GIL, so `threads` chunks are formatted at once."""
+    0 bytes dropped; numpy releases the GIL, so `threads` chunks are formatted at once, and at
+    most 2 x `threads` chunks wait to be written (memory stays bounded). The model and counts may
+    be in memory (`NGramLM`, `NgramCounts`) or on disk (external.DiskModel, DiskCounts): what is
+    used is len() and [a:b] slices of their columns, and counts.words(n, a, b)."""
     words = _word_bytes(tokens)
     header = "\\data\\\n" + "".join(f"ngram {n}={len(k)}\n" for n, k in enumerate(model.keys, 1))
     out.write(header.encode())
@@ -116,10 +120,13 @@ def write(model: NGramLM, counts: NgramCounts, tokens: tuple[str, ...], out: Bin
         for n in range(1, model.order + 1):
             out.write(f"\n\\{n}-grams:\n".encode())
             size = len(model.keys[n - 1])
-            pending = [pool.submit(_lines, model, counts, words, n, start, start + chunk)
-                       for start in range(0, size, chunk)]
-            for future in pending:
-                out.write(future.result())
+            pending = deque()
+            for start in range(0, size, chunk):
+                if len(pending) >= 2 * threads:
+                    out.write(pending.popleft().result())
+                pending.append(pool.submit(_lines, model, counts, words, n, start, start + chunk))
+            while pending:
+                out.write(pending.popleft().result())
     out.write(b"\n\\end\\\n")
 
 

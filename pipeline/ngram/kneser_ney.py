@@ -15,6 +15,7 @@ probability only from the uniform distribution, as in lmplz. `<s>` is never pred
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -158,13 +159,20 @@ PARAMS_REMEDY = ("lower ngram.order, use more text, or set ngram.discount_fallba
 
 def discounts_from(adjusted: np.ndarray, order: int, fallback=None,
                    remedy: str = PARAMS_REMEDY) -> tuple[float, float, float]:
-    """(D1, D2, D3+) from the count-of-counts t_k of adjusted counts (Chen & Goodman eq. 26),
-    checked as lmplz checks them (lm/builder/adjust_counts.cc, CalculateDiscounts):
+    """(D1, D2, D3+) from the adjusted counts of one order: `discounts_from_counts` of their
+    count-of-counts t1..t4."""
+    return discounts_from_counts([int(np.sum(adjusted == k)) for k in (1, 2, 3, 4)], order,
+                                 fallback, remedy)
+
+
+def discounts_from_counts(t: list[int], order: int, fallback=None,
+                          remedy: str = PARAMS_REMEDY) -> tuple[float, float, float]:
+    """(D1, D2, D3+) from the count-of-counts t_k = t[k-1] (k = 1..4) of adjusted counts (Chen &
+    Goodman eq. 26), checked as lmplz checks them (lm/builder/adjust_counts.cc, CalculateDiscounts):
         t1, t2, t3 > 0 (t4 may be 0: then D3+ = 3 exactly);
         Y = t1 / (t1 + 2 t2);  Dk = k - (k + 1) Y t_(k+1) / t_k  within [0, k] for k = 1, 2, 3.
     When a check fails: `fallback` (D1, D2, D3+) if given, else DiscountError naming the order,
     the counts and `remedy` (how the caller's user sets a fallback)."""
-    t = [int(np.sum(adjusted == k)) for k in (1, 2, 3, 4)]
     problem = None
     zero = next((k for k in (1, 2, 3) if t[k - 1] == 0), None)
     if zero is not None:
@@ -197,21 +205,11 @@ def estimate(counts: NgramCounts, fallback=None, progress=None,
             adjusted = adjusted.copy()
             adjusted[BOS_ID] = 0                   # <s> is never predicted
         d = discounts_from(adjusted, n, fallback, remedy)
-        discount = np.array([0.0, *d])[np.minimum(adjusted, 3)]   # D(a): 0, D1, D2, D3+
         context = counts.context_ids(n)
         num_contexts = 1 if n == 1 else len(counts.keys[n - 2])
-        total = np.bincount(context, adjusted, minlength=num_contexts)
-        mass = np.bincount(context, discount, minlength=num_contexts)  # Σ D(a) = D1 N1 + D2 N2 + D3 N3+
-        safe = np.where(total > 0, total, 1.0)
-        gamma = np.where(total > 0, mass / safe, 1.0)
-        prob = np.subtract(adjusted, discount, dtype=np.float64)  # in place from here: big arrays
-        del discount
-        prob /= safe[context]
-        if n == 1:
-            prob += gamma[0] / (vocab_size - 1)
-            prob[BOS_ID] = 0.0
-        else:
-            prob += gamma[context] * lower[counts.suffix[n - 1]]
+        prob, gamma = interpolate(adjusted, d, context, num_contexts, vocab_size,
+                                  None if n == 1 else partial(np.take, lower, counts.suffix[n - 1]))
+        if n > 1:
             backoffs[-1] = np.log10(gamma)
         del context
         with np.errstate(divide="ignore"):
@@ -223,6 +221,31 @@ def estimate(counts: NgramCounts, fallback=None, progress=None,
             progress(f"estimated order {n}: {len(prob):,} n-grams, discounts "
                      + " ".join(f"{x:.4f}" for x in d))
     return NGramLM(vocab_size, list(counts.keys), log10_prob, backoffs, discounts)
+
+
+def interpolate(adjusted: np.ndarray, d: tuple[float, float, float], context: np.ndarray,
+                num_contexts: int, vocab_size: int, lower=None) -> tuple[np.ndarray, np.ndarray]:
+    """One order of interpolated modified Kneser-Ney (the module docstring's equations) for rows
+    with adjusted counts `adjusted` (rows,) whose contexts are `context` (rows,), ids
+    0..num_contexts-1: (p (rows,), γ (num_contexts,); γ = 1 for a context without rows). `lower`
+    returns p(suffix) of each row from the order below (rows,); None at order 1, where the rows
+    are the whole vocabulary and the lower distribution is uniform over |V| - 1 words (`<s>` is
+    never predicted). Sums over a context add its rows in row order, so any slicing of the rows
+    at context boundaries gives bitwise the same numbers (pipeline/ngram/external.py)."""
+    discount = np.array([0.0, *d])[np.minimum(adjusted, 3)]   # D(a): 0, D1, D2, D3+
+    total = np.bincount(context, adjusted, minlength=num_contexts)
+    mass = np.bincount(context, discount, minlength=num_contexts)  # Σ D(a) = D1 N1 + D2 N2 + D3 N3+
+    safe = np.where(total > 0, total, 1.0)
+    gamma = np.where(total > 0, mass / safe, 1.0)
+    prob = np.subtract(adjusted, discount, dtype=np.float64)  # in place from here: big arrays
+    del discount
+    prob /= safe[context]
+    if lower is None:
+        prob += gamma[0] / (vocab_size - 1)
+        prob[BOS_ID] = 0.0
+    else:
+        prob += gamma[context] * lower()
+    return prob, gamma
 
 
 def mle_probs(counts: NgramCounts, stream: np.ndarray, n: int, k: float = 0.0) -> np.ndarray:

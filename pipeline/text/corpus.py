@@ -247,30 +247,34 @@ def _package_data(package: str) -> Path:
 
 
 def decode(data: bytes, name: str, errors: str = "strict", gz: bool = False,
-           policy: str = "corpus.encoding_errors") -> str:
+           policy: str = "corpus.encoding_errors", *, offset: int = 0, line: int = 0,
+           decompressed: bool = False) -> str:
     """Text of a file's bytes (gunzipped when `gz`) under the `errors` policy (see read_lines).
     A UTF-8 byte-order mark is dropped; UTF-16 and binary files are refused by name. Messages
     start with `name` (e.g. a path, or `TEXT 'a.txt'` for the command line); `policy` is the
     setting that chooses `errors`, which the invalid-UTF-8 message suggests ("" where the user
-    has none: only re-encoding is suggested)."""
+    has none: only re-encoding is suggested). A block of a file read in parts: `offset` and
+    `line` are the bytes and lines before it (messages count from the file's start; a mark is
+    dropped only at offset 0), `decompressed` says its bytes come from a gzip file."""
     if gz:
         try:
             data = gzip.decompress(data)
         except (OSError, EOFError, zlib.error) as error:   # zlib.error: damaged deflate data
             raise CorpusError(f"{name}: not a valid gzip file ({error})") from None
-    where = "of the decompressed text " if gz else ""
-    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+    where = "of the decompressed text " if gz or decompressed else ""
+    if offset == 0 and data[:2] in (b"\xff\xfe", b"\xfe\xff"):
         raise CorpusError(f"{name}: is UTF-16 text; re-encode it as UTF-8 (e.g. iconv -f UTF-16 -t UTF-8)")
     nul = data.find(b"\x00")
     if nul >= 0:
-        raise CorpusError(f"{name}: looks like a binary file (a NUL byte at byte offset {where}{nul}); "
-                          "give UTF-8 text, one sentence per line")
+        raise CorpusError(f"{name}: looks like a binary file (a NUL byte at byte offset {where}"
+                          f"{offset + nul}); give UTF-8 text, one sentence per line")
     try:
-        return data.decode("utf-8-sig", errors=errors)
+        return data.decode("utf-8-sig" if offset == 0 else "utf-8", errors=errors)
     except UnicodeDecodeError as error:
-        line = data.count(b"\n", 0, error.start) + 1
-        raise CorpusError(f"{name}: invalid UTF-8 at byte offset {where}{error.start} (line {line}: "
-                          f"{data[error.start:error.start + 4]!r}...); re-encode the file as UTF-8 "
+        at = error.start
+        line += data.count(b"\n", 0, at) + 1
+        raise CorpusError(f"{name}: invalid UTF-8 at byte offset {where}{offset + at} (line {line}: "
+                          f"{data[at:at + 4]!r}...); re-encode the file as UTF-8 "
                           "(e.g. iconv -f latin1 -t UTF-8)" + (f", or set {policy}: replace (bad "
                           "bytes become U+FFFD) or ignore (dropped)" if policy else "")) from None
 

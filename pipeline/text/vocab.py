@@ -12,9 +12,8 @@ from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
-from pipeline.text.tokenizers import QUERY_SEPARATORS, SEPARATORS, UNK, split_lines, tokenize
+from pipeline.text.tokenizers import UNK, split_lines, tokenize
 
 BOS, EOS = "<s>", "</s>"
 SPECIALS = (UNK, BOS, EOS)
@@ -62,6 +61,7 @@ class Vocab:
 
     def stream(self, sentences: list[list[str]]) -> np.ndarray:
         """`<s> w.. </s>` for each sentence, concatenated, as int32 ids (hash lookups in C)."""
+        import pandas as pd  # lazily: `lmpipe ngram` starts without it
         lengths = np.fromiter(map(len, sentences), dtype=np.int64, count=len(sentences))
         ids = pd.Index(self.tokens).get_indexer(list(itertools.chain.from_iterable(sentences)))
         ids[ids < 0] = UNK_ID
@@ -173,23 +173,27 @@ def encode_text(text: str, tokens: tuple[str, ...] | None = None, tokenizer: str
     tokens=None builds the vocabulary: the specials, then every word in order of first use.
     Returns (tokens, stream `<s> w.. </s> ...` int32, oov flag of every target, i.e. of every
     non-`<s>` position: True where the target is `<unk>`)."""
-    if tokenizer == "whitespace":    # the whole text at once: splitting in C
+    if tokenizer == "whitespace":    # the whole text at once: splitting and hashing in C
+        raw, codes, per_line = whitespace_words(text.encode("utf-8"), query)
         for special in (BOS, EOS):
-            if re.search(r"(?<![^ \t\r\n])" + re.escape(special) + r"(?![^ \t\r\n])", text):
+            if special in raw:
                 raise ValueError(f"the text contains the reserved token {special!r}; remove or rename it")
-        body = text[:-1] if text.endswith("\n") else text
-        separators = QUERY_SEPARATORS if query else SEPARATORS
-        flat = [t for t in separators.split(body.replace("\n", f" {EOS} ")) if t] + [EOS] if text else []
         if unk and unk != UNK:
-            flat = [UNK if t == unk else t for t in flat]
+            raw = [UNK if t == unk else t for t in raw]
         if lowercase:
-            flat = [t if t in SPECIALS else t.lower() for t in flat]
-    else:
-        flat = []
-        for line in split_lines(text):
-            words = tokenize(line, tokenizer, lowercase, unk)
-            if words:
-                flat += words + [EOS]
+            raw = [t if t in SPECIALS else t.lower() for t in raw]
+        if tokens is None:
+            tokens = SPECIALS + tuple(dict.fromkeys(t for t in raw if t not in SPECIALS))
+        index = {t: i for i, t in enumerate(tokens)}
+        mapping = np.fromiter((index.get(t, UNK_ID) for t in raw), np.int32, len(raw))
+        stream = _sentences(mapping[codes], per_line)
+        return tokens, stream, stream[stream != BOS_ID] == UNK_ID
+    import pandas as pd  # lazily: `lmpipe ngram` with the whitespace tokenizer starts without it
+    flat = []
+    for line in split_lines(text):
+        words = tokenize(line, tokenizer, lowercase, unk)
+        if words:
+            flat += words + [EOS]
     array = np.asarray(flat, dtype=object)
     codes, uniques = pd.factorize(array)
     if tokens is None:
@@ -200,3 +204,51 @@ def encode_text(text: str, tokens: tuple[str, ...] | None = None, tokenizer: str
     ends = np.flatnonzero(ids == EOS_ID)
     starts = np.concatenate([[0], ends[:-1] + 1]) if len(ends) else np.zeros(0, np.int64)
     return tokens, np.insert(ids, starts, BOS_ID), ids == UNK_ID
+
+
+def _sentences(ids: np.ndarray, per_line: np.ndarray) -> np.ndarray:
+    """The stream `<s> w.. </s>` (int32) of word ids `ids` cut into lines of `per_line` words."""
+    out = np.empty(len(ids) + 2 * len(per_line), dtype=np.int32)
+    heads = np.cumsum(per_line + 2) - (per_line + 2)
+    words = np.ones(len(out), dtype=bool)
+    words[heads] = words[heads + per_line + 1] = False
+    out[heads], out[heads + per_line + 1] = BOS_ID, EOS_ID
+    out[words] = ids
+    return out
+
+
+def whitespace_words(data: bytes, query: bool = False) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """The whitespace tokenizer on UTF-8 bytes, vectorised: (distinct words in order of first
+    use, the index in that list of every word (int32, (words,)), words on each line (int64,
+    (lines,))). Lines end at `\n` (a last line without one counts); words are separated by
+    space, tab and `\r` (lmplz's kDelimiterSet), and also `\v` and `\f` when `query` (KenLM's
+    query). Boundaries are found with numpy over the bytes; the words are hashed into a
+    dictionary by pyarrow's dictionary_encode (first-use order), so no Python object is made per
+    word. The bytes must be valid UTF-8 (decode them first)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    if data and not data.endswith(b"\n"):
+        data += b"\n"
+    raw = np.frombuffer(data, dtype=np.uint8)
+    separator = (raw == 32) | (raw == 9) | (raw == 13) | (raw == 10)
+    if query:
+        separator |= (raw == 11) | (raw == 12)
+    word = ~separator
+    first, last = word.copy(), word
+    first[1:] &= separator[:-1]               # a word byte after a separator
+    last[:-1] &= separator[1:]                # a word byte before one
+    starts, ends = np.flatnonzero(first), np.flatnonzero(last) + 1
+    del first, last, word
+    lines = np.flatnonzero(raw == 10)
+    per_line = np.bincount(np.searchsorted(lines, starts), minlength=len(lines)).astype(np.int64)
+    offsets = np.zeros(len(starts) + 1, dtype=np.int64)
+    np.cumsum(ends - starts, out=offsets[1:])
+    letters = raw[~separator]
+    words = pa.Array.from_buffers(pa.large_binary(), len(starts),
+                                  [None, pa.py_buffer(offsets), pa.py_buffer(letters)])
+    encoded = pc.dictionary_encode(words)
+    distinct = encoded.dictionary.cast(pa.large_string()).to_pylist()
+    indices = encoded.indices    # its buffer as is: to_numpy() would import pandas
+    codes = np.frombuffer(indices.buffers()[1], dtype=np.int32, count=len(indices),
+                          offset=indices.offset * 4).copy()
+    return distinct, codes, per_line
