@@ -28,7 +28,8 @@ def main(kind: str, data_dir: str, out_dir: str, ckpt_dir: str) -> None:
     data, out, ckpts = Path(data_dir), Path(out_dir), Path(ckpt_dir)
     vocab_size = len(load_vocab(data))
     stats = files.read_json(data / "stats.json", data, required=("corpus_hash",))
-    streams = tuple(files.load_array(data / f"{s}.npy", data) for s in ("train", "valid"))
+    # memory-mapped: each DDP rank reads its own columns of train.npy through the page cache
+    streams = tuple(files.load_array(data / f"{s}.npy", data, mmap_mode="r") for s in ("train", "valid"))
     for split, stream in zip(("train", "valid"), streams, strict=True):
         check_ids(stream, vocab_size, data / f"{split}.npy", data)
     check_data(spec.bidirectional, *streams, train, world=train.devices * train.num_nodes)

@@ -41,7 +41,8 @@ class StreamWindows(Dataset):
     Distributed (world > 1): the stream is cut into world x batch_size columns and rank r reads
     columns r*B .. (r+1)*B-1, so every rank has the same number of windows (DDP never waits on
     a rank with fewer) and together the ranks read exactly what one process with a batch of
-    world x batch_size columns reads."""
+    world x batch_size columns reads. `stream` may be a memory map (np.load(mmap_mode="r")):
+    only the rank's own slice is ever read."""
 
     def __init__(self, stream: np.ndarray, batch_size: int, bptt: int, rank: int = 0,
                  world: int = 1, variable: bool = False, seed: int = 0, epoch: int = 0):
@@ -51,9 +52,11 @@ class StreamWindows(Dataset):
             raise ValueError(f"the stream has {len(stream)} tokens, too few for batch_size="
                              f"{batch_size} x {world} processes; lower train.batch_size or use "
                              "a larger corpus")
-        data = torch.as_tensor(np.asarray(stream[: columns * total], dtype=np.int64))
-        # (B, N): row b is a contiguous piece
-        self.data = data.view(total, columns)[rank * batch_size:(rank + 1) * batch_size]
+        # (B, N): row b is a contiguous piece; this rank's rows are one contiguous slice of the
+        # stream, kept as a view (of the memory-mapped file when the stream is one: DDP ranks
+        # share the page cache, no process copies the stream) and made int64 a window at a time
+        first = rank * batch_size * columns
+        self.data = np.asarray(stream[first:first + batch_size * columns]).reshape(batch_size, columns)
         self.bptt = bptt
         self.starts = np.arange(0, columns - 1, bptt)   # window i starts at starts[i]
         if variable:   # the same cut on every rank: it depends on (seed, epoch) only
@@ -72,8 +75,8 @@ class StreamWindows(Dataset):
         start = int(self.starts[index])
         end = int(self.starts[index + 1]) if index + 1 < len(self.starts) else self.data.shape[1] - 1
         length = min(end - start, self.data.shape[1] - 1 - start)
-        inputs = self.data[:, start:start + length]
-        return inputs, _targets(self.data[:, start + 1:start + 1 + length])
+        window = torch.from_numpy(np.array(self.data[:, start:start + length + 1], dtype=np.int64))
+        return window[:, :length], _targets(window[:, 1:])
 
 
 class ResumeSampler(Sampler):
