@@ -2,9 +2,10 @@
 (a) the KJV train split and (b) 10 copies of it whose tokens carry a per-copy suffix (every
 copy's n-grams are distinct; about 8.5M tokens). Every measurement is a fresh process
 (`lmpipe ngram build|query`), its peak RSS read with wait4. With --lmplz PATH, KenLM's lmplz
-runs back to back on the same input. Prints one JSON line per measurement and a median line.
+runs back to back on the same input, both with the memory budget --memory (lmpipe's and lmplz's
+-S; default 100M). Prints one JSON line per measurement and a median line.
 
-    .venv/bin/python benchmarks/ngram.py --repeat 3 [--lmplz /path/to/lmplz] [--orders 3 5]
+    .venv/bin/python benchmarks/ngram.py --repeat 3 [--lmplz /path/to/lmplz] [--orders 3 5] [--memory 100M]
 """
 
 import argparse
@@ -77,6 +78,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--orders", type=int, nargs="+", default=[3, 5])
     parser.add_argument("--lmplz", help="path to KenLM's lmplz, run back to back when given")
+    parser.add_argument("--memory", default="100M", help="-S of both tools (default 100M)")
     args = parser.parse_args()
     lmpipe = str(Path(sys.executable).parent / "lmpipe")
     with tempfile.TemporaryDirectory() as tmp:
@@ -86,11 +88,11 @@ def main() -> None:
             for order in args.orders:
                 model = folder / f"{name}.o{order}.arpa"
                 tools = {"lmpipe": [lmpipe, "ngram", "build", str(text), "--order", str(order),
-                                    "--arpa", str(model)]}
+                                    "--arpa", str(model), "-S", args.memory, "-T", str(folder)]}
                 if args.lmplz:
-                    tools["lmplz"] = [args.lmplz, "-o", str(order), "-S", "100M", "--text", str(text),
-                                      "--arpa", str(folder / "lmplz.arpa")]
-                summary = {"input": name, "tokens": tokens, "order": order}
+                    tools["lmplz"] = [args.lmplz, "-o", str(order), "-S", args.memory, "-T", str(folder),
+                                      "--text", str(text), "--arpa", str(folder / "lmplz.arpa")]
+                summary = {"input": name, "tokens": tokens, "order": order, "memory": args.memory}
                 for tool, command in tools.items():
                     runs = [measure(command)[:2] for _ in range(args.repeat)]
                     for wall, rss in runs:
@@ -111,6 +113,8 @@ def main() -> None:
                 if args.lmplz:
                     summary["build_wall_ratio_lmpipe_over_lmplz"] = round(
                         summary["lmpipe_build_wall_s"] / summary["lmplz_build_wall_s"], 2)
+                    summary["build_peak_rss_ratio_lmpipe_over_lmplz"] = round(
+                        summary["lmpipe_build_peak_rss_mib"] / summary["lmplz_build_peak_rss_mib"], 2)
                 print(json.dumps({"median_of": args.repeat, **summary}), flush=True)
 
 

@@ -44,15 +44,7 @@ class NgramCounts:
 
     def words(self, n: int, start: int = 0, stop: int | None = None) -> np.ndarray:
         """(rows, n) word ids of the order-n n-grams start..stop, rebuilt through the prefix chain."""
-        key = self.keys[n - 1][start:stop]
-        if n == 1:
-            return key[:, None]
-        columns = [key % self.vocab_size]
-        ids = key // self.vocab_size
-        for m in range(n - 1, 0, -1):
-            columns.append(self.last_words(m)[ids])
-            ids = self.context_ids(m)[ids]
-        return np.stack(columns[::-1], axis=1)
+        return words_of(self.keys, self.vocab_size, n, start, stop)
 
     def truncated(self, order: int) -> NgramCounts:
         """The counts of orders 1..order, adjusted counts redone for the new highest order
@@ -65,6 +57,23 @@ class NgramCounts:
     def num_ngrams(self) -> list[int]:
         """Stored n-grams per order (order 1 counts the whole vocabulary)."""
         return [len(k) for k in self.keys]
+
+
+def words_of(keys, vocab_size: int, n: int, start: int = 0, stop: int | None = None) -> np.ndarray:
+    """(rows, n) word ids of the order-n n-grams start..stop of sorted key tables `keys` (arrays,
+    or external.Column read by slices): the prefix ids of a slice of sorted keys are a
+    contiguous range of the order below, so each order reads one slice of it, never all."""
+    key = keys[n - 1][start:stop]
+    if n == 1:
+        return key[:, None]
+    columns, ids = [key % vocab_size], key // vocab_size
+    for m in range(n - 1, 1, -1):
+        low = int(ids[0]) if len(ids) else 0
+        prefix = keys[m - 1][low:int(ids[-1]) + 1 if len(ids) else 0][ids - low]
+        columns.append(prefix % vocab_size)
+        ids = prefix // vocab_size
+    columns.append(ids)
+    return np.stack(columns[::-1], axis=1)
 
 
 def positions_left(stream: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -40,9 +40,11 @@ from pipeline.config import parse_size  # noqa: F401  (the -S parser, also for n
 from pipeline.ngram import counting, kneser_ney
 from pipeline.text.vocab import BOS_ID
 
-BYTES_PER_POSITION = 80   # counting.count's peak per token of a block (stream, ids, keys, sort)
-BYTES_PER_ENTRY = 72      # merging: key, count, suffix, inverse, sort scratch per run entry
+BYTES_PER_POSITION = 128  # counting.count's peak per token of a block (stream, ids, keys, sort, allocator slack)
+BYTES_PER_ENTRY = 112     # merging: key, count, suffix, inverse, sort scratch per run entry, allocator slack
 BYTES_PER_ROW = 96        # estimation: key, adjusted, suffix, context, discount, p, gathers
+WORKING_SHARE = 0.75      # of the budget for the tables being sorted and summed; the rest is the
+                          # interpreter, numpy and pyarrow (~100 MiB) and the allocator's slack
 
 
 def in_memory_bytes(order: int) -> int:
@@ -238,19 +240,8 @@ class DiskCounts:
             [np.empty(0, np.int64)] + [s.read() for s in self.suffix[1:]])
 
     def words(self, n: int, start: int, stop: int) -> np.ndarray:
-        """(rows, n) word ids of the order-n n-grams start..stop: the prefix ids of a slice of
-        sorted keys are a contiguous range of the order below, so each order reads one slice."""
-        key = self.keys[n - 1].read(start, stop)
-        if n == 1:
-            return key[:, None]
-        columns, ids = [key % self.vocab_size], key // self.vocab_size
-        for m in range(n - 1, 1, -1):
-            low = int(ids[0]) if len(ids) else 0
-            prefix = self.keys[m - 1].read(low, int(ids[-1]) + 1 if len(ids) else 0)[ids - low]
-            columns.append(prefix % self.vocab_size)
-            ids = prefix // self.vocab_size
-        columns.append(ids)
-        return np.stack(columns[::-1], axis=1)
+        """(rows, n) word ids of the order-n n-grams start..stop (counting.words_of)."""
+        return counting.words_of(self.keys, self.vocab_size, n, start, stop)
 
 
 def count(tokens: TokenFile, vocab_size: int, order: int, memory: int, spill: Spill,
@@ -260,6 +251,7 @@ def count(tokens: TokenFile, vocab_size: int, order: int, memory: int, spill: Sp
     ValueError as counting.count does, SpillError when the spill folder fails."""
     if order < 1:
         raise ValueError(f"order={order} must be >= 1")
+    memory = int(memory * WORKING_SHARE)
     blocks = sentence_blocks(tokens, max(memory // BYTES_PER_POSITION, 1024))
     unigram = np.zeros(vocab_size, dtype=np.int64)
     longest = 0
@@ -473,6 +465,7 @@ def estimate(counts: DiskCounts, memory: int, spill: Spill, fallback=None, progr
     are summed in the same order. Raises kneser_ney.DiscountError as it does, SpillError when
     the spill folder fails."""
     vocab_size, order = counts.vocab_size, counts.order
+    memory = int(memory * WORKING_SHARE) // 2    # half for slices of rows, half for p below
     step = max(memory // BYTES_PER_ROW, 1024)
     probs, backoffs, discounts = [], [], []
     lower = None
@@ -513,7 +506,7 @@ def estimate(counts: DiskCounts, memory: int, spill: Spill, fallback=None, progr
         discounts.append(tuple(float(x) for x in d))
         if lower is not None:
             lower.column.remove()
-        lower = _Lower(prob_out.finish(), memory // 2) if prob_out is not None else None
+        lower = _Lower(prob_out.finish(), memory) if prob_out is not None else None
         if progress:
             progress(f"estimated order {n}: {log10_prob.length:,} n-grams, discounts "
                      + " ".join(f"{x:.4f}" for x in d))
