@@ -20,8 +20,10 @@ repro: $(STAMP)
 	@test -d .git || { git init -q && echo "initialised a git repository (DVC needs one)"; }
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
+# two workers (pytest-xdist), each test file on one of them: the end-to-end files spend much of
+# their time in single-threaded stage processes, so the other core runs the rest meanwhile
 test: $(STAMP) browser
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 # headless Chromium (Debian package) for the test that reads the MLflow UI
 browser:
