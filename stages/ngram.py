@@ -25,6 +25,7 @@ def main(data_dir: str, out_dir: str) -> None:
     data, out = Path(data_dir), Path(out_dir)
     tokens = load_vocab(data).tokens
     p = params.ngram
+    files.load_array(data / "train.npy", data, mmap_mode="r")   # missing or damaged: one line
     source = external.TokenFile(data / "train.npy")
     memory = external.parse_size(p.memory)
     # memory_orders is a measurement: capped at the longest sentence rather than refused
@@ -98,6 +99,8 @@ def out_of_core(source, tokens: tuple[str, ...], p, memory: int, spill, out: Pat
     fallback = kneser_ney.LMPLZ_FALLBACK if p.discount_fallback else None
     model = external.estimate(kn_counts, memory, spill, fallback=fallback, progress=progress)
     step = max(memory // 256, 4096)
+    row = p.order * (max(len(t.encode()) for t in tokens) + 1) + 26   # bytes of an ARPA line
+    lines = int(np.clip(memory // (16 * row), 4096, 250_000))
     with files.staged_dir(out) as scratch:
         arrays = {"vocab_size": np.array(model.vocab_size), "discounts": np.array(model.discounts)}
         for n in range(1, model.order + 1):
@@ -107,7 +110,7 @@ def out_of_core(source, tokens: tuple[str, ...], p, memory: int, spill, out: Pat
         rows = counting.memory_by_order(counts, kneser_ney.BYTES_PER_NGRAM)
         (scratch / "memory.json").write_text(json.dumps(rows, indent=2))
         with open(scratch / "model.arpa", "wb") as handle:
-            arpa.write(model, kn_counts, tokens, handle, chunk=step)
+            arpa.write(model, kn_counts, tokens, handle, chunk=lines)
         progress("wrote model.arpa")
         words = np.array(tokens, dtype=object)
         schema = pa.schema([("order", pa.int64()), ("ngram", pa.string()), ("key", pa.int64()),

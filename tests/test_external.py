@@ -246,3 +246,54 @@ def test_ngram_stage_out_of_core_writes_the_same_outputs(tmp_path, monkeypatch, 
     pd.testing.assert_frame_equal(pd.read_parquet(small / "counts.parquet"),
                                   pd.read_parquet(large / "counts.parquet"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["1G", "1M", "prepared"]
+
+
+def test_a_block_without_ngrams_of_an_order_is_an_empty_run(tmp_path):
+    """A block of only blank lines holds no 3-gram: its run is empty, and the merge samples it."""
+    words, _, _ = encode_text(_corpus(300, seed=3))
+    _, stream, _ = encode_text(_corpus(300, seed=3) + "\n" * 2000 + _corpus(300, seed=4), words)
+    tokens = (*words, *(f"w{i}" for i in range(400)))
+    with external.Spill(tmp_path) as spill:
+        disk = external.count(_on_disk(stream, tmp_path), len(tokens), 3, 1, spill)
+        _same_tables(counting.count(stream, len(tokens), 3), disk.to_memory())
+
+
+def test_many_runs_hold_no_file_open(tmp_path):
+    """Hundreds of runs merge under an open-files limit below their number."""
+    import resource
+    _, stream, _ = encode_text(_corpus(12000, seed=8))
+    tokens = len(np.unique(stream)) + 3
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    open_now = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else 64
+    limit = open_now + 40
+    with external.Spill(tmp_path) as spill:
+        source = _on_disk(stream, tmp_path)
+        assert len(external.sentence_blocks(source, 1024)) > limit
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+        try:
+            disk = external.count(source, tokens + 400, 2, 1, spill)
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        _same_tables(counting.count(stream, tokens + 400, 2), disk.to_memory())
+
+
+@pytest.mark.parametrize("text", ["a b </S> c\n", "<S> a\n"])
+def test_lowercasing_into_a_reserved_token_is_refused(text):
+    with pytest.raises(ValueError, match="which lowercasing makes the reserved token"):
+        encode_text(text, lowercase=True)
+    encode_text(text)   # not lowercased: ordinary words
+
+
+def test_arpa_to_a_pipe_is_written_in_place(tmp_path, text_file):
+    """--arpa a FIFO (`>(gzip > m.gz)`) is written into, not replaced by a regular file."""
+    import threading
+    fifo = tmp_path / "model.fifo"
+    os.mkfifo(fifo)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()))
+    reader.start()
+    main(["ngram", "build", str(text_file), "--order", "2", "--arpa", str(fifo),
+          "--discount-fallback"])
+    reader.join(timeout=60)
+    assert received and received[0].startswith(b"\\data\\")
+    assert fifo.is_fifo()

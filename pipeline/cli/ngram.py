@@ -66,9 +66,14 @@ def build(args) -> None:
                                  "(counting then spills to disk), or use a lower --order") from None
             try:
                 row = args.order * (max(len(t.encode()) for t in tokens) + 1) + 26
-                with files.atomic_file(args.arpa) as partial, open(partial, "wb") as handle:
-                    arpa.write(model, counts, tokens, handle,   # chunks of lines within -S
-                               chunk=int(np.clip(args.memory // (16 * row), 4096, 250_000)))
+                chunk = int(np.clip(args.memory // (16 * row), 4096, 250_000))  # lines within -S
+                target = Path(args.arpa)
+                if target.exists() and not target.is_file():   # a FIFO, /dev/stdout: in place
+                    with open(target, "wb") as handle:
+                        arpa.write(model, counts, tokens, handle, chunk=chunk)
+                else:   # under a scratch name, renamed when complete: a failure keeps the old file
+                    with files.atomic_file(target) as partial, open(partial, "wb") as handle:
+                        arpa.write(model, counts, tokens, handle, chunk=chunk)
             except OSError as error:
                 if isinstance(error, external.SpillError):
                     raise
@@ -106,8 +111,7 @@ def _encode(args, spill) -> tuple[tuple[str, ...], object, int]:
     if not words:
         raise ValueError(f"{_name(args)}: {'is empty' if empty else 'holds only blank lines'}; "
                          "give text to count, one sentence per line")
-    column.finish()
-    stream = external.TokenFile(column.path, column.length)
+    stream = external.TokenFile(column.path, column.length, spill=spill)
     stream.sentences = sentences
     return tuple(index), stream, longest
 

@@ -30,7 +30,7 @@ import errno
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -65,7 +65,11 @@ class Spill:
 
     def __init__(self, parent: str | os.PathLike | None = None):
         where = Path(parent if parent is not None else tempfile.gettempdir())
-        if not where.is_dir():
+        try:
+            missing = not where.is_dir()
+        except OSError as error:   # EACCES on a parent, a name too long
+            raise SpillError(_spill_message(where, error)) from None
+        if missing:
             raise SpillError(f"{where}: {'is not a folder' if where.exists() else 'does not exist'};"
                              " give a folder for the spilled n-grams (create it first)")
         try:
@@ -108,26 +112,16 @@ class Column:
     path: Path
     dtype: np.dtype
     length: int = 0
-    _handle: object = field(default=None, repr=False)
 
     def append(self, values: np.ndarray) -> None:
+        """Append `values` (opened and closed each time: a merge of many runs holds no file
+        open, so the number of runs is not bounded by the open-files limit)."""
         try:
-            if self._handle is None:
-                self._handle = open(self.path, "ab")
-            self._handle.write(np.ascontiguousarray(values, dtype=self.dtype).data)
+            with open(self.path, "ab") as handle:
+                handle.write(np.ascontiguousarray(values, dtype=self.dtype).data)
         except OSError as error:
             raise SpillError(_spill_message(self.spill.path, error)) from None
         self.length += len(values)
-
-    def finish(self) -> Column:
-        """Flush what was appended; the column can be read from here on."""
-        if self._handle is not None:
-            try:
-                self._handle.close()
-            except OSError as error:
-                raise SpillError(_spill_message(self.spill.path, error)) from None
-            self._handle = None
-        return self
 
     def read(self, start: int = 0, stop: int | None = None) -> np.ndarray:
         """Entries start..stop as a new in-memory array."""
@@ -165,15 +159,18 @@ class Column:
         return found
 
     def remove(self) -> None:
-        self.finish()
-        self.path.unlink(missing_ok=True)
+        try:
+            self.path.unlink(missing_ok=True)
+        except OSError as error:
+            raise SpillError(_spill_message(self.spill.path, error)) from None
 
 
 class TokenFile:
     """A token stream on disk, int32 ids: a raw file, or a .npy file read past its header."""
 
-    def __init__(self, path: str | os.PathLike, length: int | None = None, offset: int = 0):
-        self.path, self.offset = Path(path), offset
+    def __init__(self, path: str | os.PathLike, length: int | None = None, offset: int = 0,
+                 spill: Spill | None = None):
+        self.path, self.offset, self.spill = Path(path), offset, spill
         if self.path.suffix == ".npy":
             with open(self.path, "rb") as handle:
                 version = np.lib.format.read_magic(handle)
@@ -189,10 +186,17 @@ class TokenFile:
                           (self.path.stat().st_size - offset) // 4)
 
     def read(self, start: int, stop: int) -> np.ndarray:
+        """Tokens start..stop. A file in a spill folder (`spill`) that cannot be read raises
+        SpillError."""
         stop = min(stop, self.length)
-        with open(self.path, "rb") as handle:
-            return np.fromfile(handle, dtype=np.int32, count=max(stop - start, 0),
-                               offset=self.offset + start * 4)
+        try:
+            with open(self.path, "rb") as handle:
+                return np.fromfile(handle, dtype=np.int32, count=max(stop - start, 0),
+                                   offset=self.offset + start * 4)
+        except OSError as error:
+            if self.spill is None:
+                raise
+            raise SpillError(_spill_message(self.spill.path, error)) from None
 
 
 def sentence_blocks(tokens: TokenFile, size: int) -> list[tuple[int, int]]:
@@ -268,9 +272,8 @@ def count(tokens: TokenFile, vocab_size: int, order: int, memory: int, spill: Sp
                          "</s>; lower ngram.order or use a larger corpus")
     identity = spill.file("keys1", np.int64)
     identity.append(np.arange(vocab_size, dtype=np.int64))
-    keys, counts, suffix = [identity.finish()], [spill.file("counts1", np.int64)], [None]
+    keys, counts, suffix = [identity], [spill.file("counts1", np.int64)], [None]
     counts[0].append(unigram)
-    counts[0].finish()
     positions = None                          # order n-1 id of every position (None: the tokens)
     for n in range(2, order + 1):
         runs = [_count_block(tokens, positions, start, stop, n, vocab_size, spill, i)
@@ -283,13 +286,13 @@ def count(tokens: TokenFile, vocab_size: int, order: int, memory: int, spill: Sp
         for run, (start, stop) in zip(runs, blocks, strict=True):
             local = run["inverse"].read()
             ids = np.full(stop - start, -1, dtype=np.int64)
-            ids[run["start"].read()] = run["map"].finish().read()[local]
+            ids[run["start"].read()] = run["map"].read()[local]
             following.append(ids)
             for column in run.values():
                 column.remove()
         if positions is not None:
             positions.remove()
-        positions = following.finish()
+        positions = following
         if progress:
             progress(f"counted {keys[-1].length:,} distinct {n}-grams ({len(runs)} runs merged)")
     if positions is not None:
@@ -318,8 +321,6 @@ def _count_block(tokens: TokenFile, positions: Column | None, start: int, stop: 
     run["suffix"].append(previous[at[first] + 1])
     run["start"].append(at)
     run["inverse"].append(inverse)
-    for name in ("keys", "counts", "suffix", "start", "inverse"):
-        run[name].finish()
     return run
 
 
@@ -357,14 +358,15 @@ def _merge(runs: list[dict[str, Column]], n: int, memory: int, spill: Spill):
             run["map"].append(base + inverse[offset: offset + hi - lo].astype(np.int64))
             offset += hi - lo
         base += len(unique)
-    return keys.finish(), counts.finish(), suffix.finish()
+    return keys, counts, suffix
 
 
 def _sample(column: Column, every: int) -> np.ndarray:
     """Every `every`-th entry of a column, read a slice at a time."""
     step = max(every, 1) * 65536
-    return np.concatenate([column.read(lo, lo + step)[::every]
-                           for lo in range(0, column.length, step)])
+    return np.concatenate([np.empty(0, dtype=column.dtype),   # an empty run (a block of short lines)
+                           *(column.read(lo, lo + step)[::every]
+                             for lo in range(0, column.length, step))])
 
 
 def _bos_rows(keys: list[Column], m: int, vocab_size: int) -> tuple[int, int]:
@@ -381,11 +383,11 @@ def _adjusted(keys, counts, suffix, m: int, vocab_size: int, memory: int, spill:
     (Chen & Goodman; lm/builder/adjust_counts.cc), a scatter-count of the order-(m+1) suffix
     ids, block by block of the order-m table; n-grams starting with `<s>` keep their raw count."""
     size = keys[m - 1].length
-    block = max(memory // 16, 1024)
+    block = max(memory // 24, 1024)    # int64 extensions, and the suffix slices below
     out = spill.file(f"adjusted{m}", np.int64)
     low, high = _bos_rows(keys, m, vocab_size)
     source = suffix[m]
-    step = max(memory // 16, 1024)
+    step = max(memory // 48, 1024)     # ids, mask, selected, shifted, counted: ~40 bytes each
     for lo in range(0, size, block):
         hi = min(lo + block, size)
         extensions = np.zeros(hi - lo, dtype=np.int64)
@@ -397,7 +399,7 @@ def _adjusted(keys, counts, suffix, m: int, vocab_size: int, memory: int, spill:
         if raw_lo < raw_hi:
             extensions[raw_lo - lo: raw_hi - lo] = counts[m - 1].read(raw_lo, raw_hi)
         out.append(extensions)
-    return out.finish()
+    return out
 
 
 @dataclass
@@ -501,19 +503,19 @@ def estimate(counts: DiskCounts, memory: int, spill: Spill, fallback=None, progr
                 prob_out.append(prob)
         if n > 1:
             backoff_below.append(np.zeros(counts.keys[n - 2].length - written))
-            backoffs.append(backoff_below.finish())
-        probs.append(log10_prob.finish())
+            backoffs.append(backoff_below)
+        probs.append(log10_prob)
         discounts.append(tuple(float(x) for x in d))
         if lower is not None:
             lower.column.remove()
-        lower = _Lower(prob_out.finish(), memory) if prob_out is not None else None
+        lower = _Lower(prob_out, memory) if prob_out is not None else None
         if progress:
             progress(f"estimated order {n}: {log10_prob.length:,} n-grams, discounts "
                      + " ".join(f"{x:.4f}" for x in d))
     top = spill.file(f"log10_backoff{order}", np.float64)
     for lo in range(0, counts.keys[order - 1].length, step):
         top.append(np.zeros(min(step, counts.keys[order - 1].length - lo)))
-    backoffs.append(top.finish())
+    backoffs.append(top)
     return DiskModel(vocab_size, counts, probs, backoffs, discounts)
 
 
@@ -555,7 +557,7 @@ def save_npz(path: str | os.PathLike, arrays: dict, step: int = 1 << 20) -> None
                 if not isinstance(values, Column):
                     np.lib.format.write_array(member, np.asanyarray(values), allow_pickle=False)
                     continue
-                np.lib.format.write_array_header_2_0(member, {
+                np.lib.format.write_array_header_1_0(member, {
                     "descr": np.lib.format.dtype_to_descr(values.dtype), "fortran_order": False,
                     "shape": (values.length,)})
                 for lo in range(0, values.length, step):

@@ -181,7 +181,13 @@ def encode_text(text: str, tokens: tuple[str, ...] | None = None, tokenizer: str
         if unk and unk != UNK:
             raw = [UNK if t == unk else t for t in raw]
         if lowercase:
-            raw = [t if t in SPECIALS else t.lower() for t in raw]
+            lowered = [t if t in SPECIALS else t.lower() for t in raw]
+            for special in (BOS, EOS):   # '</S>' lowercased would end a sentence mid-line
+                if special in lowered:
+                    spelled = raw[lowered.index(special)]
+                    raise ValueError(f"the text contains {spelled!r}, which lowercasing makes the "
+                                     f"reserved token {special!r}; remove or rename it")
+            raw = lowered
         if tokens is None:
             tokens = SPECIALS + tuple(dict.fromkeys(t for t in raw if t not in SPECIALS))
         index = {t: i for i, t in enumerate(tokens)}
