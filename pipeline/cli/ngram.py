@@ -118,8 +118,8 @@ def _encode(args, spill) -> tuple[tuple[str, ...], object, int]:
 
 def _blocks(args, size: int):
     """The text of TEXT (or `-`) in blocks of whole lines (about `size` bytes), each line ended
-    by `\n`, decoded as `prepare` decodes a file (a `.gz` decompressed, UTF-8; messages count bytes and lines from
-    the start of the file). Raises ValueError naming TEXT when it is not a readable file of
+    by `\n`, decoded as `prepare` decodes a file (a `.gz` decompressed, UTF-8; messages count
+    bytes and lines from the start of the file). Raises ValueError naming TEXT when it is not a readable file of
     UTF-8 text; a binary file (a NUL byte) is refused at the block that holds it."""
     path = Path(args.text)
     if args.text != "-" and (path.is_dir() or not path.exists()):
@@ -135,22 +135,23 @@ def _blocks(args, size: int):
         else:
             handle = gzip.open(path, "rb") if gz else open(path, "rb")
         offset = line = 0
-        rest = b""
+        rest, pending = b"", []     # pending: reads of a line longer than `size`, not yet joined
         try:
             while True:
                 try:
                     chunk = handle.read(size)
                 except (EOFError, gzip.BadGzipFile, zlib.error) as error:
                     raise ValueError(f"{_name(args)}: not a valid gzip file ({error})") from None
-                data = rest + chunk
                 nul = chunk.find(b"\x00")
                 if nul >= 0:   # refused now, not after reading an endless binary file
-                    corpus.decode(data[:len(rest) + nul + 1], _name(args), policy="",
-                                  offset=offset, line=line, decompressed=gz)
-                cut = data.rfind(b"\n") + 1 if chunk else len(data)
-                if cut == 0 and chunk:    # no line end yet: a long line, read on
-                    rest = data
+                    corpus.decode(b"".join([rest, *pending, chunk[:nul + 1]]), _name(args),
+                                  policy="", offset=offset, line=line, decompressed=gz)
+                if chunk and b"\n" not in chunk:   # no line end yet: a long line, read on
+                    pending.append(chunk)
                     continue
+                data = b"".join([rest, *pending, chunk])   # each byte copied once
+                pending = []
+                cut = data.rfind(b"\n") + 1 if chunk else len(data)
                 block, rest = data[:cut], data[cut:]
                 if not block:
                     break
