@@ -27,7 +27,7 @@ def main(data_dir: str, out_dir: str) -> None:
     p = params.ngram
     files.load_array(data / "train.npy", data, mmap_mode="r")   # missing or damaged: one line
     source = external.TokenFile(data / "train.npy")
-    memory = external.parse_size(p.memory)
+    memory = config.parse_size(p.memory)
     # memory_orders is a measurement: capped at the longest sentence rather than refused
     counted = max(p.order, 3, p.memory_orders)
     if source.length * external.in_memory_bytes(counted) <= memory:

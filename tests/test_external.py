@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pipeline import config
 from pipeline.cli.main import main
 from pipeline.ngram import arpa, counting, external, kneser_ney
 from pipeline.text.vocab import encode_text
@@ -180,11 +181,11 @@ def test_bad_budget_or_folder(tmp_path, text_file, capsys, argv, message):
 
 
 def test_parse_size_follows_lmplz():
-    assert external.parse_size("100M") == 100 << 20
-    assert external.parse_size("2G") == 2 << 30
-    assert external.parse_size("2048") == 2 << 20          # lmplz: no unit means KiB
+    assert config.parse_size("100M") == 100 << 20
+    assert config.parse_size("2G") == 2 << 30
+    assert config.parse_size("2048") == 2 << 20          # lmplz: no unit means KiB
     physical = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    assert external.parse_size("50%") == physical // 2
+    assert config.parse_size("50%") == physical // 2
 
 
 def test_ngram_build_starts_without_pandas_or_torch(tmp_path, text_file):

@@ -73,7 +73,7 @@ def positive(text: str) -> float:
 
 def memory_size(text: str) -> int:
     """An argparse type: bytes of a memory size as lmplz's -S reads it (100M, 2G, 50%)."""
-    from pipeline.ngram.external import parse_size
+    from pipeline.config import parse_size
     try:
         return parse_size(text)
     except ValueError as error:

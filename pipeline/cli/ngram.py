@@ -14,10 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import files
+from pipeline.ngram.kneser_ney import LMPLZ_FALLBACK
 from pipeline.text import corpus
 from pipeline.text.vocab import BOS_ID, SPECIALS, encode_text
-
-LMPLZ_FALLBACK = (0.5, 1.0, 1.5)
 
 
 def build(args) -> None:

@@ -36,7 +36,6 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.config import parse_size  # noqa: F401  (the -S parser, also for ngram.memory)
 from pipeline.ngram import counting, kneser_ney
 from pipeline.text.vocab import BOS_ID
 
@@ -171,14 +170,11 @@ class TokenFile:
     def __init__(self, path: str | os.PathLike, length: int | None = None, offset: int = 0,
                  spill: Spill | None = None):
         self.path, self.offset, self.spill = Path(path), offset, spill
-        if self.path.suffix == ".npy":
-            with open(self.path, "rb") as handle:
-                version = np.lib.format.read_magic(handle)
-                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                               else np.lib.format.read_array_header_2_0)
-                shape, fortran, dtype = read_header(handle)
-                self.offset = handle.tell()
-            if len(shape) != 1 or dtype != np.int32 or fortran:
+        if self.path.suffix == ".npy":   # numpy's own header reader: the map is dropped unread
+            mapped = np.load(self.path, mmap_mode="r")
+            shape, dtype, self.offset = mapped.shape, mapped.dtype, mapped.offset
+            del mapped
+            if len(shape) != 1 or dtype != np.int32:
                 raise ValueError(f"{self.path}: holds a {dtype} array of shape {shape}, not a "
                                  "1-D int32 token stream")
             length = shape[0]
