@@ -38,9 +38,15 @@ class CorpusParams:
     max_line_tokens: int = 1000   # longer lines are cut into sentences of at most this many tokens
     encoding_errors: str = "strict"  # non-UTF-8 bytes: strict (stop) | replace (U+FFFD) | ignore
     sha256: str = ""              # required when source is an https URL
+    memory: str = "80%"           # prepare's budget, as lmplz's -S: sizes the blocks read and written
+    temp_dir: str = ""            # folder for prepare's spilled tokens; "" = the system's temporary folder
 
     def check(self, where: str) -> None:
         from pipeline.text.corpus import ERRORS
+        try:
+            parse_size(self.memory)
+        except ValueError as error:
+            raise ParamsError(f"{where}.memory={self.memory!r}: {error}") from None
         from pipeline.text.tokenizers import TOKENIZERS
         _one_of(f"{where}.tokenizer", self.tokenizer, TOKENIZERS)
         _at_least(f"{where}.max_sentences", self.max_sentences, 0)

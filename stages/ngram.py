@@ -36,11 +36,11 @@ def main(data_dir: str, out_dir: str) -> None:
         in_memory(stream, tokens, p, out)
         return
     try:
-        with external.Spill(p.temp_dir or None) as spill:
+        with files.Spill(p.temp_dir or None) as spill:
             progress(f"counting out of core in {memory >> 20:,} MiB (ngram.memory), spilling to "
                      f"{spill.path}")
             out_of_core(source, tokens, p, memory, spill, out)
-    except external.SpillError as error:
+    except files.SpillError as error:
         raise config.ParamsError(f"ngram.temp_dir: {error}") from None
 
 

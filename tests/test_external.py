@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline import config
+from pipeline import config, files
 from pipeline.cli.main import main
 from pipeline.ngram import arpa, counting, external, kneser_ney
 from pipeline.text.vocab import encode_text
@@ -50,7 +50,7 @@ def test_out_of_core_tables_and_arpa_are_identical(tmp_path, order, memory):
     tokens, stream, _ = encode_text(text)
     reference = counting.count(stream, len(tokens), order)
     model = kneser_ney.estimate(reference, fallback=kneser_ney.LMPLZ_FALLBACK)
-    with external.Spill(tmp_path) as spill:
+    with files.Spill(tmp_path) as spill:
         source = _on_disk(stream, tmp_path)
         assert len(external.sentence_blocks(source, max(memory // external.BYTES_PER_POSITION,
                                                          1024))) > 1 or memory >= 1 << 20
@@ -83,7 +83,7 @@ def test_any_text_any_budget(tmp_path_factory, lines, order, memory):
     if order > longest:
         return
     folder = tmp_path_factory.mktemp("spill")
-    with external.Spill(folder) as spill:
+    with files.Spill(folder) as spill:
         disk = external.count(_on_disk(stream, folder), len(tokens), order, memory, spill)
         _same_tables(counting.count(stream, len(tokens), order), disk.to_memory())
 
@@ -149,7 +149,7 @@ def test_spill_folder_that_vanishes(tmp_path, text_file, capsys, monkeypatch):
         monkeypatch.setattr(external, "_merge", vanish)
     line = _failing_build(tmp_path, text_file, capsys, monkeypatch, sabotage)
     assert line.startswith(f"lmpipe: error: -T/--temp-prefix {tmp_path / 'spill'}/lmpipe-ngram-")
-    assert "the spill folder vanished while n-grams were being counted" in line
+    assert "the spill folder vanished while it was in use" in line
 
 
 def test_spill_folder_that_fills_up(tmp_path, text_file, capsys, monkeypatch):
@@ -160,9 +160,9 @@ def test_spill_folder_that_fills_up(tmp_path, text_file, capsys, monkeypatch):
         real = open
         def full(path, mode="r", *args, **kwargs):
             return real("/dev/full", mode, *args, **kwargs) if mode == "ab" else real(path, mode, *args, **kwargs)
-        monkeypatch.setattr(external, "open", full, raising=False)
+        monkeypatch.setattr(files, "open", full, raising=False)
     line = _failing_build(tmp_path, text_file, capsys, monkeypatch, sabotage)
-    assert "no space left for the spilled n-grams" in line and "spill to a larger disk" in line
+    assert "no space left for the spilled files" in line and "spill to a larger disk" in line
     assert line.startswith("lmpipe: error: -T/--temp-prefix ")
 
 
@@ -207,8 +207,8 @@ def test_reserved_tokens_refused_by_the_vectorised_tokenizer(text):
 
 
 def test_spill_error_names_the_cause():
-    assert "no space left" in external._spill_message(Path("/tmp"), OSError(errno.ENOSPC, "x"))
-    assert "cannot write" in external._spill_message(Path("/tmp"), OSError(errno.EACCES, "denied"))
+    assert "no space left" in files.spill_message(Path("/tmp"), OSError(errno.ENOSPC, "x"))
+    assert "cannot write" in files.spill_message(Path("/tmp"), OSError(errno.EACCES, "denied"))
 
 
 def test_ngram_stage_out_of_core_writes_the_same_outputs(tmp_path, monkeypatch, capsys):
@@ -254,7 +254,7 @@ def test_a_block_without_ngrams_of_an_order_is_an_empty_run(tmp_path):
     words, _, _ = encode_text(_corpus(300, seed=3))
     _, stream, _ = encode_text(_corpus(300, seed=3) + "\n" * 2000 + _corpus(300, seed=4), words)
     tokens = (*words, *(f"w{i}" for i in range(400)))
-    with external.Spill(tmp_path) as spill:
+    with files.Spill(tmp_path) as spill:
         disk = external.count(_on_disk(stream, tmp_path), len(tokens), 3, 1, spill)
         _same_tables(counting.count(stream, len(tokens), 3), disk.to_memory())
 
@@ -267,7 +267,7 @@ def test_many_runs_hold_no_file_open(tmp_path):
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     open_now = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else 64
     limit = open_now + 40
-    with external.Spill(tmp_path) as spill:
+    with files.Spill(tmp_path) as spill:
         source = _on_disk(stream, tmp_path)
         assert len(external.sentence_blocks(source, 1024)) > limit
         resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))

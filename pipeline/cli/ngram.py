@@ -39,7 +39,7 @@ def build(args) -> None:
     remedy = ("use a lower --order or more text, or add --discount-fallback (discounts 0.5 1 1.5, "
               "as lmplz's --discount_fallback)")
     try:
-        with external.Spill(args.temp_prefix) as spill:
+        with files.Spill(args.temp_prefix) as spill:
             tokens, stream, longest = _encode(args, spill)
             progress(f"{stream.sentences:,} sentences, {len(tokens):,} words in the vocabulary")
             if args.order > longest:
@@ -74,11 +74,11 @@ def build(args) -> None:
                     with files.atomic_file(target) as partial, open(partial, "wb") as handle:
                         arpa.write(model, counts, tokens, handle, chunk=chunk)
             except OSError as error:
-                if isinstance(error, external.SpillError):
+                if isinstance(error, files.SpillError):
                     raise
                 raise ValueError(f"--arpa {args.arpa!r}: cannot write it "
                                  f"({error.strerror or error})") from None
-    except external.SpillError as error:
+    except files.SpillError as error:
         raise ValueError(f"-T/--temp-prefix {error}") from None
     progress(f"wrote {args.arpa}")
 
@@ -116,58 +116,8 @@ def _encode(args, spill) -> tuple[tuple[str, ...], object, int]:
 
 
 def _blocks(args, size: int):
-    """The text of TEXT (or `-`) in blocks of whole lines (about `size` bytes), each line ended
-    by `\n`, decoded as `prepare` decodes a file (a `.gz` decompressed, UTF-8; messages count
-    bytes and lines from the start of the file). Raises ValueError naming TEXT when it is not a readable file of
-    UTF-8 text; a binary file (a NUL byte) is refused at the block that holds it."""
-    path = Path(args.text)
-    if args.text != "-" and (path.is_dir() or not path.exists()):
-        what = "is a directory" if path.is_dir() else "no such file"
-        raise ValueError(f"{_name(args)}: {what}; give a text file (one sentence per line) or "
-                         "- for standard input")
-    gz = args.text != "-" and path.suffix == ".gz"
-    import gzip
-    import zlib
-    try:
-        if args.text == "-":
-            handle = sys.stdin.buffer
-        else:
-            handle = gzip.open(path, "rb") if gz else open(path, "rb")
-        offset = line = 0
-        rest, pending = b"", []     # pending: reads of a line longer than `size`, not yet joined
-        try:
-            while True:
-                try:
-                    chunk = handle.read(size)
-                except (EOFError, gzip.BadGzipFile, zlib.error) as error:
-                    raise ValueError(f"{_name(args)}: not a valid gzip file ({error})") from None
-                nul = chunk.find(b"\x00")
-                if nul >= 0:   # refused now, not after reading an endless binary file
-                    corpus.decode(b"".join([rest, *pending, chunk[:nul + 1]]), _name(args),
-                                  policy="", offset=offset, line=line, decompressed=gz)
-                if chunk and b"\n" not in chunk:   # no line end yet: a long line, read on
-                    pending.append(chunk)
-                    continue
-                data = b"".join([rest, *pending, chunk])   # each byte copied once
-                pending = []
-                cut = data.rfind(b"\n") + 1 if chunk else len(data)
-                block, rest = data[:cut], data[cut:]
-                if not block:
-                    break
-                text = corpus.decode(block, _name(args), policy="", offset=offset, line=line,
-                                     decompressed=gz)
-                offset += len(block)
-                line += block.count(b"\n")
-                yield text if text.endswith("\n") else text + "\n"
-                if not chunk:
-                    break
-        finally:
-            if args.text != "-":
-                handle.close()
-    except OSError as error:
-        if gz and error.errno is None:
-            raise ValueError(f"{_name(args)}: not a valid gzip file ({error})") from None
-        raise ValueError(f"{_name(args)}: cannot read it ({error.strerror or error})") from None
+    """The text of TEXT (or `-`) in blocks of whole lines, as corpus.read_blocks reads them."""
+    return corpus.read_blocks(args.text, size, _name(args))
 
 
 def _fallback(values: list[float] | None) -> tuple[float, float, float] | None:

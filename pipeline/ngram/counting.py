@@ -61,7 +61,7 @@ class NgramCounts:
 
 def words_of(keys, vocab_size: int, n: int, start: int = 0, stop: int | None = None) -> np.ndarray:
     """(rows, n) word ids of the order-n n-grams start..stop of sorted key tables `keys` (arrays,
-    or external.Column read by slices): the prefix ids of a slice of sorted keys are a
+    or files.Column read by slices): the prefix ids of a slice of sorted keys are a
     contiguous range of the order below, so each order reads one slice of it, never all."""
     key = keys[n - 1][start:stop]
     if n == 1:

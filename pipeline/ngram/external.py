@@ -26,16 +26,14 @@ writable), naming the folder.
 
 from __future__ import annotations
 
-import errno
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 
+from pipeline.files import Column, Spill, SpillError, spill_message
 from pipeline.ngram import counting, kneser_ney
 from pipeline.text.vocab import BOS_ID
 
@@ -51,117 +49,6 @@ def in_memory_bytes(order: int) -> int:
     holding everything in memory, an upper bound measured on the KJV and 10 distinct copies of
     it (166 at order 5, benchmarks/ngram.py)."""
     return 40 * max(order, 2)
-
-
-class SpillError(OSError):
-    """The spill folder cannot be written or read. str(): what happened and the fix, naming the
-    folder; the caller prefixes the flag or param that set it."""
-
-
-class Spill:
-    """A private folder under `parent` (the system's temporary folder when None) for the spilled
-    files, removed on close. Raises SpillError when it cannot be made."""
-
-    def __init__(self, parent: str | os.PathLike | None = None):
-        where = Path(parent if parent is not None else tempfile.gettempdir())
-        try:
-            missing = not where.is_dir()
-        except OSError as error:   # EACCES on a parent, a name too long
-            raise SpillError(_spill_message(where, error)) from None
-        if missing:
-            raise SpillError(f"{where}: {'is not a folder' if where.exists() else 'does not exist'};"
-                             " give a folder for the spilled n-grams (create it first)")
-        try:
-            self.path = Path(tempfile.mkdtemp(prefix="lmpipe-ngram-", dir=where))
-        except OSError as error:
-            raise SpillError(_spill_message(where, error)) from None
-        self.parent = self.path.parent
-
-    def file(self, name: str, dtype) -> Column:
-        return Column(self, self.path / name, np.dtype(dtype))
-
-    def close(self) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
-
-    def __enter__(self) -> Spill:
-        return self
-
-    def __exit__(self, *_) -> None:
-        self.close()
-
-
-def _spill_message(folder: Path, error: OSError) -> str:
-    if error.errno == errno.ENOSPC:
-        free = shutil.disk_usage(folder).free if folder.exists() else 0
-        return (f"{folder}: no space left for the spilled n-grams ({free:,} bytes free); free "
-                "space there, or spill to a larger disk")
-    if error.errno == errno.ENOENT:
-        return (f"{folder}: the spill folder vanished while n-grams were being counted (removed "
-                "by another program?); give a folder that stays, and run again")
-    if error.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
-        return f"{folder}: cannot write spill files there ({error.strerror}); give a writable folder"
-    return f"{folder}: spill files cannot be written or read ({error.strerror or error})"
-
-
-@dataclass
-class Column:
-    """One flat binary column (e.g. the int64 keys of one order) in a spill folder: appended to
-    in order, then read back in slices with explicit reads."""
-    spill: Spill
-    path: Path
-    dtype: np.dtype
-    length: int = 0
-
-    def append(self, values: np.ndarray) -> None:
-        """Append `values` (opened and closed each time: a merge of many runs holds no file
-        open, so the number of runs is not bounded by the open-files limit)."""
-        try:
-            with open(self.path, "ab") as handle:
-                handle.write(np.ascontiguousarray(values, dtype=self.dtype).data)
-        except OSError as error:
-            raise SpillError(_spill_message(self.spill.path, error)) from None
-        self.length += len(values)
-
-    def read(self, start: int = 0, stop: int | None = None) -> np.ndarray:
-        """Entries start..stop as a new in-memory array."""
-        stop = self.length if stop is None else min(stop, self.length)
-        if stop <= start:
-            return np.empty(0, dtype=self.dtype)
-        try:
-            with open(self.path, "rb") as handle:
-                return np.fromfile(handle, dtype=self.dtype, count=stop - start,
-                                   offset=start * self.dtype.itemsize)
-        except OSError as error:
-            raise SpillError(_spill_message(self.spill.path, error)) from None
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __getitem__(self, rows: slice) -> np.ndarray:
-        """A slice read from disk (`column[a:b]`, as arpa.write takes a model's arrays)."""
-        start, stop, step = rows.indices(self.length)
-        if step != 1:
-            raise IndexError("a Column reads contiguous slices only")
-        return self.read(start, stop)
-
-    def search(self, values: np.ndarray) -> np.ndarray:
-        """np.searchsorted of `values` in this (sorted) column, by binary searches that read a
-        few entries each (a memory map dropped at once: the pages touched are few)."""
-        if self.length == 0:
-            return np.zeros(len(values), dtype=np.int64)
-        try:
-            mapped = np.memmap(self.path, dtype=self.dtype, mode="r", shape=(self.length,))
-            found = np.searchsorted(mapped, values)
-            del mapped
-        except OSError as error:
-            raise SpillError(_spill_message(self.spill.path, error)) from None
-        return found
-
-    def remove(self) -> None:
-        try:
-            self.path.unlink(missing_ok=True)
-        except OSError as error:
-            raise SpillError(_spill_message(self.spill.path, error)) from None
 
 
 class TokenFile:
@@ -192,7 +79,7 @@ class TokenFile:
         except OSError as error:
             if self.spill is None:
                 raise
-            raise SpillError(_spill_message(self.spill.path, error)) from None
+            raise SpillError(spill_message(self.spill.path, error)) from None
 
 
 def sentence_blocks(tokens: TokenFile, size: int) -> list[tuple[int, int]]:

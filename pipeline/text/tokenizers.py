@@ -23,8 +23,11 @@ and predicted like any word. An empty marker turns this off.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
+
+import numpy as np
 
 TOKENIZERS = ("words", "whitespace", "chars")
 WORD_PATTERN = re.compile(r"[^\W_]+(?:'[^\W_]+)*|[^\w\s]|_", re.UNICODE)
@@ -76,3 +79,151 @@ def tokenize(line: str, tokenizer: str = "words", lowercase: bool = True,
 
 def _words(text: str, lowercase: bool) -> list[str]:
     return WORD_PATTERN.findall(text.lower() if lowercase else text)
+
+
+def tokenize_block(text: str, tokenizer: str = "words", lowercase: bool = True,
+                   unk: str = UNK) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """`tokenize` on every line of `text` (whole lines, each ended by `\n`) at once, vectorised:
+    (distinct tokens in order of first use, the index in that list of every token (int32,
+    (tokens,)), tokens on each line (int64, (lines,))) — the same tokens as `tokenize` line by
+    line (tests/test_corpus.py checks random texts). The whitespace tokenizer runs on the bytes
+    (`whitespace_words`). The words and chars tokenizers normalise the whole block (NFKC and
+    lowercasing act per character, and `\n` is a boundary for both), then classify every code
+    point with a table built from Python's own `re` classes (`\\w` minus `_`, `\\s`), so a token
+    is a run of word characters (an apostrophe between two of them included) or one other
+    character, as WORD_PATTERN finds them. The unknown-word marker is first replaced by NUL,
+    which no decoded text holds (corpus.decode refuses it), so it stays one token. Tokens are
+    hashed by pyarrow's dictionary_encode. Raises ValueError for an unknown tokenizer."""
+    if tokenizer == "whitespace":
+        distinct, codes, per_line = whitespace_words(text.encode("utf-8"))
+        if unk and unk != UNK:
+            distinct = [UNK if t == unk else t for t in distinct]
+        if lowercase:
+            distinct = [t if t == UNK else t.lower() for t in distinct]
+        return distinct, codes, per_line
+    if tokenizer not in TOKENIZERS:
+        raise ValueError(f"unknown tokenizer {tokenizer!r}; use one of {', '.join(TOKENIZERS)}")
+    if not text:
+        return [], np.zeros(0, np.int32), np.zeros(0, np.int64)
+    text = unicodedata.normalize("NFKC", text)
+    if unk and tokenizer == "words" and unk in text:
+        text = re.sub(r"(?<!\S)" + re.escape(unk) + r"(?!\S)", "\x00", text)
+    if lowercase:
+        text = text.lower()
+    points = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    kind = code_point_classes()[points]
+    newline = points == 10
+    if tokenizer == "chars":   # every non-space character; a run of spaces inside a line: one SPACE
+        solid = kind != SPACE_CLASS
+        space = ~solid & ~newline
+        before = np.concatenate([[False], solid[:-1]])          # a solid character just before
+        run_start = space & before
+        # a space run is kept when the next non-space-run character is solid (not a line end)
+        next_kind = np.flatnonzero(~space)                       # positions that end space runs
+        follow = np.searchsorted(next_kind, np.flatnonzero(run_start))
+        keep = np.zeros(len(points), dtype=bool)
+        keep[np.flatnonzero(run_start)[solid[next_kind[follow]]]] = True
+        token = solid | keep
+        values = np.where(keep, ord(SPACE), points)[token]
+        starts = np.flatnonzero(token)
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        encoded = pc.dictionary_encode(pa.array(values))
+        distinct = [chr(v) for v in encoded.dictionary.to_pylist()]
+        codes = _buffer(encoded.indices)
+    else:
+        word = kind == WORD_CLASS
+        apostrophe = points == 39
+        inner = apostrophe.copy()
+        inner[0] = inner[-1] = False
+        inner[1:-1] &= word[:-2] & word[2:]
+        word |= inner
+        other = (kind == OTHER_CLASS) & ~inner
+        head = word.copy()
+        head[1:] &= ~word[:-1]
+        starts = np.flatnonzero(head | other)
+        token = word | other
+        utf8 = np.where(points < 0x80, 1, np.where(points < 0x800, 2, np.where(points < 0x10000, 3, 4)))
+        data = text.encode("utf-8", "surrogatepass")
+        keep = np.repeat(token, utf8)
+        offsets = np.zeros(len(starts) + 1, dtype=np.int64)
+        kept_before = np.cumsum(np.where(token, utf8, 0)) - np.where(token, utf8, 0)
+        offsets[:-1] = kept_before[starts]
+        offsets[-1] = int(np.count_nonzero(keep))
+        letters = np.frombuffer(data, dtype=np.uint8)[keep]
+        distinct, codes = _dictionary(offsets, letters)
+        if "\x00" in distinct:
+            distinct[distinct.index("\x00")] = UNK
+    lines = np.flatnonzero(newline)
+    per_line = np.bincount(np.searchsorted(lines, starts), minlength=len(lines)).astype(np.int64)
+    return distinct, codes, per_line
+
+
+WORD_CLASS, SPACE_CLASS, OTHER_CLASS = 0, 1, 2   # code_point_classes()
+
+
+@functools.cache
+def code_point_classes() -> np.ndarray:
+    r"""The class of every code point (uint8, (0x110000,)): WORD_CLASS for Python re's `[^\W_]`,
+    SPACE_CLASS for `\s`, OTHER_CLASS for the rest (`[^\w\s]` and `_`): WORD_PATTERN's classes."""
+    points = np.arange(0x110000, dtype="<u4").tobytes().decode("utf-32-le", "surrogatepass")
+    kind = np.full(0x110000, OTHER_CLASS, dtype=np.uint8)
+    for pattern, value in ((r"[^\W_]", WORD_CLASS), (r"\s", SPACE_CLASS)):   # each match becomes NUL
+        marked = re.sub(pattern, "\0", points).encode("utf-32-le", "surrogatepass")
+        kind[np.frombuffer(marked, dtype=np.uint32) == 0] = value
+    kind[0] = OTHER_CLASS     # NUL itself: `[^\w\s]`
+    return kind
+
+
+def _dictionary(offsets: np.ndarray, data: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """(distinct strings in order of first use, index of each string in them: int32) of the
+    UTF-8 strings data[offsets[i]:offsets[i + 1]] — hashed in C, no Python object per string."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    strings = pa.Array.from_buffers(pa.large_binary(), len(offsets) - 1,
+                                    [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+    encoded = pc.dictionary_encode(strings)
+    return encoded.dictionary.cast(pa.large_string()).to_pylist(), _buffer(encoded.indices)
+
+
+def _buffer(indices) -> np.ndarray:
+    """A pyarrow int32 array as numpy (its buffer: to_numpy() would import pandas)."""
+    return np.frombuffer(indices.buffers()[1], dtype=np.int32, count=len(indices),
+                         offset=indices.offset * 4).copy()
+
+
+def whitespace_words(data: bytes, query: bool = False) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """The whitespace tokenizer on UTF-8 bytes, vectorised: (distinct words in order of first
+    use, the index in that list of every word (int32, (words,)), words on each line (int64,
+    (lines,))). Lines end at `\n` (a last line without one counts); words are separated by
+    space, tab and `\r` (lmplz's kDelimiterSet), and also `\v` and `\f` when `query` (KenLM's
+    query). Boundaries are found with numpy over the bytes; the words are hashed into a
+    dictionary by pyarrow's dictionary_encode (first-use order), so no Python object is made per
+    word. The bytes must be valid UTF-8 (decode them first)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    if data and not data.endswith(b"\n"):
+        data += b"\n"
+    raw = np.frombuffer(data, dtype=np.uint8)
+    separator = (raw == 32) | (raw == 9) | (raw == 13) | (raw == 10)
+    if query:
+        separator |= (raw == 11) | (raw == 12)
+    word = ~separator
+    first, last = word.copy(), word
+    first[1:] &= separator[:-1]               # a word byte after a separator
+    last[:-1] &= separator[1:]                # a word byte before one
+    starts, ends = np.flatnonzero(first), np.flatnonzero(last) + 1
+    del first, last, word
+    lines = np.flatnonzero(raw == 10)
+    per_line = np.bincount(np.searchsorted(lines, starts), minlength=len(lines)).astype(np.int64)
+    offsets = np.zeros(len(starts) + 1, dtype=np.int64)
+    np.cumsum(ends - starts, out=offsets[1:])
+    letters = raw[~separator]
+    words = pa.Array.from_buffers(pa.large_binary(), len(starts),
+                                  [None, pa.py_buffer(offsets), pa.py_buffer(letters)])
+    encoded = pc.dictionary_encode(words)
+    distinct = encoded.dictionary.cast(pa.large_string()).to_pylist()
+    indices = encoded.indices    # its buffer as is: to_numpy() would import pandas
+    codes = np.frombuffer(indices.buffers()[1], dtype=np.int32, count=len(indices),
+                          offset=indices.offset * 4).copy()
+    return distinct, codes, per_line

@@ -28,21 +28,26 @@ FIELDS = ("chars", "bytes", "words")
 MIN_DOCUMENTS = 10   # fewer documents in valid or test: resample sentences (stages/prepare.py says so)
 
 
-def text_units(lines: list[str], line_of: np.ndarray,
+def text_units(lines, line_of: np.ndarray,
                document_of: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """`{"unit": (S,) the unit 0..U-1 of each of the split's S sentences, "chars", "bytes",
     "words": (U,) each unit's size}` (int64; see the module docstring). `line_of` (S,) is the
     index in `lines` of each sentence's line; `document_of` (len(lines),) the document of each
-    line, or None for units of one line."""
+    line, or None for units of one line. `lines`: the source's lines (list[str]), or a function
+    that gives the FIELDS of the lines at sorted indices (`{field: (n,) int64}`, as
+    `line_sizes` computes them) when the text is not held in memory."""
     line_of = np.asarray(line_of, dtype=np.int64)
     key = line_of if document_of is None else np.asarray(document_of, dtype=np.int64)[line_of]
     _, unit = np.unique(key, return_inverse=True)
     unit = unit.reshape(-1).astype(np.int64)
     used, first = np.unique(line_of, return_index=True)   # a line cut in pieces counts once
-    texts = [lines[i].removesuffix("\r") for i in used]
-    sizes = {"chars": [len(t) + 1 for t in texts],
-             "bytes": [len(t.encode("utf-8", "surrogatepass")) + 1 for t in texts],
-             "words": [len(t.split()) + 1 for t in texts]}
+    if callable(lines):
+        sizes = lines(used)
+    else:
+        texts = [lines[i].removesuffix("\r") for i in used]
+        sizes = {"chars": [len(t) + 1 for t in texts],
+                 "bytes": [len(t.encode("utf-8", "surrogatepass")) + 1 for t in texts],
+                 "words": [len(t.split()) + 1 for t in texts]}
     count = int(unit.max()) + 1 if len(unit) else 0
     out = {"unit": unit}
     for field, values in sizes.items():
@@ -51,11 +56,36 @@ def text_units(lines: list[str], line_of: np.ndarray,
     return out
 
 
-def measure(lines: list[str], line_of: dict[str, np.ndarray],
+def line_sizes(text: str) -> dict[str, np.ndarray]:
+    """FIELDS of every line of `text` (whole lines, each ended by `\n`) as `text_units` counts
+    them (int64, (lines,)), vectorised over the code points, and "blank" (bool, (lines,)): the
+    line holds only spaces, tabs and `\r` (corpus.documents_of's blank line). Words are
+    separated by Python's `str.isspace` characters (tokenizers.code_point_classes)."""
+    from pipeline.text.tokenizers import SPACE_CLASS, code_point_classes
+    points = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    ends = np.flatnonzero(points == 10)
+    starts = np.concatenate([[0], ends[:-1] + 1]).astype(np.int64)
+    carriage = np.zeros(len(ends), dtype=bool)
+    nonempty = ends > starts
+    carriage[nonempty] = points[ends[nonempty] - 1] == 13
+
+    def per_line(values) -> np.ndarray:   # the sum of `values` over each line's code points
+        total = np.concatenate([[0], np.cumsum(values, dtype=np.int64)])
+        return total[ends] - total[starts]
+    width = 1 + (points >= 0x80).astype(np.int8) + (points >= 0x800) + (points >= 0x10000)
+    space = code_point_classes()[points] == SPACE_CLASS
+    word_start = ~space
+    word_start[1:] &= space[:-1]
+    solid = (points != 32) & (points != 9) & (points != 13) & (points != 10)
+    return {"chars": ends - starts - carriage + 1, "bytes": per_line(width) - carriage + 1,
+            "words": per_line(word_start) + 1, "blank": per_line(solid) == 0}
+
+
+def measure(lines, line_of: dict[str, np.ndarray],
             document_of: np.ndarray | None = None) -> tuple[str, dict[str, np.ndarray]]:
     """(the unit used, the arrays of FILE) for the valid and test splits, `line_of[split]` the
     line of each of its sentences: whole documents when `document_of` is given and valid and
-    test hold MIN_DOCUMENTS each, else lines ("sentences")."""
+    test hold MIN_DOCUMENTS each, else lines ("sentences"). `lines` as for `text_units`."""
     def arrays(documents: np.ndarray | None) -> dict[str, np.ndarray]:
         return {f"{split}_{field}": values for split in ("valid", "test")
                 for field, values in text_units(lines, line_of[split], documents).items()}

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.text.tokenizers import UNK, split_lines, tokenize
+from pipeline.text.tokenizers import UNK, tokenize_block, whitespace_words
 
 BOS, EOS = "<s>", "</s>"
 SPECIALS = (UNK, BOS, EOS)
@@ -30,7 +30,13 @@ class Vocab:
         max_size of them (0 = all), after the specials. `<unk>` in the text is the special
         `<unk>` (the closed-vocabulary convention of PTB and WikiText); `<s>` and `</s>` are
         refused (ValueError), as by KenLM."""
-        counts = Counter(token for sentence in sentences for token in sentence)
+        return cls.from_counts(Counter(token for sentence in sentences for token in sentence),
+                               min_count, max_size)
+
+    @classmethod
+    def from_counts(cls, counts: dict[str, int], min_count: int, max_size: int) -> Vocab:
+        """`build` from the train words' counts ({word: count}); the same rules and errors."""
+        counts = dict(counts)
         for special in (BOS, EOS):
             if special in counts:
                 raise ValueError(f"the corpus contains the reserved token {special!r}; "
@@ -192,28 +198,22 @@ def encode_text(text: str, tokens: tuple[str, ...] | None = None, tokenizer: str
             tokens = SPECIALS + tuple(dict.fromkeys(t for t in raw if t not in SPECIALS))
         index = {t: i for i, t in enumerate(tokens)}
         mapping = np.fromiter((index.get(t, UNK_ID) for t in raw), np.int32, len(raw))
-        stream = _sentences(mapping[codes], per_line)
+        stream = sentence_stream(mapping[codes], per_line)
         return tokens, stream, stream[stream != BOS_ID] == UNK_ID
-    import pandas as pd  # lazily: `lmpipe ngram` with the whitespace tokenizer starts without it
-    flat = []
-    for line in split_lines(text):
-        words = tokenize(line, tokenizer, lowercase, unk)
-        if words:
-            flat += words + [EOS]
-    array = np.asarray(flat, dtype=object)
-    codes, uniques = pd.factorize(array)
+    if text and not text.endswith("\n"):
+        text += "\n"
+    distinct, codes, per_line = tokenize_block(text, tokenizer, lowercase, unk)   # vectorised
     if tokens is None:
-        tokens = SPECIALS + tuple(w for w in uniques if w not in SPECIALS)
-    mapping = pd.Index(tokens).get_indexer(pd.Index(uniques))
-    mapping[mapping < 0] = UNK_ID
-    ids = mapping[codes].astype(np.int32) if len(flat) else np.zeros(0, np.int32)
-    ends = np.flatnonzero(ids == EOS_ID)
-    starts = np.concatenate([[0], ends[:-1] + 1]) if len(ends) else np.zeros(0, np.int64)
-    return tokens, np.insert(ids, starts, BOS_ID), ids == UNK_ID
+        tokens = SPECIALS + tuple(t for t in distinct if t not in SPECIALS)
+    index = {t: i for i, t in enumerate(tokens)}
+    mapping = np.fromiter((index.get(t, UNK_ID) for t in distinct), np.int32, len(distinct))
+    stream = sentence_stream(mapping[codes], per_line[per_line > 0])   # a blank line: no sentence
+    return tokens, stream, stream[stream != BOS_ID] == UNK_ID
 
 
-def _sentences(ids: np.ndarray, per_line: np.ndarray) -> np.ndarray:
-    """The stream `<s> w.. </s>` (int32) of word ids `ids` cut into lines of `per_line` words."""
+def sentence_stream(ids: np.ndarray, per_line: np.ndarray) -> np.ndarray:
+    """The stream `<s> w.. </s>` (int32, (len(ids) + 2 * len(per_line),)) of word ids `ids`
+    cut into sentences of `per_line` words."""
     out = np.empty(len(ids) + 2 * len(per_line), dtype=np.int32)
     heads = np.cumsum(per_line + 2) - (per_line + 2)
     words = np.ones(len(out), dtype=bool)
@@ -221,40 +221,3 @@ def _sentences(ids: np.ndarray, per_line: np.ndarray) -> np.ndarray:
     out[heads], out[heads + per_line + 1] = BOS_ID, EOS_ID
     out[words] = ids
     return out
-
-
-def whitespace_words(data: bytes, query: bool = False) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """The whitespace tokenizer on UTF-8 bytes, vectorised: (distinct words in order of first
-    use, the index in that list of every word (int32, (words,)), words on each line (int64,
-    (lines,))). Lines end at `\n` (a last line without one counts); words are separated by
-    space, tab and `\r` (lmplz's kDelimiterSet), and also `\v` and `\f` when `query` (KenLM's
-    query). Boundaries are found with numpy over the bytes; the words are hashed into a
-    dictionary by pyarrow's dictionary_encode (first-use order), so no Python object is made per
-    word. The bytes must be valid UTF-8 (decode them first)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    if data and not data.endswith(b"\n"):
-        data += b"\n"
-    raw = np.frombuffer(data, dtype=np.uint8)
-    separator = (raw == 32) | (raw == 9) | (raw == 13) | (raw == 10)
-    if query:
-        separator |= (raw == 11) | (raw == 12)
-    word = ~separator
-    first, last = word.copy(), word
-    first[1:] &= separator[:-1]               # a word byte after a separator
-    last[:-1] &= separator[1:]                # a word byte before one
-    starts, ends = np.flatnonzero(first), np.flatnonzero(last) + 1
-    del first, last, word
-    lines = np.flatnonzero(raw == 10)
-    per_line = np.bincount(np.searchsorted(lines, starts), minlength=len(lines)).astype(np.int64)
-    offsets = np.zeros(len(starts) + 1, dtype=np.int64)
-    np.cumsum(ends - starts, out=offsets[1:])
-    letters = raw[~separator]
-    words = pa.Array.from_buffers(pa.large_binary(), len(starts),
-                                  [None, pa.py_buffer(offsets), pa.py_buffer(letters)])
-    encoded = pc.dictionary_encode(words)
-    distinct = encoded.dictionary.cast(pa.large_string()).to_pylist()
-    indices = encoded.indices    # its buffer as is: to_numpy() would import pandas
-    codes = np.frombuffer(indices.buffers()[1], dtype=np.int32, count=len(indices),
-                          offset=indices.offset * 4).copy()
-    return distinct, codes, per_line

