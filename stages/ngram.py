@@ -84,6 +84,7 @@ def out_of_core(source, tokens: tuple[str, ...], p, memory: int, spill, out: Pat
     """The outputs of `in_memory`, the tables counted and estimated within `memory` bytes
     (pipeline/ngram/external.py), every file written a slice at a time."""
     import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
     started = time.perf_counter()
     longest = 0
@@ -112,15 +113,16 @@ def out_of_core(source, tokens: tuple[str, ...], p, memory: int, spill, out: Pat
         with open(scratch / "model.arpa", "wb") as handle:
             arpa.write(model, kn_counts, tokens, handle, chunk=lines)
         progress("wrote model.arpa")
-        words = np.array(tokens, dtype=object)
+        words = pa.array(tokens, pa.string())
         schema = pa.schema([("order", pa.int64()), ("ngram", pa.string()), ("key", pa.int64()),
                             ("count", pa.int64()), ("adjusted", pa.int64()), ("suffix", pa.int64())])
         with pq.ParquetWriter(scratch / "counts.parquet", schema) as writer:
             for n in range(1, counts.order + 1):
                 for lo in range(0, counts.keys[n - 1].length, step):
                     hi = min(lo + step, counts.keys[n - 1].length)
-                    grams = counts.words(n, lo, hi)
-                    text = [" ".join(row) for row in words[grams].tolist()]
+                    grams = counts.words(n, lo, hi)   # the words joined in C, by pyarrow
+                    text = pc.binary_join_element_wise(*(words.take(grams[:, j]) for j in range(n)),
+                                                       " ")
                     suffix = (counts.suffix[n - 1].read(lo, hi) if n > 1
                               else np.full(hi - lo, -1, dtype=np.int64))
                     writer.write_table(pa.table({
