@@ -54,8 +54,10 @@ def main(data_dir: str, models_dir: str, out_dir: str) -> None:
     mlflow_runs.check_store(uri, params.mlflow.experiment)   # before minutes of scoring
     vocab = load_vocab(data)
     stats = inputs.read_stats(data)
-    splits = {name: files.load_array(data / f"{name}.npy", data) for name in ("valid", "test")}
-    train_stream = files.load_array(data / "train.npy", data)
+    # memory-mapped: pages are read as scored and stay reclaimable (no private copy)
+    splits = {name: files.load_array(data / f"{name}.npy", data, mmap_mode="r")
+              for name in ("valid", "test")}
+    train_stream = files.load_array(data / "train.npy", data, mmap_mode="r")
     for name, stream in (*splits.items(), ("train", train_stream)):
         check_ids(stream, len(vocab), data / f"{name}.npy", data)
 

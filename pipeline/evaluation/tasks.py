@@ -224,13 +224,16 @@ def word_ids(tokens: tuple[str, ...]) -> np.ndarray:
 def make_blanks(stream: np.ndarray, train_stream: np.ndarray, tokens: tuple[str, ...], count: int,
                 seed: int, distractors: int = 4) -> list[Blank]:
     """`count` blanks from the sentences of `stream`, one per sentence, drawn with `seed`; the
-    distractors are the words nearest to the answer in training-frequency rank."""
+    distractors are the words nearest to the answer in training-frequency rank. `train_stream`
+    may be memory-mapped: its frequencies are counted a block at a time."""
     rng = np.random.default_rng(seed)
     words = word_ids(tokens)
     if len(words) <= distractors:
         raise ValueError(f"the vocabulary has {len(words)} words, too few for {distractors} "
                          "distractors; lower evaluate.distractors or use a larger corpus")
-    frequency = np.bincount(np.asarray(train_stream, dtype=np.int64), minlength=len(tokens))
+    frequency = np.zeros(len(tokens), dtype=np.int64)
+    for start in range(0, len(train_stream), 1 << 24):
+        frequency += np.bincount(train_stream[start:start + (1 << 24)], minlength=len(tokens))
     by_rank = words[np.argsort(-frequency[words], kind="stable")]
     rank_of = np.full(len(tokens), -1)
     rank_of[by_rank] = np.arange(len(by_rank))
