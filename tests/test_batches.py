@@ -53,6 +53,24 @@ def test_sentence_padding_and_cloze_targets(rng):
     assert (targets != IGNORE).sum().item() == int(np.sum(stream != BOS_ID))
 
 
+@pytest.mark.parametrize("rank,world", [(0, 1), (0, 3), (2, 3)])
+def test_sentences_read_a_memory_mapped_stream_lazily(rng, tmp_path, rank, world):
+    """Sentences holds bounds, not a list of copies: item i is sentences_of's i-th sentence of
+    the rank's share, read from the (memory-mapped) stream."""
+    from pipeline.neural.batches import Sentences
+    stream = _stream(rng, 50)
+    np.save(tmp_path / "train.npy", stream)
+    mapped = np.load(tmp_path / "train.npy", mmap_mode="r")
+    sentences = Sentences(mapped, rank, world)
+    expected = sentences_of(stream)[rank::world]
+    assert len(sentences) == len(expected)
+    assert sentences.lengths.tolist() == [len(s) for s in expected]
+    for i, sentence in enumerate(expected):
+        assert sentences[i].dtype == np.int64
+        np.testing.assert_array_equal(sentences[i], sentence)
+    assert not hasattr(sentences, "items")
+
+
 def test_bucket_batches_cover_every_sentence_once_per_epoch(rng):
     from pipeline.neural.batches import BucketBatches
     lengths = rng.integers(2, 40, size=103)

@@ -167,6 +167,27 @@ def test_default_corpus_in_small_blocks(tmp_path):
         assert _outcome(_chunked(block), params, tmp_path / f"c{block}") == expected
 
 
+def test_dropped_sentences_are_never_read(tmp_path, monkeypatch):
+    """corpus.max_sentences in a given split drops the rest of each file: the blocks skip those
+    tokens instead of reading them between two kept sentences."""
+    folder = tmp_path / "given"
+    folder.mkdir()
+    for name, lines in (("train.txt", 3000), ("valid.txt", 50), ("test.txt", 50)):
+        (folder / name).write_text("".join(f"w{i % 7} w{i % 11} w{i % 13}\n" for i in range(lines)))
+    params = _params(folder, tokenizer="whitespace", max_sentences=20, vocab={"min_count": 1})
+    expected = _outcome(_whole, params, tmp_path / "whole")
+    reads = []
+    real = files.Column.read
+
+    def read(column, start=0, stop=None):
+        values = real(column, start, stop)
+        reads.append(len(values)) if column.path.name == "tokens" else None
+        return values
+    monkeypatch.setattr(files.Column, "read", read)
+    assert _outcome(_chunked(64), params, tmp_path / "chunked") == expected
+    assert reads and max(reads) <= 64 + 3
+
+
 def test_tokenize_block_is_tokenize_per_line():
     rng = random.Random(0)
     alphabet = ["a", "B", "é", "İ", "Σ", " ", "\t", "\r", "\u00a0", "\u2028", "\v", "'", ",", "_",

@@ -143,14 +143,24 @@ def cloze_targets(tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
 
 
 class Sentences(Dataset):
-    def __init__(self, stream: np.ndarray):
-        self.items = sentences_of(stream)
+    """The sentences `<s> x.. </s>` of a stream (T,) (memory-mapped or not), every `world`-th
+    from `rank` (a DDP rank's share); item i is sentence i as an int64 array (L,), read from
+    the stream when asked for. Only the bounds are held: 16 bytes a sentence, not a copy."""
+
+    def __init__(self, stream: np.ndarray, rank: int = 0, world: int = 1):
+        starts, ends = sentence_bounds(stream)
+        self.stream, self.starts, self.ends = stream, starts[rank::world], ends[rank::world]
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """Tokens of each sentence, `<s>` and `</s>` included (int64, (S,))."""
+        return self.ends - self.starts + 1
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self.starts)
 
     def __getitem__(self, index: int) -> np.ndarray:
-        return self.items[index]
+        return np.asarray(self.stream[self.starts[index]:self.ends[index] + 1], dtype=np.int64)
 
 
 class BucketBatches(Sampler):

@@ -410,10 +410,9 @@ def train_loader(cloze: bool, stream: np.ndarray, params: TrainParams, seed: int
     generator = torch.Generator().manual_seed(seed)
     if cloze:
         sentences = Sentences(stream)
-        lengths = np.array([len(s) for s in sentences.items])
-        return DataLoader(sentences, batch_sampler=BucketBatches(lengths, params.batch_size, seed,
-                                                                 skip=skip, epoch=epoch,
-                                                                 rank=rank, world=world),
+        batches = BucketBatches(sentences.lengths, params.batch_size, seed, skip=skip, epoch=epoch,
+                                rank=rank, world=world)
+        return DataLoader(sentences, batch_sampler=batches,
                           collate_fn=pad_sentences, generator=generator, pin_memory=pin_memory)
     windows = StreamWindows(stream, params.batch_size, params.bptt, rank, world,
                             variable=params.variable_bptt, seed=seed, epoch=epoch)
@@ -427,8 +426,7 @@ def valid_loader(cloze: bool, stream: np.ndarray, params: TrainParams, pin_memor
     Distributed: each rank scores its share of the columns / sentences, never a duplicate; the
     sums of NLL and tokens are added up across ranks (on_validation_epoch_end)."""
     if cloze:
-        sentences = Sentences(stream)
-        sentences.items = sentences.items[rank::world]
+        sentences = Sentences(stream, rank, world)
         return DataLoader(sentences, batch_size=params.eval_batch_size,
                           collate_fn=pad_sentences, pin_memory=pin_memory)
     inputs, targets, _ = eval_columns(stream, params.eval_batch_size)

@@ -200,12 +200,17 @@ class _Sentences:
         self.part = np.zeros(len(self.line_of), dtype=np.int8)
 
     def blocks(self, step: int):
-        """Ranges (a, b) of sentences of about `step` tokens (a longer sentence alone)."""
+        """Ranges (a, b) of sentences of about `step` tokens (a longer sentence alone), each
+        contiguous in the token file: a block ends where sentences were dropped
+        (corpus.max_sentences in a given split), so it never reads the tokens between."""
         ends = np.cumsum(self.length + 2)
+        gaps = np.flatnonzero(self.start[1:] != self.start[:-1] + self.length[:-1]) + 1
         a = 0
         while a < len(ends):
             b = max(int(np.searchsorted(ends, ends[a] - self.length[a] - 2 + step, side="right")),
                     a + 1)
+            after = gaps[np.searchsorted(gaps, a, side="right"):]
+            b = min(b, int(after[0])) if len(after) else b
             yield a, b
             a = b
 
