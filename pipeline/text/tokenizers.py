@@ -105,6 +105,8 @@ def tokenize_block(text: str, tokenizer: str = "words", lowercase: bool = True,
         raise ValueError(f"unknown tokenizer {tokenizer!r}; use one of {', '.join(TOKENIZERS)}")
     if not text:
         return [], np.zeros(0, np.int32), np.zeros(0, np.int64)
+    if not text.endswith("\n"):   # a last line without its line end
+        text += "\n"
     text = unicodedata.normalize("NFKC", text)
     if unk and tokenizer == "words" and unk in text:
         text = re.sub(r"(?<!\S)" + re.escape(unk) + r"(?!\S)", "\x00", text)
@@ -117,15 +119,17 @@ def tokenize_block(text: str, tokenizer: str = "words", lowercase: bool = True,
         solid = kind != SPACE_CLASS
         space = ~solid & ~newline
         before = np.concatenate([[False], solid[:-1]])          # a solid character just before
-        run_start = space & before
-        # a space run is kept when the next non-space-run character is solid (not a line end)
-        next_kind = np.flatnonzero(~space)                       # positions that end space runs
-        follow = np.searchsorted(next_kind, np.flatnonzero(run_start))
+        run_start = np.flatnonzero(space & before)
+        # a space run is kept when the first character after it is solid (not a line end): the
+        # next non-space position, by a running minimum from the end (the text ends with \n)
+        following = np.where(space, len(points), np.arange(len(points)))
+        following = np.minimum.accumulate(following[::-1])[::-1]
         keep = np.zeros(len(points), dtype=bool)
-        keep[np.flatnonzero(run_start)[solid[next_kind[follow]]]] = True
+        keep[run_start[solid[following[run_start]]]] = True
+        del following
         token = solid | keep
         values = np.where(keep, ord(SPACE), points)[token]
-        starts = np.flatnonzero(token)
+        first = token
         import pyarrow as pa
         import pyarrow.compute as pc
         encoded = pc.dictionary_encode(pa.array(values))
@@ -141,7 +145,8 @@ def tokenize_block(text: str, tokenizer: str = "words", lowercase: bool = True,
         other = (kind == OTHER_CLASS) & ~inner
         head = word.copy()
         head[1:] &= ~word[:-1]
-        starts = np.flatnonzero(head | other)
+        first = head | other
+        starts = np.flatnonzero(first)
         token = word | other
         utf8 = np.where(points < 0x80, 1, np.where(points < 0x800, 2, np.where(points < 0x10000, 3, 4)))
         data = text.encode("utf-8", "surrogatepass")
@@ -154,9 +159,8 @@ def tokenize_block(text: str, tokenizer: str = "words", lowercase: bool = True,
         distinct, codes = _dictionary(offsets, letters)
         if "\x00" in distinct:
             distinct[distinct.index("\x00")] = UNK
-    lines = np.flatnonzero(newline)
-    per_line = np.bincount(np.searchsorted(lines, starts), minlength=len(lines)).astype(np.int64)
-    return distinct, codes, per_line
+    before_end = np.cumsum(first, dtype=np.int64)[newline]    # tokens up to each line's end
+    return distinct, codes, np.diff(before_end, prepend=0)
 
 
 WORD_CLASS, SPACE_CLASS, OTHER_CLASS = 0, 1, 2   # code_point_classes()
@@ -213,9 +217,8 @@ def whitespace_words(data: bytes, query: bool = False) -> tuple[list[str], np.nd
     first[1:] &= separator[:-1]               # a word byte after a separator
     last[:-1] &= separator[1:]                # a word byte before one
     starts, ends = np.flatnonzero(first), np.flatnonzero(last) + 1
+    per_line = np.diff(np.cumsum(first, dtype=np.int64)[raw == 10], prepend=0)   # words per line
     del first, last, word
-    lines = np.flatnonzero(raw == 10)
-    per_line = np.bincount(np.searchsorted(lines, starts), minlength=len(lines)).astype(np.int64)
     offsets = np.zeros(len(starts) + 1, dtype=np.int64)
     np.cumsum(ends - starts, out=offsets[1:])
     letters = raw[~separator]
