@@ -17,7 +17,7 @@ the corpus is the dictionary of distinct tokens, about 5 bytes a line and 17 a s
 (lengths, positions, the split), and while the `documents` method draws, about 40 a sentence.
 A line longer than a block is tokenized whole. Blocks are sized from what `corpus.memory` (lmplz's -S units)
 leaves beside the process's resident memory, at BYTES_PER_CHAR bytes a character of text and
-BYTES_PER_TOKEN a token (measured: about 63 and 42); spill files go to a
+BYTES_PER_TOKEN a token (measured: about 63, and 42 to 60 while the streams are written); spill files go to a
 private folder under `corpus.temp_dir`. Errors: corpus.CorpusError / splits.SplitError /
 ValueError naming the file, param or token and the fix; files.SpillError for the spill folder.
 """
@@ -36,7 +36,7 @@ from pipeline.text.tokenizers import tokenize_block
 from pipeline.text.vocab import BOS_ID, SPECIALS, UNK_ID, Vocab, sentence_stream
 
 BYTES_PER_CHAR = 80     # tokenizing a block: its text, code points, classes, offsets, masks
-BYTES_PER_TOKEN = 64    # a block of sentences: ids, positions, labels, the streams written
+BYTES_PER_TOKEN = 80    # a block of sentences: ids, positions, labels, the streams written
 
 
 def prepare(params, out: str | Path, memory: int, block: int | None = None, progress=print) -> None:
