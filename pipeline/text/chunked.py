@@ -179,10 +179,6 @@ class _Scan:
                 if self.lines else np.zeros(0, np.int64)
         return self._documents
 
-    def file_of(self, lines: np.ndarray) -> np.ndarray:
-        """The index of the file of each of `lines` (int8 for a given split's three files)."""
-        return (np.searchsorted(self.file_start, lines, side="right") - 1).astype(np.int8)
-
     def sizes_at(self, lines: np.ndarray) -> dict[str, np.ndarray]:
         """units.FIELDS of the lines at the sorted indices `lines` (units.text_units' `lines`)."""
         return {field: column.take(lines) for field, column in self.columns.items()}
@@ -215,12 +211,14 @@ class _Sentences:
         small = np.int32 if scan.lines < 2**31 and (not len(counts) or counts.max() < 2**31) else np.int64
         line_of, piece, any_cut = [], [], bool(cut.any())
         for first, last, count in kept:
-            lines = _pieces(counts[first:last], cut[first:last], m, c.tokenizer == "whitespace")
-            lines = lines[:count]
+            lines = _pieces(counts[first:last], cut[first:last], m, c.tokenizer == "whitespace",
+                            small)[:count]
             if any_cut:
                 piece.append(_piece_index(lines))
-            line_of.append((lines + first).astype(small))
-        self.line_of = np.concatenate(line_of) if line_of else np.zeros(0, small)
+            lines += first
+            line_of.append(lines)
+        self.line_of = (line_of[0] if len(line_of) == 1 else np.concatenate(line_of)) if line_of \
+            else np.zeros(0, small)
         del line_of
         piece = np.concatenate(piece) if piece else np.zeros(0, np.int64)
         line_counts = counts[self.line_of]
@@ -275,9 +273,9 @@ def _piece_counts(counts: np.ndarray, cut: np.ndarray, m: int, keep_empty: bool)
     return np.where(cut, -(-counts // max(m, 1)), (counts > 0) | keep_empty).astype(np.int64)
 
 
-def _pieces(counts: np.ndarray, cut: np.ndarray, m: int, keep_empty: bool) -> np.ndarray:
-    """The line (index into `counts`) of each sentence, in order (int64)."""
-    return np.repeat(np.arange(len(counts)), _piece_counts(counts, cut, m, keep_empty))
+def _pieces(counts: np.ndarray, cut: np.ndarray, m: int, keep_empty: bool, dtype) -> np.ndarray:
+    """The line (index into `counts`) of each sentence, in order (`dtype`)."""
+    return np.repeat(np.arange(len(counts), dtype=dtype), _piece_counts(counts, cut, m, keep_empty))
 
 
 def _piece_index(lines: np.ndarray) -> np.ndarray:
@@ -293,7 +291,9 @@ def _divide(sentences: _Sentences, scan: _Scan, source, method: str, wanted, see
             name: str) -> tuple[str, dict[str, int]]:
     """splits.divide on the sentence table: sets `sentences.part`; (method, documents per part)."""
     if source.given:
-        sentences.part[:] = scan.file_of(sentences.line_of)
+        bounds = np.searchsorted(sentences.line_of, scan.file_start)   # line_of is sorted
+        for file in range(3):
+            sentences.part[bounds[file]:bounds[file + 1]] = file
         if not sentences.length[sentences.part == 0].sum():
             raise splits.SplitError(f"{source.files[0]} (the train split) holds no tokens; give a "
                                     "train file with at least one non-blank line")
