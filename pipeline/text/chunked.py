@@ -66,12 +66,12 @@ def _prepare(params, out: Path, source, spill, chars: int, memory: int, block: i
     scan = _Scan(source, c, chars, spill)
     progress(f"prepare: read {scan.lines:,} lines from {', '.join(source.files)}")
     sentences = _Sentences(scan, c, source.given)
-    # blocks of sentences from what the budget leaves beside the per-line and per-sentence arrays,
-    # the vocabulary and the interpreter: the process's resident memory now
-    step = block or max(_left(memory) // BYTES_PER_TOKEN, 1 << 16)
     wanted = {"train": split.train, "valid": split.valid, "test": split.test}
     method, documents = _divide(sentences, scan, source, split.method, wanted, params.seed,
                                  c.source)
+    # blocks of sentences from what the budget leaves beside the per-line and per-sentence arrays,
+    # the vocabulary and the interpreter: the process's resident memory now
+    step = block or max(_left(memory) // BYTES_PER_TOKEN, 1 << 16)
     if method == "given":
         progress(f"prepare: split given by the source ({', '.join(source.files)}); split.* unused")
     else:
