@@ -196,7 +196,10 @@ class _Sentences:
         groups = [(int(scan.file_start[f]), int(scan.file_start[f + 1])) for f in range(3)] \
             if given else [(0, scan.lines)]
         kept, self.lines_cut = [], 0
-        pieces = _piece_counts(counts, cut, m, c.tokenizer == "whitespace")
+        # sentences each line makes: ceil(count / m) when cut, else 1 (0 for a line without
+        # tokens, unless the whitespace tokenizer keeps it as an empty sentence)
+        pieces = np.where(cut, -(-counts // max(m, 1)),
+                          (counts > 0) | (c.tokenizer == "whitespace")).astype(counts.dtype)
         for first, last in groups:    # max_sentences counts in each given split, else in the whole
             if first == last:
                 continue
@@ -206,17 +209,15 @@ class _Sentences:
                 last += 1
             self.lines_cut += int(np.count_nonzero(cut[first:last]))
             kept.append((first, last, min(total, c.max_sentences or total)))
-        del pieces
         # compact: line_of and length int32 (4 bytes a sentence each) while they fit
         small = np.int32 if scan.lines < 2**31 and (not len(counts) or counts.max() < 2**31) else np.int64
         line_of, piece, any_cut = [], [], bool(cut.any())
         for first, last, count in kept:
-            lines = _pieces(counts[first:last], cut[first:last], m, c.tokenizer == "whitespace",
-                            small)[:count]
+            lines = np.repeat(np.arange(first, last, dtype=small), pieces[first:last])[:count]
             if any_cut:
                 piece.append(_piece_index(lines))
-            lines += first
             line_of.append(lines)
+        del pieces
         self.line_of = (line_of[0] if len(line_of) == 1 else np.concatenate(line_of)) if line_of \
             else np.zeros(0, small)
         del line_of
@@ -265,17 +266,6 @@ def _left(memory: int) -> int:
     """Bytes of `memory` not yet resident in this process (psutil), at least 1/8 of it."""
     import psutil
     return max(memory - psutil.Process().memory_info().rss, memory // 8)
-
-
-def _piece_counts(counts: np.ndarray, cut: np.ndarray, m: int, keep_empty: bool) -> np.ndarray:
-    """Sentences each line makes (int64): ceil(count / m) when cut, else 1 (0 for a line without
-    tokens unless `keep_empty`)."""
-    return np.where(cut, -(-counts // max(m, 1)), (counts > 0) | keep_empty).astype(np.int64)
-
-
-def _pieces(counts: np.ndarray, cut: np.ndarray, m: int, keep_empty: bool, dtype) -> np.ndarray:
-    """The line (index into `counts`) of each sentence, in order (`dtype`)."""
-    return np.repeat(np.arange(len(counts), dtype=dtype), _piece_counts(counts, cut, m, keep_empty))
 
 
 def _piece_index(lines: np.ndarray) -> np.ndarray:

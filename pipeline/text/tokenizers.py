@@ -149,13 +149,12 @@ def tokenize_block(text: str, tokenizer: str = "words", lowercase: bool = True,
         starts = np.flatnonzero(first)
         token = word | other
         utf8 = np.where(points < 0x80, 1, np.where(points < 0x800, 2, np.where(points < 0x10000, 3, 4)))
-        data = text.encode("utf-8", "surrogatepass")
-        keep = np.repeat(token, utf8)
+        kept = np.where(token, utf8, 0)             # UTF-8 bytes of each code point kept
         offsets = np.zeros(len(starts) + 1, dtype=np.int64)
-        kept_before = np.cumsum(np.where(token, utf8, 0)) - np.where(token, utf8, 0)
-        offsets[:-1] = kept_before[starts]
-        offsets[-1] = int(np.count_nonzero(keep))
-        letters = np.frombuffer(data, dtype=np.uint8)[keep]
+        offsets[:-1] = (np.cumsum(kept) - kept)[starts]
+        offsets[-1] = int(kept.sum())
+        data = np.frombuffer(text.encode("utf-8", "surrogatepass"), dtype=np.uint8)
+        letters = data[np.repeat(token, utf8)]
         distinct, codes = _dictionary(offsets, letters)
         if "\x00" in distinct:
             distinct[distinct.index("\x00")] = UNK
@@ -204,8 +203,6 @@ def whitespace_words(data: bytes, query: bool = False) -> tuple[list[str], np.nd
     query). Boundaries are found with numpy over the bytes; the words are hashed into a
     dictionary by pyarrow's dictionary_encode (first-use order), so no Python object is made per
     word. The bytes must be valid UTF-8 (decode them first)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
     if data and not data.endswith(b"\n"):
         data += b"\n"
     raw = np.frombuffer(data, dtype=np.uint8)
@@ -221,12 +218,5 @@ def whitespace_words(data: bytes, query: bool = False) -> tuple[list[str], np.nd
     del first, last, word
     offsets = np.zeros(len(starts) + 1, dtype=np.int64)
     np.cumsum(ends - starts, out=offsets[1:])
-    letters = raw[~separator]
-    words = pa.Array.from_buffers(pa.large_binary(), len(starts),
-                                  [None, pa.py_buffer(offsets), pa.py_buffer(letters)])
-    encoded = pc.dictionary_encode(words)
-    distinct = encoded.dictionary.cast(pa.large_string()).to_pylist()
-    indices = encoded.indices    # its buffer as is: to_numpy() would import pandas
-    codes = np.frombuffer(indices.buffers()[1], dtype=np.int32, count=len(indices),
-                          offset=indices.offset * 4).copy()
+    distinct, codes = _dictionary(offsets, raw[~separator])
     return distinct, codes, per_line
