@@ -16,9 +16,9 @@ import lightning as L
 import numpy as np
 import torch
 
-from pipeline.config import TrainParams
+from pipeline.config import ModelConfig, TrainParams
 from pipeline.neural.lit import LitLM, NumericsError, build_trainer
-from pipeline.neural.rnn import RNNLM, RNNConfig
+from pipeline.neural.rnn import RNNLM
 from pipeline.text.vocab import EOS_ID
 
 CONFIGS = {   # name: (model settings, precision)
@@ -40,7 +40,7 @@ def train_once(model_settings, precision, train_stream, valid_stream, vocab_size
     L.seed_everything(1337, workers=True)
     params = TrainParams(max_epochs=2, batch_size=32, bptt=35, lr=0.002, clip=0.25, eval_batch_size=16,
                          precision=precision, accelerator=accelerator, checkpoint_every_n_steps=0)
-    model = RNNLM(RNNConfig(vocab_size=vocab_size, embed_dim=256, hidden_dim=256, dropout=0.3,
+    model = RNNLM(ModelConfig(vocab_size=vocab_size, embed_dim=256, hidden_dim=256, dropout=0.3,
                             **model_settings))
     lit = LitLM(model, params, train_stream, valid_stream, seed=1337)
     with tempfile.TemporaryDirectory() as scratch:
@@ -60,7 +60,7 @@ class Poison(L.Callback):
 def nan_check(train_stream, valid_stream, vocab_size, accelerator):
     params = TrainParams(max_epochs=1, batch_size=32, bptt=35, accelerator=accelerator,
                          checkpoint_every_n_steps=10)
-    lit = LitLM(RNNLM(RNNConfig(vocab_size=vocab_size, cell="gru", impl="fused", embed_dim=64,
+    lit = LitLM(RNNLM(ModelConfig(vocab_size=vocab_size, cell="gru", impl="fused", embed_dim=64,
                                 hidden_dim=64)), params, train_stream, valid_stream, seed=0)
     with tempfile.TemporaryDirectory() as scratch:
         trainer, _ = build_trainer(params, Path(scratch), Path(scratch), logger=False)

@@ -10,9 +10,9 @@ import time
 import torch
 
 from benchmarks.train_throughput import step_fn
-from pipeline.config import TrainParams
+from pipeline.config import ModelConfig, TrainParams
 from pipeline.neural.lit import LitLM
-from pipeline.neural.rnn import RNNLM, RNNConfig
+from pipeline.neural.rnn import RNNLM
 
 KINDS = {"rnn": {"cell": "rnn"}, "gru": {"cell": "gru"},
          "birnn": {"cell": "rnn", "bidirectional": True},
@@ -39,7 +39,7 @@ def main() -> None:
     tokens = torch.randint(3, args.vocab_size, (args.batch, args.bptt + 1), device=device)
     for kind, spec in KINDS.items():
         for precision in ("bf16-mixed", "32-true"):
-            config = RNNConfig(vocab_size=args.vocab_size, impl="fused", embed_dim=args.dim,
+            config = ModelConfig(vocab_size=args.vocab_size, impl="fused", embed_dim=args.dim,
                                hidden_dim=args.dim, dropout=0.5,
                                tie_weights=not spec.get("bidirectional"), **spec)
             model = RNNLM(config).to(device).train()

@@ -22,9 +22,9 @@ import time
 
 import torch
 
-from pipeline.config import TrainParams
+from pipeline.config import ModelConfig, TrainParams
 from pipeline.neural.lit import LitLM
-from pipeline.neural.rnn import RNNLM, RNNConfig
+from pipeline.neural.rnn import RNNLM
 
 KINDS = {"rnn": {"cell": "rnn"}, "gru": {"cell": "gru"}, "lstm": {"cell": "lstm"},
          "deep": {"cell": "rnn", "num_layers": 2}, "birnn": {"cell": "rnn", "bidirectional": True},
@@ -52,7 +52,7 @@ def step_fn(lit, optimizer, tokens, state):
 def our_steps(args, tokens, **spec):
     """run_steps(n): n training steps of an RNNLM (`spec`: cell, impl, num_layers, ...) at the
     reference's sizes, SGD lr 20, the hidden state carried from step to step."""
-    model = RNNLM(RNNConfig(vocab_size=args.vocab_size, embed_dim=args.dim, hidden_dim=args.dim,
+    model = RNNLM(ModelConfig(vocab_size=args.vocab_size, embed_dim=args.dim, hidden_dim=args.dim,
                             dropout=0.2, **spec)).train()
     lit = LitLM(model, TrainParams(optimizer="sgd", lr=20.0, clip=0.25))
     optimizer = torch.optim.SGD(model.parameters(), lr=20.0)

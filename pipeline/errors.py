@@ -11,8 +11,10 @@ unforeseen (the exception's type and first line, and how to get the traceback); 
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+import warnings
 
 DEBUG = "LMPIPE_DEBUG"
 
@@ -108,3 +110,31 @@ def guard(call, *args) -> int:
         print(f"lmpipe: error: {message}", file=sys.stderr, flush=True)
         return status
     return 0
+
+
+VERBOSE = "LMPIPE_VERBOSE"
+
+
+def verbose() -> bool:
+    """Whether LMPIPE_VERBOSE=1 asks for the libraries' own messages (see quiet_libraries)."""
+    return os.environ.get(VERBOSE, "") not in ("", "0")
+
+
+def quiet_libraries() -> None:
+    """Silence third-party chatter at its source, unless LMPIPE_VERBOSE=1: Lightning's info
+    messages (adverts, "GPU available", "Seed set", "`Trainer.fit` stopped") are logger records
+    of lightning.pytorch.utilities.rank_zero and friends, set to WARNING; two warnings that say
+    nothing to a user (our checkpoint directory holds resume.json by design; torch's pytree
+    deprecation raised inside Lightning) are ignored by message; MLflow's artifact progress bars
+    are off (MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR) and its INFO records go. Warnings that might
+    matter stay."""
+    if verbose():
+        return
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda",
+                 "lightning.fabric.utilities.seed", "lightning.fabric.utilities.rank_zero",
+                 "mlflow.store.db.utils", "alembic.runtime.migration"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("mlflow.pyfunc").setLevel(logging.ERROR)   # the CloudPickle notice
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

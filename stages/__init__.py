@@ -1,0 +1,42 @@
+"""The DVC stages, one module each (`python -m stages.X ARGS`): argv + params + one call.
+run_stage is where each starts: quiet libraries, one error line, SIGTERM as Ctrl-C."""
+
+import signal
+import sys
+import time
+from pathlib import Path
+
+from pipeline import errors
+
+
+def run_stage(main, argv: list[str]) -> int:
+    """Run a stage's main(*argv), third-party chatter silenced (quiet_libraries); whatever stops
+    it becomes one line on stderr (errors.guard: exit status 2 for bad input or damaged state, 1
+    for the unforeseen), not a traceback, unless LMPIPE_DEBUG=1. SIGTERM (kill, SLURM, a cancelled CI job) unwinds like Ctrl-C: exit status
+    130 (Ctrl-C) or 143 (SIGTERM) with one line. DVC records no output of a failed stage."""
+    received = []
+
+    def interrupted(signum, frame):
+        received.append(signum)
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupted)
+    errors.quiet_libraries()
+    started = time.perf_counter()
+    try:
+        status = errors.guard(main, *argv)
+        if status:
+            return status
+    except (KeyboardInterrupt, SystemExit) as error:
+        # inside fit, Lightning turns Ctrl-C (and so our SIGTERM) into sys.exit(1)
+        if isinstance(error, SystemExit) and not isinstance(error.__context__, KeyboardInterrupt):
+            raise
+        print("lmpipe: interrupted; this stage's outputs are incomplete and DVC has not recorded "
+              "them; rerun `dvc repro` (training resumes from its last checkpoint)", file=sys.stderr)
+        return 143 if received else 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    stage = Path(sys.argv[0]).stem
+    print(f"lmpipe: stage {stage} {' '.join(argv)} done in {time.perf_counter() - started:.1f}s",
+          flush=True)
+    return 0

@@ -5,14 +5,17 @@ Usage: python -m stages.prepare data/prepared"""
 import sys
 
 from pipeline import config
+from pipeline.neural.devices import check_machine
 from pipeline.text import chunked
+from stages import run_stage
 
 
 def main(out_dir: str) -> None:
     params = config.load()
-    config.check_machine(params.train)   # refuse impossible training before hours of preparing
-    chunked.prepare(params, out_dir, config.parse_size(params.corpus.memory), progress=lambda line: print(line, flush=True))
+    check_machine(params.train)   # refuse impossible training before hours of preparing
+    chunked.prepare(params, out_dir, config.parse_size(params.corpus.memory),
+                    progress=lambda line: print(line, flush=True))
 
 
 if __name__ == "__main__":
-    sys.exit(config.run_stage(main, sys.argv[1:]))
+    sys.exit(run_stage(main, sys.argv[1:]))

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import yaml
 
-from pipeline import config
 from pipeline.evaluation import report
 from stages import evaluate as evaluate_stage
 from stages import ngram as ngram_stage
 from stages import prepare as prepare_stage
+from stages import run_stage
 from stages import train as train_stage
 
 from .conftest import ROOT
@@ -31,7 +31,7 @@ def _documents(rng, count):
 
 
 def _stage(capsys, module, *args):
-    status = config.run_stage(module.main, list(args))
+    status = run_stage(module.main, list(args))
     out, err = capsys.readouterr()
     assert status == 0, err
     assert "Traceback" not in err

@@ -14,11 +14,11 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from pipeline import config
 from stages import evaluate as evaluate_stage
 from stages import ngram as ngram_stage
 from stages import prepare as prepare_stage
 from stages import promote as promote_stage
+from stages import run_stage
 from stages import train as train_stage
 
 from .conftest import ROOT, free_port
@@ -31,7 +31,7 @@ STAGES = {"prepare": (prepare_stage, ["data"]), "ngram": (ngram_stage, ["data", 
 
 def _stage(capsys, name):
     module, args = STAGES[name]
-    status = config.run_stage(module.main, args)
+    status = run_stage(module.main, args)
     captured = capsys.readouterr()
     assert "Traceback" not in captured.err
     return status, captured.out, captured.err
@@ -59,7 +59,7 @@ def trained(tmp_path_factory):
     try:
         for name in ("prepare", "ngram", "train", "evaluate", "promote"):
             module, args = STAGES[name]
-            assert config.run_stage(module.main, args) == 0, name
+            assert run_stage(module.main, args) == 0, name
     finally:
         os.chdir(here)
         os.environ.update({k: v for k, v in env.items() if v is not None})
@@ -428,12 +428,12 @@ def test_an_unforeseen_error_is_one_line_with_exit_1_and_debug_shows_the_traceba
     def stage():
         return {}["missing"]
     monkeypatch.delenv("LMPIPE_DEBUG", raising=False)
-    assert config.run_stage(stage, []) == 1
+    assert run_stage(stage, []) == 1
     assert capsys.readouterr().err == ("lmpipe: error: KeyError: 'missing' (unexpected; rerun "
                                        "with LMPIPE_DEBUG=1 for the traceback and report it)\n")
     monkeypatch.setenv("LMPIPE_DEBUG", "1")
     with pytest.raises(KeyError):
-        config.run_stage(stage, [])
+        run_stage(stage, [])
 
 
 def test_a_stage_process_with_lmpipe_debug_prints_the_traceback(tmp_path):

@@ -77,7 +77,8 @@ import torch
 from pipeline.config import TrainParams
 from pipeline.evaluation import scoring
 from pipeline.neural.lit import LitLM
-from pipeline.neural.rnn import RNNLM, RNNConfig
+from pipeline.config import ModelConfig
+from pipeline.neural.rnn import RNNLM
 
 rng = np.random.default_rng(0)
 def stream(n):
@@ -88,7 +89,7 @@ train_stream, valid_stream = stream(200), stream(40)
 L.seed_everything(0)
 params = TrainParams(max_epochs=2, batch_size=4, bptt=8, eval_batch_size=4, optimizer="nt-asgd",
                      lr=1.0, ar_alpha=2.0, tar_beta=1.0, variable_bptt=True)
-model = RNNLM(RNNConfig(vocab_size=20, cell="lstm", impl="fused", num_layers=2, embed_dim=8,
+model = RNNLM(ModelConfig(vocab_size=20, cell="lstm", impl="fused", num_layers=2, embed_dim=8,
                         hidden_dim=8, dropout=0.3, dropout_input=0.4, locked_dropout=True,
                         embedding_dropout=0.1, weight_drop=0.3))
 lit = LitLM(model, params, train_stream, valid_stream, seed=0)

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.config import TrainParams
+from pipeline.config import ModelConfig, TrainParams
 from pipeline.evaluation import scoring
 from pipeline.neural.lit import LitLM, loaders
-from pipeline.neural.rnn import RNNLM, RNNConfig
+from pipeline.neural.rnn import RNNLM
 
 
 def _stream(seed, sentences):
@@ -27,7 +27,7 @@ def _stream(seed, sentences):
 def test_fit_learns_and_validation_matches_scoring(bidirectional):
     L.seed_everything(0)
     train = TrainParams(max_epochs=3, batch_size=4, bptt=8, lr=0.01, eval_batch_size=3)
-    model = RNNLM(RNNConfig(vocab_size=20, cell="gru", bidirectional=bidirectional, embed_dim=16,
+    model = RNNLM(ModelConfig(vocab_size=20, cell="gru", bidirectional=bidirectional, embed_dim=16,
                             hidden_dim=16, dropout=0.0))
     lit = LitLM(model, train)
     train_stream, valid_stream = _stream(0, 200), _stream(1, 30)
@@ -49,7 +49,7 @@ def test_plateau_schedule_anneals_the_learning_rate():
     L.seed_everything(0)
     train = TrainParams(max_epochs=4, batch_size=4, bptt=8, optimizer="sgd", lr=50.0,
                         lr_schedule="plateau", lr_decay=0.25, eval_batch_size=3)
-    lit = LitLM(RNNLM(RNNConfig(vocab_size=20, embed_dim=8, hidden_dim=8, dropout=0.0)), train)
+    lit = LitLM(RNNLM(ModelConfig(vocab_size=20, embed_dim=8, hidden_dim=8, dropout=0.0)), train)
     train_loader, valid_loader = loaders(False, _stream(0, 60), _stream(1, 10), train, seed=0)
     trainer = L.Trainer(max_epochs=4, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False)
@@ -65,7 +65,7 @@ def test_step_schedule_follows_zaremba():
     """lr_decay_start epochs at the full lr, then x lr_decay after every epoch."""
     train = TrainParams(max_epochs=5, batch_size=4, bptt=8, optimizer="sgd", lr=1.0,
                         lr_schedule="step", lr_decay=0.5, lr_decay_start=2, eval_batch_size=3)
-    lit = LitLM(RNNLM(RNNConfig(vocab_size=20, embed_dim=8, hidden_dim=8)), train)
+    lit = LitLM(RNNLM(ModelConfig(vocab_size=20, embed_dim=8, hidden_dim=8)), train)
     seen = []
 
     class Record(L.Callback):
@@ -113,7 +113,7 @@ def test_resume_mid_epoch_equals_an_uninterrupted_run(tmp_path, cell, bidirectio
 
     def fit(directory, kill_at=None, ckpt_path=None):
         L.seed_everything(0)
-        model = RNNLM(RNNConfig(vocab_size=20, cell=cell, bidirectional=bidirectional,
+        model = RNNLM(ModelConfig(vocab_size=20, cell=cell, bidirectional=bidirectional,
                                 embed_dim=16, hidden_dim=16, dropout=0.3, **(AWD_MODEL if awd else {})))
         lit = LitLM(model, train, _stream(0, 120), _stream(1, 30), seed=0)
         if awd and ckpt_path is None:

@@ -5,9 +5,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from pipeline.config import ModelConfig
 from pipeline.neural.batches import IGNORE
 from pipeline.neural.losses import linear_cross_entropy
-from pipeline.neural.rnn import RNNLM, RNNConfig
+from pipeline.neural.rnn import RNNLM
 
 
 def _inputs(seed=0, rows=37, dim=8, vocab=50):
@@ -45,7 +46,7 @@ def test_without_grad_gives_the_same_loss():
 
 def test_tied_model_gradient_reaches_the_embedding():
     torch.manual_seed(0)
-    model = RNNLM(RNNConfig(vocab_size=30, embed_dim=6, hidden_dim=6, tie_weights=True,
+    model = RNNLM(ModelConfig(vocab_size=30, embed_dim=6, hidden_dim=6, tie_weights=True,
                             dropout=0.0)).double()
     tokens = torch.randint(0, 30, (3, 9))
     features, _ = model.features(tokens[:, :-1])

@@ -1,5 +1,5 @@
 """The probes file (evaluate.probes, configs/probes.yaml) is checked whole, before any scoring,
-by config.load_probes (a pydantic model per probe): one line naming the file, the probe (its
+by evaluation.probes.load_probes (a pydantic model per probe): one line naming the file, the probe (its
 number from 1 and its name), the key and the fix. The repository's file passes unchanged."""
 import re
 
@@ -8,6 +8,7 @@ import pytest
 from pipeline import config
 from pipeline.config import ParamsError
 from pipeline.evaluation import tasks
+from pipeline.evaluation.probes import load_probes
 
 from .conftest import ROOT
 
@@ -17,18 +18,14 @@ PROBES = ROOT / "configs" / "probes.yaml"
 def test_the_repository_probes_pass_unchanged():
     """What evaluate scores is exactly what the file says (so metrics/probes.md is unchanged):
     the same dicts, keys and values, as the parser DVC uses reads them."""
-    probes = config.load_probes(PROBES)
+    probes = load_probes(PROBES)
     assert probes == config.read_yaml(PROBES)
     assert [p["name"] for p in probes] == ["translation", "nour", "agreement", "louise"]
     words = {w for p in probes for t in (p.get("rank") or [p["text"]]) + p.get("options", [])
              for w in t.replace(tasks.BLANK, " ").split()}
     vocab = sorted(words)
     encode = lambda text: [vocab.index(w) for w in text.split()]  # noqa: E731
-    assert config.load_probes(PROBES, encode, "words") == probes
-
-
-def test_blank_is_the_tasks_blank():
-    assert config.BLANK == tasks.BLANK
+    assert load_probes(PROBES, encode, "words") == probes
 
 
 def _write(tmp_path, text: str):
@@ -83,7 +80,7 @@ FILL = "{name: agreement, text: 'they ___ everywhere .', "
 def test_a_bad_probe_is_one_line_naming_file_probe_and_key(tmp_path, text, message):
     path = _write(tmp_path, text + "\n")
     with pytest.raises(ParamsError) as raised:
-        config.load_probes(path)
+        load_probes(path)
     line = str(raised.value)
     assert "\n" not in line and line.startswith(f"{path}: "), line
     assert re.search(message, line), line
@@ -95,18 +92,18 @@ def test_the_file_is_named_relative_to_the_current_folder(tmp_path, monkeypatch)
     (tmp_path / "configs" / "probes.yaml").write_text(f"- {FILL}options: [1, 2]}}\n")
     with pytest.raises(ParamsError, match=r"^configs/probes\.yaml: probe 1 \('agreement'\): "
                                           r"options must be a list of words"):
-        config.load_probes(tmp_path / "configs" / "probes.yaml")
+        load_probes(tmp_path / "configs" / "probes.yaml")
     with pytest.raises(ParamsError, match=r"^evaluate\.probes='nosuch\.yaml': no such file"):
-        config.load_probes(tmp_path / "nosuch.yaml")
+        load_probes(tmp_path / "nosuch.yaml")
 
 
 def test_an_empty_list_is_no_probes(tmp_path):
-    assert config.load_probes(_write(tmp_path, "[]\n")) == []
+    assert load_probes(_write(tmp_path, "[]\n")) == []
 
 
 def test_null_keys_are_left_out(tmp_path):
     """`open: null` (or ~) is as good as no open: run_probe sees only the keys given."""
-    probes = config.load_probes(_write(tmp_path, f"- {FILL}top: 2, open: null, about: ~}}\n"))
+    probes = load_probes(_write(tmp_path, f"- {FILL}top: 2, open: null, about: ~}}\n"))
     assert probes == [{"name": "agreement", "text": "they ___ everywhere .", "top": 2}]
 
 
@@ -117,10 +114,10 @@ def _encode(text: str) -> list[int]:
 
 def test_options_must_be_one_token_under_the_corpus_tokenizer(tmp_path):
     path = _write(tmp_path, f"- {FILL}options: [are, end.]}}\n")
-    assert config.load_probes(path)   # the file alone is fine: the tokenizer decides
+    assert load_probes(path)   # the file alone is fine: the tokenizer decides
     with pytest.raises(ParamsError, match=r"probe 1 \('agreement'\): options: 'end\.' is 2 tokens "
                                           r"under corpus\.tokenizer words; a fill puts one token"):
-        config.load_probes(path, _encode, "words")
+        load_probes(path, _encode, "words")
 
 
 def test_under_chars_a_word_option_is_left_to_evaluate_which_skips_it(tmp_path):
@@ -128,6 +125,6 @@ def test_under_chars_a_word_option_is_left_to_evaluate_which_skips_it(tmp_path):
     as skipped (tasks.ProbeNotApplicable), as it always has, instead of refusing the file."""
     path = _write(tmp_path, f"- {FILL}options: [are, is]}}\n")
     chars = lambda text: [ord(ch) for ch in text.replace(" ", "")]  # noqa: E731
-    probes = config.load_probes(path, chars, "chars")
+    probes = load_probes(path, chars, "chars")
     with pytest.raises(tasks.ProbeNotApplicable, match="fills one token"):
         tasks.run_probe(None, probes[0], chars, ("<unk>", "<s>", "</s>"))

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.config import TrainParams
+from pipeline.config import ModelConfig, TrainParams
 from pipeline.neural.batches import StreamWindows
 from pipeline.neural.cells import RecurrentStack
 from pipeline.neural.lit import LitLM, best_weights, nonmonotone_trigger
@@ -15,7 +15,7 @@ from pipeline.neural.regularization import (
     activation_regularization,
     embedding_dropout,
 )
-from pipeline.neural.rnn import RNNLM, RNNConfig
+from pipeline.neural.rnn import RNNLM
 
 from .test_lit import _stream
 
@@ -106,7 +106,7 @@ AWD = dict(dropout=0.4, dropout_input=0.5, dropout_hidden=0.3, locked_dropout=Tr
 def test_regularised_models_never_see_their_target_while_training(impl, bidirectional):
     """Masks are drawn independently of the data: with every regulariser on (training mode,
     the same generator state), changing the token a position predicts leaves its output."""
-    model = RNNLM(RNNConfig(vocab_size=30, cell="lstm", impl=impl, num_layers=2, embed_dim=8,
+    model = RNNLM(ModelConfig(vocab_size=30, cell="lstm", impl=impl, num_layers=2, embed_dim=8,
                             hidden_dim=8, bidirectional=bidirectional, **AWD)).train()
     tokens = torch.tensor([[1, 5, 6, 7, 8, 9, 2]])
     changed = tokens.clone()
@@ -162,7 +162,7 @@ def test_nt_asgd_validates_and_saves_the_average(tmp_path):
     L.seed_everything(0)
     train = TrainParams(max_epochs=2, batch_size=4, bptt=8, optimizer="nt-asgd", lr=1.0,
                         eval_batch_size=3)
-    lit = LitLM(RNNLM(RNNConfig(vocab_size=20, cell="lstm", embed_dim=8, hidden_dim=8)), train,
+    lit = LitLM(RNNLM(ModelConfig(vocab_size=20, cell="lstm", embed_dim=8, hidden_dim=8)), train,
                 _stream(0, 80), _stream(1, 20), seed=0)
     lit._start_averaging()
     seen = []
@@ -202,7 +202,7 @@ def test_variable_bptt_windows_cover_the_stream_once():
 
 def test_variable_bptt_scales_the_step_learning_rate():
     """The step's lr is lr x window length / bptt; the base lr is back afterwards."""
-    lit = LitLM(RNNLM(RNNConfig(vocab_size=20, embed_dim=4, hidden_dim=4)),
+    lit = LitLM(RNNLM(ModelConfig(vocab_size=20, embed_dim=4, hidden_dim=4)),
                 TrainParams(bptt=10, optimizer="sgd", lr=2.0, variable_bptt=True))
     optimizer = torch.optim.SGD(lit.model.parameters(), lr=2.0)
     seen = []
@@ -215,7 +215,7 @@ def test_variable_bptt_scales_the_step_learning_rate():
 def test_adaptive_softmax_is_a_distribution_on_the_one_scoring_path():
     from pipeline.evaluation import scoring
     torch.manual_seed(0)
-    model = RNNLM(RNNConfig(vocab_size=40, cell="gru", embed_dim=8, hidden_dim=16,
+    model = RNNLM(ModelConfig(vocab_size=40, cell="gru", embed_dim=8, hidden_dim=16,
                             output_layer="adaptive", adaptive_cutoffs=(5, 20))).eval()
     tokens = torch.randint(1, 40, (2, 6))
     logits, _ = model(tokens)
@@ -234,9 +234,9 @@ def test_adaptive_softmax_is_a_distribution_on_the_one_scoring_path():
 
 def test_adaptive_softmax_refuses_what_it_cannot_do():
     with pytest.raises(ValueError, match="adaptive_cutoffs"):
-        RNNLM(RNNConfig(vocab_size=40, output_layer="adaptive", adaptive_cutoffs=(5, 39)))
+        RNNLM(ModelConfig(vocab_size=40, output_layer="adaptive", adaptive_cutoffs=(5, 39)))
     with pytest.raises(ValueError, match="adaptive_div_value"):
-        RNNLM(RNNConfig(vocab_size=40, hidden_dim=8, output_layer="adaptive", adaptive_cutoffs=(5, 20)))
+        RNNLM(ModelConfig(vocab_size=40, hidden_dim=8, output_layer="adaptive", adaptive_cutoffs=(5, 20)))
     with pytest.raises(ValueError, match="tie_weights"):
-        RNNLM(RNNConfig(vocab_size=40, embed_dim=128, output_layer="adaptive", tie_weights=True,
+        RNNLM(ModelConfig(vocab_size=40, embed_dim=128, output_layer="adaptive", tie_weights=True,
                         adaptive_cutoffs=(5,)))

@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from pipeline.neural.rnn import RNNLM, RNNConfig
+from pipeline.config import ModelConfig
+from pipeline.neural.rnn import RNNLM
 
 
 @pytest.mark.parametrize("num_layers", [1, 2])
@@ -10,7 +11,7 @@ from pipeline.neural.rnn import RNNLM, RNNConfig
                                             ("lstm", "textbook"), ("lstm", "fused")])
 def test_bidirectional_prediction_ignores_its_own_token(cell, impl, num_layers):
     torch.manual_seed(0)
-    model = RNNLM(RNNConfig(vocab_size=20, cell=cell, impl=impl, num_layers=num_layers,
+    model = RNNLM(ModelConfig(vocab_size=20, cell=cell, impl=impl, num_layers=num_layers,
                             bidirectional=True, embed_dim=8, hidden_dim=8, dropout=0.0)).eval()
     tokens = torch.tensor([[1, 5, 6, 7, 8, 9, 2], [1, 10, 11, 12, 2, 2, 2]])
     lengths = torch.tensor([7, 5])
@@ -27,7 +28,7 @@ def test_bidirectional_prediction_ignores_its_own_token(cell, impl, num_layers):
 
 def test_bidirectional_padding_does_not_leak():
     torch.manual_seed(0)
-    model = RNNLM(RNNConfig(vocab_size=20, bidirectional=True, embed_dim=8, hidden_dim=8, dropout=0.0)).eval()
+    model = RNNLM(ModelConfig(vocab_size=20, bidirectional=True, embed_dim=8, hidden_dim=8, dropout=0.0)).eval()
     alone = model.cloze(torch.tensor([[1, 10, 11, 2]]), torch.tensor([4]))
     padded = model.cloze(torch.tensor([[1, 10, 11, 2, 7, 7]]), torch.tensor([4]))
     torch.testing.assert_close(padded[:, :3], alone)
@@ -37,7 +38,7 @@ def test_bidirectional_padding_does_not_leak():
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
 def test_causal_prediction_ignores_the_future(cell, impl):
     torch.manual_seed(0)
-    model = RNNLM(RNNConfig(vocab_size=20, cell=cell, impl=impl, num_layers=2, embed_dim=8,
+    model = RNNLM(ModelConfig(vocab_size=20, cell=cell, impl=impl, num_layers=2, embed_dim=8,
                             hidden_dim=8, dropout=0.0)).eval()
     tokens = torch.tensor([[1, 5, 6, 7, 8]])
     before, _ = model(tokens)
@@ -49,25 +50,25 @@ def test_causal_prediction_ignores_the_future(cell, impl):
 
 
 def test_wrong_mode_is_a_clear_error():
-    causal = RNNLM(RNNConfig(vocab_size=5))
+    causal = RNNLM(ModelConfig(vocab_size=5))
     with pytest.raises(ValueError, match="needs a bidirectional model"):
         causal.cloze(torch.ones(1, 3, dtype=torch.long), torch.tensor([3]))
-    bidirectional = RNNLM(RNNConfig(vocab_size=5, bidirectional=True))
+    bidirectional = RNNLM(ModelConfig(vocab_size=5, bidirectional=True))
     with pytest.raises(ValueError, match="call cloze"):
         bidirectional(torch.ones(1, 3, dtype=torch.long))
 
 
 def test_weight_tying_shares_the_embedding():
-    model = RNNLM(RNNConfig(vocab_size=30, embed_dim=8, hidden_dim=8, tie_weights=True))
+    model = RNNLM(ModelConfig(vocab_size=30, embed_dim=8, hidden_dim=8, tie_weights=True))
     assert model.output.weight is model.embedding.weight
-    untied = RNNLM(RNNConfig(vocab_size=30, embed_dim=8, hidden_dim=8))
+    untied = RNNLM(ModelConfig(vocab_size=30, embed_dim=8, hidden_dim=8))
     assert model.num_parameters() == untied.num_parameters() - 30 * 8
-    with pytest.raises(ValueError, match="tie_weights needs embed_dim"):
-        RNNLM(RNNConfig(vocab_size=30, embed_dim=8, hidden_dim=16, tie_weights=True))
+    with pytest.raises(ValueError, match="tie_weights"):
+        RNNLM(ModelConfig(vocab_size=30, embed_dim=8, hidden_dim=16, tie_weights=True))
 
 
 def test_checkpoint_is_data_and_round_trips(tmp_path):
-    model = RNNLM(RNNConfig(vocab_size=12, cell="gru", num_layers=2, embed_dim=6, hidden_dim=6,
+    model = RNNLM(ModelConfig(vocab_size=12, cell="gru", num_layers=2, embed_dim=6, hidden_dim=6,
                             tie_weights=True))
     torch.save(model.checkpoint(), tmp_path / "model.pt")
     loaded = RNNLM.from_checkpoint(torch.load(tmp_path / "model.pt", weights_only=True))
@@ -82,7 +83,7 @@ def test_tied_deep_model_has_an_embedding_wide_last_layer(impl):
     layer can share the embedding; the state keeps one shape (L, B, 2 x hidden) and carrying it
     over a cut gives the same outputs as one pass."""
     torch.manual_seed(0)
-    model = RNNLM(RNNConfig(vocab_size=30, cell="lstm", impl=impl, num_layers=3, embed_dim=6,
+    model = RNNLM(ModelConfig(vocab_size=30, cell="lstm", impl=impl, num_layers=3, embed_dim=6,
                             hidden_dim=10, tie_weights=True)).eval()
     assert model.output.weight is model.embedding.weight
     assert model.forward_stack.widths == [10, 10, 6]

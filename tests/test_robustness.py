@@ -13,15 +13,16 @@ import torch
 import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from pipeline import config
-from pipeline.config import ParamsError, TrainParams
+from pipeline.config import ModelConfig, ParamsError, TrainParams
+from pipeline.neural.devices import check_machine
 from pipeline.neural.lit import LitLM, NumericsError
-from pipeline.neural.rnn import RNNLM, RNNConfig
+from pipeline.neural.rnn import RNNLM
 from pipeline.text import corpus
 from pipeline.text.corpus import CorpusError
 from pipeline.text.tokenizers import tokenize
 from stages import ngram as ngram_stage
 from stages import prepare as prepare_stage
+from stages import run_stage
 from stages import train as train_stage
 
 from .conftest import ROOT
@@ -43,7 +44,7 @@ def _raw():
 ])
 def test_impossible_hardware_is_refused(settings, machine, message):
     with pytest.raises(ParamsError, match=message):
-        config.check_machine(TrainParams(**settings), *machine, env={})
+        check_machine(TrainParams(**settings), *machine, env={})
 
 
 @pytest.mark.parametrize("settings,machine,env", [
@@ -53,7 +54,7 @@ def test_impossible_hardware_is_refused(settings, machine, message):
     ({}, (0, 1), {}),
 ])
 def test_possible_hardware_is_accepted(settings, machine, env):
-    config.check_machine(TrainParams(**settings), *machine, env=env)
+    check_machine(TrainParams(**settings), *machine, env=env)
 
 
 # ---- corpus ----------------------------------------------------------------------------------
@@ -152,7 +153,7 @@ def _set(workdir, section, **values):
 
 
 def _stage(capsys, module, *args):
-    status = config.run_stage(module.main, list(args))
+    status = run_stage(module.main, list(args))
     err = capsys.readouterr().err
     assert "Traceback" not in err
     return status, err
@@ -207,7 +208,7 @@ def test_each_bad_input_gets_one_clear_line(workdir, capsys, section, values, st
 
 def test_an_enormous_line_becomes_sentences_of_max_line_tokens(workdir, capsys):
     _set(workdir, "corpus", source="enormous.txt", max_line_tokens=500)
-    assert config.run_stage(prepare_stage.main, ["data"]) == 0
+    assert run_stage(prepare_stage.main, ["data"]) == 0
     assert "1 line(s) longer than corpus.max_line_tokens=500 were cut" in capsys.readouterr().out
     stats = yaml.safe_load((workdir / "data" / "stats.json").read_text())
     assert stats["lines_cut"] == 1
@@ -231,7 +232,7 @@ def test_sigterm_unwinds_the_stage_with_one_line():
         raise AssertionError("SIGTERM did not interrupt the stage")
 
     before = signal.getsignal(signal.SIGTERM)
-    assert config.run_stage(stage, []) == 143
+    assert run_stage(stage, []) == 143
     assert signal.getsignal(signal.SIGTERM) is before   # restored
 
 
@@ -298,7 +299,7 @@ class Poison(L.Callback):
 def test_a_nan_stops_training_naming_step_lr_and_fix(tmp_path, hook, message, last_saved, eager):
     train = TrainParams(max_epochs=1, batch_size=4, bptt=8, lr=0.003)
     stream = _counting_stream(200)
-    lit = LitLM(RNNLM(RNNConfig(vocab_size=16, embed_dim=8, hidden_dim=8)), train, stream,
+    lit = LitLM(RNNLM(ModelConfig(vocab_size=16, embed_dim=8, hidden_dim=8)), train, stream,
                 stream[:int(np.flatnonzero(stream == 2)[20]) + 1], seed=0)
     lit.eager_check = eager
     every_step = ModelCheckpoint(dirpath=tmp_path, save_last=True, save_top_k=0, every_n_train_steps=1)

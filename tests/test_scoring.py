@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.config import ModelConfig
 from pipeline.evaluation import scoring
-from pipeline.neural.rnn import RNNLM, RNNConfig
+from pipeline.neural.rnn import RNNLM
 from pipeline.text.vocab import BOS_ID
 
 
@@ -33,7 +34,7 @@ def test_causal_logprobs_agree_with_a_direct_forward_pass(rng, columns):
     """Column cutting at sentence starts and chunking do not change any token's probability
     (state resets only at a column start, which is a <s>)."""
     torch.manual_seed(0)
-    model = RNNLM(RNNConfig(vocab_size=30, cell="gru", embed_dim=8, hidden_dim=8, dropout=0.0))
+    model = RNNLM(ModelConfig(vocab_size=30, cell="gru", embed_dim=8, hidden_dim=8, dropout=0.0))
     stream = _stream(rng)
     ours = scoring.causal_logprobs(model, stream, num_columns=columns, chunk=7)
     assert len(ours) == int(np.sum(stream != BOS_ID))
@@ -45,7 +46,7 @@ def test_causal_logprobs_agree_with_a_direct_forward_pass(rng, columns):
 
 
 def test_cloze_logprobs_cover_every_target(rng):
-    model = RNNLM(RNNConfig(vocab_size=30, bidirectional=True, embed_dim=8, hidden_dim=8, dropout=0.0))
+    model = RNNLM(ModelConfig(vocab_size=30, bidirectional=True, embed_dim=8, hidden_dim=8, dropout=0.0))
     stream = _stream(rng)
     result = scoring.cloze_logprobs(model, stream, batch_size=7)
     assert len(result) == int(np.sum(stream != BOS_ID)) and np.all(result < 0)
@@ -86,7 +87,7 @@ def test_ngram_ranks_count_the_words_ahead_of_the_target(rng):
 
 def test_rnn_ranks_count_the_words_ahead_of_the_target(rng):
     torch.manual_seed(0)
-    model = RNNLM(RNNConfig(vocab_size=30, cell="gru", embed_dim=8, hidden_dim=8, dropout=0.0))
+    model = RNNLM(ModelConfig(vocab_size=30, cell="gru", embed_dim=8, hidden_dim=8, dropout=0.0))
     stream = _stream(rng)
     scores = scoring.causal_scores(model, stream, num_columns=1)
     with torch.no_grad():

@@ -3,9 +3,10 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.config import ModelConfig
 from pipeline.evaluation import scoring, tasks
 from pipeline.neural.batches import sentences_of
-from pipeline.neural.rnn import RNNLM, RNNConfig
+from pipeline.neural.rnn import RNNLM
 from pipeline.ngram import counting, kneser_ney
 from pipeline.text.vocab import BOS_ID, EOS_ID
 
@@ -30,7 +31,7 @@ def ngram():
 @pytest.fixture(scope="module")
 def rnn():
     torch.manual_seed(0)
-    return tasks.RecurrentModel(RNNLM(RNNConfig(vocab_size=31, cell="gru", embed_dim=8,
+    return tasks.RecurrentModel(RNNLM(ModelConfig(vocab_size=31, cell="gru", embed_dim=8,
                                                 hidden_dim=8, dropout=0.0)))
 
 
@@ -111,7 +112,7 @@ def test_every_model_scores_exactly_the_same_target_tokens(ngram, rnn):
     stream = _stream(4, 25)
     stream[5] = 0  # an <unk>
     torch.manual_seed(0)
-    cloze = RNNLM(RNNConfig(vocab_size=31, bidirectional=True, embed_dim=8, hidden_dim=8, dropout=0.0))
+    cloze = RNNLM(ModelConfig(vocab_size=31, bidirectional=True, embed_dim=8, hidden_dim=8, dropout=0.0))
     counts = {len(scoring.ngram_scores(ngram.lm, stream).logprobs),
               len(scoring.causal_scores(rnn.model, stream).logprobs),
               len(scoring.cloze_scores(cloze, stream).logprobs)}
@@ -133,7 +134,7 @@ def test_generation_carries_the_recurrent_state(cell, monkeypatch):
             return self.next_distribution(prefixes), None
 
     torch.manual_seed(0)
-    rnn = tasks.RecurrentModel(RNNLM(RNNConfig(vocab_size=31, cell=cell, embed_dim=8, hidden_dim=8,
+    rnn = tasks.RecurrentModel(RNNLM(ModelConfig(vocab_size=31, cell=cell, embed_dim=8, hidden_dim=8,
                                                dropout=0.0)))
     expected = tasks.sample(Rescoring(rnn.model), 4, temperature=1.0, max_length=30, seed=5)
     fed = []
@@ -192,10 +193,10 @@ def test_a_model_file_with_nan_weights_is_refused(rnn, tmp_path):
     folder = tmp_path / "models" / "gru"
     folder.mkdir(parents=True)
     state = {k: v.clone() for k, v in rnn.model.state_dict().items()}
-    torch.save({"config": rnn.model.config.to_dict(), "state_dict": state}, folder / "model.pt")
+    torch.save({"config": rnn.model.config.checkpoint(), "state_dict": state}, folder / "model.pt")
     assert tasks.load_recurrent(folder / "model.pt", 31)[0] is not None
     next(iter(state.values())).view(-1)[0] = float("inf")
-    torch.save({"config": rnn.model.config.to_dict(), "state_dict": state}, folder / "model.pt")
+    torch.save({"config": rnn.model.config.checkpoint(), "state_dict": state}, folder / "model.pt")
     with pytest.raises(StateError, match=r"model\.pt: damaged, holds NaN or infinite weights .*"
                                          r"dvc repro -f train@gru"):
         tasks.load_recurrent(folder / "model.pt", 31)

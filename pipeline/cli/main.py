@@ -227,8 +227,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.debug:
         os.environ[errors.DEBUG] = "1"
-    from pipeline.config import quiet_libraries
-    quiet_libraries()   # LMPIPE_VERBOSE=1 shows the libraries' own messages
+    errors.quiet_libraries()   # LMPIPE_VERBOSE=1 shows the libraries' own messages
     try:
         status = errors.guard(_until_the_reader_stops, args)
     except KeyboardInterrupt:

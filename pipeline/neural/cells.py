@@ -170,7 +170,6 @@ def _init_uniform(module: nn.Module, hidden_dim: int) -> None:
         nn.init.uniform_(p, -bound, bound)
 
 
-CELLS = ("rnn", "gru", "lstm")
 
 
 class RecurrentStack(nn.Module):
@@ -180,16 +179,12 @@ class RecurrentStack(nn.Module):
     tied models make it the embedding size; a narrower layer keeps its state in the first
     entries of S (h then c for lstm), the rest zero. `dropout` acts between layers (one mask per
     sequence when `locked`); `weight_drop` is DropConnect on the hidden-to-hidden matrices while
-    training. Raises ValueError for an unknown cell or impl."""
+    training. `cell` and `impl` are checked by the params schema (pipeline/config.py)."""
 
     def __init__(self, cell: str, impl: str, input_dim: int, hidden_dim: int, num_layers: int,
                  dropout: float, compile: bool = False, weight_drop: float = 0.0,
                  locked: bool = False, output_dim: int | None = None):
         super().__init__()
-        if cell not in CELLS:
-            raise ValueError(f"cell={cell!r}: use one of {', '.join(CELLS)}")
-        if impl not in ("textbook", "fused"):
-            raise ValueError(f"impl={impl!r}: use textbook or fused")
         self.impl, self.num_layers, self.hidden_dim = impl, num_layers, hidden_dim
         self.lstm = cell == "lstm"
         self.widths = [hidden_dim] * (num_layers - 1) + [output_dim or hidden_dim]

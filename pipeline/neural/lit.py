@@ -123,7 +123,7 @@ class LitLM(L.LightningModule):
                 f"{self.current_epoch}; train.lr={p.lr:g}, train.clip={p.clip:g}); {self._fix()}. "
                 "This checkpoint was not written")
         checkpoint["lmpipe"] = {
-            "model_config": self.model.config.to_dict(),
+            "model_config": self.model.config.checkpoint(),
             "mlflow_run_id": self.run_id,
             "history": list(self.history),
             "epoch_batches": self.epoch_batches,

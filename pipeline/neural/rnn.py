@@ -20,48 +20,19 @@ locked over time when `locked_dropout`; `embedding_dropout` (whole words); `weig
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.config import ModelConfig
 from pipeline.neural.batches import IGNORE
 from pipeline.neural.cells import RecurrentStack
 from pipeline.neural.losses import linear_cross_entropy
 from pipeline.neural.regularization import LockedDropout, embedding_dropout
 
-OUTPUT_LAYERS = ("softmax", "adaptive")
-
-
-@dataclass(frozen=True)
-class RNNConfig:
-    vocab_size: int
-    cell: str = "rnn"            # rnn | gru | lstm
-    impl: str = "textbook"       # textbook | fused
-    num_layers: int = 1
-    bidirectional: bool = False
-    embed_dim: int = 128
-    hidden_dim: int = 128
-    dropout: float = 0.1         # on the outputs; and on inputs / between layers unless set below
-    tie_weights: bool = False    # output W_y shares the embedding matrix (embed == hidden, or the
-                                 # last of several causal layers is embed_dim wide)
-    compile: bool = False        # textbook cells: torch.compile the time loop
-    dropout_input: float | None = None    # on the embeddings (None: `dropout`)
-    dropout_hidden: float | None = None   # between layers (None: `dropout`)
-    locked_dropout: bool = False          # one mask per sequence, shared by all time steps
-    embedding_dropout: float = 0.0        # probability of dropping a whole word's embedding
-    weight_drop: float = 0.0              # DropConnect on the hidden-to-hidden matrices
-    output_layer: str = "softmax"         # softmax | adaptive
-    adaptive_cutoffs: tuple = (2000, 10000)   # word ids where the adaptive softmax's clusters start
-    adaptive_div_value: float = 4.0       # each cluster's dimension is the previous one's / this
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
 
 class RNNLM(nn.Module):
-    def __init__(self, config: RNNConfig):
+    def __init__(self, config: ModelConfig):   # checked by its schema (pipeline/config.py)
         super().__init__()
         self.config = config
         self.embedding = nn.Embedding(config.vocab_size, config.embed_dim)
@@ -74,43 +45,20 @@ class RNNLM(nn.Module):
         self.dropout_input = LockedDropout(rate if config.dropout_input is None else config.dropout_input,
                                            config.locked_dropout)
         self.dropout = LockedDropout(rate, config.locked_dropout)            # on the outputs
-        # tied deep causal models: the last layer is embed_dim wide (AWD-LSTM: 1150, 1150, 400)
-        top = config.embed_dim if config.tie_weights and config.num_layers > 1 \
-            and not config.bidirectional else config.hidden_dim
+        top = config.top_dim   # tied deep causal models: embed_dim (AWD-LSTM: 1150, 1150, 400)
         stack = (config.cell, config.impl, config.embed_dim, config.hidden_dim, config.num_layers,
                  between, config.compile, config.weight_drop, config.locked_dropout, top)
         self.forward_stack = RecurrentStack(*stack)
         self.backward_stack = RecurrentStack(*stack) if config.bidirectional else None
-        directions = 2 if config.bidirectional else 1
-        features = directions * top
-        if config.output_layer not in OUTPUT_LAYERS:
-            raise ValueError(f"output_layer={config.output_layer!r}: use one of {', '.join(OUTPUT_LAYERS)}")
+        features = config.features
         self.adaptive = config.output_layer == "adaptive"
         if self.adaptive:
-            cutoffs = [int(c) for c in config.adaptive_cutoffs]
-            if not cutoffs or cutoffs != sorted(set(cutoffs)) or cutoffs[0] < 1 \
-                    or cutoffs[-1] >= config.vocab_size - 1:
-                raise ValueError(f"adaptive_cutoffs={cutoffs} must be increasing word ids between 1 "
-                                 f"and the vocabulary size - 2 ({config.vocab_size - 2}); lower them "
-                                 "or use output_layer: softmax")
-            smallest = int(features // config.adaptive_div_value ** len(cutoffs))
-            if smallest < 1:
-                raise ValueError(f"the adaptive softmax's last cluster would have {features} / "
-                                 f"{config.adaptive_div_value:g}^{len(cutoffs)} < 1 dimensions; lower "
-                                 "adaptive_div_value, use fewer adaptive_cutoffs or a larger hidden_dim")
-            if config.tie_weights:
-                raise ValueError("tie_weights needs output_layer: softmax (the adaptive softmax has "
-                                 "no single output matrix to share)")
+            cutoffs = list(config.adaptive_cutoffs)
             self.output = nn.AdaptiveLogSoftmaxWithLoss(features, config.vocab_size, cutoffs,
                                                         div_value=config.adaptive_div_value)
             return
         self.output = nn.Linear(features, config.vocab_size)  # W_y, b_y
         if config.tie_weights:  # Press & Wolf 2017; Inan et al. 2017
-            if features != config.embed_dim:
-                raise ValueError(f"tie_weights needs embed_dim == {directions} x hidden_dim (or, "
-                                 "causal with num_layers > 1, a last layer embed_dim wide), got "
-                                 f"{config.embed_dim} and {config.hidden_dim}; set tie_weights: false "
-                                 "or make the sizes match")
             self.output.weight = self.embedding.weight
 
     def forward(self, tokens: torch.Tensor, state: torch.Tensor | None = None):
@@ -188,12 +136,12 @@ class RNNLM(nn.Module):
 
     def checkpoint(self) -> dict:
         """Checkpoint as data: config + state_dict (load with torch.load(weights_only=True))."""
-        return {"config": self.config.to_dict(), "state_dict": self.state_dict()}
+        return {"config": self.config.checkpoint(), "state_dict": self.state_dict()}
 
     @classmethod
     def from_checkpoint(cls, checkpoint: dict) -> RNNLM:
         # compile is a training-speed option; a loaded model scores eagerly
-        model = cls(RNNConfig(**{**checkpoint["config"], "compile": False}))
+        model = cls(ModelConfig(**{**checkpoint["config"], "compile": False}))
         model.load_state_dict(checkpoint["state_dict"])
         return model
 

@@ -1,0 +1,79 @@
+"""train@KIND with its MLflow run. In: params, data/prepared. Out: models/KIND (neural/fit.py),
+one MLflow run per model (rank zero only), resumed from checkpoints/KIND after a kill; a run
+that ends early is marked FAILED (an error) or KILLED (a signal)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lightning.pytorch.utilities import rank_zero_only
+
+from pipeline import config
+from pipeline.config import Params
+from pipeline.neural import fit, resume
+from pipeline.neural.lit import LitLM, build_trainer
+from pipeline.neural.rnn import RNNLM
+from pipeline.tracking import mlflow_runs
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+def train(params: Params, kind: str, data: Path, out: Path, ckpts: Path) -> None:
+    """Train models.KIND on data/prepared into `out`, resuming from `ckpts` when its fingerprint
+    matches. Raises ParamsError/StateError (one line) before any step when an input is wrong."""
+    given = fit.inputs(params, kind, data)
+    root = config.repo_root()
+    uri, experiment = config.tracking_uri(params.mlflow, root), params.mlflow.experiment
+    zero = rank_zero_only.rank == 0   # under DDP only rank 0 manages checkpoints and MLflow
+    if zero:
+        mlflow_runs.check_store(uri, experiment)
+        for run in mlflow_runs.reap_orphans(uri, experiment):
+            _say(f"lmpipe: MLflow run {run} was left RUNNING by a killed process; marked KILLED")
+    # read-only until the store has taken the run: a store that fails keeps every checkpoint
+    ckpt_path, run_id = resume.existing(ckpts, given.fingerprint, _say if zero else (lambda _: None),
+                                        fit.shapes(given.model))
+    if not zero:
+        run_id = None
+    elif ckpt_path is not None:
+        _say(f"lmpipe: resuming from {ckpt_path} (MLflow run {run_id})")
+    if zero and run_id and not mlflow_runs.run_exists(uri, run_id):
+        _say(f"lmpipe: MLflow run {run_id} of the interrupted training is gone from {uri} "
+             "(deleted, or another store); the training resumes into a new run")
+        run_id = None
+    tags = {**mlflow_runs.run_tags(kind, params.corpus.source, given.corpus_hash, root),
+            **mlflow_runs.owner_tags()}   # owner tags: a SIGKILLed run can be reaped later
+    logger = mlflow_runs.training_logger(uri, experiment, kind, tags, run_id=run_id, root=root)
+    try:
+        if zero:  # before any step: a kill keeps it
+            mlflow_runs.claim(uri, logger.run_id)
+            if ckpt_path is None:   # starting afresh: old checkpoints go once the run exists
+                resume.clear(ckpts)
+            resume.record(ckpts, given.fingerprint, logger.run_id, finished=False)
+        lit = LitLM(RNNLM(given.model), params.train, *given.streams, seed=given.seed,
+                    run_id=logger.run_id)
+        logger.log_hyperparams(mlflow_runs.flatten({"model": given.model.checkpoint(),
+                                                    "train": config.as_dict(params.train),
+                                                    "seed": given.seed}))
+        trainer, precision = build_trainer(params.train, ckpts, out, logger, config.verbose())
+        if zero:
+            _say(_banner(kind, given.model, lit, params.train.max_epochs, precision,
+                         trainer.strategy.root_device.type, ckpt_path, logger.run_id))
+        trainer.fit(lit, ckpt_path=ckpt_path, weights_only=True)
+    except BaseException as error:
+        if zero:
+            mlflow_runs.end_run(uri, logger.run_id, mlflow_runs.end_status(error))
+        raise
+    if trainer.is_global_zero:
+        best = fit.save(lit, ckpts, out, logger.run_id, precision, given.fingerprint)
+        _say(f"train@{kind}: best val ppl {best:.2f} after {len(lit.history)} epoch(s) -> "
+             f"{out / 'model.pt'}")
+
+
+def _banner(kind, model, lit, epochs, precision, device, resuming, run_id) -> str:
+    size = sum(p.numel() for p in lit.model.parameters())
+    return (f"train@{kind}: {model.cell} ({model.impl}) x{model.num_layers}"
+            f"{', bidirectional' if model.bidirectional else ''}, {size:,} parameters, "
+            f"{epochs} epoch(s), {precision} on {device}{', resuming' if resuming else ''}; "
+            f"MLflow run {run_id}")
