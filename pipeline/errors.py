@@ -61,7 +61,7 @@ def _tracking_failure(error: BaseException) -> str | None:
     if "database is locked" in text:
         return ("the MLflow store mlflow.db stayed locked by other writers; run fewer parallel "
                 "workers (`dvc queue start -j 2`) or a tracking server (`lmpipe mlflow-server`, "
-                "README: Scaling out)")
+                "docs/scaling.md)")
     if "readonly database" in text or "unable to open database file" in text:
         store = uri or "sqlite:///mlflow.db"
         why = ("attempt to write a readonly database" if "readonly database" in text

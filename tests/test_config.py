@@ -110,7 +110,7 @@ def test_the_schema_defaults_are_params_yaml():
 
 def test_vocabulary_rules_name_the_model():
     spec = config.ModelParams(output_layer="adaptive", adaptive_cutoffs=(5, 39))
-    with pytest.raises(ParamsError, match=r"models\.gru\.adaptive_cutoffs=\[5, 39\] .*size - 2 \(38\)"):
+    with pytest.raises(ParamsError, match=r"models\.gru\.adaptive_cutoffs=\[5, 39\]: .*\(39\)"):
         config.model_config("gru", spec, 40)
     assert config.model_config("gru", spec, 41).checkpoint()["vocab_size"] == 41
 
@@ -135,7 +135,7 @@ def test_relative_sqlite_uri_is_made_absolute(tmp_path, monkeypatch):
 def test_tie_weights_needs_matching_sizes():
     raw = _raw()
     raw["models"]["gru"].update(tie_weights=True, embed_dim=64, hidden_dim=32)
-    with pytest.raises(ParamsError, match=r"models\.gru\.tie_weights=true needs embed_dim == hidden_dim"):
+    with pytest.raises(ParamsError, match=r"^models\.gru\.tie_weights=true needs embed_dim"):
         config.from_dict(raw)
     raw["train"]["lr_schedule"] = "cosine"
     raw["models"]["gru"].update(embed_dim=32)

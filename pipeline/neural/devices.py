@@ -34,8 +34,8 @@ def check_machine(train: TrainParams, cuda_devices: int | None = None,
     if train.devices > available:
         raise ParamsError(f"train.devices={train.devices} but this machine has {available} "
                           f"{unit}{'s' if available != 1 else ''}; use devices <= {available}, or "
-                          "run on more machines with train.num_nodes (README: Scaling out)")
+                          "run on more machines with train.num_nodes (docs/scaling.md)")
     if train.num_nodes > 1 and not any(name in env for name in MULTI_NODE_ENV):
         raise ParamsError(f"train.num_nodes={train.num_nodes} needs a multi-node launcher (torchrun "
                           "or SLURM, which set WORLD_SIZE / SLURM_NTASKS); start each node as the "
-                          "README's Scaling out section shows, or set num_nodes: 1")
+                          "docs/scaling.md shows, or set num_nodes: 1")
