@@ -115,15 +115,22 @@ def _until_the_reader_stops(args) -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # Python's own flush
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Run the command of argv. Returns when it succeeds; otherwise one line on stderr and
-    SystemExit with status 2 (bad arguments or input, damaged state), 1 (unforeseen) or 130
-    (Ctrl-C). --debug (or LMPIPE_DEBUG=1) lets the exception through, traceback and all."""
-    parser = Parser(prog="lmpipe", description=__doc__,
-                    formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--debug", action="store_true",
-                        help=f"a failure shows its traceback (as {errors.DEBUG}=1 does)")
-    commands = parser.add_subparsers(dest="command", required=True)
+def parser() -> Parser:
+    """The lmpipe command line: one subparser per command, each with --debug."""
+    top = Parser(prog="lmpipe", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    top.add_argument("--debug", action="store_true",
+                     help=f"a failure shows its traceback (as {errors.DEBUG}=1 does)")
+    commands = top.add_subparsers(dest="command", required=True)
+    _model_commands(commands)
+    _experiment_commands(commands)
+    ngram_commands = _ngram_commands(commands)
+    for sub in [*commands.choices.values(), *ngram_commands.choices.values()]:
+        sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                         help="a failure shows its traceback (as LMPIPE_DEBUG=1 does)")
+    return top
+
+
+def _model_commands(commands) -> None:
     p = commands.add_parser("score", help="rank sentences by probability under each model")
     p.add_argument("sentences", nargs="+")
     p.add_argument("--model", action="append", help="model name (repeatable); default: all")
@@ -151,6 +158,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--models", type=Path, default=Path("models"))
     p.add_argument("--data", type=Path, default=Path("data/prepared"))
     p.set_defaults(run=models.generate)
+
+
+def _experiment_commands(commands) -> None:
     p = commands.add_parser("retrain", help="dvc repro what changed, then reports/retrain.md: "
                                             "stages and why, params/metrics diff, promotion")
     p.add_argument("--base", help="revision to diff params and metrics against (e.g. origin/main)")
@@ -195,6 +205,9 @@ def main(argv: list[str] | None = None) -> None:
                    help="report: also experiments queued from earlier commits (same params; "
                         "their code may differ), e.g. after committing during a sweep")
     p.set_defaults(run=seeds.seeds)
+
+
+def _ngram_commands(commands):
     ngram_commands = commands.add_parser("ngram", help="KenLM-style n-gram build and query").add_subparsers(
         dest="ngram_command", required=True)
     p = ngram_commands.add_parser("build", help="estimate modified Kneser-Ney from TEXT, write ARPA")
@@ -221,10 +234,14 @@ def main(argv: list[str] | None = None) -> None:
                         "KenLM does (default), or keep it with its own context, as SRILM does")
     text_options(p)
     p.set_defaults(run=ngram.query)
-    for sub in [*commands.choices.values(), *ngram_commands.choices.values()]:
-        sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                         help="a failure shows its traceback (as LMPIPE_DEBUG=1 does)")
-    args = parser.parse_args(argv)
+    return ngram_commands
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the command of argv. Returns when it succeeds; otherwise one line on stderr and
+    SystemExit with status 2 (bad arguments or input, damaged state), 1 (unforeseen) or 130
+    (Ctrl-C). --debug (or LMPIPE_DEBUG=1) lets the exception through, traceback and all."""
+    args = parser().parse_args(argv)
     if args.debug:
         os.environ[errors.DEBUG] = "1"
     errors.quiet_libraries()   # LMPIPE_VERBOSE=1 shows the libraries' own messages
