@@ -1,7 +1,9 @@
 """The package layout follows the data flow (pipeline/__init__.py): every import of lmpipe's own
-code, at module level or inside a function, points back along the flow, never up it; and each
-DVC stage lists as code deps exactly the modules it can run."""
+code, at module level or inside a function, points back along the flow, never up it; no two
+modules import each other, directly or through others (inside a folder too); and each DVC stage
+lists as code deps exactly the modules it can run."""
 import ast
+import graphlib
 import re
 from pathlib import Path
 
@@ -101,21 +103,54 @@ def test_package_init_files_hold_only_their_contract():
         assert len(body) == 1 and isinstance(body[0], ast.Expr) and isinstance(body[0].value.value, str), path
 
 
-def module_files(path: Path) -> set[Path]:
-    """The lmpipe source files `path` imports (at module level or in a function body)."""
+def imported_names(source: str) -> set[str]:
+    """The dotted names every import of `source` can bind, at module level or in a function body:
+    `from pipeline.x import y` gives pipeline.x and pipeline.x.y (y may be a module)."""
     names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
             names |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
-    found = set()
-    for name in names:
-        if name.split(".")[0] == "pipeline":
-            candidate = ROOT / (name.replace(".", "/") + ".py")
-            if candidate.is_file():
-                found.add(candidate)
-    return found
+    return names
+
+
+def module_files(path: Path) -> set[Path]:
+    """The lmpipe source files `path` imports (at module level or in a function body)."""
+    candidates = (ROOT / (name.replace(".", "/") + ".py") for name in imported_names(path.read_text())
+                  if name.split(".")[0] == "pipeline")
+    return {candidate for candidate in candidates if candidate.is_file()}
+
+
+def import_graph(modules: dict[str, str]) -> dict[str, set[str]]:
+    """{module: the modules of `modules` it imports}, from {dotted name: source}."""
+    return {name: (imported_names(source) & modules.keys()) - {name}
+            for name, source in modules.items()}
+
+
+def cycle(graph: dict[str, set[str]]) -> list[str]:
+    """One import cycle of `graph` as [a, b, ..., a] (graphlib's), or [] when there is none."""
+    try:
+        graphlib.TopologicalSorter(graph).prepare()
+    except graphlib.CycleError as error:
+        return error.args[1]
+    return []
+
+
+def test_no_import_cycles():
+    modules = {".".join(p.relative_to(ROOT).with_suffix("").parts): p.read_text() for p in sources()}
+    found = cycle(import_graph(modules))
+    assert not found, "import cycle: " + " -> ".join(found)
+
+
+def test_a_cycle_inside_a_folder_is_caught():
+    """Both directions inside one folder (the flow allows them), one hidden in a function."""
+    modules = {"pipeline.cli.a": "from pipeline.cli import b\n",
+               "pipeline.cli.b": "def f():\n    from pipeline.cli.a import g\n",
+               "pipeline.cli.c": "import pipeline.cli.a\n"}
+    assert sorted(cycle(import_graph(modules))[:2]) == ["pipeline.cli.a", "pipeline.cli.b"]
+    del modules["pipeline.cli.b"]
+    assert cycle(import_graph(modules)) == []
 
 
 def runs(entry: Path) -> set[str]:

@@ -5,8 +5,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from mlflow.tracking import MlflowClient
 
-from pipeline.tracking.promotion import decide, markdown
+from pipeline.tracking.decisions import markdown, paired_cell, summary
+from pipeline.tracking.promotion import champion, decide, line_alias, promote
 
 
 def _champion(ppl, fill=0.5):
@@ -59,7 +61,6 @@ def _test_set(corpus="c1", tokenizer="words lowercase=true unk=<unk>"):
 @pytest.fixture(scope="module")
 def empty_store(tmp_path_factory) -> Path:
     """An MLflow sqlite store with its schema made once (the migrations take seconds)."""
-    from mlflow.tracking import MlflowClient
     path = tmp_path_factory.mktemp("template") / "mlflow.db"
     MlflowClient(f"sqlite:///{path}").search_experiments()
     return path
@@ -68,7 +69,6 @@ def empty_store(tmp_path_factory) -> Path:
 @pytest.fixture
 def store(tmp_path, empty_store):
     """(tracking uri, client) of a fresh copy of the empty store, with lmpipe-gru registered."""
-    from mlflow.tracking import MlflowClient
     shutil.copyfile(empty_store, tmp_path / "mlflow.db")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)
@@ -112,7 +112,6 @@ def _version(client, ppl: float, test_set: dict, scores: dict | None = None) -> 
 def test_a_champion_is_compared_only_on_its_own_test_set(store):
     """Another corpus gets its own line (champion-<id>) and leaves `champion` alone, however low
     its perplexity; a better model of the first corpus moves both of that line's aliases."""
-    from pipeline.tracking.promotion import champion, line_alias, promote
     uri, client = store
     kjv, other = _test_set("c1"), _test_set("c2", "chars lowercase=false unk=none")
     first = _version(client, 50.0, kjv)
@@ -143,7 +142,6 @@ def test_champion_is_restored_from_its_line_and_left_alone_by_an_unchanged_versi
     """With `champion` deleted, the next promotion gives it the line's champion even when the
     new model is kept back; a rerun of promote on the line's champion moves nothing (a manual
     choice of `champion` within the line survives it)."""
-    from pipeline.tracking.promotion import champion, line_alias, promote
     uri, client = store
     kjv = _test_set("c1")
     good = _version(client, 40.0, kjv)
@@ -184,7 +182,6 @@ GATE = {"resamples": 300, "level": 0.95, "seed": 1}
 def test_significance_keeps_back_a_model_that_beats_the_margin_only_by_chance(store):
     """2% lower perplexity, but per-unit noise far larger than the gain: kept back when
     promote.require_significant, promoted (the comparison still reported) when not."""
-    from pipeline.tracking.promotion import champion, line_alias, paired_cell, promote
     uri, client = store
     kjv = _test_set("c1")
     old, new = _pair(noise=8.0, gain=0.02)
@@ -205,7 +202,6 @@ def test_significance_keeps_back_a_model_that_beats_the_margin_only_by_chance(st
 
 
 def test_significance_promotes_a_model_better_on_every_unit(store):
-    from pipeline.tracking.promotion import champion, paired_cell, promote
     uri, client = store
     kjv = _test_set("c1")
     old, _ = _pair(noise=8.0, gain=0.0)
@@ -228,7 +224,6 @@ def test_a_champion_without_unit_scores_keeps_back_only_when_significance_is_req
     """An older champion run has no unit_scores.npz: required, the new model is kept back with
     the reason and the fixes; not required, the margin alone decides. Once the champion's
     weights are re-evaluated (a run tagged registered_version), its scores are found there."""
-    from pipeline.tracking.promotion import champion, line_alias, paired_cell, promote
     uri, client = store
     kjv = _test_set("c1")
     old, _ = _pair(noise=2.0, gain=0.0)
@@ -254,7 +249,6 @@ def test_a_champion_without_unit_scores_keeps_back_only_when_significance_is_req
 
 
 def test_a_champion_without_unit_scores_does_not_matter_when_not_required(store):
-    from pipeline.tracking.promotion import champion, paired_cell, promote
     uri, client = store
     kjv = _test_set("c1")
     old, _ = _pair(noise=2.0, gain=0.0)
@@ -271,7 +265,6 @@ def test_a_champion_without_unit_scores_does_not_matter_when_not_required(store)
 def test_scores_of_other_units_keep_back_with_the_reason(store):
     """The same test set id but another number of units (or other token counts): no paired
     comparison is possible; required, the new model is kept back saying so."""
-    from pipeline.tracking.promotion import promote
     uri, client = store
     kjv = _test_set("c1")
     old, _ = _pair(noise=2.0, gain=0.0)
@@ -290,7 +283,6 @@ def test_scores_of_other_units_keep_back_with_the_reason(store):
 
 
 def test_promotion_json_holds_the_comparison():
-    from stages.promote import summary
     assert summary({"promoted": 1, "paired": None}) == {"promoted": 1}
     paired = {"delta_nats_per_token": 0.1, "p_better": 0.99, "verdict": "not distinguishable"}
     assert summary({"promoted": 0, "paired": paired}) == {

@@ -1,7 +1,8 @@
-"""`lmpipe seeds`: the aggregation over seeds, the reading of `dvc exp show --json` and of
-`dvc queue status`, and the one-line argument errors, all without running DVC (the queue itself
-is exercised end to end in test_pipeline_e2e.py)."""
+"""`lmpipe seeds`: the aggregation over seeds, the reading of `dvc exp show --json` and of DVC's
+queue, and the one-line argument errors, mostly without running DVC (the queue itself is
+exercised end to end in test_pipeline_e2e.py)."""
 import copy
+import os
 import re
 import shutil
 import statistics
@@ -128,27 +129,29 @@ def test_report_leaves_out_a_stale_workspace(monkeypatch):
     assert "over 3 seeds" in seeds.report(ROOT, "gru")
 
 
-QUEUE = """Task     Name        Created       Status
-8afb649  gru-seed-2  02:22 AM      Running
-997626d  gru-seed-3  02:22 AM      Queued
-1234567              Nov 30, 2025  Failed
-fa66539  gru-seed-1  02:20 AM      Success
-c8f153d  gru-seed-2  02:20 AM      Failed
-
-Worker status: 1 active, 0 idle
-"""
+QUEUE = [("gru-seed-2", "Running"), ("gru-seed-3", "Queued"), (None, "Failed"),
+         ("gru-seed-1", "Success"), ("gru-seed-2", "Failed")]   # queue_tasks, as DVC lists them
 
 
-def test_queue_status_table():
-    tasks = seeds.queue_status(QUEUE)
-    assert tasks == [("gru-seed-2", "Running"), ("gru-seed-3", "Queued"), ("Nov", "Failed"),
-                     ("gru-seed-1", "Success"), ("gru-seed-2", "Failed")]
+def test_queue_tasks_reads_dvcs_queue(tmp_path):
+    """A real DVC project with one queued experiment: DVC's Python API names it and its state."""
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    (tmp_path / "params.yaml").write_text("seed: 1\n")
+    (tmp_path / "dvc.yaml").write_text("stages:\n  echo:\n    cmd: echo hi\n    params: [seed]\n")
+    seeds.commands.run(tmp_path, "dvc", "init", "-q")
+    subprocess.run([*git, "add", "-A"], cwd=tmp_path, check=True)
+    subprocess.run([*git, "commit", "-qm", "x"], cwd=tmp_path, check=True)
+    assert seeds.queue_tasks(tmp_path) == []
+    seeds.commands.run(tmp_path, "dvc", "exp", "run", "--queue", "-n", "gru-seed-2", "-S", "seed=2")
+    assert seeds.queue_tasks(tmp_path) == [("gru-seed-2", "Queued")]
 
 
 def test_wait_polls_until_nothing_is_queued_or_running(monkeypatch, capsys):
-    done = QUEUE.replace("Running", "Success").replace("Queued", "Failed")
+    done = [(name, {"Running": "Success", "Queued": "Failed"}.get(state, state))
+            for name, state in QUEUE]
     answers = iter([QUEUE, QUEUE, done])
-    monkeypatch.setattr(seeds, "_dvc", lambda root, *args: next(answers))
+    monkeypatch.setattr(seeds, "queue_tasks", lambda root: next(answers))
     monkeypatch.setattr(seeds, "POLL_S", 0)
     outcome = seeds.wait(ROOT, ["gru-seed-1", "gru-seed-2", "gru-seed-3"])
     assert outcome == {"gru-seed-1": "Success", "gru-seed-2": "Success", "gru-seed-3": "Failed"}
@@ -174,7 +177,7 @@ def test_failed_experiments_end_in_one_error_after_the_report(monkeypatch, capsy
 def test_a_taken_name_is_refused_before_anything_is_queued(monkeypatch):
     shown = _shown(_entry("gru-seed-2", 2))
     monkeypatch.setattr(seeds, "_exp_show", lambda root, all_commits=False: shown)
-    monkeypatch.setattr(seeds, "_dvc", lambda *a: pytest.fail("nothing may be queued"))
+    monkeypatch.setattr(seeds.commands, "run", lambda *a, **k: pytest.fail("nothing may be queued"))
     with pytest.raises(ValueError, match=r"gru-seed-2 already exist.*--first 3.*dvc exp remove "
                                          r"gru-seed-2"):
         seeds.queue(ROOT, "gru", range(1, 4), 2)
@@ -186,12 +189,12 @@ def test_a_failure_halfway_says_what_stays_queued(monkeypatch):
     monkeypatch.setattr(seeds, "copy_paths", lambda root, kind: ["checkpoints/rnn"])
     calls = []
 
-    def dvc(root, *args):
+    def dvc(root, command, *args, **options):
         calls.append(args)
         if len(calls) == 2:
             raise ValueError("`dvc exp run ...` failed: ERROR: disk full")
         return ""
-    monkeypatch.setattr(seeds, "_dvc", dvc)
+    monkeypatch.setattr(seeds.commands, "run", dvc)
     with pytest.raises(ValueError, match=r"disk full \(gru-seed-1 stay queued: `dvc queue start "
                                          r"-j 2` runs them, `dvc queue remove gru-seed-1`"):
         seeds.queue(ROOT, "gru", range(1, 4), 2)
@@ -200,9 +203,9 @@ def test_a_failure_halfway_says_what_stays_queued(monkeypatch):
 
 
 def test_ctrl_c_stops_the_waiting_not_the_experiments(monkeypatch):
-    def interrupted(root, *args):
+    def interrupted(root):
         raise KeyboardInterrupt
-    monkeypatch.setattr(seeds, "_dvc", interrupted)
+    monkeypatch.setattr(seeds, "queue_tasks", interrupted)
     with pytest.raises(SystemExit, match=r"stopped waiting; the experiments go on .* lmpipe "
                                          r"seeds gru$"):
         seeds.wait(ROOT, ["gru-seed-1"])
@@ -254,14 +257,18 @@ def test_outside_a_dvc_project(tmp_path, monkeypatch, capsys):
     assert "`lmpipe seeds`: no lmpipe pipeline here" in _error(["seeds", "gru", "--run", "2"], capsys)
 
 
-def test_a_failing_dvc_command_is_one_line(monkeypatch):
-    failed = subprocess.CompletedProcess([], 255, "", "Queueing with overrides ...\nERROR: "
-                                         "Experiment conflicts with existing experiment "
-                                         "'gru-seed-1'. To overwrite it:\n\n\tdvc exp run -f\n")
-    monkeypatch.setattr(seeds.subprocess, "run", lambda *a, **k: failed)
-    message = str(pytest.raises(ValueError, seeds._dvc, ROOT, "exp", "run", "--queue").value)
-    assert message == ("`dvc exp run --queue` failed: ERROR: Experiment conflicts with existing "
-                       "experiment 'gru-seed-1'. To overwrite it:")
+def test_a_failing_dvc_command_is_one_line(monkeypatch, tmp_path):
+    """commands.run: dvc's own ERROR line (not its last line), whichever dvc is first on PATH."""
+    (tmp_path / "dvc").write_text("#!/bin/sh\necho 'Queueing with overrides ...' >&2\necho "
+                                  "\"ERROR: Experiment conflicts with existing experiment "
+                                  "'gru-seed-1'. To overwrite it:\" >&2\nprintf '\\n\\tdvc exp "
+                                  "run -f\\n' >&2\nexit 255\n")
+    (tmp_path / "dvc").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    with pytest.raises(ValueError) as raised:
+        seeds.commands.run(ROOT, "dvc", "exp", "run", "--queue")
+    assert str(raised.value) == ("`dvc exp run --queue` failed: ERROR: Experiment conflicts with "
+                                 "existing experiment 'gru-seed-1'. To overwrite it:")
 
 
 def test_uncommitted_note(tmp_path):

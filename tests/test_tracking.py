@@ -52,9 +52,10 @@ def test_model_runs_nest_under_the_pipeline_run_and_adopt_fresh_training_runs(tm
     def seen(runs):
         return [(r.info.run_id, r.info.run_name, r.info.status, r.info.start_time,
                  r.info.experiment_id, r.data.metrics, r.data.tags) for r in runs]
-    assert seen(run_search.pipeline_runs(uri, "exp", finished=False)) == \
-        seen(mlflow_runs.pipeline_runs(uri, "exp", finished=False))
-    assert seen(children) == seen(mlflow_runs.model_runs(uri, "exp", second_parent))
+    assert seen(run_search.pipeline_runs(uri, "exp", finished=False)) == seen(run_search.client_runs(
+        uri, "exp", run_search.ROLE, "pipeline", False, 50, newest_first=True))
+    assert seen(children) == seen(run_search.client_runs(
+        uri, "exp", run_search.PARENT, second_parent, False, 1000, newest_first=False))
 
 
 def test_compare_lists_shows_and_diffs_executions_and_refuses_an_unknown_id(tmp_path, capsys):
@@ -136,6 +137,8 @@ def test_reaping_marks_only_runs_of_dead_processes_on_this_host(tmp_path):
     experiment = mlflow_runs.setup(uri, "exp", tmp_path)
     client = MlflowClient(uri)
     here = mlflow_runs.owner()
+    older = {"host": here[mlflow_runs.HOST], "pid": here[mlflow_runs.PID], "boot": "a-boot-id",
+             "started": "123456", "pidns": here[mlflow_runs.PIDNS]}
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True).stdout.strip()
     owners = {
@@ -143,8 +146,11 @@ def test_reaping_marks_only_runs_of_dead_processes_on_this_host(tmp_path):
         "dead": {**here, mlflow_runs.PID: dead, mlflow_runs.STARTED: ""},
         "other host": {**here, mlflow_runs.HOST: "elsewhere", mlflow_runs.PID: dead},
         "untagged": None,
-        "before a reboot": {**here, mlflow_runs.BOOT: "another-boot-id"},
+        "before a reboot": {**here, mlflow_runs.BOOT: str(float(here[mlflow_runs.BOOT]) - 86400)},
         "reused pid": {**here, mlflow_runs.STARTED: "1"},
+        # an older lmpipe's keys (a boot id, clock ticks): judged by the process id alone
+        "older, dead": {**older, mlflow_runs.PID: dead},
+        "older, alive": older,
         "another container": {**here, mlflow_runs.PID: dead, mlflow_runs.PIDNS: "pid:[1]"},
     }
     assert mlflow_runs.owner_tags() == {mlflow_runs.OWNER: json.dumps(here, separators=(",", ":"))}
@@ -154,8 +160,10 @@ def test_reaping_marks_only_runs_of_dead_processes_on_this_host(tmp_path):
     status = {name: client.get_run(run).info.status for name, run in runs.items()}
     assert status == {"alive": "RUNNING", "dead": "KILLED", "other host": "RUNNING",
                       "untagged": "RUNNING", "before a reboot": "KILLED", "reused pid": "KILLED",
+                      "older, dead": "KILLED", "older, alive": "RUNNING",
                       "another container": "RUNNING"}
-    assert sorted(reaped) == sorted(runs[n] for n in ("dead", "before a reboot", "reused pid"))
+    assert sorted(reaped) == sorted(runs[n] for n in ("dead", "before a reboot", "reused pid",
+                                                      "older, dead"))
 
 
 def test_a_registered_version_is_reused_only_for_the_same_weights_on_the_same_test_set(tmp_path):

@@ -3,10 +3,23 @@ store, the presets of configs/presets.yaml, and CI's retraining."""
 
 from __future__ import annotations
 
+import datetime
+import errno
 import json
+import os
+import shlex
+import socket
+import sys
 from pathlib import Path
+from typing import Annotated
 
-from pipeline import errors
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from tabulate import tabulate
+
+from pipeline import config, errors
+from pipeline.evaluation.bootstrap import Comparison
+from pipeline.tracking import commands, run_search, store
+from pipeline.tracking import retrain as retraining
 
 
 def repository(command: str, needs: tuple[str, ...] = ("params.yaml",), other: str = "") -> Path:
@@ -14,7 +27,6 @@ def repository(command: str, needs: tuple[str, ...] = ("params.yaml",), other: s
     `needs`. Raises ValueError: "`lmpipe COMMAND`: no lmpipe pipeline here (<root> has no X); cd
     to the lmpipe repository's root folder" and `other`, another way out (e.g. " (or give
     --tracking-uri and --experiment)")."""
-    from pipeline import config
     root = config.repo_root()
     missing = [name for name in needs if not (root / name).exists()]
     if missing:
@@ -28,13 +40,6 @@ def mlflow_server(args) -> None:
     mlartifacts/ folder, on 127.0.0.1 unless --host says otherwise. Workers then use
     MLFLOW_TRACKING_URI=http://HOST:PORT. Raises ValueError outside the repository, for a
     tracking URI that is already a server, and for an address it cannot listen on."""
-    import errno
-    import os
-    import shutil
-    import socket
-    import sys
-
-    from pipeline import config
     root = repository("mlflow-server")
     uri = config.tracking_uri(config.load(root / "params.yaml").mlflow, root)
     if uri.startswith("http"):
@@ -51,7 +56,7 @@ def mlflow_server(args) -> None:
                              "--port (e.g. 5001)") from None
         raise ValueError(f"--host {args.host}: cannot listen there ({error.strerror or error}); "
                          "give an address of this machine (127.0.0.1, or 0.0.0.0 for all)") from None
-    mlflow = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
+    mlflow = commands.executable("mlflow")
     if not Path(mlflow).is_file():
         raise ValueError("mlflow is not installed here; install the project (pip install -e .) "
                          "or put its virtual environment's bin/ first on PATH")
@@ -66,23 +71,18 @@ def retrain(args) -> None:
     """Reproduce what changed since the last run and write reports/retrain.md (CI entry point).
     Raises ValueError outside a DVC repository, for a --base that is no revision or a --report
     that is a folder (before anything runs), and with dvc's own last line when dvc fails."""
-    import subprocess
-
-    from pipeline.cli.seeds import _last_line
-    from pipeline.tracking import retrain as retraining
     root = repository("retrain", ("params.yaml", "dvc.yaml", ".dvc"))
     if (root / args.report).is_dir():
         raise ValueError(f"--report {str(args.report)!r} is a folder; give the path of the report "
                          "file (e.g. reports/retrain.md)")
-    if args.base and subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{args.base}^{{commit}}"],
-                                    cwd=root, capture_output=True).returncode != 0:
-        raise ValueError(f"--base {args.base!r}: no such revision in this git repository; give a "
-                         "branch, tag or commit (e.g. origin/main; `git fetch` it first in a CI clone)")
-    try:
-        retraining.run(root, args.base, root / args.report)
-    except RuntimeError as error:   # "dvc ARGS failed:\n" and dvc's output
-        failed, _, output = str(error).partition("\n")
-        raise ValueError(f"{failed}: {_last_line(output)}") from None
+    if args.base:
+        try:
+            commands.run(root, "git", "rev-parse", "--verify", "--quiet", f"{args.base}^{{commit}}")
+        except ValueError:
+            raise ValueError(f"--base {args.base!r}: no such revision in this git repository; give "
+                             "a branch, tag or commit (e.g. origin/main; `git fetch` it first in a "
+                             "CI clone)") from None
+    retraining.run(root, args.base, root / args.report)
 
 
 def compare(args) -> None:
@@ -90,17 +90,15 @@ def compare(args) -> None:
     of executions (--list), or two side by side (--run A --against B), from MLflow's run search.
     Raises ValueError naming the argument: outside the repository without --tracking-uri and
     --experiment, a store or experiment that does not exist, an unknown --run or --against id."""
-    from pipeline.tracking import run_search
+    from pipeline.tracking import mlflow_runs  # here: MLflow's 2 s import, for compare only
     uri, experiment = args.tracking_uri, args.experiment
     if args.list and (args.parent_run or args.against):
         raise ValueError("--list lists every execution; leave out --run/--against (or --list)")
     if not (uri and experiment):   # params.yaml only for what the arguments leave open
-        from pipeline import config
         root = repository("compare", other=" (or give --tracking-uri and --experiment)")
         params = config.load(root / "params.yaml")
         uri = uri or config.tracking_uri(params.mlflow, root)
         experiment = experiment or params.mlflow.experiment
-    from pipeline.tracking import mlflow_runs, store
     database = store.database(uri)
     if args.tracking_uri and database is not None and not database.is_file():
         raise ValueError(f"--tracking-uri {uri}: no MLflow store at {database}; give the URI of an "
@@ -116,12 +114,12 @@ def compare(args) -> None:
             raise
         raise ValueError(f"--experiment {experiment!r}: {error}") from None
     if args.list:
-        print(_table(_executions(uri, experiment, args.limit), args.markdown))
+        print(table(_executions(uri, experiment, args.limit), args.markdown))
         return
     parent = _execution(uri, experiment, args.parent_run, "--run")
     if args.against is None:
         print(f"{_title(parent)}\n")
-        print(_table(_models(uri, experiment, parent), args.markdown))
+        print(table(_models(uri, experiment, parent), args.markdown))
         verdicts = _verdicts(uri, parent.info.run_id)
         if verdicts:
             print("\nPaired bootstrap on the test set (which differences are real):")
@@ -141,12 +139,11 @@ def compare(args) -> None:
         print(f"(not comparable: the test sets differ, {sets[0]} vs {sets[1]}: another corpus, "
               "split, tokenizer or vocabulary)")
     print()
-    print(_table(_diff(a, b), args.markdown))
+    print(table(_diff(a, b), args.markdown))
 
 
 def _execution(uri: str, experiment: str, run_id: str | None, flag: str):
     """run_search.pipeline_run, its refusal of an unknown id naming `flag`."""
-    from pipeline.tracking import run_search
     try:
         return run_search.pipeline_run(uri, experiment, run_id)
     except ValueError as error:
@@ -167,14 +164,12 @@ def _title(run) -> str:
 
 
 def _started(run) -> str:
-    import datetime
     return datetime.datetime.fromtimestamp(run.info.start_time / 1000).strftime("%Y-%m-%d %H:%M")
 
 
 def _models(uri: str, experiment: str, parent) -> list[dict]:
     """One row per model run of an execution: model, objective, the SHOWN keys and the test
     perplexity's bootstrap interval ("-" for runs logged before lmpipe had intervals)."""
-    from pipeline.tracking import run_search
     rows = []
     for run in _ordered(run_search.model_runs(uri, experiment, parent.info.run_id)):
         metrics = run.data.metrics
@@ -187,7 +182,7 @@ def _models(uri: str, experiment: str, parent) -> list[dict]:
             if key == "test_ppl":
                 low, high = metrics.get("test_ppl_ci_low"), metrics.get("test_ppl_ci_high")
                 row["test_ppl CI"] = None if low is None or high is None else \
-                    f"{_cell(low)}-{_cell(high)}"
+                    f"{cell(low)}-{cell(high)}"
         rows.append(row)
     return rows
 
@@ -197,10 +192,7 @@ def _verdicts(uri: str, parent_id: str) -> list[str]:
     evaluate) as sentences. [] with a one-line warning on stderr when the artifact is missing
     (an execution logged before lmpipe wrote it) or damaged (not JSON, not a mapping of pairs,
     a pair without its keys or with a value out of range): the table is still worth showing."""
-    import sys
-
-    from pipeline.evaluation.bootstrap import Comparison
-    from pipeline.tracking import artifacts
+    from pipeline.tracking import artifacts  # MLflow's import, once there is a table to show
     path = "report/pairs.json"
     again = "`dvc repro -f evaluate` logs a new execution with them"
     try:
@@ -210,7 +202,7 @@ def _verdicts(uri: str, parent_id: str) -> list[str]:
                   f"wrote paired verdicts, or deleted), so no paired verdicts; {again}",
                   file=sys.stderr, flush=True)
             return []
-        checked = _pairs_schema().validate_python(pairs)
+        checked = PAIRS.validate_python(pairs)
     except (artifacts.DamagedArtifact, ValueError) as error:   # pydantic's ValidationError too
         why = str(error) if isinstance(error, artifacts.DamagedArtifact) else \
             f"run {parent_id}'s artifact {path} is damaged ({_first_problem(error)})"
@@ -221,26 +213,22 @@ def _verdicts(uri: str, parent_id: str) -> list[str]:
                        p.p_better, p.level).sentence() for p in checked.values()]
 
 
-def _pairs_schema():
-    """A pydantic TypeAdapter of report/pairs.json: {"A_vs_B": {a, b, delta_nats_per_token,
-    delta_ci_low, delta_ci_high (finite numbers), p_better in [0, 1], level in (0, 1)}} (other
-    keys, such as verdict, are recomputed)."""
-    from typing import Annotated
+Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 
-    from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
-    number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 
-    class Pair(BaseModel):
-        model_config = ConfigDict(strict=True)
-        a: str
-        b: str
-        delta_nats_per_token: number
-        delta_ci_low: number
-        delta_ci_high: number
-        p_better: Annotated[number, Field(ge=0, le=1)]
-        level: Annotated[number, Field(gt=0, lt=1)]
+class Pair(BaseModel):
+    """One pair of report/pairs.json (other keys, such as verdict, are recomputed)."""
+    model_config = ConfigDict(strict=True)
+    a: str
+    b: str
+    delta_nats_per_token: Number
+    delta_ci_low: Number
+    delta_ci_high: Number
+    p_better: Annotated[Number, Field(ge=0, le=1)]
+    level: Annotated[Number, Field(gt=0, lt=1)]
 
-    return TypeAdapter(dict[str, Pair])
+
+PAIRS = TypeAdapter(dict[str, Pair])   # report/pairs.json: {"A_vs_B": Pair}
 
 
 def _first_problem(error) -> str:
@@ -260,7 +248,6 @@ def _ordered(runs: list) -> list:
 
 
 def _executions(uri: str, experiment: str, limit: int) -> list[dict]:
-    from pipeline.tracking import run_search
     rows = []
     for run in run_search.pipeline_runs(uri, experiment, limit, finished=False):
         models = _models(uri, experiment, run)
@@ -288,15 +275,14 @@ def _diff(a: list[dict], b: list[dict]) -> list[dict]:
     return rows
 
 
-def _table(rows: list[dict], markdown: bool) -> str:
+def table(rows: list[dict], markdown: bool) -> str:
     """Rows as aligned text (or GitHub markdown), numbers right-aligned; floats to 4
-    significant digits, whole counts as such (_cell)."""
-    from tabulate import tabulate
+    significant digits, whole counts as such (cell)."""
     if not rows:
         return "(none)"
     columns = list(rows[0])
     numeric = [all(_number(r.get(c)) or r.get(c) is None for r in rows) for c in columns]
-    return tabulate([[_cell(r.get(c)) for c in columns] for r in rows], headers=columns,
+    return tabulate([[cell(r.get(c)) for c in columns] for r in rows], headers=columns,
                     tablefmt="github" if markdown else "plain", disable_numparse=True,
                     colalign=["right" if n else "left" for n in numeric])
 
@@ -305,7 +291,7 @@ def _number(value) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _cell(value) -> str:
+def cell(value) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
@@ -318,9 +304,6 @@ def _cell(value) -> str:
 def preset(args) -> None:
     """Print a preset as `-S key=value` flags for `dvc exp run` (or its description). Raises
     ValueError naming --params, --presets or NAME when the file or the preset is missing."""
-    import shlex
-
-    from pipeline import config
     for flag, path in (("--params", args.params), ("--presets", args.presets)):
         if not path.is_file():
             raise ValueError(f"{flag} {str(path)!r}: no such file in {Path.cwd()}; cd to the lmpipe "

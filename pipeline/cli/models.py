@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pipeline import config
 from pipeline.cli.experiments import repository
 from pipeline.text.tokenizers import tokenize
 from pipeline.text.vocab import load_vocab
@@ -41,7 +42,6 @@ def load_models(models_dir: Path, names: list[str] | None, vocab_size: int):
 def _tokenizer(data: Path):
     """(vocab, encode(text) -> ids, unknown(text) -> out-of-vocabulary words) with the corpus
     settings of params.yaml."""
-    from pipeline import config
     params = config.load()
     if not (data / "vocab.json").exists() and not data.is_dir():
         raise ValueError(f"--data {str(data)!r}: no such folder; run `make repro` (or dvc repro) "
@@ -63,14 +63,13 @@ def score(args) -> None:
     ___ in a sentence is scored as <unk>. Raises ValueError for a sentence with more than one
     ___, outside the repository (experiments.repository), naming --models, --data or --model
     when they hold no trained pipeline (load_models, _tokenizer)."""
-    from pipeline.config import BLANK  # tasks.BLANK, without importing torch for a refusal
+    from pipeline.evaluation import tasks  # here: torch's 2 s import, not for other commands
     for sentence in args.sentences:
-        if sentence.count(BLANK) > 1:
-            raise ValueError(f"SENTENCE {sentence!r} has {sentence.count(BLANK)} {BLANK}; a "
-                             f"scored sentence holds at most one (scored as <unk>); `lmpipe fill` "
-                             "fills a blank")
+        if sentence.count(tasks.BLANK) > 1:
+            raise ValueError(f"SENTENCE {sentence!r} has {sentence.count(tasks.BLANK)} "
+                             f"{tasks.BLANK}; a scored sentence holds at most one (scored as "
+                             "<unk>); `lmpipe fill` fills a blank")
     repository(args.command)
-    from pipeline.evaluation import tasks
     vocab, encode, unknown = _tokenizer(args.data)
     models = load_models(args.models, args.model, len(vocab))
     sentences = [tasks.encode_probe_text(s, encode)[0] for s in args.sentences]

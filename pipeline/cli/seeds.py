@@ -1,45 +1,27 @@
-"""`lmpipe seeds KIND`: how far one model's test perplexity moves with its training seed, next
-to the bootstrap interval of a single run, from experiments in DVC's queue.
-
-    lmpipe seeds gru --run 5 --jobs 2   # queue gru-seed-1..gru-seed-5, start 2 workers, wait, report
-    lmpipe seeds gru                    # the report of the finished experiments (and the workspace)
-
-`--run N` is `dvc exp run --queue -n KIND-seed-K -S models.KIND.seed=K -C checkpoints/OTHER ...`
-for K = first .. first+N-1, then `dvc queue start -j JOBS`: each experiment reruns train@KIND,
-evaluate and promote in its own temporary clone of the repository (DVC's queue) and logs to the
-repository's MLflow store. DVC queues the workspace as it is at queueing time: the last commit
-plus the uncommitted changes of tracked and staged files (untracked files are left out; later
-edits do not reach queued runs). The clone gets the DVC-cached outputs but not the uncached,
-git-ignored ones, so the other models' checkpoints/ are copied in (-C, `copy_paths`): without
-them every train stage would rerun in every experiment.
-
-The report reads `dvc exp show --json` (the experiments of the HEAD commit): every finished
-experiment whose params equal the workspace's except models.KIND.seed, with its seed and the
-metrics/metrics.json values KIND.test_ppl, KIND.test_ppl_ci_low and KIND.test_ppl_ci_high (the
-95% bootstrap interval, "-" when evaluate did not write it), plus the workspace's own result when
-it is up to date (`dvc status`); then the mean ± sample standard deviation over seeds beside the
-average half-width of the bootstrap interval (`summarize`). A seed is counted once.
-
-Bad input (an unknown model, --run/--jobs < 1, no params.yaml or .dvc/ here, a name already
-taken, dvc failing) raises ValueError with one line naming the argument and the fix.
-"""
+"""`lmpipe seeds KIND [--run N --jobs J]`: how far one model's test perplexity moves with its
+training seed, beside the bootstrap interval of one run. In: DVC's experiment queue (`--run N`
+queues KIND-seed-K with -S models.KIND.seed=K and starts J workers) and `dvc exp show --json`.
+Out: a table of the finished experiments that differ from the workspace only in that seed, and
+mean ± SD over seeds vs the mean CI half-width. Errors: ValueError, one line naming the argument
+and the fix (docs/sweeps.md)."""
 
 from __future__ import annotations
 
 import copy
 import json
-import shutil
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
+
+from pipeline import config
+from pipeline.cli.experiments import cell, repository, table
+from pipeline.tracking import commands
 
 METRICS = "metrics/metrics.json"   # evaluate's metrics file, as `dvc exp show` names it
 PARAMS = "params.yaml"
-BUSY = ("Queued", "Running")       # `dvc queue status` states of an unfinished task
-POLL_S = 10.0                      # between two `dvc queue status`
+BUSY = ("Queued", "Running")       # DVC's queue states of an unfinished task
+POLL_S = 10.0                      # between two looks at DVC's queue
 PROGRESS_S = 60.0                  # a progress line at least this often (and on every change)
 
 
@@ -96,8 +78,6 @@ def check_arguments(args) -> None:
 def project_root(kind: str) -> Path:
     """The repository root (the current directory, as for `dvc`) after checking that it is a
     DVC project with a params.yaml that loads and names `kind` under models."""
-    from pipeline import config
-    from pipeline.cli.experiments import repository
     root = repository("seeds", (PARAMS, "dvc.yaml"))
     if not (root / ".dvc").is_dir():
         raise ValueError(f"{root} is not a DVC repository (no .dvc/): run `lmpipe seeds` in the "
@@ -116,10 +96,8 @@ def check_pipeline(root: Path, kind: str) -> None:
     any dvc command runs: dvc itself would fail in each queued experiment, and `dvc exp show`
     reports a broken file as a workspace without data. Raises ValueError, one line naming
     dvc.yaml, what is wrong and the fix."""
-    import voluptuous
+    import voluptuous  # here, as DVC's 0.3 s import below: only `lmpipe seeds` needs them
     from dvc.schema import COMPILED_MULTI_STAGE_SCHEMA
-
-    from pipeline import config
     path = config.relative(root / "dvc.yaml")
     restore = f"`git checkout {path}` restores the committed one"
     try:
@@ -159,15 +137,15 @@ def queue(root: Path, kind: str, seed_range: range, jobs: int) -> list[str]:
     copies = [flag for path in copy_paths(root, kind) for flag in ("-C", path)]
     for done, (seed, name) in enumerate(zip(seed_range, names, strict=True)):
         try:
-            _dvc(root, "exp", "run", "--queue", "-n", name, "-S", f"models.{kind}.seed={seed}",
-                 *copies)
+            commands.run(root, "dvc", "exp", "run", "--queue", "-n", name, "-S",
+                         f"models.{kind}.seed={seed}", *copies)
         except ValueError as error:
             if done:   # the ones before stay queued, not started
                 raise ValueError(f"{error} ({', '.join(names[:done])} stay queued: `dvc queue "
                                  f"start -j {jobs}` runs them, `dvc queue remove "
                                  f"{' '.join(names[:done])}` drops them)") from None
             raise
-    _dvc(root, "queue", "start", "-j", str(jobs))
+    commands.run(root, "dvc", "queue", "start", "-j", str(jobs))
     print(f"lmpipe: queued {', '.join(names)} (models.{kind}.seed = {seed_range.start}.."
           f"{seed_range.stop - 1}); {jobs} worker(s) started", flush=True)
     return names
@@ -179,32 +157,36 @@ def copy_paths(root: Path, kind: str) -> list[str]:
     git-ignored: train's checkpoints/<kind>). DVC's temporary clone holds the commit and the
     cached outputs only; without these, every train stage would rerun in every experiment
     (verified with DVC 3.67). KIND's own are left out: its checkpoints are of another seed."""
-    from dvc.exceptions import DvcException
+    with _repo(root, "pipeline") as repo:
+        paths = [out.def_path for stage in repo.index.stages
+                 if stage.addressing != f"train@{kind}" for out in stage.outs
+                 if not out.use_cache and (root / out.def_path).exists()]
+    if not paths:
+        return []
+    # exit status 1: none of them is ignored
+    ignored = commands.run(root, "git", "check-ignore", "--", *paths, codes=(0, 1)).splitlines()
+    return [path for path in paths if path in ignored]
+
+
+@contextmanager
+def _repo(root: Path, what: str):
+    """DVC's Repo of `root`; a DvcException is a ValueError naming `what` DVC cannot read."""
+    from dvc.exceptions import DvcException  # here: DVC's 0.4 s import, for `lmpipe seeds` only
     from dvc.repo import Repo
     try:
         with Repo(str(root)) as repo:
-            paths = [out.def_path for stage in repo.index.stages
-                     if stage.addressing != f"train@{kind}" for out in stage.outs
-                     if not out.use_cache and (root / out.def_path).exists()]
+            yield repo
     except DvcException as error:
-        raise ValueError(f"DVC cannot read the pipeline of {root}: {error}") from None
-    if not paths:
-        return []
-    ignored = subprocess.run(["git", "check-ignore", "--", *paths], cwd=root, capture_output=True,
-                             text=True).stdout.splitlines()
-    return [path for path in paths if path in ignored]
+        raise ValueError(f"DVC cannot read the {what} of {root}: {error}") from None
 
 
 def uncommitted_note(root: Path) -> str:
     """One line when `git status --porcelain` shows changes: DVC queues tracked and staged
     changes with the experiments (verified with DVC 3.67: the snapshot is taken at queueing),
-    untracked files are left out. "" for a clean workspace."""
-    result = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True,
-                            text=True)
-    if result.returncode != 0:
-        raise ValueError(f"{root} is not a git repository: DVC experiments need git "
-                         f"(git init, commit, then dvc init): {_last_line(result.stderr)}")
-    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    untracked files are left out. "" for a clean workspace. Raises ValueError outside git."""
+    status = commands.run(root, "git", "status", "--porcelain",
+                          fix=f"{root} needs git for DVC experiments (git init, commit, then dvc init)")
+    lines = [line for line in status.splitlines() if line.strip()]
     changed = [line[3:] for line in lines if not line.startswith("??")]
     untracked = [line[3:] for line in lines if line.startswith("??")]
     parts = []
@@ -223,7 +205,7 @@ def _some(paths: list[str], shown: int = 3) -> str:
 
 
 def wait(root: Path, names: list[str]) -> dict[str, str]:
-    """Poll `dvc queue status` until no task is Queued or Running, printing a progress line
+    """Poll DVC's queue (queue_tasks) until no task is Queued or Running, printing a progress line
     when the counts of `names` change and at least every PROGRESS_S seconds. Returns
     {name: final status} ("Success" if any of a name's tasks succeeded). Ctrl-C stops the
     waiting only: the experiments go on (SystemExit with what to run next)."""
@@ -231,7 +213,7 @@ def wait(root: Path, names: list[str]) -> dict[str, str]:
     shown = None
     try:
         while True:
-            tasks = queue_status(_dvc(root, "queue", "status"))
+            tasks = queue_tasks(root)
             mine = {name: _outcome([s for n, s in tasks if n == name]) for name in names}
             counts = {state: sum(1 for s in mine.values() if s == state)
                       for state in ("Running", "Queued", "Success", "Failed")}
@@ -250,11 +232,11 @@ def wait(root: Path, names: list[str]) -> dict[str, str]:
                          f"lmpipe seeds {names[0].rsplit('-seed-', 1)[0]}") from None
 
 
-def queue_status(text: str) -> list[tuple[str, str]]:
-    """(name, status) of each task in `dvc queue status`'s table (Task, Name, Created, Status);
-    an unnamed task's "name" is the first word of its Created column, which names no sweep."""
-    return [(cells[1], cells[-1]) for cells in map(str.split, text.splitlines())
-            if len(cells) >= 3 and cells[-1] in (*BUSY, "Failed", "Success", "Unknown")]
+def queue_tasks(root: Path) -> list[tuple[str | None, str]]:
+    """(name, status) of each task in DVC's experiment queue, as `dvc queue status` lists them:
+    Running, Queued, Failed, Success (an unnamed task's name is None)."""
+    with _repo(root, "experiment queue") as repo:
+        return [(task["name"], task["status"]) for task in repo.experiments.celery_queue.status()]
 
 
 def _outcome(states: list[str]) -> str:
@@ -365,12 +347,11 @@ def render(kind: str, rows: list[dict], summary: dict, left_out: int = 0,
     """The report: a table (seed, experiment, test ppl, 95% CI), a line per thing left out
     (`left_out` experiments with other params; the workspace's metrics when `stale`) and one
     summary line; below two seeds, what to run instead."""
-    from pipeline.cli.experiments import _cell, _table
     lines = []
     if rows:
-        lines.append(_table([{"seed": row["seed"], "experiment": row["experiment"],
+        lines.append(table([{"seed": row["seed"], "experiment": row["experiment"],
                               "test ppl": row["test_ppl"],
-                              "95% CI": f"{_cell(row['ci_low'])}–{_cell(row['ci_high'])}"
+                              "95% CI": f"{cell(row['ci_low'])}–{cell(row['ci_high'])}"
                               if row["ci_low"] is not None and row["ci_high"] is not None
                               else "-"} for row in rows], markdown=False))
     if left_out:
@@ -389,10 +370,10 @@ def render(kind: str, rows: list[dict], summary: dict, left_out: int = 0,
                      f"commit: lmpipe seeds {kind} --all-commits)")
         return "\n".join(lines)
     width = summary["ci_half_width"]
-    interval = (f"the bootstrap 95% interval of one run is ±{_cell(width)} on average (half-width)"
+    interval = (f"the bootstrap 95% interval of one run is ±{cell(width)} on average (half-width)"
                 if width is not None else "no bootstrap interval in metrics.json "
                 "(test_ppl_ci_low/high) to set it against")
-    lines.append(f"{kind}: {what} mean {_cell(summary['mean'])} ± SD {_cell(summary['sd'])} over "
+    lines.append(f"{kind}: {what} mean {cell(summary['mean'])} ± SD {cell(summary['sd'])} over "
                  f"{n} seeds (sample standard deviation); {interval}")
     return "\n".join(lines)
 
@@ -401,46 +382,18 @@ def _up_to_date(root: Path) -> bool:
     """Whether the workspace's metrics are those of its params and code: `dvc status` finds
     nothing to rerun for evaluate and the stages before it."""
     try:
-        out = _dvc(root, "status", "--json", "--with-deps", "evaluate")
+        out = commands.run(root, "dvc", "status", "--json", "--with-deps", "evaluate")
     except ValueError:   # e.g. a dependency missing: not up to date either
         return False
     return json.loads(out.strip() or "{}") == {}
 
 
 def _exp_show(root: Path, all_commits: bool = False) -> list[dict]:
-    return json.loads(_dvc(root, "exp", "show", "--json", *(["-A"] if all_commits else [])))
+    return json.loads(commands.run(root, "dvc", "exp", "show", "--json",
+                                   *(["-A"] if all_commits else [])))
 
 
 def _names(shown: list[dict]) -> set[str]:
     """The names of the experiments (queued, running or finished) in `dvc exp show --json`."""
     return {experiment.get("name") for baseline in shown[1:]
             for experiment in baseline.get("experiments") or []} - {None}
-
-
-def _dvc(root: Path, *args: str) -> str:
-    """Run `dvc ARGS` in root; its stdout. A failure is a ValueError with dvc's own last line.
-    `dvc queue start` leaves processes behind (the workers' keepers, forked) that inherit its
-    stdout and stderr: it writes to a file instead, else reading a pipe to its end would wait
-    until the workers exit."""
-    dvc = shutil.which("dvc") or str(Path(sys.executable).with_name("dvc"))
-    try:
-        with tempfile.TemporaryFile("w+") as output:
-            pipe = args[:2] != ("queue", "start")
-            result = subprocess.run([dvc, *args], cwd=root, text=True, stdin=subprocess.DEVNULL,
-                                    stdout=subprocess.PIPE if pipe else output,
-                                    stderr=subprocess.PIPE if pipe else subprocess.STDOUT)
-            output.seek(0)
-            stdout, stderr = (result.stdout, result.stderr) if pipe else (output.read(), "")
-    except FileNotFoundError:
-        raise ValueError("dvc is not installed here; install the project (pip install -e .) "
-                         "or put its virtual environment's bin/ first on PATH") from None
-    if result.returncode != 0:
-        raise ValueError(f"`dvc {' '.join(args)}` failed: {_last_line(stderr or stdout)}")
-    return stdout
-
-
-def _last_line(text: str) -> str:
-    """The line that says what went wrong: dvc's last ERROR line, else the last one."""
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("ERROR")]
-    return (errors or lines or ["(no output)"])[-1]

@@ -1,35 +1,31 @@
-"""MLflow runs at the edge. In: run names, params, metrics, artifact files. Out: per pipeline
-execution (evaluate), one parent run named after the execution (execution_name: the DVC
-experiment or git commit, and the corpus; tag lmpipe.role=pipeline: all params, the comparison
-table, probes, samples and plots) and one nested run per model, named <kind> (lmpipe.role=model,
-logged by `registry.log_model_run`): the same metric keys for every model, the model kind as a
-param and tag (never in a metric name), flattened params, tags for the git commit (and dirty
-flag), the DVC experiment name when present, the corpus with its hash, the test set. A model
-trained in this execution is its own training run (loss and val_ppl per epoch, Lightning's
-MLflow logger); a model reused from an earlier execution gets a new nested run tagged
-training_run_id. Every run carries its owner process (one tag, lmpipe.owner), so that runs
-whose process died are reaped (KILLED). The experiment carries the web app's settings
-(experiment_tags) and ui_links gives the pages of an execution; pipeline_runs, pipeline_run and
-model_runs find executions through MlflowClient (run_search.py, for `lmpipe compare`, reads an
-embedded store directly).
-
-Only pipeline/tracking/ (and the stages and commands that call it) imports mlflow.
-"""
+"""MLflow runs at the edge. In: run names, params, metrics, tags. Out: per pipeline execution one
+parent run (lmpipe.role=pipeline, named by execution_name) and one nested run per model
+(registry.log_model_run), each tagged with the git commit, the corpus and its owner process
+(lmpipe.owner: runs whose process died are reaped as KILLED); the experiment with its web app
+settings. check_store refuses an unusable tracking store (StateError, one line) before any work.
+Only pipeline/tracking/ (and the stages and commands that call it) imports mlflow."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import socket
 import subprocess
+import threading
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import mlflow
+import psutil
+import requests
 from mlflow.entities import Param
 from mlflow.tracking import MlflowClient
+from mlflow.utils.databricks_utils import get_databricks_host_creds
 
-from pipeline.errors import StateError, first_line
+from pipeline.errors import StateError, debug, first_line, server_down, verbose
 from pipeline.tracking import store
-from pipeline.tracking.run_search import PARENT, ROLE, VIEW, damaged_store, deleted_experiment
+from pipeline.tracking.run_search import ROLE, VIEW, active_experiment, damaged_store
 
 
 def flatten(params: dict, prefix: str = "") -> dict[str, str]:
@@ -61,42 +57,28 @@ def run_tags(kind: str, corpus_source: str, corpus_hash: str, root: Path) -> dic
 
 
 OWNER = "lmpipe.owner"   # one bookkeeping tag (JSON), out of the way of the user's tags
-HOST, PID, BOOT, STARTED, PIDNS = "host", "pid", "boot", "started", "pidns"
+# since_boot: the start in seconds after boot_time, which a clock step does not move (an older
+# lmpipe's "boot" and "started" keys are not read: such runs are judged by their process id)
+HOST, PID, BOOT, STARTED, PIDNS = "host", "pid", "boot_time", "since_boot", "pidns"
+SLACK_S = 5.0   # boot_time drifts by a second or so with NTP; a reboot or a reused pid moves more
 
 
 def _pid_namespace() -> str:
     try:
-        return os.readlink("/proc/self/ns/pid")   # e.g. pid:[4026531836]
+        return os.readlink("/proc/self/ns/pid")   # e.g. pid:[4026531836]; psutil has no such call
     except OSError:
         return ""
 
 
-def _proc(path: str) -> str:
-    try:
-        return Path(path).read_text().strip()
-    except OSError:
-        return ""
-
-
-def _stat(pid: int | str) -> list[str]:
-    """The fields of /proc/PID/stat after the command name (state first), or [] if unknown."""
-    stat = _proc(f"/proc/{pid}/stat")
-    return stat.rsplit(")", 1)[1].split() if stat else []
-
-
-def _start_time(pid: int | str) -> str:
-    """The process's start time in clock ticks since boot ('' if unknown): with the boot id it
-    tells a reused process id from the process that opened a run."""
-    fields = _stat(pid)
-    return fields[19] if fields else ""
+def _since_boot(process: psutil.Process) -> float:
+    return process.create_time() - psutil.boot_time()
 
 
 def owner() -> dict[str, str]:
-    """This process: host name, process id, boot id, start time and process namespace."""
-    import socket
-    return {HOST: socket.gethostname(), PID: str(os.getpid()),
-            BOOT: _proc("/proc/sys/kernel/random/boot_id"), STARTED: _start_time(os.getpid()),
-            PIDNS: _pid_namespace()}
+    """This process: host name, process id, boot time, start (seconds after boot) and process
+    namespace."""
+    return {HOST: socket.gethostname(), PID: str(os.getpid()), BOOT: f"{psutil.boot_time():.0f}",
+            STARTED: f"{_since_boot(psutil.Process()):.2f}", PIDNS: _pid_namespace()}
 
 
 def owner_tags() -> dict[str, str]:
@@ -126,43 +108,36 @@ def _owner_of(tags: dict) -> dict:
 
 def _dead(tags: dict, here: dict) -> bool:
     """Whether the process that tagged a run is certainly gone. Only runs of this host are
-    judged; another boot of it means gone; a process id that is free, a zombie, or now held by a
-    process started at another time means gone. When unsure (no tags, or another process
-    namespace: containers that share the host name, e.g. with host networking), the run is left
-    alone. `tags`: the owner() of the run, `here`: this process's."""
+    judged; another boot of it means gone; a process id that is free, a zombie (killed, not yet
+    reaped: containers often lack an init), or now held by a process started at another time
+    means gone. When unsure (no tags, or another process namespace: containers that share the
+    host name, e.g. with host networking), the run is left alone. `tags`: the owner() of the
+    run, `here`: this process's."""
     pid = str(tags.get(PID, ""))
     if tags.get(HOST) != here[HOST] or not pid.isdigit():
         return False
-    if tags.get(BOOT) and here[BOOT] and tags[BOOT] != here[BOOT]:
+    if _apart(tags.get(BOOT), here[BOOT]):
         return True
     if tags.get(PIDNS, here[PIDNS]) != here[PIDNS]:
         return False
-    if not _alive(int(pid)):
-        return True
-    started = _start_time(pid)
-    return bool(tags.get(STARTED) and started and started != tags[STARTED])
-
-
-def _alive(pid: int) -> bool:
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:   # exists, another user's
+        process = psutil.Process(int(pid))
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return True
+        started = _since_boot(process)
+    except psutil.NoSuchProcess:
         return True
-    fields = _stat(pid)   # a zombie (killed, not yet reaped: containers often lack an init) is dead
-    return not fields or fields[0] != "Z"
+    except psutil.AccessDenied:   # exists, another user's (and /proc mounted hidepid)
+        return False
+    return _apart(tags.get(STARTED), started)
 
 
-def active_experiment(tracking_uri: str, experiment: str):
-    """The experiment named `experiment` (mlflow.entities.Experiment), None if there is none.
-    Raises StateError when it was deleted (in the MLflow UI or `mlflow experiments delete`:
-    a soft delete keeps the name taken, so it can be neither used nor created again), naming it
-    and `mlflow experiments restore`."""
-    found = MlflowClient(tracking_uri).get_experiment_by_name(experiment)
-    if found is not None and found.lifecycle_stage == "deleted":
-        raise deleted_experiment(tracking_uri, experiment, found.experiment_id)
-    return found
+def _apart(tagged, now) -> bool:
+    """Whether two times in seconds differ by more than SLACK_S; False when either is unknown."""
+    try:
+        return abs(float(tagged) - float(now)) > SLACK_S
+    except (TypeError, ValueError):
+        return False
 
 
 ENV = "MLFLOW_TRACKING_URI"
@@ -186,7 +161,6 @@ def _origin(tracking_uri: str, source: str | None) -> tuple[str, str]:
 
 def _shown(source: str, value: str) -> str:
     """`source` and `value` as a user writes them, a password masked."""
-    from urllib.parse import urlsplit
     try:
         parts = urlsplit(value)
         if parts.password:
@@ -211,7 +185,6 @@ def _within(seconds: float, call, *args):
     """call(*args) in a daemon thread (a DNS lookup, a driver's connect: neither has a bound of
     its own): its result or its exception, or TimeoutError after `seconds`; a call that hangs
     is left behind and does not keep the process from exiting."""
-    import threading
     outcome: dict = {}
 
     def target():
@@ -246,7 +219,6 @@ def check_uri(tracking_uri: str, *, source: str | None = None, timeout: float = 
     its /health within `timeout` (errors.server_down); a database URL SQLAlchemy cannot parse,
     whose driver is not installed, or whose database refuses or does not answer a connection;
     `databricks` without credentials; any other scheme."""
-    from urllib.parse import urlsplit
     source, given = _origin(tracking_uri, source)
 
     def refuse(problem: str, first: str = "") -> StateError:
@@ -301,10 +273,6 @@ def check_uri(tracking_uri: str, *, source: str | None = None, timeout: float = 
 
 def _check_server(tracking_uri: str, source: str, timeout: float) -> None:
     """A tracking server answers its /health within about `timeout` seconds, else StateError."""
-    import requests
-
-    from pipeline.errors import server_down
-
     def health():
         requests.get(tracking_uri.rstrip("/") + "/health", timeout=timeout).raise_for_status()
     try:
@@ -318,7 +286,7 @@ def _check_server(tracking_uri: str, source: str, timeout: float) -> None:
 def _check_database(tracking_uri: str, timeout: float, refuse) -> None:
     """A database URL that SQLAlchemy parses, whose driver is installed and whose database
     accepts a connection within `timeout` seconds; else refuse(problem, fix)."""
-    import sqlalchemy
+    import sqlalchemy  # here: 0.3 s that an sqlite store (no SQLAlchemy URL) need not pay
     from sqlalchemy.pool import NullPool
     try:
         url = sqlalchemy.engine.make_url(tracking_uri)
@@ -351,9 +319,6 @@ def _check_database(tracking_uri: str, timeout: float, refuse) -> None:
 def _check_databricks(tracking_uri: str, timeout: float, refuse) -> None:
     """Databricks credentials for `tracking_uri` (MLflow's own lookup, its warning silenced),
     found within `timeout` seconds; else refuse(problem, fix)."""
-    import logging
-
-    from mlflow.utils.databricks_utils import get_databricks_host_creds
     chatty = logging.getLogger("mlflow.utils.databricks_utils")
     level = chatty.level
     chatty.setLevel(logging.CRITICAL)
@@ -372,10 +337,6 @@ def _quiet_store_errors() -> None:
     """MLflow logs every SQLAlchemy error with its traceback (mlflow.store.db.utils, ERROR)
     before it raises it; the error itself ends in errors.guard's one line, so the log goes,
     unless LMPIPE_VERBOSE=1 or LMPIPE_DEBUG=1 asks for it."""
-    import logging
-
-    from pipeline.config import verbose
-    from pipeline.errors import debug
     if not (verbose() or debug()):
         logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 
@@ -544,24 +505,3 @@ def end_run(tracking_uri: str, run_id: str, status: str) -> None:
     except mlflow.exceptions.MlflowException:
         pass
 
-
-def _experiment_id(tracking_uri: str, experiment: str) -> str:
-    found = active_experiment(tracking_uri, experiment)
-    if found is None:
-        raise ValueError(f"no MLflow experiment {experiment!r} at {tracking_uri}; run `make repro` first")
-    return found.experiment_id
-
-
-def pipeline_runs(tracking_uri: str, experiment: str, limit: int = 50, finished: bool = True):
-    """The parent runs of pipeline executions (mlflow.entities.Run), newest first."""
-    status = " and attributes.status = 'FINISHED'" if finished else ""
-    return MlflowClient(tracking_uri).search_runs(
-        [_experiment_id(tracking_uri, experiment)], f"tags.`{ROLE}` = 'pipeline'{status}",
-        max_results=limit, order_by=["attributes.start_time DESC"])
-
-
-def model_runs(tracking_uri: str, experiment: str, parent_id: str):
-    """The model runs nested under the parent run `parent_id`, oldest first."""
-    return MlflowClient(tracking_uri).search_runs(
-        [_experiment_id(tracking_uri, experiment)], f"tags.`{PARENT}` = '{parent_id}'",
-        max_results=1000, order_by=["attributes.start_time ASC"])

@@ -1,26 +1,9 @@
-"""The promotion gate. In: a new model's metrics, the test set it was scored on, and the current
-champions (registered versions holding an alias of `lmpipe-<kind>`); the margin from params.
-Out: which aliases move, and why, in words a pull-request reader can act on.
-
-    causal models:        promote when  test_ppl_new < test_ppl_champion x (1 - margin)
-    bidirectional (cloze): the same, and fill_accuracy_new >= fill_accuracy_champion
-
-Perplexities are compared only on the same test set (`test_set`: the corpus hash, the split,
-the tokenizer, the vocabulary and the test tokens; see pipeline/evaluation/report.py). Each test
-set keeps its own line of champions, the alias `champion-<test set id>`; the alias `champion` is
-the line of the test set it first went to, and moves only to a better model of that line — a
-model of another corpus, split, tokenizer or vocabulary is "not comparable" and leaves it alone.
-A line with no champion yet takes the new model. To move `champion` to another line, delete the
-alias (MLflow UI: the registered model's version page, Aliases) and promote again.
-
-With promote.require_significant, beating the margin is not enough: the paired bootstrap of the
-two models' per-unit test scores (artifact unit_scores.npz of their runs; bootstrap.paired, with
-evaluate.bootstrap_resamples, evaluate.confidence_level and the seed) must say the new model is
-better, i.e. the interval of Δ = (Σ nll_champion - Σ nll_new) / Σ tokens, in nats per token,
-lies above 0. A champion whose scores cannot be found (a run from before lmpipe logged them) or
-do not match the new model's units keeps the new model back, with the reason and the fix. The
-comparison is computed and reported whenever both scores exist, required or not.
-"""
+"""The promotion gate. In: a new version's metrics and test set (report.test_set), the champions
+(versions holding an alias of lmpipe-<kind>), promote.margin. Out: which aliases move, and why.
+A version beats a champion of the same test set when test_ppl_new < test_ppl_champion x (1 -
+margin) (cloze: and no lower fill_accuracy); with promote.require_significant, also when the
+paired bootstrap of both runs' unit_scores.npz puts Δ nats/token above 0. Each test set has its
+line (alias champion-<id>); `champion` stays on the line it first went to (docs/ci.md)."""
 
 from __future__ import annotations
 
@@ -173,7 +156,7 @@ def significant(why: str, comparison: bootstrap.Comparison | None, problem: str,
     if comparison is None:
         return False, (f"kept back by promote.require_significant: {problem}; {remedy}, or set "
                        "promote.require_significant: false")
-    pct = _percent(comparison.level)
+    pct = percent(comparison.level)
     if comparison.verdict == "yes":
         return True, f"{why}, and significantly (paired bootstrap, {pct})"
     found = "finds it worse" if comparison.verdict == "no" else "cannot tell them apart"
@@ -288,37 +271,8 @@ def _download_scores(tracking_uri: str, run_id: str) -> tuple[dict[str, np.ndarr
     return {"nll": nll, "tokens": tokens}, ""
 
 
-def _percent(level: float) -> str:
+def percent(level: float) -> str:
     return f"{level * 100:g}%"
-
-
-def paired_cell(d: dict) -> str:
-    """The report's paired-comparison cell of a decision (promote's dict), e.g. "Δ +0.0310
-    nats/token [+0.0120, +0.0500], P(better) 0.999: significant at 95%"; "-" when there was no
-    champion to compare with."""
-    paired = d.get("paired")
-    if paired is None:
-        problem = d.get("paired_problem")
-        return f"unavailable: {problem}" if problem else "-"
-    verdict = {"yes": "significant", "no": "significantly worse"}.get(paired["verdict"],
-                                                                      "not significant")
-    return (f"Δ {paired['delta_nats_per_token']:+.4f} nats/token [{paired['delta_ci_low']:+.4f}, "
-            f"{paired['delta_ci_high']:+.4f}], P(better) {paired['p_better']:.3f}: {verdict} at "
-            f"{_percent(paired['level'])}")
-
-
-def markdown(decisions: dict[str, dict]) -> str:
-    """promotion.md: one row per model; "paired vs line champion" is paired_cell (Δ in nats per
-    token, > 0: the new version is better)."""
-    lines = ["| model | version | test set | decision | test ppl | line champion | "
-             "paired vs line champion | reason | alias champion |",
-             "|---|---|---|---|---:|---|---|---|---|"]
-    for name, d in decisions.items():
-        champion = f"v{d['champion_version']}" if d.get("champion_version") else "-"
-        lines.append(f"| {name} | {d.get('version') or '-'} | {d.get('test_set') or '-'} | "
-                     f"{'**promoted**' if d['promoted'] else 'kept back'} | {d['test_ppl']:.3f} | "
-                     f"{champion} | {paired_cell(d)} | {d['reason']} | {d.get('default') or '-'} |")
-    return "\n".join(lines) + "\n"
 
 
 def champion(tracking_uri: str, model_name: str, alias: str = CHAMPION) -> dict | None:

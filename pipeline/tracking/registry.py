@@ -12,18 +12,15 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
+import torch
 from mlflow.tracking import MlflowClient
+from mlflow.utils import logging_utils
 
-from pipeline.tracking.mlflow_runs import (
-    PARENT,
-    ROLE,
-    active_run,
-    end_status,
-    flatten,
-    owner_tags,
-    setup,
-)
+from pipeline.errors import verbose
+from pipeline.tracking.mlflow_runs import active_run, end_status, flatten, owner_tags, setup
 from pipeline.tracking.promotion import TEST_SET
+from pipeline.tracking.run_search import PARENT, ROLE
+from pipeline.tracking.serving import SentenceScorer
 
 
 def log_model_run(tracking_uri: str, experiment: str, root: Path, name: str, parent_id: str,
@@ -80,11 +77,6 @@ def _log_model(client, run, name, params, metrics, tags, model_files, register, 
     if version is not None:
         mlflow.set_tag("registered_version", version)
     elif model_files:
-        import torch
-        from mlflow.utils import logging_utils
-
-        from pipeline.config import verbose
-        from pipeline.tracking.serving import SentenceScorer
         enabled = logging_utils.MLFLOW_LOGGING_STREAM.enabled
         if not verbose():   # MLflow's "Registered model ... already exists": the caller says it
             logging_utils.disable_logging()

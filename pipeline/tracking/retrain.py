@@ -1,5 +1,5 @@
-"""`lmpipe retrain [--base REV]`: what CI runs when data, params or code change (I/O helper: it
-drives dvc and git). In: the repository. Out: reports/retrain.md — which stages ran and why
+"""`lmpipe retrain [--base REV]`: what CI runs when data, params or code change (it drives dvc).
+In: the repository. Out: reports/retrain.md — which stages ran and why
 (from `dvc status` before `dvc repro`), `dvc params diff` and `dvc metrics diff` against the base
 revision, the comparison table and plots, and the promotion decisions (stage `promote`).
 """
@@ -8,17 +8,13 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 from pathlib import Path
 
+from tabulate import tabulate
+
+from pipeline.tracking import commands
+
 RUNNING = re.compile(r"^Running stage '([^']+)'", re.M)
-
-
-def _dvc(*args: str, cwd: Path, check: bool = True) -> str:
-    result = subprocess.run(["dvc", *args], cwd=cwd, capture_output=True, text=True)
-    if check and result.returncode != 0:
-        raise RuntimeError(f"dvc {' '.join(args)} failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
-    return result.stdout + result.stderr
 
 
 def _why(changes: list) -> str:
@@ -43,11 +39,12 @@ def _why(changes: list) -> str:
 
 
 def run(root: Path, base: str | None, out: Path, print_fn=print) -> dict:
-    """Reproduce what changed and write the report; returns {"ran": [...], "report": path}."""
-    status = json.loads(_dvc("status", "--json", cwd=root) or "{}")
+    """Reproduce what changed and write the report; returns {"ran": [...], "report": path}.
+    Raises ValueError (commands.run) when a dvc command fails."""
+    status = json.loads(commands.run(root, "dvc", "status", "--json") or "{}")
     reasons = {stage.split(":")[-1]: _why(changes) for stage, changes in status.items()}
     print_fn(f"retrain: {len(reasons)} stage(s) out of date: {', '.join(reasons) or 'none'}")
-    log = _dvc("repro", cwd=root)
+    log = commands.run(root, "dvc", "repro", merged=True)
     ran = RUNNING.findall(log)
     print_fn(f"retrain: ran {', '.join(ran) or 'nothing'}")
     sections = ["# Retraining report", ""]
@@ -55,13 +52,14 @@ def run(root: Path, base: str | None, out: Path, print_fn=print) -> dict:
         sections.append(f"Base revision: `{base}`\n")
     sections += ["## Stages that ran", ""]
     if ran:
-        sections += ["| stage | why |", "|---|---|"]
-        sections += [f"| {stage} | {reasons.get(stage, 'downstream of a changed stage')} |" for stage in ran]
+        sections.append(tabulate([(stage, reasons.get(stage, "downstream of a changed stage"))
+                                  for stage in ran], headers=["stage", "why"], tablefmt="github",
+                                 disable_numparse=True))
     else:
         sections.append("None: data, params and code are unchanged.")
     if base:
-        params = _dvc("params", "diff", base, "--md", cwd=root).strip()
-        metrics = _dvc("metrics", "diff", base, "--md", cwd=root).strip()
+        params = commands.run(root, "dvc", "params", "diff", base, "--md", merged=True).strip()
+        metrics = commands.run(root, "dvc", "metrics", "diff", base, "--md", merged=True).strip()
         sections += ["", f"## Params changed since `{base}`", "", params or "No params changed.",
                      "", f"## Metrics since `{base}`", "", metrics or "No metrics changed."]
     comparison = root / "metrics" / "comparison.md"

@@ -1,11 +1,8 @@
-"""Finding pipeline executions and their model runs, for `lmpipe compare`. In: a tracking URI
-and an experiment name. Out: runs with `.info` (run_id, run_name, start_time (ms), status,
-experiment_id) and `.data` (tags, metrics: the latest value of each), newest execution first.
-
-An embedded store (`sqlite:///...`) is read directly with read-only SQL over MLflow's tables
-(experiments, runs, tags, latest_metrics): importing MLflow takes longer than the question, and
-`lmpipe compare` answers in about a second. A server, or a database whose tables do not answer
-those queries (another MLflow schema), goes through MlflowClient.search_runs.
+"""Finding experiments, pipeline executions and their model runs. In: a tracking URI and an
+experiment name. Out: runs with `.info` (run_id, run_name, start_time (ms), status,
+experiment_id) and `.data` (tags, metrics: the latest value of each). An embedded store
+(`sqlite:///...`) is read with read-only SQL over MLflow's tables (no MLflow import); a server,
+or tables of another MLflow schema, through MlflowClient.search_runs.
 """
 
 from __future__ import annotations
@@ -14,6 +11,7 @@ import json
 import sqlite3
 from pathlib import Path
 from types import SimpleNamespace
+from urllib.parse import quote
 
 from pipeline.errors import StateError
 from pipeline.tracking import store
@@ -26,26 +24,52 @@ VIEW = "lmpipe"   # the runs table's preset columns: #/experiments/<id>/runs?vie
 def pipeline_runs(tracking_uri: str, experiment: str, limit: int = 50, finished: bool = True) -> list:
     """The parent runs of pipeline executions, newest first (only FINISHED ones if `finished`).
     Raises ValueError when the experiment does not exist."""
-    db = _database(tracking_uri)
-    if db is not None:
-        try:
-            return _sql_runs(db, experiment, ROLE, "pipeline", finished, limit, newest_first=True)
-        except sqlite3.Error:
-            pass
-    from pipeline.tracking import mlflow_runs
-    return mlflow_runs.pipeline_runs(tracking_uri, experiment, limit, finished)
+    return _runs(tracking_uri, experiment, ROLE, "pipeline", finished, limit, newest_first=True)
 
 
 def model_runs(tracking_uri: str, experiment: str, parent_id: str) -> list:
     """The model runs nested under the parent run `parent_id`, oldest first."""
+    return _runs(tracking_uri, experiment, PARENT, parent_id, False, 1000, newest_first=False)
+
+
+def _runs(tracking_uri: str, experiment: str, tag: str, value: str, finished: bool, limit: int,
+          newest_first: bool) -> list:
+    """The runs of `experiment` tagged `tag`=`value`: SQL over an embedded store, else (or
+    when its tables do not answer) MlflowClient's search (client_runs)."""
     db = _database(tracking_uri)
     if db is not None:
         try:
-            return _sql_runs(db, experiment, PARENT, parent_id, False, 1000, newest_first=False)
+            return _sql_runs(db, experiment, tag, value, finished, limit, newest_first)
         except sqlite3.Error:
             pass
-    from pipeline.tracking import mlflow_runs
-    return mlflow_runs.model_runs(tracking_uri, experiment, parent_id)
+    return client_runs(tracking_uri, experiment, tag, value, finished, limit, newest_first)
+
+
+def _client(tracking_uri: str):
+    from mlflow.tracking import MlflowClient  # here: MLflow's 2 s import, not for SQL answers
+    return MlflowClient(tracking_uri)
+
+
+def active_experiment(tracking_uri: str, experiment: str):
+    """The experiment named `experiment` (mlflow.entities.Experiment), None if there is none.
+    Raises StateError when it was deleted (deleted_experiment)."""
+    found = _client(tracking_uri).get_experiment_by_name(experiment)
+    if found is not None and found.lifecycle_stage == "deleted":
+        raise deleted_experiment(tracking_uri, experiment, found.experiment_id)
+    return found
+
+
+def client_runs(tracking_uri: str, experiment: str, tag: str, value: str, finished: bool,
+                limit: int, newest_first: bool) -> list:
+    """_runs through MlflowClient.search_runs (mlflow.entities.Run). Raises ValueError when the
+    experiment does not exist, StateError when it was deleted."""
+    found = active_experiment(tracking_uri, experiment)
+    if found is None:
+        raise ValueError(f"no MLflow experiment {experiment!r} at {tracking_uri}; run `make repro` first")
+    status = " and attributes.status = 'FINISHED'" if finished else ""
+    return _client(tracking_uri).search_runs(
+        [found.experiment_id], f"tags.`{tag}` = '{value}'{status}", max_results=limit,
+        order_by=[f"attributes.start_time {'DESC' if newest_first else 'ASC'}"])
 
 
 def pipeline_run(tracking_uri: str, experiment: str, run_id: str | None = None):
@@ -70,7 +94,6 @@ def ui_links(base: str, experiment_id: str, parent_id: str, model_run_ids: list[
     """The MLflow web app's pages for one execution (hash routes of MLflow 3.17): the runs
     table with lmpipe's columns, the chart view, the side-by-side comparison of its model runs
     and its report artifact."""
-    from urllib.parse import quote
     base = base.rstrip("/")
     runs = f"{base}/#/experiments/{experiment_id}/runs"
     compare = quote(json.dumps(model_run_ids, separators=(",", ":")))

@@ -12,16 +12,18 @@ import json
 
 import mlflow.pyfunc
 import numpy as np
+import torch
+
+from pipeline.evaluation import tasks
+from pipeline.neural.batches import sentences_of
+from pipeline.neural.rnn import RNNLM
+from pipeline.ngram.kneser_ney import NGramLM
+from pipeline.text.tokenizers import tokenize
+from pipeline.text.vocab import Vocab
 
 
 class SentenceScorer(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
-        import torch
-
-        from pipeline.evaluation import tasks
-        from pipeline.neural.rnn import RNNLM
-        from pipeline.ngram.kneser_ney import NGramLM
-        from pipeline.text.vocab import Vocab
         artifacts = context.artifacts
         with open(artifacts["vocab"]) as f:
             self.vocab = Vocab.from_json(json.load(f))
@@ -34,8 +36,6 @@ class SentenceScorer(mlflow.pyfunc.PythonModel):
             self.model = tasks.NgramModel(NGramLM.from_arrays(np.load(artifacts["ngram"])))
 
     def predict(self, context, model_input: list[str], params=None) -> list[float]:
-        from pipeline.neural.batches import sentences_of
-        from pipeline.text.tokenizers import tokenize
         if hasattr(model_input, "iloc"):     # a DataFrame: its first column
             model_input = model_input.iloc[:, 0].tolist()
         c = self.corpus

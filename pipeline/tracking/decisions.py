@@ -1,0 +1,145 @@
+"""Stage promote's body. In: metrics/metrics.json and metrics/registry.json (evaluate's), params.
+Out: the champion aliases moved by promotion.promote; metrics/promotion.json (a DVC metric:
+promoted 1/0, with a comparison its Δ in nats per token, p_better and significant 1/0) and
+metrics/promotion.md saying what happened and why. Errors: StateError naming the file, the
+model, the key and the fix, before any alias moves."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from pipeline import files
+from pipeline.tracking import mlflow_runs, promotion
+
+FIX = "rerun evaluate, which writes it: `dvc repro -f evaluate`"
+
+
+def run(out: Path, params, tracking_uri: str) -> None:
+    """Gate every registered model of `out`/metrics.json (promotion.promote, with params.promote
+    and the bootstrap settings of params.evaluate), printing each decision; write
+    promotion.json and promotion.md to `out`. Every entry is checked before any alias moves."""
+    results = files.read_json(out / "metrics.json", fix=FIX)
+    registered = files.read_json(out / "registry.json", fix=FIX)
+    for name, result in results.items():
+        check_result(out / "metrics.json", name, result)
+        if name in registered:
+            check_entry(out / "registry.json", name, registered[name])
+    mlflow_runs.check_store(tracking_uri, params.mlflow.experiment)
+    decisions = {name: _decide(tracking_uri, name, result, registered.get(name), params)
+                 for name, result in results.items()}
+    (out / "promotion.json").write_text(json.dumps(
+        {name: summary(d) for name, d in decisions.items()}, indent=2))
+    (out / "promotion.md").write_text(markdown(decisions))
+
+
+def _decide(tracking_uri: str, name: str, result: dict, entry: dict | None, params) -> dict:
+    if entry is None:
+        return {"promoted": 0, "version": None, "test_ppl": result["test_ppl"],
+                "champion_version": None, "reason": "not registered (evaluate.register_models: false)"}
+    d = promotion.promote(
+        tracking_uri, entry["model"], entry["version"], result, entry["test_set"],
+        params.promote.margin, run_id=entry.get("run_id"),
+        require_significant=params.promote.require_significant,
+        resamples=params.evaluate.bootstrap_resamples, level=params.evaluate.confidence_level,
+        seed=params.seed)
+    print(f"promote: {name} v{d['version']} (test set {d['test_set']}): "
+          f"{'promoted' if d['promoted'] else 'kept back'} ({d['reason']}); {d['default']}",
+          flush=True)
+    if d["champion_version"] and d["champion_version"] != d["version"]:
+        print(f"promote: {name} v{d['version']} vs champion v{d['champion_version']}: "
+              f"{paired_cell(d)}", flush=True)
+    return d
+
+
+def _range(key: str) -> tuple[float, float, str] | None:
+    """(low, high, in words) that a metric of metrics.json must lie in, by its name, or None."""
+    if "ppl" in key:
+        return 1.0, math.inf, "[1, inf) (a perplexity is at least 1)"
+    if "accuracy" in key:
+        return 0.0, 1.0, "[0, 1] (an accuracy)"
+    if "bits_per" in key:
+        return 0.0, math.inf, "[0, inf) (bits)"
+    return None
+
+
+def check_result(path: Path, name: str, result) -> None:
+    """Refuse metrics.json's entry of model `name` unless it is an object with a numeric
+    test_ppl and no metric NaN, infinite or outside its range (a perplexity below 1, an accuracy
+    outside [0, 1], negative bits) (errors.StateError naming the file, model, metric)."""
+    if not isinstance(result, dict) or "test_ppl" not in result:
+        raise files.damaged(path, f"{name} has no test_ppl", fix=FIX)
+    for key, value in result.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            if key == "test_ppl":
+                raise files.damaged(path, f"{name} has test_ppl {value!r}, not a number", fix=FIX)
+        elif not math.isfinite(value):
+            raise files.damaged(path, f"{name} has {key}={value}, not a finite number (scores of a "
+                                "damaged model); nothing is promoted", fix=FIX)
+        else:
+            allowed = _range(key)
+            if allowed and not allowed[0] <= value <= allowed[1]:
+                raise files.damaged(path, f"{name} has {key}={value}, outside {allowed[2]}; "
+                                    "nothing is promoted", fix=FIX)
+
+
+def check_entry(path: Path, name: str, entry) -> None:
+    """Refuse registry.json's entry of model `name` unless it is what evaluate writes: model
+    (a name), version (a number, as text) and test_set (an object of strings with a non-empty
+    id, report.test_set). Raises errors.StateError naming the file, model and key."""
+    for key in ("test_set", "model", "version"):
+        if not isinstance(entry, dict) or key not in entry:
+            raise files.damaged(path, f"{name} has no {key} (written by an older lmpipe, or "
+                                "edited)", fix=FIX)
+    if not isinstance(entry["model"], str) or not entry["model"]:
+        raise files.damaged(path, f"{name} has model {entry['model']!r}, not a model name", fix=FIX)
+    if not str(entry["version"]).isdigit():
+        raise files.damaged(path, f"{name} has version {entry['version']!r}, not a version number",
+                            fix=FIX)
+    test_set = entry["test_set"]
+    if (not isinstance(test_set, dict) or not isinstance(test_set.get("id"), str)
+            or not test_set["id"] or not all(isinstance(v, str) for v in test_set.values())):
+        raise files.damaged(path, f"{name} has a malformed test_set ({json.dumps(test_set)[:60]}; "
+                            "expected an object of strings with an id)", fix=FIX)
+
+
+def summary(decision: dict) -> dict:
+    """The DVC metric of one decision: promoted (1/0), and with a paired comparison against the
+    line champion its Δ (nats per token, > 0: the new version is better), P(better) and
+    significant (1: the interval of Δ lies above 0)."""
+    out = {"promoted": decision["promoted"]}
+    paired = decision.get("paired")
+    if paired:
+        out.update(delta_nats_per_token=paired["delta_nats_per_token"],
+                   p_better=paired["p_better"], significant=int(paired["verdict"] == "yes"))
+    return out
+
+
+def paired_cell(d: dict) -> str:
+    """The report's paired-comparison cell of a decision (promote's dict), e.g. "Δ +0.0310
+    nats/token [+0.0120, +0.0500], P(better) 0.999: significant at 95%"; "-" when there was no
+    champion to compare with."""
+    paired = d.get("paired")
+    if paired is None:
+        problem = d.get("paired_problem")
+        return f"unavailable: {problem}" if problem else "-"
+    verdict = {"yes": "significant", "no": "significantly worse"}.get(paired["verdict"],
+                                                                      "not significant")
+    return (f"Δ {paired['delta_nats_per_token']:+.4f} nats/token [{paired['delta_ci_low']:+.4f}, "
+            f"{paired['delta_ci_high']:+.4f}], P(better) {paired['p_better']:.3f}: {verdict} at "
+            f"{promotion.percent(paired['level'])}")
+
+
+def markdown(decisions: dict[str, dict]) -> str:
+    """promotion.md: one row per model; "paired vs line champion" is paired_cell (Δ in nats per
+    token, > 0: the new version is better)."""
+    lines = ["| model | version | test set | decision | test ppl | line champion | "
+             "paired vs line champion | reason | alias champion |",
+             "|---|---|---|---|---:|---|---|---|---|"]
+    for name, d in decisions.items():
+        champion = f"v{d['champion_version']}" if d.get("champion_version") else "-"
+        lines.append(f"| {name} | {d.get('version') or '-'} | {d.get('test_set') or '-'} | "
+                     f"{'**promoted**' if d['promoted'] else 'kept back'} | {d['test_ppl']:.3f} | "
+                     f"{champion} | {paired_cell(d)} | {d['reason']} | {d.get('default') or '-'} |")
+    return "\n".join(lines) + "\n"
