@@ -9,11 +9,14 @@ from __future__ import annotations
 import json
 import os
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 
 from pipeline import files
+from pipeline.ngram import builder
+from pipeline.ngram.external import TokenFile
 from pipeline.ngram.kneser_ney import LMPLZ_FALLBACK
 from pipeline.text import corpus
 from pipeline.text.vocab import BOS_ID, SPECIALS, encode_text
@@ -22,10 +25,8 @@ from pipeline.text.vocab import BOS_ID, SPECIALS, encode_text
 def build(args) -> None:
     """`lmpipe ngram build`. Raises ValueError naming the argument (TEXT, --order, --arpa,
     --discount-fallback, -S/--memory, -T/--temp-prefix) before any work, or DiscountError (add
-    --discount-fallback). The text is read and encoded a block at a time into the spill folder;
-    counting and estimation run in memory when -S allows it, else out of core
-    (pipeline/ngram/external.py): the same ARPA file either way."""
-    from pipeline.ngram import arpa, counting, external, kneser_ney
+    --discount-fallback). The text is read and encoded a block at a time into the spill folder,
+    then counted, estimated and written by pipeline/ngram/builder.py within -S."""
     def progress(message):
         print(f"lmpipe ngram: {message}", file=sys.stderr, flush=True)
     fallback = _fallback(args.discount_fallback)
@@ -46,41 +47,37 @@ def build(args) -> None:
                 raise ValueError(f"--order {args.order}: the longest sentence of {_name(args)} has "
                                  f"{longest} tokens with <s> and </s>; use --order {longest} or "
                                  "less, or more text")
-            size = stream.length
-            try:
-                if size * external.in_memory_bytes(args.order) <= args.memory:
-                    counts = counting.count(stream.read(0, size), len(tokens), args.order, progress)
-                    model = kneser_ney.estimate(counts, fallback=fallback, progress=progress,
-                                                remedy=remedy)
-                    counts = counting.NgramCounts(counts.vocab_size, counts.keys, [], [], [])
-                else:
-                    progress(f"counting out of core in {args.memory >> 20:,} MiB "
-                             f"(-S), spilling to {spill.path}")
-                    counts = external.count(stream, len(tokens), args.order, args.memory, spill,
-                                            progress)
-                    model = external.estimate(counts, args.memory, spill, fallback, progress, remedy)
-            except MemoryError:
-                raise ValueError(f"{_name(args)}: out of memory counting its {args.order}-grams "
-                                 f"({size:,} tokens with <s> and </s>); give -S a smaller budget "
-                                 "(counting then spills to disk), or use a lower --order") from None
-            try:
-                row = args.order * (max(len(t.encode()) for t in tokens) + 1) + 26
-                chunk = int(np.clip(args.memory // (16 * row), 4096, 250_000))  # lines within -S
-                target = Path(args.arpa)
-                if target.exists() and not target.is_file():   # a FIFO, /dev/stdout: in place
-                    with open(target, "wb") as handle:
-                        arpa.write(model, counts, tokens, handle, chunk=chunk)
-                else:   # under a scratch name, renamed when complete: a failure keeps the old file
-                    with files.atomic_file(target) as partial, open(partial, "wb") as handle:
-                        arpa.write(model, counts, tokens, handle, chunk=chunk)
-            except OSError as error:
-                if isinstance(error, files.SpillError):
-                    raise
-                raise ValueError(f"--arpa {args.arpa!r}: cannot write it "
-                                 f"({error.strerror or error})") from None
+            with builder.spill_folder(stream, args.order, args.memory, None) as working:
+                try:
+                    counts, model = builder.estimate(stream, len(tokens), args.order, args.order,
+                                                     args.memory, working, fallback, remedy,
+                                                     progress, "-S")
+                except MemoryError:
+                    raise ValueError(f"{_name(args)}: out of memory counting its {args.order}-grams "
+                                     f"({stream.length:,} tokens with <s> and </s>); give -S a "
+                                     "smaller budget (counting then spills to disk), or use a "
+                                     "lower --order") from None
+                _write(args, model, counts, tokens)
     except files.SpillError as error:
         raise ValueError(f"-T/--temp-prefix {error}") from None
     progress(f"wrote {args.arpa}")
+
+
+def _write(args, model, counts, tokens: tuple[str, ...]) -> None:
+    """The model as ARPA text at --arpa: a FIFO or /dev/stdout written in place, a file under a
+    scratch name renamed when complete (a failure keeps the old file). Raises ValueError naming
+    --arpa when it cannot be written."""
+    target = Path(args.arpa)
+    in_place = target.exists() and not target.is_file()
+    try:
+        with (nullcontext(target) if in_place else files.atomic_file(target)) as path, \
+                open(path, "wb") as handle:
+            builder.write_arpa(model, counts, tokens, handle, args.memory)
+    except files.SpillError:
+        raise
+    except OSError as error:
+        raise ValueError(f"--arpa {args.arpa!r}: cannot write it "
+                         f"({error.strerror or error})") from None
 
 
 def _encode(args, spill) -> tuple[tuple[str, ...], object, int]:
@@ -88,7 +85,6 @@ def _encode(args, spill) -> tuple[tuple[str, ...], object, int]:
     </s>) of TEXT, encoded block by block (encode_text on each block of whole lines, its ids
     renumbered into one vocabulary in order of first use: the same ids as encoding the whole
     text at once). Raises ValueError naming TEXT when it is empty, blank, or holds <s>/</s>."""
-    from pipeline.ngram import external
     column = spill.file("tokens", np.int32)
     index = {token: i for i, token in enumerate(SPECIALS)}
     sentences = longest = words = 0
@@ -110,7 +106,7 @@ def _encode(args, spill) -> tuple[tuple[str, ...], object, int]:
     if not words:
         raise ValueError(f"{_name(args)}: {'is empty' if empty else 'holds only blank lines'}; "
                          "give text to count, one sentence per line")
-    stream = external.TokenFile(column.path, column.length, spill=spill)
+    stream = TokenFile(column.path, column.length, spill=spill)
     stream.sentences = sentences
     return tuple(index), stream, longest
 

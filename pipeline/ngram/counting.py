@@ -48,7 +48,9 @@ class NgramCounts:
 
     def truncated(self, order: int) -> NgramCounts:
         """The counts of orders 1..order, adjusted counts redone for the new highest order
-        (raw counts there, as Kneser-Ney's highest order uses)."""
+        (raw counts there, as Kneser-Ney's highest order uses); itself when it has `order` orders."""
+        if order == self.order:
+            return self
         adjusted = list(self.adjusted[:order])
         adjusted[-1] = self.counts[order - 1].copy()
         return NgramCounts(self.vocab_size, self.keys[:order], self.counts[:order], adjusted,

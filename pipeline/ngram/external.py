@@ -429,19 +429,3 @@ def truncated(counts: DiskCounts, order: int) -> DiskCounts:
     return DiskCounts(counts.vocab_size, counts.keys[:order], counts.counts[:order],
                       [*counts.adjusted[:order - 1], counts.counts[order - 1]], counts.suffix[:order])
 
-
-def save_npz(path: str | os.PathLike, arrays: dict, step: int = 1 << 20) -> None:
-    """np.savez of 1-D arrays, some of them Columns on disk, written `step` entries at a time
-    (np.load reads the file as it reads np.savez's)."""
-    import zipfile
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
-        for name, values in arrays.items():
-            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
-                if not isinstance(values, Column):
-                    np.lib.format.write_array(member, np.asanyarray(values), allow_pickle=False)
-                    continue
-                np.lib.format.write_array_header_1_0(member, {
-                    "descr": np.lib.format.dtype_to_descr(values.dtype), "fortran_order": False,
-                    "shape": (values.length,)})
-                for lo in range(0, values.length, step):
-                    member.write(values.read(lo, lo + step).data)

@@ -47,15 +47,6 @@ class NGramLM:
         """In-memory bytes of the model's tables (BYTES_PER_NGRAM per stored n-gram)."""
         return sum(a.nbytes for a in (*self.keys, *self.log10_prob, *self.log10_backoff))
 
-    def arrays(self) -> dict[str, np.ndarray]:
-        """Flat dict for np.savez."""
-        out = {"vocab_size": np.array(self.vocab_size), "discounts": np.array(self.discounts)}
-        for n in range(self.order):
-            out[f"keys{n + 1}"] = self.keys[n]
-            out[f"log10_prob{n + 1}"] = self.log10_prob[n]
-            out[f"log10_backoff{n + 1}"] = self.log10_backoff[n]
-        return out
-
     @classmethod
     def from_arrays(cls, arrays) -> NGramLM:
         order = len(arrays["discounts"])

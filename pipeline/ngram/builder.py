@@ -1,0 +1,60 @@
+"""The n-gram build of the ngram stage and `lmpipe ngram build` (KenLM's lm/builder). In: a token
+stream (external.TokenFile, int32 ids), orders, a memory budget in bytes. Out: the counts and the
+Kneser-Ney model, in memory when the budget allows (external.in_memory_bytes), else out of core in
+a spill folder; the model as ARPA text. Errors: ValueError/DiscountError as counting and
+kneser_ney raise them, SpillError (pipeline/files.py) when the spill folder fails."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import numpy as np
+
+from pipeline import files
+from pipeline.ngram import arpa, counting, external, kneser_ney
+from pipeline.text.vocab import check_ids, sentence_bounds
+
+
+def longest(source: external.TokenFile, vocab_size: int) -> int:
+    """The longest sentence of `source` in tokens, with <s> and </s>, its ids checked by
+    check_ids a block of whole sentences at a time (StateError naming the file)."""
+    most = 0
+    for lo, hi in external.sentence_blocks(source, 1 << 22):
+        block = source.read(lo, hi)
+        check_ids(block, vocab_size, source.path, source.path.parent)
+        starts, ends = sentence_bounds(block)
+        most = max(most, int(np.max(ends - starts + 1, initial=0)))
+    return most
+
+
+def spill_folder(source: external.TokenFile, counted: int, memory: int, temp_dir: str | None):
+    """The one memory decision, as a context: None when counting `counted` orders of `source` fits
+    `memory` bytes (all in memory), else a spill folder: the stream's own, or a new one in
+    `temp_dir` (the system's temporary folder when None), removed on leaving."""
+    if source.length * external.in_memory_bytes(counted) <= memory:
+        return nullcontext()
+    return nullcontext(source.spill) if source.spill else files.Spill(temp_dir)
+
+
+def estimate(source: external.TokenFile, vocab_size: int, order: int, counted: int, memory: int,
+             spill: files.Spill | None, fallback, remedy: str, progress, budget: str):
+    """(counts of orders 1..counted, Kneser-Ney model of `order`) of `source`: in memory when
+    `spill` is None, else out of core within `memory` bytes (`budget` names it in the progress
+    line) in `spill`; the same tables either way (external.py)."""
+    if spill is None:
+        counts = counting.count(source.read(0, source.length), vocab_size, counted, progress)
+        model = kneser_ney.estimate(counts.truncated(order), fallback=fallback, progress=progress,
+                                    remedy=remedy)
+        return counts, model
+    progress(f"counting out of core in {memory >> 20:,} MiB ({budget}), spilling to {spill.path}")
+    counts = external.count(source, vocab_size, counted, memory, spill, progress)
+    model = external.estimate(external.truncated(counts, order), memory, spill, fallback, progress,
+                              remedy)
+    return counts, model
+
+
+def write_arpa(model, counts, tokens: tuple[str, ...], handle, memory: int) -> None:
+    """`model` as ARPA text into the binary file `handle`, formatted in chunks of lines that fit
+    `memory` bytes (the same bytes whatever the chunk)."""
+    row = model.order * (max(len(t.encode()) for t in tokens) + 1) + 26   # bytes of an ARPA line
+    arpa.write(model, counts, tokens, handle, chunk=int(np.clip(memory // (16 * row), 4096, 250_000)))

@@ -1,0 +1,91 @@
+"""The ngram stage's files, one writer each. In: a checked token stream (external.TokenFile), its
+vocabulary, orders, a memory budget in bytes. Out: in a folder that appears complete or not at
+all, model.npz (the Kneser-Ney tables), memory.json (n-grams and bytes of a model of each
+order), model.arpa and counts.parquet (every counted n-gram), tables in memory or on disk alike
+(builder.py). Errors: as builder.estimate."""
+
+from __future__ import annotations
+
+import json
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipeline import files
+from pipeline.ngram import builder, counting, kneser_ney
+
+
+def write(source, tokens: tuple[str, ...], out: Path, order: int, counted: int, memory: int,
+          temp_dir: str | None, fallback, progress) -> None:
+    """Count orders 1..`counted` of `source`, estimate Kneser-Ney of `order`, write the four files
+    into `out`; tables on disk are written `memory // 256` entries at a time."""
+    started = time.perf_counter()
+    with builder.spill_folder(source, counted, memory, temp_dir) as spill:
+        counts, model = builder.estimate(source, len(tokens), order, counted, memory, spill,
+                                         fallback, kneser_ney.PARAMS_REMEDY, progress, "ngram.memory")
+        step = max(memory // 256, 4096)
+        with files.staged_dir(out) as scratch:
+            save_npz(scratch / "model.npz", npz_arrays(model), step)
+            rows = counting.memory_by_order(counts, kneser_ney.BYTES_PER_NGRAM)
+            (scratch / "memory.json").write_text(json.dumps(rows, indent=2))
+            with open(scratch / "model.arpa", "wb") as handle:
+                builder.write_arpa(model, counts, tokens, handle, memory)
+            progress("wrote model.arpa")
+            write_counts(scratch / "counts.parquet", counts, tokens, None if spill is None else step)
+            progress(f"wrote counts.parquet; {time.perf_counter() - started:.1f}s in all")
+
+
+def npz_arrays(model) -> dict:
+    """The model's tables by name, as model.npz holds them (NGramLM.from_arrays reads them)."""
+    arrays = {"vocab_size": np.array(model.vocab_size), "discounts": np.array(model.discounts)}
+    for n in range(1, model.order + 1):
+        arrays.update({f"keys{n}": model.keys[n - 1], f"log10_prob{n}": model.log10_prob[n - 1],
+                       f"log10_backoff{n}": model.log10_backoff[n - 1]})
+    return arrays
+
+
+def save_npz(path: str | Path, arrays: dict, step: int) -> None:
+    """np.savez's bytes for arrays, some of them 1-D files.Column on disk, written `step` entries
+    at a time (np.load reads the file as it reads np.savez's)."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for name, values in arrays.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                if not isinstance(values, files.Column):
+                    np.lib.format.write_array(member, np.asanyarray(values), allow_pickle=False)
+                    continue
+                np.lib.format.write_array_header_1_0(member, {
+                    "descr": np.lib.format.dtype_to_descr(values.dtype), "fortran_order": False,
+                    "shape": (values.length,)})
+                for lo in range(0, values.length, step):
+                    member.write(values.read(lo, lo + step).data)
+
+
+def write_counts(path: str | Path, counts, tokens: tuple[str, ...], rows: int | None) -> None:
+    """counts.parquet: one row per n-gram of every order (order, ngram: its words joined by
+    spaces, key, count, adjusted, suffix: -1 at order 1), read and written `rows` n-grams at a
+    time, a row group each; `rows` None: the whole table in one write, as pandas' to_parquet
+    writes it (its schema, with pandas' metadata, either way)."""
+    words = pa.array(tokens, pa.string())
+    schema = pa.Schema.from_pandas(pd.DataFrame({
+        "order": [1], "ngram": pd.Series([""], dtype=object), "key": [0], "count": [0],
+        "adjusted": [0], "suffix": [0]}), preserve_index=False)
+
+    def table(n: int, lo: int, hi: int) -> pa.Table:
+        grams = counts.words(n, lo, hi)   # the words joined in C, by pyarrow
+        text = pc.binary_join_element_wise(*(words.take(grams[:, j]) for j in range(n)), " ")
+        suffix = counts.suffix[n - 1][lo:hi] if n > 1 else np.full(hi - lo, -1, dtype=np.int64)
+        return pa.table({"order": np.full(hi - lo, n, dtype=np.int64), "ngram": text,
+                         "key": counts.keys[n - 1][lo:hi], "count": counts.counts[n - 1][lo:hi],
+                         "adjusted": counts.adjusted[n - 1][lo:hi], "suffix": suffix}, schema=schema)
+    step = rows or max(counts.num_ngrams())
+    slices = (table(n, lo, min(lo + step, size)) for n, size in enumerate(counts.num_ngrams(), 1)
+              for lo in range(0, size, step))
+    with pq.ParquetWriter(path, schema) as writer:
+        for part in slices if rows else [pa.concat_tables(slices)]:
+            writer.write_table(part)
