@@ -1,13 +1,7 @@
-"""One error path for every stage (`python -m stages.X`) and every `lmpipe` command: whatever
-stops them ends in one line on stderr, `lmpipe: error: <what is wrong, the file, key or argument,
-and the fix>`, and a non-zero exit status, never a traceback, unless LMPIPE_DEBUG=1 (or
-`lmpipe --debug`) asks for one.
-
-Exit statuses: 2 bad input or damaged state (a ValueError or OSError with its own message: the
-params, a corpus, an argument, a file of data/prepared or models/, the MLflow store); 1 anything
-unforeseen (the exception's type and first line, and how to get the traceback); 130 Ctrl-C,
-143 SIGTERM (config.run_stage).
-"""
+"""One error path for stages and `lmpipe`: whatever stops them is one line on stderr,
+`lmpipe: error: <what is wrong, the file, key or argument, the fix>`, never a traceback unless
+LMPIPE_DEBUG=1. Exit status 2: bad input or damaged state (ValueError, OSError); 1: the
+unforeseen; 130 Ctrl-C, 143 SIGTERM (stages.run_stage). quiet_libraries silences their chatter."""
 
 from __future__ import annotations
 

@@ -1,24 +1,7 @@
-"""Batching. In: a token stream `<s> w.. </s> <s> ...`. Out: tensors the models consume.
-
-Causal models read the stream as `batch_size` contiguous columns (pytorch/examples' batchify)
-and walk them in windows of `bptt` steps, the hidden state carried from one window to the next:
-
-    stream  a b c d e f g h i j k l m n o p q r s t u v w x     batch_size = 4
-    columns ┌ a b c d e f ┐   window 1: inputs a b c, targets b c d   (bptt = 3)
-            │ g h i j k l │   window 2: inputs d e,   targets e f     (last window is shorter)
-            │ m n o p q r │
-            └ s t u v w x ┘
-Targets equal to `<s>` are replaced by IGNORE: `<s>` is context, never predicted.
-With variable BPTT (Merity et al. 2017, section 4.1) the windows have random lengths, drawn
-afresh each epoch from (seed, epoch): bptt with probability 0.95, else bptt / 2, plus N(0, 5²)
-noise, at least 5 and at most bptt + 20 steps; every position is still read once per epoch.
-
-For evaluation every non-`<s>` token must be predicted exactly once, so `eval_columns` cuts the
-stream at sentence starts into columns of nearly equal length, padded at the end with IGNORE
-targets, and keeps each target's position in the stream.
-
-The bidirectional model reads whole sentences, `<s> x1..xT </s>`, padded on the right.
-"""
+"""Batching. In: a token stream `<s> w.. </s> <s> ...`. Out: causal windows (batch_size
+contiguous columns walked bptt steps at a time; variable BPTT, Merity et al. 2017 section 4.1),
+evaluation columns that predict every non-`<s>` token exactly once, and whole padded sentences
+for the bidirectional model. `<s>` targets are IGNORE. Diagrams: docs/internals.md."""
 
 from __future__ import annotations
 

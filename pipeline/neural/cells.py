@@ -1,35 +1,8 @@
-"""Recurrent cells. In: inputs (batch, time, features) and an initial state (layers, batch, S).
-Out: outputs of the top layer (batch, time, hidden) and the final state (layers, batch, S), where
-S = H (hidden) for rnn and gru, and S = 2H for lstm: its state is [h; c] in one tensor, so the
-code that carries states (TBPTT, resume, generation) is the same for every cell.
-
-`textbook` cells are the equations of the lecture notes, run through `scan` like tf.scan:
-    vanilla  h<t> = tanh(W_h [h<t-1>, x<t>] + b_h)
-    GRU      Γr = σ(W_r [h<t-1>, x<t>] + b_r);  Γu = σ(W_u [h<t-1>, x<t>] + b_u)
-             h'<t> = tanh(W_h [Γr * h<t-1>, x<t>] + b_h)      (Γr before the product: Cho et al.)
-             h<t> = (1 - Γu) * h<t-1> + Γu * h'<t>
-    LSTM     Γu = σ(W_u [h<t-1>, x<t>] + b_u)                  (update / input gate)
-             Γf = σ(W_f [h<t-1>, x<t>] + b_f)                  (forget gate, Gers et al. 2000)
-             c'<t> = tanh(W_c [h<t-1>, x<t>] + b_c)            (candidate memory cell)
-             Γo = σ(W_o [h<t-1>, x<t>] + b_o)                  (output gate)
-             c<t> = Γu * c'<t> + Γf * c<t-1>;  h<t> = Γo * tanh(c<t>)
-             (Hochreiter & Schmidhuber 1997, with the forget gate; the form of Graves 2013 and of
-             torch.nn.LSTM without peepholes)
-    deep     h[l]<t> = f(W_h[l] [h[l]<t-1>, a[l-1]<t>] + b_h[l]);  a[l]<t> = f(W_a[l] h[l]<t> + b_a[l])
-Each W [h, x] is split as W_hh h + W_hx x so that the x-part of every time step is one matrix
-product hoisted out of the loop. `fused` uses torch.nn.RNN / nn.GRU / nn.LSTM (cuDNN on GPU): the
-same vanilla RNN and the same LSTM (its two biases sum to b), but nn.GRU applies its reset gate
-after the product, r * (W_hn h + b_hn), so it is a different function from the textbook GRU.
-Fused deep stacks feed layer l+1 with h[l] directly (no a[l] = f(W_a h + b_a) in between); each
-fused layer is its own single-layer module so that the dropout between layers can be locked.
-
-Regularisation (pipeline/neural/regularization.py): `dropout` between layers, locked or not;
-`weight_drop` (DropConnect on every hidden-to-hidden matrix: W_hh; W_hr, W_hu, W_hh of the GRU;
-the h parts of the LSTM's four gates), for fused cells through torch.func.functional_call with the
-dropped matrix in place of weight_hh_l0 (the module's own parameter is never replaced, so
-state_dict, DDP and cuDNN's weight flattening are unaffected; on a GPU cuDNN copies the
-non-contiguous weights each step, as for AWD-LSTM's WeightDrop).
-"""
+"""Recurrent cells. In: x (B, T, I) and state (L, B, S). Out: the top layer's outputs (B, T, H)
+and the final state (L, B, S); S = H for rnn and gru, 2H ([h; c]) for lstm. `textbook`: the
+lecture's equations through `scan` (GRU: relevance gate before the product, Cho et al. 2014);
+`fused`: torch.nn.RNN/GRU/LSTM (nn.GRU applies r after the product: another function).
+Equations, weight drop and deep stacks: docs/internals.md."""
 
 from __future__ import annotations
 

@@ -1,25 +1,8 @@
-"""Lightning shell. In: an RNNLM and training params. Out: a LightningModule whose loss is the
-cross-entropy averaged over time steps and batch (J = -(1/T) Σ_t log ŷ<t>[y<t>]), and whose
-validation perplexity sums NLL and token counts over the whole split (never a mean of means).
-
-Causal models keep the hidden state on the module: carried from window to window, detached after
-each (truncated BPTT; Lightning 2 has no built-in TBPTT), reset at each epoch start. The
-bidirectional model is trained on whole sentences to fill every position from both sides.
-
-Optimisation beyond the lecture, from Merity, Keskar & Socher 2017 (AWD-LSTM, arXiv:1708.02182):
-    AR / TAR        train.ar_alpha, train.tar_beta: activation regularisation added to the loss
-                    (regularization.py); train_loss logs the cross-entropy alone
-    NT-ASGD         train.optimizer nt-asgd: SGD until the validation perplexity is worse than the
-                    best of all but the last `nonmonotone_interval` epochs, then the iterate
-                    average (Polyak & Juditsky 1992) of the weights after every step from there on
-                    (torch.optim.swa_utils.AveragedModel: the `ax` of torch.optim.ASGD with lambd = 0
-                    and t0 = -1; AWD-LSTM switches to ASGD with t0 = 0, which leaves out the first
-                    iterate). Validation, best.ckpt and the saved model use the averaged weights;
-                    training continues on the raw ones
-    variable BPTT   train.variable_bptt: each window is bptt long with probability 0.95 (else
-                    bptt / 2), jittered by N(0, 5²), at least 5, and the learning rate of its step
-                    scaled by length / bptt (batches.py, optimizer_step)
-"""
+"""Lightning shell. In: an RNNLM and train params. Out: a LightningModule whose loss is
+J = -(1/T) sum_t log y<t>[target], whose validation perplexity sums NLL and token counts over
+the split (never a mean of means), and whose hidden state is carried and detached per window
+(truncated BPTT). AR/TAR, NT-ASGD and variable BPTT follow Merity, Keskar & Socher 2017
+(AWD-LSTM, arXiv:1708.02182); details: docs/internals.md."""
 
 from __future__ import annotations
 

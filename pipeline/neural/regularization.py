@@ -1,20 +1,7 @@
-"""The regularisers of strong recurrent language models, as in Merity, Keskar & Socher 2017,
-"Regularizing and Optimizing LSTM Language Models" (AWD-LSTM, arXiv:1708.02182). Imports only torch.
-
-    locked dropout       one Bernoulli mask per sequence, the same at every time step, on the
-                         embeddings, between layers and on the outputs (variational dropout, Gal &
-                         Ghahramani 2016, "A Theoretically Grounded Application of Dropout in RNNs";
-                         Merity et al. section 4.2)
-    embedding dropout    whole words dropped from the embedding matrix, the rest scaled by
-                         1 / (1 - p) (Gal & Ghahramani 2016 section 4; Merity et al. section 4.3)
-    weight drop          DropConnect (Wan et al. 2013) on the hidden-to-hidden matrices, one mask per
-                         forward pass shared by every time step (Merity et al. section 2)
-    AR, TAR              α mean(m ⊙ h<t>)² on the dropped outputs of the last layer and
-                         β mean(h<t> - h<t-1>)² on its undropped outputs (Merity et al. section 4.6)
-
-Every mask is drawn from torch's global generator, so a run resumed from a checkpoint (which
-saves that generator's state) draws the same masks as an uninterrupted one.
-"""
+"""AWD-LSTM's regularisers (Merity, Keskar & Socher 2017, arXiv:1708.02182), torch only:
+locked dropout (Gal & Ghahramani 2016), embedding dropout, weight drop (DropConnect, Wan et
+al. 2013), AR and TAR. Every mask comes from torch's global generator, so a resumed run draws
+the same masks as an uninterrupted one."""
 
 from __future__ import annotations
 

@@ -1,13 +1,7 @@
-"""Resuming an interrupted training (I/O helper). In: a checkpoint directory (a DVC out declared
-`persist: true`, so DVC keeps it between runs) and a fingerprint of everything that defines the
-training. Out: the checkpoint to resume from and the MLflow run to continue, or a clean start.
-
-The directory holds Lightning's `last.ckpt` (every few steps) and `best.ckpt` (lowest validation
-perplexity), and `resume.json`: {"fingerprint", "run_id", "finished"}. A run resumes only from an
-unfinished training with the same fingerprint: after a params or data change, or once a training
-has finished, the next run starts afresh (old checkpoints removed: `clear`, which the train
-stage calls only once the MLflow store has taken the new run, so a store that fails loses none).
-"""
+"""Resuming an interrupted training. In: a checkpoint directory (last.ckpt, best.ckpt and
+resume.json: fingerprint, run_id, finished) and the fingerprint of the training. Out: the
+checkpoint and MLflow run to continue, or a clean start (after a params or data change, or
+once the training finished)."""
 
 from __future__ import annotations
 

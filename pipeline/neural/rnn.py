@@ -1,22 +1,7 @@
-"""The recurrent language model: embedding -> recurrent stack(s) -> softmax over the vocabulary.
-One class, variants as parameters (cell, impl, num_layers, bidirectional). Never Lightning.
-
-Causal (`bidirectional=False`): ŷ<t> = softmax(W_y h<t> + b_y) predicts x<t+1> from x<1..t>.
-Bidirectional (cloze): ŷ<t> = softmax(W_y [h→<t-1>, h←<t+1>] + b_y) predicts x<t> from the
-forward stack's state after x<1..t-1> and the backward stack's state after x<T..t+1>; the two
-directions are separate stacks (also when deep), so no path leads from x<t> to ŷ<t>.
-
-Output layer: `softmax` (W_y, b_y over the whole vocabulary; on CPU its loss is computed in
-chunks, losses.py) or `adaptive`, the adaptive softmax of Grave, Joulin, Cissé, Grangier & Jégou
-2017, "Efficient softmax approximation for GPUs" (torch.nn.AdaptiveLogSoftmaxWithLoss): the
-most frequent words (ids below the first cutoff; the vocabulary is sorted by train frequency)
-in a head, rarer ones in clusters of smaller dimension. Its log-probabilities are exact and
-sum to one over the vocabulary; only their cost is lower.
-
-Regularisation (regularization.py, Merity et al. 2017): dropout on the embeddings
-(`dropout_input`), between layers (`dropout_hidden`) and on the outputs (`dropout`), each
-locked over time when `locked_dropout`; `embedding_dropout` (whole words); `weight_drop`.
-"""
+"""The recurrent language model: embedding -> recurrent stack(s) -> softmax, or the adaptive
+softmax of Grave et al. 2017. In: a ModelConfig (config.py). Causal: y<t> predicts x<t+1> from
+x<1..t>. Bidirectional (cloze): y<t> = softmax(W_y [h->(t-1), h<-(t+1)] + b_y) predicts x<t>
+from separate forward and backward stacks, so no path leads from x<t> to y<t>. Never Lightning."""
 
 from __future__ import annotations
 
