@@ -10,6 +10,10 @@ import json
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure  # no pyplot: no backend to choose, no figure to close
+
+from pipeline.evaluation import bootstrap
+from pipeline.evaluation.scoring import text_metrics, token_metrics
 
 KEYS = ("val_ppl", "test_ppl", "val_bits_per_token", "test_bits_per_token", "test_top1_accuracy",
         "test_top5_accuracy", "fill_accuracy", "test_bits_per_char", "test_bits_per_byte",
@@ -33,8 +37,6 @@ def metrics(name: str, sums: dict[str, dict[str, np.ndarray]],
     bootstrap.resample_sums of `columns` ("<name>.nll", ...); `text` the test units' "chars",
     "bytes", "words"; `fill` the per-blank correctness, `fill_replicates[name]` its resampled
     sums (and ["blanks"] the resampled blank counts)."""
-    from pipeline.evaluation import bootstrap
-    from pipeline.evaluation.scoring import text_metrics, token_metrics
     out = {}
     for split, prefix in (("valid", "val"), ("test", "test")):
         total, drawn = sums[split], replicates[split]
@@ -96,7 +98,6 @@ def comparisons(results: dict[str, dict], sums: dict[str, dict[str, dict[str, np
     the same objective (causal models among themselves, cloze models among themselves: only
     those score the same targets given the same context), each pair as (later, earlier) in
     the order of `results`: "gru better than ngram"."""
-    from pipeline.evaluation import bootstrap
     names = list(results)
     out = []
     for j, a in enumerate(names):
@@ -176,23 +177,7 @@ def comparison_markdown(results: dict[str, dict], blanks: int = 0, choices: int 
         lines.append(f"[low, high]: {pct} percentile bootstrap interval, {resamples:,} resamples of "
                      f"the test {unit} (blanks for fill-in-the-blank), the same draw for every model.")
     if pairs is not None:
-        lines += ["", f"### Which differences are real (paired bootstrap, {pct})", "",
-                  "| A | B | Δ ln p per token, A − B | P(A better) | A better than B? |",
-                  "|---|---|---:|---:|---|"]
-        for c in pairs:
-            verdict = {"yes": "**yes**", "no": "no: B is better"}.get(
-                c.verdict, f"not distinguishable at {pct}")
-            lines.append(f"| {c.a} | {c.b} | {c.delta:+.4f} [{c.low:+.4f}, {c.high:+.4f}] | "
-                         f"{c.p_better:.3f} | {verdict} |")
-        if not pairs:
-            lines.append("| - | - | - | - | no two models with the same objective |")
-        lonely = [n for n, r in results.items()
-                  if sum(x["objective"] == r["objective"] for x in results.values()) == 1]
-        lines.append("")
-        lines.append("Δ > 0: A gives the test set the higher likelihood (lower perplexity). Only "
-                     "models scored on the same targets with the same context are paired: causal "
-                     "with causal, cloze with cloze" + (f" ({', '.join(lonely)}: no other model "
-                                                        "of its objective)" if lonely else "") + ".")
+        lines += _pairs_markdown(results, pairs, pct)
     lines += ["", "### Per character, byte and word of the original test text", "",
               f"| model | objective | bits/char [{pct} CI] | bits/byte | word-level ppl | "
               "test tokens | characters | bytes | words |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -209,15 +194,34 @@ def comparison_markdown(results: dict[str, dict], blanks: int = 0, choices: int 
     return "\n".join(lines) + "\n"
 
 
+def _pairs_markdown(results: dict[str, dict], pairs: list, pct: str) -> list[str]:
+    """comparison.md's paired verdicts: a table of bootstrap.Comparison rows and what Δ means."""
+    lines = ["", f"### Which differences are real (paired bootstrap, {pct})", "",
+             "| A | B | Δ ln p per token, A − B | P(A better) | A better than B? |",
+             "|---|---|---:|---:|---|"]
+    for c in pairs:
+        verdict = {"yes": "**yes**", "no": "no: B is better"}.get(
+            c.verdict, f"not distinguishable at {pct}")
+        lines.append(f"| {c.a} | {c.b} | {c.delta:+.4f} [{c.low:+.4f}, {c.high:+.4f}] | "
+                     f"{c.p_better:.3f} | {verdict} |")
+    if not pairs:
+        lines.append("| - | - | - | - | no two models with the same objective |")
+    lonely = [n for n, r in results.items()
+              if sum(x["objective"] == r["objective"] for x in results.values()) == 1]
+    lines.append("")
+    lines.append("Δ > 0: A gives the test set the higher likelihood (lower perplexity). Only "
+                 "models scored on the same targets with the same context are paired: causal "
+                 "with causal, cloze with cloze" + (f" ({', '.join(lonely)}: no other model "
+                                                    "of its objective)" if lonely else "") + ".")
+    return lines
+
+
 def forest_plot(results: dict[str, dict], path: Path, level: float) -> None:
     """One row per model: test perplexity and bits per character with their intervals
     (cloze rows grey: pseudo-perplexities)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     names = list(results)[::-1]     # the first model on top
-    figure, axes = plt.subplots(1, 2, figsize=(11, 0.5 * len(names) + 1.6), sharey=True)
+    figure = Figure(figsize=(11, 0.5 * len(names) + 1.6))
+    axes = figure.subplots(1, 2, sharey=True)
     for axis, key, label in ((axes[0], "test_ppl", "test perplexity"),
                              (axes[1], "test_bits_per_char", "bits per character")):
         for y, name in enumerate(names):
@@ -233,7 +237,6 @@ def forest_plot(results: dict[str, dict], path: Path, level: float) -> None:
                     fontsize=9)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
-    plt.close(figure)
 
 
 def probes_markdown(probes: list[dict], answers: dict[str, list[list[dict]]]) -> str:
@@ -293,10 +296,6 @@ def write(out: Path, results: dict, mle: dict, histories: dict[str, list[dict]],
           memory: list[dict], probes_md: str, samples_md: str, blanks: int,
           choices: int, pairs: list, level: float, resamples: int, unit: str) -> list[Path]:
     """Write metrics/ and return the files worth logging as MLflow artifacts."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     plots = out / "plots"
     plots.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(results, indent=2))
@@ -329,7 +328,19 @@ def write(out: Path, results: dict, mle: dict, histories: dict[str, list[dict]],
         "| model | entries (n-grams or parameters) | MiB |\n|---|---:|---:|\n" + "".join(
             f"| {r['model']} | {r['entries']:,} | {r['bytes'] / 2**20:.2f} |\n" for r in memory))
 
-    figure, (left, middle, right, far) = plt.subplots(1, 4, figsize=(21, 4))
+    comparison_plot(results, histories, memory, choices, plots / "comparison.png")
+    return [out / "comparison.md", out / "memory.md", out / "metrics.json", out / "mle.json",
+            out / "pairs.json", plots / "intervals.png", plots / "intervals.csv",
+            out / "probes.md", out / "samples.md", plots / "comparison.png", plots / "memory.csv",
+            plots / "val_ppl.csv", plots / "test_ppl.csv", plots / "fill_accuracy.csv"]
+
+
+def comparison_plot(results: dict, histories: dict[str, list[dict]], memory: list[dict],
+                    choices: int, path: Path) -> None:
+    """comparison.png: validation perplexity per epoch, n-gram memory by order beside the RNNs'
+    parameters, test perplexity and fill-in-the-blank accuracy per model."""
+    figure = Figure(figsize=(21, 4))
+    left, middle, right, far = figure.subplots(1, 4)
     for name, history in histories.items():
         left.plot([h["epoch"] for h in history], [h["val_ppl"] for h in history], marker="o", label=name)
     left.set(xlabel="epoch", ylabel="validation perplexity", title="RNN training")
@@ -351,9 +362,4 @@ def write(out: Path, results: dict, mle: dict, histories: dict[str, list[dict]],
     middle.set(xlabel="n-gram order N", ylabel="MiB", title="memory: n-grams vs RNN parameters")
     middle.legend(fontsize=7)
     figure.tight_layout()
-    figure.savefig(plots / "comparison.png", dpi=100)
-    plt.close(figure)
-    return [out / "comparison.md", out / "memory.md", out / "metrics.json", out / "mle.json",
-            out / "pairs.json", plots / "intervals.png", plots / "intervals.csv",
-            out / "probes.md", out / "samples.md", plots / "comparison.png", plots / "memory.csv",
-            plots / "val_ppl.csv", plots / "test_ppl.csv", plots / "fill_accuracy.csv"]
+    figure.savefig(path, dpi=100)
