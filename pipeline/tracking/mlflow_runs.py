@@ -12,18 +12,14 @@ import logging
 import os
 import socket
 import subprocess
-import threading
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import mlflow
 import psutil
-import requests
 from mlflow.entities import Param
 from mlflow.tracking import MlflowClient
-from mlflow.utils.databricks_utils import get_databricks_host_creds
 
-from pipeline.errors import StateError, debug, first_line, server_down, verbose
+from pipeline.errors import debug, verbose
 from pipeline.tracking import store
 from pipeline.tracking.run_search import ROLE, VIEW, active_experiment, damaged_store
 
@@ -140,199 +136,6 @@ def _apart(tagged, now) -> bool:
         return False
 
 
-ENV = "MLFLOW_TRACKING_URI"
-PARAM = "mlflow.tracking_uri"
-FORMS = ("sqlite:///PATH in an existing folder (the default: sqlite:///mlflow.db), "
-         "http(s)://HOST:PORT of a running tracking server (`lmpipe mlflow-server`), a database "
-         "URL whose driver is installed (postgresql://..., mysql://...) or databricks with its "
-         "credentials")
-DRIVERS = {"psycopg": "psycopg[binary]", "psycopg2": "psycopg2-binary", "MySQLdb": "mysqlclient",
-           "pymysql": "PyMySQL"}   # module -> the package that provides it
-
-
-def _origin(tracking_uri: str, source: str | None) -> tuple[str, str]:
-    """(where the URI came from, its value as given there): MLFLOW_TRACKING_URI when set (it
-    wins over params.yaml, config.tracking_uri), else params.yaml's mlflow.tracking_uri."""
-    if source is None:
-        source = ENV if os.environ.get(ENV) else PARAM
-    given = os.environ[ENV] if source == ENV and os.environ.get(ENV) else tracking_uri
-    return source, given
-
-
-def _shown(source: str, value: str) -> str:
-    """`source` and `value` as a user writes them, a password masked."""
-    try:
-        parts = urlsplit(value)
-        if parts.password:
-            value = value.replace(f":{parts.password}@", ":***@", 1)
-    except ValueError:
-        pass
-    if source.startswith("--"):
-        return f"{source} {value}"
-    return f"{source}={value}" if source == ENV else f"{source}={value!r} (params.yaml)"
-
-
-def _another(source: str, what: str) -> str:
-    """How to point lmpipe at `what` (another store) from `source`."""
-    if source.startswith("--"):
-        return f"give {source} {what}, or leave it out to use the store of params.yaml"
-    if source == ENV:
-        return f"unset {ENV} to use the embedded store sqlite:///mlflow.db, or set it to {what}"
-    return f"set {PARAM} in params.yaml to {what}"
-
-
-def _within(seconds: float, call, *args):
-    """call(*args) in a daemon thread (a DNS lookup, a driver's connect: neither has a bound of
-    its own): its result or its exception, or TimeoutError after `seconds`; a call that hangs
-    is left behind and does not keep the process from exiting."""
-    outcome: dict = {}
-
-    def target():
-        try:
-            outcome["value"] = call(*args)
-        except BaseException as error:   # handed to the caller
-            outcome["error"] = error
-    thread = threading.Thread(target=target, name="lmpipe-check-store", daemon=True)
-    thread.start()
-    thread.join(seconds)
-    if thread.is_alive():
-        raise TimeoutError(f"no answer within {seconds:g} s")
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome.get("value")
-
-
-def check_uri(tracking_uri: str, *, source: str | None = None, timeout: float = 10.0,
-              writable: bool = True) -> None:
-    """Check the form and the reach of a tracking URI before MLflow touches it (MLflow retries
-    some for minutes, creates missing folders, or answers with a paragraph), in at most about
-    `timeout` seconds. `source` names where the URI came from in the messages:
-    "MLFLOW_TRACKING_URI", "mlflow.tracking_uri" (params.yaml) or a command's argument such as
-    "--tracking-uri"; None: MLFLOW_TRACKING_URI when it is set, else mlflow.tracking_uri.
-    `writable`: the caller writes runs (a stage); False for a reader (`lmpipe compare`), for
-    which an sqlite store must exist and be readable (store.blocked).
-
-    Raises StateError, one line naming the source, its value and the fix, for: an sqlite URI
-    without a file path (`sqlite:///`, in-memory), a path that is a folder, a folder that does
-    not exist, a store file or folder that cannot be written (`writable`) or a missing store (a
-    reader); an http(s) URI without a host or with a bad port, or whose server does not answer
-    its /health within `timeout` (errors.server_down); a database URL SQLAlchemy cannot parse,
-    whose driver is not installed, or whose database refuses or does not answer a connection;
-    `databricks` without credentials; any other scheme."""
-    source, given = _origin(tracking_uri, source)
-
-    def refuse(problem: str, first: str = "") -> StateError:
-        fix = _another(source, FORMS)
-        return StateError(f"{_shown(source, given)} {problem}; {first + ', or ' if first else ''}"
-                          f"{fix}")
-
-    lowered = tracking_uri.lower()
-    if tracking_uri.startswith("sqlite:"):
-        if not tracking_uri.startswith(store.PREFIX) or store.database(given) is None:
-            raise refuse("names no database file (an empty path or an in-memory database keeps "
-                         "nothing)")
-        path = store.database(tracking_uri)
-        if path.is_dir():
-            raise refuse(f"names a folder, {path}, not a database file")
-        if not path.parent.is_dir():
-            if path.parent.exists():
-                raise refuse(f"names a file in {path.parent}, which is not a folder")
-            raise refuse(f"names a file in {path.parent}, a folder that does not exist",
-                         f"create it (`mkdir -p {path.parent}`)")
-        if not writable and not path.is_file():
-            raise refuse(f"names no MLflow store: {path} does not exist")
-        blocked = store.blocked(path, writable)
-        if blocked:
-            why, paths = blocked
-            beside = (f"the file, and {path.name}-wal, -shm or -journal beside it" if writable
-                      else f"{path.name}-shm beside a store in WAL mode, even to read it")
-            raise StateError(
-                f"{path}: the MLflow store cannot be {'written' if writable else 'read'} ({why}: "
-                f"SQLite writes {beside}); make {'them' if len(paths) > 1 else 'it'} writable "
-                f"(`chmod u+w {' '.join(str(p) for p in paths)}`), or "
-                f"{_another(source, 'a writable store' if writable else 'another store')}")
-        return
-    if lowered.startswith(("http://", "https://")):
-        parts = urlsplit(tracking_uri)
-        if not parts.hostname:
-            raise refuse("names no host")
-        try:
-            parts.port   # noqa: B018 - raises ValueError for a port that is not a number 0..65535
-        except ValueError:
-            raise refuse("has a port that is not a number 0..65535") from None
-        _check_server(tracking_uri, source, timeout)
-        return
-    if lowered == "databricks" or lowered.startswith("databricks://"):
-        _check_databricks(tracking_uri, timeout, refuse)
-        return
-    if urlsplit(lowered).scheme.split("+")[0] in ("postgresql", "mysql", "mssql"):
-        _check_database(tracking_uri, timeout, refuse)
-        return
-    raise refuse("is not a tracking store lmpipe can use")
-
-
-def _check_server(tracking_uri: str, source: str, timeout: float) -> None:
-    """A tracking server answers its /health within about `timeout` seconds, else StateError."""
-    def health():
-        requests.get(tracking_uri.rstrip("/") + "/health", timeout=timeout).raise_for_status()
-    try:
-        _within(timeout + 1, health)
-    except (requests.RequestException, TimeoutError) as error:
-        why = str(error) if isinstance(error, requests.HTTPError) else \
-            f"{type(error).__name__} within {timeout:g} s"
-        raise StateError(server_down(tracking_uri, why, source)) from None
-
-
-def _check_database(tracking_uri: str, timeout: float, refuse) -> None:
-    """A database URL that SQLAlchemy parses, whose driver is installed and whose database
-    accepts a connection within `timeout` seconds; else refuse(problem, fix)."""
-    import sqlalchemy  # here: 0.3 s that an sqlite store (no SQLAlchemy URL) need not pay
-    from sqlalchemy.pool import NullPool
-    try:
-        url = sqlalchemy.engine.make_url(tracking_uri)
-        url.get_dialect().import_dbapi()
-    except ImportError as error:
-        name = error.name or str(error)
-        raise refuse(f"needs the database driver {name}, which is not installed",
-                     f"install it into lmpipe's environment (`pip install "
-                     f"{DRIVERS.get(name, name)}`)") from None
-    except sqlalchemy.exc.ArgumentError as error:   # NoSuchModuleError among them
-        why = first_line(error) or type(error).__name__
-        raise refuse(f"is not a database URL SQLAlchemy can use ({why})") from None
-
-    def connect():
-        engine = sqlalchemy.create_engine(url, poolclass=NullPool)
-        try:
-            engine.connect().close()
-        finally:
-            engine.dispose()
-    try:
-        _within(timeout, connect)
-    except TimeoutError as error:
-        raise refuse(f"names a database that does not answer ({error})") from None
-    except Exception as error:   # the driver's own: refused, unknown host, bad password
-        why = first_line(error) or type(error).__name__
-        raise refuse(f"names a database that refuses the connection ({why[:160]})") \
-            from None
-
-
-def _check_databricks(tracking_uri: str, timeout: float, refuse) -> None:
-    """Databricks credentials for `tracking_uri` (MLflow's own lookup, its warning silenced),
-    found within `timeout` seconds; else refuse(problem, fix)."""
-    chatty = logging.getLogger("mlflow.utils.databricks_utils")
-    level = chatty.level
-    chatty.setLevel(logging.CRITICAL)
-    try:
-        _within(timeout, get_databricks_host_creds, tracking_uri)
-    except Exception as error:   # MLflow's "Reading Databricks credential configuration failed"
-        late = f" ({error})" if isinstance(error, TimeoutError) else ""
-        raise refuse(f"finds no Databricks credentials{late}",
-                     "configure them (DATABRICKS_HOST and DATABRICKS_TOKEN, or a profile in "
-                     "~/.databrickscfg)") from None
-    finally:
-        chatty.setLevel(level)
-
-
 def _quiet_store_errors() -> None:
     """MLflow logs every SQLAlchemy error with its traceback (mlflow.store.db.utils, ERROR)
     before it raises it; the error itself ends in errors.guard's one line, so the log goes,
@@ -343,16 +146,17 @@ def _quiet_store_errors() -> None:
 
 def check_store(tracking_uri: str, experiment: str, timeout: float = 10.0, *,
                 source: str | None = None, writable: bool = True) -> None:
-    """Before any work that ends in MLflow: the URI's form and reach (check_uri: an sqlite store
+    """Before any work that ends in MLflow: the URI's form and reach (store.check_uri: an sqlite store
     that can be written, a tracking server that answers its /health within `timeout` seconds,
     ...), then `experiment`, if it exists, is not deleted (active_experiment) and the store is
     not damaged. An sqlite store is switched to WAL first (store.prepare). With `writable`
     False (a reader, `lmpipe compare`) an sqlite store is only checked by check_uri: nothing is
-    created or written, and run_search's SQL judges the experiment. `source`: see check_uri.
+    created or written, and run_search's SQL judges the experiment. `source`: see
+    store.check_uri.
     Raises StateError
     (one line naming the URI's source and value, the file, the server or the experiment, and
     the fix)."""
-    check_uri(tracking_uri, source=source, timeout=timeout, writable=writable)
+    store.check_uri(tracking_uri, source=source, timeout=timeout, writable=writable)
     _quiet_store_errors()
     if not writable and store.database(tracking_uri) is not None:
         return   # run_search reads it with SQL and judges the experiment (MLflow would write)
