@@ -66,36 +66,18 @@ def promote(tracking_uri: str, model_name: str, version: str, result: dict, test
             margin: float, *, run_id: str | None = None, require_significant: bool = False,
             resamples: int = 1000, level: float = 0.95, seed: int = 0) -> dict:
     """Gate `version` of `model_name` (metrics `result`, scored on `test_set`) against the
-    champion of its test set's line (alias champion-<id>), then the alias `champion`: it moves
-    only when it holds a version of the same test set that the new one beats too (decide), or
-    is missing (it then goes to the line's champion, so `models:/...@champion` resolves once a
-    line exists). A version that already is its line's champion leaves both alone.
-
-    `run_id`: the run holding the new model's unit_scores.npz (registry.json's; default: the
-    version's run). The paired bootstrap against each champion it is gated on (`resamples`
-    replicates drawn with `seed`, intervals at `level`) is computed when both models' scores
-    exist; with `require_significant` a champion is beaten only when it says "yes" (see
-    significant). Raises StateError when `version` is not in the registry (deleted behind
-    lmpipe's back) or when `result` holds a test_ppl or fill_accuracy that is NaN or infinite
-    (never promoted), and what MLflow raises for an unreachable store; missing or mismatched
-    scores, a deleted champion or alias (the line starts again) are reasons, not errors. Returns {"promoted": 0|1, "version", "test_ppl", "test_set",
-    "champion_version", "reason", "default": what happened to `champion`, "paired": the
-    comparison with the line champion (bootstrap.Comparison.to_json(), Δ in nats per token) or
-    None, "paired_problem": why there is none ("" when there is, or no champion to compare)}."""
-    for key in ("test_ppl", "fill_accuracy"):
-        value = result.get(key, 0.0)
-        if not isinstance(value, int | float) or not math.isfinite(value):
-            raise StateError(f"{model_name} v{version}: {key} is {value!r}, not a finite number "
-                             "(scores of a damaged model), so it is not promoted; rerun evaluate: "
-                             "`dvc repro -f evaluate`")
-    client = MlflowClient(tracking_uri)
-    try:
-        client.get_model_version(model_name, version)
-    except mlflow.exceptions.MlflowException:
-        raise StateError(
-            f"{model_name} v{version}, registered by evaluate (metrics/registry.json), is not in "
-            f"the MLflow registry at {tracking_uri} (deleted in the UI, or another store); "
-            "register the models again: `dvc repro -f evaluate`") from None
+    champion of its test set's line (alias champion-<id>), then the alias `champion` (see
+    _default_alias). A version that already is its line's champion leaves both alone.
+    `run_id`: the run holding the new model's unit_scores.npz (default: the version's run). The
+    paired bootstrap against each champion it is gated on (`resamples` replicates drawn with
+    `seed`, intervals at `level`) is computed when both models' scores exist; with
+    `require_significant` a champion is beaten only when it says "yes" (significant). Raises
+    StateError (_registered), and what MLflow raises for an unreachable store; missing scores or
+    a deleted champion are reasons, not errors. Returns {"promoted": 0|1, "version", "test_ppl",
+    "test_set", "champion_version", "reason", "default": what happened to `champion`, "paired":
+    the comparison with the line champion (bootstrap.Comparison.to_json()) or None,
+    "paired_problem": why there is none ("" when there is, or no champion to compare)}."""
+    client = _registered(tracking_uri, model_name, version, result)
     line = line_alias(test_set["id"])
     champ = champion(tracking_uri, model_name, line)
     unchanged = champ is not None and champ["version"] == version
@@ -120,22 +102,8 @@ def promote(tracking_uri: str, model_name: str, version: str, result: dict, test
     if promoted and not unchanged:
         client.set_registered_model_alias(model_name, line, version)
     leader = version if promoted else (champ["version"] if champ else None)
-    default = champion(tracking_uri, model_name, CHAMPION)
-    target = None
-    if default is None:
-        target = leader
-        note = f"`{CHAMPION}` set to v{leader}: the first line" if leader else f"no `{CHAMPION}` yet"
-    elif default["version"] == version:
-        note = f"already `{CHAMPION}`"
-    elif differs := differences(test_set, default["test_set"]):
-        note = f"`{CHAMPION}` (v{default['version']}) kept: not comparable, {differs}"
-    elif unchanged:
-        note = f"`{CHAMPION}` stays v{default['version']}"
-    else:
-        beats, why = judge(default)
-        target = version if beats else None
-        note = (f"`{CHAMPION}` moved from v{default['version']}" if beats else
-                f"`{CHAMPION}` stays v{default['version']} ({why})")
+    note, target = _default_alias(tracking_uri, model_name, version, test_set, leader, unchanged,
+                                  judge)
     if target is not None:
         client.set_registered_model_alias(model_name, CHAMPION, target)
     paired, problem = None, ""
@@ -145,6 +113,48 @@ def promote(tracking_uri: str, model_name: str, version: str, result: dict, test
     return {"promoted": int(promoted), "version": version, "test_ppl": result["test_ppl"],
             "test_set": test_set["id"], "champion_version": champ["version"] if champ else None,
             "reason": reason, "default": note, "paired": paired, "paired_problem": problem}
+
+
+def _registered(tracking_uri: str, model_name: str, version: str, result: dict) -> MlflowClient:
+    """A client of the registry holding `version`, whose test_ppl and fill_accuracy are finite.
+    Raises StateError when `version` is not in the registry (deleted behind lmpipe's back) or a
+    score is NaN or infinite (never promoted)."""
+    for key in ("test_ppl", "fill_accuracy"):
+        value = result.get(key, 0.0)
+        if not isinstance(value, int | float) or not math.isfinite(value):
+            raise StateError(f"{model_name} v{version}: {key} is {value!r}, not a finite number "
+                             "(scores of a damaged model), so it is not promoted; rerun evaluate: "
+                             "`dvc repro -f evaluate`")
+    client = MlflowClient(tracking_uri)
+    try:
+        client.get_model_version(model_name, version)
+    except mlflow.exceptions.MlflowException:
+        raise StateError(
+            f"{model_name} v{version}, registered by evaluate (metrics/registry.json), is not in "
+            f"the MLflow registry at {tracking_uri} (deleted in the UI, or another store); "
+            "register the models again: `dvc repro -f evaluate`") from None
+    return client
+
+
+def _default_alias(tracking_uri: str, model_name: str, version: str, test_set: dict,
+                   leader: str | None, unchanged: bool, judge) -> tuple[str, str | None]:
+    """(what happens to the alias `champion`, the version it moves to or None). It moves only
+    when it holds a version of the same test set that `version` beats too (`judge`), or is
+    missing: it then goes to `leader`, the line's champion, so `models:/...@champion` resolves
+    once a line exists."""
+    default = champion(tracking_uri, model_name, CHAMPION)
+    if default is None:
+        return (f"`{CHAMPION}` set to v{leader}: the first line" if leader
+                else f"no `{CHAMPION}` yet"), leader
+    if default["version"] == version:
+        return f"already `{CHAMPION}`", None
+    if differs := differences(test_set, default["test_set"]):
+        return f"`{CHAMPION}` (v{default['version']}) kept: not comparable, {differs}", None
+    if unchanged:
+        return f"`{CHAMPION}` stays v{default['version']}", None
+    beats, why = judge(default)
+    return (f"`{CHAMPION}` moved from v{default['version']}" if beats else
+            f"`{CHAMPION}` stays v{default['version']} ({why})"), version if beats else None
 
 
 def significant(why: str, comparison: bootstrap.Comparison | None, problem: str,
