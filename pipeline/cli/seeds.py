@@ -7,19 +7,16 @@ and the fix (docs/sweeps.md)."""
 
 from __future__ import annotations
 
-import copy
 import json
-import statistics
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
 from pipeline import config
-from pipeline.cli.experiments import cell, repository, table
+from pipeline.cli.experiments import repository
+from pipeline.cli.spread import PARAMS, collect, render, summarize
 from pipeline.tracking import commands
 
-METRICS = "metrics/metrics.json"   # evaluate's metrics file, as `dvc exp show` names it
-PARAMS = "params.yaml"
 BUSY = ("Queued", "Running")       # DVC's queue states of an unfinished task
 POLL_S = 10.0                      # between two looks at DVC's queue
 PROGRESS_S = 60.0                  # a progress line at least this often (and on every change)
@@ -260,122 +257,6 @@ def report(root: Path, kind: str, all_commits: bool = False) -> str:
     rows, left_out = collect(shown, kind, workspace=current)
     stale = not current and bool(collect(shown[:1], kind)[0])   # it has metrics, left out
     return render(kind, rows, summarize(rows), left_out, stale)
-
-
-def collect(shown: list[dict], kind: str, workspace: bool = True) -> tuple[list[dict], int]:
-    """Rows of one seed each from `dvc exp show --json` output (DVC 3.x: a list whose first
-    entry is the workspace, then the baseline commit(s), each with "experiments": [{"name",
-    "executor": {"state"} or None, "revs": [{"name", "error", "data": {"params": {file:
-    {"data"}}, "metrics": {file: {"data"}}}}]}]). A row is {"seed", "experiment",
-    "objective", "test_ppl", "ci_low", "ci_high"} (None where absent), sorted by seed. Kept:
-    the workspace (if `workspace` and it has KIND's test_ppl) and every finished experiment
-    whose params equal the workspace's except models.KIND.seed; the first row of a seed wins.
-    Returns (rows, how many finished experiments were left out for other params)."""
-    if not shown or shown[0].get("rev") != "workspace":
-        raise ValueError("`dvc exp show --json` returned no workspace entry; is this a DVC "
-                         "repository with at least one commit?")
-    if not isinstance(shown[0].get("data"), dict):   # dvc.yaml or params.yaml unreadable
-        why = (shown[0].get("error") or {}).get("msg") or "no data"
-        raise ValueError(f"`dvc exp show` cannot read the workspace ({why}); fix dvc.yaml and "
-                         "params.yaml (`dvc status` says more)")
-    reference = _params(shown[0]["data"])
-    rows, seen, left_out = [], set(), 0
-    candidates = [("workspace", shown[0]["data"])] if workspace else []
-    for baseline in shown[1:]:
-        for experiment in baseline.get("experiments") or []:
-            executor = experiment.get("executor") or {}
-            if executor.get("state", "success") != "success":
-                continue          # queued, running or failed: nothing to count yet
-            for rev in experiment.get("revs") or []:
-                if rev.get("error") is None and rev.get("data"):
-                    candidates.append((rev.get("name") or rev["rev"][:7], rev["data"]))
-    for name, data in candidates:
-        params = _params(data)
-        if name != "workspace" and _without_seed(params, kind) != _without_seed(reference, kind):
-            left_out += 1
-            continue
-        metrics = ((data.get("metrics") or {}).get(METRICS) or {}).get("data") or {}
-        values = metrics.get(kind) or {}
-        if values.get("test_ppl") is None:
-            continue
-        seed = _seed(params, kind)
-        if seed in seen:
-            continue
-        seen.add(seed)
-        rows.append({"seed": seed, "experiment": name, "objective": values.get("objective"),
-                     "test_ppl": values["test_ppl"], "ci_low": values.get("test_ppl_ci_low"),
-                     "ci_high": values.get("test_ppl_ci_high")})
-    return sorted(rows, key=lambda row: row["seed"]), left_out
-
-
-def _params(data: dict) -> dict:
-    """{params file: its values} of one `dvc exp show --json` entry."""
-    return {path: (entry or {}).get("data") for path, entry in (data.get("params") or {}).items()}
-
-
-def _without_seed(params: dict, kind: str) -> dict:
-    params = copy.deepcopy(params)
-    models = (params.get(PARAMS) or {}).get("models") or {}
-    if isinstance(models.get(kind), dict):
-        models[kind].pop("seed", None)
-    return params
-
-
-def _seed(params: dict, kind: str) -> int | None:
-    """The training seed of `kind`: models.KIND.seed, or the top-level seed when null."""
-    values = params.get(PARAMS) or {}
-    own = ((values.get("models") or {}).get(kind) or {}).get("seed")
-    return values.get("seed") if own is None else own
-
-
-def summarize(rows: list[dict]) -> dict:
-    """The spread over seeds. In: rows with "test_ppl" and optionally "ci_low"/"ci_high".
-    Out: {"n", "mean", "sd" (sample standard deviation, ddof=1; None below 2 rows),
-    "ci_half_width" (mean of (ci_high - ci_low) / 2 over the rows that have both; None if
-    none)}. `mean` is None for no rows."""
-    values = [row["test_ppl"] for row in rows]
-    widths = [(row["ci_high"] - row["ci_low"]) / 2 for row in rows
-              if row.get("ci_low") is not None and row.get("ci_high") is not None]
-    return {"n": len(values),
-            "mean": statistics.fmean(values) if values else None,
-            "sd": statistics.stdev(values) if len(values) >= 2 else None,
-            "ci_half_width": statistics.fmean(widths) if widths else None}
-
-
-def render(kind: str, rows: list[dict], summary: dict, left_out: int = 0,
-           stale: bool = False) -> str:
-    """The report: a table (seed, experiment, test ppl, 95% CI), a line per thing left out
-    (`left_out` experiments with other params; the workspace's metrics when `stale`) and one
-    summary line; below two seeds, what to run instead."""
-    lines = []
-    if rows:
-        lines.append(table([{"seed": row["seed"], "experiment": row["experiment"],
-                              "test ppl": row["test_ppl"],
-                              "95% CI": f"{cell(row['ci_low'])}–{cell(row['ci_high'])}"
-                              if row["ci_low"] is not None and row["ci_high"] is not None
-                              else "-"} for row in rows], markdown=False))
-    if left_out:
-        lines.append(f"({left_out} finished experiment(s) differ in more than "
-                     f"models.{kind}.seed and are left out)")
-    if stale:
-        lines.append("(the workspace's own metrics are left out: `dvc status` finds stages to "
-                     "rerun, so they are not those of its params and code; dvc repro counts them)")
-    what = "test pseudo-ppl (cloze)" if any(r["objective"] == "cloze" for r in rows) else "test ppl"
-    n = summary["n"]
-    if n < 2:
-        have = f"only 1 seed ({rows[0]['seed']})" if n == 1 else \
-            f"no finished experiment with the workspace's params (nor workspace metrics) for {kind}"
-        lines.append(f"{kind}: {have}; a spread needs at least 2 seeds: "
-                     f"lmpipe seeds {kind} --run 5 --jobs 2 (experiments queued from an earlier "
-                     f"commit: lmpipe seeds {kind} --all-commits)")
-        return "\n".join(lines)
-    width = summary["ci_half_width"]
-    interval = (f"the bootstrap 95% interval of one run is ±{cell(width)} on average (half-width)"
-                if width is not None else "no bootstrap interval in metrics.json "
-                "(test_ppl_ci_low/high) to set it against")
-    lines.append(f"{kind}: {what} mean {cell(summary['mean'])} ± SD {cell(summary['sd'])} over "
-                 f"{n} seeds (sample standard deviation); {interval}")
-    return "\n".join(lines)
 
 
 def _up_to_date(root: Path) -> bool:
