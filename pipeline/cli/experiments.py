@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from tabulate import tabulate
 
 from pipeline import config, errors
+from pipeline.cli.presets import preset_overrides
 from pipeline.evaluation.bootstrap import Comparison
 from pipeline.tracking import commands, run_search, store
 from pipeline.tracking import retrain as retraining
@@ -312,7 +313,7 @@ def preset(args) -> None:
     if args.name not in known:
         raise ValueError(f"NAME {args.name!r}: no such preset in {args.presets}; use one of "
                          f"{', '.join(known)}")
-    overrides = config.preset_overrides(args.name, args.params, args.presets)
+    overrides = preset_overrides(args.name, args.params, args.presets)
     flags = []
     for key, value in overrides.items():
         # lists compact ([2000,10000]) and no quotes where none are needed: `$(lmpipe preset X)`
