@@ -6,16 +6,19 @@ space and tab, nothing normalised, a blank line an empty sentence, and unlike lm
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
+import stat
 import sys
+import zlib
 from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 
 from pipeline import files
-from pipeline.ngram import builder
+from pipeline.ngram import arpa, builder, read_arpa
 from pipeline.ngram.external import TokenFile
 from pipeline.ngram.kneser_ney import LMPLZ_FALLBACK
 from pipeline.text import corpus
@@ -167,11 +170,6 @@ def _peek_model(path: str) -> None:
     words it, before arpa.read reads all of it (/dev/zero, a KenLM binary of gigabytes).
     Raises arpa.ArpaError; anything else (missing, a folder, bad gzip) is arpa.read's to say.
     A pipe (`<(zcat m.arpa.gz)`) is left alone: what the peek read would be gone for arpa.read."""
-    import gzip
-    import stat
-    import zlib
-
-    from pipeline.ngram import arpa
     try:
         if stat.S_ISFIFO(os.stat(path).st_mode) or stat.S_ISSOCK(os.stat(path).st_mode):
             return
@@ -182,19 +180,12 @@ def _peek_model(path: str) -> None:
                 head = stream.read(65536)
     except (OSError, EOFError, zlib.error):
         return
-    if head.startswith(b"mmap lm "):
-        raise arpa.ArpaError(f"{path}: a KenLM binary model (build_binary), not ARPA text; give "
-                             "the .arpa file it was built from")
-    nul = head.find(b"\x00")
-    if nul >= 0:
-        raise arpa.ArpaError(f"{path}: a binary file (a NUL byte at byte offset {nul}), not ARPA "
-                             "text; give an ARPA file (.arpa or .arpa.gz)")
+    read_arpa.refuse_binary(path, head)
 
 
 def query(args) -> None:
     """`lmpipe ngram query`. Raises ValueError naming MODEL (missing, not ARPA, refused by
     KenLM's rules) or TEXT (missing, empty, not UTF-8)."""
-    from pipeline.ngram import arpa
     text = _text(args)   # first: a model of gigabytes takes a while to read
     if not text:
         raise ValueError(f"{_name(args)}: is empty; give text to score, one sentence per line")

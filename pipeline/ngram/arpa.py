@@ -1,45 +1,22 @@
-"""ARPA writing. In: an `NGramLM` and its vocabulary. Out: the standard backoff-model text format
-that KenLM and SRILM read:
-
-    \\data\\
-    ngram 1=<count>
-    ...
-    \\1-grams:
-    <log10 p>\t<w1>\t<log10 backoff>      (backoff omitted at the highest order)
-    ...
-    \\end\\
-
-`read` loads any such file (ours, KenLM's, SRILM's) back into an `NGramLM` for scoring, the
-vocabulary reordered so that `<unk>`, `<s>`, `</s>` take ids 0, 1, 2.
-
-Like lmplz, `<s>` is written with log10 p = 0 (it is never predicted) and words absent from the
-training text (e.g. `<unk>`) are written with their interpolated probability. Order-1 entries
-are written for every vocabulary word.
-"""
+"""ARPA files, the backoff-model text that KenLM and SRILM read. `write`: an `NGramLM` and its
+vocabulary as `\\data\\`, `ngram N=COUNT` lines, then per order `<log10 p>\\t<w1 .. wn>[\\t<log10
+backoff>]` (as lmplz: `<s>` with log10 p 0, every vocabulary word a 1-gram). `read`: any such file
+(ours, KenLM's, SRILM's) back into an `NGramLM`, `<unk>`, `<s>`, `</s>` first; its text read and
+checked by read_arpa.py. Errors: ArpaError (read_arpa.py), naming the file and the line."""
 
 from __future__ import annotations
 
-import re
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import BinaryIO
 
 import numpy as np
 
+from pipeline.ngram import read_arpa
 from pipeline.ngram.counting import NgramCounts
 from pipeline.ngram.kneser_ney import NGramLM
+from pipeline.ngram.read_arpa import ArpaError
 from pipeline.text.vocab import BOS_ID, EOS_ID, SPECIALS, UNK_ID
-
-PROBABILITY_RULE = ("an ARPA log10 probability is a finite number <= 0 (-99 for \"never\"; -inf "
-                    "only for <s>, which is never predicted), else every score using it is wrong")
-
-
-class ArpaError(ValueError):
-    """The file is not a readable ARPA model; the message names the file and the line."""
-
-
-class _SpacingError(ArpaError):
-    """A line is not in the canonical spacing; it may still be one KenLM reads (see _canonical)."""
 
 
 def _digit_table(width: int, leading_zeros: bool) -> np.ndarray:
@@ -130,247 +107,6 @@ def write(model: NGramLM, counts: NgramCounts, tokens: tuple[str, ...], out: Bin
     out.write(b"\n\\end\\\n")
 
 
-def _fixed(data: np.ndarray, starts: np.ndarray, ends: np.ndarray, width: int) -> np.ndarray:
-    """The byte spans data[starts:ends] as a (rows, width) uint8 matrix, 0-padded: rows of a
-    sliding-window view, so no index matrix is built. `data` must end with `width` zero bytes."""
-    matrix = np.lib.stride_tricks.sliding_window_view(data, width)[starts]
-    matrix[np.arange(width) >= (ends - starts)[:, None]] = 0
-    return matrix
-
-
-_PADDING = 1024
-
-
-def _floats(data, starts, ends) -> np.ndarray:
-    return _fixed(data, starts, ends, 24).view("S24").ravel().astype(np.float64)
-
-
-def _hash(matrix: np.ndarray) -> np.ndarray:
-    """A 64-bit hash of each row of a 0-padded byte matrix whose width is a multiple of 8."""
-    words = matrix.view(np.uint64)
-    value = np.full(len(words), 0xCBF29CE484222325, dtype=np.uint64)
-    for column in range(words.shape[1]):
-        value ^= words[:, column]
-        value *= np.uint64(0x100000001B3)
-        value ^= value >> np.uint64(29)
-    return value
-
-
-def _line_of(raw: bytes | np.ndarray, offset: int) -> int:
-    """1-based line number of byte `offset` (for messages only)."""
-    data = raw if isinstance(raw, bytes) else raw[:offset].tobytes()
-    return data.count(b"\n", 0, offset) + 1
-
-
-def _text_of(data: np.ndarray, start: int) -> str:
-    end = start
-    while end < len(data) and data[end] not in (10, 0) and end - start < 200:
-        end += 1
-    return data[start:end].tobytes().decode("utf-8", "replace")
-
-
-def _parse(data: np.ndarray, lo: int, hi: int, n: int, order: int, path, chunk: int = 1_000_000):
-    """Yield (log10 p, word spans (rows, n, 2), log10 backoff, line starts) of the lines in
-    data[lo:hi] (one section), in chunks, without a Python object per line. Positions index
-    `data`. Blank lines are skipped (KenLM's ReadFloat skips whitespace too)."""
-    section = data[lo:hi]
-    ends = np.flatnonzero(section == 10) + lo
-    starts = np.concatenate([[lo], ends[:-1] + 1])
-    nonblank = ends > starts
-    starts, ends = starts[nonblank], ends[nonblank]
-    tabs = np.flatnonzero(section == 9) + lo
-    spaces = np.flatnonzero(section == 32) + lo
-
-    def refuse(rows, cause, error=ArpaError):
-        line = int(starts_chunk[np.flatnonzero(rows)[0]])
-        raise error(f"{path}: line {_line_of(data, line)}: {cause} ({_text_of(data, line)!r})")
-
-    def refuse_spacing(rows, cause):
-        refuse(rows, cause, _SpacingError)
-    for lo in range(0, len(starts), chunk):
-        s, e = starts[lo:lo + chunk], ends[lo:lo + chunk]
-        starts_chunk = s
-        first = np.searchsorted(tabs, s)
-        no_tab = (first >= len(tabs)) | (tabs[np.minimum(first, len(tabs) - 1)] >= e)
-        if no_tab.any():
-            refuse_spacing(no_tab, f"a line of the {n}-grams section has no tab after its probability")
-        tab1 = tabs[first]
-        nxt = np.minimum(first + 1, len(tabs) - 1)
-        has_backoff = (first + 1 < len(tabs)) & (tabs[nxt] < e)
-        tab2 = np.where(has_backoff, tabs[nxt], e)
-        prob = _checked_floats(data, s, tab1, refuse_spacing, "probability")
-        if np.any(prob > 0):
-            refuse(prob > 0, "positive log10 probability (KenLM refuses these: an IRSTLM bug)")
-        if np.any(np.isnan(prob)):
-            refuse(np.isnan(prob), f"the log10 probability is NaN; {PROBABILITY_RULE}")
-        backoff = np.zeros(len(s))
-        if has_backoff.any():
-            def refuse_backoff(rows, cause, where=has_backoff):
-                refuse_spacing(_spread(rows, where), cause)
-            backoff[has_backoff] = _checked_floats(data, tab2[has_backoff] + 1, e[has_backoff],
-                                                   refuse_backoff, "backoff")
-            if not np.all(np.isfinite(backoff)):
-                refuse(~np.isfinite(backoff), "the backoff is not a finite number")
-        if n == order and np.any(backoff != 0):
-            refuse(backoff != 0, f"a backoff on a {n}-gram, the highest order (KenLM refuses it)")
-        lo_space, hi_space = np.searchsorted(spaces, tab1), np.searchsorted(spaces, tab2)
-        if np.any(hi_space - lo_space != n - 1):
-            refuse_spacing(hi_space - lo_space != n - 1, f"a line of the {n}-grams section does not have "
-                   f"{n} words separated by single spaces")
-        inner = spaces[lo_space[:, None] + np.arange(n - 1)] if n > 1 else np.zeros((len(s), 0), int)
-        word_starts = np.concatenate([tab1[:, None] + 1, inner + 1], axis=1)
-        word_ends = np.concatenate([inner, tab2[:, None]], axis=1)
-        if np.any(word_ends <= word_starts):
-            refuse_spacing((word_ends <= word_starts).any(axis=1), "an empty word")
-        never = np.isneginf(prob)
-        if n == 1 and never.any():   # <s> is context only: lmplz writes it -99, others -inf
-            first = word_starts[:, 0]
-            never &= ~((word_ends[:, 0] - first == 3) & (data[first] == ord("<"))
-                       & (data[first + 1] == ord("s")) & (data[first + 2] == ord(">")))
-        if never.any():
-            refuse(never, f"the log10 probability is -inf; {PROBABILITY_RULE}")
-        yield prob, np.stack([word_starts, word_ends], axis=2), backoff, s
-
-
-def _spread(rows: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    out = np.zeros(len(mask), dtype=bool)
-    out[np.flatnonzero(mask)[rows]] = True
-    return out
-
-
-def _checked_floats(data, starts, ends, refuse, what) -> np.ndarray:
-    try:
-        return _floats(data, starts, ends)
-    except ValueError:
-        for i, (a, b) in enumerate(zip(starts, ends, strict=True)):
-            try:
-                float(data[a:b].tobytes())
-            except ValueError:
-                rows = np.zeros(len(starts), dtype=bool)
-                rows[i] = True
-                refuse(rows, f"the {what} is not a number")
-        raise
-
-
-_UNK_SPELLINGS = (b"<unk>", b"<UNK>")   # KenLM's lm/vocab.cc maps both to the unknown word
-
-
-def _load(path) -> bytes:
-    import gzip
-    try:
-        with open(path, "rb") as handle:
-            raw = handle.read()
-    except IsADirectoryError:
-        raise ArpaError(f"{path}: is a directory; give an ARPA file (.arpa or .arpa.gz)") from None
-    except FileNotFoundError:
-        raise ArpaError(f"{path}: no such file; give an ARPA file (.arpa or .arpa.gz)") from None
-    except OSError as error:
-        raise ArpaError(f"{path}: cannot read it ({error.strerror})") from None
-    if raw[:2] == b"\x1f\x8b":      # gzip by its magic bytes, whatever the name
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as error:
-            raise ArpaError(f"{path}: not a valid gzip file ({error})") from None
-    if not raw or raw.isspace():   # (strip would copy a model of gigabytes)
-        raise ArpaError(f"{path}: the file is empty; give an ARPA file (.arpa or .arpa.gz)")
-    if raw.startswith(b"mmap lm "):   # KenLM's binary format (lm/binary_format.cc, kMagicBeforeVersion)
-        raise ArpaError(f"{path}: a KenLM binary model (build_binary), not ARPA text; give the "
-                        ".arpa file it was built from")
-    nul = raw.find(b"\x00", 0, 65536)
-    if nul >= 0:
-        raise ArpaError(f"{path}: a binary file (a NUL byte at byte offset {nul}), not ARPA text; "
-                        "give an ARPA file (.arpa or .arpa.gz)")
-    raw = raw.replace(b"\r\n", b"\n")   # KenLM reads Windows line endings (FilePiece strips \r)
-    return raw if raw.endswith(b"\n") else raw + b"\n"
-
-
-def _header(raw: bytes, path) -> tuple[list[int], int]:
-    r"""(declared counts, offset of the first section header), checked as KenLM's
-    ReadARPACounts: before \data\ only blank lines and lines starting with #; then one
-    `ngram N=COUNT` line per order, N consecutive from 1, until a blank line."""
-    position, number = 0, 0
-    while True:
-        end = raw.find(b"\n", position)
-        if end < 0:
-            raise ArpaError(f"{path}: not an ARPA file (no \\data\\ line)")
-        line, number = raw[position:end], number + 1
-        position = end + 1
-        if line.strip() == b"" or line.startswith(b"#"):
-            continue
-        if line.rstrip(b" \t") != b"\\data\\":
-            text = line[:60].decode("utf-8", "replace")
-            if "\ufffd" in text or any(ch < " " and ch not in "\t\r" for ch in text):
-                raise ArpaError(f"{path}: not an ARPA file (line {number}, before any \\data\\ "
-                                "line, is binary or not UTF-8); give an ARPA file (.arpa or .arpa.gz)")
-            raise ArpaError(f"{path}: line {number}: {text!r} before \\data\\; an ARPA file starts "
-                            "with \\data\\ (comments before it must start with #, as KenLM requires)")
-        break
-    declared = []
-    while True:
-        end = raw.find(b"\n", position)
-        line, number = raw[position:end if end >= 0 else len(raw)], number + 1
-        if line.strip() == b"" or line.startswith(b"\\1-grams:"):
-            break
-        position = end + 1
-        fields = line[len(b"ngram "):].split(b"=") if line.startswith(b"ngram ") else []
-        try:
-            n, count = int(fields[0]), int(fields[1])
-        except (IndexError, ValueError):
-            raise ArpaError(f"{path}: line {number}: {line[:60].decode('utf-8', 'replace')!r} is "
-                            "not a count line `ngram N=COUNT`") from None
-        if len(fields) != 2 or n != len(declared) + 1 or count < 0:
-            raise ArpaError(f"{path}: line {number}: count lines must be `ngram 1=..`, `ngram 2=..`, "
-                            "... in order, with counts >= 0")
-        declared.append(count)
-        if end < 0:
-            break
-    if not declared:
-        raise ArpaError(f"{path}: line {number}: \\data\\ is followed by no `ngram N=COUNT` line")
-    return declared, position
-
-
-_FIELD = rb"([^ \t\n]+)"
-
-
-def _canonical(section: bytes, n: int) -> bytes:
-    """The entries of an order-n section with KenLM's spacing made canonical: KenLM reads words
-    separated by any run of spaces and tabs (ReadDelimited(kARPASpaces)), a 1-gram's probability
-    followed by a tab, and a backoff after a tab (ReadBackoff); written here as `p<TAB>w1 .. wn`
-    and `<TAB>backoff`. Lines that do not fit (trailing spaces, a wrong number of fields) are left
-    as they are, for the parser to refuse with their line number. Two regular-expression passes
-    in C, no Python call per line."""
-    first = rb"\t[ \t]*" if n == 1 else rb"[ \t]+"
-    words = first + _FIELD + b"".join([rb"[ \t]+" + _FIELD] * (n - 1))
-    numbered = "\t" + " ".join(f"\\g<{i}>" for i in range(2, n + 2))
-    with_backoff = re.compile(rb"(?m)^" + _FIELD + words + rb"\t[ \t]*" + _FIELD + rb"$")
-    section = with_backoff.sub(("\\g<1>" + numbered + f"\t\\g<{n + 2}>").encode(), section)
-    without = re.compile(rb"(?m)^" + _FIELD + words + rb"$")
-    return without.sub(("\\g<1>" + numbered).encode(), section)
-
-
-def _sections(raw: bytes, position: int, order: int, path) -> list[tuple[int, int]]:
-    """(start, end) byte range of each order's entries; checks the `\\N-grams:` header lines
-    (blank lines allowed around them) and `\\end\\`, after which only blank lines may follow.
-    `raw` ends with a newline and `position` is the start of a line."""
-    bounds = []
-    for n in range(1, order + 2):
-        marker = f"\\{n}-grams:".encode() if n <= order else b"\\end\\"
-        at = raw.find(b"\n" + marker + b"\n", position - 1)
-        if at < 0:
-            what = "\\end\\" if n > order else f"the {n}-grams section (a line \\{n}-grams:)"
-            raise ArpaError(f"{path}: {what} is missing; the header declares {order} orders")
-        at += 1
-        if n > 1:
-            bounds.append((position, at))
-        elif raw[position:at].strip():
-            raise ArpaError(f"{path}: line {_line_of(raw, position)}: unexpected text before \\1-grams:")
-        position = at + len(marker) + 1
-    if raw[position:].strip():
-        raise ArpaError(f"{path}: line {_line_of(raw, position)}: text after \\end\\ "
-                        f"({raw[position:position + 60].strip().decode('utf-8', 'replace')!r})")
-    return bounds
-
-
 def _rows_in(rows: np.ndarray, table: np.ndarray) -> np.ndarray:
     """For each row of `rows` (R, k), whether it is a row of `table` (T, k); int64 ids."""
     if len(table) == 0:
@@ -415,6 +151,7 @@ def _fill_blank_probabilities(lower: NGramLM, ids: np.ndarray, prob: np.ndarray)
     prob[rows] = np.where(inner, -99.0, last + back)
 
 
+
 def read(path, notes: list[str] | None = None,
          orphans: str = "refuse") -> tuple[NGramLM, tuple[str, ...]]:
     """Load an ARPA file (plain or gzip) written by any toolkit. Returns the model and its
@@ -454,55 +191,84 @@ def read(path, notes: list[str] | None = None,
       reads it as SRILM does instead: the n-gram keeps its own context, added as an (n-1)-gram
       with backoff 0 and the probability SRILM would compute for it by backing off.
     """
-    raw = _load(path)
-    declared, position = _header(raw, path)
+    raw = read_arpa.load(path)
+    declared, position = read_arpa.header(raw, path)
     order = len(declared)
-    bounds = _sections(raw, position, order, path)
+    bounds = read_arpa.sections(raw, position, order, path)
     noted = len(notes) if notes is not None else 0
     try:
         return _read(raw, declared, bounds, path, notes, orphans)
-    except _SpacingError:   # spacing other than the usual: make it canonical, read once more
+    except read_arpa.SpacingError:   # spacing other than the usual: make it canonical, read once more
         if notes is not None:
             del notes[noted:]
     pieces, cursor = [], 0
     for n, (lo, hi) in enumerate(bounds, start=1):       # same line numbers, same sections
-        pieces += [raw[cursor:lo], _canonical(raw[lo:hi], n)]
+        pieces += [raw[cursor:lo], read_arpa.canonical(raw[lo:hi], n)]
         cursor = hi
     raw = b"".join(pieces) + raw[cursor:]
     try:
-        return _read(raw, declared, _sections(raw, position, order, path), path, notes, orphans)
-    except _SpacingError as error:
+        return _read(raw, declared, read_arpa.sections(raw, position, order, path), path, notes, orphans)
+    except read_arpa.SpacingError as error:
         raise ArpaError(str(error)) from None
+
 
 
 def _read(raw: bytes, declared: list[int], bounds: list[tuple[int, int]], path, notes, orphans):
     """`read` after the header and section checks: the entries, the vocabulary, the keys."""
     order = len(declared)
-    data = np.zeros(len(raw) + _PADDING, dtype=np.uint8)  # zero tail for the sliding windows
+    data = np.zeros(len(raw) + read_arpa.PADDING, dtype=np.uint8)  # zero tail for the sliding windows
     data[:len(raw)] = np.frombuffer(raw, dtype=np.uint8)
     del raw
 
     def entries(n):
-        parts = list(_parse(data, *bounds[n - 1], n, order, path, **({"chunk": 2**62} if n == 1 else {})))
+        parts = list(read_arpa.entries(data, *bounds[n - 1], n, order, path,
+                                       **({"chunk": 2**62} if n == 1 else {})))
         found = sum(len(p[0]) for p in parts)
         if found != declared[n - 1]:
-            raise ArpaError(f"{path}: the {n}-grams section (line {_line_of(data, bounds[n - 1][0])}) "
+            raise ArpaError(f"{path}: the {n}-grams section (line {read_arpa.line_of(data, bounds[n - 1][0])}) "
                             f"has {found} entries but the header declares ngram {n}={declared[n - 1]}")
         return parts
 
-    # 1-grams: the vocabulary, specials first
-    parts = entries(1)
+    def chunks(n):
+        """(word ids (R, n), log10 p, log10 backoff, line starts) of the order-n entries."""
+        for prob_n, spans, backoff_n, line_starts in entries(n):
+            yield words.ids(data, spans, line_starts, n), prob_n, backoff_n, line_starts
+
+    tokens, unigrams, prob1, backoff1 = _unigrams(data, entries(1), path, notes)
+    words = _Words(tokens, path)
+    unigram_ids = words.of([t.encode("utf-8") for t in unigrams])
+    prob = np.full(len(tokens), -100.0)   # a vocabulary word without a 1-gram entry (<unk>): -100
+    prob[unigram_ids] = prob1
+    prob[1] = -np.inf                     # <s> is context only
+    backoff = np.zeros(len(tokens))
+    backoff[unigram_ids] = backoff1
+    model = NGramLM(len(tokens), [np.arange(len(tokens), dtype=np.int64)], [prob], [backoff],
+                    [(0.0, 0.0, 0.0)] * order)
+    grams = {n: chunks(n) for n in range(2, order + 1)}
+    if orphans == "keep":      # all n-grams at once: blank contexts are inserted before keys exist
+        grams = _kept(grams, declared, path, notes)
+    for n in range(2, order + 1):
+        _add_order(model, grams[n], n, tokens, data, path, orphans == "keep")
+    return model, tokens
+
+
+def _unigrams(data: np.ndarray, parts: list, path, notes):
+    """(vocabulary: SPECIALS then the other 1-grams in file order, the 1-grams' words, log10 p
+    and log10 backoff in file order) of the 1-gram entries `parts`; refuses a word listed twice
+    and a missing <s> or </s>, notes a missing <unk>."""
     prob1 = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0)
     spans1 = np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, 1, 2), int)
     backoff1 = np.concatenate([p[2] for p in parts]) if parts else np.zeros(0)
     lines1 = np.concatenate([p[3] for p in parts]) if parts else np.zeros(0, int)
     raw_words = [data[a:b].tobytes() for a, b in spans1[:, 0]]
-    unigrams = [(b"<unk>" if w in _UNK_SPELLINGS else w).decode("utf-8", "replace") for w in raw_words]
+    unigrams = [(b"<unk>" if w in read_arpa.UNK_SPELLINGS else w).decode("utf-8", "replace")
+                for w in raw_words]
     seen: dict[str, int] = {}
     for i, word in enumerate(unigrams):
         if word in seen:
-            raise ArpaError(f"{path}: line {_line_of(data, int(lines1[i]))}: the 1-gram {raw_words[i].decode('utf-8', 'replace')!r} "
-                            f"is listed twice (also line {_line_of(data, int(lines1[seen[word]]))}); KenLM refuses duplicates")
+            raise ArpaError(f"{path}: line {read_arpa.line_of(data, int(lines1[i]))}: the 1-gram "
+                            f"{raw_words[i].decode('utf-8', 'replace')!r} is listed twice (also line "
+                            f"{read_arpa.line_of(data, int(lines1[seen[word]]))}); KenLM refuses duplicates")
         seen[word] = i
     for marker in ("<s>", "</s>"):
         if marker not in seen:
@@ -512,89 +278,98 @@ def _read(raw: bytes, declared: list[int], bounds: list[tuple[int, int]], path, 
     if "<unk>" not in seen and notes is not None:
         notes.append(f"{path}: the ARPA file has no <unk>; unknown words get log10 p = -100, as in KenLM")
     tokens = tuple(SPECIALS) + tuple(w for w in unigrams if w not in SPECIALS)
-    vocab_size = len(tokens)
-    width = -(-max(len(t.encode("utf-8")) for t in tokens) // 8) * 8
-    if width > _PADDING:
-        raise ArpaError(f"{path}: a word is longer than {_PADDING} bytes")
+    return tokens, unigrams, prob1, backoff1
 
-    def hashes(words: list[bytes]) -> np.ndarray:
-        return _hash(np.array(words, dtype=f"S{width}").view(np.uint8).reshape(len(words), width))
-    vocab_hash = hashes([t.encode("utf-8") for t in tokens])
-    by_hash = np.argsort(vocab_hash)
-    sorted_hash = vocab_hash[by_hash]
-    if np.any(sorted_hash[1:] == sorted_hash[:-1]):
-        raise ArpaError(f"{path}: two vocabulary words share a 64-bit hash; please report this")
-    unk_hashes = hashes(list(_UNK_SPELLINGS))
-    unigram_ids = by_hash[np.searchsorted(sorted_hash, hashes([t.encode("utf-8") for t in unigrams]))]
-    prob = np.full(vocab_size, -100.0)   # a vocabulary word without a 1-gram entry (<unk>): -100
-    prob[unigram_ids] = prob1
-    prob[1] = -np.inf                    # <s> is context only
-    backoff = np.zeros(vocab_size)
-    backoff[unigram_ids] = backoff1
-    keys, probs, backoffs = [np.arange(vocab_size, dtype=np.int64)], [prob], [backoff]
 
-    def word_ids(spans, line_starts, n):
+class _Words:
+    """Word ids by 64-bit hashes of the words' bytes (a binary search in the sorted hashes), so
+    the words of millions of n-grams are looked up without a Python object each."""
+
+    def __init__(self, tokens: tuple[str, ...], path):
+        self.path, self.size = path, len(tokens)
+        self.width = -(-max(len(t.encode("utf-8")) for t in tokens) // 8) * 8
+        if self.width > read_arpa.PADDING:
+            raise ArpaError(f"{path}: a word is longer than {read_arpa.PADDING} bytes")
+        self.vocab_hash = self._hashes([t.encode("utf-8") for t in tokens])
+        self.by_hash = np.argsort(self.vocab_hash)
+        self.sorted_hash = self.vocab_hash[self.by_hash]
+        if np.any(self.sorted_hash[1:] == self.sorted_hash[:-1]):
+            raise ArpaError(f"{path}: two vocabulary words share a 64-bit hash; please report this")
+        self.unk_hashes = self._hashes(list(read_arpa.UNK_SPELLINGS))
+
+    def _hashes(self, words: list[bytes]) -> np.ndarray:
+        return read_arpa.hash_rows(np.array(words, dtype=f"S{self.width}").view(np.uint8)
+                                   .reshape(len(words), self.width))
+
+    def of(self, words: list[bytes]) -> np.ndarray:
+        """The ids of vocabulary words."""
+        return self.by_hash[np.searchsorted(self.sorted_hash, self._hashes(words))]
+
+    def ids(self, data: np.ndarray, spans: np.ndarray, line_starts: np.ndarray, n: int) -> np.ndarray:
+        """(rows, n) ids of the words at byte spans (rows, n, 2) of `data`; refuses a word that
+        is not a 1-gram, naming its line."""
         ids = np.empty(spans.shape[:2], dtype=np.int64)
         for column in range(n):
-            word_hash = _hash(_fixed(data, spans[:, column, 0], spans[:, column, 1], width))
-            word_hash = np.where(np.isin(word_hash, unk_hashes), vocab_hash[0], word_hash)
-            where = np.minimum(np.searchsorted(sorted_hash, word_hash), vocab_size - 1)
-            missing = sorted_hash[where] != word_hash
+            word_hash = read_arpa.hash_rows(read_arpa.fixed(data, spans[:, column, 0],
+                                                            spans[:, column, 1], self.width))
+            word_hash = np.where(np.isin(word_hash, self.unk_hashes), self.vocab_hash[0], word_hash)
+            where = np.minimum(np.searchsorted(self.sorted_hash, word_hash), self.size - 1)
+            missing = self.sorted_hash[where] != word_hash
             if missing.any():
                 row = int(np.flatnonzero(missing)[0])
                 word = data[spans[row, column, 0]:spans[row, column, 1]].tobytes().decode("utf-8", "replace")
-                raise ArpaError(f"{path}: line {_line_of(data, int(line_starts[row]))}: the {n}-gram "
-                                f"word {word!r} is not among the 1-grams (which list the whole "
-                                "vocabulary; KenLM refuses this too)")
-            ids[:, column] = by_hash[where]
+                raise ArpaError(f"{self.path}: line {read_arpa.line_of(data, int(line_starts[row]))}: "
+                                f"the {n}-gram word {word!r} is not among the 1-grams (which list the "
+                                "whole vocabulary; KenLM refuses this too)")
+            ids[:, column] = self.by_hash[where]
         return ids
 
-    def chunks(n):
-        """(word ids (R, n), log10 p, log10 backoff, line starts) of the order-n entries."""
-        for prob_n, spans, backoff_n, line_starts in entries(n):
-            yield word_ids(spans, line_starts, n), prob_n, backoff_n, line_starts
 
-    grams = {n: chunks(n) for n in range(2, order + 1)}
-    if orphans == "keep":      # all n-grams at once: blank contexts are inserted before keys exist
-        grams = {n: [np.concatenate(columns) for columns in zip(*chunks(n), strict=True)]
-                 if declared[n - 1] else [np.zeros((0, n), np.int64), np.zeros(0), np.zeros(0),
-                                          np.zeros(0, np.int64)] for n in grams}
-        kept = _insert_blank_contexts(grams, order)
-        if kept and notes is not None:
-            notes.append(f"{path}: {kept} context(s) of n-grams were missing; kept as SRILM does "
-                         "(each n-gram with its own context, backoff 1)")
-        grams = {n: [columns] for n, columns in grams.items()}
-    for n in range(2, order + 1):
-        lower = NGramLM(vocab_size, keys[:], probs[:], backoffs[:], [])   # orders 1..n-1
-        key_parts, prob_parts, backoff_parts, line_parts, id_parts = [], [], [], [], []
-        for ids, prob_n, backoff_n, line_starts in grams[n]:
-            context = lower.gram_ids(ids[:, :-1])
-            if np.any(context < 0):
-                row = int(np.flatnonzero(context < 0)[0])
-                words = " ".join(tokens[i] for i in ids[row])
-                raise ArpaError(f"{path}: line {_line_of(data, int(line_starts[row]))}: the {n}-gram "
-                                f"{words!r} has no context: {' '.join(words.split(' ')[:-1])!r} is "
-                                f"not a {n - 1}-gram. KenLM refuses such a (pruned) file; re-prune "
-                                "it so that every context is kept, or read it as SRILM does "
-                                "(lmpipe ngram query --orphans keep)")
-            key_parts.append(context * vocab_size + ids[:, -1])
-            prob_parts.append(prob_n)
-            backoff_parts.append(backoff_n)
-            line_parts.append(line_starts)
-            id_parts.append(ids)
-        key = np.concatenate(key_parts) if key_parts else np.zeros(0, np.int64)
-        order_of = np.argsort(key, kind="stable")
-        key = key[order_of]
-        twice = np.flatnonzero(key[1:] == key[:-1])
-        if len(twice):
-            line_starts = np.concatenate(line_parts)[order_of]
-            raise ArpaError(f"{path}: line {_line_of(data, int(max(line_starts[twice[0]], line_starts[twice[0] + 1])))}: "
-                            f"an {n}-gram listed twice (also line "
-                            f"{_line_of(data, int(min(line_starts[twice[0]], line_starts[twice[0] + 1])))}); "
-                            "KenLM refuses duplicates")
-        keys.append(key)
-        probs.append(np.concatenate(prob_parts)[order_of] if prob_parts else np.zeros(0))
-        backoffs.append(np.concatenate(backoff_parts)[order_of] if backoff_parts else np.zeros(0))
-        if orphans == "keep":
-            _fill_blank_probabilities(lower, np.concatenate(id_parts)[order_of], probs[n - 1])
-    return NGramLM(vocab_size, keys, probs, backoffs, [(0.0, 0.0, 0.0)] * order), tokens
+def _kept(grams: dict, declared: list[int], path, notes) -> dict:
+    """`orphans="keep"`: every order's chunks as one, each missing context added (SRILM)."""
+    grams = {n: [np.concatenate(columns) for columns in zip(*chunks, strict=True)]
+             if declared[n - 1] else [np.zeros((0, n), np.int64), np.zeros(0), np.zeros(0),
+                                      np.zeros(0, np.int64)] for n, chunks in grams.items()}
+    kept = _insert_blank_contexts(grams, len(declared))
+    if kept and notes is not None:
+        notes.append(f"{path}: {kept} context(s) of n-grams were missing; kept as SRILM does "
+                     "(each n-gram with its own context, backoff 1)")
+    return {n: [columns] for n, columns in grams.items()}
+
+
+def _add_order(model: NGramLM, chunks, n: int, tokens: tuple[str, ...], data: np.ndarray, path,
+               fill: bool) -> None:
+    """Append order n to `model` (orders 1..n-1) from its entries' chunks: keys from each
+    context's id, rows in key order; refuses an n-gram without its context or listed twice.
+    `fill`: the probabilities of added contexts (NaN) computed as SRILM does."""
+    lower = NGramLM(model.vocab_size, model.keys[:], model.log10_prob[:], model.log10_backoff[:], [])
+    key_parts, prob_parts, backoff_parts, line_parts, id_parts = [], [], [], [], []
+    for ids, prob_n, backoff_n, line_starts in chunks:
+        context = lower.gram_ids(ids[:, :-1])
+        if np.any(context < 0):
+            row = int(np.flatnonzero(context < 0)[0])
+            words = " ".join(tokens[i] for i in ids[row])
+            raise ArpaError(f"{path}: line {read_arpa.line_of(data, int(line_starts[row]))}: the {n}-gram "
+                            f"{words!r} has no context: {' '.join(words.split(' ')[:-1])!r} is "
+                            f"not a {n - 1}-gram. KenLM refuses such a (pruned) file; re-prune "
+                            "it so that every context is kept, or read it as SRILM does "
+                            "(lmpipe ngram query --orphans keep)")
+        key_parts.append(context * model.vocab_size + ids[:, -1])
+        prob_parts.append(prob_n)
+        backoff_parts.append(backoff_n)
+        line_parts.append(line_starts)
+        id_parts.append(ids)
+    key = np.concatenate(key_parts) if key_parts else np.zeros(0, np.int64)
+    order_of = np.argsort(key, kind="stable")
+    key = key[order_of]
+    twice = np.flatnonzero(key[1:] == key[:-1])
+    if len(twice):
+        line_starts = np.concatenate(line_parts)[order_of]
+        first, second = sorted(int(line_starts[twice[0] + k]) for k in (0, 1))
+        raise ArpaError(f"{path}: line {read_arpa.line_of(data, second)}: an {n}-gram listed twice "
+                        f"(also line {read_arpa.line_of(data, first)}); KenLM refuses duplicates")
+    model.keys.append(key)
+    model.log10_prob.append(np.concatenate(prob_parts)[order_of] if prob_parts else np.zeros(0))
+    model.log10_backoff.append(np.concatenate(backoff_parts)[order_of] if backoff_parts else np.zeros(0))
+    if fill:
+        _fill_blank_probabilities(lower, np.concatenate(id_parts)[order_of], model.log10_prob[n - 1])

@@ -1,28 +1,8 @@
-"""Out-of-core n-gram counting and Kneser-Ney estimation within a memory budget, the way KenLM's
-lmplz works with `-S` (memory) and `-T` (temporary folder): the text is counted a block at a time
-in memory, each block's sorted n-grams are spilled to disk as a run, and the runs are merged
-(lm/builder/corpus_count.cc, util/stream/sort.hh). In: a token stream on disk (int32 ids, `<s> w..
-</s> <s> ...`). Out: `DiskCounts` and `DiskModel`, the same tables as `counting.NgramCounts` and
-`kneser_ney.NGramLM`, each column a flat binary file in the spill folder, read back in slices.
-
-The keys are those of pipeline/ngram/counting.py (an order-n key is `prefix_id * V + last_word`,
-ids are ranks in sorted order), so the tables are in context order already, and:
-  - counting order n: per block of whole sentences, keys from the order-(n-1) id of each position
-    (a position file on disk) and `np.unique`; runs merged by key ranges (splitters sampled from
-    the runs); each run's local ids mapped to global ranks give the order-n position file.
-  - adjusted counts of order n-1: the number of distinct left extensions, a scatter-count over
-    the suffix ids of order n, done block by block of the order-(n-1) table.
-  - estimation of order n: rows in slices cut at context boundaries (a context's rows are
-    contiguous), so every sum over a context adds the same numbers in the same order as the
-    in-memory `kneser_ney.estimate`: the results are bitwise identical, and so is the ARPA text.
-    The only random access, p(suffix) of the order below, reads that table whole when it fits the
-    budget, else block by block.
-
-Peak memory is about `memory` bytes plus the vocabulary and constant overheads. Files are read
-with explicit reads, not memory maps, so the pages read do not stay in the process's RSS.
-Errors: `SpillError` when the spill folder cannot be written or read (full, removed, not
-writable), naming the folder.
-"""
+"""Out-of-core n-gram counting and Kneser-Ney estimation within `memory` bytes, as KenLM's lmplz
+with -S and -T (lm/builder/corpus_count.cc, util/stream/sort.hh). In: a token stream on disk
+(TokenFile). Out: `DiskCounts`, `DiskModel`: counting.NgramCounts' and kneser_ney.NGramLM's tables,
+bitwise identical, each column a file in the spill folder read back in slices (explicit reads, not
+memory maps, so read pages leave the RSS). Errors: SpillError naming the spill folder."""
 
 from __future__ import annotations
 
@@ -134,8 +114,11 @@ class DiskCounts:
 def count(tokens: TokenFile, vocab_size: int, order: int, memory: int, spill: Spill,
           progress=None) -> DiskCounts:
     """Count n-grams of orders 1..order of `tokens` (and their adjusted counts) in blocks of
-    whole sentences, using about `memory` bytes. Same tables as `counting.count`. Raises
-    ValueError as counting.count does, SpillError when the spill folder fails."""
+    whole sentences, using about `memory` bytes. Same tables as `counting.count` (its keys: in
+    context order already). Order n: per block, keys from the order-(n-1) id of each position (a
+    position file) and np.unique, a sorted run; runs merged by key ranges; each run's local ids
+    mapped to global ranks give the order-n position file. Raises ValueError as counting.count
+    does, SpillError when the spill folder fails."""
     if order < 1:
         raise ValueError(f"order={order} must be >= 1")
     memory = int(memory * WORKING_SHARE)
@@ -346,8 +329,8 @@ class _Lower:
 def estimate(counts: DiskCounts, memory: int, spill: Spill, fallback=None, progress=None,
              remedy: str = kneser_ney.PARAMS_REMEDY) -> DiskModel:
     """Interpolated modified Kneser-Ney of order counts.order, as `kneser_ney.estimate` (the
-    equations are in its module docstring) with bitwise identical results: every context's rows
-    are summed in the same order. Raises kneser_ney.DiscountError as it does, SpillError when
+    equations are in its module docstring) with bitwise identical results: rows are read in
+    slices cut at context boundaries, so every context's rows are summed in the same order. Raises kneser_ney.DiscountError as it does, SpillError when
     the spill folder fails."""
     vocab_size, order = counts.vocab_size, counts.order
     memory = int(memory * WORKING_SHARE) // 2    # half for slices of rows, half for p below

@@ -1,0 +1,268 @@
+"""ARPA text read as KenLM's lm/read_arpa.cc reads it, checked line by line: the file (plain or
+gzip), the `\\data\\` counts, the `\\N-grams:` sections and their entries as byte spans and numbers,
+with numpy, no Python object per line. In: a path. Out: bytes, declared counts, section bounds,
+(log10 p, word spans, log10 backoff, line starts) chunks. Errors: ArpaError, one line naming the
+file, the line and the cause (SpacingError: spacing KenLM may still read, see canonical)."""
+
+from __future__ import annotations
+
+import gzip
+import re
+
+import numpy as np
+
+PROBABILITY_RULE = ("an ARPA log10 probability is a finite number <= 0 (-99 for \"never\"; -inf "
+                    "only for <s>, which is never predicted), else every score using it is wrong")
+PADDING = 1024                          # zero bytes after the text, for the sliding windows
+UNK_SPELLINGS = (b"<unk>", b"<UNK>")   # KenLM's lm/vocab.cc maps both to the unknown word
+
+
+class ArpaError(ValueError):
+    """The file is not a readable ARPA model; the message names the file and the line."""
+
+
+class SpacingError(ArpaError):
+    """A line is not in the canonical spacing; it may still be one KenLM reads (see canonical)."""
+
+
+def fixed(data: np.ndarray, starts: np.ndarray, ends: np.ndarray, width: int) -> np.ndarray:
+    """The byte spans data[starts:ends] as a (rows, width) uint8 matrix, 0-padded: rows of a
+    sliding-window view, so no index matrix is built. `data` must end with `width` zero bytes."""
+    matrix = np.lib.stride_tricks.sliding_window_view(data, width)[starts]
+    matrix[np.arange(width) >= (ends - starts)[:, None]] = 0
+    return matrix
+
+
+def _floats(data, starts, ends) -> np.ndarray:
+    return fixed(data, starts, ends, 24).view("S24").ravel().astype(np.float64)
+
+
+def hash_rows(matrix: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of each row of a 0-padded byte matrix whose width is a multiple of 8."""
+    words = matrix.view(np.uint64)
+    value = np.full(len(words), 0xCBF29CE484222325, dtype=np.uint64)
+    for column in range(words.shape[1]):
+        value ^= words[:, column]
+        value *= np.uint64(0x100000001B3)
+        value ^= value >> np.uint64(29)
+    return value
+
+
+def line_of(raw: bytes | np.ndarray, offset: int) -> int:
+    """1-based line number of byte `offset` (for messages only)."""
+    data = raw if isinstance(raw, bytes) else raw[:offset].tobytes()
+    return data.count(b"\n", 0, offset) + 1
+
+
+def _text_of(data: np.ndarray, start: int) -> str:
+    end = start
+    while end < len(data) and data[end] not in (10, 0) and end - start < 200:
+        end += 1
+    return data[start:end].tobytes().decode("utf-8", "replace")
+
+
+
+def entries(data: np.ndarray, lo: int, hi: int, n: int, order: int, path, chunk: int = 1_000_000):
+    """Yield (log10 p, word spans (rows, n, 2), log10 backoff, line starts) of the lines in
+    data[lo:hi] (one section), in chunks, without a Python object per line. Positions index
+    `data`. Blank lines are skipped (KenLM's ReadFloat skips whitespace too)."""
+    section = data[lo:hi]
+    ends = np.flatnonzero(section == 10) + lo
+    starts = np.concatenate([[lo], ends[:-1] + 1])
+    nonblank = ends > starts
+    starts, ends = starts[nonblank], ends[nonblank]
+    tabs = np.flatnonzero(section == 9) + lo
+    spaces = np.flatnonzero(section == 32) + lo
+    for at in range(0, len(starts), chunk):
+        yield _entries(data, starts[at:at + chunk], ends[at:at + chunk], tabs, spaces, n, order, path)
+
+
+def _entries(data, s, e, tabs, spaces, n: int, order: int, path):
+    """`entries` of the lines starting at s and ending at e (tabs, spaces: the section's)."""
+    def refuse(rows, cause, error=ArpaError):
+        line = int(s[np.flatnonzero(rows)[0]])
+        raise error(f"{path}: line {line_of(data, line)}: {cause} ({_text_of(data, line)!r})")
+
+    def refuse_spacing(rows, cause):
+        refuse(rows, cause, SpacingError)
+    first = np.searchsorted(tabs, s)
+    no_tab = (first >= len(tabs)) | (tabs[np.minimum(first, len(tabs) - 1)] >= e)
+    if no_tab.any():
+        refuse_spacing(no_tab, f"a line of the {n}-grams section has no tab after its probability")
+    tab1 = tabs[first]
+    nxt = np.minimum(first + 1, len(tabs) - 1)
+    has_backoff = (first + 1 < len(tabs)) & (tabs[nxt] < e)
+    tab2 = np.where(has_backoff, tabs[nxt], e)
+    prob = _checked_floats(data, s, tab1, refuse_spacing, "probability")
+    if np.any(prob > 0):
+        refuse(prob > 0, "positive log10 probability (KenLM refuses these: an IRSTLM bug)")
+    if np.any(np.isnan(prob)):
+        refuse(np.isnan(prob), f"the log10 probability is NaN; {PROBABILITY_RULE}")
+    backoff = np.zeros(len(s))
+    if has_backoff.any():
+        def refuse_backoff(rows, cause, where=has_backoff):
+            refuse_spacing(_spread(rows, where), cause)
+        backoff[has_backoff] = _checked_floats(data, tab2[has_backoff] + 1, e[has_backoff],
+                                               refuse_backoff, "backoff")
+        if not np.all(np.isfinite(backoff)):
+            refuse(~np.isfinite(backoff), "the backoff is not a finite number")
+    if n == order and np.any(backoff != 0):
+        refuse(backoff != 0, f"a backoff on a {n}-gram, the highest order (KenLM refuses it)")
+    lo_space, hi_space = np.searchsorted(spaces, tab1), np.searchsorted(spaces, tab2)
+    if np.any(hi_space - lo_space != n - 1):
+        refuse_spacing(hi_space - lo_space != n - 1, f"a line of the {n}-grams section does not have "
+                       f"{n} words separated by single spaces")
+    inner = spaces[lo_space[:, None] + np.arange(n - 1)] if n > 1 else np.zeros((len(s), 0), int)
+    word_starts = np.concatenate([tab1[:, None] + 1, inner + 1], axis=1)
+    word_ends = np.concatenate([inner, tab2[:, None]], axis=1)
+    if np.any(word_ends <= word_starts):
+        refuse_spacing((word_ends <= word_starts).any(axis=1), "an empty word")
+    never = np.isneginf(prob)
+    if n == 1 and never.any():   # <s> is context only: lmplz writes it -99, others -inf
+        first = word_starts[:, 0]
+        never &= ~((word_ends[:, 0] - first == 3) & (data[first] == ord("<"))
+                   & (data[first + 1] == ord("s")) & (data[first + 2] == ord(">")))
+    if never.any():
+        refuse(never, f"the log10 probability is -inf; {PROBABILITY_RULE}")
+    return prob, np.stack([word_starts, word_ends], axis=2), backoff, s
+
+def _spread(rows: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    out = np.zeros(len(mask), dtype=bool)
+    out[np.flatnonzero(mask)[rows]] = True
+    return out
+
+
+def _checked_floats(data, starts, ends, refuse, what) -> np.ndarray:
+    try:
+        return _floats(data, starts, ends)
+    except ValueError:
+        for i, (a, b) in enumerate(zip(starts, ends, strict=True)):
+            try:
+                float(data[a:b].tobytes())
+            except ValueError:
+                rows = np.zeros(len(starts), dtype=bool)
+                rows[i] = True
+                refuse(rows, f"the {what} is not a number")
+        raise
+
+def load(path) -> bytes:
+    """The text of the ARPA file at `path` (gzip by its magic bytes, whatever the name), \\r\\n
+    read as \\n (KenLM's FilePiece strips the \\r), ending with a newline. Refuses a missing or
+    unreadable file, a folder, bad gzip, an empty or binary file (refuse_binary)."""
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read()
+    except IsADirectoryError:
+        raise ArpaError(f"{path}: is a directory; give an ARPA file (.arpa or .arpa.gz)") from None
+    except FileNotFoundError:
+        raise ArpaError(f"{path}: no such file; give an ARPA file (.arpa or .arpa.gz)") from None
+    except OSError as error:
+        raise ArpaError(f"{path}: cannot read it ({error.strerror})") from None
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as error:
+            raise ArpaError(f"{path}: not a valid gzip file ({error})") from None
+    if not raw or raw.isspace():   # (strip would copy a model of gigabytes)
+        raise ArpaError(f"{path}: the file is empty; give an ARPA file (.arpa or .arpa.gz)")
+    refuse_binary(path, raw[:65536])
+    raw = raw.replace(b"\r\n", b"\n")
+    return raw if raw.endswith(b"\n") else raw + b"\n"
+
+
+def refuse_binary(path, head: bytes) -> None:
+    """Refuse a file whose first bytes `head` (decompressed) are a KenLM binary model or hold a
+    NUL byte: not ARPA text."""
+    if head.startswith(b"mmap lm "):   # KenLM's binary format (lm/binary_format.cc, kMagicBeforeVersion)
+        raise ArpaError(f"{path}: a KenLM binary model (build_binary), not ARPA text; give the "
+                        ".arpa file it was built from")
+    nul = head.find(b"\x00")
+    if nul >= 0:
+        raise ArpaError(f"{path}: a binary file (a NUL byte at byte offset {nul}), not ARPA text; "
+                        "give an ARPA file (.arpa or .arpa.gz)")
+
+def header(raw: bytes, path) -> tuple[list[int], int]:
+    r"""(declared counts, offset of the first section header), checked as KenLM's
+    ReadARPACounts: before \data\ only blank lines and lines starting with #; then one
+    `ngram N=COUNT` line per order, N consecutive from 1, until a blank line."""
+    position, number = 0, 0
+    while True:
+        end = raw.find(b"\n", position)
+        if end < 0:
+            raise ArpaError(f"{path}: not an ARPA file (no \\data\\ line)")
+        line, number = raw[position:end], number + 1
+        position = end + 1
+        if line.strip() == b"" or line.startswith(b"#"):
+            continue
+        if line.rstrip(b" \t") != b"\\data\\":
+            text = line[:60].decode("utf-8", "replace")
+            if "\ufffd" in text or any(ch < " " and ch not in "\t\r" for ch in text):
+                raise ArpaError(f"{path}: not an ARPA file (line {number}, before any \\data\\ "
+                                "line, is binary or not UTF-8); give an ARPA file (.arpa or .arpa.gz)")
+            raise ArpaError(f"{path}: line {number}: {text!r} before \\data\\; an ARPA file starts "
+                            "with \\data\\ (comments before it must start with #, as KenLM requires)")
+        break
+    declared = []
+    while True:
+        end = raw.find(b"\n", position)
+        line, number = raw[position:end if end >= 0 else len(raw)], number + 1
+        if line.strip() == b"" or line.startswith(b"\\1-grams:"):
+            break
+        position = end + 1
+        fields = line[len(b"ngram "):].split(b"=") if line.startswith(b"ngram ") else []
+        try:
+            n, count = int(fields[0]), int(fields[1])
+        except (IndexError, ValueError):
+            raise ArpaError(f"{path}: line {number}: {line[:60].decode('utf-8', 'replace')!r} is "
+                            "not a count line `ngram N=COUNT`") from None
+        if len(fields) != 2 or n != len(declared) + 1 or count < 0:
+            raise ArpaError(f"{path}: line {number}: count lines must be `ngram 1=..`, `ngram 2=..`, "
+                            "... in order, with counts >= 0")
+        declared.append(count)
+        if end < 0:
+            break
+    if not declared:
+        raise ArpaError(f"{path}: line {number}: \\data\\ is followed by no `ngram N=COUNT` line")
+    return declared, position
+
+
+_FIELD = rb"([^ \t\n]+)"
+
+
+def canonical(section: bytes, n: int) -> bytes:
+    """The entries of an order-n section with KenLM's spacing made canonical: KenLM reads words
+    separated by any run of spaces and tabs (ReadDelimited(kARPASpaces)), a 1-gram's probability
+    followed by a tab, and a backoff after a tab (ReadBackoff); written here as `p<TAB>w1 .. wn`
+    and `<TAB>backoff`. Lines that do not fit (trailing spaces, a wrong number of fields) are left
+    as they are, for the parser to refuse with their line number. Two regular-expression passes
+    in C, no Python call per line."""
+    first = rb"\t[ \t]*" if n == 1 else rb"[ \t]+"
+    words = first + _FIELD + b"".join([rb"[ \t]+" + _FIELD] * (n - 1))
+    numbered = "\t" + " ".join(f"\\g<{i}>" for i in range(2, n + 2))
+    with_backoff = re.compile(rb"(?m)^" + _FIELD + words + rb"\t[ \t]*" + _FIELD + rb"$")
+    section = with_backoff.sub(("\\g<1>" + numbered + f"\t\\g<{n + 2}>").encode(), section)
+    without = re.compile(rb"(?m)^" + _FIELD + words + rb"$")
+    return without.sub(("\\g<1>" + numbered).encode(), section)
+
+
+def sections(raw: bytes, position: int, order: int, path) -> list[tuple[int, int]]:
+    """(start, end) byte range of each order's entries; checks the `\\N-grams:` header lines
+    (blank lines allowed around them) and `\\end\\`, after which only blank lines may follow.
+    `raw` ends with a newline and `position` is the start of a line."""
+    bounds = []
+    for n in range(1, order + 2):
+        marker = f"\\{n}-grams:".encode() if n <= order else b"\\end\\"
+        at = raw.find(b"\n" + marker + b"\n", position - 1)
+        if at < 0:
+            what = "\\end\\" if n > order else f"the {n}-grams section (a line \\{n}-grams:)"
+            raise ArpaError(f"{path}: {what} is missing; the header declares {order} orders")
+        at += 1
+        if n > 1:
+            bounds.append((position, at))
+        elif raw[position:at].strip():
+            raise ArpaError(f"{path}: line {line_of(raw, position)}: unexpected text before \\1-grams:")
+        position = at + len(marker) + 1
+    if raw[position:].strip():
+        raise ArpaError(f"{path}: line {line_of(raw, position)}: text after \\end\\ "
+                        f"({raw[position:position + 60].strip().decode('utf-8', 'replace')!r})")
+    return bounds
