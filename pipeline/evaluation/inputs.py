@@ -1,19 +1,22 @@
-"""Evaluate's inputs, read and checked before any scoring (I/O helper of stages/evaluate.py):
-data/prepared/stats.json, models/KIND/history.json, models/ngram/counts.parquet, and the
-finiteness of every score before it is written, logged or registered. Each raises
-errors.StateError, one line naming the file (or model), what is wrong and the command that
-restores it (`dvc checkout`, `git checkout`, `dvc repro -f STAGE`)."""
+"""Evaluate's inputs, read and checked before any scoring (evaluation/run.py). In:
+data/prepared/stats.json and units.npz, models/KIND/history.json, models/ngram/counts.parquet;
+every score before it is written, logged or registered. Errors: errors.StateError (a missing
+units.npz: FileNotFoundError), one line naming the file (or model), what is wrong and the fix."""
 
 from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from pipeline import files
 from pipeline.evaluation.tasks import retrain_hint
+from pipeline.text import units
+from pipeline.text.vocab import BOS_ID
 
 
 def _number(value) -> bool:
@@ -92,3 +95,28 @@ def read_table(path: Path) -> pd.DataFrame:
     except (OSError, pyarrow.ArrowException) as error:
         why = "missing" if isinstance(error, FileNotFoundError) else "damaged, not a parquet table"
         raise files.StateError(f"{path}: {why}; {files.restore_hint(path.parent)}") from None
+
+
+@dataclass
+class Units:
+    """data/prepared/units.npz as scoring reads it."""
+    unit_of: dict[str, np.ndarray]    # split -> each sentence's resampling unit
+    text: dict[str, np.ndarray]       # field (units.FIELDS) -> the test text's count per unit
+    count: dict[str, int]             # split -> number of units
+
+
+def read_units(data: Path, splits: dict[str, np.ndarray]) -> Units:
+    """data/prepared/units.npz, checked against the sentences of `splits` (units.check). Raises
+    FileNotFoundError when it is missing, errors.StateError when it does not fit."""
+    path = data / units.FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing (prepared before lmpipe measured resampling "
+                                "units, or deleted); rerun `dvc repro prepare`")
+    found = files.load_arrays(path, data,
+                              tuple(f"{s}_{f}" for s in splits for f in ("unit", "chars")) +
+                              tuple(f"test_{f}" for f in units.FIELDS))
+    units.check(found, {s: int(np.count_nonzero(stream == BOS_ID)) for s, stream in splits.items()},
+                path, data)
+    return Units({s: found[f"{s}_unit"] for s in splits},
+                 {field: found[f"test_{field}"] for field in units.FIELDS},
+                 {s: len(found[f"{s}_chars"]) for s in splits})

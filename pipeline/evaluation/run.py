@@ -1,0 +1,193 @@
+"""Evaluate every trained model. In: data/prepared (streams, vocab.json, stats.json, units.npz),
+models/ (ngram/, one folder per params.models kind), params. Out: metrics/ (metrics.json,
+pairs.json, mle.json, probes, samples, plots/) and an `Evaluation` for tracking/ to log.
+`load` reads and checks every input (errors.StateError naming the file) before any scoring."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import config, files
+from pipeline.evaluation import bootstrap, inputs, report, scoring, tasks
+from pipeline.evaluation.probes import load_probes
+from pipeline.ngram import counting, kneser_ney
+from pipeline.text.tokenizers import tokenize
+from pipeline.text.vocab import Vocab, check_ids, load_vocab
+
+
+@dataclass
+class Inputs:
+    """Everything evaluate reads, checked; the streams memory-mapped."""
+    vocab: Vocab
+    encode: Callable[[str], np.ndarray]     # text -> token ids, as prepare tokenized the corpus
+    unknown: Callable[[str], list[str]]     # text -> its out-of-vocabulary words
+    stats: dict                             # data/prepared/stats.json
+    splits: dict[str, np.ndarray]           # valid, test: token streams
+    probes: list[dict]
+    blanks: list[tasks.Blank]
+    units: inputs.Units
+    ngram: kneser_ney.NGramLM
+    counts: counting.NgramCounts            # models/ngram/counts.parquet, for the MLE table
+    recurrent: dict[str, tuple]             # kind -> (RNNLM, its checkpoint)
+    histories: dict[str, list[dict]]        # kind -> models/KIND/history.json
+
+
+@dataclass
+class Scored:
+    """One model's scores: per split, its per-unit sums (scoring.unit_sums); per blank, right or not."""
+    lm: tasks.LanguageModel
+    sums: dict[str, dict[str, np.ndarray]]
+    fill: np.ndarray
+    objective: str                          # causal | cloze
+    model_bytes: int
+    files: dict[str, str]                   # artifact name -> path (tracking/serving.py)
+    params: dict                            # what the model run logs as its parameters
+
+
+@dataclass
+class Evaluation:
+    """What tracking/ logs; models in metrics.json's order (ngram, then params.models)."""
+    results: dict[str, dict]                # name -> metrics.json's entry
+    scored: dict[str, Scored]
+    histories: dict[str, list[dict]]
+    stats: dict
+    artifacts: list[Path]                   # metrics/ files for the pipeline run
+
+
+def load(params: config.Params, data: Path, models: Path, root: Path) -> Inputs:
+    """Every input of `evaluate`, read and checked in a fixed order (the first damage found is
+    the one refused); probes resolve against `root`."""
+    c, settings = params.corpus, params.evaluate
+    vocab = load_vocab(data)
+    stats = inputs.read_stats(data)
+    # memory-mapped: pages are read as scored and stay reclaimable (no private copy)
+    splits = {name: files.load_array(data / f"{name}.npy", data, mmap_mode="r")
+              for name in ("valid", "test")}
+    train_stream = files.load_array(data / "train.npy", data, mmap_mode="r")
+    for name, stream in (*splits.items(), ("train", train_stream)):
+        check_ids(stream, len(vocab), data / f"{name}.npy", data)
+
+    def tokens(text: str) -> list[str]:
+        return tokenize(text, c.tokenizer, c.lowercase, c.unk)
+
+    def encode(text: str) -> np.ndarray:
+        return vocab.encode(tokens(text))
+
+    # every probe checked (options one token each) before any scoring
+    probes = load_probes(root / settings.probes, encode, c.tokenizer)
+    blanks = tasks.make_blanks(splits["test"], train_stream, vocab.tokens,
+                               settings.blanks, params.seed, settings.distractors)
+    units = inputs.read_units(data, splits)
+    ngram = tasks.load_ngram(models / "ngram" / "model.npz", len(vocab))
+    counts = counting.from_table(inputs.read_table(models / "ngram" / "counts.parquet"), len(vocab))
+    recurrent, histories = {}, {}
+    for kind in params.models:
+        recurrent[kind] = tasks.load_recurrent(models / kind / "model.pt", len(vocab))
+        histories[kind] = inputs.read_history(models / kind / "history.json")
+    return Inputs(vocab, encode, lambda text: vocab.unknown(tokens(text)), stats, splits, probes,
+                  blanks, units, ngram, counts, recurrent, histories)
+
+
+def _scored(name: str, lm: tasks.LanguageModel, scores: dict, objective: str, size: int,
+            model_files: dict[str, str], model_params: dict, found: Inputs) -> Scored:
+    units = found.units
+    sums = {s: scoring.unit_sums(scores[s], found.splits[s], units.unit_of[s], units.count[s])
+            for s in found.splits}
+    for s in found.splits:   # a model that loads but scores NaN: refused before anything is written
+        inputs.check_finite(name, {f"{s} nll": float(sums[s]["nll"].sum())},
+                            next(iter(model_files.values())))
+    return Scored(lm, sums, tasks.blank_correct(lm, found.blanks), objective, size, model_files,
+                  model_params)
+
+
+def score(params: config.Params, found: Inputs, models: Path) -> tuple[dict[str, Scored], dict]:
+    """({name: Scored}, mle.json's table): the n-gram model first, then each params.models kind."""
+    lm, splits = found.ngram, found.splits
+    scored = {"ngram": _scored(
+        "ngram", tasks.NgramModel(lm), {s: scoring.ngram_scores(lm, stream) for s, stream in splits.items()},
+        "causal", lm.nbytes(), {"ngram": str(models / "ngram" / "model.npz")},
+        {"ngram.order": lm.order, "ngram.estimator": "interpolated modified Kneser-Ney",
+         "ngram.discounts": json.dumps(lm.discounts)}, found)}
+    mle = {f"{name}_{split}": scoring.mle_summary(kneser_ney.mle_probs(found.counts, stream, n))
+           for name, n in (("bigram", 2), ("trigram", 3)) for split, stream in splits.items()}
+    for kind, spec in params.models.items():
+        model, checkpoint = found.recurrent[kind]
+        by = scoring.cloze_scores if spec.bidirectional else scoring.causal_scores
+        scored[kind] = _scored(
+            kind, tasks.RecurrentModel(model), {s: by(model, stream) for s, stream in splits.items()},
+            "cloze" if spec.bidirectional else "causal",
+            sum(p.numel() * p.element_size() for p in model.parameters()),
+            {"checkpoint": str(models / kind / "model.pt")}, {"model": checkpoint["config"]}, found)
+    return scored, mle
+
+
+def summarize(params: config.Params, found: Inputs,
+              scored: dict[str, Scored]) -> tuple[dict[str, dict], list[bootstrap.Comparison]]:
+    """(metrics.json's {name: metrics}, the paired comparisons): one bootstrap draw per split,
+    shared by every model and metric; each headline and verdict printed."""
+    started = time.perf_counter()
+    settings, text, count = params.evaluate, found.units.text, found.units.count
+    level, resamples = settings.confidence_level, settings.bootstrap_resamples
+    sums = {name: m.sums for name, m in scored.items()}
+    replicates = {s: bootstrap.resample_sums(report.columns(sums, s, text if s == "test" else None),
+                                             resamples, params.seed + i)
+                  for i, s in enumerate(("test", "valid"))}
+    fill_replicates = bootstrap.resample_sums(
+        {**{n: m.fill.astype(np.float64) for n, m in scored.items()},
+         "blanks": np.ones(len(found.blanks))}, resamples, params.seed + 2)
+    results = {}
+    for name, m in scored.items():
+        results[name] = report.metrics(name, m.sums, replicates, text, m.fill, fill_replicates,
+                                       found.stats, m.model_bytes, m.objective, level)
+        inputs.check_finite(name, results[name], next(iter(m.files.values())))
+        print(report.headline(name, results[name]), flush=True)
+    pairs = report.comparisons(results, sums, replicates["test"], level)
+    for pair in pairs:
+        print(f"evaluate: {pair.sentence()}", flush=True)
+    print(f"evaluate: {level:.0%} intervals from {resamples:,} bootstrap resamples of "
+          f"{count['test']:,} test {found.stats.get('interval_unit', 'sentences')} in "
+          f"{time.perf_counter() - started:.2f} s", flush=True)
+    return results, pairs
+
+
+def _answer(model: tasks.LanguageModel, probe: dict, found: Inputs) -> list[dict]:
+    try:
+        return tasks.run_probe(model, probe, found.encode, found.vocab.tokens, found.unknown)
+    except tasks.ProbeNotApplicable as why:   # e.g. word options under corpus.tokenizer: chars
+        return [{"skipped": str(why)}]
+
+
+def write(params: config.Params, found: Inputs, scored: dict[str, Scored], results: dict, mle: dict,
+          pairs: list, models: Path, out: Path) -> list[Path]:
+    """Probe answers and samples, then every file of metrics/; the files worth logging."""
+    settings = params.evaluate
+    answers = {name: [_answer(m.lm, probe, found) for probe in found.probes]
+               for name, m in scored.items()}
+    samples = {name: [" ".join(found.vocab.decode(s)) for s in
+                      tasks.sample(m.lm, settings.samples, settings.temperature, settings.max_length,
+                                   params.seed)]
+               for name, m in scored.items() if m.lm.kind == "causal" and settings.samples}
+    memory = report.memory_rows(files.read_json(models / "ngram" / "memory.json", models / "ngram", list),
+                                {k: int(r["model_bytes"]) for k, r in results.items() if k != "ngram"})
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "probes.json").write_text(json.dumps(answers, indent=2))
+    (out / "samples.json").write_text(json.dumps(samples, indent=2))
+    return report.write(out, results, mle, found.histories, memory,
+                        report.probes_markdown(found.probes, answers),
+                        report.samples_markdown(samples, settings.temperature),
+                        len(found.blanks), settings.distractors + 1, pairs, settings.confidence_level,
+                        settings.bootstrap_resamples, found.stats.get("interval_unit", "sentences"))
+
+
+def evaluate(params: config.Params, found: Inputs, models: Path, out: Path) -> Evaluation:
+    """Score, summarize and write metrics/ from what `load` read."""
+    scored, mle = score(params, found, models)
+    results, pairs = summarize(params, found, scored)
+    artifacts = write(params, found, scored, results, mle, pairs, models, out)
+    return Evaluation(results, scored, found.histories, found.stats, artifacts)
