@@ -18,8 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 from pipeline import config
-from pipeline.text import corpus, splits
+from pipeline.text import chunked
+from pipeline.text.vocab import load_vocab, sentence_bounds
 
 SCORE = """
 import json, sys, time
@@ -54,14 +57,19 @@ def measure(command: list[str]) -> tuple[float, float, str]:
 
 def inputs(folder: Path) -> dict[str, tuple[Path, Path]]:
     params = config.load()
-    p = params.corpus
-    text = corpus.read(p.source)
-    sentences, line_of = corpus.sentences(text.lines, p.tokenizer, p.lowercase, p.unk, p.max_sentences)
-    s = params.split
-    parts = splits.documents(text.documents[line_of], {"train": s.train, "valid": s.valid,
-                                                       "test": s.test}, params.seed)
-    train = [" ".join(sentences[i]) for i in parts["train"]]
-    test = [" ".join(sentences[i]) for i in parts["test"]]
+    params = params.model_copy(update={   # every train word kept, lines never cut, whole documents
+        "corpus": params.corpus.model_copy(update={"max_line_tokens": 0}),
+        "split": params.split.model_copy(update={"method": "documents"}),
+        "vocab": params.vocab.model_copy(update={"min_count": 1, "max_size": 0})})
+    prepared = folder / "prepared"
+    chunked.prepare(params, prepared, config.parse_size(params.corpus.memory), progress=lambda line: None)
+    words = np.array(load_vocab(prepared).tokens, dtype=object)
+
+    def sentences(split: str) -> list[str]:   # a test word no train sentence holds: <unk>
+        stream = np.load(prepared / f"{split}.npy")
+        starts, ends = sentence_bounds(stream)
+        return [" ".join(words[stream[a + 1:b]]) for a, b in zip(starts, ends, strict=True)]
+    train, test = sentences("train"), sentences("test")
     kjv, kjv_test = folder / "kjv_train.txt", folder / "kjv_test.txt"
     kjv.write_text("\n".join(train) + "\n")
     kjv_test.write_text("\n".join(test) + "\n")

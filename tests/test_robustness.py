@@ -26,6 +26,7 @@ from stages import run_stage
 from stages import train as train_stage
 
 from .conftest import ROOT
+from .oracle_prepare import streamed
 
 # ---- params ----------------------------------------------------------------------------------
 
@@ -64,42 +65,42 @@ def test_invalid_utf8_policies(tmp_path):
     path = tmp_path / "mixed.txt"
     path.write_bytes(b"good line\ncaf\xe9 noir\nlast\n")
     with pytest.raises(CorpusError, match=r"mixed\.txt: invalid UTF-8 at byte offset 13 \(line 2"):
-        corpus.read_lines(str(path))
-    assert corpus.read_lines(str(path), errors="replace") == ["good line", "caf\ufffd noir", "last"]
-    assert corpus.read_lines(str(path), errors="ignore") == ["good line", "caf noir", "last"]
+        streamed(str(path))
+    assert streamed(str(path), errors="replace") == [["good line", "caf\ufffd noir", "last"]]
+    assert streamed(str(path), errors="ignore") == [["good line", "caf noir", "last"]]
     assert tokenize("caf\ufffd noir") == ["caf", "\ufffd", "noir"]  # a token of its own
 
 
 def test_byte_order_marks_nul_bytes_and_pinned_local_files(tmp_path):
     (tmp_path / "bom.txt").write_bytes(b"\xef\xbb\xbfin the beginning\n")
-    assert corpus.read_lines(str(tmp_path / "bom.txt")) == ["in the beginning"]   # not a token
+    assert streamed(str(tmp_path / "bom.txt")) == [["in the beginning"]]   # not a token
     (tmp_path / "utf16.txt").write_bytes("in the beginning\n".encode("utf-16"))
     with pytest.raises(CorpusError, match=r"utf16\.txt: is UTF-16 text; re-encode it as UTF-8"):
-        corpus.read_lines(str(tmp_path / "utf16.txt"))
+        streamed(str(tmp_path / "utf16.txt"))
     (tmp_path / "late.txt").write_bytes(b"x" * 5000 + b"\x00\x01")
     with pytest.raises(CorpusError, match=r"late\.txt: looks like a binary file \(a NUL byte at byte offset 5000\)"):
-        corpus.read_lines(str(tmp_path / "late.txt"))
+        streamed(str(tmp_path / "late.txt"))
     text = tmp_path / "pinned.txt"
     text.write_text("one line\n")
     digest = hashlib.sha256(text.read_bytes()).hexdigest()
-    assert corpus.read_lines(str(text), sha256=digest) == ["one line"]
+    assert streamed(str(text), sha256=digest) == [["one line"]]
     text.write_text("one line, edited\n")
     with pytest.raises(CorpusError, match="SHA-256 mismatch: got .* the file changed"):
-        corpus.read_lines(str(text), sha256=digest)
+        streamed(str(text), sha256=digest)
     with pytest.raises(CorpusError, match="applies to one file or URL"):
-        corpus.read_lines(str(tmp_path), sha256=digest)
+        streamed(str(tmp_path), sha256=digest)
 
 
 def test_binary_and_bad_gzip(tmp_path):
     (tmp_path / "model.bin").write_bytes(bytes(range(256)))
     with pytest.raises(CorpusError, match=r"model\.bin: looks like a binary file"):
-        corpus.read_lines(str(tmp_path / "model.bin"))
+        streamed(str(tmp_path / "model.bin"))
     (tmp_path / "broken.txt.gz").write_bytes(b"\x1f\x8b\x08\x00garbage")
     with pytest.raises(CorpusError, match=r"broken\.txt\.gz: not a valid gzip file"):
-        corpus.read_lines(str(tmp_path / "broken.txt.gz"))
+        streamed(str(tmp_path / "broken.txt.gz"))
 
 
-def test_corpus_urls_must_be_https_and_pinned_by_sha256():
+def test_corpus_urls_must_be_https_and_pinned_by_sha256(monkeypatch):
     body = b"in the beginning\nwas the word\n"
     digest = hashlib.sha256(body).hexdigest()
     fetched = []
@@ -107,20 +108,22 @@ def test_corpus_urls_must_be_https_and_pinned_by_sha256():
     def fetch(url):
         fetched.append(url)
         return body
+    monkeypatch.setattr(corpus, "_https_get", fetch)
     with pytest.raises(CorpusError, match="only https URLs are fetched"):
-        corpus.read_lines("http://example.org/c.txt", sha256=digest, fetch=fetch)
+        streamed("http://example.org/c.txt", sha256=digest)
     with pytest.raises(CorpusError, match=r"needs corpus\.sha256"):
-        corpus.read_lines("https://example.org/c.txt", fetch=fetch)
+        streamed("https://example.org/c.txt")
     with pytest.raises(CorpusError, match="SHA-256 mismatch: got " + digest):
-        corpus.read_lines("https://example.org/c.txt", sha256="0" * 64, fetch=fetch)
+        streamed("https://example.org/c.txt", sha256="0" * 64)
     assert fetched == ["https://example.org/c.txt"]   # refused URLs are never fetched
-    assert corpus.read_lines("https://example.org/c.txt", sha256=digest.upper(), fetch=fetch) == \
-        ["in the beginning", "was the word"]
+    assert streamed("https://example.org/c.txt", sha256=digest.upper()) == \
+        [["in the beginning", "was the word"]]
 
     def offline(url):
         raise OSError("network is unreachable")
+    monkeypatch.setattr(corpus, "_https_get", offline)
     with pytest.raises(CorpusError, match="download failed"):
-        corpus.read_lines("https://example.org/c.txt", sha256=digest, fetch=offline)
+        streamed("https://example.org/c.txt", sha256=digest)
 
 
 # ---- stages, in-process ----------------------------------------------------------------------

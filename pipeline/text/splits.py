@@ -9,7 +9,7 @@ sentence indices of train, valid and test, each in corpus order; no sentence is 
     documents   whole documents drawn by `seed` (the KJV's chapters; in text files, runs of
                 lines ended by a blank line), so no document is on both sides
 
-`divide` applies this to a corpus.Text, or keeps the split the source gives.
+pipeline/text/chunked.py applies this, or keeps the split the source gives.
 
 Sizes: a fraction in (0, 1) of the unit the method splits (sentences, words, documents); for
 `contiguous` also a whole number >= 1 of words; 0 for exactly one part, which gets the rest.
@@ -41,35 +41,6 @@ def split(method: str, lengths: np.ndarray, document_of: np.ndarray, wanted: dic
     if method == "documents":
         return documents(document_of, wanted, seed)
     raise ValueError(f"split.method={method!r} is not allowed; use one of {', '.join(METHODS)}")
-
-
-def divide(text, tokenized, method: str, wanted: dict[str, float], seed: int,
-           source: str) -> tuple[str, dict[str, list[list[str]]], dict[str, int], dict[str, np.ndarray]]:
-    """The sentences of train, valid and test of `text` (a corpus.Text): its own split when the
-    source gives one, else `split(method, ...)`; `tokenized(lines)` returns (sentences, line
-    index of each). Returns (the method used: "given" or `method`, the sentences of each part,
-    the number of documents in each part ({} for a given split), the index in `text.lines` of
-    each part's sentences' lines). Raises SplitError naming `source` when the (train) text
-    holds no tokens, and as `split` does."""
-    if text.given:
-        parts, lines = {}, {}
-        for name in PARTS:
-            parts[name], line_of = tokenized(text.split_lines(name))
-            lines[name] = line_of + text.given[name][0]
-        if not any(parts["train"]):
-            raise SplitError(f"{text.files[0]} (the train split) holds no tokens; give a train "
-                             "file with at least one non-blank line")
-        return "given", parts, {}, lines
-    sentences, line_of = tokenized(text.lines)
-    if not any(sentences):
-        raise SplitError(f"corpus.source={source!r} holds no tokens (an empty file, or only blank "
-                         "lines); give a text with at least one non-blank line")
-    document_of = text.documents[line_of]
-    indices = split(method, np.fromiter(map(len, sentences), np.int64, len(sentences)),
-                    document_of, wanted, seed)
-    parts = {name: [sentences[i] for i in indices[name]] for name in PARTS}
-    return (method, parts, {name: int(len(np.unique(document_of[indices[name]]))) for name in PARTS},
-            {name: line_of[indices[name]] for name in PARTS})
 
 
 def sizes(total: int, wanted: dict[str, float], unit: str) -> dict[str, int]:

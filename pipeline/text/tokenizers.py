@@ -1,5 +1,6 @@
-"""Lines and tokens. In: decoded text. Out: its lines, and the tokens of each line by one of three
-tokenizers (`corpus.tokenizer`):
+"""Lines and tokens. In: decoded text. Out: its lines, and the tokens of each line by one of the
+TOKENIZERS (`corpus.tokenizer`; each a `Tokenizer`: its per-line and block forms and the rules
+the pipeline follows for it):
 
     words       raw text: Unicode NFKC, optional lowercasing, words (with inner apostrophes) and
                 single punctuation marks as tokens: "And God said, Let" -> and god said , let.
@@ -26,10 +27,11 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
-TOKENIZERS = ("words", "whitespace", "chars")
 WORD_PATTERN = re.compile(r"[^\W_]+(?:'[^\W_]+)*|[^\w\s]|_", re.UNICODE)
 SEPARATORS = re.compile(r"[ \t\r]+")   # lmplz's delimiters; NUL is refused when decoding
 # KenLM's query reads words with util::FilePiece (util/file_piece.cc, kSpaces: C's isspace), so
@@ -48,24 +50,68 @@ def split_lines(text: str) -> list[str]:
     return lines
 
 
+Block = tuple[list[str], np.ndarray, np.ndarray]   # tokenize_block's (distinct, codes, per_line)
+
+
+@dataclass(frozen=True)
+class Tokenizer:
+    """One `corpus.tokenizer`. `line(line, lowercase, unk)`: the tokens of one line (no `<s>`,
+    `</s>`; a token equal to the marker `unk` becomes `<unk>`); `block(text, lowercase, unk)`: the
+    same tokens of whole lines, each ended by `\\n`, at once (`tokenize_block`'s triple);
+    `blank_lines_are_sentences`: a line without tokens is an empty sentence whose `</s>` is
+    predicted, else no sentence; `tokens_are_words`: a word is one token (False: it may be
+    several, e.g. characters); `as_written`: for text tokenized as written, its UTF-8 bytes ->
+    the block triple before `unk` and lowercasing (`query`: KenLM query's separators too), else None."""
+    line: Callable[[str, bool, str], list[str]]
+    block: Callable[[str, bool, str], Block]
+    blank_lines_are_sentences: bool = False
+    tokens_are_words: bool = True
+    as_written: Callable[[bytes, bool], Block] | None = None
+
+
 def tokenize(line: str, tokenizer: str = "words", lowercase: bool = True,
              unk: str = UNK) -> list[str]:
-    """Tokens of one line (no `<s>`/`</s>`). A token equal to `unk` becomes `<unk>`.
-    Raises ValueError for an unknown tokenizer."""
-    if tokenizer == "whitespace":
-        tokens = [t for t in SEPARATORS.split(line) if t]
-        if unk:
-            tokens = [UNK if t == unk else t for t in tokens]
-        if lowercase:
-            tokens = [t if t == UNK else t.lower() for t in tokens]
-        return tokens
+    """Tokens of one line by TOKENIZERS[tokenizer] (no `<s>`/`</s>`)."""
+    return TOKENIZERS[tokenizer].line(line, lowercase, unk)
+
+
+def tokenize_block(text: str, tokenizer: str = "words", lowercase: bool = True,
+                   unk: str = UNK) -> Block:
+    """`tokenize` on every line of `text` (whole lines, each ended by `\\n`) at once, vectorised:
+    (distinct tokens in order of first use, the index in that list of every token (int32,
+    (tokens,)), tokens on each line (int64, (lines,))) — the same tokens as `tokenize` line by
+    line (tests/test_chunked.py checks random texts)."""
+    return TOKENIZERS[tokenizer].block(text, lowercase, unk)
+
+
+def _as_asked(tokens: list[str], lowercase: bool, unk: str) -> list[str]:
+    """`tokens` with the marker `unk` as `<unk>`, lowercased (but `<unk>`) when asked."""
+    if unk and unk != UNK:
+        tokens = [UNK if t == unk else t for t in tokens]
+    if lowercase:
+        tokens = [t if t == UNK else t.lower() for t in tokens]
+    return tokens
+
+
+def _whitespace_line(line: str, lowercase: bool, unk: str) -> list[str]:
+    return _as_asked([t for t in SEPARATORS.split(line) if t], lowercase, unk)
+
+
+def _whitespace_block(text: str, lowercase: bool, unk: str) -> Block:
+    """On the bytes (`whitespace_words`); `unk` and lowercasing act on the distinct words."""
+    distinct, codes, per_line = whitespace_words(text.encode("utf-8"))
+    return _as_asked(distinct, lowercase, unk), codes, per_line
+
+
+def _chars_line(line: str, lowercase: bool, unk: str) -> list[str]:
     text = unicodedata.normalize("NFKC", line).strip()
-    if tokenizer == "chars":
-        if lowercase:
-            text = text.lower()
-        return [SPACE if ch.isspace() else ch for ch in " ".join(text.split())]
-    if tokenizer != "words":
-        raise ValueError(f"unknown tokenizer {tokenizer!r}; use one of {', '.join(TOKENIZERS)}")
+    if lowercase:
+        text = text.lower()
+    return [SPACE if ch.isspace() else ch for ch in " ".join(text.split())]
+
+
+def _words_line(line: str, lowercase: bool, unk: str) -> list[str]:
+    text = unicodedata.normalize("NFKC", line).strip()
     if unk and unk in text:     # the marker as a whole word: keep it out of the word pattern
         pieces = re.split(r"(?<!\S)" + re.escape(unk) + r"(?!\S)", text)
         tokens = []
@@ -81,85 +127,78 @@ def _words(text: str, lowercase: bool) -> list[str]:
     return WORD_PATTERN.findall(text.lower() if lowercase else text)
 
 
-def tokenize_block(text: str, tokenizer: str = "words", lowercase: bool = True,
-                   unk: str = UNK) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """`tokenize` on every line of `text` (whole lines, each ended by `\n`) at once, vectorised:
-    (distinct tokens in order of first use, the index in that list of every token (int32,
-    (tokens,)), tokens on each line (int64, (lines,))) — the same tokens as `tokenize` line by
-    line (tests/test_corpus.py checks random texts). The whitespace tokenizer runs on the bytes
-    (`whitespace_words`). The words and chars tokenizers normalise the whole block (NFKC and
-    lowercasing act per character, and `\n` is a boundary for both), then classify every code
-    point with a table built from Python's own `re` classes (`\\w` minus `_`, `\\s`), so a token
-    is a run of word characters (an apostrophe between two of them included) or one other
-    character, as WORD_PATTERN finds them. The unknown-word marker is first replaced by NUL,
-    which no decoded text holds (corpus.decode refuses it), so it stays one token. Tokens are
-    hashed by pyarrow's dictionary_encode. Raises ValueError for an unknown tokenizer."""
-    if tokenizer == "whitespace":
-        distinct, codes, per_line = whitespace_words(text.encode("utf-8"))
-        if unk and unk != UNK:
-            distinct = [UNK if t == unk else t for t in distinct]
-        if lowercase:
-            distinct = [t if t == UNK else t.lower() for t in distinct]
-        return distinct, codes, per_line
-    if tokenizer not in TOKENIZERS:
-        raise ValueError(f"unknown tokenizer {tokenizer!r}; use one of {', '.join(TOKENIZERS)}")
-    if not text:
-        return [], np.zeros(0, np.int32), np.zeros(0, np.int64)
+def _code_points(text: str, lowercase: bool, marker: str = "") -> tuple[str, np.ndarray, np.ndarray]:
+    """(`text` ended by `\\n`, NFKC, each whole-word `marker` replaced by NUL (which no decoded
+    text holds: corpus.decode refuses it) and lowercased when asked; its code points (uint32);
+    their classes, `code_point_classes`). NFKC and lowercasing act per character, and `\\n` is
+    a boundary for both, so the whole block is normalised at once."""
     if not text.endswith("\n"):   # a last line without its line end
         text += "\n"
     text = unicodedata.normalize("NFKC", text)
-    if unk and tokenizer == "words" and unk in text:
-        text = re.sub(r"(?<!\S)" + re.escape(unk) + r"(?!\S)", "\x00", text)
+    if marker and marker in text:
+        text = re.sub(r"(?<!\S)" + re.escape(marker) + r"(?!\S)", "\x00", text)
     if lowercase:
         text = text.lower()
     points = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-    kind = code_point_classes()[points]
-    newline = points == 10
-    if tokenizer == "chars":   # every non-space character; a run of spaces inside a line: one SPACE
-        solid = kind != SPACE_CLASS
-        space = ~solid & ~newline
-        before = np.concatenate([[False], solid[:-1]])          # a solid character just before
-        run_start = np.flatnonzero(space & before)
-        # a space run is kept when the first character after it is solid (not a line end): the
-        # next non-space position, by a running minimum from the end (the text ends with \n)
-        following = np.where(space, len(points), np.arange(len(points)))
-        following = np.minimum.accumulate(following[::-1])[::-1]
-        keep = np.zeros(len(points), dtype=bool)
-        keep[run_start[solid[following[run_start]]]] = True
-        del following
-        token = solid | keep
-        values = np.where(keep, ord(SPACE), points)[token]
-        first = token
-        import pyarrow as pa
-        import pyarrow.compute as pc
-        encoded = pc.dictionary_encode(pa.array(values))
-        distinct = [chr(v) for v in encoded.dictionary.to_pylist()]
-        codes = _buffer(encoded.indices)
-    else:
-        word = kind == WORD_CLASS
-        apostrophe = points == 39
-        inner = apostrophe.copy()
-        inner[0] = inner[-1] = False
-        inner[1:-1] &= word[:-2] & word[2:]
-        word |= inner
-        other = (kind == OTHER_CLASS) & ~inner
-        head = word.copy()
-        head[1:] &= ~word[:-1]
-        first = head | other
-        starts = np.flatnonzero(first)
-        token = word | other
-        utf8 = np.where(points < 0x80, 1, np.where(points < 0x800, 2, np.where(points < 0x10000, 3, 4)))
-        kept = np.where(token, utf8, 0)             # UTF-8 bytes of each code point kept
-        offsets = np.zeros(len(starts) + 1, dtype=np.int64)
-        offsets[:-1] = (np.cumsum(kept) - kept)[starts]
-        offsets[-1] = int(kept.sum())
-        data = np.frombuffer(text.encode("utf-8", "surrogatepass"), dtype=np.uint8)
-        letters = data[np.repeat(token, utf8)]
-        distinct, codes = _dictionary(offsets, letters)
-        if "\x00" in distinct:
-            distinct[distinct.index("\x00")] = UNK
-    before_end = np.cumsum(first, dtype=np.int64)[newline]    # tokens up to each line's end
-    return distinct, codes, np.diff(before_end, prepend=0)
+    return text, points, code_point_classes()[points]
+
+
+def _per_line(first: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Tokens on each line (int64), from where each token starts and the code points."""
+    return np.diff(np.cumsum(first, dtype=np.int64)[points == 10], prepend=0)
+
+
+def _chars_block(text: str, lowercase: bool, unk: str) -> Block:
+    """Every non-space character; a run of spaces inside a line: one SPACE."""
+    if not text:
+        return [], np.zeros(0, np.int32), np.zeros(0, np.int64)
+    text, points, kind = _code_points(text, lowercase)
+    solid = kind != SPACE_CLASS
+    space = ~solid & (points != 10)
+    before = np.concatenate([[False], solid[:-1]])          # a solid character just before
+    run_start = np.flatnonzero(space & before)
+    # a space run is kept when the first character after it is solid (not a line end): the
+    # next non-space position, by a running minimum from the end (the text ends with \n)
+    following = np.where(space, len(points), np.arange(len(points)))
+    following = np.minimum.accumulate(following[::-1])[::-1]
+    keep = np.zeros(len(points), dtype=bool)
+    keep[run_start[solid[following[run_start]]]] = True
+    del following
+    token = solid | keep
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    encoded = pc.dictionary_encode(pa.array(np.where(keep, ord(SPACE), points)[token]))
+    return [chr(v) for v in encoded.dictionary.to_pylist()], _buffer(encoded.indices), \
+        _per_line(token, points)
+
+
+def _words_block(text: str, lowercase: bool, unk: str) -> Block:
+    """A token is a run of word characters (an apostrophe between two of them included) or one
+    other character, as WORD_PATTERN finds them; hashed by pyarrow's dictionary_encode."""
+    if not text:
+        return [], np.zeros(0, np.int32), np.zeros(0, np.int64)
+    text, points, kind = _code_points(text, lowercase, unk)
+    word = kind == WORD_CLASS
+    inner = points == 39          # an apostrophe between two word characters
+    inner[0] = inner[-1] = False
+    inner[1:-1] &= word[:-2] & word[2:]
+    word |= inner
+    other = (kind == OTHER_CLASS) & ~inner
+    head = word.copy()
+    head[1:] &= ~word[:-1]
+    first = head | other
+    starts = np.flatnonzero(first)
+    token = word | other
+    utf8 = np.where(points < 0x80, 1, np.where(points < 0x800, 2, np.where(points < 0x10000, 3, 4)))
+    kept = np.where(token, utf8, 0)             # UTF-8 bytes of each code point kept
+    offsets = np.zeros(len(starts) + 1, dtype=np.int64)
+    offsets[:-1] = (np.cumsum(kept) - kept)[starts]
+    offsets[-1] = int(kept.sum())
+    data = np.frombuffer(text.encode("utf-8", "surrogatepass"), dtype=np.uint8)
+    distinct, codes = _dictionary(offsets, data[np.repeat(token, utf8)])
+    if "\x00" in distinct:
+        distinct[distinct.index("\x00")] = UNK
+    return distinct, codes, _per_line(first, points)
 
 
 WORD_CLASS, SPACE_CLASS, OTHER_CLASS = 0, 1, 2   # code_point_classes()
@@ -220,3 +259,12 @@ def whitespace_words(data: bytes, query: bool = False) -> tuple[list[str], np.nd
     np.cumsum(ends - starts, out=offsets[1:])
     distinct, codes = _dictionary(offsets, raw[~separator])
     return distinct, codes, per_line
+
+
+# corpus.tokenizer -> its Tokenizer; a new tokenizer is one entry here
+TOKENIZERS = {
+    "words": Tokenizer(_words_line, _words_block),
+    "whitespace": Tokenizer(_whitespace_line, _whitespace_block, blank_lines_are_sentences=True,
+                            as_written=whitespace_words),
+    "chars": Tokenizer(_chars_line, _chars_block, tokens_are_words=False),
+}

@@ -59,7 +59,7 @@ def text_units(lines, line_of: np.ndarray,
 def line_sizes(text: str) -> dict[str, np.ndarray]:
     """FIELDS of every line of `text` (whole lines, each ended by `\n`) as `text_units` counts
     them (int64, (lines,)), vectorised over the code points, and "blank" (bool, (lines,)): the
-    line holds only spaces, tabs and `\r` (corpus.documents_of's blank line). Words are
+    line holds only spaces, tabs and `\r` (a blank line: it ends a document). Words are
     separated by Python's `str.isspace` characters (tokenizers.code_point_classes)."""
     from pipeline.text.tokenizers import SPACE_CLASS, code_point_classes
     points = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)

