@@ -21,6 +21,7 @@ import torch
 import yaml
 
 from pipeline import config
+from pipeline.cli.presets import preset_overrides
 from pipeline.config import ModelConfig
 from pipeline.evaluation import scoring
 from pipeline.neural.lit import LitLM
@@ -61,7 +62,7 @@ def main() -> None:
     parser.add_argument("--preset", help="apply a preset of configs/presets.yaml first")
     parser.add_argument("--set", nargs="*", default=[], help="params overrides key=value")
     args = parser.parse_args()
-    sets = [f"{k}={json.dumps(v)}" for k, v in config.preset_overrides(args.preset).items()] if args.preset else []
+    sets = [f"{k}={json.dumps(v)}" for k, v in preset_overrides(args.preset).items()] if args.preset else []
     params = config.from_dict(override(yaml.safe_load(Path("params.yaml").read_text()), sets + args.set))
     data = {name: np.load(args.data / f"{name}.npy") for name in ("train", "valid", "test")}
     vocab_size = len(json.loads((args.data / "vocab.json").read_text())["tokens"])

@@ -8,13 +8,13 @@ import sys
 from pathlib import Path
 
 from pipeline import config
-from pipeline.tracking import decisions
+from pipeline.tracking import decisions, store
 from stages import run_stage
 
 
 def main(metrics_dir: str) -> None:
     params = config.load()
-    decisions.run(Path(metrics_dir), params, config.tracking_uri(params.mlflow, config.repo_root()))
+    decisions.run(Path(metrics_dir), params, store.tracking_uri(params.mlflow, store.repo_root()))
 
 
 if __name__ == "__main__":

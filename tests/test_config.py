@@ -6,6 +6,7 @@ import yaml
 from pipeline import config
 from pipeline.cli import presets
 from pipeline.config import ParamsError
+from pipeline.tracking import store
 
 from .conftest import ROOT
 
@@ -126,10 +127,10 @@ def test_missing_file_and_bad_yaml(tmp_path):
 
 def test_relative_sqlite_uri_is_made_absolute(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    uri = config.tracking_uri(config.MlflowParams(), tmp_path)
+    uri = store.tracking_uri(config.MlflowParams(), tmp_path)
     assert uri == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
-    assert config.tracking_uri(config.MlflowParams(), tmp_path) == "http://127.0.0.1:5000"
+    assert store.tracking_uri(config.MlflowParams(), tmp_path) == "http://127.0.0.1:5000"
 
 
 def test_tie_weights_needs_matching_sizes():

@@ -214,7 +214,6 @@ def test_spill_error_names_the_cause():
 def test_ngram_stage_out_of_core_writes_the_same_outputs(tmp_path, monkeypatch, capsys):
     """stages/ngram.py with ngram.memory too small for the in-memory path: model.npz, model.arpa,
     memory.json and counts.parquet hold what the in-memory path writes."""
-    import dataclasses
     import json
 
     import pandas as pd
@@ -228,10 +227,8 @@ def test_ngram_stage_out_of_core_writes_the_same_outputs(tmp_path, monkeypatch, 
     (data / "vocab.json").write_text(json.dumps({"tokens": list(tokens)}))
     outputs = {}
     for memory in ("1G", "1M"):
-        params = config.Params()
-        params = dataclasses.replace(params, ngram=dataclasses.replace(
-            params.ngram, order=3, memory_orders=4, memory=memory, temp_dir=str(tmp_path),
-            discount_fallback=True))
+        params = config.Params(ngram=config.NgramParams(
+            order=3, memory_orders=4, memory=memory, temp_dir=str(tmp_path), discount_fallback=True))
         monkeypatch.setattr(config, "load", lambda *a, params=params, **k: params)
         monkeypatch.setattr(external, "in_memory_bytes", lambda order: 40 * order)
         stage.main(str(data), str(tmp_path / memory))

@@ -24,11 +24,11 @@ from pipeline.tracking import retrain as retraining
 
 
 def repository(command: str, needs: tuple[str, ...] = ("params.yaml",), other: str = "") -> Path:
-    """The repository root (config.repo_root: the current folder) when it holds every file of
+    """The repository root (store.repo_root: the current folder) when it holds every file of
     `needs`. Raises ValueError: "`lmpipe COMMAND`: no lmpipe pipeline here (<root> has no X); cd
     to the lmpipe repository's root folder" and `other`, another way out (e.g. " (or give
     --tracking-uri and --experiment)")."""
-    root = config.repo_root()
+    root = store.repo_root()
     missing = [name for name in needs if not (root / name).exists()]
     if missing:
         raise ValueError(f"`lmpipe {command}`: no lmpipe pipeline here ({root} has no "
@@ -42,7 +42,7 @@ def mlflow_server(args) -> None:
     MLFLOW_TRACKING_URI=http://HOST:PORT. Raises ValueError outside the repository, for a
     tracking URI that is already a server, and for an address it cannot listen on."""
     root = repository("mlflow-server")
-    uri = config.tracking_uri(config.load(root / "params.yaml").mlflow, root)
+    uri = store.tracking_uri(config.load(root / "params.yaml").mlflow, root)
     if uri.startswith("http"):
         raise ValueError(f"the tracking URI is already a server ({uri}); nothing to start")
     try:   # mlflow's own failure to listen would be a page of its workers' tracebacks
@@ -98,7 +98,7 @@ def compare(args) -> None:
     if not (uri and experiment):   # params.yaml only for what the arguments leave open
         root = repository("compare", other=" (or give --tracking-uri and --experiment)")
         params = config.load(root / "params.yaml")
-        uri = uri or config.tracking_uri(params.mlflow, root)
+        uri = uri or store.tracking_uri(params.mlflow, root)
         experiment = experiment or params.mlflow.experiment
     database = store.database(uri)
     if args.tracking_uri and database is not None and not database.is_file():

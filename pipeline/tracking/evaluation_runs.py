@@ -14,7 +14,7 @@ import numpy as np
 
 from pipeline import config, files
 from pipeline.evaluation import report, run
-from pipeline.tracking import mlflow_runs, registry
+from pipeline.tracking import mlflow_runs, registry, store
 from pipeline.tracking.promotion import UNIT_SCORES
 
 
@@ -42,8 +42,8 @@ def training_run(uri: str, path: Path) -> str | None:
 
 def evaluate(params: config.Params, data: Path, models: Path, out: Path) -> None:
     """Check the store, read every input, score and write metrics/, then log it all."""
-    root = config.repo_root()
-    uri = config.tracking_uri(params.mlflow, root)
+    root = store.repo_root()
+    uri = store.tracking_uri(params.mlflow, root)
     mlflow_runs.check_store(uri, params.mlflow.experiment)   # before minutes of scoring
     found = run.load(params, data, models, root)
     run_ids = {kind: training_run(uri, models / kind / "run.json") for kind in params.models}

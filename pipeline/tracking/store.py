@@ -45,6 +45,7 @@ from contextlib import closing
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from pipeline.config import MlflowParams
 from pipeline.errors import StateError, first_line, server_down
 
 PREFIX = "sqlite:///"
@@ -140,9 +141,23 @@ DRIVERS = {"psycopg": "psycopg[binary]", "psycopg2": "psycopg2-binary", "MySQLdb
            "pymysql": "PyMySQL"}   # module -> the package that provides it
 
 
+def tracking_uri(params: MlflowParams, root: str | Path = ".") -> str:
+    """The MLflow tracking URI: $MLFLOW_TRACKING_URI if set, else params, with a relative
+    sqlite path made absolute against `root` (MLflow resolves relative paths against the cwd)."""
+    uri = os.environ.get(ENV) or params.tracking_uri
+    if uri.startswith(PREFIX) and not uri.startswith(PREFIX + "/"):
+        uri = PREFIX + str((Path(root) / uri[len(PREFIX):]).resolve())
+    return uri
+
+
+def repo_root() -> Path:
+    """The project root: DVC sets DVC_ROOT inside (queued) experiments; else the cwd."""
+    return Path(os.environ.get("DVC_ROOT") or ".").resolve()
+
+
 def _origin(tracking_uri: str, source: str | None) -> tuple[str, str]:
     """(where the URI came from, its value as given there): MLFLOW_TRACKING_URI when set (it
-    wins over params.yaml, config.tracking_uri), else params.yaml's mlflow.tracking_uri."""
+    wins over params.yaml, tracking_uri), else params.yaml's mlflow.tracking_uri."""
     if source is None:
         source = ENV if os.environ.get(ENV) else PARAM
     given = os.environ[ENV] if source == ENV and os.environ.get(ENV) else tracking_uri

@@ -8,12 +8,12 @@ from pathlib import Path
 
 from lightning.pytorch.utilities import rank_zero_only
 
-from pipeline import config
+from pipeline import config, errors
 from pipeline.config import Params
 from pipeline.neural import fit, resume
 from pipeline.neural.lit import LitLM, build_trainer
 from pipeline.neural.rnn import RNNLM
-from pipeline.tracking import mlflow_runs
+from pipeline.tracking import mlflow_runs, store
 
 
 def _say(line: str) -> None:
@@ -24,8 +24,8 @@ def train(params: Params, kind: str, data: Path, out: Path, ckpts: Path) -> None
     """Train models.KIND on data/prepared into `out`, resuming from `ckpts` when its fingerprint
     matches. Raises ParamsError/StateError (one line) before any step when an input is wrong."""
     given = fit.inputs(params, kind, data)
-    root = config.repo_root()
-    uri, experiment = config.tracking_uri(params.mlflow, root), params.mlflow.experiment
+    root = store.repo_root()
+    uri, experiment = store.tracking_uri(params.mlflow, root), params.mlflow.experiment
     zero = rank_zero_only.rank == 0   # under DDP only rank 0 manages checkpoints and MLflow
     if zero:
         mlflow_runs.check_store(uri, experiment)
@@ -56,7 +56,7 @@ def train(params: Params, kind: str, data: Path, out: Path, ckpts: Path) -> None
         logger.log_hyperparams(mlflow_runs.flatten({"model": given.model.checkpoint(),
                                                     "train": config.as_dict(params.train),
                                                     "seed": given.seed}))
-        trainer, precision = build_trainer(params.train, ckpts, out, logger, config.verbose())
+        trainer, precision = build_trainer(params.train, ckpts, out, logger, errors.verbose())
         if zero:
             _say(_banner(kind, given.model, lit, params.train.max_epochs, precision,
                          trainer.strategy.root_device.type, ckpt_path, logger.run_id))
