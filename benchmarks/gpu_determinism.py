@@ -16,9 +16,9 @@ import lightning as L
 import numpy as np
 import torch
 
-from pipeline.config import ModelConfig, TrainParams
+from pipeline.config import TrainParams
 from pipeline.neural.lit import LitLM, NumericsError, build_trainer
-from pipeline.neural.rnn import RNNLM
+from pipeline.neural.rnn import RNNLM, ModelConfig
 from pipeline.text.vocab import EOS_ID
 
 CONFIGS = {   # name: (model settings, precision)

@@ -10,9 +10,9 @@ import time
 import torch
 
 from benchmarks.train_throughput import step_fn
-from pipeline.config import ModelConfig, TrainParams
+from pipeline.config import TrainParams
 from pipeline.neural.lit import LitLM
-from pipeline.neural.rnn import RNNLM
+from pipeline.neural.rnn import RNNLM, ModelConfig
 
 KINDS = {"rnn": {"cell": "rnn"}, "gru": {"cell": "gru"},
          "birnn": {"cell": "rnn", "bidirectional": True},

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import config
+from pipeline import config, files
 from pipeline.text import chunked
 from pipeline.text.vocab import load_vocab, sentence_bounds
 
@@ -62,7 +62,7 @@ def inputs(folder: Path) -> dict[str, tuple[Path, Path]]:
         "split": params.split.model_copy(update={"method": "documents"}),
         "vocab": params.vocab.model_copy(update={"min_count": 1, "max_size": 0})})
     prepared = folder / "prepared"
-    chunked.prepare(params, prepared, config.parse_size(params.corpus.memory), progress=lambda line: None)
+    chunked.prepare(params, prepared, files.parse_size(params.corpus.memory), progress=lambda line: None)
     words = np.array(load_vocab(prepared).tokens, dtype=object)
 
     def sentences(split: str) -> list[str]:   # a test word no train sentence holds: <unk>

@@ -19,14 +19,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipeline import config
+from pipeline import files
 
 ROOT = Path(__file__).resolve().parent.parent
 
 STAGE = """
 import json, sys, time
 from pathlib import Path
-from pipeline import config
+from pipeline import config, files
 from pipeline.text import chunked
 from tests.oracle_prepare import prepare_whole
 source, tokenizer, how, memory, out = sys.argv[1:6]
@@ -36,7 +36,7 @@ params = config.Params(
     vocab=config.VocabParams(min_count=1, max_size=0))
 started = time.perf_counter()
 if how == "chunked":
-    chunked.prepare(params, out, config.parse_size(memory), progress=lambda line: None)
+    chunked.prepare(params, out, files.parse_size(memory), progress=lambda line: None)
 else:
     prepare_whole(params, Path(out))
 print(json.dumps({"seconds_in_process": time.perf_counter() - started}))
@@ -88,7 +88,7 @@ def main() -> None:
     parser.add_argument("--skip-whole", action="store_true",
                         help="measure only the chunked stage (the whole one needs ~100 bytes a token)")
     args = parser.parse_args()
-    config.parse_size(args.memory)
+    files.parse_size(args.memory)
     python = sys.executable
     with tempfile.TemporaryDirectory() as folder:
         text = args.text

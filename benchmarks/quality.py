@@ -22,10 +22,9 @@ import yaml
 
 from pipeline import config
 from pipeline.cli.presets import preset_overrides
-from pipeline.config import ModelConfig
 from pipeline.evaluation import scoring
 from pipeline.neural.lit import LitLM
-from pipeline.neural.rnn import RNNLM
+from pipeline.neural.rnn import RNNLM, ModelConfig
 from pipeline.ngram import counting, kneser_ney
 
 
@@ -75,7 +74,7 @@ def main() -> None:
 
     spec, train = params.models[args.kind], params.train
     L.seed_everything(params.seed, workers=True)
-    model_config = ModelConfig(vocab_size=vocab_size, **config.as_dict(spec))
+    model_config = ModelConfig(vocab_size=vocab_size, **spec.model_dump())
     lit = LitLM(RNNLM(model_config), train, data["train"], data["valid"], seed=params.seed)
     cuda = torch.cuda.is_available()
     precision = train.precision if train.precision != "auto" else ("bf16-mixed" if cuda else "32-true")
@@ -99,7 +98,7 @@ def main() -> None:
     test_ppl = scoring.summarize(logprobs)["ppl"]
     epochs = len(lit.history)
     tokens = epochs * int(np.sum(data["train"] != 1)) * min(train.limit_train_batches, 1.0)
-    print(json.dumps({"model": args.kind, "config": model_config.checkpoint(), "train": config.as_dict(train),
+    print(json.dumps({"model": args.kind, "config": model_config.checkpoint(), "train": train.model_dump(),
                       "precision": precision, "device": torch.cuda.get_device_name() if cuda else "cpu",
                       "epochs": epochs, "train_seconds": round(seconds, 1),
                       "train_tokens_per_s": round(tokens / seconds) if seconds else None,

@@ -16,7 +16,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline import config  # noqa: E402
+from pipeline import config, files  # noqa: E402
 from pipeline.evaluation import scoring  # noqa: E402
 from pipeline.ngram import counting, kneser_ney  # noqa: E402
 from pipeline.text import chunked, splits  # noqa: E402
@@ -25,7 +25,7 @@ from pipeline.text.tokenizers import TOKENIZERS  # noqa: E402
 
 def main() -> None:
     params = config.load()
-    memory = config.parse_size(params.corpus.memory)
+    memory = files.parse_size(params.corpus.memory)
     with tempfile.TemporaryDirectory() as folder:
         for tokenizer in TOKENIZERS:
             for method in splits.METHODS:

@@ -22,9 +22,9 @@ import time
 
 import torch
 
-from pipeline.config import ModelConfig, TrainParams
+from pipeline.config import TrainParams
 from pipeline.neural.lit import LitLM
-from pipeline.neural.rnn import RNNLM
+from pipeline.neural.rnn import RNNLM, ModelConfig
 
 KINDS = {"rnn": {"cell": "rnn"}, "gru": {"cell": "gru"}, "lstm": {"cell": "lstm"},
          "deep": {"cell": "rnn", "num_layers": 2}, "birnn": {"cell": "rnn", "bidirectional": True},

@@ -4,51 +4,22 @@ ParamsError: one line naming the file, the key, the value, what is allowed and t
 
 from __future__ import annotations
 
-import difflib
-import os
 import re
-import typing
 from pathlib import Path
 from typing import Any, Literal
 
-from annotated_types import Ge, Gt, Le, Lt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from pipeline.errors import ParamsError, as_written, problem
+from pipeline.files import parse_size, read_yaml, relative
 from pipeline.text.splits import METHODS, PARTS
 from pipeline.text.tokenizers import TOKENIZERS
-
-
-class ParamsError(ValueError):
-    """A bad value in params.yaml (or a file it names); the message names the key and the fix."""
 
 
 def refuse(message: str) -> PydanticCustomError:
     """A rule's refusal; `{where}` in `message` becomes the section's dotted name."""
     return PydanticCustomError("params", "{message}", {"message": message})
-
-
-def parse_size(text: str | int, default_unit: str = "K") -> int:
-    """Bytes of a memory size as lmplz's -S reads it (util/usage.cc, ParseSize): a number with an
-    optional suffix b, K, M, G, T (powers of 1024) or % (of physical memory), else `default_unit`.
-    Raises ValueError for anything else or a size below 1 MiB."""
-    text = str(text).strip()
-    units = {"b": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-    suffix = text[-1:] if text[-1:] in (*units, "%") else default_unit
-    number = text[:-1] if text[-1:] in (*units, "%") else text
-    try:
-        value = float(number)
-    except ValueError:
-        raise ValueError(f"{text!r} is not a memory size; give a number with a unit, e.g. 100M, "
-                         "2G or 50% (of physical memory)") from None
-    if suffix == "%":
-        size = int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") * value / 100)
-    else:
-        size = int(value * units[suffix])
-    if not size >= 1 << 20:
-        raise ValueError(f"{text!r} is {size:,} bytes, below the least budget of 1M; give e.g. "
-                         "100M, 2G or 50% (of physical memory)")
-    return size
 
 
 def check_memory(value: str) -> str:
@@ -224,27 +195,6 @@ class ModelParams(Section):
         return self.top_dim * (2 if self.bidirectional else 1)
 
 
-class ModelConfig(ModelParams):
-    """What RNNLM takes: a model's params and the vocabulary size."""
-    vocab_size: int = Field(ge=2)
-
-    @model_validator(mode="after")
-    def _vocabulary(self) -> ModelConfig:
-        cutoffs = self.adaptive_cutoffs
-        if self.output_layer == "adaptive":
-            if cutoffs[-1] >= self.vocab_size - 1:
-                raise refuse(f"{{where}}.adaptive_cutoffs={list(cutoffs)}: use word ids below the "
-                             f"vocabulary size - 1 ({self.vocab_size - 1}), or output_layer: softmax")
-            if self.features // self.adaptive_div_value ** len(cutoffs) < 1:   # last cluster's width
-                raise refuse("{where}.adaptive_div_value leaves the last cluster < 1 dimension; "
-                             "lower it, use fewer adaptive_cutoffs or a larger hidden_dim")
-        return self
-
-    def checkpoint(self) -> dict:
-        """The config a model.pt holds: vocab_size first, then the architecture (no seed)."""
-        return {"vocab_size": self.vocab_size, **self.model_dump(exclude={"seed", "vocab_size"})}
-
-
 class EvaluateParams(Section):
     blanks: int = Field(1000, ge=1)
     distractors: int = Field(4, ge=1)
@@ -272,6 +222,9 @@ class MlflowParams(Section):
     experiment: str = Field("lmpipe", pattern=r"\S", description="name the MLflow experiment")
 
 
+MODELS_HINT = "map each model name (rnn, gru, ...) to its settings"
+
+
 class Params(Section):
     seed: int = Field(1337, ge=0, lt=2**32)
     corpus: CorpusParams = CorpusParams()
@@ -279,7 +232,7 @@ class Params(Section):
     vocab: VocabParams = VocabParams()
     ngram: NgramParams = NgramParams()
     train: TrainParams = TrainParams()
-    models: dict[str, ModelParams] = Field(default_factory=dict, min_length=1)
+    models: dict[str, ModelParams] = Field(default_factory=dict, min_length=1, description=MODELS_HINT)
     evaluate: EvaluateParams = EvaluateParams()
     promote: PromoteParams = PromoteParams()
     mlflow: MlflowParams = MlflowParams()
@@ -287,92 +240,6 @@ class Params(Section):
 
 SECTIONS = {name: info.annotation for name, info in Params.model_fields.items()
             if isinstance(info.annotation, type) and issubclass(info.annotation, Section)}
-MODELS_HINT = "models must map each model name (rnn, gru, ...) to its settings"
-EXPECTED = {"bool_type": "true or false", "int_type": "a whole number", "float_type": "a number",
-            "string_type": "a string"}
-
-
-def _range(metadata: list) -> str:
-    """What a field's bounds allow, e.g. `use 1..6`, `use a value in [0, 1)`, `it must be >= 1`."""
-    low = next((m for m in metadata if isinstance(m, Ge | Gt)), None)
-    high = next((m for m in metadata if isinstance(m, Le | Lt)), None)
-    def bound(m):
-        return getattr(m, type(m).__name__.lower())
-    if low is None or high is None:
-        sign = {Ge: ">=", Gt: ">", Le: "<=", Lt: "<"}[type(low or high)]
-        return f"it must be {sign} {bound(low or high)}"
-    lo, hi = bound(low), bound(high)
-    if isinstance(low, Ge) and isinstance(high, Le) and isinstance(lo, int) and isinstance(hi, int):
-        return f"use {lo}..{hi}"
-    return (f"use a value in {'[' if isinstance(low, Ge) else '('}{lo}, {hi}"
-            f"{']' if isinstance(high, Le) else ')'}")
-
-
-def problem(error: ValidationError, raw: Any) -> str:
-    """The one line for pydantic's first complaint about `raw` (a params dict): the dotted key,
-    its value, what is allowed (the field's choices or bounds), a did-you-mean for unknown keys."""
-    first = error.errors(include_url=False)[0]
-    loc = [str(part) for part in first["loc"]]
-    section, where, rest = Params, "", loc
-    if loc[:1] == ["models"] and len(loc) > 1:
-        section, where, rest = ModelParams, ".".join(loc[:2]), loc[2:]
-    elif loc[:1] and loc[0] in SECTIONS:
-        section, where, rest = SECTIONS[loc[0]], loc[0], loc[1:]
-    field = rest[0] if rest else ""
-    key = ".".join(part for part in (where, field) if part)
-    value, kind = raw, first["type"]
-    for part in first["loc"][:len(loc) - len(rest) + bool(rest)]:
-        value = value.get(part) if isinstance(value, dict) else None
-    if kind == "params":
-        return first["ctx"]["message"].replace("{where}", where)
-    if kind == "extra_forbidden":
-        close = difflib.get_close_matches(field, list(section.model_fields), n=1)
-        if not where:
-            hint = f"; did you mean {close[0]}?" if close else ""
-            return (f"unknown top-level key {field!r}{hint} (allowed: "
-                    f"{', '.join(section.model_fields)})")
-        hint = f"; did you mean {where}.{close[0]}?" if close else ""
-        return f"unknown key {key}{hint} (allowed: {', '.join(section.model_fields)})"
-    if kind in ("model_type", "dict_type"):
-        return f"{key} must be a mapping of keys to values, got {value!r}"
-    if kind == "too_short":
-        return MODELS_HINT
-    info = section.model_fields[field]
-    if kind == "literal_error":
-        allowed = typing.get_args(info.annotation)
-        return f"{key}={value!r} is not allowed; use one of {', '.join(map(str, allowed))}"
-    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
-        return f"{key}={value!r} is out of range; {_range(info.metadata)}"
-    if kind == "string_pattern_mismatch":
-        return f"{key}={value!r} is not allowed; {info.description}"
-    if kind == "finite_number":
-        return f"{key}={value!r} is not a finite number; give a real value"
-    expected = ("a list of whole numbers, e.g. [2000, 10000]" if len(rest) > 1 or kind == "tuple_type"
-                else EXPECTED.get(kind, first["msg"]))
-    return f"{key}={value!r} has the wrong type; expected {expected}"
-
-
-def read_yaml(path: str | Path) -> Any:
-    """The YAML file at `path` read as DVC reads params files: ruamel.yaml's safe loader, YAML 1.2
-    (`1e-3` is a float, `yes` a string), a duplicate key an error. Raises ParamsError (the file,
-    line and column, the problem) for a file that is not YAML or not UTF-8; OSError if unreadable."""
-    from ruamel.yaml import YAML
-    from ruamel.yaml.error import MarkedYAMLError, YAMLError
-    path = Path(path)
-    try:
-        return YAML(typ="safe").load(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as error:
-        raise ParamsError(f"{path}: not UTF-8 text (byte offset {error.start}); save it as "
-                          "UTF-8") from None
-    except MarkedYAMLError as error:
-        mark = error.problem_mark or error.context_mark
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = " ".join(f"{error.context or ''} {error.problem or ''}".split())
-        raise ParamsError(f"{path}: not valid YAML{where}: {problem}; fix the file") from None
-    except YAMLError as error:
-        raise ParamsError(f"{path}: not valid YAML: {' '.join(str(error).split())}") from None
-
-
 # a model key names DVC stages (train@KEY) and params (-S models.KEY.lr): DVC refuses stage
 # names with punctuation other than _ and - (dvc/stage/__init__.py, INVALID_STAGENAME_CHARS)
 MODEL_NAME = re.compile(r"[A-Za-z0-9_-]+")
@@ -398,13 +265,6 @@ def _check_model_name(name: Any) -> None:
                       f"and - only (e.g. {fixed!r})")
 
 
-def as_written(value: Any) -> str:
-    """A YAML scalar as a params file spells it (true, null, 1.5)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return "null" if value is None else str(value)
-
-
 def from_dict(raw: Any) -> Params:
     """Validate a params dict (as read from params.yaml) into `Params`; an empty section means
     its defaults. Raises ParamsError naming the key (see `problem`)."""
@@ -412,14 +272,15 @@ def from_dict(raw: Any) -> Params:
         raise ParamsError("params must be a mapping with sections corpus, split, vocab, ngram, "
                           "train, models, mlflow")
     if "models" not in raw:   # as `models: {}`: the pipeline would train no recurrent model
-        raise ParamsError(f"models is missing; {MODELS_HINT}, as the repository's params.yaml does")
+        raise ParamsError(f"models is missing; models must {MODELS_HINT}, as the repository's "
+                          "params.yaml does")
     for name in raw["models"] if isinstance(raw["models"], dict) else ():
         _check_model_name(name)
     raw = {key: {} if value is None and key in SECTIONS else value for key, value in raw.items()}
     try:
         return Params.model_validate(raw)
     except ValidationError as error:
-        raise ParamsError(problem(error, raw)) from None
+        raise ParamsError(problem(error, Params, raw)) from None
 
 
 def load(path: str | Path = "params.yaml") -> Params:
@@ -438,26 +299,3 @@ def load(path: str | Path = "params.yaml") -> Params:
         return from_dict(raw)
     except ParamsError as error:
         raise ParamsError(f"{path}: {error}") from None
-
-
-def model_config(name: str, spec: ModelParams, vocab_size: int) -> ModelConfig:
-    """RNNLM's config for models.<name> on a vocabulary of `vocab_size` words. Raises
-    ParamsError when a rule that depends on the vocabulary refuses (adaptive_cutoffs)."""
-    try:
-        return ModelConfig(**spec.model_dump(), vocab_size=vocab_size)
-    except ValidationError as error:
-        message = error.errors(include_url=False)[0]["ctx"]["message"]
-        raise ParamsError(f"params.yaml: {message.replace('{where}', f'models.{name}')}") from None
-
-
-def relative(path: Path) -> Path:
-    """`path` relative to the current folder when inside it (how messages name files)."""
-    try:
-        return path.resolve().relative_to(Path.cwd().resolve())
-    except ValueError:
-        return path
-
-
-def as_dict(params: BaseModel) -> dict:
-    """Plain dict of a params section (for logging and fingerprints)."""
-    return params.model_dump()

@@ -5,10 +5,16 @@ unforeseen; 130 Ctrl-C, 143 SIGTERM (stages.run_stage). quiet_libraries silences
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 import sys
+import typing
 import warnings
+from typing import Any
+
+from annotated_types import Ge, Gt, Le, Lt
+from pydantic import BaseModel, ValidationError
 
 DEBUG = "LMPIPE_DEBUG"
 
@@ -132,3 +138,81 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+class ParamsError(ValueError):
+    """A bad value in params.yaml (or a file it names); the message names the key and the fix."""
+
+
+EXPECTED = {"bool_type": "true or false", "int_type": "a whole number", "float_type": "a number",
+            "string_type": "a string", "tuple_type": "a list of whole numbers, e.g. [2000, 10000]"}
+RANGES = ("greater_than", "greater_than_equal", "less_than", "less_than_equal")
+
+
+def _range(metadata: list) -> str:
+    """What a field's bounds allow: `use 1..6`, `use a value in [0, 1)`, `it must be >= 1`."""
+    low = next((m for m in metadata if isinstance(m, Ge | Gt)), None)
+    high = next((m for m in metadata if isinstance(m, Le | Lt)), None)
+    lo, hi = (getattr(m, type(m).__name__.lower(), None) for m in (low, high))
+    if low is None or high is None:
+        bound = low or high
+        return f"it must be {({Ge: '>=', Gt: '>', Le: '<=', Lt: '<'})[type(bound)]} {lo if low else hi}"
+    if isinstance(low, Ge) and isinstance(high, Le) and isinstance(lo, int) and isinstance(hi, int):
+        return f"use {lo}..{hi}"
+    return f"use a value in {'[(' [isinstance(low, Gt)]}{lo}, {hi}{'])' [isinstance(high, Lt)]}"
+
+
+def problem(error: ValidationError, schema: type[BaseModel], raw: Any) -> str:
+    """The one line for pydantic's first complaint about `raw` (validated by `schema`): the dotted
+    key, its value, what is allowed (the field's choices, bounds or description), a did-you-mean."""
+    first = error.errors(include_url=False)[0]
+    loc, kind = first["loc"], first["type"]
+    model, where, value, at = schema, [], raw, 0
+    while at + 1 < len(loc):   # into a section, or a dict of models and its key
+        annotation = model.model_fields[str(loc[at])].annotation
+        if typing.get_origin(annotation) is dict:
+            where, value = [*where, str(loc[at]), str(loc[at + 1])], _get(_get(value, loc[at]), loc[at + 1])
+            model, at = typing.get_args(annotation)[1], at + 2
+        elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            where, value, model, at = [*where, str(loc[at])], _get(value, loc[at]), annotation, at + 1
+        else:   # an item of a field's list
+            break
+    field = str(loc[at]) if at < len(loc) else ""
+    info = model.model_fields.get(field)
+    value = _get(value, loc[at]) if field else value
+    key = ".".join([*where, field] if field else where)
+    if kind == "params":   # a rule's own sentence; {where} is its model's dotted name
+        whole = info is None or isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel)
+        return first["ctx"]["message"].replace("{where}", key if whole else ".".join(where))
+    if kind == "extra_forbidden":
+        close = difflib.get_close_matches(field, list(model.model_fields), n=1)
+        hint = f"; did you mean {'.'.join([*where, close[0]])}?" if close else ""
+        return (f"unknown {'key ' + key if where else f'top-level key {field!r}'}{hint} "
+                f"(allowed: {', '.join(model.model_fields)})")
+    if kind in ("model_type", "dict_type"):
+        return f"{key} must be a mapping of keys to values, got {value!r}"
+    if kind in ("too_short", "missing"):
+        return f"{key} must {info.description}"
+    if kind == "literal_error":
+        allowed = ", ".join(map(str, typing.get_args(info.annotation)))
+        return f"{key}={value!r} is not allowed; use one of {allowed}"
+    if kind in RANGES:
+        return f"{key}={value!r} is out of range; {_range(info.metadata)}"
+    if kind == "string_pattern_mismatch":
+        return f"{key}={value!r} is not allowed; {info.description}"
+    if kind == "finite_number":
+        return f"{key}={value!r} is not a finite number; give a real value"
+    listed = typing.get_origin(info.annotation) is tuple
+    return (f"{key}={value!r} has the wrong type; expected "
+            f"{EXPECTED['tuple_type' if listed else kind] if listed or kind in EXPECTED else first['msg']}")
+
+
+def _get(mapping: Any, key: Any) -> Any:
+    return mapping.get(key) if isinstance(mapping, dict) else None
+
+
+def as_written(value: Any) -> str:
+    """A YAML scalar as a params file spells it (true, null, 1.5)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "null" if value is None else str(value)

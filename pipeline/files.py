@@ -16,10 +16,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from pipeline.errors import StateError
+from pipeline.errors import ParamsError, StateError
 
 
 @contextmanager
@@ -292,3 +293,55 @@ class Column:
             self.path.unlink(missing_ok=True)
         except OSError as error:
             raise SpillError(spill_message(self.spill.path, error)) from None
+
+
+def read_yaml(path: str | Path) -> Any:
+    """The YAML file at `path` read as DVC reads params files: ruamel.yaml's safe loader, YAML 1.2
+    (`1e-3` is a float, `yes` a string), a duplicate key an error. Raises ParamsError (the file,
+    line and column, the problem) for a file that is not YAML or not UTF-8; OSError if unreadable."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import MarkedYAMLError, YAMLError
+    path = Path(path)
+    try:
+        return YAML(typ="safe").load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise ParamsError(f"{path}: not UTF-8 text (byte offset {error.start}); save it as "
+                          "UTF-8") from None
+    except MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = " ".join(f"{error.context or ''} {error.problem or ''}".split())
+        raise ParamsError(f"{path}: not valid YAML{where}: {problem}; fix the file") from None
+    except YAMLError as error:
+        raise ParamsError(f"{path}: not valid YAML: {' '.join(str(error).split())}") from None
+
+
+def relative(path: Path) -> Path:
+    """`path` relative to the current folder when inside it (how messages name files)."""
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        return path
+
+
+def parse_size(text: str | int, default_unit: str = "K") -> int:
+    """Bytes of a memory size as lmplz's -S reads it (util/usage.cc, ParseSize): a number with an
+    optional suffix b, K, M, G, T (powers of 1024) or % (of physical memory), else `default_unit`.
+    Raises ValueError for anything else or a size below 1 MiB."""
+    text = str(text).strip()
+    units = {"b": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    suffix = text[-1:] if text[-1:] in (*units, "%") else default_unit
+    number = text[:-1] if text[-1:] in (*units, "%") else text
+    try:
+        value = float(number)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a memory size; give a number with a unit, e.g. 100M, "
+                         "2G or 50% (of physical memory)") from None
+    if suffix == "%":
+        size = int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") * value / 100)
+    else:
+        size = int(value * units[suffix])
+    if not size >= 1 << 20:
+        raise ValueError(f"{text!r} is {size:,} bytes, below the least budget of 1M; give e.g. "
+                         "100M, 2G or 50% (of physical memory)")
+    return size

@@ -17,7 +17,7 @@ def main(data_dir: str, out_dir: str) -> None:
     tokens = load_vocab(data).tokens
     files.load_array(data / "train.npy", data, mmap_mode="r")   # missing or damaged: one line
     source = external.TokenFile(data / "train.npy")
-    memory = config.parse_size(p.memory)
+    memory = files.parse_size(p.memory)
     longest = builder.longest(source, len(tokens))   # tokens, with <s> and </s>
     if p.order > longest:
         raise ValueError(f"ngram.order={p.order} but the longest train sentence has {longest} tokens "

@@ -4,7 +4,7 @@ Usage: python -m stages.prepare data/prepared"""
 
 import sys
 
-from pipeline import config
+from pipeline import config, files
 from pipeline.neural.devices import check_machine
 from pipeline.text import chunked
 from stages import run_stage
@@ -13,7 +13,7 @@ from stages import run_stage
 def main(out_dir: str) -> None:
     params = config.load()
     check_machine(params.train)   # refuse impossible training before hours of preparing
-    chunked.prepare(params, out_dir, config.parse_size(params.corpus.memory),
+    chunked.prepare(params, out_dir, files.parse_size(params.corpus.memory),
                     progress=lambda line: print(line, flush=True))
 
 

@@ -3,7 +3,7 @@ import re
 import pytest
 import yaml
 
-from pipeline import config
+from pipeline import config, files
 from pipeline.cli import presets
 from pipeline.config import ParamsError
 from pipeline.tracking import store
@@ -100,20 +100,13 @@ def test_bad_model_values(key, value):
 
 def test_the_schema_defaults_are_params_yaml():
     """Defaults live in the schema; the repository's params.yaml states every one of them."""
-    raw = config.read_yaml(ROOT / "params.yaml")
+    raw = files.read_yaml(ROOT / "params.yaml")
     for name, section in config.SECTIONS.items():
         assert raw[name] == section().model_dump(mode="json"), name
     model_keys = set(config.ModelParams.model_fields)
     for name, spec in raw["models"].items():
         assert set(spec) == model_keys, name
     assert raw["seed"] == config.Params.model_fields["seed"].default
-
-
-def test_vocabulary_rules_name_the_model():
-    spec = config.ModelParams(output_layer="adaptive", adaptive_cutoffs=(5, 39))
-    with pytest.raises(ParamsError, match=r"models\.gru\.adaptive_cutoffs=\[5, 39\]: .*\(39\)"):
-        config.model_config("gru", spec, 40)
-    assert config.model_config("gru", spec, 41).checkpoint()["vocab_size"] == 41
 
 
 def test_missing_file_and_bad_yaml(tmp_path):

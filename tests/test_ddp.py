@@ -77,8 +77,8 @@ import torch
 from pipeline.config import TrainParams
 from pipeline.evaluation import scoring
 from pipeline.neural.lit import LitLM
-from pipeline.config import ModelConfig
-from pipeline.neural.rnn import RNNLM
+
+from pipeline.neural.rnn import RNNLM, ModelConfig
 
 rng = np.random.default_rng(0)
 def stream(n):

@@ -181,11 +181,11 @@ def test_bad_budget_or_folder(tmp_path, text_file, capsys, argv, message):
 
 
 def test_parse_size_follows_lmplz():
-    assert config.parse_size("100M") == 100 << 20
-    assert config.parse_size("2G") == 2 << 30
-    assert config.parse_size("2048") == 2 << 20          # lmplz: no unit means KiB
+    assert files.parse_size("100M") == 100 << 20
+    assert files.parse_size("2G") == 2 << 30
+    assert files.parse_size("2048") == 2 << 20          # lmplz: no unit means KiB
     physical = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    assert config.parse_size("50%") == physical // 2
+    assert files.parse_size("50%") == physical // 2
 
 
 def test_ngram_build_starts_without_pandas_or_torch(tmp_path, text_file):
@@ -219,7 +219,6 @@ def test_ngram_stage_out_of_core_writes_the_same_outputs(tmp_path, monkeypatch, 
     import pandas as pd
 
     import stages.ngram as stage
-    from pipeline import config
     tokens, stream, _ = encode_text(_corpus(3000, seed=5))
     data = tmp_path / "prepared"
     data.mkdir()

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.config import ModelConfig, TrainParams
+from pipeline.config import TrainParams
 from pipeline.evaluation import scoring
 from pipeline.neural.lit import LitLM, loaders
-from pipeline.neural.rnn import RNNLM
+from pipeline.neural.rnn import RNNLM, ModelConfig
 
 
 def _stream(seed, sentences):

@@ -5,10 +5,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.config import ModelConfig
 from pipeline.neural.batches import IGNORE
 from pipeline.neural.losses import linear_cross_entropy
-from pipeline.neural.rnn import RNNLM
+from pipeline.neural.rnn import RNNLM, ModelConfig
 
 
 def _inputs(seed=0, rows=37, dim=8, vocab=50):

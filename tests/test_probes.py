@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from pipeline import config
+from pipeline import files
 from pipeline.config import ParamsError
 from pipeline.evaluation import tasks
 from pipeline.evaluation.probes import load_probes
@@ -19,7 +19,7 @@ def test_the_repository_probes_pass_unchanged():
     """What evaluate scores is exactly what the file says (so metrics/probes.md is unchanged):
     the same dicts, keys and values, as the parser DVC uses reads them."""
     probes = load_probes(PROBES)
-    assert probes == config.read_yaml(PROBES)
+    assert probes == files.read_yaml(PROBES)
     assert [p["name"] for p in probes] == ["translation", "nour", "agreement", "louise"]
     words = {w for p in probes for t in (p.get("rank") or [p["text"]]) + p.get("options", [])
              for w in t.replace(tasks.BLANK, " ").split()}

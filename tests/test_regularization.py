@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.config import ModelConfig, TrainParams
+from pipeline.config import TrainParams
 from pipeline.neural.batches import StreamWindows
 from pipeline.neural.cells import RecurrentStack
 from pipeline.neural.lit import LitLM, best_weights, nonmonotone_trigger
@@ -15,7 +15,7 @@ from pipeline.neural.regularization import (
     activation_regularization,
     embedding_dropout,
 )
-from pipeline.neural.rnn import RNNLM
+from pipeline.neural.rnn import RNNLM, ModelConfig
 
 from .test_lit import _stream
 

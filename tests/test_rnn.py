@@ -2,8 +2,9 @@
 import pytest
 import torch
 
-from pipeline.config import ModelConfig
-from pipeline.neural.rnn import RNNLM
+from pipeline.config import ModelParams
+from pipeline.errors import ParamsError
+from pipeline.neural.rnn import RNNLM, ModelConfig
 
 
 @pytest.mark.parametrize("num_layers", [1, 2])
@@ -94,3 +95,10 @@ def test_tied_deep_model_has_an_embedding_wide_last_layer(impl):
     rest, again = model(tokens[:, 4:], carried)
     torch.testing.assert_close(torch.cat([first, rest], 1), whole)
     torch.testing.assert_close(again, state)
+
+
+def test_vocabulary_rules_name_the_model():
+    spec = ModelParams(output_layer="adaptive", adaptive_cutoffs=(5, 39))
+    with pytest.raises(ParamsError, match=r"models\.gru\.adaptive_cutoffs=\[5, 39\]: .*\(39\)"):
+        ModelConfig.of("gru", spec, 40)
+    assert ModelConfig.of("gru", spec, 41).checkpoint()["vocab_size"] == 41

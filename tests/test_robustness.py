@@ -13,10 +13,10 @@ import torch
 import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from pipeline.config import ModelConfig, ParamsError, TrainParams
+from pipeline.config import ParamsError, TrainParams
 from pipeline.neural.devices import check_machine
 from pipeline.neural.lit import LitLM, NumericsError
-from pipeline.neural.rnn import RNNLM
+from pipeline.neural.rnn import RNNLM, ModelConfig
 from pipeline.text import corpus
 from pipeline.text.corpus import CorpusError
 from pipeline.text.tokenizers import tokenize

@@ -4,9 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.config import ModelConfig
 from pipeline.evaluation import scoring
-from pipeline.neural.rnn import RNNLM
+from pipeline.neural.rnn import RNNLM, ModelConfig
 from pipeline.text.vocab import BOS_ID
 
 

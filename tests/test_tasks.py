@@ -3,10 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.config import ModelConfig
 from pipeline.evaluation import scoring, tasks
 from pipeline.neural.batches import sentences_of
-from pipeline.neural.rnn import RNNLM
+from pipeline.neural.rnn import RNNLM, ModelConfig
 from pipeline.ngram import counting, kneser_ney
 from pipeline.text.vocab import BOS_ID, EOS_ID
 

@@ -16,7 +16,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from tabulate import tabulate
 
-from pipeline import config, errors
+from pipeline import config, errors, files
 from pipeline.cli.presets import preset_overrides
 from pipeline.evaluation.bootstrap import Comparison
 from pipeline.tracking import commands, run_search, store
@@ -309,7 +309,7 @@ def preset(args) -> None:
         if not path.is_file():
             raise ValueError(f"{flag} {str(path)!r}: no such file in {Path.cwd()}; cd to the lmpipe "
                              f"repository's root folder, or give {flag} the file's path")
-    known = config.read_yaml(args.presets) or {}
+    known = files.read_yaml(args.presets) or {}
     if args.name not in known:
         raise ValueError(f"NAME {args.name!r}: no such preset in {args.presets}; use one of "
                          f"{', '.join(known)}")

@@ -30,7 +30,7 @@ import os
 import sys
 from pathlib import Path
 
-from pipeline import errors
+from pipeline import errors, files
 from pipeline.cli import experiments, models, ngram, seeds
 from pipeline.text.tokenizers import TOKENIZERS
 
@@ -73,9 +73,8 @@ def positive(text: str) -> float:
 
 def memory_size(text: str) -> int:
     """An argparse type: bytes of a memory size as lmplz's -S reads it (100M, 2G, 50%)."""
-    from pipeline.config import parse_size
     try:
-        return parse_size(text)
+        return files.parse_size(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
 

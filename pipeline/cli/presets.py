@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import ParamsError, from_dict, read_yaml
+from pipeline.config import ParamsError, from_dict
+from pipeline.files import read_yaml
 
 
 def preset_overrides(name: str, params_path: str | Path = "params.yaml",

@@ -12,7 +12,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from pipeline import config
+from pipeline import config, files
 from pipeline.cli.experiments import repository
 from pipeline.cli.spread import PARAMS, collect, render, summarize
 from pipeline.tracking import commands
@@ -88,17 +88,17 @@ def project_root(kind: str) -> Path:
 
 
 def check_pipeline(root: Path, kind: str) -> None:
-    """dvc.yaml checked as DVC checks it (config.read_yaml: ruamel, as DVC parses it; then DVC's
+    """dvc.yaml checked as DVC checks it (files.read_yaml: ruamel, as DVC parses it; then DVC's
     own schema, dvc.schema), with a stage train (train@KIND reruns in every experiment), before
     any dvc command runs: dvc itself would fail in each queued experiment, and `dvc exp show`
     reports a broken file as a workspace without data. Raises ValueError, one line naming
     dvc.yaml, what is wrong and the fix."""
     import voluptuous  # here, as DVC's 0.3 s import below: only `lmpipe seeds` needs them
     from dvc.schema import COMPILED_MULTI_STAGE_SCHEMA
-    path = config.relative(root / "dvc.yaml")
+    path = files.relative(root / "dvc.yaml")
     restore = f"`git checkout {path}` restores the committed one"
     try:
-        pipeline = config.read_yaml(path)
+        pipeline = files.read_yaml(path)
     except config.ParamsError as error:   # "dvc.yaml: not valid YAML (line L, column C): ..."
         raise ValueError(f"{error} ({restore})") from None
     if pipeline is None:

@@ -17,8 +17,11 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from pipeline.config import ParamsError, as_written, read_yaml, relative
+from pipeline.config import ParamsError
+from pipeline.errors import as_written
 from pipeline.evaluation.tasks import BLANK
+from pipeline.files import read_yaml, relative
+from pipeline.text.tokenizers import TOKENIZERS
 
 PROBE_KEYS = {  # each key of a probe and what its value must be
     "name": "a string naming the probe (quoted where YAML would read a number: '5')",
@@ -110,7 +113,7 @@ def load_probes(path: str | Path, encode=None, tokenizer: str = "words") -> list
             probe = Probe.model_validate(item).model_dump(exclude_none=True)
         except ValidationError as error:
             raise ParamsError(f"{where}: {_probe_problem(error, item)}") from None
-        if encode is not None and tokenizer != "chars":
+        if encode is not None and TOKENIZERS[tokenizer].tokens_are_words:
             for option in probe.get("options", []):
                 count = len(encode(option))
                 if count != 1:

@@ -12,12 +12,12 @@ import lightning as L
 import numpy as np
 import torch
 
-from pipeline import config, files
-from pipeline.config import ModelConfig, Params
+from pipeline import files
+from pipeline.config import Params
 from pipeline.neural import resume
 from pipeline.neural.devices import check_machine
 from pipeline.neural.lit import LitLM, best_weights, check_data
-from pipeline.neural.rnn import RNNLM
+from pipeline.neural.rnn import RNNLM, ModelConfig
 from pipeline.text.vocab import check_ids, load_vocab
 
 
@@ -48,8 +48,8 @@ def inputs(params: Params, kind: str, data: Path) -> Inputs:
         torch.set_num_threads(train.num_threads)
     seed = params.seed if spec.seed is None else spec.seed   # a seed sweep reruns one model
     L.seed_everything(seed, workers=True, verbose=False)
-    model = config.model_config(kind, spec, vocab_size)
-    fp = resume.fingerprint(model.checkpoint(), config.as_dict(train), seed, stats["corpus_hash"],
+    model = ModelConfig.of(kind, spec, vocab_size)
+    fp = resume.fingerprint(model.checkpoint(), train.model_dump(), seed, stats["corpus_hash"],
                             vocab_size)
     return Inputs(model, streams, seed, stats["corpus_hash"], fp)
 

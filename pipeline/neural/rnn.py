@@ -1,5 +1,5 @@
 """The recurrent language model: embedding -> recurrent stack(s) -> softmax, or the adaptive
-softmax of Grave et al. 2017. In: a ModelConfig (config.py). Causal: y<t> predicts x<t+1> from
+softmax of Grave et al. 2017. In: a ModelConfig (models.<name> + vocab_size). Causal: y<t> predicts x<t+1> from
 x<1..t>. Bidirectional (cloze): y<t> = softmax(W_y [h->(t-1), h<-(t+1)] + b_y) predicts x<t>
 from separate forward and backward stacks, so no path leads from x<t> to y<t>. Never Lightning."""
 
@@ -7,17 +7,50 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field, ValidationError, model_validator
 from torch import nn
 
-from pipeline.config import ModelConfig
+from pipeline.config import ModelParams, refuse
+from pipeline.errors import ParamsError
 from pipeline.neural.batches import IGNORE
 from pipeline.neural.cells import RecurrentStack
 from pipeline.neural.losses import linear_cross_entropy
 from pipeline.neural.regularization import LockedDropout, embedding_dropout
 
 
+class ModelConfig(ModelParams):
+    """What RNNLM takes: a model's params and the vocabulary size."""
+    vocab_size: int = Field(ge=2)
+
+    @model_validator(mode="after")
+    def _vocabulary(self) -> ModelConfig:
+        cutoffs = self.adaptive_cutoffs
+        if self.output_layer == "adaptive":
+            if cutoffs[-1] >= self.vocab_size - 1:
+                raise refuse(f"{{where}}.adaptive_cutoffs={list(cutoffs)}: use word ids below the "
+                             f"vocabulary size - 1 ({self.vocab_size - 1}), or output_layer: softmax")
+            if self.features // self.adaptive_div_value ** len(cutoffs) < 1:   # last cluster's width
+                raise refuse("{where}.adaptive_div_value leaves the last cluster < 1 dimension; "
+                             "lower it, use fewer adaptive_cutoffs or a larger hidden_dim")
+        return self
+
+    def checkpoint(self) -> dict:
+        """The config a model.pt holds: vocab_size first, then the architecture (no seed)."""
+        return {"vocab_size": self.vocab_size, **self.model_dump(exclude={"seed", "vocab_size"})}
+
+    @classmethod
+    def of(cls, name: str, spec: ModelParams, vocab_size: int) -> ModelConfig:
+        """models.<name> on a vocabulary of `vocab_size` words. Raises ParamsError (one line
+        naming the key) when a rule that depends on the vocabulary refuses."""
+        try:
+            return cls(**spec.model_dump(), vocab_size=vocab_size)
+        except ValidationError as error:
+            message = error.errors(include_url=False)[0]["ctx"]["message"]
+            raise ParamsError(f"params.yaml: {message.replace('{where}', f'models.{name}')}") from None
+
+
 class RNNLM(nn.Module):
-    def __init__(self, config: ModelConfig):   # checked by its schema (pipeline/config.py)
+    def __init__(self, config: ModelConfig):   # checked by its schema
         super().__init__()
         self.config = config
         self.embedding = nn.Embedding(config.vocab_size, config.embed_dim)

@@ -60,14 +60,14 @@ def log(params: config.Params, data: Path, out: Path, uri: str, root: Path, done
     (scratch / "corpus.json").write_text(json.dumps(
         {"tokenizer": c.tokenizer, "lowercase": c.lowercase, "unk": c.unk}))
     shared_files = {"vocab": str(data / "vocab.json"), "corpus": str(scratch / "corpus.json")}
-    test_set = report.test_set(done.stats, params.seed, config.as_dict(params.split),
-                               config.as_dict(c), data)
+    test_set = report.test_set(done.stats, params.seed, params.split.model_dump(),
+                               c.model_dump(), data)
     tags = {k: v for k, v in mlflow_runs.run_tags("", c.source, done.stats["corpus_hash"],
                                                root).items() if k != "model_kind"}
     tags["test_set"] = test_set["id"]
     for orphan in mlflow_runs.reap_orphans(uri, experiment):
         print(f"lmpipe: MLflow run {orphan} was left RUNNING by a killed process; marked KILLED")
-    parent = mlflow_runs.start_pipeline(uri, experiment, root, config.as_dict(params), tags,
+    parent = mlflow_runs.start_pipeline(uri, experiment, root, params.model_dump(), tags,
                                         mlflow_runs.execution_name(tags, c.source))
     registered = {}
     try:

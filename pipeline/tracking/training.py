@@ -8,7 +8,7 @@ from pathlib import Path
 
 from lightning.pytorch.utilities import rank_zero_only
 
-from pipeline import config, errors
+from pipeline import errors
 from pipeline.config import Params
 from pipeline.neural import fit, resume
 from pipeline.neural.lit import LitLM, build_trainer
@@ -54,7 +54,7 @@ def train(params: Params, kind: str, data: Path, out: Path, ckpts: Path) -> None
         lit = LitLM(RNNLM(given.model), params.train, *given.streams, seed=given.seed,
                     run_id=logger.run_id)
         logger.log_hyperparams(mlflow_runs.flatten({"model": given.model.checkpoint(),
-                                                    "train": config.as_dict(params.train),
+                                                    "train": params.train.model_dump(),
                                                     "seed": given.seed}))
         trainer, precision = build_trainer(params.train, ckpts, out, logger, errors.verbose())
         if zero:
