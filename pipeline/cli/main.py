@@ -1,4 +1,22 @@
-"""`lmpipe` command line: user commands over the models of the last `dvc repro`.
+"""`lmpipe`, the command line. In: argv (score, fill, generate, compare, preset, mlflow-server,
+retrain, seeds, ngram build|query). Out: the command's output on stdout, exit status 0; a failure
+is one `lmpipe: error: ...` line naming the argument and the fix, exit status 2 (1 unforeseen,
+130 Ctrl-C; --debug or LMPIPE_DEBUG=1: the traceback). USAGE, the `lmpipe --help` text, shows
+each command."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from pathlib import Path
+
+from pipeline import errors, files
+from pipeline.cli import experiments, models, ngram, seeds
+from pipeline.text.tokenizers import TOKENIZERS
+
+USAGE = """`lmpipe` command line: user commands over the models of the last `dvc repro`.
 
     lmpipe score "I saw the soccer game" "Saw I the game of soccer"   # rank sentences, every model
     lmpipe score --model gru "..."                                     # one model
@@ -21,18 +39,6 @@ A failure ends in one line on stderr, `lmpipe: error: ...` naming the argument a
 exit status 2 (1 for the unforeseen, 130 for Ctrl-C); `lmpipe --debug COMMAND ...` (or
 LMPIPE_DEBUG=1) shows the traceback instead.
 """
-
-from __future__ import annotations
-
-import argparse
-import math
-import os
-import sys
-from pathlib import Path
-
-from pipeline import errors, files
-from pipeline.cli import experiments, models, ngram, seeds
-from pipeline.text.tokenizers import TOKENIZERS
 
 MAX_LENGTH = 1000   # lmpipe generate --max-length: tokens of one sentence (chars: characters)
 MAX_LIMIT = 50000   # lmpipe compare --limit: MLflow's search_runs takes at most 50,000 results
@@ -116,7 +122,7 @@ def _until_the_reader_stops(args) -> None:
 
 def parser() -> Parser:
     """The lmpipe command line: one subparser per command, each with --debug."""
-    top = Parser(prog="lmpipe", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    top = Parser(prog="lmpipe", description=USAGE, formatter_class=argparse.RawDescriptionHelpFormatter)
     top.add_argument("--debug", action="store_true",
                      help=f"a failure shows its traceback (as {errors.DEBUG}=1 does)")
     commands = top.add_subparsers(dest="command", required=True)

@@ -1,21 +1,9 @@
-"""Uncertainty of every reported number. In: per-unit sums of each model's scores (units:
-sentences, or whole documents when the split keeps them; pipeline/text/units.py). Out:
-percentile bootstrap intervals of each metric, and paired bootstrap comparisons of two models
-scored on the same targets.
-
-One draw of `resamples` bootstrap replicates of the test set (Efron & Tibshirani 1993, ch. 13:
-the percentile interval) is made once, seeded, and shared by every model and metric, so that
-intervals are reproducible and comparisons are paired (Koehn 2004, "Statistical significance
-tests for machine translation evaluation": the paired bootstrap). A replicate draws U units with
-replacement out of U; a corpus-level metric is recomputed from the replicate's sums — perplexity
-is exp(Σ nll / Σ tokens) over the drawn units, not a mean of per-unit perplexities — and the
-interval at `level` is the ((1 - level) / 2, (1 + level) / 2) quantiles of the B values.
-
-Paired comparison of A and B: per replicate, δ = (Σ ln p_A - Σ ln p_B) / Σ tokens in nats per
-token (> 0: A assigns the test set a higher likelihood, i.e. a lower perplexity). Reported: δ of
-the test set, its interval, P(A better) = the share of replicates with δ > 0, and the verdict
-"yes" (the interval lies above 0), "no" (below 0) or "not distinguishable" (it contains 0).
-"""
+"""Bootstrap intervals (Efron & Tibshirani 1993, ch. 13: percentile) and paired comparisons (Koehn
+2004). In: per-unit sums (U,) of each model's scores, nll in nats and tokens (text/units.py units).
+Out: one seeded draw of B replicates shared by every model and metric; intervals at `level` of
+corpus-level ratios (perplexity = exp(Σ nll / Σ tokens) per replicate); Comparison: δ = (Σ nll_B -
+Σ nll_A) / Σ tokens in nats per token, its interval, P(δ > 0), verdict yes / no / not
+distinguishable. Errors: ValueError for columns of unequal or no length. Why: docs/internals.md."""
 
 from __future__ import annotations
 

@@ -1,31 +1,9 @@
-"""One scoring path. In: any model and a token stream. Out (`Scores`): the natural-log
-probability of every non-`<s>` token (words, `<unk>` and each `</s>`) in stream order, and its
-rank among all vocabulary entries but `<s>` (0 = the model's first choice; ties count in the
-target's favour); and the metrics computed from those numbers once, for every model:
-
-    perplexity     = exp(-(1/N) Σ_t ln p(target_t))      N = words + one </s> per sentence
-    bits per token = -(1/N) Σ_t log2 p(target_t)
-    top-k accuracy = (1/N) #{t : rank_t < k}             k = 1, 5
-For causal models p is conditioned on the left context; for the bidirectional model it is
-conditioned on both sides of the blank, so its perplexity is a cloze pseudo-perplexity and its
-accuracy a fill-in-the-blank accuracy.
-
-Numbers that do not depend on the tokenizer (`text_metrics`) charge the same total, every
-target's -ln p including each `</s>`, to the original test text instead of to the tokens
-(pipeline/text/units.py: the lines that made the test sentences as read, before NFKC,
-lowercasing or tokenizing, each ended by one newline):
-
-    bits per character    = -(1/C) Σ_t log2 p(target_t)    C = characters (code points), + 1 per line
-    bits per byte         = -(1/B) Σ_t log2 p(target_t)    B = UTF-8 bytes, + 1 per line
-    word-level perplexity = exp(-(1/W) Σ_t ln p(target_t))  W = whitespace-separated words, + 1 per line
-
-The newline that ends a line is a character, a byte and a word (the end of the sentence), and
-`</s>` is what the model pays for it; a line cut into several sentences pays several `</s>`
-for one newline. A word-level model with the whitespace tokenizer has word-level perplexity =
-perplexity; a character-level model's word-level perplexity is comparable with a word model's.
-`<unk>`, lowercasing and NFKC make a model's task easier than the original text (its OOV rate
-says by how much); they are not charged extra.
-"""
+"""One scoring path. In: an NGramLM or RNNLM and a token stream. Out: Scores, the ln p (nats) and
+the rank of every non-`<s>` target (words, `<unk>`, each `</s>`) in stream order; per-unit sums; and
+perplexity = exp(-(1/N) Σ ln p), bits per token = -(1/N) Σ log2 p, top-k = (1/N) #{rank < k}, N =
+targets. text_metrics charge the same Σ to the original text: bits per character, bits per byte,
+word-level perplexity (units.py's sizes, + 1 per line). Cloze models: pseudo-perplexity.
+Errors: ValueError when scores, stream and units disagree. Definitions: docs/internals.md."""
 
 from __future__ import annotations
 

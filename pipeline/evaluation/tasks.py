@@ -1,16 +1,8 @@
-"""What users ask of a trained model beyond perplexity, one interface for n-gram and recurrent
-models. In: a model wrapped as `LanguageModel` (kind `causal` or `cloze`), token ids.
-Out: sentence log-probabilities, fill-in-the-blank answers, probe tables, sampled sentences.
-
-- Fill-in-the-blank (the textbook's "Louise" example): a word of a test sentence is blanked; the
-  answer and distractors of similar training frequency are the candidates. A causal model
-  (n-gram, RNN, GRU, deep) picks the candidate whose completed sentence is most probable; the
-  bidirectional model scores the blank from both sides directly.
-- Probes: small textbook examples kept in configs/probes.yaml (rank sentences; fill a blank
-  among options or over the whole vocabulary; `open` blanks end the text, so causal models
-  use p(word | left context)).
-- Generation (one-to-many): sentences sampled from a causal model at a temperature.
-"""
+"""Tasks beyond perplexity, one interface (LanguageModel, kind causal or cloze) for n-gram and
+recurrent models. In: models/KIND files (load_recurrent, load_ngram), token ids, probes of
+configs/probes.yaml. Out: sentence log-probabilities (nats), fill-in-the-blank answers and
+accuracy, probe tables, sampled sentences. Errors: StateError naming a damaged or mismatched model
+file and the fix; ProbeNotApplicable for a probe the tokenizer cannot pose. docs/internals.md."""
 
 from __future__ import annotations
 

@@ -1,15 +1,8 @@
-"""N-gram counting. In: a token stream `<s> w.. </s> <s> ...` (int ids < vocab_size).
-Out: `NgramCounts` — for each order n = 1..N, the n-gram types as sorted int64 keys, their raw
-counts, Kneser-Ney adjusted (continuation) counts, and the id of each n-gram's suffix.
-
-Representation (a trie flattened into sorted arrays, as KenLM's does): an order-1 n-gram's id is
-its word id; an order-n n-gram's key is `prefix_id * V + last_word`, where prefix_id is the id
-(row) of its first n-1 words in the order n-1 table. Keys stay below 2^63 for any realistic corpus
-and every order, and lookup is a `searchsorted`. Counting is vectorised: one `np.unique` per
-order over all positions, no Python loop over tokens.
-
-N-grams never cross a sentence: `<s>` is only ever first, `</s>` only ever last.
-"""
+"""N-gram counting. In: a token stream `<s> w.. </s> <s> ...` (int ids < vocab_size), the order N.
+Out: NgramCounts: per order n = 1..N, sorted int64 keys (prefix_id * V + last word: a trie
+flattened into sorted arrays, as KenLM's), raw counts, Kneser-Ney adjusted (continuation) counts,
+each n-gram's suffix id. N-grams never cross a sentence. Errors: ValueError for an order < 1, ids
+outside the vocabulary, a malformed stream, no sentence of N tokens. Why: docs/internals.md."""
 
 from __future__ import annotations
 

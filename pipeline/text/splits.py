@@ -1,21 +1,8 @@
-"""Split methods for a text that does not give its own split (`split.method`). In: the sentences'
-lengths and documents, the sizes `split.train`, `split.valid`, `split.test`, the seed. Out: the
-sentence indices of train, valid and test, each in corpus order; no sentence is in two parts.
-
-    random      sentences drawn by `seed` (near-duplicate neighbours, such as consecutive
-                verses, then sit on both sides of the split: an easier test than it looks)
-    contiguous  by position: the first part of the text is train, then valid, then test
-                (Bengio et al. 2003's Brown split: 800,000 / 200,000 / the rest words)
-    documents   whole documents drawn by `seed` (the KJV's chapters; in text files, runs of
-                lines ended by a blank line), so no document is on both sides
-
-pipeline/text/chunked.py applies this, or keeps the split the source gives.
-
-Sizes: a fraction in (0, 1) of the unit the method splits (sentences, words, documents); for
-`contiguous` also a whole number >= 1 of words; 0 for exactly one part, which gets the rest.
-Source: the fractions and the random draw are those lmpipe used before split methods existed,
-so `method: random` reproduces those splits exactly.
-"""
+"""Split methods (`split.method`) for a text that gives none. In: the sentences' lengths (words) and
+documents, split.train/valid/test (a fraction; contiguous: also a word count; 0 = the rest), the
+seed. Out: train, valid, test sentence indices, each in corpus order, disjoint. random: sentences
+by seed (lmpipe's earlier splits, exactly); contiguous: by position (Bengio et al. 2003's Brown
+split); documents: whole documents by seed. Errors: SplitError naming the params."""
 
 from __future__ import annotations
 

@@ -1,26 +1,8 @@
-"""Lines and tokens. In: decoded text. Out: its lines, and the tokens of each line by one of the
-TOKENIZERS (`corpus.tokenizer`; each a `Tokenizer`: its per-line and block forms and the rules
-the pipeline follows for it):
-
-    words       raw text: Unicode NFKC, optional lowercasing, words (with inner apostrophes) and
-                single punctuation marks as tokens: "And God said, Let" -> and god said , let.
-                A blank line holds no tokens and is dropped.
-    whitespace  pre-tokenized text (PTB, WikiText, anything KenLM's lmplz or pytorch/examples
-                reads): tokens are what lies between ASCII spaces and tabs (and `\\r`), exactly as
-                written; nothing is normalised, case is kept unless lowercasing is asked for. A
-                blank line is an empty sentence whose `</s>` is predicted (KenLM's lmplz and
-                query; pytorch/examples' data.py). The delimiters are those of KenLM's
-                lm/builder/corpus_count.cc (kDelimiterSet: NUL, tab, newline, `\\r`, space), so
-                U+00A0, U+3000, U+2028, `\\v` and `\\f` stay inside tokens.
-    chars       characters: NFKC, optional lowercasing, runs of whitespace become one `▁`.
-
-Lines end only at `\\n` in every mode (KenLM's rule; Python's `str.splitlines` also ends lines at
-`\\r`, `\\v`, `\\f`, U+0085, U+2028 and U+2029, which would make sentences KenLM does not see).
-
-The unknown-word marker (`corpus.unk`, default `<unk>`; PTB and WikiText write it in the text)
-is the vocabulary's `<unk>` for the words and whitespace tokenizers: one token, never split, counted
-and predicted like any word. An empty marker turns this off.
-"""
+"""Lines and tokens. In: decoded text. Out: its lines (ended only at `\\n`, KenLM's rule) and
+each line's tokens by one of TOKENIZERS (`corpus.tokenizer`, a Tokenizer: per-line and block
+forms): words (NFKC, words and punctuation marks), whitespace (as written between the delimiters
+of KenLM's lm/builder/corpus_count.cc; a blank line is a sentence), chars (NFKC, `▁` for
+whitespace). `corpus.unk` is the vocabulary's `<unk>`, never split. Details: docs/internals.md."""
 
 from __future__ import annotations
 

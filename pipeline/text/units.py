@@ -1,23 +1,8 @@
-"""Resampling units and the size of the original text, for the valid and test splits. In: the
-source's lines, the line of each sentence of a split, and the document of each line. Out: the
-unit (independent enough to resample, pipeline/evaluation/bootstrap.py) of each sentence, and
-the characters, bytes and words of each unit's original text (pipeline/evaluation/scoring.py's
-bits per character, bits per byte and word-level perplexity).
-
-    unit        a whole document when the split keeps documents (`split.method: documents`)
-                and valid and test hold MIN_DOCUMENTS each, else a line: the sentences a long line was cut into (corpus.max_line_tokens)
-                stay together; neighbouring lines are treated as independent
-    chars       Unicode code points of each line as read (before NFKC, lowercasing or
-                tokenizing; without its line terminator, `\\n` or `\\r\\n`) + 1 for the newline
-    bytes       the same text's UTF-8 bytes (+ 1 for the newline): the file's bytes for valid
-                UTF-8 (with corpus.encoding_errors: replace, U+FFFD counts 3)
-    words       whitespace-separated words of the line (Python's str.split) + 1 for the end of
-                the sentence, as word-level perplexity counts `</s>`
-
-So the test text is the same whatever the tokenizer: the lines that made the split's sentences,
-each ended by one `\\n`. (A line that yields no token is not a sentence and is not counted: a
-blank line is a sentence for the whitespace tokenizer only.)
-"""
+"""Resampling units and the original text's size, for valid and test. In: the source's lines, each
+sentence's line, each line's document. Out: units.npz: {split}_unit (S,), the unit of each
+sentence (a document when valid and test hold MIN_DOCUMENTS each, else a line), and per unit (U,)
+int64 chars (code points), bytes (UTF-8), words (str.split), each + 1 for the `\\n`, of the text as
+read. Errors: check raises StateError naming the file and the array. Why: docs/internals.md."""
 
 from __future__ import annotations
 

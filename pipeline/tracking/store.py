@@ -1,38 +1,8 @@
-"""The tracking store. In: a tracking URI and where it came from (MLFLOW_TRACKING_URI, params.yaml
-or a command's argument). Out: check_uri refuses a store MLflow cannot use (StateError, one line
-naming the source, its value and the fix); prepare switches an embedded store (`sqlite:///...`)
-to WAL journal mode, once, for parallel writers: DVC queue workers (`dvc queue start -j N`),
-each stage a process of its own, Lightning's MLFlowLogger among them.
-
-What MLflow 3.17 already does, and lmpipe relies on (mlflow/store/db/utils.py,
-_get_managed_session_maker): every store session starts with `PRAGMA busy_timeout = 20000`, so a
-writer that finds the file locked waits up to 20 s for its turn instead of failing with
-"database is locked" (added for exactly that error: https://github.com/mlflow/mlflow/pull/6490).
-Python's sqlite3 opens a transaction only at the first INSERT/UPDATE/DELETE, and a transaction
-that starts with a write waits in that busy handler; the deadlock case in which SQLite returns
-SQLITE_BUSY at once (a reader upgrading to writer, https://www.sqlite.org/c3ref/busy_handler.html)
-does not arise. The registry needs no retry of ours either: create_model_version
-(mlflow/store/model_registry/sqlalchemy_store.py) dirties the registered model before it reads
-max(version), so the autoflush takes the write lock first and two workers registering
-lmpipe-gru at once get consecutive versions (and it retries three times on IntegrityError).
-A `?timeout=` in the URI does reach sqlite3.connect (SQLAlchemy's pysqlite dialect), but the
-session PRAGMA above overrides it, and run_search.py reads the path from the URI, so lmpipe
-leaves the URI alone.
-
-What this module adds: WAL (https://www.sqlite.org/wal.html). In the default rollback-journal
-mode a commit waits until no reader holds the file, and readers wait during a commit: a reader
-that keeps a transaction open for 20 s (a UI query, an sqlite3 shell) makes writers fail. In
-WAL, readers (`lmpipe compare`, the MLflow UI, the workers' own lookups) and the one writer do
-not wait for each other. benchmarks/parallel_workers.py measures 4 queue workers either way. The mode is stored in the file
-(https://www.sqlite.org/pragma.html#pragma_journal_mode), so prepare() checks each store once per
-process and switches it at most once in its lifetime. MLflow's own tests switched to WAL
-against "database is locked" (https://github.com/mlflow/mlflow/pull/20014), and its file-store
-migration (mlflow/store/fs2db) writes in WAL. WAL assumes every process runs on one host
-(shared memory), never a network filesystem. While a process holds the store open, recent commits
-sit in mlflow.db-wal, beside mlflow.db-shm. Copy the store with `sqlite3 mlflow.db ".backup
-copy.db"` or when no process holds it. More writers, or writers on several machines, belong on a
-tracking server (`lmpipe mlflow-server`).
-"""
+"""The tracking store. In: a tracking URI and its source (MLFLOW_TRACKING_URI, params.yaml's
+mlflow.tracking_uri, a command's argument). Out: tracking_uri, the URI in use; check_uri refuses
+a store MLflow cannot use (StateError: one line naming the source, its value, the fix); prepare
+switches an sqlite store to WAL once (https://www.sqlite.org/wal.html), so parallel DVC queue
+workers and readers do not wait for each other. Why (MLflow's busy_timeout): docs/internals.md."""
 
 from __future__ import annotations
 
