@@ -2,8 +2,8 @@
 argument (TEXT, MODEL, --order, --k, --run, ...; never a params.yaml key) and the fix, with exit
 status 2 and no traceback unless LMPIPE_DEBUG=1 or `lmpipe --debug` asks for one.
 
-A catalogue: each case is (argv, the files of the current folder, a regex of the one error line,
-which names the argument). The commands run in-process in a temporary folder (no params.yaml:
+A catalogue: each case is (argv, the files of the current folder, what the one error line names:
+the argument, its value, a word of the fix; a few of the commonest lines whole). The commands run in-process in a temporary folder (no params.yaml:
 outside the repository) so the whole file stays fast; two cases run `python -m pipeline.cli` as
 a process to show what the user sees."""
 import gzip
@@ -56,156 +56,143 @@ PROJECT = {"params.yaml": copy_of("params.yaml"), "dvc.yaml": copy_of("dvc.yaml"
 TEXT = {"t.txt": ARPA_TEXT}
 STORE = ["--tracking-uri", "sqlite:///mlflow.db", "--experiment", "exp"]
 
-CASES = [   # (argv, files: {name: bytes or a function of the path; "-": standard input}, line)
+CASES = [   # (argv, files: {name: bytes or a function of the path; "-": standard input}, what the
+    # line names: a tuple of the argument, file, value or fix it must hold; a str, the regex of
+    # a whole message, kept for the commonest)
     # ngram query: MODEL
-    (["ngram", "query", "nosuch.arpa", "t.txt"], TEXT, r"MODEL nosuch\.arpa: no such file"),
-    (["ngram", "query", "m", "t.txt"], {**TEXT, "m": folder}, r"MODEL m: is a directory"),
-    (["ngram", "query", "m.arpa", "t.txt"], {**TEXT, "m.arpa": b""}, r"MODEL m\.arpa: the file is empty"),
+    (["ngram", "query", "nosuch.arpa", "t.txt"], TEXT, ("MODEL nosuch.arpa",)),
+    (["ngram", "query", "m", "t.txt"], {**TEXT, "m": folder}, ("MODEL m:", "directory")),
+    (["ngram", "query", "m.arpa", "t.txt"], {**TEXT, "m.arpa": b""}, ("MODEL m.arpa", "empty")),
     (["ngram", "query", "m.arpa", "t.txt"], {**TEXT, "m.arpa": b"hello\n"},
-     r"MODEL m\.arpa: line 1: 'hello' before \\data\\; an ARPA file starts with \\data\\"),
+     ("MODEL m.arpa", "line 1", "'hello'", "\\data\\")),
     (["ngram", "query", "m.arpa", "t.txt"], {**TEXT, "m.arpa": b"\x7fELF\x02\x01\x01\x00\x00"},
-     r"MODEL m\.arpa: a binary file \(a NUL byte at byte offset 7\), not ARPA text"),
+     ("MODEL m.arpa", "binary", "offset 7")),
     (["ngram", "query", "m.arpa", "t.txt"], {**TEXT, "m.arpa": b"caf\xe9 noir\n"},
-     r"MODEL m\.arpa: not an ARPA file \(line 1, .* not UTF-8\)"),
+     ("MODEL m.arpa", "line 1", "UTF-8")),
     (["ngram", "query", "m.klm", "t.txt"],
      {**TEXT, "m.klm": b"mmap lm http://kheafield.com/code format version 5\n\x00\x00"},
-     r"MODEL m\.klm: a KenLM binary model \(build_binary\), not ARPA text; give the \.arpa file"),
+     ("MODEL m.klm", "KenLM", ".arpa")),
     # ngram query: TEXT and options
     (["ngram", "query", "m.arpa", "nosuch.txt"], {}, r"TEXT 'nosuch\.txt': no such file; give a text file"),
-    (["ngram", "query", "m.arpa", "e.txt"], {"e.txt": b""}, r"TEXT 'e\.txt': is empty; give text to score"),
-    (["ngram", "query", "m.arpa", "-"], {"-": b""}, r"TEXT - \(standard input\): is empty"),
+    (["ngram", "query", "m.arpa", "e.txt"], {"e.txt": b""}, ("TEXT 'e.txt'", "empty")),
+    (["ngram", "query", "m.arpa", "-"], {"-": b""}, ("TEXT - (standard input)", "empty")),
     (["ngram", "query", "m.arpa", "t.txt"], {"t.txt": b"caf\xe9 noir\n"},
-     r"TEXT 't\.txt': invalid UTF-8 at byte offset 3 \(line 1.*; re-encode the file as UTF-8 \(e\.g\. iconv [^)]*\)$"),
-    (["ngram", "query", "m.arpa", "t.txt", "--orphans", "drop"], TEXT,
-     r"argument --orphans: invalid choice: 'drop'"),
+     ("TEXT 't.txt'", "UTF-8", "offset 3", "line 1", "iconv")),
+    (["ngram", "query", "m.arpa", "t.txt", "--orphans", "drop"], TEXT, ("argument --orphans", "'drop'")),
     # ngram build
-    (["ngram", "build", "e.txt", "--order", "3", "--arpa", "m.arpa"], {"e.txt": b""},
-     r"TEXT 'e\.txt': is empty; give text to count"),
+    (["ngram", "build", "e.txt", "--order", "3", "--arpa", "m.arpa"], {"e.txt": b""}, ("TEXT 'e.txt'", "empty")),
     (["ngram", "build", "b.txt", "--order", "3", "--arpa", "m.arpa"], {"b.txt": b"\n  \n\t\n"},
-     r"TEXT 'b\.txt': holds only blank lines"),
-    (["ngram", "build", "-", "--order", "2", "--arpa", "m.arpa"], {"-": b""}, r"TEXT - \(standard input\): is empty"),
-    (["ngram", "build", "nosuch.txt", "--order", "3", "--arpa", "m.arpa"], {},
-     r"TEXT 'nosuch\.txt': no such file"),
-    (["ngram", "build", "d", "--order", "3", "--arpa", "m.arpa"], {"d": folder}, r"TEXT 'd': is a directory"),
+     ("TEXT 'b.txt'", "blank")),
+    (["ngram", "build", "-", "--order", "2", "--arpa", "m.arpa"], {"-": b""}, ("TEXT - (standard input)", "empty")),
+    (["ngram", "build", "nosuch.txt", "--order", "3", "--arpa", "m.arpa"], {}, ("TEXT 'nosuch.txt'",)),
+    (["ngram", "build", "d", "--order", "3", "--arpa", "m.arpa"], {"d": folder}, ("TEXT 'd'", "directory")),
     (["ngram", "build", "t.txt", "--order", "3", "--arpa", "m.arpa"], {"t.txt": b"a\x00b\n"},
-     r"TEXT 't\.txt': looks like a binary file"),
-    (["ngram", "build", "t.gz", "--order", "3", "--arpa", "m.arpa"], {"t.gz": b"not gzip"},
-     r"TEXT 't\.gz': not a valid gzip file"),
+     ("TEXT 't.txt'", "binary")),
+    (["ngram", "build", "t.gz", "--order", "3", "--arpa", "m.arpa"], {"t.gz": b"not gzip"}, ("TEXT 't.gz'", "gzip")),
     (["ngram", "build", "t.txt", "--order", "2", "--arpa", "m.arpa"], {"t.txt": b"a <s> b\n"},
-     r"TEXT 't\.txt': the text contains the reserved token '<s>'"),
+     ("TEXT 't.txt'", "'<s>'")),
     (["ngram", "build", "t.txt", "--order", "0", "--arpa", "m.arpa"], TEXT,
      r"argument --order: must be a whole number >= 1, not '0'; see `lmpipe ngram build --help`"),
-    (["ngram", "build", "t.txt", "--order", "-2", "--arpa", "m.arpa"], TEXT, r"argument --order: .* not '-2'"),
-    (["ngram", "build", "t.txt", "--order", "three", "--arpa", "m.arpa"], TEXT, r"argument --order: .* not 'three'"),
+    (["ngram", "build", "t.txt", "--order", "-2", "--arpa", "m.arpa"], TEXT, ("argument --order", "'-2'")),
+    (["ngram", "build", "t.txt", "--order", "three", "--arpa", "m.arpa"], TEXT, ("argument --order", "'three'")),
     (["ngram", "build", "t.txt", "--order", "1000000", "--arpa", "m.arpa"], TEXT,
-     r"--order 1000000: the longest sentence of TEXT 't\.txt' has 5 tokens with <s> and </s>; "
-     r"use --order 5 or less"),
-    (["ngram", "build", "t.txt", "--arpa", "m.arpa"], TEXT, r"the following arguments are required: --order"),
+     ("--order 1000000", "TEXT 't.txt'", "--order 5")),
+    (["ngram", "build", "t.txt", "--arpa", "m.arpa"], TEXT, ("required", "--order")),
     (["ngram", "build", "t.txt", "--order", "2", "--arpa", "no/such/m.arpa"], TEXT,
-     r"--arpa 'no/such/m\.arpa': the folder '.*no/such' does not exist"),
+     ("--arpa 'no/such/m.arpa'", "/no/such'")),
     (["ngram", "build", "t.txt", "--order", "2", "--arpa", "out"], {**TEXT, "out": folder},
-     r"--arpa 'out' is a folder; give the path of the file to write"),
-    (["ngram", "build", "t.txt", "--order", "3", "--arpa", "m.arpa"], TEXT,
-     r"cannot estimate Kneser-Ney discounts for order 1: .*add --discount-fallback"),
+     ("--arpa 'out'", "folder")),
+    (["ngram", "build", "t.txt", "--order", "3", "--arpa", "m.arpa"], TEXT, ("order 1", "--discount-fallback")),
     (["ngram", "build", "t.txt", "--order", "2", "--arpa", "m.arpa", "--discount-fallback", "0.5", "1", "9"],
-     TEXT, r"--discount-fallback: the discount for count 3\+ is 9, outside \[0, 3\]"),
+     TEXT, ("--discount-fallback", "3+", "[0, 3]")),
     (["ngram", "build", "t.txt", "--order", "2", "--arpa", "m.arpa", "--discount-fallback", "nan"],
-     TEXT, r"--discount-fallback: the discount for count 1 is nan"),
+     TEXT, ("--discount-fallback", "nan")),
     (["ngram", "build", "t.txt", "--order", "2", "--arpa", "m.arpa", "--discount-fallback", "1", "1", "1", "1"],
-     TEXT, r"--discount-fallback 1\.0 1\.0 1\.0 1\.0: give at most three discounts"),
+     TEXT, ("--discount-fallback 1.0 1.0 1.0 1.0", "three")),
     (["ngram", "build", "t.txt", "--order", "2", "--arpa", "m.arpa", "--unk", "a b"], TEXT,
-     r"argument --unk: 'a b' holds whitespace"),
+     ("argument --unk", "'a b'", "whitespace")),
     # score, fill, generate
     (["score", "a b"], {}, r"`lmpipe score`: no lmpipe pipeline here \(.* has no params\.yaml\); cd to"),
-    (["fill", "they ___ ."], {}, r"`lmpipe fill`: no lmpipe pipeline here"),
-    (["generate"], {}, r"`lmpipe generate`: no lmpipe pipeline here"),
-    (["score"], {}, r"the following arguments are required: sentences"),
-    (["fill", "they run ."], {}, r"TEXT 'they run \.' has no ___; mark the one word to fill with ___"),
-    (["fill", "a ___ b ___"], {}, r"TEXT 'a ___ b ___' has 2 ___"),
-    (["fill", "a ___", "--k", "0"], {}, r"argument --k: must be a whole number >= 1, not '0'"),
-    (["generate", "--n", "0"], {}, r"argument --n: must be a whole number >= 1, not '0'"),
-    (["generate", "--n", "-1"], {}, r"argument --n: .* not '-1'"),
-    (["generate", "--temperature", "0"], {}, r"argument --temperature: must be a number > 0, not '0'"),
-    (["generate", "--temperature", "-1"], {}, r"argument --temperature: .* not '-1'"),
-    (["generate", "--temperature", "nan"], {}, r"argument --temperature: .* not 'nan'"),
-    (["generate", "--max-length", "0"], {}, r"argument --max-length: must be a whole number in 1\.\.1000, not '0'"),
-    (["generate", "--seed", "-1"], {}, r"argument --seed: must be a whole number >= 0"),
+    (["fill", "they ___ ."], {}, ("`lmpipe fill`", "params.yaml")),
+    (["generate"], {}, ("`lmpipe generate`", "params.yaml")),
+    (["score"], {}, ("required", "sentences")),
+    (["fill", "they run ."], {}, ("TEXT 'they run .'", "___")),
+    (["fill", "a ___ b ___"], {}, ("TEXT 'a ___ b ___'", "2 ___")),
+    (["fill", "a ___", "--k", "0"], {}, ("argument --k", "'0'")),
+    (["generate", "--n", "0"], {}, ("argument --n", "'0'")),
+    (["generate", "--n", "-1"], {}, ("argument --n", "'-1'")),
+    (["generate", "--temperature", "0"], {}, ("argument --temperature", "'0'")),
+    (["generate", "--temperature", "-1"], {}, ("argument --temperature", "'-1'")),
+    (["generate", "--temperature", "nan"], {}, ("argument --temperature", "'nan'")),
+    (["generate", "--max-length", "0"], {}, ("argument --max-length", "1..1000", "'0'")),
+    (["generate", "--seed", "-1"], {}, ("argument --seed", "'-1'")),
     # compare
-    (["compare"], {}, r"`lmpipe compare`: no lmpipe pipeline here .*\(or give --tracking-uri and --experiment\)"),
-    (["compare", "--list", "--limit", "0"], {}, r"argument --limit: must be a whole number in 1\.\.50000, not '0'"),
-    (["compare", "--list", "--run", "abc", *STORE], {}, r"--list lists every execution; leave out --run"),
+    (["compare"], {}, ("`lmpipe compare`", "params.yaml", "--tracking-uri", "--experiment")),
+    (["compare", "--list", "--limit", "0"], {}, ("argument --limit", "1..50000", "'0'")),
+    (["compare", "--list", "--run", "abc", *STORE], {}, ("--list", "--run")),
     (["compare", "--tracking-uri", "sqlite:///nosuch.db", "--experiment", "exp"], {},
-     r"--tracking-uri sqlite:///nosuch\.db: no MLflow store at nosuch\.db"),
+     ("--tracking-uri sqlite:///nosuch.db",)),
     (["compare", "--tracking-uri", "sqlite:///mlflow.db", "--experiment", "nosuch"], {"mlflow.db": store},
-     r"--experiment 'nosuch': no MLflow experiment 'nosuch'"),
-    (["compare", "--run", "nosuchid", *STORE], {"mlflow.db": store},
-     r"--run nosuchid: no pipeline run 'nosuchid' .*`lmpipe compare --list` lists the executions"),
-    (["compare", "--against", "nosuchid", *STORE], {"mlflow.db": store},
-     r"--against nosuchid: no pipeline run 'nosuchid'"),
+     ("--experiment 'nosuch'",)),
+    (["compare", "--run", "nosuchid", *STORE], {"mlflow.db": store}, ("--run nosuchid", "lmpipe compare --list")),
+    (["compare", "--against", "nosuchid", *STORE], {"mlflow.db": store}, ("--against nosuchid",)),
     # preset
-    (["preset", "medium"], {}, r"--params 'params\.yaml': no such file in .*; cd to the lmpipe repository"),
-    (["preset", "medium", "--presets", "nosuch.yaml"], {"params.yaml": b"seed: 1\n"},
-     r"--presets 'nosuch\.yaml': no such file"),
+    (["preset", "medium"], {}, ("--params 'params.yaml'",)),
+    (["preset", "medium", "--presets", "nosuch.yaml"], {"params.yaml": b"seed: 1\n"}, ("--presets 'nosuch.yaml'",)),
     (["preset", "nosuch"], {"params.yaml": b"seed: 1\n", "configs/presets.yaml": b"medium:\n  set: {seed: 2}\n"},
-     r"NAME 'nosuch': no such preset in configs/presets\.yaml; use one of medium"),
+     ("NAME 'nosuch'", "configs/presets.yaml", "medium")),
     (["compare", "--tracking-uri", "http://127.0.0.1:9", "--experiment", "exp"], {},
      r"the MLflow tracking server http://127\.0\.0\.1:9 does not answer .*lmpipe mlflow-server"),
     # retrain, mlflow-server
-    (["retrain"], {}, r"`lmpipe retrain`: no lmpipe pipeline here \(.* has no params\.yaml / dvc\.yaml / \.dvc\)"),
-    (["retrain", "--base", "nosuchrev"], PROJECT, r"--base 'nosuchrev': no such revision"),
-    (["retrain", "--report", "reports"], {**PROJECT, "reports": folder}, r"--report 'reports' is a folder"),
-    (["mlflow-server"], {}, r"`lmpipe mlflow-server`: no lmpipe pipeline here"),
-    (["mlflow-server", "--port", "99999"], {}, r"argument --port: must be a whole number in 1\.\.65535, not '99999'"),
-    (["mlflow-server", "--port", "0"], {}, r"argument --port: .* not '0'"),
-    (["mlflow-server", "--workers", "0"], {}, r"argument --workers: must be a whole number >= 1"),
+    (["retrain"], {}, ("`lmpipe retrain`", "params.yaml", "dvc.yaml", ".dvc")),
+    (["retrain", "--base", "nosuchrev"], PROJECT, ("--base 'nosuchrev'",)),
+    (["retrain", "--report", "reports"], {**PROJECT, "reports": folder}, ("--report 'reports'", "folder")),
+    (["mlflow-server"], {}, ("`lmpipe mlflow-server`", "params.yaml")),
+    (["mlflow-server", "--port", "99999"], {}, ("argument --port", "1..65535", "'99999'")),
+    (["mlflow-server", "--port", "0"], {}, ("argument --port", "'0'")),
+    (["mlflow-server", "--workers", "0"], {}, ("argument --workers", "'0'")),
     # seeds
-    (["seeds", "gru"], {}, r"`lmpipe seeds`: no lmpipe pipeline here \(.* has no params\.yaml / dvc\.yaml\)"),
-    (["seeds", "nosuchkind"], PROJECT, r"KIND 'nosuchkind' is not a model of params\.yaml; use one of"),
-    (["seeds", "gru", "--run", "0"], {}, r"--run 0: the number of seeds to queue must be at least 1"),
-    (["seeds", "gru", "--run", "2", "--jobs", "0"], {}, r"--jobs 0: .* at least 1"),
-    (["seeds", "gru", "--no-wait"], {}, r"--no-wait: only with --run N"),
+    (["seeds", "gru"], {}, ("`lmpipe seeds`", "params.yaml", "dvc.yaml")),
+    (["seeds", "nosuchkind"], PROJECT, ("KIND 'nosuchkind'", "params.yaml", "gru")),
+    (["seeds", "gru", "--run", "0"], {}, ("--run 0",)),
+    (["seeds", "gru", "--run", "2", "--jobs", "0"], {}, ("--jobs 0",)),
+    (["seeds", "gru", "--no-wait"], {}, ("--no-wait", "--run")),
     # binary input refused as it streams in, memory bounded (/dev/zero: test_endless_binary_...)
     (["ngram", "build", "late.txt", "--order", "2", "--arpa", "m.arpa"],
-     {"late.txt": b"a b\n" * 300_000 + b"\x00" + b"c\n" * 10},
-     r"TEXT 'late\.txt': looks like a binary file \(a NUL byte at byte offset 1200000\); give UTF-8"),
+     {"late.txt": b"a b\n" * 300_000 + b"\x00" + b"c\n" * 10}, ("TEXT 'late.txt'", "binary", "1200000")),
     (["ngram", "build", "z.gz", "--order", "2", "--arpa", "m.arpa"], {"z.gz": gzip.compress(b"a b\n\x00")},
-     r"TEXT 'z\.gz': looks like a binary file \(a NUL byte at byte offset of the decompressed text 4\)"),
+     ("TEXT 'z.gz'", "binary", "decompressed")),
     (["ngram", "build", "z.gz", "--order", "2", "--arpa", "m.arpa"],
-     {"z.gz": gzip.compress(b"x" * 1000)[:10] + b"\xff" * 20},
-     r"TEXT 'z\.gz': not a valid gzip file \(Error -3 while decompressing data: invalid block type\)"),
+     {"z.gz": gzip.compress(b"x" * 1000)[:10] + b"\xff" * 20}, ("TEXT 'z.gz'", "gzip")),
     (["ngram", "build", "z.gz", "--order", "2", "--arpa", "m.arpa"],
-     {"z.gz": gzip.compress(ARPA_TEXT * 50)[:-12]}, r"TEXT 'z\.gz': not a valid gzip file \(Compressed file ended"),
-    (["ngram", "query", "m.arpa", "z.bin"], {"z.bin": b"\x00" * 100}, r"TEXT 'z\.bin': looks like a binary file"),
+     {"z.gz": gzip.compress(ARPA_TEXT * 50)[:-12]}, ("TEXT 'z.gz'", "gzip")),
+    (["ngram", "query", "m.arpa", "z.bin"], {"z.bin": b"\x00" * 100}, ("TEXT 'z.bin'", "binary")),
     (["ngram", "query", "m.arpa.gz", "t.txt"], {**TEXT, "m.arpa.gz": gzip.compress(b"\x00" * 100)},
-     r"MODEL m\.arpa\.gz: a binary file \(a NUL byte at byte offset 0\), not ARPA text"),
+     ("MODEL m.arpa.gz", "binary")),
     # bounds: a sentence's tokens, MLflow's most results; a SENTENCE of score
-    (["generate", "--max-length", "100000"], {}, r"argument --max-length: must be a whole number in 1\.\.1000, not '100000'"),
+    (["generate", "--max-length", "100000"], {}, ("argument --max-length", "'100000'")),
     (["compare", "--list", "--limit", "1000000000000000000000"], {},
-     r"argument --limit: must be a whole number in 1\.\.50000, not '1000000000000000000000'"),
-    (["score", "a ___ b ___"], {}, r"SENTENCE 'a ___ b ___' has 2 ___; a scored sentence holds at most one"),
+     ("argument --limit", "'1000000000000000000000'")),
+    (["score", "a ___ b ___"], {}, ("SENTENCE 'a ___ b ___'", "2 ___")),
     # params.yaml: empty (no models, as `models: {}`), a model name YAML reads as a number
     (["seeds", "gru"], {**PROJECT, "params.yaml": b""},
      r"^lmpipe: error: params\.yaml: is empty \(no settings at all\); restore it \(`git checkout params\.yaml`\)"),
-    (["score", "a b"], {"params.yaml": b"# nothing but a comment\n"}, r"params\.yaml: is empty"),
-    (["compare"], {"params.yaml": b""}, r"params\.yaml: is empty"),
+    (["score", "a b"], {"params.yaml": b"# nothing but a comment\n"}, ("params.yaml:", "empty")),
+    (["compare"], {"params.yaml": b""}, ("params.yaml:", "empty")),
     (["seeds", "gru"], {**PROJECT, "params.yaml": lambda path: path.write_text(
         (ROOT / "params.yaml").read_text().replace("\n  rnn:\n", "\n  1:\n", 1))},
      r"params\.yaml: models\.1: YAML reads the unquoted name 1 as a number, not a name; quote it \('1':\)"),
     # seeds: dvc.yaml as DVC reads it, before any dvc command
-    (["seeds", "gru"], {**PROJECT, "dvc.yaml": b"stages: 5\n"},
-     r"dvc\.yaml: DVC cannot read it \(expected a dictionary for dictionary value @ data\['stages'\]\); "
-     r"fix the file \(`git checkout dvc\.yaml` restores the committed one\)"),
-    (["seeds", "gru"], {**PROJECT, "dvc.yaml": b"stages: [prepare, train]\n"},
-     r"dvc\.yaml: DVC cannot read it \(expected a dictionary"),
+    (["seeds", "gru"], {**PROJECT, "dvc.yaml": b"stages: 5\n"}, ("dvc.yaml", "'stages'", "git checkout dvc.yaml")),
+    (["seeds", "gru"], {**PROJECT, "dvc.yaml": b"stages: [prepare, train]\n"}, ("dvc.yaml", "'stages'")),
     (["seeds", "gru"], {**PROJECT, "dvc.yaml": b"stages: {train: [1\n"},
-     r"dvc\.yaml: not valid YAML \(line 2, column 1\): .*; fix the file \(`git checkout dvc\.yaml`"),
-    (["seeds", "gru"], {**PROJECT, "dvc.yaml": b""}, r"dvc\.yaml: is empty, no pipeline .*git checkout dvc\.yaml"),
-    (["seeds", "gru"], {**PROJECT, "dvc.yaml": b"stages: {}\n"},
-     r"dvc\.yaml: no stage train, so train@gru would not run in the experiments"),
+     ("dvc.yaml", "YAML", "line 2, column 1", "git checkout dvc.yaml")),
+    (["seeds", "gru"], {**PROJECT, "dvc.yaml": b""}, ("dvc.yaml", "empty", "git checkout dvc.yaml")),
+    (["seeds", "gru"], {**PROJECT, "dvc.yaml": b"stages: {}\n"}, ("dvc.yaml", "train@gru")),
     # the command itself
-    ([], {}, r"the following arguments are required: command; see `lmpipe --help`"),
-    (["nosuch"], {}, r"argument command: invalid choice: 'nosuch'"),
-    (["ngram"], {}, r"the following arguments are required: ngram_command"),
+    ([], {}, ("required", "command", "lmpipe --help")),
+    (["nosuch"], {}, ("argument command", "'nosuch'")),
+    (["ngram"], {}, ("required", "ngram_command")),
 ]
 
 
@@ -238,6 +225,12 @@ def _run(argv, capsys) -> tuple[int, str]:
     return stopped.value.code, capsys.readouterr().err
 
 
+def names(line: str, *things: str) -> None:
+    """Each thing (an argument, a file, a value, a word of the fix) stands in the line."""
+    missing = [thing for thing in things if thing not in line]
+    assert not missing, (missing, line)
+
+
 def _one_line(err: str) -> str:
     """The one error line of stderr (the progress lines of `lmpipe ngram` may come before it)."""
     assert "Traceback" not in err, err
@@ -252,7 +245,10 @@ def test_each_failure_is_one_line_naming_the_argument(argv, files, line, here, m
     _files(here, files, monkeypatch)
     status, err = _run(argv, capsys)
     assert status == 2, err
-    assert re.search(line, _one_line(err)), err
+    if isinstance(line, str):   # a whole message, kept for the commonest
+        assert re.search(line, _one_line(err)), err
+    else:
+        names(_one_line(err), *line)
 
 
 def test_running_out_of_memory_is_one_line_naming_the_input(here, monkeypatch, capsys):
@@ -264,13 +260,10 @@ def test_running_out_of_memory_is_one_line_naming_the_input(here, monkeypatch, c
     (here / "t.txt").write_text("a b c\nd e f\n")
     status, err = _run(["ngram", "build", "t.txt", "--order", "3", "--arpa", "m.arpa"], capsys)
     assert status == 2, err
-    assert re.search(r"TEXT 't\.txt': out of memory counting its 3-grams \(10 tokens with <s> and "
-                     r"</s>\); give -S a smaller budget \(counting then spills to disk\), or use a "
-                     r"lower --order", _one_line(err)), err
-    assert errors.one_line(MemoryError("Unable to allocate 8 GiB")) == (
-        "out of memory (Unable to allocate 8 GiB): the input is too large for this "
-        "machine's memory; use less text (for n-grams also a lower order), or a machine with more "
-        "memory", 2)
+    names(_one_line(err), "TEXT 't.txt'", "memory", "3-grams", "-S", "--order")
+    line, status = errors.one_line(MemoryError("Unable to allocate 8 GiB"))
+    assert status == 2
+    names(line, "out of memory", "Unable to allocate 8 GiB")
 
 
 def test_a_port_in_use_is_named(here, monkeypatch, capsys):
@@ -281,7 +274,7 @@ def test_a_port_in_use_is_named(here, monkeypatch, capsys):
         port = taken.getsockname()[1]
         status, err = _run(["mlflow-server", "--port", str(port)], capsys)
     assert status == 2
-    assert re.search(rf"--port {port}: 127\.0\.0\.1:{port} is already in use", _one_line(err))
+    names(_one_line(err), f"--port {port}", f"127.0.0.1:{port}", "in use")
 
 
 def test_ctrl_c_is_one_line_and_status_130(here, monkeypatch, capsys):
@@ -290,31 +283,33 @@ def test_ctrl_c_is_one_line_and_status_130(here, monkeypatch, capsys):
     monkeypatch.setattr(ngram, "build", interrupted)
     _files(here, TEXT, monkeypatch)
     status, err = _run(["ngram", "build", "t.txt", "--order", "2", "--arpa", "m.arpa"], capsys)
-    assert status == 130 and err == "lmpipe: interrupted (Ctrl-C); `lmpipe ngram build` stopped\n"
+    assert status == 130 and err.count("\n") == 1, err
+    names(err, "lmpipe: interrupted", "Ctrl-C", "`lmpipe ngram build`")
 
 
 def test_debug_lets_the_exception_through(here, monkeypatch):
     monkeypatch.setenv(errors.DEBUG, "0")   # restored afterwards: --debug sets it
     _files(here, TEXT, monkeypatch)
-    with pytest.raises(ValueError, match=r"MODEL nosuch\.arpa: no such file"):
+    with pytest.raises(ValueError, match=r"MODEL nosuch\.arpa"):
         main(["--debug", "ngram", "query", "nosuch.arpa", "t.txt"])
     monkeypatch.setenv(errors.DEBUG, "0")
-    with pytest.raises(ValueError, match=r"MODEL nosuch\.arpa: no such file"):   # after it too
+    with pytest.raises(ValueError, match=r"MODEL nosuch\.arpa"):   # after it too
         main(["ngram", "query", "nosuch.arpa", "t.txt", "--debug"])
 
 
 CLI = [sys.executable, "-m", "pipeline.cli"]
 
 
-@pytest.mark.parametrize(("argv", "line"), [
-    (["ngram", "query", "nosuch.arpa", "nosuch.txt"], r"^lmpipe: error: TEXT 'nosuch\.txt': no such file"),
-    (["score", "a b"], r"^lmpipe: error: `lmpipe score`: no lmpipe pipeline here"),
+@pytest.mark.parametrize(("argv", "named"), [
+    (["ngram", "query", "nosuch.arpa", "nosuch.txt"], "TEXT 'nosuch.txt'"),
+    (["score", "a b"], "`lmpipe score`"),
 ])
-def test_the_user_sees_one_line_and_status_2(argv, line, tmp_path):
+def test_the_user_sees_one_line_and_status_2(argv, named, tmp_path):
     env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
     result = subprocess.run([*CLI, *argv], cwd=tmp_path, capture_output=True, text=True, env=env)
     assert result.returncode == 2 and result.stdout == ""
-    assert re.search(line, result.stderr) and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("lmpipe: error: ") and result.stderr.count("\n") == 1, result.stderr
+    names(result.stderr, named)
     shown = subprocess.run([*CLI, *argv], cwd=tmp_path, capture_output=True, text=True,
                            env={**env, errors.DEBUG: "1"})
     assert shown.returncode != 0 and "Traceback (most recent call last)" in shown.stderr
@@ -340,8 +335,9 @@ def test_endless_binary_input_is_refused_at_its_first_chunk(argv, tmp_path):
                                 stdin=zero, timeout=120, preexec_fn=limited,
                                 env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
     assert result.returncode == 2, result.stderr
-    assert re.fullmatch(r"lmpipe: error: (TEXT|MODEL) .*(a NUL byte at byte offset 0).*\n",
-                        result.stderr), result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(("lmpipe: error: TEXT ", "lmpipe: error: MODEL ")), result.stderr
+    names(result.stderr, "binary", "offset 0")
 
 
 def test_compare_shows_the_table_and_warns_when_the_pairs_artifact_is_missing_or_damaged(
@@ -353,18 +349,14 @@ def test_compare_shows_the_table_and_warns_when_the_pairs_artifact_is_missing_or
     _files(here, {"mlflow.db": store}, monkeypatch)
     good = (ROOT / "metrics" / "pairs.json").read_bytes()
     for content, warning in [
-            (None, r"run abc123 has no report/pairs\.json artifact \(logged before lmpipe wrote "
-                   r"paired verdicts, or deleted\), so no paired verdicts; `dvc repro -f evaluate`"),
-            (b"not json", r"run abc123's artifact report/pairs\.json is damaged \(not UTF-8 JSON: "
-                          r"Expecting value: line 1 column 1 \(char 0\)\); the table above is shown "
-                          r"without the paired verdicts; `dvc repro -f evaluate`"),
-            (b"\xff\xfe", r"is damaged \(not UTF-8 JSON: 'utf-8' codec can't decode"),
-            (b"[1, 2]", r"is damaged \(the whole file: input should be a valid dictionary\)"),
+            (None, ("abc123", "report/pairs.json", "dvc repro -f evaluate")),
+            (b"not json", ("abc123", "report/pairs.json", "JSON", "dvc repro -f evaluate")),
+            (b"\xff\xfe", ("report/pairs.json", "UTF-8")),
+            (b"[1, 2]", ("report/pairs.json", "dictionary")),
             (b'{"gru_vs_ngram": {"a": "gru", "b": "ngram"}}',
-             r"is damaged \(gru_vs_ngram\.delta_nats_per_token: field required\)"),
+             ("report/pairs.json", "gru_vs_ngram.delta_nats_per_token")),
             (b'{"x": {"a": "gru", "b": "ngram", "delta_nats_per_token": 0.1, "delta_ci_low": 0, '
-             b'"delta_ci_high": 0.2, "p_better": 2, "level": 0.95}}',
-             r"is damaged \(x\.p_better: input should be less than or equal to 1\)"),
+             b'"delta_ci_high": 0.2, "p_better": 2, "level": 0.95}}', ("report/pairs.json", "x.p_better")),
             (good, None)]:
         def download(run_id, artifact_path, tracking_uri, dst_path, content=content):
             if content is None:
@@ -381,7 +373,8 @@ def test_compare_shows_the_table_and_warns_when_the_pairs_artifact_is_missing_or
             assert err == "" and "gru better than ngram: yes" in out
             continue
         assert "Paired bootstrap" not in out and err.count("\n") == 1, err
-        assert err.startswith("lmpipe: warning: ") and re.search(warning, err), err
+        assert err.startswith("lmpipe: warning: "), err
+        names(err, *warning)
 
 
 def test_generate_prints_each_batch_as_it_is_sampled(here, monkeypatch, capsys):
