@@ -5,9 +5,11 @@ one test runs a stage as a process to show the user sees exit status 2 and no tr
 import hashlib
 import subprocess
 import sys
+from pathlib import Path
 
 import lightning as L
 import numpy as np
+import pooch
 import pytest
 import torch
 import yaml
@@ -100,30 +102,34 @@ def test_binary_and_bad_gzip(tmp_path):
         streamed(str(tmp_path / "broken.txt.gz"))
 
 
-def test_corpus_urls_must_be_https_and_pinned_by_sha256(monkeypatch):
+def test_corpus_urls_must_be_https_and_pinned_by_sha256(monkeypatch, tmp_path):
     body = b"in the beginning\nwas the word\n"
     digest = hashlib.sha256(body).hexdigest()
     fetched = []
 
-    def fetch(url):
+    def fetch(self, url, output_file, pooch_obj, check_only=False):   # pooch's downloader, offline
         fetched.append(url)
-        return body
-    monkeypatch.setattr(corpus, "_https_get", fetch)
+        Path(output_file).write_bytes(body)
+    monkeypatch.setattr(pooch.HTTPDownloader, "__call__", fetch)
+    monkeypatch.setattr(corpus, "CACHE", tmp_path / "cache")
     with pytest.raises(CorpusError, match="only https URLs are fetched"):
         streamed("http://example.org/c.txt", sha256=digest)
     with pytest.raises(CorpusError, match=r"needs corpus\.sha256"):
         streamed("https://example.org/c.txt")
-    with pytest.raises(CorpusError, match="SHA-256 mismatch: got " + digest):
+    with pytest.raises(CorpusError, match=rf"c\.txt'?: SHA-256 mismatch \(.*{digest}"):
         streamed("https://example.org/c.txt", sha256="0" * 64)
     assert fetched == ["https://example.org/c.txt"]   # refused URLs are never fetched
     assert streamed("https://example.org/c.txt", sha256=digest.upper()) == \
         [["in the beginning", "was the word"]]
+    assert streamed("https://example.org/c.txt", sha256=digest) == \
+        [["in the beginning", "was the word"]]
+    assert len(fetched) == 2   # the second read comes from the cache
 
-    def offline(url):
+    def offline(self, url, output_file, pooch_obj, check_only=False):
         raise OSError("network is unreachable")
-    monkeypatch.setattr(corpus, "_https_get", offline)
+    monkeypatch.setattr(pooch.HTTPDownloader, "__call__", offline)
     with pytest.raises(CorpusError, match="download failed"):
-        streamed("https://example.org/c.txt", sha256=digest)
+        streamed("https://example.org/other.txt", sha256=digest)
 
 
 # ---- stages, in-process ----------------------------------------------------------------------

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import datetime
 import errno
-import json
 import os
-import shlex
 import socket
 import sys
 from pathlib import Path
@@ -16,8 +14,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from tabulate import tabulate
 
-from pipeline import config, errors, files
-from pipeline.cli.presets import preset_overrides
+from pipeline import config, errors
 from pipeline.evaluation.bootstrap import Comparison
 from pipeline.tracking import commands, run_search, store
 from pipeline.tracking import retrain as retraining
@@ -300,26 +297,3 @@ def cell(value) -> str:
             return f"{value:,.0f}"
         return f"{value:,.1f}" if abs(value) >= 1000 else f"{value:#.4g}"
     return str(value)
-
-
-def preset(args) -> None:
-    """Print a preset as `-S key=value` flags for `dvc exp run` (or its description). Raises
-    ValueError naming --params, --presets or NAME when the file or the preset is missing."""
-    for flag, path in (("--params", args.params), ("--presets", args.presets)):
-        if not path.is_file():
-            raise ValueError(f"{flag} {str(path)!r}: no such file in {Path.cwd()}; cd to the lmpipe "
-                             f"repository's root folder, or give {flag} the file's path")
-    known = files.read_yaml(args.presets) or {}
-    if args.name not in known:
-        raise ValueError(f"NAME {args.name!r}: no such preset in {args.presets}; use one of "
-                         f"{', '.join(known)}")
-    overrides = preset_overrides(args.name, args.params, args.presets)
-    flags = []
-    for key, value in overrides.items():
-        # lists compact ([2000,10000]) and no quotes where none are needed: `$(lmpipe preset X)`
-        # splits words but does not remove quotes
-        text = str(value) if isinstance(value, str | int | float) and not isinstance(value, bool) \
-            else json.dumps(value, separators=(",", ":"))
-        flags += ["-S", f"{key}={text}"]
-    print(" ".join(f if not any(c.isspace() or c in "'\"\\" for c in f) else shlex.quote(f)
-                   for f in flags))

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from pipeline import errors, files
-from pipeline.cli import experiments, models, ngram, seeds
+from pipeline.cli import experiments, models, ngram, presets, seeds
 from pipeline.text.tokenizers import TOKENIZERS
 
 USAGE = """`lmpipe` command line: user commands over the models of the last `dvc repro`.
@@ -197,7 +197,7 @@ def _experiment_commands(commands) -> None:
     p.add_argument("name", help="medium | full | any preset in the file")
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
     p.add_argument("--presets", type=Path, default=Path("configs/presets.yaml"))
-    p.set_defaults(run=experiments.preset)
+    p.set_defaults(run=presets.preset)
     p = commands.add_parser("seeds", help="one model's test ppl over training seeds (mean ± SD) "
                                           "beside its bootstrap CI; --run sweeps in DVC's queue")
     p.add_argument("kind", metavar="KIND", help="a model of params.yaml (models.KIND)")

@@ -3,9 +3,12 @@ and its schema. Out: {dotted key: value}, as `lmpipe preset` prints them for `dv
 
 from __future__ import annotations
 
+import json
+import shlex
 from pathlib import Path
 from typing import Any
 
+from pipeline import files
 from pipeline.config import ParamsError, from_dict
 from pipeline.files import read_yaml
 
@@ -39,3 +42,24 @@ def preset_overrides(name: str, params_path: str | Path = "params.yaml",
     return dict(overrides)
 
 
+def preset(args) -> None:
+    """Print a preset as `-S key=value` flags for `dvc exp run` (or its description). Raises
+    ValueError naming --params, --presets or NAME when the file or the preset is missing."""
+    for flag, path in (("--params", args.params), ("--presets", args.presets)):
+        if not path.is_file():
+            raise ValueError(f"{flag} {str(path)!r}: no such file in {Path.cwd()}; cd to the lmpipe "
+                             f"repository's root folder, or give {flag} the file's path")
+    known = files.read_yaml(args.presets) or {}
+    if args.name not in known:
+        raise ValueError(f"NAME {args.name!r}: no such preset in {args.presets}; use one of "
+                         f"{', '.join(known)}")
+    overrides = preset_overrides(args.name, args.params, args.presets)
+    flags = []
+    for key, value in overrides.items():
+        # lists compact ([2000,10000]) and no quotes where none are needed: `$(lmpipe preset X)`
+        # splits words but does not remove quotes
+        text = str(value) if isinstance(value, str | int | float) and not isinstance(value, bool) \
+            else json.dumps(value, separators=(",", ":"))
+        flags += ["-S", f"{key}={text}"]
+    print(" ".join(f if not any(c.isspace() or c in "'\"\\" for c in f) else shlex.quote(f)
+                   for f in flags))

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pooch
+import requests
 
 from pipeline.text.tokenizers import split_lines
 
@@ -26,6 +28,7 @@ GIVEN_SPLITS = (("train.txt", "valid.txt", "test.txt"),               # pytorch/
                 ("ptb.train.txt", "ptb.valid.txt", "ptb.test.txt"),   # Mikolov's PTB
                 ("wiki.train.tokens", "wiki.valid.tokens", "wiki.test.tokens"))  # WikiText
 URL_SCHEMES = ("http://", "https://", "ftp://", "s3://", "gs://")
+CACHE = pooch.os_cache("lmpipe")   # downloaded corpora, outside the repository
 
 
 class CorpusError(ValueError):
@@ -174,22 +177,27 @@ def bible(source: str, sha256: str) -> tuple[list[str], np.ndarray]:
 
 
 def download(url: str, sha256: str) -> bytes:
-    """The bytes at an https `url`, checked against the hex `sha256` (required: a corpus that
-    can change under the same URL would make runs unreproducible, and an unchecked download is
-    a way in for whoever controls the network)."""
+    """The bytes at an https `url`, fetched once into the user's cache (CACHE, outside the
+    repository) by pooch, which checks them against the hex `sha256` (required: a corpus that
+    can change under the same URL would make runs unreproducible). Raises CorpusError."""
     if not url.lower().startswith("https://"):
         raise CorpusError(f"corpus.source={url!r}: only https URLs are fetched (the download must be "
                           "authenticated); use https, or download the file and give its path")
     if not sha256:
         raise CorpusError(f"corpus.source={url!r} needs corpus.sha256, the file's 64-hex-digit SHA-256 "
                           f"(got {sha256!r}); compute it with `sha256sum FILE` on a copy you trust")
-    import http.client
+    _verify(None, url, sha256, check_only=True)
     try:
-        data = _https_get(url)
-    except (OSError, http.client.HTTPException) as error:   # URLError, SSL, socket errors
+        path = pooch.retrieve(url, known_hash=f"sha256:{sha256.lower()}", path=CACHE,
+                              progressbar=False)
+    except ValueError as error:   # pooch: the downloaded bytes are not corpus.sha256's
+        raise CorpusError(f"corpus.source={url!r}: SHA-256 mismatch ({error}); the file changed or "
+                          "was tampered with. Nothing was written; check the source before "
+                          "updating corpus.sha256") from None
+    except (OSError, requests.RequestException) as error:
         raise CorpusError(f"corpus.source={url!r}: download failed ({error}); check the URL and "
                           "the network, or download the file and give its path") from None
-    return _verify(data, url, sha256)
+    return Path(path).read_bytes()
 
 
 def _verify(data: bytes | None, source: str, sha256: str, check_only: bool = False,
@@ -208,21 +216,6 @@ def _verify(data: bytes | None, source: str, sha256: str, check_only: bool = Fal
                           f"{sha256.lower()}; the file changed or was tampered with. Nothing was "
                           "written; check the source before updating corpus.sha256")
     return data
-
-
-def _https_get(url: str) -> bytes:
-    """GET over https, refusing a redirect to anything but https."""
-    import urllib.request
-
-    class HttpsOnly(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, req, fp, code, msg, headers, newurl):
-            if not newurl.lower().startswith("https://"):
-                raise CorpusError(f"corpus.source={url!r} redirects to {newurl!r}, which is not "
-                                  "https; give the final https URL")
-            return super().redirect_request(req, fp, code, msg, headers, newurl)
-
-    with urllib.request.build_opener(HttpsOnly).open(url, timeout=60) as response:
-        return response.read()
 
 
 def _package_data(package: str) -> Path:
