@@ -6,7 +6,6 @@ stage either recovers, saying so in one line, or stops with exit status 2 and on
 produced before lost, and no hang (every stage runs under a deadline)."""
 import json
 import os
-import re
 import shutil
 import signal
 from contextlib import contextmanager
@@ -56,15 +55,22 @@ def _outputs(repo):
             for p in (repo / folder).rglob("*") if p.is_file()}
 
 
-def _refused(capsys, stage: str, message: str, repo) -> str:
-    """Run `stage` on `repo`: exit status 2, one line on stderr matching `message` (and no
+def names(line: str, *things: str) -> None:
+    """Each thing (a file, a URI, a variable, a word of the fix) stands in the line."""
+    missing = [thing for thing in things if thing not in line]
+    assert not missing, (missing, line)
+
+
+def _refused(capsys, stage: str, repo, *named: str) -> str:
+    """Run `stage` on `repo`: exit status 2, one line on stderr naming each of `named` (and no
     traceback: _stage), every file of data/, models/, metrics/ and checkpoints/ unchanged."""
     before = _outputs(repo)
     with deadline():
         status, out, err = _stage(capsys, stage)
     lines = err.strip().splitlines()
     assert status == 2 and len(lines) == 1, (out, err)
-    assert lines[0].startswith("lmpipe: error: ") and re.search(message, lines[0]), lines[0]
+    assert lines[0].startswith("lmpipe: error: "), lines[0]
+    names(lines[0], *named)
     assert _outputs(repo) == before
     return lines[0]
 
@@ -76,9 +82,7 @@ def _refused(capsys, stage: str, message: str, repo) -> str:
 def test_a_read_only_store_is_refused_before_any_work(repo, capsys, stage):
     (repo / "mlflow.db").chmod(0o444)
     assert (repo / "checkpoints" / "gru" / "best.ckpt").is_file()
-    _refused(capsys, stage, r"mlflow\.db: the MLflow store cannot be written \(the file is "
-                            r"read-only.*\); make it writable \(`chmod u\+w .*mlflow\.db`\), or "
-                            r"set mlflow\.tracking_uri in params\.yaml to a writable store", repo)
+    _refused(capsys, stage, repo, "mlflow.db", "read-only", "chmod u+w", "mlflow.tracking_uri")
     assert sorted(p.name for p in (repo / "checkpoints" / "gru").iterdir()) == [
         "best.ckpt", "last.ckpt", "resume.json"]
 
@@ -91,10 +95,9 @@ def test_a_store_in_a_read_only_folder_is_refused(repo, capsys, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
     folder.chmod(0o555)
     try:
-        _refused(capsys, "train", r"store/mlflow\.db: the MLflow store cannot be written \(its "
-                                  r"folder .*/store is read-only: SQLite writes .*mlflow\.db-wal.*"
-                                  r"`chmod u\+w .*/store`\), or unset MLFLOW_TRACKING_URI", repo)
-        with pytest.raises(errors.StateError, match=r"cannot be read .*mlflow\.db-shm"):
+        _refused(capsys, "train", repo, "store/mlflow.db", "mlflow.db-wal", f"chmod u+w {folder}",
+                 "MLFLOW_TRACKING_URI")
+        with pytest.raises(errors.StateError, match=r"mlflow\.db-shm"):
             mlflow_runs.check_store(f"sqlite:///{folder / 'mlflow.db'}", "lmpipe",
                                     source="--tracking-uri", writable=False)
     finally:
@@ -106,8 +109,7 @@ def test_what_the_system_denies_is_named_and_the_checkpoints_are_kept(repo, caps
     denied, access = (repo / "mlflow.db").resolve(), os.access
     monkeypatch.setattr(os, "access", lambda path, mode: os.path.realpath(path) != str(denied)
                         and access(path, mode))
-    _refused(capsys, "train", r"mlflow\.db: the MLflow store cannot be written \(the file is "
-                              r"read-only", repo)
+    _refused(capsys, "train", repo, "mlflow.db", "read-only")
     assert (repo / "checkpoints" / "gru" / "last.ckpt").is_file()
 
 
@@ -116,7 +118,7 @@ def test_a_store_that_fails_after_the_check_keeps_the_checkpoints(repo, capsys, 
     def refused(*args, **kwargs):
         raise PermissionError(13, "Permission denied", str(repo / "mlflow.db"))
     monkeypatch.setattr(mlflow_runs, "training_logger", refused)
-    _refused(capsys, "train", r"mlflow\.db: Permission denied", repo)
+    _refused(capsys, "train", repo, "mlflow.db", "Permission denied")
     assert (repo / "checkpoints" / "gru" / "best.ckpt").is_file()
 
 
@@ -129,33 +131,29 @@ def test_the_store_check_writes_nothing_and_blocked_judges_a_writable_store(tmp_
 
 # ---- 2. tracking URIs that name no usable store ------------------------------------------------
 
-URIS = [
-    ("sqlite:///", r"MLFLOW_TRACKING_URI=sqlite:/// names no database file"),
-    ("sqlite:///:memory:", r"names no database file \(an empty path or an in-memory database"),
-    ("sqlite:///data", r"MLFLOW_TRACKING_URI=sqlite:///data names a folder, .*/data, not a "
-                       r"database file"),
-    ("sqlite:///nonexistent/dir/x.db", r"names a file in .*/nonexistent/dir, a folder that does "
-                                       r"not exist; create it \(`mkdir -p .*/nonexistent/dir`\)"),
-    ("foo://x", r"MLFLOW_TRACKING_URI=foo://x is not a tracking store lmpipe can use"),
-    ("./mlruns", r"MLFLOW_TRACKING_URI=\./mlruns is not a tracking store lmpipe can use"),
-    ("http://", r"MLFLOW_TRACKING_URI=http:// names no host"),
-    ("http://localhost:99999", r"has a port that is not a number"),
-    ("postgresql+nosuch://u@h/db", r"is not a database URL SQLAlchemy can use \(Can't load plugin"),
-    ("databricks", r"MLFLOW_TRACKING_URI=databricks finds no Databricks credentials; configure "
-                   r"them \(DATABRICKS_HOST and DATABRICKS_TOKEN"),
+URIS = [   # (the URI, what else the line names)
+    ("sqlite:///", ("database file",)),
+    ("sqlite:///:memory:", ("database file",)),
+    ("sqlite:///data", ("/data", "folder")),
+    ("sqlite:///nonexistent/dir/x.db", ("/nonexistent/dir", "mkdir -p")),
+    ("foo://x", ()),
+    ("./mlruns", ()),
+    ("http://", ("host",)),
+    ("http://localhost:99999", ("port",)),
+    ("postgresql+nosuch://u@h/db", ("SQLAlchemy",)),
+    ("databricks", ("DATABRICKS_HOST", "DATABRICKS_TOKEN")),
 ]
 
 
-@pytest.mark.parametrize("uri,message", URIS, ids=[u for u, _ in URIS])
+@pytest.mark.parametrize("uri,named", URIS, ids=[u for u, _ in URIS])
 def test_a_tracking_uri_that_names_no_usable_store_gets_one_line(repo, capsys, monkeypatch, uri,
-                                                                  message):
+                                                                  named):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("HOME", str(repo))   # no ~/.databrickscfg
     for key in [k for k in os.environ if k.startswith("DATABRICKS_")]:
         monkeypatch.delenv(key)
-    line = _refused(capsys, "promote", message, repo)
-    assert line.endswith("or databricks with its credentials")   # the forms that work
-    assert "unset MLFLOW_TRACKING_URI to use the embedded store sqlite:///mlflow.db" in line
+    line = _refused(capsys, "promote", repo, f"MLFLOW_TRACKING_URI={uri}", *named)
+    names(line, "unset MLFLOW_TRACKING_URI", "sqlite:///mlflow.db", "databricks")   # the forms that work
     assert not (repo / "nonexistent").exists()   # nothing created
 
 
@@ -165,27 +163,25 @@ def test_a_database_url_without_its_driver_names_it_and_hides_the_password(repo,
     if importlib.util.find_spec("psycopg") is not None:
         pytest.skip("psycopg is installed")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "postgresql://u:secret@h/db")
-    line = _refused(capsys, "promote", r"MLFLOW_TRACKING_URI=postgresql://u:\*\*\*@h/db needs the "
-                                       r"database driver psycopg, which is not installed; install "
-                                       r"it .*\(`pip install psycopg\[binary\]`\)", repo)
+    line = _refused(capsys, "promote", repo, "MLFLOW_TRACKING_URI=postgresql://u:***@h/db", "psycopg",
+                    "pip install psycopg[binary]")
     assert "secret" not in line
 
 
 def test_the_source_of_the_uri_is_named(repo, monkeypatch, capsys):
     """An argument (lmpipe compare --tracking-uri) or params.yaml, not MLFLOW_TRACKING_URI."""
-    with pytest.raises(errors.StateError, match=r"^--tracking-uri foo://x is not a tracking store "
-                                                r".*; give --tracking-uri sqlite:///PATH"):
+    with pytest.raises(errors.StateError, match=r"^--tracking-uri foo://x ") as raised:
         mlflow_runs.check_store("foo://x", "lmpipe", source="--tracking-uri")
-    with pytest.raises(errors.StateError, match=r"^--tracking-uri sqlite:///nope\.db names no "
-                                                r"MLflow store: nope\.db does not exist"):
+    names(str(raised.value), "--tracking-uri sqlite:///PATH")
+    with pytest.raises(errors.StateError, match=r"^--tracking-uri sqlite:///nope\.db .*nope\.db"):
         mlflow_runs.check_store("sqlite:///nope.db", "lmpipe", source="--tracking-uri",
                                 writable=False)
     assert not (repo / "nope.db").exists()
     params = (repo / "params.yaml").read_text()
     (repo / "params.yaml").write_text(params.replace("sqlite:///mlflow.db", "sqlite:///data"))
-    _refused(capsys, "evaluate", r"mlflow\.tracking_uri='sqlite:///.*/data' \(params\.yaml\) names "
-                                 r"a folder, .*; set mlflow\.tracking_uri in params\.yaml to "
-                                 r"sqlite:///PATH", repo)
+    line = _refused(capsys, "evaluate", repo, "mlflow.tracking_uri='sqlite:///", "/data'", "params.yaml",
+                    "folder", "sqlite:///PATH")
+    assert line.startswith("lmpipe: error: mlflow.tracking_uri=")
 
 
 def test_a_server_that_never_answers_is_given_up_in_bounded_time(monkeypatch):
@@ -195,10 +191,9 @@ def test_a_server_that_never_answers_is_given_up_in_bounded_time(monkeypatch):
 
     import requests
     monkeypatch.setattr(requests, "get", lambda *args, **kwargs: time.sleep(30))
-    with deadline(20), pytest.raises(errors.StateError, match=r"^the MLflow tracking server "
-                                     r"http://mlflow\.internal:5000 does not answer \(TimeoutError "
-                                     r"within 1 s\); start it \(`lmpipe mlflow-server`"):
+    with deadline(20), pytest.raises(errors.StateError) as raised:
         mlflow_runs.check_store("http://mlflow.internal:5000", "lmpipe", timeout=1)
+    names(str(raised.value), "http://mlflow.internal:5000", "TimeoutError", "lmpipe mlflow-server")
 
 
 # ---- 3. run ids that are not strings -------------------------------------------------------------
@@ -210,8 +205,7 @@ def test_a_resume_json_whose_run_id_is_not_a_string_starts_afresh(repo, capsys):
     with deadline():
         status, out, err = _stage(capsys, "train")
     assert status == 0 and err == "", err
-    assert re.search(r"checkpoints/gru/resume\.json is damaged \(run_id is 5, not an MLflow run "
-                     r"id\); starting afresh", out), out
+    names(out, "checkpoints/gru/resume.json", "run_id is 5", "afresh")
     assert json.loads(state_file.read_text())["finished"] is True
 
 
@@ -221,8 +215,7 @@ def test_a_run_json_whose_run_id_is_not_a_string_goes_to_a_new_run(repo, capsys,
     with deadline():
         status, out, err = _stage(capsys, "evaluate")
     assert status == 0 and err == "", err
-    assert re.search(r"models/gru/run\.json is damaged \(run_id is .*, not an MLflow run id\); "
-                     r"the model's results go to a new run", out), out
+    names(out, "models/gru/run.json", "run_id", "new run")
     assert mlflow_runs.active_run("sqlite:///mlflow.db", run_id) is None
 
 
@@ -255,9 +248,8 @@ def test_a_checkpoint_of_another_architecture_starts_afresh_once(repo, capsys):
         return key
     key, out = _resume_edited(repo, capsys, wider)
     rows, columns = shapes["old"]
-    assert re.search(rf"cannot resume, checkpoints/gru/last\.ckpt: the weights of another model "
-                     rf"\(holds {re.escape(key)} of shape \[{rows * 2}, {columns}\], the model "
-                     rf"of params\.yaml needs \[{rows}, {columns}\]\); starting afresh", out), out
+    names(out, "checkpoints/gru/last.ckpt", key, f"[{rows * 2}, {columns}]", f"[{rows}, {columns}]",
+          "params.yaml", "afresh")
 
 
 def test_a_checkpoint_with_nan_weights_starts_afresh_once(repo, capsys):
@@ -268,8 +260,7 @@ def test_a_checkpoint_with_nan_weights_starts_afresh_once(repo, capsys):
         state_dict[key].view(-1)[0] = float("nan")
         return key
     key, out = _resume_edited(repo, capsys, poisoned)
-    assert re.search(rf"cannot resume, checkpoints/gru/last\.ckpt: damaged, holds NaN or infinite "
-                     rf"weights \({re.escape(key)}\); starting afresh", out), out
+    names(out, "checkpoints/gru/last.ckpt", "NaN", key, "afresh")
 
 
 def test_a_params_change_starts_afresh_without_judging_the_old_checkpoints(repo, capsys):
@@ -291,8 +282,9 @@ def test_a_params_change_starts_afresh_without_judging_the_old_checkpoints(repo,
 def test_one_parser_of_sqlite_uris_and_one_server_message(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert store.database("sqlite:///a/b.db?timeout=5") == store.database("sqlite:///a/b.db")
-    with pytest.raises(ValueError, match=r"no MLflow store at a/b\.db; run `make repro` first"):
+    with pytest.raises(ValueError) as raised:
         run_search.pipeline_runs("sqlite:///a/b.db?timeout=5", "lmpipe")
+    names(str(raised.value), "a/b.db", "make repro")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:1")
     line, status = errors.one_line(ConnectionError("Max retries exceeded with url: /api"))
     assert status == 2
