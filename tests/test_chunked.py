@@ -212,7 +212,7 @@ def test_spill_folder_failures_are_one_line_and_keep_earlier_outputs(tmp_path, m
     message = str(error.value)
     assert message.startswith(f"corpus.temp_dir: {spill_parent}/lmpipe-prepare-")
     assert "\n" not in message
-    assert ("vanished" if failure == "vanished" else "no space left") in message
+    assert ("vanished" if failure == "vanished" else "space") in message
     assert {name: (out / name).read_bytes() for name in OUTPUTS} == before
     assert list(spill_parent.iterdir()) == []          # the private folder is removed
 
@@ -221,7 +221,7 @@ def test_missing_temp_dir_names_the_param(tmp_path):
     text = tmp_path / "text.txt"
     text.write_text("a b\n")
     params = _params(text, temp_dir=str(tmp_path / "nowhere"))
-    with pytest.raises(files.SpillError, match=r"^corpus.temp_dir: .*nowhere: does not exist"):
+    with pytest.raises(files.SpillError, match=r"^corpus\.temp_dir: .*nowhere"):
         chunked.prepare(params, tmp_path / "out", 1 << 30, progress=lambda line: None)
 
 
@@ -256,7 +256,7 @@ def test_a_last_piece_that_decodes_to_nothing_is_no_line(tmp_path):
     (folder / "test.txt").write_text("a b\n")
     params = _params(folder, tokenizer="whitespace", vocab={"min_count": 1})
     expected = _outcome(prepare_whole, params, tmp_path / "whole2")
-    assert expected.startswith("CorpusError: the valid split is empty")
+    assert expected.startswith("CorpusError: ") and "valid" in expected and "empty" in expected
     assert _outcome(_chunked(64), params, tmp_path / "chunked2") == expected
 
 
@@ -264,17 +264,19 @@ def test_a_changed_pinned_file_is_named_before_it_is_decoded(tmp_path):
     text = tmp_path / "text.txt"
     text.write_bytes(b"a b\n" * 100 + b"\xff\n")
     params = _params(text, sha256="0" * 64)
-    with pytest.raises(corpus.CorpusError, match="SHA-256 mismatch"):
+    with pytest.raises(corpus.CorpusError) as raised:
         chunked.prepare(params, tmp_path / "out", 1 << 30, block=64, progress=lambda line: None)
+    assert "text.txt" in str(raised.value) and "SHA-256" in str(raised.value)
 
 
 def test_invalid_utf8_after_a_bom_is_reported_at_its_file_offset(tmp_path):
     text = tmp_path / "text.txt"
     text.write_bytes(b"\xef\xbb\xbf" + b"a b\n" * 3 + b"\xff\n")
     for block in (64, 1 << 20):
-        with pytest.raises(corpus.CorpusError, match=r"invalid UTF-8 at byte offset 15 \(line 4: b'\\xff"):
+        with pytest.raises(corpus.CorpusError) as raised:
             chunked.prepare(_params(text), tmp_path / "out", 1 << 30, block=block,
                             progress=lambda line: None)
+        assert all(named in str(raised.value) for named in ("text.txt", "UTF-8", "offset 15", "line 4"))
 
 
 def test_an_unk_marker_with_any_whitespace_is_refused():
