@@ -17,6 +17,12 @@ from .oracle_prepare import streamed
 SPLIT = {"train": 0.0, "valid": 0.1, "test": 0.1}
 
 
+def names(raised, *things: str) -> None:
+    """Each thing (a file, a key, a value) stands in the message of the raised error."""
+    missing = [thing for thing in things if thing not in str(raised.value)]
+    assert not missing, (missing, str(raised.value))
+
+
 def test_tokenize_words_and_punctuation():
     assert tokenize("And God said, Let there be light: and there was light.") == \
         "and god said , let there be light : and there was light .".split()
@@ -93,10 +99,12 @@ def test_damaged_gzip_data_is_named(tmp_path):
     data = bytearray(gzip.compress(b"one two three\n" * 50))
     data[10] = 0xFF   # the first deflate block: "invalid block type"
     (tmp_path / "c.txt.gz").write_bytes(bytes(data))
-    with pytest.raises(CorpusError, match="c.txt.gz: not a valid gzip file"):
+    with pytest.raises(CorpusError) as raised:
         streamed(str(tmp_path / "c.txt.gz"))
-    with pytest.raises(CorpusError, match="c.txt.gz: not a valid gzip file"):
+    names(raised, "c.txt.gz", "gzip")
+    with pytest.raises(CorpusError) as raised:
         oracle.read(str(tmp_path / "c.txt.gz"))
+    names(raised, "c.txt.gz", "gzip")
 
 
 @pytest.mark.parametrize("names", corpus.GIVEN_SPLITS)
@@ -119,9 +127,10 @@ def test_explicit_split_files(tmp_path):
     assert corpus.open_source(str(tmp_path / "tr"), **given).given
     assert streamed(str(tmp_path / "tr"), **given)[2] == ["te x"]
     assert oracle.read(str(tmp_path / "tr"), **given).split_lines("test") == ["te x"]
-    with pytest.raises(CorpusError, match="corpus.test_source='.*nowhere': no such file"):
+    with pytest.raises(CorpusError) as raised:
         corpus.open_source(str(tmp_path / "tr"), valid_source=str(tmp_path / "va"),
                            test_source=str(tmp_path / "nowhere"))
+    names(raised, "corpus.test_source=", "nowhere")
 
 
 def test_ptb_style_test_file_predicts_words_plus_one_eos_per_line(tmp_path):
@@ -151,20 +160,24 @@ def test_wikitext_style_blank_lines_are_empty_sentences(tmp_path):
 
 
 def test_bad_sources_say_what_to_do(tmp_path):
-    with pytest.raises(CorpusError, match="no such file or directory"):
+    with pytest.raises(CorpusError) as raised:
         streamed(str(tmp_path / "missing.txt"))
+    names(raised, "missing.txt")
     bad = tmp_path / "latin1.txt"
     bad.write_bytes("caf\xe9\n".encode("latin-1"))
-    with pytest.raises(CorpusError, match="invalid UTF-8 at byte offset 3"):
+    with pytest.raises(CorpusError) as raised:
         streamed(str(bad))
+    names(raised, "latin1.txt", "UTF-8", "offset 3")
     binary = tmp_path / "blob.txt"
     binary.write_bytes(b"\x00\x01\x02binary")
-    with pytest.raises(CorpusError, match="binary"):
+    with pytest.raises(CorpusError) as raised:
         streamed(str(binary))
+    names(raised, "blob.txt", "binary")
     empty = tmp_path / "empty_dir"
     empty.mkdir()
-    with pytest.raises(CorpusError, match="holds no .txt"):
+    with pytest.raises(CorpusError) as raised:
         streamed(str(empty))
+    names(raised, "empty_dir", ".txt")
 
 
 def test_random_split_is_deterministic_disjoint_and_complete():
@@ -179,8 +192,9 @@ def test_random_split_is_deterministic_disjoint_and_complete():
 
 
 def test_split_that_would_be_empty():
-    with pytest.raises(splits.SplitError, match="valid split is empty"):
+    with pytest.raises(splits.SplitError) as raised:
         splits.random_sentences(5, {"train": 0, "valid": 0.05, "test": 0.05}, seed=0)
+    names(raised, "valid", "split.valid=0.05")
 
 
 def test_contiguous_split_by_words_expresses_bengios_brown_split():
