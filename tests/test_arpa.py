@@ -86,42 +86,47 @@ ORPHAN = BIGRAM.replace("ngram 2=3\n", "ngram 2=3\nngram 3=1\n").replace(
     "\\end\\", "\\3-grams:\n-0.05\ta a </s>\n-0.01\t<s> <s> a\n\n\\end\\").replace("ngram 3=1", "ngram 3=2")
 
 
-@pytest.mark.parametrize("change,message", [
-    (lambda t: "hello\n" + t, r"line 1: 'hello' before \\data\\"),
-    (lambda t: t.replace("ngram 2=3", "ngram 3=3"), r"line 3: count lines must be `ngram 1=..`"),
-    (lambda t: t.replace("ngram 2=3", "ngram 2=4"), r"the 2-grams section \(line 12\) has 3 entries but the header declares ngram 2=4"),
-    (lambda t: t.replace("ngram 2=3", "ngram 2=2"), r"has 3 entries but the header declares ngram 2=2"),
+def names(message: str, *things: str) -> None:
+    """Each thing (a line number, an n-gram, a header line) stands in the message."""
+    missing = [thing for thing in things if thing not in message]
+    assert not missing, (missing, message)
+
+
+@pytest.mark.parametrize("change,named", [   # named: what the line names besides the file
+    (lambda t: "hello\n" + t, ("line 1", "'hello'", "\\data\\")),
+    (lambda t: t.replace("ngram 2=3", "ngram 3=3"), ("line 3", "ngram 1=")),
+    (lambda t: t.replace("ngram 2=3", "ngram 2=4"), ("2-grams", "line 12", "ngram 2=4")),
+    (lambda t: t.replace("ngram 2=3", "ngram 2=2"), ("2-grams", "ngram 2=2")),
     (lambda t: t.replace("-0.7\t</s>\n", "").replace("ngram 1=4", "ngram 1=3")
-              .replace("-0.1\ta </s>\n", "").replace("ngram 2=3", "ngram 2=2"), r"missing </s>"),
+              .replace("-0.1\ta </s>\n", "").replace("ngram 2=3", "ngram 2=2"), ("missing", "</s>")),
     (lambda t: t.replace("-99\t<s>\t-0.5\n", "").replace("ngram 1=4", "ngram 1=3")
-              .replace("-0.2\t<s> a\n", "").replace("ngram 2=3", "ngram 2=2"), r"missing <s>"),
+              .replace("-0.2\t<s> a\n", "").replace("ngram 2=3", "ngram 2=2"), ("missing", "<s>")),
     (lambda t: t.replace("-0.4\ta a", "-0.4\ta a\n-0.3\ta a").replace("ngram 2=3", "ngram 2=4"),
-     r"line 15: an 2-gram listed twice \(also line 14\)"),
-    (lambda t: t.replace("-0.4\ta a", "0.4\ta a"), r"line 14: positive log10 probability"),
-    (lambda t: t.replace("-0.4\ta a", "-0.4\ta a\t-0.2"), r"line 14: a backoff on a 2-gram, the highest order"),
-    (lambda t: t.replace("-0.4\ta a", "-0.4\ta zebra"), r"line 14: the 2-gram word 'zebra' is not among the 1-grams"),
-    (lambda t: t.replace("-0.4\ta a", "-0.4\ta a "), r"line 14: .*does not have 2 words"),
-    (lambda t: t.replace("-0.5\ta\t-0.3", "-0.5 a\t-0.3"), r"line 8: the probability is not a number"),
-    (lambda t: t.replace("-0.4\ta a", "nan?\ta a"), r"line 14: the probability is not a number"),
-    (lambda t: t.replace("-1.0\t<unk>", "nan\t<unk>"), r"line 6: the log10 probability is NaN; an "
-                                                       r"ARPA log10 probability is a finite number"),
-    (lambda t: t.replace("-0.5\ta\t-0.3", "inf\ta\t-0.3"), r"line 8: positive log10 probability"),
-    (lambda t: t.replace("-0.5\ta\t-0.3", "-inf\ta\t-0.3"), r"line 8: the log10 probability is -inf; "
-                                                            r".*-inf only for <s>"),
-    (lambda t: t.replace("-0.4\ta a", "NaN\ta a"), r"line 14: the log10 probability is NaN"),
-    (lambda t: t.replace("-0.4\ta a", "-inf\ta a"), r"line 14: the log10 probability is -inf"),
-    (lambda t: t.replace("-0.2\t<s> a", "-Infinity\t<s> a"), r"line 12: the log10 probability is -inf"),
-    (lambda t: t.replace("\\end\\\n", ""), r"\\end\\ is missing"),
-    (lambda t: t + "more\n", r"line 17: text after \\end\\ \('more'\)"),
-    (lambda t: t.replace("\\2-grams:", "\\2-gram:"), r"the 2-grams section \(a line \\2-grams:\) is missing"),
-    (lambda t: ORPHAN, r"line 19: the 3-gram '<s> <s> a' has no context: '<s> <s>' is not a 2-gram"),
+     ("line 15", "line 14", "twice")),
+    (lambda t: t.replace("-0.4\ta a", "0.4\ta a"), ("line 14", "positive")),
+    (lambda t: t.replace("-0.4\ta a", "-0.4\ta a\t-0.2"), ("line 14", "backoff", "2-gram")),
+    (lambda t: t.replace("-0.4\ta a", "-0.4\ta zebra"), ("line 14", "'zebra'", "1-grams")),
+    (lambda t: t.replace("-0.4\ta a", "-0.4\ta a "), ("line 14", "2 words")),
+    (lambda t: t.replace("-0.5\ta\t-0.3", "-0.5 a\t-0.3"), ("line 8", "number")),
+    (lambda t: t.replace("-0.4\ta a", "nan?\ta a"), ("line 14", "number")),
+    (lambda t: t.replace("-1.0\t<unk>", "nan\t<unk>"), ("line 6", "NaN")),
+    (lambda t: t.replace("-0.5\ta\t-0.3", "inf\ta\t-0.3"), ("line 8", "positive")),
+    (lambda t: t.replace("-0.5\ta\t-0.3", "-inf\ta\t-0.3"), ("line 8", "-inf", "<s>")),
+    (lambda t: t.replace("-0.4\ta a", "NaN\ta a"), ("line 14", "NaN")),
+    (lambda t: t.replace("-0.4\ta a", "-inf\ta a"), ("line 14", "-inf")),
+    (lambda t: t.replace("-0.2\t<s> a", "-Infinity\t<s> a"), ("line 12", "-inf")),
+    (lambda t: t.replace("\\end\\\n", ""), ("\\end\\", "missing")),
+    (lambda t: t + "more\n", ("line 17", "\\end\\", "'more'")),
+    (lambda t: t.replace("\\2-grams:", "\\2-gram:"), ("\\2-grams:", "missing")),
+    (lambda t: ORPHAN, ("line 19", "'<s> <s> a'", "'<s> <s>'")),
 ])
-def test_refused_with_one_line(tmp_path, change, message):
+def test_refused_with_one_line(tmp_path, change, named):
     path = tmp_path / "bad.arpa"
     path.write_text(change(BIGRAM))
-    with pytest.raises(ArpaError, match=message) as caught:
+    with pytest.raises(ArpaError) as caught:
         arpa.read(path)
-    assert "\n" not in str(caught.value) and str(path) in str(caught.value)
+    assert "\n" not in str(caught.value)
+    names(str(caught.value), str(path), *named)
 
 
 def test_the_command_line_says_one_line_for_a_broken_or_missing_file(tmp_path):
@@ -129,16 +134,17 @@ def test_the_command_line_says_one_line_for_a_broken_or_missing_file(tmp_path):
     text.write_text("a a\n")
     (tmp_path / "bad.arpa").write_text(ORPHAN)
     cli = [sys.executable, "-m", "pipeline.cli", "ngram", "query"]
-    for model, message in ((tmp_path / "bad.arpa", "has no context"), (tmp_path / "nowhere.arpa", "no such file"),
-                           (tmp_path, "is a directory")):
+    for model, named in ((tmp_path / "bad.arpa", "context"), (tmp_path / "nowhere.arpa", ""),
+                         (tmp_path, "directory")):
         result = subprocess.run([*cli, str(model), str(text)], capture_output=True, text=True)
         assert result.returncode != 0 and "Traceback" not in result.stderr
-        assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+        assert len(result.stderr.strip().splitlines()) == 1
+        names(result.stderr, f"MODEL {model}", named)
     (tmp_path / "nan.arpa").write_text(BIGRAM.replace("-0.7\t</s>", "nan\t</s>"))
     result = subprocess.run([*cli, str(tmp_path / "nan.arpa"), str(text)], capture_output=True, text=True)
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
-    assert result.stderr.startswith(f"lmpipe: error: MODEL {tmp_path / 'nan.arpa'}: line 9: the log10 "
-                                    "probability is NaN")
+    assert result.stderr.startswith(f"lmpipe: error: MODEL {tmp_path / 'nan.arpa'}"), result.stderr
+    names(result.stderr, "line 9", "NaN")
     result = subprocess.run([*cli, str(tmp_path / "bad.arpa"), str(tmp_path / "missing.txt")],
                             capture_output=True, text=True)
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
@@ -157,9 +163,9 @@ def test_kenlms_own_edge_files():
     model, tokens = arpa.read(EDGES / "crlf.o3.arpa.gz")
     summary = query_summary(model, tokens, test)
     assert summary["perplexity_including_oovs"] == pytest.approx(reference["Perplexity including OOVs"], rel=1e-6)
-    with pytest.raises(ArpaError, match="missing </s>"):
+    with pytest.raises(ArpaError, match=r"no-eos\.o3\.arpa\.gz.*</s>"):
         arpa.read(EDGES / "no-eos.o3.arpa.gz")
-    with pytest.raises(ArpaError, match=r"line \d+: the 3-gram '.*' has no context: '(inclosings|inward|thummim|forehead|bullock) \.' is not a 2-gram"):
+    with pytest.raises(ArpaError, match=r"line \d+: .*3-gram.*'(inclosings|inward|thummim|forehead|bullock) \.'"):
         arpa.read(EDGES / "orphan.o3.arpa.gz")
     model, tokens = arpa.read(EDGES / "orphan.o3.arpa.gz", orphans="keep")   # SRILM's reading
     summary = query_summary(model, tokens, test)
@@ -248,8 +254,9 @@ def test_an_orphan_is_kept_with_its_own_context_as_srilm_does(tmp_path):
     p(a|a) = -0.4."""
     path = tmp_path / "pruned.arpa"
     path.write_text(PRUNED)
-    with pytest.raises(ArpaError, match=r"line 19: the 3-gram 'b a </s>' has no context: 'b a' is not a 2-gram"):
+    with pytest.raises(ArpaError) as caught:
         arpa.read(path)
+    names(str(caught.value), "line 19", "'b a </s>'", "'b a'")
     notes = []
     model, tokens = arpa.read(path, notes, orphans="keep")
     assert "1 context(s) of n-grams were missing" in notes[0]
