@@ -21,6 +21,12 @@ from pipeline.ngram import arpa, counting, external, kneser_ney
 from pipeline.text.vocab import encode_text
 
 
+def names(message: str, *things: str) -> None:
+    """Each thing (an argument, a path, a value, a word of the fix) stands in the message."""
+    missing = [thing for thing in things if thing not in message]
+    assert not missing, (missing, message)
+
+
 def _corpus(lines: int, seed: int, vocab: int = 400) -> str:
     """Zipf-ish random sentences of 0..30 words (a blank line is an empty sentence)."""
     rng = np.random.default_rng(seed)
@@ -119,8 +125,8 @@ def test_text_blocks_count_offsets_from_the_file_start(tmp_path, text_file, caps
     assert exit.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     line = data[:at].count(b"\n") + 1
-    assert err[-1].startswith(f"lmpipe: error: TEXT {str(bad)!r}: invalid UTF-8 at byte offset "
-                              f"{at} (line {line}:"), err
+    assert err[-1].startswith(f"lmpipe: error: TEXT {str(bad)!r}"), err
+    names(err[-1], "UTF-8", f"offset {at}", f"line {line}")
 
 
 def _failing_build(tmp_path, text_file, capsys, monkeypatch, sabotage) -> str:
@@ -149,7 +155,7 @@ def test_spill_folder_that_vanishes(tmp_path, text_file, capsys, monkeypatch):
         monkeypatch.setattr(external, "_merge", vanish)
     line = _failing_build(tmp_path, text_file, capsys, monkeypatch, sabotage)
     assert line.startswith(f"lmpipe: error: -T/--temp-prefix {tmp_path / 'spill'}/lmpipe-ngram-")
-    assert "the spill folder vanished while it was in use" in line
+    assert "vanished" in line
 
 
 def test_spill_folder_that_fills_up(tmp_path, text_file, capsys, monkeypatch):
@@ -162,21 +168,21 @@ def test_spill_folder_that_fills_up(tmp_path, text_file, capsys, monkeypatch):
             return real("/dev/full", mode, *args, **kwargs) if mode == "ab" else real(path, mode, *args, **kwargs)
         monkeypatch.setattr(files, "open", full, raising=False)
     line = _failing_build(tmp_path, text_file, capsys, monkeypatch, sabotage)
-    assert "no space left for the spilled files" in line and "spill to a larger disk" in line
-    assert line.startswith("lmpipe: error: -T/--temp-prefix ")
+    assert line.startswith(f"lmpipe: error: -T/--temp-prefix {tmp_path / 'spill'}"), line
+    names(line, "space", "disk")
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["-T", "/nonexistent/spill"], "-T/--temp-prefix /nonexistent/spill: does not exist"),
-    (["-S", "10"], "argument -S/--memory: '10' is 10,240 bytes, below the least budget of 1M"),
-    (["-S", "lots"], "argument -S/--memory: 'lots' is not a memory size"),
+@pytest.mark.parametrize("argv,named", [
+    (["-T", "/nonexistent/spill"], ("-T/--temp-prefix /nonexistent/spill",)),
+    (["-S", "10"], ("argument -S/--memory: '10' is 10,240 bytes, below the least budget of 1M",)),  # whole
+    (["-S", "lots"], ("argument -S/--memory", "'lots'")),
 ])
-def test_bad_budget_or_folder(tmp_path, text_file, capsys, argv, message):
+def test_bad_budget_or_folder(tmp_path, text_file, capsys, argv, named):
     with pytest.raises(SystemExit) as exit:
         main(["ngram", "build", str(text_file), "--order", "3", "--arpa",
               str(tmp_path / "m.arpa"), *argv])
     assert exit.value.code == 2
-    assert message in capsys.readouterr().err
+    names(capsys.readouterr().err, *named)
     assert not (tmp_path / "m.arpa").exists()
 
 
@@ -202,13 +208,14 @@ def test_ngram_build_starts_without_pandas_or_torch(tmp_path, text_file):
 
 @pytest.mark.parametrize("text", ["a <s> b\n", "a\n</s>\n"])
 def test_reserved_tokens_refused_by_the_vectorised_tokenizer(text):
-    with pytest.raises(ValueError, match="reserved token"):
+    with pytest.raises(ValueError) as raised:
         encode_text(text)
+    names(str(raised.value), "'<s>'" if "<s>" in text else "'</s>'")
 
 
 def test_spill_error_names_the_cause():
-    assert "no space left" in files.spill_message(Path("/tmp"), OSError(errno.ENOSPC, "x"))
-    assert "cannot write" in files.spill_message(Path("/tmp"), OSError(errno.EACCES, "denied"))
+    names(files.spill_message(Path("/tmp"), OSError(errno.ENOSPC, "x")), "/tmp", "space", "disk")
+    names(files.spill_message(Path("/tmp"), OSError(errno.EACCES, "denied")), "/tmp", "denied", "writable")
 
 
 def test_ngram_stage_out_of_core_writes_the_same_outputs(tmp_path, monkeypatch, capsys):
@@ -278,8 +285,10 @@ def test_many_runs_hold_no_file_open(tmp_path):
 
 @pytest.mark.parametrize("text", ["a b </S> c\n", "<S> a\n"])
 def test_lowercasing_into_a_reserved_token_is_refused(text):
-    with pytest.raises(ValueError, match="which lowercasing makes the reserved token"):
+    with pytest.raises(ValueError) as raised:
         encode_text(text, lowercase=True)
+    written = "<S>" if "<S>" in text else "</S>"
+    names(str(raised.value), f"'{written}'", f"'{written.lower()}'", "lowercas")
     encode_text(text)   # not lowercased: ordinary words
 
 
