@@ -72,8 +72,9 @@ def test_kneser_ney_distributions_sum_to_one(toy_vocab, toy_stream):
 
 def test_discounts_fail_loudly_on_tiny_corpus(toy_vocab, toy_stream):
     counts = counting.count(toy_stream, len(toy_vocab), 3)
-    with pytest.raises(DiscountError, match="lower ngram.order, use more text, or set ngram.discount_fallback: true"):
+    with pytest.raises(DiscountError) as raised:
         kneser_ney.estimate(counts)
+    assert "ngram.order" in str(raised.value) and "ngram.discount_fallback" in str(raised.value)
 
 
 def test_mle_is_the_textbook_ratio(toy_vocab, toy_stream):
@@ -218,8 +219,9 @@ def test_arpa_reader_names_the_problem(tmp_path):
     from pipeline.ngram import arpa
     bad = tmp_path / "bad.arpa"
     bad.write_text("hello\n")
-    with pytest.raises(arpa.ArpaError, match=r"bad.arpa: line 1: 'hello' before \\data\\"):
+    with pytest.raises(arpa.ArpaError) as raised:
         arpa.read(bad)
+    assert all(named in str(raised.value) for named in ("bad.arpa", "line 1", "'hello'"))
 
 
 @pytest.mark.parametrize("high", [1000, 2**62])   # packed SIMD sort, and the argsort fallback
@@ -349,8 +351,8 @@ def test_discount_errors_name_the_remedy_of_their_caller(tmp_path, capsys):
     with pytest.raises(SystemExit):
         lmpipe(["ngram", "build", str(text), "--order", "3", "--arpa", str(tmp_path / "m.arpa")])
     err = capsys.readouterr().err
-    assert "no 1-gram has adjusted count 3" in err and "add --discount-fallback" in err
+    assert "1-gram" in err and "--discount-fallback" in err and "ngram.discount_fallback" not in err
     stream = Vocab.build([["a", "b", "c"], ["a", "b", "d"]], 1, 0)
     counts = counting.count(stream.stream([["a", "b", "c"], ["a", "b", "d"]]), len(stream), 3)
-    with pytest.raises(DiscountError, match=r"set ngram\.discount_fallback: true"):
+    with pytest.raises(DiscountError, match=r"ngram\.discount_fallback"):
         kneser_ney.estimate(counts)
