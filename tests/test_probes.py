@@ -1,8 +1,6 @@
 """The probes file (evaluate.probes, configs/probes.yaml) is checked whole, before any scoring,
 by evaluation.probes.load_probes (a pydantic model per probe): one line naming the file, the probe (its
 number from 1 and its name), the key and the fix. The repository's file passes unchanged."""
-import re
-
 import pytest
 
 from pipeline import files
@@ -28,6 +26,12 @@ def test_the_repository_probes_pass_unchanged():
     assert load_probes(PROBES, encode, "words") == probes
 
 
+def names(line: str, *things: str) -> None:
+    """Each thing (the probe, a key, a value, a word of the fix) stands in the line."""
+    missing = [thing for thing in things if thing not in line]
+    assert not missing, (missing, line)
+
+
 def _write(tmp_path, text: str):
     path = tmp_path / "probes.yaml"
     path.write_text(text)
@@ -37,63 +41,55 @@ def _write(tmp_path, text: str):
 FILL = "{name: agreement, text: 'they ___ everywhere .', "
 
 
-@pytest.mark.parametrize(("text", "message"), [
+@pytest.mark.parametrize(("text", "named"), [   # named: the probe, key, value and fix the line names
     # the replayed ones
-    ("- {name: translation, rank: abc}",
-     r"probe 1 \('translation'\): rank must be a list of sentences, e\.g\. .*, not 'abc'; fix the file"),
-    (f"- {FILL}open: true}}",
-     r"probe 1 \('agreement'\): a text: probe needs options: \[words\] .* or top: K .*every word of "
-     r"the vocabulary"),
-    (f"- {FILL}top: 3, tpo: 3}}", r"unknown key 'tpo'; did you mean top\? \(a probe has name, about, "
-                                  r"rank, text, options, top, open\); fix the file"),
-    (f"- {{name: x, rank: [a b]}}\n- {FILL}options: [1, 2]}}",
-     r"probe 2 \('agreement'\): options must be a list of words, e\.g\. \[are, is\], not \[1, 2\]; "
-     r"fix the file$"),
-    (f"- {FILL}top: 0}}", r"top must be a whole number >= 1 .*, not 0; fix the file"),
-    (f"- {FILL}top: -2}}", r"top must be a whole number >= 1 .*, not -2"),
-    (f"- {FILL}top: 2.5}}", r"top must be a whole number >= 1 .*, not 2\.5"),
-    (f"- {FILL}top: true}}", r"top must be a whole number >= 1 .*, not true"),
-    (f"- {FILL}top: '3'}}", r"top must be a whole number >= 1 .*, not '3'"),
-    ("- {name: a, text: they run ., top: 3}",
-     r"probe 1 \('a'\): text 'they run \.' has no ___; mark the one word to fill with ___"),
-    ("- {name: a, text: ___ run ___, top: 3}", r"text '___ run ___' has 2 ___"),
-    (f"- {FILL}top: 3, open: yes}}", r"open must be true or false, not 'yes'"),
+    ("- {name: translation, rank: abc}", ("probe 1 ('translation')", "rank", "'abc'")),
+    (f"- {FILL}open: true}}", ("probe 1 ('agreement')", "options", "top")),
+    (f"- {FILL}top: 3, tpo: 3}}", ("'tpo'", "did you mean top?")),   # the hint is the point
+    (f"- {{name: x, rank: [a b]}}\n- {FILL}options: [1, 2]}}", ("probe 2 ('agreement')", "options", "[1, 2]")),
+    (f"- {FILL}top: 0}}", ("probe 1 ('agreement')", "top", "0")),
+    (f"- {FILL}top: -2}}", ("top", "-2")),
+    (f"- {FILL}top: 2.5}}", ("top", "2.5")),
+    (f"- {FILL}top: true}}", ("top", "true")),
+    (f"- {FILL}top: '3'}}", ("top", "'3'")),
+    ("- {name: a, text: they run ., top: 3}", ("probe 1 ('a')", "'they run .'", "___")),
+    ("- {name: a, text: ___ run ___, top: 3}", ("'___ run ___'", "2 ___")),
+    (f"- {FILL}top: 3, open: yes}}", ("open", "'yes'")),
     # shapes
-    ("- {name: a, rank: [a b], top: 3}", r"top belongs to a text: probe .*, not to rank:; remove it$"),
-    ("- {name: a, rank: [a b], open: false}", r"open belongs to a text: probe"),
-    ("- {name: a, rank: [a b], text: a ___}", r"has both rank: and text:; .*split it in two"),
-    ("- {name: a, about: nothing}", r"needs rank: \(sentences to rank\) or text: .*; add one"),
-    ("- {name: a, rank: []}", r"rank must be a list of sentences.*, not \[\]"),
-    ("- {name: a, rank: [a b, 5]}", r"rank must be a list of sentences.*, not \['a b', 5\]"),
-    ("- {name: a, rank: [a ___ b ___]}", r"rank sentence 'a ___ b ___' has 2 ___"),
-    (f"- {FILL}options: []}}", r"options must be a list of words.*, not \[\]"),
-    (f"- {FILL}options: are}}", r"options must be a list of words.*, not 'are'"),
-    (f"- {FILL}options: [are you, is]}}", r"options must be a list of words.*, not \['are you', 'is'\]"),
-    ("- {name: 5, rank: [a b]}", r"probe 1: name must be a string naming the probe .*, not 5"),
-    ("- {rank: [a b], about: [x]}", r"probe 1: about must be a string .*, not \['x'\]"),
-    ("- just words", r"probe 1: must be a mapping \(name:, rank: or text:, \.\.\.\), not 'just words'"),
-    ("{name: a, rank: [a b]}", r"must be a list of probes \(mappings with rank: or text:\), not \{"),
-    ("", r"is empty; give a list of probes \(`git checkout configs/probes\.yaml` restores"),
-    ("# every probe commented out\n", r"is empty; give a list of probes"),
-    ("- {name: a, rank: [unclosed", r"not valid YAML \(line 2, column 1\)"),
+    ("- {name: a, rank: [a b], top: 3}", ("top", "rank:", "remove")),
+    ("- {name: a, rank: [a b], open: false}", ("open", "rank:")),
+    ("- {name: a, rank: [a b], text: a ___}", ("rank:", "text:", "split")),
+    ("- {name: a, about: nothing}", ("probe 1 ('a')", "rank:", "text:")),
+    ("- {name: a, rank: []}", ("rank", "[]")),
+    ("- {name: a, rank: [a b, 5]}", ("rank", "['a b', 5]")),
+    ("- {name: a, rank: [a ___ b ___]}", ("'a ___ b ___'", "2 ___")),
+    (f"- {FILL}options: []}}", ("options", "[]")),
+    (f"- {FILL}options: are}}", ("options", "'are'")),
+    (f"- {FILL}options: [are you, is]}}", ("options", "['are you', 'is']")),
+    ("- {name: 5, rank: [a b]}", ("probe 1:", "name", "5")),
+    ("- {rank: [a b], about: [x]}", ("probe 1:", "about", "['x']")),
+    ("- just words", ("probe 1:", "'just words'")),
+    ("{name: a, rank: [a b]}", ("list", "{'name'")),
+    ("", ("empty", "git checkout configs/probes.yaml")),
+    ("# every probe commented out\n", ("empty",)),
+    ("- {name: a, rank: [unclosed", ("YAML", "line 2, column 1")),
 ])
-def test_a_bad_probe_is_one_line_naming_file_probe_and_key(tmp_path, text, message):
+def test_a_bad_probe_is_one_line_naming_file_probe_and_key(tmp_path, text, named):
     path = _write(tmp_path, text + "\n")
     with pytest.raises(ParamsError) as raised:
         load_probes(path)
     line = str(raised.value)
     assert "\n" not in line and line.startswith(f"{path}: "), line
-    assert re.search(message, line), line
+    names(line, *named)
 
 
 def test_the_file_is_named_relative_to_the_current_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "configs").mkdir()
     (tmp_path / "configs" / "probes.yaml").write_text(f"- {FILL}options: [1, 2]}}\n")
-    with pytest.raises(ParamsError, match=r"^configs/probes\.yaml: probe 1 \('agreement'\): "
-                                          r"options must be a list of words"):
+    with pytest.raises(ParamsError, match=r"^configs/probes\.yaml: probe 1 \('agreement'\): options"):
         load_probes(tmp_path / "configs" / "probes.yaml")
-    with pytest.raises(ParamsError, match=r"^evaluate\.probes='nosuch\.yaml': no such file"):
+    with pytest.raises(ParamsError, match=r"^evaluate\.probes='nosuch\.yaml'"):
         load_probes(tmp_path / "nosuch.yaml")
 
 
@@ -115,9 +111,9 @@ def _encode(text: str) -> list[int]:
 def test_options_must_be_one_token_under_the_corpus_tokenizer(tmp_path):
     path = _write(tmp_path, f"- {FILL}options: [are, end.]}}\n")
     assert load_probes(path)   # the file alone is fine: the tokenizer decides
-    with pytest.raises(ParamsError, match=r"probe 1 \('agreement'\): options: 'end\.' is 2 tokens "
-                                          r"under corpus\.tokenizer words; a fill puts one token"):
+    with pytest.raises(ParamsError) as raised:
         load_probes(path, _encode, "words")
+    names(str(raised.value), "probe 1 ('agreement')", "'end.'", "2 tokens", "corpus.tokenizer")
 
 
 def test_under_chars_a_word_option_is_left_to_evaluate_which_skips_it(tmp_path):
@@ -126,5 +122,5 @@ def test_under_chars_a_word_option_is_left_to_evaluate_which_skips_it(tmp_path):
     path = _write(tmp_path, f"- {FILL}options: [are, is]}}\n")
     chars = lambda text: [ord(ch) for ch in text.replace(" ", "")]  # noqa: E731
     probes = load_probes(path, chars, "chars")
-    with pytest.raises(tasks.ProbeNotApplicable, match="fills one token"):
+    with pytest.raises(tasks.ProbeNotApplicable):
         tasks.run_probe(None, probes[0], chars, ("<unk>", "<s>", "</s>"))
