@@ -3,7 +3,6 @@ queue, and the one-line argument errors, mostly without running DVC (the queue i
 exercised end to end in test_pipeline_e2e.py)."""
 import copy
 import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -14,6 +13,12 @@ from pipeline.cli import seeds, spread
 from pipeline.cli.main import main
 
 from .conftest import ROOT
+
+
+def names(text: str, *things: str) -> None:
+    """Each thing (a kind, an experiment, a number, a command of the fix) stands in the text."""
+    missing = [thing for thing in things if thing not in text]
+    assert not missing, (missing, text)
 
 
 def test_summarize_mean_sample_sd_and_mean_half_width():
@@ -86,7 +91,7 @@ def test_collect_without_metrics_or_workspace_entry():
     del shown[0]["data"]["metrics"]["metrics/metrics.json"]                    # never reproduced
     rows, _ = spread.collect(shown, "gru")
     assert [r["experiment"] for r in rows] == ["gru-seed-1"]
-    with pytest.raises(ValueError, match="no workspace entry"):
+    with pytest.raises(ValueError, match="workspace"):
         spread.collect(shown[1:], "gru")
 
 
@@ -99,22 +104,22 @@ def test_render_puts_the_seed_spread_beside_the_bootstrap_interval():
     assert lines[1].split() == ["1", "gru-seed-1", "41.00", "39.00–43.00"]
     assert lines[2].split() == ["2", "gru-seed-2", "43.00", "-"]
     assert lines[3].split() == ["1337", "workspace", "39.00", "37.00–41.00"]
-    assert lines[-1] == ("gru: test ppl mean 41.00 ± SD 2.000 over 3 seeds (sample standard "
-                         "deviation); the bootstrap 95% interval of one run is ±2.000 on average "
-                         "(half-width)")
+    assert lines[-1].startswith("gru: ")
+    names(lines[-1], "41.00", "SD 2.000", "3 seeds", "±2.000")
 
 
 def test_render_below_two_seeds_says_what_to_run():
     rows, _ = spread.collect(_shown(), "gru")
     text = spread.render("gru", rows, spread.summarize(rows))
-    assert "only 1 seed (1337)" in text and "lmpipe seeds gru --run 5 --jobs 2" in text
+    names(text, "1337", "lmpipe seeds gru --run 5 --jobs 2")
     text = spread.render("gru", [], spread.summarize([]))
-    assert text.startswith("gru: no finished experiment") and "--run 5" in text
+    assert text.startswith("gru: ")
+    names(text, "lmpipe seeds gru --run 5")
     no_ci = [{"seed": s, "experiment": "x", "objective": "cloze", "test_ppl": p,
               "ci_low": None, "ci_high": None} for s, p in ((1, 40.0), (2, 42.0))]
     text = spread.render("birnn", no_ci, spread.summarize(no_ci))
-    assert text.splitlines()[-1].startswith("birnn: test pseudo-ppl (cloze) mean 41.00 ± SD")
-    assert "no bootstrap interval" in text
+    assert text.splitlines()[-1].startswith("birnn: ")
+    names(text.splitlines()[-1], "pseudo-ppl", "41.00", "test_ppl_ci_low")
 
 
 def test_report_leaves_out_a_stale_workspace(monkeypatch):
@@ -123,8 +128,9 @@ def test_report_leaves_out_a_stale_workspace(monkeypatch):
     monkeypatch.setattr(seeds, "_up_to_date", lambda root: False)    # params edited, no repro
     text = seeds.report(ROOT, "gru")
     assert "workspace" not in text.splitlines()[-3]
-    assert "(the workspace's own metrics are left out: `dvc status` finds stages" in text
-    assert text.splitlines()[-1].startswith("gru: test ppl mean 42.00 ± SD 1.414 over 2 seeds")
+    names(text, "workspace", "`dvc status`")
+    assert text.splitlines()[-1].startswith("gru: ")
+    names(text.splitlines()[-1], "42.00", "SD 1.414", "2 seeds")
     monkeypatch.setattr(seeds, "_up_to_date", lambda root: True)
     assert "over 3 seeds" in seeds.report(ROOT, "gru")
 
@@ -170,17 +176,18 @@ def test_failed_experiments_end_in_one_error_after_the_report(monkeypatch, capsy
         main(["seeds", "gru", "--run", "2"])
     out, message = capsys.readouterr()
     assert out.strip() == "THE REPORT"
-    assert "1 of the 2 experiments did not succeed (gru-seed-2)" in message
-    assert "dvc queue logs gru-seed-2" in message
+    assert message.startswith("lmpipe: error: ") and message.count("\n") == 1, message
+    names(message, "gru-seed-2", "dvc queue logs gru-seed-2")
+    assert "gru-seed-1" not in message
 
 
 def test_a_taken_name_is_refused_before_anything_is_queued(monkeypatch):
     shown = _shown(_entry("gru-seed-2", 2))
     monkeypatch.setattr(seeds, "_exp_show", lambda root, all_commits=False: shown)
     monkeypatch.setattr(seeds.commands, "run", lambda *a, **k: pytest.fail("nothing may be queued"))
-    with pytest.raises(ValueError, match=r"gru-seed-2 already exist.*--first 3.*dvc exp remove "
-                                         r"gru-seed-2"):
+    with pytest.raises(ValueError) as raised:
         seeds.queue(ROOT, "gru", range(1, 4), 2)
+    names(str(raised.value), "gru-seed-2", "--first 3", "dvc exp remove gru-seed-2")
 
 
 def test_a_failure_halfway_says_what_stays_queued(monkeypatch):
@@ -195,9 +202,9 @@ def test_a_failure_halfway_says_what_stays_queued(monkeypatch):
             raise ValueError("`dvc exp run ...` failed: ERROR: disk full")
         return ""
     monkeypatch.setattr(seeds.commands, "run", dvc)
-    with pytest.raises(ValueError, match=r"disk full \(gru-seed-1 stay queued: `dvc queue start "
-                                         r"-j 2` runs them, `dvc queue remove gru-seed-1`"):
+    with pytest.raises(ValueError) as raised:
         seeds.queue(ROOT, "gru", range(1, 4), 2)
+    names(str(raised.value), "disk full", "gru-seed-1", "dvc queue start -j 2", "dvc queue remove gru-seed-1")
     assert calls[0] == ("exp", "run", "--queue", "-n", "gru-seed-1", "-S", "models.gru.seed=1",
                         "-C", "checkpoints/rnn")
 
@@ -206,9 +213,9 @@ def test_ctrl_c_stops_the_waiting_not_the_experiments(monkeypatch):
     def interrupted(root):
         raise KeyboardInterrupt
     monkeypatch.setattr(seeds, "queue_tasks", interrupted)
-    with pytest.raises(SystemExit, match=r"stopped waiting; the experiments go on .* lmpipe "
-                                         r"seeds gru$"):
+    with pytest.raises(SystemExit) as raised:
         seeds.wait(ROOT, ["gru-seed-1"])
+    names(str(raised.value), "waiting", "dvc queue", "lmpipe seeds gru")
 
 
 def _project(monkeypatch, tmp_path=None, dvc=True, params=True):
@@ -235,26 +242,26 @@ def _error(argv, capsys) -> str:
     return message.strip()
 
 
-@pytest.mark.parametrize(("argv", "expected"), [
-    (["seeds", "gpt"], r"KIND 'gpt' is not a model of params.yaml; use one of rnn, gru"),
-    (["seeds", "gru", "--run", "0"], r"--run 0: .* at least 1"),
-    (["seeds", "gru", "--run", "2", "--jobs", "0"], r"--jobs 0: .* at least 1"),
-    (["seeds", "gru", "--run", "2", "--first", "-1"], r"--first -1: .* 0 \.\. 2\*\*32 - 1"),
-    (["seeds", "gru", "--jobs", "2"], r"--jobs 2: only with --run N"),
-    (["seeds", "gru", "--no-wait"], r"--no-wait: only with --run N"),
+@pytest.mark.parametrize(("argv", "named"), [
+    (["seeds", "gpt"], ("KIND 'gpt'", "params.yaml", "gru")),
+    (["seeds", "gru", "--run", "0"], ("--run 0",)),
+    (["seeds", "gru", "--run", "2", "--jobs", "0"], ("--jobs 0",)),
+    (["seeds", "gru", "--run", "2", "--first", "-1"], ("--first -1", "2**32 - 1")),
+    (["seeds", "gru", "--jobs", "2"], ("--jobs 2", "--run")),
+    (["seeds", "gru", "--no-wait"], ("--no-wait", "--run")),
 ])
-def test_argument_errors_are_one_line(argv, expected, tmp_path, monkeypatch, capsys):
+def test_argument_errors_are_one_line(argv, named, tmp_path, monkeypatch, capsys):
     _project(monkeypatch, tmp_path)
-    assert re.search(expected, _error(argv, capsys))
+    names(_error(argv, capsys), *named)
 
 
 def test_outside_a_dvc_project(tmp_path, monkeypatch, capsys):
     (tmp_path / "git-only").mkdir()
     _project(monkeypatch, tmp_path / "git-only", dvc=False)
-    assert "is not a DVC repository (no .dvc/)" in _error(["seeds", "gru"], capsys)
+    names(_error(["seeds", "gru"], capsys), "git-only", ".dvc/")
     (tmp_path / "elsewhere").mkdir()
     _project(monkeypatch, tmp_path / "elsewhere", params=False)
-    assert "`lmpipe seeds`: no lmpipe pipeline here" in _error(["seeds", "gru", "--run", "2"], capsys)
+    names(_error(["seeds", "gru", "--run", "2"], capsys), "`lmpipe seeds`", "params.yaml")
 
 
 def test_a_failing_dvc_command_is_one_line(monkeypatch, tmp_path):
@@ -267,8 +274,10 @@ def test_a_failing_dvc_command_is_one_line(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
     with pytest.raises(ValueError) as raised:
         seeds.commands.run(ROOT, "dvc", "exp", "run", "--queue")
-    assert str(raised.value) == ("`dvc exp run --queue` failed: ERROR: Experiment conflicts with "
-                                 "existing experiment 'gru-seed-1'. To overwrite it:")
+    line = str(raised.value)   # dvc's own ERROR line, not its last line nor its progress
+    names(line, "`dvc exp run --queue`", "ERROR: Experiment conflicts with existing experiment "
+                                          "'gru-seed-1'. To overwrite it:")
+    assert "\n" not in line and "Queueing" not in line and "dvc exp run -f" not in line
 
 
 def test_uncommitted_note(tmp_path):
@@ -284,7 +293,9 @@ def test_uncommitted_note(tmp_path):
     (tmp_path / "params.yaml").write_text("seed: 2\n")
     (tmp_path / "new.py").write_text("")
     note = seeds.uncommitted_note(tmp_path)
-    assert note.startswith("lmpipe: note: uncommitted changes to params.yaml go into the queued")
-    assert "untracked new.py do not" in note and "\n" not in note
-    with pytest.raises(ValueError, match="not a git repository"):
+    assert note.startswith("lmpipe: note: ") and "\n" not in note
+    names(note, "params.yaml", "untracked new.py", "git add")
+    assert note.index("params.yaml") < note.index("untracked")
+    with pytest.raises(ValueError) as raised:
         seeds.uncommitted_note(plain)
+    names(str(raised.value), str(plain), "git init")
