@@ -30,6 +30,13 @@ from stages import train as train_stage
 from .conftest import ROOT
 from .oracle_prepare import streamed
 
+
+def names(text: str, *things: str) -> None:
+    """Each thing (a key and its value, a file, a step, a word of the fix) stands in the text."""
+    missing = [thing for thing in things if thing not in text]
+    assert not missing, (missing, text)
+
+
 # ---- params ----------------------------------------------------------------------------------
 
 
@@ -37,17 +44,18 @@ def _raw():
     return yaml.safe_load((ROOT / "params.yaml").read_text())
 
 
-@pytest.mark.parametrize("settings,machine,message", [
-    ({"precision": "bf16-mixed"}, (0, 2), r"train\.precision='bf16-mixed' needs a CUDA GPU"),
-    ({"precision": "16-mixed", "accelerator": "cpu"}, (1, 2), r"train\.precision='16-mixed' needs a CUDA GPU"),
-    ({"accelerator": "gpu"}, (0, 2), r"train\.accelerator='gpu' but this machine has no CUDA GPU"),
-    ({"devices": 4}, (2, 16), r"train\.devices=4 but this machine has 2 CUDA GPUs; use devices <= 2"),
-    ({"devices": 3}, (0, 2), r"train\.devices=3 but this machine has 2 CPU cores"),
-    ({"num_nodes": 2}, (1, 2), r"train\.num_nodes=2 needs a multi-node launcher"),
+@pytest.mark.parametrize("settings,machine,named", [
+    ({"precision": "bf16-mixed"}, (0, 2), ("train.precision='bf16-mixed'", "CUDA")),
+    ({"precision": "16-mixed", "accelerator": "cpu"}, (1, 2), ("train.precision='16-mixed'", "CUDA")),
+    ({"accelerator": "gpu"}, (0, 2), ("train.accelerator='gpu'", "CUDA")),
+    ({"devices": 4}, (2, 16), ("train.devices=4", "devices <= 2")),
+    ({"devices": 3}, (0, 2), ("train.devices=3", "2 CPU")),
+    ({"num_nodes": 2}, (1, 2), ("train.num_nodes=2", "launcher")),
 ])
-def test_impossible_hardware_is_refused(settings, machine, message):
-    with pytest.raises(ParamsError, match=message):
+def test_impossible_hardware_is_refused(settings, machine, named):
+    with pytest.raises(ParamsError) as raised:
         check_machine(TrainParams(**settings), *machine, env={})
+    names(str(raised.value), *named)
 
 
 @pytest.mark.parametrize("settings,machine,env", [
@@ -66,8 +74,9 @@ def test_possible_hardware_is_accepted(settings, machine, env):
 def test_invalid_utf8_policies(tmp_path):
     path = tmp_path / "mixed.txt"
     path.write_bytes(b"good line\ncaf\xe9 noir\nlast\n")
-    with pytest.raises(CorpusError, match=r"mixed\.txt: invalid UTF-8 at byte offset 13 \(line 2"):
+    with pytest.raises(CorpusError) as raised:
         streamed(str(path))
+    names(str(raised.value), "mixed.txt", "UTF-8", "offset 13", "line 2")
     assert streamed(str(path), errors="replace") == [["good line", "caf\ufffd noir", "last"]]
     assert streamed(str(path), errors="ignore") == [["good line", "caf noir", "last"]]
     assert tokenize("caf\ufffd noir") == ["caf", "\ufffd", "noir"]  # a token of its own
@@ -77,29 +86,35 @@ def test_byte_order_marks_nul_bytes_and_pinned_local_files(tmp_path):
     (tmp_path / "bom.txt").write_bytes(b"\xef\xbb\xbfin the beginning\n")
     assert streamed(str(tmp_path / "bom.txt")) == [["in the beginning"]]   # not a token
     (tmp_path / "utf16.txt").write_bytes("in the beginning\n".encode("utf-16"))
-    with pytest.raises(CorpusError, match=r"utf16\.txt: is UTF-16 text; re-encode it as UTF-8"):
+    with pytest.raises(CorpusError) as raised:
         streamed(str(tmp_path / "utf16.txt"))
+    names(str(raised.value), "utf16.txt", "UTF-16", "UTF-8")
     (tmp_path / "late.txt").write_bytes(b"x" * 5000 + b"\x00\x01")
-    with pytest.raises(CorpusError, match=r"late\.txt: looks like a binary file \(a NUL byte at byte offset 5000\)"):
+    with pytest.raises(CorpusError) as raised:
         streamed(str(tmp_path / "late.txt"))
+    names(str(raised.value), "late.txt", "binary", "5000")
     text = tmp_path / "pinned.txt"
     text.write_text("one line\n")
     digest = hashlib.sha256(text.read_bytes()).hexdigest()
     assert streamed(str(text), sha256=digest) == [["one line"]]
     text.write_text("one line, edited\n")
-    with pytest.raises(CorpusError, match="SHA-256 mismatch: got .* the file changed"):
+    with pytest.raises(CorpusError) as raised:
         streamed(str(text), sha256=digest)
-    with pytest.raises(CorpusError, match="applies to one file or URL"):
+    names(str(raised.value), "pinned.txt", "SHA-256", digest)
+    with pytest.raises(CorpusError) as raised:
         streamed(str(tmp_path), sha256=digest)
+    names(str(raised.value), "corpus.sha256", f"corpus.source={str(tmp_path)!r}")
 
 
 def test_binary_and_bad_gzip(tmp_path):
     (tmp_path / "model.bin").write_bytes(bytes(range(256)))
-    with pytest.raises(CorpusError, match=r"model\.bin: looks like a binary file"):
+    with pytest.raises(CorpusError) as raised:
         streamed(str(tmp_path / "model.bin"))
+    names(str(raised.value), "model.bin", "binary")
     (tmp_path / "broken.txt.gz").write_bytes(b"\x1f\x8b\x08\x00garbage")
-    with pytest.raises(CorpusError, match=r"broken\.txt\.gz: not a valid gzip file"):
+    with pytest.raises(CorpusError) as raised:
         streamed(str(tmp_path / "broken.txt.gz"))
+    names(str(raised.value), "broken.txt.gz", "gzip")
 
 
 def test_corpus_urls_must_be_https_and_pinned_by_sha256(monkeypatch, tmp_path):
@@ -112,12 +127,15 @@ def test_corpus_urls_must_be_https_and_pinned_by_sha256(monkeypatch, tmp_path):
         Path(output_file).write_bytes(body)
     monkeypatch.setattr(pooch.HTTPDownloader, "__call__", fetch)
     monkeypatch.setattr(corpus, "CACHE", tmp_path / "cache")
-    with pytest.raises(CorpusError, match="only https URLs are fetched"):
+    with pytest.raises(CorpusError) as raised:
         streamed("http://example.org/c.txt", sha256=digest)
-    with pytest.raises(CorpusError, match=r"needs corpus\.sha256"):
+    names(str(raised.value), "corpus.source='http://example.org/c.txt'", "https")
+    with pytest.raises(CorpusError) as raised:
         streamed("https://example.org/c.txt")
-    with pytest.raises(CorpusError, match=rf"c\.txt'?: SHA-256 mismatch \(.*{digest}"):
+    names(str(raised.value), "corpus.source='https://example.org/c.txt'", "corpus.sha256")
+    with pytest.raises(CorpusError) as raised:
         streamed("https://example.org/c.txt", sha256="0" * 64)
+    names(str(raised.value), "corpus.source='https://example.org/c.txt'", "SHA-256", digest)
     assert fetched == ["https://example.org/c.txt"]   # refused URLs are never fetched
     assert streamed("https://example.org/c.txt", sha256=digest.upper()) == \
         [["in the beginning", "was the word"]]
@@ -128,8 +146,9 @@ def test_corpus_urls_must_be_https_and_pinned_by_sha256(monkeypatch, tmp_path):
     def offline(self, url, output_file, pooch_obj, check_only=False):
         raise OSError("network is unreachable")
     monkeypatch.setattr(pooch.HTTPDownloader, "__call__", offline)
-    with pytest.raises(CorpusError, match="download failed"):
+    with pytest.raises(CorpusError) as raised:
         streamed("https://example.org/other.txt", sha256=digest)
+    names(str(raised.value), "corpus.source='https://example.org/other.txt'", "network is unreachable")
 
 
 # ---- stages, in-process ----------------------------------------------------------------------
@@ -175,8 +194,7 @@ def test_a_bad_input_keeps_what_was_produced(workdir, capsys):
     _set(workdir, "corpus", source="latin1.txt")
     status, err = _stage(capsys, prepare_stage, "data")
     assert status == 2
-    assert "latin1.txt: invalid UTF-8 at byte offset 3 (line 1" in err
-    assert "corpus.encoding_errors: replace" in err
+    names(err, "latin1.txt", "UTF-8", "offset 3", "line 1", "corpus.encoding_errors: replace")
     assert {p.name: p.read_bytes() for p in (workdir / "data").iterdir()} == before
     _set(workdir, "corpus", encoding_errors="replace")
     assert _stage(capsys, prepare_stage, "data")[0] == 0
@@ -184,20 +202,20 @@ def test_a_bad_input_keeps_what_was_produced(workdir, capsys):
     assert stats["replaced_characters"] == 50
 
 
-@pytest.mark.parametrize("section,values,stage,message", [
-    ("corpus", {"source": "missing.txt"}, "prepare", "corpus.source='missing.txt': no such file or directory"),
-    ("corpus", {"source": "empty.txt"}, "prepare", "corpus.source='empty.txt' holds no tokens (an empty file, or only blank lines)"),
-    ("corpus", {"source": "blank.txt"}, "prepare", "corpus.source='blank.txt' holds no tokens"),
-    ("corpus", {"source": "enormous.txt", "max_line_tokens": 0}, "prepare", "the valid split is empty (1 sentences"),
-    ("vocab", {"min_count": 10_000}, "prepare", "the vocabulary is empty: no train word occurs vocab.min_count=10000 times"),
-    ("split", {"valid": 0.001}, "prepare", "the valid split is empty (160 sentences with split.train=0, split.valid=0.001"),
-    ("ngram", {"order": 6, "discount_fallback": True}, "ngram", "ngram.order=6 but the longest train sentence has 5 tokens"),
-    ("ngram", {"order": 4}, "ngram", "cannot estimate Kneser-Ney discounts for order 1"),
-    ("train", {"bptt": 1000}, "train", "tokens, fewer than one window of train.bptt=1000 (+1 for the targets); lower train.batch_size or train.bptt"),
-    ("train", {"precision": "bf16-mixed", "accelerator": "cpu"}, "train", "train.precision='bf16-mixed' needs a CUDA GPU"),
-    ("train", {"devices": 512}, "train", "train.devices=512 but this machine has"),
+@pytest.mark.parametrize("section,values,stage,named", [
+    ("corpus", {"source": "missing.txt"}, "prepare", ("corpus.source='missing.txt'",)),
+    ("corpus", {"source": "empty.txt"}, "prepare", ("corpus.source='empty.txt'", "tokens")),
+    ("corpus", {"source": "blank.txt"}, "prepare", ("corpus.source='blank.txt'", "tokens")),
+    ("corpus", {"source": "enormous.txt", "max_line_tokens": 0}, "prepare", ("valid", "1 sentences", "split.valid")),
+    ("vocab", {"min_count": 10_000}, "prepare", ("vocab.min_count=10000",)),
+    ("split", {"valid": 0.001}, "prepare", ("valid", "160 sentences", "split.valid=0.001")),
+    ("ngram", {"order": 6, "discount_fallback": True}, "ngram", ("ngram.order=6", "5 tokens")),
+    ("ngram", {"order": 4}, "ngram", ("order 1", "ngram.order", "ngram.discount_fallback")),
+    ("train", {"bptt": 1000}, "train", ("train.bptt=1000", "train.batch_size")),
+    ("train", {"precision": "bf16-mixed", "accelerator": "cpu"}, "train", ("train.precision='bf16-mixed'", "CUDA")),
+    ("train", {"devices": 512}, "train", ("train.devices=512",)),
 ])
-def test_each_bad_input_gets_one_clear_line(workdir, capsys, section, values, stage, message):
+def test_each_bad_input_gets_one_clear_line(workdir, capsys, section, values, stage, named):
     if stage != "prepare":
         assert _stage(capsys, prepare_stage, "data")[0] == 0
     _set(workdir, section, **values)
@@ -210,15 +228,15 @@ def test_each_bad_input_gets_one_clear_line(workdir, capsys, section, values, st
             "train": ["gru", "data", "models/gru", "checkpoints/gru"]}[stage]
     status, err = _stage(capsys, module, *args)
     assert status == 2
-    assert message in err
-    assert len(err.strip().splitlines()) == 1, err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("lmpipe: error: "), err
+    names(err, *named)
     assert not (workdir / "models").exists() and not (workdir / "mlflow.db").exists()
 
 
 def test_an_enormous_line_becomes_sentences_of_max_line_tokens(workdir, capsys):
     _set(workdir, "corpus", source="enormous.txt", max_line_tokens=500)
     assert run_stage(prepare_stage.main, ["data"]) == 0
-    assert "1 line(s) longer than corpus.max_line_tokens=500 were cut" in capsys.readouterr().out
+    names(capsys.readouterr().out, "corpus.max_line_tokens=500", "1 line")
     stats = yaml.safe_load((workdir / "data" / "stats.json").read_text())
     assert stats["lines_cut"] == 1
     assert sum(stats[s]["sentences"] for s in ("train", "valid", "test")) == 200
@@ -227,7 +245,8 @@ def test_an_enormous_line_becomes_sentences_of_max_line_tokens(workdir, capsys):
 def test_an_os_error_names_the_path(workdir, capsys):
     (workdir / "data").write_text("a file where the output folder should be")
     status, err = _stage(capsys, prepare_stage, "data")
-    assert status == 2 and err == "lmpipe: error: data: File exists\n"
+    assert status == 2 and err.startswith("lmpipe: error: data") and err.count("\n") == 1, err
+    names(err, "File exists")
 
 
 def test_sigterm_unwinds_the_stage_with_one_line():
@@ -300,12 +319,11 @@ class Poison(L.Callback):
 
 
 @pytest.mark.parametrize("eager", [None, False])   # False: the GPU's deferred check, on the CPU
-@pytest.mark.parametrize("hook,message,last_saved", [
-    ("start", r"the training loss became NaN or infinite at step 4 \(epoch 0\) with learning rate "
-              r"0\.003 .*lower train\.lr \(e\.g\. to 0\.00075\) or train\.clip", 3),
-    ("end", r"the weights became NaN or infinite by step 3 .*This checkpoint was not written", 2),
+@pytest.mark.parametrize("hook,named,last_saved", [
+    ("start", ("loss", "step 4", "epoch 0", "0.003", "train.lr", "0.00075", "train.clip"), 3),
+    ("end", ("weights", "step 3", "checkpoint"), 2),
 ])
-def test_a_nan_stops_training_naming_step_lr_and_fix(tmp_path, hook, message, last_saved, eager):
+def test_a_nan_stops_training_naming_step_lr_and_fix(tmp_path, hook, named, last_saved, eager):
     train = TrainParams(max_epochs=1, batch_size=4, bptt=8, lr=0.003)
     stream = _counting_stream(200)
     lit = LitLM(RNNLM(ModelConfig(vocab_size=16, embed_dim=8, hidden_dim=8)), train, stream,
@@ -314,8 +332,9 @@ def test_a_nan_stops_training_naming_step_lr_and_fix(tmp_path, hook, message, la
     every_step = ModelCheckpoint(dirpath=tmp_path, save_last=True, save_top_k=0, every_n_train_steps=1)
     trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_progress_bar=False,
                         enable_model_summary=False, callbacks=[Poison(hook), every_step])
-    with pytest.raises(NumericsError, match=message):
+    with pytest.raises(NumericsError) as raised:
         trainer.fit(lit)
+    names(str(raised.value), *named)
     saved = torch.load(tmp_path / "last.ckpt", weights_only=True)
     assert saved["global_step"] == last_saved   # nothing diverged was saved
     assert all(torch.isfinite(t).all() for t in saved["state_dict"].values())
