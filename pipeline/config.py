@@ -22,7 +22,7 @@ def refuse(message: str) -> PydanticCustomError:
     return PydanticCustomError("params", "{message}", {"message": message})
 
 
-def check_memory(value: str) -> str:
+def check_memory(value: str) -> str:   # lmplz's -S syntax
     try:
         parse_size(value)
     except ValueError as error:
@@ -30,9 +30,9 @@ def check_memory(value: str) -> str:
     return value
 
 
-class Section(BaseModel):
+class Section(BaseModel):   # python re: \s is what str.isspace calls space
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False,
-                              regex_engine="python-re")   # \s as str.isspace
+                              regex_engine="python-re")
 
 
 class CorpusParams(Section):
@@ -269,8 +269,7 @@ def from_dict(raw: Any) -> Params:
     """Validate a params dict (as read from params.yaml) into `Params`; an empty section means
     its defaults. Raises ParamsError naming the key (see `problem`)."""
     if not isinstance(raw, dict):
-        raise ParamsError("params must be a mapping with sections corpus, split, vocab, ngram, "
-                          "train, models, mlflow")
+        raise ParamsError(f"params must be a mapping of sections ({', '.join(SECTIONS)}, models)")
     if "models" not in raw:   # as `models: {}`: the pipeline would train no recurrent model
         raise ParamsError(f"models is missing; models must {MODELS_HINT}, as the repository's "
                           "params.yaml does")

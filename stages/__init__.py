@@ -10,10 +10,9 @@ from pipeline import errors
 
 
 def run_stage(main, argv: list[str]) -> int:
-    """Run a stage's main(*argv), third-party chatter silenced (quiet_libraries); whatever stops
-    it becomes one line on stderr (errors.guard: exit status 2 for bad input or damaged state, 1
-    for the unforeseen), not a traceback, unless LMPIPE_DEBUG=1. SIGTERM (kill, SLURM, a cancelled CI job) unwinds like Ctrl-C: exit status
-    130 (Ctrl-C) or 143 (SIGTERM) with one line. DVC records no output of a failed stage."""
+    """Run a stage's main(*argv) with the libraries quiet: 0, or the exit status of one error
+    line (errors.guard: 2 bad input or damaged state, 1 the unforeseen); SIGTERM unwinds like
+    Ctrl-C (143, 130), one line. DVC records no output of a failed stage."""
     received = []
 
     def interrupted(signum, frame):

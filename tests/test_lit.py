@@ -9,7 +9,8 @@ import torch
 
 from pipeline.config import TrainParams
 from pipeline.evaluation import scoring
-from pipeline.neural.lit import LitLM, loaders
+from pipeline.neural.batches import loaders
+from pipeline.neural.lit import LitLM
 from pipeline.neural.rnn import RNNLM, ModelConfig
 
 

@@ -278,11 +278,11 @@ def test_eval_columns_score_every_target_once(lengths, num_columns):
        world=st.integers(1, 3), cloze=st.booleans())
 def test_valid_loader_scores_every_target_once_across_ranks(lengths, eval_batch_size, bptt, world,
                                                             cloze):
-    """lit.valid_loader, causal or cloze, sharded over world ranks: together the ranks predict
+    """batches.valid_loader, causal or cloze, sharded over world ranks: together the ranks predict
     every non-`<s>` token exactly once (as the pair (token before it, token); all words are
     distinct) and read every sentence once; a causal rank's windows continue its rows, each
     row starting at a `<s>`."""
-    from pipeline.neural.lit import valid_loader
+    from pipeline.neural.batches import valid_loader
     stream = _distinct_stream(lengths)
     params = TrainParams(eval_batch_size=eval_batch_size, bptt=bptt)
     expected = Counter((int(stream[p - 1]), int(stream[p])) for p in np.flatnonzero(stream != BOS_ID))

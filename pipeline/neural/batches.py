@@ -1,14 +1,17 @@
 """Batching. In: a token stream `<s> w.. </s> <s> ...`. Out: causal windows (batch_size
 contiguous columns walked bptt steps at a time; variable BPTT, Merity et al. 2017 section 4.1),
 evaluation columns that predict every non-`<s>` token exactly once, and whole padded sentences
-for the bidirectional model. `<s>` targets are IGNORE. Diagrams: docs/internals.md."""
+for the bidirectional model, as DataLoaders (train_loader, valid_loader; a DDP rank's own share).
+`<s>` targets are IGNORE. check_data refuses splits too small for the batch shape (ValueError).
+Diagrams: docs/internals.md."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
+from pipeline.config import TrainParams
 from pipeline.text.vocab import BOS_ID, EOS_ID, sentence_bounds
 
 IGNORE = -100  # torch's cross_entropy ignore_index
@@ -182,3 +185,71 @@ class BucketBatches(Sampler):
             order = order[self.rank::self.world][:len(self)]
         for index in order[skip:]:
             yield batches[index].tolist()
+
+
+def check_data(cloze: bool, train_stream: np.ndarray, valid_stream: np.ndarray,
+                params: TrainParams, world: int = 1) -> None:
+    """Refuse splits too small for the batch shape before any work, saying what to change."""
+    fix = "lower train.batch_size or train.bptt, or use a larger corpus / larger split fractions"
+    num_train = int(np.sum(train_stream == BOS_ID))
+    num_valid = int(np.sum(valid_stream == BOS_ID))
+    if num_valid < world:
+        raise ValueError(f"the valid split has {num_valid} sentence(s), fewer than the {world} "
+                         "training processes; raise split.valid or use a larger corpus")
+    if cloze:
+        batches = -(-num_train // params.batch_size) // world
+        if batches < 1:
+            raise ValueError(f"the train split has {num_train} sentences: fewer than one batch of "
+                             f"train.batch_size={params.batch_size} per process ({world}); {fix}")
+        return
+    columns = world * params.batch_size
+    length = len(train_stream) // columns
+    if length < params.bptt + 1:
+        raise ValueError(f"the train split has {len(train_stream):,} tokens: cut into "
+                         f"train.batch_size={params.batch_size} x {world} process(es) = {columns} "
+                         f"columns, each holds {length} tokens, fewer than one window of "
+                         f"train.bptt={params.bptt} (+1 for the targets); {fix}")
+
+
+def train_loader(cloze: bool, stream: np.ndarray, params: TrainParams, seed: int, skip: int = 0,
+                 epoch: int = 0, pin_memory: bool = False, rank: int = 0,
+                 world: int = 1) -> DataLoader:
+    """Causal: ordered stream windows (batch_size=None: each item is already a batch). Cloze:
+    shuffled batches of padded sentences of similar length. `skip` starts the first epoch at
+    that batch of `epoch` (resuming); the loader has its own generator so that iterating it never draws
+    from the global RNG (dropout masks stay those of an uninterrupted run). Distributed: rank's
+    own contiguous columns / its share of the batches, the same count on every rank."""
+    generator = torch.Generator().manual_seed(seed)
+    if cloze:
+        sentences = Sentences(stream)
+        batches = BucketBatches(sentences.lengths, params.batch_size, seed, skip=skip, epoch=epoch,
+                                rank=rank, world=world)
+        return DataLoader(sentences, batch_sampler=batches,
+                          collate_fn=pad_sentences, generator=generator, pin_memory=pin_memory)
+    windows = StreamWindows(stream, params.batch_size, params.bptt, rank, world,
+                            variable=params.variable_bptt, seed=seed, epoch=epoch)
+    return DataLoader(windows, batch_size=None, sampler=ResumeSampler(len(windows), skip),
+                      generator=generator, pin_memory=pin_memory)
+
+
+def valid_loader(cloze: bool, stream: np.ndarray, params: TrainParams, pin_memory: bool = False,
+                 rank: int = 0, world: int = 1) -> DataLoader:
+    """Every non-`<s>` token of the stream predicted once (the evaluation's own batching).
+    Distributed: each rank scores its share of the columns / sentences, never a duplicate; the
+    sums of NLL and tokens are added up across ranks (on_validation_epoch_end)."""
+    if cloze:
+        sentences = Sentences(stream, rank, world)
+        return DataLoader(sentences, batch_size=params.eval_batch_size,
+                          collate_fn=pad_sentences, pin_memory=pin_memory)
+    inputs, targets, _ = eval_columns(stream, params.eval_batch_size)
+    inputs, targets = inputs[rank::world], targets[rank::world]
+    windows = [(inputs[:, i:i + params.bptt], targets[:, i:i + params.bptt])
+               for i in range(0, inputs.shape[1], params.bptt)]
+    return DataLoader(windows, batch_size=None, pin_memory=pin_memory)
+
+
+def loaders(cloze: bool, train_stream: np.ndarray, valid_stream: np.ndarray, params: TrainParams,
+            seed: int):
+    """(train, valid) DataLoaders."""
+    return (train_loader(cloze, train_stream, params, seed),
+            valid_loader(cloze, valid_stream, params))

@@ -15,8 +15,9 @@ import torch
 from pipeline import files
 from pipeline.config import Params
 from pipeline.neural import resume
+from pipeline.neural.batches import check_data
 from pipeline.neural.devices import check_machine
-from pipeline.neural.lit import LitLM, best_weights, check_data
+from pipeline.neural.lit import LitLM, best_weights
 from pipeline.neural.rnn import RNNLM, ModelConfig
 from pipeline.text.vocab import check_ids, load_vocab
 

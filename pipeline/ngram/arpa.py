@@ -88,8 +88,9 @@ def write(model: NGramLM, counts: NgramCounts, tokens: tuple[str, ...], out: Bin
     counts' sorted order. Lines are assembled as byte matrices, `chunk` n-grams at a time, their
     0 bytes dropped; numpy releases the GIL, so `threads` chunks are formatted at once, and at
     most 2 x `threads` chunks wait to be written (memory stays bounded). The model and counts may
-    be in memory (`NGramLM`, `NgramCounts`) or on disk (external.DiskModel, DiskCounts): what is
-    used is len() and [a:b] slices of their columns, and counts.words(n, a, b)."""
+    be in memory (`NGramLM`, `NgramCounts`) or on disk (disk_estimate.DiskModel,
+    external.DiskCounts): what is used is len() and [a:b] slices of their columns, and
+    counts.words(n, a, b)."""
     words = _word_bytes(tokens)
     header = "\\data\\\n" + "".join(f"ngram {n}={len(k)}\n" for n, k in enumerate(model.keys, 1))
     out.write(header.encode())

@@ -11,7 +11,7 @@ from contextlib import nullcontext
 import numpy as np
 
 from pipeline import files
-from pipeline.ngram import arpa, counting, external, kneser_ney
+from pipeline.ngram import arpa, counting, disk_estimate, external, kneser_ney
 from pipeline.text.vocab import check_ids, sentence_bounds
 
 
@@ -48,7 +48,7 @@ def estimate(source: external.TokenFile, vocab_size: int, order: int, counted: i
         return counts, model
     progress(f"counting out of core in {memory >> 20:,} MiB ({budget}), spilling to {spill.path}")
     counts = external.count(source, vocab_size, counted, memory, spill, progress)
-    model = external.estimate(external.truncated(counts, order), memory, spill, fallback, progress,
+    model = disk_estimate.estimate(external.truncated(counts, order), memory, spill, fallback, progress,
                               remedy)
     return counts, model
 
