@@ -35,7 +35,6 @@ def run_stage(main, argv: list[str]) -> int:
         return 143 if received else 130
     finally:
         signal.signal(signal.SIGTERM, previous)
-    stage = Path(sys.argv[0]).stem
-    print(f"lmpipe: stage {stage} {' '.join(argv)} done in {time.perf_counter() - started:.1f}s",
-          flush=True)
+    elapsed = time.perf_counter() - started
+    print(f"lmpipe: stage {Path(sys.argv[0]).stem} {' '.join(argv)} done in {elapsed:.1f}s", flush=True)
     return 0
