@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import files
+from pipeline import errors, files
 from pipeline.ngram import arpa, builder, read_arpa
 from pipeline.ngram.external import TokenFile
 from pipeline.ngram.kneser_ney import LMPLZ_FALLBACK
@@ -34,12 +34,10 @@ def build(args) -> None:
         print(f"lmpipe ngram: {message}", file=sys.stderr, flush=True)
     fallback = _fallback(args.discount_fallback)
     folder = Path(args.arpa).resolve().parent
-    if not folder.is_dir():
-        raise ValueError(f"--arpa {args.arpa!r}: the folder {str(folder)!r} does not exist; create it "
-                         "or write the model elsewhere")
-    if Path(args.arpa).is_dir():
-        raise ValueError(f"--arpa {args.arpa!r} is a folder; give the path of the file to write "
-                         "(e.g. model.arpa)")
+    problem = (f"the folder {str(folder)!r} does not exist" if not folder.is_dir() else
+               "is a folder; give the file to write" if Path(args.arpa).is_dir() else None)
+    if problem:
+        raise ValueError(f"--arpa {args.arpa!r}: {problem}")
     remedy = ("use a lower --order or more text, or add --discount-fallback (discounts 0.5 1 1.5, "
               "as lmplz's --discount_fallback)")
     try:
@@ -47,19 +45,16 @@ def build(args) -> None:
             tokens, stream, longest = _encode(args, spill)
             progress(f"{stream.sentences:,} sentences, {len(tokens):,} words in the vocabulary")
             if args.order > longest:
-                raise ValueError(f"--order {args.order}: the longest sentence of {_name(args)} has "
-                                 f"{longest} tokens with <s> and </s>; use --order {longest} or "
-                                 "less, or more text")
+                raise ValueError(f"--order {args.order}: {_name(args)} has {longest} tokens at most "
+                                 f"in a sentence with <s> and </s>; use --order {longest} or less")
             with builder.spill_folder(stream, args.order, args.memory, None) as working:
                 try:
                     counts, model = builder.estimate(stream, len(tokens), args.order, args.order,
                                                      args.memory, working, fallback, remedy,
                                                      progress, "-S")
                 except MemoryError:
-                    raise ValueError(f"{_name(args)}: out of memory counting its {args.order}-grams "
-                                     f"({stream.length:,} tokens with <s> and </s>); give -S a "
-                                     "smaller budget (counting then spills to disk), or use a "
-                                     "lower --order") from None
+                    raise ValueError(f"{_name(args)}: out of memory counting {args.order}-grams; "
+                                     "give -S a smaller budget, or a lower --order") from None
                 _write(args, model, counts, tokens)
     except files.SpillError as error:
         raise ValueError(f"-T/--temp-prefix {error}") from None
@@ -79,8 +74,7 @@ def _write(args, model, counts, tokens: tuple[str, ...]) -> None:
     except files.SpillError:
         raise
     except OSError as error:
-        raise ValueError(f"--arpa {args.arpa!r}: cannot write it "
-                         f"({error.strerror or error})") from None
+        raise ValueError(f"--arpa {args.arpa!r}: cannot write it ({error.strerror or error})") from None
 
 
 def _encode(args, spill) -> tuple[tuple[str, ...], object, int]:
@@ -107,8 +101,7 @@ def _encode(args, spill) -> tuple[tuple[str, ...], object, int]:
             longest = max(longest, int(np.diff(heads, append=len(ids)).max()))
         column.append(ids)
     if not words:
-        raise ValueError(f"{_name(args)}: {'is empty' if empty else 'holds only blank lines'}; "
-                         "give text to count, one sentence per line")
+        raise ValueError(f"{_name(args)}: {'is empty' if empty else 'holds only blank lines'}; give text")
     stream = TokenFile(column.path, column.length, spill=spill)
     stream.sentences = sentences
     return tuple(index), stream, longest
@@ -127,14 +120,12 @@ def _fallback(values: list[float] | None) -> tuple[float, float, float] | None:
         return None
     if not values:
         return LMPLZ_FALLBACK
-    if len(values) > 3:
-        raise ValueError(f"--discount-fallback {' '.join(map(str, values))}: give at most three "
-                         "discounts, for adjusted counts 1, 2 and 3+ (e.g. 0.5 1 1.5)")
     padded = tuple(values[min(k, len(values) - 1)] for k in range(3))
-    for k, value in enumerate(padded, start=1):
-        if not 0 <= value <= k:   # also refuses nan
-            raise ValueError(f"--discount-fallback: the discount for count {k}{'+' if k == 3 else ''} "
-                             f"is {value:g}, outside [0, {k}] (e.g. 0.5 1 1.5)")
+    wrong = [f"give at most three discounts, not {len(values)}"] if len(values) > 3 else [
+        f"the discount for count {k}{'+' if k == 3 else ''} is {value:g}, outside [0, {k}]"
+        for k, value in enumerate(padded, start=1) if not 0 <= value <= k]   # also refuses nan
+    if wrong:
+        raise ValueError(f"--discount-fallback {' '.join(map(str, values))}: {wrong[0]} (e.g. 0.5 1 1.5)")
     return padded
 
 
@@ -184,17 +175,17 @@ def _peek_model(path: str) -> None:
 
 
 def query(args) -> None:
-    """`lmpipe ngram query`. Raises ValueError naming MODEL (missing, not ARPA, refused by
-    KenLM's rules) or TEXT (missing, empty, not UTF-8)."""
+    """`lmpipe ngram query`. Raises ValueError naming MODEL (missing, a folder, not ARPA, refused
+    by KenLM's rules) or TEXT (missing, empty, not UTF-8)."""
     text = _text(args)   # first: a model of gigabytes takes a while to read
     if not text:
-        raise ValueError(f"{_name(args)}: is empty; give text to score, one sentence per line")
+        raise ValueError(f"{_name(args)}: is empty; give text to score")
     notes = []
     try:
         _peek_model(args.model)   # arpa.read reads the whole file before looking at it
         model, tokens = arpa.read(args.model, notes, args.orphans)
-    except arpa.ArpaError as error:   # "<path>: <what is wrong>"
-        raise ValueError(f"MODEL {error}") from None
+    except (arpa.ArpaError, OSError) as error:   # "<path>: <what is wrong>"
+        raise ValueError(f"MODEL {errors.one_line(error)[0]}") from None
     for note in notes:
         print(f"lmpipe ngram: {note}", file=sys.stderr, flush=True)
     try:

@@ -2,7 +2,8 @@
 vocabulary as `\\data\\`, `ngram N=COUNT` lines, then per order `<log10 p>\\t<w1 .. wn>[\\t<log10
 backoff>]` (as lmplz: `<s>` with log10 p 0, every vocabulary word a 1-gram). `read`: any such file
 (ours, KenLM's, SRILM's) back into an `NGramLM`, `<unk>`, `<s>`, `</s>` first; its text read and
-checked by read_arpa.py. Errors: ArpaError (read_arpa.py), naming the file and the line."""
+checked by read_arpa.py. Errors: ArpaError (read_arpa.py), naming the file and the line;
+OSError for a file that cannot be opened."""
 
 from __future__ import annotations
 
@@ -159,8 +160,8 @@ def read(path, notes: list[str] | None = None,
     vocabulary (`<unk>`, `<s>`, `</s>` first). Parsing works on the bytes with numpy (floats and
     words as fixed-width byte strings), so a model of millions of n-grams loads without a Python
     object per n-gram. Raises ArpaError (one line: the file, the line number, the cause) for
-    every file KenLM refuses; `notes` receives what KenLM would only warn about. The rules, each
-    with the KenLM behaviour it follows:
+    every file KenLM refuses (OSError: one that cannot be opened); `notes` receives what KenLM
+    would only warn about. The rules, each with the KenLM behaviour it follows:
 
     - Windows line endings (\\r\\n) are read as \\n (util/file_piece.cc strips the \\r); gzip
       is recognised by its magic bytes.
@@ -207,10 +208,7 @@ def read(path, notes: list[str] | None = None,
         pieces += [raw[cursor:lo], read_arpa.canonical(raw[lo:hi], n)]
         cursor = hi
     raw = b"".join(pieces) + raw[cursor:]
-    try:
-        return _read(raw, declared, read_arpa.sections(raw, position, order, path), path, notes, orphans)
-    except read_arpa.SpacingError as error:
-        raise ArpaError(str(error)) from None
+    return _read(raw, declared, read_arpa.sections(raw, position, order, path), path, notes, orphans)
 
 
 
@@ -269,13 +267,11 @@ def _unigrams(data: np.ndarray, parts: list, path, notes):
         if word in seen:
             raise ArpaError(f"{path}: line {read_arpa.line_of(data, int(lines1[i]))}: the 1-gram "
                             f"{raw_words[i].decode('utf-8', 'replace')!r} is listed twice (also line "
-                            f"{read_arpa.line_of(data, int(lines1[seen[word]]))}); KenLM refuses duplicates")
+                            f"{read_arpa.line_of(data, int(lines1[seen[word]]))})")
         seen[word] = i
     for marker in ("<s>", "</s>"):
         if marker not in seen:
-            raise ArpaError(f"{path}: the ARPA file is missing {marker}; KenLM refuses such a model "
-                            f"(every sentence {'start' if marker == '<s>' else 'end'} would be "
-                            "unknown); rebuild it with the sentence markers")
+            raise ArpaError(f"{path}: the ARPA file is missing {marker}; rebuild it with <s> and </s>")
     if "<unk>" not in seen and notes is not None:
         notes.append(f"{path}: the ARPA file has no <unk>; unknown words get log10 p = -100, as in KenLM")
     tokens = tuple(SPECIALS) + tuple(w for w in unigrams if w not in SPECIALS)
@@ -320,8 +316,7 @@ class _Words:
                 row = int(np.flatnonzero(missing)[0])
                 word = data[spans[row, column, 0]:spans[row, column, 1]].tobytes().decode("utf-8", "replace")
                 raise ArpaError(f"{self.path}: line {read_arpa.line_of(data, int(line_starts[row]))}: "
-                                f"the {n}-gram word {word!r} is not among the 1-grams (which list the "
-                                "whole vocabulary; KenLM refuses this too)")
+                                f"the {n}-gram word {word!r} is not among the 1-grams")
             ids[:, column] = self.by_hash[where]
         return ids
 
@@ -351,10 +346,8 @@ def _add_order(model: NGramLM, chunks, n: int, tokens: tuple[str, ...], data: np
             row = int(np.flatnonzero(context < 0)[0])
             words = " ".join(tokens[i] for i in ids[row])
             raise ArpaError(f"{path}: line {read_arpa.line_of(data, int(line_starts[row]))}: the {n}-gram "
-                            f"{words!r} has no context: {' '.join(words.split(' ')[:-1])!r} is "
-                            f"not a {n - 1}-gram. KenLM refuses such a (pruned) file; re-prune "
-                            "it so that every context is kept, or read it as SRILM does "
-                            "(lmpipe ngram query --orphans keep)")
+                            f"{words!r} has no context {' '.join(words.split(' ')[:-1])!r}; re-prune "
+                            "keeping contexts, or use --orphans keep")
         key_parts.append(context * model.vocab_size + ids[:, -1])
         prob_parts.append(prob_n)
         backoff_parts.append(backoff_n)

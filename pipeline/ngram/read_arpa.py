@@ -133,38 +133,37 @@ def _spread(rows: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def _checked_floats(data, starts, ends, refuse, what) -> np.ndarray:
+    """The numbers of data[starts:ends]; refuses the first field float() cannot read."""
     try:
         return _floats(data, starts, ends)
     except ValueError:
-        for i, (a, b) in enumerate(zip(starts, ends, strict=True)):
-            try:
-                float(data[a:b].tobytes())
-            except ValueError:
-                rows = np.zeros(len(starts), dtype=bool)
-                rows[i] = True
-                refuse(rows, f"the {what} is not a number")
-        raise
+        bad = np.array([not _number(data[a:b].tobytes()) for a, b in zip(starts, ends, strict=True)])
+    if bad.any():
+        refuse(bad, f"the {what} is not a number")
+    return _floats(data, starts, ends)   # numpy's own ValueError, should float() read them all
+
+
+def _number(text: bytes) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
 
 def load(path) -> bytes:
     """The text of the ARPA file at `path` (gzip by its magic bytes, whatever the name), \\r\\n
     read as \\n (KenLM's FilePiece strips the \\r), ending with a newline. Refuses a missing or
-    unreadable file, a folder, bad gzip, an empty or binary file (refuse_binary)."""
-    try:
-        with open(path, "rb") as handle:
-            raw = handle.read()
-    except IsADirectoryError:
-        raise ArpaError(f"{path}: is a directory; give an ARPA file (.arpa or .arpa.gz)") from None
-    except FileNotFoundError:
-        raise ArpaError(f"{path}: no such file; give an ARPA file (.arpa or .arpa.gz)") from None
-    except OSError as error:
-        raise ArpaError(f"{path}: cannot read it ({error.strerror})") from None
+    unreadable file, a folder (OSError), bad gzip, an empty or binary file (refuse_binary)."""
+    with open(path, "rb") as handle:   # OSError (missing, a folder) names the file itself
+        raw = handle.read()
     if raw[:2] == b"\x1f\x8b":
         try:
             raw = gzip.decompress(raw)
         except (OSError, EOFError) as error:
             raise ArpaError(f"{path}: not a valid gzip file ({error})") from None
     if not raw or raw.isspace():   # (strip would copy a model of gigabytes)
-        raise ArpaError(f"{path}: the file is empty; give an ARPA file (.arpa or .arpa.gz)")
+        raise ArpaError(f"{path}: the file is empty; give an ARPA file")
     refuse_binary(path, raw[:65536])
     raw = raw.replace(b"\r\n", b"\n")
     return raw if raw.endswith(b"\n") else raw + b"\n"
@@ -174,12 +173,10 @@ def refuse_binary(path, head: bytes) -> None:
     """Refuse a file whose first bytes `head` (decompressed) are a KenLM binary model or hold a
     NUL byte: not ARPA text."""
     if head.startswith(b"mmap lm "):   # KenLM's binary format (lm/binary_format.cc, kMagicBeforeVersion)
-        raise ArpaError(f"{path}: a KenLM binary model (build_binary), not ARPA text; give the "
-                        ".arpa file it was built from")
+        raise ArpaError(f"{path}: a KenLM binary model; give the .arpa file it was built from")
     nul = head.find(b"\x00")
     if nul >= 0:
-        raise ArpaError(f"{path}: a binary file (a NUL byte at byte offset {nul}), not ARPA text; "
-                        "give an ARPA file (.arpa or .arpa.gz)")
+        raise ArpaError(f"{path}: a binary file (a NUL byte at offset {nul}); give an ARPA file")
 
 def header(raw: bytes, path) -> tuple[list[int], int]:
     r"""(declared counts, offset of the first section header), checked as KenLM's
@@ -196,11 +193,9 @@ def header(raw: bytes, path) -> tuple[list[int], int]:
             continue
         if line.rstrip(b" \t") != b"\\data\\":
             text = line[:60].decode("utf-8", "replace")
-            if "\ufffd" in text or any(ch < " " and ch not in "\t\r" for ch in text):
-                raise ArpaError(f"{path}: not an ARPA file (line {number}, before any \\data\\ "
-                                "line, is binary or not UTF-8); give an ARPA file (.arpa or .arpa.gz)")
-            raise ArpaError(f"{path}: line {number}: {text!r} before \\data\\; an ARPA file starts "
-                            "with \\data\\ (comments before it must start with #, as KenLM requires)")
+            binary = "\ufffd" in text or any(ch < " " and ch not in "\t\r" for ch in text)
+            cause = "is binary or not UTF-8" if binary else f"{text!r} before \\data\\ (comments start #)"
+            raise ArpaError(f"{path}: line {number}: {cause}; give an ARPA file")
         break
     declared = []
     while True:
@@ -210,20 +205,24 @@ def header(raw: bytes, path) -> tuple[list[int], int]:
             break
         position = end + 1
         fields = line[len(b"ngram "):].split(b"=") if line.startswith(b"ngram ") else []
-        try:
-            n, count = int(fields[0]), int(fields[1])
-        except (IndexError, ValueError):
-            raise ArpaError(f"{path}: line {number}: {line[:60].decode('utf-8', 'replace')!r} is "
-                            "not a count line `ngram N=COUNT`") from None
+        n, count = (_whole(field) for field in (fields + [b""] * 2)[:2])
         if len(fields) != 2 or n != len(declared) + 1 or count < 0:
-            raise ArpaError(f"{path}: line {number}: count lines must be `ngram 1=..`, `ngram 2=..`, "
-                            "... in order, with counts >= 0")
+            raise ArpaError(f"{path}: line {number}: {line[:60].decode('utf-8', 'replace')!r} is not "
+                            f"`ngram {len(declared) + 1}=COUNT` (ngram 1=, 2=, ... in order)")
         declared.append(count)
         if end < 0:
             break
     if not declared:
         raise ArpaError(f"{path}: line {number}: \\data\\ is followed by no `ngram N=COUNT` line")
     return declared, position
+
+
+def _whole(field: bytes) -> int:
+    """int(field) as Python reads it (spaces, a sign, _), or -1, which no count line holds."""
+    try:
+        return int(field)
+    except ValueError:
+        return -1
 
 
 _FIELD = rb"([^ \t\n]+)"
