@@ -53,30 +53,26 @@ class Probe(BaseModel):
 
     @model_validator(mode="after")
     def one_task(self) -> Probe:
-        if (self.rank is None) == (self.text is None):
-            raise refuse("has both rank: and text:; a probe ranks sentences or fills a blank, so "
-                         "split it in two" if self.rank is not None else
-                         "needs rank: (sentences to rank) or text: (a sentence with one ___ to "
-                         "fill); add one")
-        if self.rank is not None:
-            extra = [key for key in ("options", "top", "open") if getattr(self, key) is not None]
-            if extra:
-                raise refuse(f"{extra[0]} belongs to a text: probe (a blank to fill), not to "
-                             "rank:; remove it")
-            for sentence in self.rank:
-                if sentence.count(BLANK) > 1:
-                    raise refuse(f"rank sentence {sentence!r} has {sentence.count(BLANK)} {BLANK}; "
-                                 "a ranked sentence is scored whole, remove them")
-            return self
-        blanks = self.text.count(BLANK)
-        if blanks != 1:
-            raise refuse(f"text {self.text!r} has {blanks or 'no'} {BLANK}; mark the one word to "
-                         f"fill with {BLANK} (or use rank: to score whole sentences)")
-        if self.options is None and self.top is None:
-            raise refuse("a text: probe needs options: [words] (which of them fits the blank) or "
-                         "top: K (the K best words of the vocabulary); without either it would "
-                         "list every word of the vocabulary")
+        problem = next(self._problems(), None)
+        if problem:
+            raise refuse(problem)
         return self
+
+    def _problems(self):
+        """What breaks the rules of a probe, first first (one_task refuses the first)."""
+        if (self.rank is None) == (self.text is None):
+            yield ("has both rank: and text:; split it in two" if self.rank is not None else
+                   "needs rank: (sentences) or text: (a sentence with one ___); add one")
+        elif self.rank is not None:
+            yield from (f"{key} belongs to a text: probe, not to rank:; remove it"
+                        for key in ("options", "top", "open") if getattr(self, key) is not None)
+            yield from (f"rank sentence {s!r} has {s.count(BLANK)} {BLANK}; remove them"
+                        for s in self.rank if s.count(BLANK) > 1)
+        elif self.text.count(BLANK) != 1:
+            yield (f"text {self.text!r} has {self.text.count(BLANK) or 'no'} {BLANK}; mark the one "
+                   f"word to fill with {BLANK}")
+        elif self.options is None and self.top is None:
+            yield "a text: probe needs options: [words] or top: K; add one"
 
 
 def load_probes(path: str | Path, encode=None, tokenizer: str = "words") -> list[dict]:
@@ -93,22 +89,17 @@ def load_probes(path: str | Path, encode=None, tokenizer: str = "words") -> list
     path = Path(path)
     shown = relative(path)
     if not path.is_file():
-        raise ParamsError(f"evaluate.probes={str(shown)!r}: no such file; point it at a probes "
-                          "YAML file (see configs/probes.yaml)")
+        raise ParamsError(f"evaluate.probes={str(shown)!r}: no such file; see configs/probes.yaml")
     raw = read_yaml(shown)   # its messages name the file as this one's do
-    if raw is None:
-        raise ParamsError(f"{shown}: is empty; give a list of probes (`git checkout "
-                          "configs/probes.yaml` restores the repository's), or [] for none")
+    empty = "is empty; `git checkout configs/probes.yaml`, or [] for none"
     if not isinstance(raw, list):
-        raise ParamsError(f"{shown}: must be a list of probes (mappings with rank: or text:), not "
-                          f"{_yaml_value(raw)}; fix the file")
+        raise ParamsError(f"{shown}: {empty if raw is None else f'must be a list, not {_yaml_value(raw)}'}")
     probes = []
     for number, item in enumerate(raw, start=1):
         name = item.get("name") if isinstance(item, dict) else None
         where = f"{shown}: probe {number}" + (f" ({name!r})" if isinstance(name, str) else "")
         if not isinstance(item, dict):
-            raise ParamsError(f"{where}: must be a mapping (name:, rank: or text:, ...), not "
-                              f"{_yaml_value(item)}; fix the file")
+            raise ParamsError(f"{where}: must be a mapping (name:, rank: or text:), not {_yaml_value(item)}")
         try:
             probe = Probe.model_validate(item).model_dump(exclude_none=True)
         except ValidationError as error:
@@ -117,9 +108,8 @@ def load_probes(path: str | Path, encode=None, tokenizer: str = "words") -> list
             for option in probe.get("options", []):
                 count = len(encode(option))
                 if count != 1:
-                    raise ParamsError(
-                        f"{where}: options: {option!r} is {count} tokens under corpus.tokenizer "
-                        f"{tokenizer}; a fill puts one token in the blank, so give single words")
+                    raise ParamsError(f"{where}: options: {option!r} is {count} tokens under "
+                                      f"corpus.tokenizer {tokenizer}; give single words")
         probes.append(probe)
     return probes
 

@@ -40,19 +40,11 @@ def load_recurrent(path: Path, vocab_size: int) -> tuple[RNNLM, dict]:
     file and the fix when it is missing, damaged (also: a weight that is NaN or infinite, which
     train never saves), or trained on another vocabulary."""
     checkpoint = files.load_checkpoint(path, path.parent, ("config", "state_dict"))
-    try:
-        model = RNNLM.from_checkpoint(checkpoint)
-    except (TypeError, KeyError, ValueError, RuntimeError) as error:
-        raise files.StateError(f"{path}: damaged, not an lmpipe model ({type(error).__name__}); "
-                               f"{files.restore_hint(path.parent)}") from None
+    model = _built(RNNLM.from_checkpoint, checkpoint, path, "model", RuntimeError)
     bad = [name for name, tensor in model.state_dict().items()
            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
-    if bad:
-        raise files.StateError(f"{path}: damaged, holds NaN or infinite weights ({', '.join(bad[:3])}"
-                               f"{', ...' if len(bad) > 3 else ''}); {retrain_hint(path.parent)}")
-    if model.config.vocab_size != vocab_size:
-        raise files.StateError(f"{path}: trained on a {model.config.vocab_size:,}-token vocabulary "
-                               f"but data/prepared has {vocab_size:,}; {MISMATCH}")
+    damage = bad and f"holds NaN or infinite weights ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})"
+    _refuse(path, damage, "trained", model.config.vocab_size, vocab_size)
     return model, checkpoint
 
 
@@ -62,18 +54,28 @@ def load_ngram(path: Path, vocab_size: int) -> NGramLM:
     (NGramLM.problem: keys out of order, non-finite or positive log10 probabilities, non-finite
     backoffs)."""
     arrays = files.load_arrays(path, path.parent, ("vocab_size", "discounts"))
-    try:
-        model = NGramLM.from_arrays(arrays)
-    except (KeyError, ValueError, TypeError) as error:
-        raise files.StateError(f"{path}: damaged, not an lmpipe n-gram model "
-                               f"({type(error).__name__}); {files.restore_hint(path.parent)}") from None
-    problem = model.problem()
-    if problem:
-        raise files.StateError(f"{path}: damaged, {problem}; {retrain_hint(path.parent)}")
-    if model.vocab_size != vocab_size:
-        raise files.StateError(f"{path}: estimated on a {model.vocab_size:,}-token vocabulary but "
-                               f"data/prepared has {vocab_size:,}; {MISMATCH}")
+    model = _built(NGramLM.from_arrays, arrays, path, "n-gram model")
+    _refuse(path, model.problem(), "estimated", model.vocab_size, vocab_size)
     return model
+
+
+def _built(build, data, path: Path, what: str, *also: type[Exception]):
+    """build(data), the model of a loaded file; StateError naming `path` if it is not one."""
+    try:
+        return build(data)
+    except (TypeError, KeyError, ValueError, *also) as error:
+        raise files.StateError(f"{path}: damaged, not an lmpipe {what} ({type(error).__name__}); "
+                               f"{files.restore_hint(path.parent)}") from None
+
+
+def _refuse(path: Path, damage: str | None, built: str, size: int, vocab_size: int) -> None:
+    """StateError naming `path`: `damage` (what makes it score wrongly), or a vocabulary of
+    `size` tokens where data/prepared has `vocab_size`."""
+    if damage:
+        raise files.StateError(f"{path}: damaged, {damage}; {retrain_hint(path.parent)}")
+    if size != vocab_size:
+        raise files.StateError(f"{path}: {built} on a {size:,}-token vocabulary but data/prepared "
+                               f"has {vocab_size:,}; {MISMATCH}")
 
 
 class LanguageModel:
@@ -221,8 +223,7 @@ def make_blanks(stream: np.ndarray, train_stream: np.ndarray, tokens: tuple[str,
     rng = np.random.default_rng(seed)
     words = word_ids(tokens)
     if len(words) <= distractors:
-        raise ValueError(f"the vocabulary has {len(words)} words, too few for {distractors} "
-                         "distractors; lower evaluate.distractors or use a larger corpus")
+        raise ValueError(f"{len(words)} words, too few for {distractors} evaluate.distractors; lower it")
     frequency = np.zeros(len(tokens), dtype=np.int64)
     for start in range(0, len(train_stream), 1 << 24):
         frequency += np.bincount(train_stream[start:start + (1 << 24)], minlength=len(tokens))
@@ -273,9 +274,7 @@ def blank_accuracy(model: LanguageModel, blanks: list[Blank]) -> float:
 def encode_probe_text(text: str, encode) -> tuple[np.ndarray, int | None]:
     """`<s> .. </s>` ids of a probe text (encode: list[str] -> ids, the corpus's tokeniser and
     vocabulary) and the position of its blank, if any."""
-    parts = text.split(BLANK)
-    if len(parts) > 2:
-        raise ValueError(f"probe {text!r} has more than one {BLANK}")
+    parts = text.split(BLANK)   # at most one BLANK: the probe schema and the CLI checked it
     left = list(encode(parts[0]))
     if len(parts) == 1:
         return np.array([BOS_ID, *left, EOS_ID], dtype=np.int64), None
@@ -297,9 +296,7 @@ def run_probe(model: LanguageModel, probe: dict, encode, tokens: tuple[str, ...]
         rows = [{"text": t, "logprob": float(v), "oov": oov(t)}
                 for t, v in zip(probe["rank"], logp, strict=True)]
         return sorted(rows, key=lambda r: -r["logprob"])
-    sentence, position = encode_probe_text(probe["text"], encode)
-    if position is None:
-        raise ValueError(f"probe {probe.get('name')!r}: text needs a {BLANK} (or use rank:)")
+    sentence, position = encode_probe_text(probe["text"], encode)   # text: exactly one BLANK
     if "options" in probe:
         candidates = np.array([_single_id(o, encode) for o in probe["options"]])
         labels = list(probe["options"])
@@ -324,8 +321,7 @@ class ProbeNotApplicable(ValueError):
 def _single_id(word: str, encode) -> int:
     ids = list(encode(word))
     if len(ids) != 1:
-        raise ProbeNotApplicable(f"option {word!r} is {len(ids)} tokens under this corpus's "
-                                 "tokenizer; a fill probe fills one token")
+        raise ProbeNotApplicable(f"option {word!r} is {len(ids)} tokens; a fill probe fills one token")
     return int(ids[0])
 
 
@@ -333,11 +329,8 @@ def _single_id(word: str, encode) -> int:
 def sample(model: LanguageModel, count: int, temperature: float, max_length: int,
            seed: int) -> list[np.ndarray]:
     """`count` sentences (ids without `<s>`/`</s>`) sampled token by token from p^(1/T); a
-    recurrent model carries its state, so a sentence of n tokens costs n steps, not n²/2."""
-    if model.kind != "causal":
-        raise ValueError("only causal models generate text left to right")
-    if temperature <= 0:
-        raise ValueError(f"temperature={temperature}: use a value > 0")
+    recurrent model carries its state, so a sentence of n tokens costs n steps, not n²/2. A
+    causal model and temperature > 0 (cli/main.py's --temperature, cli/models.generate check)."""
     rng = np.random.default_rng(seed)
     prefixes = [[BOS_ID] for _ in range(count)]
     done = np.zeros(count, dtype=bool)
