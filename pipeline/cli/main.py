@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import select
 import sys
 from pathlib import Path
 
@@ -52,29 +53,30 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"lmpipe: error: {message}; see `{self.prog} --help`\n")
 
 
-def whole(low: int, high: int | None = None):
-    """An argparse type: a whole number in low..high; else ArgumentTypeError saying the range."""
-    def parse(text: str) -> int:
+def checked(parse, fits, wanted: str):
+    """An argparse type: parse(text) when it reads and fits(value); else ArgumentTypeError
+    saying `wanted` (`must be WANTED, not 'TEXT'`)."""
+    def convert(text: str):
         try:
-            value = int(text)
+            value = parse(text)
         except ValueError:
             value = None
-        if value is None or value < low or (high is not None and value > high):
-            span = f"in {low}..{high}" if high is not None else f">= {low}"
-            raise argparse.ArgumentTypeError(f"must be a whole number {span}, not {text!r}")
+        if value is None or not fits(value):
+            raise argparse.ArgumentTypeError(f"must be {wanted}, not {text!r}")
         return value
-    return parse
+    return convert
 
 
-def positive(text: str) -> float:
-    """An argparse type: a finite number > 0; else ArgumentTypeError."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a number > 0, not {text!r}")
-    return value
+def whole(low: int, high: int | None = None):
+    """An argparse type: a whole number in low..high."""
+    span = f"in {low}..{high}" if high is not None else f">= {low}"
+    return checked(int, lambda value: low <= value <= (high if high is not None else value),
+                   f"a whole number {span}")
+
+
+positive = checked(float, lambda value: math.isfinite(value) and value > 0, "a number > 0")
+marker = checked(str, lambda text: not any(ch.isspace() for ch in text),   # --unk
+                 "one token (e.g. <unk>) without whitespace, or '' for none")
 
 
 def memory_size(text: str) -> int:
@@ -83,14 +85,6 @@ def memory_size(text: str) -> int:
         return files.parse_size(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
-
-
-def marker(text: str) -> str:
-    """An argparse type: the unknown-word marker, one token (no whitespace) or '' for none."""
-    if any(ch.isspace() for ch in text):
-        raise argparse.ArgumentTypeError(f"{text!r} holds whitespace; the marker is one token "
-                                         "(e.g. <unk>), or '' for none")
-    return text
 
 
 def text_options(p: argparse.ArgumentParser) -> None:
@@ -105,19 +99,23 @@ def text_options(p: argparse.ArgumentParser) -> None:
 def _until_the_reader_stops(args) -> None:
     """args.run(args); a reader of standard output that stops early (`lmpipe generate --n 1000 |
     head`) ends the command quietly, as for any Unix filter, not with an error."""
-    import select
     try:
         args.run(args)
     except BrokenPipeError:
-        try:   # a pipe without a reader polls as an error for its writer
-            poll = select.poll()
-            poll.register(sys.stdout.fileno(), select.POLLOUT)
-            closed = any(events & select.POLLERR for _, events in poll.poll(0))
-        except (OSError, ValueError, AttributeError):   # stdout replaced, or no poll here
-            closed = False
-        if not closed:
+        if not _reader_gone():
             raise
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # Python's own flush
+
+
+def _reader_gone() -> bool:
+    """Whether standard output is a pipe whose reader has gone (it polls as an error for its
+    writer); False where stdout was replaced or there is no poll."""
+    try:
+        poll = select.poll()
+        poll.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poll.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def parser() -> Parser:
