@@ -32,11 +32,7 @@ def prepare(params, out: str | Path, memory: int, block: int | None = None, prog
     chars = block or int(np.clip(_left(memory) // BYTES_PER_CHAR, 1 << 12, 1 << 23))
     source = corpus.open_source(c.source, c.encoding_errors, c.sha256, c.valid_source, c.test_source)
     try:
-        spill = files.Spill(c.temp_dir or None, "lmpipe-prepare-")
-    except files.SpillError as error:
-        raise files.SpillError(f"corpus.temp_dir: {error}") from None
-    try:
-        with spill:
+        with files.Spill(c.temp_dir or None, "lmpipe-prepare-") as spill:
             _prepare(params, out, source, spill, chars, memory, block, progress)
     except files.SpillError as error:
         raise files.SpillError(f"corpus.temp_dir: {error}") from None
@@ -81,17 +77,6 @@ def _prepare(params, out: Path, source, spill, chars: int, memory: int, block: i
         stats["lines_cut"] = sentences.lines_cut
     if c.encoding_errors == "replace":
         stats["replaced_characters"] = scan.replaced
-    def report(name: str) -> None:   # once its stream is in place
-        stats[name] = found[name]
-        if name in documents:
-            stats[name]["documents"] = documents[name]
-        if name != "train":
-            stats[name]["units"] = len(measured[f"{name}_chars"])
-            stats[name].update({field: int(measured[f"{name}_{field}"].sum()) for field in units.FIELDS})
-        part = stats[name]
-        progress(f"prepare: {name}: {part['sentences']:,} sentences, {part['tokens']:,} tokens, "
-                 f"{part['types']:,} types, OOV rate {part['oov_rate']:.2%}")
-
     # every stream written under a scratch name first; then units.npz, valid, test and train
     # renamed into place in that order (train last, as always: a kill leaves no new train.npy
     # beside older files)
@@ -102,11 +87,24 @@ def _prepare(params, out: Path, source, spill, chars: int, memory: int, block: i
                                        {"train": train, "test": test, "valid": valid}, step)
                 with files.atomic_file(out / units.FILE) as path:
                     np.savez(path, **measured)
-            report("valid")
-        report("test")
-    report("train")
+            _report(stats, "valid", found["valid"], documents, measured, progress)
+        _report(stats, "test", found["test"], documents, measured, progress)
+    _report(stats, "train", found["train"], documents, measured, progress)
     files.write_text(out / "vocab.json", json.dumps(vocab.to_json(), ensure_ascii=False))
     files.write_text(out / "stats.json", json.dumps(stats, indent=2))
+
+
+def _report(stats: dict, name: str, found: dict, documents: dict, measured: dict, progress) -> None:
+    """stats[name]: the split's `found` stats, documents and text units, and its progress line
+    (called once its stream is in place)."""
+    part = stats[name] = found
+    if name in documents:
+        part["documents"] = documents[name]
+    if name != "train":
+        part["units"] = len(measured[f"{name}_chars"])
+        part.update({field: int(measured[f"{name}_{field}"].sum()) for field in units.FIELDS})
+    progress(f"prepare: {name}: {part['sentences']:,} sentences, {part['tokens']:,} tokens, "
+             f"{part['types']:,} types, OOV rate {part['oov_rate']:.2%}")
 
 
 class _Scan:
