@@ -88,9 +88,6 @@ def damaged(path: str | Path, why: str, folder: str | Path | None = None,
     return error
 
 
-_damaged = damaged
-
-
 def _why(error: BaseException, fmt: str) -> str:
     if isinstance(error, FileNotFoundError):
         return "missing"
@@ -115,12 +112,12 @@ def read_json(path: str | Path, folder: str | Path | None = None, kind: type = d
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
-        raise _damaged(path, _why(error, 'JSON file'), folder, fix) from None
+        raise damaged(path, _why(error, 'JSON file'), folder, fix) from None
     if not isinstance(value, kind):
-        raise _damaged(path, f"holds a JSON {type(value).__name__}, not a {kind.__name__}", folder, fix)
+        raise damaged(path, f"holds a JSON {type(value).__name__}, not a {kind.__name__}", folder, fix)
     missing = [key for key in required if key not in value]
     if missing:
-        raise _damaged(path, f"has no {', '.join(missing)}", folder, fix)
+        raise damaged(path, f"has no {', '.join(missing)}", folder, fix)
     return value
 
 
@@ -131,7 +128,7 @@ def load_array(path: str | Path, folder: str | Path | None = None, mmap_mode: st
     try:
         return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
     except (OSError, ValueError, EOFError) as error:
-        raise _damaged(path, _why(error, ".npy array"), folder) from None
+        raise damaged(path, _why(error, ".npy array"), folder) from None
 
 
 def load_arrays(path: str | Path, folder: str | Path | None = None,
@@ -146,10 +143,10 @@ def load_arrays(path: str | Path, folder: str | Path | None = None,
         with np.load(path, allow_pickle=False) as found:
             arrays = {name: found[name] for name in found.files}
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as error:
-        raise _damaged(path, _why(error, ".npz archive"), folder) from None
+        raise damaged(path, _why(error, ".npz archive"), folder) from None
     missing = [name for name in dict.fromkeys(required) if name not in arrays]
     if missing:
-        raise _damaged(path, f"has no array {', '.join(missing)}", folder)
+        raise damaged(path, f"has no array {', '.join(missing)}", folder)
     return arrays
 
 
@@ -162,9 +159,9 @@ def load_checkpoint(path: str | Path, folder: str | Path | None = None,
     try:
         found = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:   # truncated zip, foreign pickle, EOF: torch raises many kinds
-        raise _damaged(path, _why(error, "torch checkpoint"), folder) from None
+        raise damaged(path, _why(error, "torch checkpoint"), folder) from None
     if not isinstance(found, dict) or any(key not in found for key in required):
-        raise _damaged(path, f"is not a checkpoint with {', '.join(required) or 'a dict'}", folder)
+        raise damaged(path, f"is not a checkpoint with {', '.join(required) or 'a dict'}", folder)
     return found
 
 
@@ -182,17 +179,13 @@ class Spill:
 
     def __init__(self, parent: str | os.PathLike | None = None, prefix: str = "lmpipe-ngram-"):
         where = Path(parent if parent is not None else tempfile.gettempdir())
-        try:
+        with spilling(where):   # EACCES on a parent, a name too long
             missing = not where.is_dir()
-        except OSError as error:   # EACCES on a parent, a name too long
-            raise SpillError(spill_message(where, error)) from None
         if missing:
             raise SpillError(f"{where}: {'is not a folder' if where.exists() else 'does not exist'};"
                              " give a folder for the spilled files (create it first)")
-        try:
+        with spilling(where):
             self.path = Path(tempfile.mkdtemp(prefix=prefix, dir=where))
-        except OSError as error:
-            raise SpillError(spill_message(where, error)) from None
         self.parent = self.path.parent
 
     def file(self, name: str, dtype) -> Column:
@@ -206,6 +199,15 @@ class Spill:
 
     def __exit__(self, *_) -> None:
         self.close()
+
+
+@contextmanager
+def spilling(folder: Path) -> Iterator[None]:
+    """Turn an OSError on the spill folder `folder` into a SpillError (spill_message)."""
+    try:
+        yield
+    except OSError as error:
+        raise SpillError(spill_message(folder, error)) from None
 
 
 def spill_message(folder: Path, error: OSError) -> str:
@@ -234,11 +236,8 @@ class Column:
     def append(self, values: np.ndarray) -> None:
         """Append `values` (opened and closed each time: a merge of many runs holds no file
         open, so the number of runs is not bounded by the open-files limit)."""
-        try:
-            with open(self.path, "ab") as handle:
-                handle.write(np.ascontiguousarray(values, dtype=self.dtype).data)
-        except OSError as error:
-            raise SpillError(spill_message(self.spill.path, error)) from None
+        with spilling(self.spill.path), open(self.path, "ab") as handle:
+            handle.write(np.ascontiguousarray(values, dtype=self.dtype).data)
         self.length += len(values)
 
     def read(self, start: int = 0, stop: int | None = None) -> np.ndarray:
@@ -246,12 +245,9 @@ class Column:
         stop = self.length if stop is None else min(stop, self.length)
         if stop <= start:
             return np.empty(0, dtype=self.dtype)
-        try:
-            with open(self.path, "rb") as handle:
-                return np.fromfile(handle, dtype=self.dtype, count=stop - start,
-                                   offset=start * self.dtype.itemsize)
-        except OSError as error:
-            raise SpillError(spill_message(self.spill.path, error)) from None
+        with spilling(self.spill.path), open(self.path, "rb") as handle:
+            return np.fromfile(handle, dtype=self.dtype, count=stop - start,
+                               offset=start * self.dtype.itemsize)
 
     def __len__(self) -> int:
         return self.length
@@ -260,12 +256,10 @@ class Column:
         """The entries at the sorted indices `rows` (a memory map dropped at once)."""
         if not len(rows):
             return np.empty(0, dtype=self.dtype)
-        try:
+        with spilling(self.spill.path):
             mapped = np.memmap(self.path, dtype=self.dtype, mode="r", shape=(self.length,))
             values = np.array(mapped[rows])
             del mapped
-        except OSError as error:
-            raise SpillError(spill_message(self.spill.path, error)) from None
         return values
 
     def __getitem__(self, rows: slice) -> np.ndarray:
@@ -280,19 +274,15 @@ class Column:
         few entries each (a memory map dropped at once: the pages touched are few)."""
         if self.length == 0:
             return np.zeros(len(values), dtype=np.int64)
-        try:
+        with spilling(self.spill.path):
             mapped = np.memmap(self.path, dtype=self.dtype, mode="r", shape=(self.length,))
             found = np.searchsorted(mapped, values)
             del mapped
-        except OSError as error:
-            raise SpillError(spill_message(self.spill.path, error)) from None
         return found
 
     def remove(self) -> None:
-        try:
+        with spilling(self.spill.path):
             self.path.unlink(missing_ok=True)
-        except OSError as error:
-            raise SpillError(spill_message(self.spill.path, error)) from None
 
 
 def read_yaml(path: str | Path) -> Any:
@@ -318,10 +308,8 @@ def read_yaml(path: str | Path) -> Any:
 
 def relative(path: Path) -> Path:
     """`path` relative to the current folder when inside it (how messages name files)."""
-    try:
-        return path.resolve().relative_to(Path.cwd().resolve())
-    except ValueError:
-        return path
+    resolved, here = path.resolve(), Path.cwd().resolve()
+    return resolved.relative_to(here) if resolved.is_relative_to(here) else path
 
 
 def parse_size(text: str | int, default_unit: str = "K") -> int:
