@@ -330,7 +330,8 @@ def sample(model: LanguageModel, count: int, temperature: float, max_length: int
            seed: int) -> list[np.ndarray]:
     """`count` sentences (ids without `<s>`/`</s>`) sampled token by token from p^(1/T); a
     recurrent model carries its state, so a sentence of n tokens costs n steps, not n²/2. A
-    causal model and temperature > 0 (cli/main.py's --temperature, cli/models.generate check)."""
+    causal model and temperature > 0 (checked by --temperature and evaluate.temperature's schema;
+    generate and evaluate pass causal models only)."""
     rng = np.random.default_rng(seed)
     prefixes = [[BOS_ID] for _ in range(count)]
     done = np.zeros(count, dtype=bool)
