@@ -221,28 +221,21 @@ def _check_sqlite(tracking_uri: str, given: str, source: str, writable: bool, re
     """An sqlite URI names a database file in an existing folder that SQLite can write
     (`writable`) or, for a reader, an existing store it can read; else StateError."""
     if not tracking_uri.startswith(PREFIX) or database(given) is None:
-        raise refuse("names no database file (an empty path or an in-memory database keeps "
-                     "nothing)")
+        raise refuse("names no database file (empty path or in-memory)")
     path = database(tracking_uri)
     if path.is_dir():
         raise refuse(f"names a folder, {path}, not a database file")
     if not path.parent.is_dir():
-        if path.parent.exists():
-            raise refuse(f"names a file in {path.parent}, which is not a folder")
-        raise refuse(f"names a file in {path.parent}, a folder that does not exist",
-                     f"create it (`mkdir -p {path.parent}`)")
+        raise refuse(f"names a file in {path.parent}: no such folder", f"`mkdir -p {path.parent}`")
     if not writable and not path.is_file():
         raise refuse(f"names no MLflow store: {path} does not exist")
     denied = blocked(path, writable)
     if denied:
-        why, paths = denied
-        beside = (f"the file, and {path.name}-wal, -shm or -journal beside it" if writable
-                  else f"{path.name}-shm beside a store in WAL mode, even to read it")
-        raise StateError(
-            f"{path}: the MLflow store cannot be {'written' if writable else 'read'} ({why}: "
-            f"SQLite writes {beside}); make {'them' if len(paths) > 1 else 'it'} writable "
-            f"(`chmod u+w {' '.join(str(p) for p in paths)}`), or "
-            f"{_another(source, 'a writable store' if writable else 'another store')}")
+        (why, paths), verb = denied, "written" if writable else "read"
+        beside = f"{path.name}-wal, -shm, -journal" if writable else f"{path.name}-shm, even to read"
+        other = _another(source, f"a{' writable' if writable else 'nother'} store")
+        raise StateError(f"{path}: the MLflow store cannot be {verb} ({why}; SQLite writes "
+                         f"{beside}): `chmod u+w {' '.join(map(str, paths))}`, or {other}")
 
 
 def _check_server(tracking_uri: str, source: str, timeout: float, refuse) -> None:
@@ -262,9 +255,9 @@ def _check_server(tracking_uri: str, source: str, timeout: float, refuse) -> Non
     try:
         _within(timeout + 1, health)
     except (requests.RequestException, TimeoutError) as error:
-        why = str(error) if isinstance(error, requests.HTTPError) else \
-            f"{type(error).__name__} within {timeout:g} s"
-        raise StateError(server_down(tracking_uri, why, source)) from None
+        late = f"{type(error).__name__} within {timeout:g} s"
+        raise StateError(server_down(tracking_uri, str(error) if isinstance(
+            error, requests.HTTPError) else late, source)) from None
 
 
 def _check_database(tracking_uri: str, timeout: float, refuse) -> None:
@@ -277,12 +270,9 @@ def _check_database(tracking_uri: str, timeout: float, refuse) -> None:
         url.get_dialect().import_dbapi()
     except ImportError as error:
         name = error.name or str(error)
-        raise refuse(f"needs the database driver {name}, which is not installed",
-                     f"install it into lmpipe's environment (`pip install "
-                     f"{DRIVERS.get(name, name)}`)") from None
+        raise refuse(f"needs the driver {name}", f"`pip install {DRIVERS.get(name, name)}`") from None
     except sqlalchemy.exc.ArgumentError as error:   # NoSuchModuleError among them
-        why = first_line(error) or type(error).__name__
-        raise refuse(f"is not a database URL SQLAlchemy can use ({why})") from None
+        raise refuse(f"is not a database URL SQLAlchemy can use ({_why(error)})") from None
 
     def connect():
         engine = sqlalchemy.create_engine(url, poolclass=NullPool)
@@ -292,12 +282,8 @@ def _check_database(tracking_uri: str, timeout: float, refuse) -> None:
             engine.dispose()
     try:
         _within(timeout, connect)
-    except TimeoutError as error:
-        raise refuse(f"names a database that does not answer ({error})") from None
-    except Exception as error:   # the driver's own: refused, unknown host, bad password
-        why = first_line(error) or type(error).__name__
-        raise refuse(f"names a database that refuses the connection ({why[:160]})") \
-            from None
+    except Exception as error:   # TimeoutError, or the driver's: refused, unknown host, password
+        raise refuse(f"names a database that does not answer or refuses ({_why(error)})") from None
 
 
 def _check_databricks(tracking_uri: str, timeout: float, refuse) -> None:
@@ -311,8 +297,12 @@ def _check_databricks(tracking_uri: str, timeout: float, refuse) -> None:
         _within(timeout, get_databricks_host_creds, tracking_uri)
     except Exception as error:   # MLflow's "Reading Databricks credential configuration failed"
         late = f" ({error})" if isinstance(error, TimeoutError) else ""
-        raise refuse(f"finds no Databricks credentials{late}",
-                     "configure them (DATABRICKS_HOST and DATABRICKS_TOKEN, or a profile in "
-                     "~/.databrickscfg)") from None
+        raise refuse(f"finds no Databricks credentials{late}", "set DATABRICKS_HOST and "
+                     "DATABRICKS_TOKEN, or a profile in ~/.databrickscfg") from None
     finally:
         chatty.setLevel(level)
+
+
+def _why(error: BaseException) -> str:
+    """An exception's first line (at most 160 characters), or its type's name."""
+    return (first_line(error) or type(error).__name__)[:160]
