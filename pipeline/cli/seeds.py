@@ -44,8 +44,7 @@ def seeds(args) -> None:
     print(report(root, kind, getattr(args, "all_commits", False)))
     failed = [name for name in names if outcome.get(name) != "Success"]
     if failed:
-        raise ValueError(f"{len(failed)} of the {len(names)} experiments did not succeed "
-                         f"({', '.join(failed)}); `dvc queue logs {failed[0]}` shows why")
+        raise ValueError(f"{', '.join(failed)} failed; `dvc queue logs {failed[0]}` shows why")
 
 
 def check_arguments(args) -> None:
@@ -56,20 +55,15 @@ def check_arguments(args) -> None:
             ("--jobs", args.jobs), ("--first", args.first), ("--no-wait", args.no_wait or None))
             if value is not None]
         if given:
-            raise ValueError(f"{', '.join(given)}: only with --run N, the number of seeds to "
-                             f"queue (e.g. lmpipe seeds {args.kind} --run 5 {' '.join(given)})")
+            raise ValueError(f"{', '.join(given)}: only with --run N (e.g. --run 5)")
         return
     args.jobs = 1 if args.jobs is None else args.jobs
     args.first = 1 if args.first is None else args.first
-    if args.count < 1:
-        raise ValueError(f"--run {args.count}: the number of seeds to queue must be at least 1 "
-                         "(e.g. --run 5)")
-    if args.jobs < 1:
-        raise ValueError(f"--jobs {args.jobs}: the number of queue workers must be at least 1 "
-                         "(e.g. --jobs 2; each worker runs one experiment at a time)")
-    if not (0 <= args.first and args.first + args.count <= 2**32):
-        raise ValueError(f"--first {args.first}: seeds run from --first to --first + --run - 1 "
-                         "and must lie in 0 .. 2**32 - 1")
+    low = {"--run": (args.count, 1), "--jobs": (args.jobs, 1), "--first": (args.first, 0)}
+    bad = [f"{flag} {value}" for flag, (value, least) in low.items() if value < least]
+    if bad or args.first + args.count > 2**32:
+        raise ValueError(f"{(bad or [f'--first {args.first}'])[0]}: --run and --jobs must be >= 1, "
+                         "the seeds --first .. --first + --run - 1 in 0 .. 2**32 - 1")
 
 
 def project_root(kind: str) -> Path:
@@ -77,12 +71,10 @@ def project_root(kind: str) -> Path:
     DVC project with a params.yaml that loads and names `kind` under models."""
     root = repository("seeds", (PARAMS, "dvc.yaml"))
     if not (root / ".dvc").is_dir():
-        raise ValueError(f"{root} is not a DVC repository (no .dvc/): run `lmpipe seeds` in the "
-                         "project's git + DVC checkout (or `git init && dvc init` first)")
+        raise ValueError(f"{root}: no .dvc/, not a DVC repository; run in the project's checkout")
     known = config.load(root / PARAMS).models
     if kind not in known:
-        raise ValueError(f"KIND {kind!r} is not a model of params.yaml; use one of "
-                         f"{', '.join(known)}")
+        raise ValueError(f"KIND {kind!r} is not a model of params.yaml; use {', '.join(known)}")
     check_pipeline(root, kind)
     return root
 
@@ -108,8 +100,7 @@ def check_pipeline(root: Path, kind: str) -> None:
     except voluptuous.Invalid as error:
         raise ValueError(f"{path}: DVC cannot read it ({error}); fix the file ({restore})") from None
     if "train" not in (pipeline.get("stages") or {}):
-        raise ValueError(f"{path}: no stage train, so train@{kind} would not run in the "
-                         f"experiments; {restore}")
+        raise ValueError(f"{path}: no stage train for train@{kind}; {restore}")
 
 
 def experiment_name(kind: str, seed: int) -> str:
@@ -125,9 +116,8 @@ def queue(root: Path, kind: str, seed_range: range, jobs: int) -> list[str]:
     taken = sorted(set(names) & _names(_exp_show(root)), key=names.index)
     if taken:
         last = max(int(name.rsplit("-", 1)[1]) for name in taken)
-        raise ValueError(f"experiment {', '.join(taken)} already exist(s) for this commit; "
-                         f"queue other seeds with --first {last + 1}, or remove them first "
-                         f"(dvc exp remove {' '.join(taken)})")
+        raise ValueError(f"{', '.join(taken)}: taken in this commit; give --first {last + 1}, "
+                         f"or `dvc exp remove {' '.join(taken)}`")
     note = uncommitted_note(root)
     if note:
         print(note, flush=True)
@@ -136,12 +126,10 @@ def queue(root: Path, kind: str, seed_range: range, jobs: int) -> list[str]:
         try:
             commands.run(root, "dvc", "exp", "run", "--queue", "-n", name, "-S",
                          f"models.{kind}.seed={seed}", *copies)
-        except ValueError as error:
-            if done:   # the ones before stay queued, not started
-                raise ValueError(f"{error} ({', '.join(names[:done])} stay queued: `dvc queue "
-                                 f"start -j {jobs}` runs them, `dvc queue remove "
-                                 f"{' '.join(names[:done])}` drops them)") from None
-            raise
+        except ValueError as error:   # the ones before stay queued, not started
+            kept = " ".join(names[:done])
+            raise ValueError(f"{error} ({kept} stay queued: `dvc queue start -j {jobs}` runs them, "
+                             f"`dvc queue remove {kept}` drops them)") if done else error from None
     commands.run(root, "dvc", "queue", "start", "-j", str(jobs))
     print(f"lmpipe: queued {', '.join(names)} (models.{kind}.seed = {seed_range.start}.."
           f"{seed_range.stop - 1}); {jobs} worker(s) started", flush=True)
@@ -224,9 +212,9 @@ def wait(root: Path, names: list[str]) -> dict[str, str]:
                 return mine
             time.sleep(POLL_S)
     except KeyboardInterrupt:
-        raise SystemExit("\nlmpipe: stopped waiting; the experiments go on in DVC's queue "
-                         "(dvc queue status; dvc queue kill NAME to stop one); the report: "
-                         f"lmpipe seeds {names[0].rsplit('-seed-', 1)[0]}") from None
+        kind = names[0].rsplit("-seed-", 1)[0]
+        raise SystemExit("\nlmpipe: stopped waiting; the experiments go on in DVC's queue (`dvc "
+                         f"queue status`); the report: lmpipe seeds {kind}") from None
 
 
 def queue_tasks(root: Path) -> list[tuple[str | None, str]]:
