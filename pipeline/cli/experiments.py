@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from tabulate import tabulate
 
 from pipeline import config, errors
@@ -29,7 +29,7 @@ def repository(command: str, needs: tuple[str, ...] = ("params.yaml",), other: s
     missing = [name for name in needs if not (root / name).exists()]
     if missing:
         raise ValueError(f"`lmpipe {command}`: no lmpipe pipeline here ({root} has no "
-                         f"{' / '.join(missing)}); cd to the lmpipe repository's root folder{other}")
+                         f"{' / '.join(missing)}); cd to the repository's root folder{other}")
     return root
 
 
@@ -46,18 +46,14 @@ def mlflow_server(args) -> None:
         with socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # as servers do
             probe.bind((args.host, args.port))
-    except OSError as error:
-        if error.errno in (errno.EADDRINUSE, errno.EACCES):
-            why = ("is already in use (another server?)" if error.errno == errno.EADDRINUSE
-                   else "needs privileges (a port below 1024)")
-            raise ValueError(f"--port {args.port}: {args.host}:{args.port} {why}; give another "
-                             "--port (e.g. 5001)") from None
-        raise ValueError(f"--host {args.host}: cannot listen there ({error.strerror or error}); "
-                         "give an address of this machine (127.0.0.1, or 0.0.0.0 for all)") from None
+    except OSError as error:   # the port's fault, else the address's
+        why = {errno.EADDRINUSE: "is in use", errno.EACCES: "needs privileges"}.get(error.errno)
+        raise ValueError(f"--port {args.port}: {args.host}:{args.port} {why}; give another --port"
+                         if why else f"--host {args.host}: cannot listen there ({error.strerror})"
+                         "; give 127.0.0.1, or 0.0.0.0 for all") from None
     mlflow = commands.executable("mlflow")
     if not Path(mlflow).is_file():
-        raise ValueError("mlflow is not installed here; install the project (pip install -e .) "
-                         "or put its virtual environment's bin/ first on PATH")
+        raise ValueError(f"{mlflow}: not installed; install the project (pip install -e .)")
     command = [mlflow, "server", "--backend-store-uri", uri,
                "--artifacts-destination", str(root / "mlartifacts"),
                "--host", args.host, "--port", str(args.port), "--workers", str(args.workers)]
@@ -71,15 +67,12 @@ def retrain(args) -> None:
     that is a folder (before anything runs), and with dvc's own last line when dvc fails."""
     root = repository("retrain", ("params.yaml", "dvc.yaml", ".dvc"))
     if (root / args.report).is_dir():
-        raise ValueError(f"--report {str(args.report)!r} is a folder; give the path of the report "
-                         "file (e.g. reports/retrain.md)")
+        raise ValueError(f"--report {str(args.report)!r} is a folder; give a file path")
     if args.base:
         try:
             commands.run(root, "git", "rev-parse", "--verify", "--quiet", f"{args.base}^{{commit}}")
         except ValueError:
-            raise ValueError(f"--base {args.base!r}: no such revision in this git repository; give "
-                             "a branch, tag or commit (e.g. origin/main; `git fetch` it first in a "
-                             "CI clone)") from None
+            raise ValueError(f"--base {args.base!r}: no such revision; `git fetch` it") from None
     retraining.run(root, args.base, root / args.report)
 
 
@@ -91,26 +84,19 @@ def compare(args) -> None:
     from pipeline.tracking import mlflow_runs  # here: MLflow's 2 s import, for compare only
     uri, experiment = args.tracking_uri, args.experiment
     if args.list and (args.parent_run or args.against):
-        raise ValueError("--list lists every execution; leave out --run/--against (or --list)")
+        raise ValueError("--list: leave out --run and --against (or --list)")
     if not (uri and experiment):   # params.yaml only for what the arguments leave open
         root = repository("compare", other=" (or give --tracking-uri and --experiment)")
         params = config.load(root / "params.yaml")
         uri = uri or store.tracking_uri(params.mlflow, root)
         experiment = experiment or params.mlflow.experiment
-    database = store.database(uri)
-    if args.tracking_uri and database is not None and not database.is_file():
-        raise ValueError(f"--tracking-uri {uri}: no MLflow store at {database}; give the URI of an "
-                         "existing store (e.g. sqlite:///mlflow.db in the repository's root folder)")
-    # the URI's form, a server that does not answer (MLflow's client would retry for minutes),
-    # a deleted experiment; a reader: nothing is created or switched to WAL
+    # the URI's form, a missing sqlite store, a server that does not answer (MLflow's client
+    # would retry for minutes), a deleted experiment; a reader: nothing is created or switched to WAL
     mlflow_runs.check_store(uri, experiment, source="--tracking-uri" if args.tracking_uri else None,
                             writable=False)
-    try:   # the store and the experiment, before any id is looked up in them
-        run_search.pipeline_runs(uri, experiment, 1, finished=False)
-    except ValueError as error:   # damaged or deleted (StateError): not the argument's fault
-        if not args.experiment or isinstance(error, errors.StateError):
-            raise
-        raise ValueError(f"--experiment {experiment!r}: {error}") from None
+    # the store and the experiment, before any id is looked up in them
+    _naming(f"--experiment {experiment!r}" if args.experiment else None,
+            run_search.pipeline_runs, uri, experiment, 1, False)
     if args.list:
         print(table(_executions(uri, experiment, args.limit), args.markdown))
         return
@@ -142,12 +128,18 @@ def compare(args) -> None:
 
 def _execution(uri: str, experiment: str, run_id: str | None, flag: str):
     """run_search.pipeline_run, its refusal of an unknown id naming `flag`."""
+    return _naming(run_id and f"{flag} {run_id}", run_search.pipeline_run, uri, experiment, run_id)
+
+
+def _naming(argument: str | None, call, *args):
+    """call(*args), its ValueError prefixed with `argument` (e.g. "--run ID") when given; damaged
+    or deleted state (StateError) is not the argument's fault and passes as it is."""
     try:
-        return run_search.pipeline_run(uri, experiment, run_id)
+        return call(*args)
     except ValueError as error:
-        if not run_id or isinstance(error, errors.StateError):
+        if not argument or isinstance(error, errors.StateError):
             raise
-        raise ValueError(f"{flag} {run_id}: {error}") from None
+        raise ValueError(f"{argument}: {error}") from None
 
 
 HEADLINE = ("val_ppl", "test_ppl", "test_bits_per_token", "test_bits_per_char", "fill_accuracy")
@@ -201,14 +193,16 @@ def _verdicts(uri: str, parent_id: str) -> list[str]:
                   file=sys.stderr, flush=True)
             return []
         checked = PAIRS.validate_python(pairs)
-    except (artifacts.DamagedArtifact, ValueError) as error:   # pydantic's ValidationError too
-        why = str(error) if isinstance(error, artifacts.DamagedArtifact) else \
-            f"run {parent_id}'s artifact {path} is damaged ({_first_problem(error)})"
-        print(f"lmpipe: warning: {why}; the table above is shown without the paired verdicts; "
-              f"{again}", file=sys.stderr, flush=True)
-        return []
-    return [Comparison(p.a, p.b, p.delta_nats_per_token, p.delta_ci_low, p.delta_ci_high,
-                       p.p_better, p.level).sentence() for p in checked.values()]
+    except artifacts.DamagedArtifact as error:   # not UTF-8 JSON text
+        why = str(error)
+    except ValidationError as error:
+        why = f"run {parent_id}'s artifact {path} is damaged ({_first_problem(error)})"
+    else:
+        return [Comparison(p.a, p.b, p.delta_nats_per_token, p.delta_ci_low, p.delta_ci_high,
+                           p.p_better, p.level).sentence() for p in checked.values()]
+    print(f"lmpipe: warning: {why}; the table above is shown without the paired verdicts; "
+          f"{again}", file=sys.stderr, flush=True)
+    return []
 
 
 Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
@@ -229,13 +223,10 @@ class Pair(BaseModel):
 PAIRS = TypeAdapter(dict[str, Pair])   # report/pairs.json: {"A_vs_B": Pair}
 
 
-def _first_problem(error) -> str:
+def _first_problem(error: ValidationError) -> str:
     """pydantic's first complaint as "where: what" (e.g. "gru_vs_ngram.p_better: field
-    required"), or the error's text."""
-    problems = getattr(error, "errors", None)
-    if not callable(problems):
-        return " ".join(str(error).split())
-    first = problems()[0]
+    required")."""
+    first = error.errors()[0]
     where = ".".join(map(str, first["loc"])) or "the whole file"
     return f"{where}: {first['msg'][:1].lower()}{first['msg'][1:]}"
 
