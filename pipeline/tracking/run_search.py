@@ -39,9 +39,10 @@ def _runs(tracking_uri: str, experiment: str, tag: str, value: str, finished: bo
     db = _database(tracking_uri)
     if db is not None:
         try:
-            return _sql_runs(db, experiment, tag, value, finished, limit, newest_first)
-        except sqlite3.Error:
-            pass
+            return _read_runs(db, experiment, tag, value, finished, limit, newest_first)
+        except sqlite3.Error as error:   # another MLflow schema: the client's search below
+            if getattr(error, "sqlite_errorname", None) in ("SQLITE_NOTADB", "SQLITE_CORRUPT"):
+                raise damaged_store(db) from None
     return client_runs(tracking_uri, experiment, tag, value, finished, limit, newest_first)
 
 
@@ -78,15 +79,14 @@ def pipeline_run(tracking_uri: str, experiment: str, run_id: str | None = None):
     if run_id is None:
         runs = pipeline_runs(tracking_uri, experiment, limit=1)
         if not runs:
-            raise ValueError(f"no finished pipeline run in experiment {experiment!r} at "
-                             f"{tracking_uri}; run `make repro` first")
+            raise ValueError(f"no finished pipeline run in {experiment!r} at {tracking_uri}; "
+                             "`make repro` first")
         return runs[0]
     matches = [r for r in pipeline_runs(tracking_uri, experiment, 1000, finished=False)
                if r.info.run_id.startswith(run_id)]
     if len(matches) != 1:
         problem = "no pipeline run" if not matches else f"{len(matches)} pipeline runs start with"
-        raise ValueError(f"{problem} {run_id!r} in experiment {experiment!r} at {tracking_uri}; "
-                         "`lmpipe compare --list` lists the executions and their ids")
+        raise ValueError(f"{problem} {run_id!r} in {experiment!r}; `lmpipe compare --list` lists them")
     return matches[0]
 
 
@@ -111,8 +111,7 @@ def _database(tracking_uri: str) -> Path | None:
         return None
     path = store.database(tracking_uri)
     if path is None or not path.is_file():
-        raise ValueError(f"no MLflow store at {path or tracking_uri}; run `make repro` first (or "
-                         "give --tracking-uri)")
+        raise ValueError(f"no MLflow store at {path or tracking_uri}; `make repro`, or --tracking-uri")
     return path
 
 
@@ -133,16 +132,6 @@ def damaged_store(path: str | Path) -> StateError:
         f"{path}: the MLflow store is damaged, not an sqlite database (a partial copy, or "
         "overwritten); restore it from a backup, or move it aside and rerun (a new, empty store "
         "is created; `dvc repro -f evaluate` logs the models again)")
-
-
-def _sql_runs(db: Path, experiment: str, tag: str, value: str, finished: bool, limit: int,
-              newest_first: bool) -> list:
-    try:
-        return _read_runs(db, experiment, tag, value, finished, limit, newest_first)
-    except sqlite3.DatabaseError as error:
-        if "not a database" in str(error) or "malformed" in str(error):
-            raise damaged_store(db) from None
-        raise
 
 
 def _read_runs(db: Path, experiment: str, tag: str, value: str, finished: bool, limit: int,
