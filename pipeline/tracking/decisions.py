@@ -53,15 +53,15 @@ def _decide(tracking_uri: str, name: str, result: dict, entry: dict | None, para
     return d
 
 
-def _range(key: str) -> tuple[float, float, str] | None:
-    """(low, high, in words) that a metric of metrics.json must lie in, by its name, or None."""
+def _range(key: str) -> tuple[float, float, str]:
+    """(low, high, in words) that a metric of metrics.json must lie in, by its name."""
     if "ppl" in key:
-        return 1.0, math.inf, "[1, inf) (a perplexity is at least 1)"
+        return 1.0, math.inf, "a perplexity >= 1"
     if "accuracy" in key:
-        return 0.0, 1.0, "[0, 1] (an accuracy)"
+        return 0.0, 1.0, "an accuracy in [0, 1]"
     if "bits_per" in key:
-        return 0.0, math.inf, "[0, inf) (bits)"
-    return None
+        return 0.0, math.inf, "bits >= 0"
+    return -math.inf, math.inf, "a finite number"
 
 
 def check_result(path: Path, name: str, result) -> None:
@@ -71,37 +71,30 @@ def check_result(path: Path, name: str, result) -> None:
     if not isinstance(result, dict) or "test_ppl" not in result:
         raise files.damaged(path, f"{name} has no test_ppl", fix=FIX)
     for key, value in result.items():
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            if key == "test_ppl":
-                raise files.damaged(path, f"{name} has test_ppl {value!r}, not a number", fix=FIX)
-        elif not math.isfinite(value):
-            raise files.damaged(path, f"{name} has {key}={value}, not a finite number (scores of a "
-                                "damaged model); nothing is promoted", fix=FIX)
-        else:
-            allowed = _range(key)
-            if allowed and not allowed[0] <= value <= allowed[1]:
-                raise files.damaged(path, f"{name} has {key}={value}, outside {allowed[2]}; "
-                                    "nothing is promoted", fix=FIX)
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not number and key != "test_ppl":
+            continue   # text, such as objective
+        low, high, words = _range(key)
+        if not (number and math.isfinite(value) and low <= value <= high):
+            raise files.damaged(path, f"{name} has {key}={value!r}, not {words}; nothing is "
+                                "promoted", fix=FIX)
+
+
+WRITTEN = {   # registry.json: what evaluate writes for each key of an entry
+    "test_set": lambda v: isinstance(v, dict) and isinstance(v.get("id"), str) and v["id"] != ""
+    and all(isinstance(x, str) for x in v.values()),   # report.test_set
+    "model": lambda v: isinstance(v, str) and v != "",
+    "version": lambda v: str(v).isdigit()}
 
 
 def check_entry(path: Path, name: str, entry) -> None:
-    """Refuse registry.json's entry of model `name` unless it is what evaluate writes: model
-    (a name), version (a number, as text) and test_set (an object of strings with a non-empty
-    id, report.test_set). Raises errors.StateError naming the file, model and key."""
-    for key in ("test_set", "model", "version"):
-        if not isinstance(entry, dict) or key not in entry:
-            raise files.damaged(path, f"{name} has no {key} (written by an older lmpipe, or "
-                                "edited)", fix=FIX)
-    if not isinstance(entry["model"], str) or not entry["model"]:
-        raise files.damaged(path, f"{name} has model {entry['model']!r}, not a model name", fix=FIX)
-    if not str(entry["version"]).isdigit():
-        raise files.damaged(path, f"{name} has version {entry['version']!r}, not a version number",
-                            fix=FIX)
-    test_set = entry["test_set"]
-    if (not isinstance(test_set, dict) or not isinstance(test_set.get("id"), str)
-            or not test_set["id"] or not all(isinstance(v, str) for v in test_set.values())):
-        raise files.damaged(path, f"{name} has a malformed test_set ({json.dumps(test_set)[:60]}; "
-                            "expected an object of strings with an id)", fix=FIX)
+    """Refuse registry.json's entry of model `name` unless each key is what evaluate writes
+    (WRITTEN). Raises errors.StateError naming the file, model, key and value."""
+    entry = entry if isinstance(entry, dict) else {}
+    bad = next((key for key, ok in WRITTEN.items() if key not in entry or not ok(entry[key])), None)
+    if bad:
+        raise files.damaged(path, f"{name} has a missing or malformed {bad} "
+                            f"({json.dumps(entry.get(bad))[:60]})", fix=FIX)
 
 
 def summary(decision: dict) -> dict:
