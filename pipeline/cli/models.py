@@ -17,26 +17,18 @@ def load_models(models_dir: Path, names: list[str] | None, vocab_size: int):
     asked for (or any) is not there, errors.StateError when a model file is damaged or belongs
     to another vocabulary (tasks.load_ngram, tasks.load_recurrent)."""
     from pipeline.evaluation import tasks
-    found = {}
-    for path in sorted(models_dir.iterdir()) if models_dir.is_dir() else []:
-        if names and path.name not in names:
-            continue
-        if (path / "model.npz").is_file():
-            found[path.name] = tasks.NgramModel(tasks.load_ngram(path / "model.npz", vocab_size))
-        elif (path / "model.pt").is_file():
-            found[path.name] = tasks.RecurrentModel(
-                tasks.load_recurrent(path / "model.pt", vocab_size)[0])
-    missing = set(names or []) - set(found)
+    trained = [p for p in sorted(models_dir.iterdir()) if (p / "model.npz").is_file()
+               or (p / "model.pt").is_file()] if models_dir.is_dir() else []
+    missing = sorted(set(names or []) - {p.name for p in trained})
     if missing:
-        trained = sorted(p.name for p in (models_dir.iterdir() if models_dir.is_dir() else ())
-                         if (p / "model.npz").is_file() or (p / "model.pt").is_file())
-        raise ValueError(f"--model {', '.join(sorted(missing))}: no trained model of that name in "
-                         f"{models_dir}/ (trained: {', '.join(trained) or 'none'}); name one of "
-                         "them, or run `make repro` (or dvc repro) first")
-    if not found:
-        raise ValueError(f"--models {str(models_dir)!r}: no trained model in it; run `make repro` "
-                         "(or dvc repro) first, or point --models at the models folder")
-    return found
+        raise ValueError(f"--model {', '.join(missing)}: not in {models_dir}/; name one of "
+                         f"{', '.join(p.name for p in trained) or 'none'}, or `make repro` first")
+    if not trained:
+        raise ValueError(f"--models {str(models_dir)!r}: no trained model in it; `make repro` first")
+    return {path.name: tasks.NgramModel(tasks.load_ngram(path / "model.npz", vocab_size))
+            if (path / "model.npz").is_file() else
+            tasks.RecurrentModel(tasks.load_recurrent(path / "model.pt", vocab_size)[0])
+            for path in trained if not names or path.name in names}
 
 
 def _tokenizer(data: Path):
@@ -44,8 +36,7 @@ def _tokenizer(data: Path):
     settings of params.yaml."""
     params = config.load()
     if not (data / "vocab.json").exists() and not data.is_dir():
-        raise ValueError(f"--data {str(data)!r}: no such folder; run `make repro` (or dvc repro) "
-                         "first, or point --data at the prepared data (data/prepared)")
+        raise ValueError(f"--data {str(data)!r}: no such folder; `make repro` first")
     vocab = load_vocab(data)
     c = params.corpus
 
@@ -67,8 +58,7 @@ def score(args) -> None:
     for sentence in args.sentences:
         if sentence.count(tasks.BLANK) > 1:
             raise ValueError(f"SENTENCE {sentence!r} has {sentence.count(tasks.BLANK)} "
-                             f"{tasks.BLANK}; a scored sentence holds at most one (scored as "
-                             "<unk>); `lmpipe fill` fills a blank")
+                             f"{tasks.BLANK}; at most one (scored as <unk>)")
     repository(args.command)
     vocab, encode, unknown = _tokenizer(args.data)
     models = load_models(args.models, args.model, len(vocab))
@@ -88,14 +78,12 @@ def fill(args) -> None:
     from pipeline.evaluation import tasks
     blanks = args.text.count(tasks.BLANK)
     if blanks != 1:
-        raise ValueError(f"TEXT {args.text!r} has {blanks or 'no'} {tasks.BLANK}; mark the one "
-                         f'word to fill with {tasks.BLANK}, e.g. "they {tasks.BLANK} everywhere ."')
+        raise ValueError(f"TEXT {args.text!r} has {blanks or 'no'} {tasks.BLANK}; mark one word")
     repository(args.command)
     vocab, encode, unknown = _tokenizer(args.data)
     for option in args.options or []:
         if len(encode(option)) != 1:
-            raise ValueError(f"--options {option!r} is {len(encode(option))} tokens under the "
-                             f"corpus's tokenizer; a fill puts one token in place of {tasks.BLANK}")
+            raise ValueError(f"--options {option!r} is {len(encode(option))} tokens; give one each")
     probe = {"text": args.text, "top": args.k, "open": args.open}
     if args.options:
         probe["options"] = args.options

@@ -24,12 +24,10 @@ def collect(shown: list[dict], kind: str, workspace: bool = True) -> tuple[list[
     whose params equal the workspace's except models.KIND.seed; the first row of a seed wins.
     Returns (rows, how many finished experiments were left out for other params)."""
     if not shown or shown[0].get("rev") != "workspace":
-        raise ValueError("`dvc exp show --json` returned no workspace entry; is this a DVC "
-                         "repository with at least one commit?")
+        raise ValueError("`dvc exp show --json`: no workspace entry; commit once in a DVC repository")
     if not isinstance(shown[0].get("data"), dict):   # dvc.yaml or params.yaml unreadable
         why = (shown[0].get("error") or {}).get("msg") or "no data"
-        raise ValueError(f"`dvc exp show` cannot read the workspace ({why}); fix dvc.yaml and "
-                         "params.yaml (`dvc status` says more)")
+        raise ValueError(f"`dvc exp show` cannot read the workspace ({why}); see `dvc status`")
     reference = _params(shown[0]["data"])
     rows, seen, left_out = [], set(), 0
     candidates = [("workspace", shown[0]["data"])] if workspace else []
