@@ -1,6 +1,6 @@
 """Bad input is refused before any work with one line naming the key or file, the value and the
 fix; nothing already produced is lost; a diverging training stops with the step and the LR.
-The stages run in-process here (config.run_stage, as `python -m stages.X` does) on tiny inputs;
+The stages run in-process here (stages.run_stage, as `python -m stages.X` does) on tiny inputs;
 one test runs a stage as a process to show the user sees exit status 2 and no traceback."""
 import hashlib
 import subprocess
