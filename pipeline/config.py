@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.functional_validators import AfterValidator
 from pydantic_core import PydanticCustomError
 
 from pipeline.errors import ParamsError, as_written, problem
@@ -30,6 +31,9 @@ def check_memory(value: str) -> str:   # lmplz's -S syntax
     return value
 
 
+Memory = Annotated[str, AfterValidator(check_memory)]
+
+
 class Section(BaseModel):   # python re: \s is what str.isspace calls space
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False,
                               regex_engine="python-re")
@@ -48,10 +52,8 @@ class CorpusParams(Section):
     max_line_tokens: int = Field(1000, ge=0)
     encoding_errors: Literal["strict", "replace", "ignore"] = "strict"   # codec error handlers
     sha256: str = ""
-    memory: str = "80%"
+    memory: Memory = "80%"
     temp_dir: str = ""
-
-    check_memory = field_validator("memory")(check_memory)
 
     @field_validator("tokenizer", mode="before")
     @classmethod
@@ -106,10 +108,8 @@ class NgramParams(Section):
     order: int = Field(3, ge=1, le=6)
     discount_fallback: bool = False
     memory_orders: int = Field(5, ge=1, le=6)
-    memory: str = "80%"
+    memory: Memory = "80%"
     temp_dir: str = ""
-
-    check_memory = field_validator("memory")(check_memory)
 
 
 class TrainParams(Section):

@@ -191,7 +191,7 @@ def problem(error: ValidationError, schema: type[BaseModel], raw: Any) -> str:
                 f"(allowed: {', '.join(model.model_fields)})")
     if kind in ("model_type", "dict_type"):
         return f"{key} must be a mapping of keys to values, got {value!r}"
-    if kind in ("too_short", "missing"):
+    if kind == "too_short":
         return f"{key} must {info.description}"
     if kind == "literal_error":
         allowed = ", ".join(map(str, typing.get_args(info.annotation)))

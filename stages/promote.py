@@ -8,13 +8,12 @@ import sys
 from pathlib import Path
 
 from pipeline import config
-from pipeline.tracking import decisions, store
+from pipeline.tracking import decisions
 from stages import run_stage
 
 
 def main(metrics_dir: str) -> None:
-    params = config.load()
-    decisions.run(Path(metrics_dir), params, store.tracking_uri(params.mlflow, store.repo_root()))
+    decisions.run(Path(metrics_dir), config.load())
 
 
 if __name__ == "__main__":

@@ -15,9 +15,8 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
 
-from pipeline.config import ParamsError
+from pipeline.config import ParamsError, refuse
 from pipeline.errors import as_written
 from pipeline.evaluation.tasks import BLANK
 from pipeline.files import read_yaml, relative
@@ -32,10 +31,6 @@ PROBE_KEYS = {  # each key of a probe and what its value must be
     "top": "a whole number >= 1 (how many of the vocabulary's best words to list)",
     "open": "true or false",
 }
-
-
-def refuse(message: str) -> PydanticCustomError:
-    return PydanticCustomError("probe", "{message}", {"message": message})
 
 
 Word = Annotated[str, StringConstraints(pattern=r"^\S+$")]   # one word: no whitespace
@@ -117,7 +112,7 @@ def load_probes(path: str | Path, encode=None, tokenizer: str = "words") -> list
 def _probe_problem(error, item: dict) -> str:
     """What is wrong with a probe, from pydantic's first complaint."""
     first = error.errors()[0]
-    if first["type"] == "probe":   # one_task's own sentence, with its fix
+    if first["type"] == "params":   # one_task's own sentence, with its fix
         return first["msg"]
     key = first["loc"][0] if first["loc"] else None
     if first["type"] == "extra_forbidden":

@@ -143,8 +143,6 @@ def _init_uniform(module: nn.Module, hidden_dim: int) -> None:
         nn.init.uniform_(p, -bound, bound)
 
 
-
-
 class RecurrentStack(nn.Module):
     """num_layers cells of one kind and implementation, one direction.
     state: (num_layers, B, S) with S = H, or 2H for lstm ([h; c]); x: (B, T, input_dim) ->

@@ -17,8 +17,6 @@ class LockedDropout(nn.Module):
 
     def __init__(self, p: float, locked: bool = True):
         super().__init__()
-        if not 0.0 <= p < 1.0:
-            raise ValueError(f"dropout probability {p!r} is out of range; use a value in [0, 1)")
         self.p, self.locked = p, locked
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -153,7 +153,6 @@ def _fill_blank_probabilities(lower: NGramLM, ids: np.ndarray, prob: np.ndarray)
     prob[rows] = np.where(inner, -99.0, last + back)
 
 
-
 def read(path, notes: list[str] | None = None,
          orphans: str = "refuse") -> tuple[NGramLM, tuple[str, ...]]:
     """Load an ARPA file (plain or gzip) written by any toolkit. Returns the model and its
@@ -209,7 +208,6 @@ def read(path, notes: list[str] | None = None,
         cursor = hi
     raw = b"".join(pieces) + raw[cursor:]
     return _read(raw, declared, read_arpa.sections(raw, position, order, path), path, notes, orphans)
-
 
 
 def _read(raw: bytes, declared: list[int], bounds: list[tuple[int, int]], path, notes, orphans):

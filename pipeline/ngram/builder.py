@@ -48,8 +48,8 @@ def estimate(source: external.TokenFile, vocab_size: int, order: int, counted: i
         return counts, model
     progress(f"counting out of core in {memory >> 20:,} MiB ({budget}), spilling to {spill.path}")
     counts = external.count(source, vocab_size, counted, memory, spill, progress)
-    model = disk_estimate.estimate(external.truncated(counts, order), memory, spill, fallback, progress,
-                              remedy)
+    model = disk_estimate.estimate(counts.truncated(order), memory, spill, fallback, progress,
+                                   remedy)
     return counts, model
 
 

@@ -32,9 +32,6 @@ class NgramCounts:
             return np.zeros(self.vocab_size, dtype=np.int64)
         return self.keys[n - 1] // self.vocab_size
 
-    def last_words(self, n: int) -> np.ndarray:
-        return self.keys[n - 1] % self.vocab_size if n > 1 else self.keys[0]
-
     def words(self, n: int, start: int = 0, stop: int | None = None) -> np.ndarray:
         """(rows, n) word ids of the order-n n-grams start..stop, rebuilt through the prefix chain."""
         return words_of(self.keys, self.vocab_size, n, start, stop)

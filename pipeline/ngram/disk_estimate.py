@@ -98,7 +98,6 @@ def estimate(counts: DiskCounts, memory: int, spill: Spill, fallback=None, progr
             adjusted = counts.adjusted[n - 1].read(lo, hi)
             if n == 1:
                 adjusted[BOS_ID] = 0
-            if n == 1:
                 context = np.zeros(hi - lo, dtype=np.int64)
                 first = 0
             else:

@@ -7,12 +7,13 @@ RSS); estimation on them: disk_estimate.py. Errors: SpillError naming the spill 
 from __future__ import annotations
 
 import os
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.files import Column, Spill, SpillError, spill_message
+from pipeline.files import Column, Spill, spilling
 from pipeline.ngram import counting
 from pipeline.text.vocab import BOS_ID
 
@@ -50,14 +51,9 @@ class TokenFile:
         """Tokens start..stop. A file in a spill folder (`spill`) that cannot be read raises
         SpillError."""
         stop = min(stop, self.length)
-        try:
-            with open(self.path, "rb") as handle:
-                return np.fromfile(handle, dtype=np.int32, count=max(stop - start, 0),
-                                   offset=self.offset + start * 4)
-        except OSError as error:
-            if self.spill is None:
-                raise
-            raise SpillError(spill_message(self.spill.path, error)) from None
+        with spilling(self.spill.path) if self.spill else nullcontext(), open(self.path, "rb") as handle:
+            return np.fromfile(handle, dtype=np.int32, count=max(stop - start, 0),
+                               offset=self.offset + start * 4)
 
 
 def sentence_blocks(tokens: TokenFile, size: int) -> list[tuple[int, int]]:
@@ -107,6 +103,12 @@ class DiskCounts:
     def words(self, n: int, start: int, stop: int) -> np.ndarray:
         """(rows, n) word ids of the order-n n-grams start..stop (counting.words_of)."""
         return counting.words_of(self.keys, self.vocab_size, n, start, stop)
+
+    def truncated(self, order: int) -> DiskCounts:
+        """The counts of orders 1..order (counting.NgramCounts.truncated on disk): the highest
+        order's adjusted counts are its raw counts."""
+        return DiskCounts(self.vocab_size, self.keys[:order], self.counts[:order],
+                          [*self.adjusted[:order - 1], self.counts[order - 1]], self.suffix[:order])
 
 
 def count(tokens: TokenFile, vocab_size: int, order: int, memory: int, spill: Spill,
@@ -264,11 +266,4 @@ def _adjusted(keys, counts, suffix, m: int, vocab_size: int, memory: int, spill:
             extensions[raw_lo - lo: raw_hi - lo] = counts[m - 1].read(raw_lo, raw_hi)
         out.append(extensions)
     return out
-
-
-def truncated(counts: DiskCounts, order: int) -> DiskCounts:
-    """The counts of orders 1..order (counting.NgramCounts.truncated on disk): the highest
-    order's adjusted counts are its raw counts."""
-    return DiskCounts(counts.vocab_size, counts.keys[:order], counts.counts[:order],
-                      [*counts.adjusted[:order - 1], counts.counts[order - 1]], counts.suffix[:order])
 

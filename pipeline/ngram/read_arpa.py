@@ -61,7 +61,6 @@ def _text_of(data: np.ndarray, start: int) -> str:
     return data[start:end].tobytes().decode("utf-8", "replace")
 
 
-
 def entries(data: np.ndarray, lo: int, hi: int, n: int, order: int, path, chunk: int = 1_000_000):
     """Yield (log10 p, word spans (rows, n, 2), log10 backoff, line starts) of the lines in
     data[lo:hi] (one section), in chunks, without a Python object per line. Positions index
@@ -126,6 +125,7 @@ def _entries(data, s, e, tabs, spaces, n: int, order: int, path):
         refuse(never, f"the log10 probability is -inf; {PROBABILITY_RULE}")
     return prob, np.stack([word_starts, word_ends], axis=2), backoff, s
 
+
 def _spread(rows: np.ndarray, mask: np.ndarray) -> np.ndarray:
     out = np.zeros(len(mask), dtype=bool)
     out[np.flatnonzero(mask)[rows]] = True
@@ -178,6 +178,7 @@ def refuse_binary(path, head: bytes) -> None:
     if nul >= 0:
         raise ArpaError(f"{path}: a binary file (a NUL byte at offset {nul}); give an ARPA file")
 
+
 def header(raw: bytes, path) -> tuple[list[int], int]:
     r"""(declared counts, offset of the first section header), checked as KenLM's
     ReadARPACounts: before \data\ only blank lines and lines starting with #; then one
@@ -204,9 +205,11 @@ def header(raw: bytes, path) -> tuple[list[int], int]:
         if line.strip() == b"" or line.startswith(b"\\1-grams:"):
             break
         position = end + 1
-        fields = line[len(b"ngram "):].split(b"=") if line.startswith(b"ngram ") else []
-        n, count = (_whole(field) for field in (fields + [b""] * 2)[:2])
-        if len(fields) != 2 or n != len(declared) + 1 or count < 0:
+        try:   # int() as Python reads it (spaces, a sign, _); a wrong field count fails too
+            n, count = map(int, line[len(b"ngram "):].split(b"=") if line.startswith(b"ngram ") else [])
+        except ValueError:
+            n = count = -1
+        if n != len(declared) + 1 or count < 0:
             raise ArpaError(f"{path}: line {number}: {line[:60].decode('utf-8', 'replace')!r} is not "
                             f"`ngram {len(declared) + 1}=COUNT` (ngram 1=, 2=, ... in order)")
         declared.append(count)
@@ -215,14 +218,6 @@ def header(raw: bytes, path) -> tuple[list[int], int]:
     if not declared:
         raise ArpaError(f"{path}: line {number}: \\data\\ is followed by no `ngram N=COUNT` line")
     return declared, position
-
-
-def _whole(field: bytes) -> int:
-    """int(field) as Python reads it (spaces, a sign, _), or -1, which no count line holds."""
-    try:
-        return int(field)
-    except ValueError:
-        return -1
 
 
 _FIELD = rb"([^ \t\n]+)"

@@ -19,15 +19,13 @@ class SplitError(ValueError):
 def split(method: str, lengths: np.ndarray, document_of: np.ndarray, wanted: dict[str, float],
           seed: int) -> dict[str, np.ndarray]:
     """Train/valid/test sentence indices by `method` (METHODS); `lengths[i]` is the number of words
-    of sentence i and `document_of[i]` its document. Raises SplitError, or ValueError for an
-    unknown method."""
+    of sentence i and `document_of[i]` its document (the schema checked `method`). Raises
+    SplitError."""
     if method == "random":
         return random_sentences(len(lengths), wanted, seed)
     if method == "contiguous":
         return contiguous(lengths, wanted)
-    if method == "documents":
-        return documents(document_of, wanted, seed)
-    raise ValueError(f"split.method={method!r} is not allowed; use one of {', '.join(METHODS)}")
+    return documents(document_of, wanted, seed)
 
 
 def sizes(total: int, wanted: dict[str, float], unit: str) -> dict[str, int]:

@@ -16,9 +16,6 @@ import numpy as np
 
 WORD_PATTERN = re.compile(r"[^\W_]+(?:'[^\W_]+)*|[^\w\s]|_", re.UNICODE)
 SEPARATORS = re.compile(r"[ \t\r]+")   # lmplz's delimiters; NUL is refused when decoding
-# KenLM's query reads words with util::FilePiece (util/file_piece.cc, kSpaces: C's isspace), so
-# when scoring it also separates words at \v and \f; `lmpipe ngram query` does the same.
-QUERY_SEPARATORS = re.compile(r"[ \t\r\v\f]+")
 SPACE = "▁"
 UNK = "<unk>"     # the vocabulary's unknown word (id 0, pipeline/text/vocab.py)
 
@@ -66,7 +63,7 @@ def tokenize_block(text: str, tokenizer: str = "words", lowercase: bool = True,
     return TOKENIZERS[tokenizer].block(text, lowercase, unk)
 
 
-def _as_asked(tokens: list[str], lowercase: bool, unk: str) -> list[str]:
+def as_asked(tokens: list[str], lowercase: bool, unk: str) -> list[str]:
     """`tokens` with the marker `unk` as `<unk>`, lowercased (but `<unk>`) when asked."""
     if unk and unk != UNK:
         tokens = [UNK if t == unk else t for t in tokens]
@@ -76,13 +73,13 @@ def _as_asked(tokens: list[str], lowercase: bool, unk: str) -> list[str]:
 
 
 def _whitespace_line(line: str, lowercase: bool, unk: str) -> list[str]:
-    return _as_asked([t for t in SEPARATORS.split(line) if t], lowercase, unk)
+    return as_asked([t for t in SEPARATORS.split(line) if t], lowercase, unk)
 
 
 def _whitespace_block(text: str, lowercase: bool, unk: str) -> Block:
     """On the bytes (`whitespace_words`); `unk` and lowercasing act on the distinct words."""
     distinct, codes, per_line = whitespace_words(text.encode("utf-8"))
-    return _as_asked(distinct, lowercase, unk), codes, per_line
+    return as_asked(distinct, lowercase, unk), codes, per_line
 
 
 def _chars_line(line: str, lowercase: bool, unk: str) -> list[str]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.text.tokenizers import TOKENIZERS, UNK
+from pipeline.text.tokenizers import TOKENIZERS, UNK, as_asked
 
 BOS, EOS = "<s>", "</s>"
 SPECIALS = (UNK, BOS, EOS)
@@ -182,16 +182,12 @@ def encode_text(text: str, tokens: tuple[str, ...] | None = None, tokenizer: str
         for special in (BOS, EOS):
             if special in distinct:
                 raise ValueError(f"the text contains the reserved token {special!r}; remove or rename it")
-        if unk and unk != UNK:
-            distinct = [UNK if t == unk else t for t in distinct]
-        if lowercase:
-            lowered = [t if t in SPECIALS else t.lower() for t in distinct]
-            for special in (BOS, EOS):   # '</S>' lowercased would end a sentence mid-line
-                if special in lowered:
-                    spelled = distinct[lowered.index(special)]
-                    raise ValueError(f"the text contains {spelled!r}, which lowercasing makes the "
-                                     f"reserved token {special!r}; remove or rename it")
-            distinct = lowered
+        asked = as_asked(distinct, lowercase, unk)
+        for special in (BOS, EOS) if lowercase else ():   # '</S>' would end a sentence mid-line
+            if special in asked:
+                raise ValueError(f"the text contains {distinct[asked.index(special)]!r}, which "
+                                 f"lowercasing makes the reserved token {special!r}; remove or rename it")
+        distinct = asked
     else:
         distinct, codes, per_line = kind.block(text, lowercase, unk)   # vectorised
     if not kind.blank_lines_are_sentences:

@@ -11,15 +11,16 @@ import math
 from pathlib import Path
 
 from pipeline import files
-from pipeline.tracking import mlflow_runs, promotion
+from pipeline.tracking import mlflow_runs, promotion, store
 
 FIX = "rerun evaluate, which writes it: `dvc repro -f evaluate`"
 
 
-def run(out: Path, params, tracking_uri: str) -> None:
+def run(out: Path, params) -> None:
     """Gate every registered model of `out`/metrics.json (promotion.promote, with params.promote
     and the bootstrap settings of params.evaluate), printing each decision; write
     promotion.json and promotion.md to `out`. Every entry is checked before any alias moves."""
+    tracking_uri = store.tracking_uri(params.mlflow, store.repo_root())
     results = files.read_json(out / "metrics.json", fix=FIX)
     registered = files.read_json(out / "registry.json", fix=FIX)
     for name, result in results.items():

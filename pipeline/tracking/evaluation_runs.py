@@ -65,8 +65,7 @@ def log(params: config.Params, data: Path, out: Path, uri: str, root: Path, done
     tags = {k: v for k, v in mlflow_runs.run_tags("", c.source, done.stats["corpus_hash"],
                                                root).items() if k != "model_kind"}
     tags["test_set"] = test_set["id"]
-    for orphan in mlflow_runs.reap_orphans(uri, experiment):
-        print(f"lmpipe: MLflow run {orphan} was left RUNNING by a killed process; marked KILLED")
+    mlflow_runs.reap_orphans(uri, experiment, print)
     parent = mlflow_runs.start_pipeline(uri, experiment, root, params.model_dump(), tags,
                                         mlflow_runs.execution_name(tags, c.source))
     registered = {}

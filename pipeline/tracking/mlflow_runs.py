@@ -182,10 +182,10 @@ def active_run(tracking_uri: str, run_id: str | None):
     return run if run.info.lifecycle_stage == "active" else None
 
 
-def reap_orphans(tracking_uri: str, experiment: str) -> list[str]:
+def reap_orphans(tracking_uri: str, experiment: str, say=lambda line: None) -> list[str]:
     """Mark KILLED every RUNNING run of `experiment` opened on this host by a process that has
-    died; returns their ids. Runs of live processes (a parallel queue worker) and of other hosts
-    are left alone."""
+    died, telling `say` of each; returns their ids. Runs of live processes (a parallel queue
+    worker) and of other hosts are left alone."""
     mlflow.set_tracking_uri(store.prepare(tracking_uri))
     found = active_experiment(tracking_uri, experiment)
     if found is None:
@@ -199,9 +199,9 @@ def reap_orphans(tracking_uri: str, experiment: str) -> list[str]:
         if _dead(_owner_of(run.data.tags), here):
             client.set_terminated(run.info.run_id, "KILLED")
             reaped.append(run.info.run_id)
+            say(f"lmpipe: MLflow run {run.info.run_id} was left RUNNING by a killed process; "
+                "marked KILLED")
     return reaped
-
-
 
 
 COLUMNS = ["tags.`model_kind`", "tags.`objective`", "metrics.`test_ppl`", "metrics.`val_ppl`",

@@ -29,8 +29,7 @@ def train(params: Params, kind: str, data: Path, out: Path, ckpts: Path) -> None
     zero = rank_zero_only.rank == 0   # under DDP only rank 0 manages checkpoints and MLflow
     if zero:
         mlflow_runs.check_store(uri, experiment)
-        for run in mlflow_runs.reap_orphans(uri, experiment):
-            _say(f"lmpipe: MLflow run {run} was left RUNNING by a killed process; marked KILLED")
+        mlflow_runs.reap_orphans(uri, experiment, _say)
     # read-only until the store has taken the run: a store that fails keeps every checkpoint
     ckpt_path, run_id = resume.existing(ckpts, given.fingerprint, _say if zero else (lambda _: None),
                                         fit.shapes(given.model))
