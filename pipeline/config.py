@@ -23,15 +23,7 @@ def refuse(message: str) -> PydanticCustomError:
     return PydanticCustomError("params", "{message}", {"message": message})
 
 
-def check_memory(value: str) -> str:   # lmplz's -S syntax
-    try:
-        parse_size(value)
-    except ValueError as error:
-        raise refuse(f"{{where}}.memory={value!r}: {error}") from None
-    return value
-
-
-Memory = Annotated[str, AfterValidator(check_memory)]
+Memory = Annotated[str, AfterValidator(lambda value: parse_size(value) and value)]   # lmplz's -S
 
 
 class Section(BaseModel):   # python re: \s is what str.isspace calls space
@@ -55,10 +47,10 @@ class CorpusParams(Section):
     memory: Memory = "80%"
     temp_dir: str = ""
 
-    @field_validator("tokenizer", mode="before")
+    @field_validator("tokenizer")
     @classmethod
-    def _tokenizer(cls, value: Any) -> str:    # looked up when validated: tests register toys
-        if not isinstance(value, str) or value not in TOKENIZERS:
+    def _tokenizer(cls, value: str) -> str:    # looked up when validated: tests register toys
+        if value not in TOKENIZERS:
             raise refuse(f"{{where}}.tokenizer={value!r} is not allowed; use one of {', '.join(TOKENIZERS)}")
         return value
 
@@ -142,8 +134,7 @@ class TrainParams(Section):
     @classmethod
     def _whole_batches(cls, value: float) -> float:
         if value > 1 and value != int(value):
-            raise refuse(f"{{where}}.limit_train_batches={value!r}: use a fraction in (0, 1] or a "
-                         "whole number of batches")
+            raise ValueError("use a fraction in (0, 1] or a whole number of batches")
         return value
 
 
@@ -170,17 +161,19 @@ class ModelParams(Section):
 
     @model_validator(mode="after")
     def _rules(self) -> ModelParams:
-        cutoffs = list(self.adaptive_cutoffs)
-        if self.output_layer == "adaptive":
-            if not cutoffs or cutoffs != sorted(set(cutoffs)) or cutoffs[0] < 1:
-                raise refuse(f"{{where}}.adaptive_cutoffs={cutoffs}: use increasing word ids >= 1")
-            if self.tie_weights:
-                raise refuse("{where}.tie_weights=true needs output_layer: softmax")
-        if self.compile and (self.impl != "textbook" or self.bidirectional):
-            raise refuse("{where}.compile=true needs impl: textbook, bidirectional: false")
-        if self.tie_weights and self.embed_dim != self.features:   # causal deep: last layer embed wide
-            raise refuse(f"{{where}}.tie_weights=true needs embed_dim ({self.embed_dim}) == the "
-                         f"output layer's input ({self.features}); set tie_weights: false")
+        cutoffs, adaptive = list(self.adaptive_cutoffs), self.output_layer == "adaptive"
+        rules = {   # the first broken rule's refusal
+            f"adaptive_cutoffs={cutoffs}: use increasing word ids >= 1":
+                adaptive and (not cutoffs or cutoffs != sorted(set(cutoffs)) or cutoffs[0] < 1),
+            "tie_weights=true needs output_layer: softmax": adaptive and self.tie_weights,
+            "compile=true needs impl: textbook, bidirectional: false":
+                self.compile and (self.impl != "textbook" or self.bidirectional),
+            f"tie_weights=true needs embed_dim ({self.embed_dim}) == the output layer's input "   # causal
+            f"({self.features}); set tie_weights: false": self.tie_weights and self.embed_dim != self.features,
+        }
+        broken = [rule for rule, applies in rules.items() if applies]
+        if broken:
+            raise refuse(f"{{where}}.{broken[0]}")
         return self
 
     @property
@@ -245,36 +238,30 @@ SECTIONS = {name: info.annotation for name, info in Params.model_fields.items()
 MODEL_NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 
-def _check_model_name(name: Any) -> None:
-    """Raise ParamsError unless `name` (a key of models) is a string DVC can address; a key YAML
-    reads as a number, boolean, date or null (`1:`, `true:`) is told to be quoted."""
-    if isinstance(name, str) and MODEL_NAME.fullmatch(name):
-        return
+KINDS = {bool: "a boolean", type(None): "null", int: "a number", float: "a number"}
+
+
+def _name_problem(name: Any) -> str:
+    """Why `name`, a key of models, cannot name a model DVC addresses (train@NAME), and the fix."""
     written = as_written(name)
     fixed = re.sub(r"[^A-Za-z0-9_-]+", "_", written).strip("_") or "model"
-    if not isinstance(name, str):
-        kind = ("a boolean" if isinstance(name, bool) else "null" if name is None
-                else "a number" if isinstance(name, int | float) else f"a {type(name).__name__}")
-        quote = (f"quote it ('{written}':)" if written == fixed else
-                 f"quote it and use letters, digits, _ and - only, which DVC can address as stage "
-                 f"train@NAME and params models.NAME.<key> (e.g. '{fixed}':)")
-        raise ParamsError(f"models.{written}: YAML reads the unquoted name {written} as {kind}, "
-                          f"not a name; {quote}")
-    raise ParamsError(f"models.{name}: {name!r} cannot name a model; DVC addresses it as stage "
-                      f"train@{name} and as params models.{name}.<key>, so use letters, digits, _ "
-                      f"and - only (e.g. {fixed!r})")
+    yaml = "" if isinstance(name, str) else (f"YAML reads the unquoted name {written} as "
+                                             f"{KINDS.get(type(name), f'a {type(name).__name__}')}, not a name; ")
+    fix = f"quote it ('{fixed}':)" if yaml and written == fixed else (
+        f"DVC addresses a model as stage train@NAME: use letters, digits, _ and - only (e.g. '{fixed}':)")
+    return f"models.{written}: {yaml}{fix}"
 
 
 def from_dict(raw: Any) -> Params:
-    """Validate a params dict (as read from params.yaml) into `Params`; an empty section means
-    its defaults. Raises ParamsError naming the key (see `problem`)."""
+    """Validate a params dict into `Params` (an empty section: its defaults). Raises ParamsError."""
     if not isinstance(raw, dict):
         raise ParamsError(f"params must be a mapping of sections ({', '.join(SECTIONS)}, models)")
-    if "models" not in raw:   # as `models: {}`: the pipeline would train no recurrent model
-        raise ParamsError(f"models is missing; models must {MODELS_HINT}, as the repository's "
-                          "params.yaml does")
-    for name in raw["models"] if isinstance(raw["models"], dict) else ():
-        _check_model_name(name)
+    if "models" not in raw:   # as `models: {}`: no recurrent model to train
+        raise ParamsError(f"models is missing; models must {MODELS_HINT}")
+    models = raw["models"] if isinstance(raw["models"], dict) else {}
+    bad = [name for name in models if not (isinstance(name, str) and MODEL_NAME.fullmatch(name))]
+    if bad:
+        raise ParamsError(_name_problem(bad[0]))
     raw = {key: {} if value is None and key in SECTIONS else value for key, value in raw.items()}
     try:
         return Params.model_validate(raw)
@@ -283,17 +270,12 @@ def from_dict(raw: Any) -> Params:
 
 
 def load(path: str | Path = "params.yaml") -> Params:
-    """Read (as DVC does: read_yaml) and validate params.yaml. Raises ParamsError (one line
-    starting with the path) when the file is missing, not YAML, empty, or holds a bad key or value."""
+    """Read (as DVC does) and validate params.yaml. Raises ParamsError starting with the path."""
     path = Path(path)
-    if not path.is_file():
-        raise ParamsError(f"{path}: params file not found in {Path.cwd()}; run lmpipe in the "
-                          "repository's root folder (where params.yaml and dvc.yaml are)")
     raw = read_yaml(path)
     if raw is None:   # zero bytes or only comments: not "the defaults", a lost file
         raise ParamsError(f"{relative(path)}: is empty (no settings at all); restore it (`git "
-                          f"checkout {relative(path)}`) or write its sections (corpus, split, "
-                          "vocab, ngram, train, models, evaluate, promote, mlflow)")
+                          f"checkout {relative(path)}`) or write its sections")
     try:
         return from_dict(raw)
     except ParamsError as error:

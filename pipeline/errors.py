@@ -1,7 +1,6 @@
-"""One error path for stages and `lmpipe`: whatever stops them is one line on stderr,
-`lmpipe: error: <what is wrong, the file, key or argument, the fix>`, never a traceback unless
-LMPIPE_DEBUG=1. Exit status 2: bad input or damaged state (ValueError, OSError); 1: the
-unforeseen; 130 Ctrl-C, 143 SIGTERM (stages.run_stage). quiet_libraries silences their chatter."""
+"""One error path for stages and `lmpipe`: a failure is one stderr line, `lmpipe: error: <what is
+wrong, the file, key or argument, the fix>` (LMPIPE_DEBUG=1: the traceback). Exit status 2 for bad
+input or damaged state (ValueError, OSError), 1 for the unforeseen."""
 
 from __future__ import annotations
 
@@ -20,26 +19,20 @@ DEBUG = "LMPIPE_DEBUG"
 
 
 class StateError(ValueError):
-    """State that lmpipe relies on and that was changed or damaged behind its back (a file of
-    data/prepared or models/, a checkpoint, an MLflow experiment, run or registered model); the
-    message names the state and the command that restores it."""
+    """Outputs or tracking state damaged behind lmpipe's back; names it and the restoring command."""
 
 
 def debug() -> bool:
-    """Whether LMPIPE_DEBUG=1 asks for tracebacks instead of one-line errors."""
     return os.environ.get(DEBUG, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def first_line(text) -> str:
-    """The first non-blank line of `text` (an exception's message), stripped; "" if none."""
     lines = [line.strip() for line in str(text).strip().splitlines() if line.strip()]
     return lines[0] if lines else ""
 
 
 def server_down(uri: str, why: str, source: str | None = None) -> str:
-    """The one line for an MLflow tracking server that does not answer: `uri` (may be empty: then
-    unnamed), `why` (e.g. "ConnectionError within 10 s"), and the fix; `source` names where the
-    URI came from (MLFLOW_TRACKING_URI unless "--tracking-uri" or "mlflow.tracking_uri")."""
+    """The line for a tracking server that does not answer; `source`: where `uri` came from."""
     where = f" {uri}" if uri else ""
     if source and source.startswith("--"):
         other = f"give {source} of another store"
@@ -52,8 +45,7 @@ def server_down(uri: str, why: str, source: str | None = None) -> str:
 
 
 def _tracking_failure(error: BaseException) -> str | None:
-    """One line for an MLflow store that cannot be reached or written, or None (a fallback:
-    mlflow_runs.check_store finds these before any work)."""
+    """The line for an unreachable or unwritable MLflow store, or None (check_store's fallback)."""
     text = f"{type(error).__name__}: {error}"
     uri = os.environ.get("MLFLOW_TRACKING_URI", "")
     if "Max retries exceeded" in text or "Connection refused" in text or "timed out" in text.lower():
@@ -73,7 +65,7 @@ def _tracking_failure(error: BaseException) -> str | None:
 
 
 def one_line(error: BaseException) -> tuple[str, int]:
-    """(the one-line message, exit status) for an exception that stopped a stage or command."""
+    """(the one-line message, exit status) for the exception that stopped a stage or command."""
     tracking = _tracking_failure(error)
     if tracking:
         return tracking, 2
@@ -96,14 +88,10 @@ def one_line(error: BaseException) -> tuple[str, int]:
 
 
 def guard(call, *args) -> int:
-    """Run call(*args); return 0, or print one line (one_line) and return its exit status.
-    KeyboardInterrupt and SystemExit pass through (the caller decides what an interruption
-    means); with LMPIPE_DEBUG=1 every exception passes through, traceback and all."""
+    """Run call(*args): 0, or print its one line and return its exit status (debug: reraise)."""
     try:
         call(*args)
-    except (KeyboardInterrupt, SystemExit):
-        raise
-    except Exception as error:
+    except Exception as error:   # not KeyboardInterrupt: the caller says what it means
         if debug():
             raise
         message, status = one_line(error)
@@ -116,18 +104,11 @@ VERBOSE = "LMPIPE_VERBOSE"
 
 
 def verbose() -> bool:
-    """Whether LMPIPE_VERBOSE=1 asks for the libraries' own messages (see quiet_libraries)."""
     return os.environ.get(VERBOSE, "") not in ("", "0")
 
 
 def quiet_libraries() -> None:
-    """Silence third-party chatter at its source, unless LMPIPE_VERBOSE=1: Lightning's info
-    messages (adverts, "GPU available", "Seed set", "`Trainer.fit` stopped") are logger records
-    of lightning.pytorch.utilities.rank_zero and friends, set to WARNING; two warnings that say
-    nothing to a user (our checkpoint directory holds resume.json by design; torch's pytree
-    deprecation raised inside Lightning) are ignored by message; MLflow's artifact progress bars
-    are off (MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR) and its INFO records go. Warnings that might
-    matter stay."""
+    """Silence Lightning's and MLflow's info chatter and two empty warnings (LMPIPE_VERBOSE=1: keep)."""
     if verbose():
         return
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda",
@@ -141,7 +122,7 @@ def quiet_libraries() -> None:
 
 
 class ParamsError(ValueError):
-    """A bad value in params.yaml (or a file it names); the message names the key and the fix."""
+    """A bad value in params.yaml (or a file it names), naming the key and the fix."""
 
 
 EXPECTED = {"bool_type": "true or false", "int_type": "a whole number", "float_type": "a number",
@@ -150,7 +131,7 @@ RANGES = ("greater_than", "greater_than_equal", "less_than", "less_than_equal")
 
 
 def _range(metadata: list) -> str:
-    """What a field's bounds allow: `use 1..6`, `use a value in [0, 1)`, `it must be >= 1`."""
+    """`use 1..6`, `use a value in [0, 1)` or `it must be >= 1`: what a field's bounds allow."""
     low = next((m for m in metadata if isinstance(m, Ge | Gt)), None)
     high = next((m for m in metadata if isinstance(m, Le | Lt)), None)
     lo, hi = (getattr(m, type(m).__name__.lower(), None) for m in (low, high))
@@ -163,8 +144,7 @@ def _range(metadata: list) -> str:
 
 
 def problem(error: ValidationError, schema: type[BaseModel], raw: Any) -> str:
-    """The one line for pydantic's first complaint about `raw` (validated by `schema`): the dotted
-    key, its value, what is allowed (the field's choices, bounds or description), a did-you-mean."""
+    """The line for pydantic's first complaint about `raw`: key, value, what is allowed, a guess."""
     first = error.errors(include_url=False)[0]
     loc, kind = first["loc"], first["type"]
     model, where, value, at = schema, [], raw, 0
@@ -200,6 +180,8 @@ def problem(error: ValidationError, schema: type[BaseModel], raw: Any) -> str:
         return f"{key}={value!r} is out of range; {_range(info.metadata)}"
     if kind == "string_pattern_mismatch":
         return f"{key}={value!r} is not allowed; {info.description}"
+    if kind == "value_error":   # a field validator's (or parse_size's) ValueError
+        return f"{key}={value!r}: {first['ctx']['error']}"
     if kind == "finite_number":
         return f"{key}={value!r} is not a finite number; give a real value"
     listed = typing.get_origin(info.annotation) is tuple
@@ -212,7 +194,6 @@ def _get(mapping: Any, key: Any) -> Any:
 
 
 def as_written(value: Any) -> str:
-    """A YAML scalar as a params file spells it (true, null, 1.5)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     return "null" if value is None else str(value)

@@ -1,10 +1,7 @@
-"""Writing outputs so that a killed stage never leaves a half-written file where a complete one
-is expected (I/O helper). A file is written under a scratch name beside its target and renamed
-into place (atomic on one filesystem); a folder is built beside its target and renamed as a
-whole. Whatever a kill leaves is either the previous complete file, nothing, or a scratch
-`*.partial*` name (git-ignored) that the next run of the stage removes; DVC records a stage's outputs only after its
-command succeeds, so it never accepts a half-done stage either.
-"""
+"""Files at the edge. Out: outputs written under a scratch `*.partial*` name and renamed into place
+(a kill leaves the old file or the scratch); readers of earlier stages' outputs raising one
+StateError line (file, what is wrong, `dvc checkout`); spill folders (SpillError); params YAML as
+DVC reads it (ParamsError); lmplz's memory sizes."""
 
 from __future__ import annotations
 
@@ -25,7 +22,7 @@ from pipeline.errors import ParamsError, StateError
 
 @contextmanager
 def atomic_file(path: str | Path) -> Iterator[Path]:
-    """Yield a scratch path (same folder, same suffix) to write; on success it replaces `path`."""
+    """Yield a scratch path beside `path` to write; on success it replaces `path`."""
     path = Path(path)
     scratch = path.with_name(f".{path.stem}.partial{path.suffix}")
     scratch.parent.mkdir(parents=True, exist_ok=True)
@@ -39,10 +36,8 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
 
 @contextmanager
 def staged_dir(path: str | Path) -> Iterator[Path]:
-    """Yield an empty scratch folder; on success it replaces `path` (one rename after removing
-    the old one). A relative `path` is built in the working directory (models/ngram in
-    ./.models-ngram.partial: never inside models/, which another stage depends on); an absolute
-    one beside itself."""
+    """Yield an empty scratch folder; on success it replaces `path`. A relative `path` is built in
+    the working folder (never inside models/, which another stage depends on)."""
     path = Path(path)
     name = f".{'-'.join(path.parts)}.partial"
     scratch = path.with_name(f".{path.name}.partial") if path.is_absolute() else Path(name)
@@ -63,28 +58,18 @@ def write_text(path: str | Path, text: str) -> None:
         scratch.write_text(text, encoding="utf-8")
 
 
-# ---- reading what an earlier stage wrote -------------------------------------------------------
-# data/prepared and models/ are DVC outputs: a file deleted, truncated or edited by hand is
-# restored by `dvc checkout PATH` (from DVC's cache) or rebuilt by `dvc repro`, which reruns a
-# stage whose outputs changed. The readers below turn a damaged file into one StateError line
-# naming the file, what is wrong, and that fix.
-
-
 def restore_hint(folder: str | Path) -> str:
-    """The fix for a damaged file of the DVC output `folder` (e.g. data/prepared, models/gru)."""
     return (f"restore it with `dvc checkout {folder}` (DVC's cached copy) or rebuild it with "
             "`dvc repro`")
 
 
 def damaged(path: str | Path, why: str, folder: str | Path | None = None,
             fix: str | None = None) -> StateError:
-    """The StateError (to raise) for the file `path` of the DVC output `folder` (default: its
-    parent) whose content is wrong: "<path>: <why>; <fix>", the fix restore_hint(folder) unless
-    given. Its `problem` attribute is the message without the fix, for a caller that recovers."""
+    """StateError "<path>: <why>; <fix>" (fix: restore_hint(folder or the parent)); .problem lacks the fix."""
     path = Path(path)
     fix = fix or restore_hint(folder if folder is not None else path.parent)
     error = StateError(f"{path}: {why}; {fix}")
-    error.problem = f"{path}: {why}"   # without the fix, for a caller that recovers
+    error.problem = f"{path}: {why}"
     return error
 
 
@@ -103,10 +88,7 @@ def _why(error: BaseException, fmt: str) -> str:
 
 def read_json(path: str | Path, folder: str | Path | None = None, kind: type = dict,
               required: tuple[str, ...] = (), fix: str | None = None):
-    """The JSON document at `path`, which must be a `kind` (dict by default) with the keys
-    `required`. Raises StateError (errors.py) naming the file and `restore_hint(folder)` when it
-    is missing, not JSON, not a `kind` or lacks a key; `folder`: the DVC output it belongs to
-    (default: its parent); `fix`, when given, replaces restore_hint."""
+    """The JSON `kind` at `path` with the keys `required`; else StateError (see damaged)."""
     import json
     path = Path(path)
     try:
@@ -122,8 +104,7 @@ def read_json(path: str | Path, folder: str | Path | None = None, kind: type = d
 
 
 def load_array(path: str | Path, folder: str | Path | None = None, mmap_mode: str | None = None):
-    """The numpy array of the .npy file at `path`. Raises StateError as read_json does."""
-    import numpy as np
+    """The array of the .npy file at `path`; else StateError (see damaged)."""
     path = Path(path)
     try:
         return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
@@ -133,11 +114,8 @@ def load_array(path: str | Path, folder: str | Path | None = None, mmap_mode: st
 
 def load_arrays(path: str | Path, folder: str | Path | None = None,
                 required: tuple[str, ...] = ()) -> dict:
-    """{name: array} of the .npz file at `path`, read whole, with every name of `required`.
-    Raises StateError as read_json does (also for a missing array)."""
+    """{name: array} of the .npz file at `path`, with every name of `required`; else StateError."""
     import zipfile
-
-    import numpy as np
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as found:
@@ -152,8 +130,7 @@ def load_arrays(path: str | Path, folder: str | Path | None = None,
 
 def load_checkpoint(path: str | Path, folder: str | Path | None = None,
                     required: tuple[str, ...] = ()) -> dict:
-    """The torch checkpoint (a dict, read with weights_only=True onto the CPU) at `path`, with
-    every key of `required`. Raises StateError as read_json does."""
+    """The torch checkpoint dict at `path` (weights only, on the CPU) with the keys `required`."""
     import torch
     path = Path(path)
     try:
@@ -165,17 +142,13 @@ def load_checkpoint(path: str | Path, folder: str | Path | None = None,
     return found
 
 
-# Spill folders: out-of-core work (pipeline/ngram/external.py, pipeline/text/chunked.py) writes
-# flat binary columns into a private temporary folder within a memory budget.
-
 class SpillError(OSError):
-    """The spill folder cannot be written or read. str(): what happened and the fix, naming the
-    folder; the caller prefixes the flag or param that set it."""
+    """The spill folder cannot be written or read: the folder, what happened, the fix."""
 
 
 class Spill:
-    """A private folder `prefix`XXXX under `parent` (the system's temporary folder when None)
-    for spilled files (sorted runs of n-grams, token streams), removed on close. Raises SpillError when it cannot be made."""
+    """A private folder `prefix`XXXX under `parent` (default: the system's temporary folder) for
+    out-of-core columns, removed on close."""
 
     def __init__(self, parent: str | os.PathLike | None = None, prefix: str = "lmpipe-ngram-"):
         where = Path(parent if parent is not None else tempfile.gettempdir())
@@ -186,7 +159,6 @@ class Spill:
                              " give a folder for the spilled files (create it first)")
         with spilling(where):
             self.path = Path(tempfile.mkdtemp(prefix=prefix, dir=where))
-        self.parent = self.path.parent
 
     def file(self, name: str, dtype) -> Column:
         return Column(self, self.path / name, np.dtype(dtype))
@@ -203,7 +175,6 @@ class Spill:
 
 @contextmanager
 def spilling(folder: Path) -> Iterator[None]:
-    """Turn an OSError on the spill folder `folder` into a SpillError (spill_message)."""
     try:
         yield
     except OSError as error:
@@ -211,7 +182,6 @@ def spilling(folder: Path) -> Iterator[None]:
 
 
 def spill_message(folder: Path, error: OSError) -> str:
-    """What went wrong with the spill folder `folder` and the fix, for SpillError."""
     if error.errno == errno.ENOSPC:
         free = shutil.disk_usage(folder).free if folder.exists() else 0
         return (f"{folder}: no space left for the spilled files ({free:,} bytes free); free "
@@ -226,22 +196,19 @@ def spill_message(folder: Path, error: OSError) -> str:
 
 @dataclass
 class Column:
-    """One flat binary column (e.g. the int64 keys of one order) in a spill folder: appended to
-    in order, then read back in slices with explicit reads."""
+    """A flat binary column in a spill folder: appended in order, read back in slices."""
     spill: Spill
     path: Path
     dtype: np.dtype
     length: int = 0
 
     def append(self, values: np.ndarray) -> None:
-        """Append `values` (opened and closed each time: a merge of many runs holds no file
-        open, so the number of runs is not bounded by the open-files limit)."""
+        # opened each time: a merge of many runs holds no file open
         with spilling(self.spill.path), open(self.path, "ab") as handle:
             handle.write(np.ascontiguousarray(values, dtype=self.dtype).data)
         self.length += len(values)
 
     def read(self, start: int = 0, stop: int | None = None) -> np.ndarray:
-        """Entries start..stop as a new in-memory array."""
         stop = self.length if stop is None else min(stop, self.length)
         if stop <= start:
             return np.empty(0, dtype=self.dtype)
@@ -253,7 +220,6 @@ class Column:
         return self.length
 
     def take(self, rows: np.ndarray) -> np.ndarray:
-        """The entries at the sorted indices `rows` (a memory map dropped at once)."""
         if not len(rows):
             return np.empty(0, dtype=self.dtype)
         with spilling(self.spill.path):
@@ -263,15 +229,11 @@ class Column:
         return values
 
     def __getitem__(self, rows: slice) -> np.ndarray:
-        """A slice read from disk (`column[a:b]`, as arpa.write takes a model's arrays)."""
-        start, stop, step = rows.indices(self.length)
-        if step != 1:
-            raise IndexError("a Column reads contiguous slices only")
+        start, stop, _ = rows.indices(self.length)   # contiguous slices, as arpa.write takes
         return self.read(start, stop)
 
     def search(self, values: np.ndarray) -> np.ndarray:
-        """np.searchsorted of `values` in this (sorted) column, by binary searches that read a
-        few entries each (a memory map dropped at once: the pages touched are few)."""
+        """np.searchsorted of `values` in this sorted column, through a memory map."""
         if self.length == 0:
             return np.zeros(len(values), dtype=np.int64)
         with spilling(self.spill.path):
@@ -286,36 +248,36 @@ class Column:
 
 
 def read_yaml(path: str | Path) -> Any:
-    """The YAML file at `path` read as DVC reads params files: ruamel.yaml's safe loader, YAML 1.2
-    (`1e-3` is a float, `yes` a string), a duplicate key an error. Raises ParamsError (the file,
-    line and column, the problem) for a file that is not YAML or not UTF-8; OSError if unreadable."""
+    """The YAML at `path` as DVC reads params (ruamel safe, YAML 1.2, duplicate keys refused).
+    Raises ParamsError (file, line and column) for text that is not UTF-8 or not YAML."""
     from ruamel.yaml import YAML
-    from ruamel.yaml.error import MarkedYAMLError, YAMLError
+    from ruamel.yaml.error import YAMLError
     path = Path(path)
     try:
         return YAML(typ="safe").load(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as error:
-        raise ParamsError(f"{path}: not UTF-8 text (byte offset {error.start}); save it as "
-                          "UTF-8") from None
-    except MarkedYAMLError as error:
-        mark = error.problem_mark or error.context_mark
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = " ".join(f"{error.context or ''} {error.problem or ''}".split())
-        raise ParamsError(f"{path}: not valid YAML{where}: {problem}; fix the file") from None
+        raise ParamsError(f"{path}: not UTF-8 text (byte offset {error.start}); save it as UTF-8") from None
     except YAMLError as error:
-        raise ParamsError(f"{path}: not valid YAML: {' '.join(str(error).split())}") from None
+        raise ParamsError(f"{path}: not valid YAML{_mark(error)}; fix the file") from None
+
+
+def _mark(error) -> str:
+    """ruamel's error as " (line L, column C): problem"."""
+    mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+    what = f"{getattr(error, 'context', '') or ''} {getattr(error, 'problem', '') or ''}"
+    return f"{where}: {' '.join(what.split()) or ' '.join(str(error).split())}"
 
 
 def relative(path: Path) -> Path:
-    """`path` relative to the current folder when inside it (how messages name files)."""
+    """`path` relative to the current folder when inside it, as messages name files."""
     resolved, here = path.resolve(), Path.cwd().resolve()
     return resolved.relative_to(here) if resolved.is_relative_to(here) else path
 
 
 def parse_size(text: str | int, default_unit: str = "K") -> int:
-    """Bytes of a memory size as lmplz's -S reads it (util/usage.cc, ParseSize): a number with an
-    optional suffix b, K, M, G, T (powers of 1024) or % (of physical memory), else `default_unit`.
-    Raises ValueError for anything else or a size below 1 MiB."""
+    """Bytes of a memory size as lmplz's -S reads it (util/usage.cc ParseSize): a number and b, K,
+    M, G, T (powers of 1024) or % (of physical memory). ValueError below 1 MiB or unreadable."""
     text = str(text).strip()
     units = {"b": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
     suffix = text[-1:] if text[-1:] in (*units, "%") else default_unit

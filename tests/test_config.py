@@ -110,7 +110,7 @@ def test_the_schema_defaults_are_params_yaml():
 
 
 def test_missing_file_and_bad_yaml(tmp_path):
-    with pytest.raises(ParamsError, match="params file not found"):
+    with pytest.raises(FileNotFoundError):   # errors.one_line: "FILE: No such file or directory"
         config.load(tmp_path / "nope.yaml")
     bad = tmp_path / "params.yaml"
     bad.write_text("train: [unclosed\n")
@@ -236,8 +236,7 @@ def test_a_duplicate_key_is_one_line_naming_where(tmp_path):
 def test_model_names_must_be_addressable_by_dvc(name):
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["models"][name] = dict(raw["models"]["gru"])
-    with pytest.raises(ParamsError, match=rf"models\.{name}: .* cannot name a model; DVC addresses "
-                                          r"it as stage train@.*letters, digits, _ and - only"):
+    with pytest.raises(ParamsError, match=rf"^models\.{re.escape(name)}: .*train@NAME.*letters, digits, _ and - only"):
         config.from_dict(raw)
 
 
@@ -253,8 +252,8 @@ def test_model_names_with_dash_and_underscore_are_fine():
     ("true", r"models\.true: YAML reads the unquoted name true as a boolean, not a name; quote it "
              r"\('true':\)$"),
     ("null", r"models\.null: YAML reads the unquoted name null as null, not a name; quote it"),
-    ("1.5", r"models\.1\.5: YAML reads the unquoted name 1\.5 as a number, not a name; quote it and "
-            r"use letters, digits, _ and - only, .*\(e\.g\. '1_5':\)$"),
+    ("1.5", r"models\.1\.5: YAML reads the unquoted name 1\.5 as a number, not a name; .*"
+            r"letters, digits, _ and - only \(e\.g\. '1_5':\)$"),
     ("2024-01-01", r"models\.2024-01-01: YAML reads the unquoted name 2024-01-01 as a date, not a "
                    r"name; quote it \('2024-01-01':\)$"),
 ])
