@@ -18,7 +18,16 @@ from pipeline.text import corpus, splits, units
 from pipeline.text.corpus import GIVEN_SPLITS, SPLITS, URL_SCHEMES, CorpusError, decode
 from pipeline.text.splits import PARTS, SplitError
 from pipeline.text.tokenizers import TOKENIZERS, split_lines, tokenize
-from pipeline.text.vocab import SPECIALS, Vocab, split_stats
+from pipeline.text.vocab import BOS_ID, SPECIALS, UNK_ID, Vocab
+
+
+def split_stats(stream: np.ndarray) -> dict:
+    """Tokens predicted (words + one </s> per sentence), types, OOV count and rate."""
+    targets = stream[stream != BOS_ID]
+    oov = int(np.sum(targets == UNK_ID))
+    return {"sentences": int(np.sum(stream == BOS_ID)), "tokens": int(len(targets)),
+            "types": int(len(np.unique(targets))), "oov": oov,
+            "oov_rate": oov / max(len(targets), 1)}
 
 
 def streamed(source: str, **keys) -> list[list[str]]:

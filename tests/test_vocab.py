@@ -1,9 +1,10 @@
 import numpy as np
 import pytest
 
-from pipeline.text.vocab import BOS_ID, EOS_ID, UNK_ID, Vocab, sentence_bounds, split_stats
+from pipeline.text.vocab import BOS_ID, EOS_ID, UNK_ID, Vocab, sentence_bounds
 
 from .conftest import TOY
+from .oracle_prepare import split_stats
 
 
 def test_specials_fixed_and_frequency_order(toy_vocab):

@@ -10,6 +10,8 @@ import numpy as np
 
 METHODS = ("random", "contiguous", "documents")
 PARTS = ("train", "valid", "test")
+DOCUMENTS_FIX = ("; a document is a run of lines ended by a blank line (the KJV: a chapter): "
+                 "separate documents by blank lines, or use split.method: contiguous or random")
 
 
 class SplitError(ValueError):
@@ -18,9 +20,8 @@ class SplitError(ValueError):
 
 def split(method: str, lengths: np.ndarray, document_of: np.ndarray, wanted: dict[str, float],
           seed: int) -> dict[str, np.ndarray]:
-    """Train/valid/test sentence indices by `method` (METHODS); `lengths[i]` is the number of words
-    of sentence i and `document_of[i]` its document (the schema checked `method`). Raises
-    SplitError."""
+    """Train/valid/test sentence indices by `method`; `lengths[i]`: words of sentence i,
+    `document_of[i]`: its document."""
     if method == "random":
         return random_sentences(len(lengths), wanted, seed)
     if method == "contiguous":
@@ -29,54 +30,45 @@ def split(method: str, lengths: np.ndarray, document_of: np.ndarray, wanted: dic
 
 
 def sizes(total: int, wanted: dict[str, float], unit: str) -> dict[str, int]:
-    """How many units each part gets: fractions rounded, counts as given, 0 = the rest.
-    Raises SplitError when the parts do not fit in `total` or one is empty."""
+    """Units of each part: fractions rounded, counts as given, 0 = the rest; SplitError if one is empty."""
     out = {name: int(round(total * v)) if v < 1 else int(v) for name, v in wanted.items() if v}
     rest = [name for name, v in wanted.items() if not v]
     out[rest[0]] = total - sum(out.values())
     described = ", ".join(f"split.{k}={wanted[k]:g}" for k in PARTS)
-    for name in PARTS:
-        if out[name] <= 0:
-            raise SplitError(f"the {name} split is empty ({total:,} {unit} with {described}); use a "
-                             "larger corpus or other split sizes")
+    empty = next((name for name in PARTS if out[name] <= 0), None)
+    if empty:
+        fix = DOCUMENTS_FIX if unit == "documents" else ""
+        raise SplitError(f"the {empty} split is empty ({total:,} {unit} with {described}); use a "
+                         f"larger corpus or other split sizes{fix}")
     return {name: out[name] for name in PARTS}
 
 
-def random_sentences(num_sentences: int, wanted: dict[str, float], seed: int) -> dict[str, np.ndarray]:
-    """A seeded permutation of the sentences: valid first, then test, train the rest."""
-    return _draw(num_sentences, wanted, seed, "sentences")
-
-
-def documents(document_of: np.ndarray, wanted: dict[str, float], seed: int) -> dict[str, np.ndarray]:
-    """Whole documents drawn by a seeded permutation (valid, then test, train the rest);
-    `document_of[i]` is the document of sentence i."""
-    ids, inverse = np.unique(document_of, return_inverse=True)
-    try:
-        drawn = _draw(len(ids), wanted, seed, "documents")
-    except SplitError as error:
-        raise SplitError(f"{error}. A document is a run of lines ended by a blank line (the KJV: a "
-                         "chapter); separate the text's documents by blank lines, or use "
-                         "split.method: contiguous (by position) or random (sentences)") from None
-    return {name: np.flatnonzero(np.isin(inverse, chosen)) for name, chosen in drawn.items()}
-
-
-def contiguous(lengths: np.ndarray, wanted: dict[str, float]) -> dict[str, np.ndarray]:
-    """Train, valid and test in text order, sized in words: a sentence belongs to the part in
-    which its first word falls (an empty sentence: where the previous word fell)."""
-    starts = np.cumsum(lengths) - lengths          # words before each sentence
-    n = sizes(int(lengths.sum()), wanted, "words")
-    part = np.searchsorted([n["train"], n["train"] + n["valid"]], starts, side="right")
-    out = {name: np.flatnonzero(part == i) for i, name in enumerate(PARTS)}
-    for name, indices in out.items():
-        if len(indices) == 0:
-            raise SplitError(f"the {name} split holds no whole sentence (split.{name}="
-                             f"{wanted[name]:g} words); use larger split sizes")
-    return out
-
-
-def _draw(total: int, wanted: dict[str, float], seed: int, unit: str) -> dict[str, np.ndarray]:
+def random_sentences(total: int, wanted: dict[str, float], seed: int,
+                     unit: str = "sentences") -> dict[str, np.ndarray]:
+    """A seeded permutation of `total` units: valid first, then test, train the rest."""
     n = sizes(total, wanted, unit)
     order = np.random.default_rng(seed).permutation(total)
     parts = {"valid": order[:n["valid"]], "test": order[n["valid"]:n["valid"] + n["test"]],
              "train": order[n["valid"] + n["test"]:]}
     return {name: np.sort(parts[name]) for name in PARTS}
+
+
+def documents(document_of: np.ndarray, wanted: dict[str, float], seed: int) -> dict[str, np.ndarray]:
+    """Whole documents drawn as `random_sentences` draws sentences."""
+    ids, inverse = np.unique(document_of, return_inverse=True)
+    drawn = random_sentences(len(ids), wanted, seed, "documents")
+    return {name: np.flatnonzero(np.isin(inverse, chosen)) for name, chosen in drawn.items()}
+
+
+def contiguous(lengths: np.ndarray, wanted: dict[str, float]) -> dict[str, np.ndarray]:
+    """The parts in text order, sized in words: a sentence is where its first word falls (an
+    empty sentence: where the previous word fell)."""
+    starts = np.cumsum(lengths) - lengths          # words before each sentence
+    n = sizes(int(lengths.sum()), wanted, "words")
+    part = np.searchsorted([n["train"], n["train"] + n["valid"]], starts, side="right")
+    out = {name: np.flatnonzero(part == i) for i, name in enumerate(PARTS)}
+    empty = next((name for name in PARTS if not len(out[name])), None)
+    if empty:
+        raise SplitError(f"the {empty} split holds no whole sentence (split.{empty}="
+                         f"{wanted[empty]:g} words); use larger split sizes")
+    return out

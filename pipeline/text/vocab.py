@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline import files
 from pipeline.text.tokenizers import TOKENIZERS, UNK, as_asked
 
 BOS, EOS = "<s>", "</s>"
@@ -26,21 +27,19 @@ class Vocab:
 
     @classmethod
     def build(cls, sentences: list[list[str]], min_count: int, max_size: int) -> Vocab:
-        """Train words seen >= min_count times, most frequent first (ties by spelling), at most
-        max_size of them (0 = all), after the specials. `<unk>` in the text is the special
-        `<unk>` (the closed-vocabulary convention of PTB and WikiText); `<s>` and `</s>` are
-        refused (ValueError), as by KenLM."""
+        """`from_counts` of the words of `sentences`."""
         return cls.from_counts(Counter(token for sentence in sentences for token in sentence),
                                min_count, max_size)
 
     @classmethod
     def from_counts(cls, counts: dict[str, int], min_count: int, max_size: int) -> Vocab:
-        """`build` from the train words' counts ({word: count}); the same rules and errors."""
+        """The specials, then words counted >= min_count times, most frequent first (ties by
+        spelling), at most max_size (0 = all). A literal `<unk>` is the special; `<s>` and `</s>`
+        are refused (ValueError), as by KenLM."""
         counts = dict(counts)
-        for special in (BOS, EOS):
-            if special in counts:
-                raise ValueError(f"the corpus contains the reserved token {special!r}; "
-                                 "remove or rename it before preparing")
+        reserved = [special for special in (BOS, EOS) if special in counts]
+        if reserved:
+            raise ValueError(f"the corpus contains the reserved token {reserved[0]!r}; remove or rename it")
         counts.pop(UNK, None)
         kept = sorted((t for t, c in counts.items() if c >= min_count), key=lambda t: (-counts[t], t))
         return cls(SPECIALS + tuple(kept[:max_size] if max_size else kept))
@@ -57,8 +56,7 @@ class Vocab:
         return np.array([index.get(t, UNK_ID) for t in tokens], dtype=np.int32)
 
     def unknown(self, tokens: list[str]) -> list[str]:
-        """The tokens that are not in the vocabulary (each once, in order), which encode() maps
-        to `<unk>`; the marker `<unk>` itself is not listed."""
+        """The tokens encode() maps to `<unk>`, each once in order (not the marker `<unk>`)."""
         index = self.index
         return list(dict.fromkeys(t for t in tokens if t not in index))
 
@@ -71,13 +69,7 @@ class Vocab:
         lengths = np.fromiter(map(len, sentences), dtype=np.int64, count=len(sentences))
         ids = pd.Index(self.tokens).get_indexer(list(itertools.chain.from_iterable(sentences)))
         ids[ids < 0] = UNK_ID
-        starts = np.cumsum(lengths + 2) - (lengths + 2)     # where each <s> goes
-        out = np.empty(int(lengths.sum()) + 2 * len(sentences), dtype=np.int32)
-        words = np.ones(len(out), dtype=bool)
-        words[starts] = words[starts + lengths + 1] = False
-        out[starts], out[starts + lengths + 1] = BOS_ID, EOS_ID
-        out[words] = ids
-        return out
+        return sentence_stream(ids, lengths)
 
     def to_json(self) -> dict:
         return {"tokens": list(self.tokens)}
@@ -95,43 +87,30 @@ _SEPARATOR_CHARACTERS = re.compile(r"[ \t\r\n\x00]")
 
 
 def load_vocab(folder) -> Vocab:
-    """The Vocab of `folder`/vocab.json (data/prepared). Raises errors.StateError naming the
-    file and the fix when it is missing, damaged, or not a vocabulary: "tokens" must be a list
-    of strings beginning with <unk>, <s>, </s>, each token listed once, none empty and none
-    holding a space, tab, `\r`, `\n` or NUL (which every tokenizer treats as separators, so no
-    prepared vocabulary holds them)."""
-    from pipeline import files
+    """The Vocab of `folder`/vocab.json; StateError when it is not a list of distinct tokens
+    after <unk>, <s>, </s>, none empty or holding a separator (space, tab, `\\r`, `\\n`, NUL)."""
     path = f"{folder}/vocab.json"
     tokens = files.read_json(path, folder).get("tokens")
     if (not isinstance(tokens, list) or tuple(tokens[:3]) != SPECIALS
             or not all(isinstance(t, str) for t in tokens)):
-        raise files.StateError(f"{path}: not a vocabulary (\"tokens\": a list of strings "
-                               f"beginning with {', '.join(SPECIALS)}); {files.restore_hint(folder)}")
-    unique = set(tokens)
-    why = None
-    if len(unique) != len(tokens):
-        first = {}
-        for i, token in enumerate(tokens):
-            if token in first:
-                why = f"lists the token {token!r} twice (entries {first[token]} and {i})"
-                break
-            first[token] = i
-    elif "" in unique or _SEPARATOR_CHARACTERS.search("".join(tokens)):   # one search in C
-        bad = next(i for i, t in enumerate(tokens) if not t or _SEPARATOR_CHARACTERS.search(t))
-        why = (f"entry {bad} is {'an empty token' if not tokens[bad] else repr(tokens[bad])}, "
-               "which no tokenizer yields (blank, or holding a space, tab, line break or NUL)")
-    if why:
-        raise files.StateError(f"{path}: damaged, {why}; {files.restore_hint(folder)}")
+        raise files.damaged(path, f'not a vocabulary ("tokens": strings from {", ".join(SPECIALS)})', folder)
+    first: dict[str, int] = {}
+    twice = next((i for i, t in enumerate(tokens) if first.setdefault(t, i) != i), None)
+    bad = next(i for i, t in enumerate(tokens) if not t or _SEPARATOR_CHARACTERS.search(t)) \
+        if "" in first or _SEPARATOR_CHARACTERS.search("".join(tokens)) else None   # one search in C
+    if twice is not None:
+        why = f"lists the token {tokens[twice]!r} twice (entries {first[tokens[twice]]} and {twice})"
+    elif bad is not None:
+        why = f"entry {bad} is {tokens[bad]!r}, which no tokenizer yields"
+    else:
+        return Vocab(tuple(tokens))
+    raise files.damaged(path, why, folder)
     return Vocab(tuple(tokens))
 
 
 def check_ids(stream: np.ndarray, vocab_size: int, path, folder) -> None:
-    """Refuse a token stream (the .npy at `path` of the DVC output `folder`) that does not fit
-    the vocabulary of `vocab_size` tokens or is not whole sentences `<s> w.. </s> <s> ..`: not
-    whole numbers, an id outside [0, vocab_size), a first token that is not <s>, a last token
-    that is not </s> (cut mid-sentence), or <s> and </s> that do not alternate. Raises
-    errors.StateError naming the file and the fix. Vectorised: one pass over the stream."""
-    from pipeline import files
+    """StateError naming `path` (a stream of the output `folder`) unless it is whole sentences
+    `<s> w.. </s> ..` of integer ids in [0, vocab_size)."""
     if stream.ndim != 1 or not np.issubdtype(stream.dtype, np.integer):
         why = f"holds a {stream.dtype} array of shape {stream.shape}, not a stream of token ids"
     elif len(stream) and (int(stream.min()) < 0 or int(stream.max()) >= vocab_size):
@@ -148,45 +127,26 @@ def check_ids(stream: np.ndarray, vocab_size: int, path, folder) -> None:
             return
         why = (f"is not whole sentences: {starts:,} <s> and {len(ends):,} </s> that do not pair "
                "up (cut, or edited)")
-    raise files.StateError(f"{path}: {why}; {files.restore_hint(folder)}")
+    raise files.damaged(path, why, folder)
 
 
 def sentence_bounds(stream: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Start (the `<s>` position) and end (the `</s>` position) of every sentence in a stream
-    of whole sentences (check_ids refuses any other where a stream is read)."""
+    """Positions of every sentence's `<s>` and `</s>` in a stream of whole sentences."""
     return np.flatnonzero(stream == BOS_ID), np.flatnonzero(stream == EOS_ID)
-
-
-def split_stats(stream: np.ndarray) -> dict:
-    """Tokens predicted (words + one </s> per sentence), types, OOV count and rate."""
-    targets = stream[stream != BOS_ID]
-    oov = int(np.sum(targets == UNK_ID))
-    return {"sentences": int(np.sum(stream == BOS_ID)), "tokens": int(len(targets)),
-            "types": int(len(np.unique(targets))), "oov": oov,
-            "oov_rate": oov / max(len(targets), 1)}
 
 
 def encode_text(text: str, tokens: tuple[str, ...] | None = None, tokenizer: str = "whitespace",
                 lowercase: bool = False, unk: str = UNK, query: bool = False):
-    """Text as `lmpipe ngram build/query` read it, by the rules `prepare` uses for the same
-    tokenizer (pipeline/text/tokenizers.py): by default KenLM's — lines end at `\n`, words are
-    separated by space, tab and `\r`, a blank line is an empty sentence, a literal `unk` is the
-    unknown word. `<s>` and `</s>` in the text are refused (ValueError), as by KenLM. `query`:
-    also separate words at `\v` and `\f`, as KenLM's query does when it scores text.
-    tokens=None builds the vocabulary: the specials, then every word in order of first use.
-    Returns (tokens, stream `<s> w.. </s> ...` int32, oov flag of every target, i.e. of every
-    non-`<s>` position: True where the target is `<unk>`)."""
+    """(tokens, stream `<s> w.. </s> ...` int32, True where a target is `<unk>`) of `text` as
+    `prepare` reads it with `tokenizer` (default KenLM's rules; `query`: `\\v`, `\\f` separate too).
+    tokens=None: the specials, then each word in order of first use. `<s>`, `</s>`: ValueError."""
     kind = TOKENIZERS[tokenizer]
     if kind.as_written is not None:    # the whole text at once: splitting and hashing in C
         distinct, codes, per_line = kind.as_written(text.encode("utf-8"), query)
-        for special in (BOS, EOS):
-            if special in distinct:
-                raise ValueError(f"the text contains the reserved token {special!r}; remove or rename it")
         asked = as_asked(distinct, lowercase, unk)
-        for special in (BOS, EOS) if lowercase else ():   # '</S>' would end a sentence mid-line
-            if special in asked:
-                raise ValueError(f"the text contains {distinct[asked.index(special)]!r}, which "
-                                 f"lowercasing makes the reserved token {special!r}; remove or rename it")
+        bad = next((t for t, a in zip(distinct, asked, strict=True) if {t, a} & {BOS, EOS}), None)
+        if bad is not None:   # '</S>' lowercased would end a sentence mid-line
+            raise ValueError(f"the text contains {bad!r}, a reserved token (as given or lowercased); remove or rename it")
         distinct = asked
     else:
         distinct, codes, per_line = kind.block(text, lowercase, unk)   # vectorised
@@ -201,8 +161,7 @@ def encode_text(text: str, tokens: tuple[str, ...] | None = None, tokenizer: str
 
 
 def sentence_stream(ids: np.ndarray, per_line: np.ndarray) -> np.ndarray:
-    """The stream `<s> w.. </s>` (int32, (len(ids) + 2 * len(per_line),)) of word ids `ids`
-    cut into sentences of `per_line` words."""
+    """The stream `<s> w.. </s>` (int32) of word ids `ids` cut into sentences of `per_line` words."""
     out = np.empty(len(ids) + 2 * len(per_line), dtype=np.int32)
     heads = np.cumsum(per_line + 2) - (per_line + 2)
     words = np.ones(len(out), dtype=bool)
