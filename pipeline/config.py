@@ -58,16 +58,13 @@ class CorpusParams(Section):
     @classmethod
     def _replaced(cls, data: Any) -> Any:
         if isinstance(data, dict) and "level" in data:
-            raise refuse("{where}.level was replaced: use corpus.tokenizer: words (raw text; was "
-                         "level: word), whitespace (pre-tokenized text, KenLM's rules) or chars "
-                         "(was level: char)")
+            raise refuse("{where}.level was replaced: use corpus.tokenizer: words, whitespace or chars")
         return data
 
     @model_validator(mode="after")
     def _given_split(self) -> CorpusParams:
         if bool(self.valid_source) != bool(self.test_source):
-            raise refuse("{where}.valid_source and {where}.test_source go together: give both "
-                         "({where}.source is then the train file) or neither")
+            raise refuse("{where}.valid_source and {where}.test_source go together: give both or neither")
         return self
 
 
@@ -83,11 +80,9 @@ class SplitParams(Section):
         words = [name for name, value in values.items() if value >= 1]   # a number of words
         if any(values[name] != int(values[name]) for name in words) or \
                 (words and self.method != "contiguous"):
-            raise refuse(f"{{where}}.{words[0]}={values[words[0]]!r}: use a fraction in (0, 1), "
-                         "or a whole number of words with method: contiguous")
+            raise refuse(f"{{where}}.{words[0]}={values[words[0]]!r}: use a fraction, or whole words with method: contiguous")
         if sum(v == 0 for v in values.values()) != 1 or sum(v for v in values.values() if v < 1) >= 1:
-            raise refuse("{where}.train, {where}.valid, {where}.test: exactly one is 0 (the rest) "
-                         f"and the fractions add up to less than 1; got {values}")
+            raise refuse(f"{{where}}.train, {{where}}.valid, {{where}}.test: one 0, fractions below 1 in sum; got {values}")
         return self
 
 
@@ -274,8 +269,7 @@ def load(path: str | Path = "params.yaml") -> Params:
     path = Path(path)
     raw = read_yaml(path)
     if raw is None:   # zero bytes or only comments: not "the defaults", a lost file
-        raise ParamsError(f"{relative(path)}: is empty (no settings at all); restore it (`git "
-                          f"checkout {relative(path)}`) or write its sections")
+        raise ParamsError(f"{relative(path)}: is empty (no settings at all); restore it (`git checkout {relative(path)}`)")
     try:
         return from_dict(raw)
     except ParamsError as error:

@@ -6,9 +6,12 @@ DVC reads it (ParamsError); lmplz's memory sizes."""
 from __future__ import annotations
 
 import errno
+import json
 import os
+import pickle
 import shutil
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -86,60 +89,51 @@ def _why(error: BaseException, fmt: str) -> str:
     return f"damaged, not a readable {fmt} ({detail})"
 
 
-def read_json(path: str | Path, folder: str | Path | None = None, kind: type = dict,
-              required: tuple[str, ...] = (), fix: str | None = None):
-    """The JSON `kind` at `path` with the keys `required`; else StateError (see damaged)."""
-    import json
+READ_ERRORS = (OSError, ValueError, EOFError, KeyError, RuntimeError, zipfile.BadZipFile,
+               pickle.UnpicklingError)   # numpy's and torch's for truncated or foreign files
+
+
+def _load(path: str | Path, fmt: str, read, folder=None, fix=None, kind: type = dict,
+          required: tuple[str, ...] = ()):
+    """read(path), a `kind` holding every key of `required`; else StateError (see damaged)."""
     path = Path(path)
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise damaged(path, _why(error, 'JSON file'), folder, fix) from None
-    if not isinstance(value, kind):
-        raise damaged(path, f"holds a JSON {type(value).__name__}, not a {kind.__name__}", folder, fix)
-    missing = [key for key in required if key not in value]
-    if missing:
-        raise damaged(path, f"has no {', '.join(missing)}", folder, fix)
+        value = read(path)
+    except READ_ERRORS as error:
+        raise damaged(path, _why(error, fmt), folder, fix) from None
+    missing = [key for key in dict.fromkeys(required) if key not in value] if isinstance(value, kind) else None
+    if missing != []:
+        raise damaged(path, f"has no {', '.join(missing)}" if missing else
+                      f"holds a {type(value).__name__}, not a {kind.__name__}", folder, fix)
     return value
 
 
+def read_json(path: str | Path, folder: str | Path | None = None, kind: type = dict,
+              required: tuple[str, ...] = (), fix: str | None = None):
+    return _load(path, "JSON file", lambda path: json.loads(path.read_text(encoding="utf-8")),
+                 folder, fix, kind, required)
+
+
 def load_array(path: str | Path, folder: str | Path | None = None, mmap_mode: str | None = None):
-    """The array of the .npy file at `path`; else StateError (see damaged)."""
-    path = Path(path)
-    try:
-        return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as error:
-        raise damaged(path, _why(error, ".npy array"), folder) from None
+    return _load(path, ".npy array", lambda path: np.load(path, mmap_mode=mmap_mode, allow_pickle=False),
+                 folder, kind=np.ndarray)
+
+
+def _arrays(path: Path) -> dict:
+    with np.load(path, allow_pickle=False) as found:
+        return {name: found[name] for name in found.files}
 
 
 def load_arrays(path: str | Path, folder: str | Path | None = None,
                 required: tuple[str, ...] = ()) -> dict:
-    """{name: array} of the .npz file at `path`, with every name of `required`; else StateError."""
-    import zipfile
-    path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as found:
-            arrays = {name: found[name] for name in found.files}
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as error:
-        raise damaged(path, _why(error, ".npz archive"), folder) from None
-    missing = [name for name in dict.fromkeys(required) if name not in arrays]
-    if missing:
-        raise damaged(path, f"has no array {', '.join(missing)}", folder)
-    return arrays
+    return _load(path, ".npz archive", _arrays, folder, required=required)
 
 
 def load_checkpoint(path: str | Path, folder: str | Path | None = None,
                     required: tuple[str, ...] = ()) -> dict:
-    """The torch checkpoint dict at `path` (weights only, on the CPU) with the keys `required`."""
     import torch
-    path = Path(path)
-    try:
-        found = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:   # truncated zip, foreign pickle, EOF: torch raises many kinds
-        raise damaged(path, _why(error, "torch checkpoint"), folder) from None
-    if not isinstance(found, dict) or any(key not in found for key in required):
-        raise damaged(path, f"is not a checkpoint with {', '.join(required) or 'a dict'}", folder)
-    return found
+    return _load(path, "torch checkpoint", lambda path: torch.load(path, map_location="cpu",
+                                                                   weights_only=True), folder, required=required)
 
 
 class SpillError(OSError):
@@ -155,8 +149,7 @@ class Spill:
         with spilling(where):   # EACCES on a parent, a name too long
             missing = not where.is_dir()
         if missing:
-            raise SpillError(f"{where}: {'is not a folder' if where.exists() else 'does not exist'};"
-                             " give a folder for the spilled files (create it first)")
+            raise SpillError(f"{where}: {'not a folder' if where.exists() else 'no such folder'}; give a folder for spill files")
         with spilling(where):
             self.path = Path(tempfile.mkdtemp(prefix=prefix, dir=where))
 
@@ -285,13 +278,11 @@ def parse_size(text: str | int, default_unit: str = "K") -> int:
     try:
         value = float(number)
     except ValueError:
-        raise ValueError(f"{text!r} is not a memory size; give a number with a unit, e.g. 100M, "
-                         "2G or 50% (of physical memory)") from None
+        raise ValueError(f"{text!r} is not a memory size; give e.g. 100M, 2G or 50% (of RAM)") from None
     if suffix == "%":
         size = int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") * value / 100)
     else:
         size = int(value * units[suffix])
     if not size >= 1 << 20:
-        raise ValueError(f"{text!r} is {size:,} bytes, below the least budget of 1M; give e.g. "
-                         "100M, 2G or 50% (of physical memory)")
+        raise ValueError(f"{text!r} is {size:,} bytes, below the least budget of 1M; give e.g. 100M")
     return size

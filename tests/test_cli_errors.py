@@ -137,8 +137,8 @@ CASES = [   # (argv, files: {name: bytes or a function of the path; "-": standar
     (["compare", "--run", "nosuchid", *STORE], {"mlflow.db": store}, ("--run nosuchid", "lmpipe compare --list")),
     (["compare", "--against", "nosuchid", *STORE], {"mlflow.db": store}, ("--against nosuchid",)),
     # preset
-    (["preset", "medium"], {}, ("--params 'params.yaml'",)),
-    (["preset", "medium", "--presets", "nosuch.yaml"], {"params.yaml": b"seed: 1\n"}, ("--presets 'nosuch.yaml'",)),
+    (["preset", "medium"], {}, ("argument --params", "'params.yaml'")),
+    (["preset", "medium", "--presets", "nosuch.yaml"], {"params.yaml": b"seed: 1\n"}, ("argument --presets", "'nosuch.yaml'")),
     (["preset", "nosuch"], {"params.yaml": b"seed: 1\n", "configs/presets.yaml": b"medium:\n  set: {seed: 2}\n"},
      ("NAME 'nosuch'", "configs/presets.yaml", "medium")),
     (["compare", "--tracking-uri", "http://127.0.0.1:9", "--experiment", "exp"], {},
@@ -154,8 +154,8 @@ CASES = [   # (argv, files: {name: bytes or a function of the path; "-": standar
     # seeds
     (["seeds", "gru"], {}, ("`lmpipe seeds`", "params.yaml", "dvc.yaml")),
     (["seeds", "nosuchkind"], PROJECT, ("KIND 'nosuchkind'", "params.yaml", "gru")),
-    (["seeds", "gru", "--run", "0"], {}, ("--run 0",)),
-    (["seeds", "gru", "--run", "2", "--jobs", "0"], {}, ("--jobs 0",)),
+    (["seeds", "gru", "--run", "0"], {}, ("argument --run", "'0'")),
+    (["seeds", "gru", "--run", "2", "--jobs", "0"], {}, ("argument --jobs", "'0'")),
     (["seeds", "gru", "--no-wait"], {}, ("--no-wait", "--run")),
     # binary input refused as it streams in, memory bounded (/dev/zero: test_endless_binary_...)
     (["ngram", "build", "late.txt", "--order", "2", "--arpa", "m.arpa"],

@@ -244,9 +244,10 @@ def _error(argv, capsys) -> str:
 
 @pytest.mark.parametrize(("argv", "named"), [
     (["seeds", "gpt"], ("KIND 'gpt'", "params.yaml", "gru")),
-    (["seeds", "gru", "--run", "0"], ("--run 0",)),
-    (["seeds", "gru", "--run", "2", "--jobs", "0"], ("--jobs 0",)),
-    (["seeds", "gru", "--run", "2", "--first", "-1"], ("--first -1", "2**32 - 1")),
+    (["seeds", "gru", "--run", "0"], ("argument --run", "'0'")),
+    (["seeds", "gru", "--run", "2", "--jobs", "0"], ("argument --jobs", "'0'")),
+    (["seeds", "gru", "--run", "2", "--first", "-1"], ("argument --first", "'-1'", "4294967295")),
+    (["seeds", "gru", "--run", "2", "--first", "4294967295"], ("--first 4294967295", "2**32")),
     (["seeds", "gru", "--jobs", "2"], ("--jobs 2", "--run")),
     (["seeds", "gru", "--no-wait"], ("--no-wait", "--run")),
 ])
@@ -258,7 +259,7 @@ def test_argument_errors_are_one_line(argv, named, tmp_path, monkeypatch, capsys
 def test_outside_a_dvc_project(tmp_path, monkeypatch, capsys):
     (tmp_path / "git-only").mkdir()
     _project(monkeypatch, tmp_path / "git-only", dvc=False)
-    names(_error(["seeds", "gru"], capsys), "git-only", ".dvc/")
+    names(_error(["seeds", "gru"], capsys), "git-only", ".dvc")
     (tmp_path / "elsewhere").mkdir()
     _project(monkeypatch, tmp_path / "elsewhere", params=False)
     names(_error(["seeds", "gru", "--run", "2"], capsys), "`lmpipe seeds`", "params.yaml")

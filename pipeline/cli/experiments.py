@@ -21,23 +21,18 @@ from pipeline.tracking import retrain as retraining
 
 
 def repository(command: str, needs: tuple[str, ...] = ("params.yaml",), other: str = "") -> Path:
-    """The repository root (store.repo_root: the current folder) when it holds every file of
-    `needs`. Raises ValueError: "`lmpipe COMMAND`: no lmpipe pipeline here (<root> has no X); cd
-    to the lmpipe repository's root folder" and `other`, another way out (e.g. " (or give
-    --tracking-uri and --experiment)")."""
+    """The repository root (the current folder) when it holds `needs`; else ValueError naming
+    `lmpipe COMMAND`, the missing files and the fix (`other`: another way out)."""
     root = store.repo_root()
     missing = [name for name in needs if not (root / name).exists()]
     if missing:
-        raise ValueError(f"`lmpipe {command}`: no lmpipe pipeline here ({root} has no "
-                         f"{' / '.join(missing)}); cd to the repository's root folder{other}")
+        raise ValueError(f"`lmpipe {command}`: no lmpipe pipeline here ({root} has no {' / '.join(missing)}); cd to its root{other}")
     return root
 
 
 def mlflow_server(args) -> None:
-    """`mlflow server` over this repository's store (mlflow.tracking_uri of params.yaml) and its
-    mlartifacts/ folder, on 127.0.0.1 unless --host says otherwise. Workers then use
-    MLFLOW_TRACKING_URI=http://HOST:PORT. Raises ValueError outside the repository, for a
-    tracking URI that is already a server, and for an address it cannot listen on."""
+    """Exec `mlflow server` over this repository's store and mlartifacts/, on --host:--port.
+    Raises ValueError for a tracking URI that is a server already or an address it cannot bind."""
     root = repository("mlflow-server")
     uri = store.tracking_uri(config.load(root / "params.yaml").mlflow, root)
     if uri.startswith("http"):
@@ -46,15 +41,10 @@ def mlflow_server(args) -> None:
         with socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # as servers do
             probe.bind((args.host, args.port))
-    except OSError as error:   # the port's fault, else the address's
-        why = {errno.EADDRINUSE: "is in use", errno.EACCES: "needs privileges"}.get(error.errno)
-        raise ValueError(f"--port {args.port}: {args.host}:{args.port} {why}; give another --port"
-                         if why else f"--host {args.host}: cannot listen there ({error.strerror})"
-                         "; give 127.0.0.1, or 0.0.0.0 for all") from None
-    mlflow = commands.executable("mlflow")
-    if not Path(mlflow).is_file():
-        raise ValueError(f"{mlflow}: not installed; install the project (pip install -e .)")
-    command = [mlflow, "server", "--backend-store-uri", uri,
+    except OSError as error:   # in use or privileged: the port's fault, else the address's
+        flag = f"--port {args.port}" if error.errno in (errno.EADDRINUSE, errno.EACCES) else f"--host {args.host}"
+        raise ValueError(f"{flag}: cannot listen on {args.host}:{args.port} ({error.strerror}); give another") from None
+    command = [commands.executable("mlflow"), "server", "--backend-store-uri", uri,
                "--artifacts-destination", str(root / "mlartifacts"),
                "--host", args.host, "--port", str(args.port), "--workers", str(args.workers)]
     print("lmpipe: " + " ".join(command), flush=True)
@@ -62,9 +52,7 @@ def mlflow_server(args) -> None:
 
 
 def retrain(args) -> None:
-    """Reproduce what changed since the last run and write reports/retrain.md (CI entry point).
-    Raises ValueError outside a DVC repository, for a --base that is no revision or a --report
-    that is a folder (before anything runs), and with dvc's own last line when dvc fails."""
+    """Reproduce what changed and write --report (CI). Checks --base and --report before any run."""
     root = repository("retrain", ("params.yaml", "dvc.yaml", ".dvc"))
     if (root / args.report).is_dir():
         raise ValueError(f"--report {str(args.report)!r} is a folder; give a file path")
@@ -77,10 +65,8 @@ def retrain(args) -> None:
 
 
 def compare(args) -> None:
-    """The comparison table of one pipeline execution (the newest finished, or --run), the list
-    of executions (--list), or two side by side (--run A --against B), from MLflow's run search.
-    Raises ValueError naming the argument: outside the repository without --tracking-uri and
-    --experiment, a store or experiment that does not exist, an unknown --run or --against id."""
+    """One execution's table (the newest, or --run), the executions (--list), or two side by side
+    (--against), from MLflow. Raises ValueError naming the argument (store, experiment, run id)."""
     from pipeline.tracking import mlflow_runs  # here: MLflow's 2 s import, for compare only
     uri, experiment = args.tracking_uri, args.experiment
     if args.list and (args.parent_run or args.against):
@@ -127,13 +113,11 @@ def compare(args) -> None:
 
 
 def _execution(uri: str, experiment: str, run_id: str | None, flag: str):
-    """run_search.pipeline_run, its refusal of an unknown id naming `flag`."""
     return _naming(run_id and f"{flag} {run_id}", run_search.pipeline_run, uri, experiment, run_id)
 
 
 def _naming(argument: str | None, call, *args):
-    """call(*args), its ValueError prefixed with `argument` (e.g. "--run ID") when given; damaged
-    or deleted state (StateError) is not the argument's fault and passes as it is."""
+    """call(*args), its ValueError (not StateError: not the argument's fault) prefixed by `argument`."""
     try:
         return call(*args)
     except ValueError as error:
@@ -158,8 +142,7 @@ def _started(run) -> str:
 
 
 def _models(uri: str, experiment: str, parent) -> list[dict]:
-    """One row per model run of an execution: model, objective, the SHOWN keys and the test
-    perplexity's bootstrap interval ("-" for runs logged before lmpipe had intervals)."""
+    """One row per model run of an execution: model, objective, SHOWN and test_ppl's interval."""
     rows = []
     for run in _ordered(run_search.model_runs(uri, experiment, parent.info.run_id)):
         metrics = run.data.metrics
@@ -178,10 +161,8 @@ def _models(uri: str, experiment: str, parent) -> list[dict]:
 
 
 def _verdicts(uri: str, parent_id: str) -> list[str]:
-    """The paired comparisons of an execution (its report/pairs.json artifact, written by
-    evaluate) as sentences. [] with a one-line warning on stderr when the artifact is missing
-    (an execution logged before lmpipe wrote it) or damaged (not JSON, not a mapping of pairs,
-    a pair without its keys or with a value out of range): the table is still worth showing."""
+    """The execution's paired verdicts (report/pairs.json) as sentences; [] and one warning on
+    stderr when the artifact is missing or damaged: the table is still worth showing."""
     from pipeline.tracking import artifacts  # MLflow's import, once there is a table to show
     path = "report/pairs.json"
     again = "`dvc repro -f evaluate` logs a new execution with them"
@@ -224,15 +205,14 @@ PAIRS = TypeAdapter(dict[str, Pair])   # report/pairs.json: {"A_vs_B": Pair}
 
 
 def _first_problem(error: ValidationError) -> str:
-    """pydantic's first complaint as "where: what" (e.g. "gru_vs_ngram.p_better: field
-    required")."""
+    """pydantic's first complaint as "where: what" (e.g. "x.p_better: field required")."""
     first = error.errors()[0]
     where = ".".join(map(str, first["loc"])) or "the whole file"
     return f"{where}: {first['msg'][:1].lower()}{first['msg'][1:]}"
 
 
 def _ordered(runs: list) -> list:
-    """Model runs with ngram first, then as trained (the order of the comparison table)."""
+    """Model runs with ngram first, then as trained."""
     return sorted(runs, key=lambda r: r.data.tags.get("model_kind", r.info.run_name) != "ngram")
 
 
@@ -265,8 +245,7 @@ def _diff(a: list[dict], b: list[dict]) -> list[dict]:
 
 
 def table(rows: list[dict], markdown: bool) -> str:
-    """Rows as aligned text (or GitHub markdown), numbers right-aligned; floats to 4
-    significant digits, whole counts as such (cell)."""
+    """Rows as aligned text (or GitHub markdown), numbers right-aligned and formatted by cell."""
     if not rows:
         return "(none)"
     columns = list(rows[0])

@@ -1,8 +1,6 @@
-"""`lmpipe`, the command line. In: argv (score, fill, generate, compare, preset, mlflow-server,
-retrain, seeds, ngram build|query). Out: the command's output on stdout, exit status 0; a failure
-is one `lmpipe: error: ...` line naming the argument and the fix, exit status 2 (1 unforeseen,
-130 Ctrl-C; --debug or LMPIPE_DEBUG=1: the traceback). USAGE, the `lmpipe --help` text, shows
-each command."""
+"""`lmpipe`, the command line: argv checked by argparse, then one command (USAGE lists them). A
+failure is one `lmpipe: error: ...` line naming the argument, exit status 2 (1 unforeseen, 130
+Ctrl-C; --debug or LMPIPE_DEBUG=1: the traceback)."""
 
 from __future__ import annotations
 
@@ -34,11 +32,8 @@ USAGE = """`lmpipe` command line: user commands over the models of the last `dvc
     lmpipe ngram query MODEL.arpa TEXT [--json] [--per-sentence]               # like query
 TEXT (or - for standard input) is one sentence per line, tokens separated by spaces and tabs, no
 normalisation, a blank line an empty sentence, as for KenLM; a literal <unk> is the unknown word
-(--unk). --tokenizer words|chars and --lowercase read it as prepare reads raw text.
-
-A failure ends in one line on stderr, `lmpipe: error: ...` naming the argument and the fix, and
-exit status 2 (1 for the unforeseen, 130 for Ctrl-C); `lmpipe --debug COMMAND ...` (or
-LMPIPE_DEBUG=1) shows the traceback instead.
+(--unk). --tokenizer words|chars and --lowercase read it as prepare reads raw text. A failure is
+one line naming the argument; `lmpipe --debug COMMAND ...` (or LMPIPE_DEBUG=1) shows the traceback.
 """
 
 MAX_LENGTH = 1000   # lmpipe generate --max-length: tokens of one sentence (chars: characters)
@@ -46,16 +41,14 @@ MAX_LIMIT = 50000   # lmpipe compare --limit: MLflow's search_runs takes at most
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse whose errors are lmpipe's one line (`lmpipe: error: argument --k: ...; see
-    lmpipe fill --help`), exit status 2; subcommands' parsers are of the same class."""
+    """argparse whose errors are lmpipe's one line and exit status 2 (subparsers too)."""
 
     def error(self, message):
         self.exit(2, f"lmpipe: error: {message}; see `{self.prog} --help`\n")
 
 
 def checked(parse, fits, wanted: str):
-    """An argparse type: parse(text) when it reads and fits(value); else ArgumentTypeError
-    saying `wanted` (`must be WANTED, not 'TEXT'`)."""
+    """An argparse type: parse(text) when it reads and fits; else `must be WANTED, not 'TEXT'`."""
     def convert(text: str):
         try:
             value = parse(text)
@@ -68,7 +61,6 @@ def checked(parse, fits, wanted: str):
 
 
 def whole(low: int, high: int | None = None):
-    """An argparse type: a whole number in low..high."""
     span = f"in {low}..{high}" if high is not None else f">= {low}"
     return checked(int, lambda value: low <= value <= (high if high is not None else value),
                    f"a whole number {span}")
@@ -79,16 +71,11 @@ marker = checked(str, lambda text: not any(ch.isspace() for ch in text),   # --u
                  "one token (e.g. <unk>) without whitespace, or '' for none")
 
 
-def memory_size(text: str) -> int:
-    """An argparse type: bytes of a memory size as lmplz's -S reads it (100M, 2G, 50%)."""
-    try:
-        return files.parse_size(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
+existing = checked(Path, Path.is_file, "an existing file (cd to the repository's root, or give its path)")
+memory_size = checked(files.parse_size, bool, "a memory size of at least 1M, e.g. 100M, 2G or 50%")
 
 
 def text_options(p: argparse.ArgumentParser) -> None:
-    """How `lmpipe ngram` reads TEXT: the corpus.tokenizer/lowercase/unk of prepare."""
     p.add_argument("--tokenizer", choices=TOKENIZERS, default="whitespace",
                    help="whitespace (default): KenLM's rules; words, chars: as prepare does raw text")
     p.add_argument("--lowercase", action="store_true", help="lowercase every token")
@@ -97,8 +84,7 @@ def text_options(p: argparse.ArgumentParser) -> None:
 
 
 def _until_the_reader_stops(args) -> None:
-    """args.run(args); a reader of standard output that stops early (`lmpipe generate --n 1000 |
-    head`) ends the command quietly, as for any Unix filter, not with an error."""
+    """args.run(args); a reader of stdout that stops early (`| head`) ends it quietly."""
     try:
         args.run(args)
     except BrokenPipeError:
@@ -108,8 +94,7 @@ def _until_the_reader_stops(args) -> None:
 
 
 def _reader_gone() -> bool:
-    """Whether standard output is a pipe whose reader has gone (it polls as an error for its
-    writer); False where stdout was replaced or there is no poll."""
+    """Whether stdout is a pipe whose reader has gone (it polls as an error)."""
     try:
         poll = select.poll()
         poll.register(sys.stdout.fileno(), select.POLLOUT)
@@ -119,7 +104,6 @@ def _reader_gone() -> bool:
 
 
 def parser() -> Parser:
-    """The lmpipe command line: one subparser per command, each with --debug."""
     top = Parser(prog="lmpipe", description=USAGE, formatter_class=argparse.RawDescriptionHelpFormatter)
     top.add_argument("--debug", action="store_true",
                      help=f"a failure shows its traceback (as {errors.DEBUG}=1 does)")
@@ -136,31 +120,27 @@ def parser() -> Parser:
 def _model_commands(commands) -> None:
     p = commands.add_parser("score", help="rank sentences by probability under each model")
     p.add_argument("sentences", nargs="+")
-    p.add_argument("--model", action="append", help="model name (repeatable); default: all")
-    p.add_argument("--models", type=Path, default=Path("models"))
-    p.add_argument("--data", type=Path, default=Path("data/prepared"))
     p.set_defaults(run=models.score)
     p = commands.add_parser("fill", help="top fills of a blank (___) by each model")
     p.add_argument("text", metavar="TEXT", help='a sentence with one ___, e.g. "they ___ everywhere ."')
-    p.add_argument("--model", action="append", help="model name (repeatable); default: all")
     p.add_argument("--k", type=whole(1), default=5, help="how many fills (default 5)")
     p.add_argument("--options", nargs="+", help="only compare these words")
     p.add_argument("--open", action="store_true",
                    help="the text goes on after it ends: causal models use the left context only")
-    p.add_argument("--models", type=Path, default=Path("models"))
-    p.add_argument("--data", type=Path, default=Path("data/prepared"))
     p.set_defaults(run=models.fill)
     p = commands.add_parser("generate", help="sample sentences from causal models")
-    p.add_argument("--model", action="append", help="model name (repeatable); default: all")
     p.add_argument("--n", type=whole(1), default=5, help="sentences per model (default 5)")
     p.add_argument("--temperature", type=positive, default=1.0)
     p.add_argument("--max-length", type=whole(1, MAX_LENGTH), default=40,
                    help=f"tokens at most (default 40, at most {MAX_LENGTH}); a sentence ends at "
                         "the model's </s> first")
     p.add_argument("--seed", type=whole(0), default=0)
-    p.add_argument("--models", type=Path, default=Path("models"))
-    p.add_argument("--data", type=Path, default=Path("data/prepared"))
     p.set_defaults(run=models.generate)
+    for name in ("score", "fill", "generate"):
+        p = commands.choices[name]
+        p.add_argument("--model", action="append", help="model name (repeatable); default: all")
+        p.add_argument("--models", type=Path, default=Path("models"))
+        p.add_argument("--data", type=Path, default=Path("data/prepared"))
 
 
 def _experiment_commands(commands) -> None:
@@ -193,16 +173,16 @@ def _experiment_commands(commands) -> None:
     p = commands.add_parser("preset", help="print a named configuration (configs/presets.yaml) "
                                            "as `dvc exp run` -S flags")
     p.add_argument("name", help="medium | full | any preset in the file")
-    p.add_argument("--params", type=Path, default=Path("params.yaml"))
-    p.add_argument("--presets", type=Path, default=Path("configs/presets.yaml"))
+    p.add_argument("--params", type=existing, default="params.yaml")
+    p.add_argument("--presets", type=existing, default="configs/presets.yaml")
     p.set_defaults(run=presets.preset)
     p = commands.add_parser("seeds", help="one model's test ppl over training seeds (mean ± SD) "
                                           "beside its bootstrap CI; --run sweeps in DVC's queue")
     p.add_argument("kind", metavar="KIND", help="a model of params.yaml (models.KIND)")
-    p.add_argument("--run", dest="count", type=int, metavar="N",   # args.run is the command
+    p.add_argument("--run", dest="count", type=whole(1), metavar="N",   # args.run: the command
                    help="queue N experiments, models.KIND.seed = first..first+N-1, and wait")
-    p.add_argument("--jobs", type=int, help="--run: parallel queue workers (default 1)")
-    p.add_argument("--first", type=int, help="--run: the first seed (default 1)")
+    p.add_argument("--jobs", type=whole(1), help="--run: parallel queue workers (default 1)")
+    p.add_argument("--first", type=whole(0, 2**32 - 1), help="--run: the first seed (default 1)")
     p.add_argument("--no-wait", action="store_true", help="--run: queue and start, no report")
     p.add_argument("--all-commits", action="store_true",
                    help="report: also experiments queued from earlier commits (same params; "
@@ -241,10 +221,9 @@ def _ngram_commands(commands):
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the command of argv. Returns when it succeeds; otherwise one line on stderr and
-    SystemExit with status 2 (bad arguments or input, damaged state), 1 (unforeseen) or 130
-    (Ctrl-C). --debug (or LMPIPE_DEBUG=1) lets the exception through, traceback and all."""
+    """Run the command of argv; a failure is one line and SystemExit(2, 1 or 130)."""
     args = parser().parse_args(argv)
+    command = " ".join(filter(None, (args.command, getattr(args, "ngram_command", None))))
     if args.debug:
         os.environ[errors.DEBUG] = "1"
     errors.quiet_libraries()   # LMPIPE_VERBOSE=1 shows the libraries' own messages
@@ -253,7 +232,6 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         if errors.debug():
             raise
-        command = " ".join(filter(None, (args.command, getattr(args, "ngram_command", None))))
         print(f"lmpipe: interrupted (Ctrl-C); `lmpipe {command}` stopped", file=sys.stderr)
         status = 130
     if status:

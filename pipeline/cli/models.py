@@ -12,19 +12,16 @@ from pipeline.text.vocab import load_vocab
 
 
 def load_models(models_dir: Path, names: list[str] | None, vocab_size: int):
-    """{name: tasks.LanguageModel} for the trained models found under models_dir, for a
-    vocabulary of `vocab_size` tokens. Raises ValueError naming --model or --models when a model
-    asked for (or any) is not there, errors.StateError when a model file is damaged or belongs
-    to another vocabulary (tasks.load_ngram, tasks.load_recurrent)."""
+    """{name: tasks.LanguageModel} of the trained models under models_dir (those `names`, or all).
+    Raises ValueError naming --model or --models when none or not all are there."""
     from pipeline.evaluation import tasks
     trained = [p for p in sorted(models_dir.iterdir()) if (p / "model.npz").is_file()
                or (p / "model.pt").is_file()] if models_dir.is_dir() else []
     missing = sorted(set(names or []) - {p.name for p in trained})
-    if missing:
-        raise ValueError(f"--model {', '.join(missing)}: not in {models_dir}/; name one of "
-                         f"{', '.join(p.name for p in trained) or 'none'}, or `make repro` first")
-    if not trained:
-        raise ValueError(f"--models {str(models_dir)!r}: no trained model in it; `make repro` first")
+    flag = f"--model {', '.join(missing)}" if missing else f"--models {str(models_dir)!r}"
+    if missing or not trained:   # the models asked for, or any
+        raise ValueError(f"{flag}: not trained in {models_dir}/ (trained: "
+                         f"{', '.join(p.name for p in trained) or 'none'}); `make repro` first")
     return {path.name: tasks.NgramModel(tasks.load_ngram(path / "model.npz", vocab_size))
             if (path / "model.npz").is_file() else
             tasks.RecurrentModel(tasks.load_recurrent(path / "model.pt", vocab_size)[0])
@@ -32,8 +29,7 @@ def load_models(models_dir: Path, names: list[str] | None, vocab_size: int):
 
 
 def _tokenizer(data: Path):
-    """(vocab, encode(text) -> ids, unknown(text) -> out-of-vocabulary words) with the corpus
-    settings of params.yaml."""
+    """(vocab, encode(text) -> ids, unknown(text) -> its out-of-vocabulary words) as prepare reads."""
     params = config.load()
     if not (data / "vocab.json").exists() and not data.is_dir():
         raise ValueError(f"--data {str(data)!r}: no such folder; `make repro` first")
@@ -50,15 +46,11 @@ def _oov_note(words: list[str]) -> str:
 
 
 def score(args) -> None:
-    """Each sentence's ln P (natural log, like fill, the probes and the pyfunc), best first; a
-    ___ in a sentence is scored as <unk>. Raises ValueError for a sentence with more than one
-    ___, outside the repository (experiments.repository), naming --models, --data or --model
-    when they hold no trained pipeline (load_models, _tokenizer)."""
+    """Each sentence's ln P (nats) under each model, best first; one ___ is scored as <unk>."""
     from pipeline.evaluation import tasks  # here: torch's 2 s import, not for other commands
     for sentence in args.sentences:
         if sentence.count(tasks.BLANK) > 1:
-            raise ValueError(f"SENTENCE {sentence!r} has {sentence.count(tasks.BLANK)} "
-                             f"{tasks.BLANK}; at most one (scored as <unk>)")
+            raise ValueError(f"SENTENCE {sentence!r} has {sentence.count(tasks.BLANK)} ___; at most one (scored as <unk>)")
     repository(args.command)
     vocab, encode, unknown = _tokenizer(args.data)
     models = load_models(args.models, args.model, len(vocab))
@@ -73,8 +65,7 @@ def score(args) -> None:
 
 
 def fill(args) -> None:
-    """The top --k fills of TEXT's one ___ (or of --options) by each model. Raises ValueError
-    on a TEXT without exactly one ___, an option of several tokens, or as score does."""
+    """The top --k fills of TEXT's one ___ (or of --options) by each model."""
     from pipeline.evaluation import tasks
     blanks = args.text.count(tasks.BLANK)
     if blanks != 1:
@@ -103,11 +94,8 @@ BATCH = 16   # sentences sampled together (one model step each per token), print
 
 
 def generate(args) -> None:
-    """--n sentences sampled from each causal model, printed (and flushed) BATCH at a time as
-    they are sampled, so a large --n shows its first sentences at once and holds BATCH in
-    memory, not --n; a sentence ends at the model's </s> or after --max-length tokens. Batch k
-    (from 0) is drawn with seed --seed + k * BATCH: up to BATCH sentences are those of one
-    sample of --n sentences. Raises ValueError as score does."""
+    """--n sentences from each causal model, printed BATCH at a time as sampled (memory bounded);
+    batch k is drawn with seed --seed + k * BATCH."""
     repository(args.command)
     from pipeline.evaluation import tasks
     vocab, _, _ = _tokenizer(args.data)

@@ -1,7 +1,6 @@
 """The seed spread of `lmpipe seeds`. In: `dvc exp show --json` (DVC 3.x) and a model kind. Out:
-one row per seed (the workspace and the finished experiments whose params differ from its only
-in models.KIND.seed: test ppl and its 95% bootstrap interval from metrics/metrics.json), the
-mean ± sample SD over seeds beside the mean half-width of one run's interval, and the report."""
+one row per seed (test ppl and its 95% bootstrap interval), the mean ± sample SD over seeds beside
+the mean half-width of one run's interval, and the report."""
 
 from __future__ import annotations
 
@@ -15,14 +14,9 @@ PARAMS = "params.yaml"
 
 
 def collect(shown: list[dict], kind: str, workspace: bool = True) -> tuple[list[dict], int]:
-    """Rows of one seed each from `dvc exp show --json` output (DVC 3.x: a list whose first
-    entry is the workspace, then the baseline commit(s), each with "experiments": [{"name",
-    "executor": {"state"} or None, "revs": [{"name", "error", "data": {"params": {file:
-    {"data"}}, "metrics": {file: {"data"}}}}]}]). A row is {"seed", "experiment",
-    "objective", "test_ppl", "ci_low", "ci_high"} (None where absent), sorted by seed. Kept:
-    the workspace (if `workspace` and it has KIND's test_ppl) and every finished experiment
-    whose params equal the workspace's except models.KIND.seed; the first row of a seed wins.
-    Returns (rows, how many finished experiments were left out for other params)."""
+    """(rows sorted by seed, finished experiments left out for other params). Kept: the workspace
+    (if `workspace`) and each finished experiment whose params differ from its only in
+    models.KIND.seed, the first of a seed; a row: seed, experiment, objective, test_ppl, ci_*."""
     if not shown or shown[0].get("rev") != "workspace":
         raise ValueError("`dvc exp show --json`: no workspace entry; commit once in a DVC repository")
     if not isinstance(shown[0].get("data"), dict):   # dvc.yaml or params.yaml unreadable
@@ -59,7 +53,6 @@ def collect(shown: list[dict], kind: str, workspace: bool = True) -> tuple[list[
 
 
 def _params(data: dict) -> dict:
-    """{params file: its values} of one `dvc exp show --json` entry."""
     return {path: (entry or {}).get("data") for path, entry in (data.get("params") or {}).items()}
 
 
@@ -79,10 +72,7 @@ def _seed(params: dict, kind: str) -> int | None:
 
 
 def summarize(rows: list[dict]) -> dict:
-    """The spread over seeds. In: rows with "test_ppl" and optionally "ci_low"/"ci_high".
-    Out: {"n", "mean", "sd" (sample standard deviation, ddof=1; None below 2 rows),
-    "ci_half_width" (mean of (ci_high - ci_low) / 2 over the rows that have both; None if
-    none)}. `mean` is None for no rows."""
+    """{n, mean, sd (ddof=1), ci_half_width (mean over rows with both ends)}; None where too few."""
     values = [row["test_ppl"] for row in rows]
     widths = [(row["ci_high"] - row["ci_low"]) / 2 for row in rows
               if row.get("ci_low") is not None and row.get("ci_high") is not None]
@@ -94,9 +84,7 @@ def summarize(rows: list[dict]) -> dict:
 
 def render(kind: str, rows: list[dict], summary: dict, left_out: int = 0,
            stale: bool = False) -> str:
-    """The report: a table (seed, experiment, test ppl, 95% CI), a line per thing left out
-    (`left_out` experiments with other params; the workspace's metrics when `stale`) and one
-    summary line; below two seeds, what to run instead."""
+    """The table, a line per thing left out, and the summary line (below two seeds: what to run)."""
     lines = []
     if rows:
         lines.append(table([{"seed": row["seed"], "experiment": row["experiment"],
