@@ -5,10 +5,12 @@ corpus.open_source reads, for tests of the streamed reader. The pipeline never i
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
 import sys
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,8 +77,8 @@ def read(source: str, errors: str = "strict", sha256: str = "", valid_source: st
         if all((path / name).is_file() for name in names):
             return _given({n: str(path / f) for n, f in zip(SPLITS, names, strict=True)}, errors)
     files = corpus._text_files(source)
-    lines, documents, _ = _joined([split_lines(decode(file.read_bytes(), str(file), errors,
-                                                      gz=file.suffix == ".gz")) for file in files])
+    lines, documents, _ = _joined([split_lines(_decoded(file.read_bytes(), str(file), errors,
+                                                        file.suffix == ".gz")) for file in files])
     return Text(lines, documents, None, tuple(map(str, files)))
 
 
@@ -115,9 +117,8 @@ def read_lines(source: str, errors: str = "strict", sha256: str = "") -> list[st
     if source == "-":
         return split_lines(decode(sys.stdin.buffer.read(), "standard input", errors))
     if source.lower().startswith(URL_SCHEMES):
-        data = corpus.download(source, sha256)
-        name = source.split("?", 1)[0]
-        return split_lines(decode(data, name, errors, gz=name.endswith(".gz")))
+        data = Path(corpus.download(source, sha256)).read_bytes()
+        return split_lines(_decoded(data, source, errors, source.split("?", 1)[0].endswith(".gz")))
     path = Path(source)
     if not path.exists():
         raise CorpusError(f"corpus.source={source!r}: no such file or directory; "
@@ -128,7 +129,17 @@ def read_lines(source: str, errors: str = "strict", sha256: str = "") -> list[st
     data = path.read_bytes()
     if sha256:
         corpus._verify(hashlib.sha256(data).hexdigest(), source, sha256)
-    return split_lines(decode(data, source, errors, gz=path.suffix == ".gz"))
+    return split_lines(_decoded(data, source, errors, path.suffix == ".gz"))
+
+
+def _decoded(data: bytes, name: str, errors: str, gz: bool) -> str:
+    """corpus.decode of a whole file's bytes, gunzipped first when `gz`."""
+    if gz:
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as error:   # zlib.error: damaged deflate data
+            raise CorpusError(f"{name}: not a valid gzip file ({error})") from None
+    return decode(data, name, errors, decompressed=gz)
 
 
 def sentences(lines: list[str], tokenizer: str, lowercase: bool, unk: str = "<unk>",
