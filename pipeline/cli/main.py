@@ -69,10 +69,14 @@ def whole(low: int, high: int | None = None):
 positive = checked(float, lambda value: math.isfinite(value) and value > 0, "a number > 0")
 marker = checked(str, lambda text: not any(ch.isspace() for ch in text),   # --unk
                  "one token (e.g. <unk>) without whitespace, or '' for none")
-
-
 existing = checked(Path, Path.is_file, "an existing file (cd to the repository's root, or give its path)")
-memory_size = checked(files.parse_size, bool, "a memory size of at least 1M, e.g. 100M, 2G or 50%")
+
+
+def memory_size(text: str) -> int:   # parse_size's own sentence: unreadable, or below 1M
+    try:
+        return files.parse_size(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def text_options(p: argparse.ArgumentParser) -> None:
