@@ -1,24 +1,19 @@
-"""`lmpipe ngram build` and `lmpipe ngram query`: KenLM's lmplz and query on plain text files
-(or `-`, standard input). The text is read by the rules `prepare` uses for the same tokenizer
-(pipeline/text/tokenizers.py); by default KenLM's: one sentence per line, tokens separated by
-space and tab, nothing normalised, a blank line an empty sentence, and unlike lmplz a literal
-`<unk>` accepted as the unknown word."""
+"""`lmpipe ngram build` and `lmpipe ngram query`: KenLM's lmplz and query on a text file (or `-`),
+read by the rules `prepare` uses for the same tokenizer (pipeline/text/tokenizers.py); by default
+KenLM's: one sentence per line, nothing normalised, a literal `<unk>` the unknown word. Errors:
+ValueError naming TEXT, MODEL or the option."""
 
 from __future__ import annotations
 
-import gzip
 import json
-import os
-import stat
 import sys
-import zlib
 from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 
 from pipeline import errors, files
-from pipeline.ngram import arpa, builder, read_arpa
+from pipeline.ngram import arpa, builder
 from pipeline.ngram.external import TokenFile
 from pipeline.ngram.kneser_ney import LMPLZ_FALLBACK
 from pipeline.text import corpus
@@ -26,10 +21,8 @@ from pipeline.text.vocab import BOS_ID, SPECIALS, encode_text
 
 
 def build(args) -> None:
-    """`lmpipe ngram build`. Raises ValueError naming the argument (TEXT, --order, --arpa,
-    --discount-fallback, -S/--memory, -T/--temp-prefix) before any work, or DiscountError (add
-    --discount-fallback). The text is read and encoded a block at a time into the spill folder,
-    then counted, estimated and written by pipeline/ngram/builder.py within -S."""
+    """`lmpipe ngram build`: TEXT encoded block by block into a spill folder, then counted,
+    estimated and written within -S (builder.py). Raises ValueError naming the argument."""
     def progress(message):
         print(f"lmpipe ngram: {message}", file=sys.stderr, flush=True)
     fallback = _fallback(args.discount_fallback)
@@ -42,11 +35,9 @@ def build(args) -> None:
               "as lmplz's --discount_fallback)")
     try:
         with files.Spill(args.temp_prefix) as spill:
-            tokens, stream, longest = _encode(args, spill)
-            progress(f"{stream.sentences:,} sentences, {len(tokens):,} words in the vocabulary")
-            if args.order > longest:
-                raise ValueError(f"--order {args.order}: {_name(args)} has {longest} tokens at most "
-                                 f"in a sentence with <s> and </s>; use --order {longest} or less")
+            tokens, stream, longest, sentences = _encode(args, spill)
+            progress(f"{sentences:,} sentences, {len(tokens):,} words in the vocabulary")
+            builder.check_order(args.order, longest, "--order {}", _name(args))
             with builder.spill_folder(stream, args.order, args.memory, None) as working:
                 try:
                     counts, model = builder.estimate(stream, len(tokens), args.order, args.order,
@@ -62,9 +53,8 @@ def build(args) -> None:
 
 
 def _write(args, model, counts, tokens: tuple[str, ...]) -> None:
-    """The model as ARPA text at --arpa: a FIFO or /dev/stdout written in place, a file under a
-    scratch name renamed when complete (a failure keeps the old file). Raises ValueError naming
-    --arpa when it cannot be written."""
+    """The ARPA text at --arpa: a FIFO or /dev/stdout written in place, a file under a scratch
+    name renamed when complete (a failure keeps the old file)."""
     target = Path(args.arpa)
     in_place = target.exists() and not target.is_file()
     try:
@@ -77,45 +67,34 @@ def _write(args, model, counts, tokens: tuple[str, ...]) -> None:
         raise ValueError(f"--arpa {args.arpa!r}: cannot write it ({error.strerror or error})") from None
 
 
-def _encode(args, spill) -> tuple[tuple[str, ...], object, int]:
-    """(vocabulary, token stream in the spill folder, longest sentence in tokens with <s> and
-    </s>) of TEXT, encoded block by block (encode_text on each block of whole lines, its ids
-    renumbered into one vocabulary in order of first use: the same ids as encoding the whole
-    text at once). Raises ValueError naming TEXT when it is empty, blank, or holds <s>/</s>."""
+def _encode(args, spill) -> tuple[tuple[str, ...], TokenFile, int, int]:
+    """(vocabulary, token stream in `spill`, longest sentence in tokens with <s> and </s>,
+    sentences) of TEXT, encode_text block by block, ids renumbered in order of first use."""
     column = spill.file("tokens", np.int32)
     index = {token: i for i, token in enumerate(SPECIALS)}
     sentences = longest = words = 0
     empty = True
-    for block in _blocks(args, int(np.clip(args.memory // 32, 1 << 16, 1 << 26))):
+    for block in corpus.read_blocks(args.text, int(np.clip(args.memory // 32, 1 << 16, 1 << 26)),
+                                    _name(args)):
         empty = False
         try:
             local, ids, _ = encode_text(block, None, args.tokenizer, args.lowercase, args.unk)
         except ValueError as error:   # a reserved <s> or </s> in the text
             raise ValueError(f"{_name(args)}: {error}") from None
-        mapping = np.fromiter((index.setdefault(t, len(index)) for t in local), np.int32, len(local))
-        ids = mapping[ids]
+        ids = np.fromiter((index.setdefault(t, len(index)) for t in local), np.int32, len(local))[ids]
         heads = np.flatnonzero(ids == BOS_ID)
         sentences += len(heads)
         words += len(ids) - 2 * len(heads)
-        if len(heads):
-            longest = max(longest, int(np.diff(heads, append=len(ids)).max()))
+        longest = max(longest, int(np.diff(heads, append=len(ids)).max(initial=0)))
         column.append(ids)
     if not words:
         raise ValueError(f"{_name(args)}: {'is empty' if empty else 'holds only blank lines'}; give text")
-    stream = TokenFile(column.path, column.length, spill=spill)
-    stream.sentences = sentences
-    return tuple(index), stream, longest
-
-
-def _blocks(args, size: int):
-    """The text of TEXT (or `-`) in blocks of whole lines, as corpus.read_blocks reads them."""
-    return corpus.read_blocks(args.text, size, _name(args))
+    return tuple(index), TokenFile(column.path, column.length, spill=spill), longest, sentences
 
 
 def _fallback(values: list[float] | None) -> tuple[float, float, float] | None:
-    """The discounts D1, D2, D3+ of --discount-fallback as lmplz reads them (lmplz_main.cc,
-    ParseDiscountFallback): none given is 0.5 1 1.5; one to three values, the last repeated;
-    Dk within [0, k]. Raises ValueError naming --discount-fallback."""
+    """--discount-fallback as lmplz reads it (lmplz_main.cc, ParseDiscountFallback): none given
+    is 0.5 1 1.5; one to three values, the last repeated; Dk within [0, k]."""
     if values is None:
         return None
     if not values:
@@ -132,11 +111,6 @@ def _fallback(values: list[float] | None) -> tuple[float, float, float] | None:
 def _name(args) -> str:
     """How messages name the TEXT argument."""
     return "TEXT - (standard input)" if args.text == "-" else f"TEXT {args.text!r}"
-
-
-def _text(args) -> str:
-    """The whole text of TEXT (or `-`), read as `_blocks` reads it, each line ended by `\n`."""
-    return "".join(_blocks(args, 1 << 20))
 
 
 def query_summary(model, tokens: tuple[str, ...], text: str, tokenizer: str = "whitespace",
@@ -156,33 +130,13 @@ def query_summary(model, tokens: tuple[str, ...], text: str, tokenizer: str = "w
             "sentence_oovs": np.bincount(sentence, oov, minlength=num_sentences).astype(int).tolist()}
 
 
-def _peek_model(path: str) -> None:
-    """Refuse a MODEL that is binary by its first 64 KiB (decompressed when gzip), as arpa.read
-    words it, before arpa.read reads all of it (/dev/zero, a KenLM binary of gigabytes).
-    Raises arpa.ArpaError; anything else (missing, a folder, bad gzip) is arpa.read's to say.
-    A pipe (`<(zcat m.arpa.gz)`) is left alone: what the peek read would be gone for arpa.read."""
-    try:
-        if stat.S_ISFIFO(os.stat(path).st_mode) or stat.S_ISSOCK(os.stat(path).st_mode):
-            return
-        with open(path, "rb") as handle:
-            head = handle.read(65536)
-        if head[:2] == b"\x1f\x8b":
-            with gzip.open(path, "rb") as stream:
-                head = stream.read(65536)
-    except (OSError, EOFError, zlib.error):
-        return
-    read_arpa.refuse_binary(path, head)
-
-
 def query(args) -> None:
-    """`lmpipe ngram query`. Raises ValueError naming MODEL (missing, a folder, not ARPA, refused
-    by KenLM's rules) or TEXT (missing, empty, not UTF-8)."""
-    text = _text(args)   # first: a model of gigabytes takes a while to read
+    """`lmpipe ngram query`: KenLM query's summary (or --json) of TEXT under the ARPA MODEL."""
+    text = "".join(corpus.read_blocks(args.text, 1 << 20, _name(args)))   # first: a big model reads slowly
     if not text:
         raise ValueError(f"{_name(args)}: is empty; give text to score")
     notes = []
     try:
-        _peek_model(args.model)   # arpa.read reads the whole file before looking at it
         model, tokens = arpa.read(args.model, notes, args.orphans)
     except (arpa.ArpaError, OSError) as error:   # "<path>: <what is wrong>"
         raise ValueError(f"MODEL {errors.one_line(error)[0]}") from None

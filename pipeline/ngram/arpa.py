@@ -1,9 +1,6 @@
-"""ARPA files, the backoff-model text that KenLM and SRILM read. `write`: an `NGramLM` and its
-vocabulary as `\\data\\`, `ngram N=COUNT` lines, then per order `<log10 p>\\t<w1 .. wn>[\\t<log10
-backoff>]` (as lmplz: `<s>` with log10 p 0, every vocabulary word a 1-gram). `read`: any such file
-(ours, KenLM's, SRILM's) back into an `NGramLM`, `<unk>`, `<s>`, `</s>` first; its text read and
-checked by read_arpa.py. Errors: ArpaError (read_arpa.py), naming the file and the line;
-OSError for a file that cannot be opened."""
+"""ARPA files, the backoff-model text KenLM and SRILM read. `write`: an NGramLM as lmplz writes it
+(`<s>` with log10 p 0, every vocabulary word a 1-gram). `read`: any such file (ours, KenLM's,
+SRILM's) into an NGramLM. Errors: ArpaError (read_arpa.py) naming the file and line; OSError."""
 
 from __future__ import annotations
 
@@ -21,8 +18,7 @@ from pipeline.text.vocab import BOS_ID, EOS_ID, SPECIALS, UNK_ID
 
 
 def _digit_table(width: int, leading_zeros: bool) -> np.ndarray:
-    """(10**width, width) uint8: the decimal text of 0..10**width-1; without leading zeros those
-    bytes are 0 ("no byte"), but the units digit always shows."""
+    """(10**width, width) uint8 decimal digits of 0..10**width-1; leading zeros as 0 ("no byte")."""
     numbers = np.arange(10**width)
     powers = 10 ** np.arange(width - 1, -1, -1)
     table = (ord("0") + (numbers[:, None] // powers) % 10).astype(np.uint8)
@@ -35,10 +31,8 @@ _INTEGER, _THREE, _FOUR = _digit_table(3, False), _digit_table(3, True), _digit_
 
 
 def _number_bytes(values: np.ndarray) -> np.ndarray:
-    """Fixed-point text of log10 values with 7 decimals, as a (M, 12) uint8 matrix where 0 means
-    "no byte" (dropped later): sign, up to 3 integer digits, '.', 7 decimals by table lookup.
-    Formatting millions of floats one by one is what makes ARPA writing slow. -inf and anything
-    below -999 is written as -99, the ARPA convention for "never"."""
+    """(M, 12) uint8 text of log10 values with 7 decimals by table lookup, 0 = no byte; -inf and
+    anything below -999 as -99, ARPA's "never"."""
     values = np.where(np.isfinite(values) & (values > -999.0), values, -99.0)
     scaled = np.rint(np.abs(values) * 1e7).astype(np.int64)
     integer, fraction = np.divmod(scaled, 10**7)
@@ -85,13 +79,8 @@ def _lines(model: NGramLM, counts: NgramCounts, words: np.ndarray, n: int, start
 
 def write(model: NGramLM, counts: NgramCounts, tokens: tuple[str, ...], out: BinaryIO,
           chunk: int = 250_000, threads: int = 2) -> None:
-    """Write `model` (estimated from `counts`) as ARPA text (UTF-8) to a binary file, in the
-    counts' sorted order. Lines are assembled as byte matrices, `chunk` n-grams at a time, their
-    0 bytes dropped; numpy releases the GIL, so `threads` chunks are formatted at once, and at
-    most 2 x `threads` chunks wait to be written (memory stays bounded). The model and counts may
-    be in memory (`NGramLM`, `NgramCounts`) or on disk (disk_estimate.DiskModel,
-    external.DiskCounts): what is used is len() and [a:b] slices of their columns, and
-    counts.words(n, a, b)."""
+    """`model` (of `counts`, in memory or on disk) as ARPA text into a binary file, formatted
+    `chunk` n-grams at a time in `threads` threads, at most 2 x `threads` chunks waiting."""
     words = _word_bytes(tokens)
     header = "\\data\\\n" + "".join(f"ngram {n}={len(k)}\n" for n, k in enumerate(model.keys, 1))
     out.write(header.encode())
@@ -110,7 +99,7 @@ def write(model: NGramLM, counts: NgramCounts, tokens: tuple[str, ...], out: Bin
 
 
 def _rows_in(rows: np.ndarray, table: np.ndarray) -> np.ndarray:
-    """For each row of `rows` (R, k), whether it is a row of `table` (T, k); int64 ids."""
+    """Whether each row of `rows` (R, k) is a row of `table` (T, k)."""
     if len(table) == 0:
         return np.zeros(len(rows), dtype=bool)
     view = np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))
@@ -119,10 +108,8 @@ def _rows_in(rows: np.ndarray, table: np.ndarray) -> np.ndarray:
 
 
 def _insert_blank_contexts(grams: dict, order: int) -> int:
-    """SRILM's reading of a pruned file: every missing context (first n-1 words of an n-gram) is
-    added as an (n-1)-gram with backoff 0 (log10 1) and its probability to be filled in (NaN),
-    highest order first so that the added contexts get their own contexts too. Returns how many
-    were added. `grams[n]` = [ids (R, n), log10 p, log10 backoff, line starts]."""
+    """How many missing contexts were added to `grams` ({n: [ids (R, n), log10 p, log10 backoff,
+    line starts]}), highest order first, with backoff 0 and log10 p NaN (SRILM's reading)."""
     added = 0
     for n in range(order, 2, -1):
         contexts = np.unique(grams[n][0][:, :n - 1], axis=0)
@@ -137,9 +124,8 @@ def _insert_blank_contexts(grams: dict, order: int) -> int:
 
 
 def _fill_blank_probabilities(lower: NGramLM, ids: np.ndarray, prob: np.ndarray) -> None:
-    """The probability of each added context w1..wk (NaN in `prob`, rows of `ids` in key order):
-    what SRILM computes for p(wk | w1..wk-1) without it, the backoff of w1..wk-1 (0 when that is
-    an added context too) plus log10 p(wk | w2..wk-1) from `lower` (orders 1..k-1)."""
+    """Fill the NaN log10 p of added contexts w1..wk as SRILM backs off: log10 γ(w1..wk-1) plus
+    log10 p(wk | w2..wk-1) from `lower` (orders 1..k-1)."""
     rows = np.flatnonzero(np.isnan(prob))
     if not len(rows):
         return
@@ -155,43 +141,10 @@ def _fill_blank_probabilities(lower: NGramLM, ids: np.ndarray, prob: np.ndarray)
 
 def read(path, notes: list[str] | None = None,
          orphans: str = "refuse") -> tuple[NGramLM, tuple[str, ...]]:
-    """Load an ARPA file (plain or gzip) written by any toolkit. Returns the model and its
-    vocabulary (`<unk>`, `<s>`, `</s>` first). Parsing works on the bytes with numpy (floats and
-    words as fixed-width byte strings), so a model of millions of n-grams loads without a Python
-    object per n-gram. Raises ArpaError (one line: the file, the line number, the cause) for
-    every file KenLM refuses (OSError: one that cannot be opened); `notes` receives what KenLM
-    would only warn about. The rules, each with the KenLM behaviour it follows:
-
-    - Windows line endings (\\r\\n) are read as \\n (util/file_piece.cc strips the \\r); gzip
-      is recognised by its magic bytes.
-    - Before \\data\\: blank lines and lines starting with # only (lm/read_arpa.cc,
-      ReadARPACounts); any other text is refused.
-    - Count lines `ngram N=COUNT`: N consecutive from 1, spaces around the numbers allowed
-      (strtol/stringstream skip them), a count of 0 is a section with no entries.
-    - Blank lines between sections, around headers and inside sections are skipped
-      (ReadNGramHeader and ReadFloat skip whitespace); after \\end\\ only blank lines (ReadEnd).
-    - A section holds exactly the declared number of entries (KenLM reads that many and then
-      expects the next header); a different number is refused with both numbers.
-    - Entries: log10 probability, the words, optional tab and log10 backoff. Words are separated
-      by any run of spaces and tabs, and so is an n-gram's probability from its first word; a
-      1-gram's probability is followed by a tab (read_arpa.hh: ReadDelimited(kARPASpaces),
-      "Expected tab after probability"); trailing spaces are refused (ReadBackoff). A positive probability is refused (KenLM's default for IRSTLM's bug), a
-      non-finite backoff too, and so is a non-zero backoff on the highest order. So are a NaN
-      probability and -inf for any n-gram but the 1-gram `<s>` (either makes every score
-      using it NaN or infinite): -99 is the format's "never".
-    - Words: `<unk>` and `<UNK>` are both the unknown word (lm/vocab.cc). Without it, unknown
-      words get log10 p = -100 (KenLM's unknown_missing_logprob) and `notes` says so.
-      `<s>` or `</s>` missing: refused (Config::sentence_marker_missing = THROW_UP), since every
-      sentence end would cost log10 p = -100.
-    - A word of an n-gram that is not a 1-gram: refused (ReadNGram), except the unknown word.
-    - An n-gram listed twice: refused, naming both lines (KenLM's trie refuses it, trie_sort.cc
-      "Duplicate n-gram detected"; its default probing structure silently keeps the first).
-    - An n-gram whose context (its first n-1 words) is not an (n-1)-gram: refused, naming the
-      first such n-gram and its context (search_hashed.cc: "The context of every n-gram should
-      appear as a (n-1)-gram"); it is never attached to another context. `orphans="keep"`
-      reads it as SRILM does instead: the n-gram keeps its own context, added as an (n-1)-gram
-      with backoff 0 and the probability SRILM would compute for it by backing off.
-    """
+    """(model, vocabulary with `<unk>`, `<s>`, `</s>` first) of an ARPA file (plain or gzip) of any
+    toolkit, read as KenLM's lm/read_arpa.cc reads it (read_arpa.py); raises ArpaError for every
+    file KenLM refuses; `notes` gets what KenLM only warns about. `orphans="keep"`: an n-gram
+    without its context keeps it, added as SRILM does, instead of being refused."""
     raw = read_arpa.load(path)
     declared, position = read_arpa.header(raw, path)
     order = len(declared)
@@ -231,7 +184,7 @@ def _read(raw: bytes, declared: list[int], bounds: list[tuple[int, int]], path, 
         for prob_n, spans, backoff_n, line_starts in entries(n):
             yield words.ids(data, spans, line_starts, n), prob_n, backoff_n, line_starts
 
-    tokens, unigrams, prob1, backoff1 = _unigrams(data, entries(1), path, notes)
+    tokens, unigrams, prob1, backoff1 = _unigrams(data, *entries(1)[0], path, notes)
     words = _Words(tokens, path)
     unigram_ids = words.of([t.encode("utf-8") for t in unigrams])
     prob = np.full(len(tokens), -100.0)   # a vocabulary word without a 1-gram entry (<unk>): -100
@@ -249,14 +202,9 @@ def _read(raw: bytes, declared: list[int], bounds: list[tuple[int, int]], path, 
     return model, tokens
 
 
-def _unigrams(data: np.ndarray, parts: list, path, notes):
-    """(vocabulary: SPECIALS then the other 1-grams in file order, the 1-grams' words, log10 p
-    and log10 backoff in file order) of the 1-gram entries `parts`; refuses a word listed twice
-    and a missing <s> or </s>, notes a missing <unk>."""
-    prob1 = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0)
-    spans1 = np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, 1, 2), int)
-    backoff1 = np.concatenate([p[2] for p in parts]) if parts else np.zeros(0)
-    lines1 = np.concatenate([p[3] for p in parts]) if parts else np.zeros(0, int)
+def _unigrams(data: np.ndarray, prob1, spans1, backoff1, lines1, path, notes):
+    """(vocabulary: SPECIALS then the other 1-grams in file order, the 1-grams' words, log10 p,
+    log10 backoff); refuses a word listed twice and a missing <s> or </s>."""
     raw_words = [data[a:b].tobytes() for a, b in spans1[:, 0]]
     unigrams = [(b"<unk>" if w in read_arpa.UNK_SPELLINGS else w).decode("utf-8", "replace")
                 for w in raw_words]
@@ -277,8 +225,7 @@ def _unigrams(data: np.ndarray, parts: list, path, notes):
 
 
 class _Words:
-    """Word ids by 64-bit hashes of the words' bytes (a binary search in the sorted hashes), so
-    the words of millions of n-grams are looked up without a Python object each."""
+    """Word ids by 64-bit hashes of the words' bytes (a binary search in the sorted hashes)."""
 
     def __init__(self, tokens: tuple[str, ...], path):
         self.path, self.size = path, len(tokens)
@@ -297,12 +244,11 @@ class _Words:
                                    .reshape(len(words), self.width))
 
     def of(self, words: list[bytes]) -> np.ndarray:
-        """The ids of vocabulary words."""
         return self.by_hash[np.searchsorted(self.sorted_hash, self._hashes(words))]
 
     def ids(self, data: np.ndarray, spans: np.ndarray, line_starts: np.ndarray, n: int) -> np.ndarray:
         """(rows, n) ids of the words at byte spans (rows, n, 2) of `data`; refuses a word that
-        is not a 1-gram, naming its line."""
+        is not a 1-gram."""
         ids = np.empty(spans.shape[:2], dtype=np.int64)
         for column in range(n):
             word_hash = read_arpa.hash_rows(read_arpa.fixed(data, spans[:, column, 0],
@@ -322,8 +268,7 @@ class _Words:
 def _kept(grams: dict, declared: list[int], path, notes) -> dict:
     """`orphans="keep"`: every order's chunks as one, each missing context added (SRILM)."""
     grams = {n: [np.concatenate(columns) for columns in zip(*chunks, strict=True)]
-             if declared[n - 1] else [np.zeros((0, n), np.int64), np.zeros(0), np.zeros(0),
-                                      np.zeros(0, np.int64)] for n, chunks in grams.items()}
+             for n, chunks in grams.items()}
     kept = _insert_blank_contexts(grams, len(declared))
     if kept and notes is not None:
         notes.append(f"{path}: {kept} context(s) of n-grams were missing; kept as SRILM does "
@@ -333,11 +278,10 @@ def _kept(grams: dict, declared: list[int], path, notes) -> dict:
 
 def _add_order(model: NGramLM, chunks, n: int, tokens: tuple[str, ...], data: np.ndarray, path,
                fill: bool) -> None:
-    """Append order n to `model` (orders 1..n-1) from its entries' chunks: keys from each
-    context's id, rows in key order; refuses an n-gram without its context or listed twice.
-    `fill`: the probabilities of added contexts (NaN) computed as SRILM does."""
+    """Append order n to `model` (orders 1..n-1), rows in key order; refuses an n-gram without
+    its context or listed twice. `fill`: added contexts' log10 p (NaN) computed as SRILM does."""
     lower = NGramLM(model.vocab_size, model.keys[:], model.log10_prob[:], model.log10_backoff[:], [])
-    key_parts, prob_parts, backoff_parts, line_parts, id_parts = [], [], [], [], []
+    parts = []
     for ids, prob_n, backoff_n, line_starts in chunks:
         context = lower.gram_ids(ids[:, :-1])
         if np.any(context < 0):
@@ -346,22 +290,17 @@ def _add_order(model: NGramLM, chunks, n: int, tokens: tuple[str, ...], data: np
             raise ArpaError(f"{path}: line {read_arpa.line_of(data, int(line_starts[row]))}: the {n}-gram "
                             f"{words!r} has no context {' '.join(words.split(' ')[:-1])!r}; re-prune "
                             "keeping contexts, or use --orphans keep")
-        key_parts.append(context * model.vocab_size + ids[:, -1])
-        prob_parts.append(prob_n)
-        backoff_parts.append(backoff_n)
-        line_parts.append(line_starts)
-        id_parts.append(ids)
-    key = np.concatenate(key_parts) if key_parts else np.zeros(0, np.int64)
+        parts.append((context * model.vocab_size + ids[:, -1], prob_n, backoff_n, line_starts, ids))
+    key, prob, backoff, line_starts, ids = (np.concatenate(column) for column in zip(*parts, strict=True))
     order_of = np.argsort(key, kind="stable")
-    key = key[order_of]
+    key, line_starts = key[order_of], line_starts[order_of]
     twice = np.flatnonzero(key[1:] == key[:-1])
     if len(twice):
-        line_starts = np.concatenate(line_parts)[order_of]
         first, second = sorted(int(line_starts[twice[0] + k]) for k in (0, 1))
         raise ArpaError(f"{path}: line {read_arpa.line_of(data, second)}: an {n}-gram listed twice "
                         f"(also line {read_arpa.line_of(data, first)}); KenLM refuses duplicates")
     model.keys.append(key)
-    model.log10_prob.append(np.concatenate(prob_parts)[order_of] if prob_parts else np.zeros(0))
-    model.log10_backoff.append(np.concatenate(backoff_parts)[order_of] if backoff_parts else np.zeros(0))
+    model.log10_prob.append(prob[order_of])
+    model.log10_backoff.append(backoff[order_of])
     if fill:
-        _fill_blank_probabilities(lower, np.concatenate(id_parts)[order_of], model.log10_prob[n - 1])
+        _fill_blank_probabilities(lower, ids[order_of], model.log10_prob[n - 1])

@@ -15,16 +15,24 @@ from pipeline.ngram import arpa, counting, disk_estimate, external, kneser_ney
 from pipeline.text.vocab import check_ids, sentence_bounds
 
 
-def longest(source: external.TokenFile, vocab_size: int) -> int:
-    """The longest sentence of `source` in tokens, with <s> and </s>, its ids checked by
-    check_ids a block of whole sentences at a time (StateError naming the file)."""
-    most = 0
+def orders(source: external.TokenFile, vocab_size: int, order: int, memory_orders: int) -> int:
+    """N of the orders 1..N the ngram stage counts, max(order, 3, memory_orders capped at the
+    longest sentence); checks the stream's ids (check_ids) and the order (check_order)."""
+    longest = 0
     for lo, hi in external.sentence_blocks(source, 1 << 22):
         block = source.read(lo, hi)
         check_ids(block, vocab_size, source.path, source.path.parent)
         starts, ends = sentence_bounds(block)
-        most = max(most, int(np.max(ends - starts + 1, initial=0)))
-    return most
+        longest = max(longest, int(np.max(ends - starts + 1, initial=0)))   # with <s> and </s>
+    check_order(order, longest, "ngram.order={}", "the train split")
+    return max(order, 3, min(memory_orders, longest))   # memory_orders, a measurement: capped
+
+
+def check_order(order: int, longest: int, option: str, text: str) -> None:
+    """Refuse an order above the longest sentence; `option` spells the order ({} its value)."""
+    if order > longest:
+        raise ValueError(f"{option.format(order)}: {text} has {longest} tokens at most in a sentence "
+                         f"with <s> and </s>; use {option.format(longest)} or less")
 
 
 def spill_folder(source: external.TokenFile, counted: int, memory: int, temp_dir: str | None):

@@ -1,8 +1,7 @@
-"""N-gram counting. In: a token stream `<s> w.. </s> <s> ...` (int ids < vocab_size), the order N.
-Out: NgramCounts: per order n = 1..N, sorted int64 keys (prefix_id * V + last word: a trie
-flattened into sorted arrays, as KenLM's), raw counts, Kneser-Ney adjusted (continuation) counts,
-each n-gram's suffix id. N-grams never cross a sentence. Errors: ValueError for an order < 1, ids
-outside the vocabulary, a malformed stream, no sentence of N tokens. Why: docs/internals.md."""
+"""N-gram counting. In: a checked token stream `<s> w.. </s> <s> ...` (ids < vocab_size), order N.
+Out: NgramCounts: per order n = 1..N, sorted int64 keys (prefix_id * V + last word: KenLM's trie
+flattened), raw counts, Kneser-Ney adjusted counts, suffix ids. N-grams never cross a sentence.
+Why: docs/internals.md."""
 
 from __future__ import annotations
 
@@ -33,12 +32,11 @@ class NgramCounts:
         return self.keys[n - 1] // self.vocab_size
 
     def words(self, n: int, start: int = 0, stop: int | None = None) -> np.ndarray:
-        """(rows, n) word ids of the order-n n-grams start..stop, rebuilt through the prefix chain."""
+        """(rows, n) word ids of the order-n n-grams start..stop."""
         return words_of(self.keys, self.vocab_size, n, start, stop)
 
     def truncated(self, order: int) -> NgramCounts:
-        """The counts of orders 1..order, adjusted counts redone for the new highest order
-        (raw counts there, as Kneser-Ney's highest order uses); itself when it has `order` orders."""
+        """The counts of orders 1..order, the highest one's adjusted counts its raw counts."""
         if order == self.order:
             return self
         adjusted = list(self.adjusted[:order])
@@ -52,9 +50,8 @@ class NgramCounts:
 
 
 def words_of(keys, vocab_size: int, n: int, start: int = 0, stop: int | None = None) -> np.ndarray:
-    """(rows, n) word ids of the order-n n-grams start..stop of sorted key tables `keys` (arrays,
-    or files.Column read by slices): the prefix ids of a slice of sorted keys are a
-    contiguous range of the order below, so each order reads one slice of it, never all."""
+    """(rows, n) word ids of the order-n n-grams start..stop of `keys` (arrays or files.Column):
+    a slice's prefix ids are a contiguous range of the order below, read as one slice."""
     key = keys[n - 1][start:stop]
     if n == 1:
         return key[:, None]
@@ -82,17 +79,9 @@ def positions_left(stream: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def count(stream: np.ndarray, vocab_size: int, order: int, progress=None) -> NgramCounts:
-    """Count n-grams of orders 1..order in `stream` and their adjusted counts."""
-    if order < 1:
-        raise ValueError(f"order={order} must be >= 1")
+    """The n-grams of orders 1..order in `stream`, counted, with their adjusted counts."""
     stream = np.asarray(stream, dtype=np.int64)
-    if len(stream) and (stream.min() < 0 or stream.max() >= vocab_size):
-        raise ValueError(f"token ids must lie in [0, {vocab_size}); got {stream.min()}..{stream.max()}")
-    remaining, _ = positions_left(stream)
-    if remaining.max(initial=0) < order:
-        raise ValueError(f"order={order} but no sentence has {order} tokens including <s> and </s>; "
-                         "lower ngram.order or use a larger corpus")
-    remaining = remaining.astype(np.int32)
+    remaining = positions_left(stream)[0].astype(np.int32)
     keys = [np.arange(vocab_size, dtype=np.int64)]
     counts = [np.bincount(stream, minlength=vocab_size).astype(np.int64)]
     suffix = [np.empty(0, dtype=np.int64)]
@@ -126,10 +115,8 @@ def count(stream: np.ndarray, vocab_size: int, order: int, progress=None) -> Ngr
 
 
 def _unique(key: np.ndarray):
-    """np.unique(key, return_index, return_inverse, return_counts) without its stable sort:
-    `first` is some occurrence of each key, which is all counting needs. When key and position
-    fit in 64 bits together, one SIMD np.sort of (key << bits | position) replaces the argsort
-    (about 10x faster)."""
+    """np.unique(key, return_index, return_inverse, return_counts), `first` some occurrence of
+    each key: one SIMD sort of (key << bits | position) when they fit 64 bits (~10x argsort)."""
     position_bits = max(int(len(key) - 1).bit_length(), 1)
     if len(key) and int(key.max()).bit_length() + position_bits <= 64:
         packed = (key.astype(np.uint64) << np.uint64(position_bits)) | np.arange(len(key), dtype=np.uint64)
@@ -152,9 +139,8 @@ def _unique(key: np.ndarray):
 
 
 def _search(table: np.ndarray, key: np.ndarray) -> np.ndarray:
-    """np.searchsorted(table, key), faster for many keys: binary searches in key order walk the
-    table from left to right (cache-friendly), and the keys are put in order by one packed SIMD
-    sort when key and position fit in 64 bits together."""
+    """np.searchsorted(table, key), for many keys searched in key order (cache-friendly), sorted
+    by one packed SIMD sort when key and position fit 64 bits."""
     position_bits = max(int(len(key) - 1).bit_length(), 1)
     if len(key) < 65536 or int(key.max()).bit_length() + position_bits > 64:
         return np.searchsorted(table, key)
@@ -167,8 +153,7 @@ def _search(table: np.ndarray, key: np.ndarray) -> np.ndarray:
 
 
 def lookup_all(stream: np.ndarray, counts_keys: list[np.ndarray], vocab_size: int) -> list[np.ndarray]:
-    """ids[n-1][pos]: id of the order-n n-gram starting at pos, or -1 when it is unknown or would
-    cross the sentence end. Used to score a stream against a counted/estimated model."""
+    """ids[n-1][pos]: id of the order-n n-gram starting at pos, or -1 (unknown, or past the end)."""
     stream = np.asarray(stream, dtype=np.int64)
     remaining, _ = positions_left(stream)
     ids = [np.where(stream < vocab_size, stream, -1)]
@@ -186,8 +171,7 @@ def lookup_all(stream: np.ndarray, counts_keys: list[np.ndarray], vocab_size: in
 
 
 def from_table(table, vocab_size: int) -> NgramCounts:
-    """Rebuild NgramCounts from the counts table written by the ngram stage (a DataFrame with
-    columns order, key, count, adjusted, suffix, sorted by order then key)."""
+    """NgramCounts of the stage's counts.parquet as a DataFrame (sorted by order, then key)."""
     keys, counts, adjusted, suffix = [], [], [], []
     for n, group in table.groupby("order", sort=True):
         keys.append(group["key"].to_numpy(np.int64))

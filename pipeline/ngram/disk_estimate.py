@@ -1,7 +1,6 @@
-"""Out-of-core Kneser-Ney estimation within `memory` bytes (KenLM lm/builder: discounts, initial
-probabilities, interpolation). In: `external.DiskCounts`. Out: `DiskModel`, kneser_ney.NGramLM's
-tables bitwise identical, each order's log10 p and backoff a column in the spill folder, every
-context's rows summed in the same order. Errors: kneser_ney.DiscountError, SpillError."""
+"""Out-of-core Kneser-Ney estimation within `memory` bytes (KenLM lm/builder). In: external.
+DiskCounts. Out: DiskModel, kneser_ney.NGramLM's tables bitwise (each context's rows summed in
+the same order), columns in the spill folder. Errors: kneser_ney.DiscountError, SpillError."""
 
 from __future__ import annotations
 
@@ -35,15 +34,9 @@ class DiskModel:
     def keys(self) -> list[Column]:
         return self.counts.keys
 
-    def to_memory(self) -> kneser_ney.NGramLM:
-        return kneser_ney.NGramLM(self.vocab_size, [k.read() for k in self.counts.keys],
-                                  [p.read() for p in self.log10_prob],
-                                  [b.read() for b in self.log10_backoff], list(self.discounts))
-
 
 def _count_of_counts(column: Column, step: int, exclude: int | None = None) -> list[int]:
-    """t1..t4 of an adjusted-count column, read `step` entries at a time; `exclude`: a row left
-    out (`<s>` at order 1, never predicted)."""
+    """t1..t4 of an adjusted-count column, the row `exclude` left out."""
     t = np.zeros(4, dtype=np.int64)
     for lo in range(0, column.length, step):
         values = column.read(lo, lo + step)
@@ -54,15 +47,13 @@ def _count_of_counts(column: Column, step: int, exclude: int | None = None) -> l
 
 
 class _Lower:
-    """p of the order below, looked up by row id: the whole column in memory when it fits
-    `memory`, else read block by block for each lookup."""
+    """p of the order below by row id: in memory when it fits, else read block by block."""
 
     def __init__(self, column: Column, memory: int):
         self.column, self.block = column, max(memory // 8, 1024)
         self.whole = column.read() if column.length <= self.block else None
 
     def of(self, suffix: Column, lo: int, hi: int) -> np.ndarray:
-        """p of the order below at the suffix ids of rows lo..hi."""
         return self[suffix.read(lo, hi)]
 
     def __getitem__(self, ids: np.ndarray) -> np.ndarray:
@@ -78,10 +69,7 @@ class _Lower:
 
 def estimate(counts: DiskCounts, memory: int, spill: Spill, fallback=None, progress=None,
              remedy: str = kneser_ney.PARAMS_REMEDY) -> DiskModel:
-    """Interpolated modified Kneser-Ney of order counts.order, as `kneser_ney.estimate` (the
-    equations are in its module docstring) with bitwise identical results: rows are read in
-    slices cut at context boundaries, so every context's rows are summed in the same order. Raises kneser_ney.DiscountError as it does, SpillError when
-    the spill folder fails."""
+    """kneser_ney.estimate of `counts`, bitwise: rows read in slices cut at context boundaries."""
     vocab_size, order = counts.vocab_size, counts.order
     memory = int(memory * WORKING_SHARE) // 2    # half for slices of rows, half for p below
     step = max(memory // BYTES_PER_ROW, 1024)
@@ -135,8 +123,7 @@ def estimate(counts: DiskCounts, memory: int, spill: Spill, fallback=None, progr
 
 
 def _context_slices(counts: DiskCounts, n: int, step: int):
-    """Row ranges (lo, hi) of about `step` rows of order n, cut only where the context changes
-    (order 1: one slice, a single context)."""
+    """Ranges (lo, hi) of about `step` rows of order n, cut only where the context changes."""
     size = counts.keys[n - 1].length
     if n == 1:
         yield 0, size

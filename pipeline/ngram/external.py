@@ -1,8 +1,7 @@
-"""Out-of-core n-gram counting and Kneser-Ney estimation within `memory` bytes, as KenLM's lmplz
-with -S and -T (lm/builder/corpus_count.cc, util/stream/sort.hh). In: a token stream on disk
-(TokenFile). Out: `DiskCounts`, counting.NgramCounts' tables bitwise identical, each column a file
-in the spill folder read back in slices (explicit reads, not memory maps, so read pages leave the
-RSS); estimation on them: disk_estimate.py. Errors: SpillError naming the spill folder."""
+"""Out-of-core n-gram counting within `memory` bytes, as lmplz with -S and -T (lm/builder/
+corpus_count.cc, util/stream/sort.hh). In: a checked token stream on disk (TokenFile). Out:
+DiskCounts, counting.NgramCounts' tables bitwise, each column a spill-folder file read in slices
+(not memory maps: read pages leave the RSS). Errors: SpillError naming the spill folder."""
 
 from __future__ import annotations
 
@@ -24,32 +23,23 @@ WORKING_SHARE = 0.75      # of the budget for the tables being sorted and summed
 
 
 def in_memory_bytes(order: int) -> int:
-    """Peak bytes per token (with `<s>` and `</s>`) of counting.count and kneser_ney.estimate
-    holding everything in memory, an upper bound measured on the KJV and 10 distinct copies of
-    it (166 at order 5, benchmarks/ngram.py)."""
+    """Peak bytes per token of the in-memory count and estimate (measured: benchmarks/ngram.py)."""
     return 40 * max(order, 2)
 
 
 class TokenFile:
     """A token stream on disk, int32 ids: a raw file, or a .npy file read past its header."""
 
-    def __init__(self, path: str | os.PathLike, length: int | None = None, offset: int = 0,
-                 spill: Spill | None = None):
-        self.path, self.offset, self.spill = Path(path), offset, spill
+    def __init__(self, path: str | os.PathLike, length: int = 0, spill: Spill | None = None):
+        self.path, self.offset, self.spill, self.length = Path(path), 0, spill, length
         if self.path.suffix == ".npy":   # numpy's own header reader: the map is dropped unread
             mapped = np.load(self.path, mmap_mode="r")
-            shape, dtype, self.offset = mapped.shape, mapped.dtype, mapped.offset
-            del mapped
-            if len(shape) != 1 or dtype != np.int32:
-                raise ValueError(f"{self.path}: holds a {dtype} array of shape {shape}, not a "
-                                 "1-D int32 token stream")
-            length = shape[0]
-        self.length = int(length if length is not None else
-                          (self.path.stat().st_size - offset) // 4)
+            if mapped.ndim != 1 or mapped.dtype != np.int32:
+                raise ValueError(f"{self.path}: holds {mapped.dtype} {mapped.shape}, not 1-D int32 ids")
+            self.offset, self.length = mapped.offset, len(mapped)
 
     def read(self, start: int, stop: int) -> np.ndarray:
-        """Tokens start..stop. A file in a spill folder (`spill`) that cannot be read raises
-        SpillError."""
+        """Tokens start..stop (SpillError when a spill folder's file cannot be read)."""
         stop = min(stop, self.length)
         with spilling(self.spill.path) if self.spill else nullcontext(), open(self.path, "rb") as handle:
             return np.fromfile(handle, dtype=np.int32, count=max(stop - start, 0),
@@ -57,8 +47,7 @@ class TokenFile:
 
 
 def sentence_blocks(tokens: TokenFile, size: int) -> list[tuple[int, int]]:
-    """Ranges (start, stop) of about `size` tokens that cut `tokens` only before a `<s>`, so no
-    n-gram crosses a block; a sentence longer than `size` makes its block longer."""
+    """Ranges (start, stop) of about `size` tokens, cut only before a `<s>`."""
     blocks, start = [], 0
     while start < tokens.length:
         stop = start + size
@@ -77,9 +66,7 @@ def sentence_blocks(tokens: TokenFile, size: int) -> list[tuple[int, int]]:
 
 @dataclass
 class DiskCounts:
-    """counting.NgramCounts with each order's columns on disk: keys, counts, adjusted and suffix
-    (int64, `order` entries each; order 1 keys are the word ids). `adjusted[order-1]` is the
-    counts column (Kneser-Ney's highest order uses raw counts)."""
+    """counting.NgramCounts with each column a files.Column on disk (int64)."""
     vocab_size: int
     keys: list[Column]
     counts: list[Column]
@@ -93,49 +80,25 @@ class DiskCounts:
     def num_ngrams(self) -> list[int]:
         return [k.length for k in self.keys]
 
-    def to_memory(self) -> counting.NgramCounts:
-        """The whole tables in memory (tests; a result that fits)."""
-        return counting.NgramCounts(
-            self.vocab_size, [k.read() for k in self.keys], [c.read() for c in self.counts],
-            [a.read() for a in self.adjusted],
-            [np.empty(0, np.int64)] + [s.read() for s in self.suffix[1:]])
-
     def words(self, n: int, start: int, stop: int) -> np.ndarray:
-        """(rows, n) word ids of the order-n n-grams start..stop (counting.words_of)."""
         return counting.words_of(self.keys, self.vocab_size, n, start, stop)
 
     def truncated(self, order: int) -> DiskCounts:
-        """The counts of orders 1..order (counting.NgramCounts.truncated on disk): the highest
-        order's adjusted counts are its raw counts."""
+        """As counting.NgramCounts.truncated."""
         return DiskCounts(self.vocab_size, self.keys[:order], self.counts[:order],
                           [*self.adjusted[:order - 1], self.counts[order - 1]], self.suffix[:order])
 
 
 def count(tokens: TokenFile, vocab_size: int, order: int, memory: int, spill: Spill,
           progress=None) -> DiskCounts:
-    """Count n-grams of orders 1..order of `tokens` (and their adjusted counts) in blocks of
-    whole sentences, using about `memory` bytes. Same tables as `counting.count` (its keys: in
-    context order already). Order n: per block, keys from the order-(n-1) id of each position (a
-    position file) and np.unique, a sorted run; runs merged by key ranges; each run's local ids
-    mapped to global ranks give the order-n position file. Raises ValueError as counting.count
-    does, SpillError when the spill folder fails."""
-    if order < 1:
-        raise ValueError(f"order={order} must be >= 1")
+    """counting.count's tables of `tokens` within about `memory` bytes. Order n: per block of
+    whole sentences, keys from each position's order-(n-1) id and np.unique, a sorted run; runs
+    merged by key ranges; each run's ids mapped to global ranks give the order-n positions."""
     memory = int(memory * WORKING_SHARE)
     blocks = sentence_blocks(tokens, max(memory // BYTES_PER_POSITION, 1024))
     unigram = np.zeros(vocab_size, dtype=np.int64)
-    longest = 0
     for start, stop in blocks:
-        stream = tokens.read(start, stop)
-        if len(stream) and (stream.min() < 0 or stream.max() >= vocab_size):
-            raise ValueError(f"token ids must lie in [0, {vocab_size}); got "
-                             f"{stream.min()}..{stream.max()}")
-        unigram += np.bincount(stream, minlength=vocab_size)
-        remaining, _ = counting.positions_left(stream.astype(np.int64))
-        longest = max(longest, int(remaining.max(initial=0)))
-    if longest < order:
-        raise ValueError(f"order={order} but no sentence has {order} tokens including <s> and "
-                         "</s>; lower ngram.order or use a larger corpus")
+        unigram += np.bincount(tokens.read(start, stop), minlength=vocab_size)
     identity = spill.file("keys1", np.int64)
     identity.append(np.arange(vocab_size, dtype=np.int64))
     keys, counts, suffix = [identity], [spill.file("counts1", np.int64)], [None]
@@ -170,8 +133,7 @@ def count(tokens: TokenFile, vocab_size: int, order: int, memory: int, spill: Sp
 
 def _count_block(tokens: TokenFile, positions: Column | None, start: int, stop: int, n: int,
                  vocab_size: int, spill: Spill, index: int) -> dict[str, Column]:
-    """One block's run of order-n n-grams: sorted unique keys, their counts and suffix ids, the
-    block positions where an n-gram starts and each one's index in the run."""
+    """One block's run of order-n n-grams: keys, counts, suffix ids, start positions, run index."""
     stream = tokens.read(start, stop).astype(np.int64)
     previous = stream if positions is None else positions.read(start, stop)
     remaining, _ = counting.positions_left(stream)
@@ -191,9 +153,8 @@ def _count_block(tokens: TokenFile, positions: Column | None, start: int, stop: 
 
 
 def _merge(runs: list[dict[str, Column]], n: int, memory: int, spill: Spill):
-    """Merge sorted runs into the global order-n keys, counts and suffix columns, by key ranges
-    of about memory / BYTES_PER_ENTRY entries (splitters: quantiles of keys sampled from every
-    run). Appends each run entry's global id to the run's "map" column."""
+    """The order-n keys, counts and suffix columns of sorted runs merged by key ranges (sampled
+    quantiles) of about memory / BYTES_PER_ENTRY entries; each run entry's id to its "map"."""
     total = sum(run["keys"].length for run in runs)
     per_range = max(memory // BYTES_PER_ENTRY, 1024)
     ranges = max(-(-total // per_range), 1)
@@ -228,7 +189,6 @@ def _merge(runs: list[dict[str, Column]], n: int, memory: int, spill: Spill):
 
 
 def _sample(column: Column, every: int) -> np.ndarray:
-    """Every `every`-th entry of a column, read a slice at a time."""
     step = max(every, 1) * 65536
     return np.concatenate([np.empty(0, dtype=column.dtype),   # an empty run (a block of short lines)
                            *(column.read(lo, lo + step)[::every]
@@ -236,8 +196,7 @@ def _sample(column: Column, every: int) -> np.ndarray:
 
 
 def _bos_rows(keys: list[Column], m: int, vocab_size: int) -> tuple[int, int]:
-    """Rows of the order-m table whose n-grams start with `<s>`: a contiguous range, since rows
-    are sorted by their words' ids."""
+    """The rows of order m that start with `<s>`: a contiguous range."""
     low, high = BOS_ID, BOS_ID + 1
     for k in range(2, m + 1):
         low, high = (int(x) for x in keys[k - 1].search(np.array([low, high]) * vocab_size))
@@ -245,9 +204,8 @@ def _bos_rows(keys: list[Column], m: int, vocab_size: int) -> tuple[int, int]:
 
 
 def _adjusted(keys, counts, suffix, m: int, vocab_size: int, memory: int, spill: Spill) -> Column:
-    """Adjusted counts of order m < order: the number of distinct words seen before each n-gram
-    (Chen & Goodman; lm/builder/adjust_counts.cc), a scatter-count of the order-(m+1) suffix
-    ids, block by block of the order-m table; n-grams starting with `<s>` keep their raw count."""
+    """Adjusted counts of order m < order (lm/builder/adjust_counts.cc): the order-(m+1) suffix
+    ids scatter-counted block by block; n-grams starting with `<s>` keep their raw count."""
     size = keys[m - 1].length
     block = max(memory // 24, 1024)    # int64 extensions, and the suffix slices below
     out = spill.file(f"adjusted{m}", np.int64)

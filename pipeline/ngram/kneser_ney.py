@@ -2,7 +2,7 @@
 the ARPA representation), MLE / add-k probabilities, and the log10 p of a stream's targets.
 Interpolated modified Kneser-Ney of Chen & Goodman 1998 (discounts: eq. 26) as KenLM's lmplz
 estimates it: p(w | c) = u(w | c) + γ(c) p(w | c[1:]), p(w) = u(w) + γ / |V|, |V| without `<s>`,
-p(`<s>`) = 0. Errors: DiscountError naming the ngram.* fix; ValueError. docs/internals.md."""
+p(`<s>`) = 0. Errors: DiscountError naming the fix. docs/internals.md."""
 
 from __future__ import annotations
 
@@ -36,7 +36,6 @@ class NGramLM:
         return len(self.keys)
 
     def nbytes(self) -> int:
-        """In-memory bytes of the model's tables (BYTES_PER_NGRAM per stored n-gram)."""
         return sum(a.nbytes for a in (*self.keys, *self.log10_prob, *self.log10_backoff))
 
     @classmethod
@@ -49,14 +48,9 @@ class NGramLM:
                    [tuple(map(float, d)) for d in arrays["discounts"]])
 
     def problem(self) -> str | None:
-        """Why the tables cannot be scored as they are, or None: what log10_probs, gram_ids and
-        scoring.ngram_distributions assume. At least one order, and per order one 1-D key,
-        log10 p and log10 backoff array of the same length; order 1 keyed by every word id
-        0..vocab_size-1 (a token id indexes it directly); each higher order's keys integers
-        strictly increasing (lookup is a binary search) and below (rows of the order below) x
-        vocab_size (prefix id x V + word); log10 p finite and <= 0 (p <= 1, up to LOG10_SLACK
-        of rounding), except -inf for `<s>` as a 1-gram (never predicted); log10 backoffs
-        finite. Vectorised: one pass over each array."""
+        """Why the tables (of a model.npz) cannot be scored as log10_probs and gram_ids assume
+        (order 1 keyed by every word id, higher keys sorted, finite log10 p <= 0 but <s>'s -inf,
+        finite backoffs), or None."""
         if self.order < 1 or self.vocab_size <= BOS_ID:
             return f"has {self.order} orders and a {self.vocab_size}-token vocabulary"
         if not (len(self.log10_prob) == len(self.log10_backoff) == len(self.discounts) == self.order):
@@ -99,8 +93,7 @@ class NGramLM:
         return None
 
     def gram_ids(self, grams: np.ndarray) -> np.ndarray:
-        """Id of each row of `grams` (B, k) in keys[k-1] (the prefix chain of the flattened trie),
-        or -1 when the n-gram is not stored or holds a -1."""
+        """Id of each row of `grams` (B, k) in keys[k-1], or -1 (not stored, or holds a -1)."""
         ids = np.where(grams[:, 0] >= 0, grams[:, 0], -1)
         for j in range(1, grams.shape[1]):
             keys = self.keys[j]
@@ -112,8 +105,8 @@ class NGramLM:
         return ids
 
     def log10_probs(self, stream: np.ndarray) -> np.ndarray:
-        """log10 p(w_t | history) for every non-`<s>` position of `stream`, by backoff:
-        the longest stored n-gram ending at t, times the backoffs of the longer contexts."""
+        """log10 p(w_t | history) of every non-`<s>` position of `stream` (ids < vocab_size), by
+        backoff: the longest stored n-gram ending at t, times the longer contexts' backoffs."""
         stream = np.asarray(stream, dtype=np.int64)
         ids = lookup_all(stream, self.keys, self.vocab_size)
         _, offset = positions_left(stream)
@@ -131,8 +124,6 @@ class NGramLM:
                 context = np.where(fits, ids[n - 2][np.maximum(start, 0)], -1)
                 back = ~resolved & (context >= 0)
                 result[back] += self.log10_backoff[n - 2][context[back]]
-        if not resolved.all():
-            raise ValueError("token ids outside the model's vocabulary")
         return result
 
 
@@ -140,22 +131,11 @@ PARAMS_REMEDY = ("lower ngram.order, use more text, or set ngram.discount_fallba
                  f"{' '.join(map(str, LMPLZ_FALLBACK))}, as lmplz's --discount_fallback)")
 
 
-def discounts_from(adjusted: np.ndarray, order: int, fallback=None,
-                   remedy: str = PARAMS_REMEDY) -> tuple[float, float, float]:
-    """(D1, D2, D3+) from the adjusted counts of one order: `discounts_from_counts` of their
-    count-of-counts t1..t4."""
-    return discounts_from_counts([int(np.sum(adjusted == k)) for k in (1, 2, 3, 4)], order,
-                                 fallback, remedy)
-
-
 def discounts_from_counts(t: list[int], order: int, fallback=None,
                           remedy: str = PARAMS_REMEDY) -> tuple[float, float, float]:
-    """(D1, D2, D3+) from the count-of-counts t_k = t[k-1] (k = 1..4) of adjusted counts (Chen &
-    Goodman eq. 26), checked as lmplz checks them (lm/builder/adjust_counts.cc, CalculateDiscounts):
-        t1, t2, t3 > 0 (t4 may be 0: then D3+ = 3 exactly);
-        Y = t1 / (t1 + 2 t2);  Dk = k - (k + 1) Y t_(k+1) / t_k  within [0, k] for k = 1, 2, 3.
-    When a check fails: `fallback` (D1, D2, D3+) if given, else DiscountError naming the order,
-    the counts and `remedy` (how the caller's user sets a fallback)."""
+    """(D1, D2, D3+) of count-of-counts t1..t4 (Chen & Goodman eq. 26: Y = t1 / (t1 + 2 t2),
+    Dk = k - (k + 1) Y t_(k+1) / t_k), checked as lmplz's CalculateDiscounts (t1..t3 > 0, Dk in
+    [0, k]); else `fallback`, or DiscountError ending with `remedy`."""
     problem = None
     zero = next((k for k in (1, 2, 3) if t[k - 1] == 0), None)
     if zero is not None:
@@ -177,8 +157,7 @@ def discounts_from_counts(t: list[int], order: int, fallback=None,
 
 def estimate(counts: NgramCounts, fallback=None, progress=None,
              remedy: str = PARAMS_REMEDY) -> NGramLM:
-    """Interpolated modified Kneser-Ney of order counts.order. Raises DiscountError (see
-    `discounts_from`; `remedy` ends its message) unless `fallback` discounts are given."""
+    """Interpolated modified Kneser-Ney of order counts.order (DiscountError: see discounts_from_counts)."""
     vocab_size = counts.vocab_size
     lower = None
     log10_prob, backoffs, discounts = [], [], []
@@ -187,7 +166,7 @@ def estimate(counts: NgramCounts, fallback=None, progress=None,
         if n == 1:
             adjusted = adjusted.copy()
             adjusted[BOS_ID] = 0                   # <s> is never predicted
-        d = discounts_from(adjusted, n, fallback, remedy)
+        d = discounts_from_counts([int(np.sum(adjusted == k)) for k in (1, 2, 3, 4)], n, fallback, remedy)
         context = counts.context_ids(n)
         num_contexts = 1 if n == 1 else len(counts.keys[n - 2])
         prob, gamma = interpolate(adjusted, d, context, num_contexts, vocab_size,
@@ -208,13 +187,9 @@ def estimate(counts: NgramCounts, fallback=None, progress=None,
 
 def interpolate(adjusted: np.ndarray, d: tuple[float, float, float], context: np.ndarray,
                 num_contexts: int, vocab_size: int, lower=None) -> tuple[np.ndarray, np.ndarray]:
-    """One order of interpolated modified Kneser-Ney (the module docstring's equations) for rows
-    with adjusted counts `adjusted` (rows,) whose contexts are `context` (rows,), ids
-    0..num_contexts-1: (p (rows,), γ (num_contexts,); γ = 1 for a context without rows). `lower`
-    returns p(suffix) of each row from the order below (rows,); None at order 1, where the rows
-    are the whole vocabulary and the lower distribution is uniform over |V| - 1 words (`<s>` is
-    never predicted). Sums over a context add its rows in row order, so any slicing of the rows
-    at context boundaries gives bitwise the same numbers (pipeline/ngram/external.py)."""
+    """(p (rows,), γ (num_contexts,)) of one order for rows with `adjusted` counts and `context`
+    ids (rows,); `lower()`: p of each row's suffix (None at order 1: uniform over |V| - 1 words).
+    A context's rows are summed in row order: slices cut at contexts give bitwise the same."""
     discount = np.array([0.0, *d])[np.minimum(adjusted, 3)]   # D(a): 0, D1, D2, D3+
     total = np.bincount(context, adjusted, minlength=num_contexts)
     mass = np.bincount(context, discount, minlength=num_contexts)  # Σ D(a) = D1 N1 + D2 N2 + D3 N3+
@@ -232,15 +207,9 @@ def interpolate(adjusted: np.ndarray, d: tuple[float, float, float], context: np
 
 
 def mle_probs(counts: NgramCounts, stream: np.ndarray, n: int, k: float = 0.0) -> np.ndarray:
-    """Textbook MLE of order n (2: bigram, 3: trigram) for every non-`<s>` token of `stream`:
-        P(w2 | w1) = count(w1, w2) / count(w1),  P(w3 | w1, w2) = count(w1, w2, w3) / count(w1, w2)
-    where count(context) counts the context followed by a word. The first word of a sentence is
-    predicted from `<s>` alone. Unseen events get probability 0 (the reason smoothing exists).
-    With k > 0 this is add-k smoothing: (count(c w) + k) / (count(c) + k |V|), |V| without `<s>`."""
-    if n < 2 or n > counts.order:
-        raise ValueError(f"MLE order {n} needs counts of order >= {n}; counted {counts.order}")
-    if k < 0:
-        raise ValueError(f"add-k needs k >= 0, got {k}")
+    """MLE p(w | c) = count(c w) / count(c ·) of order n (a shorter c at a sentence start; 0 when
+    unseen) for every non-`<s>` token of `stream`; k > 0: add-k, (count(c w) + k) / (count(c ·)
+    + k |V|), |V| without `<s>`."""
     stream = np.asarray(stream, dtype=np.int64)
     ids = lookup_all(stream, counts.keys, counts.vocab_size)
     _, offset = positions_left(stream)

@@ -1,13 +1,12 @@
-"""ARPA text read as KenLM's lm/read_arpa.cc reads it, checked line by line: the file (plain or
-gzip), the `\\data\\` counts, the `\\N-grams:` sections and their entries as byte spans and numbers,
-with numpy, no Python object per line. In: a path. Out: bytes, declared counts, section bounds,
-(log10 p, word spans, log10 backoff, line starts) chunks. Errors: ArpaError, one line naming the
-file, the line and the cause (SpacingError: spacing KenLM may still read, see canonical)."""
+"""ARPA text checked as KenLM's lm/read_arpa.cc reads it, with numpy, no Python object per line.
+In: a path. Out: bytes, declared counts, section bounds, (log10 p, word spans, log10 backoff, line
+starts) chunks. Errors: ArpaError naming the file and line (SpacingError: see canonical)."""
 
 from __future__ import annotations
 
 import gzip
 import re
+import zlib
 
 import numpy as np
 
@@ -18,16 +17,15 @@ UNK_SPELLINGS = (b"<unk>", b"<UNK>")   # KenLM's lm/vocab.cc maps both to the un
 
 
 class ArpaError(ValueError):
-    """The file is not a readable ARPA model; the message names the file and the line."""
+    """Not a readable ARPA model."""
 
 
 class SpacingError(ArpaError):
-    """A line is not in the canonical spacing; it may still be one KenLM reads (see canonical)."""
+    """A line not in the canonical spacing (KenLM may still read it)."""
 
 
 def fixed(data: np.ndarray, starts: np.ndarray, ends: np.ndarray, width: int) -> np.ndarray:
-    """The byte spans data[starts:ends] as a (rows, width) uint8 matrix, 0-padded: rows of a
-    sliding-window view, so no index matrix is built. `data` must end with `width` zero bytes."""
+    """data[starts:ends] as a (rows, width) uint8 matrix, 0-padded; `data` ends with `width` zeros."""
     matrix = np.lib.stride_tricks.sliding_window_view(data, width)[starts]
     matrix[np.arange(width) >= (ends - starts)[:, None]] = 0
     return matrix
@@ -38,7 +36,7 @@ def _floats(data, starts, ends) -> np.ndarray:
 
 
 def hash_rows(matrix: np.ndarray) -> np.ndarray:
-    """A 64-bit hash of each row of a 0-padded byte matrix whose width is a multiple of 8."""
+    """A 64-bit hash of each row of a byte matrix whose width is a multiple of 8."""
     words = matrix.view(np.uint64)
     value = np.full(len(words), 0xCBF29CE484222325, dtype=np.uint64)
     for column in range(words.shape[1]):
@@ -55,16 +53,12 @@ def line_of(raw: bytes | np.ndarray, offset: int) -> int:
 
 
 def _text_of(data: np.ndarray, start: int) -> str:
-    end = start
-    while end < len(data) and data[end] not in (10, 0) and end - start < 200:
-        end += 1
-    return data[start:end].tobytes().decode("utf-8", "replace")
+    return re.split(rb"[\n\0]", data[start:start + 200].tobytes())[0].decode("utf-8", "replace")
 
 
 def entries(data: np.ndarray, lo: int, hi: int, n: int, order: int, path, chunk: int = 1_000_000):
-    """Yield (log10 p, word spans (rows, n, 2), log10 backoff, line starts) of the lines in
-    data[lo:hi] (one section), in chunks, without a Python object per line. Positions index
-    `data`. Blank lines are skipped (KenLM's ReadFloat skips whitespace too)."""
+    """(log10 p, word spans (rows, n, 2), log10 backoff, line starts) of the nonblank lines of the
+    section data[lo:hi], `chunk` lines at a time. Rules: lm/read_arpa.hh (ReadNGram, ReadBackoff)."""
     section = data[lo:hi]
     ends = np.flatnonzero(section == 10) + lo
     starts = np.concatenate([[lo], ends[:-1] + 1])
@@ -72,7 +66,7 @@ def entries(data: np.ndarray, lo: int, hi: int, n: int, order: int, path, chunk:
     starts, ends = starts[nonblank], ends[nonblank]
     tabs = np.flatnonzero(section == 9) + lo
     spaces = np.flatnonzero(section == 32) + lo
-    for at in range(0, len(starts), chunk):
+    for at in range(0, max(len(starts), 1), chunk):   # one chunk, empty, for an empty section
         yield _entries(data, starts[at:at + chunk], ends[at:at + chunk], tabs, spaces, n, order, path)
 
 
@@ -133,7 +127,7 @@ def _spread(rows: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def _checked_floats(data, starts, ends, refuse, what) -> np.ndarray:
-    """The numbers of data[starts:ends]; refuses the first field float() cannot read."""
+    """The numbers of data[starts:ends]; refuses the first one float() cannot read."""
     try:
         return _floats(data, starts, ends)
     except ValueError:
@@ -152,37 +146,27 @@ def _number(text: bytes) -> bool:
 
 
 def load(path) -> bytes:
-    """The text of the ARPA file at `path` (gzip by its magic bytes, whatever the name), \\r\\n
-    read as \\n (KenLM's FilePiece strips the \\r), ending with a newline. Refuses a missing or
-    unreadable file, a folder (OSError), bad gzip, an empty or binary file (refuse_binary)."""
+    """The text of an ARPA file (gzip by its magic bytes), \\r\\n read as \\n (KenLM's FilePiece),
+    ending with a newline; refuses bad gzip, an empty file, and by its first 64 KiB a binary one."""
     with open(path, "rb") as handle:   # OSError (missing, a folder) names the file itself
-        raw = handle.read()
-    if raw[:2] == b"\x1f\x8b":
+        stream = gzip.GzipFile(fileobj=handle) if handle.peek(2)[:2] == b"\x1f\x8b" else handle
         try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as error:
+            head = stream.read(65536)   # checked before the rest is read: /dev/zero never ends
+            if head.startswith(b"mmap lm "):   # KenLM's binary format (lm/binary_format.cc)
+                raise ArpaError(f"{path}: a KenLM binary model; give the .arpa file it was built from")
+            if b"\x00" in head:
+                raise ArpaError(f"{path}: a binary file (a NUL byte at offset {head.find(0)}); give an ARPA file")
+            raw = head + stream.read()
+        except (gzip.BadGzipFile, EOFError, zlib.error) as error:
             raise ArpaError(f"{path}: not a valid gzip file ({error})") from None
     if not raw or raw.isspace():   # (strip would copy a model of gigabytes)
         raise ArpaError(f"{path}: the file is empty; give an ARPA file")
-    refuse_binary(path, raw[:65536])
     raw = raw.replace(b"\r\n", b"\n")
     return raw if raw.endswith(b"\n") else raw + b"\n"
 
 
-def refuse_binary(path, head: bytes) -> None:
-    """Refuse a file whose first bytes `head` (decompressed) are a KenLM binary model or hold a
-    NUL byte: not ARPA text."""
-    if head.startswith(b"mmap lm "):   # KenLM's binary format (lm/binary_format.cc, kMagicBeforeVersion)
-        raise ArpaError(f"{path}: a KenLM binary model; give the .arpa file it was built from")
-    nul = head.find(b"\x00")
-    if nul >= 0:
-        raise ArpaError(f"{path}: a binary file (a NUL byte at offset {nul}); give an ARPA file")
-
-
 def header(raw: bytes, path) -> tuple[list[int], int]:
-    r"""(declared counts, offset of the first section header), checked as KenLM's
-    ReadARPACounts: before \data\ only blank lines and lines starting with #; then one
-    `ngram N=COUNT` line per order, N consecutive from 1, until a blank line."""
+    r"""(declared counts, offset of the first section), checked as KenLM's ReadARPACounts."""
     position, number = 0, 0
     while True:
         end = raw.find(b"\n", position)
@@ -224,12 +208,8 @@ _FIELD = rb"([^ \t\n]+)"
 
 
 def canonical(section: bytes, n: int) -> bytes:
-    """The entries of an order-n section with KenLM's spacing made canonical: KenLM reads words
-    separated by any run of spaces and tabs (ReadDelimited(kARPASpaces)), a 1-gram's probability
-    followed by a tab, and a backoff after a tab (ReadBackoff); written here as `p<TAB>w1 .. wn`
-    and `<TAB>backoff`. Lines that do not fit (trailing spaces, a wrong number of fields) are left
-    as they are, for the parser to refuse with their line number. Two regular-expression passes
-    in C, no Python call per line."""
+    """An order-n section respaced `p<TAB>w1 .. wn[<TAB>backoff]` where KenLM reads other runs of
+    spaces and tabs (ReadDelimited(kARPASpaces)); lines that do not fit are left for the parser."""
     first = rb"\t[ \t]*" if n == 1 else rb"[ \t]+"
     words = first + _FIELD + b"".join([rb"[ \t]+" + _FIELD] * (n - 1))
     numbered = "\t" + " ".join(f"\\g<{i}>" for i in range(2, n + 2))
@@ -240,9 +220,7 @@ def canonical(section: bytes, n: int) -> bytes:
 
 
 def sections(raw: bytes, position: int, order: int, path) -> list[tuple[int, int]]:
-    """(start, end) byte range of each order's entries; checks the `\\N-grams:` header lines
-    (blank lines allowed around them) and `\\end\\`, after which only blank lines may follow.
-    `raw` ends with a newline and `position` is the start of a line."""
+    """(start, end) byte range of each order's entries; checks the `\\N-grams:` lines and `\\end\\`."""
     bounds = []
     for n in range(1, order + 2):
         marker = f"\\{n}-grams:".encode() if n <= order else b"\\end\\"
