@@ -168,19 +168,16 @@ def _verdicts(uri: str, parent_id: str) -> list[str]:
     again = "`dvc repro -f evaluate` logs a new execution with them"
     try:
         pairs = artifacts.read_json(uri, parent_id, path)
-        if pairs is None:
-            print(f"lmpipe: warning: run {parent_id} has no {path} artifact (logged before lmpipe "
-                  f"wrote paired verdicts, or deleted), so no paired verdicts; {again}",
-                  file=sys.stderr, flush=True)
-            return []
-        checked = PAIRS.validate_python(pairs)
+        checked = None if pairs is None else PAIRS.validate_python(pairs)
     except artifacts.DamagedArtifact as error:   # not UTF-8 JSON text
         why = str(error)
     except ValidationError as error:
         why = f"run {parent_id}'s artifact {path} is damaged ({_first_problem(error)})"
     else:
-        return [Comparison(p.a, p.b, p.delta_nats_per_token, p.delta_ci_low, p.delta_ci_high,
-                           p.p_better, p.level).sentence() for p in checked.values()]
+        if checked is not None:
+            return [Comparison(p.a, p.b, p.delta_nats_per_token, p.delta_ci_low, p.delta_ci_high,
+                               p.p_better, p.level).sentence() for p in checked.values()]
+        why = f"run {parent_id} has no {path} artifact (logged before lmpipe wrote it, or deleted)"
     print(f"lmpipe: warning: {why}; the table above is shown without the paired verdicts; "
           f"{again}", file=sys.stderr, flush=True)
     return []

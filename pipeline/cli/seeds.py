@@ -15,6 +15,7 @@ from pipeline.cli.spread import PARAMS, collect, render, summarize
 from pipeline.tracking import commands
 
 BUSY = ("Queued", "Running")       # DVC's queue states of an unfinished task
+STATES = ("Success", "Running", "Queued", "Failed")   # a name's state: its first among its tasks'
 POLL_S = 10.0                      # between two looks at DVC's queue
 PROGRESS_S = 60.0                  # a progress line at least this often (and on every change)
 
@@ -80,7 +81,9 @@ def queue(root: Path, kind: str, seed_range: range, jobs: int) -> list[str]:
     """Queue one experiment per seed and start `jobs` workers; returns the names. Refuses names
     the HEAD commit's experiments hold before queueing any."""
     names = [experiment_name(kind, seed) for seed in seed_range]
-    taken = sorted(set(names) & _names(_exp_show(root)), key=names.index)
+    shown = _exp_show(root)   # queued, running or finished: HEAD's experiments
+    taken = [name for name in names if name in {experiment.get("name") for baseline in shown[1:]
+                                                for experiment in baseline.get("experiments") or []}]
     if taken:
         last = max(int(name.rsplit("-", 1)[1]) for name in taken)
         raise ValueError(f"{', '.join(taken)}: taken; give --first {last + 1} or `dvc exp remove {' '.join(taken)}`")
@@ -136,9 +139,8 @@ def uncommitted_note(root: Path) -> str:
     untracked = [line[3:] for line in lines if line.startswith("??")]
     parts = []
     if changed:
-        parts.append(f"uncommitted changes to {_some(changed)} go into the queued experiments "
-                     "(DVC queues the workspace as it is now, on top of the last commit; later "
-                     "edits do not reach them; commit first so that git holds what they ran)")
+        parts.append(f"uncommitted changes to {_some(changed)} go into the queued experiments (as "
+                     "they are now; commit first so that git holds what they ran)")
     if untracked:
         parts.append(f"untracked {_some(untracked)} do not (git add them to include them)")
     return "lmpipe: note: " + "; ".join(parts) if parts else ""
@@ -157,13 +159,14 @@ def wait(root: Path, names: list[str]) -> dict[str, str]:
     try:
         while True:
             tasks = queue_tasks(root)
-            mine = {name: _outcome([s for n, s in tasks if n == name]) for name in names}
+            mine = {name: next((s for s in STATES if (name, s) in tasks), "Unknown") for name in names}
             counts = {state: sum(1 for s in mine.values() if s == state)
                       for state in ("Running", "Queued", "Success", "Failed")}
             busy = any(status in BUSY for _, status in tasks)
             now = time.monotonic()
             if counts != shown or now - last_print >= PROGRESS_S or not busy:
-                print(f"lmpipe: {_clock(now - start)} " + ", ".join(
+                minutes, seconds = divmod(int(now - start), 60)
+                print(f"lmpipe: {minutes}m{seconds:02d}s " + ", ".join(
                     f"{count} {state.lower()}" for state, count in counts.items()), flush=True)
                 shown, last_print = counts, now
             if not busy:
@@ -178,18 +181,6 @@ def queue_tasks(root: Path) -> list[tuple[str | None, str]]:
     """(name or None, Running|Queued|Failed|Success) of each task in DVC's experiment queue."""
     with _repo(root, "experiment queue") as repo:
         return [(task["name"], task["status"]) for task in repo.experiments.celery_queue.status()]
-
-
-def _outcome(states: list[str]) -> str:
-    for state in ("Success", "Running", "Queued", "Failed"):
-        if state in states:
-            return state
-    return "Unknown"
-
-
-def _clock(seconds: float) -> str:
-    minutes, seconds = divmod(int(seconds), 60)
-    return f"{minutes}m{seconds:02d}s"
 
 
 def report(root: Path, kind: str, all_commits: bool = False) -> str:
@@ -214,8 +205,3 @@ def _up_to_date(root: Path) -> bool:
 def _exp_show(root: Path, all_commits: bool = False) -> list[dict]:
     return json.loads(commands.run(root, "dvc", "exp", "show", "--json",
                                    *(["-A"] if all_commits else [])))
-
-
-def _names(shown: list[dict]) -> set[str]:
-    return {experiment.get("name") for baseline in shown[1:]
-            for experiment in baseline.get("experiments") or []} - {None}

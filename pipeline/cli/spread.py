@@ -17,14 +17,13 @@ def collect(shown: list[dict], kind: str, workspace: bool = True) -> tuple[list[
     """(rows sorted by seed, finished experiments left out for other params). Kept: the workspace
     (if `workspace`) and each finished experiment whose params differ from its only in
     models.KIND.seed, the first of a seed; a row: seed, experiment, objective, test_ppl, ci_*."""
-    if not shown or shown[0].get("rev") != "workspace":
-        raise ValueError("`dvc exp show --json`: no workspace entry; commit once in a DVC repository")
-    if not isinstance(shown[0].get("data"), dict):   # dvc.yaml or params.yaml unreadable
-        why = (shown[0].get("error") or {}).get("msg") or "no data"
+    first = shown[0] if shown and shown[0].get("rev") == "workspace" else {}
+    if not isinstance(first.get("data"), dict):   # no workspace entry, or dvc.yaml/params.yaml unreadable
+        why = (first.get("error") or {}).get("msg") or "no entry; commit once in a DVC repository"
         raise ValueError(f"`dvc exp show` cannot read the workspace ({why}); see `dvc status`")
-    reference = _params(shown[0]["data"])
+    reference = _params(first["data"])
     rows, seen, left_out = [], set(), 0
-    candidates = [("workspace", shown[0]["data"])] if workspace else []
+    candidates = [("workspace", first["data"])] if workspace else []
     for baseline in shown[1:]:
         for experiment in baseline.get("experiments") or []:
             executor = experiment.get("executor") or {}
