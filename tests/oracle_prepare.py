@@ -184,13 +184,13 @@ def divide(text: Text, tokenized, method: str, wanted: dict[str, float], seed: i
             parts[name], line_of = tokenized(text.split_lines(name))
             lines[name] = line_of + text.given[name][0]
         if not any(parts["train"]):
-            raise SplitError(f"{text.files[0]} (the train split) holds no tokens; give a train "
-                             "file with at least one non-blank line")
+            raise SplitError(f"{text.files[0]} (the train split) holds no tokens; give a text with "
+                             "at least one non-blank line")
         return "given", parts, {}, lines
     sentences, line_of = tokenized(text.lines)
     if not any(sentences):
-        raise SplitError(f"corpus.source={source!r} holds no tokens (an empty file, or only blank "
-                         "lines); give a text with at least one non-blank line")
+        raise SplitError(f"corpus.source={source!r} holds no tokens; give a text with at least one "
+                         "non-blank line")
     document_of = text.documents[line_of]
     indices = splits.split(method, np.fromiter(map(len, sentences), np.int64, len(sentences)),
                            document_of, wanted, seed)
@@ -216,12 +216,11 @@ def prepare_whole(params, out: Path) -> None:
     vocab = Vocab.build(parts["train"], params.vocab.min_count, params.vocab.max_size)
     if len(vocab) == len(SPECIALS):
         raise CorpusError(f"the vocabulary is empty: no train word occurs vocab.min_count="
-                          f"{params.vocab.min_count} times; lower vocab.min_count or use a "
-                          "larger corpus")
+                          f"{params.vocab.min_count} times; lower it or use a larger corpus")
     for name in ("valid", "test", "train"):
         if not parts[name]:
-            raise CorpusError(f"the {name} split is empty ({', '.join(text.files)}); give "
-                              "it at least one line")
+            raise CorpusError(f"the {name} split is empty ({', '.join(text.files)}); give it at "
+                              "least one line")
     unit, measured = units.measure(text.lines, line_of,
                                    text.documents if method == "documents" else None)
     out.mkdir(parents=True, exist_ok=True)

