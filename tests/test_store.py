@@ -18,6 +18,16 @@ from pipeline.tracking import run_search, store
 EXPERIMENT, MODEL = "lmpipe", "lmpipe-gru"
 
 
+def journal_mode(uri: str) -> str | None:
+    """The journal mode of an sqlite store's file, None for other stores or no file (none made;
+    read-write: a read-only connection to a WAL store leaves -wal and -shm behind)."""
+    path = store.database(uri)
+    if path is None or not path.is_file():
+        return None
+    with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True)) as connection:
+        return connection.execute("PRAGMA journal_mode").fetchone()[0]
+
+
 @pytest.fixture(scope="module")
 def template(tmp_path_factory):
     """An MLflow store (schema, experiment, registered model) as MLflow creates it: rollback
@@ -35,13 +45,13 @@ def fresh(template, tmp_path):
     path = tmp_path / "mlflow.db"
     shutil.copy(template, path)
     uri = f"sqlite:///{path}"
-    assert store.journal_mode(uri) == "delete"
+    assert journal_mode(uri) == "delete"
     return store.prepare(uri), path
 
 
 def test_prepare_switches_the_store_to_wal_once_and_keeps_the_uri(fresh, monkeypatch):
     uri, path = fresh
-    assert store.journal_mode(uri) == "wal"
+    assert journal_mode(uri) == "wal"
     with closing(sqlite3.connect(path)) as connection:   # the mode is in the file
         assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
@@ -57,7 +67,7 @@ def test_prepare_switches_the_store_to_wal_once_and_keeps_the_uri(fresh, monkeyp
 def test_a_new_store_a_relative_path_and_a_query_string(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert store.prepare("sqlite:///sub/new.db?timeout=5") == "sqlite:///sub/new.db?timeout=5"
-    assert store.journal_mode("sqlite:///sub/new.db") == "wal"
+    assert journal_mode("sqlite:///sub/new.db") == "wal"
     assert (tmp_path / "sub" / "new.db").is_file()
 
 
@@ -67,7 +77,7 @@ def test_a_new_store_a_relative_path_and_a_query_string(tmp_path, monkeypatch):
 def test_other_stores_are_left_alone(uri, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert store.prepare(uri) == uri
-    assert store.journal_mode(uri) is None
+    assert journal_mode(uri) is None
     assert list(tmp_path.iterdir()) == []
 
 
@@ -192,4 +202,4 @@ def test_four_processes_write_one_store_without_losing_or_duplicating(fresh):
     versions = MlflowClient(uri).search_model_versions(f"name = '{MODEL}'")
     assert sorted(int(v.version) for v in versions) == list(range(1, WORKERS * RUNS + 1))
     assert sorted(v.tags["run"] for v in versions) == sorted(r.info.run_id for r in runs)
-    assert store.journal_mode(uri) == "wal"
+    assert journal_mode(uri) == "wal"

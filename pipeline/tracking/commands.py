@@ -1,6 +1,5 @@
 """dvc and git run as commands in a repository. In: a folder and the arguments. Out: the
-command's standard output. Errors: ValueError, one line naming the command, its own last (ERROR)
-line and the fix."""
+command's standard output. Errors: ValueError naming the command, its last (ERROR) line, the fix."""
 
 from __future__ import annotations
 
@@ -18,23 +17,21 @@ def executable(name: str) -> str:
 
 def run(root: Path, command: str, *args: str, merged: bool = False, codes: tuple[int, ...] = (0,),
         fix: str = "") -> str:
-    """`command ARGS` in `root`, no input; its stdout (and its stderr in the same stream when
-    `merged`). An exit status outside `codes` raises ValueError: "`COMMAND ARGS` failed: LAST"
-    and "; `fix`". The output goes to files, not pipes: `dvc queue start` leaves forked workers
-    behind that inherit them, and reading a pipe to its end would wait until they exit."""
+    """`command ARGS` in `root`, no input: its stdout (with stderr when `merged`); ValueError
+    "`COMMAND ARGS` failed: LAST; FIX" for an exit status outside `codes`."""
+    # files, not pipes: `dvc queue start` leaves forked workers holding them until they exit
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         try:
             result = subprocess.run([executable(command), *args], cwd=root, stdin=subprocess.DEVNULL,
                                     stdout=out, stderr=subprocess.STDOUT if merged else err)
         except FileNotFoundError:
-            raise ValueError(f"{command} is not installed here; install the project (pip install "
-                             "-e .) or put its virtual environment's bin/ first on PATH") from None
+            raise ValueError(f"{command} is not installed here; `pip install -e .`, or put its venv's bin/ on PATH") from None
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read(), err.read()
+    fix = f"; {fix}" if fix else ""
     if result.returncode not in codes:
-        raise ValueError(f"`{command} {' '.join(args)}` failed: {last_line(stderr or stdout)}"
-                         + (f"; {fix}" if fix else ""))
+        raise ValueError(f"`{command} {' '.join(args)}` failed: {last_line(stderr or stdout)}{fix}")
     return stdout
 
 

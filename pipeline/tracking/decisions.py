@@ -1,8 +1,7 @@
 """Stage promote's body. In: metrics/metrics.json and metrics/registry.json (evaluate's), params.
 Out: the champion aliases moved by promotion.promote; metrics/promotion.json (a DVC metric:
-promoted 1/0, with a comparison its Δ in nats per token, p_better and significant 1/0) and
-metrics/promotion.md saying what happened and why. Errors: StateError naming the file, the
-model, the key and the fix, before any alias moves."""
+promoted 1/0; with a comparison Δ nats/token, p_better, significant 1/0) and promotion.md (what
+happened and why). Errors: StateError naming the file, model, key and fix, before any alias moves."""
 
 from __future__ import annotations
 
@@ -17,9 +16,8 @@ FIX = "rerun evaluate, which writes it: `dvc repro -f evaluate`"
 
 
 def run(out: Path, params) -> None:
-    """Gate every registered model of `out`/metrics.json (promotion.promote, with params.promote
-    and the bootstrap settings of params.evaluate), printing each decision; write
-    promotion.json and promotion.md to `out`. Every entry is checked before any alias moves."""
+    """Gate every registered model of `out`/metrics.json (promotion.promote), printing each
+    decision; write promotion.json and promotion.md to `out`."""
     tracking_uri = store.tracking_uri(params.mlflow, store.repo_root())
     results = files.read_json(out / "metrics.json", fix=FIX)
     registered = files.read_json(out / "registry.json", fix=FIX)
@@ -54,31 +52,22 @@ def _decide(tracking_uri: str, name: str, result: dict, entry: dict | None, para
     return d
 
 
-def _range(key: str) -> tuple[float, float, str]:
-    """(low, high, in words) that a metric of metrics.json must lie in, by its name."""
-    if "ppl" in key:
-        return 1.0, math.inf, "a perplexity >= 1"
-    if "accuracy" in key:
-        return 0.0, 1.0, "an accuracy in [0, 1]"
-    if "bits_per" in key:
-        return 0.0, math.inf, "bits >= 0"
-    return -math.inf, math.inf, "a finite number"
+RANGES = {"ppl": (1.0, math.inf, "a perplexity >= 1"), "accuracy": (0.0, 1.0, "an accuracy in [0, 1]"),
+          "bits_per": (0.0, math.inf, "bits >= 0")}   # a metric's range, by a part of its name
 
 
 def check_result(path: Path, name: str, result) -> None:
-    """Refuse metrics.json's entry of model `name` unless it is an object with a numeric
-    test_ppl and no metric NaN, infinite or outside its range (a perplexity below 1, an accuracy
-    outside [0, 1], negative bits) (errors.StateError naming the file, model, metric)."""
+    """Refuse (StateError naming the file, model, metric) metrics.json's entry of `name` without
+    a numeric test_ppl or with a metric NaN, infinite or outside its RANGES."""
     if not isinstance(result, dict) or "test_ppl" not in result:
         raise files.damaged(path, f"{name} has no test_ppl", fix=FIX)
     for key, value in result.items():
         number = isinstance(value, int | float) and not isinstance(value, bool)
-        if not number and key != "test_ppl":
-            continue   # text, such as objective
-        low, high, words = _range(key)
-        if not (number and math.isfinite(value) and low <= value <= high):
-            raise files.damaged(path, f"{name} has {key}={value!r}, not {words}; nothing is "
-                                "promoted", fix=FIX)
+        low, high, words = next((r for part, r in RANGES.items() if part in key),
+                                (-math.inf, math.inf, "a finite number"))
+        ok = number and math.isfinite(value) and low <= value <= high
+        if not ok and (number or key == "test_ppl"):   # text, such as objective, is no metric
+            raise files.damaged(path, f"{name} has {key}={value!r}, not {words}", fix=FIX)
 
 
 WRITTEN = {   # registry.json: what evaluate writes for each key of an entry
@@ -89,19 +78,17 @@ WRITTEN = {   # registry.json: what evaluate writes for each key of an entry
 
 
 def check_entry(path: Path, name: str, entry) -> None:
-    """Refuse registry.json's entry of model `name` unless each key is what evaluate writes
-    (WRITTEN). Raises errors.StateError naming the file, model, key and value."""
+    """Refuse (StateError naming the file, model, key, value) registry.json's entry of `name`
+    unless each key is what evaluate writes (WRITTEN)."""
     entry = entry if isinstance(entry, dict) else {}
     bad = next((key for key, ok in WRITTEN.items() if key not in entry or not ok(entry[key])), None)
     if bad:
-        raise files.damaged(path, f"{name} has a missing or malformed {bad} "
-                            f"({json.dumps(entry.get(bad))[:60]})", fix=FIX)
+        raise files.damaged(path, f"{name}: bad {bad} {json.dumps(entry.get(bad))[:60]}", fix=FIX)
 
 
 def summary(decision: dict) -> dict:
-    """The DVC metric of one decision: promoted (1/0), and with a paired comparison against the
-    line champion its Δ (nats per token, > 0: the new version is better), P(better) and
-    significant (1: the interval of Δ lies above 0)."""
+    """The DVC metric of one decision: promoted (1/0); with a paired comparison its Δ (nats per
+    token, > 0: the new version is better), P(better), significant (1/0)."""
     out = {"promoted": decision["promoted"]}
     paired = decision.get("paired")
     if paired:
@@ -111,9 +98,8 @@ def summary(decision: dict) -> dict:
 
 
 def paired_cell(d: dict) -> str:
-    """The report's paired-comparison cell of a decision (promote's dict), e.g. "Δ +0.0310
-    nats/token [+0.0120, +0.0500], P(better) 0.999: significant at 95%"; "-" when there was no
-    champion to compare with."""
+    """The report's paired-comparison cell, e.g. "Δ +0.0310 nats/token [+0.0120, +0.0500],
+    P(better) 0.999: significant at 95%"; "-" without a champion to compare with."""
     paired = d.get("paired")
     if paired is None:
         problem = d.get("paired_problem")
@@ -126,8 +112,7 @@ def paired_cell(d: dict) -> str:
 
 
 def markdown(decisions: dict[str, dict]) -> str:
-    """promotion.md: one row per model; "paired vs line champion" is paired_cell (Δ in nats per
-    token, > 0: the new version is better)."""
+    """promotion.md: one row per model."""
     lines = ["| model | version | test set | decision | test ppl | line champion | "
              "paired vs line champion | reason | alias champion |",
              "|---|---|---|---|---:|---|---|---|---|"]

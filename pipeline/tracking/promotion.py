@@ -1,9 +1,9 @@
-"""The promotion gate. In: a new version's metrics and test set (report.test_set), the champions
-(versions holding an alias of lmpipe-<kind>), promote.margin. Out: which aliases move, and why.
-A version beats a champion of the same test set when test_ppl_new < test_ppl_champion x (1 -
-margin) (cloze: and no lower fill_accuracy); with promote.require_significant, also when the
-paired bootstrap of both runs' unit_scores.npz puts Δ nats/token above 0. Each test set has its
-line (alias champion-<id>); `champion` stays on the line it first went to (docs/ci.md)."""
+"""The promotion gate. In: a new version's metrics and test set, the champions (versions holding
+an alias of lmpipe-<kind>), promote.margin. Out: which aliases move, and why. A version beats a
+champion of its test set when test_ppl_new < test_ppl_champion x (1 - margin) (cloze: and no
+lower fill_accuracy); with promote.require_significant, also when the paired bootstrap of
+unit_scores.npz puts Δ nats/token above 0. Each test set has its alias champion-<id>; `champion`
+stays on the line it first went to (docs/ci.md)."""
 
 from __future__ import annotations
 
@@ -21,8 +21,7 @@ from pipeline.tracking import artifacts
 
 CHAMPION = "champion"
 TEST_SET = "test_set"   # version tag: the test set id; `test_set.<field>` tags: what it is made of
-UNIT_SCORES = "unit_scores.npz"   # artifact of each model run (stages/evaluate.py): "nll" (nats) and
-                                  # "tokens", (U,) sums per test unit, in the order of the test set
+UNIT_SCORES = "unit_scores.npz"   # a model run's artifact: "nll" (nats), "tokens", (U,) per test unit
 
 
 def line_alias(test_set_id: str) -> str:
@@ -30,8 +29,8 @@ def line_alias(test_set_id: str) -> str:
 
 
 def decide(new: dict, champion: dict | None, margin: float) -> tuple[bool, str]:
-    """(promote?, reason) by the margin alone (no significance: see significant). `new` and
-    champion["metrics"] hold test_ppl, fill_accuracy, objective."""
+    """(promote?, reason) by the margin alone; `new` and champion["metrics"] hold test_ppl,
+    fill_accuracy, objective."""
     if champion is None:
         return True, "no champion yet"
     old = champion["metrics"]
@@ -51,8 +50,7 @@ def decide(new: dict, champion: dict | None, margin: float) -> tuple[bool, str]:
 
 
 def differences(new: dict, old: dict) -> str:
-    """'' when two test sets (the `test_set` dicts of report.test_set) are the same, else what
-    differs, e.g. "different corpus (d7dc.. vs 81aa..), tokenizer (words vs chars)"."""
+    """'' for the same test set (report.test_set), else e.g. "different corpus (d7dc.. vs 81aa..)"."""
     if old.get("id") == new.get("id"):
         return ""
     if not old.get("id"):
@@ -65,18 +63,12 @@ def differences(new: dict, old: dict) -> str:
 def promote(tracking_uri: str, model_name: str, version: str, result: dict, test_set: dict,
             margin: float, *, run_id: str | None = None, require_significant: bool = False,
             resamples: int = 1000, level: float = 0.95, seed: int = 0) -> dict:
-    """Gate `version` of `model_name` (metrics `result`, scored on `test_set`) against the
-    champion of its test set's line (alias champion-<id>), then the alias `champion` (see
-    _default_alias). A version that already is its line's champion leaves both alone.
-    `run_id`: the run holding the new model's unit_scores.npz (default: the version's run). The
-    paired bootstrap against each champion it is gated on (`resamples` replicates drawn with
-    `seed`, intervals at `level`) is computed when both models' scores exist; with
-    `require_significant` a champion is beaten only when it says "yes" (significant). Raises
-    StateError (_registered), and what MLflow raises for an unreachable store; missing scores or
-    a deleted champion are reasons, not errors. Returns {"promoted": 0|1, "version", "test_ppl",
-    "test_set", "champion_version", "reason", "default": what happened to `champion`, "paired":
-    the comparison with the line champion (bootstrap.Comparison.to_json()) or None,
-    "paired_problem": why there is none ("" when there is, or no champion to compare)}."""
+    """Gate `version` (metrics `result`, scored on `test_set`; its unit scores in `run_id` or the
+    version's run) against its line's champion, then the alias `champion` (_default_alias); with
+    `require_significant` only a "yes" of the paired bootstrap beats a champion. Raises
+    StateError (_registered). Returns promotion.json's entry: promoted, version, test_ppl,
+    test_set, champion_version, reason, default, paired (Comparison.to_json() or None),
+    paired_problem."""
     client = _registered(tracking_uri, model_name, version, result)
     line = line_alias(test_set["id"])
     champ = champion(tracking_uri, model_name, line)
@@ -116,32 +108,25 @@ def promote(tracking_uri: str, model_name: str, version: str, result: dict, test
 
 
 def _registered(tracking_uri: str, model_name: str, version: str, result: dict) -> MlflowClient:
-    """A client of the registry holding `version`, whose test_ppl and fill_accuracy are finite.
-    Raises StateError when `version` is not in the registry (deleted behind lmpipe's back) or a
-    score is NaN or infinite (never promoted)."""
-    for key in ("test_ppl", "fill_accuracy"):
-        value = result.get(key, 0.0)
-        if not isinstance(value, int | float) or not math.isfinite(value):
-            raise StateError(f"{model_name} v{version}: {key} is {value!r}, not a finite number "
-                             "(scores of a damaged model), so it is not promoted; rerun evaluate: "
-                             "`dvc repro -f evaluate`")
+    """A client of the registry holding `version`. Raises StateError when `version` is not in
+    the registry or a score is not finite (a damaged model's)."""
+    bad = next((key for key in ("test_ppl", "fill_accuracy")
+                if not math.isfinite(result.get(key, 0.0))), None)
+    if bad:
+        raise StateError(f"{model_name} v{version}: {bad} is {result[bad]!r}; `dvc repro -f evaluate`")
     client = MlflowClient(tracking_uri)
     try:
         client.get_model_version(model_name, version)
-    except mlflow.exceptions.MlflowException:
-        raise StateError(
-            f"{model_name} v{version}, registered by evaluate (metrics/registry.json), is not in "
-            f"the MLflow registry at {tracking_uri} (deleted in the UI, or another store); "
-            "register the models again: `dvc repro -f evaluate`") from None
+    except mlflow.exceptions.MlflowException:   # deleted in the UI, or another store
+        raise StateError(f"{model_name} v{version} (metrics/registry.json) is not in the MLflow "
+                         f"registry at {tracking_uri}; `dvc repro -f evaluate`") from None
     return client
 
 
 def _default_alias(tracking_uri: str, model_name: str, version: str, test_set: dict,
                    leader: str | None, unchanged: bool, judge) -> tuple[str, str | None]:
-    """(what happens to the alias `champion`, the version it moves to or None). It moves only
-    when it holds a version of the same test set that `version` beats too (`judge`), or is
-    missing: it then goes to `leader`, the line's champion, so `models:/...@champion` resolves
-    once a line exists."""
+    """(what happens to `champion`, the version it moves to or None): it moves only from a
+    version of the same test set that `version` beats too (`judge`), or, missing, to `leader`."""
     default = champion(tracking_uri, model_name, CHAMPION)
     if default is None:
         return (f"`{CHAMPION}` set to v{leader}: the first line" if leader
@@ -159,10 +144,9 @@ def _default_alias(tracking_uri: str, model_name: str, version: str, test_set: d
 
 def significant(why: str, comparison: bootstrap.Comparison | None, problem: str,
                 remedy: str) -> tuple[bool, str]:
-    """promote.require_significant on top of decide's "beats the margin" (`why`): (promote?,
-    reason). Promote only when the paired bootstrap's verdict is "yes" (its interval of Δ, in
-    nats per token, lies above 0); without a comparison (`problem`, e.g. the champion's run has
-    no unit_scores.npz) keep back, naming the problem, `remedy` and the way out of the gate."""
+    """(promote?, reason) under promote.require_significant, given decide's `why`: only when the
+    paired bootstrap's interval of Δ lies above 0; without a comparison, kept back (`problem`,
+    `remedy`)."""
     if comparison is None:
         return False, (f"kept back by promote.require_significant: {problem}; {remedy}, or set "
                        "promote.require_significant: false")
@@ -178,12 +162,9 @@ def significant(why: str, comparison: bootstrap.Comparison | None, problem: str,
 def compare(tracking_uri: str, model_name: str, version: str, run_id: str | None, old: dict,
             test_set_id: str, resamples: int, level: float,
             seed: int) -> tuple[bootstrap.Comparison | None, str, str]:
-    """The paired bootstrap of `version` (A, its scores in `run_id` or the version's runs)
-    against the champion `old` (B, a dict of `champion`), both scored on test set `test_set_id`:
-    (comparison, "", "") with Δ = (Σ nll_B - Σ nll_A) / Σ tokens in nats per token (> 0: the new
-    version is better), or (None, problem, remedy) when either model's unit_scores.npz is
-    missing or unreadable, or the two disagree in their units (count or per-unit tokens).
-    Raises ValueError (bootstrap.resample_sums) only for resamples < 1."""
+    """The paired bootstrap of `version` (A) against the champion `old` (B) on `test_set_id`:
+    (comparison, "", "") with Δ = (Σ nll_B - Σ nll_A) / Σ tokens, nats per token (> 0: A is
+    better), or (None, problem, remedy) when scores are missing or their units disagree."""
     new, problem = unit_scores(tracking_uri, model_name, version, run_id, test_set_id)
     if new is None:
         return None, f"v{version}'s {problem}", "rerun evaluate (dvc repro -f evaluate)"
@@ -213,19 +194,13 @@ def compare(tracking_uri: str, model_name: str, version: str, run_id: str | None
 
 def unit_scores(tracking_uri: str, model_name: str, version: str, run_id: str | None = None,
                 test_set_id: str | None = None) -> tuple[dict[str, np.ndarray] | None, str]:
-    """The per-unit test scores of `version` of `model_name`: ({"nll": nats, "tokens"}, both (U,)
-    float64, "") from the first run holding UNIT_SCORES among `run_id`, the version's own run,
-    and the runs that re-scored the version's weights since (tag registered_version, on test set
-    `test_set_id`), newest first; (None, why) when none does, or the file is unreadable or
-    malformed. Never raises for a missing artifact (MLflow's MlflowException and OSError are
-    caught); raises MlflowException when the store itself cannot be reached."""
+    """({"nll": nats, "tokens"}, both (U,) float64, "") of `version`, from the first of `run_id`,
+    the version's run and the runs that re-scored its weights on `test_set_id` that holds
+    UNIT_SCORES; (None, why) when none does."""
     client = MlflowClient(tracking_uri)
     candidates = [run_id] if run_id else []
-    try:
-        registered = client.get_model_version(model_name, version)
-    except mlflow.exceptions.MlflowException:
-        registered = None
-    if registered is not None and registered.run_id:
+    registered = client.get_model_version(model_name, version)   # promote found it (_registered)
+    if registered.run_id:
         candidates.append(registered.run_id)
         candidates += _rescoring_runs(client, model_name, version, registered.run_id, test_set_id)
     if not candidates:
@@ -236,15 +211,13 @@ def unit_scores(tracking_uri: str, model_name: str, version: str, run_id: str | 
         if scores is not None:
             return scores, ""
         problems.append(problem)
-    others = {1: "", 2: " (nor does the other run that scored its weights)"}.get(
-        len(problems), f" (nor does any of the {len(problems) - 1} other runs that scored its weights)")
-    return None, problems[0] + others
+    others = f" (nor do {len(problems) - 1} other runs that scored its weights)"
+    return None, problems[0] + (others if len(problems) > 1 else "")
 
 
 def _rescoring_runs(client: MlflowClient, model_name: str, version: str, run_id: str,
                     test_set_id: str | None) -> list[str]:
-    """Runs of the experiment of `run_id` that evaluate registered as `version` again (the same
-    weights on the same test set: tag registered_version), newest first."""
+    """Runs that scored `version`'s weights again (tag registered_version), newest first."""
     try:
         experiment = client.get_run(run_id).info.experiment_id
         query = (f"tags.registered_version = '{version}' and "
@@ -273,11 +246,9 @@ def _download_scores(tracking_uri: str, run_id: str) -> tuple[dict[str, np.ndarr
         return None, (f"run {run_id} has no {UNIT_SCORES} (evaluated before lmpipe logged "
                       "per-unit test scores)")
     nll, tokens = found
-    if nll.ndim != 1 or nll.shape != tokens.shape or not len(nll):
+    if nll.ndim != 1 or nll.shape != tokens.shape or not (np.isfinite(nll).all() and tokens.sum() > 0):
         return None, (f"{UNIT_SCORES} of run {run_id} is malformed: nll {nll.shape} and tokens "
-                      f"{tokens.shape} must be the same nonzero length")
-    if not (np.all(np.isfinite(nll)) and tokens.sum() > 0):
-        return None, f"{UNIT_SCORES} of run {run_id} holds non-finite nll or no tokens"
+                      f"{tokens.shape} must be of one length, finite nll, some tokens")
     return {"nll": nll, "tokens": tokens}, ""
 
 
@@ -286,14 +257,13 @@ def percent(level: float) -> str:
 
 
 def champion(tracking_uri: str, model_name: str, alias: str = CHAMPION) -> dict | None:
-    """The registered version holding `alias`, with its run's metrics, the git commit it was
-    evaluated at ("" when unknown) and its test set (from the version's tags; {} for a version
-    registered before lmpipe recorded them), or None."""
+    """The version holding `alias` ({version, run_id, metrics, commit, test_set}: its run's, ""
+    and {} when unknown), or None."""
     client = MlflowClient(tracking_uri)
-    try:
-        version = client.get_model_version_by_alias(model_name, alias)
-    except mlflow.exceptions.MlflowException:
+    number = client.get_registered_model(model_name).aliases.get(alias)
+    if number is None:
         return None
+    version = client.get_model_version(model_name, number)
     try:   # a deleted run still answers; one purged by `mlflow gc` does not
         run = client.get_run(version.run_id) if version.run_id else None
     except mlflow.exceptions.MlflowException:

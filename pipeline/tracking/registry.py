@@ -1,9 +1,7 @@
 """The model registry. In: a model's run (params, metrics, tags) and its files. Out: the model
-logged as a pyfunc (pipeline/tracking/serving.py) in its nested run under the pipeline run,
-registered as `lmpipe-<kind>` — a new version only when its weights or its test set changed
-(tags model_hash, test_set). The champion aliases of those versions are
-pipeline/tracking/promotion.py's.
-"""
+logged as a pyfunc (serving.py) in its nested run under the pipeline run, registered as
+`lmpipe-<kind>`: a new version only when its weights or its test set changed (version tags
+model_hash, test_set). Their champion aliases are promotion.py's."""
 
 from __future__ import annotations
 
@@ -29,17 +27,11 @@ def log_model_run(tracking_uri: str, experiment: str, root: Path, name: str, par
                   register: bool = False, model_hash: str | None = None,
                   test_set: dict | None = None, step: int = 0,
                   artifacts: list[str] | None = None) -> tuple[str, str | None]:
-    """The nested run of one model under `parent_id`: (run id, registered version or None).
-    `model_files` (artifact name -> path, see pipeline/tracking/serving.py) are logged as a pyfunc
-    model, registered as lmpipe-<name> when `register` — unless a registered version already
-    holds the same weights (tag model_hash) scored on the same test set (`test_set`, the dict of
-    report.test_set, kept as version tags test_set and test_set.<field>): then that version is
-    returned, so the registry gains a version only when a model or its test set changed.
-    `metrics` are logged at `step`: the training step of the checkpoint they score (its best
-    epoch), so that they sit on its per-epoch curve, never at a step 0 after it; a training run
-    adopted here already has that epoch's val_ppl, which is not logged twice. `artifacts` (paths)
-    are logged at the run's artifact root (evaluate: unit_scores.npz, the per-unit test scores
-    that a later promotion's paired bootstrap compares against)."""
+    """The nested run of one model under `parent_id`, adopting `training_run_id` when it has no
+    parent yet: (run id, registered version or None). `model_files` (serving.py) are logged as a
+    pyfunc, registered as lmpipe-<name> when `register` unless a version holds the same weights
+    (`model_hash`) on the same `test_set`. `metrics` are logged at `step` (the scored checkpoint's
+    training step); `artifacts` at the run's artifact root."""
     experiment_id = setup(tracking_uri, experiment, root)
     client = MlflowClient(tracking_uri)
     run_id, tags = None, {**tags, **owner_tags(), ROLE: "model", PARENT: parent_id}
@@ -66,8 +58,7 @@ def log_model_run(tracking_uri: str, experiment: str, root: Path, name: str, par
 
 def _log_model(client, run, name, params, metrics, tags, model_files, register, model_hash,
                test_set, step):
-    """Params, tags and metrics of the open run; the pyfunc model, registered unless a version
-    with the same weights exists. Returns (run id, version or None)."""
+    """log_model_run's logging into the open run `run`: (run id, version or None)."""
     existing = client.get_run(run.info.run_id).data.params
     mlflow.log_params({k: v for k, v in flatten(params).items() if k not in existing})
     mlflow.set_tags(tags)
@@ -103,12 +94,10 @@ def _log_model(client, run, name, params, metrics, tags, model_files, register, 
 
 def _version_with_hash(client: MlflowClient, model_name: str, model_hash: str | None,
                        test_set_id: str | None) -> str | None:
+    """The newest version of `model_name` with these weights on this test set, or None."""
     if not model_hash:
         return None
-    try:
-        versions = client.search_model_versions(f"name = '{model_name}'")
-    except mlflow.exceptions.MlflowException:
-        return None
+    versions = client.search_model_versions(f"name = '{model_name}'")   # [] for a new model
     for v in sorted(versions, key=lambda v: -int(v.version)):
         if v.tags.get("model_hash") == model_hash and v.tags.get(TEST_SET) == test_set_id:
             return str(v.version)

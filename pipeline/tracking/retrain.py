@@ -1,8 +1,7 @@
 """`lmpipe retrain [--base REV]`: what CI runs when data, params or code change (it drives dvc).
-In: the repository. Out: reports/retrain.md — which stages ran and why
-(from `dvc status` before `dvc repro`), `dvc params diff` and `dvc metrics diff` against the base
-revision, the comparison table and plots, and the promotion decisions (stage `promote`).
-"""
+In: the repository. Out: reports/retrain.md: which stages ran and why (`dvc status` before `dvc
+repro`), `dvc params diff` and `dvc metrics diff` against the base revision, the comparison
+table and plots, and the promotion decisions (stage `promote`)."""
 
 from __future__ import annotations
 
@@ -26,12 +25,8 @@ def _why(changes: list) -> str:
             continue
         for kind, items in change.items():          # "changed deps" / "changed outs" / ...
             if isinstance(items, dict):   # {path: "modified"} or {params.yaml: {key: "modified"}}
-                names = []
-                for path, what in items.items():
-                    if isinstance(what, dict):
-                        names.append(f"{path} ({', '.join(what)})")
-                    else:
-                        names.append(f"{path} ({what})")
+                names = [f"{path} ({', '.join(what) if isinstance(what, dict) else what})"
+                         for path, what in items.items()]
                 reasons.append(f"{kind}: {'; '.join(names)}")
             else:
                 reasons.append(f"{kind}: {items}")

@@ -1,9 +1,8 @@
 """Finding experiments, pipeline executions and their model runs. In: a tracking URI and an
 experiment name. Out: runs with `.info` (run_id, run_name, start_time (ms), status,
-experiment_id) and `.data` (tags, metrics: the latest value of each). An embedded store
-(`sqlite:///...`) is read with read-only SQL over MLflow's tables (no MLflow import); a server,
-or tables of another MLflow schema, through MlflowClient.search_runs.
-"""
+experiment_id) and `.data` (tags, metrics: the latest value of each). An embedded store is read
+with read-only SQL over MLflow's tables (no MLflow import); a server, or another MLflow schema,
+through MlflowClient.search_runs."""
 
 from __future__ import annotations
 
@@ -22,8 +21,7 @@ VIEW = "lmpipe"   # the runs table's preset columns: #/experiments/<id>/runs?vie
 
 
 def pipeline_runs(tracking_uri: str, experiment: str, limit: int = 50, finished: bool = True) -> list:
-    """The parent runs of pipeline executions, newest first (only FINISHED ones if `finished`).
-    Raises ValueError when the experiment does not exist."""
+    """The parent runs of pipeline executions, newest first (only FINISHED ones if `finished`)."""
     return _runs(tracking_uri, experiment, ROLE, "pipeline", finished, limit, newest_first=True)
 
 
@@ -35,14 +33,14 @@ def model_runs(tracking_uri: str, experiment: str, parent_id: str) -> list:
 def _runs(tracking_uri: str, experiment: str, tag: str, value: str, finished: bool, limit: int,
           newest_first: bool) -> list:
     """The runs of `experiment` tagged `tag`=`value`: SQL over an embedded store, else (or
-    when its tables do not answer) MlflowClient's search (client_runs)."""
+    for tables of another MLflow schema) client_runs. Raises ValueError when the experiment
+    does not exist, StateError when it was deleted."""
     db = _database(tracking_uri)
     if db is not None:
         try:
             return _read_runs(db, experiment, tag, value, finished, limit, newest_first)
-        except sqlite3.Error as error:   # another MLflow schema: the client's search below
-            if getattr(error, "sqlite_errorname", None) in ("SQLITE_NOTADB", "SQLITE_CORRUPT"):
-                raise damaged_store(db) from None
+        except sqlite3.OperationalError:   # no such table or column: the client's search below
+            pass
     return client_runs(tracking_uri, experiment, tag, value, finished, limit, newest_first)
 
 
@@ -52,8 +50,7 @@ def _client(tracking_uri: str):
 
 
 def active_experiment(tracking_uri: str, experiment: str):
-    """The experiment named `experiment` (mlflow.entities.Experiment), None if there is none.
-    Raises StateError when it was deleted (deleted_experiment)."""
+    """The experiment named `experiment`, None if there is none; StateError if it was deleted."""
     found = _client(tracking_uri).get_experiment_by_name(experiment)
     if found is not None and found.lifecycle_stage == "deleted":
         raise deleted_experiment(tracking_uri, experiment, found.experiment_id)
@@ -62,11 +59,10 @@ def active_experiment(tracking_uri: str, experiment: str):
 
 def client_runs(tracking_uri: str, experiment: str, tag: str, value: str, finished: bool,
                 limit: int, newest_first: bool) -> list:
-    """_runs through MlflowClient.search_runs (mlflow.entities.Run). Raises ValueError when the
-    experiment does not exist, StateError when it was deleted."""
+    """_runs through MlflowClient.search_runs (mlflow.entities.Run)."""
     found = active_experiment(tracking_uri, experiment)
     if found is None:
-        raise ValueError(f"no MLflow experiment {experiment!r} at {tracking_uri}; run `make repro` first")
+        raise _missing(experiment, tracking_uri)
     status = " and attributes.status = 'FINISHED'" if finished else ""
     return _client(tracking_uri).search_runs(
         [found.experiment_id], f"tags.`{tag}` = '{value}'{status}", max_results=limit,
@@ -74,13 +70,12 @@ def client_runs(tracking_uri: str, experiment: str, tag: str, value: str, finish
 
 
 def pipeline_run(tracking_uri: str, experiment: str, run_id: str | None = None):
-    """The parent run `run_id` (a full id, or a prefix of the id of one of the newest 1,000
-    executions), or the newest finished one. Raises ValueError naming what is missing."""
+    """The parent run `run_id` (or a prefix of one of the newest 1,000), else the newest
+    finished one. Raises ValueError naming what is missing."""
     if run_id is None:
         runs = pipeline_runs(tracking_uri, experiment, limit=1)
         if not runs:
-            raise ValueError(f"no finished pipeline run in {experiment!r} at {tracking_uri}; "
-                             "`make repro` first")
+            raise ValueError(f"no finished pipeline run in {experiment!r} at {tracking_uri}; `make repro`")
         return runs[0]
     matches = [r for r in pipeline_runs(tracking_uri, experiment, 1000, finished=False)
                if r.info.run_id.startswith(run_id)]
@@ -91,9 +86,8 @@ def pipeline_run(tracking_uri: str, experiment: str, run_id: str | None = None):
 
 
 def ui_links(base: str, experiment_id: str, parent_id: str, model_run_ids: list[str]) -> dict[str, str]:
-    """The MLflow web app's pages for one execution (hash routes of MLflow 3.17): the runs
-    table with lmpipe's columns, the chart view, the side-by-side comparison of its model runs
-    and its report artifact."""
+    """The MLflow 3.17 web app's pages of one execution: runs table, chart view, the comparison of
+    its model runs, its report."""
     base = base.rstrip("/")
     runs = f"{base}/#/experiments/{experiment_id}/runs"
     compare = quote(json.dumps(model_run_ids, separators=(",", ":")))
@@ -105,8 +99,8 @@ def ui_links(base: str, experiment_id: str, parent_id: str, model_run_ids: list[
 
 
 def _database(tracking_uri: str) -> Path | None:
-    """The file of an embedded store (store.database), None for other stores. Raises ValueError
-    when it does not exist: MlflowClient would create an empty store."""
+    """The file of an embedded store, None for other stores; ValueError when it does not exist
+    (MlflowClient would create an empty one)."""
     if not tracking_uri.startswith(store.PREFIX):
         return None
     path = store.database(tracking_uri)
@@ -115,9 +109,12 @@ def _database(tracking_uri: str) -> Path | None:
     return path
 
 
+def _missing(experiment: str, tracking_uri: str) -> ValueError:
+    return ValueError(f"no MLflow experiment {experiment!r} at {tracking_uri}; run `make repro` first")
+
+
 def deleted_experiment(tracking_uri: str, experiment: str, experiment_id: str) -> StateError:
-    """The error for an experiment deleted in the MLflow UI or by `mlflow experiments delete`:
-    a soft delete keeps the name taken, so it can be neither used nor created again."""
+    """The error for a deleted experiment: its name stays taken (a soft delete)."""
     restore = f"MLFLOW_TRACKING_URI={tracking_uri} mlflow experiments restore --experiment-id {experiment_id}"
     return StateError(
         f"MLflow experiment {experiment!r} (id {experiment_id}) at {tracking_uri} was deleted (in "
@@ -126,22 +123,13 @@ def deleted_experiment(tracking_uri: str, experiment: str, experiment_id: str) -
         "in params.yaml)")
 
 
-def damaged_store(path: str | Path) -> StateError:
-    """The error for an sqlite store that is not a database (overwritten, a partial copy)."""
-    return StateError(
-        f"{path}: the MLflow store is damaged, not an sqlite database (a partial copy, or "
-        "overwritten); restore it from a backup, or move it aside and rerun (a new, empty store "
-        "is created; `dvc repro -f evaluate` logs the models again)")
-
-
 def _read_runs(db: Path, experiment: str, tag: str, value: str, finished: bool, limit: int,
                newest_first: bool) -> list:
     with sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True) as con:
         found = con.execute("select experiment_id, lifecycle_stage from experiments where "
                             "name = ?", (experiment,)).fetchone()
         if found is None:
-            raise ValueError(f"no MLflow experiment {experiment!r} at sqlite:///{db}; run "
-                             "`make repro` first")
+            raise _missing(experiment, f"sqlite:///{db}")
         if found[1] != "active":
             raise deleted_experiment(f"sqlite:///{db}", experiment, str(found[0]))
         status = " and r.status = 'FINISHED'" if finished else ""

@@ -1,10 +1,7 @@
-"""A trained lmpipe model as an MLflow pyfunc model: `mlflow.pyfunc.load_model(uri).predict(
-["a sentence", ...])` returns each sentence's natural-log probability (for the bidirectional
-model, its pseudo-log-likelihood), after the corpus's own normalisation and tokenisation.
-
-The model directory holds the checkpoint (model.pt, or the n-gram's model.npz), vocab.json and
-corpus.json (tokenisation settings); the `pipeline` package travels with it as code.
-"""
+"""A trained lmpipe model as an MLflow pyfunc: `mlflow.pyfunc.load_model(uri).predict(["a
+sentence", ...])` gives each sentence's ln P (bidirectional: pseudo-log-likelihood), tokenized as
+the corpus was. Artifacts: "checkpoint" (model.pt) or "ngram" (model.npz), "vocab" (vocab.json),
+"corpus" (corpus.json: tokenizer settings); the `pipeline` package travels as code."""
 
 from __future__ import annotations
 

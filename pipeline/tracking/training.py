@@ -37,7 +37,7 @@ def train(params: Params, kind: str, data: Path, out: Path, ckpts: Path) -> None
         run_id = None
     elif ckpt_path is not None:
         _say(f"lmpipe: resuming from {ckpt_path} (MLflow run {run_id})")
-    if zero and run_id and not mlflow_runs.run_exists(uri, run_id):
+    if zero and run_id and mlflow_runs.active_run(uri, run_id) is None:
         _say(f"lmpipe: MLflow run {run_id} of the interrupted training is gone from {uri} "
              "(deleted, or another store); the training resumes into a new run")
         run_id = None
