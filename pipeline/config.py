@@ -247,21 +247,22 @@ def _name_problem(name: Any) -> str:
     return f"models.{written}: {yaml}{fix}"
 
 
-def from_dict(raw: Any) -> Params:
-    """Validate a params dict into `Params` (an empty section: its defaults). Raises ParamsError."""
+def from_dict(raw: Any, where: str = "") -> Params:
+    """Validate a params dict into `Params` (an empty section: its defaults). Raises ParamsError,
+    its message starting with `where` (e.g. "params.yaml: ")."""
     if not isinstance(raw, dict):
-        raise ParamsError(f"params must be a mapping of sections ({', '.join(SECTIONS)}, models)")
+        raise ParamsError(f"{where}params must be a mapping of sections ({', '.join(SECTIONS)}, models)")
     if "models" not in raw:   # as `models: {}`: no recurrent model to train
-        raise ParamsError(f"models is missing; models must {MODELS_HINT}")
+        raise ParamsError(f"{where}models is missing; models must {MODELS_HINT}")
     models = raw["models"] if isinstance(raw["models"], dict) else {}
     bad = [name for name in models if not (isinstance(name, str) and MODEL_NAME.fullmatch(name))]
     if bad:
-        raise ParamsError(_name_problem(bad[0]))
+        raise ParamsError(where + _name_problem(bad[0]))
     raw = {key: {} if value is None and key in SECTIONS else value for key, value in raw.items()}
     try:
         return Params.model_validate(raw)
     except ValidationError as error:
-        raise ParamsError(problem(error, Params, raw)) from None
+        raise ParamsError(where + problem(error, Params, raw)) from None
 
 
 def load(path: str | Path = "params.yaml") -> Params:
@@ -270,7 +271,4 @@ def load(path: str | Path = "params.yaml") -> Params:
     raw = read_yaml(path)
     if raw is None:   # zero bytes or only comments: not "the defaults", a lost file
         raise ParamsError(f"{relative(path)}: is empty (no settings at all); restore it (`git checkout {relative(path)}`)")
-    try:
-        return from_dict(raw)
-    except ParamsError as error:
-        raise ParamsError(f"{path}: {error}") from None
+    return from_dict(raw, f"{path}: ")

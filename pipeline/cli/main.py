@@ -136,8 +136,7 @@ def _model_commands(commands) -> None:
     p.add_argument("--n", type=whole(1), default=5, help="sentences per model (default 5)")
     p.add_argument("--temperature", type=positive, default=1.0)
     p.add_argument("--max-length", type=whole(1, MAX_LENGTH), default=40,
-                   help=f"tokens at most (default 40, at most {MAX_LENGTH}); a sentence ends at "
-                        "the model's </s> first")
+                   help=f"tokens at most, unless </s> comes first (default 40, at most {MAX_LENGTH})")
     p.add_argument("--seed", type=whole(0), default=0)
     p.set_defaults(run=models.generate)
     for name in ("score", "fill", "generate"):
@@ -148,20 +147,16 @@ def _model_commands(commands) -> None:
 
 
 def _experiment_commands(commands) -> None:
-    p = commands.add_parser("retrain", help="dvc repro what changed, then reports/retrain.md: "
-                                            "stages and why, params/metrics diff, promotion")
+    p = commands.add_parser("retrain", help="dvc repro what changed, then reports/retrain.md")
     p.add_argument("--base", help="revision to diff params and metrics against (e.g. origin/main)")
     p.add_argument("--report", type=Path, default=Path("reports/retrain.md"))
     p.set_defaults(run=experiments.retrain)
-    p = commands.add_parser("mlflow-server", help="a local MLflow tracking server over this "
-                                                  "repository's store (127.0.0.1 by default)")
-    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this "
-                   "machine only; 0.0.0.0 exposes it to the network)")
+    p = commands.add_parser("mlflow-server", help="an MLflow tracking server over this repository's store")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1; 0.0.0.0: the network)")
     p.add_argument("--port", type=whole(1, 65535), default=5000)
     p.add_argument("--workers", type=whole(1), default=2)
     p.set_defaults(run=experiments.mlflow_server)
-    p = commands.add_parser("compare", help="the comparison table of a pipeline execution, the "
-                                            "list of executions, or two side by side, from MLflow")
+    p = commands.add_parser("compare", help="an execution's comparison table (or --list, or two) from MLflow")
     p.add_argument("--list", action="store_true", help="list the executions (newest first) with their ids")
     p.add_argument("--limit", type=whole(1, MAX_LIMIT), default=20,
                    help=f"--list: how many (default 20, at most {MAX_LIMIT:,})")
@@ -171,17 +166,14 @@ def _experiment_commands(commands) -> None:
     p.add_argument("--markdown", action="store_true")
     p.add_argument("--experiment", help="default: mlflow.experiment of params.yaml")
     p.add_argument("--tracking-uri", help="default: MLFLOW_TRACKING_URI or params.yaml")
-    p.add_argument("--ui", default="http://127.0.0.1:5000",
-                   help="the MLflow UI's address, for the links printed (default: make mlflow-ui's)")
+    p.add_argument("--ui", default="http://127.0.0.1:5000", help="the MLflow UI's address, for links")
     p.set_defaults(run=experiments.compare)
-    p = commands.add_parser("preset", help="print a named configuration (configs/presets.yaml) "
-                                           "as `dvc exp run` -S flags")
+    p = commands.add_parser("preset", help="a preset of configs/presets.yaml as `dvc exp run` -S flags")
     p.add_argument("name", help="medium | full | any preset in the file")
     p.add_argument("--params", type=existing, default="params.yaml")
     p.add_argument("--presets", type=existing, default="configs/presets.yaml")
     p.set_defaults(run=presets.preset)
-    p = commands.add_parser("seeds", help="one model's test ppl over training seeds (mean ± SD) "
-                                          "beside its bootstrap CI; --run sweeps in DVC's queue")
+    p = commands.add_parser("seeds", help="a model's test ppl over seeds beside its bootstrap CI")
     p.add_argument("kind", metavar="KIND", help="a model of params.yaml (models.KIND)")
     p.add_argument("--run", dest="count", type=whole(1), metavar="N",   # args.run: the command
                    help="queue N experiments, models.KIND.seed = first..first+N-1, and wait")
@@ -189,24 +181,21 @@ def _experiment_commands(commands) -> None:
     p.add_argument("--first", type=whole(0, 2**32 - 1), help="--run: the first seed (default 1)")
     p.add_argument("--no-wait", action="store_true", help="--run: queue and start, no report")
     p.add_argument("--all-commits", action="store_true",
-                   help="report: also experiments queued from earlier commits (same params; "
-                        "their code may differ), e.g. after committing during a sweep")
+                   help="report: also experiments of earlier commits (their code may differ)")
     p.set_defaults(run=seeds.seeds)
 
 
 def _ngram_commands(commands):
-    ngram_commands = commands.add_parser("ngram", help="KenLM-style n-gram build and query").add_subparsers(
-        dest="ngram_command", required=True)
+    ngram_commands = commands.add_parser("ngram", help="KenLM-style n-gram build and query")\
+        .add_subparsers(dest="ngram_command", required=True)
     p = ngram_commands.add_parser("build", help="estimate modified Kneser-Ney from TEXT, write ARPA")
     p.add_argument("text", metavar="TEXT", help="one sentence per line; - reads standard input")
     p.add_argument("--order", type=whole(1), required=True)
     p.add_argument("--arpa", required=True)
     p.add_argument("--discount-fallback", nargs="*", type=float, metavar="D",
-                   help="discounts for adjusted counts 1, 2, 3+ (up to three, the last repeated) "
-                        "where they cannot be estimated (default 0.5 1 1.5, as lmplz)")
+                   help="discounts for adjusted counts 1, 2, 3+ where none can be estimated (0.5 1 1.5)")
     p.add_argument("-S", "--memory", type=memory_size, default="80%", metavar="SIZE",
-                   help="memory budget, as lmplz's -S: e.g. 100M, 2G, 50%% (of physical memory; "
-                        "default 80%%); counting spills sorted runs to disk when it needs more")
+                   help="memory budget as lmplz's -S (100M, 2G, 50%%; default 80%%); more spills to disk")
     p.add_argument("-T", "--temp-prefix", default=None, metavar="DIR",
                    help="folder for the spilled runs (default: the system's temporary folder)")
     text_options(p)
@@ -217,8 +206,7 @@ def _ngram_commands(commands):
     p.add_argument("--json", action="store_true")
     p.add_argument("--per-sentence", action="store_true")
     p.add_argument("--orphans", choices=("refuse", "keep"), default="refuse",
-                   help="an n-gram whose context is missing (a pruned file): refuse the file, as "
-                        "KenLM does (default), or keep it with its own context, as SRILM does")
+                   help="an n-gram without its context: refuse the file (KenLM) or keep it (SRILM)")
     text_options(p)
     p.set_defaults(run=ngram.query)
     return ngram_commands

@@ -28,10 +28,7 @@ def preset_overrides(name: str, params_path: str | Path = "params.yaml",
         if not isinstance(node, dict) or last not in node:
             raise ParamsError(f"{presets_path}: {name}.set.{key}: params.yaml has no such key")
         node[last] = value
-    try:
-        from_dict(raw)
-    except ParamsError as error:
-        raise ParamsError(f"{presets_path}: preset {name}: {error}") from None
+    from_dict(raw, f"{presets_path}: preset {name}: ")
     return dict(overrides)
 
 
