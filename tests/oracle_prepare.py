@@ -19,8 +19,14 @@ import numpy as np
 from pipeline.text import corpus, splits, units
 from pipeline.text.corpus import GIVEN_SPLITS, SPLITS, URL_SCHEMES, CorpusError, decode
 from pipeline.text.splits import PARTS, SplitError
-from pipeline.text.tokenizers import TOKENIZERS, split_lines, tokenize
+from pipeline.text.tokenizers import TOKENIZERS, tokenize
 from pipeline.text.vocab import BOS_ID, SPECIALS, UNK_ID, Vocab
+
+
+def split_lines(text: str) -> list[str]:
+    """Lines of `text`, ended only by `\\n` (a final one ends the last line), as for `lmplz`."""
+    lines = text.split("\n")
+    return lines[:-1] if lines[-1] == "" else lines
 
 
 def split_stats(stream: np.ndarray) -> dict:

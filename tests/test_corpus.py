@@ -8,11 +8,11 @@ import pytest
 
 from pipeline.text import corpus, splits
 from pipeline.text.corpus import CorpusError
-from pipeline.text.tokenizers import SPACE, split_lines, tokenize
+from pipeline.text.tokenizers import SPACE, tokenize
 from pipeline.text.vocab import EOS_ID, UNK_ID, Vocab, encode_text
 
 from . import oracle_prepare as oracle
-from .oracle_prepare import split_stats, streamed
+from .oracle_prepare import split_lines, split_stats, streamed
 
 SPLIT = {"train": 0.0, "valid": 0.1, "test": 0.1}
 

@@ -1,5 +1,5 @@
-"""Lines and tokens. In: decoded text. Out: its lines (ended only at `\\n`, KenLM's rule) and
-each line's tokens by one of TOKENIZERS (`corpus.tokenizer`, a Tokenizer: per-line and block
+"""Tokens. In: decoded text of whole lines (ended only at `\\n`, KenLM's rule). Out: each
+line's tokens by one of TOKENIZERS (`corpus.tokenizer`, a Tokenizer: per-line and block
 forms): words (NFKC, words and punctuation marks), whitespace (as written between the delimiters
 of KenLM's lm/builder/corpus_count.cc; a blank line is a sentence), chars (NFKC, `▁` for
 whitespace). `corpus.unk` is the vocabulary's `<unk>`, never split. Details: docs/internals.md."""
@@ -20,27 +20,17 @@ SPACE = "▁"
 UNK = "<unk>"     # the vocabulary's unknown word (id 0, pipeline/text/vocab.py)
 
 
-def split_lines(text: str) -> list[str]:
-    """Lines of `text`, ended only by `\\n`; a final `\\n` ends the last line (no empty line after
-    it), as for `lmplz`."""
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    return lines
-
-
-Block = tuple[list[str], np.ndarray, np.ndarray]   # tokenize_block's (distinct, codes, per_line)
+# (distinct tokens in order of first use, each token's index in them (int32, (tokens,)),
+# tokens on each line (int64, (lines,)))
+Block = tuple[list[str], np.ndarray, np.ndarray]
 
 
 @dataclass(frozen=True)
 class Tokenizer:
-    """One `corpus.tokenizer`. `line(line, lowercase, unk)`: the tokens of one line (no `<s>`,
-    `</s>`; a token equal to the marker `unk` becomes `<unk>`); `block(text, lowercase, unk)`: the
-    same tokens of whole lines, each ended by `\\n`, at once (`tokenize_block`'s triple);
-    `blank_lines_are_sentences`: a line without tokens is an empty sentence whose `</s>` is
-    predicted, else no sentence; `tokens_are_words`: a word is one token (False: it may be
-    several, e.g. characters); `as_written`: for text tokenized as written, its UTF-8 bytes ->
-    the block triple before `unk` and lowercasing (`query`: KenLM query's separators too), else None."""
+    """One `corpus.tokenizer`: `line(line, lowercase, unk)` -> the line's tokens (the marker `unk`
+    as `<unk>`); `block(text, lowercase, unk)` -> the same for whole lines at once (`Block`);
+    `blank_lines_are_sentences`; `tokens_are_words` (False: e.g. characters); `as_written(utf8,
+    query)` -> `Block` before `unk` and lowercasing, for text tokenized as written, else None."""
     line: Callable[[str, bool, str], list[str]]
     block: Callable[[str, bool, str], Block]
     blank_lines_are_sentences: bool = False
@@ -56,10 +46,7 @@ def tokenize(line: str, tokenizer: str = "words", lowercase: bool = True,
 
 def tokenize_block(text: str, tokenizer: str = "words", lowercase: bool = True,
                    unk: str = UNK) -> Block:
-    """`tokenize` on every line of `text` (whole lines, each ended by `\\n`) at once, vectorised:
-    (distinct tokens in order of first use, the index in that list of every token (int32,
-    (tokens,)), tokens on each line (int64, (lines,))) — the same tokens as `tokenize` line by
-    line (tests/test_chunked.py checks random texts)."""
+    """`tokenize` on every line of `text` (whole lines, each ended by `\\n`) at once (a `Block`)."""
     return TOKENIZERS[tokenizer].block(text, lowercase, unk)
 
 
@@ -77,7 +64,6 @@ def _whitespace_line(line: str, lowercase: bool, unk: str) -> list[str]:
 
 
 def _whitespace_block(text: str, lowercase: bool, unk: str) -> Block:
-    """On the bytes (`whitespace_words`); `unk` and lowercasing act on the distinct words."""
     distinct, codes, per_line = whitespace_words(text.encode("utf-8"))
     return as_asked(distinct, lowercase, unk), codes, per_line
 
@@ -107,10 +93,8 @@ def _words(text: str, lowercase: bool) -> list[str]:
 
 
 def _code_points(text: str, lowercase: bool, marker: str = "") -> tuple[str, np.ndarray, np.ndarray]:
-    """(`text` ended by `\\n`, NFKC, each whole-word `marker` replaced by NUL (which no decoded
-    text holds: corpus.decode refuses it) and lowercased when asked; its code points (uint32);
-    their classes, `code_point_classes`). NFKC and lowercasing act per character, and `\\n` is
-    a boundary for both, so the whole block is normalised at once."""
+    """(`text` ended by `\\n`, NFKC, a whole-word `marker` as NUL (corpus.decode refuses NUL),
+    lowercased when asked; its code points (uint32); their classes)."""
     if not text.endswith("\n"):   # a last line without its line end
         text += "\n"
     text = unicodedata.normalize("NFKC", text)
@@ -123,14 +107,11 @@ def _code_points(text: str, lowercase: bool, marker: str = "") -> tuple[str, np.
 
 
 def _per_line(first: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Tokens on each line (int64), from where each token starts and the code points."""
     return np.diff(np.cumsum(first, dtype=np.int64)[points == 10], prepend=0)
 
 
 def _chars_block(text: str, lowercase: bool, unk: str) -> Block:
     """Every non-space character; a run of spaces inside a line: one SPACE."""
-    if not text:
-        return [], np.zeros(0, np.int32), np.zeros(0, np.int64)
     text, points, kind = _code_points(text, lowercase)
     solid = kind != SPACE_CLASS
     space = ~solid & (points != 10)
@@ -152,10 +133,7 @@ def _chars_block(text: str, lowercase: bool, unk: str) -> Block:
 
 
 def _words_block(text: str, lowercase: bool, unk: str) -> Block:
-    """A token is a run of word characters (an apostrophe between two of them included) or one
-    other character, as WORD_PATTERN finds them; hashed by pyarrow's dictionary_encode."""
-    if not text:
-        return [], np.zeros(0, np.int32), np.zeros(0, np.int64)
+    """WORD_PATTERN's tokens: runs of word characters (with inner apostrophes), other characters."""
     text, points, kind = _code_points(text, lowercase, unk)
     word = kind == WORD_CLASS
     inner = points == 39          # an apostrophe between two word characters
@@ -185,8 +163,8 @@ WORD_CLASS, SPACE_CLASS, OTHER_CLASS = 0, 1, 2   # code_point_classes()
 
 @functools.cache
 def code_point_classes() -> np.ndarray:
-    r"""The class of every code point (uint8, (0x110000,)): WORD_CLASS for Python re's `[^\W_]`,
-    SPACE_CLASS for `\s`, OTHER_CLASS for the rest (`[^\w\s]` and `_`): WORD_PATTERN's classes."""
+    r"""The class of every code point (uint8, (0x110000,)): WORD_CLASS (re's `[^\W_]`),
+    SPACE_CLASS (`\s`), OTHER_CLASS (`[^\w\s]` and `_`)."""
     points = np.arange(0x110000, dtype="<u4").tobytes().decode("utf-32-le", "surrogatepass")
     kind = np.full(0x110000, OTHER_CLASS, dtype=np.uint8)
     for pattern, value in ((r"[^\W_]", WORD_CLASS), (r"\s", SPACE_CLASS)):   # each match becomes NUL
@@ -197,8 +175,8 @@ def code_point_classes() -> np.ndarray:
 
 
 def _dictionary(offsets: np.ndarray, data: np.ndarray) -> tuple[list[str], np.ndarray]:
-    """(distinct strings in order of first use, index of each string in them: int32) of the
-    UTF-8 strings data[offsets[i]:offsets[i + 1]] — hashed in C, no Python object per string."""
+    """(distinct strings in order of first use, the index of each in them (int32)) of the UTF-8
+    strings data[offsets[i]:offsets[i + 1]], hashed in C."""
     import pyarrow as pa
     import pyarrow.compute as pc
     strings = pa.Array.from_buffers(pa.large_binary(), len(offsets) - 1,
@@ -214,13 +192,8 @@ def _buffer(indices) -> np.ndarray:
 
 
 def whitespace_words(data: bytes, query: bool = False) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """The whitespace tokenizer on UTF-8 bytes, vectorised: (distinct words in order of first
-    use, the index in that list of every word (int32, (words,)), words on each line (int64,
-    (lines,))). Lines end at `\n` (a last line without one counts); words are separated by
-    space, tab and `\r` (lmplz's kDelimiterSet), and also `\v` and `\f` when `query` (KenLM's
-    query). Boundaries are found with numpy over the bytes; the words are hashed into a
-    dictionary by pyarrow's dictionary_encode (first-use order), so no Python object is made per
-    word. The bytes must be valid UTF-8 (decode them first)."""
+    """The whitespace tokenizer's `Block` of valid UTF-8 bytes: words separated by space, tab
+    and `\r` (lmplz's kDelimiterSet), also `\v` and `\f` when `query` (KenLM's query)."""
     if data and not data.endswith(b"\n"):
         data += b"\n"
     raw = np.frombuffer(data, dtype=np.uint8)
@@ -232,7 +205,7 @@ def whitespace_words(data: bytes, query: bool = False) -> tuple[list[str], np.nd
     first[1:] &= separator[:-1]               # a word byte after a separator
     last[:-1] &= separator[1:]                # a word byte before one
     starts, ends = np.flatnonzero(first), np.flatnonzero(last) + 1
-    per_line = np.diff(np.cumsum(first, dtype=np.int64)[raw == 10], prepend=0)   # words per line
+    per_line = _per_line(first, raw)
     del first, last, word
     offsets = np.zeros(len(starts) + 1, dtype=np.int64)
     np.cumsum(ends - starts, out=offsets[1:])

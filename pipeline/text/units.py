@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from pipeline import files
+from pipeline.text.tokenizers import SPACE_CLASS, code_point_classes
+
 FILE = "units.npz"   # in data/prepared: {split}_unit, {split}_chars, {split}_bytes, {split}_words
 FIELDS = ("chars", "bytes", "words")
 MIN_DOCUMENTS = 10   # fewer documents in valid or test: resample sentences (stages/prepare.py says so)
@@ -15,12 +18,9 @@ MIN_DOCUMENTS = 10   # fewer documents in valid or test: resample sentences (sta
 
 def text_units(lines, line_of: np.ndarray,
                document_of: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """`{"unit": (S,) the unit 0..U-1 of each of the split's S sentences, "chars", "bytes",
-    "words": (U,) each unit's size}` (int64; see the module docstring). `line_of` (S,) is the
-    index in `lines` of each sentence's line; `document_of` (len(lines),) the document of each
-    line, or None for units of one line. `lines`: the source's lines (list[str]), or a function
-    that gives the FIELDS of the lines at sorted indices (`{field: (n,) int64}`, as
-    `line_sizes` computes them) when the text is not held in memory."""
+    """{"unit": (S,) the unit of each sentence, FIELDS: (U,) each unit's size} (int64). `line_of`
+    (S,): each sentence's line; `document_of`: each line's document, or None (a unit is a line);
+    `lines`: the lines (list[str]), or a function of sorted line indices -> their FIELDS."""
     line_of = np.asarray(line_of, dtype=np.int64)
     key = line_of if document_of is None else np.asarray(document_of, dtype=np.int64)[line_of]
     _, unit = np.unique(key, return_inverse=True)
@@ -42,11 +42,8 @@ def text_units(lines, line_of: np.ndarray,
 
 
 def line_sizes(text: str) -> dict[str, np.ndarray]:
-    """FIELDS of every line of `text` (whole lines, each ended by `\n`) as `text_units` counts
-    them (int64, (lines,)), vectorised over the code points, and "blank" (bool, (lines,)): the
-    line holds only spaces, tabs and `\r` (a blank line: it ends a document). Words are
-    separated by Python's `str.isspace` characters (tokenizers.code_point_classes)."""
-    from pipeline.text.tokenizers import SPACE_CLASS, code_point_classes
+    """FIELDS of every line of `text` (whole lines) as `text_units` counts them (int64, (lines,)),
+    and "blank" (bool, (lines,)): only spaces, tabs and `\r` (a blank line ends a document)."""
     points = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
     ends = np.flatnonzero(points == 10)
     starts = np.concatenate([[0], ends[:-1] + 1]).astype(np.int64)
@@ -68,9 +65,8 @@ def line_sizes(text: str) -> dict[str, np.ndarray]:
 
 def measure(lines, line_of: dict[str, np.ndarray],
             document_of: np.ndarray | None = None) -> tuple[str, dict[str, np.ndarray]]:
-    """(the unit used, the arrays of FILE) for the valid and test splits, `line_of[split]` the
-    line of each of its sentences: whole documents when `document_of` is given and valid and
-    test hold MIN_DOCUMENTS each, else lines ("sentences"). `lines` as for `text_units`."""
+    """(the unit used, FILE's arrays) of valid and test (`line_of[split]`: its sentences' lines):
+    documents when given and MIN_DOCUMENTS each, else lines ("sentences")."""
     def arrays(documents: np.ndarray | None) -> dict[str, np.ndarray]:
         return {f"{split}_{field}": values for split in ("valid", "test")
                 for field, values in text_units(lines, line_of[split], documents).items()}
@@ -83,14 +79,9 @@ def measure(lines, line_of: dict[str, np.ndarray],
 
 
 def check(arrays: dict[str, np.ndarray], sentences: dict[str, int], path, folder) -> None:
-    """Refuse the arrays of FILE (read from `path`, of the DVC output `folder`) when they do not
-    fit the token streams: for each split of `sentences` ({split: its number of sentences, i.e.
-    of `<s>` in its stream}), `{split}_unit` must hold one whole number per sentence, each in
-    [0, U) where U is the length of `{split}_chars`; every `{split}_<field>` present (FIELDS)
-    must hold U whole numbers > 0 (each unit's text has at least its newline). Raises
-    errors.StateError naming the file, the array and the fix. Vectorised: one pass per array."""
-    from pipeline import files
-
+    """StateError naming `path` (FILE of the output `folder`) and the array unless, for each
+    split of `sentences` ({split: its sentences}), `{split}_unit` holds an id in [0, U) for each
+    sentence and every `{split}_<field>` present U sizes >= 1 (U: the length of `{split}_chars`)."""
     def refuse(why: str):
         raise files.damaged(path, why, folder)
     for split, count in sentences.items():
