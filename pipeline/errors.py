@@ -34,12 +34,9 @@ def first_line(text) -> str:
 def server_down(uri: str, why: str, source: str | None = None) -> str:
     """The line for a tracking server that does not answer; `source`: where `uri` came from."""
     where = f" {uri}" if uri else ""
-    if source and source.startswith("--"):
-        other = f"give {source} of another store"
-    elif source == "mlflow.tracking_uri":
-        other = "set mlflow.tracking_uri in params.yaml to sqlite:///mlflow.db (the embedded store)"
-    else:
-        other = "unset MLFLOW_TRACKING_URI to use the embedded store mlflow.db"
+    other = (f"give {source} of another store" if source and source.startswith("--") else
+             "set mlflow.tracking_uri in params.yaml to sqlite:///mlflow.db (the embedded store)"
+             if source == "mlflow.tracking_uri" else "unset MLFLOW_TRACKING_URI to use the embedded store mlflow.db")
     return (f"the MLflow tracking server{where} does not answer ({why}); start it "
             f"(`lmpipe mlflow-server`, or your team's server) or {other}, then rerun")
 
@@ -55,12 +52,9 @@ def _tracking_failure(error: BaseException) -> str | None:
                 "workers (`dvc queue start -j 2`) or a tracking server (`lmpipe mlflow-server`, "
                 "docs/scaling.md)")
     if "readonly database" in text or "unable to open database file" in text:
-        store = uri or "sqlite:///mlflow.db"
-        why = ("attempt to write a readonly database" if "readonly database" in text
-               else "unable to open database file")
-        return (f"the MLflow store {store} cannot be written ({why}); make "
-                "the file and its folder writable (`chmod u+w`), or point MLFLOW_TRACKING_URI at "
-                "a writable store")
+        why = "attempt to write a readonly database" if "readonly database" in text else "unable to open database file"
+        return (f"the MLflow store {uri or 'sqlite:///mlflow.db'} cannot be written ({why}); make the file and "
+                "its folder writable (`chmod u+w`), or point MLFLOW_TRACKING_URI at a writable store")
     return None
 
 
