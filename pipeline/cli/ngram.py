@@ -44,8 +44,7 @@ def build(args) -> None:
                                                      args.memory, working, fallback, remedy,
                                                      progress, "-S")
                 except MemoryError:
-                    raise ValueError(f"{_name(args)}: out of memory counting {args.order}-grams; "
-                                     "give -S a smaller budget, or a lower --order") from None
+                    raise ValueError(f"{_name(args)}: out of memory counting {args.order}-grams; lower -S or --order") from None
                 _write(args, model, counts, tokens)
     except files.SpillError as error:
         raise ValueError(f"-T/--temp-prefix {error}") from None

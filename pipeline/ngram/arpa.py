@@ -13,7 +13,7 @@ import numpy as np
 from pipeline.ngram import read_arpa
 from pipeline.ngram.counting import NgramCounts
 from pipeline.ngram.kneser_ney import NGramLM
-from pipeline.ngram.read_arpa import ArpaError
+from pipeline.ngram.read_arpa import ArpaError, line_of
 from pipeline.text.vocab import BOS_ID, EOS_ID, SPECIALS, UNK_ID
 
 
@@ -175,8 +175,8 @@ def _read(raw: bytes, declared: list[int], bounds: list[tuple[int, int]], path, 
                                        **({"chunk": 2**62} if n == 1 else {})))
         found = sum(len(p[0]) for p in parts)
         if found != declared[n - 1]:
-            raise ArpaError(f"{path}: the {n}-grams section (line {read_arpa.line_of(data, bounds[n - 1][0])}) "
-                            f"has {found} entries but the header declares ngram {n}={declared[n - 1]}")
+            raise ArpaError(f"{path}: line {line_of(data, bounds[n - 1][0])}: the {n}-grams section has "
+                            f"{found} entries, not ngram {n}={declared[n - 1]}")
         return parts
 
     def chunks(n):
@@ -211,9 +211,8 @@ def _unigrams(data: np.ndarray, prob1, spans1, backoff1, lines1, path, notes):
     seen: dict[str, int] = {}
     for i, word in enumerate(unigrams):
         if word in seen:
-            raise ArpaError(f"{path}: line {read_arpa.line_of(data, int(lines1[i]))}: the 1-gram "
-                            f"{raw_words[i].decode('utf-8', 'replace')!r} is listed twice (also line "
-                            f"{read_arpa.line_of(data, int(lines1[seen[word]]))})")
+            raise ArpaError(f"{path}: line {line_of(data, int(lines1[i]))}: the 1-gram {word!r} is listed "
+                            f"twice (also line {line_of(data, int(lines1[seen[word]]))})")
         seen[word] = i
     for marker in ("<s>", "</s>"):
         if marker not in seen:
@@ -259,8 +258,7 @@ class _Words:
             if missing.any():
                 row = int(np.flatnonzero(missing)[0])
                 word = data[spans[row, column, 0]:spans[row, column, 1]].tobytes().decode("utf-8", "replace")
-                raise ArpaError(f"{self.path}: line {read_arpa.line_of(data, int(line_starts[row]))}: "
-                                f"the {n}-gram word {word!r} is not among the 1-grams")
+                raise ArpaError(f"{self.path}: line {line_of(data, int(line_starts[row]))}: {word!r} is not among the 1-grams")
             ids[:, column] = self.by_hash[where]
         return ids
 
@@ -287,9 +285,8 @@ def _add_order(model: NGramLM, chunks, n: int, tokens: tuple[str, ...], data: np
         if np.any(context < 0):
             row = int(np.flatnonzero(context < 0)[0])
             words = " ".join(tokens[i] for i in ids[row])
-            raise ArpaError(f"{path}: line {read_arpa.line_of(data, int(line_starts[row]))}: the {n}-gram "
-                            f"{words!r} has no context {' '.join(words.split(' ')[:-1])!r}; re-prune "
-                            "keeping contexts, or use --orphans keep")
+            raise ArpaError(f"{path}: line {line_of(data, int(line_starts[row]))}: the {n}-gram {words!r} has no "
+                            f"context {words.rsplit(' ', 1)[0]!r}; re-prune keeping contexts, or --orphans keep")
         parts.append((context * model.vocab_size + ids[:, -1], prob_n, backoff_n, line_starts, ids))
     key, prob, backoff, line_starts, ids = (np.concatenate(column) for column in zip(*parts, strict=True))
     order_of = np.argsort(key, kind="stable")
@@ -297,8 +294,7 @@ def _add_order(model: NGramLM, chunks, n: int, tokens: tuple[str, ...], data: np
     twice = np.flatnonzero(key[1:] == key[:-1])
     if len(twice):
         first, second = sorted(int(line_starts[twice[0] + k]) for k in (0, 1))
-        raise ArpaError(f"{path}: line {read_arpa.line_of(data, second)}: an {n}-gram listed twice "
-                        f"(also line {read_arpa.line_of(data, first)}); KenLM refuses duplicates")
+        raise ArpaError(f"{path}: line {line_of(data, second)}: an {n}-gram listed twice (also line {line_of(data, first)})")
     model.keys.append(key)
     model.log10_prob.append(prob[order_of])
     model.log10_backoff.append(backoff[order_of])

@@ -31,8 +31,7 @@ def orders(source: external.TokenFile, vocab_size: int, order: int, memory_order
 def check_order(order: int, longest: int, option: str, text: str) -> None:
     """Refuse an order above the longest sentence; `option` spells the order ({} its value)."""
     if order > longest:
-        raise ValueError(f"{option.format(order)}: {text} has {longest} tokens at most in a sentence "
-                         f"with <s> and </s>; use {option.format(longest)} or less")
+        raise ValueError(f"{option.format(order)}: {text} has {longest} tokens at most (with <s>, </s>); use {option.format(longest)} or less")
 
 
 def spill_folder(source: external.TokenFile, counted: int, memory: int, temp_dir: str | None):

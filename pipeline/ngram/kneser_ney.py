@@ -151,8 +151,7 @@ def discounts_from_counts(t: list[int], order: int, fallback=None,
         return d
     if fallback is not None:
         return tuple(map(float, fallback))
-    raise DiscountError(f"cannot estimate Kneser-Ney discounts for order {order}: {problem}. The "
-                        f"text is too small or too artificial for this order: {remedy}")
+    raise DiscountError(f"no Kneser-Ney discounts for order {order}: {problem}; text too small: {remedy}")
 
 
 def estimate(counts: NgramCounts, fallback=None, progress=None,

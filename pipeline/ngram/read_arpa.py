@@ -31,10 +31,6 @@ def fixed(data: np.ndarray, starts: np.ndarray, ends: np.ndarray, width: int) ->
     return matrix
 
 
-def _floats(data, starts, ends) -> np.ndarray:
-    return fixed(data, starts, ends, 24).view("S24").ravel().astype(np.float64)
-
-
 def hash_rows(matrix: np.ndarray) -> np.ndarray:
     """A 64-bit hash of each row of a byte matrix whose width is a multiple of 8."""
     words = matrix.view(np.uint64)
@@ -52,8 +48,8 @@ def line_of(raw: bytes | np.ndarray, offset: int) -> int:
     return data.count(b"\n", 0, offset) + 1
 
 
-def _text_of(data: np.ndarray, start: int) -> str:
-    return re.split(rb"[\n\0]", data[start:start + 200].tobytes())[0].decode("utf-8", "replace")
+def _text_of(data: np.ndarray | bytes, start: int) -> str:
+    return re.split(rb"[\n\0]", bytes(data[start:start + 200]))[0].decode("utf-8", "replace")
 
 
 def entries(data: np.ndarray, lo: int, hi: int, n: int, order: int, path, chunk: int = 1_000_000):
@@ -128,13 +124,11 @@ def _spread(rows: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 def _checked_floats(data, starts, ends, refuse, what) -> np.ndarray:
     """The numbers of data[starts:ends]; refuses the first one float() cannot read."""
-    try:
-        return _floats(data, starts, ends)
+    try:   # numpy reads the bytes as float() does
+        return fixed(data, starts, ends, 24).view("S24").ravel().astype(np.float64)
     except ValueError:
-        bad = np.array([not _number(data[a:b].tobytes()) for a, b in zip(starts, ends, strict=True)])
-    if bad.any():
-        refuse(bad, f"the {what} is not a number")
-    return _floats(data, starts, ends)   # numpy's own ValueError, should float() read them all
+        refuse(np.array([not _number(data[a:b].tobytes()) for a, b in zip(starts, ends, strict=True)]),
+               f"the {what} is not a number")
 
 
 def _number(text: bytes) -> bool:
@@ -194,7 +188,7 @@ def header(raw: bytes, path) -> tuple[list[int], int]:
         except ValueError:
             n = count = -1
         if n != len(declared) + 1 or count < 0:
-            raise ArpaError(f"{path}: line {number}: {line[:60].decode('utf-8', 'replace')!r} is not "
+            raise ArpaError(f"{path}: line {number}: {_text_of(line, 0)!r} is not "
                             f"`ngram {len(declared) + 1}=COUNT` (ngram 1=, 2=, ... in order)")
         declared.append(count)
         if end < 0:
@@ -235,6 +229,5 @@ def sections(raw: bytes, position: int, order: int, path) -> list[tuple[int, int
             raise ArpaError(f"{path}: line {line_of(raw, position)}: unexpected text before \\1-grams:")
         position = at + len(marker) + 1
     if raw[position:].strip():
-        raise ArpaError(f"{path}: line {line_of(raw, position)}: text after \\end\\ "
-                        f"({raw[position:position + 60].strip().decode('utf-8', 'replace')!r})")
+        raise ArpaError(f"{path}: line {line_of(raw, position)}: text after \\end\\ ({_text_of(raw[position:].lstrip(), 0)!r})")
     return bounds
