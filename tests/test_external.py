@@ -42,7 +42,7 @@ def _on_disk(stream: np.ndarray, folder: Path) -> external.TokenFile:
     return external.TokenFile(folder / "stream.npy")
 
 
-def _same_tables(memory: counting.NgramCounts, disk: external.DiskCounts) -> None:
+def _same_tables(memory: counting.NgramCounts, disk: counting.NgramCounts) -> None:
     for n in range(memory.order):
         for name in ("keys", "counts", "adjusted"):
             assert np.array_equal(getattr(memory, name)[n], getattr(disk, name)[n].read()), (name, n + 1)

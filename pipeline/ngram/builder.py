@@ -1,8 +1,7 @@
 """The n-gram build of the ngram stage and `lmpipe ngram build` (KenLM's lm/builder). In: a token
-stream (external.TokenFile, int32 ids), orders, a memory budget in bytes. Out: the counts and the
-Kneser-Ney model, in memory when the budget allows (external.in_memory_bytes), else out of core in
-a spill folder; the model as ARPA text. Errors: ValueError/DiscountError as counting and
-kneser_ney raise them, SpillError (pipeline/files.py) when the spill folder fails."""
+stream (external.TokenFile), orders, a memory budget in bytes. Out: counts and Kneser-Ney model,
+in memory when the budget allows, else out of core in a spill folder; ARPA text. Errors:
+ValueError (the order), DiscountError, SpillError."""
 
 from __future__ import annotations
 
@@ -35,9 +34,8 @@ def check_order(order: int, longest: int, option: str, text: str) -> None:
 
 
 def spill_folder(source: external.TokenFile, counted: int, memory: int, temp_dir: str | None):
-    """The one memory decision, as a context: None when counting `counted` orders of `source` fits
-    `memory` bytes (all in memory), else a spill folder: the stream's own, or a new one in
-    `temp_dir` (the system's temporary folder when None), removed on leaving."""
+    """The one memory decision, a context of None (all in memory) or a spill folder: the
+    stream's own, else a new one in `temp_dir`, removed on leaving."""
     if source.length * external.in_memory_bytes(counted) <= memory:
         return nullcontext()
     return nullcontext(source.spill) if source.spill else files.Spill(temp_dir)
@@ -45,9 +43,8 @@ def spill_folder(source: external.TokenFile, counted: int, memory: int, temp_dir
 
 def estimate(source: external.TokenFile, vocab_size: int, order: int, counted: int, memory: int,
              spill: files.Spill | None, fallback, remedy: str, progress, budget: str):
-    """(counts of orders 1..counted, Kneser-Ney model of `order`) of `source`: in memory when
-    `spill` is None, else out of core within `memory` bytes (`budget` names it in the progress
-    line) in `spill`; the same tables either way (external.py)."""
+    """(counts of orders 1..counted, Kneser-Ney model of `order`) of `source`, in memory when
+    `spill` is None, else in `spill` within `memory` bytes (`budget` names it); the same tables."""
     if spill is None:
         counts = counting.count(source.read(0, source.length), vocab_size, counted, progress)
         model = kneser_ney.estimate(counts.truncated(order), fallback=fallback, progress=progress,
@@ -61,7 +58,6 @@ def estimate(source: external.TokenFile, vocab_size: int, order: int, counted: i
 
 
 def write_arpa(model, counts, tokens: tuple[str, ...], handle, memory: int) -> None:
-    """`model` as ARPA text into the binary file `handle`, formatted in chunks of lines that fit
-    `memory` bytes (the same bytes whatever the chunk)."""
+    """`model` as ARPA text into `handle`, formatted in chunks that fit `memory` bytes."""
     row = model.order * (max(len(t.encode()) for t in tokens) + 1) + 26   # bytes of an ARPA line
     arpa.write(model, counts, tokens, handle, chunk=int(np.clip(memory // (16 * row), 4096, 250_000)))

@@ -14,6 +14,7 @@ from pipeline.text.vocab import BOS_ID, sentence_bounds
 
 @dataclass
 class NgramCounts:
+    """Columns np.ndarray, or files.Column on disk (external.count)."""
     vocab_size: int
     keys: list[np.ndarray]       # keys[n-1]: sorted int64 keys of order n (order 1: arange(V))
     counts: list[np.ndarray]     # raw counts c(g), int64
@@ -26,7 +27,7 @@ class NgramCounts:
         return len(self.keys)
 
     def context_ids(self, n: int) -> np.ndarray:
-        """For each order-n n-gram, the id of its context (first n-1 words); order 1: zeros."""
+        """The context id of each order-n n-gram (order 1: zeros)."""
         if n == 1:
             return np.zeros(self.vocab_size, dtype=np.int64)
         return self.keys[n - 1] // self.vocab_size
@@ -37,12 +38,8 @@ class NgramCounts:
 
     def truncated(self, order: int) -> NgramCounts:
         """The counts of orders 1..order, the highest one's adjusted counts its raw counts."""
-        if order == self.order:
-            return self
-        adjusted = list(self.adjusted[:order])
-        adjusted[-1] = self.counts[order - 1].copy()
-        return NgramCounts(self.vocab_size, self.keys[:order], self.counts[:order], adjusted,
-                           self.suffix[:order])
+        return NgramCounts(self.vocab_size, self.keys[:order], self.counts[:order],
+                           [*self.adjusted[:order - 1], self.counts[order - 1]], self.suffix[:order])
 
     def num_ngrams(self) -> list[int]:
         """Stored n-grams per order (order 1 counts the whole vocabulary)."""
@@ -66,8 +63,7 @@ def words_of(keys, vocab_size: int, n: int, start: int = 0, stop: int | None = N
 
 
 def positions_left(stream: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For each position: tokens from it to its sentence's end (inclusive), and its offset from
-    the sentence's `<s>`."""
+    """(tokens from each position to its sentence's end inclusive, its offset from `<s>`)."""
     starts, ends = sentence_bounds(stream)
     lengths = ends - starts + 1
     if lengths.sum() != len(stream):
@@ -182,7 +178,7 @@ def from_table(table, vocab_size: int) -> NgramCounts:
 
 
 def memory_by_order(counts: NgramCounts, bytes_per_ngram: int) -> list[dict]:
-    """For N = 1..order: n-grams of order N, and entries and bytes of a whole order-N model."""
+    """memory.json's rows: per order N, its n-grams, and entries and bytes of an order-N model."""
     rows, total = [], 0
     for n, size in enumerate(counts.num_ngrams(), start=1):
         total += size

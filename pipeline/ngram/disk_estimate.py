@@ -1,38 +1,20 @@
-"""Out-of-core Kneser-Ney estimation within `memory` bytes (KenLM lm/builder). In: external.
-DiskCounts. Out: DiskModel, kneser_ney.NGramLM's tables bitwise (each context's rows summed in
-the same order), columns in the spill folder. Errors: kneser_ney.DiscountError, SpillError."""
+"""Out-of-core Kneser-Ney estimation within `memory` bytes (KenLM lm/builder). In: NgramCounts of
+files.Column (external.count). Out: an NGramLM of Columns in the spill folder, kneser_ney.estimate's
+tables bitwise (each context's rows summed in the same order). Errors: DiscountError, SpillError."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
 
 from pipeline.files import Column, Spill
 from pipeline.ngram import kneser_ney
-from pipeline.ngram.external import WORKING_SHARE, DiskCounts
+from pipeline.ngram.counting import NgramCounts
+from pipeline.ngram.external import WORKING_SHARE
 from pipeline.text.vocab import BOS_ID
 
 BYTES_PER_ROW = 96        # estimation: key, adjusted, suffix, context, discount, p, gathers
-
-
-@dataclass
-class DiskModel:
-    """kneser_ney.NGramLM with each order's log10 p and log10 backoff on disk (float64)."""
-    vocab_size: int
-    counts: DiskCounts
-    log10_prob: list[Column]
-    log10_backoff: list[Column]
-    discounts: list[tuple[float, float, float]]
-
-    @property
-    def order(self) -> int:
-        return len(self.log10_prob)
-
-    @property
-    def keys(self) -> list[Column]:
-        return self.counts.keys
 
 
 def _count_of_counts(column: Column, step: int, exclude: int | None = None) -> list[int]:
@@ -67,8 +49,8 @@ class _Lower:
         return out
 
 
-def estimate(counts: DiskCounts, memory: int, spill: Spill, fallback=None, progress=None,
-             remedy: str = kneser_ney.PARAMS_REMEDY) -> DiskModel:
+def estimate(counts: NgramCounts, memory: int, spill: Spill, fallback=None, progress=None,
+             remedy: str = kneser_ney.PARAMS_REMEDY) -> kneser_ney.NGramLM:
     """kneser_ney.estimate of `counts`, bitwise: rows read in slices cut at context boundaries."""
     vocab_size, order = counts.vocab_size, counts.order
     memory = int(memory * WORKING_SHARE) // 2    # half for slices of rows, half for p below
@@ -119,10 +101,10 @@ def estimate(counts: DiskCounts, memory: int, spill: Spill, fallback=None, progr
     for lo in range(0, counts.keys[order - 1].length, step):
         top.append(np.zeros(min(step, counts.keys[order - 1].length - lo)))
     backoffs.append(top)
-    return DiskModel(vocab_size, counts, probs, backoffs, discounts)
+    return kneser_ney.NGramLM(vocab_size, counts.keys, probs, backoffs, discounts)
 
 
-def _context_slices(counts: DiskCounts, n: int, step: int):
+def _context_slices(counts: NgramCounts, n: int, step: int):
     """Ranges (lo, hi) of about `step` rows of order n, cut only where the context changes."""
     size = counts.keys[n - 1].length
     if n == 1:

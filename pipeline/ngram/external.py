@@ -1,13 +1,12 @@
 """Out-of-core n-gram counting within `memory` bytes, as lmplz with -S and -T (lm/builder/
 corpus_count.cc, util/stream/sort.hh). In: a checked token stream on disk (TokenFile). Out:
-DiskCounts, counting.NgramCounts' tables bitwise, each column a spill-folder file read in slices
+counting.NgramCounts' tables bitwise, each column a files.Column in the spill folder, read in slices
 (not memory maps: read pages leave the RSS). Errors: SpillError naming the spill folder."""
 
 from __future__ import annotations
 
 import os
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -64,33 +63,8 @@ def sentence_blocks(tokens: TokenFile, size: int) -> list[tuple[int, int]]:
     return blocks
 
 
-@dataclass
-class DiskCounts:
-    """counting.NgramCounts with each column a files.Column on disk (int64)."""
-    vocab_size: int
-    keys: list[Column]
-    counts: list[Column]
-    adjusted: list[Column]
-    suffix: list[Column]
-
-    @property
-    def order(self) -> int:
-        return len(self.keys)
-
-    def num_ngrams(self) -> list[int]:
-        return [k.length for k in self.keys]
-
-    def words(self, n: int, start: int, stop: int) -> np.ndarray:
-        return counting.words_of(self.keys, self.vocab_size, n, start, stop)
-
-    def truncated(self, order: int) -> DiskCounts:
-        """As counting.NgramCounts.truncated."""
-        return DiskCounts(self.vocab_size, self.keys[:order], self.counts[:order],
-                          [*self.adjusted[:order - 1], self.counts[order - 1]], self.suffix[:order])
-
-
 def count(tokens: TokenFile, vocab_size: int, order: int, memory: int, spill: Spill,
-          progress=None) -> DiskCounts:
+          progress=None) -> counting.NgramCounts:
     """counting.count's tables of `tokens` within about `memory` bytes. Order n: per block of
     whole sentences, keys from each position's order-(n-1) id and np.unique, a sorted run; runs
     merged by key ranges; each run's ids mapped to global ranks give the order-n positions."""
@@ -128,7 +102,7 @@ def count(tokens: TokenFile, vocab_size: int, order: int, memory: int, spill: Sp
         positions.remove()
     adjusted = [_adjusted(keys, counts, suffix, m, vocab_size, memory, spill)
                 for m in range(1, order)]
-    return DiskCounts(vocab_size, keys, counts, [*adjusted, counts[-1]], suffix)
+    return counting.NgramCounts(vocab_size, keys, counts, [*adjusted, counts[-1]], suffix)
 
 
 def _count_block(tokens: TokenFile, positions: Column | None, start: int, stop: int, n: int,

@@ -1,8 +1,6 @@
-"""The ngram stage's files, one writer each. In: a checked token stream (external.TokenFile), its
-vocabulary, orders, a memory budget in bytes. Out: in a folder that appears complete or not at
-all, model.npz (the Kneser-Ney tables), memory.json (n-grams and bytes of a model of each
-order), model.arpa and counts.parquet (every counted n-gram), tables in memory or on disk alike
-(builder.py). Errors: as builder.estimate."""
+"""The ngram stage's files, one writer each, in a folder that appears whole or not at all: model.npz
+(the Kneser-Ney tables), memory.json (n-grams and bytes of a model of each order), model.arpa,
+counts.parquet (every counted n-gram); tables in memory or on disk alike. Errors: as builder's."""
 
 from __future__ import annotations
 
@@ -23,8 +21,7 @@ from pipeline.ngram import builder, counting, kneser_ney
 
 def write(source, tokens: tuple[str, ...], out: Path, order: int, counted: int, memory: int,
           temp_dir: str | None, fallback, progress) -> None:
-    """Count orders 1..`counted` of `source`, estimate Kneser-Ney of `order`, write the four files
-    into `out`; tables on disk are written `memory // 256` entries at a time."""
+    """The four files of `source` (orders 1..`counted`, Kneser-Ney of `order`) into `out`."""
     started = time.perf_counter()
     with builder.spill_folder(source, counted, memory, temp_dir) as spill:
         counts, model = builder.estimate(source, len(tokens), order, counted, memory, spill,
@@ -42,7 +39,7 @@ def write(source, tokens: tuple[str, ...], out: Path, order: int, counted: int, 
 
 
 def npz_arrays(model) -> dict:
-    """The model's tables by name, as model.npz holds them (NGramLM.from_arrays reads them)."""
+    """model.npz's arrays by name (NGramLM.from_arrays reads them)."""
     arrays = {"vocab_size": np.array(model.vocab_size), "discounts": np.array(model.discounts)}
     for n in range(1, model.order + 1):
         arrays.update({f"keys{n}": model.keys[n - 1], f"log10_prob{n}": model.log10_prob[n - 1],
@@ -51,8 +48,7 @@ def npz_arrays(model) -> dict:
 
 
 def save_npz(path: str | Path, arrays: dict, step: int) -> None:
-    """np.savez's bytes for arrays, some of them 1-D files.Column on disk, written `step` entries
-    at a time (np.load reads the file as it reads np.savez's)."""
+    """np.savez's bytes of `arrays`, files.Column ones written `step` entries at a time."""
     with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
         for name, values in arrays.items():
             with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
@@ -67,10 +63,8 @@ def save_npz(path: str | Path, arrays: dict, step: int) -> None:
 
 
 def write_counts(path: str | Path, counts, tokens: tuple[str, ...], rows: int | None) -> None:
-    """counts.parquet: one row per n-gram of every order (order, ngram: its words joined by
-    spaces, key, count, adjusted, suffix: -1 at order 1), read and written `rows` n-grams at a
-    time, a row group each; `rows` None: the whole table in one write, as pandas' to_parquet
-    writes it (its schema, with pandas' metadata, either way)."""
+    """counts.parquet, a row per n-gram (order, ngram: words joined by spaces, key, count,
+    adjusted, suffix: -1 at order 1) with pandas' schema, a row group per `rows` (None: one)."""
     words = pa.array(tokens, pa.string())
     schema = pa.Schema.from_pandas(pd.DataFrame({
         "order": [1], "ngram": pd.Series([""], dtype=object), "key": [0], "count": [0],
