@@ -12,6 +12,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
+import psutil
 
 from pipeline import files
 from pipeline.text import corpus, splits, units
@@ -169,49 +170,36 @@ class _Sentences:
     def __init__(self, scan: _Scan, c, given: bool):
         counts, m = scan.per_line, c.max_line_tokens
         cut = (counts > m) if m else np.zeros(len(counts), dtype=bool)
-        groups = [(int(scan.file_start[f]), int(scan.file_start[f + 1])) for f in range(3)] \
-            if given else [(0, scan.lines)]
-        kept, self.lines_cut = [], 0
+        any_cut = bool(cut.any())
         # sentences each line makes: ceil(count / m) when cut, else 1 (0 for a line without
         # tokens, unless the tokenizer keeps it as an empty sentence)
         pieces = np.where(cut, -(-counts // max(m, 1)),
                           (counts > 0) | TOKENIZERS[c.tokenizer].blank_lines_are_sentences
                           ).astype(counts.dtype)
-        for first, last in groups:    # max_sentences counts in each given split, else in the whole
-            if first == last:
-                continue
-            total = int(pieces[first:last].sum())
-            if c.max_sentences and total > c.max_sentences:   # stop in the line of the last kept
-                last = first + int(np.searchsorted(np.cumsum(pieces[first:last]), c.max_sentences))
-                last += 1
-            self.lines_cut += int(np.count_nonzero(cut[first:last]))
-            kept.append((first, last, min(total, c.max_sentences or total)))
         # compact: line_of and length int32 (4 bytes a sentence each) while they fit
         small = np.int32 if scan.lines < 2**31 and (not len(counts) or counts.max() < 2**31) else np.int64
-        line_of, piece, any_cut = [], [], bool(cut.any())
-        for first, last, count in kept:
-            lines = np.repeat(np.arange(first, last, dtype=small), pieces[first:last])[:count]
-            if any_cut:
-                piece.append(_piece_index(lines))
-            line_of.append(lines)
+        line_of, piece, self.lines_cut = [], [], 0
+        bounds = scan.file_start if given else scan.file_start[[0, -1]]   # max_sentences counts in
+        for first, last in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):   # each split
+            if c.max_sentences and pieces[first:last].sum() > c.max_sentences:   # stop in the last kept line
+                last = first + int(np.searchsorted(np.cumsum(pieces[first:last]), c.max_sentences)) + 1
+            self.lines_cut += int(np.count_nonzero(cut[first:last]))
+            line_of.append(np.repeat(np.arange(first, last, dtype=small),
+                                     pieces[first:last])[:c.max_sentences or None])
+            piece.append(_piece_index(line_of[-1]) if any_cut else None)
         del pieces
-        self.line_of = (line_of[0] if len(line_of) == 1 else np.concatenate(line_of)) if line_of \
-            else np.zeros(0, small)
+        self.line_of = line_of[0] if len(line_of) == 1 else np.concatenate(line_of)
         del line_of
-        piece = np.concatenate(piece) if piece else np.zeros(0, np.int64)
         line_counts = counts[self.line_of]
+        self.start = np.cumsum(counts, dtype=np.int64)
+        self.start -= counts
+        self.start = self.start[self.line_of]
         if any_cut:
-            self.length = np.where(cut[self.line_of], np.minimum(m, line_counts - piece * m),
-                                   line_counts).astype(small)
-        else:
-            self.length = line_counts.astype(small)
-        del line_counts
-        before = np.cumsum(counts, dtype=np.int64)
-        before -= counts
-        self.start = before[self.line_of]
-        del before
-        if any_cut:
+            piece = np.concatenate(piece)
+            line_counts = np.where(cut[self.line_of], np.minimum(m, line_counts - piece * m), line_counts)
             self.start += piece * m
+        self.length = line_counts.astype(small)
+        del line_counts
         self.part = np.zeros(len(self.line_of), dtype=np.int8)
 
     def blocks(self, step: int):
@@ -240,17 +228,13 @@ class _Sentences:
 
 def _left(memory: int) -> int:
     """Bytes of `memory` not yet resident in this process (psutil), at least 1/8 of it."""
-    import psutil
     return max(memory - psutil.Process().memory_info().rss, memory // 8)
 
 
 def _piece_index(lines: np.ndarray) -> np.ndarray:
     """For sentences whose lines are `lines` (non-decreasing): which piece of its line each is."""
-    if not len(lines):
-        return np.zeros(0, np.int64)
-    new = np.concatenate([[True], lines[1:] != lines[:-1]])
-    heads = np.flatnonzero(new)
-    return np.arange(len(lines)) - np.repeat(heads, np.diff(np.append(heads, len(lines))))
+    at = np.arange(len(lines))
+    return at - np.maximum.accumulate(np.where(np.diff(lines, prepend=-1) != 0, at, 0))
 
 
 def _divide(sentences: _Sentences, scan: _Scan, source, method: str, wanted, seed: int,
