@@ -5,6 +5,7 @@ starts) chunks. Errors: ArpaError naming the file and line (SpacingError: see ca
 from __future__ import annotations
 
 import gzip
+import io
 import re
 import zlib
 
@@ -161,28 +162,18 @@ def load(path) -> bytes:
 
 def header(raw: bytes, path) -> tuple[list[int], int]:
     r"""(declared counts, offset of the first section), checked as KenLM's ReadARPACounts."""
-    position, number = 0, 0
-    while True:
-        end = raw.find(b"\n", position)
-        if end < 0:
-            raise ArpaError(f"{path}: not an ARPA file (no \\data\\ line)")
-        line, number = raw[position:end], number + 1
-        position = end + 1
-        if line.strip() == b"" or line.startswith(b"#"):
-            continue
-        if line.rstrip(b" \t") != b"\\data\\":
-            text = line[:60].decode("utf-8", "replace")
-            binary = "\ufffd" in text or any(ch < " " and ch not in "\t\r" for ch in text)
-            cause = "is binary or not UTF-8" if binary else f"{text!r} before \\data\\ (comments start #)"
-            raise ArpaError(f"{path}: line {number}: {cause}; give an ARPA file")
-        break
-    declared = []
-    while True:
-        end = raw.find(b"\n", position)
-        line, number = raw[position:end if end >= 0 else len(raw)], number + 1
-        if line.strip() == b"" or line.startswith(b"\\1-grams:"):
-            break
-        position = end + 1
+    lines = io.BytesIO(raw)   # line by line: a header of a few lines, a file of gigabytes
+    number, line = 1, lines.readline()
+    while line and (not line.strip() or line.startswith(b"#")):   # before \data\: blank, # comments
+        number, line = number + 1, lines.readline()
+    if line.rstrip(b" \t\n") != b"\\data\\":
+        text = line[:60].rstrip(b"\n").decode("utf-8", "replace")
+        binary = "\ufffd" in text or any(ch < " " and ch not in "\t\r" for ch in text)
+        cause = "is binary or not UTF-8" if binary else f"{text!r} is not \\data\\ (comments start #)"
+        raise ArpaError(f"{path}: line {number}: {cause}; give an ARPA file")
+    declared, position = [], lines.tell()
+    while (line := lines.readline()).strip() and not line.startswith(b"\\1-grams:"):
+        number += 1
         try:   # int() as Python reads it (spaces, a sign, _); a wrong field count fails too
             n, count = map(int, line[len(b"ngram "):].split(b"=") if line.startswith(b"ngram ") else [])
         except ValueError:
@@ -191,10 +182,9 @@ def header(raw: bytes, path) -> tuple[list[int], int]:
             raise ArpaError(f"{path}: line {number}: {_text_of(line, 0)!r} is not "
                             f"`ngram {len(declared) + 1}=COUNT` (ngram 1=, 2=, ... in order)")
         declared.append(count)
-        if end < 0:
-            break
+        position += len(line)
     if not declared:
-        raise ArpaError(f"{path}: line {number}: \\data\\ is followed by no `ngram N=COUNT` line")
+        raise ArpaError(f"{path}: line {number + 1}: \\data\\ is followed by no `ngram N=COUNT` line")
     return declared, position
 
 
