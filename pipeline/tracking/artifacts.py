@@ -17,8 +17,7 @@ T = TypeVar("T")
 
 
 def read(tracking_uri: str, run_id: str, path: str, parse: Callable[[Path], T]) -> T | None:
-    """`parse(local copy)` of artifact `path` of run `run_id`, or None when the run has no such
-    artifact; whatever `parse` raises is the caller's (an unreadable file is not a missing one)."""
+    """`parse(local copy)` of artifact `path` of run `run_id`; None when the run has none."""
     with tempfile.TemporaryDirectory() as scratch:
         try:
             local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path,
@@ -33,8 +32,7 @@ class DamagedArtifact(ValueError):
 
 
 def read_json(tracking_uri: str, run_id: str, path: str):
-    """The parsed JSON artifact `path` of run `run_id`, or None when the run has none (read).
-    Raises DamagedArtifact when it is not UTF-8 JSON text."""
+    """The JSON artifact `path` of run `run_id` (read); DamagedArtifact if not UTF-8 JSON."""
     def parse(local: Path):
         try:
             return json.loads(local.read_text("utf-8"))

@@ -21,11 +21,9 @@ def run(root: Path, command: str, *args: str, merged: bool = False, codes: tuple
     "`COMMAND ARGS` failed: LAST; FIX" for an exit status outside `codes`."""
     # files, not pipes: `dvc queue start` leaves forked workers holding them until they exit
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        try:
-            result = subprocess.run([executable(command), *args], cwd=root, stdin=subprocess.DEVNULL,
-                                    stdout=out, stderr=subprocess.STDOUT if merged else err)
-        except FileNotFoundError:
-            raise ValueError(f"{command} is not installed here; `pip install -e .`, or put its venv's bin/ on PATH") from None
+        # not installed: FileNotFoundError naming the executable (errors.one_line)
+        result = subprocess.run([executable(command), *args], cwd=root, stdin=subprocess.DEVNULL,
+                                stdout=out, stderr=subprocess.STDOUT if merged else err)
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read(), err.read()

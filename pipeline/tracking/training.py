@@ -4,6 +4,7 @@ that ends early is marked FAILED (an error) or KILLED (a signal)."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from lightning.pytorch.utilities import rank_zero_only
@@ -15,14 +16,11 @@ from pipeline.neural.lit import LitLM, build_trainer
 from pipeline.neural.rnn import RNNLM
 from pipeline.tracking import mlflow_runs, store
 
-
-def _say(line: str) -> None:
-    print(line, flush=True)
+_say = functools.partial(print, flush=True)
 
 
 def train(params: Params, kind: str, data: Path, out: Path, ckpts: Path) -> None:
-    """Train models.KIND on data/prepared into `out`, resuming from `ckpts` when its fingerprint
-    matches. Raises ParamsError/StateError (one line) before any step when an input is wrong."""
+    """Train models.KIND into `out`, resuming from `ckpts` when its fingerprint matches."""
     given = fit.inputs(params, kind, data)
     root = store.repo_root()
     uri, experiment = store.tracking_uri(params.mlflow, root), params.mlflow.experiment
