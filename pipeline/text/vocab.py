@@ -91,8 +91,8 @@ def load_vocab(folder) -> Vocab:
     after <unk>, <s>, </s>, none empty or holding a separator (space, tab, `\\r`, `\\n`, NUL)."""
     path = f"{folder}/vocab.json"
     tokens = files.read_json(path, folder).get("tokens")
-    if (not isinstance(tokens, list) or tuple(tokens[:3]) != SPECIALS
-            or not all(isinstance(t, str) for t in tokens)):
+    strings = isinstance(tokens, list) and all(isinstance(t, str) for t in tokens)
+    if not strings or tuple(tokens[:3]) != SPECIALS:
         raise files.damaged(path, f'not a vocabulary ("tokens": strings from {", ".join(SPECIALS)})', folder)
     first: dict[str, int] = {}
     twice = next((i for i, t in enumerate(tokens) if first.setdefault(t, i) != i), None)
