@@ -1,9 +1,8 @@
 """Bootstrap intervals (Efron & Tibshirani 1993, ch. 13: percentile) and paired comparisons (Koehn
 2004). In: per-unit sums (U,) of each model's scores, nll in nats and tokens (text/units.py units).
-Out: one seeded draw of B replicates shared by every model and metric; intervals at `level` of
-corpus-level ratios (perplexity = exp(Σ nll / Σ tokens) per replicate); Comparison: δ = (Σ nll_B -
-Σ nll_A) / Σ tokens in nats per token, its interval, P(δ > 0), verdict yes / no / not
-distinguishable. Errors: ValueError for columns of unequal or no length. Why: docs/internals.md."""
+Out: one seeded draw of B replicates shared by every model and metric; intervals of corpus-level
+ratios; Comparison: δ = (Σ nll_B - Σ nll_A) / Σ tokens in nats per token, its interval, P(δ > 0),
+verdict. Errors: ValueError for columns of unequal or no length. Why: docs/internals.md."""
 
 from __future__ import annotations
 
@@ -16,10 +15,8 @@ CHUNK = 1 << 24   # weight-matrix entries per block of replicates (128 MiB of fl
 
 
 def resample_sums(columns: dict[str, np.ndarray], resamples: int, seed: int) -> dict[str, np.ndarray]:
-    """Σ over each bootstrap replicate's units of every column: {name: (B,)} from {name: (U,)}.
-    Replicate b draws U unit indices uniformly with replacement (numpy's PCG64 seeded by
-    `seed`); the same draw for every column, so ratios of columns are per replicate. Raises
-    ValueError when the columns differ in length or there are no units."""
+    """{name: (B,)} Σ of each column (U,) over each replicate's U units, drawn with replacement
+    (PCG64 seeded by `seed`); one draw for every column, so ratios of columns are per replicate."""
     lengths = {len(np.asarray(c)) for c in columns.values()}
     if len(lengths) != 1 or 0 in lengths:
         raise ValueError(f"bootstrap columns must have one nonzero length; got {sorted(lengths)}")
@@ -39,8 +36,7 @@ def resample_sums(columns: dict[str, np.ndarray], resamples: int, seed: int) -> 
 
 
 def interval(replicates: np.ndarray, level: float) -> tuple[float, float]:
-    """The percentile interval: the (1 - level) / 2 and (1 + level) / 2 quantiles of the
-    replicates (numpy's default linear interpolation)."""
+    """The percentile interval: the (1 - level) / 2 and (1 + level) / 2 quantiles (linear)."""
     tail = (1.0 - level) / 2.0
     low, high = np.quantile(np.asarray(replicates, dtype=np.float64), [tail, 1.0 - tail])
     return float(low), float(high)
@@ -59,11 +55,7 @@ class Comparison:
 
     @property
     def verdict(self) -> str:
-        if self.low > 0:
-            return "yes"
-        if self.high < 0:
-            return "no"
-        return "not distinguishable"
+        return "yes" if self.low > 0 else "no" if self.high < 0 else "not distinguishable"
 
     def sentence(self) -> str:
         """E.g. "gru better than ngram: yes (Δ +0.152 nats/token [0.131, 0.174], P = 1.000)"."""
@@ -79,9 +71,8 @@ class Comparison:
 
 def paired(a: str, b: str, nll_a: np.ndarray, nll_b: np.ndarray, tokens: np.ndarray,
            replicates: dict[str, np.ndarray], level: float) -> Comparison:
-    """Compare A and B scored on the same targets: `nll_a`, `nll_b`, `tokens` are their per-unit
-    sums (U,) (nats; the same units and token counts), `replicates` the resample_sums of
-    {"nll_a": .., "nll_b": .., "tokens": ..} under the shared draw."""
+    """A against B on the same targets: per-unit sums (U,) and the resample_sums of
+    {"nll_a", "nll_b", "tokens"} under the shared draw."""
     delta = float((np.sum(nll_b) - np.sum(nll_a)) / np.sum(tokens))
     drawn = (replicates["nll_b"] - replicates["nll_a"]) / replicates["tokens"]
     low, high = interval(drawn, level)
@@ -90,16 +81,10 @@ def paired(a: str, b: str, nll_a: np.ndarray, nll_b: np.ndarray, tokens: np.ndar
 
 def ratio_interval(numerator: np.ndarray, denominator: np.ndarray, level: float,
                    transform=None) -> tuple[float, float]:
-    """Interval of Σ numerator / Σ denominator (per replicate: (B,) arrays), optionally through a
-    monotone increasing `transform` (e.g. exp for perplexity from nats per token)."""
+    """Interval of numerator / denominator per replicate ((B,) each), through a monotone
+    increasing `transform` if given (np.exp: perplexity from nats per token)."""
     values = numerator / denominator
-    if transform is not None:
-        values = transform(values)
-    return interval(values, level)
-
-
-def ppl(nats_per_token: np.ndarray) -> np.ndarray:
-    return np.exp(nats_per_token)
+    return interval(values if transform is None else transform(values), level)
 
 
 def bits(nats: np.ndarray) -> np.ndarray:

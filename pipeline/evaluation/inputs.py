@@ -1,17 +1,17 @@
 """Evaluate's inputs, read and checked before any scoring (evaluation/run.py). In:
 data/prepared/stats.json and units.npz, models/KIND/history.json, models/ngram/counts.parquet;
-every score before it is written, logged or registered. Errors: errors.StateError (a missing
-units.npz: FileNotFoundError), one line naming the file (or model), what is wrong and the fix."""
+every score before it is written, logged or registered. Errors: errors.StateError, one line
+naming the file (or model), what is wrong and the fix."""
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from pipeline import files
 from pipeline.evaluation.tasks import retrain_hint
@@ -19,82 +19,71 @@ from pipeline.text import units
 from pipeline.text.vocab import BOS_ID
 
 
-def _number(value) -> bool:
-    """A finite JSON number (not a bool, a string or NaN)."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+class Checked(BaseModel):   # other keys pass: only what evaluate reads is checked
+    model_config = ConfigDict(strict=True, allow_inf_nan=False)
 
 
-def _whole(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+class SplitStats(Checked):
+    oov_rate: float = Field(ge=0, le=1)
+
+
+class Stats(Checked):
+    corpus_hash: str = Field(min_length=1)
+    valid: SplitStats
+    test: SplitStats
+    split_method: str = ""
+    interval_unit: str = ""
+
+
+class Epoch(Checked):
+    epoch: int = Field(ge=0)
+    val_ppl: float = Field(ge=1)
+    step: int = Field(0, ge=0)   # written since lmpipe recorded it
+
+
+def _check(schema, value, path: Path, folder: Path, fix: str):
+    """`value` as `schema` validates it; else StateError naming the file, the key and `fix`."""
+    try:
+        TypeAdapter(schema).validate_python(value)
+    except ValidationError as error:
+        first = error.errors(include_url=False)[0]
+        key = ".".join(f"entry {k}" if isinstance(k, int) else k for k in first["loc"])
+        got = "missing" if first["type"] == "missing" else f"{first['input']!r}: {first['msg']}"
+        raise files.damaged(path, f"{key} is {got}", folder, fix) from None
+    return value
 
 
 def read_stats(data: Path) -> dict:
-    """data/prepared/stats.json as evaluate uses it: corpus_hash a string; valid and test
-    objects whose oov_rate is a number in [0, 1]; split_method and interval_unit strings when
-    present. Raises errors.StateError naming the file, the key and the fix (git keeps it: it is
-    a DVC metric, not in DVC's cache)."""
+    """data/prepared/stats.json: corpus_hash, valid and test (each an oov_rate in [0, 1])."""
     path = data / "stats.json"
     fix = f"restore it with `git checkout {path}` or rebuild it with `dvc repro -f prepare`"
     stats = files.read_json(path, data, required=("corpus_hash", "valid", "test"), fix=fix)
-    why = None
-    if not isinstance(stats["corpus_hash"], str) or not stats["corpus_hash"]:
-        why = f"corpus_hash is {stats['corpus_hash']!r}, not a hash"
-    for key in ("split_method", "interval_unit"):
-        if key in stats and not isinstance(stats[key], str):
-            why = why or f"{key} is {stats[key]!r}, not a string"
-    for split in ("valid", "test"):
-        part = stats[split]
-        if not isinstance(part, dict):
-            why = why or f"{split} is {json.dumps(part)[:40]}, not an object of the split's statistics"
-        elif not (_number(part.get("oov_rate")) and 0 <= part["oov_rate"] <= 1):
-            why = why or (f"{split}.oov_rate is {part.get('oov_rate', 'missing')!r}, not a rate in "
-                          "[0, 1]")
-    if why:
-        raise files.damaged(path, why, data, fix)
-    return stats
+    return _check(Stats, stats, path, data, fix)
 
 
 def read_history(path: Path) -> list[dict]:
-    """models/KIND/history.json: one object per epoch, each with a whole epoch, a finite
-    val_ppl and (written since lmpipe recorded it) a whole step. Raises errors.StateError naming
-    the file, the entry and the fix."""
+    """models/KIND/history.json: one entry per epoch, with epoch, val_ppl and step."""
     history = files.read_json(path, path.parent, list)
-    for i, entry in enumerate(history):
-        if not isinstance(entry, dict):
-            why = f"entry {i} is {json.dumps(entry)[:40]}, not an object"
-        elif not _number(entry.get("val_ppl")) or entry["val_ppl"] < 1:
-            why = (f"entry {i} has val_ppl {entry['val_ppl']!r}, not a perplexity" if "val_ppl" in
-                   entry else f"entry {i} has no val_ppl")
-        elif not _whole(entry.get("epoch")):
-            why = f"entry {i} has epoch {entry.get('epoch', 'missing')!r}, not a whole number"
-        elif "step" in entry and not _whole(entry["step"]):
-            why = f"entry {i} has step {entry['step']!r}, not a whole number"
-        else:
-            continue
-        raise files.damaged(path, why, path.parent, retrain_hint(path.parent))
-    return history
+    return _check(list[Epoch], history, path, path.parent, retrain_hint(path.parent))
 
 
 def check_finite(name: str, result: dict, weights: str) -> None:
-    """Refuse to write, log or register metrics of model `name` of which one is NaN or infinite
-    (scores of a damaged model: never a number to compare or promote). Raises errors.StateError
-    naming the model, the metrics and its file's fix."""
-    bad = [key for key, value in result.items() if isinstance(value, float) and not math.isfinite(value)]
+    """StateError naming model `name`, its non-finite metrics and its file's fix, if any."""
+    bad = [f"{k}={v}" for k, v in result.items() if isinstance(v, float) and not math.isfinite(v)]
     if bad:
-        raise files.StateError(
-            f"{weights}: the scores of {name} are not finite ({', '.join(f'{k}={result[k]}' for k in bad[:3])}"
-            f"{', ...' if len(bad) > 3 else ''}), so nothing is written, logged or registered; "
-            f"{retrain_hint(Path(weights).parent)}")
+        raise files.damaged(weights, f"the scores of {name} are not finite ({', '.join(bad[:3])}"
+                            f"{', ...' if len(bad) > 3 else ''}); nothing is written, logged or "
+                            "registered", fix=retrain_hint(Path(weights).parent))
 
 
 def read_table(path: Path) -> pd.DataFrame:
-    """The parquet table at `path` (models/ngram/counts.parquet); StateError when damaged."""
+    """The parquet table at `path`; StateError when missing or damaged."""
     import pyarrow
     try:
         return pd.read_parquet(path)
     except (OSError, pyarrow.ArrowException) as error:
-        why = "missing" if isinstance(error, FileNotFoundError) else "damaged, not a parquet table"
-        raise files.StateError(f"{path}: {why}; {files.restore_hint(path.parent)}") from None
+        missing = isinstance(error, FileNotFoundError)
+        raise files.damaged(path, "missing" if missing else "damaged, not a parquet table") from None
 
 
 @dataclass
@@ -106,12 +95,8 @@ class Units:
 
 
 def read_units(data: Path, splits: dict[str, np.ndarray]) -> Units:
-    """data/prepared/units.npz, checked against the sentences of `splits` (units.check). Raises
-    FileNotFoundError when it is missing, errors.StateError when it does not fit."""
+    """data/prepared/units.npz, checked against the sentences of `splits` (units.check)."""
     path = data / units.FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing (prepared before lmpipe measured resampling "
-                                "units, or deleted); rerun `dvc repro prepare`")
     found = files.load_arrays(path, data,
                               tuple(f"{s}_{f}" for s in splits for f in ("unit", "chars")) +
                               tuple(f"test_{f}" for f in units.FIELDS))

@@ -7,14 +7,7 @@ import difflib
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    StringConstraints,
-    ValidationError,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pipeline.config import ParamsError, refuse
 from pipeline.errors import as_written
@@ -33,7 +26,7 @@ PROBE_KEYS = {  # each key of a probe and what its value must be
 }
 
 
-Word = Annotated[str, StringConstraints(pattern=r"^\S+$")]   # one word: no whitespace
+Word = Annotated[str, Field(pattern=r"^\S+$")]   # one word: no whitespace
 
 
 class Probe(BaseModel):
@@ -54,7 +47,6 @@ class Probe(BaseModel):
         return self
 
     def _problems(self):
-        """What breaks the rules of a probe, first first (one_task refuses the first)."""
         if (self.rank is None) == (self.text is None):
             yield ("has both rank: and text:; split it in two" if self.rank is not None else
                    "needs rank: (sentences) or text: (a sentence with one ___); add one")
@@ -71,16 +63,9 @@ class Probe(BaseModel):
 
 
 def load_probes(path: str | Path, encode=None, tokenizer: str = "words") -> list[dict]:
-    """The probes of the YAML file at `path` (evaluate.probes), each checked before any scoring
-    by a pydantic model: a mapping with rank: (a non-empty list of sentences) or text: (a
-    sentence with exactly one ___) and options: (a list of words) and/or top: (a whole number
-    >= 1), open: (true or false) for text probes only, name: and about: strings, no other key.
-    Returns them as dicts without the keys left null. With `encode` (text -> token ids under
-    the corpus's tokenizer), every option must also be one token, except under the chars
-    tokenizer, where a word of several characters is a probe evaluate skips (as before).
-    Raises ParamsError, one line naming the file, the probe (its number from 1 and its name),
-    the key and the fix: a missing file, not YAML (read_yaml), empty, not a list of mappings,
-    or a probe that breaks a rule above."""
+    """The probes of the YAML file at `path` as dicts without null keys, each checked by Probe
+    and, given `encode` (text -> ids) and a tokenizer of words, each option one token. Raises
+    ParamsError naming the file, the probe (number from 1, name), the key and the fix."""
     path = Path(path)
     shown = relative(path)
     if not path.is_file():
@@ -110,7 +95,6 @@ def load_probes(path: str | Path, encode=None, tokenizer: str = "words") -> list
 
 
 def _probe_problem(error, item: dict) -> str:
-    """What is wrong with a probe, from pydantic's first complaint."""
     first = error.errors()[0]
     if first["type"] == "params":   # one_task's own sentence, with its fix
         return first["msg"]
@@ -123,7 +107,7 @@ def _probe_problem(error, item: dict) -> str:
 
 
 def _yaml_value(value: Any, limit: int = 80) -> str:
-    """A value as short YAML-like text for a message: true, null, [1, 2], 'abc'."""
+    """A value as short YAML-like text: true, null, [1, 2], 'abc'."""
     if isinstance(value, bool) or value is None:
         text = as_written(value)
     elif isinstance(value, list):

@@ -1,7 +1,7 @@
-"""Report. In: the scores of every model on valid and test (per-token log-probabilities and
-ranks), fill-in-the-blank accuracies, probe answers and samples. Out: the metric dict with the
-same keys for every model, and the files DVC tracks as metrics and plots (metrics.json,
-mle.json, comparison.md, memory.md, probes.md, samples.md, plots/*.csv and *.png)."""
+"""Report. In: every model's per-unit score sums on valid and test, fill-in-the-blank accuracies,
+probe answers and samples. Out: the metric dict with the same keys for every model, and the files
+DVC tracks as metrics and plots (metrics.json, mle.json, pairs.json, comparison.md, memory.md,
+probes.md, samples.md, plots/*.csv and *.png)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-from matplotlib.figure import Figure  # no pyplot: no backend to choose, no figure to close
 
-from pipeline.evaluation import bootstrap
+from pipeline.evaluation import bootstrap, plots
 from pipeline.evaluation.scoring import text_metrics, token_metrics
 
 KEYS = ("val_ppl", "test_ppl", "val_bits_per_token", "test_bits_per_token", "test_top1_accuracy",
@@ -30,13 +29,8 @@ def metrics(name: str, sums: dict[str, dict[str, np.ndarray]],
             replicates: dict[str, dict[str, np.ndarray]], text: dict[str, np.ndarray],
             fill: np.ndarray, fill_replicates: dict[str, np.ndarray], stats: dict,
             model_bytes: int, objective: str, level: float) -> dict:
-    """The comparison keys (KEYS), each interval (CI_KEYS) and the objective: `causal`
-    (next-token prediction) or `cloze` (bidirectional: its perplexity is a pseudo-perplexity
-    and its top-k accuracy a fill-in accuracy, not comparable with causal rows).
-    `sums[split]` are the model's scoring.unit_sums; `replicates[split]` the shared
-    bootstrap.resample_sums of `columns` ("<name>.nll", ...); `text` the test units' "chars",
-    "bytes", "words"; `fill` the per-blank correctness, `fill_replicates[name]` its resampled
-    sums (and ["blanks"] the resampled blank counts)."""
+    """KEYS, CI_KEYS and the objective (causal, or cloze: pseudo-perplexity) of one model, from
+    its unit_sums per split, the shared resample_sums of `columns` per split, and per blank."""
     out = {}
     for split, prefix in (("valid", "val"), ("test", "test")):
         total, drawn = sums[split], replicates[split]
@@ -45,7 +39,7 @@ def metrics(name: str, sums: dict[str, dict[str, np.ndarray]],
         point = token_metrics(nll, tokens)
         out[f"{prefix}_ppl"] = point["ppl"]
         out[f"{prefix}_ppl_ci_low"], out[f"{prefix}_ppl_ci_high"] = bootstrap.ratio_interval(
-            nll_b, tokens_b, level, bootstrap.ppl)
+            nll_b, tokens_b, level, np.exp)
         out[f"{prefix}_bits_per_token"] = point["bits_per_token"]
         out[f"{prefix}_bits_per_token_ci_low"], out[f"{prefix}_bits_per_token_ci_high"] = \
             bootstrap.ratio_interval(nll_b, tokens_b, level, bootstrap.bits)
@@ -60,7 +54,7 @@ def metrics(name: str, sums: dict[str, dict[str, np.ndarray]],
                 out[f"test_{key}"] = value
             for key, field, transform in (("bits_per_char", "chars", bootstrap.bits),
                                           ("bits_per_byte", "bytes", bootstrap.bits),
-                                          ("word_ppl", "words", bootstrap.ppl)):
+                                          ("word_ppl", "words", np.exp)):
                 out[f"test_{key}_ci_low"], out[f"test_{key}_ci_high"] = bootstrap.ratio_interval(
                     nll_b, drawn[field], level, transform)
     out["fill_accuracy"] = float(np.mean(fill))
@@ -76,16 +70,11 @@ def metrics(name: str, sums: dict[str, dict[str, np.ndarray]],
 
 def columns(sums: dict[str, dict[str, np.ndarray]], split: str,
             text: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
-    """The per-unit columns of one split to resample together: "<model>.nll", "<model>.top1",
-    "<model>.top5" for every model of `sums` ({model: {split: unit_sums}}), "tokens" (the
-    same for every model: they score the same targets) and, for the test split, the text's
-    "chars", "bytes", "words"."""
+    """One split's per-unit columns to resample together: "<model>.nll|top1|top5" of each model
+    of {model: {split: unit_sums}}, "tokens" (every model scores the same targets), and `text`."""
     out = {}
     for name, by_split in sums.items():
         part = by_split[split]
-        if "tokens" in out and not np.array_equal(out["tokens"], part["tokens"]):
-            raise ValueError(f"{name} scored other targets of the {split} split than the models "
-                             "before it; every model must score every target")
         out["tokens"] = part["tokens"]
         out.update({f"{name}.{field}": part[field] for field in ("nll", "top1", "top5")})
     out.update(text or {})
@@ -94,10 +83,8 @@ def columns(sums: dict[str, dict[str, np.ndarray]], split: str,
 
 def comparisons(results: dict[str, dict], sums: dict[str, dict[str, dict[str, np.ndarray]]],
                 replicates: dict[str, np.ndarray], level: float) -> list:
-    """The paired bootstrap (bootstrap.paired) on the test split of every pair of models with
-    the same objective (causal models among themselves, cloze models among themselves: only
-    those score the same targets given the same context), each pair as (later, earlier) in
-    the order of `results`: "gru better than ngram"."""
+    """bootstrap.paired on the test split of each pair of models of one objective (only those
+    score the same targets from the same context), as (later, earlier) in `results`' order."""
     names = list(results)
     out = []
     for j, a in enumerate(names):
@@ -112,7 +99,6 @@ def comparisons(results: dict[str, dict], sums: dict[str, dict[str, dict[str, np
 
 
 def headline(name: str, result: dict) -> str:
-    """One line for the terminal: the numbers people compare, rounded for people."""
     return (f"evaluate: {name}: test ppl {result['test_ppl']:.2f} {_ci(result, 'test_ppl', '.2f')}, "
             f"val ppl {result['val_ppl']:.2f}, {result['test_bits_per_token']:.3f} bits/token, "
             f"{result['test_bits_per_char']:.3f} bits/char, top-1 {result['test_top1_accuracy']:.3f}, "
@@ -120,17 +106,12 @@ def headline(name: str, result: dict) -> str:
 
 
 def _ci(result: dict, key: str, spec: str) -> str:
-    """"[low, high]" of a key's interval, or "" when the result has none."""
-    low, high = result.get(f"{key}_ci_low"), result.get(f"{key}_ci_high")
-    return "" if low is None or high is None else f"[{low:{spec}}, {high:{spec}}]"
+    return f"[{result[key + '_ci_low']:{spec}}, {result[key + '_ci_high']:{spec}}]"
 
 
 def test_set(stats: dict, seed: int, split: dict, corpus: dict, data_dir: Path) -> dict[str, str]:
-    """What a test perplexity is a perplexity of: {"corpus": the corpus hash (every split file),
-    "split": the method with its seed and sizes ("given" when the source splits), "tokenizer":
-    the tokenizer with lowercase and the unknown-word marker, "vocab" and "test_tokens": the
-    SHA-256 (first 12 hex digits) of vocab.json and test.npy, "id": 12 hex digits of all of
-    them}. Two numbers are comparable only when their ids are equal (the promotion gate)."""
+    """What a test perplexity is of: corpus hash, split, tokenizer, SHA-256 (12 hex digits) of
+    vocab.json and test.npy, and "id" of them all; numbers compare only under equal ids."""
     def digest(data: bytes) -> str:
         return hashlib.sha256(data).hexdigest()[:12]
     method = stats.get("split_method", split["method"])
@@ -146,13 +127,12 @@ def test_set(stats: dict, seed: int, split: dict, corpus: dict, data_dir: Path) 
     return {**fields, "id": digest(json.dumps(fields, sort_keys=True).encode())}
 
 
-def comparison_markdown(results: dict[str, dict], blanks: int = 0, choices: int = 5,
-                        pairs: list | None = None, level: float = 0.95, resamples: int = 0,
-                        unit: str = "sentences") -> str:
-    """The comparison table (each number with its interval), the paired verdicts, and the
-    tokenizer-independent numbers per character, byte and word of the original test text."""
+def comparison_markdown(results: dict[str, dict], blanks: int, choices: int, pairs: list,
+                        level: float, resamples: int, unit: str) -> str:
+    """comparison.md: the metrics with their intervals, the paired verdicts, the numbers per
+    character, byte and word of the test text."""
     def cell(r: dict, key: str, spec: str) -> str:
-        return f"{r[key]:{spec}} {_ci(r, key, spec)}".strip()
+        return f"{r[key]:{spec}} {_ci(r, key, spec)}"
 
     pct = f"{level:.0%}"
     lines = [f"| model | objective | val ppl | test ppl [{pct} CI] | test bits/token | "
@@ -172,12 +152,10 @@ def comparison_markdown(results: dict[str, dict], blanks: int = 0, choices: int 
                  "candidates each (chance 1/%d). `cloze` rows see both sides of each token: their "
                  "perplexity is a pseudo-perplexity and their top-k a fill-in accuracy, not "
                  "comparable with `causal` rows." % choices)
-    if resamples:
-        lines.append("")
-        lines.append(f"[low, high]: {pct} percentile bootstrap interval, {resamples:,} resamples of "
-                     f"the test {unit} (blanks for fill-in-the-blank), the same draw for every model.")
-    if pairs is not None:
-        lines += _pairs_markdown(results, pairs, pct)
+    lines.append("")
+    lines.append(f"[low, high]: {pct} percentile bootstrap interval, {resamples:,} resamples of "
+                 f"the test {unit} (blanks for fill-in-the-blank), the same draw for every model.")
+    lines += _pairs_markdown(results, pairs, pct)
     lines += ["", "### Per character, byte and word of the original test text", "",
               f"| model | objective | bits/char [{pct} CI] | bits/byte | word-level ppl | "
               "test tokens | characters | bytes | words |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -195,7 +173,6 @@ def comparison_markdown(results: dict[str, dict], blanks: int = 0, choices: int 
 
 
 def _pairs_markdown(results: dict[str, dict], pairs: list, pct: str) -> list[str]:
-    """comparison.md's paired verdicts: a table of bootstrap.Comparison rows and what Δ means."""
     lines = ["", f"### Which differences are real (paired bootstrap, {pct})", "",
              "| A | B | Δ ln p per token, A − B | P(A better) | A better than B? |",
              "|---|---|---:|---:|---|"]
@@ -216,55 +193,28 @@ def _pairs_markdown(results: dict[str, dict], pairs: list, pct: str) -> list[str
     return lines
 
 
-def forest_plot(results: dict[str, dict], path: Path, level: float) -> None:
-    """One row per model: test perplexity and bits per character with their intervals
-    (cloze rows grey: pseudo-perplexities)."""
-    names = list(results)[::-1]     # the first model on top
-    figure = Figure(figsize=(11, 0.5 * len(names) + 1.6))
-    axes = figure.subplots(1, 2, sharey=True)
-    for axis, key, label in ((axes[0], "test_ppl", "test perplexity"),
-                             (axes[1], "test_bits_per_char", "bits per character")):
-        for y, name in enumerate(names):
-            r = results[name]
-            low, high = r.get(f"{key}_ci_low", r[key]), r.get(f"{key}_ci_high", r[key])
-            axis.errorbar(r[key], y, xerr=[[max(r[key] - low, 0.0)], [max(high - r[key], 0.0)]],
-                          fmt="o", capsize=4,
-                          color="tab:gray" if r["objective"] == "cloze" else "tab:blue")
-        axis.set(xlabel=f"{label} ({level:.0%} bootstrap interval)")
-        axis.grid(axis="x", linestyle=":", linewidth=0.5)
-    axes[0].set_yticks(range(len(names)), [f"{n} ({results[n]['objective']})" for n in names])
-    figure.suptitle("lower is better; grey: cloze pseudo-likelihood, not comparable with causal rows",
-                    fontsize=9)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-
-
 def probes_markdown(probes: list[dict], answers: dict[str, list[list[dict]]]) -> str:
-    """One section per probe, one column per model: its answers, best first."""
+    """probes.md: one section per probe, one column per model: its answers, best first."""
     out = []
     names = list(answers)
     for i, probe in enumerate(probes):
         out.append(f"### {probe.get('name', i)}: {probe.get('about', '')}\n")
-        skipped = next((row["skipped"] for n in names for row in answers[n][i] if "skipped" in row), None)
+        given = [row for n in names for row in answers[n][i]]   # every model's rows
+        skipped = next((row["skipped"] for row in given if "skipped" in row), None)
         if skipped:
             out.append(f"Skipped: {skipped}.\n")
             continue
+        context, unknown = (list(dict.fromkeys(w for row in given for w in row.get(key, ())))
+                            for key in ("context_oov", "oov"))
         if "text" in probe:
-            context = list(dict.fromkeys(w for n in names for row in answers[n][i]
-                                         for w in row.get("context_oov", ())))
             note = f" (out of vocabulary, scored as `<unk>`: {', '.join(context)})" if context else ""
             out.append(f"`{probe['text']}`{note}\n")
         out.append("| # | " + " | ".join(names) + " |")
         out.append("|---|" + "---|" * len(names))
-        depth = max(len(answers[n][i]) for n in names)
-        for k in range(depth):
-            cells = []
-            for n in names:
-                rows = answers[n][i]
-                mark = " †" if k < len(rows) and rows[k].get("oov") else ""
-                cells.append(f"{rows[k]['text']}{mark} ({rows[k]['logprob']:.2f})" if k < len(rows) else "")
-            out.append(f"| {k + 1} | " + " | ".join(cells) + " |")
-        unknown = list(dict.fromkeys(w for n in names for row in answers[n][i] for w in row.get("oov", ())))
+        for k in range(max(len(answers[n][i]) for n in names)):
+            rows = [answers[n][i][k] if k < len(answers[n][i]) else None for n in names]
+            out.append(f"| {k + 1} | " + " | ".join("" if r is None else f"{r['text']}{' †' if r.get('oov') else ''} "
+                                                    f"({r['logprob']:.2f})" for r in rows) + " |")
         if unknown:
             out.append(f"\n† out of vocabulary, scored as `<unk>`: {', '.join(unknown)}")
         out.append("")
@@ -284,82 +234,52 @@ def samples_markdown(samples: dict[str, list[str]], temperature: float) -> str:
 
 
 def memory_rows(ngram_memory: list[dict], rnn_bytes: dict[str, int]) -> list[dict]:
-    """The seed's claim "n-grams consume a lot of memory" as a table: a Kneser-Ney model of each
-    order N beside each RNN's parameters."""
+    """A Kneser-Ney model of each order N (memory.json) beside each RNN's parameter bytes."""
     rows = [{"model": f"ngram N={r['order']}", "entries": r["model_entries"], "bytes": r["model_bytes"]}
             for r in ngram_memory]
     rows += [{"model": name, "entries": size // 4, "bytes": size} for name, size in rnn_bytes.items()]
     return rows
 
 
-def write(out: Path, results: dict, mle: dict, histories: dict[str, list[dict]],
-          memory: list[dict], probes_md: str, samples_md: str, blanks: int,
-          choices: int, pairs: list, level: float, resamples: int, unit: str) -> list[Path]:
-    """Write metrics/ and return the files worth logging as MLflow artifacts."""
-    plots = out / "plots"
-    plots.mkdir(parents=True, exist_ok=True)
+def write(out: Path, results: dict, mle: dict, pairs: list, histories: dict[str, list[dict]],
+          memory: list[dict], probes: list[dict], answers: dict, samples: dict, settings,
+          blanks: int, unit: str) -> list[Path]:
+    """Write metrics/ (settings: params.evaluate) and return the files to log in MLflow."""
+    figures, level, choices = out / "plots", settings.confidence_level, settings.distractors + 1
+    figures.mkdir(parents=True, exist_ok=True)
+    (out / "probes.json").write_text(json.dumps(answers, indent=2))
+    (out / "samples.json").write_text(json.dumps(samples, indent=2))
     (out / "metrics.json").write_text(json.dumps(results, indent=2))
     (out / "mle.json").write_text(json.dumps(mle, indent=2))
     (out / "pairs.json").write_text(json.dumps({f"{c.a}_vs_{c.b}": c.to_json() for c in pairs},
                                                indent=2))
-    (out / "comparison.md").write_text(comparison_markdown(results, blanks, choices, pairs, level,
-                                                           resamples, unit))
-    (plots / "intervals.csv").write_text("model,objective,metric,value,ci_low,ci_high\n" + "".join(
+    (out / "comparison.md").write_text(comparison_markdown(
+        results, blanks, choices, pairs, level, settings.bootstrap_resamples, unit))
+    (figures / "intervals.csv").write_text("model,objective,metric,value,ci_low,ci_high\n" + "".join(
         f"{name},{r['objective']},{key},{r[key]:.6g},{r[key + '_ci_low']:.6g},{r[key + '_ci_high']:.6g}\n"
         for key in WITH_INTERVALS for name, r in results.items()))
-    forest_plot(results, plots / "intervals.png", level)
-    (out / "probes.md").write_text(probes_md)
-    (out / "samples.md").write_text(samples_md)
+    plots.intervals(results, figures / "intervals.png", level)
+    (out / "probes.md").write_text(probes_markdown(probes, answers))
+    (out / "samples.md").write_text(samples_markdown(samples, settings.temperature))
     epochs = sorted({h["epoch"] for history in histories.values() for h in history})
     rows = ["epoch," + ",".join(histories)]
     for epoch in epochs:
         values = [next((f"{h['val_ppl']:.4f}" for h in history if h["epoch"] == epoch), "")
                   for history in histories.values()]
         rows.append(f"{epoch}," + ",".join(values))
-    (plots / "val_ppl.csv").write_text("\n".join(rows) + "\n")
-    (plots / "test_ppl.csv").write_text("model,objective,test_ppl\n" + "".join(
-        f"{name},{r['objective']},{r['test_ppl']:.4f}\n" for name, r in results.items()))
-    (plots / "fill_accuracy.csv").write_text("model,objective,fill_accuracy\n" + "".join(
-        f"{name},{r['objective']},{r['fill_accuracy']:.4f}\n" for name, r in results.items()))
+    (figures / "val_ppl.csv").write_text("\n".join(rows) + "\n")
+    for key in ("test_ppl", "fill_accuracy"):
+        (figures / f"{key}.csv").write_text(f"model,objective,{key}\n" + "".join(
+            f"{name},{r['objective']},{r[key]:.4f}\n" for name, r in results.items()))
 
-    (plots / "memory.csv").write_text("model,entries,megabytes\n" + "".join(
+    (figures / "memory.csv").write_text("model,entries,megabytes\n" + "".join(
         f"{r['model']},{r['entries']},{r['bytes'] / 2**20:.3f}\n" for r in memory))
     (out / "memory.md").write_text(
         "| model | entries (n-grams or parameters) | MiB |\n|---|---:|---:|\n" + "".join(
             f"| {r['model']} | {r['entries']:,} | {r['bytes'] / 2**20:.2f} |\n" for r in memory))
 
-    comparison_plot(results, histories, memory, choices, plots / "comparison.png")
+    plots.comparison(results, histories, memory, choices, figures / "comparison.png")
     return [out / "comparison.md", out / "memory.md", out / "metrics.json", out / "mle.json",
-            out / "pairs.json", plots / "intervals.png", plots / "intervals.csv",
-            out / "probes.md", out / "samples.md", plots / "comparison.png", plots / "memory.csv",
-            plots / "val_ppl.csv", plots / "test_ppl.csv", plots / "fill_accuracy.csv"]
-
-
-def comparison_plot(results: dict, histories: dict[str, list[dict]], memory: list[dict],
-                    choices: int, path: Path) -> None:
-    """comparison.png: validation perplexity per epoch, n-gram memory by order beside the RNNs'
-    parameters, test perplexity and fill-in-the-blank accuracy per model."""
-    figure = Figure(figsize=(21, 4))
-    left, middle, right, far = figure.subplots(1, 4)
-    for name, history in histories.items():
-        left.plot([h["epoch"] for h in history], [h["val_ppl"] for h in history], marker="o", label=name)
-    left.set(xlabel="epoch", ylabel="validation perplexity", title="RNN training")
-    left.legend()
-    names = list(results)
-    right.bar(names, [results[n]["test_ppl"] for n in names],
-              color=["tab:gray" if results[n]["objective"] == "cloze" else "tab:blue" for n in names])
-    right.set(ylabel="test perplexity", title="test perplexity (grey: cloze pseudo-ppl)")
-    far.bar(names, [results[n]["fill_accuracy"] for n in names], color="tab:green")
-    far.axhline(1 / choices, color="black", linestyle=":", linewidth=1, label="chance")
-    far.set(ylabel="accuracy", ylim=(0, 1), title="fill-in-the-blank accuracy")
-    far.legend()
-    ngram_rows = [r for r in memory if r["model"].startswith("ngram")]
-    middle.plot(range(1, len(ngram_rows) + 1), [r["bytes"] / 2**20 for r in ngram_rows], marker="o",
-                label="Kneser-Ney model of order N")
-    for r in memory:
-        if not r["model"].startswith("ngram"):
-            middle.axhline(r["bytes"] / 2**20, linestyle="--", linewidth=1, label=f"{r['model']} parameters")
-    middle.set(xlabel="n-gram order N", ylabel="MiB", title="memory: n-grams vs RNN parameters")
-    middle.legend(fontsize=7)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
+            out / "pairs.json", figures / "intervals.png", figures / "intervals.csv",
+            out / "probes.md", out / "samples.md", figures / "comparison.png", figures / "memory.csv",
+            figures / "val_ppl.csv", figures / "test_ppl.csv", figures / "fill_accuracy.csv"]

@@ -46,8 +46,13 @@ class Scored:
     fill: np.ndarray
     objective: str                          # causal | cloze
     model_bytes: int
-    files: dict[str, str]                   # artifact name -> path (tracking/serving.py)
+    files: dict[str, str]                   # artifact name -> path (tracking/serving.py), weights first
     params: dict                            # what the model run logs as its parameters
+
+    @property
+    def weights(self) -> str:
+        """The model's weights file (models/KIND/model.pt or models/ngram/model.npz)."""
+        return next(iter(self.files.values()))
 
 
 @dataclass
@@ -62,7 +67,7 @@ class Evaluation:
 
 def load(params: config.Params, data: Path, models: Path, root: Path) -> Inputs:
     """Every input of `evaluate`, read and checked in a fixed order (the first damage found is
-    the one refused); probes resolve against `root`."""
+    refused); probes resolve against `root`."""
     c, settings = params.corpus, params.evaluate
     vocab = load_vocab(data)
     stats = inputs.read_stats(data)
@@ -99,9 +104,6 @@ def _scored(name: str, lm: tasks.LanguageModel, scores: dict, objective: str, si
     units = found.units
     sums = {s: scoring.unit_sums(scores[s], found.splits[s], units.unit_of[s], units.count[s])
             for s in found.splits}
-    for s in found.splits:   # a model that loads but scores NaN: refused before anything is written
-        inputs.check_finite(name, {f"{s} nll": float(sums[s]["nll"].sum())},
-                            next(iter(model_files.values())))
     return Scored(lm, sums, tasks.blank_correct(lm, found.blanks), objective, size, model_files,
                   model_params)
 
@@ -145,7 +147,7 @@ def summarize(params: config.Params, found: Inputs,
     for name, m in scored.items():
         results[name] = report.metrics(name, m.sums, replicates, text, m.fill, fill_replicates,
                                        found.stats, m.model_bytes, m.objective, level)
-        inputs.check_finite(name, results[name], next(iter(m.files.values())))
+        inputs.check_finite(name, results[name], m.weights)   # NaN scores: nothing written
         print(report.headline(name, results[name]), flush=True)
     pairs = report.comparisons(results, sums, replicates["test"], level)
     for pair in pairs:
@@ -175,14 +177,8 @@ def write(params: config.Params, found: Inputs, scored: dict[str, Scored], resul
                for name, m in scored.items() if m.lm.kind == "causal" and settings.samples}
     memory = report.memory_rows(files.read_json(models / "ngram" / "memory.json", models / "ngram", list),
                                 {k: int(r["model_bytes"]) for k, r in results.items() if k != "ngram"})
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "probes.json").write_text(json.dumps(answers, indent=2))
-    (out / "samples.json").write_text(json.dumps(samples, indent=2))
-    return report.write(out, results, mle, found.histories, memory,
-                        report.probes_markdown(found.probes, answers),
-                        report.samples_markdown(samples, settings.temperature),
-                        len(found.blanks), settings.distractors + 1, pairs, settings.confidence_level,
-                        settings.bootstrap_resamples, found.stats.get("interval_unit", "sentences"))
+    return report.write(out, results, mle, pairs, found.histories, memory, found.probes, answers,
+                        samples, settings, len(found.blanks), found.stats.get("interval_unit", "sentences"))
 
 
 def evaluate(params: config.Params, found: Inputs, models: Path, out: Path) -> Evaluation:

@@ -1,9 +1,8 @@
 """One scoring path. In: an NGramLM or RNNLM and a token stream. Out: Scores, the ln p (nats) and
-the rank of every non-`<s>` target (words, `<unk>`, each `</s>`) in stream order; per-unit sums; and
-perplexity = exp(-(1/N) Σ ln p), bits per token = -(1/N) Σ log2 p, top-k = (1/N) #{rank < k}, N =
-targets. text_metrics charge the same Σ to the original text: bits per character, bits per byte,
-word-level perplexity (units.py's sizes, + 1 per line). Cloze models: pseudo-perplexity.
-Errors: ValueError when scores, stream and units disagree. Definitions: docs/internals.md."""
+rank of every non-`<s>` target (words, `<unk>`, `</s>`) in stream order; per-unit sums; perplexity
+= exp(-(1/N) Σ ln p), bits per token, top-k; per character, byte and word of the original text
+(text_metrics). Cloze models: pseudo-perplexity. Errors: ValueError when scores, stream and units
+disagree. Definitions: docs/internals.md."""
 
 from __future__ import annotations
 
@@ -19,8 +18,6 @@ from pipeline.ngram.counting import positions_left
 from pipeline.ngram.kneser_ney import NGramLM
 from pipeline.text.vocab import BOS_ID
 
-LN10 = math.log(10.0)
-
 
 @dataclass
 class Scores:
@@ -28,15 +25,13 @@ class Scores:
     ranks: np.ndarray     # words (but <s>) with a strictly higher probability than the target
 
 
-# ---- n-gram --------------------------------------------------------------------------------
 def ngram_logprobs(model: NGramLM, stream: np.ndarray) -> np.ndarray:
-    return model.log10_probs(stream) * LN10
+    return model.log10_probs(stream) * math.log(10.0)
 
 
 def ngram_distributions(lm: NGramLM, contexts: np.ndarray) -> np.ndarray:
-    """p(w | context) for every word w (B, V), by the same backoff as log10_probs, one dense row
-    per context: contexts (B, order-1) are the tokens before the target, -1 where the sentence
-    had not started yet. p(<s>) = 0."""
+    """(B, V) p(w | context) by log10_probs' backoff; contexts (B, order-1): the tokens before
+    the target, -1 before the sentence. p(<s>) = 0."""
     contexts = np.asarray(contexts, dtype=np.int64).reshape(len(contexts), lm.order - 1)
     V = lm.vocab_size
     probs = np.tile(10.0 ** lm.log10_prob[0], (len(contexts), 1))
@@ -85,10 +80,8 @@ def ngram_scores(lm: NGramLM, stream: np.ndarray, block: int = 256) -> Scores:
     return Scores(logprobs, ranks)
 
 
-# ---- recurrent ------------------------------------------------------------------------------
 def _logp_and_rank(logits: torch.Tensor, targets: torch.Tensor):
-    """ln p(target) under the model's softmax (as trained: over the whole vocabulary), and the
-    target's rank among the candidates, which exclude `<s>`."""
+    """ln p(target) (softmax over the whole vocabulary, as trained) and its rank without `<s>`."""
     logp = torch.log_softmax(logits.float(), dim=-1)
     picked = logp.gather(-1, targets.clamp(min=0).unsqueeze(-1))
     logp[..., BOS_ID] = -math.inf                    # <s> is never a candidate
@@ -142,18 +135,13 @@ def cloze_logprobs(model: RNNLM, stream: np.ndarray, **kwargs) -> np.ndarray:
 
 def unit_sums(scores: Scores, stream: np.ndarray, unit_of_sentence: np.ndarray,
               units: int) -> dict[str, np.ndarray]:
-    """Per-unit sums (U,) of a model's scores of `stream`: "nll" (Σ -ln p, nats), "tokens"
-    (targets: words, `<unk>`, `</s>`), "top1", "top5" (targets ranked first / in the first
-    five). `unit_of_sentence` (S,) is the unit of each of the stream's S sentences
-    (pipeline/text/units.py), `units` = U. Raises ValueError when the scores, the stream and the
-    units disagree (a prepared folder edited by hand)."""
+    """(U,) sums per unit of "nll" (nats), "tokens", "top1", "top5" of `stream`'s scores;
+    `unit_of_sentence` (S,): the unit of each sentence (text/units.py)."""
     stream = np.asarray(stream)
     starts = stream == BOS_ID
     sentence = np.cumsum(starts)[~starts] - 1            # the sentence of each target
     if len(sentence) != len(scores.logprobs) or int(starts.sum()) != len(unit_of_sentence):
-        raise ValueError(f"{len(scores.logprobs):,} scores and {int(starts.sum()):,} sentences of "
-                         f"{len(sentence):,} targets, but units for {len(unit_of_sentence):,} "
-                         "sentences: the prepared data is inconsistent; rerun `dvc repro prepare`")
+        raise ValueError("scores, stream and units disagree; rerun `dvc repro prepare`")
     unit = np.asarray(unit_of_sentence, dtype=np.int64)[sentence]
     return {"nll": np.bincount(unit, weights=-scores.logprobs, minlength=units),
             "tokens": np.bincount(unit, minlength=units).astype(np.float64),
@@ -162,38 +150,24 @@ def unit_sums(scores: Scores, stream: np.ndarray, unit_of_sentence: np.ndarray,
 
 
 def token_metrics(nll: float, tokens: float) -> dict:
-    """Perplexity and bits per token of a total `nll` (nats) over `tokens` targets (module
-    docstring): the one place these two formulas live."""
+    """Perplexity and bits per token of a total `nll` (nats) over `tokens` targets."""
     return {"ppl": math.exp(nll / tokens), "bits_per_token": nll / tokens / math.log(2)}
 
 
 def text_metrics(nll: float, chars: int, num_bytes: int, words: int) -> dict:
-    """Tokenizer-independent numbers of a total `nll` (nats, every target of the test text)
-    over its original text of `chars` characters, `num_bytes` bytes and `words` words (module
-    docstring): bits_per_char, bits_per_byte, word_ppl."""
+    """bits_per_char, bits_per_byte, word_ppl of a total `nll` (nats) over the original text."""
     return {"bits_per_char": nll / chars / math.log(2), "bits_per_byte": nll / num_bytes / math.log(2),
             "word_ppl": math.exp(nll / words)}
 
 
-def summarize(logprobs: np.ndarray | Scores) -> dict:
-    """Perplexity and bits per token from natural-log probabilities of every target; with
-    Scores also top-1 and top-5 accuracy."""
-    ranks = None
-    if isinstance(logprobs, Scores):
-        logprobs, ranks = logprobs.logprobs, logprobs.ranks
-    tokens = len(logprobs)
-    out = {**token_metrics(float(-np.sum(logprobs)), tokens), "tokens": tokens}
-    if ranks is not None:
-        out["top1_accuracy"] = float(np.mean(ranks < 1))
-        out["top5_accuracy"] = float(np.mean(ranks < 5))
-    return out
+def summarize(logprobs: np.ndarray) -> dict:
+    """token_metrics and "tokens" of the ln p (nats) of every target."""
+    return {**token_metrics(float(-np.sum(logprobs)), len(logprobs)), "tokens": len(logprobs)}
 
 
 def mle_summary(probs: np.ndarray) -> dict:
-    """MLE n-grams give probability 0 to unseen events: report how often, and the perplexity
-    over the tokens that got a nonzero probability (ppl_excluding_zero_prob: like KenLM's
-    "perplexity excluding OOVs", not a perplexity of the test set). An infinite perplexity
-    is None (JSON has no infinity)."""
+    """How often MLE n-grams give p = 0, the perplexity (None when infinite) and that over the
+    nonzero p (like KenLM's "perplexity excluding OOVs")."""
     nonzero = probs > 0
     summary = {"zero_prob_rate": float(1 - nonzero.mean()), "tokens": int(len(probs)),
                "ppl": summarize(np.log(probs))["ppl"] if nonzero.all() else None}

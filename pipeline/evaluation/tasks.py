@@ -1,8 +1,6 @@
-"""Tasks beyond perplexity, one interface (LanguageModel, kind causal or cloze) for n-gram and
-recurrent models. In: models/KIND files (load_recurrent, load_ngram), token ids, probes of
-configs/probes.yaml. Out: sentence log-probabilities (nats), fill-in-the-blank answers and
-accuracy, probe tables, sampled sentences. Errors: StateError naming a damaged or mismatched model
-file and the fix; ProbeNotApplicable for a probe the tokenizer cannot pose. docs/internals.md."""
+"""Tasks beyond perplexity, one interface (LanguageModel, causal or cloze) for n-gram and recurrent
+models. In: models/KIND files, token ids, probes. Out: sentence ln p (nats), fill-in-the-blank
+answers, probe rows, samples. Errors: StateError naming a damaged or mismatched model file."""
 
 from __future__ import annotations
 
@@ -22,23 +20,16 @@ from pipeline.text.vocab import BOS_ID, EOS_ID, UNK_ID
 BLANK = "___"
 
 
-MISMATCH = ("one of them was changed by hand or restored from another version; `dvc checkout` "
-            "restores both, `dvc repro` retrains what is out of date")
-
-
 def retrain_hint(folder: Path) -> str:
-    """The fix for a damaged model file of models/KIND (`folder`): DVC's cached copy, or the
-    stage that writes it run again (train@KIND; ngram for models/ngram)."""
+    """The fix for a damaged file of models/KIND: DVC's cached copy, or its stage rerun."""
     stage = "ngram" if folder.name == "ngram" else f"train@{folder.name}"
     return (f"restore it with `dvc checkout {folder}` (DVC's cached copy) or rebuild it with "
             f"`dvc repro -f {stage}`")
 
 
 def load_recurrent(path: Path, vocab_size: int) -> tuple[RNNLM, dict]:
-    """(the RNNLM, its checkpoint) of a models/KIND/model.pt (train's config + state_dict),
-    for data/prepared's vocabulary of `vocab_size` tokens. Raises errors.StateError naming the
-    file and the fix when it is missing, damaged (also: a weight that is NaN or infinite, which
-    train never saves), or trained on another vocabulary."""
+    """(RNNLM, checkpoint) of models/KIND/model.pt; StateError when it is missing, damaged
+    (NaN or infinite weights too) or trained on another vocabulary size."""
     checkpoint = files.load_checkpoint(path, path.parent, ("config", "state_dict"))
     model = _built(RNNLM.from_checkpoint, checkpoint, path, "model", RuntimeError)
     bad = [name for name, tensor in model.state_dict().items()
@@ -49,10 +40,8 @@ def load_recurrent(path: Path, vocab_size: int) -> tuple[RNNLM, dict]:
 
 
 def load_ngram(path: Path, vocab_size: int) -> NGramLM:
-    """The NGramLM of a models/ngram/model.npz, for a vocabulary of `vocab_size` tokens. Raises
-    errors.StateError as load_recurrent does, also for tables that would score wrongly
-    (NGramLM.problem: keys out of order, non-finite or positive log10 probabilities, non-finite
-    backoffs)."""
+    """The NGramLM of models/ngram/model.npz; StateError as load_recurrent, also for tables
+    that would score wrongly (NGramLM.problem)."""
     arrays = files.load_arrays(path, path.parent, ("vocab_size", "discounts"))
     model = _built(NGramLM.from_arrays, arrays, path, "n-gram model")
     _refuse(path, model.problem(), "estimated", model.vocab_size, vocab_size)
@@ -60,7 +49,6 @@ def load_ngram(path: Path, vocab_size: int) -> NGramLM:
 
 
 def _built(build, data, path: Path, what: str, *also: type[Exception]):
-    """build(data), the model of a loaded file; StateError naming `path` if it is not one."""
     try:
         return build(data)
     except (TypeError, KeyError, ValueError, *also) as error:
@@ -69,23 +57,27 @@ def _built(build, data, path: Path, what: str, *also: type[Exception]):
 
 
 def _refuse(path: Path, damage: str | None, built: str, size: int, vocab_size: int) -> None:
-    """StateError naming `path`: `damage` (what makes it score wrongly), or a vocabulary of
-    `size` tokens where data/prepared has `vocab_size`."""
     if damage:
         raise files.StateError(f"{path}: damaged, {damage}; {retrain_hint(path.parent)}")
     if size != vocab_size:
         raise files.StateError(f"{path}: {built} on a {size:,}-token vocabulary but data/prepared "
-                               f"has {vocab_size:,}; {MISMATCH}")
+                               f"has {vocab_size:,}; `dvc checkout` restores both, `dvc repro` "
+                               "retrains what is out of date")
+
+
+def _filled(sentence: np.ndarray, position: int, candidates) -> np.ndarray:
+    """(C, len(sentence)): `sentence` once per candidate, the candidate at `position`."""
+    filled = np.repeat(sentence[None], len(candidates), axis=0)
+    filled[:, position] = candidates
+    return filled
 
 
 class LanguageModel:
-    """A trained model behind the operations the tasks need."""
+    """A trained model. Subclasses give sentence_logprobs(sentences) (S,): Σ ln p over every
+    non-`<s>` token of each `<s> .. </s>` sentence, and next_distribution(prefixes) (B, V):
+    p(w | prefix), p(`<s>`) = 0, or override next_distributions and fill_logprobs."""
 
     kind = "causal"
-
-    def sentence_logprobs(self, sentences: list[np.ndarray]) -> np.ndarray:
-        """Σ ln p over every non-`<s>` token of each `<s> .. </s>` sentence, scored alone."""
-        raise NotImplementedError
 
     def fill_logprobs(self, sentence: np.ndarray, position: int, candidates: np.ndarray,
                       open_end: bool = False) -> np.ndarray:
@@ -94,21 +86,11 @@ class LanguageModel:
         if open_end:
             return np.log(np.maximum(self.next_distribution([sentence[:position]])[0][candidates],
                                      1e-300))
-        filled = []
-        for c in candidates:
-            s = sentence.copy()
-            s[position] = c
-            filled.append(s)
-        return self.sentence_logprobs(filled)
-
-    def next_distribution(self, prefixes: list[np.ndarray]) -> np.ndarray:
-        """p(w | prefix) for every word (B, V), p(`<s>`) = 0; each prefix starts with `<s>`."""
-        raise NotImplementedError
+        return self.sentence_logprobs(_filled(sentence, position, candidates))
 
     def next_distributions(self, prefixes: list[np.ndarray], state=None):
-        """(next_distribution(prefixes) (B, V), state). A model with a recurrent state (RNNs)
-        returns it and, given it back for the same B rows, reads only each prefix's last token
-        (one step per token when generating); others return None and read the prefixes."""
+        """((B, V) distributions, state): a recurrent model returns its state and, given it back
+        for the same B rows, reads only each prefix's last token; others return None."""
         return self.next_distribution(prefixes), None
 
 
@@ -177,30 +159,17 @@ class RecurrentModel(LanguageModel):
 
     @torch.no_grad()
     def next_distributions(self, prefixes, state=None):
-        """state: the recurrent state (L, B, S: H, or 2H for an LSTM) after each prefix but its last token, or None."""
+        """Prefixes of one length; state (L, B, H or 2H) after each prefix but its last token."""
         if state is not None:
             tokens = torch.as_tensor(np.array([p[-1] for p in prefixes], dtype=np.int64)).unsqueeze(1)
             logits, state = self.model(tokens, state)
-        elif len({len(p) for p in prefixes}) == 1:
-            logits, state = self.model(torch.as_tensor(np.stack(prefixes).astype(np.int64)))
         else:
-            return super().next_distributions(prefixes)
+            logits, state = self.model(torch.as_tensor(np.stack(prefixes).astype(np.int64)))
         probs = torch.softmax(logits[:, -1].float(), -1).double().numpy()
         probs[:, BOS_ID] = 0.0   # never a candidate (not renormalised: ln p as trained)
         return probs, state
 
-    @torch.no_grad()
-    def next_distribution(self, prefixes):
-        rows = []
-        for prefix in prefixes:
-            logits, _ = self.model(torch.as_tensor(np.asarray(prefix, dtype=np.int64)).unsqueeze(0))
-            probs = torch.softmax(logits[0, -1].float(), -1).double().numpy()
-            probs[BOS_ID] = 0.0   # never a candidate (not renormalised: ln p as trained)
-            rows.append(probs)
-        return np.stack(rows)
 
-
-# ---- fill-in-the-blank -------------------------------------------------------------------------
 @dataclass
 class Blank:
     sentence: np.ndarray    # `<s> .. </s>` with the answer in place
@@ -209,19 +178,13 @@ class Blank:
     answer: int             # index of the answer in candidates
 
 
-def word_ids(tokens: tuple[str, ...]) -> np.ndarray:
-    """Ids of vocabulary entries that are words (letters, maybe an inner apostrophe)."""
-    return np.array([i for i, t in enumerate(tokens)
-                     if i > EOS_ID and t.replace("'", "").isalpha()], dtype=np.int64)
-
-
 def make_blanks(stream: np.ndarray, train_stream: np.ndarray, tokens: tuple[str, ...], count: int,
                 seed: int, distractors: int = 4) -> list[Blank]:
-    """`count` blanks from the sentences of `stream`, one per sentence, drawn with `seed`; the
-    distractors are the words nearest to the answer in training-frequency rank. `train_stream`
-    may be memory-mapped: its frequencies are counted a block at a time."""
+    """`count` blanks, one per sentence of `stream`, drawn with `seed`; the distractors are the
+    words nearest the answer in training-frequency rank (counted a block at a time)."""
     rng = np.random.default_rng(seed)
-    words = word_ids(tokens)
+    words = np.array([i for i, t in enumerate(tokens)   # letters, maybe inner apostrophes
+                      if i > EOS_ID and t.replace("'", "").isalpha()], dtype=np.int64)
     if len(words) <= distractors:
         raise ValueError(f"{len(words)} words, too few for {distractors} evaluate.distractors; lower it")
     frequency = np.zeros(len(tokens), dtype=np.int64)
@@ -246,34 +209,19 @@ def make_blanks(stream: np.ndarray, train_stream: np.ndarray, tokens: tuple[str,
     return blanks
 
 
-def answer_blanks(model: LanguageModel, blanks: list[Blank]) -> np.ndarray:
-    """The index of the candidate each blank gets from the model."""
-    if model.kind == "causal" and isinstance(model, NgramModel):   # all sentences in one batch
-        filled = []
-        for b in blanks:
-            for c in b.candidates:
-                s = b.sentence.copy()
-                s[b.position] = c
-                filled.append(s)
-        scores = model.sentence_logprobs(filled).reshape(len(blanks), -1)
-        return scores.argmax(1)
-    return np.array([int(np.argmax(model.fill_logprobs(b.sentence, b.position, b.candidates)))
-                     for b in blanks])
-
-
 def blank_correct(model: LanguageModel, blanks: list[Blank]) -> np.ndarray:
-    """(len(blanks),) bool: whether the model chose each blank's answer."""
-    return answer_blanks(model, blanks) == np.array([b.answer for b in blanks])
+    """(len(blanks),) bool: whether the model's best candidate is each blank's answer."""
+    if isinstance(model, NgramModel):   # every filled sentence in one batch
+        filled = [s for b in blanks for s in _filled(b.sentence, b.position, b.candidates)]
+        chosen = model.sentence_logprobs(filled).reshape(len(blanks), -1).argmax(1)
+    else:
+        chosen = np.array([int(np.argmax(model.fill_logprobs(b.sentence, b.position, b.candidates)))
+                           for b in blanks])
+    return chosen == np.array([b.answer for b in blanks])
 
 
-def blank_accuracy(model: LanguageModel, blanks: list[Blank]) -> float:
-    return float(np.mean(blank_correct(model, blanks)))
-
-
-# ---- probes ------------------------------------------------------------------------------------
 def encode_probe_text(text: str, encode) -> tuple[np.ndarray, int | None]:
-    """`<s> .. </s>` ids of a probe text (encode: list[str] -> ids, the corpus's tokeniser and
-    vocabulary) and the position of its blank, if any."""
+    """`<s> .. </s>` ids of a probe text (`encode`: text -> ids) and its blank's position or None."""
     parts = text.split(BLANK)   # at most one BLANK: the probe schema and the CLI checked it
     left = list(encode(parts[0]))
     if len(parts) == 1:
@@ -284,10 +232,8 @@ def encode_probe_text(text: str, encode) -> tuple[np.ndarray, int | None]:
 
 def run_probe(model: LanguageModel, probe: dict, encode, tokens: tuple[str, ...],
               unknown=None) -> list[dict]:
-    """Rows {"text", "logprob" (ln), "oov"} best first. rank: the sentences; fill: the options,
-    or the `top` best words of the vocabulary (never `<s>`, `</s>` or `<unk>`), each row with
-    "context_oov" too. `unknown(text)` lists a text's out-of-vocabulary words (scored as
-    `<unk>`): "oov" those of the row's own text, "context_oov" those of the fill's sentence."""
+    """Rows {"text", "logprob" (ln), "oov"} best first: the rank: sentences, or the options or
+    `top` words (never `<s>`, `</s>`, `<unk>`) with "context_oov"; `unknown(text)`: its OOV words."""
     def oov(text: str) -> list[str]:
         return unknown(text.replace(BLANK, " ")) if unknown else []
     if "rank" in probe:
@@ -301,8 +247,7 @@ def run_probe(model: LanguageModel, probe: dict, encode, tokens: tuple[str, ...]
         candidates = np.array([_single_id(o, encode) for o in probe["options"]])
         labels = list(probe["options"])
     else:
-        # every word of the vocabulary: not the sentence markers, not `<unk>` (not a word to
-        # propose, though it keeps its probability mass)
+        # every word: not the sentence markers, not `<unk>` (it keeps its probability mass)
         candidates = np.arange(EOS_ID + 1, len(tokens))
         labels = [tokens[i] for i in candidates]
     open_end = bool(probe.get("open")) and model.kind == "causal"
@@ -314,8 +259,7 @@ def run_probe(model: LanguageModel, probe: dict, encode, tokens: tuple[str, ...]
 
 
 class ProbeNotApplicable(ValueError):
-    """A probe the corpus's tokenizer cannot pose (e.g. a word option under `chars`: a fill probe
-    fills one token); evaluate reports it as skipped instead of stopping."""
+    """A probe the tokenizer cannot pose (a word option under `chars`); evaluate skips it."""
 
 
 def _single_id(word: str, encode) -> int:
@@ -325,13 +269,10 @@ def _single_id(word: str, encode) -> int:
     return int(ids[0])
 
 
-# ---- generation --------------------------------------------------------------------------------
 def sample(model: LanguageModel, count: int, temperature: float, max_length: int,
            seed: int) -> list[np.ndarray]:
-    """`count` sentences (ids without `<s>`/`</s>`) sampled token by token from p^(1/T); a
-    recurrent model carries its state, so a sentence of n tokens costs n steps, not n²/2. A
-    causal model and temperature > 0 (checked by --temperature and evaluate.temperature's schema;
-    generate and evaluate pass causal models only)."""
+    """`count` sentences (ids without `<s>`/`</s>`) sampled token by token from p^(1/T) of a
+    causal model; a recurrent one carries its state (n steps for n tokens)."""
     rng = np.random.default_rng(seed)
     prefixes = [[BOS_ID] for _ in range(count)]
     done = np.zeros(count, dtype=bool)

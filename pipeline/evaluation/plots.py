@@ -1,0 +1,60 @@
+"""The figures of metrics/plots. In: metrics.json's results, the training histories, the memory
+table. Out: intervals.png (test perplexity and bits per character with their intervals) and
+comparison.png (training, memory, test perplexity, fill-in-the-blank accuracy)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from matplotlib.figure import Figure  # no pyplot: no backend to choose, no figure to close
+
+
+def intervals(results: dict[str, dict], path: Path, level: float) -> None:
+    """intervals.png: each model's test perplexity and bits per character with intervals."""
+    names = list(results)[::-1]     # the first model on top
+    figure = Figure(figsize=(11, 0.5 * len(names) + 1.6))
+    axes = figure.subplots(1, 2, sharey=True)
+    for axis, key, label in ((axes[0], "test_ppl", "test perplexity"),
+                             (axes[1], "test_bits_per_char", "bits per character")):
+        for y, name in enumerate(names):
+            r = results[name]
+            low, high = r[f"{key}_ci_low"], r[f"{key}_ci_high"]
+            axis.errorbar(r[key], y, xerr=[[max(r[key] - low, 0.0)], [max(high - r[key], 0.0)]],
+                          fmt="o", capsize=4,
+                          color="tab:gray" if r["objective"] == "cloze" else "tab:blue")
+        axis.set(xlabel=f"{label} ({level:.0%} bootstrap interval)")
+        axis.grid(axis="x", linestyle=":", linewidth=0.5)
+    axes[0].set_yticks(range(len(names)), [f"{n} ({results[n]['objective']})" for n in names])
+    figure.suptitle("lower is better; grey: cloze pseudo-likelihood, not comparable with causal rows",
+                    fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+
+
+def comparison(results: dict, histories: dict[str, list[dict]], memory: list[dict],
+                    choices: int, path: Path) -> None:
+    """comparison.png: val perplexity per epoch, memory, test perplexity, fill-in accuracy."""
+    figure = Figure(figsize=(21, 4))
+    left, middle, right, far = figure.subplots(1, 4)
+    for name, history in histories.items():
+        left.plot([h["epoch"] for h in history], [h["val_ppl"] for h in history], marker="o", label=name)
+    left.set(xlabel="epoch", ylabel="validation perplexity", title="RNN training")
+    left.legend()
+    names = list(results)
+    right.bar(names, [results[n]["test_ppl"] for n in names],
+              color=["tab:gray" if results[n]["objective"] == "cloze" else "tab:blue" for n in names])
+    right.set(ylabel="test perplexity", title="test perplexity (grey: cloze pseudo-ppl)")
+    far.bar(names, [results[n]["fill_accuracy"] for n in names], color="tab:green")
+    far.axhline(1 / choices, color="black", linestyle=":", linewidth=1, label="chance")
+    far.set(ylabel="accuracy", ylim=(0, 1), title="fill-in-the-blank accuracy")
+    far.legend()
+    ngram_rows = [r for r in memory if r["model"].startswith("ngram")]
+    middle.plot(range(1, len(ngram_rows) + 1), [r["bytes"] / 2**20 for r in ngram_rows], marker="o",
+                label="Kneser-Ney model of order N")
+    for r in memory:
+        if not r["model"].startswith("ngram"):
+            middle.axhline(r["bytes"] / 2**20, linestyle="--", linewidth=1, label=f"{r['model']} parameters")
+    middle.set(xlabel="n-gram order N", ylabel="MiB", title="memory: n-grams vs RNN parameters")
+    middle.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
