@@ -268,6 +268,8 @@ def from_dict(raw: Any, where: str = "") -> Params:
 def load(path: str | Path = "params.yaml") -> Params:
     """Read (as DVC does) and validate params.yaml. Raises ParamsError starting with the path."""
     path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path}: params file not found in {Path.cwd()}; run lmpipe in the repository's root")
     raw = read_yaml(path)
     if raw is None:   # zero bytes or only comments: not "the defaults", a lost file
         raise ParamsError(f"{relative(path)}: is empty (no settings at all); restore it (`git checkout {relative(path)}`)")

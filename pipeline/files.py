@@ -8,7 +8,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import pickle
 import shutil
 import tempfile
 import zipfile
@@ -89,17 +88,16 @@ def _why(error: BaseException, fmt: str) -> str:
     return f"damaged, not a readable {fmt} ({detail})"
 
 
-READ_ERRORS = (OSError, ValueError, EOFError, KeyError, RuntimeError, zipfile.BadZipFile,
-               pickle.UnpicklingError)   # numpy's and torch's for truncated or foreign files
+READ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile)   # numpy's, json's
 
 
 def _load(path: str | Path, fmt: str, read, folder=None, fix=None, kind: type = dict,
-          required: tuple[str, ...] = ()):
+          required: tuple[str, ...] = (), errors: type | tuple = READ_ERRORS):
     """read(path), a `kind` holding every key of `required`; else StateError (see damaged)."""
     path = Path(path)
     try:
         value = read(path)
-    except READ_ERRORS as error:
+    except errors as error:
         raise damaged(path, _why(error, fmt), folder, fix) from None
     missing = [key for key in dict.fromkeys(required) if key not in value] if isinstance(value, kind) else None
     if missing != []:
@@ -132,8 +130,11 @@ def load_arrays(path: str | Path, folder: str | Path | None = None,
 def load_checkpoint(path: str | Path, folder: str | Path | None = None,
                     required: tuple[str, ...] = ()) -> dict:
     import torch
-    return _load(path, "torch checkpoint", lambda path: torch.load(path, map_location="cpu",
-                                                                   weights_only=True), folder, required=required)
+
+    def read(path: Path) -> dict:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    # truncated zip, a foreign pickle, EOF: torch raises many kinds
+    return _load(path, "torch checkpoint", read, folder, required=required, errors=Exception)
 
 
 class SpillError(OSError):
@@ -146,11 +147,7 @@ class Spill:
 
     def __init__(self, parent: str | os.PathLike | None = None, prefix: str = "lmpipe-ngram-"):
         where = Path(parent if parent is not None else tempfile.gettempdir())
-        with spilling(where):   # EACCES on a parent, a name too long
-            missing = not where.is_dir()
-        if missing:
-            raise SpillError(f"{where}: {'not a folder' if where.exists() else 'no such folder'}; give a folder for spill files")
-        with spilling(where):
+        with spilling(where):   # no such folder, not a folder, EACCES, a name too long
             self.path = Path(tempfile.mkdtemp(prefix=prefix, dir=where))
 
     def file(self, name: str, dtype) -> Column:
@@ -180,8 +177,8 @@ def spill_message(folder: Path, error: OSError) -> str:
         return (f"{folder}: no space left for the spilled files ({free:,} bytes free); free "
                 "space there, or spill to a larger disk")
     if error.errno == errno.ENOENT:
-        return (f"{folder}: the spill folder vanished while it was in use (removed "
-                "by another program?); give a folder that stays, and run again")
+        return (f"{folder}: no such spill folder, or it vanished while in use (removed by another "
+                "program?); give a folder that exists and stays")
     if error.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
         return f"{folder}: cannot write spill files there ({error.strerror}); give a writable folder"
     return f"{folder}: spill files cannot be written or read ({error.strerror or error})"

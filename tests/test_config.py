@@ -110,7 +110,7 @@ def test_the_schema_defaults_are_params_yaml():
 
 
 def test_missing_file_and_bad_yaml(tmp_path):
-    with pytest.raises(FileNotFoundError):   # errors.one_line: "FILE: No such file or directory"
+    with pytest.raises(ParamsError, match="params file not found"):
         config.load(tmp_path / "nope.yaml")
     bad = tmp_path / "params.yaml"
     bad.write_text("train: [unclosed\n")
