@@ -5,7 +5,7 @@ ValueError (the order), DiscountError, SpillError."""
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 
@@ -33,28 +33,21 @@ def check_order(order: int, longest: int, option: str, text: str) -> None:
         raise ValueError(f"{option.format(order)}: {text} has {longest} tokens at most (with <s>, </s>); use {option.format(longest)} or less")
 
 
-def spill_folder(source: external.TokenFile, counted: int, memory: int, temp_dir: str | None):
-    """The one memory decision, a context of None (all in memory) or a spill folder: the
-    stream's own, else a new one in `temp_dir`, removed on leaving."""
+@contextmanager
+def build(source: external.TokenFile, vocab_size: int, order: int, counted: int, memory: int,
+          temp_dir: str | None, fallback, remedy: str, progress, budget: str):
+    """A context of (counts of orders 1..counted, Kneser-Ney model of `order`, spill folder) of
+    `source`: the one memory decision, all in memory (spill None) when counting fits `memory`
+    bytes, else in a spill folder (the stream's own, or a new one in `temp_dir`); the same tables."""
     if source.length * external.in_memory_bytes(counted) <= memory:
-        return nullcontext()
-    return nullcontext(source.spill) if source.spill else files.Spill(temp_dir)
-
-
-def estimate(source: external.TokenFile, vocab_size: int, order: int, counted: int, memory: int,
-             spill: files.Spill | None, fallback, remedy: str, progress, budget: str):
-    """(counts of orders 1..counted, Kneser-Ney model of `order`) of `source`, in memory when
-    `spill` is None, else in `spill` within `memory` bytes (`budget` names it); the same tables."""
-    if spill is None:
         counts = counting.count(source.read(0, source.length), vocab_size, counted, progress)
-        model = kneser_ney.estimate(counts.truncated(order), fallback=fallback, progress=progress,
-                                    remedy=remedy)
-        return counts, model
-    progress(f"counting out of core in {memory >> 20:,} MiB ({budget}), spilling to {spill.path}")
-    counts = external.count(source, vocab_size, counted, memory, spill, progress)
-    model = disk_estimate.estimate(counts.truncated(order), memory, spill, fallback, progress,
-                                   remedy)
-    return counts, model
+        yield counts, kneser_ney.estimate(counts.truncated(order), fallback, progress, remedy), None
+        return
+    with nullcontext(source.spill) if source.spill else files.Spill(temp_dir) as spill:
+        progress(f"counting out of core in {memory >> 20:,} MiB ({budget}), spilling to {spill.path}")
+        counts = external.count(source, vocab_size, counted, memory, spill, progress)
+        yield counts, disk_estimate.estimate(counts.truncated(order), memory, spill, fallback, progress,
+                                             remedy), spill
 
 
 def write_arpa(model, counts, tokens: tuple[str, ...], handle, memory: int) -> None:

@@ -112,17 +112,8 @@ def count(stream: np.ndarray, vocab_size: int, order: int, progress=None) -> Ngr
 
 def _unique(key: np.ndarray):
     """np.unique(key, return_index, return_inverse, return_counts), `first` some occurrence of
-    each key: one SIMD sort of (key << bits | position) when they fit 64 bits (~10x argsort)."""
-    position_bits = max(int(len(key) - 1).bit_length(), 1)
-    if len(key) and int(key.max()).bit_length() + position_bits <= 64:
-        packed = (key.astype(np.uint64) << np.uint64(position_bits)) | np.arange(len(key), dtype=np.uint64)
-        packed.sort()
-        order = (packed & np.uint64((1 << position_bits) - 1)).astype(np.int64)
-        ordered = (packed >> np.uint64(position_bits)).astype(np.int64)
-        del packed
-    else:
-        order = np.argsort(key)
-        ordered = key[order]
+    each key."""
+    order, ordered = _sorted(key)
     boundary = np.empty(len(key), dtype=bool)
     boundary[:1] = True
     np.not_equal(ordered[1:], ordered[:-1], out=boundary[1:])
@@ -134,17 +125,25 @@ def _unique(key: np.ndarray):
     return ordered[heads], order[heads], inverse, counted
 
 
+def _sorted(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(positions that sort `key`, the sorted keys): one SIMD sort of (key << bits | position)
+    when both fit 64 bits (~10x argsort), else argsort."""
+    bits = max(int(len(key) - 1).bit_length(), 1)
+    if len(key) and int(key.max()).bit_length() + bits <= 64:
+        packed = (key.astype(np.uint64) << np.uint64(bits)) | np.arange(len(key), dtype=np.uint64)
+        packed.sort()
+        return (packed & np.uint64((1 << bits) - 1)).astype(np.int64), (packed >> np.uint64(bits)).astype(np.int64)
+    order = np.argsort(key)
+    return order, key[order]
+
+
 def _search(table: np.ndarray, key: np.ndarray) -> np.ndarray:
-    """np.searchsorted(table, key), for many keys searched in key order (cache-friendly), sorted
-    by one packed SIMD sort when key and position fit 64 bits."""
-    position_bits = max(int(len(key) - 1).bit_length(), 1)
-    if len(key) < 65536 or int(key.max()).bit_length() + position_bits > 64:
+    """np.searchsorted(table, key), many keys searched in key order (cache-friendly)."""
+    if len(key) < 65536:
         return np.searchsorted(table, key)
-    packed = (key.astype(np.uint64) << np.uint64(position_bits)) | np.arange(len(key), dtype=np.uint64)
-    packed.sort()
+    order, ordered = _sorted(key)
     where = np.empty(len(key), dtype=np.int64)
-    where[(packed & np.uint64((1 << position_bits) - 1)).astype(np.int64)] = np.searchsorted(
-        table, (packed >> np.uint64(position_bits)).astype(np.int64))
+    where[order] = np.searchsorted(table, ordered)
     return where
 
 

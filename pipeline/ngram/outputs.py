@@ -23,9 +23,8 @@ def write(source, tokens: tuple[str, ...], out: Path, order: int, counted: int, 
           temp_dir: str | None, fallback, progress) -> None:
     """The four files of `source` (orders 1..`counted`, Kneser-Ney of `order`) into `out`."""
     started = time.perf_counter()
-    with builder.spill_folder(source, counted, memory, temp_dir) as spill:
-        counts, model = builder.estimate(source, len(tokens), order, counted, memory, spill,
-                                         fallback, kneser_ney.PARAMS_REMEDY, progress, "ngram.memory")
+    with builder.build(source, len(tokens), order, counted, memory, temp_dir, fallback,
+                       kneser_ney.PARAMS_REMEDY, progress, "ngram.memory") as (counts, model, spill):
         step = max(memory // 256, 4096)
         with files.staged_dir(out) as scratch:
             save_npz(scratch / "model.npz", npz_arrays(model), step)

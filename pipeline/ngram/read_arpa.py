@@ -109,9 +109,7 @@ def _entries(data, s, e, tabs, spaces, n: int, order: int, path):
         refuse_spacing((word_ends <= word_starts).any(axis=1), "an empty word")
     never = np.isneginf(prob)
     if n == 1 and never.any():   # <s> is context only: lmplz writes it -99, others -inf
-        first = word_starts[:, 0]
-        never &= ~((word_ends[:, 0] - first == 3) & (data[first] == ord("<"))
-                   & (data[first + 1] == ord("s")) & (data[first + 2] == ord(">")))
+        never &= fixed(data, word_starts[:, 0], word_ends[:, 0], 8).view("S8").ravel() != b"<s>"
     if never.any():
         refuse(never, f"the log10 probability is -inf; {PROBABILITY_RULE}")
     return prob, np.stack([word_starts, word_ends], axis=2), backoff, s
