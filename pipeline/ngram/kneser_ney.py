@@ -73,23 +73,18 @@ class NGramLM:
                     return f"holds order-1 keys other than the word ids 0..{self.vocab_size - 1}"
             elif len(keys) and (np.any(keys[1:] <= keys[:-1]) or keys[0] < 0
                                 or keys[-1] >= len(self.keys[n - 2]) * self.vocab_size):
-                return (f"holds order-{n} keys out of order or out of range (lookup is a binary "
-                        "search over keys sorted in increasing order)")
+                return f"holds order-{n} keys out of order or out of range (they are binary-searched)"
             finite = np.isfinite(prob)
             if n == 1:
                 finite[BOS_ID] |= prob[BOS_ID] == -np.inf     # <s>: context only, p = 0
-            if not finite.all():
-                at = int(np.flatnonzero(~finite)[0])
-                return (f"holds non-finite log10 probabilities ({np.count_nonzero(~finite):,} of "
-                        f"order {n}, the first {prob[at]} at entry {at})")
+            for what, values, good in (("probabilities", prob, finite), ("backoffs", backoff, np.isfinite(backoff))):
+                if not good.all():
+                    at = int(np.flatnonzero(~good)[0])
+                    return (f"holds non-finite log10 {what} ({np.count_nonzero(~good):,} of order {n}, "
+                            f"the first {values[at]} at entry {at})")
             if np.any(prob > LOG10_SLACK):
                 at = int(np.argmax(prob))
-                return (f"holds positive log10 probabilities (p > 1; order {n}, up to "
-                        f"{prob[at]:.6g} at entry {at})")
-            if not np.all(np.isfinite(backoff)):
-                at = int(np.flatnonzero(~np.isfinite(backoff))[0])
-                return (f"holds non-finite log10 backoffs ({np.count_nonzero(~np.isfinite(backoff)):,} "
-                        f"of order {n}, the first {backoff[at]} at entry {at})")
+                return f"holds positive log10 probabilities (p > 1; order {n}, up to {prob[at]:.6g} at entry {at})"
         return None
 
     def gram_ids(self, grams: np.ndarray) -> np.ndarray:
