@@ -141,19 +141,20 @@ def problem(error: ValidationError, schema: type[BaseModel], raw: Any) -> str:
     """The line for pydantic's first complaint about `raw`: key, value, what is allowed, a guess."""
     first = error.errors(include_url=False)[0]
     loc, kind = first["loc"], first["type"]
-    model, where, value, at = schema, [], raw, 0
+    model, where, at = schema, [], 0
     while at + 1 < len(loc):   # into a section, or a dict of models and its key
         annotation = model.model_fields[str(loc[at])].annotation
         if typing.get_origin(annotation) is dict:
-            where, value = [*where, str(loc[at]), str(loc[at + 1])], _get(_get(value, loc[at]), loc[at + 1])
-            model, at = typing.get_args(annotation)[1], at + 2
+            where, model, at = [*where, str(loc[at]), str(loc[at + 1])], typing.get_args(annotation)[1], at + 2
         elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            where, value, model, at = [*where, str(loc[at])], _get(value, loc[at]), annotation, at + 1
-        else:   # an item of a field's list
+            where, model, at = [*where, str(loc[at])], annotation, at + 1
+        else:   # an item of a field's list: the message shows the whole list
             break
     field = str(loc[at]) if at < len(loc) else ""
     info = model.model_fields.get(field)
-    value = _get(value, loc[at]) if field else value
+    value = raw
+    for part in loc[:at + 1]:
+        value = value.get(part) if isinstance(value, dict) else None
     key = ".".join([*where, field] if field else where)
     if kind == "params":   # a rule's own sentence; {where} is its model's dotted name
         whole = info is None or isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel)
@@ -181,10 +182,6 @@ def problem(error: ValidationError, schema: type[BaseModel], raw: Any) -> str:
     listed = typing.get_origin(info.annotation) is tuple
     return (f"{key}={value!r} has the wrong type; expected "
             f"{EXPECTED['tuple_type' if listed else kind] if listed or kind in EXPECTED else first['msg']}")
-
-
-def _get(mapping: Any, key: Any) -> Any:
-    return mapping.get(key) if isinstance(mapping, dict) else None
 
 
 def as_written(value: Any) -> str:
