@@ -145,10 +145,11 @@ def load(path) -> bytes:
         stream = gzip.GzipFile(fileobj=handle) if handle.peek(2)[:2] == b"\x1f\x8b" else handle
         try:
             head = stream.read(65536)   # checked before the rest is read: /dev/zero never ends
-            if head.startswith(b"mmap lm "):   # KenLM's binary format (lm/binary_format.cc)
-                raise ArpaError(f"{path}: a KenLM binary model; give the .arpa file it was built from")
-            if b"\x00" in head:
-                raise ArpaError(f"{path}: a binary file (a NUL byte at offset {head.find(0)}); give an ARPA file")
+            binary = ("a KenLM binary model; give the .arpa file it was built from"   # lm/binary_format.cc
+                      if head.startswith(b"mmap lm ") else f"a binary file (a NUL byte at offset "
+                      f"{head.find(0)}); give an ARPA file" if 0 in head else None)
+            if binary:
+                raise ArpaError(f"{path}: {binary}")
             raw = head + stream.read()
         except (gzip.BadGzipFile, EOFError, zlib.error) as error:
             raise ArpaError(f"{path}: not a valid gzip file ({error})") from None
