@@ -250,15 +250,13 @@ def _name_problem(name: Any) -> str:
 def from_dict(raw: Any, where: str = "") -> Params:
     """Validate a params dict into `Params` (an empty section: its defaults). Raises ParamsError,
     its message starting with `where` (e.g. "params.yaml: ")."""
-    if not isinstance(raw, dict):
-        raise ParamsError(f"{where}params must be a mapping of sections ({', '.join(SECTIONS)}, models)")
-    if "models" not in raw:   # as `models: {}`: no recurrent model to train
-        raise ParamsError(f"{where}models is missing; models must {MODELS_HINT}")
-    models = raw["models"] if isinstance(raw["models"], dict) else {}
-    bad = [name for name in models if not (isinstance(name, str) and MODEL_NAME.fullmatch(name))]
-    if bad:
-        raise ParamsError(where + _name_problem(bad[0]))
-    raw = {key: {} if value is None and key in SECTIONS else value for key, value in raw.items()}
+    if isinstance(raw, dict):   # an empty section means its defaults; no models, as `models: {}`
+        raw = {"models": {}, **{key: {} if value is None and key in SECTIONS else value
+                                for key, value in raw.items()}}
+        models = raw["models"] if isinstance(raw["models"], dict) else {}
+        bad = [name for name in models if not (isinstance(name, str) and MODEL_NAME.fullmatch(name))]
+        if bad:
+            raise ParamsError(where + _name_problem(bad[0]))
     try:
         return Params.model_validate(raw)
     except ValidationError as error:

@@ -155,7 +155,7 @@ def problem(error: ValidationError, schema: type[BaseModel], raw: Any) -> str:
     value = raw
     for part in loc[:at + 1]:
         value = value.get(part) if isinstance(value, dict) else None
-    key = ".".join([*where, field] if field else where)
+    key = ".".join([*where, field] if field else where) or "params"
     if kind == "params":   # a rule's own sentence; {where} is its model's dotted name
         whole = info is None or isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel)
         return first["ctx"]["message"].replace("{where}", key if whole else ".".join(where))
