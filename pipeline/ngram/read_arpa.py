@@ -170,8 +170,8 @@ def header(raw: bytes, path) -> tuple[list[int], int]:
         binary = "\ufffd" in text or any(ch < " " and ch not in "\t\r" for ch in text)
         cause = "is binary or not UTF-8" if binary else f"{text!r} is not \\data\\ (comments start #)"
         raise ArpaError(f"{path}: line {number}: {cause}; give an ARPA file")
-    declared, position = [], lines.tell()
-    while (line := lines.readline()).strip() and not line.startswith(b"\\1-grams:"):
+    declared, position, line = [], lines.tell(), lines.readline()
+    while not declared or line.strip() and not line.startswith(b"\\1-grams:"):   # at least ngram 1=
         number += 1
         try:   # int() as Python reads it (spaces, a sign, _); a wrong field count fails too
             n, count = map(int, line[len(b"ngram "):].split(b"=") if line.startswith(b"ngram ") else [])
@@ -182,8 +182,7 @@ def header(raw: bytes, path) -> tuple[list[int], int]:
                             f"`ngram {len(declared) + 1}=COUNT` (ngram 1=, 2=, ... in order)")
         declared.append(count)
         position += len(line)
-    if not declared:
-        raise ArpaError(f"{path}: line {number + 1}: \\data\\ is followed by no `ngram N=COUNT` line")
+        line = lines.readline()
     return declared, position
 
 
