@@ -149,12 +149,10 @@ def read(path, notes: list[str] | None = None,
     declared, position = read_arpa.header(raw, path)
     order = len(declared)
     bounds = read_arpa.sections(raw, position, order, path)
-    noted = len(notes) if notes is not None else 0
-    try:
+    try:   # notes are added once every entry is read
         return _read(raw, declared, bounds, path, notes, orphans)
     except read_arpa.SpacingError:   # spacing other than the usual: make it canonical, read once more
-        if notes is not None:
-            del notes[noted:]
+        pass
     pieces, cursor = [], 0
     for n, (lo, hi) in enumerate(bounds, start=1):       # same line numbers, same sections
         pieces += [raw[cursor:lo], read_arpa.canonical(raw[lo:hi], n)]
@@ -199,6 +197,8 @@ def _read(raw: bytes, declared: list[int], bounds: list[tuple[int, int]], path, 
         grams = _kept(grams, declared, path, notes)
     for n in range(2, order + 1):
         _add_order(model, grams[n], n, tokens, data, path, orphans == "keep")
+    if "<unk>" not in unigrams and notes is not None:
+        notes.append(f"{path}: the ARPA file has no <unk>; unknown words get log10 p = -100, as in KenLM")
     return model, tokens
 
 
@@ -217,8 +217,6 @@ def _unigrams(data: np.ndarray, prob1, spans1, backoff1, lines1, path, notes):
     for marker in ("<s>", "</s>"):
         if marker not in seen:
             raise ArpaError(f"{path}: the ARPA file is missing {marker}; rebuild it with <s> and </s>")
-    if "<unk>" not in seen and notes is not None:
-        notes.append(f"{path}: the ARPA file has no <unk>; unknown words get log10 p = -100, as in KenLM")
     tokens = tuple(SPECIALS) + tuple(w for w in unigrams if w not in SPECIALS)
     return tokens, unigrams, prob1, backoff1
 
