@@ -92,10 +92,8 @@ def _encode(args, spill) -> tuple[tuple[str, ...], TokenFile, int, int]:
 def _fallback(values: list[float] | None) -> tuple[float, float, float] | None:
     """--discount-fallback as lmplz reads it (lmplz_main.cc, ParseDiscountFallback): none given
     is 0.5 1 1.5; one to three values, the last repeated; Dk within [0, k]."""
-    if values is None:
-        return None
-    if not values:
-        return LMPLZ_FALLBACK
+    if not values:   # absent: None; given bare: lmplz's default
+        return None if values is None else LMPLZ_FALLBACK
     padded = tuple(values[min(k, len(values) - 1)] for k in range(3))
     wrong = [f"give at most three discounts, not {len(values)}"] if len(values) > 3 else [
         f"the discount for count {k}{'+' if k == 3 else ''} is {value:g}, outside [0, {k}]"

@@ -48,10 +48,8 @@ def _number_bytes(values: np.ndarray) -> np.ndarray:
 def _word_bytes(tokens: tuple[str, ...]) -> np.ndarray:
     """(V, longest) uint8 matrix of UTF-8 words, 0-padded."""
     encoded = [t.encode("utf-8") for t in tokens]
-    matrix = np.zeros((len(encoded), max(map(len, encoded))), dtype=np.uint8)
-    for i, word in enumerate(encoded):
-        matrix[i, : len(word)] = np.frombuffer(word, dtype=np.uint8)
-    return matrix
+    width = max(map(len, encoded))
+    return np.array(encoded, dtype=f"S{width}").view(np.uint8).reshape(len(encoded), width)
 
 
 def _column(byte: str, rows: int) -> np.ndarray:

@@ -147,10 +147,11 @@ def _search(table: np.ndarray, key: np.ndarray) -> np.ndarray:
     return where
 
 
-def lookup_all(stream: np.ndarray, counts_keys: list[np.ndarray], vocab_size: int) -> list[np.ndarray]:
-    """ids[n-1][pos]: id of the order-n n-gram starting at pos, or -1 (unknown, or past the end)."""
+def lookup_all(stream: np.ndarray, counts_keys: list[np.ndarray], vocab_size: int):
+    """(ids[n-1][pos]: id of the order-n n-gram starting at pos or -1 (unknown, or past the end),
+    each position's offset from its `<s>`, the positions of targets: all but `<s>`)."""
     stream = np.asarray(stream, dtype=np.int64)
-    remaining, _ = positions_left(stream)
+    remaining, offset = positions_left(stream)
     ids = [np.where(stream < vocab_size, stream, -1)]
     for n in range(2, len(counts_keys) + 1):
         current = np.full(len(stream), -1, dtype=np.int64)
@@ -162,7 +163,7 @@ def lookup_all(stream: np.ndarray, counts_keys: list[np.ndarray], vocab_size: in
         found[found] = table[where[found]] == key[found]
         current[start[found]] = where[found]
         ids.append(current)
-    return ids
+    return ids, offset, np.flatnonzero(stream != BOS_ID)
 
 
 def from_table(table, vocab_size: int) -> NgramCounts:

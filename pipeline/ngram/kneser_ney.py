@@ -11,7 +11,7 @@ from functools import partial
 
 import numpy as np
 
-from pipeline.ngram.counting import NgramCounts, lookup_all, positions_left
+from pipeline.ngram.counting import NgramCounts, lookup_all
 from pipeline.text.vocab import BOS_ID
 
 LMPLZ_FALLBACK = (0.5, 1.0, 1.5)
@@ -102,10 +102,7 @@ class NGramLM:
     def log10_probs(self, stream: np.ndarray) -> np.ndarray:
         """log10 p(w_t | history) of every non-`<s>` position of `stream` (ids < vocab_size), by
         backoff: the longest stored n-gram ending at t, times the longer contexts' backoffs."""
-        stream = np.asarray(stream, dtype=np.int64)
-        ids = lookup_all(stream, self.keys, self.vocab_size)
-        _, offset = positions_left(stream)
-        targets = np.flatnonzero(stream != BOS_ID)
+        ids, offset, targets = lookup_all(stream, self.keys, self.vocab_size)
         result = np.zeros(len(targets))
         resolved = np.zeros(len(targets), dtype=bool)
         for n in range(self.order, 0, -1):
@@ -204,10 +201,7 @@ def mle_probs(counts: NgramCounts, stream: np.ndarray, n: int, k: float = 0.0) -
     """MLE p(w | c) = count(c w) / count(c ·) of order n (a shorter c at a sentence start; 0 when
     unseen) for every non-`<s>` token of `stream`; k > 0: add-k, (count(c w) + k) / (count(c ·)
     + k |V|), |V| without `<s>`."""
-    stream = np.asarray(stream, dtype=np.int64)
-    ids = lookup_all(stream, counts.keys, counts.vocab_size)
-    _, offset = positions_left(stream)
-    targets = np.flatnonzero(stream != BOS_ID)
+    ids, offset, targets = lookup_all(stream, counts.keys, counts.vocab_size)
     used = np.minimum(n, offset[targets] + 1)        # shorter history at the sentence start
     prob = np.zeros(len(targets))
     size = counts.vocab_size - 1
