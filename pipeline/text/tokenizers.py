@@ -77,15 +77,11 @@ def _chars_line(line: str, lowercase: bool, unk: str) -> list[str]:
 
 def _words_line(line: str, lowercase: bool, unk: str) -> list[str]:
     text = unicodedata.normalize("NFKC", line).strip()
-    if unk and unk in text:     # the marker as a whole word: keep it out of the word pattern
-        pieces = re.split(r"(?<!\S)" + re.escape(unk) + r"(?!\S)", text)
-        tokens = []
-        for i, piece in enumerate(pieces):
-            if i:
-                tokens.append(UNK)
-            tokens += _words(piece, lowercase)
-        return tokens
-    return _words(text, lowercase)
+    pieces = re.split(r"(?<!\S)" + re.escape(unk) + r"(?!\S)", text) if unk and unk in text else [text]
+    tokens = _words(pieces[0], lowercase)
+    for piece in pieces[1:]:     # the marker as a whole word: kept out of the word pattern
+        tokens += [UNK, *_words(piece, lowercase)]
+    return tokens
 
 
 def _words(text: str, lowercase: bool) -> list[str]:
@@ -148,9 +144,7 @@ def _words_block(text: str, lowercase: bool, unk: str) -> Block:
     token = word | other
     utf8 = np.where(points < 0x80, 1, np.where(points < 0x800, 2, np.where(points < 0x10000, 3, 4)))
     kept = np.where(token, utf8, 0)             # UTF-8 bytes of each code point kept
-    offsets = np.zeros(len(starts) + 1, dtype=np.int64)
-    offsets[:-1] = (np.cumsum(kept) - kept)[starts]
-    offsets[-1] = int(kept.sum())
+    offsets = np.concatenate([[0], np.cumsum(kept)])[np.append(starts, len(kept))]
     data = np.frombuffer(text.encode("utf-8", "surrogatepass"), dtype=np.uint8)
     distinct, codes = _dictionary(offsets, data[np.repeat(token, utf8)])
     if "\x00" in distinct:
@@ -207,8 +201,7 @@ def whitespace_words(data: bytes, query: bool = False) -> tuple[list[str], np.nd
     starts, ends = np.flatnonzero(first), np.flatnonzero(last) + 1
     per_line = _per_line(first, raw)
     del first, last, word
-    offsets = np.zeros(len(starts) + 1, dtype=np.int64)
-    np.cumsum(ends - starts, out=offsets[1:])
+    offsets = np.concatenate([[0], np.cumsum(ends - starts)])
     distinct, codes = _dictionary(offsets, raw[~separator])
     return distinct, codes, per_line
 

@@ -91,8 +91,7 @@ def check(arrays: dict[str, np.ndarray], sentences: dict[str, int], path, folder
             refuse(f"{split}_unit is a {unit.dtype} array of shape {unit.shape}, not unit ids")
         if len(unit) != count:
             refuse(f"{split}_unit gives units for {len(unit):,} sentences but {folder}/{split}.npy "
-                   f"holds {count:,} (one of them was changed by hand or restored from another "
-                   "version)")
+                   f"holds {count:,} (one of them changed by hand, or restored from another version)")
         if len(unit) and (int(unit.min()) < 0 or int(unit.max()) >= units):
             refuse(f"{split}_unit holds unit ids {int(unit.min())}..{int(unit.max())}, outside "
                    f"0..{units - 1} ({split}_chars has {units:,} units)")

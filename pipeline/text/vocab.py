@@ -92,15 +92,13 @@ def load_vocab(folder) -> Vocab:
     path = f"{folder}/vocab.json"
     tokens = files.read_json(path, folder).get("tokens")
     strings = isinstance(tokens, list) and all(isinstance(t, str) for t in tokens)
-    if not strings or tuple(tokens[:3]) != SPECIALS:
-        raise files.damaged(path, f'not a vocabulary ("tokens": strings from {", ".join(SPECIALS)})', folder)
     first: dict[str, int] = {}
-    twice = next((i for i, t in enumerate(tokens) if first.setdefault(t, i) != i), None)
-    bad = next(i for i, t in enumerate(tokens) if not t or _SEPARATOR_CHARACTERS.search(t)) \
-        if "" in first or _SEPARATOR_CHARACTERS.search("".join(tokens)) else None   # one search in C
-    if twice is not None:
+    if not strings or tuple(tokens[:3]) != SPECIALS:
+        why = f'not a vocabulary ("tokens": strings from {", ".join(SPECIALS)})'
+    elif (twice := next((i for i, t in enumerate(tokens) if first.setdefault(t, i) != i), None)) is not None:
         why = f"lists the token {tokens[twice]!r} twice (entries {first[tokens[twice]]} and {twice})"
-    elif bad is not None:
+    elif "" in first or _SEPARATOR_CHARACTERS.search("".join(tokens)):   # one search in C
+        bad = next(i for i, t in enumerate(tokens) if not t or _SEPARATOR_CHARACTERS.search(t))
         why = f"entry {bad} is {tokens[bad]!r}, which no tokenizer yields"
     else:
         return Vocab(tuple(tokens))
