@@ -281,9 +281,8 @@ def _write_streams(scan: _Scan, sentences: _Sentences, vocab: Vocab, scratch: di
         for number, name in enumerate(splits.PARTS):
             mine = sentences.part == number
             length = int(sentences.length[mine].sum() + 2 * np.count_nonzero(mine))
-            np.lib.format.write_array_header_1_0(handles[name], {
-                "descr": np.lib.format.dtype_to_descr(np.dtype(np.int32)),
-                "fortran_order": False, "shape": (length,)})
+            header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.int32)), "fortran_order": False}
+            np.lib.format.write_array_header_1_0(handles[name], {**header, "shape": (length,)})
         for a, b in sentences.blocks(step):
             ids = mapping[sentences.tokens(scan, a, b)]
             part, length = sentences.part[a:b], sentences.length[a:b]

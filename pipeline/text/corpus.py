@@ -177,11 +177,10 @@ def decode(data: bytes, name: str, errors: str = "strict", policy: str = POLICY,
     try:
         return data.decode("utf-8", errors=errors)
     except UnicodeDecodeError as error:
-        at = error.start
-        line += data.count(b"\n", 0, at) + 1
+        line += data.count(b"\n", 0, error.start) + 1
         fix = f" or set {policy}: replace or ignore" if policy else ""
-        raise CorpusError(f"{name}: invalid UTF-8 at byte offset {where}{offset + at} (line {line}: "
-                          f"{data[at:at + 4]!r}); re-encode it as UTF-8 (iconv -f latin1 -t UTF-8){fix}") from None
+        raise CorpusError(f"{name}: invalid UTF-8 at byte offset {where}{offset + error.start} (line {line}: "
+                          f"{data[error.start:error.start + 4]!r}); re-encode it as UTF-8 (iconv -f latin1 -t UTF-8){fix}") from None
 
 
 def read_blocks(source: str, size: int, name: str, errors: str = "strict", policy: str = ""):
