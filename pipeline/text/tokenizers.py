@@ -187,7 +187,7 @@ def _buffer(indices) -> np.ndarray:
 
 def whitespace_words(data: bytes, query: bool = False) -> tuple[list[str], np.ndarray, np.ndarray]:
     """The whitespace tokenizer's `Block` of valid UTF-8 bytes: words separated by space, tab
-    and `\r` (lmplz's kDelimiterSet), also `\v` and `\f` when `query` (KenLM's query)."""
+    and `\\r` (lmplz's kDelimiterSet), also `\\v` and `\\f` when `query` (KenLM's query)."""
     if data and not data.endswith(b"\n"):
         data += b"\n"
     raw = np.frombuffer(data, dtype=np.uint8)

@@ -43,7 +43,7 @@ def text_units(lines, line_of: np.ndarray,
 
 def line_sizes(text: str) -> dict[str, np.ndarray]:
     """FIELDS of every line of `text` (whole lines) as `text_units` counts them (int64, (lines,)),
-    and "blank" (bool, (lines,)): only spaces, tabs and `\r` (a blank line ends a document)."""
+    and "blank" (bool, (lines,)): only spaces, tabs and `\\r` (a blank line ends a document)."""
     points = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
     ends = np.flatnonzero(points == 10)
     starts = np.concatenate([[0], ends[:-1] + 1]).astype(np.int64)
