@@ -43,7 +43,7 @@ def build(args) -> None:
                                    fallback, remedy, progress, "-S") as (counts, model, _):
                     _write(args, model, counts, tokens)
             except MemoryError:
-                raise ValueError(f"{_name(args)}: out of memory counting {args.order}-grams; lower -S or --order") from None
+                raise ValueError(f"{_name(args)}: out of memory for {args.order}-grams; lower -S or --order") from None
     except files.SpillError as error:
         raise ValueError(f"-T/--temp-prefix {error}") from None
     progress(f"wrote {args.arpa}")

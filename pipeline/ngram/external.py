@@ -81,10 +81,8 @@ def count(tokens: TokenFile, vocab_size: int, order: int, memory: int, spill: Sp
     for n in range(2, order + 1):
         runs = [_count_block(tokens, positions, start, stop, n, vocab_size, spill, i)
                 for i, (start, stop) in enumerate(blocks)]
-        table = _merge(runs, n, memory, spill)
-        keys.append(table[0])
-        counts.append(table[1])
-        suffix.append(table[2])
+        for table, column in zip((keys, counts, suffix), _merge(runs, n, memory, spill), strict=True):
+            table.append(column)
         following = spill.file(f"positions{n}", np.int64)
         for run, (start, stop) in zip(runs, blocks, strict=True):
             local = run["inverse"].read()

@@ -128,22 +128,18 @@ def discounts_from_counts(t: list[int], order: int, fallback=None,
     """(D1, D2, D3+) of count-of-counts t1..t4 (Chen & Goodman eq. 26: Y = t1 / (t1 + 2 t2),
     Dk = k - (k + 1) Y t_(k+1) / t_k), checked as lmplz's CalculateDiscounts (t1..t3 > 0, Dk in
     [0, k]); else `fallback`, or DiscountError ending with `remedy`."""
-    problem = None
     zero = next((k for k in (1, 2, 3) if t[k - 1] == 0), None)
-    if zero is not None:
-        problem = f"no {order}-gram has adjusted count {zero} (count-of-counts t1..t4 = {t})"
-    else:
+    problem = f"no {order}-gram has adjusted count {zero}"
+    if zero is None:
         y = t[0] / (t[0] + 2 * t[1])
         d = tuple(k - (k + 1) * y * t[k] / t[k - 1] for k in (1, 2, 3))
         bad = next((k for k in (1, 2, 3) if not 0 <= d[k - 1] <= k), None)
-        if bad is not None:
-            problem = (f"D{bad if bad < 3 else '3+'} = {d[bad - 1]:.6g} is outside [0, {bad}] "
-                       f"(count-of-counts t1..t4 = {t})")
-    if problem is None:
-        return d
+        if bad is None:
+            return d
+        problem = f"D{bad if bad < 3 else '3+'} = {d[bad - 1]:.6g} is outside [0, {bad}]"
     if fallback is not None:
         return tuple(map(float, fallback))
-    raise DiscountError(f"no Kneser-Ney discounts for order {order}: {problem}; text too small: {remedy}")
+    raise DiscountError(f"no Kneser-Ney discounts for order {order}: {problem} (t1..t4 = {t}); {remedy}")
 
 
 def estimate(counts: NgramCounts, fallback=None, progress=None,
