@@ -82,27 +82,21 @@ def check(arrays: dict[str, np.ndarray], sentences: dict[str, int], path, folder
     """StateError naming `path` (FILE of the output `folder`) and the array unless, for each
     split of `sentences` ({split: its sentences}), `{split}_unit` holds an id in [0, U) for each
     sentence and every `{split}_<field>` present U sizes >= 1 (U: the length of `{split}_chars`)."""
-    def refuse(why: str):
-        raise files.damaged(path, why, folder)
     for split, count in sentences.items():
-        unit = np.asarray(arrays[f"{split}_unit"])
         units = len(arrays[f"{split}_chars"])
-        if unit.ndim != 1 or not np.issubdtype(unit.dtype, np.integer):
-            refuse(f"{split}_unit is a {unit.dtype} array of shape {unit.shape}, not unit ids")
-        if len(unit) != count:
-            refuse(f"{split}_unit gives units for {len(unit):,} sentences but {folder}/{split}.npy "
-                   f"holds {count:,} (one of them changed by hand, or restored from another version)")
-        if len(unit) and (int(unit.min()) < 0 or int(unit.max()) >= units):
-            refuse(f"{split}_unit holds unit ids {int(unit.min())}..{int(unit.max())}, outside "
-                   f"0..{units - 1} ({split}_chars has {units:,} units)")
-        for field in FIELDS:
-            name = f"{split}_{field}"
-            if name not in arrays:
+        # array -> (its length, the least and the greatest value allowed, what its length counts)
+        wanted = {f"{split}_unit": (count, 0, units - 1, f"the {count:,} sentences of {folder}/{split}.npy")}
+        wanted |= {f"{split}_{field}": (units, 1, None, f"the {units:,} units of {split}_chars")
+                   for field in FIELDS if f"{split}_{field}" in arrays}
+        for name, (length, low, high, counted) in wanted.items():
+            values = np.asarray(arrays[name])
+            if values.ndim != 1 or not np.issubdtype(values.dtype, np.integer):
+                why = f"{name} is a {values.dtype} array of shape {values.shape}, not whole numbers"
+            elif len(values) != length:
+                why = f"{name} holds {len(values):,} values, not one for each of {counted}"
+            elif len(values) and (values.min() < low or high is not None and values.max() > high):
+                allowed = f"{low}..{high}" if high is not None else f">= {low}"
+                why = f"{name} holds values {int(values.min())}..{int(values.max())}, not {allowed}"
+            else:
                 continue
-            sizes = np.asarray(arrays[name])
-            if sizes.ndim != 1 or not np.issubdtype(sizes.dtype, np.integer):
-                refuse(f"{name} is a {sizes.dtype} array of shape {sizes.shape}, not sizes")
-            if len(sizes) != units:
-                refuse(f"{name} holds {len(sizes):,} units but {split}_chars {units:,}")
-            if len(sizes) and int(sizes.min()) <= 0:
-                refuse(f"{name} holds a size of {int(sizes.min())}; every unit has at least 1")
+            raise files.damaged(path, why, folder)
