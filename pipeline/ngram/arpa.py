@@ -98,8 +98,6 @@ def write(model: NGramLM, counts: NgramCounts, tokens: tuple[str, ...], out: Bin
 
 def _rows_in(rows: np.ndarray, table: np.ndarray) -> np.ndarray:
     """Whether each row of `rows` (R, k) is a row of `table` (T, k)."""
-    if len(table) == 0:
-        return np.zeros(len(rows), dtype=bool)
     view = np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))
     return np.isin(np.ascontiguousarray(rows).view(view).ravel(),
                    np.ascontiguousarray(table).view(view).ravel())
@@ -112,12 +110,9 @@ def _insert_blank_contexts(grams: dict, order: int) -> int:
     for n in range(order, 2, -1):
         contexts = np.unique(grams[n][0][:, :n - 1], axis=0)
         missing = contexts[~_rows_in(contexts, grams[n - 1][0])]
-        if len(missing):
-            added += len(missing)
-            ids, prob, backoff, lines = grams[n - 1]
-            grams[n - 1] = [np.concatenate([ids, missing]), np.concatenate([prob, np.full(len(missing), np.nan)]),
-                            np.concatenate([backoff, np.zeros(len(missing))]),
-                            np.concatenate([lines, np.full(len(missing), -1)])]
+        added += len(missing)
+        blank = (missing, np.full(len(missing), np.nan), np.zeros(len(missing)), np.full(len(missing), -1))
+        grams[n - 1] = [np.concatenate(pair) for pair in zip(grams[n - 1], blank, strict=True)]
     return added
 
 
