@@ -167,13 +167,14 @@ def decode(data: bytes, name: str, errors: str = "strict", policy: str = POLICY,
     of a gzip file) under `errors` (`policy`: the setting that chooses it, or ""). A UTF-8 mark
     at offset 0 is dropped; UTF-16, NUL bytes and invalid UTF-8 raise CorpusError naming the place."""
     where = "of the decompressed text " if decompressed else ""
-    if offset == 0 and data[:2] in (b"\xff\xfe", b"\xfe\xff"):
-        raise CorpusError(f"{name}: is UTF-16 text; re-encode it as UTF-8 (iconv -f UTF-16 -t UTF-8)")
+    nul = data.find(b"\x00")
+    why = ("is UTF-16 text; re-encode it as UTF-8 (iconv -f UTF-16 -t UTF-8)"
+           if offset == 0 and data[:2] in (b"\xff\xfe", b"\xfe\xff") else
+           f"a binary file (NUL at byte offset {where}{offset + nul}); give UTF-8 text" if nul >= 0 else "")
+    if why:
+        raise CorpusError(f"{name}: {why}")
     if offset == 0 and data.startswith(codecs.BOM_UTF8):   # a byte-order mark is no text
         data, offset = data[3:], 3
-    nul = data.find(b"\x00")
-    if nul >= 0:
-        raise CorpusError(f"{name}: a binary file (NUL at byte offset {where}{offset + nul}); give UTF-8 text")
     try:
         return data.decode("utf-8", errors=errors)
     except UnicodeDecodeError as error:
