@@ -24,9 +24,8 @@ BYTES_PER_TOKEN = 80    # a block of sentences: ids, positions, labels, the stre
 
 
 def prepare(params, out: str | Path, memory: int, block: int | None = None, progress=print) -> None:
-    """Prepare OUT from params (config.Params) within about `memory` bytes, in blocks of `block`
-    characters of text and tokens of stream (default: from `memory`); OUT changes only once
-    every output is ready."""
+    """Prepare OUT from params (config.Params) within about `memory` bytes (blocks of `block`
+    characters and tokens, default: from `memory`); OUT changes once every output is ready."""
     c, out = params.corpus, Path(out)
     import pyarrow.compute  # noqa: F401  (the tokenizers' hashing: resident before blocks are sized)
     chars = block or int(np.clip(_left(memory) // BYTES_PER_CHAR, 1 << 12, 1 << 23))
@@ -47,8 +46,7 @@ def _prepare(params, out: Path, source, spill, chars: int, memory: int, block: i
     wanted = {"train": split.train, "valid": split.valid, "test": split.test}
     method, documents = _divide(sentences, scan, source, split.method, wanted, params.seed,
                                  c.source)
-    # blocks of sentences from what the budget leaves beside the per-line and per-sentence arrays,
-    # the vocabulary and the interpreter: the process's resident memory now
+    # blocks of sentences from what the budget leaves beside what is resident now
     step = block or max(_left(memory) // BYTES_PER_TOKEN, 1 << 16)
     if method == "given":
         progress(f"prepare: split given by the source ({', '.join(source.files)}); split.* unused")
@@ -68,18 +66,16 @@ def _prepare(params, out: Path, source, spill, chars: int, memory: int, block: i
     unit, measured = units.measure(scan.sizes_at, line_of,
                                    scan.documents if method == "documents" else None)
     if method == "documents" and unit != "documents":
-        progress(f"prepare: valid or test holds fewer than {units.MIN_DOCUMENTS} documents, too "
-                 "few to resample; intervals resample sentences instead (narrower: neighbours are "
-                 "not independent)")
+        progress(f"prepare: valid or test holds fewer than {units.MIN_DOCUMENTS} documents; intervals "
+                 "resample sentences instead (narrower: neighbours are not independent)")
     stats = {"vocab_size": len(vocab), "split_method": method, "interval_unit": unit,
              "corpus_hash": scan.digest.hexdigest()[:16]}
     if sentences.lines_cut:
         stats["lines_cut"] = sentences.lines_cut
     if c.encoding_errors == "replace":
         stats["replaced_characters"] = scan.replaced
-    # every stream written under a scratch name first; then units.npz, valid, test and train
-    # renamed into place in that order (train last, as always: a kill leaves no new train.npy
-    # beside older files)
+    # streams written under scratch names, then renamed into place: units.npz, valid, test, train
+    # (train last: a kill leaves no new train.npy beside older files)
     with files.atomic_file(out / "train.npy") as train:
         with files.atomic_file(out / "test.npy") as test:
             with files.atomic_file(out / "valid.npy") as valid:
@@ -115,9 +111,11 @@ class _Scan:
         self.columns = {field: spill.file(field, np.int64) for field in units.FIELDS}
         per_line, blank, given_documents = [], [], []
         self.file_lines = [0] * len(source.files)    # lines of each file, in order
-        self.digest, self.replaced, first = hashlib.sha256(), 0, True
+        self.digest, self.replaced = hashlib.sha256(), 0
         tokenizer = TOKENIZERS[c.tokenizer]
         for file, text, documents in source.blocks(chars):
+            # stats' corpus_hash: SHA-256 of the lines joined by "\n" (no newline after the last)
+            self.digest.update(("\n" if per_line else "").encode() + text[:-1].encode("utf-8"))
             distinct, codes, counts = tokenizer.block(text, c.lowercase, c.unk)
             mapping = np.fromiter((index.setdefault(t, len(index)) for t in distinct), np.int32,
                                   len(distinct))
@@ -131,9 +129,6 @@ class _Scan:
             self.file_lines[file] += len(counts)
             if documents is not None:
                 given_documents.append(np.asarray(documents, dtype=np.int64))
-            # stats' corpus_hash: SHA-256 of the lines joined by "\n" (no newline after the last)
-            self.digest.update(("" if first else "\n").encode() + text[:-1].encode("utf-8"))
-            first = False
             if c.encoding_errors == "replace":
                 self.replaced += text.count("\ufffd")
         self.strings = list(index)
