@@ -10,9 +10,8 @@ from pipeline import errors
 
 
 def run_stage(main, argv: list[str]) -> int:
-    """Run a stage's main(*argv) with the libraries quiet: 0, or the exit status of one error
-    line (errors.guard: 2 bad input or damaged state, 1 the unforeseen); SIGTERM unwinds like
-    Ctrl-C (143, 130), one line. DVC records no output of a failed stage."""
+    """main(*argv) with the libraries quiet: 0, or errors.guard's status after one error line;
+    SIGTERM unwinds like Ctrl-C (143, 130). DVC records no output of a failed stage."""
     received = []
 
     def interrupted(signum, frame):
@@ -24,17 +23,16 @@ def run_stage(main, argv: list[str]) -> int:
     started = time.perf_counter()
     try:
         status = errors.guard(main, *argv)
-        if status:
-            return status
     except (KeyboardInterrupt, SystemExit) as error:
         # inside fit, Lightning turns Ctrl-C (and so our SIGTERM) into sys.exit(1)
         if isinstance(error, SystemExit) and not isinstance(error.__context__, KeyboardInterrupt):
             raise
-        print("lmpipe: interrupted; this stage's outputs are incomplete and DVC has not recorded "
-              "them; rerun `dvc repro` (training resumes from its last checkpoint)", file=sys.stderr)
+        print("lmpipe: interrupted; outputs not recorded; rerun `dvc repro` (training resumes)", file=sys.stderr)
         return 143 if received else 130
     finally:
         signal.signal(signal.SIGTERM, previous)
+    if status:
+        return status
     elapsed = time.perf_counter() - started
     print(f"lmpipe: stage {Path(sys.argv[0]).stem} {' '.join(argv)} done in {elapsed:.1f}s", flush=True)
     return 0

@@ -9,7 +9,7 @@ import torch
 
 from pipeline.config import TrainParams
 from pipeline.evaluation import scoring
-from pipeline.neural.batches import loaders
+from pipeline.neural.batches import train_loader, valid_loader
 from pipeline.neural.lit import LitLM
 from pipeline.neural.rnn import RNNLM, ModelConfig
 
@@ -22,6 +22,10 @@ def _stream(seed, sentences):
         start = rng.integers(3, 10)
         parts.append(np.concatenate([[1], np.arange(start, start + rng.integers(2, 8)), [2]]))
     return np.concatenate(parts).astype(np.int32)
+
+
+def loaders(cloze, train_stream, valid_stream, params, seed):
+    return train_loader(cloze, train_stream, params, seed), valid_loader(cloze, valid_stream, params)
 
 
 @pytest.mark.parametrize("bidirectional", [False, True])

@@ -48,7 +48,7 @@ def test_tied_model_gradient_reaches_the_embedding():
     model = RNNLM(ModelConfig(vocab_size=30, embed_dim=6, hidden_dim=6, tie_weights=True,
                             dropout=0.0)).double()
     tokens = torch.randint(0, 30, (3, 9))
-    features, _ = model.features(tokens[:, :-1])
+    features, _, _ = model.features_and_activations(tokens[:, :-1])
     model.loss_sum(features, tokens[:, 1:]).backward()
     ours = model.embedding.weight.grad.clone()
     model.zero_grad()

@@ -222,7 +222,7 @@ def test_adaptive_softmax_is_a_distribution_on_the_one_scoring_path():
     assert logits.shape == (2, 6, 40)
     torch.testing.assert_close(logits.exp().sum(-1), torch.ones(2, 6))
     torch.testing.assert_close(torch.log_softmax(logits, -1), logits)   # logits are log-probs
-    features, _ = model.features(tokens)
+    features, _, _ = model.features_and_activations(tokens)
     targets = torch.randint(1, 40, (2, 6))
     targets[0, 0] = -100
     expected = -logits.gather(-1, targets.clamp(min=0).unsqueeze(-1))[..., 0][targets != -100].sum()

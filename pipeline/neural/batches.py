@@ -1,9 +1,8 @@
-"""Batching. In: a token stream `<s> w.. </s> <s> ...`. Out: causal windows (batch_size
-contiguous columns walked bptt steps at a time; variable BPTT, Merity et al. 2017 section 4.1),
-evaluation columns that predict every non-`<s>` token exactly once, and whole padded sentences
-for the bidirectional model, as DataLoaders (train_loader, valid_loader; a DDP rank's own share).
-`<s>` targets are IGNORE. check_data refuses splits too small for the batch shape (ValueError).
-Diagrams: docs/internals.md."""
+"""Batching. In: a token stream `<s> w.. </s> <s> ...`. Out: DataLoaders (a DDP rank's own
+share) of causal windows (batch_size contiguous columns walked bptt steps at a time; variable
+BPTT, Merity et al. 2017 section 4.1), of evaluation columns that predict every non-`<s>` token
+once, or of padded sentences (bidirectional). `<s>` targets are IGNORE. check_data refuses
+splits too small for the batch shape (ValueError). Diagrams: docs/internals.md."""
 
 from __future__ import annotations
 
@@ -22,28 +21,20 @@ def _targets(next_tokens: torch.Tensor) -> torch.Tensor:
 
 
 class StreamWindows(Dataset):
-    """Windows (inputs, targets), each (batch_size, <= bptt), in order: iterate unshuffled.
-
-    Distributed (world > 1): the stream is cut into world x batch_size columns and rank r reads
-    columns r*B .. (r+1)*B-1, so every rank has the same number of windows (DDP never waits on
-    a rank with fewer) and together the ranks read exactly what one process with a batch of
-    world x batch_size columns reads. `stream` may be a memory map (np.load(mmap_mode="r")):
-    only the rank's own slice is ever read."""
+    """Windows (inputs, targets), each (batch_size, <= bptt), in order. Distributed: the stream
+    is cut into world x batch_size columns and rank r reads columns r*B .. (r+1)*B-1 (the same
+    number of windows on every rank); of a memory map only the rank's own slice is read."""
 
     def __init__(self, stream: np.ndarray, batch_size: int, bptt: int, rank: int = 0,
                  world: int = 1, variable: bool = False, seed: int = 0, epoch: int = 0):
         total = batch_size * world
         columns = len(stream) // total
         if columns < 2:
-            raise ValueError(f"the stream has {len(stream)} tokens, too few for batch_size="
-                             f"{batch_size} x {world} processes; lower train.batch_size or use "
-                             "a larger corpus")
-        # (B, N): row b is a contiguous piece; this rank's rows are one contiguous slice of the
-        # stream, kept as a view (of the memory-mapped file when the stream is one: DDP ranks
-        # share the page cache, no process copies the stream) and made int64 a window at a time
+            raise ValueError(f"{len(stream)} tokens are too few for {total} columns; lower train.batch_size")
+        # (B, N): this rank's rows, a view of the (memory-mapped) stream: no process copies it;
+        # made int64 a window at a time
         first = rank * batch_size * columns
         self.data = np.asarray(stream[first:first + batch_size * columns]).reshape(batch_size, columns)
-        self.bptt = bptt
         self.starts = np.arange(0, columns - 1, bptt)   # window i starts at starts[i]
         if variable:   # the same cut on every rank: it depends on (seed, epoch) only
             rng = np.random.default_rng([seed, epoch])
@@ -66,8 +57,7 @@ class StreamWindows(Dataset):
 
 
 class ResumeSampler(Sampler):
-    """0, 1, .., n-1 in order, starting at `skip` once (a run resumed mid-epoch); len() stays n so
-    the trainer's batch count is that of the whole epoch."""
+    """0, 1, .., n-1, starting at `skip` once (resumed mid-epoch); len() stays n (the epoch's)."""
 
     def __init__(self, n: int, skip: int = 0):
         self.n, self.skip = n, skip
@@ -108,8 +98,7 @@ def eval_columns(stream: np.ndarray, num_columns: int):
 
 def sentences_of(stream: np.ndarray) -> list[np.ndarray]:
     """Each sentence `<s> x.. </s>` of a stream, as int64 arrays."""
-    starts, ends = sentence_bounds(stream)
-    return [np.asarray(stream[s:e + 1], dtype=np.int64) for s, e in zip(starts, ends, strict=True)]
+    return list(Sentences(stream))
 
 
 def pad_sentences(batch: list[np.ndarray]):
@@ -129,9 +118,8 @@ def cloze_targets(tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
 
 
 class Sentences(Dataset):
-    """The sentences `<s> x.. </s>` of a stream (T,) (memory-mapped or not), every `world`-th
-    from `rank` (a DDP rank's share); item i is sentence i as an int64 array (L,), read from
-    the stream when asked for. Only the bounds are held: 16 bytes a sentence, not a copy."""
+    """The sentences `<s> x.. </s>` of a stream (T,), every `world`-th from `rank`; item i is an
+    int64 array (L,) read from the (memory-mapped) stream when asked for: only bounds are held."""
 
     def __init__(self, stream: np.ndarray, rank: int = 0, world: int = 1):
         starts, ends = sentence_bounds(stream)
@@ -150,11 +138,9 @@ class Sentences(Dataset):
 
 
 class BucketBatches(Sampler):
-    """Sentence-index batches of similar length, so little of each batch is padding: shuffle all
-    sentences, sort each pool of `pool` batches by length, cut it into batches, shuffle the batches.
-    A new order every epoch, deterministic given `seed` and the epoch (which the trainer sets with
-    set_epoch; otherwise each iteration is the next epoch). `skip` drops the first batches of the
-    next iteration once (a run resumed mid-epoch)."""
+    """Sentence-index batches of similar length: shuffle, sort each pool of `pool` batches by
+    length, cut into batches, shuffle the batches. Deterministic given `seed` and the epoch (set
+    by set_epoch, else the next per iteration); `skip` drops the first batches once (resuming)."""
 
     def __init__(self, lengths: np.ndarray, batch_size: int, seed: int, pool: int = 50,
                  skip: int = 0, epoch: int = 0, rank: int = 0, world: int = 1):
@@ -191,34 +177,31 @@ def check_data(cloze: bool, train_stream: np.ndarray, valid_stream: np.ndarray,
                 params: TrainParams, world: int = 1) -> None:
     """Refuse splits too small for the batch shape before any work, saying what to change."""
     fix = "lower train.batch_size or train.bptt, or use a larger corpus / larger split fractions"
-    num_train = int(np.sum(train_stream == BOS_ID))
-    num_valid = int(np.sum(valid_stream == BOS_ID))
-    if num_valid < world:
-        raise ValueError(f"the valid split has {num_valid} sentence(s), fewer than the {world} "
-                         "training processes; raise split.valid or use a larger corpus")
-    if cloze:
-        batches = -(-num_train // params.batch_size) // world
-        if batches < 1:
-            raise ValueError(f"the train split has {num_train} sentences: fewer than one batch of "
-                             f"train.batch_size={params.batch_size} per process ({world}); {fix}")
-        return
+    num_train, num_valid = (int(np.sum(stream == BOS_ID)) for stream in (train_stream, valid_stream))
     columns = world * params.batch_size
     length = len(train_stream) // columns
-    if length < params.bptt + 1:
-        raise ValueError(f"the train split has {len(train_stream):,} tokens: cut into "
-                         f"train.batch_size={params.batch_size} x {world} process(es) = {columns} "
-                         f"columns, each holds {length} tokens, fewer than one window of "
-                         f"train.bptt={params.bptt} (+1 for the targets); {fix}")
+    problems = [
+        (num_valid < world, f"the valid split has {num_valid} sentence(s), fewer than the {world} "
+         "training processes; raise split.valid or use a larger corpus"),
+        (cloze and -(-num_train // params.batch_size) // world < 1, f"the train split has "
+         f"{num_train} sentences: fewer than one batch of train.batch_size={params.batch_size} "
+         f"per process ({world}); {fix}"),
+        (not cloze and length < params.bptt + 1, f"the train split has {len(train_stream):,} "
+         f"tokens: cut into train.batch_size={params.batch_size} x {world} process(es) = "
+         f"{columns} columns, each holds {length} tokens, fewer than one window of "
+         f"train.bptt={params.bptt} (+1 for the targets); {fix}"),
+    ]
+    for bad, message in problems:
+        if bad:
+            raise ValueError(message)
 
 
 def train_loader(cloze: bool, stream: np.ndarray, params: TrainParams, seed: int, skip: int = 0,
                  epoch: int = 0, pin_memory: bool = False, rank: int = 0,
                  world: int = 1) -> DataLoader:
-    """Causal: ordered stream windows (batch_size=None: each item is already a batch). Cloze:
-    shuffled batches of padded sentences of similar length. `skip` starts the first epoch at
-    that batch of `epoch` (resuming); the loader has its own generator so that iterating it never draws
-    from the global RNG (dropout masks stay those of an uninterrupted run). Distributed: rank's
-    own contiguous columns / its share of the batches, the same count on every rank."""
+    """Causal: ordered stream windows; cloze: shuffled batches of padded sentences of similar
+    length. `skip` starts at that batch of `epoch` (resuming); its own generator keeps the global
+    RNG (dropout masks) as in an uninterrupted run."""
     generator = torch.Generator().manual_seed(seed)
     if cloze:
         sentences = Sentences(stream)
@@ -234,9 +217,7 @@ def train_loader(cloze: bool, stream: np.ndarray, params: TrainParams, seed: int
 
 def valid_loader(cloze: bool, stream: np.ndarray, params: TrainParams, pin_memory: bool = False,
                  rank: int = 0, world: int = 1) -> DataLoader:
-    """Every non-`<s>` token of the stream predicted once (the evaluation's own batching).
-    Distributed: each rank scores its share of the columns / sentences, never a duplicate; the
-    sums of NLL and tokens are added up across ranks (on_validation_epoch_end)."""
+    """Every non-`<s>` token predicted once (the evaluation's batching); a rank its own share."""
     if cloze:
         sentences = Sentences(stream, rank, world)
         return DataLoader(sentences, batch_size=params.eval_batch_size,
@@ -246,10 +227,3 @@ def valid_loader(cloze: bool, stream: np.ndarray, params: TrainParams, pin_memor
     windows = [(inputs[:, i:i + params.bptt], targets[:, i:i + params.bptt])
                for i in range(0, inputs.shape[1], params.bptt)]
     return DataLoader(windows, batch_size=None, pin_memory=pin_memory)
-
-
-def loaders(cloze: bool, train_stream: np.ndarray, valid_stream: np.ndarray, params: TrainParams,
-            seed: int):
-    """(train, valid) DataLoaders."""
-    return (train_loader(cloze, train_stream, params, seed),
-            valid_loader(cloze, valid_stream, params))

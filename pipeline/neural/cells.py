@@ -59,15 +59,25 @@ def _loop(step: Callable):
 
 
 class _TextbookLayer(nn.Module):
-    """The hoisted input projection, then scan(step) over time. With compile=True the whole time
-    loop of a training step is one torch.compile graph, compiled once per (batch, time) shape
-    (about a minute each on 2 CPU cores); evaluation (no grad) runs eagerly."""
+    """The hoisted input projection, then scan(step) over time; PARAMETERS lists each weight as
+    (name, rows in units of H, columns: "x" input_dim, "h" hidden_dim, None a vector), created
+    in that order and drawn from U(-1/sqrt(H), 1/sqrt(H)) as torch.nn.RNN / GRU initialise.
+    compile=True: a training step's time loop is one torch.compile graph (no-grad runs eagerly)."""
 
     step: Callable
+    PARAMETERS: tuple
 
-    def __init__(self, compile: bool = False, weight_drop: float = 0.0):
+    def __init__(self, input_dim: int, hidden_dim: int, compile: bool = False,
+                 weight_drop: float = 0.0):
         super().__init__()
+        self.hidden_dim = hidden_dim
         self.weight_drop = weight_drop   # DropConnect probability on the hidden-to-hidden matrices
+        columns = {"x": (input_dim,), "h": (hidden_dim,), None: ()}
+        for name, rows, kind in self.PARAMETERS:
+            self.register_parameter(name, nn.Parameter(torch.empty(rows * hidden_dim, *columns[kind])))
+        bound = 1.0 / math.sqrt(hidden_dim)
+        for weight in self.parameters():
+            nn.init.uniform_(weight, -bound, bound)
         self.eager = _loop(type(self).step)
         self.compiled = torch.compile(self.eager, dynamic=False) if compile else None
 
@@ -82,14 +92,7 @@ class _TextbookLayer(nn.Module):
 
 class TextbookRNNLayer(_TextbookLayer):
     step = staticmethod(rnn_step)
-
-    def __init__(self, input_dim: int, hidden_dim: int, compile: bool = False,
-                 weight_drop: float = 0.0):
-        super().__init__(compile, weight_drop)
-        self.weight_hx = nn.Parameter(torch.empty(hidden_dim, input_dim))   # W_h, x part
-        self.weight_hh = nn.Parameter(torch.empty(hidden_dim, hidden_dim))  # W_h, h part
-        self.bias = nn.Parameter(torch.empty(hidden_dim))                   # b_h
-        _init_uniform(self, hidden_dim)
+    PARAMETERS = (("weight_hx", 1, "x"), ("weight_hh", 1, "h"), ("bias", 1, None))  # W_h = [W_hh, W_hx], b_h
 
     def forward(self, x: torch.Tensor, h: torch.Tensor):
         projected = x @ self.weight_hx.T + self.bias  # (B, T, H): all time steps at once
@@ -98,18 +101,9 @@ class TextbookRNNLayer(_TextbookLayer):
 
 class TextbookGRULayer(_TextbookLayer):
     step = staticmethod(gru_step)
-
-    def __init__(self, input_dim: int, hidden_dim: int, compile: bool = False,
-                 weight_drop: float = 0.0):
-        super().__init__(compile, weight_drop)
-        self.hidden_dim = hidden_dim
-        # rows: [relevance Γr; update Γu; candidate h'] — the x parts of W_r, W_u, W_h
-        self.weight_x = nn.Parameter(torch.empty(3 * hidden_dim, input_dim))
-        self.weight_hr = nn.Parameter(torch.empty(hidden_dim, hidden_dim))
-        self.weight_hu = nn.Parameter(torch.empty(hidden_dim, hidden_dim))
-        self.weight_hh = nn.Parameter(torch.empty(hidden_dim, hidden_dim))
-        self.bias = nn.Parameter(torch.empty(3 * hidden_dim))               # [b_r; b_u; b_h]
-        _init_uniform(self, hidden_dim)
+    # weight_x rows [Γr; Γu; h'] are the x parts of W_r, W_u, W_h; bias [b_r; b_u; b_h]
+    PARAMETERS = (("weight_x", 3, "x"), ("weight_hr", 1, "h"), ("weight_hu", 1, "h"),
+                  ("weight_hh", 1, "h"), ("bias", 3, None))
 
     def forward(self, x: torch.Tensor, h: torch.Tensor):
         xr, xu, xh = (x @ self.weight_x.T + self.bias).chunk(3, dim=-1)  # each (B, T, H)
@@ -119,16 +113,8 @@ class TextbookGRULayer(_TextbookLayer):
 
 class TextbookLSTMLayer(_TextbookLayer):
     step = staticmethod(lstm_step)
-
-    def __init__(self, input_dim: int, hidden_dim: int, compile: bool = False,
-                 weight_drop: float = 0.0):
-        super().__init__(compile, weight_drop)
-        self.hidden_dim = hidden_dim
-        # rows: [update Γu; forget Γf; candidate c'; output Γo] (torch.nn.LSTM's i, f, g, o)
-        self.weight_x = nn.Parameter(torch.empty(4 * hidden_dim, input_dim))   # x parts of W_*
-        self.weight_h = nn.Parameter(torch.empty(4 * hidden_dim, hidden_dim))  # h parts of W_*
-        self.bias = nn.Parameter(torch.empty(4 * hidden_dim))                  # [b_u; b_f; b_c; b_o]
-        _init_uniform(self, hidden_dim)
+    # rows [update Γu; forget Γf; candidate c'; output Γo] (torch.nn.LSTM's i, f, g, o)
+    PARAMETERS = (("weight_x", 4, "x"), ("weight_h", 4, "h"), ("bias", 4, None))
 
     def forward(self, x: torch.Tensor, state: torch.Tensor):
         """x (B, T, E), state (B, 2H) = [h; c] -> h (B, T, H), final state (B, 2H)."""
@@ -136,30 +122,18 @@ class TextbookLSTMLayer(_TextbookLayer):
         projected = (x @ self.weight_x.T + self.bias).view(batch, steps, 4, self.hidden_dim)
         return self.loop(projected, state, self.dropped(self.weight_h))
 
-
-def _init_uniform(module: nn.Module, hidden_dim: int) -> None:
-    bound = 1.0 / math.sqrt(hidden_dim)  # as torch.nn.RNN / GRU initialise
-    for p in module.parameters():
-        nn.init.uniform_(p, -bound, bound)
-
-
 class RecurrentStack(nn.Module):
-    """num_layers cells of one kind and implementation, one direction.
-    state: (num_layers, B, S) with S = H, or 2H for lstm ([h; c]); x: (B, T, input_dim) ->
-    (B, T, output_dim). `output_dim` (default hidden_dim) is the last layer's width: AWD-LSTM's
-    tied models make it the embedding size; a narrower layer keeps its state in the first
-    entries of S (h then c for lstm), the rest zero. `dropout` acts between layers (one mask per
-    sequence when `locked`); `weight_drop` is DropConnect on the hidden-to-hidden matrices while
-    training. `cell` and `impl` are checked by the params schema (pipeline/config.py)."""
+    """num_layers cells of one kind, one direction: x (B, T, input_dim), state (L, B, S) ->
+    (B, T, output_dim), (L, B, S). `output_dim` (default hidden_dim): the last layer's width
+    (AWD-LSTM's tied models: the embedding size); a narrower layer's state fills the first
+    entries of S, the rest zero. `dropout` acts between layers (locked: a mask per sequence)."""
 
     def __init__(self, cell: str, impl: str, input_dim: int, hidden_dim: int, num_layers: int,
                  dropout: float, compile: bool = False, weight_drop: float = 0.0,
                  locked: bool = False, output_dim: int | None = None):
         super().__init__()
-        self.impl, self.num_layers, self.hidden_dim = impl, num_layers, hidden_dim
-        self.lstm = cell == "lstm"
+        self.impl, self.num_layers, self.lstm = impl, num_layers, cell == "lstm"
         self.widths = [hidden_dim] * (num_layers - 1) + [output_dim or hidden_dim]
-        self.output_dim = self.widths[-1]
         self.state_dim = (2 if self.lstm else 1) * max(self.widths)
         self.weight_drop = weight_drop
         self.dropout = LockedDropout(dropout, locked)
@@ -175,17 +149,10 @@ class RecurrentStack(nn.Module):
         # a[l]<t> = tanh(W_a[l] h[l]<t> + b_a[l]) feeds layer l+1
         self.activations = nn.ModuleList(nn.Linear(w, w) for w in self.widths[:-1])
 
-    def initial_state(self, batch_size: int, like: torch.Tensor) -> torch.Tensor:
-        return like.new_zeros(self.num_layers, batch_size, self.state_dim)
-
     def _fused_layer(self, module: nn.Module, x: torch.Tensor, state: torch.Tensor):
         """One fused layer: x (B, T, in), state (B, S) -> (B, T, H), (B, S)."""
-        initial = state.unsqueeze(0)
-        if self.lstm:
-            h, c = initial.chunk(2, dim=-1)
-            initial = (h.contiguous(), c.contiguous())
-        else:
-            initial = initial.contiguous()
+        initial = state.unsqueeze(0)   # [h; c] splits into nn.LSTM's (h, c)
+        initial = tuple(part.contiguous() for part in initial.chunk(2, -1)) if self.lstm else initial.contiguous()
         if self.training and self.weight_drop:
             weights = dict(module.named_parameters())
             weights["weight_hh_l0"] = weight_drop(weights["weight_hh_l0"], self.weight_drop, True)
@@ -197,7 +164,7 @@ class RecurrentStack(nn.Module):
 
     def forward(self, x: torch.Tensor, state: torch.Tensor | None = None):
         if state is None:
-            state = self.initial_state(x.shape[0], x)
+            state = x.new_zeros(self.num_layers, x.shape[0], self.state_dim)
         finals = []
         for i, width in enumerate(self.widths):
             size = (2 if self.lstm else 1) * width

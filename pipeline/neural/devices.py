@@ -15,27 +15,28 @@ MULTI_NODE_ENV = ("WORLD_SIZE", "SLURM_NTASKS", "MASTER_ADDR", "LOCAL_RANK")
 
 def check_machine(train: TrainParams, cuda_devices: int | None = None,
                   cpu_count: int | None = None, env: dict | None = None) -> None:
-    """Reject train params this machine cannot run (before any work): a GPU accelerator or
-    half precision without a CUDA GPU, more devices than it has, several nodes without a
-    launcher. The counts default to what torch and the OS report."""
+    """The counts default to what torch and the OS report."""
     if cuda_devices is None:
         cuda_devices = torch.cuda.device_count() if torch.cuda.is_available() else 0
     cpu_count = cpu_count if cpu_count is not None else (os.cpu_count() or 1)
     env = os.environ if env is None else env
-    gpu = train.accelerator in ("gpu", "cuda") or (train.accelerator == "auto" and cuda_devices > 0)
-    if train.accelerator in ("gpu", "cuda") and cuda_devices == 0:
-        raise ParamsError(f"train.accelerator={train.accelerator!r} but this machine has no CUDA GPU "
-                          "(torch.cuda.is_available() is False); use accelerator: auto or cpu")
-    if not gpu and train.precision in ("bf16-mixed", "bf16-true", "16-mixed"):
-        raise ParamsError(f"train.precision={train.precision!r} needs a CUDA GPU and this run is on "
-                          "the CPU; use precision: auto (bf16-mixed on a GPU, 32-true on the CPU) "
-                          "or 32-true")
+    named = train.accelerator in ("gpu", "cuda")
+    gpu = named or (train.accelerator == "auto" and cuda_devices > 0)
     available, unit = (cuda_devices, "CUDA GPU") if gpu else (cpu_count, "CPU core")
-    if train.devices > available:
-        raise ParamsError(f"train.devices={train.devices} but this machine has {available} "
-                          f"{unit}{'s' if available != 1 else ''}; use devices <= {available}, or "
-                          "run on more machines with train.num_nodes (docs/scaling.md)")
-    if train.num_nodes > 1 and not any(name in env for name in MULTI_NODE_ENV):
-        raise ParamsError(f"train.num_nodes={train.num_nodes} needs a multi-node launcher (torchrun "
-                          "or SLURM, which set WORLD_SIZE / SLURM_NTASKS); start each node as the "
-                          "docs/scaling.md shows, or set num_nodes: 1")
+    plural = "s" if available != 1 else ""
+    problems = [
+        (named and cuda_devices == 0, f"train.accelerator={train.accelerator!r} but this machine "
+         "has no CUDA GPU; use accelerator: auto or cpu"),
+        (not gpu and train.precision in ("bf16-mixed", "bf16-true", "16-mixed"),
+         f"train.precision={train.precision!r} needs a CUDA GPU and this run is on the CPU; use "
+         "precision: auto (bf16-mixed on a GPU, 32-true on the CPU) or 32-true"),
+        (train.devices > available, f"train.devices={train.devices} but this machine has "
+         f"{available} {unit}{plural}; use devices <= {available}, or run on more machines with "
+         "train.num_nodes"),
+        (train.num_nodes > 1 and not any(name in env for name in MULTI_NODE_ENV),
+         f"train.num_nodes={train.num_nodes} needs a multi-node launcher (torchrun or SLURM, see "
+         "docs/scaling.md), or num_nodes: 1"),
+    ]
+    for bad, message in problems:
+        if bad:
+            raise ParamsError(message)

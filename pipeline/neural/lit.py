@@ -1,8 +1,7 @@
-"""Lightning shell. In: an RNNLM and train params. Out: a LightningModule whose loss is
-J = -(1/T) sum_t log y<t>[target], whose validation perplexity sums NLL and token counts over
-the split (never a mean of means), and whose hidden state is carried and detached per window
-(truncated BPTT). AR/TAR, NT-ASGD and variable BPTT follow Merity, Keskar & Socher 2017
-(AWD-LSTM, arXiv:1708.02182); details: docs/internals.md."""
+"""Lightning shell. In: an RNNLM and train params. Out: a LightningModule: loss J = -(1/T)
+sum_t log y<t>[target]; validation perplexity from the split's summed NLL and token counts; the
+hidden state carried and detached per window (truncated BPTT). AR/TAR, NT-ASGD and variable BPTT:
+Merity, Keskar & Socher 2017 (AWD-LSTM, arXiv:1708.02182); details: docs/internals.md."""
 
 from __future__ import annotations
 
@@ -21,15 +20,13 @@ from pipeline.neural.batches import IGNORE, cloze_targets, train_loader, valid_l
 from pipeline.neural.regularization import activation_regularization
 from pipeline.neural.rnn import RNNLM
 
-# Lightning cannot see that LitLM restores the position in the epoch itself (train_dataloader
-# after on_load_checkpoint), and warns that a mid-epoch resume is unreliable; the resume test
-# shows it is exact.
+# LitLM restores the position in the epoch itself (train_dataloader after on_load_checkpoint):
+# Lightning's warning that a mid-epoch resume is unreliable does not apply (the resume test)
 warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before")
 
 
 class NumericsError(ValueError):
-    """The training loss became NaN or infinite; the message names the step, the learning rate
-    and the fix."""
+    """The loss or weights became NaN or infinite; names the step, train.lr and the fix."""
 
 
 # on a GPU the loss is checked every CHECK_EVERY steps (a check waits for the device) and before
@@ -38,9 +35,8 @@ CHECK_EVERY = 25
 
 
 class LitLM(L.LightningModule):
-    """With `train_stream`/`valid_stream` it builds its own loaders, and then a checkpoint resumes
-    exactly where it was taken: the carried hidden state, the position in the epoch, the RNG
-    states and the history are saved with the weights and the optimiser (on_save_checkpoint)."""
+    """Given the streams it builds its own loaders; a checkpoint then resumes exactly (hidden
+    state, position in the epoch, RNG states and history: on_save_checkpoint)."""
 
     def __init__(self, model: RNNLM, train: TrainParams, train_stream: np.ndarray | None = None,
                  valid_stream: np.ndarray | None = None, seed: int = 0, run_id: str | None = None):
@@ -49,51 +45,34 @@ class LitLM(L.LightningModule):
         self.train_params = train
         self.cloze = model.config.bidirectional
         self.streams, self.seed, self.run_id = (train_stream, valid_stream), seed, run_id
-        self.hidden = None
-        self.val_hidden = None
-        self.val_nll = torch.zeros(())
-        self.val_tokens = torch.zeros(())
+        self.hidden = self.val_hidden = None   # carried (layers, B, S) states
         self.history: list[dict] = []
         self.epoch_batches = 0   # train batches done in the current epoch
         self._resume_at = 0      # set when restored from a checkpoint taken mid-epoch
-        self._resume_epoch = 0
-        self._first_bad = None   # the step of the first non-finite loss, on the device
-        self.eager_check: bool | None = None   # None: check every step on a lone CPU process
+        self.eager_check: bool | None = None   # check every step (None: on a lone CPU process)
         self.averaged: AveragedModel | None = None   # NT-ASGD's average, once it has started
         self._window_scale = 1.0  # variable BPTT: this step's window length / bptt
 
-    # ---- data -------------------------------------------------------------------------------
     def train_dataloader(self):
-        if self.streams[0] is None:
-            raise ValueError("LitLM was built without train_stream; pass loaders to Trainer.fit")
         skip, self._resume_at = self._resume_at, 0
-        epoch = self.trainer.current_epoch if self._trainer is not None else self._resume_epoch
         return train_loader(self.cloze, self.streams[0], self.train_params, self.seed, skip=skip,
-                            epoch=epoch, pin_memory=self._pin(), **self._shard())
+                            epoch=self.trainer.current_epoch, **self._placement())
 
     def val_dataloader(self):
-        if self.streams[1] is None:
-            raise ValueError("LitLM was built without valid_stream; pass loaders to Trainer.fit")
-        return valid_loader(self.cloze, self.streams[1], self.train_params, pin_memory=self._pin(),
-                            **self._shard())
+        return valid_loader(self.cloze, self.streams[1], self.train_params, **self._placement())
 
-    def _pin(self) -> bool:
-        return self._trainer is not None and self.trainer.strategy.root_device.type == "cuda"
+    def _placement(self) -> dict:   # this rank's share; pinned memory for a GPU
+        return {"pin_memory": self.trainer.strategy.root_device.type == "cuda",
+                "rank": self.global_rank, "world": self._world()}
 
-    def _shard(self) -> dict:
-        if self._trainer is None:
-            return {"rank": 0, "world": 1}
-        return {"rank": self.trainer.global_rank, "world": self.trainer.world_size}
+    def _world(self) -> int:
+        return 1 if self._trainer is None else self.trainer.world_size
 
-    # ---- checkpoints ------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         self._check_finite()   # never save a diverged model
         if not all(bool(torch.isfinite(t).all()) for t in self.parameters()):
-            p = self.train_params
-            raise NumericsError(
-                f"the weights became NaN or infinite by step {self.global_step} (epoch "
-                f"{self.current_epoch}; train.lr={p.lr:g}, train.clip={p.clip:g}); {self._fix()}. "
-                "This checkpoint was not written")
+            raise NumericsError(f"the weights became NaN or infinite by step {self.global_step} "
+                                f"{self._fix()}; no checkpoint written")
         checkpoint["lmpipe"] = {
             "model_config": self.model.config.checkpoint(),
             "mlflow_run_id": self.run_id,
@@ -108,7 +87,7 @@ class LitLM(L.LightningModule):
         """Every rank's carried state (on_save_checkpoint runs on all ranks; rank 0 writes)."""
         if self.hidden is None:
             return None
-        if self._trainer is None or self.trainer.world_size == 1:
+        if self._world() == 1:
             return self.hidden.detach().cpu().unsqueeze(0)
         return self.all_gather(self.hidden.detach()).cpu()
 
@@ -116,22 +95,15 @@ class LitLM(L.LightningModule):
         state = checkpoint["lmpipe"]
         self.history = list(state["history"])
         self.epoch_batches = state["epoch_batches"]
-        hidden = state["hidden"]   # (world, layers, B, H): one slice per rank
-        if hidden is not None and self._trainer is not None:
-            rank = self.trainer.global_rank
-            hidden = hidden[rank] if rank < len(hidden) else None
-        elif hidden is not None:
-            hidden = hidden[0]
-        self.hidden = None if hidden is None else hidden.to(self.device)
+        hidden, rank = state["hidden"], self.global_rank   # (world, layers, B, H): a slice per rank
+        self.hidden = None if hidden is None or rank >= len(hidden) else hidden[rank].to(self.device)
         self._resume_at = self.epoch_batches
-        self._resume_epoch = checkpoint["epoch"]
         if any(key.startswith("averaged.") for key in checkpoint["state_dict"]):
             self._start_averaging()   # so that the state_dict loads into it
         torch.set_rng_state(state["cpu_rng"])
         if state["cuda_rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
 
-    # ---- loss -------------------------------------------------------------------------------
     def _loss_sum(self, batch, state, model: RNNLM | None = None, regularize: bool = False):
         """(summed NLL in nats, number of targets, new state, AR + TAR penalty) of one batch."""
         model = self.model if model is None else model
@@ -172,9 +144,8 @@ class LitLM(L.LightningModule):
         return loss
 
     def optimizer_step(self, epoch, batch_index, optimizer, optimizer_closure=None):
-        """One step; with variable BPTT at lr x window length / bptt (the torch optimisers read
-        the lr after the closure has run the forward and backward pass), restored afterwards so
-        schedulers and checkpoints only ever see the base lr. Then the NT-ASGD average."""
+        """One step at lr x window length / bptt (variable BPTT; the base lr is restored for the
+        schedulers and checkpoints), then the NT-ASGD average."""
         groups = optimizer.param_groups
         base = [group["lr"] for group in groups]
         for group in groups:
@@ -194,36 +165,32 @@ class LitLM(L.LightningModule):
 
     def evaluation_model(self) -> RNNLM:
         """The weights validation scores: NT-ASGD's average once it has started, else the model."""
-        if self.averaged is not None and int(self.averaged.n_averaged) > 0:
-            return self.averaged.module
-        return self.model
+        started = self.averaged is not None and int(self.averaged.n_averaged) > 0
+        return self.averaged.module if started else self.model
 
-    def _bad_step(self) -> torch.Tensor:
-        """The step of the first non-finite loss so far (-1: none), kept on the device."""
-        if self._first_bad is None:
-            self._first_bad = torch.full((), -1, device=self.device, dtype=torch.int64)
-        return self._first_bad
+    def on_fit_start(self):   # the step of the first non-finite loss (-1: none), on the device
+        self._first_bad = torch.full((), -1, device=self.device, dtype=torch.int64)
 
     def _watch(self, loss: torch.Tensor) -> None:
-        """Remember the first step whose loss is not finite (without waiting for a GPU), and
-        check every step on one CPU process, else every CHECK_EVERY steps — the same steps on
-        every rank (under DDP the check is a collective)."""
-        first = (~torch.isfinite(loss)) & (self._bad_step() < 0)
+        """Remember the first non-finite step on the device; check it every step on one CPU
+        process, else every CHECK_EVERY steps (the same steps on every rank: a collective)."""
+        first = (~torch.isfinite(loss)) & (self._first_bad < 0)
         self._first_bad = torch.where(first, self.global_step + 1, self._first_bad)
         eager = self.eager_check
-        if eager is None:
-            eager = self.device.type == "cpu" and (self._trainer is None or self.trainer.world_size == 1)
+        if eager is None:   # a lone CPU process
+            eager = self.device.type == "cpu" and self._world() == 1
         if eager or self.global_step % CHECK_EVERY == 0:
             self._check_finite()
 
     def _fix(self) -> str:
         p = self.train_params
-        return (f"lower train.lr (e.g. to {p.lr / 4:g}) or train.clip"
+        return (f"(epoch {self.current_epoch}; train.lr={p.lr:g}, train.clip={p.clip:g}); lower "
+                f"train.lr (e.g. to {p.lr / 4:g}) or train.clip"
                 f"{' (0 = no clipping; try 0.25)' if not p.clip else ''} and rerun")
 
     def _check_finite(self) -> None:
-        first = self._bad_step()   # created if no step ran yet: every rank joins the reduce
-        if self._trainer is not None and self.trainer.world_size > 1:   # the earliest of all ranks
+        first = self._first_bad
+        if self._world() > 1:   # the earliest of all ranks
             big = torch.iinfo(torch.int64).max
             first = torch.where(first < 0, big, first)
             first = self.trainer.strategy.reduce(first.clone(), reduce_op=torch.distributed.ReduceOp.MIN)
@@ -231,13 +198,9 @@ class LitLM(L.LightningModule):
         if int(first) < 0:
             return
         self._first_bad = first
-        p = self.train_params
-        lr = self.trainer.optimizers[0].param_groups[0]["lr"] if self._trainer is not None else p.lr
-        raise NumericsError(
-            f"the training loss became NaN or infinite at step {int(self._first_bad)} (epoch "
-            f"{self.current_epoch}) with learning rate {lr:g} (train.lr={p.lr:g}, train.clip="
-            f"{p.clip:g}, train.optimizer={p.optimizer}); {self._fix()}. No checkpoint was written "
-            "after that step")
+        lr = self.trainer.optimizers[0].param_groups[0]["lr"]
+        raise NumericsError(f"the training loss became NaN or infinite at step {int(first)} at lr "
+                            f"{lr:g} {self._fix()}; no later checkpoint")
 
     def on_train_epoch_end(self):
         self._check_finite()
@@ -258,58 +221,49 @@ class LitLM(L.LightningModule):
         tokens = self.trainer.strategy.reduce(self.val_tokens, reduce_op="sum")
         mean = float(nll / tokens.clamp(min=1))
         if not math.isfinite(mean) or mean > 700:   # exp(700) is near float64's largest
-            p = self.train_params
-            raise NumericsError(
-                f"the validation loss is {mean:g} nats per token after {self.global_step} steps "
-                f"(epoch {self.current_epoch}): training diverged with train.lr={p.lr:g}, "
-                f"train.clip={p.clip:g}; {self._fix()}")
+            raise NumericsError(f"the validation loss is {mean:g} nats per token after "
+                                f"{self.global_step} steps {self._fix()}")
         ppl = math.exp(mean)
         self.log("val_ppl", ppl, prog_bar=True, sync_dist=False)
+        if self.trainer.sanity_checking:
+            return
         p = self.train_params
-        if not self.trainer.sanity_checking and p.optimizer == "nt-asgd" and self.averaged is None:
-            past = [h["val_ppl"] for h in self.history]   # the same on every rank (reduced)
-            if nonmonotone_trigger(past, ppl, p.nonmonotone_interval):
-                self._start_averaging()
-                self.print(f"NT-ASGD: validation stopped improving (val ppl {ppl:.2f} after epoch "
-                           f"{self.current_epoch}); averaging the weights from step {self.global_step}")
-        if not self.trainer.sanity_checking:
-            # the step Lightning's loggers give this val_ppl (the x of MLflow's curve; evaluate
-            # logs its metrics at the best epoch's): batches stepped before this epoch's last
-            step = self.trainer.fit_loop.epoch_loop._batches_that_stepped
-            self.history.append({"epoch": self.current_epoch, "step": step, "val_ppl": ppl})
+        past = [h["val_ppl"] for h in self.history]   # the same on every rank (reduced)
+        if p.optimizer == "nt-asgd" and self.averaged is None and nonmonotone_trigger(
+                past, ppl, p.nonmonotone_interval):
+            self._start_averaging()
+            self.print(f"NT-ASGD: validation stopped improving (val ppl {ppl:.2f} after epoch "
+                       f"{self.current_epoch}); averaging the weights from step {self.global_step}")
+        # the step Lightning's loggers give this val_ppl (the x of MLflow's curve; evaluate logs
+        # its metrics at the best epoch's): batches stepped before this epoch's last
+        step = self.trainer.fit_loop.epoch_loop._batches_that_stepped
+        self.history.append({"epoch": self.current_epoch, "step": step, "val_ppl": ppl})
 
     def configure_optimizers(self):
         p = self.train_params
-        weights = self.model.parameters()   # never the NT-ASGD average
-        if p.optimizer in ("sgd", "nt-asgd"):
-            optimizer = torch.optim.SGD(weights, lr=p.lr, weight_decay=p.weight_decay)
-        else:
-            optimizer = torch.optim.AdamW(weights, lr=p.lr, weight_decay=p.weight_decay)
+        kind = torch.optim.SGD if p.optimizer in ("sgd", "nt-asgd") else torch.optim.AdamW
+        optimizer = kind(self.model.parameters(), lr=p.lr, weight_decay=p.weight_decay)  # not the average
         if p.lr_schedule == "none":
             return optimizer
-        if p.lr_schedule == "step":
-            # Zaremba et al. 2014: full lr for lr_decay_start epochs, then x lr_decay every epoch
-            start, decay = p.lr_decay_start, p.lr_decay
-            step = torch.optim.lr_scheduler.LambdaLR(
-                optimizer, lambda epoch: decay ** max(0, epoch + 1 - start))
+        if p.lr_schedule == "step":   # Zaremba et al. 2014: full lr for lr_decay_start epochs, then
+            step = torch.optim.lr_scheduler.LambdaLR(   # x lr_decay every epoch
+                optimizer, lambda epoch: p.lr_decay ** max(0, epoch + 1 - p.lr_decay_start))
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": step, "interval": "epoch"}}
         # anneal when validation perplexity stops improving (pytorch/examples divides lr by 4)
-        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min",
-                                                             factor=p.lr_decay, patience=0)
+        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=p.lr_decay, patience=0)
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": plateau, "monitor": "val_ppl", "interval": "epoch"}}
 
 
 def nonmonotone_trigger(past: list[float], current: float, interval: int) -> bool:
-    """NT-ASGD's switch (Merity et al. 2017, Algorithm 1; AWD-LSTM's main.py): more than
-    `interval` earlier validations, and `current` worse than the best of all but the last
-    `interval` of them. Perplexities or losses alike (the test is monotone)."""
+    """NT-ASGD's switch (Merity et al. 2017, Algorithm 1): more than `interval` earlier
+    validations, and `current` worse than the best of all but the last `interval` of them."""
     return len(past) > interval and current > min(past[:-interval])
 
 
 def best_weights(state_dict: dict) -> dict:
-    """The RNNLM's state_dict inside a LitLM checkpoint's `state_dict`: NT-ASGD's average when it
-    has started (at least one step averaged), else the trained weights."""
+    """The RNNLM's weights in a LitLM checkpoint's `state_dict`: NT-ASGD's average once it has
+    averaged a step, else the trained weights."""
     averaged = {key[len("averaged.module."):]: value for key, value in state_dict.items()
                 if key.startswith("averaged.module.")}
     if averaged and int(state_dict["averaged.n_averaged"]) > 0:
@@ -320,9 +274,8 @@ def best_weights(state_dict: dict) -> dict:
 
 def build_trainer(train: TrainParams, ckpts: Path, out: Path, logger,
                   verbose: bool = False) -> tuple[L.Trainer, str]:
-    """(Lightning Trainer, precision) for `train`: best.ckpt (lowest val ppl) and last.ckpt
-    (every checkpoint_every_n_steps) in `ckpts`, deterministic algorithms, our own sharding;
-    Lightning's model summary only when `verbose`."""
+    """(Lightning Trainer, precision): best.ckpt (lowest val ppl) and last.ckpt (every
+    checkpoint_every_n_steps) in `ckpts`, deterministic, our own sharding."""
     precision = train.precision
     if precision == "auto":
         precision = "bf16-mixed" if torch.cuda.is_available() and train.accelerator != "cpu" else "32-true"

@@ -11,9 +11,8 @@ from torch import nn
 
 
 class LockedDropout(nn.Module):
-    """Dropout whose mask is shared across time: x (B, T, F) -> (B, T, F), one mask (B, 1, F)
-    per call. With `locked=False` it is standard dropout (a mask per element, Srivastava et al.
-    2014), so one module serves both settings."""
+    """Dropout with one mask (B, 1, F) shared across time: x (B, T, F) -> (B, T, F); with
+    `locked=False` standard dropout (a mask per element, Srivastava et al. 2014)."""
 
     def __init__(self, p: float, locked: bool = True):
         super().__init__()
@@ -32,9 +31,8 @@ class LockedDropout(nn.Module):
 
 
 def embedding_dropout(weight: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """The embedding matrix (V, E) with whole rows (words) zeroed with probability p and the rest
-    scaled by 1 / (1 - p); unchanged when not training or p == 0. Use the result for the lookup
-    only (a tied output layer keeps the undropped matrix)."""
+    """The embedding matrix (V, E) with whole rows (words) zeroed with probability p, the rest
+    scaled by 1 / (1 - p), for the lookup only (a tied output layer keeps the undropped one)."""
     if not training or p == 0.0:
         return weight
     mask = weight.new_empty(weight.shape[0], 1).bernoulli_(1 - p) / (1 - p)
@@ -43,8 +41,7 @@ def embedding_dropout(weight: torch.Tensor, p: float, training: bool) -> torch.T
 
 def weight_drop(weight: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """DropConnect: each entry of a hidden-to-hidden matrix zeroed with probability p, the rest
-    scaled by 1 / (1 - p); one mask for the whole forward pass (every time step and sequence).
-    The gradient reaches the undropped matrix through the mask."""
+    scaled by 1 / (1 - p); one mask for the whole forward pass (every time step and sequence)."""
     if not training or p == 0.0:
         return weight
     return F.dropout(weight, p, True)
@@ -53,10 +50,9 @@ def weight_drop(weight: torch.Tensor, p: float, training: bool) -> torch.Tensor:
 def activation_regularization(dropped: torch.Tensor, undropped: torch.Tensor,
                               alpha: float, beta: float,
                               mask: torch.Tensor | None = None) -> torch.Tensor:
-    """AR + TAR of the last layer's outputs, both (B, T, H); `mask` (B, T) marks the positions
-    that exist (None: all). AR = alpha x mean of dropped² over positions and units; TAR = beta x
-    mean of (undropped<t> - undropped<t-1>)² over pairs of existing neighbours. A scalar added to
-    the mean cross-entropy (nats per token)."""
+    """AR + TAR (nats per token) of the last layer's outputs (B, T, H) at the positions `mask`
+    (B, T) marks (None: all): alpha x mean(dropped²) + beta x mean((undropped<t> - undropped<t-1>)²)
+    over pairs of existing neighbours."""
     total = dropped.new_zeros(())
     if mask is None:
         mask = torch.ones(dropped.shape[:2], dtype=torch.bool, device=dropped.device)

@@ -10,6 +10,10 @@ import json
 import shutil
 from pathlib import Path
 
+import torch
+
+from pipeline import files
+
 LAST = "last.ckpt"
 BEST = "best.ckpt"
 STATE = "resume.json"
@@ -24,8 +28,7 @@ def fingerprint(*parts) -> str:
 
 
 def _damaged_state(state) -> str | None:
-    """What makes a parsed resume.json unusable (not a dict, a fingerprint or run id that is not
-    a string, a `finished` that is not true/false), or None."""
+    """What makes a parsed resume.json unusable (its values are not what `record` writes), or None."""
     if not isinstance(state, dict):
         return "unreadable"
     for key, kinds, what in (("fingerprint", (str,), "a string"),
@@ -36,46 +39,39 @@ def _damaged_state(state) -> str | None:
     return None
 
 
-def _misfit(state_dict: dict, model) -> str | None:
-    """How the weights of a LitLM checkpoint's `state_dict` (model.* and NT-ASGD's
-    averaged.module.*) differ from those of `model` (the RNNLM about to be trained): a missing
-    or extra tensor, or one of another shape; None when they fit."""
+def _unfit(path: Path, state_dict: dict, model) -> str | None:
+    """Why the weights of a LitLM checkpoint cannot be resumed into `model` (the RNNLM about to
+    be trained; None: not checked): a tensor holding NaN or infinity, a missing or extra tensor,
+    or one of another shape (model.* and NT-ASGD's averaged.module.*); None when they fit."""
+    nonfinite = next((key for key, value in state_dict.items()
+                      if isinstance(value, torch.Tensor) and value.is_floating_point()
+                      and not bool(torch.isfinite(value).all())), None)
+    if nonfinite:   # a resumed NaN would be blamed on train.lr, and every rerun resume it
+        return f"{path}: damaged, holds NaN or infinite weights ({nonfinite})"
+    if model is None:
+        return None
     wanted = {key: tuple(value.shape) for key, value in model.state_dict().items()}
     for prefix in ("model.", "averaged.module."):
         found = {key[len(prefix):]: tuple(value.shape) for key, value in state_dict.items()
                  if key.startswith(prefix) and hasattr(value, "shape")}
         if prefix == "averaged.module." and not found:
             continue   # NT-ASGD's average had not started
+        other = f"{path}: the weights of another model"
         for key in wanted.keys() - found.keys():
-            return f"has no {prefix}{key}"
+            return f"{other} (has no {prefix}{key})"
         for key in found.keys() - wanted.keys():
-            return f"holds {prefix}{key}, which the model of params.yaml lacks"
+            return f"{other} (holds {prefix}{key}, which the model of params.yaml lacks)"
         for key, shape in found.items():
             if shape != wanted[key]:
-                return (f"holds {prefix}{key} of shape {list(shape)}, the model of params.yaml "
-                        f"needs {list(wanted[key])}")
+                return f"{other} (holds {prefix}{key} of shape {list(shape)}, params.yaml's needs {list(wanted[key])})"
     return None
-
-
-def _nonfinite(state_dict: dict) -> str | None:
-    """The name of the first floating-point tensor of `state_dict` holding NaN or infinity (a
-    disk error, a bad copy, or a hand edit), or None."""
-    import torch
-    return next((key for key, value in state_dict.items()
-                 if isinstance(value, torch.Tensor) and value.is_floating_point()
-                 and not bool(torch.isfinite(value).all())), None)
 
 
 def plan(directory: Path, print_fn=print, model=None, fp: str | None = None
          ) -> tuple[dict, Path | None]:
-    """(state, checkpoint to resume from or None). A resume.json or checkpoint that cannot be
-    read (a disk that filled up, a partial copy, an edit), a resume.json whose values are not
-    what `record` writes, and, given `model` (the torch module about to be trained), a
-    checkpoint whose weights do not fit it (another architecture copied in by hand under the
-    same fingerprint) are reported with `print_fn` and the training starts afresh: a damaged
-    checkpoint costs the steps since the start, never the run. Given `fp`, a training of another
-    fingerprint (params or data changed) is not resumed, its checkpoints unread. Raises nothing
-    for damaged files; reads only."""
+    """(state, checkpoint to resume from or None). A damaged resume.json or checkpoint, or (given
+    `model`) one whose weights do not fit it, is reported with `print_fn` and the training starts
+    afresh; given `fp`, a training of another fingerprint is not resumed. Reads only."""
     state_file = directory / STATE
     if not state_file.exists():
         return {}, None
@@ -90,31 +86,21 @@ def plan(directory: Path, print_fn=print, model=None, fp: str | None = None
     last = directory / LAST
     if not last.exists() or state.get("finished") or fp not in (None, state.get("fingerprint")):
         return state, None
-    from pipeline import files
-    for path in (last, directory / BEST):
-        if path.exists():
-            try:
-                checkpoint = files.load_checkpoint(path, directory, CHECKPOINT_KEYS)
-            except files.StateError as error:
-                print_fn(f"lmpipe: cannot resume, {error.problem}; starting afresh")
-                return {}, None
-            nonfinite = _nonfinite(checkpoint["state_dict"])
-            if nonfinite:   # a resumed NaN would be blamed on train.lr, and every rerun resume it
-                print_fn(f"lmpipe: cannot resume, {path}: damaged, holds NaN or infinite weights "
-                         f"({nonfinite}); starting afresh")
-                return {}, None
-            misfit = None if model is None else _misfit(checkpoint["state_dict"], model)
-            if misfit:
-                print_fn(f"lmpipe: cannot resume, {path}: the weights of another model ({misfit}); "
-                         "starting afresh")
-                return {}, None
+    for path in (path for path in (last, directory / BEST) if path.exists()):
+        try:
+            checkpoint = files.load_checkpoint(path, directory, CHECKPOINT_KEYS)
+            problem = _unfit(path, checkpoint["state_dict"], model)
+        except files.StateError as error:
+            problem = error.problem
+        if problem:
+            print_fn(f"lmpipe: cannot resume, {problem}; starting afresh")
+            return {}, None
     return state, last
 
 
 def existing(directory: Path, fp: str, print_fn=print, model=None) -> tuple[Path | None, str | None]:
     """(the checkpoint of an unfinished training with this fingerprint, its MLflow run id), or
-    (None, None); `model`: see plan. Read-only: ranks > 0 under DDP call only this, and rank 0
-    calls `clear` once the MLflow store has taken the run."""
+    (None, None). Read-only: rank 0 calls `clear` once the MLflow store has taken the run."""
     state, last = plan(directory, print_fn, model, fp)
     if last is not None and state.get("fingerprint") == fp and not state.get("finished"):
         return last, state.get("run_id")

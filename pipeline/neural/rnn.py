@@ -1,7 +1,7 @@
-"""The recurrent language model: embedding -> recurrent stack(s) -> softmax, or the adaptive
-softmax of Grave et al. 2017. In: a ModelConfig (models.<name> + vocab_size). Causal: y<t> predicts x<t+1> from
-x<1..t>. Bidirectional (cloze): y<t> = softmax(W_y [h->(t-1), h<-(t+1)] + b_y) predicts x<t>
-from separate forward and backward stacks, so no path leads from x<t> to y<t>. Never Lightning."""
+"""The recurrent language model: embedding -> recurrent stack(s) -> softmax (or Grave et al.
+2017's adaptive softmax). In: a ModelConfig (models.<name> + vocab_size). Causal: y<t> predicts
+x<t+1> from x<1..t>. Bidirectional (cloze): y<t> = softmax(W_y [h->(t-1), h<-(t+1)] + b_y)
+predicts x<t> from separate forward and backward stacks: no path leads from x<t> to y<t>."""
 
 from __future__ import annotations
 
@@ -27,11 +27,10 @@ class ModelConfig(ModelParams):
         cutoffs = self.adaptive_cutoffs
         if self.output_layer == "adaptive":
             if cutoffs[-1] >= self.vocab_size - 1:
-                raise refuse(f"{{where}}.adaptive_cutoffs={list(cutoffs)}: use word ids below the "
-                             f"vocabulary size - 1 ({self.vocab_size - 1}), or output_layer: softmax")
+                raise refuse(f"{{where}}.adaptive_cutoffs={list(cutoffs)}: use word ids below "
+                             f"the vocabulary size - 1 ({self.vocab_size - 1}), or softmax")
             if self.features // self.adaptive_div_value ** len(cutoffs) < 1:   # last cluster's width
-                raise refuse("{where}.adaptive_div_value leaves the last cluster < 1 dimension; "
-                             "lower it, use fewer adaptive_cutoffs or a larger hidden_dim")
+                raise refuse("{where}.adaptive_div_value leaves the last cluster < 1 dimension")
         return self
 
     def checkpoint(self) -> dict:
@@ -40,8 +39,7 @@ class ModelConfig(ModelParams):
 
     @classmethod
     def of(cls, name: str, spec: ModelParams, vocab_size: int) -> ModelConfig:
-        """models.<name> on a vocabulary of `vocab_size` words. Raises ParamsError (one line
-        naming the key) when a rule that depends on the vocabulary refuses."""
+        """models.<name> on `vocab_size` words; ParamsError naming the key if a rule refuses."""
         try:
             return cls(**spec.model_dump(), vocab_size=vocab_size)
         except ValidationError as error:
@@ -54,36 +52,31 @@ class RNNLM(nn.Module):
         super().__init__()
         self.config = config
         self.embedding = nn.Embedding(config.vocab_size, config.embed_dim)
-        if config.tie_weights:
-            # small uniform init, as pytorch/examples: tied N(0, 1) rows make the logits explode
-            # (untied, N(0, 1) learns faster in the one-epoch CPU default: deep 58 vs 87 test ppl)
+        if config.tie_weights:   # as pytorch/examples: tied N(0, 1) rows make the logits explode
             nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
         rate = config.dropout
         between = rate if config.dropout_hidden is None else config.dropout_hidden
         self.dropout_input = LockedDropout(rate if config.dropout_input is None else config.dropout_input,
                                            config.locked_dropout)
         self.dropout = LockedDropout(rate, config.locked_dropout)            # on the outputs
-        top = config.top_dim   # tied deep causal models: embed_dim (AWD-LSTM: 1150, 1150, 400)
         stack = (config.cell, config.impl, config.embed_dim, config.hidden_dim, config.num_layers,
-                 between, config.compile, config.weight_drop, config.locked_dropout, top)
+                 between, config.compile, config.weight_drop, config.locked_dropout,
+                 config.top_dim)   # tied deep causal models: embed_dim (AWD-LSTM: 1150, 1150, 400)
         self.forward_stack = RecurrentStack(*stack)
         self.backward_stack = RecurrentStack(*stack) if config.bidirectional else None
-        features = config.features
         self.adaptive = config.output_layer == "adaptive"
         if self.adaptive:
-            cutoffs = list(config.adaptive_cutoffs)
-            self.output = nn.AdaptiveLogSoftmaxWithLoss(features, config.vocab_size, cutoffs,
-                                                        div_value=config.adaptive_div_value)
+            self.output = nn.AdaptiveLogSoftmaxWithLoss(config.features, config.vocab_size, list(
+                config.adaptive_cutoffs), div_value=config.adaptive_div_value)
             return
-        self.output = nn.Linear(features, config.vocab_size)  # W_y, b_y
+        self.output = nn.Linear(config.features, config.vocab_size)  # W_y, b_y
         if config.tie_weights:  # Press & Wolf 2017; Inan et al. 2017
             self.output.weight = self.embedding.weight
 
     def forward(self, tokens: torch.Tensor, state: torch.Tensor | None = None):
         """Causal. tokens (B, T) -> logits (B, T, V) for the next token, final state (L, B, S):
-        S = H, or 2H ([h; c]) for an LSTM. softmax(logits) is the model's distribution; with the
-        adaptive softmax the logits are already its log-probabilities (natural log)."""
-        features, state = self.features(tokens, state)
+        S = H, or 2H ([h; c]) for an LSTM. Adaptive: the logits are log-probabilities (nats)."""
+        features, _, state = self.features_and_activations(tokens, state)
         return self.logits(features), state
 
     def logits(self, features: torch.Tensor) -> torch.Tensor:
@@ -98,14 +91,8 @@ class RNNLM(nn.Module):
         weight = embedding_dropout(self.embedding.weight, self.config.embedding_dropout, self.training)
         return self.dropout_input(F.embedding(tokens, weight))
 
-    def features(self, tokens: torch.Tensor, state: torch.Tensor | None = None):
-        """Causal, up to the output layer: (dropout(h<t>) (B, T, H), final state (L, B, S))."""
-        dropped, _, state = self.features_and_activations(tokens, state)
-        return dropped, state
-
     def features_and_activations(self, tokens: torch.Tensor, state: torch.Tensor | None = None):
-        """(dropout(h<t>), h<t>, final state): the last layer's outputs (B, T, H) with and
-        without output dropout, as activation regularisation needs both."""
+        """Causal, up to the output layer: (dropout(h<t>), h<t>) (B, T, H), final state."""
         if self.backward_stack is not None:
             raise ValueError("a bidirectional model fills blanks; call cloze(), not forward()")
         hidden, state = self.forward_stack(self.embed(tokens), state)      # (B, T, H)
@@ -122,14 +109,11 @@ class RNNLM(nn.Module):
     def cloze(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Bidirectional. tokens (B, L): `<s> x1..xT </s>` padded on the right; lengths (B,).
         Returns logits (B, L-1, V): entry i-1 predicts tokens[:, i] for i = 1..L-1."""
-        return self.logits(self.cloze_features(tokens, lengths))
-
-    def cloze_features(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """cloze() up to the output layer: dropout([h→<i-1>, h←<i+1>]) (B, L-1, 2H)."""
-        return self.cloze_features_and_activations(tokens, lengths)[0]
+        return self.logits(self.cloze_features_and_activations(tokens, lengths)[0])
 
     def cloze_features_and_activations(self, tokens: torch.Tensor, lengths: torch.Tensor):
-        """(dropout([h→<i-1>, h←<i+1>]), [h→<i-1>, h←<i+1>]), each (B, L-1, 2H)."""
+        """cloze() up to the output layer: (dropout([h→<i-1>, h←<i+1>]), [h→<i-1>, h←<i+1>]),
+        each (B, L-1, 2H)."""
         if self.backward_stack is None:
             raise ValueError("cloze() needs a bidirectional model")
         batch, length = tokens.shape
@@ -162,6 +146,3 @@ class RNNLM(nn.Module):
         model = cls(ModelConfig(**{**checkpoint["config"], "compile": False}))
         model.load_state_dict(checkpoint["state_dict"])
         return model
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
