@@ -8,6 +8,7 @@ import gzip
 import io
 import re
 import zlib
+from functools import partial
 
 import numpy as np
 
@@ -69,12 +70,12 @@ def entries(data: np.ndarray, lo: int, hi: int, n: int, order: int, path, chunk:
 
 def _entries(data, s, e, tabs, spaces, n: int, order: int, path):
     """`entries` of the lines starting at s and ending at e (tabs, spaces: the section's)."""
-    def refuse(rows, cause, error=ArpaError):
-        line = int(s[np.flatnonzero(rows)[0]])
+    def refuse(rows, cause, error=ArpaError, lines=s):   # rows: a mask over `lines`
+        line = int(lines[np.flatnonzero(rows)[0]])
         raise error(f"{path}: line {line_of(data, line)}: {cause} ({_text_of(data, line)!r})")
 
-    def refuse_spacing(rows, cause):
-        refuse(rows, cause, SpacingError)
+    def refuse_spacing(rows, cause, lines=s):
+        refuse(rows, cause, SpacingError, lines)
     first = np.searchsorted(tabs, s)
     no_tab = (first >= len(tabs)) | (tabs[np.minimum(first, len(tabs) - 1)] >= e)
     if no_tab.any():
@@ -89,13 +90,10 @@ def _entries(data, s, e, tabs, spaces, n: int, order: int, path):
     if np.any(np.isnan(prob)):
         refuse(np.isnan(prob), f"the log10 probability is NaN; {PROBABILITY_RULE}")
     backoff = np.zeros(len(s))
-    if has_backoff.any():
-        def refuse_backoff(rows, cause, where=has_backoff):
-            refuse_spacing(_spread(rows, where), cause)
-        backoff[has_backoff] = _checked_floats(data, tab2[has_backoff] + 1, e[has_backoff],
-                                               refuse_backoff, "backoff")
-        if not np.all(np.isfinite(backoff)):
-            refuse(~np.isfinite(backoff), "the backoff is not a finite number")
+    backoff[has_backoff] = _checked_floats(data, tab2[has_backoff] + 1, e[has_backoff],
+                                           partial(refuse_spacing, lines=s[has_backoff]), "backoff")
+    if not np.all(np.isfinite(backoff)):
+        refuse(~np.isfinite(backoff), "the backoff is not a finite number")
     if n == order and np.any(backoff != 0):
         refuse(backoff != 0, f"a backoff on a {n}-gram, the highest order (KenLM refuses it)")
     lo_space, hi_space = np.searchsorted(spaces, tab1), np.searchsorted(spaces, tab2)
@@ -113,12 +111,6 @@ def _entries(data, s, e, tabs, spaces, n: int, order: int, path):
     if never.any():
         refuse(never, f"the log10 probability is -inf; {PROBABILITY_RULE}")
     return prob, np.stack([word_starts, word_ends], axis=2), backoff, s
-
-
-def _spread(rows: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    out = np.zeros(len(mask), dtype=bool)
-    out[np.flatnonzero(mask)[rows]] = True
-    return out
 
 
 def _checked_floats(data, starts, ends, refuse, what) -> np.ndarray:
