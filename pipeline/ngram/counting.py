@@ -33,8 +33,19 @@ class NgramCounts:
         return self.keys[n - 1] // self.vocab_size
 
     def words(self, n: int, start: int = 0, stop: int | None = None) -> np.ndarray:
-        """(rows, n) word ids of the order-n n-grams start..stop."""
-        return words_of(self.keys, self.vocab_size, n, start, stop)
+        """(rows, n) word ids of the order-n n-grams start..stop: a slice's prefix ids are a
+        contiguous range of the order below, read as one slice (keys may be on disk)."""
+        key = self.keys[n - 1][start:stop]
+        if n == 1:
+            return key[:, None]
+        columns, ids = [key % self.vocab_size], key // self.vocab_size
+        for m in range(n - 1, 1, -1):
+            low = int(ids[0]) if len(ids) else 0
+            prefix = self.keys[m - 1][low:int(ids[-1]) + 1 if len(ids) else 0][ids - low]
+            columns.append(prefix % self.vocab_size)
+            ids = prefix // self.vocab_size
+        columns.append(ids)
+        return np.stack(columns[::-1], axis=1)
 
     def truncated(self, order: int) -> NgramCounts:
         """The counts of orders 1..order, the highest one's adjusted counts its raw counts."""
@@ -44,22 +55,6 @@ class NgramCounts:
     def num_ngrams(self) -> list[int]:
         """Stored n-grams per order (order 1 counts the whole vocabulary)."""
         return [len(k) for k in self.keys]
-
-
-def words_of(keys, vocab_size: int, n: int, start: int = 0, stop: int | None = None) -> np.ndarray:
-    """(rows, n) word ids of the order-n n-grams start..stop of `keys` (arrays or files.Column):
-    a slice's prefix ids are a contiguous range of the order below, read as one slice."""
-    key = keys[n - 1][start:stop]
-    if n == 1:
-        return key[:, None]
-    columns, ids = [key % vocab_size], key // vocab_size
-    for m in range(n - 1, 1, -1):
-        low = int(ids[0]) if len(ids) else 0
-        prefix = keys[m - 1][low:int(ids[-1]) + 1 if len(ids) else 0][ids - low]
-        columns.append(prefix % vocab_size)
-        ids = prefix // vocab_size
-    columns.append(ids)
-    return np.stack(columns[::-1], axis=1)
 
 
 def positions_left(stream: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -166,13 +161,10 @@ def lookup_all(stream: np.ndarray, counts_keys: list[np.ndarray], vocab_size: in
 
 def from_table(table, vocab_size: int) -> NgramCounts:
     """NgramCounts of the stage's counts.parquet as a DataFrame (sorted by order, then key)."""
-    keys, counts, adjusted, suffix = [], [], [], []
-    for n, group in table.groupby("order", sort=True):
-        keys.append(group["key"].to_numpy(np.int64))
-        counts.append(group["count"].to_numpy(np.int64))
-        adjusted.append(group["adjusted"].to_numpy(np.int64))
-        suffix.append(group["suffix"].to_numpy(np.int64) if n > 1 else np.empty(0, np.int64))
-    return NgramCounts(vocab_size, keys, counts, adjusted, suffix)
+    orders = [group for _, group in table.groupby("order", sort=True)]
+    keys, counts, adjusted, suffix = ([group[name].to_numpy(np.int64) for group in orders]
+                                      for name in ("key", "count", "adjusted", "suffix"))
+    return NgramCounts(vocab_size, keys, counts, adjusted, [np.empty(0, np.int64), *suffix[1:]])
 
 
 def memory_by_order(counts: NgramCounts, bytes_per_ngram: int) -> list[dict]:
