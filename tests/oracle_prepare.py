@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.text import corpus, splits, units
-from pipeline.text.corpus import GIVEN_SPLITS, SPLITS, URL_SCHEMES, CorpusError, decode
+from pipeline.text.corpus import GIVEN_SPLITS, URL_SCHEMES, CorpusError, decode
 from pipeline.text.splits import PARTS, SplitError
 from pipeline.text.tokenizers import TOKENIZERS, tokenize
 from pipeline.text.vocab import BOS_ID, SPECIALS, UNK_ID, Vocab
@@ -81,7 +81,7 @@ def read(source: str, errors: str = "strict", sha256: str = "", valid_source: st
                           "directory: empty corpus.sha256")
     for names in GIVEN_SPLITS:
         if all((path / name).is_file() for name in names):
-            return _given({n: str(path / f) for n, f in zip(SPLITS, names, strict=True)}, errors)
+            return _given({n: str(path / f) for n, f in zip(PARTS, names, strict=True)}, errors)
     files = corpus._text_files(source)
     lines, documents, _ = _joined([split_lines(_decoded(file.read_bytes(), str(file), errors,
                                                         file.suffix == ".gz")) for file in files])

@@ -116,7 +116,7 @@ def test_a_benchmark_directory_gives_its_own_split(tmp_path, names):
     assert source.given and source.files == tuple(str(tmp_path / name) for name in names)
     assert streamed(str(tmp_path)) == [["a b", "c"], ["d"], ["e f g"]]
     text = oracle.read(str(tmp_path))
-    assert {k: text.split_lines(k) for k in corpus.SPLITS} == \
+    assert {k: text.split_lines(k) for k in splits.PARTS} == \
         {"train": ["a b", "c"], "valid": ["d"], "test": ["e f g"]}
 
 
@@ -140,7 +140,7 @@ def test_ptb_style_test_file_predicts_words_plus_one_eos_per_line(tmp_path):
     (tmp_path / "ptb.valid.txt").write_text(" the N \n")
     (tmp_path / "ptb.test.txt").write_text(" a <unk> cat N \n the \n")
     text = oracle.read(str(tmp_path))
-    parts = {k: oracle.sentences(text.split_lines(k), "whitespace", False)[0] for k in corpus.SPLITS}
+    parts = {k: oracle.sentences(text.split_lines(k), "whitespace", False)[0] for k in splits.PARTS}
     vocab = Vocab.build(parts["train"], min_count=1, max_size=0)
     assert set(vocab.tokens) - {"<s>"} == {"the", "<unk>", "rose", "N", "cat", "</s>"}
     stats = split_stats(vocab.stream(parts["test"]))

@@ -24,7 +24,8 @@ import numpy as np
 import pooch
 import requests
 
-SPLITS = ("train", "valid", "test")
+from pipeline.text.splits import PARTS
+
 GIVEN_SPLITS = (("train.txt", "valid.txt", "test.txt"),               # pytorch/examples
                 ("ptb.train.txt", "ptb.valid.txt", "ptb.test.txt"),   # Mikolov's PTB
                 ("wiki.train.tokens", "wiki.valid.tokens", "wiki.test.tokens"))  # WikiText
@@ -113,7 +114,7 @@ SOURCES = {
 def _split_files(source: str, valid_source: str,
                  test_source: str) -> tuple[str, dict[str, str] | None]:
     """(`source` with ~ expanded, {split: file} when the split files are given, else None)."""
-    paths = dict(zip(SPLITS, map(os.path.expanduser, (source, valid_source, test_source)), strict=True))
+    paths = dict(zip(PARTS, map(os.path.expanduser, (source, valid_source, test_source)), strict=True))
     if not valid_source:   # the schema asks for both or neither
         return paths["train"], None
     for key, name in (("source", "train"), ("valid_source", "valid"), ("test_source", "test")):
