@@ -165,13 +165,3 @@ def from_table(table, vocab_size: int) -> NgramCounts:
     keys, counts, adjusted, suffix = ([group[name].to_numpy(np.int64) for group in orders]
                                       for name in ("key", "count", "adjusted", "suffix"))
     return NgramCounts(vocab_size, keys, counts, adjusted, [np.empty(0, np.int64), *suffix[1:]])
-
-
-def memory_by_order(counts: NgramCounts, bytes_per_ngram: int) -> list[dict]:
-    """memory.json's rows: per order N, its n-grams, and entries and bytes of an order-N model."""
-    rows, total = [], 0
-    for n, size in enumerate(counts.num_ngrams(), start=1):
-        total += size
-        rows.append({"order": n, "ngrams": size, "model_entries": total,
-                     "model_bytes": total * bytes_per_ngram})
-    return rows

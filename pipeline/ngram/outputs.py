@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 import zipfile
+from itertools import accumulate
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline import files
-from pipeline.ngram import builder, counting, kneser_ney
+from pipeline.ngram import builder, kneser_ney
 
 
 def write(source, tokens: tuple[str, ...], out: Path, order: int, counted: int, memory: int,
@@ -28,7 +29,10 @@ def write(source, tokens: tuple[str, ...], out: Path, order: int, counted: int, 
         step = max(memory // 256, 4096)
         with files.staged_dir(out) as scratch:
             save_npz(scratch / "model.npz", npz_arrays(model), step)
-            rows = counting.memory_by_order(counts, kneser_ney.BYTES_PER_NGRAM)
+            sizes = counts.num_ngrams()   # per order N: its n-grams, entries and bytes of an order-N model
+            rows = [{"order": n, "ngrams": size, "model_entries": total,
+                     "model_bytes": total * kneser_ney.BYTES_PER_NGRAM}
+                    for n, (size, total) in enumerate(zip(sizes, accumulate(sizes), strict=True), start=1)]
             (scratch / "memory.json").write_text(json.dumps(rows, indent=2))
             with open(scratch / "model.arpa", "wb") as handle:
                 builder.write_arpa(model, counts, tokens, handle, memory)
