@@ -142,9 +142,7 @@ def query(args) -> None:
     except ValueError as error:   # a reserved <s> or </s> in the text
         raise ValueError(f"{_name(args)}: {error}") from None
     if args.json:
-        if not args.per_sentence:
-            summary = {k: v for k, v in summary.items() if not k.startswith("sentence_")}
-        print(json.dumps(summary))
+        print(json.dumps({k: v for k, v in summary.items() if args.per_sentence or not k.startswith("sentence_")}))
         return
     if args.per_sentence:
         for total, oovs in zip(summary["sentence_totals"], summary["sentence_oovs"], strict=True):

@@ -170,8 +170,7 @@ def header(raw: bytes, path) -> tuple[list[int], int]:
         except ValueError:
             n = count = -1
         if n != len(declared) + 1 or count < 0:
-            raise ArpaError(f"{path}: line {number}: {_text_of(line, 0)!r} is not "
-                            f"`ngram {len(declared) + 1}=COUNT` (ngram 1=, 2=, ... in order)")
+            raise ArpaError(f"{path}: line {number}: {_text_of(line, 0)!r} is not `ngram {len(declared) + 1}=COUNT` (ngram 1=, 2=, ...)")
         declared.append(count)
         position += len(line)
         line = lines.readline()
