@@ -67,8 +67,8 @@ def log(params: config.Params, data: Path, out: Path, uri: str, root: Path, done
     registered = {}
     try:
         for name, result in done.results.items():
-            run_id, version = _log_model(params, uri, root, parent, name, result, done,
-                                         run_ids.get(name), shared_files, test_set, scratch)
+            run_id, version = _log_model(params, uri, root, parent, name, result, done, run_ids.get(name),
+                                         shared_files, test_set, tags, scratch)
             if version is not None:
                 registered[name] = {"model": f"lmpipe-{name}", "version": version, "run_id": run_id,
                                     "test_set": test_set}
@@ -84,11 +84,10 @@ def log(params: config.Params, data: Path, out: Path, uri: str, root: Path, done
 
 def _log_model(params: config.Params, uri: str, root: Path, parent: str, name: str, result: dict,
                done: run.Evaluation, training: str | None, shared_files: dict[str, str],
-               test_set: dict, scratch: Path) -> tuple[str, str | None]:
-    """One model's nested run: (its run id, the version registered or None)."""
+               test_set: dict, tags: dict, scratch: Path) -> tuple[str, str | None]:
+    """One model's nested run (the pipeline run's `tags` and its own): (run id, version or None)."""
     scored, register = done.scored[name], params.evaluate.register_models
-    tags = mlflow_runs.run_tags(name, params.corpus.source, done.stats["corpus_hash"], root)
-    tags.update(objective=result["objective"], test_set=test_set["id"])
+    tags = {"model_kind": name, **tags, "objective": result["objective"]}
     metrics = {k: v for k, v in result.items() if isinstance(v, int | float)}
     weights = next(iter(scored.files.values()))
     unit_scores = scratch / name / UNIT_SCORES   # the paired bootstrap of promotion reads it

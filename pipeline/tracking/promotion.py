@@ -83,10 +83,8 @@ def promote(tracking_uri: str, model_name: str, version: str, result: dict, test
             beats, why = significant(why, *versus(old))
         return beats, why
 
-    if unchanged:
-        promoted, reason = True, "unchanged: this version is already the champion"
-    else:
-        promoted, reason = judge(champ)
+    promoted, reason = (True, "unchanged: this version is already the champion") if unchanged \
+        else judge(champ)
     if promoted and not unchanged:
         client.set_registered_model_alias(model_name, line, version)
     leader = version if promoted else (champ["version"] if champ else None)

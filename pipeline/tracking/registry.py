@@ -81,12 +81,10 @@ def _log_model(client, run, name, params, metrics, tags, model_files, register, 
         finally:
             logging_utils.MLFLOW_LOGGING_STREAM.enabled = enabled
         version = info.registered_model_version
-        if version is not None:
-            version_tags = {"model_hash": model_hash} if model_hash else {}
-            if test_set:
-                version_tags[TEST_SET] = test_set["id"]
-                version_tags.update({f"{TEST_SET}.{k}": v for k, v in test_set.items() if k != "id"})
-            for key, value in version_tags.items():
+        version_tags = {"model_hash": model_hash, TEST_SET: test_set.get("id"),
+                        **{f"{TEST_SET}.{k}": v for k, v in test_set.items() if k != "id"}}
+        for key, value in version_tags.items():
+            if version is not None and value:
                 client.set_model_version_tag(f"lmpipe-{name}", str(version), key, value)
     return run.info.run_id, None if version is None else str(version)
 
@@ -96,8 +94,6 @@ def _version_with_hash(client: MlflowClient, model_name: str, model_hash: str | 
     """The newest version of `model_name` with these weights on this test set, or None."""
     if not model_hash:
         return None
-    versions = client.search_model_versions(f"name = '{model_name}'")   # [] for a new model
-    for v in sorted(versions, key=lambda v: -int(v.version)):
-        if v.tags.get("model_hash") == model_hash and v.tags.get(TEST_SET) == test_set_id:
-            return str(v.version)
-    return None
+    same = [int(v.version) for v in client.search_model_versions(f"name = '{model_name}'")
+            if v.tags.get("model_hash") == model_hash and v.tags.get(TEST_SET) == test_set_id]
+    return str(max(same)) if same else None

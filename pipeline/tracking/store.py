@@ -116,14 +116,11 @@ def check_uri(tracking_uri: str, *, source: str | None = None, timeout: float = 
     if found is None:
         return
     shown = re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", given)   # a password masked
-    if source.startswith("--"):
-        where, other = f"{source} {shown}", f"give {source} {FORMS}, or leave it out to use the " \
-                                            "store of params.yaml"
-    elif source == ENV:
-        where, other = f"{ENV}={shown}", f"unset {ENV} to use the embedded store " \
-                                         f"sqlite:///mlflow.db, or set it to {FORMS}"
-    else:
-        where, other = f"{source}={shown!r} (params.yaml)", f"set {PARAM} in params.yaml to {FORMS}"
+    where, other = {
+        ENV: (f"{ENV}={shown}", f"unset {ENV} to use the embedded store sqlite:///mlflow.db, or "
+                                f"set it to {FORMS}"),
+        PARAM: (f"{PARAM}={shown!r} (params.yaml)", f"set {PARAM} in params.yaml to {FORMS}"),
+    }.get(source, (f"{source} {shown}", f"give {source} {FORMS}, or leave it out to use params.yaml's"))
     problem, fix = found
     raise StateError(f"{where} {problem}; {fix + ', or ' if fix else ''}{other}")
 
@@ -169,7 +166,16 @@ def _server(uri: str, given: str, source: str, writable: bool, timeout: float):
 
 
 def _database(uri: str, given: str, source: str, writable: bool, timeout: float):
-    """(problem, fix) of a database URL SQLAlchemy cannot parse or connect within `timeout`, or None."""
+    """(problem, fix) of a database URL SQLAlchemy cannot parse or connect within `timeout`, or
+    of databricks without credentials (MLflow's lookup); None when usable."""
+    if uri.lower().startswith("databricks"):
+        from mlflow.utils.databricks_utils import get_databricks_host_creds as probe  # 2 s import
+        chatty = logging.getLogger("mlflow.utils.databricks_utils")
+        level = chatty.level
+        chatty.setLevel(logging.CRITICAL)   # its warning says what the refusal says
+        error = _failure(timeout, probe, uri)
+        chatty.setLevel(level)
+        return None if error is None else (f"finds no Databricks credentials ({_why(error)})", DATABRICKS)
     import sqlalchemy  # here: 0.3 s that an sqlite store (no SQLAlchemy URL) need not pay
     from sqlalchemy.pool import NullPool
 
@@ -183,18 +189,7 @@ def _database(uri: str, given: str, source: str, writable: bool, timeout: float)
     return None if error is None else (f"is not a database SQLAlchemy can reach ({_why(error)})", "")
 
 
-def _databricks(uri: str, given: str, source: str, writable: bool, timeout: float):
-    """(problem, fix) when MLflow finds no Databricks credentials within `timeout`, or None."""
-    from mlflow.utils.databricks_utils import get_databricks_host_creds  # MLflow's 2 s import
-    chatty = logging.getLogger("mlflow.utils.databricks_utils")
-    level = chatty.level
-    chatty.setLevel(logging.CRITICAL)   # its warning says what the refusal says
-    error = _failure(timeout, get_databricks_host_creds, uri)
-    chatty.setLevel(level)
-    return None if error is None else (f"finds no Databricks credentials ({_why(error)})", DATABRICKS)
-
-
-CHECKS = {"sqlite": _sqlite, "http": _server, "https": _server, "databricks": _databricks,
+CHECKS = {"sqlite": _sqlite, "http": _server, "https": _server, "databricks": _database,
           "postgresql": _database, "mysql": _database, "mssql": _database}   # by URI scheme
 
 
