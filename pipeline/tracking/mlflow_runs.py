@@ -47,21 +47,11 @@ def git_tags(root: Path) -> dict[str, str]:
     return tags
 
 
-def run_tags(kind: str, corpus_source: str, corpus_hash: str, root: Path) -> dict:
-    return {"model_kind": kind, "corpus": corpus_source,
-            "corpus_hash": corpus_hash, **git_tags(root)}
-
-
 OWNER = "lmpipe.owner"   # one bookkeeping tag (JSON), out of the way of the user's tags
 # since_boot: seconds after boot_time, which a clock step does not move
 HOST, PID, BOOT, STARTED, PIDNS = "host", "pid", "boot_time", "since_boot", "pidns"
 SLACK_S = 5.0   # boot_time drifts by a second or so with NTP; a reboot or a reused pid moves more
-
-
-def _pid_namespace() -> str:
-    """e.g. pid:[4026531836] (psutil has no such call); "" where /proc has none."""
-    link = "/proc/self/ns/pid"
-    return os.readlink(link) if os.path.lexists(link) else ""
+NAMESPACE = "/proc/self/ns/pid"   # e.g. pid:[4026531836]; psutil has no such call
 
 
 def _since_boot(process: psutil.Process) -> float:
@@ -71,7 +61,8 @@ def _since_boot(process: psutil.Process) -> float:
 def owner() -> dict[str, str]:
     """This process: host, pid, boot time, start (seconds after boot), process namespace."""
     return {HOST: socket.gethostname(), PID: str(os.getpid()), BOOT: f"{psutil.boot_time():.0f}",
-            STARTED: f"{_since_boot(psutil.Process()):.2f}", PIDNS: _pid_namespace()}
+            STARTED: f"{_since_boot(psutil.Process()):.2f}",
+            PIDNS: os.readlink(NAMESPACE) if os.path.lexists(NAMESPACE) else ""}
 
 
 def owner_tags() -> dict[str, str]:

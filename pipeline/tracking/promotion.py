@@ -258,11 +258,8 @@ def champion(tracking_uri: str, model_name: str, alias: str = CHAMPION) -> dict 
         run = client.get_run(version.run_id) if version.run_id else None
     except mlflow.exceptions.MlflowException:
         run = None
-    metrics = run.data.metrics if run is not None else {}
-    commit = run.data.tags.get("git_commit", "") if run is not None else ""
-    test_set = {k.removeprefix(TEST_SET + "."): v for k, v in version.tags.items()
-                if k.startswith(TEST_SET + ".")}
-    if TEST_SET in version.tags:
-        test_set["id"] = version.tags[TEST_SET]
+    metrics, commit = (run.data.metrics, run.data.tags.get("git_commit", "")) if run else ({}, "")
+    test_set = {"id" if key == TEST_SET else key.removeprefix(TEST_SET + "."): value
+                for key, value in version.tags.items() if key.split(".")[0] == TEST_SET}
     return {"version": str(version.version), "run_id": version.run_id, "metrics": metrics,
             "commit": commit, "test_set": test_set}

@@ -39,8 +39,8 @@ def train(params: Params, kind: str, data: Path, out: Path, ckpts: Path) -> None
         _say(f"lmpipe: MLflow run {run_id} of the interrupted training is gone from {uri} "
              "(deleted, or another store); the training resumes into a new run")
         run_id = None
-    tags = {**mlflow_runs.run_tags(kind, params.corpus.source, given.corpus_hash, root),
-            **mlflow_runs.owner_tags()}   # owner tags: a SIGKILLed run can be reaped later
+    tags = {"model_kind": kind, "corpus": params.corpus.source, "corpus_hash": given.corpus_hash,
+            **mlflow_runs.git_tags(root), **mlflow_runs.owner_tags()}   # owner: reaped if killed
     logger = mlflow_runs.training_logger(uri, experiment, kind, tags, run_id=run_id, root=root)
     try:
         if zero:  # before any step: a kill keeps it
