@@ -108,7 +108,7 @@ def check_uri(tracking_uri: str, *, source: str | None = None, timeout: float = 
     create folders): StateError naming `source` (None: MLFLOW_TRACKING_URI if set, else
     mlflow.tracking_uri), its value and the fix. A reader (not `writable`) needs an existing store."""
     source = source or (ENV if os.environ.get(ENV) else PARAM)
-    given = os.environ.get(ENV) or tracking_uri if source == ENV else tracking_uri
+    given = (os.environ.get(ENV) or tracking_uri) if source == ENV else tracking_uri
     lowered = tracking_uri.lower()
     check = CHECKS.get(urlsplit(lowered).scheme.split("+")[0] or lowered)
     found = check(tracking_uri, given, source, writable, timeout) if check else (
