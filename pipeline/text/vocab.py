@@ -142,9 +142,9 @@ def encode_text(text: str, tokens: tuple[str, ...] | None = None, tokenizer: str
     if kind.as_written is not None:    # the whole text at once: splitting and hashing in C
         distinct, codes, per_line = kind.as_written(text.encode("utf-8"), query)
         asked = as_asked(distinct, lowercase, unk)
-        bad = next((t for t, a in zip(distinct, asked, strict=True) if {t, a} & {BOS, EOS}), None)
+        bad = next(((t, a) for t, a in zip(distinct, asked, strict=True) if {t, a} & {BOS, EOS}), None)
         if bad is not None:   # '</S>' lowercased would end a sentence mid-line
-            raise ValueError(f"the text contains {bad!r}, a reserved token (as given or lowercased); remove or rename it")
+            raise ValueError(f"the text contains the reserved token {bad[0]!r} (lowercased: {bad[1]!r}); remove or rename it")
         distinct = asked
     else:
         distinct, codes, per_line = kind.block(text, lowercase, unk)   # vectorised
