@@ -7,7 +7,6 @@ from pathlib import Path
 
 from pipeline import config
 from pipeline.cli.experiments import repository
-from pipeline.text.tokenizers import tokenize
 from pipeline.text.vocab import load_vocab
 
 
@@ -15,30 +14,25 @@ def load_models(models_dir: Path, names: list[str] | None, vocab_size: int):
     """{name: tasks.LanguageModel} of the trained models under models_dir (those `names`, or all).
     Raises ValueError naming --model or --models when none or not all are there."""
     from pipeline.evaluation import tasks
-    trained = [p for p in sorted(models_dir.iterdir()) if (p / "model.npz").is_file()
-               or (p / "model.pt").is_file()] if models_dir.is_dir() else []
+    found = sorted(models_dir.iterdir()) if models_dir.is_dir() else []
+    trained = [p for p in found if any((p / f).is_file() for f in tasks.LOADERS)]
     missing = sorted(set(names or []) - {p.name for p in trained})
     flag = f"--model {', '.join(missing)}" if missing else f"--models {str(models_dir)!r}"
     if missing or not trained:   # the models asked for, or any
         raise ValueError(f"{flag}: not trained in {models_dir}/ (trained: "
                          f"{', '.join(p.name for p in trained) or 'none'}); `make repro` first")
-    return {path.name: tasks.NgramModel(tasks.load_ngram(path / "model.npz", vocab_size))
-            if (path / "model.npz").is_file() else
-            tasks.RecurrentModel(tasks.load_recurrent(path / "model.pt", vocab_size)[0])
+    return {path.name: tasks.load_model(path, vocab_size)
             for path in trained if not names or path.name in names}
 
 
 def _tokenizer(data: Path):
     """(vocab, encode(text) -> ids, unknown(text) -> its out-of-vocabulary words) as prepare reads."""
+    from pipeline.evaluation import tasks
     params = config.load()
     if not (data / "vocab.json").exists() and not data.is_dir():
         raise ValueError(f"--data {str(data)!r}: no such folder; `make repro` first")
     vocab = load_vocab(data)
-    c = params.corpus
-
-    def tokens(text: str) -> list[str]:
-        return tokenize(text, c.tokenizer, c.lowercase, c.unk)
-    return vocab, lambda text: vocab.encode(tokens(text)), lambda text: vocab.unknown(tokens(text))
+    return vocab, *tasks.codec(vocab, params.corpus)
 
 
 def _oov_note(words: list[str]) -> str:

@@ -5,7 +5,6 @@ pairs.json, mle.json, probes, samples, plots/) and an `Evaluation` for tracking/
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +16,6 @@ from pipeline import config, files
 from pipeline.evaluation import bootstrap, inputs, report, scoring, tasks
 from pipeline.evaluation.probes import load_probes
 from pipeline.ngram import counting, kneser_ney
-from pipeline.text.tokenizers import tokenize
 from pipeline.text.vocab import Vocab, check_ids, load_vocab
 
 
@@ -32,27 +30,17 @@ class Inputs:
     probes: list[dict]
     blanks: list[tasks.Blank]
     units: inputs.Units
-    ngram: kneser_ney.NGramLM
+    models: dict[str, tasks.LanguageModel]  # ngram, then each params.models kind
     counts: counting.NgramCounts            # models/ngram/counts.parquet, for the MLE table
-    recurrent: dict[str, tuple]             # kind -> (RNNLM, its checkpoint)
     histories: dict[str, list[dict]]        # kind -> models/KIND/history.json
 
 
 @dataclass
 class Scored:
     """One model's scores: per split, its per-unit sums (scoring.unit_sums); per blank, right or not."""
-    lm: tasks.LanguageModel
+    lm: tasks.LanguageModel                 # its weights file: lm.path
     sums: dict[str, dict[str, np.ndarray]]
     fill: np.ndarray
-    objective: str                          # causal | cloze
-    model_bytes: int
-    files: dict[str, str]                   # artifact name -> path (tracking/serving.py), weights first
-    params: dict                            # what the model run logs as its parameters
-
-    @property
-    def weights(self) -> str:
-        """The model's weights file (models/KIND/model.pt or models/ngram/model.npz)."""
-        return next(iter(self.files.values()))
 
 
 @dataclass
@@ -77,55 +65,31 @@ def load(params: config.Params, data: Path, models: Path, root: Path) -> Inputs:
     train_stream = files.load_array(data / "train.npy", data, mmap_mode="r")
     for name, stream in (*splits.items(), ("train", train_stream)):
         check_ids(stream, len(vocab), data / f"{name}.npy", data)
-
-    def tokens(text: str) -> list[str]:
-        return tokenize(text, c.tokenizer, c.lowercase, c.unk)
-
-    def encode(text: str) -> np.ndarray:
-        return vocab.encode(tokens(text))
-
+    encode, unknown = tasks.codec(vocab, c)
     # every probe checked (options one token each) before any scoring
     probes = load_probes(root / settings.probes, encode, c.tokenizer)
     blanks = tasks.make_blanks(splits["test"], train_stream, vocab.tokens,
                                settings.blanks, params.seed, settings.distractors)
     units = inputs.read_units(data, splits)
-    ngram = tasks.load_ngram(models / "ngram" / "model.npz", len(vocab))
+    loaded = {"ngram": tasks.load_model(models / "ngram" / "model.npz", len(vocab))}
     counts = counting.from_table(inputs.read_table(models / "ngram" / "counts.parquet"), len(vocab))
-    recurrent, histories = {}, {}
+    histories = {}
     for kind in params.models:
-        recurrent[kind] = tasks.load_recurrent(models / kind / "model.pt", len(vocab))
+        loaded[kind] = tasks.load_model(models / kind / "model.pt", len(vocab))
         histories[kind] = inputs.read_history(models / kind / "history.json")
-    return Inputs(vocab, encode, lambda text: vocab.unknown(tokens(text)), stats, splits, probes,
-                  blanks, units, ngram, counts, recurrent, histories)
+    return Inputs(vocab, encode, unknown, stats, splits, probes, blanks, units, loaded, counts, histories)
 
 
-def _scored(name: str, lm: tasks.LanguageModel, scores: dict, objective: str, size: int,
-            model_files: dict[str, str], model_params: dict, found: Inputs) -> Scored:
-    units = found.units
-    sums = {s: scoring.unit_sums(scores[s], found.splits[s], units.unit_of[s], units.count[s])
-            for s in found.splits}
-    return Scored(lm, sums, tasks.blank_correct(lm, found.blanks), objective, size, model_files,
-                  model_params)
-
-
-def score(params: config.Params, found: Inputs, models: Path) -> tuple[dict[str, Scored], dict]:
-    """({name: Scored}, mle.json's table): the n-gram model first, then each params.models kind."""
-    lm, splits = found.ngram, found.splits
-    scored = {"ngram": _scored(
-        "ngram", tasks.NgramModel(lm), {s: scoring.ngram_scores(lm, stream) for s, stream in splits.items()},
-        "causal", lm.nbytes(), {"ngram": str(models / "ngram" / "model.npz")},
-        {"ngram.order": lm.order, "ngram.estimator": "interpolated modified Kneser-Ney",
-         "ngram.discounts": json.dumps(lm.discounts)}, found)}
+def score(found: Inputs) -> tuple[dict[str, Scored], dict]:
+    """({name: Scored}, mle.json's table), models in found.models' order."""
+    splits, units = found.splits, found.units
+    scored = {}
+    for name, lm in found.models.items():
+        sums = {s: scoring.unit_sums(lm.stream_scores(stream), stream, units.unit_of[s], units.count[s])
+                for s, stream in splits.items()}
+        scored[name] = Scored(lm, sums, tasks.blank_correct(lm, found.blanks))
     mle = {f"{name}_{split}": scoring.mle_summary(kneser_ney.mle_probs(found.counts, stream, n))
            for name, n in (("bigram", 2), ("trigram", 3)) for split, stream in splits.items()}
-    for kind, spec in params.models.items():
-        model, checkpoint = found.recurrent[kind]
-        by = scoring.cloze_scores if spec.bidirectional else scoring.causal_scores
-        scored[kind] = _scored(
-            kind, tasks.RecurrentModel(model), {s: by(model, stream) for s, stream in splits.items()},
-            "cloze" if spec.bidirectional else "causal",
-            sum(p.numel() * p.element_size() for p in model.parameters()),
-            {"checkpoint": str(models / kind / "model.pt")}, {"model": checkpoint["config"]}, found)
     return scored, mle
 
 
@@ -146,8 +110,8 @@ def summarize(params: config.Params, found: Inputs,
     results = {}
     for name, m in scored.items():
         results[name] = report.metrics(name, m.sums, replicates, text, m.fill, fill_replicates,
-                                       found.stats, m.model_bytes, m.objective, level)
-        inputs.check_finite(name, results[name], m.weights)   # NaN scores: nothing written
+                                       found.stats, m.lm.nbytes(), m.lm.kind, level)
+        inputs.check_finite(name, results[name], m.lm.path)   # NaN scores: nothing written
         print(report.headline(name, results[name]), flush=True)
     pairs = report.comparisons(results, sums, replicates["test"], level)
     for pair in pairs:
@@ -183,7 +147,7 @@ def write(params: config.Params, found: Inputs, scored: dict[str, Scored], resul
 
 def evaluate(params: config.Params, found: Inputs, models: Path, out: Path) -> Evaluation:
     """Score, summarize and write metrics/ from what `load` read."""
-    scored, mle = score(params, found, models)
+    scored, mle = score(found)
     results, pairs = summarize(params, found, scored)
     artifacts = write(params, found, scored, results, mle, pairs, models, out)
     return Evaluation(results, scored, found.histories, found.stats, artifacts)

@@ -4,6 +4,7 @@ answers, probe rows, samples. Errors: StateError naming a damaged or mismatched 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,8 @@ from pipeline.evaluation import scoring
 from pipeline.neural.batches import pad_sentences, sentences_of
 from pipeline.neural.rnn import RNNLM
 from pipeline.ngram.kneser_ney import NGramLM
-from pipeline.text.vocab import BOS_ID, EOS_ID, UNK_ID
+from pipeline.text.tokenizers import tokenize
+from pipeline.text.vocab import BOS_ID, EOS_ID, UNK_ID, Vocab
 
 BLANK = "___"
 
@@ -27,24 +29,33 @@ def retrain_hint(folder: Path) -> str:
             f"`dvc repro -f {stage}`")
 
 
-def load_recurrent(path: Path, vocab_size: int) -> tuple[RNNLM, dict]:
-    """(RNNLM, checkpoint) of models/KIND/model.pt; StateError when it is missing, damaged
-    (NaN or infinite weights too) or trained on another vocabulary size."""
+def _recurrent(path: Path, vocab_size: int) -> RecurrentModel:
     checkpoint = files.load_checkpoint(path, path.parent, ("config", "state_dict"))
     model = _built(RNNLM.from_checkpoint, checkpoint, path, "model", RuntimeError)
     bad = [name for name, tensor in model.state_dict().items()
            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
     damage = bad and f"holds NaN or infinite weights ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})"
     _refuse(path, damage, "trained", model.config.vocab_size, vocab_size)
-    return model, checkpoint
+    return RecurrentModel(model, config=checkpoint["config"])
 
 
-def load_ngram(path: Path, vocab_size: int) -> NGramLM:
-    """The NGramLM of models/ngram/model.npz; StateError as load_recurrent, also for tables
-    that would score wrongly (NGramLM.problem)."""
+def _ngram(path: Path, vocab_size: int) -> NgramModel:
     arrays = files.load_arrays(path, path.parent, ("vocab_size", "discounts"))
     model = _built(NGramLM.from_arrays, arrays, path, "n-gram model")
     _refuse(path, model.problem(), "estimated", model.vocab_size, vocab_size)
+    return NgramModel(model)
+
+
+LOADERS = {"model.npz": _ngram, "model.pt": _recurrent}   # weights file name -> loader
+
+
+def load_model(path: Path, vocab_size: int) -> LanguageModel:
+    """The model of a weights file named in LOADERS or of the folder holding one; StateError when
+    it is missing, damaged (NaN weights, NGramLM.problem) or built on another vocabulary size."""
+    if path.name not in LOADERS:
+        path = next(path / name for name in LOADERS if (path / name).is_file())
+    model = LOADERS[path.name](path, vocab_size)
+    model.path = path
     return model
 
 
@@ -52,8 +63,7 @@ def _built(build, data, path: Path, what: str, *also: type[Exception]):
     try:
         return build(data)
     except (TypeError, KeyError, ValueError, *also) as error:
-        raise files.StateError(f"{path}: damaged, not an lmpipe {what} ({type(error).__name__}); "
-                               f"{files.restore_hint(path.parent)}") from None
+        raise files.damaged(path, f"damaged, not an lmpipe {what} ({type(error).__name__})") from None
 
 
 def _refuse(path: Path, damage: str | None, built: str, size: int, vocab_size: int) -> None:
@@ -63,6 +73,13 @@ def _refuse(path: Path, damage: str | None, built: str, size: int, vocab_size: i
         raise files.StateError(f"{path}: {built} on a {size:,}-token vocabulary but data/prepared "
                                f"has {vocab_size:,}; `dvc checkout` restores both, `dvc repro` "
                                "retrains what is out of date")
+
+
+def codec(vocab: Vocab, corpus) -> tuple:
+    """(encode(text) -> ids, unknown(text) -> its out-of-vocabulary words) as prepare tokenizes."""
+    def tokens(text: str) -> list[str]:
+        return tokenize(text, corpus.tokenizer, corpus.lowercase, corpus.unk)
+    return (lambda text: vocab.encode(tokens(text))), (lambda text: vocab.unknown(tokens(text)))
 
 
 def _filled(sentence: np.ndarray, position: int, candidates) -> np.ndarray:
@@ -75,9 +92,11 @@ def _filled(sentence: np.ndarray, position: int, candidates) -> np.ndarray:
 class LanguageModel:
     """A trained model. Subclasses give sentence_logprobs(sentences) (S,): Σ ln p over every
     non-`<s>` token of each `<s> .. </s>` sentence, and next_distribution(prefixes) (B, V):
-    p(w | prefix), p(`<s>`) = 0, or override next_distributions and fill_logprobs."""
+    p(w | prefix), p(`<s>`) = 0, or override next_distributions and fill_logprobs; for evaluate,
+    stream_scores(stream) (scoring's per-token scores), nbytes() and params() (as logged)."""
 
     kind = "causal"
+    path: Path | None = None   # the weights file load_model read
 
     def fill_logprobs(self, sentence: np.ndarray, position: int, candidates: np.ndarray,
                       open_end: bool = False) -> np.ndarray:
@@ -95,8 +114,20 @@ class LanguageModel:
 
 
 class NgramModel(LanguageModel):
+    artifact = "ngram"   # the weights' name among a logged model's artifacts (tracking/serving.py)
+
     def __init__(self, lm: NGramLM):
         self.lm = lm
+
+    def stream_scores(self, stream):
+        return scoring.ngram_scores(self.lm, stream)
+
+    def nbytes(self) -> int:
+        return self.lm.nbytes()
+
+    def params(self) -> dict:
+        return {"ngram.order": self.lm.order, "ngram.estimator": "interpolated modified Kneser-Ney",
+                "ngram.discounts": json.dumps(self.lm.discounts)}
 
     def sentence_logprobs(self, sentences):
         stream = np.concatenate(sentences).astype(np.int64)
@@ -114,10 +145,22 @@ class NgramModel(LanguageModel):
 
 
 class RecurrentModel(LanguageModel):
-    def __init__(self, model: RNNLM, batch_size: int = 256):
+    artifact = "checkpoint"
+
+    def __init__(self, model: RNNLM, batch_size: int = 256, config: dict | None = None):
         self.model = model.eval()
         self.batch_size = batch_size
         self.kind = "cloze" if model.config.bidirectional else "causal"
+        self.config = config   # the checkpoint's, as trained
+
+    def stream_scores(self, stream):
+        return (scoring.cloze_scores if self.kind == "cloze" else scoring.causal_scores)(self.model, stream)
+
+    def nbytes(self) -> int:
+        return sum(p.numel() * p.element_size() for p in self.model.parameters())
+
+    def params(self) -> dict:
+        return {"model": self.config}
 
     @torch.no_grad()
     def sentence_logprobs(self, sentences):

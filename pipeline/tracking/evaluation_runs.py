@@ -87,15 +87,15 @@ def _log_model(params: config.Params, uri: str, root: Path, parent: str, name: s
                test_set: dict, tags: dict, scratch: Path) -> tuple[str, str | None]:
     """One model's nested run (the pipeline run's `tags` and its own): (run id, version or None)."""
     scored, register = done.scored[name], params.evaluate.register_models
+    weights = scored.lm.path
     tags = {"model_kind": name, **tags, "objective": result["objective"]}
     metrics = {k: v for k, v in result.items() if isinstance(v, int | float)}
-    weights = next(iter(scored.files.values()))
     unit_scores = scratch / name / UNIT_SCORES   # the paired bootstrap of promotion reads it
     unit_scores.parent.mkdir()
     np.savez(unit_scores, nll=scored.sums["test"]["nll"], tokens=scored.sums["test"]["tokens"])
     return registry.log_model_run(
         uri, params.mlflow.experiment, root, name, parent, training,
-        {**scored.params, "model_name": name, "model_kind": name}, metrics, tags,
-        {**scored.files, **shared_files} if register else None, register=register,
-        model_hash=hashlib.sha256(Path(weights).read_bytes()).hexdigest()[:16],
+        {**scored.lm.params(), "model_name": name, "model_kind": name}, metrics, tags,
+        {scored.lm.artifact: str(weights), **shared_files} if register else None, register=register,
+        model_hash=hashlib.sha256(weights.read_bytes()).hexdigest()[:16],
         test_set=test_set, step=_best_step(done.histories.get(name)), artifacts=[str(unit_scores)])

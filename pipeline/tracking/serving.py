@@ -1,20 +1,17 @@
 """A trained lmpipe model as an MLflow pyfunc: `mlflow.pyfunc.load_model(uri).predict(["a
 sentence", ...])` gives each sentence's ln P (bidirectional: pseudo-log-likelihood), tokenized as
-the corpus was. Artifacts: "checkpoint" (model.pt) or "ngram" (model.npz), "vocab" (vocab.json),
+the corpus was. Artifacts: the weights (model.pt or model.npz, tasks.LOADERS), "vocab" (vocab.json),
 "corpus" (corpus.json: tokenizer settings); the `pipeline` package travels as code."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import mlflow.pyfunc
-import numpy as np
-import torch
 
 from pipeline.evaluation import tasks
 from pipeline.neural.batches import sentences_of
-from pipeline.neural.rnn import RNNLM
-from pipeline.ngram.kneser_ney import NGramLM
 from pipeline.text.tokenizers import tokenize
 from pipeline.text.vocab import Vocab
 
@@ -26,11 +23,8 @@ class SentenceScorer(mlflow.pyfunc.PythonModel):
             self.vocab = Vocab.from_json(json.load(f))
         with open(artifacts["corpus"]) as f:
             self.corpus = json.load(f)
-        if "checkpoint" in artifacts:
-            checkpoint = torch.load(artifacts["checkpoint"], weights_only=True, map_location="cpu")
-            self.model = tasks.RecurrentModel(RNNLM.from_checkpoint(checkpoint))
-        else:
-            self.model = tasks.NgramModel(NGramLM.from_arrays(np.load(artifacts["ngram"])))
+        weights = next(Path(p) for p in artifacts.values() if Path(p).name in tasks.LOADERS)
+        self.model = tasks.load_model(weights, len(self.vocab))
 
     def predict(self, context, model_input: list[str], params=None) -> list[float]:
         if hasattr(model_input, "iloc"):     # a DataFrame: its first column
