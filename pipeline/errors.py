@@ -41,20 +41,46 @@ def server_down(uri: str, why: str, source: str | None = None) -> str:
             f"(`lmpipe mlflow-server`, or your team's server) or {other}, then rerun")
 
 
+def damaged_store(name) -> str:
+    """The line for an MLflow store file that is not an intact sqlite database (NOTADB, CORRUPT)."""
+    return (f"{name}: the MLflow store is damaged, not an sqlite database; restore it from a "
+            "backup, or move it aside and rerun (a new one is created)")
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+    """`error`, then what it was raised from (or SQLAlchemy's .orig) or while handling, in order."""
+    chain: list[BaseException] = []
+    while isinstance(error, BaseException) and all(error is not seen for seen in chain):
+        chain.append(error)
+        error = error.__cause__ or getattr(error, "orig", None) or (
+            None if error.__suppress_context__ else error.__context__)
+    return chain
+
+
 def _tracking_failure(error: BaseException) -> str | None:
-    """The line for an unreachable or unwritable MLflow store, or None (check_store's fallback)."""
-    text = f"{type(error).__name__}: {error}"
+    """The line for an MLflow store that does not answer, stays locked, cannot be written or is
+    damaged, by the types along `error`'s chain; else None."""
     uri = os.environ.get("MLFLOW_TRACKING_URI", "")
-    if "Max retries exceeded" in text or "Connection refused" in text or "timed out" in text.lower():
-        return server_down(uri, first_line(text)[:160])
-    if "database is locked" in text:
-        return ("the MLflow store mlflow.db stayed locked by other writers; run fewer parallel "
-                "workers (`dvc queue start -j 2`) or a tracking server (`lmpipe mlflow-server`, "
-                "docs/scaling.md)")
-    if "readonly database" in text or "unable to open database file" in text:
-        why = "attempt to write a readonly database" if "readonly database" in text else "unable to open database file"
-        return (f"the MLflow store {uri or 'sqlite:///mlflow.db'} cannot be written ({why}); make the file and "
-                "its folder writable (`chmod u+w`), or point MLFLOW_TRACKING_URI at a writable store")
+    # a library not imported raised nothing: none is imported here
+    requests, urllib3, sqlite3 = map(sys.modules.get, ("requests", "urllib3", "sqlite3"))
+    down = (*((requests.ConnectionError, requests.Timeout) if requests else ()),
+            *((urllib3.exceptions.MaxRetryError, urllib3.exceptions.TimeoutError) if urllib3 else ()))
+    for cause in _chain(error):
+        if isinstance(cause, down):
+            return server_down(uri, first_line(f"{type(error).__name__}: {error}")[:160])
+        if not (sqlite3 and isinstance(cause, sqlite3.Error)):
+            continue
+        code = getattr(cause, "sqlite_errorcode", 0) & 0xFF   # an extended code's primary code
+        if code == sqlite3.SQLITE_BUSY:
+            return ("the MLflow store mlflow.db stayed locked by other writers; run fewer parallel "
+                    "workers (`dvc queue start -j 2`) or a tracking server (`lmpipe mlflow-server`, "
+                    "docs/scaling.md)")
+        if code in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN):
+            return (f"the MLflow store {uri or 'sqlite:///mlflow.db'} cannot be written "
+                    f"({first_line(cause)}); make the file and its folder writable (`chmod u+w`), "
+                    "or point MLFLOW_TRACKING_URI at a writable store")
+        if code in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT):
+            return damaged_store(uri or "sqlite:///mlflow.db")
     return None
 
 

@@ -8,10 +8,16 @@ import json
 import os
 import shutil
 import signal
-from contextlib import contextmanager
+import sqlite3
+from contextlib import closing, contextmanager
 
 import pytest
+import requests
+import sqlalchemy
 import torch
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from sqlalchemy.pool import NullPool
 
 from pipeline import errors
 from pipeline.tracking import mlflow_runs, run_search, store
@@ -286,7 +292,48 @@ def test_one_parser_of_sqlite_uris_and_one_server_message(tmp_path, monkeypatch)
         run_search.pipeline_runs("sqlite:///a/b.db?timeout=5", "lmpipe")
     names(str(raised.value), "a/b.db", "make repro")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:1")
-    line, status = errors.one_line(ConnectionError("Max retries exceeded with url: /api"))
+    line, status = errors.one_line(requests.ConnectionError("Max retries exceeded with url: /api"))
     assert status == 2
     assert line == errors.server_down("http://127.0.0.1:1", "ConnectionError: Max retries "
                                                             "exceeded with url: /api")
+
+
+def _wrapped(url: str, sql: str) -> MlflowException:
+    """What SQLAlchemy raises for `sql` on `url`, wrapped as MLflow's store does (`from e`) in a
+    message that names nothing."""
+    engine = sqlalchemy.create_engine(url, connect_args={"timeout": 0}, poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            connection.exec_driver_sql(sql)
+    except sqlalchemy.exc.DBAPIError as error:
+        wrapped = MlflowException("the store failed")
+        wrapped.__cause__ = error
+        return wrapped
+    raise AssertionError(f"{sql} on {url} did not fail")
+
+
+def test_tracking_failures_are_told_by_the_types_along_the_chain(tmp_path, monkeypatch):
+    """A server that does not answer (MLflow's REST client keeps requests' error as the context)
+    and SQLite's BUSY, READONLY, CANTOPEN and NOTADB (SQLAlchemy's .orig) each get their line."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:1")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    with pytest.raises(MlflowException) as raised:
+        MlflowClient("http://127.0.0.1:1").search_experiments()
+    line, status = errors.one_line(raised.value)
+    assert status == 2 and line.startswith("the MLflow tracking server http://127.0.0.1:1 "), line
+    path, garbage = tmp_path / "s.db", tmp_path / "garbage.db"
+    garbage.write_bytes(b"not an sqlite database" * 100)
+    with closing(sqlite3.connect(path, isolation_level=None)) as holder:
+        holder.execute("CREATE TABLE t (x)")
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{path}")
+        for url, sql, named in [
+            (f"sqlite:///file:{path}?mode=ro&uri=true", "INSERT INTO t VALUES (1)", "chmod u+w"),
+            (f"sqlite:///file:{tmp_path}/none.db?mode=ro&uri=true", "SELECT 1", "chmod u+w"),
+            (f"sqlite:///{garbage}", "SELECT * FROM sqlite_master", "damaged"),
+        ]:
+            line, status = errors.one_line(_wrapped(url, sql))
+            names(line, f"sqlite:///{path}", named)
+            assert status == 2
+        holder.execute("BEGIN EXCLUSIVE")
+        line, status = errors.one_line(_wrapped(f"sqlite:///{path}", "SELECT * FROM t"))
+        names(line, "mlflow.db", "dvc queue start -j")
