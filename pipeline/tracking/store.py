@@ -17,7 +17,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from pipeline.config import MlflowParams
-from pipeline.errors import StateError, first_line, server_down
+from pipeline.errors import StateError, damaged_store, first_line, server_down
 
 PREFIX = "sqlite:///"
 WAIT_S = 20.0          # for the switch's own lock, as long as MLflow's busy_timeout
@@ -97,8 +97,7 @@ def blocked(path: Path, write: bool = True) -> tuple[str, list[Path]] | None:
         if error.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
             return f"SQLite: {error}", [path, folder] if write else [folder]
     except sqlite3.DatabaseError:   # SQLITE_NOTADB, SQLITE_CORRUPT: overwritten, a partial copy
-        raise StateError(f"{path}: the MLflow store is damaged, not an sqlite database; restore it "
-                         "from a backup, or move it aside and rerun (a new one is created)") from None
+        raise StateError(damaged_store(path)) from None
     return None
 
 
