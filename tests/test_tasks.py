@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.evaluation import scoring, tasks
+from pipeline.evaluation import models, scoring, tasks
 from pipeline.neural.batches import sentences_of
 from pipeline.neural.rnn import RNNLM, ModelConfig
 from pipeline.ngram import counting, kneser_ney
@@ -23,14 +23,14 @@ def _stream(seed, sentences=200):
 
 @pytest.fixture(scope="module")
 def ngram():
-    return tasks.NgramModel(kneser_ney.estimate(counting.count(_stream(0), 31, 3),
+    return models.NgramModel(kneser_ney.estimate(counting.count(_stream(0), 31, 3),
                                                 fallback=(0.5, 1.0, 1.5)))
 
 
 @pytest.fixture(scope="module")
 def rnn():
     torch.manual_seed(0)
-    return tasks.RecurrentModel(RNNLM(ModelConfig(vocab_size=31, cell="gru", embed_dim=8,
+    return models.RecurrentModel(RNNLM(ModelConfig(vocab_size=31, cell="gru", embed_dim=8,
                                                 hidden_dim=8, dropout=0.0)))
 
 
@@ -47,7 +47,7 @@ def test_rnn_fill_shares_the_prefix_but_equals_wholesentences_of(rnn):
     sentence = sentences_of(_stream(2, 1))[0]
     candidates = np.arange(3, 31)
     fast = rnn.fill_logprobs(sentence, 2, candidates)
-    slow = tasks.LanguageModel.fill_logprobs(rnn, sentence, 2, candidates)
+    slow = models.LanguageModel.fill_logprobs(rnn, sentence, 2, candidates)
     np.testing.assert_allclose(fast, slow, rtol=1e-5)
     open_end = rnn.fill_logprobs(sentence, 2, candidates, open_end=True)
     np.testing.assert_allclose(np.exp(open_end), rnn.next_distributions([sentence[:2]])[0][0][candidates],
@@ -128,13 +128,13 @@ def test_generation_carries_the_recurrent_state(cell, monkeypatch):
     """One step per generated token: the tokens fed to the network grow linearly with the
     length (the old loop fed every prefix again: ~n²/2), and the sentences are those of
     rescoring each whole prefix."""
-    class Rescoring(tasks.RecurrentModel):   # each whole prefix read again, no state carried
+    class Rescoring(models.RecurrentModel):   # each whole prefix read again, no state carried
         def next_distributions(self, prefixes, state=None):
             return np.concatenate([super(Rescoring, self).next_distributions([p])[0]
                                    for p in prefixes]), None
 
     torch.manual_seed(0)
-    rnn = tasks.RecurrentModel(RNNLM(ModelConfig(vocab_size=31, cell=cell, embed_dim=8, hidden_dim=8,
+    rnn = models.RecurrentModel(RNNLM(ModelConfig(vocab_size=31, cell=cell, embed_dim=8, hidden_dim=8,
                                                dropout=0.0)))
     expected = tasks.sample(Rescoring(rnn.model), 4, temperature=1.0, max_length=30, seed=5)
     fed = []
@@ -194,9 +194,9 @@ def test_a_model_file_with_nan_weights_is_refused(rnn, tmp_path):
     folder.mkdir(parents=True)
     state = {k: v.clone() for k, v in rnn.model.state_dict().items()}
     torch.save({"config": rnn.model.config.checkpoint(), "state_dict": state}, folder / "model.pt")
-    assert tasks.load_model(folder, 31).path == folder / "model.pt"   # found in the folder
+    assert models.load_model(folder, 31).path == folder / "model.pt"   # found in the folder
     next(iter(state.values())).view(-1)[0] = float("inf")
     torch.save({"config": rnn.model.config.checkpoint(), "state_dict": state}, folder / "model.pt")
     with pytest.raises(StateError, match=r"model\.pt: damaged, holds NaN or infinite weights .*"
                                          r"dvc repro -f train@gru"):
-        tasks.load_model(folder / "model.pt", 31)
+        models.load_model(folder / "model.pt", 31)

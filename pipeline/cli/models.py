@@ -11,28 +11,28 @@ from pipeline.text.vocab import load_vocab
 
 
 def load_models(models_dir: Path, names: list[str] | None, vocab_size: int):
-    """{name: tasks.LanguageModel} of the trained models under models_dir (those `names`, or all).
+    """{name: LanguageModel} of the trained models under models_dir (those `names`, or all).
     Raises ValueError naming --model or --models when none or not all are there."""
-    from pipeline.evaluation import tasks
+    from pipeline.evaluation.models import LOADERS, load_model
     found = sorted(models_dir.iterdir()) if models_dir.is_dir() else []
-    trained = [p for p in found if any((p / f).is_file() for f in tasks.LOADERS)]
+    trained = [p for p in found if any((p / f).is_file() for f in LOADERS)]
     missing = sorted(set(names or []) - {p.name for p in trained})
     flag = f"--model {', '.join(missing)}" if missing else f"--models {str(models_dir)!r}"
     if missing or not trained:   # the models asked for, or any
         raise ValueError(f"{flag}: not trained in {models_dir}/ (trained: "
                          f"{', '.join(p.name for p in trained) or 'none'}); `make repro` first")
-    return {path.name: tasks.load_model(path, vocab_size)
+    return {path.name: load_model(path, vocab_size)
             for path in trained if not names or path.name in names}
 
 
 def _tokenizer(data: Path):
     """(vocab, encode(text) -> ids, unknown(text) -> its out-of-vocabulary words) as prepare reads."""
-    from pipeline.evaluation import tasks
+    from pipeline.evaluation.models import codec
     params = config.load()
     if not (data / "vocab.json").exists() and not data.is_dir():
         raise ValueError(f"--data {str(data)!r}: no such folder; `make repro` first")
     vocab = load_vocab(data)
-    return vocab, *tasks.codec(vocab, params.corpus)
+    return vocab, *codec(vocab, params.corpus)
 
 
 def _oov_note(words: list[str]) -> str:

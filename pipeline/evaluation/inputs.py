@@ -14,7 +14,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from pipeline import files
-from pipeline.evaluation.tasks import retrain_hint
+from pipeline.evaluation.models import retrain_hint
 from pipeline.text import units
 from pipeline.text.vocab import BOS_ID
 

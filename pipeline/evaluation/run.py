@@ -14,6 +14,7 @@ import numpy as np
 
 from pipeline import config, files
 from pipeline.evaluation import bootstrap, inputs, report, scoring, tasks
+from pipeline.evaluation.models import LanguageModel, codec, load_model
 from pipeline.evaluation.probes import load_probes
 from pipeline.ngram import counting, kneser_ney
 from pipeline.text.vocab import Vocab, check_ids, load_vocab
@@ -30,7 +31,7 @@ class Inputs:
     probes: list[dict]
     blanks: list[tasks.Blank]
     units: inputs.Units
-    models: dict[str, tasks.LanguageModel]  # ngram, then each params.models kind
+    models: dict[str, LanguageModel]  # ngram, then each params.models kind
     counts: counting.NgramCounts            # models/ngram/counts.parquet, for the MLE table
     histories: dict[str, list[dict]]        # kind -> models/KIND/history.json
 
@@ -38,7 +39,7 @@ class Inputs:
 @dataclass
 class Scored:
     """One model's scores: per split, its per-unit sums (scoring.unit_sums); per blank, right or not."""
-    lm: tasks.LanguageModel                 # its weights file: lm.path
+    lm: LanguageModel                 # its weights file: lm.path
     sums: dict[str, dict[str, np.ndarray]]
     fill: np.ndarray
 
@@ -65,17 +66,17 @@ def load(params: config.Params, data: Path, models: Path, root: Path) -> Inputs:
     train_stream = files.load_array(data / "train.npy", data, mmap_mode="r")
     for name, stream in (*splits.items(), ("train", train_stream)):
         check_ids(stream, len(vocab), data / f"{name}.npy", data)
-    encode, unknown = tasks.codec(vocab, c)
+    encode, unknown = codec(vocab, c)
     # every probe checked (options one token each) before any scoring
     probes = load_probes(root / settings.probes, encode, c.tokenizer)
     blanks = tasks.make_blanks(splits["test"], train_stream, vocab.tokens,
                                settings.blanks, params.seed, settings.distractors)
     units = inputs.read_units(data, splits)
-    loaded = {"ngram": tasks.load_model(models / "ngram" / "model.npz", len(vocab))}
+    loaded = {"ngram": load_model(models / "ngram" / "model.npz", len(vocab))}
     counts = counting.from_table(inputs.read_table(models / "ngram" / "counts.parquet"), len(vocab))
     histories = {}
     for kind in params.models:
-        loaded[kind] = tasks.load_model(models / kind / "model.pt", len(vocab))
+        loaded[kind] = load_model(models / kind / "model.pt", len(vocab))
         histories[kind] = inputs.read_history(models / kind / "history.json")
     return Inputs(vocab, encode, unknown, stats, splits, probes, blanks, units, loaded, counts, histories)
 
@@ -122,7 +123,7 @@ def summarize(params: config.Params, found: Inputs,
     return results, pairs
 
 
-def _answer(model: tasks.LanguageModel, probe: dict, found: Inputs) -> list[dict]:
+def _answer(model: LanguageModel, probe: dict, found: Inputs) -> list[dict]:
     try:
         return tasks.run_probe(model, probe, found.encode, found.vocab.tokens, found.unknown)
     except tasks.ProbeNotApplicable as why:   # e.g. word options under corpus.tokenizer: chars

@@ -1,6 +1,6 @@
 """A trained lmpipe model as an MLflow pyfunc: `mlflow.pyfunc.load_model(uri).predict(["a
 sentence", ...])` gives each sentence's ln P (bidirectional: pseudo-log-likelihood), tokenized as
-the corpus was. Artifacts: the weights (model.pt or model.npz, tasks.LOADERS), "vocab" (vocab.json),
+the corpus was. Artifacts: the weights (model.pt or model.npz: models.LOADERS), "vocab" (vocab.json),
 "corpus" (corpus.json: tokenizer settings); the `pipeline` package travels as code."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import mlflow.pyfunc
 
-from pipeline.evaluation import tasks
+from pipeline.evaluation.models import LOADERS, load_model
 from pipeline.neural.batches import sentences_of
 from pipeline.text.tokenizers import tokenize
 from pipeline.text.vocab import Vocab
@@ -23,8 +23,8 @@ class SentenceScorer(mlflow.pyfunc.PythonModel):
             self.vocab = Vocab.from_json(json.load(f))
         with open(artifacts["corpus"]) as f:
             self.corpus = json.load(f)
-        weights = next(Path(p) for p in artifacts.values() if Path(p).name in tasks.LOADERS)
-        self.model = tasks.load_model(weights, len(self.vocab))
+        weights = next(Path(p) for p in artifacts.values() if Path(p).name in LOADERS)
+        self.model = load_model(weights, len(self.vocab))
 
     def predict(self, context, model_input: list[str], params=None) -> list[float]:
         if hasattr(model_input, "iloc"):     # a DataFrame: its first column

@@ -1,0 +1,211 @@
+"""Trained models behind one interface (LanguageModel, causal or cloze), loaded by weights file
+name (LOADERS: model.npz n-gram, model.pt recurrent). In: models/KIND files. Out: sentence ln p
+(nats), next-word distributions, per-token scores. Errors: StateError naming a damaged or
+mismatched model file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline import files
+from pipeline.evaluation import scoring
+from pipeline.neural.batches import pad_sentences
+from pipeline.neural.rnn import RNNLM
+from pipeline.ngram.kneser_ney import NGramLM
+from pipeline.text.tokenizers import tokenize
+from pipeline.text.vocab import BOS_ID, Vocab
+
+
+def retrain_hint(folder: Path) -> str:
+    """The fix for a damaged file of models/KIND: DVC's cached copy, or its stage rerun."""
+    stage = "ngram" if folder.name == "ngram" else f"train@{folder.name}"
+    return (f"restore it with `dvc checkout {folder}` (DVC's cached copy) or rebuild it with "
+            f"`dvc repro -f {stage}`")
+
+
+def _recurrent(path: Path, vocab_size: int) -> RecurrentModel:
+    checkpoint = files.load_checkpoint(path, path.parent, ("config", "state_dict"))
+    model = _built(RNNLM.from_checkpoint, checkpoint, path, "model", RuntimeError)
+    bad = [name for name, tensor in model.state_dict().items()
+           if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+    damage = bad and f"holds NaN or infinite weights ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})"
+    _refuse(path, damage, "trained", model.config.vocab_size, vocab_size)
+    return RecurrentModel(model, config=checkpoint["config"])
+
+
+def _ngram(path: Path, vocab_size: int) -> NgramModel:
+    arrays = files.load_arrays(path, path.parent, ("vocab_size", "discounts"))
+    model = _built(NGramLM.from_arrays, arrays, path, "n-gram model")
+    _refuse(path, model.problem(), "estimated", model.vocab_size, vocab_size)
+    return NgramModel(model)
+
+
+LOADERS = {"model.npz": _ngram, "model.pt": _recurrent}   # weights file name -> loader
+
+
+def load_model(path: Path, vocab_size: int) -> LanguageModel:
+    """The model of a weights file named in LOADERS or of the folder holding one; StateError when
+    it is missing, damaged (NaN weights, NGramLM.problem) or built on another vocabulary size."""
+    if path.name not in LOADERS:
+        path = next(path / name for name in LOADERS if (path / name).is_file())
+    model = LOADERS[path.name](path, vocab_size)
+    model.path = path
+    return model
+
+
+def _built(build, data, path: Path, what: str, *also: type[Exception]):
+    try:
+        return build(data)
+    except (TypeError, KeyError, ValueError, *also) as error:
+        raise files.damaged(path, f"damaged, not an lmpipe {what} ({type(error).__name__})") from None
+
+
+def _refuse(path: Path, damage: str | None, built: str, size: int, vocab_size: int) -> None:
+    if damage:
+        raise files.StateError(f"{path}: damaged, {damage}; {retrain_hint(path.parent)}")
+    if size != vocab_size:
+        raise files.StateError(f"{path}: {built} on a {size:,}-token vocabulary but data/prepared "
+                               f"has {vocab_size:,}; `dvc checkout` restores both, `dvc repro` "
+                               "retrains what is out of date")
+
+
+def codec(vocab: Vocab, corpus) -> tuple:
+    """(encode(text) -> ids, unknown(text) -> its out-of-vocabulary words) as prepare tokenizes."""
+    def tokens(text: str) -> list[str]:
+        return tokenize(text, corpus.tokenizer, corpus.lowercase, corpus.unk)
+    return (lambda text: vocab.encode(tokens(text))), (lambda text: vocab.unknown(tokens(text)))
+
+
+def filled_in(sentence: np.ndarray, position: int, candidates) -> np.ndarray:
+    """(C, len(sentence)): `sentence` once per candidate, the candidate at `position`."""
+    filled = np.repeat(sentence[None], len(candidates), axis=0)
+    filled[:, position] = candidates
+    return filled
+
+
+class LanguageModel:
+    """A trained model. Subclasses give sentence_logprobs(sentences) (S,): Σ ln p over every
+    non-`<s>` token of each `<s> .. </s>` sentence, and next_distribution(prefixes) (B, V):
+    p(w | prefix), p(`<s>`) = 0, or override next_distributions and fill_logprobs; for evaluate,
+    stream_scores(stream) (scoring's per-token scores), nbytes() and params() (as logged)."""
+
+    kind = "causal"
+    path: Path | None = None   # the weights file load_model read
+
+    def fill_logprobs(self, sentence: np.ndarray, position: int, candidates: np.ndarray,
+                      open_end: bool = False) -> np.ndarray:
+        """A score per candidate for sentence[position]. Causal: ln p of the completed sentence
+        (open_end: ln p(candidate | left context) only). Cloze: ln p(candidate | both sides)."""
+        if open_end:
+            return np.log(np.maximum(self.next_distribution([sentence[:position]])[0][candidates],
+                                     1e-300))
+        return self.sentence_logprobs(filled_in(sentence, position, candidates))
+
+    def next_distributions(self, prefixes: list[np.ndarray], state=None):
+        """((B, V) distributions, state): a recurrent model returns its state and, given it back
+        for the same B rows, reads only each prefix's last token; others return None."""
+        return self.next_distribution(prefixes), None
+
+
+class NgramModel(LanguageModel):
+    artifact = "ngram"   # the weights' name among a logged model's artifacts (tracking/serving.py)
+
+    def __init__(self, lm: NGramLM):
+        self.lm = lm
+
+    def stream_scores(self, stream):
+        return scoring.ngram_scores(self.lm, stream)
+
+    def nbytes(self) -> int:
+        return self.lm.nbytes()
+
+    def params(self) -> dict:
+        return {"ngram.order": self.lm.order, "ngram.estimator": "interpolated modified Kneser-Ney",
+                "ngram.discounts": json.dumps(self.lm.discounts)}
+
+    def sentence_logprobs(self, sentences):
+        stream = np.concatenate(sentences).astype(np.int64)
+        logp = scoring.ngram_logprobs(self.lm, stream)
+        owner = np.repeat(np.arange(len(sentences)), [len(s) - 1 for s in sentences])
+        return np.bincount(owner, logp, minlength=len(sentences))
+
+    def next_distribution(self, prefixes):
+        n = self.lm.order - 1
+        contexts = np.full((len(prefixes), n), -1, dtype=np.int64)
+        for i, prefix in enumerate(prefixes):
+            tail = np.asarray(prefix[-n:], dtype=np.int64) if n else np.zeros(0, np.int64)
+            contexts[i, n - len(tail):] = tail
+        return scoring.ngram_distributions(self.lm, contexts)
+
+
+class RecurrentModel(LanguageModel):
+    artifact = "checkpoint"
+
+    def __init__(self, model: RNNLM, batch_size: int = 256, config: dict | None = None):
+        self.model = model.eval()
+        self.batch_size = batch_size
+        self.kind = "cloze" if model.config.bidirectional else "causal"
+        self.config = config   # the checkpoint's, as trained
+
+    def stream_scores(self, stream):
+        return (scoring.cloze_scores if self.kind == "cloze" else scoring.causal_scores)(self.model, stream)
+
+    def nbytes(self) -> int:
+        return sum(p.numel() * p.element_size() for p in self.model.parameters())
+
+    def params(self) -> dict:
+        return {"model": self.config}
+
+    @torch.no_grad()
+    def sentence_logprobs(self, sentences):
+        if self.kind == "cloze":   # pseudo-log-likelihood: each token given both sides
+            return np.array([scoring.cloze_logprobs(self.model, s).sum() for s in sentences])
+        out = []
+        for start in range(0, len(sentences), self.batch_size):
+            tokens, lengths = pad_sentences(sentences[start:start + self.batch_size])
+            logits, _ = self.model(tokens[:, :-1])
+            logp = torch.log_softmax(logits.float(), -1).gather(-1, tokens[:, 1:].unsqueeze(-1))[..., 0]
+            inside = torch.arange(1, tokens.shape[1]).unsqueeze(0) < lengths.unsqueeze(1)
+            out.append((logp * inside).sum(1).double().numpy())
+        return np.concatenate(out)
+
+    @torch.no_grad()
+    def fill_logprobs(self, sentence, position, candidates, open_end=False):
+        candidates = np.asarray(candidates)
+        if self.kind == "cloze":
+            tokens, lengths = pad_sentences([np.asarray(sentence, dtype=np.int64)])
+            logits = self.model.cloze(tokens, lengths)[0, position - 1]
+            return torch.log_softmax(logits.float(), -1)[torch.as_tensor(candidates)].double().numpy()
+        # the left context once, then every candidate followed by the rest of the sentence
+        prefix = torch.as_tensor(np.asarray(sentence[:position], dtype=np.int64)).unsqueeze(0)
+        logits, state = self.model(prefix)
+        logp = torch.log_softmax(logits[0].float(), -1)
+        first = logp[-1, torch.as_tensor(candidates)]
+        if open_end:
+            return first.double().numpy()
+        first = first + logp[:-1].gather(1, prefix[0, 1:].unsqueeze(1)).sum()  # the shared prefix
+        rest = torch.as_tensor(np.asarray(sentence[position + 1:], dtype=np.int64))
+        out = []
+        for start in range(0, len(candidates), self.batch_size):
+            chunk = torch.as_tensor(candidates[start:start + self.batch_size], dtype=torch.long)
+            inputs = torch.cat([chunk.unsqueeze(1), rest[:-1].expand(len(chunk), -1)], 1)
+            logits, _ = self.model(inputs, state.expand(-1, len(chunk), -1).contiguous())
+            logp = torch.log_softmax(logits.float(), -1)
+            out.append(logp.gather(-1, rest.expand(len(chunk), -1).unsqueeze(-1))[..., 0].sum(1))
+        return (first + torch.cat(out)).double().numpy()
+
+    @torch.no_grad()
+    def next_distributions(self, prefixes, state=None):
+        """Prefixes of one length; state (L, B, H or 2H) after each prefix but its last token."""
+        if state is not None:
+            tokens = torch.as_tensor(np.array([p[-1] for p in prefixes], dtype=np.int64)).unsqueeze(1)
+            logits, state = self.model(tokens, state)
+        else:
+            logits, state = self.model(torch.as_tensor(np.stack(prefixes).astype(np.int64)))
+        probs = torch.softmax(logits[:, -1].float(), -1).double().numpy()
+        probs[:, BOS_ID] = 0.0   # never a candidate (not renormalised: ln p as trained)
+        return probs, state
