@@ -76,11 +76,8 @@ def compare(args) -> None:
         params = config.load(root / "params.yaml")
         uri = uri or store.tracking_uri(params.mlflow, root)
         experiment = experiment or params.mlflow.experiment
-    # the URI's form, a missing sqlite store, a server that does not answer (MLflow's client
-    # would retry for minutes), a deleted experiment; a reader: nothing is created or switched to WAL
     mlflow_runs.check_store(uri, experiment, source="--tracking-uri" if args.tracking_uri else None,
                             writable=False)
-    # the store and the experiment, before any id is looked up in them
     _naming(f"--experiment {experiment!r}" if args.experiment else None,
             run_search.pipeline_runs, uri, experiment, 1, False)
     if args.list:
@@ -88,21 +85,21 @@ def compare(args) -> None:
         return
     parent = _execution(uri, experiment, args.parent_run, "--run")
     if args.against is None:
+        runs = _model_runs(uri, experiment, parent)
         print(f"{_title(parent)}\n")
-        print(table(_models(uri, experiment, parent), args.markdown))
+        print(table(_rows(runs), args.markdown))
         verdicts = _verdicts(uri, parent.info.run_id)
         if verdicts:
             print("\nPaired bootstrap on the test set (which differences are real):")
             print("\n".join(f"  {line}" for line in verdicts))
-        ids = [r.info.run_id for r in _ordered(run_search.model_runs(uri, experiment,
-                                                                      parent.info.run_id))]
-        links = run_search.ui_links(args.ui, parent.info.experiment_id, parent.info.run_id, ids)
+        links = run_search.ui_links(args.ui, parent.info.experiment_id, parent.info.run_id,
+                                    [run.info.run_id for run in runs])
         print(f"\nIn the MLflow UI ({args.ui}: make mlflow-ui):")
         for what, url in links.items():
             print(f"  {what + ':':16}{url}")
         return
     other = _execution(uri, experiment, args.against, "--against")
-    a, b = (_models(uri, experiment, run) for run in (parent, other))
+    a, b = (_rows(_model_runs(uri, experiment, run)) for run in (parent, other))
     print(f"A: {_title(parent)}\nB: {_title(other)}")
     sets = [run.data.tags.get("test_set") for run in (parent, other)]
     if sets[0] != sets[1]:
@@ -127,8 +124,7 @@ def _naming(argument: str | None, call, *args):
 
 
 HEADLINE = ("val_ppl", "test_ppl", "test_bits_per_token", "test_bits_per_char", "fill_accuracy")
-# the columns of one execution's table; test_ppl is followed by its interval
-SHOWN = ("val_ppl", "test_ppl", "test_bits_per_token", "test_bits_per_char", "test_word_ppl",
+SHOWN = ("val_ppl", "test_ppl", "test_ppl CI", "test_bits_per_token", "test_bits_per_char", "test_word_ppl",
          "test_top1_accuracy", "fill_accuracy", "test_tokens", "model_bytes")
 
 
@@ -141,22 +137,23 @@ def _started(run) -> str:
     return datetime.datetime.fromtimestamp(run.info.start_time / 1000).strftime("%Y-%m-%d %H:%M")
 
 
-def _models(uri: str, experiment: str, parent) -> list[dict]:
-    """One row per model run of an execution: model, objective, SHOWN and test_ppl's interval."""
+def _model_runs(uri: str, experiment: str, parent) -> list:
+    """The model runs of an execution, ngram first, then as trained."""
+    return sorted(run_search.model_runs(uri, experiment, parent.info.run_id),
+                  key=lambda r: r.data.tags.get("model_kind", r.info.run_name) != "ngram")
+
+
+def _rows(runs: list) -> list[dict]:
+    """One row per model run: model, objective, SHOWN and test_ppl's interval."""
     rows = []
-    for run in _ordered(run_search.model_runs(uri, experiment, parent.info.run_id)):
-        metrics = run.data.metrics
-        row = {"model": run.data.tags.get("model_kind", run.info.run_name),
-               "objective": run.data.tags.get("objective", "")}
-        for key in SHOWN:
-            row[key] = metrics.get(key)
-            if key in ("test_tokens", "model_bytes") and row[key] is not None:
-                row[key] = int(row[key])   # counts: MLflow stores every metric as a float
-            if key == "test_ppl":
-                low, high = metrics.get("test_ppl_ci_low"), metrics.get("test_ppl_ci_high")
-                row["test_ppl CI"] = None if low is None or high is None else \
-                    f"{cell(low)}-{cell(high)}"
-        rows.append(row)
+    for run in runs:
+        metrics = dict(run.data.metrics)
+        metrics["test_ppl CI"] = interval(metrics.get("test_ppl_ci_low"), metrics.get("test_ppl_ci_high"))
+        # counts: MLflow stores every metric as a float
+        metrics.update({key: int(metrics[key]) for key in ("test_tokens", "model_bytes") if key in metrics})
+        rows.append({"model": run.data.tags.get("model_kind", run.info.run_name),
+                     "objective": run.data.tags.get("objective", ""),
+                     **{key: metrics.get(key) for key in SHOWN}})
     return rows
 
 
@@ -165,21 +162,20 @@ def _verdicts(uri: str, parent_id: str) -> list[str]:
     stderr when the artifact is missing or damaged: the table is still worth showing."""
     from pipeline.tracking import artifacts  # MLflow's import, once there is a table to show
     path = "report/pairs.json"
-    again = "`dvc repro -f evaluate` logs a new execution with them"
     try:
         pairs = artifacts.read_json(uri, parent_id, path)
-        checked = None if pairs is None else PAIRS.validate_python(pairs)
+        if pairs is not None:
+            return [Comparison(p.a, p.b, p.delta_nats_per_token, p.delta_ci_low, p.delta_ci_high,
+                               p.p_better, p.level).sentence() for p in PAIRS.validate_python(pairs).values()]
+        why = f"run {parent_id} has no {path} artifact (logged before lmpipe wrote it, or deleted)"
     except artifacts.DamagedArtifact as error:   # not UTF-8 JSON text
         why = str(error)
     except ValidationError as error:
-        why = f"run {parent_id}'s artifact {path} is damaged ({_first_problem(error)})"
-    else:
-        if checked is not None:
-            return [Comparison(p.a, p.b, p.delta_nats_per_token, p.delta_ci_low, p.delta_ci_high,
-                               p.p_better, p.level).sentence() for p in checked.values()]
-        why = f"run {parent_id} has no {path} artifact (logged before lmpipe wrote it, or deleted)"
+        first = error.errors()[0]   # e.g. "x.p_better: field required"
+        why = (f"run {parent_id}'s artifact {path} is damaged ({'.'.join(map(str, first['loc'])) or 'the whole file'}: "
+               f"{first['msg'][:1].lower()}{first['msg'][1:]})")
     print(f"lmpipe: warning: {why}; the table above is shown without the paired verdicts; "
-          f"{again}", file=sys.stderr, flush=True)
+          "`dvc repro -f evaluate` logs a new execution with them", file=sys.stderr, flush=True)
     return []
 
 
@@ -201,22 +197,10 @@ class Pair(BaseModel):
 PAIRS = TypeAdapter(dict[str, Pair])   # report/pairs.json: {"A_vs_B": Pair}
 
 
-def _first_problem(error: ValidationError) -> str:
-    """pydantic's first complaint as "where: what" (e.g. "x.p_better: field required")."""
-    first = error.errors()[0]
-    where = ".".join(map(str, first["loc"])) or "the whole file"
-    return f"{where}: {first['msg'][:1].lower()}{first['msg'][1:]}"
-
-
-def _ordered(runs: list) -> list:
-    """Model runs with ngram first, then as trained."""
-    return sorted(runs, key=lambda r: r.data.tags.get("model_kind", r.info.run_name) != "ngram")
-
-
 def _executions(uri: str, experiment: str, limit: int) -> list[dict]:
     rows = []
     for run in run_search.pipeline_runs(uri, experiment, limit, finished=False):
-        models = _models(uri, experiment, run)
+        models = _rows(_model_runs(uri, experiment, run))
         causal = [m for m in models if m["objective"] == "causal" and m["test_ppl"] is not None]
         best = min(causal, key=lambda m: m["test_ppl"], default=None)
         rows.append({"id": run.info.run_id[:8], "name": run.info.run_name,
@@ -229,15 +213,13 @@ def _executions(uri: str, experiment: str, limit: int) -> list[dict]:
 
 def _diff(a: list[dict], b: list[dict]) -> list[dict]:
     """Per model and headline key: A, B and the change."""
-    by_model = {r["model"]: r for r in b}
-    named = {r["model"] for r in a}
+    left, right = ({row["model"]: row for row in rows} for rows in (a, b))
     rows = []
-    for left in [*a, *({"model": r["model"]} for r in b if r["model"] not in named)]:
-        right = by_model.get(left["model"], {})
+    for model in {**left, **right}:   # A's models, then B's others
         for key in HEADLINE:
-            x, y = left.get(key), right.get(key)
-            change = f"{(y - x) / x:+.1%}" if x and y is not None else "-"
-            rows.append({"model": left["model"], "metric": key, "A": x, "B": y, "change": change})
+            x, y = left.get(model, {}).get(key), right.get(model, {}).get(key)
+            rows.append({"model": model, "metric": key, "A": x, "B": y,
+                         "change": f"{(y - x) / x:+.1%}" if x and y is not None else "-"})
     return rows
 
 
@@ -246,14 +228,15 @@ def table(rows: list[dict], markdown: bool) -> str:
     if not rows:
         return "(none)"
     columns = list(rows[0])
-    numeric = [all(_number(r.get(c)) or r.get(c) is None for r in rows) for c in columns]
+    numeric = [all(r.get(c) is None or isinstance(r.get(c), int | float) and not isinstance(r.get(c), bool)
+                   for r in rows) for c in columns]
     return tabulate([[cell(r.get(c)) for c in columns] for r in rows], headers=columns,
                     tablefmt="github" if markdown else "plain", disable_numparse=True,
                     colalign=["right" if n else "left" for n in numeric])
 
 
-def _number(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+def interval(low: float | None, high: float | None, dash: str = "-") -> str | None:
+    return None if low is None or high is None else f"{cell(low)}{dash}{cell(high)}"
 
 
 def cell(value) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy
 import statistics
 
-from pipeline.cli.experiments import cell, table
+from pipeline.cli.experiments import cell, interval, table
 
 METRICS = "metrics/metrics.json"   # evaluate's metrics file, as `dvc exp show` names it
 PARAMS = "params.yaml"
@@ -21,7 +21,7 @@ def collect(shown: list[dict], kind: str, workspace: bool = True) -> tuple[list[
     if not isinstance(first.get("data"), dict):   # no workspace entry, or dvc.yaml/params.yaml unreadable
         why = (first.get("error") or {}).get("msg") or "no entry; commit once in a DVC repository"
         raise ValueError(f"`dvc exp show` cannot read the workspace ({why}); see `dvc status`")
-    reference = _params(first["data"])
+    _, reference = _seeded(first["data"], kind)
     rows, seen, left_out = [], set(), 0
     candidates = [("workspace", first["data"])] if workspace else []
     for baseline in shown[1:]:
@@ -33,15 +33,14 @@ def collect(shown: list[dict], kind: str, workspace: bool = True) -> tuple[list[
                 if rev.get("error") is None and rev.get("data"):
                     candidates.append((rev.get("name") or rev["rev"][:7], rev["data"]))
     for name, data in candidates:
-        params = _params(data)
-        if name != "workspace" and _without_seed(params, kind) != _without_seed(reference, kind):
+        seed, params = _seeded(data, kind)
+        if name != "workspace" and params != reference:
             left_out += 1
             continue
         metrics = ((data.get("metrics") or {}).get(METRICS) or {}).get("data") or {}
         values = metrics.get(kind) or {}
         if values.get("test_ppl") is None:
             continue
-        seed = _seed(params, kind)
         if seed in seen:
             continue
         seen.add(seed)
@@ -51,23 +50,14 @@ def collect(shown: list[dict], kind: str, workspace: bool = True) -> tuple[list[
     return sorted(rows, key=lambda row: row["seed"]), left_out
 
 
-def _params(data: dict) -> dict:
-    return {path: (entry or {}).get("data") for path, entry in (data.get("params") or {}).items()}
-
-
-def _without_seed(params: dict, kind: str) -> dict:
-    params = copy.deepcopy(params)
-    models = (params.get(PARAMS) or {}).get("models") or {}
-    if isinstance(models.get(kind), dict):
-        models[kind].pop("seed", None)
-    return params
-
-
-def _seed(params: dict, kind: str) -> int | None:
-    """The training seed of `kind`: models.KIND.seed, or the top-level seed when null."""
+def _seeded(data: dict, kind: str) -> tuple[int | None, dict]:
+    """(the training seed of `kind`: models.KIND.seed, or the top-level seed when null; the params
+    of every file without models.KIND.seed)."""
+    params = {path: copy.deepcopy((entry or {}).get("data")) for path, entry in (data.get("params") or {}).items()}
     values = params.get(PARAMS) or {}
-    own = ((values.get("models") or {}).get(kind) or {}).get("seed")
-    return values.get("seed") if own is None else own
+    own = (values.get("models") or {}).get(kind)
+    seed = own.pop("seed", None) if isinstance(own, dict) else None
+    return values.get("seed") if seed is None else seed, params
 
 
 def summarize(rows: list[dict]) -> dict:
@@ -88,9 +78,8 @@ def render(kind: str, rows: list[dict], summary: dict, left_out: int = 0,
     if rows:
         lines.append(table([{"seed": row["seed"], "experiment": row["experiment"],
                               "test ppl": row["test_ppl"],
-                              "95% CI": f"{cell(row['ci_low'])}–{cell(row['ci_high'])}"
-                              if row["ci_low"] is not None and row["ci_high"] is not None
-                              else "-"} for row in rows], markdown=False))
+                              "95% CI": interval(row["ci_low"], row["ci_high"], "–") or "-"}
+                             for row in rows], markdown=False))
     if left_out:
         lines.append(f"({left_out} finished experiment(s) differ in more than "
                      f"models.{kind}.seed and are left out)")
@@ -107,9 +96,9 @@ def render(kind: str, rows: list[dict], summary: dict, left_out: int = 0,
                      f"commit: lmpipe seeds {kind} --all-commits)")
         return "\n".join(lines)
     width = summary["ci_half_width"]
-    interval = (f"the bootstrap 95% interval of one run is ±{cell(width)} on average (half-width)"
-                if width is not None else "no bootstrap interval in metrics.json "
-                "(test_ppl_ci_low/high) to set it against")
+    one_run = (f"the bootstrap 95% interval of one run is ±{cell(width)} on average (half-width)"
+               if width is not None else "no bootstrap interval in metrics.json "
+               "(test_ppl_ci_low/high) to set it against")
     lines.append(f"{kind}: {what} mean {cell(summary['mean'])} ± SD {cell(summary['sd'])} over "
-                 f"{n} seeds (sample standard deviation); {interval}")
+                 f"{n} seeds (sample standard deviation); {one_run}")
     return "\n".join(lines)
