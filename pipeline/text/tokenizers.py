@@ -1,8 +1,7 @@
 """Tokens. In: decoded text of whole lines (ended only at `\\n`, KenLM's rule). Out: each
-line's tokens by one of TOKENIZERS (`corpus.tokenizer`, a Tokenizer: per-line and block
-forms): words (NFKC, words and punctuation marks), whitespace (as written between the delimiters
-of KenLM's lm/builder/corpus_count.cc; a blank line is a sentence), chars (NFKC, `▁` for
-whitespace). `corpus.unk` is the vocabulary's `<unk>`, never split. Details: docs/internals.md."""
+line's tokens by one of TOKENIZERS (`corpus.tokenizer`): words (NFKC, words and punctuation
+marks), whitespace (as written between lmplz's delimiters; a blank line is a sentence), chars
+(NFKC, `▁` for whitespace). `corpus.unk` is the vocabulary's `<unk>`, never split."""
 
 from __future__ import annotations
 
@@ -14,7 +13,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-WORD_PATTERN = re.compile(r"[^\W_]+(?:'[^\W_]+)*|[^\w\s]|_", re.UNICODE)
 SEPARATORS = re.compile(r"[ \t\r]+")   # lmplz's delimiters; NUL is refused when decoding
 SPACE = "▁"
 UNK = "<unk>"     # the vocabulary's unknown word (id 0, pipeline/text/vocab.py)
@@ -27,12 +25,11 @@ Block = tuple[list[str], np.ndarray, np.ndarray]
 
 @dataclass(frozen=True)
 class Tokenizer:
-    """One `corpus.tokenizer`: `line(line, lowercase, unk)` -> the line's tokens (the marker `unk`
-    as `<unk>`); `block(text, lowercase, unk)` -> the same for whole lines at once (`Block`);
-    `blank_lines_are_sentences`; `tokens_are_words` (False: e.g. characters); `as_written(utf8,
-    query)` -> `Block` before `unk` and lowercasing, for text tokenized as written, else None."""
-    line: Callable[[str, bool, str], list[str]]
+    """One `corpus.tokenizer`: `block(text, lowercase, unk)` -> the `Block` of whole lines (the
+    marker `unk` as `<unk>`); `line`: one line's tokens, else `block`'s; `as_written(utf8,
+    query)` -> the `Block` before `unk` and lowercasing, or None."""
     block: Callable[[str, bool, str], Block]
+    line: Callable[[str, bool, str], list[str]] | None = None
     blank_lines_are_sentences: bool = False
     tokens_are_words: bool = True
     as_written: Callable[[bytes, bool], Block] | None = None
@@ -40,14 +37,12 @@ class Tokenizer:
 
 def tokenize(line: str, tokenizer: str = "words", lowercase: bool = True,
              unk: str = UNK) -> list[str]:
-    """Tokens of one line by TOKENIZERS[tokenizer] (no `<s>`/`</s>`)."""
-    return TOKENIZERS[tokenizer].line(line, lowercase, unk)
-
-
-def tokenize_block(text: str, tokenizer: str = "words", lowercase: bool = True,
-                   unk: str = UNK) -> Block:
-    """`tokenize` on every line of `text` (whole lines, each ended by `\\n`) at once (a `Block`)."""
-    return TOKENIZERS[tokenizer].block(text, lowercase, unk)
+    """Tokens of one line by TOKENIZERS[tokenizer] (no `<s>`/`</s>`; a `\\n` in it: a space)."""
+    kind = TOKENIZERS[tokenizer]
+    if kind.line is not None:
+        return kind.line(line, lowercase, unk)
+    distinct, codes, _ = kind.block(line.replace("\n", " ") + "\n", lowercase, unk)
+    return [distinct[i] for i in codes]
 
 
 def as_asked(tokens: list[str], lowercase: bool, unk: str) -> list[str]:
@@ -66,26 +61,6 @@ def _whitespace_line(line: str, lowercase: bool, unk: str) -> list[str]:
 def _whitespace_block(text: str, lowercase: bool, unk: str) -> Block:
     distinct, codes, per_line = whitespace_words(text.encode("utf-8"))
     return as_asked(distinct, lowercase, unk), codes, per_line
-
-
-def _chars_line(line: str, lowercase: bool, unk: str) -> list[str]:
-    text = unicodedata.normalize("NFKC", line).strip()
-    if lowercase:
-        text = text.lower()
-    return [SPACE if ch.isspace() else ch for ch in " ".join(text.split())]
-
-
-def _words_line(line: str, lowercase: bool, unk: str) -> list[str]:
-    text = unicodedata.normalize("NFKC", line).strip()
-    pieces = re.split(r"(?<!\S)" + re.escape(unk) + r"(?!\S)", text) if unk and unk in text else [text]
-    tokens = _words(pieces[0], lowercase)
-    for piece in pieces[1:]:     # the marker as a whole word: kept out of the word pattern
-        tokens += [UNK, *_words(piece, lowercase)]
-    return tokens
-
-
-def _words(text: str, lowercase: bool) -> list[str]:
-    return WORD_PATTERN.findall(text.lower() if lowercase else text)
 
 
 def _code_points(text: str, lowercase: bool, marker: str = "") -> tuple[str, np.ndarray, np.ndarray]:
@@ -129,7 +104,7 @@ def _chars_block(text: str, lowercase: bool, unk: str) -> Block:
 
 
 def _words_block(text: str, lowercase: bool, unk: str) -> Block:
-    """WORD_PATTERN's tokens: runs of word characters (with inner apostrophes), other characters."""
+    r"""re's `[^\W_]+(?:'[^\W_]+)*|[^\w\s]|_` tokens, the marker `unk` (as NUL) as `<unk>`."""
     text, points, kind = _code_points(text, lowercase, unk)
     word = kind == WORD_CLASS
     inner = points == 39          # an apostrophe between two word characters
@@ -208,8 +183,8 @@ def whitespace_words(data: bytes, query: bool = False) -> tuple[list[str], np.nd
 
 # corpus.tokenizer -> its Tokenizer; a new tokenizer is one entry here
 TOKENIZERS = {
-    "words": Tokenizer(_words_line, _words_block),
-    "whitespace": Tokenizer(_whitespace_line, _whitespace_block, blank_lines_are_sentences=True,
+    "words": Tokenizer(_words_block),
+    "whitespace": Tokenizer(_whitespace_block, _whitespace_line, blank_lines_are_sentences=True,
                             as_written=whitespace_words),
-    "chars": Tokenizer(_chars_line, _chars_block, tokens_are_words=False),
+    "chars": Tokenizer(_chars_block, tokens_are_words=False),
 }

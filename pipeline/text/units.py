@@ -26,17 +26,11 @@ def text_units(lines, line_of: np.ndarray,
     _, unit = np.unique(key, return_inverse=True)
     unit = unit.reshape(-1).astype(np.int64)
     used, first = np.unique(line_of, return_index=True)   # a line cut in pieces counts once
-    if callable(lines):
-        sizes = lines(used)
-    else:
-        texts = [lines[i].removesuffix("\r") for i in used]
-        sizes = {"chars": [len(t) + 1 for t in texts],
-                 "bytes": [len(t.encode("utf-8", "surrogatepass")) + 1 for t in texts],
-                 "words": [len(t.split()) + 1 for t in texts]}
+    sizes = lines(used) if callable(lines) else line_sizes("".join(lines[i] + "\n" for i in used))
     count = int(unit.max()) + 1 if len(unit) else 0
     out = {"unit": unit}
-    for field, values in sizes.items():
-        out[field] = np.bincount(unit[first], weights=np.asarray(values, dtype=np.float64),
+    for field in FIELDS:
+        out[field] = np.bincount(unit[first], weights=sizes[field].astype(np.float64),
                                  minlength=count).astype(np.int64)
     return out
 
