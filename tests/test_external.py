@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from pipeline import config, files
 from pipeline.cli.main import main
-from pipeline.ngram import arpa, counting, disk_estimate, external, kneser_ney
+from pipeline.ngram import arpa, counting, external, kneser_ney
 from pipeline.text.vocab import encode_text
 
 
@@ -62,7 +62,7 @@ def test_out_of_core_tables_and_arpa_are_identical(tmp_path, order, memory):
                                                          1024))) > 1 or memory >= 1 << 20
         disk = external.count(source, len(tokens), order, memory, spill)
         _same_tables(reference, disk)
-        estimated = disk_estimate.estimate(disk, memory, spill, fallback=kneser_ney.LMPLZ_FALLBACK)
+        estimated = kneser_ney.estimate(disk, kneser_ney.LMPLZ_FALLBACK, memory=memory, spill=spill)
         assert estimated.discounts == model.discounts
         for n in range(order):   # bitwise: the same sums in the same order
             assert np.array_equal(estimated.log10_prob[n].read(), model.log10_prob[n])

@@ -10,7 +10,7 @@ from contextlib import contextmanager, nullcontext
 import numpy as np
 
 from pipeline import files
-from pipeline.ngram import arpa, counting, disk_estimate, external, kneser_ney
+from pipeline.ngram import arpa, counting, external, kneser_ney
 from pipeline.text.vocab import check_ids, sentence_bounds
 
 
@@ -46,8 +46,8 @@ def build(source: external.TokenFile, vocab_size: int, order: int, counted: int,
     with nullcontext(source.spill) if source.spill else files.Spill(temp_dir) as spill:
         progress(f"counting out of core in {memory >> 20:,} MiB ({budget}), spilling to {spill.path}")
         counts = external.count(source, vocab_size, counted, memory, spill, progress)
-        yield counts, disk_estimate.estimate(counts.truncated(order), memory, spill, fallback, progress,
-                                             remedy), spill
+        yield counts, kneser_ney.estimate(counts.truncated(order), fallback, progress, remedy, memory,
+                                          spill), spill
 
 
 def write_arpa(model, counts, tokens: tuple[str, ...], handle, memory: int) -> None:

@@ -11,6 +11,9 @@ import numpy as np
 
 from pipeline.text.vocab import BOS_ID, sentence_bounds
 
+WORKING_SHARE = 0.75   # out of core: the budget's share for the tables being sorted and summed;
+                       # the rest is the interpreter, numpy and pyarrow (~100 MiB), allocator slack
+
 
 @dataclass
 class NgramCounts:

@@ -17,8 +17,6 @@ from pipeline.text.vocab import BOS_ID
 
 BYTES_PER_POSITION = 128  # counting.count's peak per token of a block (stream, ids, keys, sort, allocator slack)
 BYTES_PER_ENTRY = 112     # merging: key, count, suffix, inverse, sort scratch per run entry, allocator slack
-WORKING_SHARE = 0.75      # of the budget for the tables being sorted and summed; the rest is the
-                          # interpreter, numpy and pyarrow (~100 MiB) and the allocator's slack
 
 
 def in_memory_bytes(order: int) -> int:
@@ -68,7 +66,7 @@ def count(tokens: TokenFile, vocab_size: int, order: int, memory: int, spill: Sp
     """counting.count's tables of `tokens` within about `memory` bytes. Order n: per block of
     whole sentences, keys from each position's order-(n-1) id and np.unique, a sorted run; runs
     merged by key ranges; each run's ids mapped to global ranks give the order-n positions."""
-    memory = int(memory * WORKING_SHARE)
+    memory = int(memory * counting.WORKING_SHARE)
     blocks = sentence_blocks(tokens, max(memory // BYTES_PER_POSITION, 1024))
     unigram = np.zeros(vocab_size, dtype=np.int64)
     for start, stop in blocks:

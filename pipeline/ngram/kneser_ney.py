@@ -1,8 +1,8 @@
-"""N-gram estimators. In: NgramCounts. Out: an NGramLM (log10 p and log10 backoff per stored n-gram,
-the ARPA representation), MLE / add-k probabilities, and the log10 p of a stream's targets.
-Interpolated modified Kneser-Ney of Chen & Goodman 1998 (discounts: eq. 26) as KenLM's lmplz
+"""N-gram estimators. In: NgramCounts (arrays, or Columns out of core). Out: an NGramLM (log10 p and
+log10 backoff per stored n-gram, the ARPA representation), MLE / add-k probabilities, the log10 p
+of a stream's targets. Interpolated modified Kneser-Ney (Chen & Goodman 1998, eq. 26) as lmplz
 estimates it: p(w | c) = u(w | c) + γ(c) p(w | c[1:]), p(w) = u(w) + γ / |V|, |V| without `<s>`,
-p(`<s>`) = 0. Errors: DiscountError naming the fix. docs/internals.md."""
+p(`<s>`) = 0. Errors: DiscountError naming the fix; SpillError. docs/internals.md."""
 
 from __future__ import annotations
 
@@ -11,11 +11,13 @@ from functools import partial
 
 import numpy as np
 
-from pipeline.ngram.counting import NgramCounts, lookup_all
+from pipeline.files import Column, Spill
+from pipeline.ngram.counting import WORKING_SHARE, NgramCounts, lookup_all
 from pipeline.text.vocab import BOS_ID
 
 LMPLZ_FALLBACK = (0.5, 1.0, 1.5)
 BYTES_PER_NGRAM = 24  # NGramLM stores an int64 key, a float64 log10 p and a float64 log10 backoff
+BYTES_PER_ROW = 96    # out of core: key, adjusted, suffix, context, discount, p, gathers per row
 LOG10_SLACK = 1e-9    # log10 p above 0 that NGramLM.problem tolerates: p = u + γ p_lower rounded
 
 
@@ -142,34 +144,111 @@ def discounts_from_counts(t: list[int], order: int, fallback=None,
     raise DiscountError(f"no Kneser-Ney discounts for order {order}: {problem} (t1..t4 = {t}); {remedy}")
 
 
-def estimate(counts: NgramCounts, fallback=None, progress=None,
-             remedy: str = PARAMS_REMEDY) -> NGramLM:
-    """Interpolated modified Kneser-Ney of order counts.order (DiscountError: see discounts_from_counts)."""
-    vocab_size = counts.vocab_size
-    lower = None
-    log10_prob, backoffs, discounts = [], [], []
-    for n in range(1, counts.order + 1):
-        adjusted = counts.adjusted[n - 1]
-        if n == 1:
-            adjusted = adjusted.copy()
-            adjusted[BOS_ID] = 0                   # <s> is never predicted
-        d = discounts_from_counts([int(np.sum(adjusted == k)) for k in (1, 2, 3, 4)], n, fallback, remedy)
-        context = counts.context_ids(n)
-        num_contexts = 1 if n == 1 else len(counts.keys[n - 2])
-        prob, gamma = interpolate(adjusted, d, context, num_contexts, vocab_size,
-                                  None if n == 1 else partial(np.take, lower, counts.suffix[n - 1]))
+def estimate(counts: NgramCounts, fallback=None, progress=None, remedy: str = PARAMS_REMEDY,
+             memory: int = 0, spill: Spill | None = None) -> NGramLM:
+    """Interpolated modified Kneser-Ney of order counts.order (DiscountError: discounts_from_counts);
+    with `spill`, Columns there, rows read in slices of about `memory` bytes cut at contexts:
+    each context's rows summed in the same order, so bitwise the same tables."""
+    vocab_size, order = counts.vocab_size, counts.order
+    memory = int(memory * WORKING_SHARE) // 2    # half for slices of rows, half for p below
+    step = max(memory // BYTES_PER_ROW, 1024) if spill else 1 << 62   # in memory: one slice
+    block = max(memory // 8, 1024)               # p below: read whole when it fits, else by blocks
+
+    def new(name: str):
+        return spill.file(name, np.float64) if spill else []
+    lower, log10_prob, backoffs, discounts = None, [], [], []
+    for n in range(1, order + 1):
+        d = discounts_from_counts(_count_of_counts(counts.adjusted[n - 1], step, n), n, fallback, remedy)
+        probs, prob_out = new(f"log10_prob{n}"), new(f"prob{n}") if n < order else None
+        backoff_below = new(f"log10_backoff{n - 1}")
+        written = 0                       # rows of the order below whose backoff is written
+        for lo, hi in _context_slices(counts, n, step):
+            adjusted = counts.adjusted[n - 1][lo:hi]
+            if n == 1:
+                adjusted = adjusted.copy()
+                adjusted[BOS_ID] = 0                   # <s> is never predicted
+            context = counts.keys[n - 1][lo:hi] // vocab_size if n > 1 else np.zeros(hi - lo, np.int64)
+            first = int(context[0])
+            context -= first
+            contexts = int(context[-1]) + 1
+            below = None if n == 1 else partial(_lower, lower, counts.suffix[n - 1], lo, hi, block)
+            prob, gamma = interpolate(adjusted, d, context, contexts, vocab_size, below)
+            if n > 1:
+                backoff_below.append(np.zeros(first - written))
+                backoff_below.append(np.log10(gamma))
+                written = first + contexts
+            with np.errstate(divide="ignore"):
+                probs.append(np.log10(prob))      # -inf where p = 0 (only <s>)
+            if prob_out is not None:
+                prob_out.append(prob)
         if n > 1:
-            backoffs[-1] = np.log10(gamma)
-        del context
-        with np.errstate(divide="ignore"):
-            log10_prob.append(np.log10(prob))      # -inf where p = 0 (only <s>)
-        backoffs.append(np.zeros(len(prob)))       # calloc: untouched pages cost no memory
+            backoff_below.append(np.zeros(len(counts.keys[n - 2]) - written))
+            backoffs.append(_joined(backoff_below))
+        log10_prob.append(_joined(probs))
         discounts.append(tuple(float(x) for x in d))
-        lower = prob
+        if isinstance(lower, Column):
+            lower.remove()
+        lower = _joined(prob_out, block) if prob_out is not None else None
         if progress:
-            progress(f"estimated order {n}: {len(prob):,} n-grams, discounts "
+            progress(f"estimated order {n}: {len(counts.keys[n - 1]):,} n-grams, discounts "
                      + " ".join(f"{x:.4f}" for x in d))
-    return NGramLM(vocab_size, list(counts.keys), log10_prob, backoffs, discounts)
+    top = new(f"log10_backoff{order}")     # calloc: untouched pages cost no memory
+    for lo in range(0, len(counts.keys[order - 1]), step):
+        top.append(np.zeros(min(step, len(counts.keys[order - 1]) - lo)))
+    return NGramLM(vocab_size, list(counts.keys), log10_prob, [*backoffs, _joined(top)], discounts)
+
+
+def _count_of_counts(column, step: int, n: int) -> list[int]:
+    """t1..t4 of an order's adjusted counts (an array or a Column), <s> left out of order 1."""
+    t = np.zeros(6, dtype=np.int64)
+    for lo in range(0, len(column), step):
+        values = np.clip(column[lo:lo + step], 0, 5)
+        if n == 1 and lo == 0:
+            values[BOS_ID] = 0
+        t += np.bincount(values, minlength=6)
+    return [int(x) for x in t[1:5]]
+
+
+def _context_slices(counts: NgramCounts, n: int, step: int):
+    """Ranges (lo, hi) of about `step` rows of order n, cut only where the context changes."""
+    size, lo = len(counts.keys[n - 1]), 0
+    while lo < size:
+        hi = min(lo + step, size)
+        while n > 1 and hi < size:
+            context = counts.keys[n - 1][lo:hi] // counts.vocab_size
+            cut = int(np.searchsorted(context, context[-1]))
+            if cut > 0:
+                hi = lo + cut
+                break
+            hi = min(hi + step, size)
+        yield lo, hi
+        lo = hi
+
+
+def _joined(parts, block: int = 0):
+    """A list of arrays as one array (not copied when one), a Column read whole (and removed)
+    when it has at most `block` entries, else the Column."""
+    if isinstance(parts, Column):
+        if len(parts) > block:
+            return parts
+        whole = parts.read()
+        parts.remove()
+        return whole
+    parts = [p for p in parts if len(p)] or [np.zeros(0)]
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def _lower(prob, suffix, lo: int, hi: int, block: int) -> np.ndarray:
+    """p of the order below (an array, or a Column read `block` rows at a time) at suffix[lo:hi]."""
+    ids = suffix[lo:hi]
+    if isinstance(prob, np.ndarray):
+        return np.take(prob, ids)
+    out = np.empty(len(ids), dtype=np.float64)
+    for at in range(0, len(prob), block):
+        values = prob.read(at, at + block)
+        inside = (ids >= at) & (ids < at + len(values))
+        out[inside] = values[ids[inside] - at]
+    return out
 
 
 def interpolate(adjusted: np.ndarray, d: tuple[float, float, float], context: np.ndarray,
