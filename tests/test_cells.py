@@ -6,9 +6,7 @@ from torch import nn
 
 from pipeline.neural.cells import (
     RecurrentStack,
-    TextbookGRULayer,
-    TextbookLSTMLayer,
-    TextbookRNNLayer,
+    TextbookLayer,
     scan,
 )
 
@@ -20,7 +18,7 @@ def test_scan_is_the_textbook_loop():
 
 def test_textbook_vanilla_equals_torch_rnn():
     torch.manual_seed(0)
-    layer = TextbookRNNLayer(5, 7)
+    layer = TextbookLayer("rnn", 5, 7)
     reference = nn.RNN(5, 7, batch_first=True)
     with torch.no_grad():   # W_h [h, x] + b_h  <->  W_ih x + b_ih + W_hh h + b_hh
         reference.weight_ih_l0.copy_(layer.weight_hx)
@@ -57,7 +55,7 @@ def _numpy_gru(x, h, layer):
 
 def test_textbook_gru_equals_numpy_equations():
     torch.manual_seed(1)
-    layer = TextbookGRULayer(4, 6).double()
+    layer = TextbookLayer("gru", 4, 6).double()
     x, h0 = torch.randn(2, 9, 4, dtype=torch.float64), torch.randn(2, 6, dtype=torch.float64)
     ours, _ = layer(x, h0)
     np.testing.assert_allclose(ours.detach().numpy(), _numpy_gru(x.numpy(), h0.numpy(), layer), atol=1e-12)
@@ -66,7 +64,7 @@ def test_textbook_gru_equals_numpy_equations():
 def test_fused_gru_is_a_different_function():
     """nn.GRU applies the reset gate after the product; with the same weights it disagrees."""
     torch.manual_seed(2)
-    layer = TextbookGRULayer(4, 6)
+    layer = TextbookLayer("gru", 4, 6)
     fused = nn.GRU(4, 6, batch_first=True)
     H = 6
     with torch.no_grad():  # torch gate order r, z, n; z = 1 - Γu
@@ -95,8 +93,8 @@ def test_stack_shapes(cell, impl):
 def test_compiled_textbook_gru_equals_eager():
     """compile=True (torch.compile of the time loop) is a speed option, not a different model."""
     torch.manual_seed(0)
-    eager = TextbookGRULayer(4, 6)
-    compiled = TextbookGRULayer(4, 6, compile=True)
+    eager = TextbookLayer("gru", 4, 6)
+    compiled = TextbookLayer("gru", 4, 6, compile=True)
     compiled.load_state_dict(eager.state_dict())
     x, h0 = torch.randn(2, 5, 4), torch.randn(2, 6)
     want, want_final = eager(x, h0)
@@ -131,7 +129,7 @@ def _numpy_lstm(x, state, layer):
 
 def test_textbook_lstm_equals_numpy_equations():
     torch.manual_seed(3)
-    layer = TextbookLSTMLayer(4, 6).double()
+    layer = TextbookLayer("lstm", 4, 6).double()
     x, state = torch.randn(2, 9, 4, dtype=torch.float64), torch.randn(2, 12, dtype=torch.float64)
     ours, final = layer(x, state)
     want, want_final = _numpy_lstm(x.numpy(), state.numpy(), layer)
@@ -145,7 +143,7 @@ def test_fused_lstm_is_the_same_function():
     [h; c]. (Deep stacks differ by design: the textbook one puts a[l] = tanh(W_a h + b_a)
     between layers, cuDNN feeds h[l] on, as for the other cells.)"""
     torch.manual_seed(4)
-    layer = TextbookLSTMLayer(5, 7)
+    layer = TextbookLayer("lstm", 5, 7)
     fused = RecurrentStack("lstm", "fused", 5, 7, num_layers=1, dropout=0.0)
     with torch.no_grad():
         fused.fused[0].weight_ih_l0.copy_(layer.weight_x)

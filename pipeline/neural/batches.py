@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from pipeline.config import TrainParams
 from pipeline.text.vocab import BOS_ID, EOS_ID, sentence_bounds
 
 IGNORE = -100  # torch's cross_entropy ignore_index
-
-
-def _targets(next_tokens: torch.Tensor) -> torch.Tensor:
-    return next_tokens.masked_fill(next_tokens == BOS_ID, IGNORE)
 
 
 class StreamWindows(Dataset):
@@ -53,7 +50,8 @@ class StreamWindows(Dataset):
         end = int(self.starts[index + 1]) if index + 1 < len(self.starts) else self.data.shape[1] - 1
         length = min(end - start, self.data.shape[1] - 1 - start)
         window = torch.from_numpy(np.array(self.data[:, start:start + length + 1], dtype=np.int64))
-        return window[:, :length], _targets(window[:, 1:])
+        targets = window[:, 1:]
+        return window[:, :length], targets.masked_fill(targets == BOS_ID, IGNORE)
 
 
 class ResumeSampler(Sampler):
@@ -103,11 +101,9 @@ def sentences_of(stream: np.ndarray) -> list[np.ndarray]:
 
 def pad_sentences(batch: list[np.ndarray]):
     """(tokens (B, L), lengths (B,)) with `</s>` as right padding (never a target)."""
-    lengths = torch.tensor([len(s) for s in batch])
-    tokens = torch.full((len(batch), int(lengths.max())), EOS_ID, dtype=torch.long)
-    for i, sentence in enumerate(batch):
-        tokens[i, : len(sentence)] = torch.as_tensor(sentence)
-    return tokens, lengths
+    tokens = pad_sequence([torch.as_tensor(s, dtype=torch.long) for s in batch], batch_first=True,
+                          padding_value=EOS_ID)
+    return tokens, torch.tensor([len(s) for s in batch])
 
 
 def cloze_targets(tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -124,11 +120,7 @@ class Sentences(Dataset):
     def __init__(self, stream: np.ndarray, rank: int = 0, world: int = 1):
         starts, ends = sentence_bounds(stream)
         self.stream, self.starts, self.ends = stream, starts[rank::world], ends[rank::world]
-
-    @property
-    def lengths(self) -> np.ndarray:
-        """Tokens of each sentence, `<s>` and `</s>` included (int64, (S,))."""
-        return self.ends - self.starts + 1
+        self.lengths = self.ends - self.starts + 1   # tokens of each, `<s>` and `</s>` included
 
     def __len__(self) -> int:
         return len(self.starts)

@@ -6,6 +6,7 @@ Equations, weight drop and deep stacks: docs/internals.md."""
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
@@ -15,12 +16,12 @@ from torch import nn
 from pipeline.neural.regularization import LockedDropout, weight_drop
 
 
-def scan(step: Callable, inputs: torch.Tensor, initial: torch.Tensor):
-    """cur = initial; for x in inputs (over dim 1): y, cur = step(x, cur). Returns (ys, cur)."""
+def scan(step: Callable, inputs: torch.Tensor, initial: torch.Tensor, *weights: torch.Tensor):
+    """cur = initial; for x in inputs (over dim 1): y, cur = step(x, cur, *weights). Returns (ys, cur)."""
     state = initial
     outputs = []
     for x in inputs.unbind(1):
-        y, state = step(x, state)
+        y, state = step(x, state, *weights)
         outputs.append(y)
     return torch.stack(outputs, 1), state
 
@@ -52,75 +53,47 @@ def lstm_step(px, state, weight_h):
     return h_new, torch.cat([h_new, c_new], dim=-1)
 
 
-def _loop(step: Callable):
-    def loop(projected, h, *weights):
-        return scan(lambda px, h_prev: step(px, h_prev, *weights), projected, h)
-    return loop
+# each cell's step and weights (name, rows in units of H, columns: "x" input_dim, "h" hidden_dim,
+# None a vector): the x weight first, the bias last, the hidden-to-hidden ones between
+TEXTBOOK = {
+    "rnn": (rnn_step, (("weight_hx", 1, "x"), ("weight_hh", 1, "h"), ("bias", 1, None))),
+    # weight_x rows [Γr; Γu; h'] are the x parts of W_r, W_u, W_h; bias [b_r; b_u; b_h]
+    "gru": (gru_step, (("weight_x", 3, "x"), ("weight_hr", 1, "h"), ("weight_hu", 1, "h"),
+                       ("weight_hh", 1, "h"), ("bias", 3, None))),
+    # rows [update Γu; forget Γf; candidate c'; output Γo] (torch.nn.LSTM's i, f, g, o)
+    "lstm": (lstm_step, (("weight_x", 4, "x"), ("weight_h", 4, "h"), ("bias", 4, None))),
+}
 
 
-class _TextbookLayer(nn.Module):
-    """The hoisted input projection, then scan(step) over time; PARAMETERS lists each weight as
-    (name, rows in units of H, columns: "x" input_dim, "h" hidden_dim, None a vector), created
-    in that order and drawn from U(-1/sqrt(H), 1/sqrt(H)) as torch.nn.RNN / GRU initialise.
-    compile=True: a training step's time loop is one torch.compile graph (no-grad runs eagerly)."""
+class TextbookLayer(nn.Module):
+    """One layer of TEXTBOOK[cell]: x (B, T, I), state (B, S) -> (B, T, H), (B, S). Weights drawn
+    from U(-1/sqrt(H), 1/sqrt(H)) as torch.nn.RNN / GRU initialise; compile=True: a training
+    step's time loop is one torch.compile graph (no-grad runs eagerly)."""
 
-    step: Callable
-    PARAMETERS: tuple
-
-    def __init__(self, input_dim: int, hidden_dim: int, compile: bool = False,
+    def __init__(self, cell: str, input_dim: int, hidden_dim: int, compile: bool = False,
                  weight_drop: float = 0.0):
         super().__init__()
         self.hidden_dim = hidden_dim
         self.weight_drop = weight_drop   # DropConnect probability on the hidden-to-hidden matrices
+        step, self.names = TEXTBOOK[cell][0], [name for name, _, _ in TEXTBOOK[cell][1]]
         columns = {"x": (input_dim,), "h": (hidden_dim,), None: ()}
-        for name, rows, kind in self.PARAMETERS:
+        for name, rows, kind in TEXTBOOK[cell][1]:
             self.register_parameter(name, nn.Parameter(torch.empty(rows * hidden_dim, *columns[kind])))
         bound = 1.0 / math.sqrt(hidden_dim)
         for weight in self.parameters():
             nn.init.uniform_(weight, -bound, bound)
-        self.eager = _loop(type(self).step)
+        self.eager = functools.partial(scan, step)
         self.compiled = torch.compile(self.eager, dynamic=False) if compile else None
 
-    def dropped(self, weight: torch.Tensor) -> torch.Tensor:
-        return weight_drop(weight, self.weight_drop, self.training)
-
-    def loop(self, *args):
-        if self.compiled is not None and torch.is_grad_enabled():
-            return self.compiled(*args)
-        return self.eager(*args)
-
-
-class TextbookRNNLayer(_TextbookLayer):
-    step = staticmethod(rnn_step)
-    PARAMETERS = (("weight_hx", 1, "x"), ("weight_hh", 1, "h"), ("bias", 1, None))  # W_h = [W_hh, W_hx], b_h
-
-    def forward(self, x: torch.Tensor, h: torch.Tensor):
-        projected = x @ self.weight_hx.T + self.bias  # (B, T, H): all time steps at once
-        return self.loop(projected, h, self.dropped(self.weight_hh))
-
-
-class TextbookGRULayer(_TextbookLayer):
-    step = staticmethod(gru_step)
-    # weight_x rows [Γr; Γu; h'] are the x parts of W_r, W_u, W_h; bias [b_r; b_u; b_h]
-    PARAMETERS = (("weight_x", 3, "x"), ("weight_hr", 1, "h"), ("weight_hu", 1, "h"),
-                  ("weight_hh", 1, "h"), ("bias", 3, None))
-
-    def forward(self, x: torch.Tensor, h: torch.Tensor):
-        xr, xu, xh = (x @ self.weight_x.T + self.bias).chunk(3, dim=-1)  # each (B, T, H)
-        projected = torch.stack([xr, xu, xh], dim=2)                        # (B, T, 3, H)
-        return self.loop(projected, h, *map(self.dropped, (self.weight_hr, self.weight_hu, self.weight_hh)))
-
-
-class TextbookLSTMLayer(_TextbookLayer):
-    step = staticmethod(lstm_step)
-    # rows [update Γu; forget Γf; candidate c'; output Γo] (torch.nn.LSTM's i, f, g, o)
-    PARAMETERS = (("weight_x", 4, "x"), ("weight_h", 4, "h"), ("bias", 4, None))
-
     def forward(self, x: torch.Tensor, state: torch.Tensor):
-        """x (B, T, E), state (B, 2H) = [h; c] -> h (B, T, H), final state (B, 2H)."""
-        batch, steps, _ = x.shape
-        projected = (x @ self.weight_x.T + self.bias).view(batch, steps, 4, self.hidden_dim)
-        return self.loop(projected, state, self.dropped(self.weight_h))
+        weight_x, *hidden, bias = (getattr(self, name) for name in self.names)
+        projected = x @ weight_x.T + bias   # (B, T, rows x H): all time steps at once
+        if projected.shape[-1] > self.hidden_dim:   # gates: (B, T, rows, H)
+            projected = projected.unflatten(-1, (-1, self.hidden_dim))
+        hidden = [weight_drop(weight, self.weight_drop, self.training) for weight in hidden]
+        loop = self.compiled if self.compiled is not None and torch.is_grad_enabled() else self.eager
+        return loop(projected, state, *hidden)
+
 
 class RecurrentStack(nn.Module):
     """num_layers cells of one kind, one direction: x (B, T, input_dim), state (L, B, S) ->
@@ -143,8 +116,7 @@ class RecurrentStack(nn.Module):
             self.fused = nn.ModuleList(fused(n, w, 1, batch_first=True)
                                        for n, w in zip(sizes, self.widths, strict=True))
             return
-        layer = {"rnn": TextbookRNNLayer, "gru": TextbookGRULayer, "lstm": TextbookLSTMLayer}[cell]
-        self.layers = nn.ModuleList(layer(n, w, compile, weight_drop)
+        self.layers = nn.ModuleList(TextbookLayer(cell, n, w, compile, weight_drop)
                                     for n, w in zip(sizes, self.widths, strict=True))
         # a[l]<t> = tanh(W_a[l] h[l]<t> + b_a[l]) feeds layer l+1
         self.activations = nn.ModuleList(nn.Linear(w, w) for w in self.widths[:-1])

@@ -63,33 +63,23 @@ class LitLM(L.LightningModule):
 
     def _placement(self) -> dict:   # this rank's share; pinned memory for a GPU
         return {"pin_memory": self.trainer.strategy.root_device.type == "cuda",
-                "rank": self.global_rank, "world": self._world()}
-
-    def _world(self) -> int:
-        return 1 if self._trainer is None else self.trainer.world_size
+                "rank": self.global_rank, "world": self.trainer.world_size}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         self._check_finite()   # never save a diverged model
         if not all(bool(torch.isfinite(t).all()) for t in self.parameters()):
             raise NumericsError(f"the weights became NaN or infinite by step {self.global_step} "
                                 f"{self._fix()}; no checkpoint written")
+        # every rank's carried state (this hook runs on all ranks; rank 0 writes)
+        gathered = None if self.hidden is None else self.all_gather(self.hidden.detach())
         checkpoint["lmpipe"] = {
-            "model_config": self.model.config.checkpoint(),
             "mlflow_run_id": self.run_id,
             "history": list(self.history),
             "epoch_batches": self.epoch_batches,
-            "hidden": self._gathered_hidden(),
+            "hidden": None if gathered is None else gathered.reshape(-1, *self.hidden.shape).cpu(),
             "cpu_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         }
-
-    def _gathered_hidden(self):
-        """Every rank's carried state (on_save_checkpoint runs on all ranks; rank 0 writes)."""
-        if self.hidden is None:
-            return None
-        if self._world() == 1:
-            return self.hidden.detach().cpu().unsqueeze(0)
-        return self.all_gather(self.hidden.detach()).cpu()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint["lmpipe"]
@@ -150,11 +140,9 @@ class LitLM(L.LightningModule):
         base = [group["lr"] for group in groups]
         for group in groups:
             group["lr"] *= self._window_scale
-        try:
-            optimizer.step(closure=optimizer_closure)
-        finally:
-            for group, lr in zip(groups, base, strict=True):
-                group["lr"] = lr
+        optimizer.step(closure=optimizer_closure)
+        for group, lr in zip(groups, base, strict=True):
+            group["lr"] = lr
         if self.averaged is not None:
             self.averaged.update_parameters(self.model)
 
@@ -178,7 +166,7 @@ class LitLM(L.LightningModule):
         self._first_bad = torch.where(first, self.global_step + 1, self._first_bad)
         eager = self.eager_check
         if eager is None:   # a lone CPU process
-            eager = self.device.type == "cpu" and self._world() == 1
+            eager = self.device.type == "cpu" and self.trainer.world_size == 1
         if eager or self.global_step % CHECK_EVERY == 0:
             self._check_finite()
 
@@ -190,7 +178,7 @@ class LitLM(L.LightningModule):
 
     def _check_finite(self) -> None:
         first = self._first_bad
-        if self._world() > 1:   # the earliest of all ranks
+        if self.trainer.world_size > 1:   # the earliest of all ranks
             big = torch.iinfo(torch.int64).max
             first = torch.where(first < 0, big, first)
             first = self.trainer.strategy.reduce(first.clone(), reduce_op=torch.distributed.ReduceOp.MIN)

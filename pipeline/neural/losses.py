@@ -13,7 +13,7 @@ from pipeline.neural.batches import IGNORE
 CHUNK = 256    # rows of logits at a time (measured: 128-256 rows are fastest at V = 12.8k)
 
 
-def linear_cross_entropy(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+def linear_cross_entropy(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
                          targets: torch.Tensor, chunk: int = CHUNK) -> torch.Tensor:
     """Σ over non-IGNORE targets of -log softmax(features @ weight.T + bias)[target]."""
     h = features.reshape(-1, features.shape[-1])
@@ -21,14 +21,7 @@ def linear_cross_entropy(features: torch.Tensor, weight: torch.Tensor, bias: tor
     if features.device.type != "cpu":
         return F.cross_entropy(F.linear(h, weight, bias).float(), y, ignore_index=IGNORE,
                                reduction="sum")
-    if torch.is_autocast_enabled("cpu") or h.dtype in (torch.bfloat16, torch.float16):  # bf16-mixed on CPU
-        with torch.autocast("cpu", enabled=False):
-            return linear_cross_entropy(h.float(), weight.float(),
-                                        None if bias is None else bias.float(), targets, chunk)
-    if bias is None:
-        bias = weight.new_zeros(weight.shape[0])
-    wants_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (h, weight, bias))
-    if wants_grad:
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (h, weight, bias)):
         return _LinearCrossEntropy.apply(h, weight, bias, y, chunk)
     return _chunked(h, weight, bias, y, chunk, grads=False)[0]
 

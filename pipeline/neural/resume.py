@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 import torch
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from pipeline import files
 
@@ -21,71 +22,57 @@ CHECKPOINT_KEYS = ("state_dict", "optimizer_states", "loops", "lmpipe")   # what
 # (Lightning's keys, and LitLM's own: on_save_checkpoint)
 
 
+class State(BaseModel):
+    """resume.json as `record` writes it."""
+    model_config = ConfigDict(strict=True)
+    fingerprint: str | None = None
+    run_id: str | None = None
+    finished: bool = False
+
+
 def fingerprint(*parts) -> str:
     """A stable hash of JSON-serialisable parts (params, model config, data hash)."""
     text = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _damaged_state(state) -> str | None:
-    """What makes a parsed resume.json unusable (its values are not what `record` writes), or None."""
-    if not isinstance(state, dict):
-        return "unreadable"
-    for key, kinds, what in (("fingerprint", (str,), "a string"),
-                             ("run_id", (str, type(None)), "an MLflow run id"),
-                             ("finished", (bool,), "true or false")):
-        if key in state and not isinstance(state[key], kinds):
-            return f"damaged ({key} is {json.dumps(state[key])}, not {what})"
-    return None
-
-
 def _unfit(path: Path, state_dict: dict, model) -> str | None:
-    """Why the weights of a LitLM checkpoint cannot be resumed into `model` (the RNNLM about to
-    be trained; None: not checked): a tensor holding NaN or infinity, a missing or extra tensor,
-    or one of another shape (model.* and NT-ASGD's averaged.module.*); None when they fit."""
+    """Why the weights of a LitLM checkpoint cannot be resumed into `model` (the RNNLM about to be
+    trained): NaN or infinity, or the tensors of another model (model.* and NT-ASGD's
+    averaged.module.*); None when they fit."""
     nonfinite = next((key for key, value in state_dict.items()
                       if isinstance(value, torch.Tensor) and value.is_floating_point()
                       and not bool(torch.isfinite(value).all())), None)
     if nonfinite:   # a resumed NaN would be blamed on train.lr, and every rerun resume it
         return f"{path}: damaged, holds NaN or infinite weights ({nonfinite})"
-    if model is None:
-        return None
-    wanted = {key: tuple(value.shape) for key, value in model.state_dict().items()}
-    for prefix in ("model.", "averaged.module."):
-        found = {key[len(prefix):]: tuple(value.shape) for key, value in state_dict.items()
-                 if key.startswith(prefix) and hasattr(value, "shape")}
-        if prefix == "averaged.module." and not found:
-            continue   # NT-ASGD's average had not started
-        other = f"{path}: the weights of another model"
-        for key in wanted.keys() - found.keys():
-            return f"{other} (has no {prefix}{key})"
-        for key in found.keys() - wanted.keys():
-            return f"{other} (holds {prefix}{key}, which the model of params.yaml lacks)"
-        for key, shape in found.items():
-            if shape != wanted[key]:
-                return f"{other} (holds {prefix}{key} of shape {list(shape)}, params.yaml's needs {list(wanted[key])})"
+    wanted = {key: list(value.shape) for key, value in model.state_dict().items()}
+    for prefix in ("model.", "averaged.module."):   # no averaged.*: NT-ASGD had not started
+        found = {key[len(prefix):]: list(value.shape) for key, value in state_dict.items()
+                 if key.startswith(prefix)}
+        other = next((key for key in {**wanted, **found} if found.get(key) != wanted.get(key)), None)
+        if other and (found or prefix == "model."):
+            return (f"{path}: the weights of another model ({prefix}{other}: shape "
+                    f"{found.get(other, 'none')} here, {wanted.get(other, 'none')} in params.yaml's)")
     return None
 
 
-def plan(directory: Path, print_fn=print, model=None, fp: str | None = None
-         ) -> tuple[dict, Path | None]:
-    """(state, checkpoint to resume from or None). A damaged resume.json or checkpoint, or (given
-    `model`) one whose weights do not fit it, is reported with `print_fn` and the training starts
-    afresh; given `fp`, a training of another fingerprint is not resumed. Reads only."""
-    state_file = directory / STATE
+def existing(directory: Path, fp: str, print_fn, model) -> tuple[Path | None, str | None]:
+    """(last.ckpt of an unfinished training of fingerprint `fp`, its MLflow run id), or (None, None).
+    A damaged resume.json or checkpoint, or one whose weights do not fit `model`, is reported with
+    `print_fn`. Read-only: rank 0 calls `clear` once the MLflow store has taken the run."""
+    state_file, last = directory / STATE, directory / LAST
     if not state_file.exists():
-        return {}, None
+        return None, None
     try:
-        state = json.loads(state_file.read_text())
-    except (OSError, ValueError):
-        state = None
-    damaged = _damaged_state(state)
-    if damaged:
-        print_fn(f"lmpipe: {state_file} is {damaged}; starting afresh")
-        return {}, None
-    last = directory / LAST
-    if not last.exists() or state.get("finished") or fp not in (None, state.get("fingerprint")):
-        return state, None
+        state = State.model_validate_json(state_file.read_bytes())
+    except (OSError, ValidationError) as error:   # not JSON, or a value `record` never writes
+        wrong = error.errors()[0] if isinstance(error, ValidationError) else {"loc": ()}
+        problem = (f"damaged ({wrong['loc'][0]} is {json.dumps(wrong['input'])})" if wrong["loc"]
+                   else "unreadable")
+        print_fn(f"lmpipe: {state_file} is {problem}; starting afresh")
+        return None, None
+    if not last.exists() or state.finished or state.fingerprint != fp:
+        return None, None
     for path in (path for path in (last, directory / BEST) if path.exists()):
         try:
             checkpoint = files.load_checkpoint(path, directory, CHECKPOINT_KEYS)
@@ -94,17 +81,8 @@ def plan(directory: Path, print_fn=print, model=None, fp: str | None = None
             problem = error.problem
         if problem:
             print_fn(f"lmpipe: cannot resume, {problem}; starting afresh")
-            return {}, None
-    return state, last
-
-
-def existing(directory: Path, fp: str, print_fn=print, model=None) -> tuple[Path | None, str | None]:
-    """(the checkpoint of an unfinished training with this fingerprint, its MLflow run id), or
-    (None, None). Read-only: rank 0 calls `clear` once the MLflow store has taken the run."""
-    state, last = plan(directory, print_fn, model, fp)
-    if last is not None and state.get("fingerprint") == fp and not state.get("finished"):
-        return last, state.get("run_id")
-    return None, None
+            return None, None
+    return last, state.run_id
 
 
 def clear(directory: Path) -> None:
@@ -115,7 +93,5 @@ def clear(directory: Path) -> None:
 
 
 def record(directory: Path, fp: str, run_id: str | None, finished: bool) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / (STATE + ".tmp")
-    tmp.write_text(json.dumps({"fingerprint": fp, "run_id": run_id, "finished": finished}, indent=2))
-    tmp.replace(directory / STATE)
+    files.write_text(directory / STATE, json.dumps({"fingerprint": fp, "run_id": run_id,
+                                                   "finished": finished}, indent=2))
