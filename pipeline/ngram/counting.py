@@ -77,33 +77,54 @@ def count(stream: np.ndarray, vocab_size: int, order: int, progress=None) -> Ngr
     keys = [np.arange(vocab_size, dtype=np.int64)]
     counts = [np.bincount(stream, minlength=vocab_size).astype(np.int64)]
     suffix = [np.empty(0, dtype=np.int64)]
-    starts_bos = [np.arange(vocab_size) == BOS_ID]
     ids = stream.astype(np.int32)             # id of the n-gram starting at each position
     for n in range(2, order + 1):
-        start = np.flatnonzero(remaining >= n)  # positions where an n-gram fits in its sentence
-        key = ids[start].astype(np.int64) * vocab_size + stream[start + n - 1]
-        unique, first, inverse, counted = _unique(key)
-        del key
-        representative = start[first]
-        suffix.append(ids[representative + 1].astype(np.int64))  # the (n-1)-gram one word later
+        unique, counted, suffixes, start, inverse = order_ngrams(stream, ids, remaining, n, vocab_size)
         ids = np.full(len(stream), -1, dtype=np.int32)
         ids[start] = inverse
         del start, inverse
         keys.append(unique)
         counts.append(counted)
-        starts_bos.append(stream[representative] == BOS_ID)
+        suffix.append(suffixes)
         if progress:
             progress(f"counted {len(unique):,} distinct {n}-grams")
-    adjusted = []
-    for n in range(1, order + 1):
-        if n == order:
-            adjusted.append(counts[n - 1].copy())
-            continue
-        # Chen & Goodman: a(g) = N1+(. g), the number of distinct words seen before g
-        extensions = np.bincount(suffix[n], minlength=len(keys[n - 1])).astype(np.int64)
-        # n-grams starting with <s> cannot be extended to the left: keep the raw count
-        adjusted.append(np.where(starts_bos[n - 1], counts[n - 1], extensions))
-    return NgramCounts(vocab_size, keys, counts, adjusted, suffix)
+    adjusted = [adjusted_counts(keys, counts, suffix, m, vocab_size) for m in range(1, order)]
+    return NgramCounts(vocab_size, keys, counts, [*adjusted, counts[-1]], suffix)
+
+
+def order_ngrams(stream: np.ndarray, previous: np.ndarray, remaining: np.ndarray, n: int,
+                 vocab_size: int):
+    """(sorted keys, counts, suffix ids, start positions, each start's key index) of the order-n
+    n-grams of whole sentences `stream`, `previous` each position's order-(n-1) id."""
+    start = np.flatnonzero(remaining >= n)  # positions where an n-gram fits in its sentence
+    key = previous[start].astype(np.int64) * vocab_size + stream[start + n - 1]
+    unique, first, inverse, counted = _unique(key)
+    del key
+    return unique, counted, previous[start[first] + 1].astype(np.int64), start, inverse
+
+
+def adjusted_counts(keys, counts, suffix, m: int, vocab_size: int, memory: int = 0, spill=None):
+    """Adjusted counts of order m < order (Chen & Goodman; lm/builder/adjust_counts.cc): the
+    distinct words seen before each n-gram (its order-(m+1) suffix ids counted), the raw count
+    for those starting with `<s>`. With `spill`, a Column there, block by block within `memory`."""
+    size, source = len(keys[m - 1]), suffix[m]
+    block, step = (max(memory // 24, 1024), max(memory // 48, 1024)) if spill else (size, len(source))
+    low, high = BOS_ID, BOS_ID + 1            # rows starting with <s>: a contiguous range
+    for k in range(2, m + 1):
+        table, wanted = keys[k - 1], np.array([low, high]) * vocab_size
+        low, high = (int(x) for x in (table.search(wanted) if spill else np.searchsorted(table, wanted)))
+    parts = spill.file(f"adjusted{m}", np.int64) if spill else []
+    for lo in range(0, size, block):
+        hi = min(lo + block, size)
+        extensions = np.zeros(hi - lo, dtype=np.int64)
+        for s in range(0, len(source), max(step, 1)):
+            ids = source[s:s + step]
+            extensions += np.bincount(ids[(ids >= lo) & (ids < hi)] - lo if spill else ids, minlength=hi - lo)
+        raw_lo, raw_hi = max(low, lo), min(high, hi)
+        if raw_lo < raw_hi:
+            extensions[raw_lo - lo:raw_hi - lo] = counts[m - 1][raw_lo:raw_hi]
+        parts.append(extensions)
+    return parts if spill else parts[0]
 
 
 def _unique(key: np.ndarray):

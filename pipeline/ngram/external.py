@@ -96,7 +96,7 @@ def count(tokens: TokenFile, vocab_size: int, order: int, memory: int, spill: Sp
             progress(f"counted {keys[-1].length:,} distinct {n}-grams ({len(runs)} runs merged)")
     if positions is not None:
         positions.remove()
-    adjusted = [_adjusted(keys, counts, suffix, m, vocab_size, memory, spill)
+    adjusted = [counting.adjusted_counts(keys, counts, suffix, m, vocab_size, memory, spill)
                 for m in range(1, order)]
     return counting.NgramCounts(vocab_size, keys, counts, [*adjusted, counts[-1]], suffix)
 
@@ -106,19 +106,12 @@ def _count_block(tokens: TokenFile, positions: Column | None, start: int, stop: 
     """One block's run of order-n n-grams: keys, counts, suffix ids, start positions, run index."""
     stream = tokens.read(start, stop).astype(np.int64)
     previous = stream if positions is None else positions.read(start, stop)
-    remaining, _ = counting.positions_left(stream)
-    at = np.flatnonzero(remaining >= n)
-    key = previous[at] * vocab_size + stream[at + n - 1]
-    unique, first, inverse, counted = counting._unique(key)
-    del key
+    columns = counting.order_ngrams(stream, previous, counting.positions_left(stream)[0], n, vocab_size)
     run = {name: spill.file(f"run{n}.{index}.{name}", dtype) for name, dtype in
            (("keys", np.int64), ("counts", np.int64), ("suffix", np.int64),
             ("start", np.int64), ("inverse", np.int32), ("map", np.int64))}
-    run["keys"].append(unique)
-    run["counts"].append(counted)
-    run["suffix"].append(previous[at[first] + 1])
-    run["start"].append(at)
-    run["inverse"].append(inverse)
+    for name, values in zip(("keys", "counts", "suffix", "start", "inverse"), columns, strict=True):
+        run[name].append(values)
     return run
 
 
@@ -163,35 +156,3 @@ def _sample(column: Column, every: int) -> np.ndarray:
     return np.concatenate([np.empty(0, dtype=column.dtype),   # an empty run (a block of short lines)
                            *(column.read(lo, lo + step)[::every]
                              for lo in range(0, column.length, step))])
-
-
-def _bos_rows(keys: list[Column], m: int, vocab_size: int) -> tuple[int, int]:
-    """The rows of order m that start with `<s>`: a contiguous range."""
-    low, high = BOS_ID, BOS_ID + 1
-    for k in range(2, m + 1):
-        low, high = (int(x) for x in keys[k - 1].search(np.array([low, high]) * vocab_size))
-    return low, high
-
-
-def _adjusted(keys, counts, suffix, m: int, vocab_size: int, memory: int, spill: Spill) -> Column:
-    """Adjusted counts of order m < order (lm/builder/adjust_counts.cc): the order-(m+1) suffix
-    ids scatter-counted block by block; n-grams starting with `<s>` keep their raw count."""
-    size = keys[m - 1].length
-    block = max(memory // 24, 1024)    # int64 extensions, and the suffix slices below
-    out = spill.file(f"adjusted{m}", np.int64)
-    low, high = _bos_rows(keys, m, vocab_size)
-    source = suffix[m]
-    step = max(memory // 48, 1024)     # ids, mask, selected, shifted, counted: ~40 bytes each
-    for lo in range(0, size, block):
-        hi = min(lo + block, size)
-        extensions = np.zeros(hi - lo, dtype=np.int64)
-        for s in range(0, source.length, step):
-            ids = source.read(s, s + step)
-            ids = ids[(ids >= lo) & (ids < hi)] - lo
-            extensions += np.bincount(ids, minlength=hi - lo)
-        raw_lo, raw_hi = max(low, lo), min(high, hi)
-        if raw_lo < raw_hi:
-            extensions[raw_lo - lo: raw_hi - lo] = counts[m - 1].read(raw_lo, raw_hi)
-        out.append(extensions)
-    return out
-
