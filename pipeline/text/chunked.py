@@ -57,12 +57,11 @@ def _prepare(params, out: Path, source, spill, chars: int, memory: int, block: i
         progress(f"prepare: {sentences.lines_cut:,} line(s) longer than corpus.max_line_tokens="
                  f"{c.max_line_tokens} were cut into sentences of at most that many tokens")
     vocab = _vocab(scan, sentences, params.vocab, step)
-    empty = next((name for name in ("valid", "test", "train")
-                  if not np.any(sentences.part == splits.PARTS.index(name))), None)
+    line_of = {name: sentences.line_of[sentences.part == number]
+               for number, name in enumerate(splits.PARTS)}
+    empty = next((name for name in ("valid", "test", "train") if not len(line_of[name])), None)
     if empty:
         raise corpus.CorpusError(f"the {empty} split is empty ({', '.join(source.files)}); give it at least one line")
-    line_of = {name: sentences.line_of[sentences.part == splits.PARTS.index(name)]
-               for name in splits.PARTS}
     unit, measured = units.measure(scan.sizes_at, line_of,
                                    scan.documents if method == "documents" else None)
     if method == "documents" and unit != "documents":
@@ -76,30 +75,20 @@ def _prepare(params, out: Path, source, spill, chars: int, memory: int, block: i
         stats["replaced_characters"] = scan.replaced
     # streams written under scratch names, then renamed into place: units.npz, valid, test, train
     # (train last: a kill leaves no new train.npy beside older files)
-    with files.atomic_file(out / "train.npy") as train:
-        with files.atomic_file(out / "test.npy") as test:
-            with files.atomic_file(out / "valid.npy") as valid:
-                found = _write_streams(scan, sentences, vocab,
-                                       {"train": train, "test": test, "valid": valid}, step)
-                with files.atomic_file(out / units.FILE) as path:
-                    np.savez(path, **measured)
-            _report(stats, "valid", found["valid"], documents, measured, progress)
-        _report(stats, "test", found["test"], documents, measured, progress)
-    _report(stats, "train", found["train"], documents, measured, progress)
+    with files.atomic_file(out / "train.npy") as train, files.atomic_file(out / "test.npy") as test, \
+            files.atomic_file(out / "valid.npy") as valid:
+        found = _write_streams(scan, sentences, vocab, {"train": train, "test": test, "valid": valid}, step)
+        with files.atomic_file(out / units.FILE) as path:
+            np.savez(path, **measured)
+    for name in ("valid", "test", "train"):
+        part = stats[name] = found[name] | ({"documents": documents[name]} if name in documents else {})
+        if name != "train":
+            part["units"] = len(measured[f"{name}_chars"])
+            part.update({field: int(measured[f"{name}_{field}"].sum()) for field in units.FIELDS})
+        progress(f"prepare: {name}: {part['sentences']:,} sentences, {part['tokens']:,} tokens, "
+                 f"{part['types']:,} types, OOV rate {part['oov_rate']:.2%}")
     files.write_text(out / "vocab.json", json.dumps(vocab.to_json(), ensure_ascii=False))
     files.write_text(out / "stats.json", json.dumps(stats, indent=2))
-
-
-def _report(stats: dict, name: str, found: dict, documents: dict, measured: dict, progress) -> None:
-    """stats[name] and the split's progress line, once its stream is in place."""
-    part = stats[name] = found
-    if name in documents:
-        part["documents"] = documents[name]
-    if name != "train":
-        part["units"] = len(measured[f"{name}_chars"])
-        part.update({field: int(measured[f"{name}_{field}"].sum()) for field in units.FIELDS})
-    progress(f"prepare: {name}: {part['sentences']:,} sentences, {part['tokens']:,} tokens, "
-             f"{part['types']:,} types, OOV rate {part['oov_rate']:.2%}")
 
 
 class _Scan:
@@ -181,7 +170,8 @@ class _Sentences:
             self.lines_cut += int(np.count_nonzero(cut[first:last]))
             line_of.append(np.repeat(np.arange(first, last, dtype=small),
                                      pieces[first:last])[:c.max_sentences or None])
-            piece.append(_piece_index(line_of[-1]) if any_cut else None)
+            if any_cut:   # which piece of its line each sentence is
+                piece.append(np.arange(len(line_of[-1])) - np.searchsorted(line_of[-1], line_of[-1]))
         del pieces
         self.line_of = line_of[0] if len(line_of) == 1 else np.concatenate(line_of)
         del line_of
@@ -224,12 +214,6 @@ def _left(memory: int) -> int:
     return max(memory - psutil.Process().memory_info().rss, memory // 8)
 
 
-def _piece_index(lines: np.ndarray) -> np.ndarray:
-    """For sentences whose lines are `lines` (non-decreasing): which piece of its line each is."""
-    at = np.arange(len(lines))
-    return at - np.maximum.accumulate(np.where(np.diff(lines, prepend=-1) != 0, at, 0))
-
-
 def _divide(sentences: _Sentences, scan: _Scan, source, method: str, wanted, seed: int,
             name: str) -> tuple[str, dict[str, int]]:
     """Sets `sentences.part` (the source's split, else splits.split's); (method, documents per part)."""
@@ -269,15 +253,15 @@ def _write_streams(scan: _Scan, sentences: _Sentences, vocab: Vocab, scratch: di
     a time; returns each split's sentences, tokens (targets), types, oov and oov_rate."""
     index = vocab.index
     mapping = np.fromiter((index.get(t, UNK_ID) for t in scan.strings), np.int32, len(scan.strings))
-    found = {name: {"sentences": 0, "tokens": 0, "types": 0, "oov": 0} for name in splits.PARTS}
-    seen = {name: np.zeros(len(vocab), dtype=bool) for name in splits.PARTS}
+    found, seen = {}, {name: np.zeros(len(vocab), dtype=bool) for name in splits.PARTS}
     with ExitStack() as stack:
         handles = {name: stack.enter_context(open(scratch[name], "wb")) for name in splits.PARTS}
         for number, name in enumerate(splits.PARTS):
             mine = sentences.part == number
-            length = int(sentences.length[mine].sum() + 2 * np.count_nonzero(mine))
-            header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.int32)), "fortran_order": False}
-            np.lib.format.write_array_header_1_0(handles[name], {**header, "shape": (length,)})
+            count, words = int(np.count_nonzero(mine)), int(sentences.length[mine].sum())
+            found[name] = {"sentences": count, "tokens": words + count, "types": 0, "oov": 0}
+            np.lib.format.write_array_header_1_0(handles[name], {
+                "descr": np.dtype(np.int32).str, "fortran_order": False, "shape": (words + 2 * count,)})
         for a, b in sentences.blocks(step):
             ids = mapping[sentences.tokens(scan, a, b)]
             part, length = sentences.part[a:b], sentences.length[a:b]
@@ -287,11 +271,8 @@ def _write_streams(scan: _Scan, sentences: _Sentences, vocab: Vocab, scratch: di
                 if mine.any():
                     stream = sentence_stream(ids[of_token == number], length[mine])
                     handles[name].write(stream.data)
-                    targets = stream[stream != BOS_ID]
-                    found[name]["sentences"] += int(np.count_nonzero(stream == BOS_ID))
-                    found[name]["tokens"] += len(targets)
-                    found[name]["oov"] += int(np.count_nonzero(targets == UNK_ID))
-                    seen[name][targets] = True
+                    found[name]["oov"] += int(np.count_nonzero(stream == UNK_ID))
+                    seen[name][stream[stream != BOS_ID]] = True
     for name, tally in found.items():
         tally["types"] = int(np.count_nonzero(seen[name]))
         tally["oov_rate"] = tally["oov"] / max(tally["tokens"], 1)

@@ -198,19 +198,12 @@ def read_blocks(source: str, size: int, name: str, errors: str = "strict", polic
         with nullcontext(sys.stdin.buffer) if source == "-" else open(path, "rb") as raw, \
                 gzip.GzipFile(fileobj=raw, mode="rb") if gz else nullcontext(raw) as handle:
             offset = line = 0
-            rest, pending, chunk = b"", [], b"\n"   # pending: reads of a line longer than `size`
-            while chunk:
-                chunk = handle.read(size)
-                nul = chunk.find(b"\x00")
-                if nul >= 0:   # refused now, not after reading an endless binary file
-                    decode(b"".join([rest, *pending, chunk[:nul + 1]]), name, errors, policy,
-                           offset=offset, line=line, decompressed=gz)
-                if chunk and b"\n" not in chunk:   # no line end yet: a long line, read on
-                    pending.append(chunk)
-                    continue
-                data, pending = b"".join([rest, *pending, chunk]), []   # each byte copied once
-                cut = data.rfind(b"\n") + 1 if chunk else len(data)
-                block, rest = data[:cut], data[cut:]
+            while chunk := handle.read(size):
+                parts = [chunk]   # and the rest of its last line; a NUL stops an endless binary file
+                while not parts[-1].endswith(b"\n") and b"\x00" not in parts[-1] and \
+                        (more := handle.readline(size)):
+                    parts.append(more)
+                block = b"".join(parts)
                 text = decode(block, name, errors, policy, offset=offset, line=line, decompressed=gz)
                 offset += len(block)
                 line += block.count(b"\n")
