@@ -399,8 +399,7 @@ def test_generate_prints_each_batch_as_it_is_sampled(here, monkeypatch, capsys):
         calls.append((count, seed, max_length))
         printed.append(capsys.readouterr().out.count("\n"))   # the batch before, already out
         return [np.array([seed, i]) for i in range(count)]
-    monkeypatch.setattr(models, "repository", lambda command: here)
-    monkeypatch.setattr(models, "_tokenizer", lambda data: (Vocab(), None, None))
+    monkeypatch.setattr(models, "_tokenizer", lambda args: (Vocab(), None, None))
     monkeypatch.setattr(models, "load_models", lambda *args: {"gru": argparse.Namespace(kind="causal")})
     monkeypatch.setattr(tasks, "sample", sample)
     args = argparse.Namespace(command="generate", data=here, models=here, model=None, n=35,

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from pipeline.cli import seeds, spread
+from pipeline.cli import seeds
 from pipeline.cli.main import main
 
 from .conftest import ROOT
@@ -25,7 +25,7 @@ def test_summarize_mean_sample_sd_and_mean_half_width():
     rows = [{"test_ppl": 40.0, "ci_low": 38.0, "ci_high": 42.0},     # half-width 2
             {"test_ppl": 42.0, "ci_low": 41.0, "ci_high": 43.0},     # 1
             {"test_ppl": 44.0, "ci_low": None, "ci_high": None}]     # no interval: not averaged
-    summary = spread.summarize(rows)
+    summary = seeds.summarize(rows)
     assert summary["n"] == 3
     assert summary["mean"] == pytest.approx(42.0)
     assert summary["sd"] == pytest.approx(2.0)                       # ddof=1: sqrt(8 / 2)
@@ -34,10 +34,10 @@ def test_summarize_mean_sample_sd_and_mean_half_width():
 
 
 def test_summarize_below_two_seeds_and_without_intervals():
-    assert spread.summarize([]) == {"n": 0, "mean": None, "sd": None, "ci_half_width": None}
-    one = spread.summarize([{"test_ppl": 40.0}])
+    assert seeds.summarize([]) == {"n": 0, "mean": None, "sd": None, "ci_half_width": None}
+    one = seeds.summarize([{"test_ppl": 40.0}])
     assert one == {"n": 1, "mean": 40.0, "sd": None, "ci_half_width": None}
-    two = spread.summarize([{"test_ppl": 40.0}, {"test_ppl": 41.0}])
+    two = seeds.summarize([{"test_ppl": 40.0}, {"test_ppl": 41.0}])
     assert two["sd"] == pytest.approx(0.7071, abs=1e-4) and two["ci_half_width"] is None
 
 
@@ -76,29 +76,29 @@ def test_collect_keeps_the_experiments_that_differ_only_in_the_seed():
                    _entry("wide", 6, 30.0, hidden=32),                   # other params: left out
                    _entry("explicit", 1337, 39.5),                       # the workspace's seed
                    _entry("by-hand", 7, 45.0, state=None))               # `dvc exp run`: counted
-    rows, left_out = spread.collect(shown, "gru")
+    rows, left_out = seeds.collect(shown, "gru")
     assert [(r["seed"], r["experiment"], r["test_ppl"]) for r in rows] == [
         (1, "gru-seed-1", 41.0), (2, "gru-seed-2", 43.0), (7, "by-hand", 45.0),
         (1337, "workspace", 39.0)]                                       # seed 1337 once
     assert rows[0]["ci_low"] == 39.0 and rows[1]["ci_low"] is None
     assert left_out == 1
-    rows, _ = spread.collect(shown, "gru", workspace=False)               # stale workspace
+    rows, _ = seeds.collect(shown, "gru", workspace=False)               # stale workspace
     assert [r["experiment"] for r in rows][-1] == "explicit"
 
 
 def test_collect_without_metrics_or_workspace_entry():
     shown = _shown(_entry("gru-seed-1", 1))
     del shown[0]["data"]["metrics"]["metrics/metrics.json"]                    # never reproduced
-    rows, _ = spread.collect(shown, "gru")
+    rows, _ = seeds.collect(shown, "gru")
     assert [r["experiment"] for r in rows] == ["gru-seed-1"]
     with pytest.raises(ValueError, match="workspace"):
-        spread.collect(shown[1:], "gru")
+        seeds.collect(shown[1:], "gru")
 
 
 def test_render_puts_the_seed_spread_beside_the_bootstrap_interval():
-    rows, left_out = spread.collect(_shown(_entry("gru-seed-1", 1, 41.0, (39.0, 43.0)),
+    rows, left_out = seeds.collect(_shown(_entry("gru-seed-1", 1, 41.0, (39.0, 43.0)),
                                           _entry("gru-seed-2", 2, 43.0)), "gru")
-    text = spread.render("gru", rows, spread.summarize(rows), left_out)
+    text = seeds.render("gru", rows, seeds.summarize(rows), left_out)
     lines = text.splitlines()
     assert lines[0].split() == ["seed", "experiment", "test", "ppl", "95%", "CI"]
     assert lines[1].split() == ["1", "gru-seed-1", "41.00", "39.00–43.00"]
@@ -109,15 +109,15 @@ def test_render_puts_the_seed_spread_beside_the_bootstrap_interval():
 
 
 def test_render_below_two_seeds_says_what_to_run():
-    rows, _ = spread.collect(_shown(), "gru")
-    text = spread.render("gru", rows, spread.summarize(rows))
+    rows, _ = seeds.collect(_shown(), "gru")
+    text = seeds.render("gru", rows, seeds.summarize(rows))
     names(text, "1337", "lmpipe seeds gru --run 5 --jobs 2")
-    text = spread.render("gru", [], spread.summarize([]))
+    text = seeds.render("gru", [], seeds.summarize([]))
     assert text.startswith("gru: ")
     names(text, "lmpipe seeds gru --run 5")
     no_ci = [{"seed": s, "experiment": "x", "objective": "cloze", "test_ppl": p,
               "ci_low": None, "ci_high": None} for s, p in ((1, 40.0), (2, 42.0))]
-    text = spread.render("birnn", no_ci, spread.summarize(no_ci))
+    text = seeds.render("birnn", no_ci, seeds.summarize(no_ci))
     assert text.splitlines()[-1].startswith("birnn: ")
     names(text.splitlines()[-1], "pseudo-ppl", "41.00", "test_ppl_ci_low")
 
@@ -169,7 +169,7 @@ def test_wait_polls_until_nothing_is_queued_or_running(monkeypatch, capsys):
 def test_failed_experiments_end_in_one_error_after_the_report(monkeypatch, capsys):
     _project(monkeypatch)
     monkeypatch.setattr(seeds, "queue", lambda root, kind, seed_range, jobs:
-                        [seeds.experiment_name(kind, s) for s in seed_range])
+                        [f"{kind}-seed-{s}" for s in seed_range])
     monkeypatch.setattr(seeds, "wait", lambda root, names: {names[0]: "Success"})
     monkeypatch.setattr(seeds, "report", lambda root, kind, all_commits=False: "THE REPORT")
     with pytest.raises(SystemExit):

@@ -21,8 +21,7 @@ from pipeline.tracking import retrain as retraining
 
 
 def repository(command: str, needs: tuple[str, ...] = ("params.yaml",), other: str = "") -> Path:
-    """The repository root (the current folder) when it holds `needs`; else ValueError naming
-    `lmpipe COMMAND`, the missing files and the fix (`other`: another way out)."""
+    """The current folder when it holds `needs`; else ValueError naming `lmpipe COMMAND` and them."""
     root = store.repo_root()
     missing = [name for name in needs if not (root / name).exists()]
     if missing:
@@ -31,8 +30,7 @@ def repository(command: str, needs: tuple[str, ...] = ("params.yaml",), other: s
 
 
 def mlflow_server(args) -> None:
-    """Exec `mlflow server` over this repository's store and mlartifacts/, on --host:--port.
-    Raises ValueError for a tracking URI that is a server already or an address it cannot bind."""
+    """Exec `mlflow server` over this repository's store on --host:--port; ValueError if unbindable."""
     root = repository("mlflow-server")
     uri = store.tracking_uri(config.load(root / "params.yaml").mlflow, root)
     if uri.startswith("http"):
@@ -105,8 +103,7 @@ def compare(args) -> None:
     if sets[0] != sets[1]:
         print(f"(not comparable: the test sets differ, {sets[0]} vs {sets[1]}: another corpus, "
               "split, tokenizer or vocabulary)")
-    print()
-    print(table(_diff(a, b), args.markdown))
+    print(f"\n{table(_diff(a, b), args.markdown)}")
 
 
 def _execution(uri: str, experiment: str, run_id: str | None, flag: str):
@@ -158,8 +155,7 @@ def _rows(runs: list) -> list[dict]:
 
 
 def _verdicts(uri: str, parent_id: str) -> list[str]:
-    """The execution's paired verdicts (report/pairs.json) as sentences; [] and one warning on
-    stderr when the artifact is missing or damaged: the table is still worth showing."""
+    """The execution's paired verdicts (report/pairs.json); [] and a warning if missing or damaged."""
     from pipeline.tracking import artifacts  # MLflow's import, once there is a table to show
     path = "report/pairs.json"
     try:

@@ -11,8 +11,7 @@ from pipeline.text.vocab import load_vocab
 
 
 def load_models(models_dir: Path, names: list[str] | None, vocab_size: int):
-    """{name: LanguageModel} of the trained models under models_dir (those `names`, or all).
-    Raises ValueError naming --model or --models when none or not all are there."""
+    """{name: LanguageModel} under models_dir (`names`, or all); ValueError naming --model(s)."""
     from pipeline.evaluation.models import LOADERS, load_model
     found = sorted(models_dir.iterdir()) if models_dir.is_dir() else []
     trained = [p for p in found if any((p / f).is_file() for f in LOADERS)]
@@ -25,13 +24,15 @@ def load_models(models_dir: Path, names: list[str] | None, vocab_size: int):
             for path in trained if not names or path.name in names}
 
 
-def _tokenizer(data: Path):
-    """(vocab, encode(text) -> ids, unknown(text) -> its out-of-vocabulary words) as prepare reads."""
+def _tokenizer(args):
+    """(vocab, encode(text) -> ids, unknown(text) -> its out-of-vocabulary words) as prepare reads,
+    in the repository here (ValueError naming `lmpipe COMMAND` elsewhere) from --data."""
+    repository(args.command)
     from pipeline.evaluation.models import codec
     params = config.load()
-    if not (data / "vocab.json").exists() and not data.is_dir():
-        raise ValueError(f"--data {str(data)!r}: no such folder; `make repro` first")
-    vocab = load_vocab(data)
+    if not (args.data / "vocab.json").exists() and not args.data.is_dir():
+        raise ValueError(f"--data {str(args.data)!r}: no such folder; `make repro` first")
+    vocab = load_vocab(args.data)
     return vocab, *codec(vocab, params.corpus)
 
 
@@ -45,8 +46,7 @@ def score(args) -> None:
     for sentence in args.sentences:
         if sentence.count(tasks.BLANK) > 1:
             raise ValueError(f"SENTENCE {sentence!r} has {sentence.count(tasks.BLANK)} ___; at most one (scored as <unk>)")
-    repository(args.command)
-    vocab, encode, unknown = _tokenizer(args.data)
+    vocab, encode, unknown = _tokenizer(args)
     models = load_models(args.models, args.model, len(vocab))
     sentences = [tasks.encode_probe_text(s, encode)[0] for s in args.sentences]
     for name, model in models.items():
@@ -64,14 +64,11 @@ def fill(args) -> None:
     blanks = args.text.count(tasks.BLANK)
     if blanks != 1:
         raise ValueError(f"TEXT {args.text!r} has {blanks or 'no'} {tasks.BLANK}; mark one word")
-    repository(args.command)
-    vocab, encode, unknown = _tokenizer(args.data)
+    vocab, encode, unknown = _tokenizer(args)
     for option in args.options or []:
         if len(encode(option)) != 1:
             raise ValueError(f"--options {option!r} is {len(encode(option))} tokens; give one each")
-    probe = {"text": args.text, "top": args.k, "open": args.open}
-    if args.options:
-        probe["options"] = args.options
+    probe = {"text": args.text, "top": args.k, "open": args.open, **({"options": args.options} if args.options else {})}
     models = load_models(args.models, args.model, len(vocab))
     context = unknown(args.text.replace(tasks.BLANK, " "))
     if context:
@@ -88,11 +85,9 @@ BATCH = 16   # sentences sampled together (one model step each per token), print
 
 
 def generate(args) -> None:
-    """--n sentences from each causal model, printed BATCH at a time as sampled (memory bounded);
-    batch k is drawn with seed --seed + k * BATCH."""
-    repository(args.command)
+    """--n sentences from each causal model, BATCH at a time (batch k: seed --seed + k * BATCH)."""
+    vocab, _, _ = _tokenizer(args)
     from pipeline.evaluation import tasks
-    vocab, _, _ = _tokenizer(args.data)
     for name, model in load_models(args.models, args.model, len(vocab)).items():
         if model.kind != "causal":
             print(f"{name}: skipped (bidirectional models do not generate left to right)", flush=True)

@@ -1,19 +1,24 @@
 """`lmpipe seeds KIND [--run N --jobs J]`: one model's test perplexity over training seeds beside
 the bootstrap interval of one run. In: DVC's experiment queue (KIND-seed-K, -S models.KIND.seed=K)
-and `dvc exp show --json`. Out: the report of cli/spread.py. Errors: one-line ValueErrors."""
+and `dvc exp show --json` (DVC 3.x). Out: one row per seed (test ppl, its 95% bootstrap interval),
+the mean ± sample SD over seeds beside the mean half-width of one run's interval. Errors: one-line
+ValueErrors."""
 
 from __future__ import annotations
 
+import copy
 import json
+import statistics
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
 from pipeline import config, files
-from pipeline.cli.experiments import repository
-from pipeline.cli.spread import PARAMS, collect, render, summarize
+from pipeline.cli.experiments import cell, interval, repository, table
 from pipeline.tracking import commands
 
+METRICS = "metrics/metrics.json"   # evaluate's metrics file, as `dvc exp show` names it
+PARAMS = "params.yaml"
 BUSY = ("Queued", "Running")       # DVC's queue states of an unfinished task
 STATES = ("Success", "Running", "Queued", "Failed")   # a name's state: its first among its tasks'
 POLL_S = 10.0                      # between two looks at DVC's queue
@@ -21,8 +26,7 @@ PROGRESS_S = 60.0                  # a progress line at least this often (and on
 
 
 def seeds(args) -> None:
-    """Queue --run seeds (unless None) and wait (unless --no-wait), then print the report. Raises
-    ValueError for the failed experiments after the report of those that finished."""
+    """Queue --run seeds, wait (unless --no-wait), print the report; ValueError naming the failed."""
     kind = args.kind
     given = [f"{flag} {value}".replace(" True", "") for flag, value in (
         ("--jobs", args.jobs), ("--first", args.first), ("--no-wait", args.no_wait or None))
@@ -49,20 +53,14 @@ def seeds(args) -> None:
 
 
 def project_root(kind: str) -> Path:
-    """The DVC project here, whose params.yaml names `kind` under models and dvc.yaml trains it."""
+    """The DVC project here, whose params.yaml names `kind` under models and whose dvc.yaml, read
+    as DVC reads it (ruamel, then dvc.schema), has a stage train. Raises ValueError naming the file."""
+    import voluptuous  # here, as DVC's 0.3 s import below: only `lmpipe seeds` needs them
+    from dvc.schema import COMPILED_MULTI_STAGE_SCHEMA
     root = repository("seeds", (PARAMS, "dvc.yaml", ".dvc"))
     known = config.load(root / PARAMS).models
     if kind not in known:
         raise ValueError(f"KIND {kind!r} is not a model of params.yaml; use {', '.join(known)}")
-    check_pipeline(root, kind)
-    return root
-
-
-def check_pipeline(root: Path, kind: str) -> None:
-    """dvc.yaml as DVC reads it (ruamel, then dvc.schema) with a stage train, before any dvc
-    command: each queued experiment would fail on it. Raises ValueError naming dvc.yaml."""
-    import voluptuous  # here, as DVC's 0.3 s import below: only `lmpipe seeds` needs them
-    from dvc.schema import COMPILED_MULTI_STAGE_SCHEMA
     path = files.relative(root / "dvc.yaml")
     restore = f"`git checkout {path}` restores the committed one"
     try:
@@ -71,16 +69,13 @@ def check_pipeline(root: Path, kind: str) -> None:
         raise ValueError(f"{path}: DVC cannot read it ({error}); {restore}") from None
     if "train" not in stages:
         raise ValueError(f"{path}: empty, or no stage train for train@{kind}; {restore}")
-
-
-def experiment_name(kind: str, seed: int) -> str:
-    return f"{kind}-seed-{seed}"
+    return root
 
 
 def queue(root: Path, kind: str, seed_range: range, jobs: int) -> list[str]:
     """Queue one experiment per seed and start `jobs` workers; returns the names. Refuses names
     the HEAD commit's experiments hold before queueing any."""
-    names = [experiment_name(kind, seed) for seed in seed_range]
+    names = [f"{kind}-seed-{seed}" for seed in seed_range]
     shown = _exp_show(root)   # queued, running or finished: HEAD's experiments
     taken = [name for name in names if name in {experiment.get("name") for baseline in shown[1:]
                                                 for experiment in baseline.get("experiments") or []}]
@@ -152,8 +147,7 @@ def _some(paths: list[str], shown: int = 3) -> str:
 
 
 def wait(root: Path, names: list[str]) -> dict[str, str]:
-    """{name: final status} once no task is Queued or Running, printing progress on a change and
-    every PROGRESS_S. Ctrl-C stops the waiting only (SystemExit), not the experiments."""
+    """{name: final status} once nothing is Queued or Running; Ctrl-C: SystemExit, the runs go on."""
     start = last_print = time.monotonic()
     shown = None
     try:
@@ -184,8 +178,7 @@ def queue_tasks(root: Path) -> list[tuple[str | None, str]]:
 
 
 def report(root: Path, kind: str, all_commits: bool = False) -> str:
-    """The seed report of `kind` over HEAD's experiments (or every commit's), and the workspace's
-    own metrics when they are up to date."""
+    """The seed report of `kind`: HEAD's (or every commit's) experiments and an up-to-date workspace."""
     shown = _exp_show(root, all_commits)
     current = _up_to_date(root)
     rows, left_out = collect(shown, kind, workspace=current)
@@ -205,3 +198,94 @@ def _up_to_date(root: Path) -> bool:
 def _exp_show(root: Path, all_commits: bool = False) -> list[dict]:
     return json.loads(commands.run(root, "dvc", "exp", "show", "--json",
                                    *(["-A"] if all_commits else [])))
+
+
+def collect(shown: list[dict], kind: str, workspace: bool = True) -> tuple[list[dict], int]:
+    """(rows sorted by seed, finished experiments left out for other params). Kept: the workspace
+    (if `workspace`) and each finished experiment whose params differ from its only in
+    models.KIND.seed, the first of a seed; a row: seed, experiment, objective, test_ppl, ci_*."""
+    first = shown[0] if shown and shown[0].get("rev") == "workspace" else {}
+    if not isinstance(first.get("data"), dict):   # no workspace entry, or dvc.yaml/params.yaml unreadable
+        why = (first.get("error") or {}).get("msg") or "no entry; commit once in a DVC repository"
+        raise ValueError(f"`dvc exp show` cannot read the workspace ({why}); see `dvc status`")
+    _, reference = _seeded(first["data"], kind)
+    rows, seen, left_out = [], set(), 0
+    candidates = [("workspace", first["data"])] if workspace else []
+    for baseline in shown[1:]:
+        for experiment in baseline.get("experiments") or []:
+            executor = experiment.get("executor") or {}
+            if executor.get("state", "success") != "success":
+                continue          # queued, running or failed: nothing to count yet
+            for rev in experiment.get("revs") or []:
+                if rev.get("error") is None and rev.get("data"):
+                    candidates.append((rev.get("name") or rev["rev"][:7], rev["data"]))
+    for name, data in candidates:
+        seed, params = _seeded(data, kind)
+        if name != "workspace" and params != reference:
+            left_out += 1
+            continue
+        metrics = ((data.get("metrics") or {}).get(METRICS) or {}).get("data") or {}
+        values = metrics.get(kind) or {}
+        if values.get("test_ppl") is None:
+            continue
+        if seed in seen:
+            continue
+        seen.add(seed)
+        rows.append({"seed": seed, "experiment": name, "objective": values.get("objective"),
+                     "test_ppl": values["test_ppl"], "ci_low": values.get("test_ppl_ci_low"),
+                     "ci_high": values.get("test_ppl_ci_high")})
+    return sorted(rows, key=lambda row: row["seed"]), left_out
+
+
+def _seeded(data: dict, kind: str) -> tuple[int | None, dict]:
+    """(the training seed of `kind`: models.KIND.seed, or the top-level seed when null; the params
+    of every file without models.KIND.seed)."""
+    params = {path: copy.deepcopy((entry or {}).get("data")) for path, entry in (data.get("params") or {}).items()}
+    values = params.get(PARAMS) or {}
+    own = (values.get("models") or {}).get(kind)
+    seed = own.pop("seed", None) if isinstance(own, dict) else None
+    return values.get("seed") if seed is None else seed, params
+
+
+def summarize(rows: list[dict]) -> dict:
+    """{n, mean, sd (ddof=1), ci_half_width (mean over rows with both ends)}; None where too few."""
+    values = [row["test_ppl"] for row in rows]
+    widths = [(row["ci_high"] - row["ci_low"]) / 2 for row in rows
+              if row.get("ci_low") is not None and row.get("ci_high") is not None]
+    return {"n": len(values),
+            "mean": statistics.fmean(values) if values else None,
+            "sd": statistics.stdev(values) if len(values) >= 2 else None,
+            "ci_half_width": statistics.fmean(widths) if widths else None}
+
+
+def render(kind: str, rows: list[dict], summary: dict, left_out: int = 0,
+           stale: bool = False) -> str:
+    """The table, a line per thing left out, and the summary line (below two seeds: what to run)."""
+    lines = []
+    if rows:
+        lines.append(table([{"seed": row["seed"], "experiment": row["experiment"],
+                              "test ppl": row["test_ppl"],
+                              "95% CI": interval(row["ci_low"], row["ci_high"], "–") or "-"}
+                             for row in rows], markdown=False))
+    if left_out:
+        lines.append(f"({left_out} finished experiment(s) differ in more than "
+                     f"models.{kind}.seed and are left out)")
+    if stale:
+        lines.append("(the workspace's own metrics are left out: `dvc status` finds stages to "
+                     "rerun, so they are not those of its params and code; dvc repro counts them)")
+    what = "test pseudo-ppl (cloze)" if any(r["objective"] == "cloze" for r in rows) else "test ppl"
+    n = summary["n"]
+    if n < 2:
+        have = f"only 1 seed ({rows[0]['seed']})" if n == 1 else \
+            f"no finished experiment with the workspace's params (nor workspace metrics) for {kind}"
+        lines.append(f"{kind}: {have}; a spread needs at least 2 seeds: "
+                     f"lmpipe seeds {kind} --run 5 --jobs 2 (experiments queued from an earlier "
+                     f"commit: lmpipe seeds {kind} --all-commits)")
+        return "\n".join(lines)
+    width = summary["ci_half_width"]
+    one_run = (f"the bootstrap 95% interval of one run is ±{cell(width)} on average (half-width)"
+               if width is not None else "no bootstrap interval in metrics.json "
+               "(test_ppl_ci_low/high) to set it against")
+    lines.append(f"{kind}: {what} mean {cell(summary['mean'])} ± SD {cell(summary['sd'])} over "
+                 f"{n} seeds (sample standard deviation); {one_run}")
+    return "\n".join(lines)
