@@ -156,27 +156,6 @@ def test_unseen_word_gets_uniform_share_only(toy_vocab):
     assert math.isfinite(lm.log10_prob[0][0])
 
 
-def test_add_k_smooths_and_normalises(toy_vocab, toy_stream):
-    counts = counting.count(toy_stream, len(toy_vocab), 2)
-    test = toy_vocab.stream([["the", "cat", "sat"]])
-    k = 0.5
-    probs = kneser_ney.mle_probs(counts, test, 2, k=k)
-    size = len(toy_vocab) - 1
-    np.testing.assert_allclose(probs, [(3 + k) / (4 + k * size), (2 + k) / (6 + k * size),
-                                       (1 + k) / (2 + k * size), (1 + k) / (3 + k * size)])
-    # every add-k distribution over the vocabulary (without <s>) sums to one
-    index = toy_vocab.index
-    for context in ("the", "log", "<s>"):
-        total = 0.0
-        for word in toy_vocab.tokens:
-            if word == "<s>":
-                continue
-            sentence = [] if context == "<s>" else [context]
-            stream = toy_vocab.stream([sentence + ([] if word == "</s>" else [word])])
-            total += kneser_ney.mle_probs(counts, stream, 2, k=k)[len(sentence)]
-        assert total == pytest.approx(1.0), (context, index[context])
-
-
 @pytest.mark.skipif(not REFERENCE.is_dir(), reason="shared/reference/kenlm not available")
 @pytest.mark.parametrize("order", [3, 5])
 def test_cli_build_and_query_match_kenlm(tmp_path, order, capsys):

@@ -29,12 +29,6 @@ class NgramCounts:
     def order(self) -> int:
         return len(self.keys)
 
-    def context_ids(self, n: int) -> np.ndarray:
-        """The context id of each order-n n-gram (order 1: zeros)."""
-        if n == 1:
-            return np.zeros(self.vocab_size, dtype=np.int64)
-        return self.keys[n - 1] // self.vocab_size
-
     def words(self, n: int, start: int = 0, stop: int | None = None) -> np.ndarray:
         """(rows, n) word ids of the order-n n-grams start..stop: a slice's prefix ids are a
         contiguous range of the order below, read as one slice (keys may be on disk)."""
@@ -54,10 +48,6 @@ class NgramCounts:
         """The counts of orders 1..order, the highest one's adjusted counts its raw counts."""
         return NgramCounts(self.vocab_size, self.keys[:order], self.counts[:order],
                            [*self.adjusted[:order - 1], self.counts[order - 1]], self.suffix[:order])
-
-    def num_ngrams(self) -> list[int]:
-        """Stored n-grams per order (order 1 counts the whole vocabulary)."""
-        return [len(k) for k in self.keys]
 
 
 def positions_left(stream: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,5 +1,5 @@
 """N-gram estimators. In: NgramCounts (arrays, or Columns out of core). Out: an NGramLM (log10 p and
-log10 backoff per stored n-gram, the ARPA representation), MLE / add-k probabilities, the log10 p
+log10 backoff per stored n-gram, the ARPA representation), MLE probabilities, the log10 p
 of a stream's targets. Interpolated modified Kneser-Ney (Chen & Goodman 1998, eq. 26) as lmplz
 estimates it: p(w | c) = u(w | c) + γ(c) p(w | c[1:]), p(w) = u(w) + γ / |V|, |V| without `<s>`,
 p(`<s>`) = 0. Errors: DiscountError naming the fix; SpillError. docs/internals.md."""
@@ -272,22 +272,20 @@ def interpolate(adjusted: np.ndarray, d: tuple[float, float, float], context: np
     return prob, gamma
 
 
-def mle_probs(counts: NgramCounts, stream: np.ndarray, n: int, k: float = 0.0) -> np.ndarray:
+def mle_probs(counts: NgramCounts, stream: np.ndarray, n: int) -> np.ndarray:
     """MLE p(w | c) = count(c w) / count(c ·) of order n (a shorter c at a sentence start; 0 when
-    unseen) for every non-`<s>` token of `stream`; k > 0: add-k, (count(c w) + k) / (count(c ·)
-    + k |V|), |V| without `<s>`."""
+    unseen) for every non-`<s>` token of `stream`."""
     ids, offset, targets = lookup_all(stream, counts.keys, counts.vocab_size)
     used = np.minimum(n, offset[targets] + 1)        # shorter history at the sentence start
     prob = np.zeros(len(targets))
-    size = counts.vocab_size - 1
     for m in range(2, n + 1):
         rows = np.flatnonzero(used == m)
         start = targets[rows] - m + 1
         gram = ids[m - 1][start]
         context = ids[m - 2][start]
-        context_total = np.bincount(counts.context_ids(m), counts.counts[m - 1],
+        context_total = np.bincount(counts.keys[m - 1] // counts.vocab_size, counts.counts[m - 1],
                                     minlength=len(counts.keys[m - 2]))
-        numerator = np.where(gram >= 0, counts.counts[m - 1][np.maximum(gram, 0)], 0) + k
-        denominator = np.where(context >= 0, context_total[np.maximum(context, 0)], 0) + k * size
+        numerator = np.where(gram >= 0, counts.counts[m - 1][np.maximum(gram, 0)], 0)
+        denominator = np.where(context >= 0, context_total[np.maximum(context, 0)], 0)
         prob[rows] = np.divide(numerator, denominator, out=np.zeros(len(rows)), where=denominator > 0)
     return prob

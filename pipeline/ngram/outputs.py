@@ -29,7 +29,7 @@ def write(source, tokens: tuple[str, ...], out: Path, order: int, counted: int, 
         step = max(memory // 256, 4096)
         with files.staged_dir(out) as scratch:
             save_npz(scratch / "model.npz", npz_arrays(model), step)
-            sizes = counts.num_ngrams()   # per order N: its n-grams, entries and bytes of an order-N model
+            sizes = [len(k) for k in counts.keys]   # per order N: its n-grams, entries and bytes of an order-N model
             rows = [{"order": n, "ngrams": size, "model_entries": total,
                      "model_bytes": total * kneser_ney.BYTES_PER_NGRAM}
                     for n, (size, total) in enumerate(zip(sizes, accumulate(sizes), strict=True), start=1)]
@@ -80,8 +80,9 @@ def write_counts(path: str | Path, counts, tokens: tuple[str, ...], rows: int | 
         return pa.table({"order": np.full(hi - lo, n, dtype=np.int64), "ngram": text,
                          "key": counts.keys[n - 1][lo:hi], "count": counts.counts[n - 1][lo:hi],
                          "adjusted": counts.adjusted[n - 1][lo:hi], "suffix": suffix}, schema=schema)
-    step = rows or max(counts.num_ngrams())
-    slices = (table(n, lo, min(lo + step, size)) for n, size in enumerate(counts.num_ngrams(), 1)
+    sizes = [len(k) for k in counts.keys]
+    step = rows or max(sizes)
+    slices = (table(n, lo, min(lo + step, size)) for n, size in enumerate(sizes, 1)
               for lo in range(0, size, step))
     with pq.ParquetWriter(path, schema) as writer:
         for part in slices if rows else [pa.concat_tables(slices)]:
