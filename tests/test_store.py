@@ -152,7 +152,7 @@ def test_readers_and_a_writer_do_not_wait_for_each_other(fresh):
         assert reader.execute("SELECT last_update_time FROM experiments WHERE name = ?",
                               (EXPERIMENT,)).fetchone()[0] == 1     # its snapshot
         reader.execute("COMMIT")
-    assert run_search.pipeline_runs(uri, EXPERIMENT) == []   # read-only SQL on a WAL store
+    assert run_search.pipeline_runs(uri, EXPERIMENT) == []   # a reader of a WAL store
 
 
 WORKERS, RUNS = 4, 6

@@ -109,13 +109,12 @@ def _apart(tagged, now) -> bool:
 
 def check_store(tracking_uri: str, experiment: str, timeout: float = 10.0, *,
                 source: str | None = None, writable: bool = True) -> None:
-    """store.check_uri, then `experiment` is not deleted (a reader's sqlite store is judged by
-    run_search's SQL: MLflow would write to it). Raises StateError."""
+    """store.check_uri, then `experiment` is not deleted (a reader switches nothing to WAL).
+    Raises StateError."""
     store.check_uri(tracking_uri, source=source, timeout=timeout, writable=writable)
     if not (verbose() or debug()):   # MLflow logs each SQLAlchemy error's traceback before raising
         logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
-    if writable or store.database(tracking_uri) is None:
-        active_experiment(store.prepare(tracking_uri), experiment)
+    active_experiment(store.prepare(tracking_uri) if writable else tracking_uri, experiment)
 
 
 def active_run(tracking_uri: str, run_id: str | None):

@@ -1,15 +1,11 @@
 """Finding experiments, pipeline executions and their model runs. In: a tracking URI and an
 experiment name. Out: runs with `.info` (run_id, run_name, start_time (ms), status,
-experiment_id) and `.data` (tags, metrics: the latest value of each). An embedded store is read
-with read-only SQL over MLflow's tables (no MLflow import); a server, or another MLflow schema,
-through MlflowClient.search_runs."""
+experiment_id) and `.data` (tags, metrics: the latest value of each), from
+MlflowClient.search_runs; a missing sqlite store is refused (ValueError), never created."""
 
 from __future__ import annotations
 
 import json
-import sqlite3
-from pathlib import Path
-from types import SimpleNamespace
 from urllib.parse import quote
 
 from pipeline.errors import StateError
@@ -32,40 +28,36 @@ def model_runs(tracking_uri: str, experiment: str, parent_id: str) -> list:
 
 def _runs(tracking_uri: str, experiment: str, tag: str, value: str, finished: bool, limit: int,
           newest_first: bool) -> list:
-    """The runs of `experiment` tagged `tag`=`value`: SQL over an embedded store, else (or for
-    another MLflow schema) client_runs. ValueError: no such experiment; StateError: deleted."""
-    db = _database(tracking_uri)
-    if db is not None:
-        try:
-            return _read_runs(db, experiment, tag, value, finished, limit, newest_first)
-        except sqlite3.OperationalError:   # no such table or column: the client's search below
-            pass
-    return client_runs(tracking_uri, experiment, tag, value, finished, limit, newest_first)
+    """The runs of `experiment` tagged `tag`=`value` (mlflow.entities.Run). ValueError: no such
+    store or experiment; StateError: the experiment was deleted."""
+    path = store.database(tracking_uri)
+    if tracking_uri.startswith(store.PREFIX) and not (path and path.is_file()):
+        raise ValueError(f"no MLflow store at {path or tracking_uri}; `make repro`, or --tracking-uri")
+    found = active_experiment(tracking_uri, experiment)
+    if found is None:
+        raise ValueError(f"no MLflow experiment {experiment!r} at {tracking_uri}; run `make repro` first")
+    status = " and attributes.status = 'FINISHED'" if finished else ""
+    return _client(tracking_uri).search_runs(
+        [found.experiment_id], f"tags.`{tag}` = '{value}'{status}", max_results=limit,
+        order_by=[f"attributes.start_time {'DESC' if newest_first else 'ASC'}"])
 
 
 def _client(tracking_uri: str):
-    from mlflow.tracking import MlflowClient  # here: MLflow's 2 s import, not for SQL answers
+    from mlflow.tracking import MlflowClient  # here: MLflow's 2 s import, not at lmpipe's start
     return MlflowClient(tracking_uri)
 
 
 def active_experiment(tracking_uri: str, experiment: str):
-    """The experiment named `experiment`, None if there is none; StateError if it was deleted."""
+    """The experiment named `experiment`, None if there is none; StateError if it was deleted (a
+    soft delete: its name stays taken)."""
     found = _client(tracking_uri).get_experiment_by_name(experiment)
-    if found is not None:
-        _experiment_id(tracking_uri, experiment, (found.experiment_id, found.lifecycle_stage))
+    if found is not None and found.lifecycle_stage != "active":
+        restore = (f"MLFLOW_TRACKING_URI={tracking_uri} mlflow experiments restore --experiment-id "
+                   f"{found.experiment_id}")
+        raise StateError(f"MLflow experiment {experiment!r} (id {found.experiment_id}) at "
+                         f"{tracking_uri} was deleted; restore it (`{restore}`), or set "
+                         "mlflow.experiment to a new one")
     return found
-
-
-def client_runs(tracking_uri: str, experiment: str, tag: str, value: str, finished: bool,
-                limit: int, newest_first: bool) -> list:
-    """_runs through MlflowClient.search_runs (mlflow.entities.Run)."""
-    found = _client(tracking_uri).get_experiment_by_name(experiment)
-    experiment_id = _experiment_id(tracking_uri, experiment,
-                                   found and (found.experiment_id, found.lifecycle_stage))
-    status = " and attributes.status = 'FINISHED'" if finished else ""
-    return _client(tracking_uri).search_runs(
-        [experiment_id], f"tags.`{tag}` = '{value}'{status}", max_results=limit,
-        order_by=[f"attributes.start_time {'DESC' if newest_first else 'ASC'}"])
 
 
 def pipeline_run(tracking_uri: str, experiment: str, run_id: str | None = None):
@@ -89,54 +81,3 @@ def ui_links(base: str, experiment_id: str, parent_id: str, model_run_ids: list[
             "compare models": f"{base}/#/compare-runs?runs={compare}&experiments="
                               f"{quote(json.dumps([experiment_id]))}",
             "report": f"{runs}/{parent_id}/artifacts/report/comparison.md"}
-
-
-def _database(tracking_uri: str) -> Path | None:
-    """The file of an embedded store, None for others; ValueError when it does not exist."""
-    if not tracking_uri.startswith(store.PREFIX):
-        return None
-    path = store.database(tracking_uri)
-    if path is None or not path.is_file():
-        raise ValueError(f"no MLflow store at {path or tracking_uri}; `make repro`, or --tracking-uri")
-    return path
-
-
-def _experiment_id(tracking_uri: str, experiment: str, found: tuple | None) -> str:
-    """The id of `experiment` from `found` ((id, lifecycle stage) or None). Raises ValueError when
-    there is none, StateError when it was deleted (a soft delete: its name stays taken)."""
-    if found is None:
-        raise ValueError(f"no MLflow experiment {experiment!r} at {tracking_uri}; run `make repro` first")
-    restore = f"MLFLOW_TRACKING_URI={tracking_uri} mlflow experiments restore --experiment-id {found[0]}"
-    if found[1] != "active":
-        raise StateError(f"MLflow experiment {experiment!r} (id {found[0]}) at {tracking_uri} was "
-                         f"deleted; restore it (`{restore}`), or set mlflow.experiment to a new one")
-    return str(found[0])
-
-
-def _read_runs(db: Path, experiment: str, tag: str, value: str, finished: bool, limit: int,
-               newest_first: bool) -> list:
-    with sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True) as con:
-        experiment_id = _experiment_id(f"sqlite:///{db}", experiment, con.execute(
-            "select experiment_id, lifecycle_stage from experiments where name = ?",
-            (experiment,)).fetchone())
-        status = " and r.status = 'FINISHED'" if finished else ""
-        rows = con.execute(
-            "select r.run_uuid, r.name, r.start_time, r.status, r.experiment_id from runs r "
-            "join tags t on t.run_uuid = r.run_uuid and t.key = ? and t.value = ? "
-            f"where r.experiment_id = ? and r.lifecycle_stage = 'active'{status} "
-            f"order by r.start_time {'desc' if newest_first else 'asc'} limit ?",
-            (tag, value, experiment_id, limit)).fetchall()
-        ids = [row[0] for row in rows]
-        marks = ",".join("?" * len(ids))
-        tags, metrics = {i: {} for i in ids}, {i: {} for i in ids}
-        for run, key, val in con.execute(f"select run_uuid, key, value from tags where run_uuid "
-                                         f"in ({marks})", ids):
-            tags[run][key] = val
-        for run, key, val, nan in con.execute(f"select run_uuid, key, value, is_nan from "
-                                              f"latest_metrics where run_uuid in ({marks})", ids):
-            metrics[run][key] = float("nan") if nan else val   # MLflow stores NaN as 0 + is_nan
-    return [SimpleNamespace(
-        info=SimpleNamespace(run_id=i, run_name=name, start_time=start, status=state,
-                             experiment_id=str(experiment_id)),
-        data=SimpleNamespace(tags=tags[i], metrics=metrics[i]))
-        for (i, name, start, state, experiment_id) in rows]
