@@ -58,8 +58,7 @@ def _chain(error: BaseException) -> list[BaseException]:
 
 
 def _tracking_failure(error: BaseException) -> str | None:
-    """The line for an MLflow store that does not answer, stays locked, cannot be written or is
-    damaged, by the types along `error`'s chain; else None."""
+    """The line for an MLflow store that does not answer, stays locked, is read-only or damaged; else None."""
     uri = os.environ.get("MLFLOW_TRACKING_URI", "")
     # a library not imported raised nothing: none is imported here
     requests, urllib3, sqlite3 = map(sys.modules.get, ("requests", "urllib3", "sqlite3"))
@@ -148,12 +147,22 @@ class ParamsError(ValueError):
 EXPECTED = {"bool_type": "true or false", "int_type": "a whole number", "float_type": "a number",
             "string_type": "a string", "tuple_type": "a list of whole numbers, e.g. [2000, 10000]"}
 RANGES = ("greater_than", "greater_than_equal", "less_than", "less_than_equal")
+SAYS = {   # pydantic's error type -> the line (other types: "has the wrong type; expected {msg}")
+    **{kind: f"{{key}}={{value!r}} has the wrong type; expected {what}" for kind, what in EXPECTED.items()},
+    "model_type": "{key} must be a mapping of keys to values, got {value!r}",
+    "dict_type": "{key} must be a mapping of keys to values, got {value!r}",
+    "too_short": "{key} must {info.description}",
+    "literal_error": "{key}={value!r} is not allowed; use one of {allowed}",
+    **dict.fromkeys(RANGES, "{key}={value!r} is out of range; {bounds}"),
+    "string_pattern_mismatch": "{key}={value!r} is not allowed; {info.description}",
+    "value_error": "{key}={value!r}: {ctx[error]}",   # a field validator's (or parse_size's)
+    "finite_number": "{key}={value!r} is not a finite number; give a real value",
+}
 
 
 def _range(metadata: list) -> str:
     """`use 1..6`, `use a value in [0, 1)` or `it must be >= 1`: what a field's bounds allow."""
-    low = next((m for m in metadata if isinstance(m, Ge | Gt)), None)
-    high = next((m for m in metadata if isinstance(m, Le | Lt)), None)
+    low, high = (next((m for m in metadata if isinstance(m, kinds)), None) for kinds in (Ge | Gt, Le | Lt))
     lo, hi = (getattr(m, type(m).__name__.lower(), None) for m in (low, high))
     if low is None or high is None:
         bound = low or high
@@ -190,24 +199,11 @@ def problem(error: ValidationError, schema: type[BaseModel], raw: Any) -> str:
         hint = f"; did you mean {'.'.join([*where, close[0]])}?" if close else ""
         return (f"unknown {'key ' + key if where else f'top-level key {field!r}'}{hint} "
                 f"(allowed: {', '.join(model.model_fields)})")
-    if kind in ("model_type", "dict_type"):
-        return f"{key} must be a mapping of keys to values, got {value!r}"
-    if kind == "too_short":
-        return f"{key} must {info.description}"
-    if kind == "literal_error":
-        allowed = ", ".join(map(str, typing.get_args(info.annotation)))
-        return f"{key}={value!r} is not allowed; use one of {allowed}"
-    if kind in RANGES:
-        return f"{key}={value!r} is out of range; {_range(info.metadata)}"
-    if kind == "string_pattern_mismatch":
-        return f"{key}={value!r} is not allowed; {info.description}"
-    if kind == "value_error":   # a field validator's (or parse_size's) ValueError
-        return f"{key}={value!r}: {first['ctx']['error']}"
-    if kind == "finite_number":
-        return f"{key}={value!r} is not a finite number; give a real value"
-    listed = typing.get_origin(info.annotation) is tuple
-    return (f"{key}={value!r} has the wrong type; expected "
-            f"{EXPECTED['tuple_type' if listed else kind] if listed or kind in EXPECTED else first['msg']}")
+    annotation = getattr(info, "annotation", None)
+    kind = "tuple_type" if typing.get_origin(annotation) is tuple else kind   # a list: its type
+    return SAYS.get(kind, "{key}={value!r} has the wrong type; expected {msg}").format(
+        key=key, value=value, info=info, ctx=first.get("ctx"), msg=first["msg"],
+        allowed=", ".join(map(str, typing.get_args(annotation))), bounds=kind in RANGES and _range(info.metadata))
 
 
 def as_written(value: Any) -> str:

@@ -12,7 +12,7 @@ import shutil
 import tempfile
 import zipfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,16 +60,12 @@ def write_text(path: str | Path, text: str) -> None:
         scratch.write_text(text, encoding="utf-8")
 
 
-def restore_hint(folder: str | Path) -> str:
-    return (f"restore it with `dvc checkout {folder}` (DVC's cached copy) or rebuild it with "
-            "`dvc repro`")
-
-
 def damaged(path: str | Path, why: str, folder: str | Path | None = None,
             fix: str | None = None) -> StateError:
-    """StateError "<path>: <why>; <fix>" (fix: restore_hint(folder or the parent)); .problem lacks the fix."""
+    """StateError "<path>: <why>; <fix>" (default: restore `folder`, or the parent); .problem lacks the fix."""
     path = Path(path)
-    fix = fix or restore_hint(folder if folder is not None else path.parent)
+    fix = fix or (f"restore it with `dvc checkout {path.parent if folder is None else folder}` "
+                  "(DVC's cached copy) or rebuild it with `dvc repro`")
     error = StateError(f"{path}: {why}; {fix}")
     error.problem = f"{path}: {why}"
     return error
@@ -117,31 +113,24 @@ def load_array(path: str | Path, folder: str | Path | None = None, mmap_mode: st
                  folder, kind=np.ndarray)
 
 
-def _arrays(path: Path) -> dict:
-    with np.load(path, allow_pickle=False) as found:
-        return {name: found[name] for name in found.files}
-
-
 def load_arrays(path: str | Path, folder: str | Path | None = None,
                 required: tuple[str, ...] = ()) -> dict:
-    return _load(path, ".npz archive", _arrays, folder, required=required)
+    return _load(path, ".npz archive", lambda path: dict(np.load(path, allow_pickle=False)), folder,
+                 required=required)
 
 
 def load_checkpoint(path: str | Path, folder: str | Path | None = None,
                     required: tuple[str, ...] = ()) -> dict:
     import torch
-
-    def read(path: Path) -> dict:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    # truncated zip, a foreign pickle, EOF: torch raises many kinds
-    return _load(path, "torch checkpoint", read, folder, required=required, errors=Exception)
+    return _load(path, "torch checkpoint", lambda path: torch.load(path, map_location="cpu", weights_only=True),
+                 folder, required=required, errors=Exception)   # torch raises many kinds
 
 
 class SpillError(OSError):
     """The spill folder cannot be written or read: the folder, what happened, the fix."""
 
 
-class Spill:
+class Spill(AbstractContextManager):
     """A private folder `prefix`XXXX under `parent` (default: the system's temporary folder) for
     out-of-core columns, removed on close."""
 
@@ -155,9 +144,6 @@ class Spill:
 
     def close(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
-
-    def __enter__(self) -> Spill:
-        return self
 
     def __exit__(self, *_) -> None:
         self.close()
@@ -209,14 +195,14 @@ class Column:
     def __len__(self) -> int:
         return self.length
 
+    def _mapped(self) -> np.memmap:
+        return np.memmap(self.path, dtype=self.dtype, mode="r", shape=(self.length,))
+
     def take(self, rows: np.ndarray) -> np.ndarray:
         if not len(rows):
             return np.empty(0, dtype=self.dtype)
         with spilling(self.spill.path):
-            mapped = np.memmap(self.path, dtype=self.dtype, mode="r", shape=(self.length,))
-            values = np.array(mapped[rows])
-            del mapped
-        return values
+            return np.array(self._mapped()[rows])
 
     def __getitem__(self, rows: slice) -> np.ndarray:
         start, stop, _ = rows.indices(self.length)   # contiguous slices, as arpa.write takes
@@ -227,10 +213,7 @@ class Column:
         if self.length == 0:
             return np.zeros(len(values), dtype=np.int64)
         with spilling(self.spill.path):
-            mapped = np.memmap(self.path, dtype=self.dtype, mode="r", shape=(self.length,))
-            found = np.searchsorted(mapped, values)
-            del mapped
-        return found
+            return np.searchsorted(self._mapped(), values)
 
     def remove(self) -> None:
         with spilling(self.spill.path):
@@ -270,8 +253,7 @@ def parse_size(text: str | int, default_unit: str = "K") -> int:
     M, G, T (powers of 1024) or % (of physical memory). ValueError below 1 MiB or unreadable."""
     text = str(text).strip()
     units = {"b": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-    suffix = text[-1:] if text[-1:] in (*units, "%") else default_unit
-    number = text[:-1] if text[-1:] in (*units, "%") else text
+    number, suffix = (text[:-1], text[-1]) if text[-1:] in (*units, "%") else (text, default_unit)
     try:
         value = float(number)
     except ValueError:

@@ -31,8 +31,7 @@ def run_stage(main, argv: list[str]) -> int:
         return 143 if received else 130
     finally:
         signal.signal(signal.SIGTERM, previous)
-    if status:
-        return status
-    elapsed = time.perf_counter() - started
-    print(f"lmpipe: stage {Path(sys.argv[0]).stem} {' '.join(argv)} done in {elapsed:.1f}s", flush=True)
-    return 0
+    if not status:
+        print(f"lmpipe: stage {Path(sys.argv[0]).stem} {' '.join(argv)} done in "
+              f"{time.perf_counter() - started:.1f}s", flush=True)
+    return status

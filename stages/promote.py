@@ -1,8 +1,6 @@
-"""Stage promote: metrics/metrics.json + metrics/registry.json (versions registered by evaluate)
--> the champion aliases of lmpipe-<kind>, moved only for a better model of the same test set
-(pipeline/tracking/promotion.py); metrics/promotion.json and promotion.md say what happened
-and why (pipeline/tracking/decisions.py).
-Usage: python -m stages.promote metrics"""
+"""Stage promote: metrics/metrics.json + registry.json -> the champion aliases of lmpipe-<kind>,
+moved only for a better model of the same test set; metrics/promotion.json and promotion.md say
+why (pipeline/tracking/decisions.py). Usage: python -m stages.promote metrics"""
 
 import sys
 from pathlib import Path
