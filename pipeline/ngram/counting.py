@@ -50,6 +50,22 @@ class NgramCounts:
                            [*self.adjusted[:order - 1], self.counts[order - 1]], self.suffix[:order])
 
 
+def cut_ranges(length: int, size: int, last_cut):
+    """Ranges (lo, hi) of about `size` rows of `length`, each cut at `last_cut(lo, hi)`: the last
+    allowed cut in (lo, hi) (lo: none there, so the range grows by `size`)."""
+    lo = 0
+    while lo < length:
+        hi = min(lo + size, length)
+        while hi < length:
+            cut = last_cut(lo, hi)
+            if cut > lo:
+                hi = cut
+                break
+            hi = min(hi + size, length)
+        yield lo, hi
+        lo = hi
+
+
 def positions_left(stream: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(tokens from each position to its sentence's end inclusive, its offset from `<s>`)."""
     starts, ends = sentence_bounds(stream)

@@ -45,20 +45,11 @@ class TokenFile:
 
 def sentence_blocks(tokens: TokenFile, size: int) -> list[tuple[int, int]]:
     """Ranges (start, stop) of about `size` tokens, cut only before a `<s>`."""
-    blocks, start = [], 0
-    while start < tokens.length:
-        stop = start + size
-        while stop < tokens.length:
-            window = tokens.read(max(stop - size, start + 1), stop)
-            heads = np.flatnonzero(window == BOS_ID)
-            if len(heads):
-                stop = max(stop - size, start + 1) + int(heads[-1])
-                break
-            stop += size
-        stop = min(stop, tokens.length)
-        blocks.append((start, stop))
-        start = stop
-    return blocks
+    def last_head(lo: int, hi: int) -> int:
+        at = max(hi - size, lo + 1)   # the rows before were searched already
+        heads = np.flatnonzero(tokens.read(at, hi) == BOS_ID)
+        return at + int(heads[-1]) if len(heads) else lo
+    return list(counting.cut_ranges(tokens.length, size, last_head))
 
 
 def count(tokens: TokenFile, vocab_size: int, order: int, memory: int, spill: Spill,

@@ -12,7 +12,7 @@ from functools import partial
 import numpy as np
 
 from pipeline.files import Column, Spill
-from pipeline.ngram.counting import WORKING_SHARE, NgramCounts, lookup_all
+from pipeline.ngram.counting import WORKING_SHARE, NgramCounts, cut_ranges, lookup_all
 from pipeline.text.vocab import BOS_ID
 
 LMPLZ_FALLBACK = (0.5, 1.0, 1.5)
@@ -211,18 +211,10 @@ def _count_of_counts(column, step: int, n: int) -> list[int]:
 
 def _context_slices(counts: NgramCounts, n: int, step: int):
     """Ranges (lo, hi) of about `step` rows of order n, cut only where the context changes."""
-    size, lo = len(counts.keys[n - 1]), 0
-    while lo < size:
-        hi = min(lo + step, size)
-        while n > 1 and hi < size:
-            context = counts.keys[n - 1][lo:hi] // counts.vocab_size
-            cut = int(np.searchsorted(context, context[-1]))
-            if cut > 0:
-                hi = lo + cut
-                break
-            hi = min(hi + step, size)
-        yield lo, hi
-        lo = hi
+    def last_context(lo: int, hi: int) -> int:
+        context = counts.keys[n - 1][lo:hi] // counts.vocab_size
+        return lo + int(np.searchsorted(context, context[-1]))
+    return cut_ranges(len(counts.keys[n - 1]), step if n > 1 else 1 << 62, last_context)
 
 
 def _joined(parts, block: int = 0):
