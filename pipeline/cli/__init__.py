@@ -1,4 +1,3 @@
-"""The `lmpipe` command. `main` parses every argument; the subcommands live by family: `models`
-(score, fill, generate), `ngram` (build, query, as KenLM's lmplz and query) and `experiments`
-(compare, preset, mlflow-server, retrain). The top of the flow: may import any folder.
-"""
+"""The `lmpipe` command: `main` parses every argument; a module per family of commands (`models`:
+score, fill, generate; `ngram`: build, query; `experiments`: compare, mlflow-server, retrain;
+`presets`; `seeds`). The top of the flow: may import any folder."""

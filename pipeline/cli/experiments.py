@@ -1,5 +1,5 @@
-"""`lmpipe compare`, `preset`, `mlflow-server` and `retrain`: experiments across runs — the MLflow
-store, the presets of configs/presets.yaml, and CI's retraining."""
+"""`lmpipe compare`, `mlflow-server` and `retrain`: experiments across runs — the MLflow store and
+CI's retraining — and the tables the CLI prints."""
 
 from __future__ import annotations
 
@@ -199,8 +199,7 @@ def _executions(uri: str, experiment: str, limit: int) -> list[dict]:
         models = _rows(_model_runs(uri, experiment, run))
         causal = [m for m in models if m["objective"] == "causal" and m["test_ppl"] is not None]
         best = min(causal, key=lambda m: m["test_ppl"], default=None)
-        rows.append({"id": run.info.run_id[:8], "name": run.info.run_name,
-                     "started": _started(run),
+        rows.append({"id": run.info.run_id[:8], "name": run.info.run_name, "started": _started(run),
                      "status": run.info.status, "models": len(models),
                      "test set": run.data.tags.get("test_set", "?"),
                      "best causal test ppl": f"{best['test_ppl']:.2f} {best['model']}" if best else "-"})

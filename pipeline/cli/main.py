@@ -15,21 +15,9 @@ from pipeline import errors, files
 from pipeline.cli import experiments, models, ngram, presets, seeds
 from pipeline.text.tokenizers import TOKENIZERS
 
-USAGE = """`lmpipe` command line: user commands over the models of the last `dvc repro`.
+USAGE = """`lmpipe` command line: user commands over the models of the last `dvc repro`
+(README.md's "Main commands" shows each in use; `lmpipe COMMAND --help`, its arguments).
 
-    lmpipe score "I saw the soccer game" "Saw I the game of soccer"   # rank sentences, every model
-    lmpipe score --model gru "..."                                     # one model
-    lmpipe fill "they ___ everywhere ." --k 5                          # top fills, every model
-    lmpipe generate --model gru --n 5 --temperature 0.8                # sampled sentences
-    lmpipe compare [--run ID] [--markdown]       # the comparison table of the newest execution
-    lmpipe compare --list                        # the executions in MLflow, newest first
-    lmpipe compare --run ID --against ID2        # two executions side by side
-    lmpipe preset medium                         # a configuration as `dvc exp run` -S flags
-    lmpipe mlflow-server [--port 5000]           # tracking server over mlflow.db, on 127.0.0.1
-    lmpipe retrain --base origin/main            # CI: repro what changed, reports/retrain.md
-    lmpipe seeds gru [--run 5 --jobs 2]          # seed spread vs bootstrap CI, via DVC's queue
-    lmpipe ngram build TEXT --order 5 --arpa OUT.arpa [-S 2G] [--discount-fallback]   # like lmplz
-    lmpipe ngram query MODEL.arpa TEXT [--json] [--per-sentence]               # like query
 TEXT (or - for standard input) is one sentence per line, tokens separated by spaces and tabs, no
 normalisation, a blank line an empty sentence, as for KenLM; a literal <unk> is the unknown word
 (--unk). --tokenizer words|chars and --lowercase read it as prepare reads raw text. A failure is
@@ -77,14 +65,6 @@ def memory_size(text: str) -> int:   # parse_size's own sentence: unreadable, or
         return files.parse_size(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
-
-
-def text_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--tokenizer", choices=TOKENIZERS, default="whitespace",
-                   help="whitespace (default): KenLM's rules; words, chars: as prepare does raw text")
-    p.add_argument("--lowercase", action="store_true", help="lowercase every token")
-    p.add_argument("--unk", type=marker, default="<unk>",
-                   help="the unknown-word marker in the text (default <unk>; '' for none)")
 
 
 def _until_the_reader_stops(args) -> None:
@@ -198,7 +178,6 @@ def _ngram_commands(commands):
                    help="memory budget as lmplz's -S (100M, 2G, 50%%; default 80%%); more spills to disk")
     p.add_argument("-T", "--temp-prefix", default=None, metavar="DIR",
                    help="folder for the spilled runs (default: the system's temporary folder)")
-    text_options(p)
     p.set_defaults(run=ngram.build)
     p = ngram_commands.add_parser("query", help="score TEXT with an ARPA model (perplexity, OOVs, totals)")
     p.add_argument("model", metavar="MODEL", help="an ARPA file (.arpa or .arpa.gz)")
@@ -207,8 +186,13 @@ def _ngram_commands(commands):
     p.add_argument("--per-sentence", action="store_true")
     p.add_argument("--orphans", choices=("refuse", "keep"), default="refuse",
                    help="an n-gram without its context: refuse the file (KenLM) or keep it (SRILM)")
-    text_options(p)
     p.set_defaults(run=ngram.query)
+    for p in ngram_commands.choices.values():
+        p.add_argument("--tokenizer", choices=TOKENIZERS, default="whitespace",
+                       help="whitespace (default): KenLM's rules; words, chars: as prepare does raw text")
+        p.add_argument("--lowercase", action="store_true", help="lowercase every token")
+        p.add_argument("--unk", type=marker, default="<unk>",
+                       help="the unknown-word marker in the text (default <unk>; '' for none)")
     return ngram_commands
 
 

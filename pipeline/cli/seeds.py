@@ -132,12 +132,10 @@ def uncommitted_note(root: Path) -> str:
     lines = [line for line in status.splitlines() if line.strip()]
     changed = [line[3:] for line in lines if not line.startswith("??")]
     untracked = [line[3:] for line in lines if line.startswith("??")]
-    parts = []
-    if changed:
-        parts.append(f"uncommitted changes to {_some(changed)} go into the queued experiments (as "
-                     "they are now; commit first so that git holds what they ran)")
-    if untracked:
-        parts.append(f"untracked {_some(untracked)} do not (git add them to include them)")
+    notes = {f"uncommitted changes to {_some(changed)} go into the queued experiments (as they are "
+             "now; commit first so that git holds what they ran)": changed,
+             f"untracked {_some(untracked)} do not (git add them to include them)": untracked}
+    parts = [note for note, paths in notes.items() if paths]
     return "lmpipe: note: " + "; ".join(parts) if parts else ""
 
 
@@ -154,8 +152,7 @@ def wait(root: Path, names: list[str]) -> dict[str, str]:
         while True:
             tasks = queue_tasks(root)
             mine = {name: next((s for s in STATES if (name, s) in tasks), "Unknown") for name in names}
-            counts = {state: sum(1 for s in mine.values() if s == state)
-                      for state in ("Running", "Queued", "Success", "Failed")}
+            counts = {state: list(mine.values()).count(state) for state in ("Running", "Queued", "Success", "Failed")}
             busy = any(status in BUSY for _, status in tasks)
             now = time.monotonic()
             if counts != shown or now - last_print >= PROGRESS_S or not busy:
@@ -209,12 +206,11 @@ def collect(shown: list[dict], kind: str, workspace: bool = True) -> tuple[list[
         why = (first.get("error") or {}).get("msg") or "no entry; commit once in a DVC repository"
         raise ValueError(f"`dvc exp show` cannot read the workspace ({why}); see `dvc status`")
     _, reference = _seeded(first["data"], kind)
-    rows, seen, left_out = [], set(), 0
+    rows, left_out = {}, 0   # {seed: row}: the first of each seed
     candidates = [("workspace", first["data"])] if workspace else []
     for baseline in shown[1:]:
         for experiment in baseline.get("experiments") or []:
-            executor = experiment.get("executor") or {}
-            if executor.get("state", "success") != "success":
+            if (experiment.get("executor") or {}).get("state", "success") != "success":
                 continue          # queued, running or failed: nothing to count yet
             for rev in experiment.get("revs") or []:
                 if rev.get("error") is None and rev.get("data"):
@@ -226,15 +222,11 @@ def collect(shown: list[dict], kind: str, workspace: bool = True) -> tuple[list[
             continue
         metrics = ((data.get("metrics") or {}).get(METRICS) or {}).get("data") or {}
         values = metrics.get(kind) or {}
-        if values.get("test_ppl") is None:
-            continue
-        if seed in seen:
-            continue
-        seen.add(seed)
-        rows.append({"seed": seed, "experiment": name, "objective": values.get("objective"),
-                     "test_ppl": values["test_ppl"], "ci_low": values.get("test_ppl_ci_low"),
-                     "ci_high": values.get("test_ppl_ci_high")})
-    return sorted(rows, key=lambda row: row["seed"]), left_out
+        if values.get("test_ppl") is not None and seed not in rows:
+            rows[seed] = {"seed": seed, "experiment": name, "objective": values.get("objective"),
+                          "test_ppl": values["test_ppl"], "ci_low": values.get("test_ppl_ci_low"),
+                          "ci_high": values.get("test_ppl_ci_high")}
+    return sorted(rows.values(), key=lambda row: row["seed"]), left_out
 
 
 def _seeded(data: dict, kind: str) -> tuple[int | None, dict]:
