@@ -45,13 +45,6 @@ def _number_bytes(values: np.ndarray) -> np.ndarray:
     return out
 
 
-def _word_bytes(tokens: tuple[str, ...]) -> np.ndarray:
-    """(V, longest) uint8 matrix of UTF-8 words, 0-padded."""
-    encoded = [t.encode("utf-8") for t in tokens]
-    width = max(map(len, encoded))
-    return np.array(encoded, dtype=f"S{width}").view(np.uint8).reshape(len(encoded), width)
-
-
 def _column(byte: str, rows: int) -> np.ndarray:
     return np.full((rows, 1), ord(byte), dtype=np.uint8)
 
@@ -79,7 +72,8 @@ def write(model: NGramLM, counts: NgramCounts, tokens: tuple[str, ...], out: Bin
           chunk: int = 250_000, threads: int = 2) -> None:
     """`model` (of `counts`, in memory or on disk) as ARPA text into a binary file, formatted
     `chunk` n-grams at a time in `threads` threads, at most 2 x `threads` chunks waiting."""
-    words = _word_bytes(tokens)
+    encoded = [t.encode("utf-8") for t in tokens]   # (V, longest) UTF-8 bytes, 0-padded
+    words = np.array(encoded, dtype=f"S{max(map(len, encoded))}").view(np.uint8).reshape(len(encoded), -1)
     header = "\\data\\\n" + "".join(f"ngram {n}={len(k)}\n" for n, k in enumerate(model.keys, 1))
     out.write(header.encode())
     with ThreadPoolExecutor(max_workers=threads) as pool:
@@ -96,20 +90,15 @@ def write(model: NGramLM, counts: NgramCounts, tokens: tuple[str, ...], out: Bin
     out.write(b"\n\\end\\\n")
 
 
-def _rows_in(rows: np.ndarray, table: np.ndarray) -> np.ndarray:
-    """Whether each row of `rows` (R, k) is a row of `table` (T, k)."""
-    view = np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))
-    return np.isin(np.ascontiguousarray(rows).view(view).ravel(),
-                   np.ascontiguousarray(table).view(view).ravel())
-
-
 def _insert_blank_contexts(grams: dict, order: int) -> int:
     """How many missing contexts were added to `grams` ({n: [ids (R, n), log10 p, log10 backoff,
     line starts]}), highest order first, with backoff 0 and log10 p NaN (SRILM's reading)."""
     added = 0
     for n in range(order, 2, -1):
         contexts = np.unique(grams[n][0][:, :n - 1], axis=0)
-        missing = contexts[~_rows_in(contexts, grams[n - 1][0])]
+        row = np.dtype((np.void, 8 * (n - 1)))     # a context's int64 ids as one value
+        missing = contexts[~np.isin(np.ascontiguousarray(contexts).view(row).ravel(),
+                                    np.ascontiguousarray(grams[n - 1][0]).view(row).ravel())]
         added += len(missing)
         blank = (missing, np.full(len(missing), np.nan), np.zeros(len(missing)), np.full(len(missing), -1))
         grams[n - 1] = [np.concatenate(pair) for pair in zip(grams[n - 1], blank, strict=True)]
@@ -175,7 +164,8 @@ def _read(raw: bytes, declared: list[int], bounds: list[tuple[int, int]], path, 
         for prob_n, spans, backoff_n, line_starts in entries(n):
             yield words.ids(data, spans, line_starts, n), prob_n, backoff_n, line_starts
 
-    tokens, unigrams, prob1, backoff1 = _unigrams(data, *entries(1)[0], path, notes)
+    prob1, spans1, backoff1, lines1 = entries(1)[0]
+    tokens, unigrams = _unigrams(data, spans1, lines1, path)
     words = _Words(tokens, path)
     unigram_ids = words.of([t.encode("utf-8") for t in unigrams])
     prob = np.full(len(tokens), -100.0)   # a vocabulary word without a 1-gram entry (<unk>): -100
@@ -195,9 +185,9 @@ def _read(raw: bytes, declared: list[int], bounds: list[tuple[int, int]], path, 
     return model, tokens
 
 
-def _unigrams(data: np.ndarray, prob1, spans1, backoff1, lines1, path, notes):
-    """(vocabulary: SPECIALS then the other 1-grams in file order, the 1-grams' words, log10 p,
-    log10 backoff); refuses a word listed twice and a missing <s> or </s>."""
+def _unigrams(data: np.ndarray, spans1, lines1, path) -> tuple[tuple[str, ...], list[str]]:
+    """(vocabulary: SPECIALS then the other 1-grams in file order, the 1-grams' words); refuses
+    a word listed twice and a missing <s> or </s>."""
     raw_words = [data[a:b].tobytes() for a, b in spans1[:, 0]]
     unigrams = [(b"<unk>" if w in read_arpa.UNK_SPELLINGS else w).decode("utf-8", "replace")
                 for w in raw_words]
@@ -211,7 +201,7 @@ def _unigrams(data: np.ndarray, prob1, spans1, backoff1, lines1, path, notes):
         if marker not in seen:
             raise ArpaError(f"{path}: the ARPA file is missing {marker}; rebuild it with <s> and </s>")
     tokens = tuple(SPECIALS) + tuple(w for w in unigrams if w not in SPECIALS)
-    return tokens, unigrams, prob1, backoff1
+    return tokens, unigrams
 
 
 class _Words:

@@ -115,7 +115,9 @@ def _merge(runs: list[dict[str, Column]], n: int, memory: int, spill: Spill):
     splitters = np.empty(0, dtype=np.int64)
     if ranges > 1:
         every = max(per_range // (4 * len(runs)), 1)   # a range overshoots by < runs x every
-        samples = np.concatenate([_sample(run["keys"], every) for run in runs])
+        step = every * 65536                            # every `every`-th key, read in slices
+        samples = np.concatenate([np.empty(0, np.int64), *(run["keys"].read(lo, lo + step)[::every]
+                                  for run in runs for lo in range(0, run["keys"].length, step))])
         samples.sort()
         splitters = np.unique(samples[(np.arange(1, ranges) * len(samples)) // ranges])
     bounds = [np.concatenate([[0], run["keys"].search(splitters), [run["keys"].length]])
@@ -140,10 +142,3 @@ def _merge(runs: list[dict[str, Column]], n: int, memory: int, spill: Spill):
             offset += hi - lo
         base += len(unique)
     return keys, counts, suffix
-
-
-def _sample(column: Column, every: int) -> np.ndarray:
-    step = max(every, 1) * 65536
-    return np.concatenate([np.empty(0, dtype=column.dtype),   # an empty run (a block of short lines)
-                           *(column.read(lo, lo + step)[::every]
-                             for lo in range(0, column.length, step))])

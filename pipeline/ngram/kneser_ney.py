@@ -40,6 +40,14 @@ class NGramLM:
     def nbytes(self) -> int:
         return sum(a.nbytes for a in (*self.keys, *self.log10_prob, *self.log10_backoff))
 
+    def arrays(self) -> dict:
+        """model.npz's arrays by name (from_arrays reads them)."""
+        arrays = {"vocab_size": np.array(self.vocab_size), "discounts": np.array(self.discounts)}
+        for n in range(1, self.order + 1):
+            arrays.update({f"keys{n}": self.keys[n - 1], f"log10_prob{n}": self.log10_prob[n - 1],
+                           f"log10_backoff{n}": self.log10_backoff[n - 1]})
+        return arrays
+
     @classmethod
     def from_arrays(cls, arrays) -> NGramLM:
         order = len(arrays["discounts"])

@@ -28,7 +28,7 @@ def write(source, tokens: tuple[str, ...], out: Path, order: int, counted: int, 
                        kneser_ney.PARAMS_REMEDY, progress, "ngram.memory") as (counts, model, spill):
         step = max(memory // 256, 4096)
         with files.staged_dir(out) as scratch:
-            save_npz(scratch / "model.npz", npz_arrays(model), step)
+            save_npz(scratch / "model.npz", model.arrays(), step)
             sizes = [len(k) for k in counts.keys]   # per order N: its n-grams, entries and bytes of an order-N model
             rows = [{"order": n, "ngrams": size, "model_entries": total,
                      "model_bytes": total * kneser_ney.BYTES_PER_NGRAM}
@@ -39,15 +39,6 @@ def write(source, tokens: tuple[str, ...], out: Path, order: int, counted: int, 
             progress("wrote model.arpa")
             write_counts(scratch / "counts.parquet", counts, tokens, None if spill is None else step)
             progress(f"wrote counts.parquet; {time.perf_counter() - started:.1f}s in all")
-
-
-def npz_arrays(model) -> dict:
-    """model.npz's arrays by name (NGramLM.from_arrays reads them)."""
-    arrays = {"vocab_size": np.array(model.vocab_size), "discounts": np.array(model.discounts)}
-    for n in range(1, model.order + 1):
-        arrays.update({f"keys{n}": model.keys[n - 1], f"log10_prob{n}": model.log10_prob[n - 1],
-                       f"log10_backoff{n}": model.log10_backoff[n - 1]})
-    return arrays
 
 
 def save_npz(path: str | Path, arrays: dict, step: int) -> None:
