@@ -77,8 +77,14 @@ def _code_points(text: str, lowercase: bool, marker: str = "") -> tuple[str, np.
     return text, points, code_point_classes()[points]
 
 
-def _per_line(first: np.ndarray, points: np.ndarray) -> np.ndarray:
-    return np.diff(np.cumsum(first, dtype=np.int64)[points == 10], prepend=0)
+def per_line(values: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """The sum of `values` (one per code point or byte `points` of whole lines) over each line."""
+    return np.diff(np.cumsum(values, dtype=np.int64)[points == 10], prepend=0)
+
+
+def utf8_widths(points: np.ndarray) -> np.ndarray:
+    """The UTF-8 bytes of each code point (int8)."""
+    return 1 + (points >= 0x80).astype(np.int8) + (points >= 0x800) + (points >= 0x10000)
 
 
 def _chars_block(text: str, lowercase: bool, unk: str) -> Block:
@@ -100,7 +106,7 @@ def _chars_block(text: str, lowercase: bool, unk: str) -> Block:
     import pyarrow.compute as pc
     encoded = pc.dictionary_encode(pa.array(np.where(keep, ord(SPACE), points)[token]))
     return [chr(v) for v in encoded.dictionary.to_pylist()], _buffer(encoded.indices), \
-        _per_line(token, points)
+        per_line(token, points)
 
 
 def _words_block(text: str, lowercase: bool, unk: str) -> Block:
@@ -117,14 +123,14 @@ def _words_block(text: str, lowercase: bool, unk: str) -> Block:
     first = head | other
     starts = np.flatnonzero(first)
     token = word | other
-    utf8 = np.where(points < 0x80, 1, np.where(points < 0x800, 2, np.where(points < 0x10000, 3, 4)))
+    utf8 = utf8_widths(points)
     kept = np.where(token, utf8, 0)             # UTF-8 bytes of each code point kept
     offsets = np.concatenate([[0], np.cumsum(kept)])[np.append(starts, len(kept))]
     data = np.frombuffer(text.encode("utf-8", "surrogatepass"), dtype=np.uint8)
     distinct, codes = _dictionary(offsets, data[np.repeat(token, utf8)])
     if "\x00" in distinct:
         distinct[distinct.index("\x00")] = UNK
-    return distinct, codes, _per_line(first, points)
+    return distinct, codes, per_line(first, points)
 
 
 WORD_CLASS, SPACE_CLASS, OTHER_CLASS = 0, 1, 2   # code_point_classes()
@@ -174,11 +180,10 @@ def whitespace_words(data: bytes, query: bool = False) -> tuple[list[str], np.nd
     first[1:] &= separator[:-1]               # a word byte after a separator
     last[:-1] &= separator[1:]                # a word byte before one
     starts, ends = np.flatnonzero(first), np.flatnonzero(last) + 1
-    per_line = _per_line(first, raw)
+    counts = per_line(first, raw)
     del first, last, word
     offsets = np.concatenate([[0], np.cumsum(ends - starts)])
-    distinct, codes = _dictionary(offsets, raw[~separator])
-    return distinct, codes, per_line
+    return *_dictionary(offsets, raw[~separator]), counts
 
 
 # corpus.tokenizer -> its Tokenizer; a new tokenizer is one entry here

@@ -1,15 +1,14 @@
-"""Resampling units and the original text's size, for valid and test. In: the source's lines, each
-sentence's line, each line's document. Out: units.npz: {split}_unit (S,), the unit of each
-sentence (a document when valid and test hold MIN_DOCUMENTS each, else a line), and per unit (U,)
-int64 chars (code points), bytes (UTF-8), words (str.split), each + 1 for the `\\n`, of the text as
-read. Errors: check raises StateError naming the file and the array. Why: docs/internals.md."""
+"""Resampling units and the text's size, for valid and test. Out: units.npz: {split}_unit (S,),
+each sentence's unit (a document when valid and test hold MIN_DOCUMENTS each, else a line), and
+per unit (U,) int64 chars (code points), bytes (UTF-8), words (str.split) of the text as read,
+each + 1 for the `\\n`. Errors: check raises StateError naming the file and the array."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from pipeline import files
-from pipeline.text.tokenizers import SPACE_CLASS, code_point_classes
+from pipeline.text.tokenizers import SPACE_CLASS, code_point_classes, per_line, utf8_widths
 
 FILE = "units.npz"   # in data/prepared: {split}_unit, {split}_chars, {split}_bytes, {split}_words
 FIELDS = ("chars", "bytes", "words")
@@ -39,22 +38,14 @@ def line_sizes(text: str) -> dict[str, np.ndarray]:
     """FIELDS of every line of `text` (whole lines) as `text_units` counts them (int64, (lines,)),
     and "blank" (bool, (lines,)): only spaces, tabs and `\\r` (a blank line ends a document)."""
     points = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-    ends = np.flatnonzero(points == 10)
-    starts = np.concatenate([[0], ends[:-1] + 1]).astype(np.int64)
-    carriage = np.zeros(len(ends), dtype=bool)
-    nonempty = ends > starts
-    carriage[nonempty] = points[ends[nonempty] - 1] == 13
-
-    def per_line(values) -> np.ndarray:   # the sum of `values` over each line's code points
-        total = np.concatenate([[0], np.cumsum(values, dtype=np.int64)])
-        return total[ends] - total[starts]
-    width = 1 + (points >= 0x80).astype(np.int8) + (points >= 0x800) + (points >= 0x10000)
+    carriage = (points == 13) & np.append(points[1:] == 10, False)   # a `\r` ending a line
     space = code_point_classes()[points] == SPACE_CLASS
     word_start = ~space
     word_start[1:] &= space[:-1]
     solid = (points != 32) & (points != 9) & (points != 13) & (points != 10)
-    return {"chars": ends - starts - carriage + 1, "bytes": per_line(width) - carriage + 1,
-            "words": per_line(word_start) + 1, "blank": per_line(solid) == 0}
+    return {"chars": per_line(~carriage, points),
+            "bytes": per_line(utf8_widths(points) - carriage, points),
+            "words": per_line(word_start, points) + 1, "blank": per_line(solid, points) == 0}
 
 
 def measure(lines, line_of: dict[str, np.ndarray],

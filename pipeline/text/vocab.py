@@ -1,8 +1,5 @@
-"""Vocabulary. In: train sentences. Out: a `Vocab` with fixed specials and token-id streams.
-
-Specials have fixed ids: <unk>=0, <s>=1, </s>=2. A split is stored as one flat stream
-`<s> w1 .. wT </s> <s> ...` (int32): `<s>` is context only, every other position is a target.
-"""
+"""Vocabulary. In: train tokens. Out: a `Vocab` (<unk>=0, <s>=1, </s>=2) and int32 streams
+`<s> w1 .. wT </s> <s> ...` (`<s>` is context only, every other position a target)."""
 
 from __future__ import annotations
 
@@ -34,14 +31,12 @@ class Vocab:
     @classmethod
     def from_counts(cls, counts: dict[str, int], min_count: int, max_size: int) -> Vocab:
         """The specials, then words counted >= min_count times, most frequent first (ties by
-        spelling), at most max_size (0 = all). A literal `<unk>` is the special; `<s>` and `</s>`
-        are refused (ValueError), as by KenLM."""
-        counts = dict(counts)
+        spelling), at most max_size (0 = all); `<s>`, `</s>` raise ValueError (as in KenLM)."""
         reserved = [special for special in (BOS, EOS) if special in counts]
         if reserved:
             raise ValueError(f"the corpus contains the reserved token {reserved[0]!r}; remove or rename it")
-        counts.pop(UNK, None)
-        kept = sorted((t for t, c in counts.items() if c >= min_count), key=lambda t: (-counts[t], t))
+        kept = sorted((t for t, c in counts.items() if c >= min_count and t != UNK),
+                      key=lambda t: (-counts[t], t))
         return cls(SPECIALS + tuple(kept[:max_size] if max_size else kept))
 
     def __len__(self) -> int:
@@ -132,9 +127,8 @@ def sentence_bounds(stream: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def encode_text(text: str, tokens: tuple[str, ...] | None = None, tokenizer: str = "whitespace",
                 lowercase: bool = False, unk: str = UNK, query: bool = False):
-    """(tokens, stream `<s> w.. </s> ...` int32, True where a target is `<unk>`) of `text` as
-    `prepare` reads it with `tokenizer` (default KenLM's rules; `query`: `\\v`, `\\f` separate too).
-    tokens=None: the specials, then each word in order of first use. `<s>`, `</s>`: ValueError."""
+    """(tokens (None: the specials, then words in order of first use), stream int32, True where a
+    target is `<unk>`) of `text` as prepare reads it (`query`: `\\v`, `\\f` separate too); ValueError: `<s>`, `</s>`."""
     kind = TOKENIZERS[tokenizer]
     if kind.as_written is not None:    # the whole text at once: splitting and hashing in C
         distinct, codes, per_line = kind.as_written(text.encode("utf-8"), query)
@@ -144,7 +138,7 @@ def encode_text(text: str, tokens: tuple[str, ...] | None = None, tokenizer: str
             raise ValueError(f"the text contains the reserved token {bad[0]!r} (lowercased: {bad[1]!r}); remove or rename it")
         distinct = asked
     else:
-        distinct, codes, per_line = kind.block(text, lowercase, unk)   # vectorised
+        distinct, codes, per_line = kind.block(text, lowercase, unk)
     if not kind.blank_lines_are_sentences:
         per_line = per_line[per_line > 0]
     if tokens is None:
