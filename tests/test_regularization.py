@@ -9,12 +9,13 @@ import torch.nn.functional as F
 from pipeline.config import TrainParams
 from pipeline.neural.batches import StreamWindows
 from pipeline.neural.cells import RecurrentStack
-from pipeline.neural.lit import LitLM, best_weights, nonmonotone_trigger
+from pipeline.neural.lit import LitLM, nonmonotone_trigger
 from pipeline.neural.regularization import (
     LockedDropout,
     activation_regularization,
     embedding_dropout,
 )
+from pipeline.neural.resume import best_weights
 from pipeline.neural.rnn import RNNLM, ModelConfig
 
 from .test_lit import _stream

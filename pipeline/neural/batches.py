@@ -48,10 +48,9 @@ class StreamWindows(Dataset):
     def __getitem__(self, index: int):
         start = int(self.starts[index])
         end = int(self.starts[index + 1]) if index + 1 < len(self.starts) else self.data.shape[1] - 1
-        length = min(end - start, self.data.shape[1] - 1 - start)
-        window = torch.from_numpy(np.array(self.data[:, start:start + length + 1], dtype=np.int64))
+        window = torch.from_numpy(np.array(self.data[:, start:end + 1], dtype=np.int64))
         targets = window[:, 1:]
-        return window[:, :length], targets.masked_fill(targets == BOS_ID, IGNORE)
+        return window[:, :-1], targets.masked_fill(targets == BOS_ID, IGNORE)
 
 
 class ResumeSampler(Sampler):
@@ -76,21 +75,15 @@ def eval_columns(stream: np.ndarray, num_columns: int):
     # cut at the sentence start nearest to each equal share of the stream
     wanted = np.arange(1, num_columns) * len(stream) / num_columns
     cuts = np.unique(starts[np.clip(np.searchsorted(starts, wanted), 0, len(starts) - 1)])
-    bounds = np.concatenate([[0], cuts[cuts > 0], [len(stream)]])
-    length = int(np.max(np.diff(bounds))) - 1
-    count = len(bounds) - 1
-    inputs = np.full((count, length), EOS_ID, dtype=np.int64)
-    targets = np.full((count, length), IGNORE, dtype=np.int64)
-    positions = np.full((count, length), -1, dtype=np.int64)
-    for c in range(count):
-        lo, hi = bounds[c], bounds[c + 1]
-        n = hi - lo - 1
-        inputs[c, :n] = stream[lo:hi - 1]
-        targets[c, :n] = stream[lo + 1:hi]
-        positions[c, :n] = np.arange(lo + 1, hi)
-    ignore = targets == BOS_ID
-    targets[ignore] = IGNORE
-    positions[ignore] = -1
+    bounds = np.concatenate([[0], cuts[cuts > 0], [len(stream)]]).astype(np.int64)
+    lo, hi = bounds[:-1, None], bounds[1:, None]
+    positions = lo + 1 + np.arange(int(np.max(hi - lo)) - 1)   # (C, L): each column's targets
+    inside = positions < hi
+    safe = np.where(inside, positions, 1)
+    inputs = np.where(inside, stream[safe - 1], EOS_ID).astype(np.int64)
+    targets = np.where(inside, stream[safe], IGNORE).astype(np.int64)
+    positions[~inside | (targets == BOS_ID)] = -1
+    targets[positions < 0] = IGNORE
     return torch.from_numpy(inputs), torch.from_numpy(targets), torch.from_numpy(positions)
 
 

@@ -11,13 +11,15 @@ import math
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from pipeline.neural.regularization import LockedDropout, weight_drop
+from pipeline.neural.regularization import LockedDropout
 
 
 def scan(step: Callable, inputs: torch.Tensor, initial: torch.Tensor, *weights: torch.Tensor):
-    """cur = initial; for x in inputs (over dim 1): y, cur = step(x, cur, *weights). Returns (ys, cur)."""
+    """cur = initial; for x in inputs (over dim 1): y, cur = step(x, cur, *weights).
+    Returns (ys, cur)."""
     state = initial
     outputs = []
     for x in inputs.unbind(1):
@@ -90,7 +92,8 @@ class TextbookLayer(nn.Module):
         projected = x @ weight_x.T + bias   # (B, T, rows x H): all time steps at once
         if projected.shape[-1] > self.hidden_dim:   # gates: (B, T, rows, H)
             projected = projected.unflatten(-1, (-1, self.hidden_dim))
-        hidden = [weight_drop(weight, self.weight_drop, self.training) for weight in hidden]
+        # weight drop (DropConnect): one mask per forward pass, every time step and sequence
+        hidden = [F.dropout(weight, self.weight_drop, self.training) for weight in hidden]
         loop = self.compiled if self.compiled is not None and torch.is_grad_enabled() else self.eager
         return loop(projected, state, *hidden)
 
@@ -127,7 +130,7 @@ class RecurrentStack(nn.Module):
         initial = tuple(part.contiguous() for part in initial.chunk(2, -1)) if self.lstm else initial.contiguous()
         if self.training and self.weight_drop:
             weights = dict(module.named_parameters())
-            weights["weight_hh_l0"] = weight_drop(weights["weight_hh_l0"], self.weight_drop, True)
+            weights["weight_hh_l0"] = F.dropout(weights["weight_hh_l0"], self.weight_drop, True)
             out, final = torch.func.functional_call(module, weights, (x, initial))
         else:
             out, final = module(x, initial)

@@ -17,7 +17,7 @@ from pipeline.config import Params
 from pipeline.neural import resume
 from pipeline.neural.batches import check_data
 from pipeline.neural.devices import check_machine
-from pipeline.neural.lit import LitLM, best_weights
+from pipeline.neural.lit import LitLM
 from pipeline.neural.rnn import RNNLM, ModelConfig
 from pipeline.text.vocab import check_ids, load_vocab
 
@@ -61,7 +61,7 @@ def save(lit: LitLM, ckpts: Path, out: Path, run_id: str, precision: str, fp: st
     best = ckpts / resume.BEST
     if best.exists():
         state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
-        lit.model.load_state_dict(best_weights(state))
+        lit.model.load_state_dict(resume.best_weights(state))
     with files.staged_dir(out) as scratch:
         torch.save(lit.model.checkpoint(), scratch / "model.pt")
         (scratch / "history.json").write_text(json.dumps(lit.history, indent=2))

@@ -32,6 +32,7 @@ class NumericsError(ValueError):
 # on a GPU the loss is checked every CHECK_EVERY steps (a check waits for the device) and before
 # every checkpoint, so a diverged state is never saved; on the CPU after every step
 CHECK_EVERY = 25
+NONE = torch.iinfo(torch.int64).max   # no non-finite step yet
 
 
 class LitLM(L.LightningModule):
@@ -156,18 +157,17 @@ class LitLM(L.LightningModule):
         started = self.averaged is not None and int(self.averaged.n_averaged) > 0
         return self.averaged.module if started else self.model
 
-    def on_fit_start(self):   # the step of the first non-finite loss (-1: none), on the device
-        self._first_bad = torch.full((), -1, device=self.device, dtype=torch.int64)
+    def on_fit_start(self):   # the step of the first non-finite loss (or NONE), on the device
+        self._first_bad = torch.full((), NONE, device=self.device, dtype=torch.int64)
 
     def _watch(self, loss: torch.Tensor) -> None:
         """Remember the first non-finite step on the device; check it every step on one CPU
         process, else every CHECK_EVERY steps (the same steps on every rank: a collective)."""
-        first = (~torch.isfinite(loss)) & (self._first_bad < 0)
+        first = (~torch.isfinite(loss)) & (self._first_bad == NONE)
         self._first_bad = torch.where(first, self.global_step + 1, self._first_bad)
-        eager = self.eager_check
-        if eager is None:   # a lone CPU process
-            eager = self.device.type == "cpu" and self.trainer.world_size == 1
-        if eager or self.global_step % CHECK_EVERY == 0:
+        if self.eager_check is None:   # every step on a lone CPU process
+            self.eager_check = self.device.type == "cpu" and self.trainer.world_size == 1
+        if self.eager_check or self.global_step % CHECK_EVERY == 0:
             self._check_finite()
 
     def _fix(self) -> str:
@@ -179,11 +179,8 @@ class LitLM(L.LightningModule):
     def _check_finite(self) -> None:
         first = self._first_bad
         if self.trainer.world_size > 1:   # the earliest of all ranks
-            big = torch.iinfo(torch.int64).max
-            first = torch.where(first < 0, big, first)
             first = self.trainer.strategy.reduce(first.clone(), reduce_op=torch.distributed.ReduceOp.MIN)
-            first = torch.where(first == big, -1, first)
-        if int(first) < 0:
+        if int(first) == NONE:
             return
         self._first_bad = first
         lr = self.trainer.optimizers[0].param_groups[0]["lr"]
@@ -247,17 +244,6 @@ def nonmonotone_trigger(past: list[float], current: float, interval: int) -> boo
     """NT-ASGD's switch (Merity et al. 2017, Algorithm 1): more than `interval` earlier
     validations, and `current` worse than the best of all but the last `interval` of them."""
     return len(past) > interval and current > min(past[:-interval])
-
-
-def best_weights(state_dict: dict) -> dict:
-    """The RNNLM's weights in a LitLM checkpoint's `state_dict`: NT-ASGD's average once it has
-    averaged a step, else the trained weights."""
-    averaged = {key[len("averaged.module."):]: value for key, value in state_dict.items()
-                if key.startswith("averaged.module.")}
-    if averaged and int(state_dict["averaged.n_averaged"]) > 0:
-        return averaged
-    return {key[len("model."):]: value for key, value in state_dict.items()
-            if key.startswith("model.")}
 
 
 def build_trainer(train: TrainParams, ckpts: Path, out: Path, logger,

@@ -1,7 +1,7 @@
 """AWD-LSTM's regularisers (Merity, Keskar & Socher 2017, arXiv:1708.02182), torch only:
-locked dropout (Gal & Ghahramani 2016), embedding dropout, weight drop (DropConnect, Wan et
-al. 2013), AR and TAR. Every mask comes from torch's global generator, so a resumed run draws
-the same masks as an uninterrupted one."""
+locked dropout (Gal & Ghahramani 2016), embedding dropout, AR and TAR (weight drop, DropConnect:
+F.dropout of the recurrent matrices in cells.py). Every mask comes from torch's global
+generator, so a resumed run draws the same masks as an uninterrupted one."""
 
 from __future__ import annotations
 
@@ -19,15 +19,10 @@ class LockedDropout(nn.Module):
         self.p, self.locked = p, locked
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0.0:
-            return x
-        if not self.locked:
-            return F.dropout(x, self.p, True)
+        if not self.training or self.p == 0.0 or not self.locked:
+            return F.dropout(x, self.p, self.training)   # x itself when not training or p = 0
         mask = x.new_empty(x.shape[0], 1, x.shape[-1]).bernoulli_(1 - self.p) / (1 - self.p)
         return x * mask
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}, locked={self.locked}"
 
 
 def embedding_dropout(weight: torch.Tensor, p: float, training: bool) -> torch.Tensor:
@@ -39,14 +34,6 @@ def embedding_dropout(weight: torch.Tensor, p: float, training: bool) -> torch.T
     return weight * mask
 
 
-def weight_drop(weight: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """DropConnect: each entry of a hidden-to-hidden matrix zeroed with probability p, the rest
-    scaled by 1 / (1 - p); one mask for the whole forward pass (every time step and sequence)."""
-    if not training or p == 0.0:
-        return weight
-    return F.dropout(weight, p, True)
-
-
 def activation_regularization(dropped: torch.Tensor, undropped: torch.Tensor,
                               alpha: float, beta: float,
                               mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -54,9 +41,8 @@ def activation_regularization(dropped: torch.Tensor, undropped: torch.Tensor,
     (B, T) marks (None: all): alpha x mean(dropped²) + beta x mean((undropped<t> - undropped<t-1>)²)
     over pairs of existing neighbours."""
     total = dropped.new_zeros(())
-    if mask is None:
-        mask = torch.ones(dropped.shape[:2], dtype=torch.bool, device=dropped.device)
-    weights = mask.to(dropped.dtype).unsqueeze(-1)                       # (B, T, 1)
+    weights = (dropped.new_ones(dropped.shape[:2]) if mask is None else mask.to(dropped.dtype)
+               ).unsqueeze(-1)                                           # (B, T, 1)
     if alpha:
         count = weights.sum().clamp(min=1) * dropped.shape[-1]
         total = total + alpha * (dropped.pow(2) * weights).sum() / count

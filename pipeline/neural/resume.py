@@ -36,6 +36,19 @@ def fingerprint(*parts) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def weights(state_dict: dict, prefix: str) -> dict:
+    """The entries of a LitLM checkpoint's `state_dict` under `prefix` ("model." the trained RNNLM,
+    "averaged.module." NT-ASGD's average), without it."""
+    return {key[len(prefix):]: value for key, value in state_dict.items() if key.startswith(prefix)}
+
+
+def best_weights(state_dict: dict) -> dict:
+    """NT-ASGD's averaged weights once it has averaged a step, else the trained ones."""
+    averaged = weights(state_dict, "averaged.module.")
+    started = averaged and int(state_dict["averaged.n_averaged"]) > 0
+    return averaged if started else weights(state_dict, "model.")
+
+
 def _unfit(path: Path, state_dict: dict, model) -> str | None:
     """Why the weights of a LitLM checkpoint cannot be resumed into `model` (the RNNLM about to be
     trained): NaN or infinity, or the tensors of another model (model.* and NT-ASGD's
@@ -47,8 +60,7 @@ def _unfit(path: Path, state_dict: dict, model) -> str | None:
         return f"{path}: damaged, holds NaN or infinite weights ({nonfinite})"
     wanted = {key: list(value.shape) for key, value in model.state_dict().items()}
     for prefix in ("model.", "averaged.module."):   # no averaged.*: NT-ASGD had not started
-        found = {key[len(prefix):]: list(value.shape) for key, value in state_dict.items()
-                 if key.startswith(prefix)}
+        found = {key: list(value.shape) for key, value in weights(state_dict, prefix).items()}
         other = next((key for key in {**wanted, **found} if found.get(key) != wanted.get(key)), None)
         if other and (found or prefix == "model."):
             return (f"{path}: the weights of another model ({prefix}{other}: shape "
