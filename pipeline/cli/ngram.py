@@ -14,7 +14,6 @@ import numpy as np
 
 from pipeline import errors, files
 from pipeline.ngram import arpa, builder
-from pipeline.ngram.external import TokenFile
 from pipeline.ngram.kneser_ney import LMPLZ_FALLBACK
 from pipeline.text import corpus
 from pipeline.text.vocab import BOS_ID, SPECIALS, encode_text
@@ -64,7 +63,7 @@ def _write(args, model, counts, tokens: tuple[str, ...]) -> None:
         raise ValueError(f"--arpa {args.arpa!r}: cannot write it ({error.strerror or error})") from None
 
 
-def _encode(args, spill) -> tuple[tuple[str, ...], TokenFile, int, int]:
+def _encode(args, spill) -> tuple[tuple[str, ...], files.Column, int, int]:
     """(vocabulary, token stream in `spill`, longest sentence in tokens with <s> and </s>,
     sentences) of TEXT, encode_text block by block, ids renumbered in order of first use."""
     column = spill.file("tokens", np.int32)
@@ -86,7 +85,7 @@ def _encode(args, spill) -> tuple[tuple[str, ...], TokenFile, int, int]:
         column.append(ids)
     if not words:
         raise ValueError(f"{_name(args)}: {'is empty' if empty else 'holds only blank lines'}; give text")
-    return tuple(index), TokenFile(column.path, column.length, spill=spill), longest, sentences
+    return tuple(index), column, longest, sentences
 
 
 def _fallback(values: list[float] | None) -> tuple[float, float, float] | None:

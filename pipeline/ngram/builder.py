@@ -1,7 +1,7 @@
 """The n-gram build of the ngram stage and `lmpipe ngram build` (KenLM's lm/builder). In: a token
-stream (external.TokenFile), orders, a memory budget in bytes. Out: counts and Kneser-Ney model,
-in memory when the budget allows, else out of core in a spill folder; ARPA text. Errors:
-ValueError (the order), DiscountError, SpillError."""
+stream (external.TokenFile or a files.Column), orders, a memory budget in bytes. Out: counts and
+Kneser-Ney model, in memory when the budget allows, else out of core in a spill folder; ARPA
+text. Errors: ValueError (the order), DiscountError, SpillError."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def check_order(order: int, longest: int, option: str, text: str) -> None:
 
 
 @contextmanager
-def build(source: external.TokenFile, vocab_size: int, order: int, counted: int, memory: int,
+def build(source: external.TokenFile | files.Column, vocab_size: int, order: int, counted: int, memory: int,
           temp_dir: str | None, fallback, remedy: str, progress, budget: str):
     """A context of (counts of orders 1..counted, Kneser-Ney model of `order`, spill folder) of
     `source`: the one memory decision, all in memory (spill None) when counting fits `memory`

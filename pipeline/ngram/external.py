@@ -6,12 +6,11 @@ counting.NgramCounts' tables bitwise, each column a files.Column in the spill fo
 from __future__ import annotations
 
 import os
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.files import Column, Spill, spilling
+from pipeline.files import Column, Spill
 from pipeline.ngram import counting
 from pipeline.text.vocab import BOS_ID
 
@@ -25,21 +24,19 @@ def in_memory_bytes(order: int) -> int:
 
 
 class TokenFile:
-    """A token stream on disk, int32 ids: a raw file, or a .npy file read past its header."""
+    """A .npy token stream of 1-D int32 ids, read in slices past its header (numpy's reader)."""
+    spill = None   # a files.Column of tokens in a spill folder serves as well
 
-    def __init__(self, path: str | os.PathLike, length: int = 0, spill: Spill | None = None):
-        self.path, self.offset, self.spill, self.length = Path(path), 0, spill, length
-        if self.path.suffix == ".npy":   # numpy's own header reader: the map is dropped unread
-            mapped = np.load(self.path, mmap_mode="r")
-            if mapped.ndim != 1 or mapped.dtype != np.int32:
-                raise ValueError(f"{self.path}: holds {mapped.dtype} {mapped.shape}, not 1-D int32 ids")
-            self.offset, self.length = mapped.offset, len(mapped)
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        mapped = np.load(self.path, mmap_mode="r")   # the map is dropped unread
+        if mapped.ndim != 1 or mapped.dtype != np.int32:
+            raise ValueError(f"{self.path}: holds {mapped.dtype} {mapped.shape}, not 1-D int32 ids")
+        self.offset, self.length = mapped.offset, len(mapped)
 
     def read(self, start: int, stop: int) -> np.ndarray:
-        """Tokens start..stop (SpillError when a spill folder's file cannot be read)."""
-        stop = min(stop, self.length)
-        with spilling(self.spill.path) if self.spill else nullcontext(), open(self.path, "rb") as handle:
-            return np.fromfile(handle, dtype=np.int32, count=max(stop - start, 0),
+        with open(self.path, "rb") as handle:
+            return np.fromfile(handle, dtype=np.int32, count=max(min(stop, self.length) - start, 0),
                                offset=self.offset + start * 4)
 
 
