@@ -200,17 +200,12 @@ class PromoteParams(Section):
     require_significant: bool = False
 
 
-SCHEMES = r"^(sqlite:///|https?://|postgresql[:+]|mysql[:+]|mssql\+|databricks)"   # MLflow's stores
-
-
 class MlflowParams(Section):
-    tracking_uri: str = Field("sqlite:///mlflow.db", pattern=SCHEMES, description="use "
-                              "sqlite:///mlflow.db (the default), http(s)://host:port of an MLflow "
-                              "server, or a database URL (postgresql://..., mysql://...)")
+    tracking_uri: str = Field("sqlite:///mlflow.db",   # MLflow's stores
+                              pattern=r"^(sqlite:///|https?://|postgresql[:+]|mysql[:+]|mssql\+|databricks)",
+                              description="use sqlite:///mlflow.db (the default), http(s)://host:port "
+                              "of an MLflow server, or a database URL (postgresql://..., mysql://...)")
     experiment: str = Field("lmpipe", pattern=r"\S", description="name the MLflow experiment")
-
-
-MODELS_HINT = "map each model name (rnn, gru, ...) to its settings"
 
 
 class Params(Section):
@@ -220,7 +215,8 @@ class Params(Section):
     vocab: VocabParams = VocabParams()
     ngram: NgramParams = NgramParams()
     train: TrainParams = TrainParams()
-    models: dict[str, ModelParams] = Field(default_factory=dict, min_length=1, description=MODELS_HINT)
+    models: dict[str, ModelParams] = Field(default_factory=dict, min_length=1,
+                                           description="map each model name (rnn, gru, ...) to its settings")
     evaluate: EvaluateParams = EvaluateParams()
     promote: PromoteParams = PromoteParams()
     mlflow: MlflowParams = MlflowParams()
@@ -233,15 +229,13 @@ SECTIONS = {name: info.annotation for name, info in Params.model_fields.items()
 MODEL_NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 
-KINDS = {bool: "a boolean", type(None): "null", int: "a number", float: "a number"}
-
-
 def _name_problem(name: Any) -> str:
     """Why `name`, a key of models, cannot name a model DVC addresses (train@NAME), and the fix."""
     written = as_written(name)
     fixed = re.sub(r"[^A-Za-z0-9_-]+", "_", written).strip("_") or "model"
-    yaml = "" if isinstance(name, str) else (f"YAML reads the unquoted name {written} as "
-                                             f"{KINDS.get(type(name), f'a {type(name).__name__}')}, not a name; ")
+    kind = {bool: "a boolean", type(None): "null", int: "a number", float: "a number"}.get(
+        type(name), f"a {type(name).__name__}")
+    yaml = "" if isinstance(name, str) else f"YAML reads the unquoted name {written} as {kind}, not a name; "
     fix = f"quote it ('{fixed}':)" if yaml and written == fixed else (
         f"DVC addresses a model as stage train@NAME: use letters, digits, _ and - only (e.g. '{fixed}':)")
     return f"models.{written}: {yaml}{fix}"

@@ -119,11 +119,8 @@ def guard(call, *args) -> int:
     return 0
 
 
-VERBOSE = "LMPIPE_VERBOSE"
-
-
 def verbose() -> bool:
-    return os.environ.get(VERBOSE, "") not in ("", "0")
+    return os.environ.get("LMPIPE_VERBOSE", "") not in ("", "0")
 
 
 def quiet_libraries() -> None:

@@ -204,9 +204,8 @@ class Column:
         with spilling(self.spill.path):
             return np.array(self._mapped()[rows])
 
-    def __getitem__(self, rows: slice) -> np.ndarray:
-        start, stop, _ = rows.indices(self.length)   # contiguous slices, as arpa.write takes
-        return self.read(start, stop)
+    def __getitem__(self, rows: slice) -> np.ndarray:   # contiguous slices, as arpa.write takes
+        return self.read(*rows.indices(self.length)[:2])
 
     def search(self, values: np.ndarray) -> np.ndarray:
         """np.searchsorted of `values` in this sorted column, through a memory map."""
