@@ -1,4 +1,4 @@
-"""`lmpipe`, the command line: argv checked by argparse, then one command (USAGE lists them). A
+"""`lmpipe`, the command line: argv checked by argparse, then one command (`lmpipe --help`). A
 failure is one `lmpipe: error: ...` line naming the argument, exit status 2 (1 unforeseen, 130
 Ctrl-C; --debug or LMPIPE_DEBUG=1: the traceback)."""
 

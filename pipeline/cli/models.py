@@ -52,9 +52,8 @@ def score(args) -> None:
     for name, model in models.items():
         label = "pseudo-log-likelihood, ln (cloze)" if model.kind == "cloze" else "ln P(sentence)"
         print(f"{name}  [{label}]")
-        logp = model.sentence_logprobs(sentences)
-        for rank, (value, text) in enumerate(sorted(zip(logp, args.sentences, strict=True),
-                                                    reverse=True), start=1):
+        ranked = sorted(zip(model.sentence_logprobs(sentences), args.sentences, strict=True), reverse=True)
+        for rank, (value, text) in enumerate(ranked, start=1):
             print(f"  {rank}. {value:9.3f}  {text}{_oov_note(unknown(text))}")
 
 
@@ -68,14 +67,14 @@ def fill(args) -> None:
     for option in args.options or []:
         if len(encode(option)) != 1:
             raise ValueError(f"--options {option!r} is {len(encode(option))} tokens; give one each")
-    probe = {"text": args.text, "top": args.k, "open": args.open, **({"options": args.options} if args.options else {})}
+    probe = {"text": args.text, "top": args.k, "open": args.open,
+             **({"options": args.options} if args.options else {})}
     models = load_models(args.models, args.model, len(vocab))
     context = unknown(args.text.replace(tasks.BLANK, " "))
     if context:
         print(f"(out of vocabulary in the text, scored as <unk>: {', '.join(context)})")
     for name, model in models.items():
-        side = "both sides" if model.kind == "cloze" else (
-            "left context" if args.open else "whole sentence")
+        side = "both sides" if model.kind == "cloze" else "left context" if args.open else "whole sentence"
         print(f"{name}  [ln p, {side}]")
         for row in tasks.run_probe(model, probe, encode, vocab.tokens, unknown):
             print(f"  {row['logprob']:9.3f}  {row['text']}{_oov_note(row['oov'])}")
