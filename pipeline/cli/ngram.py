@@ -1,7 +1,6 @@
-"""`lmpipe ngram build` and `lmpipe ngram query`: KenLM's lmplz and query on a text file (or `-`),
-read by the rules `prepare` uses for the same tokenizer (pipeline/text/tokenizers.py); by default
-KenLM's: one sentence per line, nothing normalised, a literal `<unk>` the unknown word. Errors:
-ValueError naming TEXT, MODEL or the option."""
+"""`lmpipe ngram build` and `lmpipe ngram query`: KenLM's lmplz and query on a text file (or `-`)
+read as `prepare` reads the tokenizer's text (default KenLM's: one sentence per line, nothing
+normalised, `<unk>` the unknown word). Errors: ValueError naming TEXT, MODEL or the option."""
 
 from __future__ import annotations
 

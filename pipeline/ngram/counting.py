@@ -1,7 +1,6 @@
 """N-gram counting. In: a checked token stream `<s> w.. </s> <s> ...` (ids < vocab_size), order N.
-Out: NgramCounts: per order n = 1..N, sorted int64 keys (prefix_id * V + last word: KenLM's trie
-flattened), raw counts, Kneser-Ney adjusted counts, suffix ids. N-grams never cross a sentence.
-Why: docs/internals.md."""
+Out: NgramCounts: per order n = 1..N, sorted int64 keys (prefix_id * V + last word), raw counts,
+Kneser-Ney adjusted counts, suffix ids; n-grams never cross a sentence. docs/internals.md."""
 
 from __future__ import annotations
 
@@ -30,8 +29,7 @@ class NgramCounts:
         return len(self.keys)
 
     def words(self, n: int, start: int = 0, stop: int | None = None) -> np.ndarray:
-        """(rows, n) word ids of the order-n n-grams start..stop: a slice's prefix ids are a
-        contiguous range of the order below, read as one slice (keys may be on disk)."""
+        """(rows, n) word ids of the order-n n-grams start..stop (keys in memory or on disk)."""
         key = self.keys[n - 1][start:stop]
         if n == 1:
             return key[:, None]

@@ -1,7 +1,6 @@
-"""Out-of-core n-gram counting within `memory` bytes, as lmplz with -S and -T (lm/builder/
-corpus_count.cc, util/stream/sort.hh). In: a checked token stream on disk (TokenFile). Out:
-counting.NgramCounts' tables bitwise, each column a files.Column in the spill folder, read in slices
-(not memory maps: read pages leave the RSS). Errors: SpillError naming the spill folder."""
+"""Out-of-core n-gram counting within `memory` bytes, as lmplz -S -T (lm/builder/corpus_count.cc,
+util/stream/sort.hh). In: a checked token stream on disk. Out: counting.NgramCounts' tables bitwise,
+each a files.Column in the spill folder, read in slices. Errors: SpillError naming the folder."""
 
 from __future__ import annotations
 

@@ -155,8 +155,7 @@ def discounts_from_counts(t: list[int], order: int, fallback=None,
 def estimate(counts: NgramCounts, fallback=None, progress=None, remedy: str = PARAMS_REMEDY,
              memory: int = 0, spill: Spill | None = None) -> NGramLM:
     """Interpolated modified Kneser-Ney of order counts.order (DiscountError: discounts_from_counts);
-    with `spill`, Columns there, rows read in slices of about `memory` bytes cut at contexts:
-    each context's rows summed in the same order, so bitwise the same tables."""
+    with `spill`, Columns there, in slices cut at contexts within `memory` bytes: the same tables."""
     vocab_size, order = counts.vocab_size, counts.order
     memory = int(memory * WORKING_SHARE) // 2    # half for slices of rows, half for p below
     step = max(memory // BYTES_PER_ROW, 1024) if spill else 1 << 62   # in memory: one slice
