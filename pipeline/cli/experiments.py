@@ -81,7 +81,8 @@ def compare(args) -> None:
     if args.list:
         print(table(_executions(uri, experiment, args.limit), args.markdown))
         return
-    parent = _execution(uri, experiment, args.parent_run, "--run")
+    parent = _naming(args.parent_run and f"--run {args.parent_run}", run_search.pipeline_run, uri,
+                     experiment, args.parent_run)
     if args.against is None:
         runs = _model_runs(uri, experiment, parent)
         print(f"{_title(parent)}\n")
@@ -96,7 +97,7 @@ def compare(args) -> None:
         for what, url in links.items():
             print(f"  {what + ':':16}{url}")
         return
-    other = _execution(uri, experiment, args.against, "--against")
+    other = _naming(f"--against {args.against}", run_search.pipeline_run, uri, experiment, args.against)
     a, b = (_rows(_model_runs(uri, experiment, run)) for run in (parent, other))
     print(f"A: {_title(parent)}\nB: {_title(other)}")
     sets = [run.data.tags.get("test_set") for run in (parent, other)]
@@ -104,10 +105,6 @@ def compare(args) -> None:
         print(f"(not comparable: the test sets differ, {sets[0]} vs {sets[1]}: another corpus, "
               "split, tokenizer or vocabulary)")
     print(f"\n{table(_diff(a, b), args.markdown)}")
-
-
-def _execution(uri: str, experiment: str, run_id: str | None, flag: str):
-    return _naming(run_id and f"{flag} {run_id}", run_search.pipeline_run, uri, experiment, run_id)
 
 
 def _naming(argument: str | None, call, *args):
@@ -161,8 +158,7 @@ def _verdicts(uri: str, parent_id: str) -> list[str]:
     try:
         pairs = artifacts.read_json(uri, parent_id, path)
         if pairs is not None:
-            return [Comparison(p.a, p.b, p.delta_nats_per_token, p.delta_ci_low, p.delta_ci_high,
-                               p.p_better, p.level).sentence() for p in PAIRS.validate_python(pairs).values()]
+            return [Comparison(*dict(pair).values()).sentence() for pair in PAIRS.validate_python(pairs).values()]
         why = f"run {parent_id} has no {path} artifact (logged before lmpipe wrote it, or deleted)"
     except artifacts.DamagedArtifact as error:   # not UTF-8 JSON text
         why = str(error)
@@ -179,7 +175,7 @@ Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 
 
 class Pair(BaseModel):
-    """One pair of report/pairs.json (other keys, such as verdict, are recomputed)."""
+    """One pair of report/pairs.json, its fields in Comparison's order (verdict is recomputed)."""
     model_config = ConfigDict(strict=True)
     a: str
     b: str
