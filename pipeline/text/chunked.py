@@ -61,8 +61,9 @@ def _prepare(params, out: Path, source, spill, chars: int, memory: int, block: i
     empty = next((name for name in ("valid", "test", "train") if not len(line_of[name])), None)
     if empty:
         raise corpus.CorpusError(f"the {empty} split is empty ({', '.join(source.files)}); give it at least one line")
-    unit, measured = units.measure(scan.sizes_at, line_of,
-                                   scan.documents if method == "documents" else None)
+    unit, measured = units.measure(   # the lines' sizes read back from the scan's columns
+        lambda lines: {field: column.take(lines) for field, column in scan.columns.items()},
+        line_of, scan.documents if method == "documents" else None)
     if method == "documents" and unit != "documents":
         progress(f"prepare: valid or test holds fewer than {units.MIN_DOCUMENTS} documents; intervals "
                  "resample sentences instead (narrower: neighbours are not independent)")
@@ -138,11 +139,6 @@ class _Scan:
             ends[last] = True
             self._documents = np.cumsum(ends, dtype=np.int64) - ends   # the ends before each line
         return self._documents
-
-    def sizes_at(self, lines: np.ndarray) -> dict[str, np.ndarray]:
-        """units.FIELDS of the lines at the sorted indices `lines` (units.text_units' `lines`)."""
-        return {field: column.take(lines) for field, column in self.columns.items()}
-
 
 class _Sentences:
     """The sentences the lines make (tests/oracle_prepare.py's `sentences`, on lengths): `line_of`
@@ -220,8 +216,7 @@ def _divide(sentences: _Sentences, scan: _Scan, source, method: str, wanted, see
     if not sentences.length[:bounds[1] if source.given else None].sum():
         raise splits.SplitError(f"{train} holds no tokens; give a text with at least one non-blank line")
     if source.given:
-        for file in range(3):
-            sentences.part[bounds[file]:bounds[file + 1]] = file
+        sentences.part[:] = np.repeat(np.arange(3, dtype=np.int8), np.diff(bounds))
         return "given", {}
     document_of = scan.documents[sentences.line_of]
     indices = splits.split(method, sentences.length, document_of, wanted, seed)

@@ -18,8 +18,7 @@ SPACE = "▁"
 UNK = "<unk>"     # the vocabulary's unknown word (id 0, pipeline/text/vocab.py)
 
 
-# (distinct tokens in order of first use, each token's index in them (int32, (tokens,)),
-# tokens on each line (int64, (lines,)))
+# (distinct tokens by first use, each token's index in them (int32), tokens per line (int64))
 Block = tuple[list[str], np.ndarray, np.ndarray]
 
 
@@ -64,8 +63,8 @@ def _whitespace_block(text: str, lowercase: bool, unk: str) -> Block:
 
 
 def _code_points(text: str, lowercase: bool, marker: str = "") -> tuple[str, np.ndarray, np.ndarray]:
-    """(`text` ended by `\\n`, NFKC, a whole-word `marker` as NUL (corpus.decode refuses NUL),
-    lowercased when asked; its code points (uint32); their classes)."""
+    """(`text` ended by `\\n`, NFKC, a whole-word `marker` as NUL, lowercased when asked; its code
+    points (uint32); their classes)."""
     if not text.endswith("\n"):   # a last line without its line end
         text += "\n"
     text = unicodedata.normalize("NFKC", text)
@@ -176,14 +175,10 @@ def whitespace_words(data: bytes, query: bool = False) -> tuple[list[str], np.nd
     if query:
         separator |= (raw == 11) | (raw == 12)
     word = ~separator
-    first, last = word.copy(), word
+    first = word.copy()
     first[1:] &= separator[:-1]               # a word byte after a separator
-    last[:-1] &= separator[1:]                # a word byte before one
-    starts, ends = np.flatnonzero(first), np.flatnonzero(last) + 1
-    counts = per_line(first, raw)
-    del first, last, word
-    offsets = np.concatenate([[0], np.cumsum(ends - starts)])
-    return *_dictionary(offsets, raw[~separator]), counts
+    offsets = np.concatenate([[0], np.cumsum(word)])[np.append(np.flatnonzero(first), len(word))]
+    return *_dictionary(offsets, raw[word]), per_line(first, raw)
 
 
 # corpus.tokenizer -> its Tokenizer; a new tokenizer is one entry here
