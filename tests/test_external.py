@@ -235,7 +235,7 @@ def test_ngram_stage_out_of_core_writes_the_same_outputs(tmp_path, monkeypatch, 
         params = config.Params(ngram=config.NgramParams(
             order=3, memory_orders=4, memory=memory, temp_dir=str(tmp_path), discount_fallback=True))
         monkeypatch.setattr(config, "load", lambda *a, params=params, **k: params)
-        monkeypatch.setattr(external, "in_memory_bytes", lambda order: 40 * order)
+        monkeypatch.setattr(external, "IN_MEMORY_BYTES", 40)
         stage.main(str(data), str(tmp_path / memory))
         outputs[memory] = tmp_path / memory
         assert ("counting out of core" in capsys.readouterr().out) == (memory == "1M")

@@ -39,7 +39,7 @@ def build(source: external.TokenFile | files.Column, vocab_size: int, order: int
     """A context of (counts of orders 1..counted, Kneser-Ney model of `order`, spill folder) of
     `source`: the one memory decision, all in memory (spill None) when counting fits `memory`
     bytes, else in a spill folder (the stream's own, or a new one in `temp_dir`); the same tables."""
-    if source.length * external.in_memory_bytes(counted) <= memory:
+    if source.length * external.IN_MEMORY_BYTES * max(counted, 2) <= memory:
         counts = counting.count(source.read(0, source.length), vocab_size, counted, progress)
         yield counts, kneser_ney.estimate(counts.truncated(order), fallback, progress, remedy), None
         return

@@ -15,11 +15,7 @@ from pipeline.text.vocab import BOS_ID
 
 BYTES_PER_POSITION = 128  # counting.count's peak per token of a block (stream, ids, keys, sort, allocator slack)
 BYTES_PER_ENTRY = 112     # merging: key, count, suffix, inverse, sort scratch per run entry, allocator slack
-
-
-def in_memory_bytes(order: int) -> int:
-    """Peak bytes per token of the in-memory count and estimate (measured: benchmarks/ngram.py)."""
-    return 40 * max(order, 2)
+IN_MEMORY_BYTES = 40      # in memory instead: peak bytes per token and order >= 2 (benchmarks/ngram.py)
 
 
 class TokenFile:
