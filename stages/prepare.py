@@ -1,6 +1,5 @@
 """Stage prepare: corpus source (params corpus.*) -> OUT/{train,valid,test}.npy, vocab.json,
-units.npz, stats.json, in blocks within corpus.memory (pipeline/text/chunked.py).
-Usage: python -m stages.prepare data/prepared"""
+units.npz, stats.json (pipeline/text/chunked.py). Usage: python -m stages.prepare data/prepared"""
 
 import sys
 

@@ -47,8 +47,7 @@ class Source:
 
 @dataclass(frozen=True)
 class Kind:
-    """A source kind: `matches(source)`; `open(source, errors, sha256)` -> Source; `pinned`:
-    corpus.sha256 applies to it."""
+    """A source kind: `matches(source)`, `open(source, errors, sha256)` -> Source, `pinned` (sha256)."""
     matches: Callable[[str], bool]
     open: Callable[[str, str, str], Source]
     pinned: bool = False
@@ -139,9 +138,8 @@ def download(url: str, sha256: str) -> str:
 
 def decode(data: bytes, name: str, errors: str = "strict", policy: str = POLICY, *, offset: int = 0,
            line: int = 0, decompressed: bool = False) -> str:
-    """Text of bytes of the file `name` from byte `offset` (after `line` lines; `decompressed`:
-    of a gzip file) under `errors` (`policy`: the setting that chooses it, or ""). A UTF-8 mark
-    at offset 0 is dropped; UTF-16, NUL bytes and invalid UTF-8 raise CorpusError naming the place."""
+    """Text of bytes of the file `name` from byte `offset` (after `line` lines) under `errors` (set by
+    `policy`), a UTF-8 mark at 0 dropped; CorpusError naming UTF-16, a NUL, invalid UTF-8."""
     where = "of the decompressed text " if decompressed else ""
     nul = data.find(b"\x00")
     why = ("is UTF-16 text; re-encode it as UTF-8 (iconv -f UTF-16 -t UTF-8)"
@@ -162,8 +160,7 @@ def decode(data: bytes, name: str, errors: str = "strict", policy: str = POLICY,
 
 def read_blocks(source: str, size: int, name: str, errors: str = "strict", policy: str = ""):
     """The text of the file `source` (`-`: standard input; `.gz`: decompressed) in blocks of whole
-    lines each ended by `\\n` (about `size` bytes, a longer line whole), decoded by `decode`.
-    Raises CorpusError naming `name`, a NUL byte at the block that holds it."""
+    lines ended by `\\n` (about `size` bytes), decoded by `decode`; CorpusError naming `name`."""
     path = Path(source)
     if source != "-" and (path.is_dir() or not path.exists()):
         what = "is a directory" if path.is_dir() else "no such file"

@@ -44,10 +44,9 @@ def random_sentences(total: int, wanted: dict[str, float], seed: int,
                      unit: str = "sentences") -> dict[str, np.ndarray]:
     """A seeded permutation of `total` units: valid first, then test, train the rest."""
     n = sizes(total, wanted, unit)
-    order = np.random.default_rng(seed).permutation(total)
-    parts = {"valid": order[:n["valid"]], "test": order[n["valid"]:n["valid"] + n["test"]],
-             "train": order[n["valid"] + n["test"]:]}
-    return {name: np.sort(parts[name]) for name in PARTS}
+    valid, test, train = np.split(np.random.default_rng(seed).permutation(total),
+                                  [n["valid"], n["valid"] + n["test"]])
+    return {"train": np.sort(train), "valid": np.sort(valid), "test": np.sort(test)}
 
 
 def documents(document_of: np.ndarray, wanted: dict[str, float], seed: int) -> dict[str, np.ndarray]:
@@ -58,8 +57,7 @@ def documents(document_of: np.ndarray, wanted: dict[str, float], seed: int) -> d
 
 
 def contiguous(lengths: np.ndarray, wanted: dict[str, float]) -> dict[str, np.ndarray]:
-    """The parts in text order, sized in words: a sentence is where its first word falls (an
-    empty sentence: where the previous word fell)."""
+    """The parts in text order, sized in words: a sentence is where its first (else the previous) word falls."""
     starts = np.cumsum(lengths) - lengths          # words before each sentence
     n = sizes(int(lengths.sum()), wanted, "words")
     part = np.searchsorted([n["train"], n["train"] + n["valid"]], starts, side="right")

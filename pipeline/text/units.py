@@ -17,9 +17,8 @@ MIN_DOCUMENTS = 10   # fewer documents in valid or test: resample sentences (sta
 
 def text_units(lines, line_of: np.ndarray,
                document_of: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """{"unit": (S,) the unit of each sentence, FIELDS: (U,) each unit's size} (int64). `line_of`
-    (S,): each sentence's line; `document_of`: each line's document, or None (a unit is a line);
-    `lines`: the lines (list[str]), or a function of sorted line indices -> their FIELDS."""
+    """{"unit": (S,) each sentence's unit, FIELDS: (U,) each unit's size} (int64) of the sentences'
+    lines `line_of` in `lines` (list[str], or sorted indices -> FIELDS); units: `document_of`, else lines."""
     line_of = np.asarray(line_of, dtype=np.int64)
     key = line_of if document_of is None else np.asarray(document_of, dtype=np.int64)[line_of]
     _, unit = np.unique(key, return_inverse=True)
@@ -64,9 +63,8 @@ def measure(lines, line_of: dict[str, np.ndarray],
 
 
 def check(arrays: dict[str, np.ndarray], sentences: dict[str, int], path, folder) -> None:
-    """StateError naming `path` (FILE of the output `folder`) and the array unless, for each
-    split of `sentences` ({split: its sentences}), `{split}_unit` holds an id in [0, U) for each
-    sentence and every `{split}_<field>` present U sizes >= 1 (U: the length of `{split}_chars`)."""
+    """StateError naming `path` (FILE of `folder`) and the array unless for each split of `sentences`
+    ({split: count}) `{split}_unit` holds one id in [0, U) per sentence, each `{split}_<field>` U sizes >= 1."""
     for split, count in sentences.items():
         units = len(arrays[f"{split}_chars"])
         # array -> (its length, the least and the greatest value allowed, what its length counts)
