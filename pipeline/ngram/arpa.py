@@ -90,21 +90,6 @@ def write(model: NGramLM, counts: NgramCounts, tokens: tuple[str, ...], out: Bin
     out.write(b"\n\\end\\\n")
 
 
-def _insert_blank_contexts(grams: dict, order: int) -> int:
-    """How many missing contexts were added to `grams` ({n: [ids (R, n), log10 p, log10 backoff,
-    line starts]}), highest order first, with backoff 0 and log10 p NaN (SRILM's reading)."""
-    added = 0
-    for n in range(order, 2, -1):
-        contexts = np.unique(grams[n][0][:, :n - 1], axis=0)
-        row = np.dtype((np.void, 8 * (n - 1)))     # a context's int64 ids as one value
-        missing = contexts[~np.isin(np.ascontiguousarray(contexts).view(row).ravel(),
-                                    np.ascontiguousarray(grams[n - 1][0]).view(row).ravel())]
-        added += len(missing)
-        blank = (missing, np.full(len(missing), np.nan), np.zeros(len(missing)), np.full(len(missing), -1))
-        grams[n - 1] = [np.concatenate(pair) for pair in zip(grams[n - 1], blank, strict=True)]
-    return added
-
-
 def _fill_blank_probabilities(lower: NGramLM, ids: np.ndarray, prob: np.ndarray) -> None:
     """Fill the NaN log10 p of added contexts w1..wk as SRILM backs off: log10 γ(w1..wk-1) plus
     log10 p(wk | w2..wk-1) from `lower` (orders 1..k-1)."""
@@ -177,7 +162,7 @@ def _read(raw: bytes, declared: list[int], bounds: list[tuple[int, int]], path, 
                     [(0.0, 0.0, 0.0)] * order)
     grams = {n: chunks(n) for n in range(2, order + 1)}
     if orphans == "keep":      # all n-grams at once: blank contexts are inserted before keys exist
-        grams = _kept(grams, declared, path, notes)
+        grams = _kept(grams, order, path, notes)
     for n in range(2, order + 1):
         _add_order(model, grams[n], n, tokens, data, path, orphans == "keep")
     if "<unk>" not in unigrams and notes is not None:
@@ -244,13 +229,22 @@ class _Words:
         return ids
 
 
-def _kept(grams: dict, declared: list[int], path, notes) -> dict:
-    """`orphans="keep"`: every order's chunks as one, each missing context added (SRILM)."""
+def _kept(grams: dict, order: int, path, notes) -> dict:
+    """`orphans="keep"`: each order's chunks of (ids (R, n), log10 p, log10 backoff, line starts) as
+    one, each missing context added, highest order first, backoff 0 and log10 p NaN (SRILM)."""
     grams = {n: [np.concatenate(columns) for columns in zip(*chunks, strict=True)]
              for n, chunks in grams.items()}
-    kept = _insert_blank_contexts(grams, len(declared))
-    if kept and notes is not None:
-        notes.append(f"{path}: {kept} context(s) of n-grams were missing; kept as SRILM does "
+    added = 0
+    for n in range(order, 2, -1):
+        contexts = np.ascontiguousarray(np.unique(grams[n][0][:, :n - 1], axis=0))
+        row = np.dtype((np.void, 8 * (n - 1)))     # a context's int64 ids as one value
+        missing = contexts[~np.isin(contexts.view(row).ravel(),
+                                    np.ascontiguousarray(grams[n - 1][0]).view(row).ravel())]
+        added += len(missing)
+        blank = (missing, np.full(len(missing), np.nan), np.zeros(len(missing)), np.full(len(missing), -1))
+        grams[n - 1] = [np.concatenate(pair) for pair in zip(grams[n - 1], blank, strict=True)]
+    if added and notes is not None:
+        notes.append(f"{path}: {added} context(s) of n-grams were missing; kept as SRILM does "
                      "(each n-gram with its own context, backoff 1)")
     return {n: [columns] for n, columns in grams.items()}
 
