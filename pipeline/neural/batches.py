@@ -28,8 +28,7 @@ class StreamWindows(Dataset):
         columns = len(stream) // total
         if columns < 2:
             raise ValueError(f"{len(stream)} tokens are too few for {total} columns; lower train.batch_size")
-        # (B, N): this rank's rows, a view of the (memory-mapped) stream: no process copies it;
-        # made int64 a window at a time
+        # (B, N): this rank's rows, a view of the (memory-mapped) stream, made int64 per window
         first = rank * batch_size * columns
         self.data = np.asarray(stream[first:first + batch_size * columns]).reshape(batch_size, columns)
         self.starts = np.arange(0, columns - 1, bptt)   # window i starts at starts[i]
@@ -137,8 +136,7 @@ class BucketBatches(Sampler):
         self.epoch = epoch
 
     def __len__(self) -> int:
-        batches = -(-len(self.lengths) // self.batch_size)
-        return batches if self.world == 1 else batches // self.world
+        return -(-len(self.lengths) // self.batch_size) // self.world
 
     def __iter__(self):
         rng = np.random.default_rng([self.seed, self.epoch])
@@ -151,9 +149,8 @@ class BucketBatches(Sampler):
             chunk = order[start:start + size]
             chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]
             batches.extend(chunk[i:i + self.batch_size] for i in range(0, len(chunk), self.batch_size))
-        order = rng.permutation(len(batches))
-        if self.world > 1:  # the same order on every rank; each takes every world-th batch
-            order = order[self.rank::self.world][:len(self)]
+        # the same order on every rank; each takes every world-th batch
+        order = rng.permutation(len(batches))[self.rank::self.world][:len(self)]
         for index in order[skip:]:
             yield batches[index].tolist()
 
@@ -208,7 +205,6 @@ def valid_loader(cloze: bool, stream: np.ndarray, params: TrainParams, pin_memor
         return DataLoader(sentences, batch_size=params.eval_batch_size,
                           collate_fn=pad_sentences, pin_memory=pin_memory)
     inputs, targets, _ = eval_columns(stream, params.eval_batch_size)
-    inputs, targets = inputs[rank::world], targets[rank::world]
-    windows = [(inputs[:, i:i + params.bptt], targets[:, i:i + params.bptt])
-               for i in range(0, inputs.shape[1], params.bptt)]
-    return DataLoader(windows, batch_size=None, pin_memory=pin_memory)
+    windows = zip(inputs[rank::world].split(params.bptt, 1), targets[rank::world].split(params.bptt, 1),
+                  strict=True)
+    return DataLoader(list(windows), batch_size=None, pin_memory=pin_memory)

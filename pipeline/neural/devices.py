@@ -23,7 +23,6 @@ def check_machine(train: TrainParams, cuda_devices: int | None = None,
     named = train.accelerator in ("gpu", "cuda")
     gpu = named or (train.accelerator == "auto" and cuda_devices > 0)
     available, unit = (cuda_devices, "CUDA GPU") if gpu else (cpu_count, "CPU core")
-    plural = "s" if available != 1 else ""
     problems = [
         (named and cuda_devices == 0, f"train.accelerator={train.accelerator!r} but this machine "
          "has no CUDA GPU; use accelerator: auto or cpu"),
@@ -31,8 +30,8 @@ def check_machine(train: TrainParams, cuda_devices: int | None = None,
          f"train.precision={train.precision!r} needs a CUDA GPU and this run is on the CPU; use "
          "precision: auto (bf16-mixed on a GPU, 32-true on the CPU) or 32-true"),
         (train.devices > available, f"train.devices={train.devices} but this machine has "
-         f"{available} {unit}{plural}; use devices <= {available}, or run on more machines with "
-         "train.num_nodes"),
+         f"{available} {unit}{'s' if available != 1 else ''}; use devices <= {available}, or run "
+         "on more machines with train.num_nodes"),
         (train.num_nodes > 1 and not any(name in env for name in MULTI_NODE_ENV),
          f"train.num_nodes={train.num_nodes} needs a multi-node launcher (torchrun or SLURM, see "
          "docs/scaling.md), or num_nodes: 1"),

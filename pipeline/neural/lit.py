@@ -85,10 +85,9 @@ class LitLM(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint["lmpipe"]
         self.history = list(state["history"])
-        self.epoch_batches = state["epoch_batches"]
-        hidden, rank = state["hidden"], self.global_rank   # (world, layers, B, H): a slice per rank
-        self.hidden = None if hidden is None or rank >= len(hidden) else hidden[rank].to(self.device)
-        self._resume_at = self.epoch_batches
+        self._resume_at = self.epoch_batches = state["epoch_batches"]
+        hidden = state["hidden"]   # (world, layers, B, H): a slice per rank (world is in the fingerprint)
+        self.hidden = None if hidden is None else hidden[self.global_rank].to(self.device)
         if any(key.startswith("averaged.") for key in checkpoint["state_dict"]):
             self._start_averaging()   # so that the state_dict loads into it
         torch.set_rng_state(state["cpu_rng"])
@@ -219,8 +218,7 @@ class LitLM(L.LightningModule):
             self._start_averaging()
             self.print(f"NT-ASGD: validation stopped improving (val ppl {ppl:.2f} after epoch "
                        f"{self.current_epoch}); averaging the weights from step {self.global_step}")
-        # the step Lightning's loggers give this val_ppl (the x of MLflow's curve; evaluate logs
-        # its metrics at the best epoch's): batches stepped before this epoch's last
+        # the step Lightning's loggers give this val_ppl (the x of MLflow's curve)
         step = self.trainer.fit_loop.epoch_loop._batches_that_stepped
         self.history.append({"epoch": self.current_epoch, "step": step, "val_ppl": ppl})
 

@@ -28,9 +28,7 @@ def linear_cross_entropy(features: torch.Tensor, weight: torch.Tensor, bias: tor
 
 def _chunked(h, weight, bias, y, chunk, grads: bool):
     total = torch.zeros((), dtype=torch.float64)
-    grad_h = torch.zeros_like(h) if grads else None
-    grad_w = torch.zeros_like(weight) if grads else None
-    grad_b = torch.zeros_like(bias) if grads else None
+    grad_h, grad_w, grad_b = (torch.zeros_like(t) if grads else None for t in (h, weight, bias))
     for start in range(0, h.shape[0], chunk):
         hc, yc = h[start:start + chunk], y[start:start + chunk]
         keep = yc != IGNORE

@@ -18,8 +18,8 @@ from pipeline import files
 LAST = "last.ckpt"
 BEST = "best.ckpt"
 STATE = "resume.json"
-CHECKPOINT_KEYS = ("state_dict", "optimizer_states", "loops", "lmpipe")   # what a resume reads
-# (Lightning's keys, and LitLM's own: on_save_checkpoint)
+# what a resume reads: Lightning's keys, and LitLM's own (on_save_checkpoint)
+CHECKPOINT_KEYS = ("state_dict", "optimizer_states", "loops", "lmpipe")
 
 
 class State(BaseModel):
