@@ -36,12 +36,11 @@ def build(args) -> None:
             tokens, stream, longest, sentences = _encode(args, spill)
             progress(f"{sentences:,} sentences, {len(tokens):,} words in the vocabulary")
             builder.check_order(args.order, longest, "--order {}", _name(args))
-            try:
-                with builder.build(stream, len(tokens), args.order, args.order, args.memory, None,
-                                   fallback, remedy, progress, "-S") as (counts, model, _):
-                    _write(args, model, counts, tokens)
-            except MemoryError:
-                raise ValueError(f"{_name(args)}: out of memory for {args.order}-grams; lower -S or --order") from None
+            with builder.build(stream, len(tokens), args.order, args.order, args.memory, None,
+                               fallback, remedy, progress, "-S") as (counts, model, _):
+                _write(args, model, counts, tokens)
+    except MemoryError:
+        raise ValueError(f"{_name(args)}: out of memory for {args.order}-grams; lower -S or --order") from None
     except files.SpillError as error:
         raise ValueError(f"-T/--temp-prefix {error}") from None
     progress(f"wrote {args.arpa}")
