@@ -5,6 +5,7 @@ Ctrl-C; --debug or LMPIPE_DEBUG=1: the traceback)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import select
@@ -38,13 +39,10 @@ class Parser(argparse.ArgumentParser):
 def checked(parse, fits, wanted: str):
     """An argparse type: parse(text) when it reads and fits; else `must be WANTED, not 'TEXT'`."""
     def convert(text: str):
-        try:
-            value = parse(text)
-        except ValueError:
-            value = None
-        if value is None or not fits(value):
-            raise argparse.ArgumentTypeError(f"must be {wanted}, not {text!r}")
-        return value
+        with contextlib.suppress(ValueError):   # unreadable: as not fitting
+            if fits(value := parse(text)):
+                return value
+        raise argparse.ArgumentTypeError(f"must be {wanted}, not {text!r}")
     return convert
 
 
