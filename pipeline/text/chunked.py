@@ -99,7 +99,7 @@ class _Scan:
         self.tokens = spill.file("tokens", np.int32)
         self.columns = {field: spill.file(field, np.int64) for field in units.FIELDS}
         per_line, blank, given_documents = [], [], []
-        self.file_lines = [0] * len(source.files)    # lines of each file, in order
+        self.file_lines = [0] * len(source.files)
         self.digest, self.replaced = hashlib.sha256(), 0
         tokenizer = TOKENIZERS[c.tokenizer]
         for file, text, documents in source.blocks(chars):
@@ -130,8 +130,8 @@ class _Scan:
 
     @property
     def documents(self) -> np.ndarray:
-        """The document of each line (int64, (lines,)): the source's, else runs of lines ended
-        by blank lines (which belong to it) or a file's end; computed when first asked for."""
+        """The document of each line (int64): the source's, else runs of lines ended by blank lines
+        (which belong to it) or a file's end."""
         if self._documents is None:
             ends = self.blank.copy()
             ends[:-1] &= ~self.blank[1:]
@@ -149,8 +149,7 @@ class _Sentences:
         counts, m = scan.per_line, c.max_line_tokens
         cut = (counts > m) if m else np.zeros(len(counts), dtype=bool)
         any_cut = bool(cut.any())
-        # sentences each line makes: ceil(count / m) when cut, else 1 (0 for a line without
-        # tokens, unless the tokenizer keeps it as an empty sentence)
+        # sentences of each line: ceil(count / m) when cut, else 1 (0 without tokens, unless blank lines count)
         pieces = np.where(cut, -(-counts // max(m, 1)),
                           (counts > 0) | TOKENIZERS[c.tokenizer].blank_lines_are_sentences
                           ).astype(counts.dtype)

@@ -46,14 +46,10 @@ def tokenize(line: str, tokenizer: str = "words", lowercase: bool = True,
 
 def as_asked(tokens: list[str], lowercase: bool, unk: str) -> list[str]:
     """`tokens` with the marker `unk` as `<unk>`, lowercased (but `<unk>`) when asked."""
-    if unk and unk != UNK:
-        tokens = [UNK if t == unk else t for t in tokens]
-    if lowercase:
-        tokens = [t if t == UNK else t.lower() for t in tokens]
-    return tokens
+    return [UNK if t in (unk, UNK) else t.lower() if lowercase else t for t in tokens]
 
 
-def _whitespace_line(line: str, lowercase: bool, unk: str) -> list[str]:
+def _whitespace_line(line: str, lowercase: bool, unk: str) -> list[str]:   # `\n` inside: no separator
     return as_asked([t for t in SEPARATORS.split(line) if t], lowercase, unk)
 
 
