@@ -43,8 +43,7 @@ def _prepare(params, out: Path, source, spill, chars: int, memory: int, block: i
     progress(f"prepare: read {scan.lines:,} lines from {', '.join(source.files)}")
     sentences = _Sentences(scan, c, source.given)
     wanted = {"train": split.train, "valid": split.valid, "test": split.test}
-    method, documents = _divide(sentences, scan, source, split.method, wanted, params.seed,
-                                 c.source)
+    method, documents = _divide(sentences, scan, source, params, wanted)
     # blocks of sentences from what the budget leaves beside what is resident now
     step = block or max(_left(memory) // BYTES_PER_TOKEN, 1 << 16)
     if method == "given":
@@ -207,32 +206,30 @@ def _left(memory: int) -> int:
     return max(memory - psutil.Process().memory_info().rss, memory // 8)
 
 
-def _divide(sentences: _Sentences, scan: _Scan, source, method: str, wanted, seed: int,
-            name: str) -> tuple[str, dict[str, int]]:
+def _divide(sentences: _Sentences, scan: _Scan, source, params, wanted) -> tuple[str, dict[str, int]]:
     """Sets `sentences.part` (the source's split, else splits.split's); (method, documents per part)."""
     bounds = np.searchsorted(sentences.line_of, scan.file_start)   # line_of is sorted
-    train = f"{source.files[0]} (the train split)" if source.given else f"corpus.source={name!r}"
+    train = f"{source.files[0]} (the train split)" if source.given else \
+        f"corpus.source={params.corpus.source!r}"
     if not sentences.length[:bounds[1] if source.given else None].sum():
         raise splits.SplitError(f"{train} holds no tokens; give a text with at least one non-blank line")
     if source.given:
         sentences.part[:] = np.repeat(np.arange(3, dtype=np.int8), np.diff(bounds))
         return "given", {}
     document_of = scan.documents[sentences.line_of]
-    indices = splits.split(method, sentences.length, document_of, wanted, seed)
+    indices = splits.split(params.split.method, sentences.length, document_of, wanted, params.seed)
     for number, part in enumerate(splits.PARTS):
         sentences.part[indices[part]] = number
-    return method, {part: int(len(np.unique(document_of[indices[part]]))) for part in splits.PARTS}
+    return params.split.method, {part: int(len(np.unique(document_of[indices[part]]))) for part in splits.PARTS}
 
 
 def _vocab(scan: _Scan, sentences: _Sentences, params, step: int) -> Vocab:
     """Vocab.from_counts of the train sentences' tokens, counted a block of sentences at a time."""
     counts = np.zeros(len(scan.strings), dtype=np.int64)
     for a, b in sentences.blocks(step):
-        ids = sentences.tokens(scan, a, b)
         train = np.repeat(sentences.part[a:b] == 0, sentences.length[a:b])
-        counts += np.bincount(ids[train], minlength=len(counts))
-    seen = np.flatnonzero(counts)
-    vocab = Vocab.from_counts({scan.strings[i]: int(counts[i]) for i in seen},
+        counts += np.bincount(sentences.tokens(scan, a, b)[train], minlength=len(counts))
+    vocab = Vocab.from_counts({scan.strings[i]: int(counts[i]) for i in np.flatnonzero(counts)},
                               params.min_count, params.max_size)
     if len(vocab) == len(SPECIALS):
         raise corpus.CorpusError(f"the vocabulary is empty: no train word occurs vocab.min_count={params.min_count} times")

@@ -131,12 +131,11 @@ def encode_text(text: str, tokens: tuple[str, ...] | None = None, tokenizer: str
     target is `<unk>`) of `text` as prepare reads it (`query`: `\\v`, `\\f` separate too); ValueError: `<s>`, `</s>`."""
     kind = TOKENIZERS[tokenizer]
     if kind.as_written is not None:    # the whole text at once: splitting and hashing in C
-        distinct, codes, per_line = kind.as_written(text.encode("utf-8"), query)
-        asked = as_asked(distinct, lowercase, unk)
-        bad = next(((t, a) for t, a in zip(distinct, asked, strict=True) if {t, a} & {BOS, EOS}), None)
+        raw, codes, per_line = kind.as_written(text.encode("utf-8"), query)
+        distinct = as_asked(raw, lowercase, unk)
+        bad = next(((t, a) for t, a in zip(raw, distinct, strict=True) if {t, a} & {BOS, EOS}), None)
         if bad is not None:   # '</S>' lowercased would end a sentence mid-line
             raise ValueError(f"the text contains the reserved token {bad[0]!r} (lowercased: {bad[1]!r}); remove or rename it")
-        distinct = asked
     else:
         distinct, codes, per_line = kind.block(text, lowercase, unk)
     if not kind.blank_lines_are_sentences:
