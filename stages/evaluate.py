@@ -1,6 +1,5 @@
-"""Stage evaluate: data/prepared + models/ -> metrics/ (metrics.json, pairs.json, mle.json,
-comparison.md, memory.md, probes, samples, plots/) and, in MLflow, one parent run for this
-pipeline execution with one nested run per model (pipeline/tracking/evaluation_runs.py).
+"""Stage evaluate: data/prepared + models/ -> metrics/ and, in MLflow, a pipeline run with one
+nested run per model (pipeline/tracking/evaluation_runs.py).
 Usage: python -m stages.evaluate data/prepared models metrics"""
 
 import sys

@@ -123,6 +123,15 @@ def _scored(line: str, tokenizer: str, p: float):
     return scoring.unit_sums(scores, stream, text["unit"], 1), text
 
 
+def _text_metrics(sums: dict, text: dict) -> dict:
+    """report.metrics' bits_per_char, bits_per_byte and word_ppl of one model's test sums."""
+    drawn = bootstrap.resample_sums(report.columns({"m": {"test": sums}}, "test", text), 10, 0)
+    got = report.metrics("m", {"valid": sums, "test": sums}, {"valid": drawn, "test": drawn}, text,
+                         np.ones(1, dtype=bool), {"m": np.ones(10), "blanks": np.ones(10)},
+                         {"test": {"oov_rate": 0.0}}, 0, "causal", 0.95)
+    return {key: got[f"test_{key}"] for key in ("bits_per_char", "bits_per_byte", "word_ppl")}
+
+
 def test_bits_per_character_of_a_hand_checked_text_for_a_word_and_a_char_model():
     """"the cat": 7 characters + the newline = 8; 2 words + the end of the sentence = 3.
     A word model paying 2 bits for each of the, cat, </s>: 6 bits / 8 chars = 0.75 bits/char.
@@ -130,14 +139,12 @@ def test_bits_per_character_of_a_hand_checked_text_for_a_word_and_a_char_model()
     and its word-level perplexity is 2^(8/3)."""
     sums, text = _scored("the cat", "words", 0.25)
     assert sums["tokens"].sum() == 3
-    got = scoring.text_metrics(sums["nll"].sum(), text["chars"].sum(), text["bytes"].sum(),
-                               text["words"].sum())
+    got = _text_metrics(sums, text)
     assert got["bits_per_char"] == pytest.approx(0.75)
     assert got["word_ppl"] == pytest.approx(4.0)         # = the word model's own perplexity
     sums, text = _scored("the cat", "chars", 0.5)
     assert sums["tokens"].sum() == 8
-    got = scoring.text_metrics(sums["nll"].sum(), text["chars"].sum(), text["bytes"].sum(),
-                               text["words"].sum())
+    got = _text_metrics(sums, text)
     assert got["bits_per_char"] == pytest.approx(1.0)
     assert got["bits_per_byte"] == pytest.approx(1.0)
     assert got["word_ppl"] == pytest.approx(2 ** (8 / 3))

@@ -50,7 +50,7 @@ FILL = "{name: agreement, text: 'they ___ everywhere .', "
     (f"- {FILL}top: 0}}", ("probe 1 ('agreement')", "top", "0")),
     (f"- {FILL}top: -2}}", ("top", "-2")),
     (f"- {FILL}top: 2.5}}", ("top", "2.5")),
-    (f"- {FILL}top: true}}", ("top", "true")),
+    (f"- {FILL}top: true}}", ("top", "True")),
     (f"- {FILL}top: '3'}}", ("top", "'3'")),
     ("- {name: a, text: they run ., top: 3}", ("probe 1 ('a')", "'they run .'", "___")),
     ("- {name: a, text: ___ run ___, top: 3}", ("'___ run ___'", "2 ___")),
@@ -60,10 +60,10 @@ FILL = "{name: agreement, text: 'they ___ everywhere .', "
     ("- {name: a, rank: [a b], open: false}", ("open", "rank:")),
     ("- {name: a, rank: [a b], text: a ___}", ("rank:", "text:", "split")),
     ("- {name: a, about: nothing}", ("probe 1 ('a')", "rank:", "text:")),
-    ("- {name: a, rank: []}", ("rank", "[]")),
+    ("- {name: a, rank: []}", ("rank", "one or more")),
     ("- {name: a, rank: [a b, 5]}", ("rank", "['a b', 5]")),
     ("- {name: a, rank: [a ___ b ___]}", ("'a ___ b ___'", "2 ___")),
-    (f"- {FILL}options: []}}", ("options", "[]")),
+    (f"- {FILL}options: []}}", ("options", "one or more")),
     (f"- {FILL}options: are}}", ("options", "'are'")),
     (f"- {FILL}options: [are you, is]}}", ("options", "['are you', 'is']")),
     ("- {name: 5, rank: [a b]}", ("probe 1:", "name", "5")),
@@ -118,9 +118,9 @@ def test_options_must_be_one_token_under_the_corpus_tokenizer(tmp_path):
 
 def test_under_chars_a_word_option_is_left_to_evaluate_which_skips_it(tmp_path):
     """Under corpus.tokenizer: chars every word is several tokens: evaluate reports the probe
-    as skipped (tasks.ProbeNotApplicable), as it always has, instead of refusing the file."""
+    as skipped (one {"skipped": why} row), as it always has, instead of refusing the file."""
     path = _write(tmp_path, f"- {FILL}options: [are, is]}}\n")
     chars = lambda text: [ord(ch) for ch in text.replace(" ", "")]  # noqa: E731
     probes = load_probes(path, chars, "chars")
-    with pytest.raises(tasks.ProbeNotApplicable):
-        tasks.run_probe(None, probes[0], chars, ("<unk>", "<s>", "</s>"))
+    [row] = tasks.run_probe(None, probes[0], chars, ("<unk>", "<s>", "</s>"))
+    assert "option 'are' is 3 tokens" in row["skipped"]

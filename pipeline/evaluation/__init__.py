@@ -1,3 +1,2 @@
-"""Evaluation, one path for every model. In: trained models, the valid and test streams. Out: each
-target's ln p and rank (scoring), metrics with bootstrap intervals (report, bootstrap), tasks
-beyond perplexity (tasks), the metrics/ files DVC tracks. Imports text/, ngram/, neural/; never MLflow."""
+"""Evaluation, one path for every model: scoring, bootstrap intervals, tasks beyond perplexity,
+the metrics/ files DVC tracks (run.py). Imports text/, ngram/, neural/; never MLflow."""

@@ -1,11 +1,11 @@
-"""Evaluate's inputs, read and checked before any scoring (evaluation/run.py). In:
-data/prepared/stats.json and units.npz, models/KIND/history.json, models/ngram/counts.parquet;
-every score before it is written, logged or registered. Errors: errors.StateError, one line
-naming the file (or model), what is wrong and the fix."""
+"""Evaluate's inputs, checked before any scoring: data/prepared/stats.json and units.npz,
+models/KIND/history.json, models/ngram/counts.parquet; the scores before they are written.
+Errors: errors.StateError, one line naming the file (or model), what is wrong and the fix."""
 
 from __future__ import annotations
 
 import math
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,8 +41,10 @@ class Epoch(Checked):
     step: int = Field(0, ge=0)   # written since lmpipe recorded it
 
 
-def _check(schema, value, path: Path, folder: Path, fix: str):
-    """`value` as `schema` validates it; else StateError naming the file, the key and `fix`."""
+def _read(path: Path, schema, folder: Path, fix: str):
+    """The JSON file at `path` as `schema` (a model or a list of one) validates it; else
+    StateError naming the file, the key and `fix`."""
+    value = files.read_json(path, folder, list if typing.get_origin(schema) is list else dict, fix=fix)
     try:
         TypeAdapter(schema).validate_python(value)
     except ValidationError as error:
@@ -56,15 +58,13 @@ def _check(schema, value, path: Path, folder: Path, fix: str):
 def read_stats(data: Path) -> dict:
     """data/prepared/stats.json: corpus_hash, valid and test (each an oov_rate in [0, 1])."""
     path = data / "stats.json"
-    fix = f"restore it with `git checkout {path}` or rebuild it with `dvc repro -f prepare`"
-    stats = files.read_json(path, data, required=("corpus_hash", "valid", "test"), fix=fix)
-    return _check(Stats, stats, path, data, fix)
+    return _read(path, Stats, data,
+                 f"restore it with `git checkout {path}` or rebuild it with `dvc repro -f prepare`")
 
 
 def read_history(path: Path) -> list[dict]:
     """models/KIND/history.json: one entry per epoch, with epoch, val_ppl and step."""
-    history = files.read_json(path, path.parent, list)
-    return _check(list[Epoch], history, path, path.parent, retrain_hint(path.parent))
+    return _read(path, list[Epoch], path.parent, retrain_hint(path.parent))
 
 
 def check_finite(name: str, result: dict, weights: str) -> None:

@@ -1,7 +1,6 @@
 """Trained models behind one interface (LanguageModel, causal or cloze), loaded by weights file
-name (LOADERS: model.npz n-gram, model.pt recurrent). In: models/KIND files. Out: sentence ln p
-(nats), next-word distributions, per-token scores. Errors: StateError naming a damaged or
-mismatched model file."""
+name (LOADERS). In: models/KIND. Out: sentence ln p (nats), next-word distributions, per-token
+scores. Errors: StateError naming a damaged or mismatched model file."""
 
 from __future__ import annotations
 
@@ -17,7 +16,7 @@ from pipeline.neural.batches import pad_sentences
 from pipeline.neural.rnn import RNNLM
 from pipeline.ngram.kneser_ney import NGramLM
 from pipeline.text.tokenizers import tokenize
-from pipeline.text.vocab import BOS_ID, Vocab
+from pipeline.text.vocab import BOS_ID, EOS_ID, Vocab
 
 
 def retrain_hint(folder: Path) -> str:
@@ -66,7 +65,7 @@ def _built(build, data, path: Path, what: str, *also: type[Exception]):
 
 def _refuse(path: Path, damage: str | None, built: str, size: int, vocab_size: int) -> None:
     if damage:
-        raise files.StateError(f"{path}: damaged, {damage}; {retrain_hint(path.parent)}")
+        raise files.damaged(path, f"damaged, {damage}", fix=retrain_hint(path.parent))
     if size != vocab_size:
         raise files.StateError(f"{path}: {built} on a {size:,}-token vocabulary but data/prepared "
                                f"has {vocab_size:,}; `dvc checkout` restores both, `dvc repro` "
@@ -80,18 +79,10 @@ def codec(vocab: Vocab, corpus) -> tuple:
     return (lambda text: vocab.encode(tokens(text))), (lambda text: vocab.unknown(tokens(text)))
 
 
-def filled_in(sentence: np.ndarray, position: int, candidates) -> np.ndarray:
-    """(C, len(sentence)): `sentence` once per candidate, the candidate at `position`."""
-    filled = np.repeat(sentence[None], len(candidates), axis=0)
-    filled[:, position] = candidates
-    return filled
-
-
 class LanguageModel:
-    """A trained model. Subclasses give sentence_logprobs(sentences) (S,): Σ ln p over every
-    non-`<s>` token of each `<s> .. </s>` sentence, and next_distribution(prefixes) (B, V):
-    p(w | prefix), p(`<s>`) = 0, or override next_distributions and fill_logprobs; for evaluate,
-    stream_scores(stream) (scoring's per-token scores), nbytes() and params() (as logged)."""
+    """A trained model: sentence_logprobs(sentences) (S,): Σ ln p over every non-`<s>` token of
+    each `<s> .. </s>` sentence; next_distributions(prefixes, state) ((B, V) p(w | prefix),
+    p(`<s>`) = 0, state); fill_logprobs; stream_scores (scoring.Scores), nbytes(), params()."""
 
     kind = "causal"
     path: Path | None = None   # the weights file load_model read
@@ -101,14 +92,11 @@ class LanguageModel:
         """A score per candidate for sentence[position]. Causal: ln p of the completed sentence
         (open_end: ln p(candidate | left context) only). Cloze: ln p(candidate | both sides)."""
         if open_end:
-            return np.log(np.maximum(self.next_distribution([sentence[:position]])[0][candidates],
+            return np.log(np.maximum(self.next_distributions([sentence[:position]])[0][0][candidates],
                                      1e-300))
-        return self.sentence_logprobs(filled_in(sentence, position, candidates))
-
-    def next_distributions(self, prefixes: list[np.ndarray], state=None):
-        """((B, V) distributions, state): a recurrent model returns its state and, given it back
-        for the same B rows, reads only each prefix's last token; others return None."""
-        return self.next_distribution(prefixes), None
+        filled = np.repeat(sentence[None], len(candidates), axis=0)
+        filled[:, position] = candidates
+        return self.sentence_logprobs(filled)
 
 
 class NgramModel(LanguageModel):
@@ -133,21 +121,19 @@ class NgramModel(LanguageModel):
         owner = np.repeat(np.arange(len(sentences)), [len(s) - 1 for s in sentences])
         return np.bincount(owner, logp, minlength=len(sentences))
 
-    def next_distribution(self, prefixes):
-        n = self.lm.order - 1
-        contexts = np.full((len(prefixes), n), -1, dtype=np.int64)
-        for i, prefix in enumerate(prefixes):
-            tail = np.asarray(prefix[-n:], dtype=np.int64) if n else np.zeros(0, np.int64)
-            contexts[i, n - len(tail):] = tail
-        return scoring.ngram_distributions(self.lm, contexts)
+    def next_distributions(self, prefixes, state=None):
+        stream = np.concatenate([[*prefix, EOS_ID] for prefix in prefixes]).astype(np.int64)
+        after = np.cumsum([len(prefix) for prefix in prefixes]) - 1   # each prefix's EOS_ID
+        contexts = scoring.ngram_contexts(stream, self.lm.order)[after]
+        return scoring.ngram_distributions(self.lm, contexts), None
 
 
 class RecurrentModel(LanguageModel):
     artifact = "checkpoint"
+    batch_size = 256   # sentences, or candidates, per forward pass
 
-    def __init__(self, model: RNNLM, batch_size: int = 256, config: dict | None = None):
+    def __init__(self, model: RNNLM, config: dict | None = None):
         self.model = model.eval()
-        self.batch_size = batch_size
         self.kind = "cloze" if model.config.bidirectional else "causal"
         self.config = config   # the checkpoint's, as trained
 
@@ -200,7 +186,8 @@ class RecurrentModel(LanguageModel):
 
     @torch.no_grad()
     def next_distributions(self, prefixes, state=None):
-        """Prefixes of one length; state (L, B, H or 2H) after each prefix but its last token."""
+        """Prefixes of one length; given the state (L, B, H or 2H) after each prefix but its last
+        token, reads only that token."""
         if state is not None:
             tokens = torch.as_tensor(np.array([p[-1] for p in prefixes], dtype=np.int64)).unsqueeze(1)
             logits, state = self.model(tokens, state)

@@ -51,9 +51,8 @@ def comparison(results: dict, histories: dict[str, list[dict]], memory: list[dic
     ngram_rows = [r for r in memory if r["model"].startswith("ngram")]
     middle.plot(range(1, len(ngram_rows) + 1), [r["bytes"] / 2**20 for r in ngram_rows], marker="o",
                 label="Kneser-Ney model of order N")
-    for r in memory:
-        if not r["model"].startswith("ngram"):
-            middle.axhline(r["bytes"] / 2**20, linestyle="--", linewidth=1, label=f"{r['model']} parameters")
+    for r in memory[len(ngram_rows):]:   # each RNN's parameters
+        middle.axhline(r["bytes"] / 2**20, linestyle="--", linewidth=1, label=f"{r['model']} parameters")
     middle.set(xlabel="n-gram order N", ylabel="MiB", title="memory: n-grams vs RNN parameters")
     middle.legend(fontsize=7)
     figure.tight_layout()

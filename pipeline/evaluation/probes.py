@@ -3,39 +3,30 @@ In: the YAML file. Out: the probes as dicts. Raises ParamsError naming the file,
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pipeline.config import ParamsError, refuse
-from pipeline.errors import as_written
+from pipeline.errors import problem
 from pipeline.evaluation.tasks import BLANK
 from pipeline.files import read_yaml, relative
 from pipeline.text.tokenizers import TOKENIZERS
-
-PROBE_KEYS = {  # each key of a probe and what its value must be
-    "name": "a string naming the probe (quoted where YAML would read a number: '5')",
-    "about": "a string (one line saying what the probe shows)",
-    "rank": "a list of sentences, e.g. [i saw it, saw i it]",
-    "text": "a sentence with one ___ (the blank to fill)",
-    "options": "a list of words, e.g. [are, is]",
-    "top": "a whole number >= 1 (how many of the vocabulary's best words to list)",
-    "open": "true or false",
-}
-
 
 Word = Annotated[str, Field(pattern=r"^\S+$")]   # one word: no whitespace
 
 
 class Probe(BaseModel):
+    """One probe; errors.problem words pydantic's complaints (a description: what is allowed)."""
     model_config = ConfigDict(extra="forbid", strict=True)
     name: str | None = None
     about: str | None = None
-    rank: list[str] | None = Field(None, min_length=1)
+    rank: list[str] | None = Field(None, min_length=1, description="list one or more sentences, "
+                                                                   "e.g. [i saw it, saw i it]")
     text: str | None = None
-    options: list[Word] | None = Field(None, min_length=1)
+    options: list[Word] | None = Field(None, min_length=1, description="list one or more single "
+                                                                       "words, e.g. [are, is]")
     top: int | None = Field(None, ge=1)
     open: bool | None = None
 
@@ -73,17 +64,17 @@ def load_probes(path: str | Path, encode=None, tokenizer: str = "words") -> list
     raw = read_yaml(shown)   # its messages name the file as this one's do
     empty = "is empty; `git checkout configs/probes.yaml`, or [] for none"
     if not isinstance(raw, list):
-        raise ParamsError(f"{shown}: {empty if raw is None else f'must be a list, not {_yaml_value(raw)}'}")
+        raise ParamsError(f"{shown}: {empty if raw is None else f'must be a list, not {raw!r}'}")
     probes = []
     for number, item in enumerate(raw, start=1):
         name = item.get("name") if isinstance(item, dict) else None
         where = f"{shown}: probe {number}" + (f" ({name!r})" if isinstance(name, str) else "")
         if not isinstance(item, dict):
-            raise ParamsError(f"{where}: must be a mapping (name:, rank: or text:), not {_yaml_value(item)}")
+            raise ParamsError(f"{where}: must be a mapping (name:, rank: or text:), not {item!r}")
         try:
             probe = Probe.model_validate(item).model_dump(exclude_none=True)
         except ValidationError as error:
-            raise ParamsError(f"{where}: {_probe_problem(error, item)}") from None
+            raise ParamsError(f"{where}: {problem(error, Probe, item)}") from None
         if encode is not None and TOKENIZERS[tokenizer].tokens_are_words:
             for option in probe.get("options", []):
                 count = len(encode(option))
@@ -92,28 +83,3 @@ def load_probes(path: str | Path, encode=None, tokenizer: str = "words") -> list
                                       f"corpus.tokenizer {tokenizer}; give single words")
         probes.append(probe)
     return probes
-
-
-def _probe_problem(error, item: dict) -> str:
-    first = error.errors()[0]
-    if first["type"] == "params":   # one_task's own sentence, with its fix
-        return first["msg"]
-    key = first["loc"][0] if first["loc"] else None
-    if first["type"] == "extra_forbidden":
-        close = difflib.get_close_matches(str(key), list(PROBE_KEYS), n=1)
-        hint = f"; did you mean {close[0]}?" if close else ""
-        return f"unknown key {key!r}{hint} (a probe has {', '.join(PROBE_KEYS)}); fix the file"
-    return f"{key} must be {PROBE_KEYS[key]}, not {_yaml_value(item.get(key))}; fix the file"
-
-
-def _yaml_value(value: Any, limit: int = 80) -> str:
-    """A value as short YAML-like text: true, null, [1, 2], 'abc'."""
-    if isinstance(value, bool) or value is None:
-        text = as_written(value)
-    elif isinstance(value, list):
-        text = "[" + ", ".join(_yaml_value(v, limit) for v in value) + "]"
-    else:
-        text = repr(value)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
-
-

@@ -1,28 +1,41 @@
-"""Report. In: every model's per-unit score sums on valid and test, fill-in-the-blank accuracies,
-probe answers and samples. Out: the metric dict with the same keys for every model, and the files
-DVC tracks as metrics and plots (metrics.json, mle.json, pairs.json, comparison.md, memory.md,
-probes.md, samples.md, plots/*.csv and *.png)."""
+"""Report. In: each model's per-unit score sums, fill-in-the-blank results, probe answers, samples.
+Out: the same metric keys for every model; metrics/ (metrics.json, mle.json, pairs.json, probes
+and samples, comparison.md, memory.md, plots/*.csv and *.png)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from pipeline.evaluation import bootstrap, plots
-from pipeline.evaluation.scoring import text_metrics, token_metrics
 
-KEYS = ("val_ppl", "test_ppl", "val_bits_per_token", "test_bits_per_token", "test_top1_accuracy",
-        "test_top5_accuracy", "fill_accuracy", "test_bits_per_char", "test_bits_per_byte",
-        "test_word_ppl", "test_tokens", "test_chars", "test_bytes", "test_words", "test_units",
-        "test_oov_rate", "model_bytes")
-# every one of these has <key>_ci_low and <key>_ci_high (bootstrap.py), in metrics.json and MLflow
-WITH_INTERVALS = ("val_ppl", "test_ppl", "val_bits_per_token", "test_bits_per_token",
-                  "test_top1_accuracy", "test_top5_accuracy", "fill_accuracy", "test_bits_per_char",
-                  "test_bits_per_byte", "test_word_ppl")
+# metric -> (split, numerator, denominator, transform) of per-unit sums; each has <key>_ci_low and
+# <key>_ci_high (bootstrap.py), in metrics.json and MLflow; intervals.csv's order
+RATIOS = {
+    "val_ppl": ("valid", "nll", "tokens", "exp"), "test_ppl": ("test", "nll", "tokens", "exp"),
+    "val_bits_per_token": ("valid", "nll", "tokens", "bits"),
+    "test_bits_per_token": ("test", "nll", "tokens", "bits"),
+    "test_top1_accuracy": ("test", "top1", "tokens", "share"),
+    "test_top5_accuracy": ("test", "top5", "tokens", "share"),
+    "fill_accuracy": ("blanks", "fill", "blanks", "share"),
+    "test_bits_per_char": ("test", "nll", "chars", "bits"),
+    "test_bits_per_byte": ("test", "nll", "bytes", "bits"),
+    "test_word_ppl": ("test", "nll", "words", "exp")}
+TRANSFORMS = {"exp": (math.exp, np.exp), "bits": (bootstrap.bits, bootstrap.bits),
+              "share": (float, None)}   # (of the value, of the replicates)
+WITH_INTERVALS = tuple(RATIOS)
 CI_KEYS = tuple(f"{k}_ci_{end}" for k in WITH_INTERVALS for end in ("low", "high"))
+KEYS = (*WITH_INTERVALS, "test_tokens", "test_chars", "test_bytes", "test_words", "test_units",
+        "test_oov_rate", "model_bytes")
+# metrics.json's order: each group's values, then their intervals
+GROUPS = (("val_ppl",), ("val_bits_per_token",), ("test_ppl",), ("test_bits_per_token",),
+          ("test_top1_accuracy",), ("test_top5_accuracy",),
+          ("test_bits_per_char", "test_bits_per_byte", "test_word_ppl"), ("fill_accuracy",))
 
 
 def metrics(name: str, sums: dict[str, dict[str, np.ndarray]],
@@ -31,35 +44,21 @@ def metrics(name: str, sums: dict[str, dict[str, np.ndarray]],
             model_bytes: int, objective: str, level: float) -> dict:
     """KEYS, CI_KEYS and the objective (causal, or cloze: pseudo-perplexity) of one model, from
     its unit_sums per split, the shared resample_sums of `columns` per split, and per blank."""
+    totals = {"valid": sums["valid"], "test": {**sums["test"], **text},
+              "blanks": {"fill": fill, "blanks": np.ones(len(fill))}}
+    drawn = {**replicates, "blanks": {f"{name}.fill": fill_replicates[name],
+                                      "blanks": fill_replicates["blanks"]}}
     out = {}
-    for split, prefix in (("valid", "val"), ("test", "test")):
-        total, drawn = sums[split], replicates[split]
-        nll, tokens = float(total["nll"].sum()), float(total["tokens"].sum())
-        nll_b, tokens_b = drawn[f"{name}.nll"], drawn["tokens"]
-        point = token_metrics(nll, tokens)
-        out[f"{prefix}_ppl"] = point["ppl"]
-        out[f"{prefix}_ppl_ci_low"], out[f"{prefix}_ppl_ci_high"] = bootstrap.ratio_interval(
-            nll_b, tokens_b, level, np.exp)
-        out[f"{prefix}_bits_per_token"] = point["bits_per_token"]
-        out[f"{prefix}_bits_per_token_ci_low"], out[f"{prefix}_bits_per_token_ci_high"] = \
-            bootstrap.ratio_interval(nll_b, tokens_b, level, bootstrap.bits)
-        if split == "test":
-            for k in ("top1", "top5"):
-                key = f"test_{k}_accuracy"
-                out[key] = float(total[k].sum()) / tokens
-                out[f"{key}_ci_low"], out[f"{key}_ci_high"] = bootstrap.ratio_interval(
-                    drawn[f"{name}.{k}"], tokens_b, level)
-            sizes = {field: float(text[field].sum()) for field in ("chars", "bytes", "words")}
-            for key, value in text_metrics(nll, sizes["chars"], sizes["bytes"], sizes["words"]).items():
-                out[f"test_{key}"] = value
-            for key, field, transform in (("bits_per_char", "chars", bootstrap.bits),
-                                          ("bits_per_byte", "bytes", bootstrap.bits),
-                                          ("word_ppl", "words", np.exp)):
-                out[f"test_{key}_ci_low"], out[f"test_{key}_ci_high"] = bootstrap.ratio_interval(
-                    nll_b, drawn[field], level, transform)
-    out["fill_accuracy"] = float(np.mean(fill))
-    out["fill_accuracy_ci_low"], out["fill_accuracy_ci_high"] = bootstrap.ratio_interval(
-        fill_replicates[name], fill_replicates["blanks"], level)
+    for group in GROUPS:
+        for key in group:
+            split, numerator, denominator, transform = RATIOS[key]
+            out[key] = TRANSFORMS[transform][0](float(totals[split][numerator].sum()) /
+                                                float(totals[split][denominator].sum()))
+        for key in group:
+            split, numerator, denominator, transform = RATIOS[key]
+            out[f"{key}_ci_low"], out[f"{key}_ci_high"] = bootstrap.ratio_interval(
+                drawn[split][f"{name}.{numerator}"], drawn[split][denominator], level,
+                TRANSFORMS[transform][1])
     out.update({"test_tokens": int(sums["test"]["tokens"].sum()),
                 "test_chars": int(text["chars"].sum()), "test_bytes": int(text["bytes"].sum()),
                 "test_words": int(text["words"].sum()), "test_units": int(len(text["chars"])),
@@ -70,15 +69,12 @@ def metrics(name: str, sums: dict[str, dict[str, np.ndarray]],
 
 def columns(sums: dict[str, dict[str, np.ndarray]], split: str,
             text: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
-    """One split's per-unit columns to resample together: "<model>.nll|top1|top5" of each model
-    of {model: {split: unit_sums}}, "tokens" (every model scores the same targets), and `text`."""
-    out = {}
-    for name, by_split in sums.items():
-        part = by_split[split]
-        out["tokens"] = part["tokens"]
-        out.update({f"{name}.{field}": part[field] for field in ("nll", "top1", "top5")})
-    out.update(text or {})
-    return out
+    """One split's per-unit columns to resample together: "tokens" (every model scores the same
+    targets), "<model>.nll|top1|top5" of each model of {model: {split: unit_sums}}, and `text`."""
+    return {"tokens": next(iter(sums.values()))[split]["tokens"],
+            **{f"{name}.{field}": by_split[split][field]
+               for name, by_split in sums.items() for field in ("nll", "top1", "top5")},
+            **(text or {})}
 
 
 def comparisons(results: dict[str, dict], sums: dict[str, dict[str, dict[str, np.ndarray]]],
@@ -86,16 +82,18 @@ def comparisons(results: dict[str, dict], sums: dict[str, dict[str, dict[str, np
     """bootstrap.paired on the test split of each pair of models of one objective (only those
     score the same targets from the same context), as (later, earlier) in `results`' order."""
     names = list(results)
-    out = []
-    for j, a in enumerate(names):
-        for b in names[:j]:
-            if results[a]["objective"] != results[b]["objective"]:
-                continue
-            drawn = {"nll_a": replicates[f"{a}.nll"], "nll_b": replicates[f"{b}.nll"],
-                     "tokens": replicates["tokens"]}
-            out.append(bootstrap.paired(a, b, sums[a]["test"]["nll"], sums[b]["test"]["nll"],
-                                        sums[a]["test"]["tokens"], drawn, level))
-    return out
+    return [bootstrap.paired(a, b, sums[a]["test"]["nll"], sums[b]["test"]["nll"],
+                             sums[a]["test"]["tokens"],
+                             {"nll_a": replicates[f"{a}.nll"], "nll_b": replicates[f"{b}.nll"],
+                              "tokens": replicates["tokens"]}, level)
+            for j, a in enumerate(names) for b in names[:j]
+            if results[a]["objective"] == results[b]["objective"]]
+
+
+def _table(header: tuple, align: str, rows) -> list[str]:
+    """A markdown table's lines; `align`: "l" or "r" per column."""
+    lines = ["| " + " | ".join(map(str, row)) + " |" for row in (header, *rows)]
+    return [lines[0], "|" + "".join("---|" if a == "l" else "---:|" for a in align), *lines[1:]]
 
 
 def headline(name: str, result: dict) -> str:
@@ -135,15 +133,13 @@ def comparison_markdown(results: dict[str, dict], blanks: int, choices: int, pai
         return f"{r[key]:{spec}} {_ci(r, key, spec)}"
 
     pct = f"{level:.0%}"
-    lines = [f"| model | objective | val ppl | test ppl [{pct} CI] | test bits/token | "
-             f"top-1 | top-5 | fill-in-the-blank | model MiB |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for name, r in results.items():
-        lines.append(f"| {name} | {r['objective']} | {cell(r, 'val_ppl', '.2f')} | "
-                     f"**{r['test_ppl']:.2f}** {_ci(r, 'test_ppl', '.2f')} | "
-                     f"{cell(r, 'test_bits_per_token', '.3f')} | "
-                     f"{cell(r, 'test_top1_accuracy', '.3f')} | {cell(r, 'test_top5_accuracy', '.3f')} | "
-                     f"{cell(r, 'fill_accuracy', '.3f')} | {r['model_bytes'] / 2**20:.2f} |")
+    lines = _table(("model", "objective", "val ppl", f"test ppl [{pct} CI]", "test bits/token",
+                    "top-1", "top-5", "fill-in-the-blank", "model MiB"), "llrrrrrrr",
+                   ((name, r["objective"], cell(r, "val_ppl", ".2f"),
+                     f"**{r['test_ppl']:.2f}** {_ci(r, 'test_ppl', '.2f')}",
+                     cell(r, "test_bits_per_token", ".3f"), cell(r, "test_top1_accuracy", ".3f"),
+                     cell(r, "test_top5_accuracy", ".3f"), cell(r, "fill_accuracy", ".3f"),
+                     f"{r['model_bytes'] / 2**20:.2f}") for name, r in results.items()))
     lines.append("")
     lines.append("Perplexity is closed-vocabulary (`<unk>` predicted like a word), over every word "
                  "and each sentence's `</s>` of the test split; top-1/top-5: how often the target "
@@ -156,14 +152,13 @@ def comparison_markdown(results: dict[str, dict], blanks: int, choices: int, pai
     lines.append(f"[low, high]: {pct} percentile bootstrap interval, {resamples:,} resamples of "
                  f"the test {unit} (blanks for fill-in-the-blank), the same draw for every model.")
     lines += _pairs_markdown(results, pairs, pct)
-    lines += ["", "### Per character, byte and word of the original test text", "",
-              f"| model | objective | bits/char [{pct} CI] | bits/byte | word-level ppl | "
-              "test tokens | characters | bytes | words |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for name, r in results.items():
-        lines.append(f"| {name} | {r['objective']} | {cell(r, 'test_bits_per_char', '.4f')} | "
-                     f"{cell(r, 'test_bits_per_byte', '.4f')} | {cell(r, 'test_word_ppl', '.2f')} | "
-                     f"{r['test_tokens']:,} | {r['test_chars']:,} | {r['test_bytes']:,} | "
-                     f"{r['test_words']:,} |")
+    lines += ["", "### Per character, byte and word of the original test text", ""]
+    lines += _table(("model", "objective", f"bits/char [{pct} CI]", "bits/byte", "word-level ppl",
+                     "test tokens", "characters", "bytes", "words"), "llrrrrrrr",
+                    ((name, r["objective"], cell(r, "test_bits_per_char", ".4f"),
+                      cell(r, "test_bits_per_byte", ".4f"), cell(r, "test_word_ppl", ".2f"),
+                      *(f"{r[k]:,}" for k in ("test_tokens", "test_chars", "test_bytes", "test_words")))
+                     for name, r in results.items()))
     lines.append("")
     lines.append("The same total -log p, over the characters, UTF-8 bytes and whitespace-separated "
                  "words of the test lines as read (each line's newline counted once, and `</s>` "
@@ -173,16 +168,12 @@ def comparison_markdown(results: dict[str, dict], blanks: int, choices: int, pai
 
 
 def _pairs_markdown(results: dict[str, dict], pairs: list, pct: str) -> list[str]:
-    lines = ["", f"### Which differences are real (paired bootstrap, {pct})", "",
-             "| A | B | Δ ln p per token, A − B | P(A better) | A better than B? |",
-             "|---|---|---:|---:|---|"]
-    for c in pairs:
-        verdict = {"yes": "**yes**", "no": "no: B is better"}.get(
-            c.verdict, f"not distinguishable at {pct}")
-        lines.append(f"| {c.a} | {c.b} | {c.delta:+.4f} [{c.low:+.4f}, {c.high:+.4f}] | "
-                     f"{c.p_better:.3f} | {verdict} |")
-    if not pairs:
-        lines.append("| - | - | - | - | no two models with the same objective |")
+    verdicts = {"yes": "**yes**", "no": "no: B is better"}
+    rows = [(c.a, c.b, f"{c.delta:+.4f} [{c.low:+.4f}, {c.high:+.4f}]", f"{c.p_better:.3f}",
+             verdicts.get(c.verdict, f"not distinguishable at {pct}")) for c in pairs]
+    lines = ["", f"### Which differences are real (paired bootstrap, {pct})", ""]
+    lines += _table(("A", "B", "Δ ln p per token, A − B", "P(A better)", "A better than B?"), "llrrl",
+                    rows or [("-", "-", "-", "-", "no two models with the same objective")])
     lonely = [n for n, r in results.items()
               if sum(x["objective"] == r["objective"] for x in results.values()) == 1]
     lines.append("")
@@ -209,12 +200,11 @@ def probes_markdown(probes: list[dict], answers: dict[str, list[list[dict]]]) ->
         if "text" in probe:
             note = f" (out of vocabulary, scored as `<unk>`: {', '.join(context)})" if context else ""
             out.append(f"`{probe['text']}`{note}\n")
-        out.append("| # | " + " | ".join(names) + " |")
-        out.append("|---|" + "---|" * len(names))
-        for k in range(max(len(answers[n][i]) for n in names)):
-            rows = [answers[n][i][k] if k < len(answers[n][i]) else None for n in names]
-            out.append(f"| {k + 1} | " + " | ".join("" if r is None else f"{r['text']}{' †' if r.get('oov') else ''} "
-                                                    f"({r['logprob']:.2f})" for r in rows) + " |")
+        rows = [[f"{r['text']}{' †' if r.get('oov') else ''} ({r['logprob']:.2f})"
+                 for r in answers[n][i]] for n in names]
+        out += _table(("#", *names), "l" * (len(names) + 1),
+                      ((k + 1, *(r[k] if k < len(r) else "" for r in rows))
+                       for k in range(max(map(len, rows)))))
         if unknown:
             out.append(f"\n† out of vocabulary, scored as `<unk>`: {', '.join(unknown)}")
         out.append("")
@@ -247,12 +237,9 @@ def write(out: Path, results: dict, mle: dict, pairs: list, histories: dict[str,
     """Write metrics/ (settings: params.evaluate) and return the files to log in MLflow."""
     figures, level, choices = out / "plots", settings.confidence_level, settings.distractors + 1
     figures.mkdir(parents=True, exist_ok=True)
-    (out / "probes.json").write_text(json.dumps(answers, indent=2))
-    (out / "samples.json").write_text(json.dumps(samples, indent=2))
-    (out / "metrics.json").write_text(json.dumps(results, indent=2))
-    (out / "mle.json").write_text(json.dumps(mle, indent=2))
-    (out / "pairs.json").write_text(json.dumps({f"{c.a}_vs_{c.b}": c.to_json() for c in pairs},
-                                               indent=2))
+    for name, value in (("probes.json", answers), ("samples.json", samples), ("metrics.json", results),
+                        ("mle.json", mle), ("pairs.json", {f"{c.a}_vs_{c.b}": c.to_json() for c in pairs})):
+        (out / name).write_text(json.dumps(value, indent=2))
     (out / "comparison.md").write_text(comparison_markdown(
         results, blanks, choices, pairs, level, settings.bootstrap_resamples, unit))
     (figures / "intervals.csv").write_text("model,objective,metric,value,ci_low,ci_high\n" + "".join(
@@ -261,23 +248,17 @@ def write(out: Path, results: dict, mle: dict, pairs: list, histories: dict[str,
     plots.intervals(results, figures / "intervals.png", level)
     (out / "probes.md").write_text(probes_markdown(probes, answers))
     (out / "samples.md").write_text(samples_markdown(samples, settings.temperature))
-    epochs = sorted({h["epoch"] for history in histories.values() for h in history})
-    rows = ["epoch," + ",".join(histories)]
-    for epoch in epochs:
-        values = [next((f"{h['val_ppl']:.4f}" for h in history if h["epoch"] == epoch), "")
-                  for history in histories.values()]
-        rows.append(f"{epoch}," + ",".join(values))
-    (figures / "val_ppl.csv").write_text("\n".join(rows) + "\n")
+    pd.DataFrame({name: {h["epoch"]: float(h["val_ppl"]) for h in history}
+                  for name, history in histories.items()}).sort_index().to_csv(
+        figures / "val_ppl.csv", index_label="epoch", float_format="%.4f")
     for key in ("test_ppl", "fill_accuracy"):
-        (figures / f"{key}.csv").write_text(f"model,objective,{key}\n" + "".join(
-            f"{name},{r['objective']},{r[key]:.4f}\n" for name, r in results.items()))
-
+        pd.DataFrame.from_dict(results, orient="index")[["objective", key]].to_csv(
+            figures / f"{key}.csv", index_label="model", float_format="%.4f")
     (figures / "memory.csv").write_text("model,entries,megabytes\n" + "".join(
         f"{r['model']},{r['entries']},{r['bytes'] / 2**20:.3f}\n" for r in memory))
-    (out / "memory.md").write_text(
-        "| model | entries (n-grams or parameters) | MiB |\n|---|---:|---:|\n" + "".join(
-            f"| {r['model']} | {r['entries']:,} | {r['bytes'] / 2**20:.2f} |\n" for r in memory))
-
+    (out / "memory.md").write_text("\n".join(_table(
+        ("model", "entries (n-grams or parameters)", "MiB"), "lrr",
+        ((r["model"], f"{r['entries']:,}", f"{r['bytes'] / 2**20:.2f}") for r in memory))) + "\n")
     plots.comparison(results, histories, memory, choices, figures / "comparison.png")
     return [out / "comparison.md", out / "memory.md", out / "metrics.json", out / "mle.json",
             out / "pairs.json", figures / "intervals.png", figures / "intervals.csv",

@@ -1,7 +1,6 @@
-"""Evaluate every trained model. In: data/prepared (streams, vocab.json, stats.json, units.npz),
-models/ (ngram/, one folder per params.models kind), params. Out: metrics/ (metrics.json,
-pairs.json, mle.json, probes, samples, plots/) and an `Evaluation` for tracking/ to log.
-`load` reads and checks every input (errors.StateError naming the file) before any scoring."""
+"""Evaluate every trained model. In: data/prepared, models/ (ngram/, one folder per params.models
+kind), params. Out: metrics/ and an `Evaluation` for tracking/ to log. `load` reads and checks
+every input (errors.StateError naming the file) before any scoring."""
 
 from __future__ import annotations
 
@@ -34,6 +33,7 @@ class Inputs:
     models: dict[str, LanguageModel]  # ngram, then each params.models kind
     counts: counting.NgramCounts            # models/ngram/counts.parquet, for the MLE table
     histories: dict[str, list[dict]]        # kind -> models/KIND/history.json
+    memory: list[dict]                      # memory.md's rows (report.memory_rows)
 
 
 @dataclass
@@ -63,22 +63,24 @@ def load(params: config.Params, data: Path, models: Path, root: Path) -> Inputs:
     # memory-mapped: pages are read as scored and stay reclaimable (no private copy)
     splits = {name: files.load_array(data / f"{name}.npy", data, mmap_mode="r")
               for name in ("valid", "test")}
-    train_stream = files.load_array(data / "train.npy", data, mmap_mode="r")
-    for name, stream in (*splits.items(), ("train", train_stream)):
+    for name, stream in splits.items():
         check_ids(stream, len(vocab), data / f"{name}.npy", data)
     encode, unknown = codec(vocab, c)
     # every probe checked (options one token each) before any scoring
     probes = load_probes(root / settings.probes, encode, c.tokenizer)
-    blanks = tasks.make_blanks(splits["test"], train_stream, vocab.tokens,
-                               settings.blanks, params.seed, settings.distractors)
     units = inputs.read_units(data, splits)
     loaded = {"ngram": load_model(models / "ngram" / "model.npz", len(vocab))}
     counts = counting.from_table(inputs.read_table(models / "ngram" / "counts.parquet"), len(vocab))
+    blanks = tasks.make_blanks(splits["test"], counts.counts[0], vocab.tokens,   # training counts
+                               settings.blanks, params.seed, settings.distractors)
     histories = {}
     for kind in params.models:
         loaded[kind] = load_model(models / kind / "model.pt", len(vocab))
         histories[kind] = inputs.read_history(models / kind / "history.json")
-    return Inputs(vocab, encode, unknown, stats, splits, probes, blanks, units, loaded, counts, histories)
+    memory = report.memory_rows(files.read_json(models / "ngram" / "memory.json", models / "ngram", list),
+                                {kind: lm.nbytes() for kind, lm in loaded.items() if kind != "ngram"})
+    return Inputs(vocab, encode, unknown, stats, splits, probes, blanks, units, loaded, counts,
+                  histories, memory)
 
 
 def score(found: Inputs) -> tuple[dict[str, Scored], dict]:
@@ -123,32 +125,18 @@ def summarize(params: config.Params, found: Inputs,
     return results, pairs
 
 
-def _answer(model: LanguageModel, probe: dict, found: Inputs) -> list[dict]:
-    try:
-        return tasks.run_probe(model, probe, found.encode, found.vocab.tokens, found.unknown)
-    except tasks.ProbeNotApplicable as why:   # e.g. word options under corpus.tokenizer: chars
-        return [{"skipped": str(why)}]
-
-
-def write(params: config.Params, found: Inputs, scored: dict[str, Scored], results: dict, mle: dict,
-          pairs: list, models: Path, out: Path) -> list[Path]:
-    """Probe answers and samples, then every file of metrics/; the files worth logging."""
+def evaluate(params: config.Params, found: Inputs, models: Path, out: Path) -> Evaluation:
+    """Score, summarize, answer the probes, sample, and write metrics/ from what `load` read."""
     settings = params.evaluate
-    answers = {name: [_answer(m.lm, probe, found) for probe in found.probes]
-               for name, m in scored.items()}
+    scored, mle = score(found)
+    results, pairs = summarize(params, found, scored)
+    answers = {name: [tasks.run_probe(m.lm, probe, found.encode, found.vocab.tokens, found.unknown)
+                      for probe in found.probes] for name, m in scored.items()}
     samples = {name: [" ".join(found.vocab.decode(s)) for s in
                       tasks.sample(m.lm, settings.samples, settings.temperature, settings.max_length,
                                    params.seed)]
                for name, m in scored.items() if m.lm.kind == "causal" and settings.samples}
-    memory = report.memory_rows(files.read_json(models / "ngram" / "memory.json", models / "ngram", list),
-                                {k: int(r["model_bytes"]) for k, r in results.items() if k != "ngram"})
-    return report.write(out, results, mle, pairs, found.histories, memory, found.probes, answers,
-                        samples, settings, len(found.blanks), found.stats.get("interval_unit", "sentences"))
-
-
-def evaluate(params: config.Params, found: Inputs, models: Path, out: Path) -> Evaluation:
-    """Score, summarize and write metrics/ from what `load` read."""
-    scored, mle = score(found)
-    results, pairs = summarize(params, found, scored)
-    artifacts = write(params, found, scored, results, mle, pairs, models, out)
+    artifacts = report.write(out, results, mle, pairs, found.histories, found.memory, found.probes, answers,
+                             samples, settings, len(found.blanks),
+                             found.stats.get("interval_unit", "sentences"))
     return Evaluation(results, scored, found.histories, found.stats, artifacts)

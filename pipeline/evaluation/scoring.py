@@ -1,7 +1,6 @@
 """One scoring path. In: an NGramLM or RNNLM and a token stream. Out: Scores, the ln p (nats) and
-rank of every non-`<s>` target (words, `<unk>`, `</s>`) in stream order; per-unit sums; perplexity
-= exp(-(1/N) Σ ln p), bits per token, top-k; per character, byte and word of the original text
-(text_metrics). Cloze models: pseudo-perplexity. Errors: ValueError when scores, stream and units
+rank of every non-`<s>` target (words, `<unk>`, `</s>`) in stream order; their sums per unit;
+perplexity; cloze models: pseudo-perplexity. Errors: ValueError when scores, stream and units
 disagree. Definitions: docs/internals.md."""
 
 from __future__ import annotations
@@ -72,8 +71,6 @@ def ngram_scores(lm: NGramLM, stream: np.ndarray, block: int = 256) -> Scores:
     ranks = np.zeros(len(targets), dtype=np.int64)
     for b in range(len(bounds) - 1):
         at = order[bounds[b]:bounds[b + 1]]             # positions whose context is in block b
-        if not len(at):
-            continue
         probs = ngram_distributions(lm, unique[b * block:(b + 1) * block])
         row = inverse[at] - b * block
         ranks[at] = (probs[row] > probs[row, targets[at]][:, None]).sum(1)
@@ -149,20 +146,10 @@ def unit_sums(scores: Scores, stream: np.ndarray, unit_of_sentence: np.ndarray,
             "top5": np.bincount(unit, weights=scores.ranks < 5, minlength=units)}
 
 
-def token_metrics(nll: float, tokens: float) -> dict:
-    """Perplexity and bits per token of a total `nll` (nats) over `tokens` targets."""
-    return {"ppl": math.exp(nll / tokens), "bits_per_token": nll / tokens / math.log(2)}
-
-
-def text_metrics(nll: float, chars: int, num_bytes: int, words: int) -> dict:
-    """bits_per_char, bits_per_byte, word_ppl of a total `nll` (nats) over the original text."""
-    return {"bits_per_char": nll / chars / math.log(2), "bits_per_byte": nll / num_bytes / math.log(2),
-            "word_ppl": math.exp(nll / words)}
-
-
 def summarize(logprobs: np.ndarray) -> dict:
-    """token_metrics and "tokens" of the ln p (nats) of every target."""
-    return {**token_metrics(float(-np.sum(logprobs)), len(logprobs)), "tokens": len(logprobs)}
+    """Perplexity, bits per token and "tokens" of the ln p (nats) of every target."""
+    nll, tokens = float(-np.sum(logprobs)), len(logprobs)
+    return {"ppl": math.exp(nll / tokens), "bits_per_token": nll / tokens / math.log(2), "tokens": tokens}
 
 
 def mle_summary(probs: np.ndarray) -> dict:

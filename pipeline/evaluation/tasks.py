@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pipeline.evaluation.models import LanguageModel, NgramModel, filled_in
+from pipeline.evaluation.models import LanguageModel
 from pipeline.neural.batches import sentences_of
 from pipeline.text.vocab import BOS_ID, EOS_ID, UNK_ID
 
@@ -23,18 +23,15 @@ class Blank:
     answer: int             # index of the answer in candidates
 
 
-def make_blanks(stream: np.ndarray, train_stream: np.ndarray, tokens: tuple[str, ...], count: int,
+def make_blanks(stream: np.ndarray, frequency: np.ndarray, tokens: tuple[str, ...], count: int,
                 seed: int, distractors: int = 4) -> list[Blank]:
     """`count` blanks, one per sentence of `stream`, drawn with `seed`; the distractors are the
-    words nearest the answer in training-frequency rank (counted a block at a time)."""
+    words nearest the answer in rank of `frequency` (V,) (the training counts)."""
     rng = np.random.default_rng(seed)
     words = np.array([i for i, t in enumerate(tokens)   # letters, maybe inner apostrophes
                       if i > EOS_ID and t.replace("'", "").isalpha()], dtype=np.int64)
     if len(words) <= distractors:
         raise ValueError(f"{len(words)} words, too few for {distractors} evaluate.distractors; lower it")
-    frequency = np.zeros(len(tokens), dtype=np.int64)
-    for start in range(0, len(train_stream), 1 << 24):
-        frequency += np.bincount(train_stream[start:start + (1 << 24)], minlength=len(tokens))
     by_rank = words[np.argsort(-frequency[words], kind="stable")]
     rank_of = np.full(len(tokens), -1)
     rank_of[by_rank] = np.arange(len(by_rank))
@@ -56,13 +53,8 @@ def make_blanks(stream: np.ndarray, train_stream: np.ndarray, tokens: tuple[str,
 
 def blank_correct(model: LanguageModel, blanks: list[Blank]) -> np.ndarray:
     """(len(blanks),) bool: whether the model's best candidate is each blank's answer."""
-    if isinstance(model, NgramModel):   # every filled sentence in one batch
-        filled = [s for b in blanks for s in filled_in(b.sentence, b.position, b.candidates)]
-        chosen = model.sentence_logprobs(filled).reshape(len(blanks), -1).argmax(1)
-    else:
-        chosen = np.array([int(np.argmax(model.fill_logprobs(b.sentence, b.position, b.candidates)))
-                           for b in blanks])
-    return chosen == np.array([b.answer for b in blanks])
+    chosen = [np.argmax(model.fill_logprobs(b.sentence, b.position, b.candidates)) for b in blanks]
+    return np.array(chosen) == np.array([b.answer for b in blanks])
 
 
 def encode_probe_text(text: str, encode) -> tuple[np.ndarray, int | None]:
@@ -78,7 +70,8 @@ def encode_probe_text(text: str, encode) -> tuple[np.ndarray, int | None]:
 def run_probe(model: LanguageModel, probe: dict, encode, tokens: tuple[str, ...],
               unknown=None) -> list[dict]:
     """Rows {"text", "logprob" (ln), "oov"} best first: the rank: sentences, or the options or
-    `top` words (never `<s>`, `</s>`, `<unk>`) with "context_oov"; `unknown(text)`: its OOV words."""
+    `top` words (never `<s>`, `</s>`, `<unk>`) with "context_oov"; `unknown(text)`: its OOV words.
+    An option of several tokens: one row {"skipped": why}."""
     def oov(text: str) -> list[str]:
         return unknown(text.replace(BLANK, " ")) if unknown else []
     if "rank" in probe:
@@ -89,7 +82,12 @@ def run_probe(model: LanguageModel, probe: dict, encode, tokens: tuple[str, ...]
         return sorted(rows, key=lambda r: -r["logprob"])
     sentence, position = encode_probe_text(probe["text"], encode)   # text: exactly one BLANK
     if "options" in probe:
-        candidates = np.array([_single_id(o, encode) for o in probe["options"]])
+        ids = [list(encode(o)) for o in probe["options"]]
+        for option, option_ids in zip(probe["options"], ids, strict=True):
+            if len(option_ids) != 1:   # e.g. a word option under corpus.tokenizer chars
+                return [{"skipped": f"option {option!r} is {len(option_ids)} tokens; a fill probe "
+                                    "fills one token"}]
+        candidates = np.array([i[0] for i in ids], dtype=np.int64)
         labels = list(probe["options"])
     else:
         # every word: not the sentence markers, not `<unk>` (it keeps its probability mass)
@@ -101,17 +99,6 @@ def run_probe(model: LanguageModel, probe: dict, encode, tokens: tuple[str, ...]
     context = oov(probe["text"])
     return [{"text": labels[i], "logprob": float(logp[i]), "oov": oov(labels[i]),
              "context_oov": context} for i in best]
-
-
-class ProbeNotApplicable(ValueError):
-    """A probe the tokenizer cannot pose (a word option under `chars`); evaluate skips it."""
-
-
-def _single_id(word: str, encode) -> int:
-    ids = list(encode(word))
-    if len(ids) != 1:
-        raise ProbeNotApplicable(f"option {word!r} is {len(ids)} tokens; a fill probe fills one token")
-    return int(ids[0])
 
 
 def sample(model: LanguageModel, count: int, temperature: float, max_length: int,
