@@ -20,7 +20,7 @@ from mlflow.tracking import MlflowClient
 from sqlalchemy.pool import NullPool
 
 from pipeline import errors
-from pipeline.tracking import mlflow_runs, run_search, store
+from pipeline.tracking import mlflow_runs, store
 
 from .test_damaged_state import _stage, trained  # noqa: F401
 
@@ -123,7 +123,7 @@ def test_a_store_that_fails_after_the_check_keeps_the_checkpoints(repo, capsys, 
     """The checkpoints of a finished training go only once the store has taken the new run."""
     def refused(*args, **kwargs):
         raise PermissionError(13, "Permission denied", str(repo / "mlflow.db"))
-    monkeypatch.setattr(mlflow_runs, "training_logger", refused)
+    monkeypatch.setattr(mlflow_runs, "setup", refused)
     _refused(capsys, "train", repo, "mlflow.db", "Permission denied")
     assert (repo / "checkpoints" / "gru" / "best.ckpt").is_file()
 
@@ -222,7 +222,6 @@ def test_a_run_json_whose_run_id_is_not_a_string_goes_to_a_new_run(repo, capsys,
         status, out, err = _stage(capsys, "evaluate")
     assert status == 0 and err == "", err
     names(out, "models/gru/run.json", "run_id", "new run")
-    assert mlflow_runs.active_run("sqlite:///mlflow.db", run_id) is None
 
 
 # ---- 4. a checkpoint of another architecture ---------------------------------------------------
@@ -288,9 +287,11 @@ def test_a_params_change_starts_afresh_without_judging_the_old_checkpoints(repo,
 def test_one_parser_of_sqlite_uris_and_one_server_message(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert store.database("sqlite:///a/b.db?timeout=5") == store.database("sqlite:///a/b.db")
-    with pytest.raises(ValueError) as raised:
-        run_search.pipeline_runs("sqlite:///a/b.db?timeout=5", "lmpipe")
-    names(str(raised.value), "a/b.db", "make repro")
+    with pytest.raises(errors.StateError) as raised:   # a reader's store is never created
+        mlflow_runs.check_store("sqlite:///a/b.db?timeout=5", "lmpipe", source="--tracking-uri",
+                                writable=False)
+    names(str(raised.value), "a/b.db", "no such folder")
+    assert not (tmp_path / "a").exists()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:1")
     line, status = errors.one_line(requests.ConnectionError("Max retries exceeded with url: /api"))
     assert status == 2

@@ -8,15 +8,12 @@ import json
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 import mlflow
 from mlflow.exceptions import MlflowException
 
-T = TypeVar("T")
 
-
-def read(tracking_uri: str, run_id: str, path: str, parse: Callable[[Path], T]) -> T | None:
+def read(tracking_uri: str, run_id: str, path: str, parse: Callable[[Path], object]):
     """`parse(local copy)` of artifact `path` of run `run_id`; None when the run has none."""
     with tempfile.TemporaryDirectory() as scratch:
         try:

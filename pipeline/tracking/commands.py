@@ -27,14 +27,8 @@ def run(root: Path, command: str, *args: str, merged: bool = False, codes: tuple
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read(), err.read()
-    fix = f"; {fix}" if fix else ""
-    if result.returncode not in codes:
-        raise ValueError(f"`{command} {' '.join(args)}` failed: {last_line(stderr or stdout)}{fix}")
+    if result.returncode not in codes:   # the line that says what went wrong: dvc's last ERROR
+        lines = [line.strip() for line in (stderr or stdout).splitlines() if line.strip()]
+        last = ([line for line in lines if line.startswith("ERROR")] or lines or ["(no output)"])[-1]
+        raise ValueError(f"`{command} {' '.join(args)}` failed: {last}{'; ' + fix if fix else ''}")
     return stdout
-
-
-def last_line(text: str) -> str:
-    """The line that says what went wrong: the last ERROR line (dvc's), else the last one."""
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("ERROR")]
-    return (errors or lines or ["(no output)"])[-1]

@@ -18,11 +18,6 @@ from pipeline.tracking import mlflow_runs, registry, store
 from pipeline.tracking.promotion import UNIT_SCORES
 
 
-def _best_step(history: list[dict] | None) -> int:
-    """The training step of model.pt's epoch (lowest val_ppl); 0 without a history (n-gram)."""
-    return min(history, key=lambda h: h["val_ppl"]).get("step", 0) if history else 0
-
-
 def training_run(uri: str, path: Path) -> str | None:
     """The run id of models/KIND/run.json if the store holds it, else None, saying so (new run)."""
     run_id = files.read_json(path, path.parent).get("run_id")
@@ -52,7 +47,8 @@ def evaluate(params: config.Params, data: Path, models: Path, out: Path) -> None
 
 def log(params: config.Params, data: Path, out: Path, uri: str, root: Path, done: run.Evaluation,
         run_ids: dict[str, str | None], scratch: Path) -> None:
-    """The pipeline run and its model runs; metrics/registry.json names the versions registered."""
+    """The pipeline run and one nested run per model (its metrics at model.pt's training step,
+    UNIT_SCORES, the pyfunc); metrics/registry.json names the versions registered."""
     c, experiment = params.corpus, params.mlflow.experiment
     (scratch / "corpus.json").write_text(json.dumps(
         {"tokenizer": c.tokenizer, "lowercase": c.lowercase, "unk": c.unk}))
@@ -67,35 +63,28 @@ def log(params: config.Params, data: Path, out: Path, uri: str, root: Path, done
     registered = {}
     try:
         for name, result in done.results.items():
-            run_id, version = _log_model(params, uri, root, parent, name, result, done, run_ids.get(name),
-                                         shared_files, test_set, tags, scratch)
+            scored, history = done.scored[name], done.histories.get(name)
+            unit_scores = scratch / name / UNIT_SCORES   # the paired bootstrap of promotion reads it
+            unit_scores.parent.mkdir()
+            np.savez(unit_scores, nll=scored.sums["test"]["nll"], tokens=scored.sums["test"]["tokens"])
+            run_id, version = registry.log_model_run(
+                uri, experiment, root, name, parent, run_ids.get(name),
+                {**scored.lm.params(), "model_name": name, "model_kind": name},
+                {k: v for k, v in result.items() if isinstance(v, int | float)},
+                {"model_kind": name, **tags, "objective": result["objective"]},
+                {scored.lm.artifact: str(scored.lm.path), **shared_files}
+                if params.evaluate.register_models else None,
+                model_hash=hashlib.sha256(scored.lm.path.read_bytes()).hexdigest()[:16],
+                test_set=test_set, artifacts=[str(unit_scores)],   # n-gram: no history, step 0
+                step=min(history, key=lambda h: h["val_ppl"]).get("step", 0) if history else 0)
             if version is not None:
                 registered[name] = {"model": f"lmpipe-{name}", "version": version, "run_id": run_id,
                                     "test_set": test_set}
                 print(f"evaluate: {name}: registered as lmpipe-{name} v{version}", flush=True)
     except BaseException as error:   # a signal or Ctrl-C: KILLED; an error: FAILED
-        mlflow_runs.finish_pipeline(uri, parent, [], status=mlflow_runs.end_status(error))
+        mlflow_runs.end_run(uri, parent, mlflow_runs.end_status(error))
         raise
     (out / "registry.json").write_text(json.dumps(registered, indent=2))
     mlflow_runs.finish_pipeline(uri, parent, done.artifacts)
     print(f"evaluate: logged pipeline run {parent} and {len(done.results)} model runs to {uri}",
           flush=True)
-
-
-def _log_model(params: config.Params, uri: str, root: Path, parent: str, name: str, result: dict,
-               done: run.Evaluation, training: str | None, shared_files: dict[str, str],
-               test_set: dict, tags: dict, scratch: Path) -> tuple[str, str | None]:
-    """One model's nested run (the pipeline run's `tags` and its own): (run id, version or None)."""
-    scored, register = done.scored[name], params.evaluate.register_models
-    weights = scored.lm.path
-    tags = {"model_kind": name, **tags, "objective": result["objective"]}
-    metrics = {k: v for k, v in result.items() if isinstance(v, int | float)}
-    unit_scores = scratch / name / UNIT_SCORES   # the paired bootstrap of promotion reads it
-    unit_scores.parent.mkdir()
-    np.savez(unit_scores, nll=scored.sums["test"]["nll"], tokens=scored.sums["test"]["tokens"])
-    return registry.log_model_run(
-        uri, params.mlflow.experiment, root, name, parent, training,
-        {**scored.lm.params(), "model_name": name, "model_kind": name}, metrics, tags,
-        {scored.lm.artifact: str(weights), **shared_files} if register else None, register=register,
-        model_hash=hashlib.sha256(weights.read_bytes()).hexdigest()[:16],
-        test_set=test_set, step=_best_step(done.histories.get(name)), artifacts=[str(unit_scores)])

@@ -102,8 +102,7 @@ def _dead(tags: dict, here: dict) -> bool:
 
 
 def _apart(tagged, now) -> bool:
-    """Whether two times in seconds differ by more than SLACK_S; False when the tagged one is not
-    a number as owner() writes it (an older lmpipe's, or none)."""
+    """Whether two times differ by more than SLACK_S s; False for a tagged one not as owner() wrote."""
     return bool(re.fullmatch(r"\d+(\.\d+)?", str(tagged))) and abs(float(tagged) - float(now)) > SLACK_S
 
 
@@ -118,8 +117,8 @@ def check_store(tracking_uri: str, experiment: str, timeout: float = 10.0, *,
 
 
 def active_run(tracking_uri: str, run_id: str | None):
-    """The run `run_id` if the store holds it, not deleted, else None (also for a non-string id)."""
-    if not run_id or not isinstance(run_id, str):
+    """The run `run_id` if the store holds it, not deleted, else None."""
+    if not run_id:
         return None
     try:
         run = MlflowClient(tracking_uri).get_run(run_id)
@@ -155,43 +154,29 @@ def reap_orphans(tracking_uri: str, experiment: str, say=lambda line: None) -> l
 COLUMNS = ["tags.`model_kind`", "tags.`objective`", "metrics.`test_ppl`", "metrics.`val_ppl`",
            "metrics.`fill_accuracy`", "metrics.`test_bits_per_token`", "tags.`test_set`",
            "tags.`dvc_exp_name`"]
-
-
-def experiment_tags() -> dict[str, str]:
-    """MLflow 3.17 web app settings: ML experiment, primary metric test_ppl, shared view of COLUMNS."""
-    state = json.dumps({"selectedColumns": COLUMNS, "orderByKey": "attributes.start_time",
-                        "orderByAsc": False})
-    return {"mlflow.experimentKind": "custom_model_development",
-            "mlflow.experiment.primaryMetric.name": "test_ppl",
-            f"mlflow.sharedViewState.{VIEW}": json.dumps(
-                {"name": "lmpipe: model comparison", "createdAt": 0, "state": state})}
+EXPERIMENT_TAGS = {   # MLflow 3.17 web app settings: ML experiment, primary metric, a view of COLUMNS
+    "mlflow.experimentKind": "custom_model_development",
+    "mlflow.experiment.primaryMetric.name": "test_ppl",
+    f"mlflow.sharedViewState.{VIEW}": json.dumps({
+        "name": "lmpipe: model comparison", "createdAt": 0, "state": json.dumps(
+            {"selectedColumns": COLUMNS, "orderByKey": "attributes.start_time", "orderByAsc": False})})}
 
 
 def setup(tracking_uri: str, experiment: str, root: Path | None = None) -> str:
     """Point MLflow at the store; the experiment's id, created if missing (artifacts of an sqlite
-    store in <root>/mlartifacts), with experiment_tags()."""
+    store in <root>/mlartifacts), with EXPERIMENT_TAGS."""
     mlflow.set_tracking_uri(store.prepare(tracking_uri))
     found = active_experiment(tracking_uri, experiment)
-    wanted = experiment_tags()
     if found:
         client = MlflowClient(tracking_uri)
-        for key, value in wanted.items():   # an experiment of an older lmpipe gets them too;
-            if key not in found.tags:        # one a user changed in the UI keeps the change
+        for key, value in EXPERIMENT_TAGS.items():   # an experiment of an older lmpipe gets them too;
+            if key not in found.tags:                 # one a user changed in the UI keeps the change
                 client.set_experiment_tag(found.experiment_id, key, value)
         return found.experiment_id
     location = None
     if tracking_uri.startswith("sqlite:") and root is not None:
         location = (Path(root) / "mlartifacts").resolve().as_uri()
-    return mlflow.create_experiment(experiment, artifact_location=location, tags=wanted)
-
-
-def training_logger(tracking_uri: str, experiment: str, run_name: str, tags: dict,
-                    run_id: str | None = None, root: Path | None = None):
-    """Lightning's MLflow logger with an explicit URI (MLflow >= 3.13 rejects its default)."""
-    from lightning.pytorch.loggers import MLFlowLogger  # here: `lmpipe compare` needs no torch
-    setup(tracking_uri, experiment, root)
-    return MLFlowLogger(experiment_name=experiment, tracking_uri=tracking_uri, run_name=run_name,
-                        tags=tags, run_id=run_id)
+    return mlflow.create_experiment(experiment, artifact_location=location, tags=EXPERIMENT_TAGS)
 
 
 def execution_name(tags: dict, corpus_source: str) -> str:
@@ -210,19 +195,16 @@ def start_pipeline(tracking_uri: str, experiment: str, root: Path, params: dict,
     client = MlflowClient(tracking_uri)
     run = client.create_run(experiment_id, run_name=name,
                             tags={**tags, **owner_tags(), ROLE: "pipeline"})
-    flat = [Param(k, v) for k, v in flatten(params).items()]
-    for start in range(0, len(flat), 100):   # log_batch takes at most 100 params
-        client.log_batch(run.info.run_id, params=flat[start:start + 100])
+    client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in flatten(params).items()])
     return run.info.run_id
 
 
-def finish_pipeline(tracking_uri: str, run_id: str, artifacts: list[Path],
-                    status: str = "FINISHED") -> None:
+def finish_pipeline(tracking_uri: str, run_id: str, artifacts: list[Path]) -> None:
     client = MlflowClient(tracking_uri)
     for path in artifacts:
         if path.exists():
             client.log_artifact(run_id, str(path), artifact_path="report")
-    client.set_terminated(run_id, status)
+    client.set_terminated(run_id)
 
 
 def end_status(error: BaseException) -> str:

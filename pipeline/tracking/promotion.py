@@ -187,13 +187,22 @@ def compare(tracking_uri: str, model_name: str, version: str, run_id: str | None
 def unit_scores(tracking_uri: str, model_name: str, version: str, run_id: str | None = None,
                 test_set_id: str | None = None) -> tuple[dict[str, np.ndarray] | None, str]:
     """({"nll": nats, "tokens"}, both (U,) float64, "") from the first run holding UNIT_SCORES of
-    `run_id`, `version`'s run, the runs that re-scored it on `test_set_id`; else (None, why)."""
+    `run_id`, `version`'s run, the runs that re-scored it on `test_set_id` (tag
+    registered_version, newest first); else (None, why)."""
     client = MlflowClient(tracking_uri)
     candidates = [run_id] if run_id else []
     registered = client.get_model_version(model_name, version)   # promote found it (_registered)
     if registered.run_id:
-        candidates.append(registered.run_id)
-        candidates += _rescoring_runs(client, model_name, version, registered.run_id, test_set_id)
+        query = (f"tags.registered_version = '{version}' and "
+                 f"tags.model_kind = '{model_name.removeprefix('lmpipe-')}'")
+        query += f" and tags.{TEST_SET} = '{test_set_id}'" if test_set_id else ""
+        try:
+            experiment = client.get_run(registered.run_id).info.experiment_id
+            rescored = client.search_runs([experiment], query, max_results=20,
+                                          order_by=["attributes.start_time DESC"])
+        except mlflow.exceptions.MlflowException:   # its run purged by `mlflow gc`
+            rescored = []
+        candidates += [registered.run_id, *(r.info.run_id for r in rescored)]
     if not candidates:
         return None, "run is unknown (no run id in registry.json nor on the registered version)"
     problems = []
@@ -204,22 +213,6 @@ def unit_scores(tracking_uri: str, model_name: str, version: str, run_id: str | 
         problems.append(problem)
     others = f" (nor do {len(problems) - 1} other runs that scored its weights)"
     return None, problems[0] + (others if len(problems) > 1 else "")
-
-
-def _rescoring_runs(client: MlflowClient, model_name: str, version: str, run_id: str,
-                    test_set_id: str | None) -> list[str]:
-    """Runs that scored `version`'s weights again (tag registered_version), newest first."""
-    try:
-        experiment = client.get_run(run_id).info.experiment_id
-        query = (f"tags.registered_version = '{version}' and "
-                 f"tags.model_kind = '{model_name.removeprefix('lmpipe-')}'")
-        if test_set_id:
-            query += f" and tags.{TEST_SET} = '{test_set_id}'"
-        runs = client.search_runs([experiment], query, order_by=["attributes.start_time DESC"],
-                                  max_results=20)
-    except mlflow.exceptions.MlflowException:
-        return []
-    return [r.info.run_id for r in runs]
 
 
 def _download_scores(tracking_uri: str, run_id: str) -> tuple[dict[str, np.ndarray] | None, str]:

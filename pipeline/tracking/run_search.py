@@ -1,7 +1,7 @@
 """Finding experiments, pipeline executions and their model runs. In: a tracking URI and an
 experiment name. Out: runs with `.info` (run_id, run_name, start_time (ms), status,
 experiment_id) and `.data` (tags, metrics: the latest value of each), from
-MlflowClient.search_runs; a missing sqlite store is refused (ValueError), never created."""
+MlflowClient.search_runs."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import json
 from urllib.parse import quote
 
 from pipeline.errors import StateError
-from pipeline.tracking import store
 
 ROLE = "lmpipe.role"            # pipeline | model
 PARENT = "mlflow.parentRunId"   # what the MLflow UI nests runs by
@@ -28,11 +27,8 @@ def model_runs(tracking_uri: str, experiment: str, parent_id: str) -> list:
 
 def _runs(tracking_uri: str, experiment: str, tag: str, value: str, finished: bool, limit: int,
           newest_first: bool) -> list:
-    """The runs of `experiment` tagged `tag`=`value` (mlflow.entities.Run). ValueError: no such
-    store or experiment; StateError: the experiment was deleted."""
-    path = store.database(tracking_uri)
-    if tracking_uri.startswith(store.PREFIX) and not (path and path.is_file()):
-        raise ValueError(f"no MLflow store at {path or tracking_uri}; `make repro`, or --tracking-uri")
+    """The runs of `experiment` tagged `tag`=`value` (mlflow.entities.Run) of a store that
+    mlflow_runs.check_store passed. ValueError: no such experiment; StateError: deleted."""
     found = active_experiment(tracking_uri, experiment)
     if found is None:
         raise ValueError(f"no MLflow experiment {experiment!r} at {tracking_uri}; run `make repro` first")

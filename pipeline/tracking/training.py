@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from pipeline import errors
@@ -41,7 +42,9 @@ def train(params: Params, kind: str, data: Path, out: Path, ckpts: Path) -> None
         run_id = None
     tags = {"model_kind": kind, "corpus": params.corpus.source, "corpus_hash": given.corpus_hash,
             **mlflow_runs.git_tags(root), **mlflow_runs.owner_tags()}   # owner: reaped if killed
-    logger = mlflow_runs.training_logger(uri, experiment, kind, tags, run_id=run_id, root=root)
+    mlflow_runs.setup(uri, experiment, root)   # MLflow >= 3.13 rejects the logger's default URI
+    logger = MLFlowLogger(experiment_name=experiment, tracking_uri=uri, run_name=kind, tags=tags,
+                          run_id=run_id)
     try:
         if zero:  # before any step: a kill keeps it
             mlflow_runs.claim(uri, logger.run_id)
@@ -55,8 +58,12 @@ def train(params: Params, kind: str, data: Path, out: Path, ckpts: Path) -> None
                                                     "seed": given.seed}))
         trainer, precision = build_trainer(params.train, ckpts, out, logger, errors.verbose())
         if zero:
-            _say(_banner(kind, given.model, lit, params.train.max_epochs, precision,
-                         trainer.strategy.root_device.type, ckpt_path, logger.run_id))
+            m, size = given.model, sum(p.numel() for p in lit.model.parameters())
+            _say(f"train@{kind}: {m.cell} ({m.impl}) x{m.num_layers}"
+                 f"{', bidirectional' if m.bidirectional else ''}, {size:,} parameters, "
+                 f"{params.train.max_epochs} epoch(s), {precision} on "
+                 f"{trainer.strategy.root_device.type}{', resuming' if ckpt_path else ''}; "
+                 f"MLflow run {logger.run_id}")
         trainer.fit(lit, ckpt_path=ckpt_path, weights_only=True)
     except BaseException as error:
         if zero:
@@ -67,10 +74,3 @@ def train(params: Params, kind: str, data: Path, out: Path, ckpts: Path) -> None
         _say(f"train@{kind}: best val ppl {best:.2f} after {len(lit.history)} epoch(s) -> "
              f"{out / 'model.pt'}")
 
-
-def _banner(kind, model, lit, epochs, precision, device, resuming, run_id) -> str:
-    size = sum(p.numel() for p in lit.model.parameters())
-    return (f"train@{kind}: {model.cell} ({model.impl}) x{model.num_layers}"
-            f"{', bidirectional' if model.bidirectional else ''}, {size:,} parameters, "
-            f"{epochs} epoch(s), {precision} on {device}{', resuming' if resuming else ''}; "
-            f"MLflow run {run_id}")
