@@ -238,8 +238,8 @@ def _vocab(scan: _Scan, sentences: _Sentences, params, step: int) -> Vocab:
 
 def _write_streams(scan: _Scan, sentences: _Sentences, vocab: Vocab, scratch: dict[str, Path],
                    step: int) -> dict[str, dict]:
-    """Each split's stream written to `scratch[split]` (np.save's bytes) a block of sentences at
-    a time; returns each split's sentences, tokens (targets), types, oov and oov_rate."""
+    """Each split's stream written to `scratch[split]` (np.save's bytes); its sentences, tokens
+    (targets), types, oov, oov_rate."""
     mapping = vocab.encode(scan.strings)
     found, seen = {}, {name: np.zeros(len(vocab), dtype=bool) for name in splits.PARTS}
     with ExitStack() as stack:
@@ -255,12 +255,10 @@ def _write_streams(scan: _Scan, sentences: _Sentences, vocab: Vocab, scratch: di
             part, length = sentences.part[a:b], sentences.length[a:b]
             of_token = np.repeat(part, length)
             for number, name in enumerate(splits.PARTS):
-                mine = part == number
-                if mine.any():
-                    stream = sentence_stream(ids[of_token == number], length[mine])
-                    handles[name].write(stream.data)
-                    found[name]["oov"] += int(np.count_nonzero(stream == UNK_ID))
-                    seen[name][stream[stream != BOS_ID]] = True
+                stream = sentence_stream(ids[of_token == number], length[part == number])
+                handles[name].write(stream.data)
+                found[name]["oov"] += int(np.count_nonzero(stream == UNK_ID))
+                seen[name][stream[stream != BOS_ID]] = True
     for name, tally in found.items():
         tally["types"] = int(np.count_nonzero(seen[name]))
         tally["oov_rate"] = tally["oov"] / max(tally["tokens"], 1)

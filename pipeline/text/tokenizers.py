@@ -24,9 +24,8 @@ Block = tuple[list[str], np.ndarray, np.ndarray]
 
 @dataclass(frozen=True)
 class Tokenizer:
-    """One `corpus.tokenizer`: `block(text, lowercase, unk)` -> the `Block` of whole lines (the
-    marker `unk` as `<unk>`); `line`: one line's tokens, else `block`'s; `as_written(utf8,
-    query)` -> the `Block` before `unk` and lowercasing, or None."""
+    """One `corpus.tokenizer`: `block(text, lowercase, unk)` -> the `Block` of whole lines (`unk` as
+    `<unk>`); `line` (else by `block`); `as_written(utf8, query)`: a `Block` before `unk`, lowercasing."""
     block: Callable[[str, bool, str], Block]
     line: Callable[[str, bool, str], list[str]] | None = None
     blank_lines_are_sentences: bool = False
@@ -116,11 +115,10 @@ def _words_block(text: str, lowercase: bool, unk: str) -> Block:
     head = word.copy()
     head[1:] &= ~word[:-1]
     first = head | other
-    starts = np.flatnonzero(first)
     token = word | other
     utf8 = utf8_widths(points)
-    kept = np.where(token, utf8, 0)             # UTF-8 bytes of each code point kept
-    offsets = np.concatenate([[0], np.cumsum(kept)])[np.append(starts, len(kept))]
+    kept = np.cumsum(np.where(token, utf8, 0))   # UTF-8 bytes kept up to each code point
+    offsets = np.concatenate([[0], kept])[np.append(np.flatnonzero(first), len(points))]
     data = np.frombuffer(text.encode("utf-8", "surrogatepass"), dtype=np.uint8)
     distinct, codes = _dictionary(offsets, data[np.repeat(token, utf8)])
     if "\x00" in distinct:
@@ -145,8 +143,7 @@ def code_point_classes() -> np.ndarray:
 
 
 def _dictionary(offsets: np.ndarray, data: np.ndarray) -> tuple[list[str], np.ndarray]:
-    """(distinct strings in order of first use, the index of each in them (int32)) of the UTF-8
-    strings data[offsets[i]:offsets[i + 1]], hashed in C."""
+    """(distinct strings by first use, int32 index of each) of the UTF-8 data[offsets[i]:offsets[i + 1]]."""
     import pyarrow as pa
     import pyarrow.compute as pc
     strings = pa.Array.from_buffers(pa.large_binary(), len(offsets) - 1,

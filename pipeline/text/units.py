@@ -21,8 +21,7 @@ def text_units(lines, line_of: np.ndarray,
     lines `line_of` in `lines` (list[str], or sorted indices -> FIELDS); units: `document_of`, else lines."""
     line_of = np.asarray(line_of, dtype=np.int64)
     key = line_of if document_of is None else np.asarray(document_of, dtype=np.int64)[line_of]
-    _, unit = np.unique(key, return_inverse=True)
-    unit = unit.reshape(-1).astype(np.int64)
+    unit = np.unique(key, return_inverse=True)[1].reshape(-1).astype(np.int64)
     used, first = np.unique(line_of, return_index=True)   # a line cut in pieces counts once
     sizes = lines(used) if callable(lines) else line_sizes("".join(lines[i] + "\n" for i in used))
     count = int(unit.max()) + 1 if len(unit) else 0
