@@ -117,8 +117,7 @@ class _Scan:
             self.file_lines[file] += len(counts)
             if documents is not None:
                 given_documents.append(np.asarray(documents, dtype=np.int64))
-            if c.encoding_errors == "replace":
-                self.replaced += text.count("\ufffd")
+            self.replaced += text.count("\ufffd")   # reported under encoding_errors: replace
         self.strings = list(index)
         self.per_line = np.concatenate(per_line) if per_line else np.zeros(0, np.int64)
         del per_line
