@@ -11,7 +11,6 @@ import io
 import re
 import shutil
 import socket
-import sqlite3
 import subprocess
 import sys
 
@@ -33,19 +32,15 @@ def folder(path):
     path.mkdir(parents=True)
 
 
-def store(path):
-    """The tables of an MLflow sqlite store that `lmpipe compare` reads, with experiment 'exp'
-    and one finished pipeline run 'abc123'."""
-    with sqlite3.connect(path) as con:
-        con.executescript("""
-            create table experiments (experiment_id integer, name text, lifecycle_stage text);
-            create table runs (run_uuid text, name text, start_time integer, status text,
-                               experiment_id integer, lifecycle_stage text);
-            create table tags (run_uuid text, key text, value text);
-            create table latest_metrics (run_uuid text, key text, value real, is_nan integer);
-            insert into experiments values (1, 'exp', 'active');
-            insert into runs values ('abc123', 'sweep-a', 0, 'FINISHED', 1, 'active');
-            insert into tags values ('abc123', 'lmpipe.role', 'pipeline');""")
+def store(path) -> str:
+    """An MLflow sqlite store with experiment 'exp' and one finished pipeline run 'sweep-a' (as
+    `lmpipe compare` finds them through MLflow's client); the run's id."""
+    from mlflow.tracking import MlflowClient
+    client = MlflowClient(f"sqlite:///{path}")
+    run = client.create_run(client.create_experiment("exp"), run_name="sweep-a",
+                            tags={"lmpipe.role": "pipeline"})
+    client.set_terminated(run.info.run_id, "FINISHED")
+    return run.info.run_id
 
 
 def copy_of(name):
@@ -346,11 +341,12 @@ def test_compare_shows_the_table_and_warns_when_the_pairs_artifact_is_missing_or
     a mapping, a pair without its keys: the table still prints, the verdicts are left out with
     one warning line on stderr, exit status 0."""
     from pipeline.tracking import artifacts
-    _files(here, {"mlflow.db": store}, monkeypatch)
+    run_id = store(here / "mlflow.db")
+    capsys.readouterr()   # MLflow's own lines as it creates the store
     good = (ROOT / "metrics" / "pairs.json").read_bytes()
     for content, warning in [
-            (None, ("abc123", "report/pairs.json", "dvc repro -f evaluate")),
-            (b"not json", ("abc123", "report/pairs.json", "JSON", "dvc repro -f evaluate")),
+            (None, (run_id, "report/pairs.json", "dvc repro -f evaluate")),
+            (b"not json", (run_id, "report/pairs.json", "JSON", "dvc repro -f evaluate")),
             (b"\xff\xfe", ("report/pairs.json", "UTF-8")),
             (b"[1, 2]", ("report/pairs.json", "dictionary")),
             (b'{"gru_vs_ngram": {"a": "gru", "b": "ngram"}}',
@@ -366,9 +362,10 @@ def test_compare_shows_the_table_and_warns_when_the_pairs_artifact_is_missing_or
             local.write_bytes(content)
             return str(local)
         monkeypatch.setattr(artifacts.mlflow.artifacts, "download_artifacts", download)
-        main(["compare", *STORE])   # returns: exit status 0
+        # the store by its absolute path: MLflow keeps one store per URI in a process
+        main(["compare", "--tracking-uri", f"sqlite:///{here / 'mlflow.db'}", "--experiment", "exp"])
         out, err = capsys.readouterr()
-        assert out.startswith("sweep-a  (run abc123") and "In the MLflow UI" in out
+        assert out.startswith(f"sweep-a  (run {run_id}") and "In the MLflow UI" in out
         if warning is None:
             assert err == "" and "gru better than ngram: yes" in out
             continue
