@@ -118,8 +118,8 @@ def _naming(argument: str | None, call, *args):
 
 
 HEADLINE = ("val_ppl", "test_ppl", "test_bits_per_token", "test_bits_per_char", "fill_accuracy")
-SHOWN = ("val_ppl", "test_ppl", "test_ppl CI", "test_bits_per_token", "test_bits_per_char", "test_word_ppl",
-         "test_top1_accuracy", "fill_accuracy", "test_tokens", "model_bytes")
+SHOWN = ("val_ppl", "test_ppl", "test_ppl CI", "test_bits_per_token", "test_bits_per_char",
+         "test_word_ppl", "test_top1_accuracy", "fill_accuracy", "test_tokens", "model_bytes")
 
 
 def _title(run) -> str:
@@ -164,8 +164,8 @@ def _verdicts(uri: str, parent_id: str) -> list[str]:
         why = str(error)
     except ValidationError as error:
         first = error.errors()[0]   # e.g. "x.p_better: field required"
-        why = (f"run {parent_id}'s artifact {path} is damaged ({'.'.join(map(str, first['loc'])) or 'the whole file'}: "
-               f"{first['msg'][:1].lower()}{first['msg'][1:]})")
+        where = ".".join(map(str, first["loc"])) or "the whole file"
+        why = f"run {parent_id}'s artifact {path} is damaged ({where}: {first['msg'][:1].lower()}{first['msg'][1:]})"
     print(f"lmpipe: warning: {why}; the table above is shown without the paired verdicts; "
           "`dvc repro -f evaluate` logs a new execution with them", file=sys.stderr, flush=True)
     return []

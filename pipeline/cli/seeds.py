@@ -152,7 +152,8 @@ def wait(root: Path, names: list[str]) -> dict[str, str]:
         while True:
             tasks = queue_tasks(root)
             mine = {name: next((s for s in STATES if (name, s) in tasks), "Unknown") for name in names}
-            counts = {state: list(mine.values()).count(state) for state in ("Running", "Queued", "Success", "Failed")}
+            counts = {state: list(mine.values()).count(state)
+                      for state in ("Running", "Queued", "Success", "Failed")}
             busy = any(status in BUSY for _, status in tasks)
             now = time.monotonic()
             if counts != shown or now - last_print >= PROGRESS_S or not busy:
