@@ -158,7 +158,8 @@ def _verdicts(uri: str, parent_id: str) -> list[str]:
     try:
         pairs = artifacts.read_json(uri, parent_id, path)
         if pairs is not None:
-            return [Comparison(*dict(pair).values()).sentence() for pair in PAIRS.validate_python(pairs).values()]
+            return [Comparison(p.a, p.b, p.delta_nats_per_token, p.delta_ci_low, p.delta_ci_high,
+                               p.p_better, p.level).sentence() for p in PAIRS.validate_python(pairs).values()]
         why = f"run {parent_id} has no {path} artifact (logged before lmpipe wrote it, or deleted)"
     except artifacts.DamagedArtifact as error:   # not UTF-8 JSON text
         why = str(error)
@@ -175,7 +176,7 @@ Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 
 
 class Pair(BaseModel):
-    """One pair of report/pairs.json, its fields in Comparison's order (verdict is recomputed)."""
+    """One pair of report/pairs.json (other keys, such as verdict, are recomputed)."""
     model_config = ConfigDict(strict=True)
     a: str
     b: str
