@@ -75,7 +75,7 @@ def log(params: config.Params, data: Path, out: Path, uri: str, root: Path, done
                 {scored.lm.artifact: str(scored.lm.path), **shared_files}
                 if params.evaluate.register_models else None,
                 model_hash=hashlib.sha256(scored.lm.path.read_bytes()).hexdigest()[:16],
-                test_set=test_set, artifacts=[str(unit_scores)],   # n-gram: no history, step 0
+                test_set=test_set, artifacts=(str(unit_scores),),   # n-gram: no history, step 0
                 step=min(history, key=lambda h: h["val_ppl"]).get("step", 0) if history else 0)
             if version is not None:
                 registered[name] = {"model": f"lmpipe-{name}", "version": version, "run_id": run_id,

@@ -25,7 +25,7 @@ def log_model_run(tracking_uri: str, experiment: str, root: Path, name: str, par
                   training_run_id: str | None, params: dict, metrics: dict[str, float],
                   tags: dict, model_files: dict[str, str] | None = None,
                   model_hash: str | None = None, test_set: dict | None = None, step: int = 0,
-                  artifacts: list[str] = ()) -> tuple[str, str | None]:
+                  artifacts: tuple[str, ...] = ()) -> tuple[str, str | None]:
     """The nested run of one model under `parent_id` (adopting `training_run_id` if it has no
     parent): (run id, version or None). `model_files` (serving.py) are logged as a pyfunc
     registered as lmpipe-<name>, unless a version holds the same weights (`model_hash`) on

@@ -1,8 +1,7 @@
 """The tracking store, at its edge. In: a tracking URI and its source (MLFLOW_TRACKING_URI,
 params.yaml's mlflow.tracking_uri, a command's argument). Out: tracking_uri, the URI in use;
 check_uri refuses a store MLflow cannot use (StateError: one line naming the source, its value,
-the fix); prepare switches an sqlite store to WAL once (https://www.sqlite.org/wal.html), so
-parallel DVC queue workers and readers do not wait for each other (docs/internals.md)."""
+the fix); prepare switches an sqlite store to WAL once (parallel writers: docs/internals.md)."""
 
 from __future__ import annotations
 
@@ -76,8 +75,7 @@ def prepare(tracking_uri: str) -> str:
 
 def blocked(path: Path, write: bool = True) -> tuple[str, list[Path]] | None:
     """(why, the paths to make writable) when SQLite cannot write (`write`) or read the store
-    `path` (beside it SQLite writes PATH-wal, -shm or -journal; a reader of a WAL store, -shm),
-    else None: os.access first, then SQLite's own try. Creates no store. Raises StateError for a
+    `path` and its -wal, -shm, -journal beside it, else None; creates no store. StateError for a
     file that is not an intact sqlite database."""
     folder = path.parent
     denied = [p for p, mode in ((path, os.R_OK | os.W_OK), (folder, os.W_OK | os.X_OK))
