@@ -130,8 +130,7 @@ class RNNLM(nn.Module):
                                        reverse.unsqueeze(-1).expand_as(backward_reversed))
         backward_states = backward_states * inside.unsqueeze(-1)           # zero beyond the end
         # target i uses h→ at i-1 and h← at i+1 (zero past the sentence's end)
-        zero = backward_states.new_zeros(batch, 1, backward_states.shape[-1])
-        right = torch.cat([backward_states[:, 2:], zero], dim=1)           # (B, L-1, H)
+        right = F.pad(backward_states[:, 2:], (0, 0, 0, 1))                 # (B, L-1, H)
         left = forward_states[:, :-1]                                      # (B, L-1, H)
         joined = torch.cat([left, right], dim=-1)
         return self.dropout(joined), joined
