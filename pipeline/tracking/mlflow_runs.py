@@ -213,12 +213,10 @@ def end_status(error: BaseException) -> str:
 
 
 def end_run(tracking_uri: str, run_id: str, status: str) -> None:
-    """Terminate `run_id` with `status` unless it ended (KILLED replaces Lightning's FAILED)."""
-    client = MlflowClient(tracking_uri)
-    try:
-        now = client.get_run(run_id).info.status
-        if now == "RUNNING" or (status == "KILLED" and now == "FAILED"):
-            client.set_terminated(run_id, status)
-    except mlflow.exceptions.MlflowException:
-        pass
+    """Terminate `run_id` with `status` unless it ended (KILLED replaces Lightning's FAILED) or
+    the store holds it no more."""
+    run = active_run(tracking_uri, run_id)
+    now = run.info.status if run else None
+    if now == "RUNNING" or (status == "KILLED" and now == "FAILED"):
+        MlflowClient(tracking_uri).set_terminated(run_id, status)
 
