@@ -44,7 +44,7 @@ def train_once(model_settings, precision, train_stream, valid_stream, vocab_size
                             **model_settings))
     lit = LitLM(model, params, train_stream, valid_stream, seed=1337)
     with tempfile.TemporaryDirectory() as scratch:
-        trainer, _ = build_trainer(params, Path(scratch), Path(scratch), logger=False)
+        trainer = build_trainer(params, Path(scratch), Path(scratch), logger=False)
         trainer.fit(lit)
     weights = {k: v.detach().float().cpu() for k, v in lit.model.state_dict().items()}
     return [h["val_ppl"] for h in lit.history], weights
@@ -63,7 +63,7 @@ def nan_check(train_stream, valid_stream, vocab_size, accelerator):
     lit = LitLM(RNNLM(ModelConfig(vocab_size=vocab_size, cell="gru", impl="fused", embed_dim=64,
                                 hidden_dim=64)), params, train_stream, valid_stream, seed=0)
     with tempfile.TemporaryDirectory() as scratch:
-        trainer, _ = build_trainer(params, Path(scratch), Path(scratch), logger=False)
+        trainer = build_trainer(params, Path(scratch), Path(scratch), logger=False)
         trainer.callbacks.append(Poison())
         try:
             trainer.fit(lit)

@@ -18,7 +18,7 @@ from pipeline.neural import resume
 from pipeline.neural.batches import check_data
 from pipeline.neural.devices import check_machine
 from pipeline.neural.lit import LitLM
-from pipeline.neural.rnn import RNNLM, ModelConfig
+from pipeline.neural.rnn import ModelConfig
 from pipeline.text.vocab import check_ids, load_vocab
 
 
@@ -70,8 +70,3 @@ def save(lit: LitLM, ckpts: Path, out: Path, run_id: str, precision: str, fp: st
     resume.record(ckpts, fp, run_id, finished=True)
     return min((h["val_ppl"] for h in lit.history), default=float("nan"))
 
-
-def shapes(model: ModelConfig) -> RNNLM:
-    """The model on the meta device: shapes only, no memory and no draw of the RNG."""
-    with torch.device("meta"):
-        return RNNLM(model)

@@ -40,12 +40,12 @@ class LitLM(L.LightningModule):
     state, position in the epoch, RNG states and history: on_save_checkpoint)."""
 
     def __init__(self, model: RNNLM, train: TrainParams, train_stream: np.ndarray | None = None,
-                 valid_stream: np.ndarray | None = None, seed: int = 0, run_id: str | None = None):
+                 valid_stream: np.ndarray | None = None, seed: int = 0):
         super().__init__()
         self.model = model
         self.train_params = train
         self.cloze = model.config.bidirectional
-        self.streams, self.seed, self.run_id = (train_stream, valid_stream), seed, run_id
+        self.streams, self.seed = (train_stream, valid_stream), seed
         self.hidden = self.val_hidden = None   # carried (layers, B, S) states
         self.history: list[dict] = []
         self.epoch_batches = 0   # train batches done in the current epoch
@@ -74,7 +74,6 @@ class LitLM(L.LightningModule):
         # every rank's carried state (this hook runs on all ranks; rank 0 writes)
         gathered = None if self.hidden is None else self.all_gather(self.hidden.detach())
         checkpoint["lmpipe"] = {
-            "mlflow_run_id": self.run_id,
             "history": list(self.history),
             "epoch_batches": self.epoch_batches,
             "hidden": None if gathered is None else gathered.reshape(-1, *self.hidden.shape).cpu(),
@@ -245,8 +244,8 @@ def nonmonotone_trigger(past: list[float], current: float, interval: int) -> boo
 
 
 def build_trainer(train: TrainParams, ckpts: Path, out: Path, logger,
-                  verbose: bool = False) -> tuple[L.Trainer, str]:
-    """(Lightning Trainer, precision): best.ckpt (lowest val ppl) and last.ckpt (every
+                  verbose: bool = False) -> L.Trainer:
+    """A Lightning Trainer: best.ckpt (lowest val ppl) and last.ckpt (every
     checkpoint_every_n_steps) in `ckpts`, deterministic, our own sharding."""
     precision = train.precision
     if precision == "auto":
@@ -260,13 +259,12 @@ def build_trainer(train: TrainParams, ckpts: Path, out: Path, logger,
     if train.early_stopping_patience:
         callbacks.append(EarlyStopping("val_ppl", patience=train.early_stopping_patience))
     limit = train.limit_train_batches   # a fraction, or a whole number of batches
-    trainer = L.Trainer(max_epochs=train.max_epochs, accelerator=train.accelerator,
-                        devices=train.devices, num_nodes=train.num_nodes, strategy=train.strategy,
-                        precision=precision, gradient_clip_val=train.clip or None,
-                        limit_train_batches=int(limit) if limit > 1 else limit, logger=logger,
-                        log_every_n_steps=25, deterministic=True,
-                        use_distributed_sampler=False, default_root_dir=str(out),
-                        # variable BPTT: a new cut of the stream into windows every epoch
-                        reload_dataloaders_every_n_epochs=1 if train.variable_bptt else 0,
-                        callbacks=callbacks, enable_model_summary=verbose)
-    return trainer, precision
+    return L.Trainer(max_epochs=train.max_epochs, accelerator=train.accelerator,
+                     devices=train.devices, num_nodes=train.num_nodes, strategy=train.strategy,
+                     precision=precision, gradient_clip_val=train.clip or None,
+                     limit_train_batches=int(limit) if limit > 1 else limit, logger=logger,
+                     log_every_n_steps=25, deterministic=True,
+                     use_distributed_sampler=False, default_root_dir=str(out),
+                     # variable BPTT: a new cut of the stream into windows every epoch
+                     reload_dataloaders_every_n_epochs=1 if train.variable_bptt else 0,
+                     callbacks=callbacks, enable_model_summary=verbose)

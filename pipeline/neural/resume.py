@@ -14,6 +14,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from pipeline import files
+from pipeline.neural.rnn import RNNLM, ModelConfig
 
 LAST = "last.ckpt"
 BEST = "best.ckpt"
@@ -68,9 +69,10 @@ def _unfit(path: Path, state_dict: dict, model) -> str | None:
     return None
 
 
-def existing(directory: Path, fp: str, print_fn, model) -> tuple[Path | None, str | None]:
+def existing(directory: Path, fp: str, print_fn,
+             config: ModelConfig) -> tuple[Path | None, str | None]:
     """(last.ckpt of an unfinished training of fingerprint `fp`, its MLflow run id), or (None, None).
-    A damaged resume.json or checkpoint, or one whose weights do not fit `model`, is reported with
+    A damaged resume.json or checkpoint, or one whose weights do not fit `config`, is reported with
     `print_fn`. Read-only: rank 0 calls `clear` once the MLflow store has taken the run."""
     state_file, last = directory / STATE, directory / LAST
     if not state_file.exists():
@@ -85,6 +87,8 @@ def existing(directory: Path, fp: str, print_fn, model) -> tuple[Path | None, st
         return None, None
     if not last.exists() or state.finished or state.fingerprint != fp:
         return None, None
+    with torch.device("meta"):   # shapes only: no memory and no draw of the RNG
+        model = RNNLM(config)
     for path in (path for path in (last, directory / BEST) if path.exists()):
         try:
             checkpoint = files.load_checkpoint(path, directory, CHECKPOINT_KEYS)

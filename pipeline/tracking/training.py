@@ -31,7 +31,7 @@ def train(params: Params, kind: str, data: Path, out: Path, ckpts: Path) -> None
         mlflow_runs.reap_orphans(uri, experiment, _say)
     # read-only until the store has taken the run: a store that fails keeps every checkpoint
     ckpt_path, run_id = resume.existing(ckpts, given.fingerprint, _say if zero else (lambda _: None),
-                                        fit.shapes(given.model))
+                                        given.model)
     if not zero:
         run_id = None
     elif ckpt_path is not None:
@@ -51,17 +51,16 @@ def train(params: Params, kind: str, data: Path, out: Path, ckpts: Path) -> None
             if ckpt_path is None:   # starting afresh: old checkpoints go once the run exists
                 resume.clear(ckpts)
             resume.record(ckpts, given.fingerprint, logger.run_id, finished=False)
-        lit = LitLM(RNNLM(given.model), params.train, *given.streams, seed=given.seed,
-                    run_id=logger.run_id)
+        lit = LitLM(RNNLM(given.model), params.train, *given.streams, seed=given.seed)
         logger.log_hyperparams(mlflow_runs.flatten({"model": given.model.checkpoint(),
                                                     "train": params.train.model_dump(),
                                                     "seed": given.seed}))
-        trainer, precision = build_trainer(params.train, ckpts, out, logger, errors.verbose())
+        trainer = build_trainer(params.train, ckpts, out, logger, errors.verbose())
         if zero:
             m, size = given.model, sum(p.numel() for p in lit.model.parameters())
             _say(f"train@{kind}: {m.cell} ({m.impl}) x{m.num_layers}"
                  f"{', bidirectional' if m.bidirectional else ''}, {size:,} parameters, "
-                 f"{params.train.max_epochs} epoch(s), {precision} on "
+                 f"{params.train.max_epochs} epoch(s), {trainer.precision} on "
                  f"{trainer.strategy.root_device.type}{', resuming' if ckpt_path else ''}; "
                  f"MLflow run {logger.run_id}")
         trainer.fit(lit, ckpt_path=ckpt_path, weights_only=True)
@@ -70,7 +69,7 @@ def train(params: Params, kind: str, data: Path, out: Path, ckpts: Path) -> None
             mlflow_runs.end_run(uri, logger.run_id, mlflow_runs.end_status(error))
         raise
     if trainer.is_global_zero:
-        best = fit.save(lit, ckpts, out, logger.run_id, precision, given.fingerprint)
+        best = fit.save(lit, ckpts, out, logger.run_id, trainer.precision, given.fingerprint)
         _say(f"train@{kind}: best val ppl {best:.2f} after {len(lit.history)} epoch(s) -> "
              f"{out / 'model.pt'}")
 
