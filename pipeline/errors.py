@@ -203,6 +203,14 @@ def problem(error: ValidationError, schema: type[BaseModel], raw: Any) -> str:
         allowed=", ".join(map(str, typing.get_args(annotation))), bounds=kind in RANGES and _range(info.metadata))
 
 
+def first_complaint(error: ValidationError) -> str:
+    """`KEY is missing` or `KEY is VALUE: why` for pydantic's first complaint about a file's
+    contents: KEY dotted, a list's item `entry N`, the whole value `the whole file`."""
+    first = error.errors(include_url=False)[0]
+    key = ".".join(f"entry {k}" if isinstance(k, int) else str(k) for k in first["loc"]) or "the whole file"
+    return f"{key} is " + ("missing" if first["type"] == "missing" else f"{first['input']!r}: {first['msg']}")
+
+
 def as_written(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"

@@ -164,9 +164,7 @@ def _verdicts(uri: str, parent_id: str) -> list[str]:
     except artifacts.DamagedArtifact as error:   # not UTF-8 JSON text
         why = str(error)
     except ValidationError as error:
-        first = error.errors()[0]   # e.g. "x.p_better: field required"
-        where = ".".join(map(str, first["loc"])) or "the whole file"
-        why = f"run {parent_id}'s artifact {path} is damaged ({where}: {first['msg'][:1].lower()}{first['msg'][1:]})"
+        why = f"run {parent_id}'s artifact {path} is damaged ({errors.first_complaint(error)})"
     print(f"lmpipe: warning: {why}; the table above is shown without the paired verdicts; "
           "`dvc repro -f evaluate` logs a new execution with them", file=sys.stderr, flush=True)
     return []

@@ -14,6 +14,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from pipeline import files
+from pipeline.errors import first_complaint
 from pipeline.evaluation.models import retrain_hint
 from pipeline.text import units
 from pipeline.text.vocab import BOS_ID
@@ -48,10 +49,7 @@ def _read(path: Path, schema, folder: Path, fix: str):
     try:
         TypeAdapter(schema).validate_python(value)
     except ValidationError as error:
-        first = error.errors(include_url=False)[0]
-        key = ".".join(f"entry {k}" if isinstance(k, int) else k for k in first["loc"])
-        got = "missing" if first["type"] == "missing" else f"{first['input']!r}: {first['msg']}"
-        raise files.damaged(path, f"{key} is {got}", folder, fix) from None
+        raise files.damaged(path, first_complaint(error), folder, fix) from None
     return value
 
 
