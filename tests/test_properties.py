@@ -15,6 +15,7 @@ from pipeline.neural.batches import (
     IGNORE,
     BucketBatches,
     StreamWindows,
+    check_data,
     cloze_targets,
     eval_columns,
 )
@@ -171,13 +172,14 @@ def test_stream_windows_predict_every_used_position_once(lengths, batch_size, bp
     len mod (world x batch_size) tokens are dropped, and the first token of each column is only
     ever an input. Every other position is a target exactly once over all ranks and windows,
     its input the token before it, `<s>` targets IGNOREd; each rank walks its columns in order
-    and all ranks have the same number of windows. Fewer than 2 columns is an error."""
+    and all ranks have the same number of windows. Fewer than 2 columns: check_data refuses."""
     stream = _distinct_stream(lengths)
     total = batch_size * world
     columns = len(stream) // total
     if columns < 2:
-        with pytest.raises(ValueError, match="too few"):
-            StreamWindows(stream, batch_size, bptt, 0, world)
+        valid = np.tile(np.array([BOS_ID, 5, EOS_ID]), world)
+        with pytest.raises(ValueError, match="train.batch_size"):
+            check_data(False, stream, valid, TrainParams(batch_size=batch_size, bptt=bptt), world)
         return
     where = np.arange(len(stream), dtype=np.int64) + 3   # a token's value names its position
     targets_seen, sizes = [], set()

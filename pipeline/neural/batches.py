@@ -24,10 +24,7 @@ class StreamWindows(Dataset):
 
     def __init__(self, stream: np.ndarray, batch_size: int, bptt: int, rank: int = 0,
                  world: int = 1, variable: bool = False, seed: int = 0, epoch: int = 0):
-        total = batch_size * world
-        columns = len(stream) // total
-        if columns < 2:
-            raise ValueError(f"{len(stream)} tokens are too few for {total} columns; lower train.batch_size")
+        columns = len(stream) // (batch_size * world)
         # (B, N): this rank's rows, a view of the (memory-mapped) stream, made int64 per window
         first = rank * batch_size * columns
         self.data = np.asarray(stream[first:first + batch_size * columns]).reshape(batch_size, columns)
