@@ -459,14 +459,14 @@ def test_a_model_with_nan_scores_never_becomes_champion(repo, capsys):
 
 
 def test_promotion_never_takes_a_non_finite_test_ppl(repo):
-    """Belt and braces (pipeline/tracking/promotion.py): a NaN test_ppl is refused by promote()
-    itself, and a champion scored NaN is no bar to clear."""
+    """A NaN test_ppl is refused where metrics.json is read (decisions.check_result), and a
+    champion scored NaN is no bar to clear."""
     from pipeline.errors import StateError
-    from pipeline.tracking import promotion
-    entry = json.loads((repo / "metrics" / "registry.json").read_text())["gru"]
-    with pytest.raises(StateError, match=r"lmpipe-gru v\d+: test_ppl.*nan"):
-        promotion.promote(f"sqlite:///{repo / 'mlflow.db'}", entry["model"], entry["version"],
-                          {"test_ppl": float("nan")}, entry["test_set"], 0.0)
+    from pipeline.tracking import decisions, promotion
+    path = repo / "metrics" / "metrics.json"
+    with pytest.raises(StateError) as refused:
+        decisions.check_result(path, "gru", {"test_ppl": float("nan")})
+    names(str(refused.value), "metrics.json", "gru", "test_ppl")
     promoted, reason = promotion.decide({"test_ppl": 50.0},
                                         {"version": "3", "metrics": {"test_ppl": float("nan")}}, 0.01)
     assert promoted

@@ -65,7 +65,7 @@ def promote(tracking_uri: str, model_name: str, version: str, result: dict, test
     """Gate `version` (metrics `result` on `test_set`; unit scores in `run_id` or its run) against
     its line's champion, then `champion` (_default_alias); with `require_significant` only the
     paired bootstrap's "yes" beats one. Raises StateError (_registered). Returns the decision."""
-    client = _registered(tracking_uri, model_name, version, result)
+    client = _registered(tracking_uri, model_name, version)
     line = line_alias(test_set["id"])
     champ = champion(tracking_uri, model_name, line)
     unchanged = champ is not None and champ["version"] == version
@@ -101,12 +101,8 @@ def promote(tracking_uri: str, model_name: str, version: str, result: dict, test
             "reason": reason, "default": note, "paired": paired, "paired_problem": problem}
 
 
-def _registered(tracking_uri: str, model_name: str, version: str, result: dict) -> MlflowClient:
-    """A client of the registry; StateError when `version` is not in it or a score is not finite."""
-    bad = next((key for key in ("test_ppl", "fill_accuracy")
-                if not math.isfinite(result.get(key, 0.0))), None)
-    if bad:
-        raise StateError(f"{model_name} v{version}: {bad} is {result[bad]!r}; `dvc repro -f evaluate`")
+def _registered(tracking_uri: str, model_name: str, version: str) -> MlflowClient:
+    """A client of the registry; StateError when `version` is not in it."""
     client = MlflowClient(tracking_uri)
     try:
         client.get_model_version(model_name, version)
