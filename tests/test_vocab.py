@@ -1,7 +1,9 @@
+import json
+
 import numpy as np
 import pytest
 
-from pipeline.text.vocab import BOS_ID, EOS_ID, UNK_ID, Vocab, sentence_bounds
+from pipeline.text.vocab import BOS_ID, EOS_ID, UNK_ID, Vocab, load_vocab, sentence_bounds
 
 from .conftest import TOY
 from .oracle_prepare import split_stats
@@ -40,9 +42,10 @@ def test_reserved_token_in_corpus_is_rejected():
         Vocab.build([["a", "<s>"]], 1, 10)
 
 
-def test_json_round_trip(toy_vocab):
-    assert Vocab.from_json(toy_vocab.to_json()) == toy_vocab
-    assert np.array_equal(toy_vocab.stream(TOY), Vocab.from_json(toy_vocab.to_json()).stream(TOY))
+def test_json_round_trip(toy_vocab, tmp_path):
+    (tmp_path / "vocab.json").write_text(json.dumps(toy_vocab.to_json()))
+    assert load_vocab(tmp_path) == toy_vocab
+    assert np.array_equal(toy_vocab.stream(TOY), load_vocab(tmp_path).stream(TOY))
 
 
 def test_encode_text_matches_stream():

@@ -67,13 +67,6 @@ class Vocab:
     def to_json(self) -> dict:
         return {"tokens": list(self.tokens)}
 
-    @classmethod
-    def from_json(cls, data: dict) -> Vocab:
-        tokens = tuple(data["tokens"])
-        if tokens[:3] != SPECIALS:
-            raise ValueError(f"vocab.json must start with {SPECIALS}, got {tokens[:3]}")
-        return cls(tokens)
-
 
 # no tokenizer ever yields these inside a token (pipeline/text/tokenizers.py: they separate tokens)
 _SEPARATOR_CHARACTERS = re.compile(r"[ \t\r\n\x00]")

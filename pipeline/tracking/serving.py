@@ -13,14 +13,13 @@ import mlflow.pyfunc
 from pipeline.evaluation.models import LOADERS, load_model
 from pipeline.neural.batches import sentences_of
 from pipeline.text.tokenizers import tokenize
-from pipeline.text.vocab import Vocab
+from pipeline.text.vocab import load_vocab
 
 
 class SentenceScorer(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
         artifacts = context.artifacts
-        with open(artifacts["vocab"]) as f:
-            self.vocab = Vocab.from_json(json.load(f))
+        self.vocab = load_vocab(Path(artifacts["vocab"]).parent)
         with open(artifacts["corpus"]) as f:
             self.corpus = json.load(f)
         weights = next(Path(p) for p in artifacts.values() if Path(p).name in LOADERS)
