@@ -92,9 +92,9 @@ def main() -> None:
     device = "cuda" if cuda else "cpu"
     model = lit.model.to(device)
     if spec.bidirectional:
-        logprobs = scoring.cloze_logprobs(model, data["test"], device=device)
+        logprobs = scoring.cloze_scores(model, data["test"], device=device).logprobs
     else:
-        logprobs = scoring.causal_logprobs(model, data["test"], device=device)
+        logprobs = scoring.causal_scores(model, data["test"], device=device).logprobs
     test_ppl = scoring.summarize(logprobs)["ppl"]
     epochs = len(lit.history)
     tokens = epochs * int(np.sum(data["train"] != 1)) * min(train.limit_train_batches, 1.0)

@@ -55,7 +55,7 @@ def test_two_process_ddp_training(tmp_path):
     # evaluation of the saved model, same columns, same tokens
     model = RNNLM.from_checkpoint(torch.load(tmp_path / "ddp" / "model.pt", weights_only=True))
     valid = np.load(tmp_path / "data" / "prepared" / "valid.npy")
-    alone = scoring.summarize(scoring.causal_logprobs(model, valid, num_columns=6))["ppl"]
+    alone = scoring.summarize(scoring.causal_scores(model, valid, num_columns=6).logprobs)["ppl"]
     best = min(h["val_ppl"] for h in ddp)
     assert alone == pytest.approx(best, rel=1e-5)
 
@@ -101,8 +101,8 @@ trainer = L.Trainer(max_epochs=2, accelerator="cpu", devices=2, strategy="ddp", 
 trainer.fit(lit)
 gathered = trainer.strategy.all_gather(torch.cat([p.flatten() for p in lit.averaged.parameters()]))
 if trainer.is_global_zero:
-    alone = scoring.summarize(scoring.causal_logprobs(lit.evaluation_model(), valid_stream,
-                                                      num_columns=4))["ppl"]
+    alone = scoring.summarize(scoring.causal_scores(lit.evaluation_model(), valid_stream,
+                                                    num_columns=4).logprobs)["ppl"]
     print(json.dumps({"val_ppl": lit.history[-1]["val_ppl"], "alone": alone,
                       "averaged": int(lit.averaged.n_averaged),
                       "ranks_agree": bool(torch.equal(gathered[0], gathered[1]))}))

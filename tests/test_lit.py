@@ -43,9 +43,9 @@ def test_fit_learns_and_validation_matches_scoring(bidirectional):
     history = [h["val_ppl"] for h in lit.history]
     assert len(history) == 3 and history[-1] < history[0] < 20
     if bidirectional:
-        logprobs = scoring.cloze_logprobs(model, valid_stream)
+        logprobs = scoring.cloze_scores(model, valid_stream).logprobs
     else:
-        logprobs = scoring.causal_logprobs(model, valid_stream, num_columns=3)
+        logprobs = scoring.causal_scores(model, valid_stream, num_columns=3).logprobs
     assert scoring.summarize(logprobs)["ppl"] == pytest.approx(history[-1], rel=1e-5)
     assert math.isfinite(history[-1])
 

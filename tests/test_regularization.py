@@ -229,7 +229,7 @@ def test_adaptive_softmax_is_a_distribution_on_the_one_scoring_path():
     expected = -logits.gather(-1, targets.clamp(min=0).unsqueeze(-1))[..., 0][targets != -100].sum()
     torch.testing.assert_close(model.loss_sum(features, targets), expected)
     stream = _stream(0, 10)
-    summary = scoring.summarize(scoring.causal_logprobs(model, stream, num_columns=2))
+    summary = scoring.summarize(scoring.causal_scores(model, stream, num_columns=2).logprobs)
     assert summary["ppl"] > 1
 
 

@@ -35,7 +35,7 @@ def test_causal_logprobs_agree_with_a_direct_forward_pass(rng, columns):
     torch.manual_seed(0)
     model = RNNLM(ModelConfig(vocab_size=30, cell="gru", embed_dim=8, hidden_dim=8, dropout=0.0))
     stream = _stream(rng)
-    ours = scoring.causal_logprobs(model, stream, num_columns=columns, chunk=7)
+    ours = scoring.causal_scores(model, stream, num_columns=columns, chunk=7).logprobs
     assert len(ours) == int(np.sum(stream != BOS_ID))
     if columns == 1:
         logits, _ = model(torch.as_tensor(stream[:-1], dtype=torch.long).unsqueeze(0))
@@ -47,9 +47,9 @@ def test_causal_logprobs_agree_with_a_direct_forward_pass(rng, columns):
 def test_cloze_logprobs_cover_every_target(rng):
     model = RNNLM(ModelConfig(vocab_size=30, bidirectional=True, embed_dim=8, hidden_dim=8, dropout=0.0))
     stream = _stream(rng)
-    result = scoring.cloze_logprobs(model, stream, batch_size=7)
+    result = scoring.cloze_scores(model, stream, batch_size=7).logprobs
     assert len(result) == int(np.sum(stream != BOS_ID)) and np.all(result < 0)
-    alone = scoring.cloze_logprobs(model, stream[: int(np.flatnonzero(stream == 2)[0]) + 1])
+    alone = scoring.cloze_scores(model, stream[: int(np.flatnonzero(stream == 2)[0]) + 1]).logprobs
     np.testing.assert_allclose(result[: len(alone)], alone, atol=1e-5)
 
 

@@ -39,7 +39,7 @@ def test_sentence_logprobs_are_the_scoring_path(ngram, rnn):
     ours = ngram.sentence_logprobs(sentences)
     np.testing.assert_allclose(ours, [scoring.ngram_logprobs(ngram.lm, s).sum() for s in sentences])
     ours = rnn.sentence_logprobs(sentences)
-    direct = [scoring.causal_logprobs(rnn.model, s, num_columns=1).sum() for s in sentences]
+    direct = [scoring.causal_scores(rnn.model, s, num_columns=1).logprobs.sum() for s in sentences]
     np.testing.assert_allclose(ours, direct, rtol=1e-5)
 
 
@@ -118,7 +118,7 @@ def test_every_model_scores_exactly_the_same_target_tokens(ngram, rnn):
     # n-gram and RNN per-token results line up with the stream: </s> positions agree
     eos = stream[stream != BOS_ID] == EOS_ID
     per_token = scoring.causal_scores(rnn.model, stream, num_columns=1)
-    direct = [scoring.causal_logprobs(rnn.model, s, num_columns=1)[-1] for s in sentences_of(stream)]
+    direct = [scoring.causal_scores(rnn.model, s, num_columns=1).logprobs[-1] for s in sentences_of(stream)]
     np.testing.assert_allclose(per_token.logprobs[eos][:1], direct[:1], rtol=1e-5)
 
 

@@ -149,7 +149,7 @@ class RecurrentModel(LanguageModel):
     @torch.no_grad()
     def sentence_logprobs(self, sentences):
         if self.kind == "cloze":   # pseudo-log-likelihood: each token given both sides
-            return np.array([scoring.cloze_logprobs(self.model, s).sum() for s in sentences])
+            return np.array([scoring.cloze_scores(self.model, s).logprobs.sum() for s in sentences])
         out = []
         for start in range(0, len(sentences), self.batch_size):
             tokens, lengths = pad_sentences(sentences[start:start + self.batch_size])

@@ -122,14 +122,6 @@ def cloze_scores(model: RNNLM, stream: np.ndarray, batch_size: int = 64,
     return Scores(np.concatenate(logprobs), np.concatenate(ranks))
 
 
-def causal_logprobs(model: RNNLM, stream: np.ndarray, **kwargs) -> np.ndarray:
-    return causal_scores(model, stream, **kwargs).logprobs
-
-
-def cloze_logprobs(model: RNNLM, stream: np.ndarray, **kwargs) -> np.ndarray:
-    return cloze_scores(model, stream, **kwargs).logprobs
-
-
 def unit_sums(scores: Scores, stream: np.ndarray, unit_of_sentence: np.ndarray,
               units: int) -> dict[str, np.ndarray]:
     """(U,) sums per unit of "nll" (nats), "tokens", "top1", "top5" of `stream`'s scores;
