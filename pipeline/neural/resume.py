@@ -14,6 +14,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from pipeline import files
+from pipeline.errors import first_complaint
 from pipeline.neural.rnn import RNNLM, ModelConfig
 
 LAST = "last.ckpt"
@@ -80,9 +81,7 @@ def existing(directory: Path, fp: str, print_fn,
     try:
         state = State.model_validate_json(state_file.read_bytes())
     except (OSError, ValidationError) as error:   # not JSON, or a value `record` never writes
-        wrong = error.errors()[0] if isinstance(error, ValidationError) else {"loc": ()}
-        problem = (f"damaged ({wrong['loc'][0]} is {json.dumps(wrong['input'])})" if wrong["loc"]
-                   else "unreadable")
+        problem = f"damaged ({first_complaint(error)})" if isinstance(error, ValidationError) else "unreadable"
         print_fn(f"lmpipe: {state_file} is {problem}; starting afresh")
         return None, None
     if not last.exists() or state.finished or state.fingerprint != fp:
