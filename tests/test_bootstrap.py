@@ -12,6 +12,8 @@ from pipeline.text import units
 from pipeline.text.tokenizers import tokenize
 from pipeline.text.vocab import Vocab
 
+from .test_pipeline_e2e import CI_KEYS, KEYS
+
 
 def test_resample_sums_is_seeded_and_draws_as_many_units_as_there_are():
     columns = {"ones": np.ones(37), "x": np.arange(37.0)}
@@ -181,7 +183,7 @@ def test_report_metrics_have_the_same_interval_keys_for_every_model_and_pair_by_
                                  "cloze" if n == "birnn" else "causal", 0.95) for n in sums}
     keys = {n: set(r) for n, r in results.items()}
     assert keys["ngram"] == keys["gru"] == keys["birnn"]
-    assert set(report.KEYS) | set(report.CI_KEYS) <= keys["gru"]
+    assert set(KEYS) | set(CI_KEYS) <= keys["gru"]
     for r in results.values():
         for k in report.WITH_INTERVALS:
             assert r[f"{k}_ci_low"] <= r[k] <= r[f"{k}_ci_high"], k

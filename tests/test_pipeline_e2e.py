@@ -13,12 +13,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.evaluation.report import CI_KEYS, KEYS
+from pipeline.evaluation.report import WITH_INTERVALS
 
 from .conftest import dvc_repo, free_port, mlflow_metric_row, run, wait_for_http
 
 pytestmark = pytest.mark.slow
 KINDS = ("rnn", "gru", "birnn", "deep")
+CI_KEYS = tuple(f"{k}_ci_{end}" for k in WITH_INTERVALS for end in ("low", "high"))
+KEYS = (*WITH_INTERVALS, "test_tokens", "test_chars", "test_bytes", "test_words", "test_units",
+        "test_oov_rate", "model_bytes")   # every model's metrics.json entry and MLflow run
 
 
 _run = run

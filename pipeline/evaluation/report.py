@@ -4,7 +4,6 @@ and samples, comparison.md, memory.md, plots/*.csv and *.png)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from pathlib import Path
@@ -29,9 +28,6 @@ RATIOS = {
 TRANSFORMS = {"exp": (math.exp, np.exp), "bits": (bootstrap.bits, bootstrap.bits),
               "share": (float, None)}   # (of the value, of the replicates)
 WITH_INTERVALS = tuple(RATIOS)
-CI_KEYS = tuple(f"{k}_ci_{end}" for k in WITH_INTERVALS for end in ("low", "high"))
-KEYS = (*WITH_INTERVALS, "test_tokens", "test_chars", "test_bytes", "test_words", "test_units",
-        "test_oov_rate", "model_bytes")
 # metrics.json's order: each group's values, then their intervals
 GROUPS = (("val_ppl",), ("val_bits_per_token",), ("test_ppl",), ("test_bits_per_token",),
           ("test_top1_accuracy",), ("test_top5_accuracy",),
@@ -42,7 +38,8 @@ def metrics(name: str, sums: dict[str, dict[str, np.ndarray]],
             replicates: dict[str, dict[str, np.ndarray]], text: dict[str, np.ndarray],
             fill: np.ndarray, fill_replicates: dict[str, np.ndarray], stats: dict,
             model_bytes: int, objective: str, level: float) -> dict:
-    """KEYS, CI_KEYS and the objective (causal, or cloze: pseudo-perplexity) of one model, from
+    """Each RATIOS key with its interval, the test counts, test_oov_rate, model_bytes and the
+    objective (causal, or cloze: pseudo-perplexity) of one model, from
     its unit_sums per split, the shared resample_sums of `columns` per split, and per blank."""
     totals = {"valid": sums["valid"], "test": {**sums["test"], **text},
               "blanks": {"fill": fill, "blanks": np.ones(len(fill))}}
@@ -105,24 +102,6 @@ def headline(name: str, result: dict) -> str:
 
 def _ci(result: dict, key: str, spec: str) -> str:
     return f"[{result[key + '_ci_low']:{spec}}, {result[key + '_ci_high']:{spec}}]"
-
-
-def test_set(stats: dict, seed: int, split: dict, corpus: dict, data_dir: Path) -> dict[str, str]:
-    """What a test perplexity is of: corpus hash, split, tokenizer, SHA-256 (12 hex digits) of
-    vocab.json and test.npy, and "id" of them all; numbers compare only under equal ids."""
-    def digest(data: bytes) -> str:
-        return hashlib.sha256(data).hexdigest()[:12]
-    method = stats.get("split_method", split["method"])
-    fields = {
-        "corpus": stats["corpus_hash"],
-        "split": "given" if method == "given" else (   # contiguous draws nothing: no seed
-            f"{method}{'' if method == 'contiguous' else f' seed={seed}'} "
-            f"train={split['train']:g} valid={split['valid']:g} test={split['test']:g}"),
-        "tokenizer": (f"{corpus['tokenizer']} lowercase={str(corpus['lowercase']).lower()} "
-                      f"unk={corpus['unk'] or 'none'}"),
-        "vocab": digest((data_dir / "vocab.json").read_bytes()),
-        "test_tokens": digest((data_dir / "test.npy").read_bytes())}
-    return {**fields, "id": digest(json.dumps(fields, sort_keys=True).encode())}
 
 
 def comparison_markdown(results: dict[str, dict], blanks: int, choices: int, pairs: list,

@@ -49,8 +49,7 @@ class Evaluation:
     """What tracking/ logs; models in metrics.json's order (ngram, then params.models)."""
     results: dict[str, dict]                # name -> metrics.json's entry
     scored: dict[str, Scored]
-    histories: dict[str, list[dict]]
-    stats: dict
+    found: Inputs                           # what `load` read
     artifacts: list[Path]                   # metrics/ files for the pipeline run
 
 
@@ -125,7 +124,7 @@ def summarize(params: config.Params, found: Inputs,
     return results, pairs
 
 
-def evaluate(params: config.Params, found: Inputs, models: Path, out: Path) -> Evaluation:
+def evaluate(params: config.Params, found: Inputs, out: Path) -> Evaluation:
     """Score, summarize, answer the probes, sample, and write metrics/ from what `load` read."""
     settings = params.evaluate
     scored, mle = score(found)
@@ -139,4 +138,4 @@ def evaluate(params: config.Params, found: Inputs, models: Path, out: Path) -> E
     artifacts = report.write(out, results, mle, pairs, found.histories, found.memory, found.probes, answers,
                              samples, settings, len(found.blanks),
                              found.stats.get("interval_unit", "sentences"))
-    return Evaluation(results, scored, found.histories, found.stats, artifacts)
+    return Evaluation(results, scored, found, artifacts)

@@ -68,7 +68,7 @@ def check_result(path: Path, name: str, result) -> None:
 
 WRITTEN = {   # registry.json: what evaluate writes for each key of an entry
     "test_set": lambda v: isinstance(v, dict) and isinstance(v.get("id"), str) and v["id"] != ""
-    and all(isinstance(x, str) for x in v.values()),   # report.test_set
+    and all(isinstance(x, str) for x in v.values()),   # evaluation_runs.test_set_of
     "model": lambda v: isinstance(v, str) and v != "",
     "version": lambda v: str(v).isdigit()}
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import config, files
-from pipeline.evaluation import report, run
+from pipeline.evaluation import run
 from pipeline.tracking import mlflow_runs, registry, store
 from pipeline.tracking.promotion import UNIT_SCORES
 
@@ -33,6 +33,24 @@ def training_run(uri: str, path: Path) -> str | None:
     return run_id
 
 
+def test_set_of(params: config.Params, stats: dict, data: Path) -> dict[str, str]:
+    """What a test perplexity is of: corpus hash, split, tokenizer, SHA-256 (12 hex digits) of
+    vocab.json and test.npy, and "id" of them all; numbers compare only under equal ids."""
+    def digest(blob: bytes) -> str:
+        return hashlib.sha256(blob).hexdigest()[:12]
+    s, c = params.split, params.corpus
+    method = stats.get("split_method", s.method)
+    fields = {
+        "corpus": stats["corpus_hash"],
+        "split": "given" if method == "given" else (   # contiguous draws nothing: no seed
+            f"{method}{'' if method == 'contiguous' else f' seed={params.seed}'} "
+            f"train={s.train:g} valid={s.valid:g} test={s.test:g}"),
+        "tokenizer": f"{c.tokenizer} lowercase={str(c.lowercase).lower()} unk={c.unk or 'none'}",
+        "vocab": digest((data / "vocab.json").read_bytes()),
+        "test_tokens": digest((data / "test.npy").read_bytes())}
+    return {**fields, "id": digest(json.dumps(fields, sort_keys=True).encode())}
+
+
 def evaluate(params: config.Params, data: Path, models: Path, out: Path) -> None:
     """Check the store, read every input, score and write metrics/, then log it all."""
     root = store.repo_root()
@@ -40,7 +58,7 @@ def evaluate(params: config.Params, data: Path, models: Path, out: Path) -> None
     mlflow_runs.check_store(uri, params.mlflow.experiment)   # before minutes of scoring
     found = run.load(params, data, models, root)
     run_ids = {kind: training_run(uri, models / kind / "run.json") for kind in params.models}
-    done = run.evaluate(params, found, models, out)
+    done = run.evaluate(params, found, out)
     with tempfile.TemporaryDirectory() as scratch:
         log(params, data, out, uri, root, done, run_ids, Path(scratch))
 
@@ -53,9 +71,9 @@ def log(params: config.Params, data: Path, out: Path, uri: str, root: Path, done
     (scratch / "corpus.json").write_text(json.dumps(
         {"tokenizer": c.tokenizer, "lowercase": c.lowercase, "unk": c.unk}))
     shared_files = {"vocab": str(data / "vocab.json"), "corpus": str(scratch / "corpus.json")}
-    test_set = report.test_set(done.stats, params.seed, params.split.model_dump(),
-                               c.model_dump(), data)
-    tags = {"corpus": c.source, "corpus_hash": done.stats["corpus_hash"],
+    stats = done.found.stats
+    test_set = test_set_of(params, stats, data)
+    tags = {"corpus": c.source, "corpus_hash": stats["corpus_hash"],
             **mlflow_runs.git_tags(root), "test_set": test_set["id"]}
     mlflow_runs.reap_orphans(uri, experiment, print)
     parent = mlflow_runs.start_pipeline(uri, experiment, root, params.model_dump(), tags,
@@ -63,7 +81,7 @@ def log(params: config.Params, data: Path, out: Path, uri: str, root: Path, done
     registered = {}
     try:
         for name, result in done.results.items():
-            scored, history = done.scored[name], done.histories.get(name)
+            scored, history = done.scored[name], done.found.histories.get(name)
             unit_scores = scratch / name / UNIT_SCORES   # the paired bootstrap of promotion reads it
             unit_scores.parent.mkdir()
             np.savez(unit_scores, nll=scored.sums["test"]["nll"], tokens=scored.sums["test"]["tokens"])
