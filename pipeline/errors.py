@@ -7,6 +7,7 @@ from __future__ import annotations
 import difflib
 import logging
 import os
+import reprlib
 import sys
 import typing
 import warnings
@@ -208,7 +209,7 @@ def first_complaint(error: ValidationError) -> str:
     contents: KEY dotted, a list's item `entry N`, the whole value `the whole file`."""
     first = error.errors(include_url=False)[0]
     key = ".".join(f"entry {k}" if isinstance(k, int) else str(k) for k in first["loc"]) or "the whole file"
-    return f"{key} is " + ("missing" if first["type"] == "missing" else f"{first['input']!r}: {first['msg']}")
+    return f"{key} is " + ("missing" if first["type"] == "missing" else f"{reprlib.repr(first['input'])}: {first['msg']}")
 
 
 def as_written(value: Any) -> str:

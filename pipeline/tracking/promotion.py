@@ -49,7 +49,7 @@ def decide(new: dict, champion: dict | None, margin: float) -> tuple[bool, str]:
 
 
 def differences(new: dict, old: dict) -> str:
-    """'' for the same test set (report.test_set), else e.g. "different corpus (d7dc.. vs 81aa..)"."""
+    """'' for the same test set (evaluation_runs.test_set_of), else e.g. "different corpus (d7dc.. vs 81aa..)"."""
     if old.get("id") == new.get("id"):
         return ""
     if not old.get("id"):
