@@ -76,6 +76,12 @@ def test_a_model_that_knows_the_language_fills_blanks(ngram, rnn):
     assert 0 <= np.mean(tasks.blank_correct(rnn, blanks)) <= 1
 
 
+def test_a_test_split_without_vocabulary_words_is_refused_before_scoring():
+    all_unknown = np.array([BOS_ID, 0, 0, EOS_ID] * 5, dtype=np.int64)
+    with pytest.raises(ValueError, match="test.npy"):
+        tasks.make_blanks(all_unknown, np.bincount(_stream(0), minlength=len(WORDS)), WORDS, count=10, seed=0)
+
+
 def test_probes(ngram, rnn):
     encode = lambda text: [WORDS.index(t) for t in text.split()]  # noqa: E731
     ranked = tasks.run_probe(ngram, {"rank": ["wd we wf .", "wf we wd ."]}, encode, WORDS)

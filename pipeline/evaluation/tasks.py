@@ -36,6 +36,9 @@ def make_blanks(stream: np.ndarray, frequency: np.ndarray, tokens: tuple[str, ..
     rank_of = np.full(len(tokens), -1)
     rank_of[by_rank] = np.arange(len(by_rank))
     sentences = [s for s in sentences_of(stream) if (rank_of[s] >= 0).any()]
+    if not sentences:   # the fill-in-the-blank accuracy would have no units to resample
+        raise ValueError("no sentence of test.npy holds a vocabulary word to blank out; "
+                         "enlarge split.test or lower vocab.min_count")
     chosen = rng.permutation(len(sentences))[:count]
     blanks = []
     for i in chosen:
