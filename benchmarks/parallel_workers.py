@@ -4,8 +4,8 @@ experiment end up in MLflow exactly once, and does any worker hit "database is l
 Builds a throwaway git + DVC repository in a temporary folder (the project's pipeline/, stages/,
 configs/, dvc.yaml, params.yaml with the tiny settings of tests/test_pipeline_e2e.py), runs
 `dvc repro` once and commits, then queues --experiments experiments that retrain two models
-each (`dvc exp run --queue -n w-seed-K -S models.gru.seed=K -S models.rnn.seed=K`, the other
-models' checkpoints copied in with -C as `lmpipe seeds` does), starts `dvc queue start -j
+each (`dvc exp run --queue -n w-seed-K -S models.gru.seed=K -S models.rnn.seed=K`; DVC's run
+cache restores the other models), starts `dvc queue start -j
 --jobs` and waits for the queue to drain. Prints JSON lines: the queue's outcome, the wall
 time, MLflow's pipeline (parent) and model runs per experiment, runs by status, experiments
 with more than one parent run (duplicates) or none (missing), the model versions registered
@@ -30,11 +30,9 @@ from collections import Counter
 from contextlib import closing
 from pathlib import Path
 
-import yaml
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))   # tests.conftest: the tests' throwaway repository
-SWEPT = ("gru", "rnn")   # retrained by every experiment; the others' checkpoints are copied in
+SWEPT = ("gru", "rnn")   # retrained by every experiment; the others come from the run cache
 LOCKED = "database is locked"
 NO_WAL = '\n\ndef prepare(tracking_uri):   # benchmarks/parallel_workers.py --without-wal\n' \
          '    return tracking_uri\n'
@@ -125,13 +123,10 @@ def main() -> None:
         build(repo, env, args.without_wal)
         print(json.dumps({"setup_s": round(time.perf_counter() - started, 1), "repo": str(repo),
                           "without_wal": args.without_wal}), flush=True)
-        models = yaml.safe_load((repo / "params.yaml").read_text())["models"]
-        copies = [flag for kind in models if kind not in SWEPT
-                  for flag in ("-C", f"checkpoints/{kind}")]
         names = [f"w-seed-{k}" for k in range(1, args.experiments + 1)]
         for k, name in enumerate(names, 1):
             seeds = [flag for kind in SWEPT for flag in ("-S", f"models.{kind}.seed={k}")]
-            sh(["dvc", "exp", "run", "--queue", "-n", name, *seeds, *copies], repo, env)
+            sh(["dvc", "exp", "run", "--queue", "-n", name, *seeds], repo, env)
         started = time.perf_counter()
         sh(["dvc", "queue", "start", "-j", str(args.jobs)], repo, env, log=scratch / "start.log")
         states = queue_status(repo, env)

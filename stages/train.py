@@ -1,7 +1,7 @@
 """Stage train@KIND: data/prepared -> OUT/model.pt (config + state_dict of the best validation
-epoch), history.json (val perplexity per epoch), run.json (the MLflow run id); CKPT/ (persist:
-true) holds last.ckpt / best.ckpt, from which an interrupted training resumes.
-Usage: python -m stages.train KIND data/prepared models/KIND checkpoints/KIND"""
+epoch), history.json (val perplexity per epoch), run.json (the MLflow run id). An interrupted
+training resumes from its checkpoint folder outside the repository (docs/models.md).
+Usage: python -m stages.train KIND data/prepared models/KIND"""
 
 import sys
 from pathlib import Path
@@ -11,8 +11,8 @@ from pipeline.tracking import training
 from stages import run_stage
 
 
-def main(kind: str, data_dir: str, out_dir: str, ckpt_dir: str) -> None:
-    training.train(config.load(), kind, Path(data_dir), Path(out_dir), Path(ckpt_dir))
+def main(kind: str, data_dir: str, out_dir: str) -> None:
+    training.train(config.load(), kind, Path(data_dir), Path(out_dir))
 
 
 if __name__ == "__main__":

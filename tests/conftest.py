@@ -17,6 +17,27 @@ TOY = [
 ]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def checkpoint_root(tmp_path_factory):
+    """Training checkpoint folders (LMPIPE_CHECKPOINTS) in a session folder, never ~/.cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        root = tmp_path_factory.mktemp("checkpoints")
+        patch.setenv("LMPIPE_CHECKPOINTS", str(root))
+        yield root
+
+
+def checkpoint_folders(kind: str = "gru") -> list[Path]:
+    """The checkpoint folders of models.KIND under $LMPIPE_CHECKPOINTS (resume.folder's)."""
+    return sorted(Path(os.environ["LMPIPE_CHECKPOINTS"]).glob(f"{kind}-*/"))
+
+
+def checkpoint_folder(kind: str = "gru") -> Path:
+    """The one checkpoint folder of models.KIND under $LMPIPE_CHECKPOINTS."""
+    found = checkpoint_folders(kind)
+    assert len(found) == 1, found
+    return found[0]
+
+
 @pytest.fixture
 def toy_vocab():
     return Vocab.build(TOY, min_count=1, max_size=100)

@@ -84,7 +84,7 @@ def test_a_wikitext_directory_through_every_stage(workdir, capsys):
     assert set(vocab) - {"<s>", "</s>"} == train_types | {"<unk>"} and "@-@" in vocab
     _stage(capsys, ngram_stage, "data", "models/ngram")
     for kind in ("gru", "birnn"):      # a causal and the bidirectional model
-        _stage(capsys, train_stage, kind, "data", f"models/{kind}", f"checkpoints/{kind}")
+        _stage(capsys, train_stage, kind, "data", f"models/{kind}")
     _stage(capsys, evaluate_stage, "data", "models", "metrics")
     metrics = json.loads((root / "metrics" / "metrics.json").read_text())
     assert set(metrics) == {"ngram", "gru", "birnn"}

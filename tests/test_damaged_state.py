@@ -8,12 +8,14 @@ The catalogue (state, stage, what lmpipe says, exit status) is the table CASES b
 import json
 import os
 import shutil
+import types
 
 import numpy as np
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from pipeline.neural import fit
 from stages import evaluate as evaluate_stage
 from stages import ngram as ngram_stage
 from stages import prepare as prepare_stage
@@ -21,10 +23,10 @@ from stages import promote as promote_stage
 from stages import run_stage
 from stages import train as train_stage
 
-from .conftest import ROOT, free_port
+from .conftest import ROOT, checkpoint_folder, free_port
 
 STAGES = {"prepare": (prepare_stage, ["data"]), "ngram": (ngram_stage, ["data", "models/ngram"]),
-          "train": (train_stage, ["gru", "data", "models/gru", "checkpoints/gru"]),
+          "train": (train_stage, ["gru", "data", "models/gru"]),
           "evaluate": (evaluate_stage, ["data", "models", "metrics"]),
           "promote": (promote_stage, ["metrics"])}
 
@@ -39,7 +41,9 @@ def _stage(capsys, name):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A folder holding a whole tiny pipeline's outputs and its MLflow store (sqlite)."""
+    """A folder holding a whole tiny pipeline's outputs, its MLflow store (sqlite) and, in ckpt/
+    (LMPIPE_CHECKPOINTS), gru's checkpoint folder, kept as if the training had been killed at
+    its end."""
     base = tmp_path_factory.mktemp("trained")
     lines = [f"the {w} saw the {v} and the {v} saw the {w} ." for w in ("cat", "dog", "cow", "hen")
              for v in ("fox", "owl", "ram", "elk", "bee")] * 8
@@ -57,9 +61,12 @@ def trained(tmp_path_factory):
     here, env = os.getcwd(), {k: os.environ.pop(k, None) for k in ("DVC_ROOT", "MLFLOW_TRACKING_URI")}
     os.chdir(base)
     try:
-        for name in ("prepare", "ngram", "train", "evaluate", "promote"):
-            module, args = STAGES[name]
-            assert run_stage(module.main, args) == 0, name
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("LMPIPE_CHECKPOINTS", str(base / "ckpt"))
+            patch.setattr(fit, "shutil", types.SimpleNamespace(rmtree=lambda path: None))
+            for name in ("prepare", "ngram", "train", "evaluate", "promote"):
+                module, args = STAGES[name]
+                assert run_stage(module.main, args) == 0, name
     finally:
         os.chdir(here)
         os.environ.update({k: v for k, v in env.items() if v is not None})
@@ -73,6 +80,7 @@ def repo(trained, tmp_path, monkeypatch):
     copy = tmp_path / "repo"
     shutil.copytree(trained, copy)
     monkeypatch.chdir(copy)
+    monkeypatch.setenv("LMPIPE_CHECKPOINTS", str(copy / "ckpt"))
     monkeypatch.delenv("DVC_ROOT", raising=False)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     return copy
@@ -98,14 +106,11 @@ def delete_experiment(repo):
 
 
 def corrupt_resume_json(repo):
-    (repo / "checkpoints" / "gru" / "resume.json").write_text("{not json")
+    (checkpoint_folder("gru") / "resume.json").write_text("{not json")
 
 
 def truncate_last_checkpoint(repo):
-    state = json.loads((repo / "checkpoints" / "gru" / "resume.json").read_text())
-    state["finished"] = False   # an interrupted training whose last.ckpt a full disk cut short
-    (repo / "checkpoints" / "gru" / "resume.json").write_text(json.dumps(state))
-    _truncate(repo / "checkpoints" / "gru" / "last.ckpt")
+    _truncate(checkpoint_folder("gru") / "last.ckpt")   # an interrupted training's, a full disk cut it short
 
 
 def delete_training_run(repo):
@@ -310,8 +315,8 @@ CASES = [
     (delete_experiment, "train", 2, ("MLflow experiment 'lmpipe'", "mlflow experiments restore")),
     (delete_experiment, "evaluate", 2, ("'lmpipe'", "mlflow experiments restore")),
     (delete_experiment, "promote", 2, ("'lmpipe'", "mlflow experiments restore")),
-    (corrupt_resume_json, "train", 0, ("checkpoints/gru/resume.json", "afresh")),
-    (truncate_last_checkpoint, "train", 0, ("checkpoints/gru/last.ckpt", "afresh")),
+    (corrupt_resume_json, "train", 0, ("ckpt/gru-", "/resume.json", "afresh")),
+    (truncate_last_checkpoint, "train", 0, ("ckpt/gru-", "/last.ckpt", "afresh")),
     (delete_training_run, "evaluate", 0, ("models/gru/run.json", "new run")),
     (run_json_names_unknown_run, "evaluate", 0, ("models/gru/run.json", "0" * 32)),
     (corrupt_run_json, "evaluate", 2, ("models/gru/run.json", "dvc checkout models/gru")),

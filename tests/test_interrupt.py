@@ -1,6 +1,6 @@
 """Interruptions under real DVC and MLflow: a stage killed with SIGKILL leaves nothing DVC accepts
 as complete, and rerunning `dvc repro` gives back exactly the outputs of an uninterrupted run; a
-killed training resumes from checkpoints/<kind>/ (persist: true) and continues its MLflow run,
+killed training resumes from its checkpoint folder (outside the repository) and continues its MLflow run,
 which meanwhile is marked KILLED, not left RUNNING; SIGTERM ends the run as KILLED itself.
 Equality is exact (bytes of model.pt and history.json) on CPU."""
 import json
@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.tracking import mlflow_runs
 
-from .conftest import dvc_repo, run
+from .conftest import checkpoint_folder, checkpoint_folders, dvc_repo, run
 
 pytestmark = pytest.mark.slow
 
@@ -39,6 +39,13 @@ def small(params: dict) -> None:
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
+    """The small pipeline, trained; its checkpoint folders in a root of its own."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LMPIPE_CHECKPOINTS", str(tmp_path_factory.mktemp("interrupt-checkpoints")))
+        yield _trained(tmp_path_factory)
+
+
+def _trained(tmp_path_factory):
     repo = dvc_repo(tmp_path_factory.mktemp("interrupt") / "repo", small)
     run(["dvc", "repro", "ngram", "train@gru"], repo)
     return repo
@@ -63,18 +70,23 @@ def _kill_at_line(process, marker: str, sig=signal.SIGKILL) -> str:
     return "".join(seen)
 
 
-def _kill_after(process, checkpoint: Path, sig=signal.SIGKILL, newer_than_step: int = -1) -> None:
-    """Kill the process group once `checkpoint` holds a step past `newer_than_step`, a few steps
+def _step() -> int:
+    """The global step of gru's last.ckpt; -1 while there is none (or it is being replaced)."""
+    for folder in checkpoint_folders("gru"):
+        try:
+            return torch.load(folder / "last.ckpt", weights_only=True)["global_step"]
+        except (OSError, RuntimeError, EOFError):
+            pass
+    return -1
+
+
+def _kill_after(process, sig=signal.SIGKILL, newer_than_step: int = -1) -> None:
+    """Kill the process group once gru's last.ckpt holds a step past `newer_than_step`, a few steps
     later (mid-epoch)."""
     deadline = time.monotonic() + 180
-    while True:
-        assert process.poll() is None and time.monotonic() < deadline, "ended before the kill"
-        if checkpoint.exists():
-            try:
-                if torch.load(checkpoint, weights_only=True)["global_step"] > newer_than_step:
-                    break
-            except (OSError, RuntimeError, EOFError):   # replaced while we read it
-                pass
+    while _step() <= newer_than_step:
+        assert process.poll() is None and time.monotonic() < deadline, \
+            "ended before the kill:\n" + process.stdout.read()[-3000:]
         time.sleep(0.05)
     time.sleep(0.1)
     assert process.poll() is None, "training ended before it could be killed"
@@ -129,13 +141,13 @@ def test_killed_training_resumes_under_dvc_with_the_same_result(repo):
     the uninterrupted run: resuming is exact, and so is training itself (determinism)."""
     model = repo / "models" / "gru"
     first = {name: (model / name).read_bytes() for name in ("model.pt", "history.json")}
-    ckpts = repo / "checkpoints" / "gru"
     uri = f"sqlite:///{repo / 'mlflow.db'}"
+    assert checkpoint_folders("gru") == []   # the finished training's folder is gone
 
     # SIGTERM (kill, SLURM, a cancelled CI job): the stage ends its MLflow run as KILLED
-    (ckpts / "last.ckpt").unlink()   # the finished run's; the stage clears it too, but later
     stopped = _start(repo, "repro", "-f", "-s", "train@gru")
-    _kill_after(stopped, ckpts / "last.ckpt", sig=signal.SIGTERM)
+    _kill_after(stopped, sig=signal.SIGTERM)
+    ckpts = checkpoint_folder("gru")
     run_id = json.loads((ckpts / "resume.json").read_text())["run_id"]
     deadline = time.monotonic() + 60   # the stage process winds down after DVC
     while _client(repo).get_run(run_id).info.status == "RUNNING" and time.monotonic() < deadline:
@@ -146,8 +158,10 @@ def test_killed_training_resumes_under_dvc_with_the_same_result(repo):
 
     # resumed, then SIGKILLed mid-epoch: the run stays RUNNING until the next stage reaps it
     step = torch.load(ckpts / "last.ckpt", weights_only=True)["global_step"]
-    resumed = _start(repo, "repro", "train@gru")
-    _kill_after(resumed, ckpts / "last.ckpt", newer_than_step=step)
+    # -f: this configuration finished once (the fixture), so DVC would check models/gru out of its
+    # cache instead of running the stage; an interrupted new configuration has nothing to restore
+    resumed = _start(repo, "repro", "-f", "-s", "train@gru")
+    _kill_after(resumed, newer_than_step=step)
     assert _client(repo).get_run(run_id).info.status == "RUNNING"   # nobody could say otherwise
     # what the next stage does; the killed stage process may take a moment to be torn down
     # after DVC (the group's leader) is gone, and a process still exiting is not judged dead
@@ -160,9 +174,10 @@ def test_killed_training_resumes_under_dvc_with_the_same_result(repo):
     assert run_id in reaped
     assert _client(repo).get_run(run_id).info.status == "KILLED"
 
-    out = run(["dvc", "repro", "train@gru"], repo)
+    out = run(["dvc", "repro", "-f", "-s", "train@gru"], repo)
     assert "resuming from" in out
     assert {name: (model / name).read_bytes() for name in first} == first   # tolerance: none
     assert json.loads((model / "run.json").read_text())["run_id"] == run_id
     assert _client(repo).get_run(run_id).info.status == "FINISHED"
     assert "train@gru" not in _pending(repo)
+    assert checkpoint_folders("gru") == []   # removed once models/gru was written

@@ -15,7 +15,7 @@ import yaml
 
 from pipeline.evaluation.report import WITH_INTERVALS
 
-from .conftest import dvc_repo, free_port, mlflow_metric_row, run, wait_for_http
+from .conftest import checkpoint_folders, dvc_repo, free_port, mlflow_metric_row, run, wait_for_http
 
 pytestmark = pytest.mark.slow
 KINDS = ("rnn", "gru", "birnn", "deep")
@@ -38,9 +38,12 @@ def tiny(params: dict) -> None:
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
-    repo = dvc_repo(tmp_path_factory.mktemp("lmpipe") / "repo", tiny)
-    _run(["dvc", "repro"], repo)
-    return repo
+    """The tiny pipeline, reproduced; its checkpoint folders in a root of its own."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LMPIPE_CHECKPOINTS", str(tmp_path_factory.mktemp("e2e-checkpoints")))
+        repo = dvc_repo(tmp_path_factory.mktemp("lmpipe") / "repo", tiny)
+        _run(["dvc", "repro"], repo)
+        yield repo
 
 
 def test_every_output_exists(repo):
@@ -53,8 +56,7 @@ def test_every_output_exists(repo):
     assert (repo / "models" / "ngram" / "counts.parquet").is_file()
     for kind in KINDS:
         assert (repo / "models" / kind / "model.pt").is_file()
-        assert (repo / "checkpoints" / kind / "best.ckpt").is_file()
-        assert json.loads((repo / "checkpoints" / kind / "resume.json").read_text())["finished"]
+        assert checkpoint_folders(kind) == []   # removed once models/KIND was written
     for name in ("metrics.json", "mle.json", "pairs.json", "comparison.md", "memory.md", "probes.md",
                  "samples.md", "plots/val_ppl.csv", "plots/test_ppl.csv", "plots/memory.csv",
                  "plots/fill_accuracy.csv", "plots/comparison.png", "plots/intervals.png",
@@ -314,7 +316,8 @@ def test_queued_sweep_runs_two_experiments_in_parallel_into_one_store(repo):
     """`lmpipe seeds gru --run 2 --jobs 2`: two DVC experiments (models.gru.seed = 1, 2) in the
     queue, two workers: both finish, each is its own MLflow pipeline run tagged with its DVC
     experiment name, in the repository's store (nothing in the temporary clones); only gru
-    retrains, with its seed; the report lists the seeds and their mean ± SD."""
+    retrains, with its seed (DVC's queue logs: the other train stages skipped, though their
+    experiments' clones hold no checkpoints); the report lists the seeds and their mean ± SD."""
     import re
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
     _run(["git", "add", "-A"], repo)
@@ -339,6 +342,11 @@ def test_queued_sweep_runs_two_experiments_in_parallel_into_one_store(repo):
     assert seeds == {"gru-seed-1": "1", "gru-seed-2": "2"}
     reused = [t for t in tags.values() if t.get("model_kind") == "rnn" and t.get("dvc_exp_name")]
     assert len(reused) == 2 and all("training_run_id" in t for t in reused)   # not retrained
+    for name in ("gru-seed-1", "gru-seed-2"):   # DVC's own record: no -C, no checkpoints copied
+        logs = _run(["dvc", "queue", "logs", name], repo)
+        assert "Running stage 'train@gru'" in logs, logs
+        for kind in ("rnn", "birnn", "deep"):
+            assert re.search(rf"Stage 'train@{kind}' (didn't change|is cached)", logs), logs
     assert not list((repo / ".dvc" / "tmp").rglob("mlflow.db"))
     assert not list((repo / ".dvc" / "tmp").rglob("mlartifacts"))
     # the report: one row per seed (the workspace's own seed 1337 too, when up to date), then

@@ -193,7 +193,6 @@ def test_a_taken_name_is_refused_before_anything_is_queued(monkeypatch):
 def test_a_failure_halfway_says_what_stays_queued(monkeypatch):
     monkeypatch.setattr(seeds, "_exp_show", lambda root, all_commits=False: _shown())
     monkeypatch.setattr(seeds, "uncommitted_note", lambda root: "")
-    monkeypatch.setattr(seeds, "copy_paths", lambda root, kind: ["checkpoints/rnn"])
     calls = []
 
     def dvc(root, command, *args, **options):
@@ -205,8 +204,7 @@ def test_a_failure_halfway_says_what_stays_queued(monkeypatch):
     with pytest.raises(ValueError) as raised:
         seeds.queue(ROOT, "gru", range(1, 4), 2)
     names(str(raised.value), "disk full", "gru-seed-1", "dvc queue start -j 2", "dvc queue remove gru-seed-1")
-    assert calls[0] == ("exp", "run", "--queue", "-n", "gru-seed-1", "-S", "models.gru.seed=1",
-                        "-C", "checkpoints/rnn")
+    assert calls[0] == ("exp", "run", "--queue", "-n", "gru-seed-1", "-S", "models.gru.seed=1")
 
 
 def test_ctrl_c_stops_the_waiting_not_the_experiments(monkeypatch):

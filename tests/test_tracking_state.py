@@ -9,19 +9,23 @@ import os
 import shutil
 import signal
 import sqlite3
+import threading
 from contextlib import closing, contextmanager
 
 import pytest
 import requests
 import sqlalchemy
 import torch
+from filelock import FileLock
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from sqlalchemy.pool import NullPool
 
 from pipeline import errors
+from pipeline.neural import resume
 from pipeline.tracking import mlflow_runs, store
 
+from .conftest import checkpoint_folder, checkpoint_folders
 from .test_damaged_state import _stage, trained  # noqa: F401
 
 ROOT_USER = os.geteuid() == 0   # the superuser writes read-only files: nothing to refuse
@@ -51,13 +55,14 @@ def repo(trained, tmp_path, monkeypatch):  # noqa: F811
     copy = tmp_path / "repo"
     shutil.copytree(trained, copy)
     monkeypatch.chdir(copy)
+    monkeypatch.setenv("LMPIPE_CHECKPOINTS", str(copy / "ckpt"))
     for key in ("DVC_ROOT", "MLFLOW_TRACKING_URI", "LMPIPE_DEBUG", "LMPIPE_VERBOSE"):
         monkeypatch.delenv(key, raising=False)
     return copy
 
 
 def _outputs(repo):
-    return {p: p.read_bytes() for folder in ("data", "models", "metrics", "checkpoints")
+    return {p: p.read_bytes() for folder in ("data", "models", "metrics", "ckpt")
             for p in (repo / folder).rglob("*") if p.is_file()}
 
 
@@ -69,7 +74,7 @@ def names(line: str, *things: str) -> None:
 
 def _refused(capsys, stage: str, repo, *named: str) -> str:
     """Run `stage` on `repo`: exit status 2, one line on stderr naming each of `named` (and no
-    traceback: _stage), every file of data/, models/, metrics/ and checkpoints/ unchanged."""
+    traceback: _stage), every file of data/, models/, metrics/ and the checkpoints unchanged."""
     before = _outputs(repo)
     with deadline():
         status, out, err = _stage(capsys, stage)
@@ -87,9 +92,9 @@ def _refused(capsys, stage: str, repo, *named: str) -> str:
 @pytest.mark.parametrize("stage", ["train", "evaluate", "promote"])
 def test_a_read_only_store_is_refused_before_any_work(repo, capsys, stage):
     (repo / "mlflow.db").chmod(0o444)
-    assert (repo / "checkpoints" / "gru" / "best.ckpt").is_file()
+    assert (checkpoint_folder("gru") / "best.ckpt").is_file()
     _refused(capsys, stage, repo, "mlflow.db", "read-only", "chmod u+w", "mlflow.tracking_uri")
-    assert sorted(p.name for p in (repo / "checkpoints" / "gru").iterdir()) == [
+    assert sorted(p.name for p in checkpoint_folder("gru").iterdir()) == [
         "best.ckpt", "last.ckpt", "resume.json"]
 
 
@@ -116,7 +121,7 @@ def test_what_the_system_denies_is_named_and_the_checkpoints_are_kept(repo, caps
     monkeypatch.setattr(os, "access", lambda path, mode: os.path.realpath(path) != str(denied)
                         and access(path, mode))
     _refused(capsys, "train", repo, "mlflow.db", "read-only")
-    assert (repo / "checkpoints" / "gru" / "last.ckpt").is_file()
+    assert (checkpoint_folder("gru") / "last.ckpt").is_file()
 
 
 def test_a_store_that_fails_after_the_check_keeps_the_checkpoints(repo, capsys, monkeypatch):
@@ -125,7 +130,7 @@ def test_a_store_that_fails_after_the_check_keeps_the_checkpoints(repo, capsys, 
         raise PermissionError(13, "Permission denied", str(repo / "mlflow.db"))
     monkeypatch.setattr(mlflow_runs, "setup", refused)
     _refused(capsys, "train", repo, "mlflow.db", "Permission denied")
-    assert (repo / "checkpoints" / "gru" / "best.ckpt").is_file()
+    assert (checkpoint_folder("gru") / "best.ckpt").is_file()
 
 
 def test_the_store_check_writes_nothing_and_blocked_judges_a_writable_store(tmp_path):
@@ -205,14 +210,14 @@ def test_a_server_that_never_answers_is_given_up_in_bounded_time(monkeypatch):
 # ---- 3. run ids that are not strings -------------------------------------------------------------
 
 def test_a_resume_json_whose_run_id_is_not_a_string_starts_afresh(repo, capsys):
-    state_file = repo / "checkpoints" / "gru" / "resume.json"
+    state_file = checkpoint_folder("gru") / "resume.json"
     state = json.loads(state_file.read_text())
-    state_file.write_text(json.dumps({**state, "run_id": 5, "finished": False}))
+    state_file.write_text(json.dumps({**state, "run_id": 5}))
     with deadline():
         status, out, err = _stage(capsys, "train")
     assert status == 0 and err == "", err
-    names(out, "checkpoints/gru/resume.json", "run_id is 5", "afresh")
-    assert json.loads(state_file.read_text())["finished"] is True
+    names(out, str(state_file), "run_id is 5", "afresh")
+    assert checkpoint_folders("gru") == []   # the training completed: its folder is gone
 
 
 @pytest.mark.parametrize("run_id", [5, ["a", "b"]])
@@ -227,19 +232,17 @@ def test_a_run_json_whose_run_id_is_not_a_string_goes_to_a_new_run(repo, capsys,
 # ---- 4. a checkpoint of another architecture ---------------------------------------------------
 
 def _resume_edited(repo, capsys, edit) -> tuple[str, str]:
-    """Edit the state_dict of checkpoints/gru/last.ckpt (edit(state_dict) -> the key changed),
-    mark the training interrupted, run train; (the key, its stdout). Train must start afresh
-    once, saying so, and finish (not stuck resuming the same checkpoint at every rerun)."""
-    folder = repo / "checkpoints" / "gru"
+    """Edit the state_dict of gru's last.ckpt (edit(state_dict) -> the key changed), run train;
+    (the key, its stdout). Train must start afresh once, saying so, and finish (not stuck
+    resuming the same checkpoint at every rerun)."""
+    folder = checkpoint_folder("gru")
     checkpoint = torch.load(folder / "last.ckpt", map_location="cpu", weights_only=True)
     key = edit(checkpoint["state_dict"])
     torch.save(checkpoint, folder / "last.ckpt")
-    state = json.loads((folder / "resume.json").read_text())
-    (folder / "resume.json").write_text(json.dumps({**state, "finished": False}))   # interrupted
     with deadline():
         status, out, err = _stage(capsys, "train")
     assert status == 0 and err == "", err
-    assert json.loads((folder / "resume.json").read_text())["finished"] is True   # not stuck
+    assert checkpoint_folders("gru") == []   # finished, its folder removed: not stuck
     return key, out
 
 
@@ -253,7 +256,7 @@ def test_a_checkpoint_of_another_architecture_starts_afresh_once(repo, capsys):
         return key
     key, out = _resume_edited(repo, capsys, wider)
     rows, columns = shapes["old"]
-    names(out, "checkpoints/gru/last.ckpt", key, f"[{rows * 2}, {columns}]", f"[{rows}, {columns}]",
+    names(out, "/last.ckpt", key, f"[{rows * 2}, {columns}]", f"[{rows}, {columns}]",
           "params.yaml", "afresh")
 
 
@@ -265,13 +268,11 @@ def test_a_checkpoint_with_nan_weights_starts_afresh_once(repo, capsys):
         state_dict[key].view(-1)[0] = float("nan")
         return key
     key, out = _resume_edited(repo, capsys, poisoned)
-    names(out, "checkpoints/gru/last.ckpt", "NaN", key, "afresh")
+    names(out, "/last.ckpt", "NaN", key, "afresh")
 
 
 def test_a_params_change_starts_afresh_without_judging_the_old_checkpoints(repo, capsys):
-    folder = repo / "checkpoints" / "gru"
-    state = json.loads((folder / "resume.json").read_text())
-    (folder / "resume.json").write_text(json.dumps({**state, "finished": False}))   # interrupted
+    folder = checkpoint_folder("gru")   # an interrupted training's
     params = (repo / "params.yaml").read_text()
     assert "hidden_dim: 8" in params
     (repo / "params.yaml").write_text(params.replace("hidden_dim: 8", "hidden_dim: 12"))
@@ -279,7 +280,7 @@ def test_a_params_change_starts_afresh_without_judging_the_old_checkpoints(repo,
         status, out, err = _stage(capsys, "train")
     assert status == 0 and err == "", err
     assert "cannot resume" not in out and "resuming" not in out, out
-    assert json.loads((folder / "resume.json").read_text())["fingerprint"] != state["fingerprint"]
+    assert checkpoint_folders("gru") == [folder]   # the other training's kept, the new one's gone
 
 
 # ---- 5. one parser, one message ----------------------------------------------------------------
@@ -338,3 +339,31 @@ def test_tracking_failures_are_told_by_the_types_along_the_chain(tmp_path, monke
         holder.execute("BEGIN EXCLUSIVE")
         line, status = errors.one_line(_wrapped(f"sqlite:///{path}", "SELECT * FROM t"))
         names(line, "mlflow.db", "dvc queue start -j")
+
+
+# ---- 6. checkpoint folders outside the repository ------------------------------------------------
+
+def test_old_checkpoint_folders_go_beyond_three_but_never_a_held_one(tmp_path, monkeypatch):
+    monkeypatch.setenv("LMPIPE_CHECKPOINTS", str(tmp_path))
+    folders = [resume.folder("gru", f"{k:016x}") for k in range(6)]   # oldest first
+    other = resume.folder("birnn", "0" * 16)
+    for age, folder in enumerate([other, *folders]):
+        folder.mkdir(parents=True)
+        os.utime(folder, (age, age))
+    held = FileLock(f"{folders[0]}.lock")
+    with held:   # a live training's
+        resume.prune(folders[-1])
+    assert sorted(checkpoint_folders("gru")) == [folders[0], *folders[3:]]
+    assert other.is_dir()
+
+
+def test_a_second_training_of_one_fingerprint_waits_for_the_first(tmp_path):
+    folder, said = tmp_path / "gru-0123456789abcdef", []
+    with resume.hold(folder, print):
+        waiter = threading.Thread(target=lambda: resume.hold(folder, said.append).__enter__())
+        waiter.start()
+        waiter.join(0.5)
+        assert waiter.is_alive() and len(said) == 1, said
+        names(said[0], f"{folder}.lock", "waiting")
+    waiter.join(10)
+    assert not waiter.is_alive()

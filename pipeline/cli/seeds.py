@@ -85,11 +85,10 @@ def queue(root: Path, kind: str, seed_range: range, jobs: int) -> list[str]:
     note = uncommitted_note(root)
     if note:
         print(note, flush=True)
-    copies = [flag for path in copy_paths(root, kind) for flag in ("-C", path)]
     for done, (seed, name) in enumerate(zip(seed_range, names, strict=True)):
         try:
             commands.run(root, "dvc", "exp", "run", "--queue", "-n", name, "-S",
-                         f"models.{kind}.seed={seed}", *copies)
+                         f"models.{kind}.seed={seed}")
         except ValueError as error:   # the ones before stay queued, not started
             kept = " ".join(names[:done])
             raise ValueError(f"{error} ({kept} stay queued: `dvc queue start -j {jobs}` runs them, "
@@ -98,20 +97,6 @@ def queue(root: Path, kind: str, seed_range: range, jobs: int) -> list[str]:
     print(f"lmpipe: queued {', '.join(names)} (models.{kind}.seed = {seed_range.start}.."
           f"{seed_range.stop - 1}); {jobs} worker(s) started", flush=True)
     return names
-
-
-def copy_paths(root: Path, kind: str) -> list[str]:
-    """The uncached, git-ignored outputs of every stage but train@KIND (checkpoints/<kind>) that
-    each experiment copies (`-C`): DVC's clone lacks them and would rerun every train stage."""
-    with _repo(root, "pipeline") as repo:
-        paths = [out.def_path for stage in repo.index.stages
-                 if stage.addressing != f"train@{kind}" for out in stage.outs
-                 if not out.use_cache and (root / out.def_path).exists()]
-    if not paths:
-        return []
-    # exit status 1: none of them is ignored
-    ignored = commands.run(root, "git", "check-ignore", "--", *paths, codes=(0, 1)).splitlines()
-    return [path for path in paths if path in ignored]
 
 
 @contextmanager

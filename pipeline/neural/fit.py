@@ -1,10 +1,12 @@
 """Training inputs and outputs of one recurrent model (train@KIND). In: params, data/prepared.
 Out: models/KIND/model.pt (config + state_dict of the best validation epoch), history.json,
-run.json; checkpoints/KIND holds last.ckpt / best.ckpt. MLflow is the caller's (tracking/)."""
+run.json; the training's checkpoint folder (resume.folder) goes once they exist. MLflow is the
+caller's (tracking/)."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,9 +57,10 @@ def inputs(params: Params, kind: str, data: Path) -> Inputs:
     return Inputs(model, streams, seed, stats["corpus_hash"], fp)
 
 
-def save(lit: LitLM, ckpts: Path, out: Path, run_id: str, precision: str, fp: str) -> float:
+def save(lit: LitLM, ckpts: Path, out: Path, run_id: str, precision: str) -> float:
     """Write models/KIND from the best validation epoch's weights (best.ckpt; NT-ASGD: the
-    averaged ones), whole or not at all. Returns the best validation perplexity."""
+    averaged ones), whole or not at all, then remove `ckpts`. Returns the best validation
+    perplexity."""
     best = ckpts / resume.BEST
     if best.exists():
         state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
@@ -67,6 +70,6 @@ def save(lit: LitLM, ckpts: Path, out: Path, run_id: str, precision: str, fp: st
         (scratch / "history.json").write_text(json.dumps(lit.history, indent=2))
         (scratch / "run.json").write_text(json.dumps({"run_id": run_id, "precision": precision},
                                                      indent=2))
-    resume.record(ckpts, fp, run_id, finished=True)
+    shutil.rmtree(ckpts)
     return min((h["val_ppl"] for h in lit.history), default=float("nan"))
 

@@ -1,16 +1,20 @@
-"""Resuming an interrupted training. In: a checkpoint directory (last.ckpt, best.ckpt and
-resume.json: fingerprint, run_id, finished) and the fingerprint of the training. Out: the
-checkpoint and MLflow run to continue, or a clean start (after a params or data change, or
-once the training finished)."""
+"""Resuming an interrupted training. In: the checkpoint folder of a training, ROOT/KIND-FP
+(last.ckpt, best.ckpt and resume.json: run_id), ROOT = $LMPIPE_CHECKPOINTS or the
+user cache; FP hashes params, data and this package's code. Out: the checkpoint and MLflow run
+to continue, or a clean start; a lock per folder (`hold`) while a training uses it."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
+import platformdirs
 import torch
+from filelock import FileLock, Timeout
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from pipeline import files
@@ -27,15 +31,58 @@ CHECKPOINT_KEYS = ("state_dict", "optimizer_states", "loops", "lmpipe")
 class State(BaseModel):
     """resume.json as `record` writes it."""
     model_config = ConfigDict(strict=True)
-    fingerprint: str | None = None
     run_id: str | None = None
-    finished: bool = False
 
 
 def fingerprint(*parts) -> str:
-    """A stable hash of JSON-serialisable parts (params, model config, data hash)."""
-    text = json.dumps(parts, sort_keys=True, default=str)
+    """A stable hash of JSON-serialisable parts (params, model config, data hash) and of the
+    training code (the bytes of pipeline/neural/*.py)."""
+    code = [hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(Path(__file__).parent.glob("*.py"))]
+    text = json.dumps([parts, code], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def folder(kind: str, fp: str) -> Path:
+    """The checkpoint folder of a training of models.KIND with fingerprint `fp`."""
+    root = os.environ.get("LMPIPE_CHECKPOINTS") or platformdirs.user_cache_path("lmpipe") / "checkpoints"
+    return Path(root) / f"{kind}-{fp}"
+
+
+@contextmanager
+def hold(directory: Path, print_fn):
+    """Hold `directory`'s lock (DIRECTORY.lock) while a training uses it; a second training of the
+    same fingerprint waits. The lock file goes with the folder."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(f"{directory}.lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        print_fn(f"lmpipe: another training holds {lock.lock_file}; waiting for it to end")
+        lock.acquire()
+    try:
+        yield
+    finally:
+        if not directory.exists():
+            Path(lock.lock_file).unlink(missing_ok=True)
+        lock.release()
+
+
+def prune(directory: Path, keep: int = 3) -> None:
+    """Remove the checkpoint folders of the same KIND beyond the `keep` newest (by change time,
+    `directory` among them), except those another training holds."""
+    kind, fp = directory.name.rsplit("-", 1)
+    others = sorted(directory.parent.glob(f"{kind}-{'?' * len(fp)}"),   # not KIND-FP.lock
+                    key=lambda path: path.stat().st_mtime, reverse=True)
+    for old in (path for path in others[keep:] if path != directory):
+        lock = FileLock(f"{old}.lock")
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:   # a live training's
+            continue
+        shutil.rmtree(old, ignore_errors=True)
+        Path(lock.lock_file).unlink(missing_ok=True)
+        lock.release()
 
 
 def weights(state_dict: dict, prefix: str) -> dict:
@@ -70,9 +117,8 @@ def _unfit(path: Path, state_dict: dict, model) -> str | None:
     return None
 
 
-def existing(directory: Path, fp: str, print_fn,
-             config: ModelConfig) -> tuple[Path | None, str | None]:
-    """(last.ckpt of an unfinished training of fingerprint `fp`, its MLflow run id), or (None, None).
+def existing(directory: Path, print_fn, config: ModelConfig) -> tuple[Path | None, str | None]:
+    """(last.ckpt of the interrupted training of `directory`, its MLflow run id), or (None, None).
     A damaged resume.json or checkpoint, or one whose weights do not fit `config`, is reported with
     `print_fn`. Read-only: rank 0 calls `clear` once the MLflow store has taken the run."""
     state_file, last = directory / STATE, directory / LAST
@@ -84,7 +130,7 @@ def existing(directory: Path, fp: str, print_fn,
         problem = f"damaged ({first_complaint(error)})" if isinstance(error, ValidationError) else "unreadable"
         print_fn(f"lmpipe: {state_file} is {problem}; starting afresh")
         return None, None
-    if not last.exists() or state.finished or state.fingerprint != fp:
+    if not last.exists():
         return None, None
     with torch.device("meta"):   # shapes only: no memory and no draw of the RNG
         model = RNNLM(config)
@@ -107,6 +153,5 @@ def clear(directory: Path) -> None:
     directory.mkdir(parents=True)
 
 
-def record(directory: Path, fp: str, run_id: str | None, finished: bool) -> None:
-    files.write_text(directory / STATE, json.dumps({"fingerprint": fp, "run_id": run_id,
-                                                   "finished": finished}, indent=2))
+def record(directory: Path, run_id: str | None) -> None:
+    files.write_text(directory / STATE, json.dumps({"run_id": run_id}, indent=2))

@@ -1,9 +1,10 @@
 """train@KIND with its MLflow run. In: params, data/prepared. Out: models/KIND (neural/fit.py),
-one MLflow run per model (rank zero only), resumed from checkpoints/KIND after a kill; a run
-that ends early is marked FAILED (an error) or KILLED (a signal)."""
+one MLflow run per model (rank zero only), resumed from the training's checkpoint folder
+(neural/resume.py) after a kill; a run that ends early is marked FAILED (an error) or KILLED."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from pathlib import Path
 
@@ -20,18 +21,24 @@ from pipeline.tracking import mlflow_runs, store
 _say = functools.partial(print, flush=True)
 
 
-def train(params: Params, kind: str, data: Path, out: Path, ckpts: Path) -> None:
-    """Train models.KIND into `out`, resuming from `ckpts` when its fingerprint matches."""
+def train(params: Params, kind: str, data: Path, out: Path) -> None:
+    """Train models.KIND into `out`, resuming from its checkpoint folder (resume.folder) if any;
+    rank 0 holds the folder's lock throughout."""
     given = fit.inputs(params, kind, data)
+    ckpts = resume.folder(kind, given.fingerprint)
+    zero = rank_zero_only.rank == 0   # under DDP only rank 0 manages checkpoints and MLflow
+    with resume.hold(ckpts, _say) if zero else contextlib.nullcontext():
+        _train(params, kind, given, out, ckpts, zero)
+
+
+def _train(params: Params, kind: str, given: fit.Inputs, out: Path, ckpts: Path, zero: bool) -> None:
     root = store.repo_root()
     uri, experiment = store.tracking_uri(params.mlflow, root), params.mlflow.experiment
-    zero = rank_zero_only.rank == 0   # under DDP only rank 0 manages checkpoints and MLflow
     if zero:
         mlflow_runs.check_store(uri, experiment)
         mlflow_runs.reap_orphans(uri, experiment, _say)
     # read-only until the store has taken the run: a store that fails keeps every checkpoint
-    ckpt_path, run_id = resume.existing(ckpts, given.fingerprint, _say if zero else (lambda _: None),
-                                        given.model)
+    ckpt_path, run_id = resume.existing(ckpts, _say if zero else (lambda _: None), given.model)
     if not zero:
         run_id = None
     elif ckpt_path is not None:
@@ -50,7 +57,8 @@ def train(params: Params, kind: str, data: Path, out: Path, ckpts: Path) -> None
             mlflow_runs.claim(uri, logger.run_id)
             if ckpt_path is None:   # starting afresh: old checkpoints go once the run exists
                 resume.clear(ckpts)
-            resume.record(ckpts, given.fingerprint, logger.run_id, finished=False)
+                resume.prune(ckpts)
+            resume.record(ckpts, logger.run_id)
         lit = LitLM(RNNLM(given.model), params.train, *given.streams, seed=given.seed)
         logger.log_hyperparams(mlflow_runs.flatten({"model": given.model.checkpoint(),
                                                     "train": params.train.model_dump(),
@@ -69,7 +77,7 @@ def train(params: Params, kind: str, data: Path, out: Path, ckpts: Path) -> None
             mlflow_runs.end_run(uri, logger.run_id, mlflow_runs.end_status(error))
         raise
     if trainer.is_global_zero:
-        best = fit.save(lit, ckpts, out, logger.run_id, trainer.precision, given.fingerprint)
+        best = fit.save(lit, ckpts, out, logger.run_id, trainer.precision)
         _say(f"train@{kind}: best val ppl {best:.2f} after {len(lit.history)} epoch(s) -> "
              f"{out / 'model.pt'}")
 
