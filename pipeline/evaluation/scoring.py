@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from pipeline.evaluation.bootstrap import bits
 from pipeline.neural.batches import IGNORE, cloze_targets, eval_columns, pad_sentences, sentences_of
 from pipeline.neural.rnn import RNNLM
 from pipeline.ngram.counting import positions_left
@@ -141,7 +142,7 @@ def unit_sums(scores: Scores, stream: np.ndarray, unit_of_sentence: np.ndarray,
 def summarize(logprobs: np.ndarray) -> dict:
     """Perplexity, bits per token and "tokens" of the ln p (nats) of every target."""
     nll, tokens = float(-np.sum(logprobs)), len(logprobs)
-    return {"ppl": math.exp(nll / tokens), "bits_per_token": nll / tokens / math.log(2), "tokens": tokens}
+    return {"ppl": math.exp(nll / tokens), "bits_per_token": bits(nll / tokens), "tokens": tokens}
 
 
 def mle_summary(probs: np.ndarray) -> dict:
