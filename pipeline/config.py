@@ -198,6 +198,7 @@ class EvaluateParams(Section):
 class PromoteParams(Section):
     margin: float = Field(0.01, gt=-1, lt=1)
     require_significant: bool = False
+    sweep: bool = False
 
 
 class MlflowParams(Section):

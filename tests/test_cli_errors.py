@@ -51,6 +51,10 @@ PROJECT = {"params.yaml": copy_of("params.yaml"), "dvc.yaml": copy_of("dvc.yaml"
 TEXT = {"t.txt": ARPA_TEXT}
 STORE = ["--tracking-uri", "sqlite:///mlflow.db", "--experiment", "exp"]
 
+CONFLICTED = (b'schema: "2.0"\nstages:\n<<<<<<< HEAD\n  prepare:\n    cmd: a\n=======\n'
+              b'  prepare:\n    cmd: b\n>>>>>>> theirs\n')
+LOCK_FIX = ("dvc.lock", "line 3", "merge-conflict markers", "`git checkout dvc.lock`", "`dvc repro`")
+
 CASES = [   # (argv, files: {name: bytes or a function of the path; "-": standard input}, what the
     # line names: a tuple of the argument, file, value or fix it must hold; a str, the regex of
     # a whole message, kept for the commonest)
@@ -184,6 +188,9 @@ CASES = [   # (argv, files: {name: bytes or a function of the path; "-": standar
      ("dvc.yaml", "YAML", "line 2, column 1", "git checkout dvc.yaml")),
     (["seeds", "gru"], {**PROJECT, "dvc.yaml": b""}, ("dvc.yaml", "empty", "git checkout dvc.yaml")),
     (["seeds", "gru"], {**PROJECT, "dvc.yaml": b"stages: {}\n"}, ("dvc.yaml", "train@gru")),
+    # dvc.lock left with git's conflict markers: DVC's fix, from every command that reads it
+    (["seeds", "gru"], {**PROJECT, "dvc.lock": CONFLICTED}, LOCK_FIX),
+    (["retrain"], {**PROJECT, "dvc.lock": CONFLICTED}, LOCK_FIX),
     # the command itself
     ([], {}, ("required", "command", "lmpipe --help")),
     (["nosuch"], {}, ("argument command", "'nosuch'")),

@@ -317,11 +317,13 @@ def test_queued_sweep_runs_two_experiments_in_parallel_into_one_store(repo):
     queue, two workers: both finish, each is its own MLflow pipeline run tagged with its DVC
     experiment name, in the repository's store (nothing in the temporary clones); only gru
     retrains, with its seed (DVC's queue logs: the other train stages skipped, though their
-    experiments' clones hold no checkpoints); the report lists the seeds and their mean ± SD."""
+    experiments' clones hold no checkpoints); the report lists the seeds and their mean ± SD.
+    Sweep members (promote.sweep: true) are recorded and registered but move no `champion`."""
     import re
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
     _run(["git", "add", "-A"], repo)
     _run([*git, "commit", "-q", "--allow-empty", "-m", "baseline"], repo)
+    champion = _champion_version(repo, "gru")
     out = _run([sys.executable, "-m", "pipeline.cli", "seeds", "gru", "--run", "2", "--jobs", "2"],
                repo)   # train@gru, evaluate and promote rerun in each experiment
     status = _run(["dvc", "queue", "status"], repo)
@@ -348,6 +350,11 @@ def test_queued_sweep_runs_two_experiments_in_parallel_into_one_store(repo):
         for kind in ("rnn", "birnn", "deep"):
             assert re.search(rf"Stage 'train@{kind}' (didn't change|is cached)", logs), logs
     assert not list((repo / ".dvc" / "tmp").rglob("mlflow.db"))
+    assert _champion_version(repo, "gru") == champion   # whatever their test ppl
+    promoted = {e["name"]: e["revs"][0]["data"]["metrics"]["metrics/promotion.json"]["data"]["gru"]
+                for baseline in json.loads(shown)[1:] for e in baseline.get("experiments") or []
+                if e.get("name") in ("gru-seed-1", "gru-seed-2")}
+    assert [p["promoted"] for p in promoted.values()] == [0, 0], promoted
     assert not list((repo / ".dvc" / "tmp").rglob("mlartifacts"))
     # the report: one row per seed (the workspace's own seed 1337 too, when up to date), then
     # the spread over seeds beside the bootstrap interval

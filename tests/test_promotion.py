@@ -8,7 +8,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from pipeline.tracking.decisions import markdown, paired_cell, summary
-from pipeline.tracking.promotion import champion, decide, line_alias, promote
+from pipeline.tracking.promotion import champion, decide, line_alias, promote, seed_spread
 
 
 def names(text: str, *things: str) -> None:
@@ -307,3 +307,59 @@ def test_promotion_json_holds_the_comparison():
     paired = {"delta_nats_per_token": 0.1, "p_better": 0.99, "verdict": "not distinguishable"}
     assert summary({"promoted": 0, "paired": paired}) == {
         "promoted": 0, "delta_nats_per_token": 0.1, "p_better": 0.99, "significant": 0}
+
+
+def test_a_sweep_member_never_moves_champion_and_a_deliberate_promotion_does(store):
+    """A member of a sweep (promote.sweep: true) far better than the champion is recorded, kept
+    back, and moves neither alias, even with no champion yet; the same version promoted on
+    purpose (promote.sweep: false, e.g. `dvc exp apply` then `dvc exp run -S promote.sweep=false`)
+    goes through the gate and moves both."""
+    uri, client = store
+    kjv = _test_set("c1")
+    member = _version(client, 30.0, kjv)
+    d = promote(uri, "lmpipe-gru", member, {"test_ppl": 30.0}, kjv, 0.01, sweep=True)
+    assert not d["promoted"] and champion(uri, "lmpipe-gru") is None
+    names(d["reason"], "sweep member", "promote.sweep")
+    names(d["default"], "`champion` left alone")
+    first = _version(client, 50.0, kjv)
+    promote(uri, "lmpipe-gru", first, {"test_ppl": 50.0}, kjv, 0.01)
+    d = promote(uri, "lmpipe-gru", member, {"test_ppl": 30.0}, kjv, 0.01, sweep=True)
+    assert not d["promoted"]
+    names(d["reason"], "sweep member", "30.000 beats champion")   # what the gate would say
+    assert champion(uri, "lmpipe-gru")["version"] == first
+    assert champion(uri, "lmpipe-gru", line_alias(kjv["id"]))["version"] == first
+    d = promote(uri, "lmpipe-gru", member, {"test_ppl": 30.0}, kjv, 0.01)   # on purpose
+    assert d["promoted"]
+    assert champion(uri, "lmpipe-gru")["version"] == member
+    assert champion(uri, "lmpipe-gru", line_alias(kjv["id"]))["version"] == member
+
+
+def _trained(client, ppl: float, test_set: dict) -> str:
+    """A model run of the experiment with test_ppl `ppl` on `test_set`, as evaluate logs it."""
+    run = client.create_run(_experiment(client), tags={"test_set": test_set["id"]})
+    client.log_metric(run.info.run_id, "test_ppl", ppl)
+    return run.info.run_id
+
+
+def test_the_seed_spread_of_a_recipe_raises_the_bar(store):
+    """Runs of one recipe on one test set over 4 seeds (38, 39, 40, 41: SD 1.291) set the bar
+    at the champion's 40 - 1.291, not the margin's 39.6; other recipes, other test sets and a
+    seed's older run do not count; one seed alone is no spread."""
+    uri, client = store
+    kjv, other = _test_set("c1"), _test_set("c2")
+    assert seed_spread(uri, _trained(client, 50.0, kjv), "r1", 7, kjv["id"]) is None   # one seed
+    seed_spread(uri, _trained(client, 30.0, kjv), "r2", 8, kjv["id"])          # another recipe
+    seed_spread(uri, _trained(client, 20.0, other), "r1", 9, other["id"])      # another test set
+    for seed, ppl in enumerate([38.0, 39.0, 40.0], start=1):
+        seed_spread(uri, _trained(client, ppl, kjv), "r1", seed, kjv["id"])
+    spread = seed_spread(uri, _trained(client, 41.0, kjv), "r1", 7, kjv["id"])   # seed 7 again
+    assert spread["n"] == 4 and spread["sd"] == pytest.approx(np.std([38, 39, 40, 41], ddof=1))
+    champ = _champion(40.0)
+    beats, why = decide({"test_ppl": 39.2}, champ, 0.01, spread)
+    assert not beats
+    names(why, "39.200", "the margin 0.01 and the seed spread (SD 1.291 over 4 seeds of this recipe)",
+          "needs < 38.709")
+    beats, why = decide({"test_ppl": 38.5}, champ, 0.01, spread)
+    assert beats
+    names(why, "seed spread (SD 1.291")
+    assert decide({"test_ppl": 39.2}, champ, 0.01)[0]   # the margin alone lets it through

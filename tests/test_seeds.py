@@ -204,7 +204,8 @@ def test_a_failure_halfway_says_what_stays_queued(monkeypatch):
     with pytest.raises(ValueError) as raised:
         seeds.queue(ROOT, "gru", range(1, 4), 2)
     names(str(raised.value), "disk full", "gru-seed-1", "dvc queue start -j 2", "dvc queue remove gru-seed-1")
-    assert calls[0] == ("exp", "run", "--queue", "-n", "gru-seed-1", "-S", "models.gru.seed=1")
+    assert calls[0] == ("exp", "run", "--queue", "-n", "gru-seed-1", "-S", "models.gru.seed=1",
+                        "-S", "promote.sweep=true")   # a sweep member: never promoted
 
 
 def test_ctrl_c_stops_the_waiting_not_the_experiments(monkeypatch):

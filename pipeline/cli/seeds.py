@@ -1,6 +1,6 @@
 """`lmpipe seeds KIND [--run N --jobs J]`: one model's test perplexity over training seeds beside
-the bootstrap interval of one run. In: DVC's experiment queue (KIND-seed-K, -S models.KIND.seed=K)
-and `dvc exp show --json` (DVC 3.x). Out: one row per seed (test ppl, its 95% bootstrap interval),
+the bootstrap interval of one run. In: DVC's experiment queue (KIND-seed-K, -S models.KIND.seed=K
+-S promote.sweep=true: sweep members, never promoted) and `dvc exp show --json` (DVC 3.x). Out: one row per seed (test ppl, its 95% bootstrap interval),
 the mean ± sample SD over seeds beside the mean half-width of one run's interval. Errors: one-line
 ValueErrors."""
 
@@ -19,6 +19,7 @@ from pipeline.tracking import commands
 
 METRICS = "metrics/metrics.json"   # evaluate's metrics file, as `dvc exp show` names it
 PARAMS = "params.yaml"
+SWEEP = "promote.sweep"            # a sweep member's mark: promote records it, moves no champion
 BUSY = ("Queued", "Running")       # DVC's queue states of an unfinished task
 STATES = ("Success", "Running", "Queued", "Failed")   # a name's state: its first among its tasks'
 POLL_S = 10.0                      # between two looks at DVC's queue
@@ -53,22 +54,17 @@ def seeds(args) -> None:
 
 
 def project_root(kind: str) -> Path:
-    """The DVC project here, whose params.yaml names `kind` under models and whose dvc.yaml, read
-    as DVC reads it (ruamel, then dvc.schema), has a stage train. Raises ValueError naming the file."""
-    import voluptuous  # here, as DVC's 0.3 s import below: only `lmpipe seeds` needs them
-    from dvc.schema import COMPILED_MULTI_STAGE_SCHEMA
+    """The DVC project here, whose params.yaml names `kind` under models, whose dvc.yaml and
+    dvc.lock DVC reads (commands.unreadable) and whose dvc.yaml has a stage train. Raises
+    ValueError naming the file."""
     root = repository("seeds", (PARAMS, "dvc.yaml", ".dvc"))
     known = config.load(root / PARAMS).models
     if kind not in known:
         raise ValueError(f"KIND {kind!r} is not a model of params.yaml; use {', '.join(known)}")
-    path = files.relative(root / "dvc.yaml")
-    restore = f"`git checkout {path}` restores the committed one"
-    try:
-        stages = COMPILED_MULTI_STAGE_SCHEMA(files.read_yaml(path) or {}).get("stages") or {}
-    except (voluptuous.Invalid, config.ParamsError) as error:   # the schema's, or not YAML
-        raise ValueError(f"{path}: DVC cannot read it ({error}); {restore}") from None
-    if "train" not in stages:
-        raise ValueError(f"{path}: empty, or no stage train for train@{kind}; {restore}")
+    commands.unreadable(root)
+    if "train" not in ((files.read_yaml(root / "dvc.yaml") or {}).get("stages") or {}):
+        raise ValueError(f"dvc.yaml: empty, or no stage train for train@{kind}; "
+                         f"{commands.RESTORE['dvc.yaml']}")
     return root
 
 
@@ -88,7 +84,7 @@ def queue(root: Path, kind: str, seed_range: range, jobs: int) -> list[str]:
     for done, (seed, name) in enumerate(zip(seed_range, names, strict=True)):
         try:
             commands.run(root, "dvc", "exp", "run", "--queue", "-n", name, "-S",
-                         f"models.{kind}.seed={seed}")
+                         f"models.{kind}.seed={seed}", "-S", f"{SWEEP}=true")
         except ValueError as error:   # the ones before stay queued, not started
             kept = " ".join(names[:done])
             raise ValueError(f"{error} ({kept} stay queued: `dvc queue start -j {jobs}` runs them, "
@@ -107,6 +103,7 @@ def _repo(root: Path, what: str):
         with Repo(str(root)) as repo:
             yield repo
     except DvcException as error:
+        commands.unreadable(root)
         raise ValueError(f"DVC cannot read the {what} of {root}: {error}") from None
 
 
@@ -217,11 +214,13 @@ def collect(shown: list[dict], kind: str, workspace: bool = True) -> tuple[list[
 
 def _seeded(data: dict, kind: str) -> tuple[int | None, dict]:
     """(the training seed of `kind`: models.KIND.seed, or the top-level seed when null; the params
-    of every file without models.KIND.seed)."""
+    of every file without models.KIND.seed and promote.sweep)."""
     params = {path: copy.deepcopy((entry or {}).get("data")) for path, entry in (data.get("params") or {}).items()}
     values = params.get(PARAMS) or {}
     own = (values.get("models") or {}).get(kind)
     seed = own.pop("seed", None) if isinstance(own, dict) else None
+    if isinstance(values.get("promote"), dict):
+        values["promote"].pop("sweep", None)
     return values.get("seed") if seed is None else seed, params
 
 

@@ -1,5 +1,6 @@
 """dvc and git run as commands in a repository. In: a folder and the arguments. Out: the
-command's standard output. Errors: ValueError naming the command, its last (ERROR) line, the fix."""
+command's standard output. Errors: ValueError naming the command, its last (ERROR) line, the fix;
+for a dvc.yaml or dvc.lock DVC cannot read, the file, DVC's reason and DVC's fix instead."""
 
 from __future__ import annotations
 
@@ -26,8 +27,40 @@ def run(root: Path, command: str, *args: str, merged: bool = False, fix: str = "
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read(), err.read()
+    if result.returncode and command == "dvc":
+        unreadable(root)
     if result.returncode:   # the line that says what went wrong: dvc's last ERROR
         lines = [line.strip() for line in (stderr or stdout).splitlines() if line.strip()]
         last = ([line for line in lines if line.startswith("ERROR")] or lines or ["(no output)"])[-1]
         raise ValueError(f"`{command} {' '.join(args)}` failed: {last}{'; ' + fix if fix else ''}")
     return stdout
+
+
+RESTORE = {"dvc.yaml": "`git checkout dvc.yaml` restores the committed one",
+           "dvc.lock": "`git checkout dvc.lock` restores the committed one, or delete it and "
+                       "`dvc repro` writes it again"}
+
+
+def unreadable(root: Path) -> None:
+    """ValueError naming dvc.yaml or dvc.lock of `root` when DVC's own reader refuses it (its
+    schema; e.g. git's conflict markers), with the line and DVC's fix."""
+    from dvc.fs import LocalFileSystem  # here: DVC's 0.3 s import, on this path only
+    from dvc.schema import COMPILED_LOCKFILE_SCHEMA, COMPILED_MULTI_STAGE_SCHEMA
+    from dvc.utils import strictyaml
+    for name, schema in (("dvc.yaml", COMPILED_MULTI_STAGE_SCHEMA),
+                         ("dvc.lock", COMPILED_LOCKFILE_SCHEMA)):
+        if not (root / name).is_file() or not (root / name).read_text(errors="replace").strip():
+            continue   # DVC reads an empty one as no stages
+        try:
+            strictyaml.load(str(root / name), schema, LocalFileSystem())
+        except strictyaml.YAMLValidationError as error:
+            why = f"not DVC's schema: {error.exc}"   # voluptuous's, naming the key
+        except strictyaml.YAMLSyntaxError as error:
+            text, mark = error.yaml_text, getattr(error.__cause__, "problem_mark", None)
+            conflict = strictyaml.merge_conflict_marker.search(text)   # DVC's own hint
+            why = (f"git's merge-conflict markers from line {text.count(chr(10), 0, conflict.start()) + 1}"
+                   if conflict else f"not YAML at line {mark.line + 1}, column {mark.column + 1}"
+                   if mark else "not YAML")
+        else:
+            continue
+        raise ValueError(f"{name}: DVC cannot read it ({why}); {RESTORE[name]}")

@@ -5,6 +5,7 @@ happened and why). Errors: StateError naming the file, model, key and fix, befor
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -36,12 +37,16 @@ def _decide(tracking_uri: str, name: str, result: dict, entry: dict | None, para
     if entry is None:
         return {"promoted": 0, "version": None, "test_ppl": result["test_ppl"],
                 "champion_version": None, "reason": "not registered (evaluate.register_models: false)"}
+    model = params.models.get(name)
+    spread = promotion.seed_spread(tracking_uri, entry["run_id"], recipe(params, name),
+                                   params.seed if model.seed is None else model.seed,
+                                   entry["test_set"]["id"]) if model and entry.get("run_id") else None
     d = promotion.promote(
         tracking_uri, entry["model"], entry["version"], result, entry["test_set"],
         params.promote.margin, run_id=entry.get("run_id"),
         require_significant=params.promote.require_significant,
         resamples=params.evaluate.bootstrap_resamples, level=params.evaluate.confidence_level,
-        seed=params.seed)
+        seed=params.seed, spread=spread, sweep=params.promote.sweep)
     print(f"promote: {name} v{d['version']} (test set {d['test_set']}): "
           f"{'promoted' if d['promoted'] else 'kept back'} ({d['reason']}); {d['default']}",
           flush=True)
@@ -49,6 +54,12 @@ def _decide(tracking_uri: str, name: str, result: dict, entry: dict | None, para
         print(f"promote: {name} v{d['version']} vs champion v{d['champion_version']}: "
               f"{paired_cell(d)}", flush=True)
     return d
+
+
+def recipe(params, kind: str) -> str:
+    """SHA-256 (12 hex digits) of what trains `kind` but its seed: models.KIND without seed, train."""
+    what = {"model": params.models[kind].model_dump(exclude={"seed"}), "train": params.train.model_dump()}
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:12]
 
 
 RANGES = {"ppl": (1.0, math.inf, "a perplexity >= 1"), "accuracy": (0.0, 1.0, "an accuracy in [0, 1]"),

@@ -1,13 +1,15 @@
 """The promotion gate. In: a new version's metrics and test set, the champions (versions holding
 an alias of lmpipe-<kind>), promote.margin. Out: which aliases move, and why. A version beats a
 champion of its test set when test_ppl_new < test_ppl_champion x (1 - margin) (cloze: and no
-lower fill_accuracy); with promote.require_significant, also when the paired bootstrap of
-unit_scores.npz puts Δ nats/token above 0. Each test set has its alias champion-<id>; `champion`
-stays on the line it first went to (docs/ci.md)."""
+lower fill_accuracy), and by more than the SD of its recipe's seed sweep (seed_spread) if any;
+with promote.require_significant, also when the paired bootstrap of unit_scores.npz puts Δ
+nats/token above 0. A sweep member moves no alias. Each test set has its alias champion-<id>;
+`champion` stays on the line it first went to (docs/ci.md)."""
 
 from __future__ import annotations
 
 import math
+import statistics
 import zipfile
 from pathlib import Path
 
@@ -22,14 +24,17 @@ from pipeline.tracking import artifacts
 CHAMPION = "champion"
 TEST_SET = "test_set"   # version tag: the test set id; `test_set.<field>` tags: what it is made of
 UNIT_SCORES = "unit_scores.npz"   # a model run's artifact: "nll" (nats), "tokens", (U,) per test unit
+RECIPE, SEED = "recipe", "training_seed"   # model run tags: what trained it but the seed; the seed
 
 
 def line_alias(test_set_id: str) -> str:
     return f"{CHAMPION}-{test_set_id}"
 
 
-def decide(new: dict, champion: dict | None, margin: float) -> tuple[bool, str]:
-    """(promote?, reason) by the margin alone; `new`, champion["metrics"]: metrics.json's entries."""
+def decide(new: dict, champion: dict | None, margin: float,
+           spread: dict | None = None) -> tuple[bool, str]:
+    """(promote?, reason) by the margin and the seed `spread` ({sd, n}: seed_spread) alone;
+    `new`, champion["metrics"]: metrics.json's entries."""
     if champion is None:
         return True, "no champion yet"
     old = champion["metrics"]
@@ -38,14 +43,38 @@ def decide(new: dict, champion: dict | None, margin: float) -> tuple[bool, str]:
     if not math.isfinite(old["test_ppl"]):   # scored from a damaged model: not a bar to clear
         return True, f"champion v{champion['version']}'s test_ppl is {old['test_ppl']}"
     bar = old["test_ppl"] * (1 - margin)
+    by = f"the margin {margin:g}"
+    if spread:
+        bar = min(bar, old["test_ppl"] - spread["sd"])
+        by += (f" and the seed spread (SD {spread['sd']:.3f} over {spread['n']} seeds of this "
+               "recipe)")
     if not new["test_ppl"] < bar:
         return False, (f"test_ppl {new['test_ppl']:.3f} does not beat champion v{champion['version']}'s "
-                       f"{old['test_ppl']:.3f} by the margin {margin:g} (needs < {bar:.3f})")
+                       f"{old['test_ppl']:.3f} by {by} (needs < {bar:.3f})")
     if new.get("objective") == "cloze" and new["fill_accuracy"] < old.get("fill_accuracy", 0.0):
         return False, (f"fill_accuracy {new['fill_accuracy']:.3f} is below champion "
                        f"v{champion['version']}'s {old['fill_accuracy']:.3f}")
     return True, (f"test_ppl {new['test_ppl']:.3f} beats champion v{champion['version']}'s "
-                  f"{old['test_ppl']:.3f} by more than the margin {margin:g}")
+                  f"{old['test_ppl']:.3f} by more than {by}")
+
+
+def seed_spread(tracking_uri: str, run_id: str, recipe: str, seed: int,
+                test_set_id: str) -> dict | None:
+    """Tags model run `run_id` with its `recipe` and training `seed`; then {sd (ddof=1), n, mean}
+    of test_ppl over the newest run of each seed of `recipe` on `test_set_id`, None below 2 seeds."""
+    client = MlflowClient(tracking_uri)
+    client.set_tag(run_id, RECIPE, recipe)
+    client.set_tag(run_id, SEED, str(seed))
+    runs = client.search_runs([client.get_run(run_id).info.experiment_id],
+                              f"tags.{RECIPE} = '{recipe}' and tags.{TEST_SET} = '{test_set_id}'",
+                              order_by=["attributes.start_time DESC"])
+    newest = {}
+    for run in runs:
+        if "test_ppl" in run.data.metrics:
+            newest.setdefault(run.data.tags[SEED], run.data.metrics["test_ppl"])
+    values = list(newest.values())
+    return {"sd": statistics.stdev(values), "n": len(values), "mean": statistics.fmean(values)} \
+        if len(values) >= 2 else None
 
 
 def differences(new: dict, old: dict) -> str:
@@ -61,10 +90,12 @@ def differences(new: dict, old: dict) -> str:
 
 def promote(tracking_uri: str, model_name: str, version: str, result: dict, test_set: dict,
             margin: float, *, run_id: str | None = None, require_significant: bool = False,
-            resamples: int = 1000, level: float = 0.95, seed: int = 0) -> dict:
+            resamples: int = 1000, level: float = 0.95, seed: int = 0, spread: dict | None = None,
+            sweep: bool = False) -> dict:
     """Gate `version` (metrics `result` on `test_set`; unit scores in `run_id` or its run) against
     its line's champion, then `champion` (_default_alias); with `require_significant` only the
-    paired bootstrap's "yes" beats one. Raises StateError (_registered). Returns the decision."""
+    paired bootstrap's "yes" beats one; a `sweep` member moves neither. Raises StateError
+    (_registered). Returns the decision."""
     client = _registered(tracking_uri, model_name, version)
     line = line_alias(test_set["id"])
     champ = champion(tracking_uri, model_name, line)
@@ -78,18 +109,20 @@ def promote(tracking_uri: str, model_name: str, version: str, result: dict, test
         return compared[old["version"]]
 
     def judge(old: dict | None) -> tuple[bool, str]:
-        beats, why = decide(result, old, margin)
+        beats, why = decide(result, old, margin, spread)
         if beats and old is not None and require_significant:
             beats, why = significant(why, *versus(old))
         return beats, why
 
     promoted, reason = (True, "unchanged: this version is already the champion") if unchanged \
         else judge(champ)
+    if sweep:
+        promoted, reason = False, f"a sweep member (promote.sweep: true) moves no alias; {reason}"
     if promoted and not unchanged:
         client.set_registered_model_alias(model_name, line, version)
     leader = version if promoted else (champ["version"] if champ else None)
-    note, target = _default_alias(tracking_uri, model_name, version, test_set, leader, unchanged,
-                                  judge)
+    note, target = (f"`{CHAMPION}` left alone: a sweep member", None) if sweep else \
+        _default_alias(tracking_uri, model_name, version, test_set, leader, unchanged, judge)
     if target is not None:
         client.set_registered_model_alias(model_name, CHAMPION, target)
     paired, problem = None, ""
