@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.functional_validators import AfterValidator
 from pydantic_core import PydanticCustomError
 
-from pipeline.errors import ParamsError, as_written, problem
+from pipeline.errors import ParamsError, problem
 from pipeline.files import parse_size, read_yaml, relative
 from pipeline.text.splits import METHODS, PARTS
 from pipeline.text.tokenizers import TOKENIZERS
@@ -232,7 +232,7 @@ MODEL_NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 def _name_problem(name: Any) -> str:
     """Why `name`, a key of models, cannot name a model DVC addresses (train@NAME), and the fix."""
-    written = as_written(name)
+    written = str(name).lower() if isinstance(name, bool) else "null" if name is None else str(name)
     fixed = re.sub(r"[^A-Za-z0-9_-]+", "_", written).strip("_") or "model"
     kind = {bool: "a boolean", type(None): "null", int: "a number", float: "a number"}.get(
         type(name), f"a {type(name).__name__}")

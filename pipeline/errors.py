@@ -8,6 +8,7 @@ import difflib
 import logging
 import os
 import reprlib
+import sqlite3
 import sys
 import typing
 import warnings
@@ -48,29 +49,20 @@ def damaged_store(name) -> str:
             "backup, or move it aside and rerun (a new one is created)")
 
 
-def _chain(error: BaseException) -> list[BaseException]:
-    """`error`, then what it was raised from (or SQLAlchemy's .orig) or while handling, in order."""
-    chain: list[BaseException] = []
-    while isinstance(error, BaseException) and all(error is not seen for seen in chain):
-        chain.append(error)
-        error = error.__cause__ or getattr(error, "orig", None) or (
-            None if error.__suppress_context__ else error.__context__)
-    return chain
-
-
 def _tracking_failure(error: BaseException) -> str | None:
-    """The line for an MLflow store that does not answer, stays locked, is read-only or damaged; else None."""
+    """The line for an MLflow store that does not answer, stays locked, is read-only or damaged, by
+    `error` or what it was raised from (or SQLAlchemy's .orig) or while handling; else None."""
     uri = os.environ.get("MLFLOW_TRACKING_URI", "")
     # a library not imported raised nothing: none is imported here
-    requests, urllib3, sqlite3 = map(sys.modules.get, ("requests", "urllib3", "sqlite3"))
+    requests, urllib3 = map(sys.modules.get, ("requests", "urllib3"))
     down = (*((requests.ConnectionError, requests.Timeout) if requests else ()),
             *((urllib3.exceptions.MaxRetryError, urllib3.exceptions.TimeoutError) if urllib3 else ()))
-    for cause in _chain(error):
+    cause, seen = error, []
+    while isinstance(cause, BaseException) and all(cause is not earlier for earlier in seen):
+        seen.append(cause)
         if isinstance(cause, down):
             return server_down(uri, first_line(f"{type(error).__name__}: {error}")[:160])
-        if not (sqlite3 and isinstance(cause, sqlite3.Error)):
-            continue
-        code = getattr(cause, "sqlite_errorcode", 0) & 0xFF   # an extended code's primary code
+        code = getattr(cause, "sqlite_errorcode", 0) & 0xFF   # sqlite3.Error's primary code (else 0)
         if code == sqlite3.SQLITE_BUSY:
             return ("the MLflow store mlflow.db stayed locked by other writers; run fewer parallel "
                     "workers (`dvc queue start -j 2`) or a tracking server (`lmpipe mlflow-server`, "
@@ -81,6 +73,8 @@ def _tracking_failure(error: BaseException) -> str | None:
                     "or point MLFLOW_TRACKING_URI at a writable store")
         if code in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT):
             return damaged_store(uri or "sqlite:///mlflow.db")
+        cause = cause.__cause__ or getattr(cause, "orig", None) or (
+            None if cause.__suppress_context__ else cause.__context__)
     return None
 
 
@@ -107,11 +101,19 @@ def one_line(error: BaseException) -> tuple[str, int]:
             f"{DEBUG}=1 for the traceback and report it)", 1)
 
 
-def guard(call, *args) -> int:
-    """Run call(*args): 0, or print its one line and return its exit status (debug: reraise)."""
+def guard(call, *args, stopped: str) -> int:
+    """Run call(*args) with the libraries quiet: 0, or print its one line and return its exit
+    status; Ctrl-C: `lmpipe: interrupted{stopped}`, 130 (debug: reraise)."""
+    quiet_libraries()
     try:
         call(*args)
-    except Exception as error:   # not KeyboardInterrupt: the caller says what it means
+    except (KeyboardInterrupt, SystemExit) as error:
+        # inside fit, Lightning turns Ctrl-C (and so a stage's SIGTERM) into sys.exit(1)
+        if debug() or isinstance(error, SystemExit) and not isinstance(error.__context__, KeyboardInterrupt):
+            raise
+        print(f"lmpipe: interrupted{stopped}", file=sys.stderr, flush=True)
+        return 130
+    except Exception as error:
         if debug():
             raise
         message, status = one_line(error)
@@ -147,8 +149,7 @@ EXPECTED = {"bool_type": "true or false", "int_type": "a whole number", "float_t
 RANGES = ("greater_than", "greater_than_equal", "less_than", "less_than_equal")
 SAYS = {   # pydantic's error type -> the line (other types: "has the wrong type; expected {msg}")
     **{kind: f"{{key}}={{value!r}} has the wrong type; expected {what}" for kind, what in EXPECTED.items()},
-    "model_type": "{key} must be a mapping of keys to values, got {value!r}",
-    "dict_type": "{key} must be a mapping of keys to values, got {value!r}",
+    **dict.fromkeys(("model_type", "dict_type"), "{key} must be a mapping of keys to values, got {value!r}"),
     "too_short": "{key} must {info.description}",
     "literal_error": "{key}={value!r} is not allowed; use one of {allowed}",
     **dict.fromkeys(RANGES, "{key}={value!r} is out of range; {bounds}"),
@@ -210,9 +211,3 @@ def first_complaint(error: ValidationError) -> str:
     first = error.errors(include_url=False)[0]
     key = ".".join(f"entry {k}" if isinstance(k, int) else str(k) for k in first["loc"]) or "the whole file"
     return f"{key} is " + ("missing" if first["type"] == "missing" else f"{reprlib.repr(first['input'])}: {first['msg']}")
-
-
-def as_written(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return "null" if value is None else str(value)

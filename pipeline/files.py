@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
 
 from pipeline.errors import ParamsError, StateError
 
@@ -142,11 +144,8 @@ class Spill(AbstractContextManager):
     def file(self, name: str, dtype) -> Column:
         return Column(self, self.path / name, np.dtype(dtype))
 
-    def close(self) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
-
     def __exit__(self, *_) -> None:
-        self.close()
+        shutil.rmtree(self.path, ignore_errors=True)
 
 
 @contextmanager
@@ -172,7 +171,7 @@ def spill_message(folder: Path, error: OSError) -> str:
 
 @dataclass
 class Column:
-    """A flat binary column in a spill folder: appended in order, read back in slices."""
+    """A flat binary column in a spill folder: appended in order, read back through a memory map."""
     spill: Spill
     path: Path
     dtype: np.dtype
@@ -184,33 +183,27 @@ class Column:
             handle.write(np.ascontiguousarray(values, dtype=self.dtype).data)
         self.length += len(values)
 
-    def read(self, start: int = 0, stop: int | None = None) -> np.ndarray:
-        stop = self.length if stop is None else min(stop, self.length)
-        if stop <= start:
-            return np.empty(0, dtype=self.dtype)
-        with spilling(self.spill.path), open(self.path, "rb") as handle:
-            return np.fromfile(handle, dtype=self.dtype, count=stop - start,
-                               offset=start * self.dtype.itemsize)
-
     def __len__(self) -> int:
         return self.length
 
-    def _mapped(self) -> np.memmap:
+    def _mapped(self) -> np.ndarray:   # a file of length 0 cannot be mapped
+        if not self.length:
+            return np.empty(0, dtype=self.dtype)
         return np.memmap(self.path, dtype=self.dtype, mode="r", shape=(self.length,))
 
-    def take(self, rows: np.ndarray) -> np.ndarray:
-        if not len(rows):
-            return np.empty(0, dtype=self.dtype)
+    def __getitem__(self, rows: slice | np.ndarray) -> np.ndarray:
+        """A copy of `rows`: a slice (contiguous, as arpa.write takes) or row numbers."""
         with spilling(self.spill.path):
             return np.array(self._mapped()[rows])
 
-    def __getitem__(self, rows: slice) -> np.ndarray:   # contiguous slices, as arpa.write takes
-        return self.read(*rows.indices(self.length)[:2])
+    def read(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        return self[start:stop]
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        return self[rows]
 
     def search(self, values: np.ndarray) -> np.ndarray:
         """np.searchsorted of `values` in this sorted column, through a memory map."""
-        if self.length == 0:
-            return np.zeros(len(values), dtype=np.int64)
         with spilling(self.spill.path):
             return np.searchsorted(self._mapped(), values)
 
@@ -222,23 +215,17 @@ class Column:
 def read_yaml(path: str | Path) -> Any:
     """The YAML at `path` as DVC reads params (ruamel safe, YAML 1.2, duplicate keys refused).
     Raises ParamsError (file, line and column) for text that is not UTF-8 or not YAML."""
-    from ruamel.yaml import YAML
-    from ruamel.yaml.error import YAMLError
     path = Path(path)
     try:
         return YAML(typ="safe").load(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as error:
         raise ParamsError(f"{path}: not UTF-8 text (byte offset {error.start}); save it as UTF-8") from None
     except YAMLError as error:
-        raise ParamsError(f"{path}: not valid YAML{_mark(error)}; fix the file") from None
-
-
-def _mark(error) -> str:
-    """ruamel's error as " (line L, column C): problem"."""
-    mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
-    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-    what = f"{getattr(error, 'context', '') or ''} {getattr(error, 'problem', '') or ''}"
-    return f"{where}: {' '.join(what.split()) or ' '.join(str(error).split())}"
+        mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        what = " ".join(f"{getattr(error, 'context', '') or ''} {getattr(error, 'problem', '') or ''}".split())
+        raise ParamsError(f"{path}: not valid YAML{where}: {what or ' '.join(str(error).split())}; "
+                          "fix the file") from None
 
 
 def relative(path: Path) -> Path:
@@ -247,12 +234,12 @@ def relative(path: Path) -> Path:
     return resolved.relative_to(here) if resolved.is_relative_to(here) else path
 
 
-def parse_size(text: str | int, default_unit: str = "K") -> int:
+def parse_size(text: str | int) -> int:
     """Bytes of a memory size as lmplz's -S reads it (util/usage.cc ParseSize): a number and b, K,
-    M, G, T (powers of 1024) or % (of physical memory). ValueError below 1 MiB or unreadable."""
+    M, G, T (powers of 1024; none: K) or % (of physical memory). ValueError below 1 MiB or unreadable."""
     text = str(text).strip()
     units = {"b": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-    number, suffix = (text[:-1], text[-1]) if text[-1:] in (*units, "%") else (text, default_unit)
+    number, suffix = (text[:-1], text[-1]) if text[-1:] in (*units, "%") else (text, "K")
     try:
         value = float(number)
     except ValueError:

@@ -10,28 +10,21 @@ from pipeline import errors
 
 
 def run_stage(main, argv: list[str]) -> int:
-    """main(*argv) with the libraries quiet: 0, or errors.guard's status after one error line;
-    SIGTERM unwinds like Ctrl-C (143, 130). DVC records no output of a failed stage."""
+    """main(*argv) through errors.guard: 0, or its status after one error line; SIGTERM unwinds
+    like Ctrl-C (143, 130). DVC records no output of a failed stage."""
     received = []
 
-    def interrupted(signum, frame):
+    def interrupted(signum, _frame):
         received.append(signum)
         raise KeyboardInterrupt(f"signal {signum}")
 
     previous = signal.signal(signal.SIGTERM, interrupted)
-    errors.quiet_libraries()
     started = time.perf_counter()
     try:
-        status = errors.guard(main, *argv)
-    except (KeyboardInterrupt, SystemExit) as error:
-        # inside fit, Lightning turns Ctrl-C (and so our SIGTERM) into sys.exit(1)
-        if isinstance(error, SystemExit) and not isinstance(error.__context__, KeyboardInterrupt):
-            raise
-        print("lmpipe: interrupted; outputs not recorded; rerun `dvc repro` (training resumes)", file=sys.stderr)
-        return 143 if received else 130
+        status = errors.guard(main, *argv, stopped="; outputs not recorded; rerun `dvc repro` (training resumes)")
     finally:
         signal.signal(signal.SIGTERM, previous)
     if not status:
         print(f"lmpipe: stage {Path(sys.argv[0]).stem} {' '.join(argv)} done in "
               f"{time.perf_counter() - started:.1f}s", flush=True)
-    return status
+    return 143 if received and status == 130 else status

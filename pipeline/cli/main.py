@@ -70,19 +70,12 @@ def _until_the_reader_stops(args) -> None:
     try:
         args.run(args)
     except BrokenPipeError:
-        if not _reader_gone():
+        poll = select.poll()   # a pipe whose reader has gone polls as an error
+        with contextlib.suppress(OSError, ValueError, AttributeError):   # stdout not a file
+            poll.register(sys.stdout.fileno(), select.POLLOUT)
+        if not any(events & select.POLLERR for _, events in poll.poll(0)):
             raise
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # Python's own flush
-
-
-def _reader_gone() -> bool:
-    """Whether stdout is a pipe whose reader has gone (it polls as an error)."""
-    try:
-        poll = select.poll()
-        poll.register(sys.stdout.fileno(), select.POLLOUT)
-        return any(events & select.POLLERR for _, events in poll.poll(0))
-    except (OSError, ValueError, AttributeError):
-        return False
 
 
 def parser() -> Parser:
@@ -200,14 +193,7 @@ def main(argv: list[str] | None = None) -> None:
     command = " ".join(filter(None, (args.command, getattr(args, "ngram_command", None))))
     if args.debug:
         os.environ[errors.DEBUG] = "1"
-    errors.quiet_libraries()   # LMPIPE_VERBOSE=1 shows the libraries' own messages
-    try:
-        status = errors.guard(_until_the_reader_stops, args)
-    except KeyboardInterrupt:
-        if errors.debug():
-            raise
-        print(f"lmpipe: interrupted (Ctrl-C); `lmpipe {command}` stopped", file=sys.stderr)
-        status = 130
+    status = errors.guard(_until_the_reader_stops, args, stopped=f" (Ctrl-C); `lmpipe {command}` stopped")
     if status:
         sys.exit(status)
 
