@@ -76,6 +76,14 @@ def positions_left(stream: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def count(stream: np.ndarray, vocab_size: int, order: int, progress=None) -> NgramCounts:
     """The n-grams of orders 1..order in `stream`, counted, with their adjusted counts."""
+    keys, counts, suffix = tables(stream, vocab_size, order, progress)
+    adjusted = [adjusted_counts(keys, counts, suffix, m, vocab_size) for m in range(1, order)]
+    return NgramCounts(vocab_size, keys, counts, [*adjusted, counts[-1]], suffix)
+
+
+def tables(stream: np.ndarray, vocab_size: int, order: int, progress=None) -> tuple[list, list, list]:
+    """NgramCounts' keys, raw counts and suffix ids of orders 1..order in `stream`. Order n: the
+    key at each position where an n-gram fits is its order-(n-1) id * V + the n-th word."""
     stream = np.asarray(stream, dtype=np.int64)
     remaining = positions_left(stream)[0].astype(np.int32)
     keys = [np.arange(vocab_size, dtype=np.int64)]
@@ -83,28 +91,17 @@ def count(stream: np.ndarray, vocab_size: int, order: int, progress=None) -> Ngr
     suffix = [np.empty(0, dtype=np.int64)]
     ids = stream.astype(np.int32)             # id of the n-gram starting at each position
     for n in range(2, order + 1):
-        unique, counted, suffixes, start, inverse = order_ngrams(stream, ids, remaining, n, vocab_size)
+        start = np.flatnonzero(remaining >= n)  # positions where an n-gram fits in its sentence
+        unique, first, inverse, counted = _unique(ids[start].astype(np.int64) * vocab_size + stream[start + n - 1])
+        keys.append(unique)
+        counts.append(counted)
+        suffix.append(ids[start[first] + 1].astype(np.int64))
         ids = np.full(len(stream), -1, dtype=np.int32)
         ids[start] = inverse
         del start, inverse
-        keys.append(unique)
-        counts.append(counted)
-        suffix.append(suffixes)
         if progress:
             progress(f"counted {len(unique):,} distinct {n}-grams")
-    adjusted = [adjusted_counts(keys, counts, suffix, m, vocab_size) for m in range(1, order)]
-    return NgramCounts(vocab_size, keys, counts, [*adjusted, counts[-1]], suffix)
-
-
-def order_ngrams(stream: np.ndarray, previous: np.ndarray, remaining: np.ndarray, n: int,
-                 vocab_size: int):
-    """(sorted keys, counts, suffix ids, start positions, each start's key index) of the order-n
-    n-grams of whole sentences `stream`, `previous` each position's order-(n-1) id."""
-    start = np.flatnonzero(remaining >= n)  # positions where an n-gram fits in its sentence
-    key = previous[start].astype(np.int64) * vocab_size + stream[start + n - 1]
-    unique, first, inverse, counted = _unique(key)
-    del key
-    return unique, counted, previous[start[first] + 1].astype(np.int64), start, inverse
+    return keys, counts, suffix
 
 
 def adjusted_counts(keys, counts, suffix, m: int, vocab_size: int, memory: int = 0, spill=None):

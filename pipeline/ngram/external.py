@@ -13,7 +13,8 @@ from pipeline.files import Column, Spill
 from pipeline.ngram import counting
 from pipeline.text.vocab import BOS_ID
 
-BYTES_PER_POSITION = 128  # counting.count's peak per token of a block (stream, ids, keys, sort, allocator slack)
+BYTES_PER_POSITION = 128  # counting.tables' peak per token of a block (stream, ids, keys, sort, allocator slack)
+BYTES_PER_TABLE = 24      # and per token for each order's tables it keeps (key, count, suffix)
 BYTES_PER_ENTRY = 112     # merging: key, count, suffix, inverse, sort scratch per run entry, allocator slack
 IN_MEMORY_BYTES = 40      # in memory instead: peak bytes per token and order >= 2 (benchmarks/ngram.py)
 
@@ -44,58 +45,59 @@ def sentence_blocks(tokens: TokenFile, size: int) -> list[tuple[int, int]]:
     return list(counting.cut_ranges(tokens.length, size, last_head))
 
 
-def count(tokens: TokenFile, vocab_size: int, order: int, memory: int, spill: Spill,
+def count(tokens: TokenFile | Column, vocab_size: int, order: int, memory: int, spill: Spill,
           progress=None) -> counting.NgramCounts:
-    """counting.count's tables of `tokens` within about `memory` bytes. Order n: per block of
-    whole sentences, keys from each position's order-(n-1) id and np.unique, a sorted run; runs
-    merged by key ranges; each run's ids mapped to global ranks give the order-n positions."""
+    """counting.count's tables of `tokens` within about `memory` bytes: each block of whole
+    sentences counted in memory (counting.tables), a sorted run per order; an order's runs, their
+    ids of the order below renumbered by that order's merge, merged by key ranges."""
     memory = int(memory * counting.WORKING_SHARE)
-    blocks = sentence_blocks(tokens, max(memory // BYTES_PER_POSITION, 1024))
-    unigram = np.zeros(vocab_size, dtype=np.int64)
-    for start, stop in blocks:
-        unigram += np.bincount(tokens.read(start, stop), minlength=vocab_size)
-    identity = spill.file("keys1", np.int64)
-    identity.append(np.arange(vocab_size, dtype=np.int64))
-    keys, counts, suffix = [identity], [spill.file("counts1", np.int64)], [None]
-    counts[0].append(unigram)
-    positions = None                          # order n-1 id of every position (None: the tokens)
+    blocks = sentence_blocks(tokens, max(memory // (BYTES_PER_POSITION + BYTES_PER_TABLE * order), 1024))
+    unigram, runs = np.zeros(vocab_size, dtype=np.int64), []
+    for i, (start, stop) in enumerate(blocks):
+        keys, counts, suffix = counting.tables(tokens.read(start, stop), vocab_size, order)
+        unigram += counts[0]
+        runs.append({n: {"keys": _column(spill, f"run{n}.{i}.keys", keys[n - 1]),
+                         "counts": _column(spill, f"run{n}.{i}.counts", counts[n - 1]),
+                         "suffix": _column(spill, f"run{n}.{i}.suffix", suffix[n - 1]),
+                         "map": spill.file(f"run{n}.{i}.map", np.int64)} for n in range(2, order + 1)})
+    keys = [_column(spill, "keys1", np.arange(vocab_size, dtype=np.int64))]
+    counts, suffix = [_column(spill, "counts1", unigram)], [None]
     for n in range(2, order + 1):
-        runs = [_count_block(tokens, positions, start, stop, n, vocab_size, spill, i)
-                for i, (start, stop) in enumerate(blocks)]
-        for table, column in zip((keys, counts, suffix), _merge(runs, n, memory, spill), strict=True):
+        if n > 2:   # each run's ids of order n-1 in its block: ids of order n-1 merged
+            for run in runs:
+                _renumber(run[n], run.pop(n - 1)["map"], vocab_size, spill)
+        for table, column in zip((keys, counts, suffix), _merge([run[n] for run in runs], n, memory, spill),
+                                 strict=True):
             table.append(column)
-        following = spill.file(f"positions{n}", np.int64)
-        for run, (start, stop) in zip(runs, blocks, strict=True):
-            local = run["inverse"].read()
-            ids = np.full(stop - start, -1, dtype=np.int64)
-            ids[run["start"].read()] = run["map"].read()[local]
-            following.append(ids)
-            for column in run.values():
-                column.remove()
-        if positions is not None:
-            positions.remove()
-        positions = following
+        for run in runs:
+            for name in ("keys", "counts", "suffix"):
+                run[n][name].remove()
         if progress:
             progress(f"counted {keys[-1].length:,} distinct {n}-grams ({len(runs)} runs merged)")
-    if positions is not None:
-        positions.remove()
+    for run in runs:
+        for columns in run.values():
+            columns["map"].remove()
     adjusted = [counting.adjusted_counts(keys, counts, suffix, m, vocab_size, memory, spill)
                 for m in range(1, order)]
     return counting.NgramCounts(vocab_size, keys, counts, [*adjusted, counts[-1]], suffix)
 
 
-def _count_block(tokens: TokenFile, positions: Column | None, start: int, stop: int, n: int,
-                 vocab_size: int, spill: Spill, index: int) -> dict[str, Column]:
-    """One block's run of order-n n-grams: keys, counts, suffix ids, start positions, run index."""
-    stream = tokens.read(start, stop).astype(np.int64)
-    previous = stream if positions is None else positions.read(start, stop)
-    columns = counting.order_ngrams(stream, previous, counting.positions_left(stream)[0], n, vocab_size)
-    run = {name: spill.file(f"run{n}.{index}.{name}", dtype) for name, dtype in
-           (("keys", np.int64), ("counts", np.int64), ("suffix", np.int64),
-            ("start", np.int64), ("inverse", np.int32), ("map", np.int64))}
-    for name, values in zip(("keys", "counts", "suffix", "start", "inverse"), columns, strict=True):
-        run[name].append(values)
-    return run
+def _column(spill: Spill, name: str, values: np.ndarray) -> Column:
+    column = spill.file(name, values.dtype)
+    column.append(values)
+    return column
+
+
+def _renumber(run: dict[str, Column], below: Column, vocab_size: int, spill: Spill) -> None:
+    """A run's key prefixes and suffix ids through `below`, the order below's map (block id ->
+    merged id)."""
+    mapping = below.read()
+    below.remove()
+    keys, suffix = run["keys"].read(), run["suffix"].read()
+    for name, values in (("keys", mapping[keys // vocab_size] * vocab_size + keys % vocab_size),
+                         ("suffix", mapping[suffix])):
+        run[name].remove()
+        run[name] = _column(spill, run[name].path.name, values)
 
 
 def _merge(runs: list[dict[str, Column]], n: int, memory: int, spill: Spill):
