@@ -190,42 +190,35 @@ def _unigrams(data: np.ndarray, spans1, lines1, path) -> tuple[tuple[str, ...], 
 
 
 class _Words:
-    """Word ids by 64-bit hashes of the words' bytes (a binary search in the sorted hashes)."""
+    """Word ids by the words' bytes (a binary search in the sorted vocabulary)."""
 
     def __init__(self, tokens: tuple[str, ...], path):
         self.path, self.size = path, len(tokens)
-        self.width = -(-max(len(t.encode("utf-8")) for t in tokens) // 8) * 8
-        if self.width > read_arpa.PADDING:
-            raise ArpaError(f"{path}: a word is longer than {read_arpa.PADDING} bytes")
-        self.vocab_hash = self._hashes([t.encode("utf-8") for t in tokens])
-        self.by_hash = np.argsort(self.vocab_hash)
-        self.sorted_hash = self.vocab_hash[self.by_hash]
-        if np.any(self.sorted_hash[1:] == self.sorted_hash[:-1]):
-            raise ArpaError(f"{path}: two vocabulary words share a 64-bit hash; please report this")
-        self.unk_hashes = self._hashes(list(read_arpa.UNK_SPELLINGS))
-
-    def _hashes(self, words: list[bytes]) -> np.ndarray:
-        return read_arpa.hash_rows(np.array(words, dtype=f"S{self.width}").view(np.uint8)
-                                   .reshape(len(words), self.width))
+        self.width = max(len(t.encode("utf-8")) for t in tokens)
+        if self.width >= read_arpa.PADDING:
+            raise ArpaError(f"{path}: a word is longer than {read_arpa.PADDING - 1} bytes")
+        vocab = np.array([t.encode("utf-8") for t in tokens], dtype=f"S{self.width}")
+        self.by_word = np.argsort(vocab)
+        self.sorted = vocab[self.by_word]
 
     def of(self, words: list[bytes]) -> np.ndarray:
-        return self.by_hash[np.searchsorted(self.sorted_hash, self._hashes(words))]
+        return self.by_word[np.searchsorted(self.sorted, np.array(words, dtype=f"S{self.width}"))]
 
     def ids(self, data: np.ndarray, spans: np.ndarray, line_starts: np.ndarray, n: int) -> np.ndarray:
         """(rows, n) ids of the words at byte spans (rows, n, 2) of `data`; refuses a word that
         is not a 1-gram."""
         ids = np.empty(spans.shape[:2], dtype=np.int64)
         for column in range(n):
-            word_hash = read_arpa.hash_rows(read_arpa.fixed(data, spans[:, column, 0],
-                                                            spans[:, column, 1], self.width))
-            word_hash = np.where(np.isin(word_hash, self.unk_hashes), self.vocab_hash[0], word_hash)
-            where = np.minimum(np.searchsorted(self.sorted_hash, word_hash), self.size - 1)
-            missing = self.sorted_hash[where] != word_hash
+            starts, ends = spans[:, column, 0], spans[:, column, 1]
+            word = read_arpa.fixed(data, starts, ends, self.width + 1).view(f"S{self.width + 1}").ravel()
+            word[word == b"<UNK>"] = b"<unk>"   # KenLM's lm/vocab.cc reads both as the unknown word
+            where = np.minimum(np.searchsorted(self.sorted, word), self.size - 1)
+            missing = self.sorted[where] != word
             if missing.any():
                 row = int(np.flatnonzero(missing)[0])
-                word = data[spans[row, column, 0]:spans[row, column, 1]].tobytes().decode("utf-8", "replace")
+                word = data[starts[row]:ends[row]].tobytes().decode("utf-8", "replace")
                 raise ArpaError(f"{self.path}: line {line_of(data, int(line_starts[row]))}: {word!r} is not among the 1-grams")
-            ids[:, column] = self.by_hash[where]
+            ids[:, column] = self.by_word[where]
         return ids
 
 

@@ -33,17 +33,6 @@ def fixed(data: np.ndarray, starts: np.ndarray, ends: np.ndarray, width: int) ->
     return matrix
 
 
-def hash_rows(matrix: np.ndarray) -> np.ndarray:
-    """A 64-bit hash of each row of a byte matrix whose width is a multiple of 8."""
-    words = matrix.view(np.uint64)
-    value = np.full(len(words), 0xCBF29CE484222325, dtype=np.uint64)
-    for column in range(words.shape[1]):
-        value ^= words[:, column]
-        value *= np.uint64(0x100000001B3)
-        value ^= value >> np.uint64(29)
-    return value
-
-
 def line_of(raw: bytes | np.ndarray, offset: int) -> int:
     """1-based line number of byte `offset` (for messages only)."""
     data = raw if isinstance(raw, bytes) else raw[:offset].tobytes()
