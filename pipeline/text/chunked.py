@@ -25,21 +25,19 @@ BYTES_PER_TOKEN = 80    # a block of sentences: ids, positions, labels, the stre
 def prepare(params, out: str | Path, memory: int, block: int | None = None, progress=print) -> None:
     """Prepare OUT from params (config.Params) within about `memory` bytes (blocks of `block`
     characters and tokens, default: from `memory`); OUT changes once every output is ready."""
-    c, out = params.corpus, Path(out)
+    c = params.corpus
     import pyarrow.compute  # noqa: F401  (the tokenizers' hashing: resident before blocks are sized)
-    chars = block or int(np.clip(_left(memory) // BYTES_PER_CHAR, 1 << 12, 1 << 23))
     source = corpus.open_source(c.source, c.encoding_errors, c.sha256, c.valid_source, c.test_source)
     try:
         with files.Spill(c.temp_dir or None, "lmpipe-prepare-") as spill:
-            _prepare(params, out, source, spill, chars, memory, block, progress)
+            chars = block or int(np.clip(_left(memory) // BYTES_PER_CHAR, 1 << 12, 1 << 23))
+            _prepare(params, Path(out), source, _Scan(source, c, chars, spill), memory, block, progress)
     except files.SpillError as error:
         raise files.SpillError(f"corpus.temp_dir: {error}") from None
 
 
-def _prepare(params, out: Path, source, spill, chars: int, memory: int, block: int | None,
-             progress) -> None:
+def _prepare(params, out: Path, source, scan: _Scan, memory: int, block: int | None, progress) -> None:
     c, split = params.corpus, params.split
-    scan = _Scan(source, c, chars, spill)
     progress(f"prepare: read {scan.lines:,} lines from {', '.join(source.files)}")
     sentences = _Sentences(scan, c, source.given)
     wanted = {"train": split.train, "valid": split.valid, "test": split.test}
@@ -91,14 +89,15 @@ def _prepare(params, out: Path, source, spill, chars: int, memory: int, block: i
 
 
 class _Scan:
-    """Pass 1: the corpus' tokens on disk and what is kept of each line."""
+    """Pass 1: the corpus' tokens on disk and what is kept of each line; `documents`: the
+    document of each line (int64)."""
 
     def __init__(self, source, c, chars: int, spill):
         index: dict[str, int] = {}
         self.tokens = spill.file("tokens", np.int32)
         self.columns = {field: spill.file(field, np.int64) for field in units.FIELDS}
         per_line, blank, given_documents = [], [], []
-        self.file_lines = [0] * len(source.files)
+        file_lines = np.zeros(len(source.files) + 1, dtype=np.int64)
         self.digest, self.replaced = hashlib.sha256(), 0
         tokenizer = TOKENIZERS[c.tokenizer]
         for file, text, documents in source.blocks(chars):
@@ -114,7 +113,7 @@ class _Scan:
             per_line.append(counts.astype(np.int32) if len(counts) and counts.max() < 2**31
                             else counts)
             blank.append(sizes["blank"])
-            self.file_lines[file] += len(counts)
+            file_lines[file + 1] += len(counts)
             if documents is not None:
                 given_documents.append(np.asarray(documents, dtype=np.int64))
             self.replaced += text.count("\ufffd")   # reported under encoding_errors: replace
@@ -122,21 +121,15 @@ class _Scan:
         self.per_line = np.concatenate(per_line) if per_line else np.zeros(0, np.int64)
         del per_line
         self.lines = len(self.per_line)
-        self.file_start = np.concatenate([[0], np.cumsum(self.file_lines)]).astype(np.int64)
-        self.blank = np.concatenate(blank) if blank else np.zeros(0, bool)
-        self._documents = np.concatenate(given_documents) if given_documents else None
+        self.file_start = np.cumsum(file_lines)
+        if given_documents:
+            self.documents = np.concatenate(given_documents)
+        else:   # runs of lines ended by blank lines (which belong to them) or a file's end
+            ends = np.concatenate(blank) if blank else np.zeros(0, bool)
+            ends[:-1] &= ~ends[1:]
+            ends[self.file_start[1:][np.diff(self.file_start) > 0] - 1] = True   # each file's last line
+            self.documents = np.cumsum(ends, dtype=np.int64) - ends   # the ends before each line
 
-    @property
-    def documents(self) -> np.ndarray:
-        """The document of each line (int64): the source's, else runs of lines ended by blank lines
-        (which belong to it) or a file's end."""
-        if self._documents is None:
-            ends = self.blank.copy()
-            ends[:-1] &= ~self.blank[1:]
-            last = self.file_start[1:][np.diff(self.file_start) > 0] - 1   # each file's last line
-            ends[last] = True
-            self._documents = np.cumsum(ends, dtype=np.int64) - ends   # the ends before each line
-        return self._documents
 
 class _Sentences:
     """The sentences the lines make (tests/oracle_prepare.py's `sentences`, on lengths): `line_of`
@@ -153,7 +146,7 @@ class _Sentences:
                           ).astype(counts.dtype)
         # compact: line_of and length int32 (4 bytes a sentence each) while they fit
         small = np.int32 if scan.lines < 2**31 and (not len(counts) or counts.max() < 2**31) else np.int64
-        line_of, piece, self.lines_cut = [], [], 0
+        line_of, self.lines_cut = [], 0
         bounds = scan.file_start if given else scan.file_start[[0, -1]]   # max_sentences counts in
         for first, last in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):   # each split
             if c.max_sentences and pieces[first:last].sum() > c.max_sentences:   # stop in the last kept line
@@ -161,8 +154,6 @@ class _Sentences:
             self.lines_cut += int(np.count_nonzero(cut[first:last]))
             line_of.append(np.repeat(np.arange(first, last, dtype=small),
                                      pieces[first:last])[:c.max_sentences or None])
-            if any_cut:   # which piece of its line each sentence is
-                piece.append(np.arange(len(line_of[-1])) - np.searchsorted(line_of[-1], line_of[-1]))
         del pieces
         self.line_of = line_of[0] if len(line_of) == 1 else np.concatenate(line_of)
         del line_of
@@ -170,17 +161,18 @@ class _Sentences:
         self.start = np.cumsum(counts, dtype=np.int64)
         self.start -= counts
         self.start = self.start[self.line_of]
-        if any_cut:
-            piece = np.concatenate(piece)
+        if any_cut:   # which piece of its line each sentence is
+            piece = np.arange(len(self.line_of)) - np.searchsorted(self.line_of, self.line_of)
             line_counts = np.where(cut[self.line_of], np.minimum(m, line_counts - piece * m), line_counts)
             self.start += piece * m
         self.length = line_counts.astype(small)
         del line_counts
         self.part = np.zeros(len(self.line_of), dtype=np.int8)
 
-    def blocks(self, step: int):
-        """Ranges (a, b) of sentences of about `step` tokens (a longer sentence alone), each
-        contiguous in the token file (a block ends where corpus.max_sentences dropped some)."""
+    def blocks(self, scan: _Scan, step: int):
+        """(the scan's token ids, part, length) of blocks of sentences of about `step` tokens (a
+        longer sentence alone), each contiguous in the token file (a block ends where
+        corpus.max_sentences dropped some)."""
         gaps = np.flatnonzero(self.start[1:] != self.start[:-1] + self.length[:-1]) + 1
         a, window = 0, step // 2 + 1     # a sentence is at least 2 tokens (<s> </s>)
         while a < len(self.length):       # a cumulative sum over one window at a time
@@ -188,16 +180,14 @@ class _Sentences:
             b = a + max(int(np.searchsorted(ends, step, side="right")), 1)
             after = gaps[np.searchsorted(gaps, a, side="right"):]
             b = min(b, int(after[0])) if len(after) else b
-            yield a, b
+            start, length = self.start[a:b], self.length[a:b]
+            lo, hi = int(start[0]), int((start + length).max())
+            offsets = np.repeat(start - lo - (np.cumsum(length) - length), length) + \
+                np.arange(int(length.sum()))
+            tokens = scan.tokens.read(lo, hi)[offsets]
+            del offsets   # not held while the block is used
+            yield tokens, self.part[a:b], length
             a = b
-
-    def tokens(self, scan: _Scan, a: int, b: int) -> np.ndarray:
-        """The scan's token ids of sentences a..b-1, one after the other."""
-        start, length = self.start[a:b], self.length[a:b]
-        lo, hi = int(start[0]), int((start + length).max())
-        offsets = np.repeat(start - lo - (np.cumsum(length) - length), length) + \
-            np.arange(int(length.sum()))
-        return scan.tokens.read(lo, hi)[offsets]
 
 
 def _left(memory: int) -> int:
@@ -225,9 +215,8 @@ def _divide(sentences: _Sentences, scan: _Scan, source, params, wanted) -> tuple
 def _vocab(scan: _Scan, sentences: _Sentences, params, step: int) -> Vocab:
     """Vocab.from_counts of the train sentences' tokens, counted a block of sentences at a time."""
     counts = np.zeros(len(scan.strings), dtype=np.int64)
-    for a, b in sentences.blocks(step):
-        train = np.repeat(sentences.part[a:b] == 0, sentences.length[a:b])
-        counts += np.bincount(sentences.tokens(scan, a, b)[train], minlength=len(counts))
+    for tokens, part, length in sentences.blocks(scan, step):
+        counts += np.bincount(tokens[np.repeat(part == 0, length)], minlength=len(counts))
     vocab = Vocab.from_counts({scan.strings[i]: int(counts[i]) for i in np.flatnonzero(counts)},
                               params.min_count, params.max_size)
     if len(vocab) == len(SPECIALS):
@@ -249,10 +238,8 @@ def _write_streams(scan: _Scan, sentences: _Sentences, vocab: Vocab, scratch: di
             found[name] = {"sentences": count, "tokens": words + count, "types": 0, "oov": 0}
             np.lib.format.write_array_header_1_0(handles[name], {
                 "descr": np.dtype(np.int32).str, "fortran_order": False, "shape": (words + 2 * count,)})
-        for a, b in sentences.blocks(step):
-            ids = mapping[sentences.tokens(scan, a, b)]
-            part, length = sentences.part[a:b], sentences.length[a:b]
-            of_token = np.repeat(part, length)
+        for tokens, part, length in sentences.blocks(scan, step):
+            ids, of_token = mapping[tokens], np.repeat(part, length)
             for number, name in enumerate(splits.PARTS):
                 stream = sentence_stream(ids[of_token == number], length[part == number])
                 handles[name].write(stream.data)

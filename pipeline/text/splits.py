@@ -20,11 +20,9 @@ class SplitError(ValueError):
 def split(method: str, lengths: np.ndarray, document_of: np.ndarray, wanted: dict[str, float],
           seed: int) -> dict[str, np.ndarray]:
     """Train/valid/test sentence indices by `method` (`lengths`, `document_of`: of each sentence)."""
-    if method == "random":
-        return random_sentences(len(lengths), wanted, seed)
-    if method == "contiguous":
-        return contiguous(lengths, wanted)
-    return documents(document_of, wanted, seed)
+    if method == "documents":
+        return documents(document_of, wanted, seed)
+    return random_sentences(len(lengths), wanted, seed) if method == "random" else contiguous(lengths, wanted)
 
 
 def sizes(total: int, wanted: dict[str, float], unit: str) -> dict[str, int]:

@@ -85,16 +85,10 @@ def _chars_block(text: str, lowercase: bool, unk: str) -> Block:
     """Every non-space character; a run of spaces inside a line: one SPACE."""
     text, points, kind = _code_points(text, lowercase)
     solid = kind != SPACE_CLASS
-    space = ~solid & (points != 10)
-    before = np.concatenate([[False], solid[:-1]])          # a solid character just before
-    run_start = np.flatnonzero(space & before)
-    # a space run is kept when the first character after it is solid (not a line end): the
-    # next non-space position, by a running minimum from the end (the text ends with \n)
-    following = np.where(space, len(points), np.arange(len(points)))
-    following = np.minimum.accumulate(following[::-1])[::-1]
-    keep = np.zeros(len(points), dtype=bool)
-    keep[run_start[solid[following[run_start]]]] = True
-    del following
+    edges = np.diff((~solid & (points != 10)).view(np.int8), prepend=0, append=0)
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)   # of each space run
+    keep = np.zeros(len(points), dtype=bool)   # a run between two solid characters (points[-1]: \n)
+    keep[starts[solid[starts - 1] & solid[ends]]] = True
     token = solid | keep
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -164,9 +158,7 @@ def whitespace_words(data: bytes, query: bool = False) -> tuple[list[str], np.nd
     if data and not data.endswith(b"\n"):
         data += b"\n"
     raw = np.frombuffer(data, dtype=np.uint8)
-    separator = (raw == 32) | (raw == 9) | (raw == 13) | (raw == 10)
-    if query:
-        separator |= (raw == 11) | (raw == 12)
+    separator = np.isin(raw, (32, 9, 13, 10, 11, 12) if query else (32, 9, 13, 10))
     word = ~separator
     first = word.copy()
     first[1:] &= separator[:-1]               # a word byte after a separator

@@ -21,15 +21,12 @@ def text_units(lines, line_of: np.ndarray,
     lines `line_of` in `lines` (list[str], or sorted indices -> FIELDS); units: `document_of`, else lines."""
     line_of = np.asarray(line_of, dtype=np.int64)
     key = line_of if document_of is None else np.asarray(document_of, dtype=np.int64)[line_of]
-    unit = np.unique(key, return_inverse=True)[1].reshape(-1).astype(np.int64)
+    keys, unit = np.unique(key, return_inverse=True)
+    unit = unit.reshape(-1).astype(np.int64)
     used, first = np.unique(line_of, return_index=True)   # a line cut in pieces counts once
     sizes = lines(used) if callable(lines) else line_sizes("".join(lines[i] + "\n" for i in used))
-    count = int(unit.max()) + 1 if len(unit) else 0
-    out = {"unit": unit}
-    for field in FIELDS:
-        out[field] = np.bincount(unit[first], weights=sizes[field].astype(np.float64),
-                                 minlength=count).astype(np.int64)
-    return out
+    return {"unit": unit} | {field: np.bincount(unit[first], weights=sizes[field].astype(np.float64),
+                                                minlength=len(keys)).astype(np.int64) for field in FIELDS}
 
 
 def line_sizes(text: str) -> dict[str, np.ndarray]:
@@ -50,15 +47,11 @@ def measure(lines, line_of: dict[str, np.ndarray],
             document_of: np.ndarray | None = None) -> tuple[str, dict[str, np.ndarray]]:
     """(the unit used, FILE's arrays) of valid and test (`line_of[split]`: its sentences' lines):
     documents when given and MIN_DOCUMENTS each, else lines ("sentences")."""
-    def arrays(documents: np.ndarray | None) -> dict[str, np.ndarray]:
-        return {f"{split}_{field}": values for split in ("valid", "test")
-                for field, values in text_units(lines, line_of[split], documents).items()}
-
-    if document_of is not None:
-        out = arrays(document_of)
-        if min(len(out["valid_chars"]), len(out["test_chars"])) >= MIN_DOCUMENTS:
-            return "documents", out
-    return "sentences", arrays(None)
+    enough = document_of is not None and min(len(np.unique(document_of[line_of[split]]))
+                                             for split in ("valid", "test")) >= MIN_DOCUMENTS
+    return "documents" if enough else "sentences", {
+        f"{split}_{field}": values for split in ("valid", "test")
+        for field, values in text_units(lines, line_of[split], document_of if enough else None).items()}
 
 
 def check(arrays: dict[str, np.ndarray], sentences: dict[str, int], path, folder) -> None:
