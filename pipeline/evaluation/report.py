@@ -94,73 +94,62 @@ def _table(header: tuple, align: str, rows) -> list[str]:
 
 
 def headline(name: str, result: dict) -> str:
-    return (f"evaluate: {name}: test ppl {result['test_ppl']:.2f} {_ci(result, 'test_ppl', '.2f')}, "
+    return (f"evaluate: {name}: test ppl {_cell(result, 'test_ppl', '.2f')}, "
             f"val ppl {result['val_ppl']:.2f}, {result['test_bits_per_token']:.3f} bits/token, "
             f"{result['test_bits_per_char']:.3f} bits/char, top-1 {result['test_top1_accuracy']:.3f}, "
             f"fill-in-the-blank {result['fill_accuracy']:.3f} ({result['objective']})")
 
 
-def _ci(result: dict, key: str, spec: str) -> str:
-    return f"[{result[key + '_ci_low']:{spec}}, {result[key + '_ci_high']:{spec}}]"
+def _cell(r: dict, key: str, spec: str, bold: str = "") -> str:
+    """`value [low, high]` of a RATIOS key of metrics() `r`, the value between `bold`s."""
+    return f"{bold}{r[key]:{spec}}{bold} [{r[key + '_ci_low']:{spec}}, {r[key + '_ci_high']:{spec}}]"
 
 
 def comparison_markdown(results: dict[str, dict], blanks: int, choices: int, pairs: list,
                         level: float, resamples: int, unit: str) -> str:
-    """comparison.md: the metrics with their intervals, the paired verdicts, the numbers per
-    character, byte and word of the test text."""
-    def cell(r: dict, key: str, spec: str) -> str:
-        return f"{r[key]:{spec}} {_ci(r, key, spec)}"
-
+    """comparison.md: the metrics with their intervals, the paired verdicts (Δ > 0: A better),
+    the numbers per character, byte and word of the test text."""
     pct = f"{level:.0%}"
-    lines = _table(("model", "objective", "val ppl", f"test ppl [{pct} CI]", "test bits/token",
-                    "top-1", "top-5", "fill-in-the-blank", "model MiB"), "llrrrrrrr",
-                   ((name, r["objective"], cell(r, "val_ppl", ".2f"),
-                     f"**{r['test_ppl']:.2f}** {_ci(r, 'test_ppl', '.2f')}",
-                     cell(r, "test_bits_per_token", ".3f"), cell(r, "test_top1_accuracy", ".3f"),
-                     cell(r, "test_top5_accuracy", ".3f"), cell(r, "fill_accuracy", ".3f"),
-                     f"{r['model_bytes'] / 2**20:.2f}") for name, r in results.items()))
-    lines.append("")
-    lines.append("Perplexity is closed-vocabulary (`<unk>` predicted like a word), over every word "
-                 "and each sentence's `</s>` of the test split; top-1/top-5: how often the target "
-                 "is the model's first / among its five first choices (`<s>` never a candidate). "
-                 f"Fill-in-the-blank: accuracy on {blanks} test-sentence blanks with {choices} "
-                 "candidates each (chance 1/%d). `cloze` rows see both sides of each token: their "
-                 "perplexity is a pseudo-perplexity and their top-k a fill-in accuracy, not "
-                 "comparable with `causal` rows." % choices)
-    lines.append("")
-    lines.append(f"[low, high]: {pct} percentile bootstrap interval, {resamples:,} resamples of "
-                 f"the test {unit} (blanks for fill-in-the-blank), the same draw for every model.")
-    lines += _pairs_markdown(results, pairs, pct)
-    lines += ["", "### Per character, byte and word of the original test text", ""]
-    lines += _table(("model", "objective", f"bits/char [{pct} CI]", "bits/byte", "word-level ppl",
-                     "test tokens", "characters", "bytes", "words"), "llrrrrrrr",
-                    ((name, r["objective"], cell(r, "test_bits_per_char", ".4f"),
-                      cell(r, "test_bits_per_byte", ".4f"), cell(r, "test_word_ppl", ".2f"),
-                      *(f"{r[k]:,}" for k in ("test_tokens", "test_chars", "test_bytes", "test_words")))
-                     for name, r in results.items()))
-    lines.append("")
-    lines.append("The same total -log p, over the characters, UTF-8 bytes and whitespace-separated "
-                 "words of the test lines as read (each line's newline counted once, and `</s>` "
-                 "is its price): the same denominators whatever the tokenizer, so word- and "
-                 "character-level runs of one corpus compare here (README, What the numbers mean).")
-    return "\n".join(lines) + "\n"
-
-
-def _pairs_markdown(results: dict[str, dict], pairs: list, pct: str) -> list[str]:
     verdicts = {"yes": "**yes**", "no": "no: B is better"}
-    rows = [(c.a, c.b, f"{c.delta:+.4f} [{c.low:+.4f}, {c.high:+.4f}]", f"{c.p_better:.3f}",
-             verdicts.get(c.verdict, f"not distinguishable at {pct}")) for c in pairs]
-    lines = ["", f"### Which differences are real (paired bootstrap, {pct})", ""]
-    lines += _table(("A", "B", "Δ ln p per token, A − B", "P(A better)", "A better than B?"), "llrrl",
-                    rows or [("-", "-", "-", "-", "no two models with the same objective")])
     lonely = [n for n, r in results.items()
               if sum(x["objective"] == r["objective"] for x in results.values()) == 1]
-    lines.append("")
-    lines.append("Δ > 0: A gives the test set the higher likelihood (lower perplexity). Only "
-                 "models scored on the same targets with the same context are paired: causal "
-                 "with causal, cloze with cloze" + (f" ({', '.join(lonely)}: no other model "
-                                                    "of its objective)" if lonely else "") + ".")
-    return lines
+    lines = [
+        *_table(("model", "objective", "val ppl", f"test ppl [{pct} CI]", "test bits/token",
+                 "top-1", "top-5", "fill-in-the-blank", "model MiB"), "llrrrrrrr",
+                ((name, r["objective"], _cell(r, "val_ppl", ".2f"), _cell(r, "test_ppl", ".2f", "**"),
+                  *(_cell(r, key, ".3f") for key in ("test_bits_per_token", "test_top1_accuracy",
+                                                     "test_top5_accuracy", "fill_accuracy")),
+                  f"{r['model_bytes'] / 2**20:.2f}") for name, r in results.items())),
+        "", "Perplexity is closed-vocabulary (`<unk>` predicted like a word), over every word "
+            "and each sentence's `</s>` of the test split; top-1/top-5: how often the target "
+            "is the model's first / among its five first choices (`<s>` never a candidate). "
+            f"Fill-in-the-blank: accuracy on {blanks} test-sentence blanks with {choices} "
+            "candidates each (chance 1/%d). `cloze` rows see both sides of each token: their "
+            "perplexity is a pseudo-perplexity and their top-k a fill-in accuracy, not "
+            "comparable with `causal` rows." % choices,
+        "", f"[low, high]: {pct} percentile bootstrap interval, {resamples:,} resamples of "
+            f"the test {unit} (blanks for fill-in-the-blank), the same draw for every model.",
+        "", f"### Which differences are real (paired bootstrap, {pct})", "",
+        *_table(("A", "B", "Δ ln p per token, A − B", "P(A better)", "A better than B?"), "llrrl",
+                [(c.a, c.b, f"{c.delta:+.4f} [{c.low:+.4f}, {c.high:+.4f}]", f"{c.p_better:.3f}",
+                  verdicts.get(c.verdict, f"not distinguishable at {pct}")) for c in pairs]
+                or [("-", "-", "-", "-", "no two models with the same objective")]),
+        "", "Δ > 0: A gives the test set the higher likelihood (lower perplexity). Only "
+            "models scored on the same targets with the same context are paired: causal "
+            "with causal, cloze with cloze" + (f" ({', '.join(lonely)}: no other model "
+                                               "of its objective)" if lonely else "") + ".",
+        "", "### Per character, byte and word of the original test text", "",
+        *_table(("model", "objective", f"bits/char [{pct} CI]", "bits/byte", "word-level ppl",
+                 "test tokens", "characters", "bytes", "words"), "llrrrrrrr",
+                ((name, r["objective"], _cell(r, "test_bits_per_char", ".4f"),
+                  _cell(r, "test_bits_per_byte", ".4f"), _cell(r, "test_word_ppl", ".2f"),
+                  *(f"{r[k]:,}" for k in ("test_tokens", "test_chars", "test_bytes", "test_words")))
+                 for name, r in results.items())),
+        "", "The same total -log p, over the characters, UTF-8 bytes and whitespace-separated "
+            "words of the test lines as read (each line's newline counted once, and `</s>` "
+            "is its price): the same denominators whatever the tokenizer, so word- and "
+            "character-level runs of one corpus compare here (README, What the numbers mean)."]
+    return "\n".join(lines) + "\n"
 
 
 def probes_markdown(probes: list[dict], answers: dict[str, list[list[dict]]]) -> str:
@@ -200,14 +189,6 @@ def samples_markdown(samples: dict[str, list[str]], temperature: float) -> str:
         out.extend(f"{i}. {s}" for i, s in enumerate(sentences, start=1))
         out.append("")
     return "\n".join(out) + "\n"
-
-
-def memory_rows(ngram_memory: list[dict], rnn_bytes: dict[str, int]) -> list[dict]:
-    """A Kneser-Ney model of each order N (memory.json) beside each RNN's parameter bytes."""
-    rows = [{"model": f"ngram N={r['order']}", "entries": r["model_entries"], "bytes": r["model_bytes"]}
-            for r in ngram_memory]
-    rows += [{"model": name, "entries": size // 4, "bytes": size} for name, size in rnn_bytes.items()]
-    return rows
 
 
 def write(out: Path, results: dict, mle: dict, pairs: list, histories: dict[str, list[dict]],

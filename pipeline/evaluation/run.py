@@ -1,22 +1,51 @@
 """Evaluate every trained model. In: data/prepared, models/ (ngram/, one folder per params.models
 kind), params. Out: metrics/ and an `Evaluation` for tracking/ to log. `load` reads and checks
-every input (errors.StateError naming the file) before any scoring."""
+every input before any scoring, and `summarize` the scores before they are written: StateError,
+one line naming the file (or model), what is wrong and the fix."""
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import pyarrow
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from pipeline import config, files
-from pipeline.evaluation import bootstrap, inputs, report, scoring, tasks
-from pipeline.evaluation.models import LanguageModel, codec, load_model
+from pipeline.errors import first_complaint
+from pipeline.evaluation import bootstrap, report, scoring, tasks
+from pipeline.evaluation.models import LanguageModel, codec, load_model, retrain_hint
 from pipeline.evaluation.probes import load_probes
 from pipeline.ngram import counting, kneser_ney
-from pipeline.text.vocab import Vocab, check_ids, load_vocab
+from pipeline.text import units as text_units
+from pipeline.text.vocab import BOS_ID, Vocab, check_ids, load_vocab
+
+
+class Checked(BaseModel):   # other keys pass: only what evaluate reads is checked
+    model_config = ConfigDict(strict=True, allow_inf_nan=False)
+
+
+class SplitStats(Checked):
+    oov_rate: float = Field(ge=0, le=1)
+
+
+class Stats(Checked):   # data/prepared/stats.json
+    corpus_hash: str = Field(min_length=1)
+    valid: SplitStats
+    test: SplitStats
+    split_method: str = ""
+    interval_unit: str = ""
+
+
+class Epoch(Checked):   # an entry of models/KIND/history.json
+    epoch: int = Field(ge=0)
+    val_ppl: float = Field(ge=1)
+    step: int = Field(0, ge=0)   # written since lmpipe recorded it
 
 
 @dataclass
@@ -29,11 +58,11 @@ class Inputs:
     splits: dict[str, np.ndarray]           # valid, test: token streams
     probes: list[dict]
     blanks: list[tasks.Blank]
-    units: inputs.Units
+    units: dict[str, np.ndarray]            # data/prepared/units.npz, checked against splits
     models: dict[str, LanguageModel]  # ngram, then each params.models kind
     counts: counting.NgramCounts            # models/ngram/counts.parquet, for the MLE table
     histories: dict[str, list[dict]]        # kind -> models/KIND/history.json
-    memory: list[dict]                      # memory.md's rows (report.memory_rows)
+    memory: list[dict]                      # memory.md's rows: each n-gram order, each RNN
 
 
 @dataclass
@@ -53,12 +82,25 @@ class Evaluation:
     artifacts: list[Path]                   # metrics/ files for the pipeline run
 
 
+def _read(path: Path, schema, folder: Path, fix: str):
+    """The JSON file at `path` as `schema` (a model or a list of one) validates it; else
+    StateError naming the file, the key and `fix`."""
+    value = files.read_json(path, folder, dict if schema is Stats else list, fix=fix)
+    try:
+        TypeAdapter(schema).validate_python(value)
+    except ValidationError as error:
+        raise files.damaged(path, first_complaint(error), folder, fix) from None
+    return value
+
+
 def load(params: config.Params, data: Path, models: Path, root: Path) -> Inputs:
     """Every input of `evaluate`, read and checked in a fixed order (the first damage found is
     refused); probes resolve against `root`."""
     c, settings = params.corpus, params.evaluate
     vocab = load_vocab(data)
-    stats = inputs.read_stats(data)
+    stats = _read(data / "stats.json", Stats, data,
+                  f"restore it with `git checkout {data / 'stats.json'}` or rebuild it with "
+                  "`dvc repro -f prepare`")
     # memory-mapped: pages are read as scored and stay reclaimable (no private copy)
     splits = {name: files.load_array(data / f"{name}.npy", data, mmap_mode="r")
               for name in ("valid", "test")}
@@ -67,17 +109,29 @@ def load(params: config.Params, data: Path, models: Path, root: Path) -> Inputs:
     encode, unknown = codec(vocab, c)
     # every probe checked (options one token each) before any scoring
     probes = load_probes(root / settings.probes, encode, c.tokenizer)
-    units = inputs.read_units(data, splits)
+    units = files.load_arrays(data / text_units.FILE, data,
+                              tuple(f"{s}_{f}" for s in splits for f in ("unit", "chars")) +
+                              tuple(f"test_{f}" for f in text_units.FIELDS))
+    text_units.check(units, {s: int(np.count_nonzero(stream == BOS_ID)) for s, stream in splits.items()},
+                     data / text_units.FILE, data)
     loaded = {"ngram": load_model(models / "ngram" / "model.npz", len(vocab))}
-    counts = counting.from_table(inputs.read_table(models / "ngram" / "counts.parquet"), len(vocab))
+    try:
+        table = pd.read_parquet(models / "ngram" / "counts.parquet")
+    except (OSError, pyarrow.ArrowException) as error:
+        raise files.damaged(models / "ngram" / "counts.parquet", "missing" if isinstance(
+            error, FileNotFoundError) else "damaged, not a parquet table") from None
+    counts = counting.from_table(table, len(vocab))
     blanks = tasks.make_blanks(splits["test"], counts.counts[0], vocab.tokens,   # training counts
                                settings.blanks, params.seed, settings.distractors)
     histories = {}
     for kind in params.models:
         loaded[kind] = load_model(models / kind / "model.pt", len(vocab))
-        histories[kind] = inputs.read_history(models / kind / "history.json")
-    memory = report.memory_rows(files.read_json(models / "ngram" / "memory.json", models / "ngram", list),
-                                {kind: lm.nbytes() for kind, lm in loaded.items() if kind != "ngram"})
+        histories[kind] = _read(models / kind / "history.json", list[Epoch], models / kind,
+                                retrain_hint(models / kind))
+    memory = [{"model": f"ngram N={r['order']}", "entries": r["model_entries"], "bytes": r["model_bytes"]}
+              for r in files.read_json(models / "ngram" / "memory.json", models / "ngram", list)]
+    memory += [{"model": kind, "entries": lm.nbytes() // 4, "bytes": lm.nbytes()}   # float32
+               for kind, lm in loaded.items() if kind != "ngram"]
     return Inputs(vocab, encode, unknown, stats, splits, probes, blanks, units, loaded, counts,
                   histories, memory)
 
@@ -87,8 +141,8 @@ def score(found: Inputs) -> tuple[dict[str, Scored], dict]:
     splits, units = found.splits, found.units
     scored = {}
     for name, lm in found.models.items():
-        sums = {s: scoring.unit_sums(lm.stream_scores(stream), stream, units.unit_of[s], units.count[s])
-                for s, stream in splits.items()}
+        sums = {s: scoring.unit_sums(lm.stream_scores(stream), stream, units[f"{s}_unit"],
+                                     len(units[f"{s}_chars"])) for s, stream in splits.items()}
         scored[name] = Scored(lm, sums, tasks.blank_correct(lm, found.blanks))
     mle = {f"{name}_{split}": scoring.mle_summary(kneser_ney.mle_probs(found.counts, stream, n))
            for name, n in (("bigram", 2), ("trigram", 3)) for split, stream in splits.items()}
@@ -100,7 +154,7 @@ def summarize(params: config.Params, found: Inputs,
     """(metrics.json's {name: metrics}, the paired comparisons): one bootstrap draw per split,
     shared by every model and metric; each headline and verdict printed."""
     started = time.perf_counter()
-    settings, text, count = params.evaluate, found.units.text, found.units.count
+    settings, text = params.evaluate, {f: found.units[f"test_{f}"] for f in text_units.FIELDS}
     level, resamples = settings.confidence_level, settings.bootstrap_resamples
     sums = {name: m.sums for name, m in scored.items()}
     replicates = {s: bootstrap.resample_sums(report.columns(sums, s, text if s == "test" else None),
@@ -113,13 +167,17 @@ def summarize(params: config.Params, found: Inputs,
     for name, m in scored.items():
         results[name] = report.metrics(name, m.sums, replicates, text, m.fill, fill_replicates,
                                        found.stats, m.lm.nbytes(), m.lm.kind, level)
-        inputs.check_finite(name, results[name], m.lm.path)   # NaN scores: nothing written
+        bad = [f"{k}={v}" for k, v in results[name].items() if isinstance(v, float) and not math.isfinite(v)]
+        if bad:
+            raise files.damaged(m.lm.path, f"the scores of {name} are not finite ({', '.join(bad[:3])}"
+                                f"{', ...' if len(bad) > 3 else ''}); nothing is written, logged or "
+                                "registered", fix=retrain_hint(m.lm.path.parent))
         print(report.headline(name, results[name]), flush=True)
     pairs = report.comparisons(results, sums, replicates["test"], level)
     for pair in pairs:
         print(f"evaluate: {pair.sentence()}", flush=True)
     print(f"evaluate: {level:.0%} intervals from {resamples:,} bootstrap resamples of "
-          f"{count['test']:,} test {found.stats.get('interval_unit', 'sentences')} in "
+          f"{len(text['chars']):,} test {found.stats.get('interval_unit', 'sentences')} in "
           f"{time.perf_counter() - started:.2f} s", flush=True)
     return results, pairs
 

@@ -149,7 +149,6 @@ def mle_summary(probs: np.ndarray) -> dict:
     """How often MLE n-grams give p = 0, the perplexity (None when infinite) and that over the
     nonzero p (like KenLM's "perplexity excluding OOVs")."""
     nonzero = probs > 0
-    summary = {"zero_prob_rate": float(1 - nonzero.mean()), "tokens": int(len(probs)),
-               "ppl": summarize(np.log(probs))["ppl"] if nonzero.all() else None}
-    summary["ppl_excluding_zero_prob"] = summarize(np.log(probs[nonzero]))["ppl"] if nonzero.any() else None
-    return summary
+    return {"zero_prob_rate": float(1 - nonzero.mean()), "tokens": int(len(probs)),
+            "ppl": summarize(np.log(probs))["ppl"] if nonzero.all() else None,
+            "ppl_excluding_zero_prob": summarize(np.log(probs[nonzero]))["ppl"] if nonzero.any() else None}

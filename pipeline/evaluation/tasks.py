@@ -121,7 +121,6 @@ def sample(model: LanguageModel, count: int, temperature: float, max_length: int
                                                     None if state is None else state[:, rows])
         if new_state is not None:
             state = new_state if state is None else state.index_copy(1, rows, new_state)
-        probs[:, BOS_ID] = 0
         with np.errstate(divide="ignore"):
             scaled = np.log(probs) / temperature
         probs = np.exp(scaled - scaled.max(1, keepdims=True))
