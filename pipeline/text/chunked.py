@@ -89,8 +89,7 @@ def _prepare(params, out: Path, source, scan: _Scan, memory: int, block: int | N
 
 
 class _Scan:
-    """Pass 1: the corpus' tokens on disk and what is kept of each line; `documents`: the
-    document of each line (int64)."""
+    """Pass 1: the corpus' tokens on disk and what is kept of each line (`documents`: int64)."""
 
     def __init__(self, source, c, chars: int, spill):
         index: dict[str, int] = {}
@@ -132,9 +131,9 @@ class _Scan:
 
 
 class _Sentences:
-    """The sentences the lines make (tests/oracle_prepare.py's `sentences`, on lengths): `line_of`
-    and `length` (int32 while they fit, (S,)), `start` (int64 (S,): first token in the scan's
-    token file), `part` (int8 (S,), index in splits.PARTS); `lines_cut`. About 17 bytes each."""
+    """The sentences (S) the lines make (oracle_prepare's `sentences`, on lengths), 17 bytes each:
+    `line_of`, `length` (int32 while they fit), `start` (int64: first token in the scan's token file),
+    `part` (int8, index in splits.PARTS: a given split's, else 0); `lines_cut`."""
 
     def __init__(self, scan: _Scan, c, given: bool):
         counts, m = scan.per_line, c.max_line_tokens
@@ -155,6 +154,7 @@ class _Sentences:
             line_of.append(np.repeat(np.arange(first, last, dtype=small),
                                      pieces[first:last])[:c.max_sentences or None])
         del pieces
+        self.part = np.repeat(np.arange(len(line_of), dtype=np.int8), [len(lines) for lines in line_of])
         self.line_of = line_of[0] if len(line_of) == 1 else np.concatenate(line_of)
         del line_of
         line_counts = counts[self.line_of]
@@ -167,12 +167,10 @@ class _Sentences:
             self.start += piece * m
         self.length = line_counts.astype(small)
         del line_counts
-        self.part = np.zeros(len(self.line_of), dtype=np.int8)
 
     def blocks(self, scan: _Scan, step: int):
-        """(the scan's token ids, part, length) of blocks of sentences of about `step` tokens (a
-        longer sentence alone), each contiguous in the token file (a block ends where
-        corpus.max_sentences dropped some)."""
+        """(token ids, part, length) of blocks of sentences of about `step` tokens (a longer one
+        alone), contiguous in the scan's token file (ended where corpus.max_sentences dropped some)."""
         gaps = np.flatnonzero(self.start[1:] != self.start[:-1] + self.length[:-1]) + 1
         a, window = 0, step // 2 + 1     # a sentence is at least 2 tokens (<s> </s>)
         while a < len(self.length):       # a cumulative sum over one window at a time
@@ -196,14 +194,12 @@ def _left(memory: int) -> int:
 
 
 def _divide(sentences: _Sentences, scan: _Scan, source, params, wanted) -> tuple[str, dict[str, int]]:
-    """Sets `sentences.part` (the source's split, else splits.split's); (method, documents per part)."""
-    bounds = np.searchsorted(sentences.line_of, scan.file_start)   # line_of is sorted
+    """Sets `sentences.part` unless the source gives it; (method, documents per part)."""
     train = f"{source.files[0]} (the train split)" if source.given else \
         f"corpus.source={params.corpus.source!r}"
-    if not sentences.length[:bounds[1] if source.given else None].sum():
+    if not sentences.length[sentences.part == 0].sum():
         raise splits.SplitError(f"{train} holds no tokens; give a text with at least one non-blank line")
     if source.given:
-        sentences.part[:] = np.repeat(np.arange(3, dtype=np.int8), np.diff(bounds))
         return "given", {}
     document_of = scan.documents[sentences.line_of]
     indices = splits.split(params.split.method, sentences.length, document_of, wanted, params.seed)

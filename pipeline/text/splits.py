@@ -28,8 +28,7 @@ def split(method: str, lengths: np.ndarray, document_of: np.ndarray, wanted: dic
 def sizes(total: int, wanted: dict[str, float], unit: str) -> dict[str, int]:
     """Units of each part: fractions rounded, counts as given, 0 = the rest; SplitError if one is empty."""
     out = {name: int(round(total * v)) if v < 1 else int(v) for name, v in wanted.items() if v}
-    rest = [name for name, v in wanted.items() if not v]
-    out[rest[0]] = total - sum(out.values())
+    out[next(name for name, v in wanted.items() if not v)] = total - sum(out.values())
     described = ", ".join(f"split.{k}={wanted[k]:g}" for k in PARTS)
     empty = next((name for name in PARTS if out[name] <= 0), None)
     if empty:

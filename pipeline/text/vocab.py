@@ -77,9 +77,8 @@ def load_vocab(folder) -> Vocab:
     after <unk>, <s>, </s>, none empty or holding a separator (space, tab, `\\r`, `\\n`, NUL)."""
     path = f"{folder}/vocab.json"
     tokens = files.read_json(path, folder).get("tokens")
-    strings = isinstance(tokens, list) and all(isinstance(t, str) for t in tokens)
     first: dict[str, int] = {}
-    if not strings or tuple(tokens[:3]) != SPECIALS:
+    if not (isinstance(tokens, list) and all(isinstance(t, str) for t in tokens)) or tuple(tokens[:3]) != SPECIALS:
         why = f'not a vocabulary ("tokens": strings from {", ".join(SPECIALS)})'
     elif (twice := next((i for i, t in enumerate(tokens) if first.setdefault(t, i) != i), None)) is not None:
         why = f"lists the token {tokens[twice]!r} twice (entries {first[tokens[twice]]} and {twice})"
