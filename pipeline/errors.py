@@ -5,6 +5,7 @@ input or damaged state (ValueError, OSError), 1 for the unforeseen."""
 from __future__ import annotations
 
 import difflib
+import functools
 import logging
 import os
 import reprlib
@@ -29,8 +30,7 @@ def debug() -> bool:
 
 
 def first_line(text) -> str:
-    lines = [line.strip() for line in str(text).strip().splitlines() if line.strip()]
-    return lines[0] if lines else ""
+    return next((line.strip() for line in str(text).splitlines() if line.strip()), "")
 
 
 def server_down(uri: str, why: str, source: str | None = None) -> str:
@@ -50,8 +50,8 @@ def damaged_store(name) -> str:
 
 
 def _tracking_failure(error: BaseException) -> str | None:
-    """The line for an MLflow store that does not answer, stays locked, is read-only or damaged, by
-    `error` or what it was raised from (or SQLAlchemy's .orig) or while handling; else None."""
+    """The line for an MLflow store that does not answer, stays locked, is read-only or damaged
+    (`error`, its causes, SQLAlchemy's .orig, its contexts); else None."""
     uri = os.environ.get("MLFLOW_TRACKING_URI", "")
     # a library not imported raised nothing: none is imported here
     requests, urllib3 = map(sys.modules.get, ("requests", "urllib3"))
@@ -80,8 +80,7 @@ def _tracking_failure(error: BaseException) -> str | None:
 
 def one_line(error: BaseException) -> tuple[str, int]:
     """(the one-line message, exit status) for the exception that stopped a stage or command."""
-    tracking = _tracking_failure(error)
-    if tracking:
+    if tracking := _tracking_failure(error):
         return tracking, 2
     if isinstance(error, MemoryError):   # numpy's message names the array it could not allocate
         detail = f" ({first_line(error)})" if first_line(error) else ""
@@ -164,8 +163,7 @@ def _range(metadata: list) -> str:
     low, high = (next((m for m in metadata if isinstance(m, kinds)), None) for kinds in (Ge | Gt, Le | Lt))
     lo, hi = (getattr(m, type(m).__name__.lower(), None) for m in (low, high))
     if low is None or high is None:
-        bound = low or high
-        return f"it must be {({Ge: '>=', Gt: '>', Le: '<=', Lt: '<'})[type(bound)]} {lo if low else hi}"
+        return f"it must be {({Ge: '>=', Gt: '>', Le: '<=', Lt: '<'})[type(low or high)]} {lo if low else hi}"
     if isinstance(low, Ge) and isinstance(high, Le) and isinstance(lo, int) and isinstance(hi, int):
         return f"use {lo}..{hi}"
     return f"use a value in {'[(' [isinstance(low, Gt)]}{lo}, {hi}{'])' [isinstance(high, Lt)]}"
@@ -186,9 +184,7 @@ def problem(error: ValidationError, schema: type[BaseModel], raw: Any) -> str:
             break
     field = str(loc[at]) if at < len(loc) else ""
     info = model.model_fields.get(field)
-    value = raw
-    for part in loc[:at + 1]:
-        value = value.get(part) if isinstance(value, dict) else None
+    value = functools.reduce(lambda node, part: node.get(part) if isinstance(node, dict) else None, loc[:at + 1], raw)
     key = ".".join([*where, field] if field else where) or "params"
     if kind == "params":   # a rule's own sentence; {where} is its model's dotted name
         whole = info is None or isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel)

@@ -133,8 +133,7 @@ class SpillError(OSError):
 
 
 class Spill(AbstractContextManager):
-    """A private folder `prefix`XXXX under `parent` (default: the system's temporary folder) for
-    out-of-core columns, removed on close."""
+    """A private folder `prefix`XXXX for out-of-core columns under `parent` (default: tempfile's), removed on exit."""
 
     def __init__(self, parent: str | os.PathLike | None = None, prefix: str = "lmpipe-ngram-"):
         where = Path(parent if parent is not None else tempfile.gettempdir())

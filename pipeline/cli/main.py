@@ -17,13 +17,7 @@ from pipeline.cli import experiments, models, ngram, presets, seeds
 from pipeline.text.tokenizers import TOKENIZERS
 
 USAGE = """`lmpipe` command line: user commands over the models of the last `dvc repro`
-(README.md's "Main commands" shows each in use; `lmpipe COMMAND --help`, its arguments).
-
-TEXT (or - for standard input) is one sentence per line, tokens separated by spaces and tabs, no
-normalisation, a blank line an empty sentence, as for KenLM; a literal <unk> is the unknown word
-(--unk). --tokenizer words|chars and --lowercase read it as prepare reads raw text. A failure is
-one line naming the argument; `lmpipe --debug COMMAND ...` (or LMPIPE_DEBUG=1) shows the traceback.
-"""
+(README.md's "Main commands" shows each in use; `lmpipe COMMAND --help`, its arguments)."""
 
 MAX_LENGTH = 1000   # lmpipe generate --max-length: tokens of one sentence (chars: characters)
 MAX_LIMIT = 50000   # lmpipe compare --limit: MLflow's search_runs takes at most 50,000 results
@@ -46,10 +40,9 @@ def checked(parse, fits, wanted: str):
     return convert
 
 
-def whole(low: int, high: int | None = None):
-    span = f"in {low}..{high}" if high is not None else f">= {low}"
-    return checked(int, lambda value: low <= value <= (high if high is not None else value),
-                   f"a whole number {span}")
+def whole(low: int, high: float = math.inf):
+    return checked(int, lambda value: low <= value <= high,
+                   f"a whole number {f'>= {low}' if high == math.inf else f'in {low}..{high}'}")
 
 
 positive = checked(float, lambda value: math.isfinite(value) and value > 0, "a number > 0")
@@ -80,15 +73,13 @@ def _until_the_reader_stops(args) -> None:
 
 def parser() -> Parser:
     top = Parser(prog="lmpipe", description=USAGE, formatter_class=argparse.RawDescriptionHelpFormatter)
-    top.add_argument("--debug", action="store_true",
-                     help=f"a failure shows its traceback (as {errors.DEBUG}=1 does)")
     commands = top.add_subparsers(dest="command", required=True)
     _model_commands(commands)
     _experiment_commands(commands)
     ngram_commands = _ngram_commands(commands)
-    for sub in [*commands.choices.values(), *ngram_commands.choices.values()]:
+    for sub in [top, *commands.choices.values(), *ngram_commands.choices.values()]:   # before or after
         sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                         help="a failure shows its traceback (as LMPIPE_DEBUG=1 does)")
+                         help=f"a failure shows its traceback (as {errors.DEBUG}=1 does)")
     return top
 
 
@@ -160,7 +151,6 @@ def _ngram_commands(commands):
     ngram_commands = commands.add_parser("ngram", help="KenLM-style n-gram build and query")\
         .add_subparsers(dest="ngram_command", required=True)
     p = ngram_commands.add_parser("build", help="estimate modified Kneser-Ney from TEXT, write ARPA")
-    p.add_argument("text", metavar="TEXT", help="one sentence per line; - reads standard input")
     p.add_argument("--order", type=whole(1), required=True)
     p.add_argument("--arpa", required=True)
     p.add_argument("--discount-fallback", nargs="*", type=float, metavar="D",
@@ -172,13 +162,14 @@ def _ngram_commands(commands):
     p.set_defaults(run=ngram.build)
     p = ngram_commands.add_parser("query", help="score TEXT with an ARPA model (perplexity, OOVs, totals)")
     p.add_argument("model", metavar="MODEL", help="an ARPA file (.arpa or .arpa.gz)")
-    p.add_argument("text", metavar="TEXT", help="one sentence per line; - reads standard input")
     p.add_argument("--json", action="store_true")
     p.add_argument("--per-sentence", action="store_true")
     p.add_argument("--orphans", choices=("refuse", "keep"), default="refuse",
                    help="an n-gram without its context: refuse the file (KenLM) or keep it (SRILM)")
     p.set_defaults(run=ngram.query)
     for p in ngram_commands.choices.values():
+        p.add_argument("text", metavar="TEXT", help="one sentence per line (a blank line: an empty one), "
+                       "not normalised, as KenLM reads it; - reads standard input")
         p.add_argument("--tokenizer", choices=TOKENIZERS, default="whitespace",
                        help="whitespace (default): KenLM's rules; words, chars: as prepare does raw text")
         p.add_argument("--lowercase", action="store_true", help="lowercase every token")
@@ -191,7 +182,7 @@ def main(argv: list[str] | None = None) -> None:
     """Run the command of argv; a failure is one line and SystemExit(2, 1 or 130)."""
     args = parser().parse_args(argv)
     command = " ".join(filter(None, (args.command, getattr(args, "ngram_command", None))))
-    if args.debug:
+    if getattr(args, "debug", False):
         os.environ[errors.DEBUG] = "1"
     status = errors.guard(_until_the_reader_stops, args, stopped=f" (Ctrl-C); `lmpipe {command}` stopped")
     if status:

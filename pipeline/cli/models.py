@@ -13,8 +13,7 @@ from pipeline.text.vocab import load_vocab
 def load_models(models_dir: Path, names: list[str] | None, vocab_size: int):
     """{name: LanguageModel} under models_dir (`names`, or all); ValueError naming --model(s)."""
     from pipeline.evaluation.models import LOADERS, load_model
-    found = sorted(models_dir.iterdir()) if models_dir.is_dir() else []
-    trained = [p for p in found if any((p / f).is_file() for f in LOADERS)]
+    trained = [p for p in sorted(models_dir.glob("*")) if any((p / f).is_file() for f in LOADERS)]
     missing = sorted(set(names or []) - {p.name for p in trained})
     flag = f"--model {', '.join(missing)}" if missing else f"--models {str(models_dir)!r}"
     if missing or not trained:   # the models asked for, or any
@@ -30,7 +29,7 @@ def _tokenizer(args):
     repository(args.command)
     from pipeline.evaluation.models import codec
     params = config.load()
-    if not (args.data / "vocab.json").exists() and not args.data.is_dir():
+    if not args.data.is_dir():
         raise ValueError(f"--data {str(args.data)!r}: no such folder; `make repro` first")
     vocab = load_vocab(args.data)
     return vocab, *codec(vocab, params.corpus)

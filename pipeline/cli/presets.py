@@ -3,6 +3,7 @@ checked against params.yaml and its schema, printed by `lmpipe preset` as `dvc e
 
 from __future__ import annotations
 
+import functools
 import json
 import shlex
 from pathlib import Path
@@ -22,9 +23,7 @@ def preset_overrides(name: str, params_path: str | Path = "params.yaml",
     raw = read_yaml(params_path)
     for key, value in overrides.items():
         *path, last = str(key).split(".")
-        node = raw
-        for part in path:
-            node = node.get(part) if isinstance(node, dict) else None
+        node = functools.reduce(lambda node, part: node.get(part) if isinstance(node, dict) else None, path, raw)
         if not isinstance(node, dict) or last not in node:
             raise ParamsError(f"{presets_path}: {name}.set.{key}: params.yaml has no such key")
         node[last] = value
