@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.text.vocab import Vocab
+from .oracle_prepare import vocab_of
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("LMPIPE_SHARED", ROOT.parent / "shared"))
@@ -40,7 +40,7 @@ def checkpoint_folder(kind: str = "gru") -> Path:
 
 @pytest.fixture
 def toy_vocab():
-    return Vocab.build(TOY, min_count=1, max_size=100)
+    return vocab_of(TOY, min_count=1, max_size=100)
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import re
 import sys
 import unicodedata
 import zlib
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +50,12 @@ def split_lines(text: str) -> list[str]:
     """Lines of `text`, ended only by `\\n` (a final one ends the last line), as for `lmplz`."""
     lines = text.split("\n")
     return lines[:-1] if lines[-1] == "" else lines
+
+
+def vocab_of(sentences: list[list[str]], min_count: int, max_size: int) -> Vocab:
+    """Vocab.from_counts of the words of `sentences`."""
+    return Vocab.from_counts(Counter(token for sentence in sentences for token in sentence),
+                             min_count, max_size)
 
 
 def split_stats(stream: np.ndarray) -> dict:
@@ -242,7 +249,7 @@ def prepare_whole(params, out: Path) -> None:
     wanted = {"train": split.train, "valid": split.valid, "test": split.test}
     method, parts, documents, line_of = divide(text, tokenized, split.method, wanted,
                                                params.seed, c.source)
-    vocab = Vocab.build(parts["train"], params.vocab.min_count, params.vocab.max_size)
+    vocab = vocab_of(parts["train"], params.vocab.min_count, params.vocab.max_size)
     if len(vocab) == len(SPECIALS):
         raise CorpusError(f"the vocabulary is empty: no train word occurs vocab.min_count="
                           f"{params.vocab.min_count} times")

@@ -183,8 +183,9 @@ def _model(corpus, order):
     assume(max(map(len, corpus)) + 2 >= order)
 
     from pipeline.ngram import counting, kneser_ney
-    from pipeline.text.vocab import Vocab
-    vocab = Vocab.build(corpus, 1, 0)
+
+    from .oracle_prepare import vocab_of
+    vocab = vocab_of(corpus, 1, 0)
     counts = counting.count(vocab.stream(corpus), len(vocab), order)
     lm = kneser_ney.estimate(counts, fallback=(0.5, 1.0, 1.5))
     buffer = io.BytesIO()

@@ -10,8 +10,8 @@ import pytest
 from pipeline.evaluation import bootstrap, report, scoring
 from pipeline.text import units
 from pipeline.text.tokenizers import tokenize
-from pipeline.text.vocab import Vocab
 
+from .oracle_prepare import vocab_of
 from .test_pipeline_e2e import CI_KEYS, KEYS
 
 
@@ -118,7 +118,7 @@ def test_measure_falls_back_to_sentences_with_too_few_documents():
 def _scored(line: str, tokenizer: str, p: float):
     """A model that gives every target of `line` probability p: its unit sums and the text."""
     tokens = tokenize(line, tokenizer, False, "<unk>")
-    stream = Vocab.build([tokens], 1, 0).stream([tokens])
+    stream = vocab_of([tokens], 1, 0).stream([tokens])
     targets = len(stream) - 1                            # all but <s>
     scores = scoring.Scores(np.full(targets, math.log(p)), np.zeros(targets, dtype=np.int64))
     text = units.text_units([line], np.array([0]))

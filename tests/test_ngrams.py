@@ -8,9 +8,10 @@ import pytest
 
 from pipeline.ngram import arpa, counting, kneser_ney
 from pipeline.ngram.kneser_ney import DiscountError
-from pipeline.text.vocab import BOS_ID, EOS_ID, Vocab
+from pipeline.text.vocab import BOS_ID, EOS_ID
 
 from .conftest import SHARED, TOY
+from .oracle_prepare import vocab_of
 
 REFERENCE = SHARED / "reference" / "kenlm"
 
@@ -90,7 +91,7 @@ def test_mle_is_the_textbook_ratio(toy_vocab, toy_stream):
 
 def _reference_model(order):
     train = [line.split() for line in (REFERENCE / "kjv3k.train.txt").read_text().splitlines()]
-    vocab = Vocab.build(train, 1, 10**9)
+    vocab = vocab_of(train, 1, 10**9)
     counts = counting.count(vocab.stream(train), len(vocab), order)
     return vocab, counts, kneser_ney.estimate(counts)
 
@@ -307,7 +308,7 @@ def test_t4_zero_is_accepted_as_by_lmplz(tmp_path, capsys):
     for gram, (prob, backoff) in theirs.items():
         assert ours[gram][0] == pytest.approx(prob, abs=2e-6), gram
         assert ours[gram][1] == pytest.approx(backoff, abs=2e-6), gram
-    stream = Vocab.build([line.split() for line in (EDGES / "t4zero.train.txt").read_text().splitlines()], 1, 0)
+    stream = vocab_of([line.split() for line in (EDGES / "t4zero.train.txt").read_text().splitlines()], 1, 0)
     counts = counting.count(stream.stream([line.split() for line in (EDGES / "t4zero.train.txt").read_text().splitlines()]),
                             len(stream), 3)
     lm = kneser_ney.estimate(counts)
@@ -331,7 +332,7 @@ def test_discount_errors_name_the_remedy_of_their_caller(tmp_path, capsys):
         lmpipe(["ngram", "build", str(text), "--order", "3", "--arpa", str(tmp_path / "m.arpa")])
     err = capsys.readouterr().err
     assert "1-gram" in err and "--discount-fallback" in err and "ngram.discount_fallback" not in err
-    stream = Vocab.build([["a", "b", "c"], ["a", "b", "d"]], 1, 0)
+    stream = vocab_of([["a", "b", "c"], ["a", "b", "d"]], 1, 0)
     counts = counting.count(stream.stream([["a", "b", "c"], ["a", "b", "d"]]), len(stream), 3)
     with pytest.raises(DiscountError, match=r"ngram\.discount_fallback"):
         kneser_ney.estimate(counts)

@@ -22,6 +22,8 @@ from pipeline.neural.batches import (
 from pipeline.ngram import builder, counting, kneser_ney
 from pipeline.text.vocab import BOS, BOS_ID, EOS, EOS_ID, UNK, UNK_ID, Vocab
 
+from .oracle_prepare import vocab_of
+
 
 def examples(n: int) -> settings:
     return settings(max_examples=n, deadline=None, derandomize=True, database=None)
@@ -56,7 +58,7 @@ def _distinct_stream(lengths: list[int]) -> np.ndarray:
 def test_vocab_round_trip_keeps_known_words_and_unks_the_rest(corpus, probes, min_count, max_size):
     """decode(encode(s)) is s with every out-of-vocabulary word replaced by <unk>; the vocabulary
     is the specials then the most frequent words seen >= min_count times (max_size 0: all), unique."""
-    vocab = Vocab.build(corpus, min_count=min_count, max_size=max_size)
+    vocab = vocab_of(corpus, min_count=min_count, max_size=max_size)
     assert vocab.tokens[:3] == (UNK, BOS, EOS) == tuple(vocab.tokens[i] for i in (UNK_ID, BOS_ID, EOS_ID))
     assert len(set(vocab.tokens)) == len(vocab)
     freq = Counter(w for s in corpus for w in s)
@@ -85,7 +87,7 @@ def test_ngram_counts_match_a_brute_force_count(corpus, order, min_count, max_si
     words holds max(T + 3 - n, 0) of them. Counts, adjusted counts (distinct left neighbours;
     raw at the highest order and for n-grams starting with `<s>`) and suffix ids agree with a
     Python Counter over that definition; an order no sentence reaches is an error."""
-    vocab = Vocab.build(corpus, min_count=min_count, max_size=max_size)
+    vocab = vocab_of(corpus, min_count=min_count, max_size=max_size)
     sentences = _sentences(vocab, corpus)
     stream = vocab.stream(corpus)
     assert stream.tolist() == [t for s in sentences for t in s]
@@ -134,7 +136,7 @@ def test_kneser_ney_distributions_sum_to_one(corpus, held_out, order, min_count,
     P(. | context) over the whole vocabulary but `<s>` (words, `<unk>`, `</s>`; `<s>` gets 0)
     sums to 1 and is positive, both as scored token by token (log10_probs) and as the dense rows
     of ngram_distributions."""
-    vocab = Vocab.build(corpus + held_out, min_count=min_count, max_size=100)
+    vocab = vocab_of(corpus + held_out, min_count=min_count, max_size=100)
     V = len(vocab)
     train = _sentences(vocab, corpus)
     order = min(order, max(map(len, train)))

@@ -6,7 +6,7 @@ import pytest
 from pipeline.text.vocab import BOS_ID, EOS_ID, UNK_ID, Vocab, load_vocab, sentence_bounds
 
 from .conftest import TOY
-from .oracle_prepare import split_stats
+from .oracle_prepare import split_stats, vocab_of
 
 
 def test_specials_fixed_and_frequency_order(toy_vocab):
@@ -15,7 +15,7 @@ def test_specials_fixed_and_frequency_order(toy_vocab):
 
 
 def test_min_count_and_max_size():
-    vocab = Vocab.build(TOY, min_count=2, max_size=3)
+    vocab = vocab_of(TOY, min_count=2, max_size=3)
     assert vocab.tokens[3:] == ("the", "dog", "sat")
     assert vocab.encode(["mat"]).tolist() == [UNK_ID]
 
@@ -31,7 +31,7 @@ def test_round_trip_and_stream(toy_vocab):
 
 
 def test_stats_count_targets_and_oov():
-    vocab = Vocab.build(TOY, min_count=2, max_size=100)
+    vocab = vocab_of(TOY, min_count=2, max_size=100)
     stream = vocab.stream([["the", "mat"]])
     stats = split_stats(stream)
     assert stats == {"sentences": 1, "tokens": 3, "types": 3, "oov": 1, "oov_rate": 1 / 3}
@@ -39,7 +39,7 @@ def test_stats_count_targets_and_oov():
 
 def test_reserved_token_in_corpus_is_rejected():
     with pytest.raises(ValueError, match="reserved token '<s>'"):
-        Vocab.build([["a", "<s>"]], 1, 10)
+        vocab_of([["a", "<s>"]], 1, 10)
 
 
 def test_json_round_trip(toy_vocab, tmp_path):
@@ -58,7 +58,7 @@ def test_encode_text_matches_stream():
     sentences = [line.split() for line in text.splitlines()]
     np.testing.assert_array_equal(stream, vocab.stream(sentences))
     assert not oov.any()
-    known = Vocab.build([["the", "cat"]], 1, 10)
+    known = vocab_of([["the", "cat"]], 1, 10)
     _, stream, oov = encode_text("the zebra\ncat <unk>", known.tokens)
     assert stream.tolist() == [1, known.index["the"], 0, 2, 1, known.index["cat"], 0, 2]
     assert oov.tolist() == [False, True, False, False, True, False]

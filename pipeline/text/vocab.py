@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,12 +20,6 @@ UNK_ID, BOS_ID, EOS_ID = 0, 1, 2
 @dataclass(frozen=True)
 class Vocab:
     tokens: tuple[str, ...]
-
-    @classmethod
-    def build(cls, sentences: list[list[str]], min_count: int, max_size: int) -> Vocab:
-        """`from_counts` of the words of `sentences`."""
-        return cls.from_counts(Counter(token for sentence in sentences for token in sentence),
-                               min_count, max_size)
 
     @classmethod
     def from_counts(cls, counts: dict[str, int], min_count: int, max_size: int) -> Vocab:
