@@ -4,6 +4,7 @@ ParamsError: one line naming the file, the key, the value, what is allowed and t
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -261,4 +262,23 @@ def load(path: str | Path = "params.yaml") -> Params:
     raw = read_yaml(path)
     if raw is None:   # zero bytes or only comments: not "the defaults", a lost file
         raise ParamsError(f"{relative(path)}: is empty (no settings at all); restore it (`git checkout {relative(path)}`)")
-    return from_dict(raw, f"{path}: ")
+    params = from_dict(raw, f"{path}: ")
+    workspace = Path(os.environ.get("DVC_ROOT") or Path.cwd()).resolve()   # DVC's, in an experiment
+    if workspace != Path.cwd().resolve():   # a temporary clone: only what git or DVC tracks
+        for key, value in flatten(params.model_dump()).items():
+            if value and not Path(value).exists() and (workspace / value).exists():
+                raise ParamsError(f"{path}: {key}={value!r}: in the workspace but not in this "
+                                  "experiment's clone, which holds only files tracked by git or DVC; "
+                                  f"`git add {value}` (or `dvc add {value}`), commit, then queue again")
+    return params
+
+
+def flatten(params: dict, prefix: str = "") -> dict[str, str]:
+    """{'train': {'lr': 0.1}} -> {'train.lr': '0.1'}"""
+    flat = {}
+    for key, value in params.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = str(value)
+    return flat

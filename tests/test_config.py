@@ -292,3 +292,27 @@ def test_params_without_models_are_refused(models, message):
         raw["models"] = models
     with pytest.raises(ParamsError, match=message):
         config.from_dict(raw)
+
+
+def test_a_path_only_the_workspace_holds_is_named_in_an_experiments_clone(tmp_path, monkeypatch):
+    """In a queued or --temp experiment (cwd a clone, DVC_ROOT the workspace), a params path
+    that the workspace has and the clone lacks (untracked) is one line: why, and git/dvc add."""
+    workspace, clone = tmp_path / "ws", tmp_path / "ws" / ".dvc" / "tmp" / "exps" / "tmp1"
+    clone.mkdir(parents=True)
+    (workspace / "extra.txt").write_text("a b\n")
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["corpus"]["source"] = "extra.txt"
+    (clone / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(clone)
+    monkeypatch.setenv("DVC_ROOT", str(workspace))
+    with pytest.raises(ParamsError) as raised:
+        config.load()
+    message = str(raised.value)
+    for part in ("corpus.source='extra.txt'", "only files tracked by git or DVC", "`git add extra.txt`",
+                 "`dvc add extra.txt`", "queue again"):
+        assert part in message, message
+    (clone / "extra.txt").write_text("a b\n")   # tracked: it reached the clone
+    assert config.load().corpus.source == "extra.txt"
+    monkeypatch.delenv("DVC_ROOT")             # outside DVC: no workspace to compare with
+    (clone / "extra.txt").unlink()
+    assert config.load().corpus.source == "extra.txt"

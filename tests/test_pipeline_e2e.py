@@ -367,6 +367,30 @@ def test_queued_sweep_runs_two_experiments_in_parallel_into_one_store(repo):
     assert again.strip().splitlines()[-1] in out
 
 
+def test_an_untracked_corpus_is_named_in_the_experiments_clone(repo):
+    """`dvc exp run --temp -S corpus.source=extra.txt` with extra.txt untracked: prepare fails in
+    the temporary clone with one line saying why (only tracked files reach an experiment) and
+    how (git add / dvc add, then queue again); the workspace's params.yaml is left as it was."""
+    extra, params = repo / "extra.txt", (repo / "params.yaml").read_bytes()
+    extra.write_text("in the beginning was the word\n" * 20)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    try:
+        result = subprocess.run(["dvc", "exp", "run", "--temp", "-S", "corpus.source=extra.txt"],
+                                cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    finally:
+        extra.unlink()
+    out = result.stdout + result.stderr
+    assert result.returncode != 0, out
+    assert "Traceback" not in out, out
+    lines = [line for line in out.splitlines() if line.startswith("lmpipe: error: ")]
+    assert len(lines) == 1, out
+    for part in ("corpus.source='extra.txt'", "not in this experiment's clone", "tracked by git or DVC",
+                 "`git add extra.txt`", "`dvc add extra.txt`", "queue again"):
+        assert part in lines[0], lines[0]
+    assert (repo / "params.yaml").read_bytes() == params
+
+
 def _champion_version(repo, kind):
     code = ("import mlflow; from mlflow.tracking import MlflowClient; "
             "mlflow.set_tracking_uri('sqlite:///mlflow.db'); "

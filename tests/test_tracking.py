@@ -4,11 +4,12 @@ import json
 import mlflow
 from mlflow.tracking import MlflowClient
 
+from pipeline import config
 from pipeline.tracking import mlflow_runs, registry, run_search
 
 
 def test_flatten():
-    assert mlflow_runs.flatten({"train": {"lr": 0.1, "opt": {"name": "sgd"}}, "seed": 1}) == \
+    assert config.flatten({"train": {"lr": 0.1, "opt": {"name": "sgd"}}, "seed": 1}) == \
         {"train.lr": "0.1", "train.opt.name": "sgd", "seed": "1"}
 
 

@@ -19,21 +19,10 @@ import psutil
 from mlflow.entities import Param
 from mlflow.tracking import MlflowClient
 
+from pipeline.config import flatten
 from pipeline.errors import debug, verbose
 from pipeline.tracking import store
 from pipeline.tracking.run_search import ROLE, VIEW, active_experiment
-
-
-def flatten(params: dict, prefix: str = "") -> dict[str, str]:
-    """{'train': {'lr': 0.1}} -> {'train.lr': '0.1'}"""
-    flat = {}
-    for key, value in params.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, name + "."))
-        else:
-            flat[name] = str(value)
-    return flat
 
 
 def git_tags(root: Path) -> dict[str, str]:

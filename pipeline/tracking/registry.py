@@ -14,8 +14,9 @@ import torch
 from mlflow.tracking import MlflowClient
 from mlflow.utils import logging_utils
 
+from pipeline.config import flatten
 from pipeline.errors import verbose
-from pipeline.tracking.mlflow_runs import active_run, end_status, flatten, owner_tags, setup
+from pipeline.tracking.mlflow_runs import active_run, end_status, owner_tags, setup
 from pipeline.tracking.promotion import TEST_SET
 from pipeline.tracking.run_search import PARENT, ROLE
 from pipeline.tracking.serving import SentenceScorer

@@ -12,7 +12,7 @@ from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from pipeline import errors
-from pipeline.config import Params
+from pipeline.config import Params, flatten
 from pipeline.neural import fit, resume
 from pipeline.neural.lit import LitLM, build_trainer
 from pipeline.neural.rnn import RNNLM
@@ -60,7 +60,7 @@ def _train(params: Params, kind: str, given: fit.Inputs, out: Path, ckpts: Path,
                 resume.prune(ckpts)
             resume.record(ckpts, logger.run_id)
         lit = LitLM(RNNLM(given.model), params.train, *given.streams, seed=given.seed)
-        logger.log_hyperparams(mlflow_runs.flatten({"model": given.model.checkpoint(),
+        logger.log_hyperparams(flatten({"model": given.model.checkpoint(),
                                                     "train": params.train.model_dump(),
                                                     "seed": given.seed}))
         trainer = build_trainer(params.train, ckpts, out, logger, errors.verbose())
