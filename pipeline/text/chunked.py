@@ -42,8 +42,7 @@ def _prepare(params, out: Path, source, scan: _Scan, memory: int, block: int | N
     sentences = _Sentences(scan, c, source.given)
     wanted = {"train": split.train, "valid": split.valid, "test": split.test}
     method, documents = _divide(sentences, scan, source, params, wanted)
-    # blocks of sentences from what the budget leaves beside what is resident now
-    step = block or max(_left(memory) // BYTES_PER_TOKEN, 1 << 16)
+    step = block or max(_left(memory) // BYTES_PER_TOKEN, 1 << 16)   # from what the budget leaves now
     if method == "given":
         progress(f"prepare: split given by the source ({', '.join(source.files)}); split.* unused")
     else:
@@ -98,11 +97,10 @@ class _Scan:
         per_line, blank, given_documents = [], [], []
         file_lines = np.zeros(len(source.files) + 1, dtype=np.int64)
         self.digest, self.replaced = hashlib.sha256(), 0
-        tokenizer = TOKENIZERS[c.tokenizer]
         for file, text, documents in source.blocks(chars):
             # stats' corpus_hash: SHA-256 of the lines joined by "\n" (no newline after the last)
             self.digest.update(("\n" if per_line else "").encode() + text[:-1].encode("utf-8"))
-            distinct, codes, counts = tokenizer.block(text, c.lowercase, c.unk)
+            distinct, codes, counts = TOKENIZERS[c.tokenizer].block(text, c.lowercase, c.unk)
             mapping = np.fromiter((index.setdefault(t, len(index)) for t in distinct), np.int32,
                                   len(distinct))
             self.tokens.append(mapping[codes])
@@ -195,9 +193,8 @@ def _left(memory: int) -> int:
 
 def _divide(sentences: _Sentences, scan: _Scan, source, params, wanted) -> tuple[str, dict[str, int]]:
     """Sets `sentences.part` unless the source gives it; (method, documents per part)."""
-    train = f"{source.files[0]} (the train split)" if source.given else \
-        f"corpus.source={params.corpus.source!r}"
     if not sentences.length[sentences.part == 0].sum():
+        train = f"{source.files[0]} (the train split)" if source.given else f"corpus.source={params.corpus.source!r}"
         raise splits.SplitError(f"{train} holds no tokens; give a text with at least one non-blank line")
     if source.given:
         return "given", {}
@@ -222,8 +219,7 @@ def _vocab(scan: _Scan, sentences: _Sentences, params, step: int) -> Vocab:
 
 def _write_streams(scan: _Scan, sentences: _Sentences, vocab: Vocab, scratch: dict[str, Path],
                    step: int) -> dict[str, dict]:
-    """Each split's stream written to `scratch[split]` (np.save's bytes); its sentences, tokens
-    (targets), types, oov, oov_rate."""
+    """Writes each split's stream to `scratch[split]` (np.save's bytes); its sentences, tokens, types, oov, oov_rate."""
     mapping = vocab.encode(scan.strings)
     found, seen = {}, {name: np.zeros(len(vocab), dtype=bool) for name in splits.PARTS}
     with ExitStack() as stack:

