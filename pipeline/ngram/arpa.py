@@ -31,8 +31,7 @@ _INTEGER, _THREE, _FOUR = _digit_table(3, False), _digit_table(3, True), _digit_
 
 
 def _number_bytes(values: np.ndarray) -> np.ndarray:
-    """(M, 12) uint8 text of log10 values with 7 decimals by table lookup, 0 = no byte; -inf and
-    anything below -999 as -99, ARPA's "never"."""
+    """(M, 12) uint8 text of log10 values, 7 decimals, 0 = no byte; -inf and below -999 as -99."""
     values = np.where(np.isfinite(values) & (values > -999.0), values, -99.0)
     scaled = np.rint(np.abs(values) * 1e7).astype(np.int64)
     integer, fraction = np.divmod(scaled, 10**7)
@@ -70,8 +69,7 @@ def _lines(model: NGramLM, counts: NgramCounts, words: np.ndarray, n: int, start
 
 def write(model: NGramLM, counts: NgramCounts, tokens: tuple[str, ...], out: BinaryIO,
           chunk: int = 250_000, threads: int = 2) -> None:
-    """`model` (of `counts`, in memory or on disk) as ARPA text into a binary file, formatted
-    `chunk` n-grams at a time in `threads` threads, at most 2 x `threads` chunks waiting."""
+    """`model` (of `counts`, in memory or on disk) as ARPA text into the binary file `out`."""
     encoded = [t.encode("utf-8") for t in tokens]   # (V, longest) UTF-8 bytes, 0-padded
     words = np.array(encoded, dtype=f"S{max(map(len, encoded))}").view(np.uint8).reshape(len(encoded), -1)
     header = "\\data\\\n" + "".join(f"ngram {n}={len(k)}\n" for n, k in enumerate(model.keys, 1))
@@ -108,10 +106,9 @@ def _fill_blank_probabilities(lower: NGramLM, ids: np.ndarray, prob: np.ndarray)
 
 def read(path, notes: list[str] | None = None,
          orphans: str = "refuse") -> tuple[NGramLM, tuple[str, ...]]:
-    """(model, vocabulary with `<unk>`, `<s>`, `</s>` first) of an ARPA file (plain or gzip) of any
-    toolkit, read as KenLM's lm/read_arpa.cc reads it (read_arpa.py); raises ArpaError for every
-    file KenLM refuses; `notes` gets what KenLM only warns about. `orphans="keep"`: an n-gram
-    without its context keeps it, added as SRILM does, instead of being refused."""
+    """(model, vocabulary with `<unk>`, `<s>`, `</s>` first) of any toolkit's ARPA file, read as
+    KenLM's lm/read_arpa.cc: ArpaError where KenLM refuses, `notes` where it warns.
+    `orphans="keep"`: an n-gram without its context is kept, the context added as SRILM does."""
     raw = read_arpa.load(path)
     declared, position = read_arpa.header(raw, path)
     order = len(declared)
@@ -205,8 +202,7 @@ class _Words:
         return self.by_word[np.searchsorted(self.sorted, np.array(words, dtype=f"S{self.width}"))]
 
     def ids(self, data: np.ndarray, spans: np.ndarray, line_starts: np.ndarray, n: int) -> np.ndarray:
-        """(rows, n) ids of the words at byte spans (rows, n, 2) of `data`; refuses a word that
-        is not a 1-gram."""
+        """(rows, n) ids of the words at byte spans (rows, n, 2); ArpaError: a word not a 1-gram."""
         ids = np.empty(spans.shape[:2], dtype=np.int64)
         for column in range(n):
             starts, ends = spans[:, column, 0], spans[:, column, 1]

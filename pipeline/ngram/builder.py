@@ -1,7 +1,6 @@
 """The n-gram build of the ngram stage and `lmpipe ngram build` (KenLM's lm/builder). In: a token
-stream (external.TokenFile or a files.Column), orders, a memory budget in bytes. Out: counts and
-Kneser-Ney model, in memory when the budget allows, else out of core in a spill folder; ARPA
-text. Errors: ValueError (the order), DiscountError, SpillError."""
+stream (TokenFile or Column), orders, memory in bytes. Out: counts and Kneser-Ney model, in memory
+or out of core in a spill folder; ARPA text. Errors: ValueError (order), DiscountError, SpillError."""
 
 from __future__ import annotations
 
@@ -36,9 +35,8 @@ def check_order(order: int, longest: int, option: str, text: str) -> None:
 @contextmanager
 def build(source: external.TokenFile | files.Column, vocab_size: int, order: int, counted: int, memory: int,
           temp_dir: str | None, fallback, remedy: str, progress, budget: str):
-    """A context of (counts of orders 1..counted, Kneser-Ney model of `order`, spill folder) of
-    `source`: the one memory decision, all in memory (spill None) when counting fits `memory`
-    bytes, else in a spill folder (the stream's own, or a new one in `temp_dir`); the same tables."""
+    """A context of (counts of orders 1..counted, Kneser-Ney of `order`, spill folder) of `source`:
+    in memory (spill None) when counting fits `memory` bytes, else spilled; the same tables."""
     if source.length * external.IN_MEMORY_BYTES * max(counted, 2) <= memory:
         counts = counting.count(source.read(0, source.length), vocab_size, counted, progress)
         yield counts, kneser_ney.estimate(counts.truncated(order), fallback, progress, remedy), None

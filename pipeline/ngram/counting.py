@@ -49,8 +49,7 @@ class NgramCounts:
 
 
 def cut_ranges(length: int, size: int, last_cut):
-    """Ranges (lo, hi) of about `size` rows of `length`, each cut at `last_cut(lo, hi)`: the last
-    allowed cut in (lo, hi) (lo: none there, so the range grows by `size`)."""
+    """Ranges (lo, hi) of about `size` rows of `length`, hi = last_cut(lo, hi) (lo: grown by `size`)."""
     lo = 0
     while lo < length:
         hi = min(lo + size, length)
@@ -82,8 +81,7 @@ def count(stream: np.ndarray, vocab_size: int, order: int, progress=None) -> Ngr
 
 
 def tables(stream: np.ndarray, vocab_size: int, order: int, progress=None) -> tuple[list, list, list]:
-    """NgramCounts' keys, raw counts and suffix ids of orders 1..order in `stream`. Order n: the
-    key at each position where an n-gram fits is its order-(n-1) id * V + the n-th word."""
+    """(keys, raw counts, suffix ids) of NgramCounts' orders 1..order in `stream`."""
     stream = np.asarray(stream, dtype=np.int64)
     remaining = positions_left(stream)[0].astype(np.int32)
     keys = [np.arange(vocab_size, dtype=np.int64)]
@@ -105,9 +103,8 @@ def tables(stream: np.ndarray, vocab_size: int, order: int, progress=None) -> tu
 
 
 def adjusted_counts(keys, counts, suffix, m: int, vocab_size: int, memory: int = 0, spill=None):
-    """Adjusted counts of order m < order (Chen & Goodman; lm/builder/adjust_counts.cc): the
-    distinct words seen before each n-gram (its order-(m+1) suffix ids counted), the raw count
-    for those starting with `<s>`. With `spill`, a Column there, block by block within `memory`."""
+    """Adjusted counts of order m < order (Chen & Goodman; lm/builder/adjust_counts.cc), the raw
+    count for n-grams starting with `<s>`; with `spill`, a Column there, built within `memory`."""
     size, source = len(keys[m - 1]), suffix[m]
     block, step = (max(memory // 24, 1024), max(memory // 48, 1024)) if spill else (size, len(source))
     low, high = BOS_ID, BOS_ID + 1            # rows starting with <s>: a contiguous range
@@ -129,8 +126,7 @@ def adjusted_counts(keys, counts, suffix, m: int, vocab_size: int, memory: int =
 
 
 def _unique(key: np.ndarray):
-    """np.unique(key, return_index, return_inverse, return_counts), `first` some occurrence of
-    each key."""
+    """np.unique(key, return_index, return_inverse, return_counts); its index: any occurrence."""
     order, ordered = _sorted(key)
     boundary = np.empty(len(key), dtype=bool)
     boundary[:1] = True

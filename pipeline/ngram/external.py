@@ -47,9 +47,8 @@ def sentence_blocks(tokens: TokenFile, size: int) -> list[tuple[int, int]]:
 
 def count(tokens: TokenFile | Column, vocab_size: int, order: int, memory: int, spill: Spill,
           progress=None) -> counting.NgramCounts:
-    """counting.count's tables of `tokens` within about `memory` bytes: each block of whole
-    sentences counted in memory (counting.tables), a sorted run per order; an order's runs, their
-    ids of the order below renumbered by that order's merge, merged by key ranges."""
+    """counting.count's tables of `tokens` within about `memory` bytes: a sorted run per block of
+    whole sentences and order; an order's runs renumbered by the merge below, merged by key ranges."""
     memory = int(memory * counting.WORKING_SHARE)
     blocks = sentence_blocks(tokens, max(memory // (BYTES_PER_POSITION + BYTES_PER_TABLE * order), 1024))
     unigram, runs = np.zeros(vocab_size, dtype=np.int64), []
@@ -89,8 +88,7 @@ def _column(spill: Spill, name: str, values: np.ndarray) -> Column:
 
 
 def _renumber(run: dict[str, Column], below: Column, vocab_size: int, spill: Spill) -> None:
-    """A run's key prefixes and suffix ids through `below`, the order below's map (block id ->
-    merged id)."""
+    """A run's key prefixes and suffix ids through `below`, the order below's block -> merged id."""
     mapping = below.read()
     below.remove()
     keys, suffix = run["keys"].read(), run["suffix"].read()

@@ -1,8 +1,6 @@
-"""N-gram estimators. In: NgramCounts (arrays, or Columns out of core). Out: an NGramLM (log10 p and
-log10 backoff per stored n-gram, the ARPA representation), MLE probabilities, the log10 p
-of a stream's targets. Interpolated modified Kneser-Ney (Chen & Goodman 1998, eq. 26) as lmplz
-estimates it: p(w | c) = u(w | c) + γ(c) p(w | c[1:]), p(w) = u(w) + γ / |V|, |V| without `<s>`,
-p(`<s>`) = 0. Errors: DiscountError naming the fix; SpillError. docs/internals.md."""
+"""Interpolated modified Kneser-Ney (Chen & Goodman 1998) as lmplz estimates it, and MLE; formulas:
+docs/internals.md. In: NgramCounts (arrays or Columns). Out: NGramLM (log10 p and backoff per stored
+n-gram, as ARPA), MLE p, log10 p of a stream's targets. Errors: DiscountError, SpillError."""
 
 from __future__ import annotations
 
@@ -58,9 +56,8 @@ class NGramLM:
                    [tuple(map(float, d)) for d in arrays["discounts"]])
 
     def problem(self) -> str | None:
-        """Why the tables (of a model.npz) cannot be scored as log10_probs and gram_ids assume
-        (order 1 keyed by every word id, higher keys sorted, finite log10 p <= 0 but <s>'s -inf,
-        finite backoffs), or None."""
+        """Why a model.npz's tables cannot be scored (order 1 keyed by every word id, higher keys
+        sorted, finite log10 p <= 0 but <s>'s -inf, finite backoffs), or None."""
         if self.order < 1 or self.vocab_size <= BOS_ID:
             return f"has {self.order} orders and a {self.vocab_size}-token vocabulary"
         if not (len(self.log10_prob) == len(self.log10_backoff) == len(self.discounts) == self.order):
@@ -110,8 +107,7 @@ class NGramLM:
         return ids
 
     def log10_probs(self, stream: np.ndarray) -> np.ndarray:
-        """log10 p(w_t | history) of every non-`<s>` position of `stream` (ids < vocab_size), by
-        backoff: the longest stored n-gram ending at t, times the longer contexts' backoffs."""
+        """log10 p(w_t | history) of every non-`<s>` position of `stream`, by ARPA backoff."""
         ids, offset, targets = lookup_all(stream, self.keys, self.vocab_size)
         result = np.zeros(len(targets))
         resolved = np.zeros(len(targets), dtype=bool)
@@ -135,9 +131,8 @@ PARAMS_REMEDY = ("lower ngram.order, use more text, or set ngram.discount_fallba
 
 def discounts_from_counts(t: list[int], order: int, fallback=None,
                           remedy: str = PARAMS_REMEDY) -> tuple[float, float, float]:
-    """(D1, D2, D3+) of count-of-counts t1..t4 (Chen & Goodman eq. 26: Y = t1 / (t1 + 2 t2),
-    Dk = k - (k + 1) Y t_(k+1) / t_k), checked as lmplz's CalculateDiscounts (t1..t3 > 0, Dk in
-    [0, k]); else `fallback`, or DiscountError ending with `remedy`."""
+    """(D1, D2, D3+) of count-of-counts t1..t4 (Chen & Goodman eq. 26) checked as lmplz's
+    CalculateDiscounts (t1..t3 > 0, Dk in [0, k]); else `fallback`, or DiscountError + `remedy`."""
     zero = next((k for k in (1, 2, 3) if t[k - 1] == 0), None)
     problem = f"no {order}-gram has adjusted count {zero}"
     if zero is None:
@@ -252,9 +247,8 @@ def _lower(prob, suffix, lo: int, hi: int, block: int) -> np.ndarray:
 
 def interpolate(adjusted: np.ndarray, d: tuple[float, float, float], context: np.ndarray,
                 num_contexts: int, vocab_size: int, lower=None) -> tuple[np.ndarray, np.ndarray]:
-    """(p (rows,), γ (num_contexts,)) of one order for rows with `adjusted` counts and `context`
-    ids (rows,); `lower()`: p of each row's suffix (None at order 1: uniform over |V| - 1 words).
-    A context's rows are summed in row order: slices cut at contexts give bitwise the same."""
+    """(p (rows,), γ (num_contexts,)) of one order; `lower()`: p of each row's suffix (None: uniform
+    over |V| - 1). Rows summed in row order, so slices cut at contexts give bitwise the same."""
     discount = np.array([0.0, *d])[np.minimum(adjusted, 3)]   # D(a): 0, D1, D2, D3+
     total = np.bincount(context, adjusted, minlength=num_contexts)
     mass = np.bincount(context, discount, minlength=num_contexts)  # Σ D(a) = D1 N1 + D2 N2 + D3 N3+
@@ -272,8 +266,7 @@ def interpolate(adjusted: np.ndarray, d: tuple[float, float, float], context: np
 
 
 def mle_probs(counts: NgramCounts, stream: np.ndarray, n: int) -> np.ndarray:
-    """MLE p(w | c) = count(c w) / count(c ·) of order n (a shorter c at a sentence start; 0 when
-    unseen) for every non-`<s>` token of `stream`."""
+    """MLE p(w | c) of order n (a shorter c at a sentence start; 0 unseen) of each non-`<s>` token."""
     ids, offset, targets = lookup_all(stream, counts.keys, counts.vocab_size)
     used = np.minimum(n, offset[targets] + 1)        # shorter history at the sentence start
     prob = np.zeros(len(targets))
