@@ -1,7 +1,6 @@
 """Bootstrap percentile intervals (Efron & Tibshirani 1993, ch. 13) and paired comparisons (Koehn
-2004). In: per-unit sums (U,) of each model's nll (nats) and tokens. Out: one seeded draw of B
-replicates for every model and metric; intervals of ratios; Comparison: δ = (Σ nll_B - Σ nll_A)
-/ Σ tokens (nats per token), its interval, P(δ > 0), verdict. Why: docs/internals.md."""
+2004); why: docs/internals.md. In: per-unit sums (U,) of each model's nll (nats) and tokens. Out:
+one seeded draw of B replicates for every model and metric; intervals of ratios; Comparisons."""
 
 from __future__ import annotations
 
@@ -40,7 +39,7 @@ def interval(replicates: np.ndarray, level: float) -> tuple[float, float]:
 
 @dataclass(frozen=True)
 class Comparison:
-    """Paired bootstrap of A against B (module docstring). `delta` in nats per token."""
+    """Paired bootstrap of A against B: delta = (Σ nll_B - Σ nll_A) / Σ tokens, nats per token."""
     a: str
     b: str
     delta: float
@@ -67,8 +66,7 @@ class Comparison:
 
 def paired(a: str, b: str, nll_a: np.ndarray, nll_b: np.ndarray, tokens: np.ndarray,
            replicates: dict[str, np.ndarray], level: float) -> Comparison:
-    """A against B on the same targets: per-unit sums (U,) and the resample_sums of
-    {"nll_a", "nll_b", "tokens"} under the shared draw."""
+    """A against B on the same targets: per-unit sums (U,), resample_sums' "nll_a", "nll_b", "tokens"."""
     delta = float((np.sum(nll_b) - np.sum(nll_a)) / np.sum(tokens))
     drawn = (replicates["nll_b"] - replicates["nll_a"]) / replicates["tokens"]
     low, high = interval(drawn, level)
@@ -77,8 +75,7 @@ def paired(a: str, b: str, nll_a: np.ndarray, nll_b: np.ndarray, tokens: np.ndar
 
 def ratio_interval(numerator: np.ndarray, denominator: np.ndarray, level: float,
                    transform=None) -> tuple[float, float]:
-    """Interval of numerator / denominator per replicate ((B,) each), through a monotone
-    increasing `transform` if given (np.exp: perplexity from nats per token)."""
+    """Interval of numerator / denominator per replicate ((B,) each), through a monotone `transform`."""
     values = numerator / denominator
     return interval(values if transform is None else transform(values), level)
 

@@ -1,6 +1,5 @@
 """The figures of metrics/plots. In: metrics.json's results, the training histories, the memory
-table. Out: intervals.png (test perplexity and bits per character with their intervals) and
-comparison.png (training, memory, test perplexity, fill-in-the-blank accuracy)."""
+table. Out: intervals.png and comparison.png."""
 
 from __future__ import annotations
 

@@ -54,9 +54,8 @@ class Probe(BaseModel):
 
 
 def load_probes(path: str | Path, encode=None, tokenizer: str = "words") -> list[dict]:
-    """The probes of the YAML file at `path` as dicts without null keys, each checked by Probe
-    and, given `encode` (text -> ids) and a tokenizer of words, each option one token. Raises
-    ParamsError naming the file, the probe (number from 1, name), the key and the fix."""
+    """The probes at `path` as dicts without null keys; given `encode` and a word tokenizer, each
+    option one token. ParamsError naming the file, the probe (number from 1, name) and the key."""
     path = Path(path)
     shown = relative(path)
     if not path.is_file():

@@ -38,9 +38,8 @@ def metrics(name: str, sums: dict[str, dict[str, np.ndarray]],
             replicates: dict[str, dict[str, np.ndarray]], text: dict[str, np.ndarray],
             fill: np.ndarray, fill_replicates: dict[str, np.ndarray], stats: dict,
             model_bytes: int, objective: str, level: float) -> dict:
-    """Each RATIOS key with its interval, the test counts, test_oov_rate, model_bytes and the
-    objective (causal, or cloze: pseudo-perplexity) of one model, from
-    its unit_sums per split, the shared resample_sums of `columns` per split, and per blank."""
+    """Each RATIOS key with its interval, the test counts, test_oov_rate, model_bytes and objective
+    of one model, from its unit_sums and the shared replicates per split and per blank."""
     totals = {"valid": sums["valid"], "test": {**sums["test"], **text},
               "blanks": {"fill": fill, "blanks": np.ones(len(fill))}}
     drawn = {**replicates, "blanks": {f"{name}.fill": fill_replicates[name],
@@ -76,8 +75,7 @@ def columns(sums: dict[str, dict[str, np.ndarray]], split: str,
 
 def comparisons(results: dict[str, dict], sums: dict[str, dict[str, dict[str, np.ndarray]]],
                 replicates: dict[str, np.ndarray], level: float) -> list:
-    """bootstrap.paired on the test split of each pair of models of one objective (only those
-    score the same targets from the same context), as (later, earlier) in `results`' order."""
+    """bootstrap.paired on the test split of each pair of models of one objective, (later, earlier)."""
     names = list(results)
     return [bootstrap.paired(a, b, sums[a]["test"]["nll"], sums[b]["test"]["nll"],
                              sums[a]["test"]["tokens"],
@@ -107,8 +105,7 @@ def _cell(r: dict, key: str, spec: str, bold: str = "") -> str:
 
 def comparison_markdown(results: dict[str, dict], blanks: int, choices: int, pairs: list,
                         level: float, resamples: int, unit: str) -> str:
-    """comparison.md: the metrics with their intervals, the paired verdicts (Δ > 0: A better),
-    the numbers per character, byte and word of the test text."""
+    """comparison.md: metrics with intervals, paired verdicts (Δ > 0: A better), per char/byte/word."""
     pct = f"{level:.0%}"
     verdicts = {"yes": "**yes**", "no": "no: B is better"}
     lonely = [n for n, r in results.items()

@@ -1,7 +1,6 @@
 """Evaluate every trained model. In: data/prepared, models/ (ngram/, one folder per params.models
-kind), params. Out: metrics/ and an `Evaluation` for tracking/ to log. `load` reads and checks
-every input before any scoring, and `summarize` the scores before they are written: StateError,
-one line naming the file (or model), what is wrong and the fix."""
+kind), params. Out: metrics/ and an `Evaluation` for tracking/ to log. Errors: StateError naming
+the file or model and the fix, from `load` (before any scoring) or `summarize` (before writing)."""
 
 from __future__ import annotations
 
@@ -83,8 +82,7 @@ class Evaluation:
 
 
 def _read(path: Path, schema, folder: Path, fix: str):
-    """The JSON file at `path` as `schema` (a model or a list of one) validates it; else
-    StateError naming the file, the key and `fix`."""
+    """The JSON at `path` if `schema` (a model or a list of one) accepts it; else StateError + `fix`."""
     value = files.read_json(path, folder, dict if schema is Stats else list, fix=fix)
     try:
         TypeAdapter(schema).validate_python(value)
@@ -94,8 +92,7 @@ def _read(path: Path, schema, folder: Path, fix: str):
 
 
 def load(params: config.Params, data: Path, models: Path, root: Path) -> Inputs:
-    """Every input of `evaluate`, read and checked in a fixed order (the first damage found is
-    refused); probes resolve against `root`."""
+    """Every input of `evaluate`, checked in a fixed order (the first damage refused); probes in `root`."""
     c, settings = params.corpus, params.evaluate
     vocab = load_vocab(data)
     stats = _read(data / "stats.json", Stats, data,
@@ -107,7 +104,6 @@ def load(params: config.Params, data: Path, models: Path, root: Path) -> Inputs:
     for name, stream in splits.items():
         check_ids(stream, len(vocab), data / f"{name}.npy", data)
     encode, unknown = codec(vocab, c)
-    # every probe checked (options one token each) before any scoring
     probes = load_probes(root / settings.probes, encode, c.tokenizer)
     units = files.load_arrays(data / text_units.FILE, data,
                               tuple(f"{s}_{f}" for s in splits for f in ("unit", "chars")) +

@@ -1,7 +1,6 @@
-"""One scoring path. In: an NGramLM or RNNLM and a token stream. Out: Scores, the ln p (nats) and
-rank of every non-`<s>` target (words, `<unk>`, `</s>`) in stream order; their sums per unit;
-perplexity; cloze models: pseudo-perplexity. Errors: ValueError when scores, stream and units
-disagree. Definitions: docs/internals.md."""
+"""One scoring path (definitions: docs/internals.md). In: an NGramLM or RNNLM and a token stream.
+Out: Scores, ln p (nats) and rank of every non-`<s>` target in stream order; sums per unit;
+perplexity (cloze: pseudo-perplexity). Errors: ValueError when scores, stream and units disagree."""
 
 from __future__ import annotations
 
@@ -146,8 +145,7 @@ def summarize(logprobs: np.ndarray) -> dict:
 
 
 def mle_summary(probs: np.ndarray) -> dict:
-    """How often MLE n-grams give p = 0, the perplexity (None when infinite) and that over the
-    nonzero p (like KenLM's "perplexity excluding OOVs")."""
+    """Share of MLE p = 0, perplexity (None if infinite), and over p > 0 (KenLM's "excluding OOVs")."""
     nonzero = probs > 0
     return {"zero_prob_rate": float(1 - nonzero.mean()), "tokens": int(len(probs)),
             "ppl": summarize(np.log(probs))["ppl"] if nonzero.all() else None,

@@ -72,9 +72,8 @@ def encode_probe_text(text: str, encode) -> tuple[np.ndarray, int | None]:
 
 def run_probe(model: LanguageModel, probe: dict, encode, tokens: tuple[str, ...],
               unknown=None) -> list[dict]:
-    """Rows {"text", "logprob" (ln), "oov"} best first: the rank: sentences, or the options or
-    `top` words (never `<s>`, `</s>`, `<unk>`) with "context_oov"; `unknown(text)`: its OOV words.
-    An option of several tokens: one row {"skipped": why}."""
+    """Rows {"text", "logprob" (ln), "oov"} best first: rank's sentences, or the options or `top`
+    words (never `<s>`, `</s>`, `<unk>`) with "context_oov"; an option of many tokens: {"skipped"}."""
     def oov(text: str) -> list[str]:
         return unknown(text.replace(BLANK, " ")) if unknown else []
     if "rank" in probe:
@@ -93,7 +92,6 @@ def run_probe(model: LanguageModel, probe: dict, encode, tokens: tuple[str, ...]
         candidates = np.array([i[0] for i in ids], dtype=np.int64)
         labels = list(probe["options"])
     else:
-        # every word: not the sentence markers, not `<unk>` (it keeps its probability mass)
         candidates = np.arange(EOS_ID + 1, len(tokens))
         labels = [tokens[i] for i in candidates]
     open_end = bool(probe.get("open")) and model.kind == "causal"
@@ -106,8 +104,7 @@ def run_probe(model: LanguageModel, probe: dict, encode, tokens: tuple[str, ...]
 
 def sample(model: LanguageModel, count: int, temperature: float, max_length: int,
            seed: int) -> list[np.ndarray]:
-    """`count` sentences (ids without `<s>`/`</s>`) sampled token by token from p^(1/T) of a
-    causal model; a recurrent one carries its state (n steps for n tokens)."""
+    """`count` sentences (ids without `<s>`/`</s>`) sampled token by token from a causal p^(1/T)."""
     rng = np.random.default_rng(seed)
     prefixes = [[BOS_ID] for _ in range(count)]
     done = np.zeros(count, dtype=bool)
