@@ -239,8 +239,7 @@ def _name_problem(name: Any) -> str:
 
 
 def from_dict(raw: Any, where: str = "") -> Params:
-    """Validate a params dict into `Params` (an empty section: its defaults). Raises ParamsError,
-    its message starting with `where` (e.g. "params.yaml: ")."""
+    """`Params` of a params dict (an empty section: its defaults); ParamsError starting with `where`."""
     if isinstance(raw, dict):   # an empty section means its defaults; no models, as `models: {}`
         raw = {"models": {}, **{key: {} if value is None and key in SECTIONS else value
                                 for key, value in raw.items()}}

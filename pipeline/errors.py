@@ -50,8 +50,7 @@ def damaged_store(name) -> str:
 
 
 def _tracking_failure(error: BaseException) -> str | None:
-    """The line for an MLflow store that does not answer, stays locked, is read-only or damaged
-    (`error`, its causes, SQLAlchemy's .orig, its contexts); else None."""
+    """The line when `error` or a cause is an MLflow store down, locked, read-only or damaged; else None."""
     uri = os.environ.get("MLFLOW_TRACKING_URI", "")
     # a library not imported raised nothing: none is imported here
     requests, urllib3 = map(sys.modules.get, ("requests", "urllib3"))
@@ -88,7 +87,6 @@ def one_line(error: BaseException) -> tuple[str, int]:
                 "machine's memory; use less text (for n-grams also a lower order), or a machine "
                 "with more memory", 2)
     if isinstance(error, OSError) and error.errno is not None:
-        # no such file, permissions, a folder where a file should be, a full disk
         where = f"{error.filename}: " if error.filename else ""
         return f"{where}{error.strerror or error}", 2
     if isinstance(error, ValueError | OSError) and not type(error).__module__.startswith(

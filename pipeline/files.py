@@ -1,7 +1,6 @@
-"""Files at the edge. Out: outputs written under a scratch `*.partial*` name and renamed into place
-(a kill leaves the old file or the scratch); readers of earlier stages' outputs raising one
-StateError line (file, what is wrong, `dvc checkout`); spill folders (SpillError); params YAML as
-DVC reads it (ParamsError); lmplz's memory sizes."""
+"""Files at the edge: outputs renamed into place from a scratch `*.partial*` name (a kill leaves the
+old file or the scratch); readers of earlier stages' outputs (StateError naming the file and the
+fix); spill folders (SpillError); params YAML as DVC reads it (ParamsError); lmplz's -S sizes."""
 
 from __future__ import annotations
 
