@@ -24,8 +24,7 @@ def load_models(models_dir: Path, names: list[str] | None, vocab_size: int):
 
 
 def _tokenizer(args):
-    """(vocab, encode(text) -> ids, unknown(text) -> its out-of-vocabulary words) as prepare reads,
-    in the repository here (ValueError naming `lmpipe COMMAND` elsewhere) from --data."""
+    """(vocab, encode(text) -> ids, unknown(text) -> OOV words) of --data; ValueError outside the repo."""
     repository(args.command)
     from pipeline.evaluation.models import codec
     params = config.load()

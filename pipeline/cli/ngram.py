@@ -19,8 +19,7 @@ from pipeline.text.vocab import BOS_ID, SPECIALS, encode_text
 
 
 def build(args) -> None:
-    """`lmpipe ngram build`: TEXT encoded block by block into a spill folder, then counted,
-    estimated and written within -S (builder.py). Raises ValueError naming the argument."""
+    """`lmpipe ngram build`: TEXT's model as ARPA text at --arpa, within -S; ValueError naming the argument."""
     def progress(message):
         print(f"lmpipe ngram: {message}", file=sys.stderr, flush=True)
     fallback = _fallback(args.discount_fallback)
@@ -47,8 +46,7 @@ def build(args) -> None:
 
 
 def _write(args, model, counts, tokens: tuple[str, ...]) -> None:
-    """The ARPA text at --arpa: a FIFO or /dev/stdout written in place, a file under a scratch
-    name renamed when complete (a failure keeps the old file)."""
+    """The ARPA text at --arpa: a FIFO or /dev/stdout written in place, a file renamed in when whole."""
     target = Path(args.arpa)
     in_place = target.exists() and not target.is_file()
     try:
