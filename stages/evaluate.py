@@ -1,6 +1,5 @@
-"""Stage evaluate: data/prepared + models/ -> metrics/ and, in MLflow, a pipeline run with one
-nested run per model (pipeline/tracking/evaluation_runs.py).
-Usage: python -m stages.evaluate data/prepared models metrics"""
+"""Stage evaluate: data/prepared + models/ -> metrics/, an MLflow run with a nested run per model
+(pipeline/tracking/evaluation_runs.py). Usage: python -m stages.evaluate data/prepared models metrics"""
 
 import sys
 from pathlib import Path

@@ -1,6 +1,5 @@
-"""Stage ngram: data/prepared -> OUT/counts.parquet (orders 1..max(N, 3, memory_orders)),
-model.npz and model.arpa (interpolated modified Kneser-Ney of order N), memory.json (n-grams
-and bytes of a KN model of each order), within ngram.memory (pipeline/ngram/outputs.py).
+"""Stage ngram: data/prepared -> OUT/counts.parquet (orders 1..max(N, 3, memory_orders)), model.npz
+and model.arpa (Kneser-Ney of order N), memory.json, within ngram.memory (pipeline/ngram/outputs.py).
 Usage: python -m stages.ngram data/prepared models/ngram"""
 
 import sys
