@@ -65,8 +65,7 @@ def metrics(name: str, sums: dict[str, dict[str, np.ndarray]],
 
 def columns(sums: dict[str, dict[str, np.ndarray]], split: str,
             text: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
-    """One split's per-unit columns to resample together: "tokens" (every model scores the same
-    targets), "<model>.nll|top1|top5" of each model of {model: {split: unit_sums}}, and `text`."""
+    """One split's per-unit columns resampled together: "tokens", each "<model>.nll|top1|top5", `text`."""
     return {"tokens": next(iter(sums.values()))[split]["tokens"],
             **{f"{name}.{field}": by_split[split][field]
                for name, by_split in sums.items() for field in ("nll", "top1", "top5")},

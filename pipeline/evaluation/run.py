@@ -147,8 +147,7 @@ def score(found: Inputs) -> tuple[dict[str, Scored], dict]:
 
 def summarize(params: config.Params, found: Inputs,
               scored: dict[str, Scored]) -> tuple[dict[str, dict], list[bootstrap.Comparison]]:
-    """(metrics.json's {name: metrics}, the paired comparisons): one bootstrap draw per split,
-    shared by every model and metric; each headline and verdict printed."""
+    """(metrics.json's {name: metrics}, the comparisons) of one bootstrap draw per split; printed."""
     started = time.perf_counter()
     settings, text = params.evaluate, {f: found.units[f"test_{f}"] for f in text_units.FIELDS}
     level, resamples = settings.confidence_level, settings.bootstrap_resamples

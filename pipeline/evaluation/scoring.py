@@ -29,8 +29,7 @@ def ngram_logprobs(model: NGramLM, stream: np.ndarray) -> np.ndarray:
 
 
 def ngram_distributions(lm: NGramLM, contexts: np.ndarray) -> np.ndarray:
-    """(B, V) p(w | context) by log10_probs' backoff; contexts (B, order-1): the tokens before
-    the target, -1 before the sentence. p(<s>) = 0."""
+    """(B, V) p(w | context) by backoff, p(<s>) = 0; contexts (B, order-1), -1 before the sentence."""
     contexts = np.asarray(contexts, dtype=np.int64).reshape(len(contexts), lm.order - 1)
     V = lm.vocab_size
     probs = np.tile(10.0 ** lm.log10_prob[0], (len(contexts), 1))
@@ -124,8 +123,7 @@ def cloze_scores(model: RNNLM, stream: np.ndarray, batch_size: int = 64,
 
 def unit_sums(scores: Scores, stream: np.ndarray, unit_of_sentence: np.ndarray,
               units: int) -> dict[str, np.ndarray]:
-    """(U,) sums per unit of "nll" (nats), "tokens", "top1", "top5" of `stream`'s scores;
-    `unit_of_sentence` (S,): the unit of each sentence (text/units.py)."""
+    """(U,) sums of "nll" (nats), "tokens", "top1", "top5" per unit; `unit_of_sentence` (S,): units.npz."""
     stream = np.asarray(stream)
     starts = stream == BOS_ID
     sentence = np.cumsum(starts)[~starts] - 1            # the sentence of each target

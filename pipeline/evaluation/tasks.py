@@ -25,8 +25,7 @@ class Blank:
 
 def make_blanks(stream: np.ndarray, frequency: np.ndarray, tokens: tuple[str, ...], count: int,
                 seed: int, distractors: int = 4) -> list[Blank]:
-    """`count` blanks, one per sentence of `stream`, drawn with `seed`; the distractors are the
-    words nearest the answer in rank of `frequency` (V,) (the training counts)."""
+    """`count` blanks drawn by `seed`, one per sentence; distractors: nearest the answer in frequency rank."""
     rng = np.random.default_rng(seed)
     words = np.array([i for i, t in enumerate(tokens)   # letters, maybe inner apostrophes
                       if i > EOS_ID and t.replace("'", "").isalpha()], dtype=np.int64)
