@@ -240,8 +240,7 @@ def _kept(grams: dict, order: int, path, notes) -> dict:
 
 def _add_order(model: NGramLM, chunks, n: int, tokens: tuple[str, ...], data: np.ndarray, path,
                fill: bool) -> None:
-    """Append order n to `model` (orders 1..n-1), rows in key order; refuses an n-gram without
-    its context or listed twice. `fill`: added contexts' log10 p (NaN) computed as SRILM does."""
+    """Append order n to `model` (orders 1..n-1) in key order; ArpaError: an orphan n-gram or a repeat."""
     lower = NGramLM(model.vocab_size, model.keys[:], model.log10_prob[:], model.log10_backoff[:], [])
     parts = []
     for ids, prob_n, backoff_n, line_starts in chunks:
