@@ -1,11 +1,13 @@
 """`lmpipe compare`, `mlflow-server` and `retrain`: experiments across runs — the MLflow store and
-CI's retraining — and the tables the CLI prints."""
+CI's retraining (reports/retrain.md) — and the tables the CLI prints."""
 
 from __future__ import annotations
 
 import datetime
 import errno
+import json
 import os
+import re
 import socket
 import sys
 from pathlib import Path
@@ -17,7 +19,6 @@ from tabulate import tabulate
 from pipeline import config, errors
 from pipeline.evaluation.bootstrap import Comparison
 from pipeline.tracking import commands, run_search, store
-from pipeline.tracking import retrain as retraining
 
 
 def repository(command: str, needs: tuple[str, ...] = ("params.yaml",), other: str = "") -> Path:
@@ -49,17 +50,68 @@ def mlflow_server(args) -> None:
     os.execvp(command[0], command)
 
 
+RUNNING = re.compile(r"^Running stage '([^']+)'", re.M)   # a stage in `dvc repro`'s log
+
+
 def retrain(args) -> None:
-    """Reproduce what changed and write --report (CI). Checks --base and --report before any run."""
-    root = repository("retrain", ("params.yaml", "dvc.yaml", ".dvc"))
-    if (root / args.report).is_dir():
+    """`dvc repro` what changed (CI), then --report: the stages that ran and why (`dvc status`
+    before), `dvc params diff` and `dvc metrics diff` against --base, comparison.md and
+    promotion.md. Checks --base and --report before any run; ValueError (dvc, git)."""
+    root, base = repository("retrain", ("params.yaml", "dvc.yaml", ".dvc")), args.base
+    out = root / args.report
+    if out.is_dir():
         raise ValueError(f"--report {str(args.report)!r} is a folder; give a file path")
-    if args.base:
+    if base:
         try:
-            commands.run(root, "git", "rev-parse", "--verify", "--quiet", f"{args.base}^{{commit}}")
+            commands.run(root, "git", "rev-parse", "--verify", "--quiet", f"{base}^{{commit}}")
         except ValueError:
-            raise ValueError(f"--base {args.base!r}: no such revision; `git fetch` it") from None
-    retraining.run(root, args.base, root / args.report)
+            raise ValueError(f"--base {base!r}: no such revision; `git fetch` it") from None
+    status = json.loads(commands.run(root, "dvc", "status", "--json") or "{}")
+    reasons = {stage.split(":")[-1]: _why(changes) for stage, changes in status.items()}
+    print(f"retrain: {len(reasons)} stage(s) out of date: {', '.join(reasons) or 'none'}")
+    ran = RUNNING.findall(commands.run(root, "dvc", "repro", merged=True))
+    print(f"retrain: ran {', '.join(ran) or 'nothing'}")
+    sections = ["# Retraining report", ""]
+    if base:
+        sections.append(f"Base revision: `{base}`\n")
+    sections += ["## Stages that ran", ""]
+    if ran:
+        sections.append(tabulate([(stage, reasons.get(stage, "downstream of a changed stage"))
+                                  for stage in ran], headers=["stage", "why"], tablefmt="github",
+                                 disable_numparse=True))
+    else:
+        sections.append("None: data, params and code are unchanged.")
+    if base:
+        params = commands.run(root, "dvc", "params", "diff", base, "--md", merged=True).strip()
+        metrics = commands.run(root, "dvc", "metrics", "diff", base, "--md", merged=True).strip()
+        sections += ["", f"## Params changed since `{base}`", "", params or "No params changed.",
+                     "", f"## Metrics since `{base}`", "", metrics or "No metrics changed."]
+    comparison = root / "metrics" / "comparison.md"
+    promotion = root / "metrics" / "promotion.md"
+    sections += ["", "## Comparison", "", comparison.read_text() if comparison.exists() else "(none)",
+                 "", "![comparison](../metrics/plots/comparison.png)", "",
+                 "## Promotion (MLflow alias `champion`)", "",
+                 promotion.read_text() if promotion.exists() else "(no promotion stage output)"]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(sections) + "\n")
+    print(f"retrain: wrote {out}")
+
+
+def _why(changes: list) -> str:
+    """dvc status --json entries of one stage -> a short reason."""
+    reasons = []
+    for change in changes:
+        if isinstance(change, str):
+            reasons.append(change)
+            continue
+        for kind, items in change.items():          # "changed deps" / "changed outs" / ...
+            if isinstance(items, dict):   # {path: "modified"} or {params.yaml: {key: "modified"}}
+                names = [f"{path} ({', '.join(what) if isinstance(what, dict) else what})"
+                         for path, what in items.items()]
+                reasons.append(f"{kind}: {'; '.join(names)}")
+            else:
+                reasons.append(f"{kind}: {items}")
+    return "; ".join(reasons) or "changed"
 
 
 def compare(args) -> None:
@@ -156,15 +208,15 @@ def _verdicts(uri: str, parent_id: str) -> list[str]:
     from pipeline.tracking import artifacts  # MLflow's import, once there is a table to show
     path = "report/pairs.json"
     try:
-        pairs = artifacts.read_json(uri, parent_id, path)
+        pairs = artifacts.read(uri, parent_id, path, lambda local: json.loads(local.read_text("utf-8")))
         if pairs is not None:
             return [Comparison(p.a, p.b, p.delta_nats_per_token, p.delta_ci_low, p.delta_ci_high,
                                p.p_better, p.level).sentence() for p in PAIRS.validate_python(pairs).values()]
         why = f"run {parent_id} has no {path} artifact (logged before lmpipe wrote it, or deleted)"
-    except artifacts.DamagedArtifact as error:   # not UTF-8 JSON text
-        why = str(error)
     except ValidationError as error:
         why = f"run {parent_id}'s artifact {path} is damaged ({errors.first_complaint(error)})"
+    except (OSError, ValueError) as error:   # a folder, not UTF-8, not JSON
+        why = f"run {parent_id}'s {path} is damaged (not UTF-8 JSON: {error})"
     print(f"lmpipe: warning: {why}; the table above is shown without the paired verdicts; "
           "`dvc repro -f evaluate` logs a new execution with them", file=sys.stderr, flush=True)
     return []

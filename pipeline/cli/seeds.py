@@ -1,8 +1,8 @@
 """`lmpipe seeds KIND [--run N --jobs J]`: one model's test perplexity over training seeds beside
 the bootstrap interval of one run. In: DVC's experiment queue (KIND-seed-K, -S models.KIND.seed=K
--S promote.sweep=true: sweep members, never promoted) and `dvc exp show --json` (DVC 3.x). Out: one row per seed (test ppl, its 95% bootstrap interval),
-the mean ± sample SD over seeds beside the mean half-width of one run's interval. Errors: one-line
-ValueErrors."""
+-S promote.sweep=true: sweep members, never promoted) and `dvc exp show --json` (DVC 3.x). Out:
+one row per seed (test ppl, its 95% bootstrap interval), the mean ± sample SD over seeds beside
+the mean half-width of one run's interval. Errors: one-line ValueErrors."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import copy
 import json
 import statistics
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 from pipeline import config, files
@@ -95,18 +94,6 @@ def queue(root: Path, kind: str, seed_range: range, jobs: int) -> list[str]:
     return names
 
 
-@contextmanager
-def _repo(root: Path, what: str):
-    from dvc.exceptions import DvcException  # here: DVC's 0.4 s import, for `lmpipe seeds` only
-    from dvc.repo import Repo
-    try:
-        with Repo(str(root)) as repo:
-            yield repo
-    except DvcException as error:
-        commands.unreadable(root)
-        raise ValueError(f"DVC cannot read the {what} of {root}: {error}") from None
-
-
 def uncommitted_note(root: Path) -> str:
     """A note on what `git status` shows: DVC queues tracked changes, not untracked files (3.67)."""
     status = commands.run(root, "git", "status", "--porcelain",
@@ -153,8 +140,14 @@ def wait(root: Path, names: list[str]) -> dict[str, str]:
 
 def queue_tasks(root: Path) -> list[tuple[str | None, str]]:
     """(name or None, Running|Queued|Failed|Success) of each task in DVC's experiment queue."""
-    with _repo(root, "experiment queue") as repo:
-        return [(task["name"], task["status"]) for task in repo.experiments.celery_queue.status()]
+    from dvc.exceptions import DvcException  # here: DVC's 0.4 s import, for `lmpipe seeds` only
+    from dvc.repo import Repo
+    try:
+        with Repo(str(root)) as repo:
+            return [(task["name"], task["status"]) for task in repo.experiments.celery_queue.status()]
+    except DvcException as error:
+        commands.unreadable(root)
+        raise ValueError(f"DVC cannot read the experiment queue of {root}: {error}") from None
 
 
 def report(root: Path, kind: str, all_commits: bool = False) -> str:

@@ -4,7 +4,6 @@ MLflow's progress bar is off unless LMPIPE_VERBOSE=1 (errors.quiet_libraries).""
 
 from __future__ import annotations
 
-import json
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -22,17 +21,3 @@ def read(tracking_uri: str, run_id: str, path: str, parse: Callable[[Path], obje
         except (MlflowException, OSError):
             return None
         return parse(Path(local))
-
-
-class DamagedArtifact(ValueError):
-    """An artifact a run has that is not what lmpipe wrote; names the run and the artifact."""
-
-
-def read_json(tracking_uri: str, run_id: str, path: str):
-    """The JSON artifact `path` of run `run_id` (read); DamagedArtifact if not UTF-8 JSON."""
-    def parse(local: Path):
-        try:
-            return json.loads(local.read_text("utf-8"))
-        except (OSError, ValueError) as error:   # a folder, not UTF-8, not JSON
-            raise DamagedArtifact(f"run {run_id}'s {path} is damaged (not UTF-8 JSON: {error})") from None
-    return read(tracking_uri, run_id, path, parse)

@@ -62,8 +62,7 @@ def owner_tags() -> dict[str, str]:
 def claim(tracking_uri: str, run_id: str) -> None:
     """Mark `run_id` RUNNING and held by this process (a resumed run changes hands)."""
     client = MlflowClient(tracking_uri)
-    for key, value in owner_tags().items():
-        client.set_tag(run_id, key, value)
+    client.set_tag(run_id, OWNER, owner_tags()[OWNER])
     if client.get_run(run_id).info.status != "RUNNING":
         client.update_run(run_id, status="RUNNING")
 
@@ -151,7 +150,7 @@ EXPERIMENT_TAGS = {   # MLflow 3.17 web app settings: ML experiment, primary met
             {"selectedColumns": COLUMNS, "orderByKey": "attributes.start_time", "orderByAsc": False})})}
 
 
-def setup(tracking_uri: str, experiment: str, root: Path | None = None) -> str:
+def setup(tracking_uri: str, experiment: str, root: Path) -> str:
     """Point MLflow at the store; the experiment's id, created if missing (artifacts of an sqlite
     store in <root>/mlartifacts), with EXPERIMENT_TAGS."""
     mlflow.set_tracking_uri(store.prepare(tracking_uri))
@@ -162,9 +161,8 @@ def setup(tracking_uri: str, experiment: str, root: Path | None = None) -> str:
             if key not in found.tags:                 # one a user changed in the UI keeps the change
                 client.set_experiment_tag(found.experiment_id, key, value)
         return found.experiment_id
-    location = None
-    if tracking_uri.startswith("sqlite:") and root is not None:
-        location = (Path(root) / "mlartifacts").resolve().as_uri()
+    location = (Path(root) / "mlartifacts").resolve().as_uri() if tracking_uri.startswith("sqlite:") \
+        else None
     return mlflow.create_experiment(experiment, artifact_location=location, tags=EXPERIMENT_TAGS)
 
 

@@ -94,9 +94,14 @@ def promote(tracking_uri: str, model_name: str, version: str, result: dict, test
             sweep: bool = False) -> dict:
     """Gate `version` (metrics `result` on `test_set`; unit scores in `run_id` or its run) against
     its line's champion, then `champion` (_default_alias); with `require_significant` only the
-    paired bootstrap's "yes" beats one; a `sweep` member moves neither. Raises StateError
-    (_registered). Returns the decision."""
-    client = _registered(tracking_uri, model_name, version)
+    paired bootstrap's "yes" beats one; a `sweep` member moves neither. Returns the decision;
+    StateError when `version` is not in the registry."""
+    client = MlflowClient(tracking_uri)
+    try:
+        client.get_model_version(model_name, version)
+    except mlflow.exceptions.MlflowException:   # deleted in the UI, or another store
+        raise StateError(f"{model_name} v{version} (metrics/registry.json) is not in the MLflow "
+                         f"registry at {tracking_uri}; `dvc repro -f evaluate`") from None
     line = line_alias(test_set["id"])
     champ = champion(tracking_uri, model_name, line)
     unchanged = champ is not None and champ["version"] == version
@@ -132,17 +137,6 @@ def promote(tracking_uri: str, model_name: str, version: str, result: dict, test
     return {"promoted": int(promoted), "version": version, "test_ppl": result["test_ppl"],
             "test_set": test_set["id"], "champion_version": champ["version"] if champ else None,
             "reason": reason, "default": note, "paired": paired, "paired_problem": problem}
-
-
-def _registered(tracking_uri: str, model_name: str, version: str) -> MlflowClient:
-    """A client of the registry; StateError when `version` is not in it."""
-    client = MlflowClient(tracking_uri)
-    try:
-        client.get_model_version(model_name, version)
-    except mlflow.exceptions.MlflowException:   # deleted in the UI, or another store
-        raise StateError(f"{model_name} v{version} (metrics/registry.json) is not in the MLflow "
-                         f"registry at {tracking_uri}; `dvc repro -f evaluate`") from None
-    return client
 
 
 def _default_alias(tracking_uri: str, model_name: str, version: str, test_set: dict,
@@ -213,18 +207,17 @@ def compare(tracking_uri: str, model_name: str, version: str, run_id: str | None
     return comparison, "", ""
 
 
-def unit_scores(tracking_uri: str, model_name: str, version: str, run_id: str | None = None,
-                test_set_id: str | None = None) -> tuple[dict[str, np.ndarray] | None, str]:
+def unit_scores(tracking_uri: str, model_name: str, version: str, run_id: str | None,
+                test_set_id: str) -> tuple[dict[str, np.ndarray] | None, str]:
     """({"nll": nats, "tokens"}, both (U,) float64, "") from the first run holding UNIT_SCORES of
     `run_id`, `version`'s run, the runs that re-scored it on `test_set_id` (tag
     registered_version, newest first); else (None, why)."""
     client = MlflowClient(tracking_uri)
     candidates = [run_id] if run_id else []
-    registered = client.get_model_version(model_name, version)   # promote found it (_registered)
+    registered = client.get_model_version(model_name, version)   # promote found it
     if registered.run_id:
-        query = (f"tags.registered_version = '{version}' and "
-                 f"tags.model_kind = '{model_name.removeprefix('lmpipe-')}'")
-        query += f" and tags.{TEST_SET} = '{test_set_id}'" if test_set_id else ""
+        query = (f"tags.registered_version = '{version}' and tags.model_kind = "
+                 f"'{model_name.removeprefix('lmpipe-')}' and tags.{TEST_SET} = '{test_set_id}'")
         try:
             experiment = client.get_run(registered.run_id).info.experiment_id
             rescored = client.search_runs([experiment], query, max_results=20,
