@@ -20,8 +20,7 @@ from pipeline.neural.batches import IGNORE, cloze_targets, train_loader, valid_l
 from pipeline.neural.regularization import activation_regularization
 from pipeline.neural.rnn import RNNLM
 
-# LitLM restores the position in the epoch itself (train_dataloader after on_load_checkpoint):
-# Lightning's warning that a mid-epoch resume is unreliable does not apply (the resume test)
+# LitLM restores its place in the epoch itself (train_dataloader): Lightning's warning is moot
 warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before")
 
 
@@ -29,9 +28,7 @@ class NumericsError(ValueError):
     """The loss or weights became NaN or infinite; names the step, train.lr and the fix."""
 
 
-# on a GPU the loss is checked every CHECK_EVERY steps (a check waits for the device) and before
-# every checkpoint, so a diverged state is never saved; on the CPU after every step
-CHECK_EVERY = 25
+CHECK_EVERY = 25   # steps between loss checks on a GPU (a check waits for the device)
 NONE = torch.iinfo(torch.int64).max   # no non-finite step yet
 
 
@@ -71,12 +68,11 @@ class LitLM(L.LightningModule):
         if not all(bool(torch.isfinite(t).all()) for t in self.parameters()):
             raise NumericsError(f"the weights became NaN or infinite by step {self.global_step} "
                                 f"{self._fix()}; no checkpoint written")
-        # every rank's carried state (this hook runs on all ranks; rank 0 writes)
-        gathered = None if self.hidden is None else self.all_gather(self.hidden.detach())
+        hidden = None if self.hidden is None else self.all_gather(self.hidden.detach())   # every rank's
         checkpoint["lmpipe"] = {
             "history": list(self.history),
             "epoch_batches": self.epoch_batches,
-            "hidden": None if gathered is None else gathered.reshape(-1, *self.hidden.shape).cpu(),
+            "hidden": None if hidden is None else hidden.reshape(-1, *self.hidden.shape).cpu(),
             "cpu_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         }
@@ -86,7 +82,8 @@ class LitLM(L.LightningModule):
         self.history = list(state["history"])
         self._resume_at = self.epoch_batches = state["epoch_batches"]
         hidden = state["hidden"]   # (world, layers, B, H): a slice per rank (world is in the fingerprint)
-        self.hidden = None if hidden is None else hidden[self.global_rank].to(self.device)
+        device = self.trainer.strategy.root_device   # the model is not on it yet
+        self.hidden = None if hidden is None else hidden[self.global_rank].to(device)
         if any(key.startswith("averaged.") for key in checkpoint["state_dict"]):
             self._start_averaging()   # so that the state_dict loads into it
         torch.set_rng_state(state["cpu_rng"])
@@ -94,21 +91,20 @@ class LitLM(L.LightningModule):
             torch.cuda.set_rng_state_all(state["cuda_rng"])
 
     def _loss_sum(self, batch, state, model: RNNLM | None = None, regularize: bool = False):
-        """(summed NLL in nats, number of targets, new state, AR + TAR penalty) of one batch."""
+        """(summed NLL in nats, number of targets, new state, AR + TAR penalty or None) of a batch."""
         model = self.model if model is None else model
         p = self.train_params
         if self.cloze:
             tokens, lengths = batch
             features, activations = model.cloze_features_and_activations(tokens, lengths)
-            targets = cloze_targets(tokens, lengths)
-            mask, state = targets != IGNORE, None
+            targets, state = cloze_targets(tokens, lengths), None
         else:
             inputs, targets = batch
             features, activations, state = model.features_and_activations(inputs, state)
-            mask = None   # every input position exists (a `<s>` target is still an input)
-        penalty = (activation_regularization(features, activations, p.ar_alpha, p.tar_beta, mask)
-                   if regularize and (p.ar_alpha or p.tar_beta) else features.new_zeros(()))
-        return model.loss_sum(features, targets), (targets != IGNORE).sum(), state, penalty
+        kept = targets != IGNORE   # AR/TAR: a causal `<s>` target is still an input (mask None)
+        penalty = activation_regularization(features, activations, p.ar_alpha, p.tar_beta,
+                                            kept if self.cloze else None) if regularize else None
+        return model.loss_sum(features, targets), kept.sum(), state, penalty
 
     def on_train_epoch_start(self):
         self.hidden = None  # each epoch starts the stream afresh
@@ -119,8 +115,6 @@ class LitLM(L.LightningModule):
             self._window_scale = batch[0].shape[1] / self.train_params.bptt
 
     def training_step(self, batch, batch_index):
-        if self.hidden is not None and self.hidden.device != self.device:
-            self.hidden = self.hidden.to(self.device)
         nll, count, state, penalty = self._loss_sum(batch, self.hidden, regularize=True)
         if state is not None:
             self.hidden = state.detach()  # otherwise backprop runs to the start of the corpus
@@ -133,38 +127,34 @@ class LitLM(L.LightningModule):
         return loss
 
     def optimizer_step(self, epoch, batch_index, optimizer, optimizer_closure=None):
-        """One step at lr x window length / bptt (variable BPTT; the base lr is restored for the
-        schedulers and checkpoints), then the NT-ASGD average."""
-        groups = optimizer.param_groups
-        base = [group["lr"] for group in groups]
-        for group in groups:
+        """A step at lr x window / bptt (variable BPTT; base lr restored), then NT-ASGD's average."""
+        base = [group["lr"] for group in optimizer.param_groups]
+        for group in optimizer.param_groups:
             group["lr"] *= self._window_scale
         optimizer.step(closure=optimizer_closure)
-        for group, lr in zip(groups, base, strict=True):
+        for group, lr in zip(optimizer.param_groups, base, strict=True):
             group["lr"] = lr
         if self.averaged is not None:
             self.averaged.update_parameters(self.model)
 
-    def _start_averaging(self) -> None:
-        """NT-ASGD's switch: from the next step on, keep the average of the weights."""
+    def _start_averaging(self) -> None:   # NT-ASGD: average the weights from the next step on
         self.averaged = AveragedModel(self.model, use_buffers=False)
         self.averaged.requires_grad_(False)   # not trained (and not a DDP parameter)
 
-    def evaluation_model(self) -> RNNLM:
-        """The weights validation scores: NT-ASGD's average once it has started, else the model."""
+    def evaluation_model(self) -> RNNLM:   # NT-ASGD's average once it has started
         started = self.averaged is not None and int(self.averaged.n_averaged) > 0
         return self.averaged.module if started else self.model
 
     def on_fit_start(self):   # the step of the first non-finite loss (or NONE), on the device
         self._first_bad = torch.full((), NONE, device=self.device, dtype=torch.int64)
-
-    def _watch(self, loss: torch.Tensor) -> None:
-        """Remember the first non-finite step on the device; check it every step on one CPU
-        process, else every CHECK_EVERY steps (the same steps on every rank: a collective)."""
-        first = (~torch.isfinite(loss)) & (self._first_bad == NONE)
-        self._first_bad = torch.where(first, self.global_step + 1, self._first_bad)
         if self.eager_check is None:   # every step on a lone CPU process
             self.eager_check = self.device.type == "cpu" and self.trainer.world_size == 1
+
+    def _watch(self, loss: torch.Tensor) -> None:
+        """Remember the first non-finite step on the device; check it every step (eager_check),
+        else every CHECK_EVERY steps (the same steps on every rank: a collective)."""
+        bad = torch.where(torch.isfinite(loss), NONE, self.global_step + 1)
+        self._first_bad = torch.minimum(self._first_bad, bad)   # steps only grow: the first
         if self.eager_check or self.global_step % CHECK_EVERY == 0:
             self._check_finite()
 
@@ -175,33 +165,25 @@ class LitLM(L.LightningModule):
                 f"{' (0 = no clipping; try 0.25)' if not p.clip else ''} and rerun")
 
     def _check_finite(self) -> None:
-        first = self._first_bad
-        if self.trainer.world_size > 1:   # the earliest of all ranks
-            first = self.trainer.strategy.reduce(first.clone(), reduce_op=torch.distributed.ReduceOp.MIN)
-        if int(first) == NONE:
-            return
-        self._first_bad = first
-        lr = self.trainer.optimizers[0].param_groups[0]["lr"]
-        raise NumericsError(f"the training loss became NaN or infinite at step {int(first)} at lr "
-                            f"{lr:g} {self._fix()}; no later checkpoint")
+        first = int(self.trainer.strategy.reduce(self._first_bad.clone(), reduce_op="min"))
+        if first != NONE:
+            lr = self.trainer.optimizers[0].param_groups[0]["lr"]
+            raise NumericsError(f"the training loss became NaN or infinite at step {first} at lr "
+                                f"{lr:g} {self._fix()}; no later checkpoint")
 
     def on_train_epoch_end(self):
         self._check_finite()
 
     def on_validation_epoch_start(self):
         self.val_hidden = None
-        self.val_nll = torch.zeros((), device=self.device, dtype=torch.float64)
-        self.val_tokens = torch.zeros((), device=self.device, dtype=torch.float64)
+        self.val_sums = torch.zeros(2, device=self.device, dtype=torch.float64)   # NLL, tokens
 
     def validation_step(self, batch, batch_index):
-        nll, count, state, _ = self._loss_sum(batch, self.val_hidden, self.evaluation_model())
-        self.val_hidden = state
-        self.val_nll += nll.double()
-        self.val_tokens += count.double()
+        nll, count, self.val_hidden, _ = self._loss_sum(batch, self.val_hidden, self.evaluation_model())
+        self.val_sums += torch.stack([nll.double(), count.double()])
 
     def on_validation_epoch_end(self):
-        nll = self.trainer.strategy.reduce(self.val_nll, reduce_op="sum")
-        tokens = self.trainer.strategy.reduce(self.val_tokens, reduce_op="sum")
+        nll, tokens = self.trainer.strategy.reduce(self.val_sums, reduce_op="sum")
         mean = float(nll / tokens.clamp(min=1))
         if not math.isfinite(mean) or mean > 700:   # exp(700) is near float64's largest
             raise NumericsError(f"the validation loss is {mean:g} nats per token after "
@@ -228,13 +210,12 @@ class LitLM(L.LightningModule):
         if p.lr_schedule == "none":
             return optimizer
         if p.lr_schedule == "step":   # Zaremba et al. 2014: full lr for lr_decay_start epochs, then
-            step = torch.optim.lr_scheduler.LambdaLR(   # x lr_decay every epoch
+            scheduler = torch.optim.lr_scheduler.LambdaLR(   # x lr_decay every epoch
                 optimizer, lambda epoch: p.lr_decay ** max(0, epoch + 1 - p.lr_decay_start))
-            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": step, "interval": "epoch"}}
-        # anneal when validation perplexity stops improving (pytorch/examples divides lr by 4)
-        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=p.lr_decay, patience=0)
-        return {"optimizer": optimizer,
-                "lr_scheduler": {"scheduler": plateau, "monitor": "val_ppl", "interval": "epoch"}}
+        else:   # plateau: anneal when validation perplexity stops improving (pytorch/examples: / 4)
+            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=p.lr_decay, patience=0)
+        return {"optimizer": optimizer,   # monitor: read by ReduceLROnPlateau only
+                "lr_scheduler": {"scheduler": scheduler, "monitor": "val_ppl", "interval": "epoch"}}
 
 
 def nonmonotone_trigger(past: list[float], current: float, interval: int) -> bool:
@@ -247,9 +228,8 @@ def build_trainer(train: TrainParams, ckpts: Path, out: Path, logger,
                   verbose: bool = False) -> L.Trainer:
     """A Lightning Trainer: best.ckpt (lowest val ppl) and last.ckpt (every
     checkpoint_every_n_steps) in `ckpts`, deterministic, our own sharding."""
-    precision = train.precision
-    if precision == "auto":
-        precision = "bf16-mixed" if torch.cuda.is_available() and train.accelerator != "cpu" else "32-true"
+    gpu = torch.cuda.is_available() and train.accelerator != "cpu"
+    precision = ("bf16-mixed" if gpu else "32-true") if train.precision == "auto" else train.precision
     callbacks = [TQDMProgressBar(refresh_rate=50),
                  ModelCheckpoint(dirpath=ckpts, filename="best", monitor="val_ppl", mode="min",
                                  save_top_k=1, enable_version_counter=False),
