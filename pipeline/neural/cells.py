@@ -1,8 +1,7 @@
-"""Recurrent cells. In: x (B, T, I) and state (L, B, S). Out: the top layer's outputs (B, T, H)
-and the final state (L, B, S); S = H for rnn and gru, 2H ([h; c]) for lstm. `textbook`: the
-lecture's equations through `scan` (GRU: relevance gate before the product, Cho et al. 2014);
-`fused`: torch.nn.RNN/GRU/LSTM (nn.GRU applies r after the product: another function).
-Equations, weight drop and deep stacks: docs/internals.md."""
+"""Recurrent cells. In: x (B, T, I), state (L, B, S). Out: the top layer's outputs (B, T, H), the
+final state (L, B, S); S = H for rnn and gru, 2H ([h; c]) for lstm. `textbook`: the lecture's
+equations through `scan` (GRU: Γr before the product, Cho et al. 2014); `fused`: torch.nn.RNN/GRU/
+LSTM (nn.GRU applies r after it: another function). Equations: docs/internals.md."""
 
 from __future__ import annotations
 
@@ -18,10 +17,8 @@ from pipeline.neural.regularization import LockedDropout
 
 
 def scan(step: Callable, inputs: torch.Tensor, initial: torch.Tensor, *weights: torch.Tensor):
-    """cur = initial; for x in inputs (over dim 1): y, cur = step(x, cur, *weights).
-    Returns (ys, cur)."""
-    state = initial
-    outputs = []
+    """(the outputs stacked on dim 1, the final state) of `step` run over dim 1 of `inputs`."""
+    state, outputs = initial, []
     for x in inputs.unbind(1):
         y, state = step(x, state, *weights)
         outputs.append(y)
@@ -29,8 +26,8 @@ def scan(step: Callable, inputs: torch.Tensor, initial: torch.Tensor, *weights: 
 
 
 def rnn_step(px, h_prev, weight_hh):
-    """h<t> = tanh(W_hx x<t> + b_h + W_hh h<t-1>), with W_hx x<t> + b_h precomputed as px."""
-    h_new = torch.tanh(px + h_prev @ weight_hh.T)
+    """h<t> = tanh(W_hx x<t> + b_h + W_hh h<t-1>), with W_hx x<t> + b_h precomputed as px (B, 1, H)."""
+    h_new = torch.tanh(px[:, 0] + h_prev @ weight_hh.T)
     return h_new, h_new
 
 
@@ -77,21 +74,18 @@ class TextbookLayer(nn.Module):
         super().__init__()
         self.hidden_dim = hidden_dim
         self.weight_drop = weight_drop   # DropConnect probability on the hidden-to-hidden matrices
-        step, self.names = TEXTBOOK[cell][0], [name for name, _, _ in TEXTBOOK[cell][1]]
-        columns = {"x": (input_dim,), "h": (hidden_dim,), None: ()}
-        for name, rows, kind in TEXTBOOK[cell][1]:
-            self.register_parameter(name, nn.Parameter(torch.empty(rows * hidden_dim, *columns[kind])))
-        bound = 1.0 / math.sqrt(hidden_dim)
-        for weight in self.parameters():
-            nn.init.uniform_(weight, -bound, bound)
+        step, weights = TEXTBOOK[cell]
+        columns, bound = {"x": (input_dim,), "h": (hidden_dim,), None: ()}, 1.0 / math.sqrt(hidden_dim)
+        for name, rows, kind in weights:
+            weight = torch.empty(rows * hidden_dim, *columns[kind]).uniform_(-bound, bound)
+            self.register_parameter(name, nn.Parameter(weight))
         self.eager = functools.partial(scan, step)
         self.compiled = torch.compile(self.eager, dynamic=False) if compile else None
 
     def forward(self, x: torch.Tensor, state: torch.Tensor):
-        weight_x, *hidden, bias = (getattr(self, name) for name in self.names)
-        projected = x @ weight_x.T + bias   # (B, T, rows x H): all time steps at once
-        if projected.shape[-1] > self.hidden_dim:   # gates: (B, T, rows, H)
-            projected = projected.unflatten(-1, (-1, self.hidden_dim))
+        weight_x, *hidden, bias = self.parameters()   # in TEXTBOOK's order
+        # (B, T, rows, H): every time step's x parts at once
+        projected = (x @ weight_x.T + bias).unflatten(-1, (-1, self.hidden_dim))
         # weight drop (DropConnect): one mask per forward pass, every time step and sequence
         hidden = [F.dropout(weight, self.weight_drop, self.training) for weight in hidden]
         loop = self.compiled if self.compiled is not None and torch.is_grad_enabled() else self.eager
@@ -99,10 +93,9 @@ class TextbookLayer(nn.Module):
 
 
 class RecurrentStack(nn.Module):
-    """num_layers cells of one kind, one direction: x (B, T, input_dim), state (L, B, S) ->
-    (B, T, output_dim), (L, B, S). `output_dim` (default hidden_dim): the last layer's width
-    (AWD-LSTM's tied models: the embedding size); a narrower layer's state fills the first
-    entries of S, the rest zero. `dropout` acts between layers (locked: a mask per sequence)."""
+    """num_layers cells of one kind, one direction: x (B, T, input_dim), state (L, B, S) -> (B, T,
+    output_dim), (L, B, S); output_dim (default hidden_dim): the last layer's width (AWD-LSTM's tied
+    models: embed_dim). `dropout` acts between layers (locked: a mask per sequence)."""
 
     def __init__(self, cell: str, impl: str, input_dim: int, hidden_dim: int, num_layers: int,
                  dropout: float, compile: bool = False, weight_drop: float = 0.0,
@@ -147,9 +140,7 @@ class RecurrentStack(nn.Module):
                 x, final = self._fused_layer(self.fused[i], x, state[i, :, :size])
             else:
                 x, final = self.layers[i](x, state[i, :, :size])
-            if size < self.state_dim:
-                final = nn.functional.pad(final, (0, self.state_dim - size))
-            finals.append(final)
+            finals.append(F.pad(final, (0, self.state_dim - size)))   # a narrower layer: zeros
             if i < self.num_layers - 1:
                 if self.impl == "textbook":
                     x = torch.tanh(self.activations[i](x))

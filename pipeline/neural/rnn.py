@@ -24,13 +24,12 @@ class ModelConfig(ModelParams):
 
     @model_validator(mode="after")
     def _vocabulary(self) -> ModelConfig:
-        cutoffs = self.adaptive_cutoffs
-        if self.output_layer == "adaptive":
-            if cutoffs[-1] >= self.vocab_size - 1:
-                raise refuse(f"{{where}}.adaptive_cutoffs={list(cutoffs)}: use word ids below "
-                             f"the vocabulary size - 1 ({self.vocab_size - 1}), or softmax")
-            if self.features // self.adaptive_div_value ** len(cutoffs) < 1:   # last cluster's width
-                raise refuse("{where}.adaptive_div_value leaves the last cluster < 1 dimension")
+        cutoffs, adaptive = list(self.adaptive_cutoffs), self.output_layer == "adaptive"
+        if adaptive and cutoffs[-1] >= self.vocab_size - 1:
+            raise refuse(f"{{where}}.adaptive_cutoffs={cutoffs}: use word ids below the vocabulary "
+                         f"size - 1 ({self.vocab_size - 1}), or softmax")
+        if adaptive and self.features // self.adaptive_div_value ** len(cutoffs) < 1:   # last cluster
+            raise refuse("{where}.adaptive_div_value leaves the last cluster < 1 dimension")
         return self
 
     def checkpoint(self) -> dict:
@@ -48,20 +47,18 @@ class ModelConfig(ModelParams):
 
 
 class RNNLM(nn.Module):
-    def __init__(self, config: ModelConfig):   # checked by its schema
+    def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
         self.embedding = nn.Embedding(config.vocab_size, config.embed_dim)
         if config.tie_weights:   # as pytorch/examples: tied N(0, 1) rows make the logits explode
             nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
-        rate = config.dropout
+        rate, given, locked = config.dropout, config.dropout_input, config.locked_dropout
+        self.dropout_input = LockedDropout(rate if given is None else given, locked)
+        self.dropout = LockedDropout(rate, locked)            # on the outputs
         between = rate if config.dropout_hidden is None else config.dropout_hidden
-        self.dropout_input = LockedDropout(rate if config.dropout_input is None else config.dropout_input,
-                                           config.locked_dropout)
-        self.dropout = LockedDropout(rate, config.locked_dropout)            # on the outputs
         stack = (config.cell, config.impl, config.embed_dim, config.hidden_dim, config.num_layers,
-                 between, config.compile, config.weight_drop, config.locked_dropout,
-                 config.top_dim)   # tied deep causal models: embed_dim (AWD-LSTM: 1150, 1150, 400)
+                 between, config.compile, config.weight_drop, locked, config.top_dim)
         self.forward_stack = RecurrentStack(*stack)
         self.backward_stack = RecurrentStack(*stack) if config.bidirectional else None
         self.adaptive = config.output_layer == "adaptive"
@@ -74,16 +71,14 @@ class RNNLM(nn.Module):
             self.output.weight = self.embedding.weight
 
     def forward(self, tokens: torch.Tensor, state: torch.Tensor | None = None):
-        """Causal. tokens (B, T) -> logits (B, T, V) for the next token, final state (L, B, S):
-        S = H, or 2H ([h; c]) for an LSTM. Adaptive: the logits are log-probabilities (nats)."""
+        """Causal. tokens (B, T) -> logits (B, T, V) of the next token (see logits), state (L, B, S)."""
         features, _, state = self.features_and_activations(tokens, state)
         return self.logits(features), state
 
     def logits(self, features: torch.Tensor) -> torch.Tensor:
         """Output layer: features (..., F) -> logits (..., V) (log-probabilities when adaptive)."""
         if self.adaptive:
-            flat = features.reshape(-1, features.shape[-1])
-            return self.output.log_prob(flat).view(*features.shape[:-1], -1)
+            return self.output.log_prob(features.flatten(0, -2)).view(*features.shape[:-1], -1)
         return self.output(features)
 
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -112,27 +107,20 @@ class RNNLM(nn.Module):
         return self.logits(self.cloze_features_and_activations(tokens, lengths)[0])
 
     def cloze_features_and_activations(self, tokens: torch.Tensor, lengths: torch.Tensor):
-        """cloze() up to the output layer: (dropout([h→<i-1>, h←<i+1>]), [h→<i-1>, h←<i+1>]),
-        each (B, L-1, 2H)."""
+        """cloze() up to the output layer: (dropout(J), J), J = [h→<i-1>, h←<i+1>] (B, L-1, 2H)."""
         if self.backward_stack is None:
             raise ValueError("cloze() needs a bidirectional model")
-        batch, length = tokens.shape
         x = self.embed(tokens)                                             # (B, L, E)
         forward_states, _ = self.forward_stack(x)                          # (B, L, H)
-        position = torch.arange(length, device=tokens.device).expand(batch, length)
+        position = torch.arange(tokens.shape[1], device=tokens.device)
         lengths = lengths.to(tokens.device).unsqueeze(1)
-        inside = position < lengths
+        inside = position < lengths                                        # (B, L)
         # reverse each sentence within its own length; padding stays at the end
-        reverse = torch.where(inside, lengths - 1 - position, position)
-        gather = reverse.unsqueeze(-1).expand_as(x)
-        backward_reversed, _ = self.backward_stack(torch.gather(x, 1, gather))
-        backward_states = torch.gather(backward_reversed, 1,
-                                       reverse.unsqueeze(-1).expand_as(backward_reversed))
-        backward_states = backward_states * inside.unsqueeze(-1)           # zero beyond the end
-        # target i uses h→ at i-1 and h← at i+1 (zero past the sentence's end)
-        right = F.pad(backward_states[:, 2:], (0, 0, 0, 1))                 # (B, L-1, H)
-        left = forward_states[:, :-1]                                      # (B, L-1, H)
-        joined = torch.cat([left, right], dim=-1)
+        index = torch.where(inside, lengths - 1 - position, position).unsqueeze(-1)
+        backward, _ = self.backward_stack(torch.gather(x, 1, index.expand_as(x)))
+        backward = torch.gather(backward, 1, index.expand_as(backward)) * inside.unsqueeze(-1)
+        # target i uses h→ at i-1 and h← at i+1 (zero past the sentence's end): (B, L-1, 2H)
+        joined = torch.cat([forward_states[:, :-1], F.pad(backward[:, 2:], (0, 0, 0, 1))], dim=-1)
         return self.dropout(joined), joined
 
     def checkpoint(self) -> dict:
@@ -141,7 +129,6 @@ class RNNLM(nn.Module):
 
     @classmethod
     def from_checkpoint(cls, checkpoint: dict) -> RNNLM:
-        # compile is a training-speed option; a loaded model scores eagerly
-        model = cls(ModelConfig(**{**checkpoint["config"], "compile": False}))
+        model = cls(ModelConfig(**{**checkpoint["config"], "compile": False}))   # scores eagerly
         model.load_state_dict(checkpoint["state_dict"])
         return model
