@@ -1,7 +1,5 @@
-"""Stage train@KIND: data/prepared -> OUT/model.pt (config + state_dict of the best validation
-epoch), history.json (val perplexity per epoch), run.json (the MLflow run id). An interrupted
-training resumes from its checkpoint folder outside the repository (docs/models.md).
-Usage: python -m stages.train KIND data/prepared models/KIND"""
+"""Stage train@KIND: data/prepared -> OUT (model.pt, history.json, run.json: neural/fit.py); an
+interrupted training resumes (docs/models.md). Usage: python -m stages.train KIND data/prepared OUT"""
 
 import sys
 from pathlib import Path

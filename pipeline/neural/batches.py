@@ -1,8 +1,7 @@
-"""Batching. In: a token stream `<s> w.. </s> <s> ...`. Out: DataLoaders (a DDP rank's own
-share) of causal windows (batch_size contiguous columns walked bptt steps at a time; variable
-BPTT, Merity et al. 2017 section 4.1), of evaluation columns that predict every non-`<s>` token
-once, or of padded sentences (bidirectional). `<s>` targets are IGNORE. check_data refuses
-splits too small for the batch shape (ValueError). Diagrams: docs/internals.md."""
+"""Batching. In: a token stream `<s> w.. </s> <s> ...`. Out: a DDP rank's DataLoaders of causal
+windows (batch_size columns walked bptt steps at a time; variable BPTT: Merity et al. 2017 4.1),
+of evaluation columns predicting each non-`<s>` token once, or of padded sentences (cloze); `<s>`
+targets are IGNORE. check_data: ValueError for too small splits. Diagrams: docs/internals.md."""
 
 from __future__ import annotations
 
@@ -26,8 +25,8 @@ class StreamWindows(Dataset):
                  world: int = 1, variable: bool = False, seed: int = 0, epoch: int = 0):
         columns = len(stream) // (batch_size * world)
         # (B, N): this rank's rows, a view of the (memory-mapped) stream, made int64 per window
-        first = rank * batch_size * columns
-        self.data = np.asarray(stream[first:first + batch_size * columns]).reshape(batch_size, columns)
+        rows = stream[rank * batch_size * columns:(rank + 1) * batch_size * columns]
+        self.data = np.asarray(rows).reshape(batch_size, columns)
         self.starts = np.arange(0, columns - 1, bptt)   # window i starts at starts[i]
         if variable:   # the same cut on every rank: it depends on (seed, epoch) only
             rng = np.random.default_rng([seed, epoch])
@@ -139,13 +138,11 @@ class BucketBatches(Sampler):
         rng = np.random.default_rng([self.seed, self.epoch])
         self.epoch += 1   # the next iteration is the next epoch unless set_epoch says otherwise
         skip, self.skip = self.skip, 0
-        order = rng.permutation(len(self.lengths))
-        size = self.pool * self.batch_size
-        batches = []
-        for start in range(0, len(order), size):
-            chunk = order[start:start + size]
-            chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]
-            batches.extend(chunk[i:i + self.batch_size] for i in range(0, len(chunk), self.batch_size))
+        order, size = rng.permutation(len(self.lengths)), self.pool * self.batch_size
+        for start in range(0, len(order), size):   # each pool sorted by length
+            pool = order[start:start + size]
+            order[start:start + size] = pool[np.argsort(self.lengths[pool], kind="stable")]
+        batches = np.split(order, range(self.batch_size, len(order), self.batch_size))
         # the same order on every rank; each takes every world-th batch
         order = rng.permutation(len(batches))[self.rank::self.world][:len(self)]
         for index in order[skip:]:
@@ -176,8 +173,7 @@ def check_data(cloze: bool, train_stream: np.ndarray, valid_stream: np.ndarray,
 
 
 def train_loader(cloze: bool, stream: np.ndarray, params: TrainParams, seed: int, skip: int = 0,
-                 epoch: int = 0, pin_memory: bool = False, rank: int = 0,
-                 world: int = 1) -> DataLoader:
+                 epoch: int = 0, pin_memory: bool = False, rank: int = 0, world: int = 1) -> DataLoader:
     """Causal: ordered stream windows; cloze: shuffled batches of padded sentences of similar
     length. `skip` starts at that batch of `epoch` (resuming); its own generator keeps the global
     RNG (dropout masks) as in an uninterrupted run."""

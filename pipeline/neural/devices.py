@@ -10,8 +10,6 @@ import torch
 
 from pipeline.config import ParamsError, TrainParams
 
-MULTI_NODE_ENV = ("WORLD_SIZE", "SLURM_NTASKS", "MASTER_ADDR", "LOCAL_RANK")
-
 
 def check_machine(train: TrainParams, cuda_devices: int | None = None,
                   cpu_count: int | None = None, env: dict | None = None) -> None:
@@ -23,6 +21,7 @@ def check_machine(train: TrainParams, cuda_devices: int | None = None,
     named = train.accelerator in ("gpu", "cuda")
     gpu = named or (train.accelerator == "auto" and cuda_devices > 0)
     available, unit = (cuda_devices, "CUDA GPU") if gpu else (cpu_count, "CPU core")
+    launched = any(name in env for name in ("WORLD_SIZE", "SLURM_NTASKS", "MASTER_ADDR", "LOCAL_RANK"))
     problems = [
         (named and cuda_devices == 0, f"train.accelerator={train.accelerator!r} but this machine "
          "has no CUDA GPU; use accelerator: auto or cpu"),
@@ -32,9 +31,8 @@ def check_machine(train: TrainParams, cuda_devices: int | None = None,
         (train.devices > available, f"train.devices={train.devices} but this machine has "
          f"{available} {unit}{'s' if available != 1 else ''}; use devices <= {available}, or run "
          "on more machines with train.num_nodes"),
-        (train.num_nodes > 1 and not any(name in env for name in MULTI_NODE_ENV),
-         f"train.num_nodes={train.num_nodes} needs a multi-node launcher (torchrun or SLURM, see "
-         "docs/scaling.md), or num_nodes: 1"),
+        (train.num_nodes > 1 and not launched, f"train.num_nodes={train.num_nodes} needs a "
+         "multi-node launcher (torchrun or SLURM, see docs/scaling.md), or num_nodes: 1"),
     ]
     for bad, message in problems:
         if bad:

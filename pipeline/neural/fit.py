@@ -1,7 +1,6 @@
 """Training inputs and outputs of one recurrent model (train@KIND). In: params, data/prepared.
 Out: models/KIND/model.pt (config + state_dict of the best validation epoch), history.json,
-run.json; the training's checkpoint folder (resume.folder) goes once they exist. MLflow is the
-caller's (tracking/)."""
+run.json; then the checkpoint folder (resume.folder) goes. MLflow is the caller's (tracking/)."""
 
 from __future__ import annotations
 
@@ -41,7 +40,7 @@ def inputs(params: Params, kind: str, data: Path) -> Inputs:
     spec, train = params.models[kind], params.train
     check_machine(train)
     vocab_size = len(load_vocab(data))
-    stats = files.read_json(data / "stats.json", data, required=("corpus_hash",))
+    corpus = files.read_json(data / "stats.json", data, required=("corpus_hash",))["corpus_hash"]
     # memory-mapped: each DDP rank reads its own columns of train.npy through the page cache
     streams = tuple(files.load_array(data / f"{s}.npy", data, mmap_mode="r") for s in ("train", "valid"))
     for split, stream in zip(("train", "valid"), streams, strict=True):
@@ -52,15 +51,13 @@ def inputs(params: Params, kind: str, data: Path) -> Inputs:
     seed = params.seed if spec.seed is None else spec.seed   # a seed sweep reruns one model
     L.seed_everything(seed, workers=True, verbose=False)
     model = ModelConfig.of(kind, spec, vocab_size)
-    fp = resume.fingerprint(model.checkpoint(), train.model_dump(), seed, stats["corpus_hash"],
-                            vocab_size)
-    return Inputs(model, streams, seed, stats["corpus_hash"], fp)
+    fp = resume.fingerprint(model.checkpoint(), train.model_dump(), seed, corpus)
+    return Inputs(model, streams, seed, corpus, fp)
 
 
 def save(lit: LitLM, ckpts: Path, out: Path, run_id: str, precision: str) -> float:
-    """Write models/KIND from the best validation epoch's weights (best.ckpt; NT-ASGD: the
-    averaged ones), whole or not at all, then remove `ckpts`. Returns the best validation
-    perplexity."""
+    """Write models/KIND, whole or not at all, from best.ckpt's weights (resume.best_weights), then
+    remove `ckpts`. Returns the best validation perplexity."""
     best = ckpts / resume.BEST
     if best.exists():
         state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]

@@ -1,7 +1,6 @@
 """Output layer and loss in one step (CPU): the summed cross-entropy of softmax(W_y h + b_y).
-In: h (..., H), W_y (V, H), b_y (V,), targets (...) with IGNORE. Out: the summed NLL in nats
-(a scalar), differentiable in h, W_y and b_y, computed `chunk` rows at a time so that the
-(N, V) logits never exist whole (why: docs/internals.md)."""
+In: h (..., H), W_y (V, H), b_y (V,), targets (...) with IGNORE. Out: the summed NLL in nats,
+differentiable in h, W_y, b_y, `chunk` rows at a time: (N, V) logits never whole (docs/internals.md)."""
 
 from __future__ import annotations
 

@@ -34,9 +34,8 @@ def embedding_dropout(weight: torch.Tensor, p: float, training: bool) -> torch.T
     return weight * mask
 
 
-def activation_regularization(dropped: torch.Tensor, undropped: torch.Tensor,
-                              alpha: float, beta: float,
-                              mask: torch.Tensor | None = None) -> torch.Tensor:
+def activation_regularization(dropped: torch.Tensor, undropped: torch.Tensor, alpha: float,
+                              beta: float, mask: torch.Tensor | None = None) -> torch.Tensor:
     """AR + TAR (nats per token) of the last layer's outputs (B, T, H) at the positions `mask`
     (B, T) marks (None: all): alpha x mean(dropped²) + beta x mean((undropped<t> - undropped<t-1>)²)
     over pairs of existing neighbours."""

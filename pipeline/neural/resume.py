@@ -5,6 +5,7 @@ to continue, or a clean start; a lock per folder (`hold`) while a training uses 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -24,8 +25,6 @@ from pipeline.neural.rnn import RNNLM, ModelConfig
 LAST = "last.ckpt"
 BEST = "best.ckpt"
 STATE = "resume.json"
-# what a resume reads: Lightning's keys, and LitLM's own (on_save_checkpoint)
-CHECKPOINT_KEYS = ("state_dict", "optimizer_states", "loops", "lmpipe")
 
 
 class State(BaseModel):
@@ -35,8 +34,7 @@ class State(BaseModel):
 
 
 def fingerprint(*parts) -> str:
-    """A stable hash of JSON-serialisable parts (params, model config, data hash) and of the
-    training code (the bytes of pipeline/neural/*.py)."""
+    """16 hex digits of the hash of `parts` (JSON-serialisable) and of pipeline/neural/*.py's bytes."""
     code = [hashlib.sha256(path.read_bytes()).hexdigest()
             for path in sorted(Path(__file__).parent.glob("*.py"))]
     text = json.dumps([parts, code], sort_keys=True, default=str)
@@ -75,19 +73,13 @@ def prune(directory: Path, keep: int = 3) -> None:
     others = sorted(directory.parent.glob(f"{kind}-{'?' * len(fp)}"),   # not KIND-FP.lock
                     key=lambda path: path.stat().st_mtime, reverse=True)
     for old in (path for path in others[keep:] if path != directory):
-        lock = FileLock(f"{old}.lock")
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:   # a live training's
-            continue
-        shutil.rmtree(old, ignore_errors=True)
-        Path(lock.lock_file).unlink(missing_ok=True)
-        lock.release()
+        with contextlib.suppress(Timeout), FileLock(f"{old}.lock", timeout=0):   # held: in use
+            shutil.rmtree(old, ignore_errors=True)
+            Path(f"{old}.lock").unlink(missing_ok=True)
 
 
 def weights(state_dict: dict, prefix: str) -> dict:
-    """The entries of a LitLM checkpoint's `state_dict` under `prefix` ("model." the trained RNNLM,
-    "averaged.module." NT-ASGD's average), without it."""
+    """A LitLM state_dict's entries under `prefix` ("model.", "averaged.module."), without it."""
     return {key[len(prefix):]: value for key, value in state_dict.items() if key.startswith(prefix)}
 
 
@@ -99,9 +91,8 @@ def best_weights(state_dict: dict) -> dict:
 
 
 def _unfit(path: Path, state_dict: dict, model) -> str | None:
-    """Why the weights of a LitLM checkpoint cannot be resumed into `model` (the RNNLM about to be
-    trained): NaN or infinity, or the tensors of another model (model.* and NT-ASGD's
-    averaged.module.*); None when they fit."""
+    """Why a LitLM checkpoint's weights cannot resume into `model`: NaN or infinity, or another
+    model's shapes (model.*, averaged.module.*); None when they fit."""
     nonfinite = next((key for key, value in state_dict.items()
                       if isinstance(value, torch.Tensor) and value.is_floating_point()
                       and not bool(torch.isfinite(value).all())), None)
@@ -118,9 +109,8 @@ def _unfit(path: Path, state_dict: dict, model) -> str | None:
 
 
 def existing(directory: Path, print_fn, config: ModelConfig) -> tuple[Path | None, str | None]:
-    """(last.ckpt of the interrupted training of `directory`, its MLflow run id), or (None, None).
-    A damaged resume.json or checkpoint, or one whose weights do not fit `config`, is reported with
-    `print_fn`. Read-only: rank 0 calls `clear` once the MLflow store has taken the run."""
+    """(last.ckpt to resume, its MLflow run id), or (None, None) after telling `print_fn` what is
+    damaged or does not fit `config`. Read-only: rank 0 `clear`s once the MLflow store has the run."""
     state_file, last = directory / STATE, directory / LAST
     if not state_file.exists():
         return None, None
@@ -136,7 +126,8 @@ def existing(directory: Path, print_fn, config: ModelConfig) -> tuple[Path | Non
         model = RNNLM(config)
     for path in (path for path in (last, directory / BEST) if path.exists()):
         try:
-            checkpoint = files.load_checkpoint(path, directory, CHECKPOINT_KEYS)
+            keys = ("state_dict", "optimizer_states", "loops", "lmpipe")   # Lightning's, LitLM's
+            checkpoint = files.load_checkpoint(path, directory, keys)
             problem = _unfit(path, checkpoint["state_dict"], model)
         except files.StateError as error:
             problem = error.problem
