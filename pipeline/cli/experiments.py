@@ -106,11 +106,9 @@ def _why(changes: list) -> str:
             continue
         for kind, items in change.items():          # "changed deps" / "changed outs" / ...
             if isinstance(items, dict):   # {path: "modified"} or {params.yaml: {key: "modified"}}
-                names = [f"{path} ({', '.join(what) if isinstance(what, dict) else what})"
-                         for path, what in items.items()]
-                reasons.append(f"{kind}: {'; '.join(names)}")
-            else:
-                reasons.append(f"{kind}: {items}")
+                items = "; ".join(f"{path} ({', '.join(what) if isinstance(what, dict) else what})"
+                                  for path, what in items.items())
+            reasons.append(f"{kind}: {items}")
     return "; ".join(reasons) or "changed"
 
 
@@ -139,15 +137,13 @@ def compare(args) -> None:
         runs = _model_runs(uri, experiment, parent)
         print(f"{_title(parent)}\n")
         print(table(_rows(runs), args.markdown))
-        verdicts = _verdicts(uri, parent.info.run_id)
-        if verdicts:
+        if verdicts := _verdicts(uri, parent.info.run_id):
             print("\nPaired bootstrap on the test set (which differences are real):")
             print("\n".join(f"  {line}" for line in verdicts))
         links = run_search.ui_links(args.ui, parent.info.experiment_id, parent.info.run_id,
                                     [run.info.run_id for run in runs])
-        print(f"\nIn the MLflow UI ({args.ui}: make mlflow-ui):")
-        for what, url in links.items():
-            print(f"  {what + ':':16}{url}")
+        print(f"\nIn the MLflow UI ({args.ui}: make mlflow-ui):",
+              *(f"  {what + ':':16}{url}" for what, url in links.items()), sep="\n")
         return
     other = _naming(f"--against {args.against}", run_search.pipeline_run, uri, experiment, args.against)
     a, b = (_rows(_model_runs(uri, experiment, run)) for run in (parent, other))

@@ -47,8 +47,7 @@ def seeds(args) -> None:
         return
     outcome = wait(root, names)
     print(report(root, kind, args.all_commits))
-    failed = [name for name in names if outcome.get(name) != "Success"]
-    if failed:
+    if failed := [name for name in names if outcome.get(name) != "Success"]:
         raise ValueError(f"{', '.join(failed)} failed; `dvc queue logs {failed[0]}` shows why")
 
 
@@ -77,8 +76,7 @@ def queue(root: Path, kind: str, seed_range: range, jobs: int) -> list[str]:
     if taken:
         last = max(int(name.rsplit("-", 1)[1]) for name in taken)
         raise ValueError(f"{', '.join(taken)}: taken; give --first {last + 1} or `dvc exp remove {' '.join(taken)}`")
-    note = uncommitted_note(root)
-    if note:
+    if note := uncommitted_note(root):
         print(note, flush=True)
     for done, (seed, name) in enumerate(zip(seed_range, names, strict=True)):
         try:

@@ -1,6 +1,5 @@
-"""Reading back what a run logged: one artifact of a run, via a scratch folder, for the promotion
-gate (unit_scores.npz of two model runs) and `lmpipe compare` (an execution's report/pairs.json).
-MLflow's progress bar is off unless LMPIPE_VERBOSE=1 (errors.quiet_libraries)."""
+"""One artifact of a run, read back via a scratch folder: unit_scores.npz (the promotion gate),
+report/pairs.json (`lmpipe compare`). MLflow's progress bar stays off (errors.quiet_libraries)."""
 
 from __future__ import annotations
 

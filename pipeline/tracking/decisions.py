@@ -87,8 +87,7 @@ WRITTEN = {   # registry.json: what evaluate writes for each key of an entry
 def check_entry(path: Path, name: str, entry) -> None:
     """StateError for registry.json's entry of `name` unless it is what evaluate writes (WRITTEN)."""
     entry = entry if isinstance(entry, dict) else {}
-    bad = next((key for key, ok in WRITTEN.items() if key not in entry or not ok(entry[key])), None)
-    if bad:
+    if bad := next((key for key, ok in WRITTEN.items() if key not in entry or not ok(entry[key])), None):
         raise files.damaged(path, f"{name}: bad {bad} {json.dumps(entry.get(bad))[:60]}", fix=FIX)
 
 

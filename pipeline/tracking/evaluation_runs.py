@@ -52,56 +52,50 @@ def test_set_of(params: config.Params, stats: dict, data: Path) -> dict[str, str
 
 
 def evaluate(params: config.Params, data: Path, models: Path, out: Path) -> None:
-    """Check the store, read every input, score and write metrics/, then log it all."""
-    root = store.repo_root()
+    """Check the store, read every input, score and write metrics/; then log the pipeline run and
+    one nested run per model (its metrics at model.pt's training step, UNIT_SCORES, the pyfunc);
+    metrics/registry.json names the versions registered."""
+    root, c, experiment = store.repo_root(), params.corpus, params.mlflow.experiment
     uri = store.tracking_uri(params.mlflow, root)
-    mlflow_runs.check_store(uri, params.mlflow.experiment)   # before minutes of scoring
+    mlflow_runs.check_store(uri, experiment)   # before minutes of scoring
     found = run.load(params, data, models, root)
     run_ids = {kind: training_run(uri, models / kind / "run.json") for kind in params.models}
     done = run.evaluate(params, found, out)
     with tempfile.TemporaryDirectory() as scratch:
-        log(params, data, out, uri, root, done, run_ids, Path(scratch))
-
-
-def log(params: config.Params, data: Path, out: Path, uri: str, root: Path, done: run.Evaluation,
-        run_ids: dict[str, str | None], scratch: Path) -> None:
-    """The pipeline run and one nested run per model (its metrics at model.pt's training step,
-    UNIT_SCORES, the pyfunc); metrics/registry.json names the versions registered."""
-    c, experiment = params.corpus, params.mlflow.experiment
-    (scratch / "corpus.json").write_text(json.dumps(
-        {"tokenizer": c.tokenizer, "lowercase": c.lowercase, "unk": c.unk}))
-    shared_files = {"vocab": str(data / "vocab.json"), "corpus": str(scratch / "corpus.json")}
-    stats = done.found.stats
-    test_set = test_set_of(params, stats, data)
-    tags = {"corpus": c.source, "corpus_hash": stats["corpus_hash"],
-            **mlflow_runs.git_tags(root), "test_set": test_set["id"]}
-    mlflow_runs.reap_orphans(uri, experiment, print)
-    parent = mlflow_runs.start_pipeline(uri, experiment, root, params.model_dump(), tags,
-                                        mlflow_runs.execution_name(tags, c.source))
-    registered = {}
-    try:
-        for name, result in done.results.items():
-            scored, history = done.scored[name], done.found.histories.get(name)
-            unit_scores = scratch / name / UNIT_SCORES   # the paired bootstrap of promotion reads it
-            unit_scores.parent.mkdir()
-            np.savez(unit_scores, nll=scored.sums["test"]["nll"], tokens=scored.sums["test"]["tokens"])
-            run_id, version = registry.log_model_run(
-                uri, experiment, root, name, parent, run_ids.get(name),
-                {**scored.lm.params(), "model_name": name, "model_kind": name},
-                {k: v for k, v in result.items() if isinstance(v, int | float)},
-                {"model_kind": name, **tags, "objective": result["objective"]},
-                {scored.lm.artifact: str(scored.lm.path), **shared_files}
-                if params.evaluate.register_models else None,
-                model_hash=hashlib.sha256(scored.lm.path.read_bytes()).hexdigest()[:16],
-                test_set=test_set, artifacts=(str(unit_scores),),   # n-gram: no history, step 0
-                step=min(history, key=lambda h: h["val_ppl"]).get("step", 0) if history else 0)
-            if version is not None:
-                registered[name] = {"model": f"lmpipe-{name}", "version": version, "run_id": run_id,
-                                    "test_set": test_set}
-                print(f"evaluate: {name}: registered as lmpipe-{name} v{version}", flush=True)
-    except BaseException as error:   # a signal or Ctrl-C: KILLED; an error: FAILED
-        mlflow_runs.end_run(uri, parent, mlflow_runs.end_status(error))
-        raise
+        corpus = Path(scratch) / "corpus.json"
+        corpus.write_text(json.dumps({"tokenizer": c.tokenizer, "lowercase": c.lowercase, "unk": c.unk}))
+        shared_files = {"vocab": str(data / "vocab.json"), "corpus": str(corpus)}
+        test_set = test_set_of(params, found.stats, data)
+        tags = {"corpus": c.source, "corpus_hash": found.stats["corpus_hash"],
+                **mlflow_runs.git_tags(root), "test_set": test_set["id"]}
+        mlflow_runs.reap_orphans(uri, experiment, print)
+        parent = mlflow_runs.start_pipeline(uri, experiment, root, params.model_dump(), tags,
+                                            mlflow_runs.execution_name(tags, c.source))
+        registered = {}
+        try:
+            for name, result in done.results.items():
+                scored, history = done.scored[name], found.histories.get(name)
+                unit_scores = Path(scratch) / name / UNIT_SCORES   # promotion's paired bootstrap
+                unit_scores.parent.mkdir()
+                np.savez(unit_scores, nll=scored.sums["test"]["nll"],
+                         tokens=scored.sums["test"]["tokens"])
+                run_id, version = registry.log_model_run(
+                    uri, experiment, root, name, parent, run_ids.get(name),
+                    {**scored.lm.params(), "model_name": name, "model_kind": name},
+                    {k: v for k, v in result.items() if isinstance(v, int | float)},
+                    {"model_kind": name, **tags, "objective": result["objective"]},
+                    {scored.lm.artifact: str(scored.lm.path), **shared_files}
+                    if params.evaluate.register_models else None,
+                    model_hash=hashlib.sha256(scored.lm.path.read_bytes()).hexdigest()[:16],
+                    test_set=test_set, artifacts=(str(unit_scores),),   # n-gram: no history, step 0
+                    step=min(history, key=lambda h: h["val_ppl"]).get("step", 0) if history else 0)
+                if version is not None:
+                    registered[name] = {"model": f"lmpipe-{name}", "version": version,
+                                        "run_id": run_id, "test_set": test_set}
+                    print(f"evaluate: {name}: registered as lmpipe-{name} v{version}", flush=True)
+        except BaseException as error:   # a signal or Ctrl-C: KILLED; an error: FAILED
+            mlflow_runs.end_run(uri, parent, mlflow_runs.end_status(error))
+            raise
     (out / "registry.json").write_text(json.dumps(registered, indent=2))
     mlflow_runs.finish_pipeline(uri, parent, done.artifacts)
     print(f"evaluate: logged pipeline run {parent} and {len(done.results)} model runs to {uri}",

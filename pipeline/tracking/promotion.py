@@ -1,10 +1,9 @@
 """The promotion gate. In: a new version's metrics and test set, the champions (versions holding
-an alias of lmpipe-<kind>), promote.margin. Out: which aliases move, and why. A version beats a
-champion of its test set when test_ppl_new < test_ppl_champion x (1 - margin) (cloze: and no
-lower fill_accuracy), and by more than the SD of its recipe's seed sweep (seed_spread) if any;
-with promote.require_significant, also when the paired bootstrap of unit_scores.npz puts Δ
-nats/token above 0. A sweep member moves no alias. Each test set has its alias champion-<id>;
-`champion` stays on the line it first went to (docs/ci.md)."""
+an alias of lmpipe-<kind>), promote.margin. Out: which aliases move, and why. A version beats its
+test set's champion (alias champion-<id>) when test_ppl_new < test_ppl_champion x (1 - margin), and
+by more than its recipe's seed-sweep SD if any (cloze: and no lower fill_accuracy; with
+promote.require_significant: and the paired bootstrap of unit_scores.npz puts Δ nats/token above 0).
+A sweep member moves no alias; `champion` stays on the line it first went to (docs/ci.md)."""
 
 from __future__ import annotations
 
@@ -66,13 +65,9 @@ def seed_spread(tracking_uri: str, run_id: str, recipe: str, seed: int,
     client.set_tag(run_id, RECIPE, recipe)
     client.set_tag(run_id, SEED, str(seed))
     runs = client.search_runs([client.get_run(run_id).info.experiment_id],
-                              f"tags.{RECIPE} = '{recipe}' and tags.{TEST_SET} = '{test_set_id}'",
-                              order_by=["attributes.start_time DESC"])
-    newest = {}
-    for run in runs:
-        if "test_ppl" in run.data.metrics:
-            newest.setdefault(run.data.tags[SEED], run.data.metrics["test_ppl"])
-    values = list(newest.values())
+                              f"tags.{RECIPE} = '{recipe}' and tags.{TEST_SET} = '{test_set_id}' "
+                              "and metrics.test_ppl > 0", order_by=["attributes.start_time DESC"])
+    values = list({run.data.tags[SEED]: run.data.metrics["test_ppl"] for run in reversed(runs)}.values())
     return {"sd": statistics.stdev(values), "n": len(values), "mean": statistics.fmean(values)} \
         if len(values) >= 2 else None
 

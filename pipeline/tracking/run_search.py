@@ -17,25 +17,23 @@ VIEW = "lmpipe"   # the runs table's preset columns: #/experiments/<id>/runs?vie
 
 def pipeline_runs(tracking_uri: str, experiment: str, limit: int = 50, finished: bool = True) -> list:
     """The parent runs of pipeline executions, newest first (only FINISHED ones if `finished`)."""
-    return _runs(tracking_uri, experiment, ROLE, "pipeline", finished, limit, newest_first=True)
+    status = " and attributes.status = 'FINISHED'" if finished else ""
+    return _runs(tracking_uri, experiment, f"tags.`{ROLE}` = 'pipeline'{status}", limit, "DESC")
 
 
 def model_runs(tracking_uri: str, experiment: str, parent_id: str) -> list:
     """The model runs nested under the parent run `parent_id`, oldest first."""
-    return _runs(tracking_uri, experiment, PARENT, parent_id, False, 1000, newest_first=False)
+    return _runs(tracking_uri, experiment, f"tags.`{PARENT}` = '{parent_id}'", 1000, "ASC")
 
 
-def _runs(tracking_uri: str, experiment: str, tag: str, value: str, finished: bool, limit: int,
-          newest_first: bool) -> list:
-    """The runs of `experiment` tagged `tag`=`value` (mlflow.entities.Run) of a store that
-    mlflow_runs.check_store passed. ValueError: no such experiment; StateError: deleted."""
+def _runs(tracking_uri: str, experiment: str, query: str, limit: int, order: str) -> list:
+    """The runs of `experiment` matching `query` by start time (mlflow.entities.Run) of a store
+    that mlflow_runs.check_store passed. ValueError: no such experiment; StateError: deleted."""
     found = active_experiment(tracking_uri, experiment)
     if found is None:
         raise ValueError(f"no MLflow experiment {experiment!r} at {tracking_uri}; run `make repro` first")
-    status = " and attributes.status = 'FINISHED'" if finished else ""
-    return _client(tracking_uri).search_runs(
-        [found.experiment_id], f"tags.`{tag}` = '{value}'{status}", max_results=limit,
-        order_by=[f"attributes.start_time {'DESC' if newest_first else 'ASC'}"])
+    return _client(tracking_uri).search_runs([found.experiment_id], query, max_results=limit,
+                                             order_by=[f"attributes.start_time {order}"])
 
 
 def _client(tracking_uri: str):

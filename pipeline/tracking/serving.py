@@ -20,8 +20,7 @@ class SentenceScorer(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
         artifacts = context.artifacts
         self.vocab = load_vocab(Path(artifacts["vocab"]).parent)
-        with open(artifacts["corpus"]) as f:
-            self.corpus = json.load(f)
+        self.corpus = json.loads(Path(artifacts["corpus"]).read_text())
         weights = next(Path(p) for p in artifacts.values() if Path(p).name in LOADERS)
         self.model = load_model(weights, len(self.vocab))
 

@@ -61,8 +61,7 @@ def _train(params: Params, kind: str, given: fit.Inputs, out: Path, ckpts: Path,
             resume.record(ckpts, logger.run_id)
         lit = LitLM(RNNLM(given.model), params.train, *given.streams, seed=given.seed)
         logger.log_hyperparams(flatten({"model": given.model.checkpoint(),
-                                                    "train": params.train.model_dump(),
-                                                    "seed": given.seed}))
+                                        "train": params.train.model_dump(), "seed": given.seed}))
         trainer = build_trainer(params.train, ckpts, out, logger, errors.verbose())
         if zero:
             m, size = given.model, sum(p.numel() for p in lit.model.parameters())
