@@ -1,5 +1,4 @@
-"""The `prepare` stage in bounded memory: scan and spill the ids, then split, vocabulary, streams.
-In: a corpus source, params corpus.*, split.*, vocab.*, `memory` bytes (lmplz's -S). Out: OUT/
+"""The `prepare` stage within `memory` bytes (lmplz's -S; two passes: docs/internals.md). Out: OUT/
 {train,valid,test}.npy, vocab.json, units.npz, stats.json: tests/oracle_prepare.py's bytes at any
 block size. Errors: CorpusError, SplitError, ValueError; SpillError naming corpus.temp_dir."""
 
@@ -141,7 +140,6 @@ class _Sentences:
         pieces = np.where(cut, -(-counts // max(m, 1)),
                           (counts > 0) | TOKENIZERS[c.tokenizer].blank_lines_are_sentences
                           ).astype(counts.dtype)
-        # compact: line_of and length int32 (4 bytes a sentence each) while they fit
         small = np.int32 if scan.lines < 2**31 and (not len(counts) or counts.max() < 2**31) else np.int64
         line_of, self.lines_cut = [], 0
         bounds = scan.file_start if given else scan.file_start[[0, -1]]   # max_sentences counts in

