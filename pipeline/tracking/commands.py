@@ -42,8 +42,7 @@ RESTORE = {"dvc.yaml": "`git checkout dvc.yaml` restores the committed one",
 
 
 def unreadable(root: Path) -> None:
-    """ValueError naming dvc.yaml or dvc.lock of `root` when DVC's own reader refuses it (its
-    schema; e.g. git's conflict markers), with the line and DVC's fix."""
+    """ValueError naming dvc.yaml or dvc.lock of `root` if DVC cannot read it: the line, a fix."""
     from dvc.fs import LocalFileSystem  # here: DVC's 0.3 s import, on this path only
     from dvc.schema import COMPILED_LOCKFILE_SCHEMA, COMPILED_MULTI_STAGE_SCHEMA
     from dvc.utils import strictyaml

@@ -1,7 +1,6 @@
-"""Stage promote's body. In: metrics/metrics.json and metrics/registry.json (evaluate's), params.
-Out: the champion aliases moved by promotion.promote; metrics/promotion.json (a DVC metric:
-promoted 1/0; with a comparison Δ nats/token, p_better, significant 1/0) and promotion.md (what
-happened and why). Errors: StateError naming the file, model, key and fix, before any alias moves."""
+"""Stage promote's body. In: metrics/metrics.json and registry.json (evaluate's), params. Out: the
+aliases promotion.promote moves; metrics/promotion.json (a DVC metric: promoted 1/0, Δ nats/token,
+p_better, significant 1/0), promotion.md. Errors: StateError (file, model, key) before any move."""
 
 from __future__ import annotations
 
@@ -102,8 +101,7 @@ def summary(decision: dict) -> dict:
 
 
 def paired_cell(d: dict) -> str:
-    """The report's paired-comparison cell, e.g. "Δ +0.0310 nats/token [+0.0120, +0.0500],
-    P(better) 0.999: significant at 95%"; "-" without a champion to compare with."""
+    """The paired-comparison cell: "Δ +0.0310 nats/token [lo, hi], P(better) 0.999: ...", or "-"."""
     paired = d.get("paired")
     if paired is None:
         problem = d.get("paired_problem")

@@ -1,7 +1,6 @@
 """Evaluate, logged. In: params, data/prepared, models/ (evaluation/run.py scores them into
-metrics/). Out: in MLflow, one parent run for this pipeline execution with one nested run per
-model (its metrics, unit_scores.npz, the model as a registered pyfunc); metrics/registry.json.
-An unusable store or models/KIND/run.json is refused before any scoring."""
+metrics/). Out: an MLflow parent run per pipeline execution, a nested run per model; metrics/
+registry.json. Errors: an unusable store or models/KIND/run.json, before any scoring."""
 
 from __future__ import annotations
 
@@ -52,9 +51,7 @@ def test_set_of(params: config.Params, stats: dict, data: Path) -> dict[str, str
 
 
 def evaluate(params: config.Params, data: Path, models: Path, out: Path) -> None:
-    """Check the store, read every input, score and write metrics/; then log the pipeline run and
-    one nested run per model (its metrics at model.pt's training step, UNIT_SCORES, the pyfunc);
-    metrics/registry.json names the versions registered."""
+    """Score into `out`; each model run: metrics at model.pt's step, UNIT_SCORES, the pyfunc."""
     root, c, experiment = store.repo_root(), params.corpus, params.mlflow.experiment
     uri = store.tracking_uri(params.mlflow, root)
     mlflow_runs.check_store(uri, experiment)   # before minutes of scoring

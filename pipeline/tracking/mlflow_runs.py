@@ -1,8 +1,7 @@
-"""MLflow runs at the edge. In: run names, params, metrics, tags. Out: per pipeline execution a
-parent run (lmpipe.role=pipeline) and a nested run per model (registry.log_model_run), tagged
-with the git commit, the corpus and the owner process (lmpipe.owner: runs of dead processes are
-reaped as KILLED); the experiment with its web app settings. check_store refuses an unusable
-store (StateError, one line) before any work."""
+"""MLflow runs at the edge. Out: per pipeline execution a parent run (lmpipe.role=pipeline) and a
+nested run per model (registry.log_model_run), tagged with the git commit, the corpus and the owner
+process (lmpipe.owner: runs of dead processes are reaped as KILLED). Errors: check_store's
+StateError (one line) before any work."""
 
 from __future__ import annotations
 
@@ -96,8 +95,7 @@ def _apart(tagged, now) -> bool:
 
 def check_store(tracking_uri: str, experiment: str, timeout: float = 10.0, *,
                 source: str | None = None, writable: bool = True) -> None:
-    """store.check_uri, then `experiment` is not deleted (a reader switches nothing to WAL).
-    Raises StateError."""
+    """StateError unless store.check_uri passes and `experiment` is not deleted; WAL if writable."""
     store.check_uri(tracking_uri, source=source, timeout=timeout, writable=writable)
     if not (verbose() or debug()):   # MLflow logs each SQLAlchemy error's traceback before raising
         logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
@@ -200,8 +198,7 @@ def end_status(error: BaseException) -> str:
 
 
 def end_run(tracking_uri: str, run_id: str, status: str) -> None:
-    """Terminate `run_id` with `status` unless it ended (KILLED replaces Lightning's FAILED) or
-    the store holds it no more."""
+    """End `run_id` with `status` unless gone or ended (KILLED replaces Lightning's FAILED)."""
     run = active_run(tracking_uri, run_id)
     now = run.info.status if run else None
     if now == "RUNNING" or (status == "KILLED" and now == "FAILED"):

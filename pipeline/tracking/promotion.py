@@ -1,9 +1,6 @@
-"""The promotion gate. In: a new version's metrics and test set, the champions (versions holding
-an alias of lmpipe-<kind>), promote.margin. Out: which aliases move, and why. A version beats its
-test set's champion (alias champion-<id>) when test_ppl_new < test_ppl_champion x (1 - margin), and
-by more than its recipe's seed-sweep SD if any (cloze: and no lower fill_accuracy; with
-promote.require_significant: and the paired bootstrap of unit_scores.npz puts Δ nats/token above 0).
-A sweep member moves no alias; `champion` stays on the line it first went to (docs/ci.md)."""
+"""The promotion gate (the rule: docs/ci.md#promotion). In: a new version's metrics and test set,
+the champions (versions of lmpipe-<kind> holding `champion` or champion-<test set id>), promote.*.
+Out: which aliases move, and why; paired Δ in nats/token. Errors: StateError (not registered)."""
 
 from __future__ import annotations
 
@@ -87,10 +84,8 @@ def promote(tracking_uri: str, model_name: str, version: str, result: dict, test
             margin: float, *, run_id: str | None = None, require_significant: bool = False,
             resamples: int = 1000, level: float = 0.95, seed: int = 0, spread: dict | None = None,
             sweep: bool = False) -> dict:
-    """Gate `version` (metrics `result` on `test_set`; unit scores in `run_id` or its run) against
-    its line's champion, then `champion` (_default_alias); with `require_significant` only the
-    paired bootstrap's "yes" beats one; a `sweep` member moves neither. Returns the decision;
-    StateError when `version` is not in the registry."""
+    """The decision on `version` (metrics `result` on `test_set`) against its line's champion, then
+    `champion` (_default_alias), as promotion.json/md show it; StateError: not in the registry."""
     client = MlflowClient(tracking_uri)
     try:
         client.get_model_version(model_name, version)
@@ -155,8 +150,7 @@ def _default_alias(tracking_uri: str, model_name: str, version: str, test_set: d
 
 def significant(why: str, comparison: bootstrap.Comparison | None, problem: str,
                 remedy: str) -> tuple[bool, str]:
-    """(promote?, reason) under promote.require_significant, given decide's `why`: only when the
-    interval of Δ lies above 0; without a comparison, kept back (`problem`, `remedy`)."""
+    """(promote?, reason) under promote.require_significant, from decide's `why`: Δ's CI above 0."""
     if comparison is None:
         return False, (f"kept back by promote.require_significant: {problem}; {remedy}, or set "
                        "promote.require_significant: false")
@@ -204,9 +198,8 @@ def compare(tracking_uri: str, model_name: str, version: str, run_id: str | None
 
 def unit_scores(tracking_uri: str, model_name: str, version: str, run_id: str | None,
                 test_set_id: str) -> tuple[dict[str, np.ndarray] | None, str]:
-    """({"nll": nats, "tokens"}, both (U,) float64, "") from the first run holding UNIT_SCORES of
-    `run_id`, `version`'s run, the runs that re-scored it on `test_set_id` (tag
-    registered_version, newest first); else (None, why)."""
+    """({"nll": nats, "tokens"}, both (U,) float64, "") from the first of `run_id`, `version`'s run
+    and its re-scorings on `test_set_id` (newest first) that holds UNIT_SCORES; else (None, why)."""
     client = MlflowClient(tracking_uri)
     candidates = [run_id] if run_id else []
     registered = client.get_model_version(model_name, version)   # promote found it

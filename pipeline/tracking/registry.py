@@ -1,7 +1,6 @@
-"""The model registry. In: a model's run (params, metrics, tags) and its files. Out: the model
-logged as a pyfunc (serving.py) in its nested run under the pipeline run, registered as
-`lmpipe-<kind>`: a new version only when its weights or its test set changed (version tags
-model_hash, test_set). Their champion aliases are promotion.py's."""
+"""The model registry. In: a model's run (params, metrics, tags) and files. Out: its nested run
+under the pipeline run, the model a pyfunc (serving.py) registered as `lmpipe-<kind>`: a new
+version only for new weights or test set (version tags model_hash, test_set; aliases: promotion)."""
 
 from __future__ import annotations
 
@@ -27,10 +26,9 @@ def log_model_run(tracking_uri: str, experiment: str, root: Path, name: str, par
                   tags: dict, model_files: dict[str, str] | None = None,
                   model_hash: str | None = None, test_set: dict | None = None, step: int = 0,
                   artifacts: tuple[str, ...] = ()) -> tuple[str, str | None]:
-    """The nested run of one model under `parent_id` (adopting `training_run_id` if it has no
-    parent): (run id, version or None). `model_files` (serving.py) are logged as a pyfunc
-    registered as lmpipe-<name>, unless a version holds the same weights (`model_hash`) on
-    `test_set`. `metrics` go at the scored checkpoint's training `step`."""
+    """(run id, version or None) of one model's nested run under `parent_id` (adopting a parentless
+    `training_run_id`), `metrics` at training `step`; `model_files` (serving.py) registered as
+    lmpipe-<name> unless a version holds `model_hash` on `test_set`."""
     experiment_id = setup(tracking_uri, experiment, root)
     client = MlflowClient(tracking_uri)
     run_id, tags, test_set = None, {**tags, **owner_tags(), ROLE: "model", PARENT: parent_id}, \

@@ -1,7 +1,6 @@
-"""Finding experiments, pipeline executions and their model runs. In: a tracking URI and an
-experiment name. Out: runs with `.info` (run_id, run_name, start_time (ms), status,
-experiment_id) and `.data` (tags, metrics: the latest value of each), from
-MlflowClient.search_runs."""
+"""Finding experiments, pipeline executions and their model runs (MlflowClient.search_runs). Out:
+runs with `.info` (run_id, run_name, start_time (ms), status, experiment_id) and `.data` (tags,
+metrics: the latest value of each). Errors: ValueError (none found), StateError (deleted)."""
 
 from __future__ import annotations
 
@@ -27,8 +26,7 @@ def model_runs(tracking_uri: str, experiment: str, parent_id: str) -> list:
 
 
 def _runs(tracking_uri: str, experiment: str, query: str, limit: int, order: str) -> list:
-    """The runs of `experiment` matching `query` by start time (mlflow.entities.Run) of a store
-    that mlflow_runs.check_store passed. ValueError: no such experiment; StateError: deleted."""
+    """`experiment`'s runs matching `query` by start time; ValueError: no such experiment."""
     found = active_experiment(tracking_uri, experiment)
     if found is None:
         raise ValueError(f"no MLflow experiment {experiment!r} at {tracking_uri}; run `make repro` first")
@@ -42,8 +40,7 @@ def _client(tracking_uri: str):
 
 
 def active_experiment(tracking_uri: str, experiment: str):
-    """The experiment named `experiment`, None if there is none; StateError if it was deleted (a
-    soft delete: its name stays taken)."""
+    """The experiment named `experiment` or None; StateError if deleted (its name stays taken)."""
     found = _client(tracking_uri).get_experiment_by_name(experiment)
     if found is not None and found.lifecycle_stage != "active":
         restore = (f"MLFLOW_TRACKING_URI={tracking_uri} mlflow experiments restore --experiment-id "

@@ -1,7 +1,6 @@
-"""A trained lmpipe model as an MLflow pyfunc: `mlflow.pyfunc.load_model(uri).predict(["a
-sentence", ...])` gives each sentence's ln P (bidirectional: pseudo-log-likelihood), tokenized as
-the corpus was. Artifacts: the weights (model.pt or model.npz: models.LOADERS), "vocab" (vocab.json),
-"corpus" (corpus.json: tokenizer settings); the `pipeline` package travels as code."""
+"""A trained lmpipe model as an MLflow pyfunc (docs/mlflow.md#serving): predict(sentences) -> each
+one's ln P (nats; bidirectional: pseudo-log-likelihood), tokenized as the corpus was. Artifacts:
+weights (models.LOADERS), "vocab" (vocab.json), "corpus" (corpus.json: tokenizer settings)."""
 
 from __future__ import annotations
 

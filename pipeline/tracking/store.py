@@ -1,7 +1,6 @@
-"""The tracking store, at its edge. In: a tracking URI and its source (MLFLOW_TRACKING_URI,
-params.yaml's mlflow.tracking_uri, a command's argument). Out: tracking_uri, the URI in use;
-check_uri refuses a store MLflow cannot use (StateError: one line naming the source, its value,
-the fix); prepare switches an sqlite store to WAL once (parallel writers: docs/internals.md)."""
+"""The tracking store (docs/internals.md). In: a URI from MLFLOW_TRACKING_URI, params.yaml's
+mlflow.tracking_uri or an argument. Out: tracking_uri, the URI in use; prepare: sqlite in WAL.
+Errors: check_uri's StateError for a store MLflow cannot use, naming the source, value and fix."""
 
 from __future__ import annotations
 
@@ -74,9 +73,8 @@ def prepare(tracking_uri: str) -> str:
 
 
 def blocked(path: Path, write: bool = True) -> tuple[str, list[Path]] | None:
-    """(why, the paths to make writable) when SQLite cannot write (`write`) or read the store
-    `path` and its -wal, -shm, -journal beside it, else None; creates no store. StateError for a
-    file that is not an intact sqlite database."""
+    """(why, paths to make writable) when SQLite cannot write (`write`) or read the store `path`
+    (and its -wal, -shm, -journal), else None; creates none. StateError: not an intact database."""
     folder = path.parent
     denied = [p for p, mode in ((path, os.R_OK | os.W_OK), (folder, os.W_OK | os.X_OK))
               if write and p.exists() and not os.access(p, mode)]
@@ -101,9 +99,8 @@ def blocked(path: Path, write: bool = True) -> tuple[str, list[Path]] | None:
 
 def check_uri(tracking_uri: str, *, source: str | None = None, timeout: float = 10.0,
               writable: bool = True) -> None:
-    """Refuse within about `timeout` s a store MLflow cannot use (it would retry for minutes,
-    create folders): StateError naming `source` (None: MLFLOW_TRACKING_URI if set, else
-    mlflow.tracking_uri), its value and the fix. A reader (not `writable`) needs an existing store."""
+    """StateError within about `timeout` s for a store MLflow cannot use (not `writable`: missing),
+    naming `source` (None: MLFLOW_TRACKING_URI if set, else mlflow.tracking_uri), value and fix."""
     source = source or (ENV if os.environ.get(ENV) else PARAM)
     given = (os.environ.get(ENV) or tracking_uri) if source == ENV else tracking_uri
     lowered = tracking_uri.lower()
@@ -191,8 +188,7 @@ CHECKS = {"sqlite": _sqlite, "http": _server, "https": _server, "databricks": _d
 
 
 def _failure(seconds: float, call, *args) -> Exception | None:
-    """What call(*args) raised in a daemon thread (a hung one keeps no process alive), a
-    TimeoutError after `seconds` (a DNS lookup or a driver's connect has no bound), or None."""
+    """What call(*args) raised in a daemon thread, a TimeoutError after `seconds`, or None."""
     outcome: list[Exception | None] = [TimeoutError(f"no answer within {seconds:g} s")]
 
     def target():

@@ -22,8 +22,7 @@ _say = functools.partial(print, flush=True)
 
 
 def train(params: Params, kind: str, data: Path, out: Path) -> None:
-    """Train models.KIND into `out`, resuming from its checkpoint folder (resume.folder) if any;
-    rank 0 holds the folder's lock throughout."""
+    """Train models.KIND into `out`, resuming from its checkpoint folder (resume.folder) if any."""
     given = fit.inputs(params, kind, data)
     ckpts = resume.folder(kind, given.fingerprint)
     zero = rank_zero_only.rank == 0   # under DDP only rank 0 manages checkpoints and MLflow
