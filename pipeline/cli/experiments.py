@@ -1,5 +1,4 @@
-"""`lmpipe compare`, `mlflow-server` and `retrain`: experiments across runs — the MLflow store and
-CI's retraining (reports/retrain.md) — and the tables the CLI prints."""
+"""The `lmpipe compare`, `mlflow-server` and `retrain` commands, and the tables the CLI prints."""
 
 from __future__ import annotations
 
@@ -54,9 +53,8 @@ RUNNING = re.compile(r"^Running stage '([^']+)'", re.M)   # a stage in `dvc repr
 
 
 def retrain(args) -> None:
-    """`dvc repro` what changed (CI), then --report: the stages that ran and why (`dvc status`
-    before), `dvc params diff` and `dvc metrics diff` against --base, comparison.md and
-    promotion.md. Checks --base and --report before any run; ValueError (dvc, git)."""
+    """`dvc repro`, then --report (docs/ci.md): the stages that ran and why, dvc params and metrics
+    diff against --base, comparison.md, promotion.md; ValueError (--base, --report first)."""
     root, base = repository("retrain", ("params.yaml", "dvc.yaml", ".dvc")), args.base
     out = root / args.report
     if out.is_dir():

@@ -1,8 +1,6 @@
-"""`lmpipe seeds KIND [--run N --jobs J]`: one model's test perplexity over training seeds beside
-the bootstrap interval of one run. In: DVC's experiment queue (KIND-seed-K, -S models.KIND.seed=K
--S promote.sweep=true: sweep members, never promoted) and `dvc exp show --json` (DVC 3.x). Out:
-one row per seed (test ppl, its 95% bootstrap interval), the mean ± sample SD over seeds beside
-the mean half-width of one run's interval. Errors: one-line ValueErrors."""
+"""`lmpipe seeds KIND [--run N --jobs J]` (docs/sweeps.md#seed-variance). In: DVC's experiment
+queue and `dvc exp show --json` (DVC 3.x). Out: a row per seed (test ppl, 95% bootstrap interval),
+the mean ± sample SD over seeds beside one run's mean half-width. Errors: one-line ValueErrors."""
 
 from __future__ import annotations
 
@@ -52,9 +50,8 @@ def seeds(args) -> None:
 
 
 def project_root(kind: str) -> Path:
-    """The DVC project here, whose params.yaml names `kind` under models, whose dvc.yaml and
-    dvc.lock DVC reads (commands.unreadable) and whose dvc.yaml has a stage train. Raises
-    ValueError naming the file."""
+    """The DVC project here; ValueError naming the file unless params.yaml has models.KIND, DVC
+    reads dvc.yaml and dvc.lock (commands.unreadable) and dvc.yaml has a stage train."""
     root = repository("seeds", (PARAMS, "dvc.yaml", ".dvc"))
     known = config.load(root / PARAMS).models
     if kind not in known:
@@ -172,9 +169,8 @@ def _exp_show(root: Path, all_commits: bool = False) -> list[dict]:
 
 
 def collect(shown: list[dict], kind: str, workspace: bool = True) -> tuple[list[dict], int]:
-    """(rows sorted by seed, finished experiments left out for other params). Kept: the workspace
-    (if `workspace`) and each finished experiment whose params differ from its only in
-    models.KIND.seed, the first of a seed; a row: seed, experiment, objective, test_ppl, ci_*."""
+    """(rows by seed: seed, experiment, objective, test_ppl, ci_*; finished ones left out): the
+    workspace's and each finished one whose params differ only in models.KIND.seed, one a seed."""
     first = shown[0] if shown and shown[0].get("rev") == "workspace" else {}
     if not isinstance(first.get("data"), dict):   # no workspace entry, or dvc.yaml/params.yaml unreadable
         why = (first.get("error") or {}).get("msg") or "no entry; commit once in a DVC repository"
