@@ -8,9 +8,11 @@ commit, then the no-op `dvc repro` time (median of 3), and --repeats times: the 
 Prints JSON lines. Run from the repository root (2 CPU cores: about 10 minutes a ref):
 
     .venv/bin/python benchmarks/sweep.py --ref d62eb64 --ref HEAD [--values 12 20 24 32] [--jobs 2]
+        [--repeats 3] [--set train.max_epochs=3]
 """
 
 import argparse
+import functools
 import io
 import json
 import os
@@ -33,8 +35,9 @@ FILES = ("pipeline", "stages", "configs", "dvc.yaml", "params.yaml", ".gitignore
 GIT = ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost"]
 
 
-def build(ref: str, repo: Path, env: dict) -> None:
-    """The pipeline of `ref` with the tests' tiny params, reproduced and committed."""
+def build(ref: str, repo: Path, env: dict, settings: list[str]) -> None:
+    """The pipeline of `ref` with the tests' tiny params and `settings` (KEY=VALUE), reproduced
+    and committed."""
     import yaml
 
     from tests.test_pipeline_e2e import tiny
@@ -44,6 +47,10 @@ def build(ref: str, repo: Path, env: dict) -> None:
     tarfile.open(fileobj=io.BytesIO(archive)).extractall(repo, filter="data")
     params = yaml.safe_load((repo / "params.yaml").read_text())
     tiny(params)
+    for setting in settings:   # e.g. train.max_epochs=3
+        key, value = setting.split("=", 1)
+        *path, last = key.split(".")
+        functools.reduce(dict.__getitem__, path, params)[last] = yaml.safe_load(value)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh(["git", "init", "-q"], repo, env)
     sh(["dvc", "init", "-q"], repo, env)
@@ -90,6 +97,8 @@ def main() -> None:
                         help="models.gru.hidden_dim of each experiment")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a param over the tiny ones, e.g. train.max_epochs=3 (repeatable)")
     args = parser.parse_args()
     for ref in args.ref:
         scratch = Path(tempfile.mkdtemp(prefix="lmpipe-sweep-"))
@@ -98,8 +107,9 @@ def main() -> None:
         env.pop("MLFLOW_TRACKING_URI", None)
         repo = scratch / "repo"
         try:
-            build(ref, repo, env)
-            print(json.dumps({"ref": ref, "no_op_repro_s": no_op(repo, env)}), flush=True)
+            build(ref, repo, env, args.set)
+            print(json.dumps({"ref": ref, "set": args.set, "no_op_repro_s": no_op(repo, env)}),
+                  flush=True)
             for repeat in range(args.repeats):
                 names = [f"h{value}-{repeat}" for value in args.values]
                 result = sweep(repo, env, names, args.values, args.jobs)
