@@ -48,13 +48,6 @@ class CorpusParams(Section):
     memory: Memory = "80%"
     temp_dir: str = ""
 
-    @model_validator(mode="before")
-    @classmethod
-    def _replaced(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "level" in data:
-            raise refuse("{where}.level was replaced: use corpus.tokenizer: words, whitespace or chars")
-        return data
-
     @model_validator(mode="after")
     def _rules(self) -> CorpusParams:   # TOKENIZERS read when validated: tests register toys
         if self.tokenizer not in TOKENIZERS:

@@ -194,12 +194,6 @@ class Column:
         with spilling(self.spill.path):
             return np.array(self._mapped()[rows])
 
-    def read(self, start: int = 0, stop: int | None = None) -> np.ndarray:
-        return self[start:stop]
-
-    def take(self, rows: np.ndarray) -> np.ndarray:
-        return self[rows]
-
     def search(self, values: np.ndarray) -> np.ndarray:
         """np.searchsorted of `values` in this sorted column, through a memory map."""
         with spilling(self.spill.path):

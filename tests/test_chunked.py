@@ -133,13 +133,13 @@ def test_dropped_sentences_are_never_read(tmp_path, monkeypatch):
     params = _params(folder, tokenizer="whitespace", max_sentences=20, vocab={"min_count": 1})
     expected = _outcome(prepare_whole, params, tmp_path / "whole")
     reads = []
-    real = files.Column.read
+    real = files.Column.__getitem__
 
-    def read(column, start=0, stop=None):
-        values = real(column, start, stop)
+    def read(column, rows):
+        values = real(column, rows)
         reads.append(len(values)) if column.path.name == "tokens" else None
         return values
-    monkeypatch.setattr(files.Column, "read", read)
+    monkeypatch.setattr(files.Column, "__getitem__", read)
     assert _outcome(_chunked(64), params, tmp_path / "chunked") == expected
     assert reads and max(reads) <= 64 + 3
 

@@ -28,6 +28,10 @@ def test_unknown_key_suggests_the_closest():
     raw["train"]["max_epoch"] = 3
     with pytest.raises(ParamsError, match=r"train\.max_epoch.*did you mean train\.max_epochs"):
         config.from_dict(raw)
+    raw = _raw()
+    raw["corpus"]["level"] = "char"   # an old lmpipe's key: named, with the keys allowed
+    with pytest.raises(ParamsError, match=r"unknown key corpus\.level \(allowed: .*tokenizer"):
+        config.from_dict(raw)
 
 
 def test_unknown_section():
@@ -40,7 +44,7 @@ def test_unknown_section():
 @pytest.mark.parametrize("section,key,value", [
     ("ngram", "order", 0), ("ngram", "order", 7), ("train", "lr", "fast"), ("vocab", "min_count", 1.5),
     ("split", "valid", -0.1), ("split", "valid", 2.5), ("split", "valid", 200000),
-    ("split", "method", "chapters"), ("corpus", "tokenizer", "bytes"), ("corpus", "level", "char"),
+    ("split", "method", "chapters"), ("corpus", "tokenizer", "bytes"),
     ("corpus", "unk", "< unk >"), ("vocab", "max_size", -1), ("train", "clip", -1.0),
     ("train", "lr", float("nan")), ("train", "limit_train_batches", float("inf")),
     ("train", "clip", float("nan")), ("mlflow", "experiment", " "), ("mlflow", "tracking_uri", "x"),

@@ -18,7 +18,7 @@ def orders(source: external.TokenFile, vocab_size: int, order: int, memory_order
     longest sentence); checks the stream's ids (check_ids) and the order (check_order)."""
     longest = 0
     for lo, hi in external.sentence_blocks(source, 1 << 22):
-        block = source.read(lo, hi)
+        block = source[lo:hi]
         check_ids(block, vocab_size, source.path, source.path.parent)
         starts, ends = sentence_bounds(block)
         longest = max(longest, int(np.max(ends - starts + 1, initial=0)))   # with <s> and </s>
@@ -38,7 +38,7 @@ def build(source: external.TokenFile | files.Column, vocab_size: int, order: int
     """A context of (counts of orders 1..counted, Kneser-Ney of `order`, spill folder) of `source`:
     in memory (spill None) when counting fits `memory` bytes, else spilled; the same tables."""
     if source.length * external.IN_MEMORY_BYTES * max(counted, 2) <= memory:
-        counts = counting.count(source.read(0, source.length), vocab_size, counted, progress)
+        counts = counting.count(source[:], vocab_size, counted, progress)
         yield counts, kneser_ney.estimate(counts.truncated(order), fallback, progress, remedy), None
         return
     with nullcontext(source.spill) if source.spill else files.Spill(temp_dir) as spill:

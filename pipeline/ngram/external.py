@@ -30,9 +30,10 @@ class TokenFile:
             raise ValueError(f"{self.path}: holds {mapped.dtype} {mapped.shape}, not 1-D int32 ids")
         self.offset, self.length = mapped.offset, len(mapped)
 
-    def read(self, start: int, stop: int) -> np.ndarray:
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        start, stop, _ = rows.indices(self.length)
         with open(self.path, "rb") as handle:
-            return np.fromfile(handle, dtype=np.int32, count=max(min(stop, self.length) - start, 0),
+            return np.fromfile(handle, dtype=np.int32, count=max(stop - start, 0),
                                offset=self.offset + start * 4)
 
 
@@ -40,7 +41,7 @@ def sentence_blocks(tokens: TokenFile, size: int) -> list[tuple[int, int]]:
     """Ranges (start, stop) of about `size` tokens, cut only before a `<s>`."""
     def last_head(lo: int, hi: int) -> int:
         at = max(hi - size, lo + 1)   # the rows before were searched already
-        heads = np.flatnonzero(tokens.read(at, hi) == BOS_ID)
+        heads = np.flatnonzero(tokens[at:hi] == BOS_ID)
         return at + int(heads[-1]) if len(heads) else lo
     return list(counting.cut_ranges(tokens.length, size, last_head))
 
@@ -53,7 +54,7 @@ def count(tokens: TokenFile | Column, vocab_size: int, order: int, memory: int, 
     blocks = sentence_blocks(tokens, max(memory // (BYTES_PER_POSITION + BYTES_PER_TABLE * order), 1024))
     unigram, runs = np.zeros(vocab_size, dtype=np.int64), []
     for i, (start, stop) in enumerate(blocks):
-        keys, counts, suffix = counting.tables(tokens.read(start, stop), vocab_size, order)
+        keys, counts, suffix = counting.tables(tokens[start:stop], vocab_size, order)
         unigram += counts[0]
         runs.append({n: {"keys": _column(spill, f"run{n}.{i}.keys", keys[n - 1]),
                          "counts": _column(spill, f"run{n}.{i}.counts", counts[n - 1]),
@@ -89,9 +90,9 @@ def _column(spill: Spill, name: str, values: np.ndarray) -> Column:
 
 def _renumber(run: dict[str, Column], below: Column, vocab_size: int, spill: Spill) -> None:
     """A run's key prefixes and suffix ids through `below`, the order below's block -> merged id."""
-    mapping = below.read()
+    mapping = below[:]
     below.remove()
-    keys, suffix = run["keys"].read(), run["suffix"].read()
+    keys, suffix = run["keys"][:], run["suffix"][:]
     for name, values in (("keys", mapping[keys // vocab_size] * vocab_size + keys % vocab_size),
                          ("suffix", mapping[suffix])):
         run[name].remove()
@@ -108,7 +109,7 @@ def _merge(runs: list[dict[str, Column]], n: int, memory: int, spill: Spill):
     if ranges > 1:
         every = max(per_range // (4 * len(runs)), 1)   # a range overshoots by < runs x every
         step = every * 65536                            # every `every`-th key, read in slices
-        samples = np.concatenate([np.empty(0, np.int64), *(run["keys"].read(lo, lo + step)[::every]
+        samples = np.concatenate([np.empty(0, np.int64), *(run["keys"][lo:lo + step][::every]
                                   for run in runs for lo in range(0, run["keys"].length, step))])
         samples.sort()
         splitters = np.unique(samples[(np.arange(1, ranges) * len(samples)) // ranges])
@@ -118,16 +119,16 @@ def _merge(runs: list[dict[str, Column]], n: int, memory: int, spill: Spill):
     base = 0
     for r in range(len(splitters) + 1):
         parts = [(run, int(b[r]), int(b[r + 1])) for run, b in zip(runs, bounds, strict=True)]
-        key = np.concatenate([run["keys"].read(lo, hi) for run, lo, hi in parts])
+        key = np.concatenate([run["keys"][lo:hi] for run, lo, hi in parts])
         if not len(key):
             continue
         unique, first, inverse, _ = counting._unique(key)
         del key
-        summed = np.bincount(inverse, np.concatenate([run["counts"].read(lo, hi)
+        summed = np.bincount(inverse, np.concatenate([run["counts"][lo:hi]
                                                       for run, lo, hi in parts]))
         keys.append(unique)
         counts.append(summed.astype(np.int64))
-        suffix.append(np.concatenate([run["suffix"].read(lo, hi) for run, lo, hi in parts])[first])
+        suffix.append(np.concatenate([run["suffix"][lo:hi] for run, lo, hi in parts])[first])
         offset = 0
         for run, lo, hi in parts:
             run["map"].append(base + inverse[offset: offset + hi - lo].astype(np.int64))

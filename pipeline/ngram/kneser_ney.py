@@ -225,7 +225,7 @@ def _joined(parts, block: int = 0):
     if isinstance(parts, Column):
         if len(parts) > block:
             return parts
-        whole = parts.read()
+        whole = parts[:]
         parts.remove()
         return whole
     parts = [p for p in parts if len(p)] or [np.zeros(0)]
@@ -239,7 +239,7 @@ def _lower(prob, suffix, lo: int, hi: int, block: int) -> np.ndarray:
         return np.take(prob, ids)
     out = np.empty(len(ids), dtype=np.float64)
     for at in range(0, len(prob), block):
-        values = prob.read(at, at + block)
+        values = prob[at:at + block]
         inside = (ids >= at) & (ids < at + len(values))
         out[inside] = values[ids[inside] - at]
     return out

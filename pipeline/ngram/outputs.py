@@ -53,7 +53,7 @@ def save_npz(path: str | Path, arrays: dict, step: int) -> None:
                     "descr": np.lib.format.dtype_to_descr(values.dtype), "fortran_order": False,
                     "shape": (values.length,)})
                 for lo in range(0, values.length, step):
-                    member.write(values.read(lo, lo + step).data)
+                    member.write(values[lo:lo + step].data)
 
 
 def write_counts(path: str | Path, counts, tokens: tuple[str, ...], rows: int | None) -> None:

@@ -57,7 +57,7 @@ def _prepare(params, out: Path, source, scan: _Scan, memory: int, block: int | N
     if empty:
         raise corpus.CorpusError(f"the {empty} split is empty ({', '.join(source.files)}); give it at least one line")
     unit, measured = units.measure(   # the lines' sizes read back from the scan's columns
-        lambda lines: {field: column.take(lines) for field, column in scan.columns.items()},
+        lambda lines: {field: column[lines] for field, column in scan.columns.items()},
         line_of, scan.documents if method == "documents" else None)
     if method == "documents" and unit != "documents":
         progress(f"prepare: valid or test holds fewer than {units.MIN_DOCUMENTS} documents; intervals "
@@ -178,7 +178,7 @@ class _Sentences:
             lo, hi = int(start[0]), int((start + length).max())
             offsets = np.repeat(start - lo - (np.cumsum(length) - length), length) + \
                 np.arange(int(length.sum()))
-            tokens = scan.tokens.read(lo, hi)[offsets]
+            tokens = scan.tokens[lo:hi][offsets]
             del offsets   # not held while the block is used
             yield tokens, self.part[a:b], length
             a = b
