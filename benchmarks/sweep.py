@@ -5,7 +5,8 @@ dvc.yaml, params.yaml with the tiny settings of tests/test_pipeline_e2e.py), `dv
 commit, then the no-op `dvc repro` time (median of 3), and --repeats times: the sweep queued
 (`dvc exp run --queue -S models.gru.hidden_dim=V`), `dvc queue start -j --jobs`, waited for
 (then the experiments and DVC's run cache are removed, so that a repeat finds no earlier run).
-Prints JSON lines. Run from the repository root (2 CPU cores: about 10 minutes a ref):
+Prints JSON lines (with the seconds spent inside each stage kind's command, summed over the
+experiments: what is left of wall x jobs is DVC's own work per experiment). Run from the repository root (2 CPU cores: about 10 minutes a ref):
 
     .venv/bin/python benchmarks/sweep.py --ref d62eb64 --ref HEAD [--values 12 20 24 32] [--jobs 2]
         [--repeats 3] [--set train.max_epochs=3]
@@ -32,6 +33,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from parallel_workers import queue_status, sh  # noqa: E402
 
 FILES = ("pipeline", "stages", "configs", "dvc.yaml", "params.yaml", ".gitignore", ".dvcignore")
+DEADLINE_S = 1800
 GIT = ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost"]
 
 
@@ -70,14 +72,19 @@ def sweep(repo: Path, env: dict, names: list[str], values: list[int], jobs: int)
     sh(["dvc", "queue", "start", "-j", str(jobs)], repo, env, log=repo.parent / "start.log")
     states = queue_status(repo, env)
     while any(state in ("Queued", "Running") for state in states.values()):
+        if time.perf_counter() - started > DEADLINE_S:   # a worker that died leaves "Running"
+            sys.exit(f"the queue did not drain in {DEADLINE_S} s: {states}; see `dvc queue status`")
         time.sleep(2)
         states = queue_status(repo, env)
     wall = time.perf_counter() - started
     logs = "".join(sh(["dvc", "queue", "logs", name], repo, env) for name in names)
+    spent = {}   # seconds inside each stage's command, summed (run_stage's "done in" line)
+    for stage, seconds in re.findall(r"lmpipe: stage (\w+) .*? done in ([\d.]+)s", logs):
+        spent[f"{stage}_s"] = round(spent.get(f"{stage}_s", 0) + float(seconds), 1)
     return {"wall_s": round(wall, 1), "outcome": sorted(states.get(n, "Unknown") for n in names),
             "train_stages_run": len(re.findall(r"Running stage 'train@", logs)),
             "train_stages_restored": len(re.findall(r"Stage 'train@\w+' (?:didn't change|is cached)",
-                                                    logs))}
+                                                    logs)), **spent}
 
 
 def no_op(repo: Path, env: dict, times: int = 3) -> float:
