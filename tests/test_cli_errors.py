@@ -221,7 +221,9 @@ def _files(where, files, monkeypatch):
 
 
 def _run(argv, capsys) -> tuple[int, str]:
-    """(exit status, stderr) of `lmpipe ARGV` in-process."""
+    """(exit status, stderr) of `lmpipe ARGV` in-process (not of the set-up before it, such as
+    MLflow's INFO lines when a test's store is made first in a worker)."""
+    capsys.readouterr()
     with pytest.raises(SystemExit) as stopped:
         main(argv)
     return stopped.value.code, capsys.readouterr().err
