@@ -4,7 +4,6 @@ ParamsError: one line naming the file, the key, the value, what is allowed and t
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -14,7 +13,7 @@ from pydantic.functional_validators import AfterValidator
 from pydantic_core import PydanticCustomError
 
 from pipeline.errors import ParamsError, problem
-from pipeline.files import parse_size, read_yaml, relative
+from pipeline.files import parse_size, read_yaml, relative, repo_root
 from pipeline.text.splits import METHODS, PARTS
 from pipeline.text.tokenizers import TOKENIZERS
 
@@ -255,7 +254,7 @@ def load(path: str | Path = "params.yaml") -> Params:
     if raw is None:   # zero bytes or only comments: not "the defaults", a lost file
         raise ParamsError(f"{relative(path)}: is empty (no settings at all); restore it (`git checkout {relative(path)}`)")
     params = from_dict(raw, f"{path}: ")
-    workspace = Path(os.environ.get("DVC_ROOT") or Path.cwd()).resolve()   # DVC's, in an experiment
+    workspace = repo_root()
     if workspace != Path.cwd().resolve():   # a temporary clone: only what git or DVC tracks
         for key, value in flatten(params.model_dump()).items():
             if value and not Path(value).exists() and (workspace / value).exists():

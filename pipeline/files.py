@@ -220,6 +220,11 @@ def read_yaml(path: str | Path) -> Any:
                           "fix the file") from None
 
 
+def repo_root() -> Path:
+    """The project root: DVC sets DVC_ROOT inside (queued) experiments, whose cwd is a clone; else the cwd."""
+    return Path(os.environ.get("DVC_ROOT") or ".").resolve()
+
+
 def relative(path: Path) -> Path:
     """`path` relative to the current folder when inside it, as messages name files."""
     resolved, here = path.resolve(), Path.cwd().resolve()

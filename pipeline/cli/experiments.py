@@ -15,14 +15,14 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from tabulate import tabulate
 
-from pipeline import config, errors
+from pipeline import config, errors, files
 from pipeline.evaluation.bootstrap import Comparison
 from pipeline.tracking import commands, run_search, store
 
 
 def repository(command: str, needs: tuple[str, ...] = ("params.yaml",), other: str = "") -> Path:
     """The current folder when it holds `needs`; else ValueError naming `lmpipe COMMAND` and them."""
-    root = store.repo_root()
+    root = files.repo_root()
     missing = [name for name in needs if not (root / name).exists()]
     if missing:
         raise ValueError(f"`lmpipe {command}`: no lmpipe pipeline here ({root} has no {' / '.join(missing)}); cd to its root{other}")

@@ -10,7 +10,7 @@ import statistics
 import time
 from pathlib import Path
 
-from pipeline import config, files
+from pipeline import config
 from pipeline.cli.experiments import cell, interval, repository, table
 from pipeline.tracking import commands
 
@@ -51,13 +51,12 @@ def seeds(args) -> None:
 
 def project_root(kind: str) -> Path:
     """The DVC project here; ValueError naming the file unless params.yaml has models.KIND, DVC
-    reads dvc.yaml and dvc.lock (commands.unreadable) and dvc.yaml has a stage train."""
+    reads dvc.yaml and dvc.lock (commands.dvc_files) and dvc.yaml has a stage train."""
     root = repository("seeds", (PARAMS, "dvc.yaml", ".dvc"))
     known = config.load(root / PARAMS).models
     if kind not in known:
         raise ValueError(f"KIND {kind!r} is not a model of params.yaml; use {', '.join(known)}")
-    commands.unreadable(root)
-    if "train" not in ((files.read_yaml(root / "dvc.yaml") or {}).get("stages") or {}):
+    if "train" not in (commands.dvc_files(root)["dvc.yaml"].get("stages") or {}):
         raise ValueError(f"dvc.yaml: empty, or no stage train for train@{kind}; "
                          f"{commands.RESTORE['dvc.yaml']}")
     return root
@@ -141,7 +140,7 @@ def queue_tasks(root: Path) -> list[tuple[str | None, str]]:
         with Repo(str(root)) as repo:
             return [(task["name"], task["status"]) for task in repo.experiments.celery_queue.status()]
     except DvcException as error:
-        commands.unreadable(root)
+        commands.dvc_files(root)
         raise ValueError(f"DVC cannot read the experiment queue of {root}: {error}") from None
 
 

@@ -28,7 +28,7 @@ def run(root: Path, command: str, *args: str, merged: bool = False, fix: str = "
         err.seek(0)
         stdout, stderr = out.read(), err.read()
     if result.returncode and command == "dvc":
-        unreadable(root)
+        dvc_files(root)
     if result.returncode:   # the line that says what went wrong: dvc's last ERROR
         lines = [line.strip() for line in (stderr or stdout).splitlines() if line.strip()]
         last = ([line for line in lines if line.startswith("ERROR")] or lines or ["(no output)"])[-1]
@@ -41,17 +41,20 @@ RESTORE = {"dvc.yaml": "`git checkout dvc.yaml` restores the committed one",
                        "`dvc repro` writes it again"}
 
 
-def unreadable(root: Path) -> None:
-    """ValueError naming dvc.yaml or dvc.lock of `root` if DVC cannot read it: the line, a fix."""
+def dvc_files(root: Path) -> dict[str, dict]:
+    """{name: its data as DVC reads it} of `root`'s dvc.yaml and dvc.lock (missing or empty: {});
+    ValueError naming the one DVC cannot read: the line, a fix."""
     from dvc.fs import LocalFileSystem  # here: DVC's 0.3 s import, on this path only
     from dvc.schema import COMPILED_LOCKFILE_SCHEMA, COMPILED_MULTI_STAGE_SCHEMA
     from dvc.utils import strictyaml
+    found = {}
     for name, schema in (("dvc.yaml", COMPILED_MULTI_STAGE_SCHEMA),
                          ("dvc.lock", COMPILED_LOCKFILE_SCHEMA)):
         if not (root / name).is_file() or not (root / name).read_text(errors="replace").strip():
-            continue   # DVC reads an empty one as no stages
+            found[name] = {}   # DVC reads an empty one as no stages
+            continue
         try:
-            strictyaml.load(str(root / name), schema, LocalFileSystem())
+            found[name] = strictyaml.load(str(root / name), schema, LocalFileSystem())[0]   # (data, text)
         except strictyaml.YAMLValidationError as error:
             why = f"not DVC's schema: {error.exc}"   # voluptuous's, naming the key
         except strictyaml.YAMLSyntaxError as error:
@@ -63,3 +66,4 @@ def unreadable(root: Path) -> None:
         else:
             continue
         raise ValueError(f"{name}: DVC cannot read it ({why}); {RESTORE[name]}")
+    return found

@@ -17,7 +17,7 @@ FIX = "rerun evaluate, which writes it: `dvc repro -f evaluate`"
 
 def run(out: Path, params) -> None:
     """Gate each registered model of `out`/metrics.json; write promotion.json and promotion.md."""
-    tracking_uri = store.tracking_uri(params.mlflow, store.repo_root())
+    tracking_uri = store.tracking_uri(params.mlflow, files.repo_root())
     results = files.read_json(out / "metrics.json", fix=FIX)
     registered = files.read_json(out / "registry.json", fix=FIX)
     for name, result in results.items():

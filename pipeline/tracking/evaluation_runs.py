@@ -52,7 +52,7 @@ def test_set_of(params: config.Params, stats: dict, data: Path) -> dict[str, str
 
 def evaluate(params: config.Params, data: Path, models: Path, out: Path) -> None:
     """Score into `out`; each model run: metrics at model.pt's step, UNIT_SCORES, the pyfunc."""
-    root, c, experiment = store.repo_root(), params.corpus, params.mlflow.experiment
+    root, c, experiment = files.repo_root(), params.corpus, params.mlflow.experiment
     uri = store.tracking_uri(params.mlflow, root)
     mlflow_runs.check_store(uri, experiment)   # before minutes of scoring
     found = run.load(params, data, models, root)

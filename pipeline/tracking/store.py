@@ -46,11 +46,6 @@ def tracking_uri(params: MlflowParams, root: str | Path = ".") -> str:
     return uri
 
 
-def repo_root() -> Path:
-    """The project root: DVC sets DVC_ROOT inside (queued) experiments; else the cwd."""
-    return Path(os.environ.get("DVC_ROOT") or ".").resolve()
-
-
 def prepare(tracking_uri: str) -> str:
     """Switch the sqlite store of `tracking_uri` to WAL once per process (else a warning; one
     SQLite cannot open is left to MLflow); returns the URI."""

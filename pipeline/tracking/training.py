@@ -11,7 +11,7 @@ from pathlib import Path
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
 
-from pipeline import errors
+from pipeline import errors, files
 from pipeline.config import Params, flatten
 from pipeline.neural import fit, resume
 from pipeline.neural.lit import LitLM, build_trainer
@@ -31,7 +31,7 @@ def train(params: Params, kind: str, data: Path, out: Path) -> None:
 
 
 def _train(params: Params, kind: str, given: fit.Inputs, out: Path, ckpts: Path, zero: bool) -> None:
-    root = store.repo_root()
+    root = files.repo_root()
     uri, experiment = store.tracking_uri(params.mlflow, root), params.mlflow.experiment
     if zero:
         mlflow_runs.check_store(uri, experiment)
