@@ -205,13 +205,6 @@ def test_ngram_build_starts_without_pandas_or_torch(tmp_path, text_file):
     assert (tmp_path / "m.arpa").read_text().startswith("\\data\\")
 
 
-@pytest.mark.parametrize("text", ["a <s> b\n", "a\n</s>\n"])
-def test_reserved_tokens_refused_by_the_vectorised_tokenizer(text):
-    with pytest.raises(ValueError) as raised:
-        encode_text(text)
-    names(str(raised.value), "'<s>'" if "<s>" in text else "'</s>'")
-
-
 def test_spill_error_names_the_cause():
     names(files.spill_message(Path("/tmp"), OSError(errno.ENOSPC, "x")), "/tmp", "space", "disk")
     names(files.spill_message(Path("/tmp"), OSError(errno.EACCES, "denied")), "/tmp", "denied", "writable")
@@ -280,15 +273,6 @@ def test_many_runs_hold_no_file_open(tmp_path):
         finally:
             resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
         _same_tables(counting.count(stream, tokens + 400, 2), disk)
-
-
-@pytest.mark.parametrize("text", ["a b </S> c\n", "<S> a\n"])
-def test_lowercasing_into_a_reserved_token_is_refused(text):
-    with pytest.raises(ValueError) as raised:
-        encode_text(text, lowercase=True)
-    written = "<S>" if "<S>" in text else "</S>"
-    names(str(raised.value), f"'{written}'", f"'{written.lower()}'", "lowercas")
-    encode_text(text)   # not lowercased: ordinary words
 
 
 def test_arpa_to_a_pipe_is_written_in_place(tmp_path, text_file):

@@ -159,6 +159,8 @@ def _ngram_commands(commands):
                    help="memory budget as lmplz's -S (100M, 2G, 50%%; default 80%%); more spills to disk")
     p.add_argument("-T", "--temp-prefix", default=None, metavar="DIR",
                    help="folder for the spilled runs (default: the system's temporary folder)")
+    p.add_argument("--skip-symbols", action="store_true",
+                   help="read <s>, </s> and <unk> in TEXT as spaces (lmplz's --skip_symbols); else <s>, </s> are refused")
     p.set_defaults(run=ngram.build)
     p = ngram_commands.add_parser("query", help="score TEXT with an ARPA model (perplexity, OOVs, totals)")
     p.add_argument("model", metavar="MODEL", help="an ARPA file (.arpa or .arpa.gz)")

@@ -15,7 +15,7 @@ from pipeline import errors, files
 from pipeline.ngram import arpa, builder
 from pipeline.ngram.kneser_ney import LMPLZ_FALLBACK
 from pipeline.text import corpus
-from pipeline.text.vocab import BOS_ID, SPECIALS, encode_text
+from pipeline.text.vocab import BOS, BOS_ID, EOS, SPECIALS, encode_text
 
 
 def build(args) -> None:
@@ -69,10 +69,15 @@ def _encode(args, spill) -> tuple[tuple[str, ...], files.Column, int, int]:
     for block in corpus.read_blocks(args.text, int(np.clip(args.memory // 32, 1 << 16, 1 << 26)),
                                     _name(args)):
         empty = False
-        try:
-            local, ids, _ = encode_text(block, None, args.tokenizer, args.lowercase, args.unk)
-        except ValueError as error:   # a reserved <s> or </s> in the text
-            raise ValueError(f"{_name(args)}: {error}") from None
+        local, ids, _ = encode_text(block, None, args.tokenizer, args.lowercase, args.unk,
+                                    markers=SPECIALS if args.skip_symbols else (BOS, EOS))
+        if args.skip_symbols:   # lmplz's --skip_symbols: <s>, </s> and <unk> read as spaces
+            ids = ids[ids >= 0]
+        elif (ids < 0).any():   # one sentence a line: the line is the sentences before it
+            first = int(np.argmax(ids < 0))
+            raise ValueError(f"{_name(args)}: line {sentences + np.count_nonzero(ids[:first] == BOS_ID):,} "
+                             f"holds {local[~ids[first]]!r}{' (lowercased)' * args.lowercase}, a sentence "
+                             "marker; remove it, or add --skip-symbols to read it as a space (lmplz's --skip_symbols)")
         ids = np.fromiter((index.setdefault(t, len(index)) for t in local), np.int32, len(local))[ids]
         heads = np.flatnonzero(ids == BOS_ID)
         sentences += len(heads)
@@ -106,9 +111,9 @@ def _name(args) -> str:
 def query_summary(model, tokens: tuple[str, ...], text: str, tokenizer: str = "whitespace",
                   lowercase: bool = False, unk: str = "<unk>") -> dict:
     """KenLM `query -v summary` figures, plus per-sentence log10 totals and OOV counts; the text is
-    read as KenLM's query reads it (words also separated at \\v and \\f)."""
+    read as KenLM's query reads it (words also separated at \\v and \\f; `<s>`, `</s>`: words)."""
     _, stream, oov = encode_text(text, tokens, tokenizer, lowercase, unk, query=True)
-    logp = model.log10_probs(stream)
+    logp = _full_scores(model, stream)
     sentence = np.cumsum(stream == 1)[stream != 1] - 1
     num_sentences = int(np.sum(stream == 1))
     total, count = float(logp.sum()), len(logp)
@@ -118,6 +123,29 @@ def query_summary(model, tokens: tuple[str, ...], text: str, tokenizer: str = "w
             "oovs": int(oov.sum()), "tokens": count,
             "sentence_totals": np.bincount(sentence, logp, minlength=num_sentences).tolist(),
             "sentence_oovs": np.bincount(sentence, oov, minlength=num_sentences).astype(int).tolist()}
+
+
+def _full_scores(model, stream: np.ndarray) -> np.ndarray:
+    """log10 p of each position of `stream` but a line's first `<s>`, as KenLM's FullScore: the
+    longest n-gram of the line so far, its markers (~id) words too; p(<s>) 0 as lmplz writes it."""
+    words = np.where(stream < 0, ~stream, stream)
+    heads = np.flatnonzero(stream == BOS_ID)
+    offset = np.arange(len(stream)) - np.repeat(heads, np.diff(heads, append=len(stream)))
+    targets = np.flatnonzero(offset)
+    result, resolved = np.zeros(len(targets)), np.zeros(len(targets), dtype=bool)
+    for n in range(model.order, 0, -1):
+        fits = offset[targets] >= n - 1      # the n-gram starts at or after the line's <s>
+        window = words[np.maximum(targets[:, None] + np.arange(1 - n, 1), 0)]
+        gram = np.where(fits, model.gram_ids(window), -1)
+        hit = ~resolved & (gram >= 0)
+        prob = model.log10_prob[n - 1][gram[hit]]
+        result[hit] += np.where(prob == -np.inf, 0.0, prob)   # only <s> is -inf (context only)
+        resolved |= hit
+        if n > 1:   # not found at order n: back off over the context of order n-1, if stored
+            context = np.where(fits, model.gram_ids(window[:, :-1]), -1)
+            back = ~resolved & (context >= 0)
+            result[back] += model.log10_backoff[n - 2][context[back]]
+    return result
 
 
 def query(args) -> None:

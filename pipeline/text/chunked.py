@@ -15,7 +15,7 @@ import psutil
 from pipeline import files
 from pipeline.text import corpus, splits, units
 from pipeline.text.tokenizers import TOKENIZERS
-from pipeline.text.vocab import BOS_ID, SPECIALS, UNK_ID, Vocab, sentence_stream
+from pipeline.text.vocab import BOS_ID, SPECIALS, UNK_ID, Vocab, marker_line, sentence_stream
 
 BYTES_PER_CHAR = 80     # tokenizing a block: its text, code points, classes, offsets, masks
 BYTES_PER_TOKEN = 80    # a block of sentences: ids, positions, labels, the streams written
@@ -100,6 +100,10 @@ class _Scan:
             # stats' corpus_hash: SHA-256 of the lines joined by "\n" (no newline after the last)
             self.digest.update(("\n" if per_line else "").encode() + text[:-1].encode("utf-8"))
             distinct, codes, counts = TOKENIZERS[c.tokenizer].block(text, c.lowercase, c.unk)
+            if (marker := marker_line(distinct, codes, counts)) is not None:
+                raise corpus.CorpusError(
+                    f"{source.files[file]}: line {file_lines[file + 1] + marker[0] + 1:,} holds {marker[1]!r}, a "
+                    "sentence marker; remove the markers from the text (prepare adds <s> and </s> to every line)")
             mapping = np.fromiter((index.setdefault(t, len(index)) for t in distinct), np.int32,
                                   len(distinct))
             self.tokens.append(mapping[codes])

@@ -25,10 +25,7 @@ class Vocab:
     @classmethod
     def from_counts(cls, counts: dict[str, int], min_count: int, max_size: int) -> Vocab:
         """The specials, then words counted >= min_count times, most frequent first (ties by
-        spelling), at most max_size (0 = all); `<s>`, `</s>` raise ValueError (as in KenLM)."""
-        reserved = [special for special in (BOS, EOS) if special in counts]
-        if reserved:
-            raise ValueError(f"the corpus contains the reserved token {reserved[0]!r}; remove or rename it")
+        spelling), at most max_size (0 = all); `counts` holds no `<s>`, `</s>` (prepare: marker_line)."""
         kept = sorted((t for t, c in counts.items() if c >= min_count and t != UNK),
                       key=lambda t: (-counts[t], t))
         return cls(SPECIALS + tuple(kept[:max_size] if max_size else kept))
@@ -110,24 +107,35 @@ def sentence_bounds(stream: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def encode_text(text: str, tokens: tuple[str, ...] | None = None, tokenizer: str = "whitespace",
-                lowercase: bool = False, unk: str = UNK, query: bool = False):
+                lowercase: bool = False, unk: str = UNK, query: bool = False,
+                markers: tuple[str, ...] = (BOS, EOS)):
     """(tokens (None: the specials, then words in order of first use), stream int32, True where a
-    target is `<unk>`) of `text` as prepare reads it (`query`: `\\v`, `\\f` separate too); ValueError: `<s>`, `</s>`."""
+    target is `<unk>`) of `text` as prepare reads it (`query`: `\\v`, `\\f` separate too); a token
+    read as one of `markers` stays in its line as ~id (negative): the caller refuses, skips or scores it."""
     kind = TOKENIZERS[tokenizer]
     if kind.as_written is not None:    # the whole text at once: splitting and hashing in C
         raw, codes, per_line = kind.as_written(text.encode("utf-8"), query)
-        distinct = as_asked(raw, lowercase, unk)
-        bad = next(((t, a) for t, a in zip(raw, distinct, strict=True) if {t, a} & {BOS, EOS}), None)
-        if bad is not None:   # '</S>' lowercased would end a sentence mid-line
-            raise ValueError(f"the text contains the reserved token {bad[0]!r} (lowercased: {bad[1]!r}); remove or rename it")
+        distinct = as_asked(raw, lowercase, unk)   # '</S>' lowercased is '</s>'
     else:
         distinct, codes, per_line = kind.block(text, lowercase, unk)
     if not kind.blank_lines_are_sentences:
         per_line = per_line[per_line > 0]
     if tokens is None:
         tokens = SPECIALS + tuple(dict.fromkeys(t for t in distinct if t not in SPECIALS))
-    stream = sentence_stream(Vocab(tokens).encode(distinct)[codes], per_line)
+    ids = Vocab(tokens).encode(distinct)
+    marked = np.fromiter((t in markers for t in distinct), bool, len(distinct))
+    ids[marked] = ~ids[marked]
+    stream = sentence_stream(ids[codes], per_line)
     return tokens, stream, stream[stream != BOS_ID] == UNK_ID
+
+
+def marker_line(distinct: list[str], codes: np.ndarray, per_line: np.ndarray) -> tuple[int, str] | None:
+    """(line from 0, token) of the first `<s>` or `</s>` in a tokenizer's Block, or None."""
+    marked = np.fromiter((t in (BOS, EOS) for t in distinct), bool, len(distinct))
+    if not marked.any():
+        return None
+    first = int(np.argmax(marked[codes]))
+    return int(np.searchsorted(np.cumsum(per_line), first, side="right")), distinct[codes[first]]
 
 
 def sentence_stream(ids: np.ndarray, per_line: np.ndarray) -> np.ndarray:
