@@ -65,6 +65,56 @@ def test_lenient_where_kenlm_is(tmp_path):
     assert query_summary(model, tokens, "a a\n")["sentence_totals"][0] == pytest.approx(-0.7)
 
 
+def _respelled(text: bytes, spelling: bytes) -> bytes:
+    """`text` with each entry's log10 p and backoff written with the printf `spelling`."""
+    import re
+    return re.sub(rb"(?m)^([-0-9.e]+)(\t[^\t\n]+)(?:\t([-0-9.e]+))?$", lambda m: spelling % float(m[1]) + m[2]
+                  + (b"\t" + spelling % float(m[3]) if m[3] else b""), text)
+
+
+def test_any_printf_spelling_of_a_number_reads_as_strtod_reads_it(tmp_path):
+    """%.18e is 25 characters, %.21e 28: once read through a 24-byte field (a wrong score, or
+    numpy's error with no file). Each spelling gives the very same model."""
+    import numpy as np
+    _, _, text = _model([["a", "b", "a", "c"], ["b", "c", "a", "a"]], 3)
+    (tmp_path / "m.arpa").write_bytes(text)
+    want, _ = arpa.read(tmp_path / "m.arpa")
+    for spelling in (b"%.18e", b"%.19e", b"%.21e", b"%.40E", b"%+.30f", b"%.17g"):
+        (tmp_path / "respelled.arpa").write_bytes(_respelled(text, spelling))
+        got, _ = arpa.read(tmp_path / "respelled.arpa")
+        for n in range(3):
+            np.testing.assert_array_equal(got.log10_prob[n], want.log10_prob[n], err_msg=spelling)
+            np.testing.assert_array_equal(got.log10_backoff[n], want.log10_backoff[n], err_msg=spelling)
+
+
+@pytest.mark.skipif(not REFERENCE.is_dir(), reason="shared/reference/kenlm not available")
+def test_lmplzs_model_respelled_with_18_digits_scores_as_kenlm_query(tmp_path):
+    """The issue's case (perplexity 118,834 for KenLM's 217.04), here on kjv3k.o3."""
+    reference = {line.split(":")[0]: float(line.split("\t")[1]) for line in
+                 (REFERENCE / "kjv3k.o3.test.summary.txt").read_text().splitlines()}
+    path = tmp_path / "o3.arpa"
+    path.write_bytes(_respelled(gzip.decompress((REFERENCE / "kjv3k.o3.arpa.gz").read_bytes()), b"%.18e"))
+    model, tokens = arpa.read(path)
+    summary = query_summary(model, tokens, (REFERENCE / "kjv3k.test.txt").read_text())
+    assert summary["perplexity_including_oovs"] == pytest.approx(reference["Perplexity including OOVs"], rel=1e-6)
+
+
+def test_a_latin1_file_is_read_as_bytes_as_kenlm_does(tmp_path):
+    """Words are bytes: a Latin-1 `rivière` is one word in every order (not a false 'not among the
+    1-grams'); the same model as the UTF-8 file; UTF-8 text's `rivière` is another word (OOV)."""
+    import numpy as np
+    _, _, text = _model([["la", "rivière", "a"], ["rivière", "a", "la", "rivière"]], 3)
+    (tmp_path / "utf8.arpa").write_bytes(text)
+    (tmp_path / "latin1.arpa").write_bytes(text.decode("utf-8").encode("latin-1"))
+    want, tokens = arpa.read(tmp_path / "utf8.arpa")
+    got, latin = arpa.read(tmp_path / "latin1.arpa")
+    assert latin == tuple(t.encode("latin-1").decode("utf-8", "surrogateescape") for t in tokens)
+    for n in range(3):
+        np.testing.assert_array_equal(got.log10_prob[n], want.log10_prob[n])
+    assert query_summary(got, latin, "la rivière a\n")["oovs"] == 1
+    assert query_summary(want, tokens, "la rivière a\n")["oovs"] == 0
+
+
 def test_unknown_word_spellings_and_a_missing_unknown_word(tmp_path):
     # b is unknown: p(<unk>|<s>) backs off: bo(<s>) + p(<unk>) = -0.5 - 1.0; p(a|<unk>) =
     # bo(<unk>) + p(a) = 0 - 0.5; p(</s>|a) = -0.1

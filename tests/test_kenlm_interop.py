@@ -44,6 +44,7 @@ def test_kenlm_reads_the_lenient_arpa_cases_as_we_do(tmp_path):
     cases = [BIGRAM, ("# c\n\n" + BIGRAM.replace("ngram 1=4", "ngram  1= 4 ") + "\n\n").replace("\n", "\r\n"),
              BIGRAM.replace("-0.4\ta a", "-0.4 a  a").replace("-0.2\t<s> a", "-0.2\t<s>\ta"),
              BIGRAM.replace("<unk>", "<UNK>"),
+             BIGRAM.replace("-0.7\t</s>\n", " \t-0.7\t</s>\n \t\n"),   # spaces before p, a line of spaces
              BIGRAM.replace("ngram 1=4", "ngram 1=3").replace("-1.0\t<unk>\t0\n", ""),
              BIGRAM.replace("ngram 2=3\n", "ngram 2=3\nngram 3=0\n").replace("\\end\\", "\\3-grams:\n\n\\end\\")
              .replace("-0.1\ta </s>", "-0.1\ta </s>\t0")]

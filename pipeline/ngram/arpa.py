@@ -149,7 +149,7 @@ def _read(raw: bytes, declared: list[int], bounds: list[tuple[int, int]], path, 
     prob1, spans1, backoff1, lines1 = entries(1)[0]
     tokens, unigrams = _unigrams(data, spans1, lines1, path)
     words = _Words(tokens, path)
-    unigram_ids = words.of([t.encode("utf-8") for t in unigrams])
+    unigram_ids = words.of([t.encode("utf-8", "surrogateescape") for t in unigrams])
     prob = np.full(len(tokens), -100.0)   # a vocabulary word without a 1-gram entry (<unk>): -100
     prob[unigram_ids] = prob1
     prob[1] = -np.inf                     # <s> is context only
@@ -171,8 +171,8 @@ def _unigrams(data: np.ndarray, spans1, lines1, path) -> tuple[tuple[str, ...], 
     """(vocabulary: SPECIALS then the other 1-grams in file order, the 1-grams' words); refuses
     a word listed twice and a missing <s> or </s>."""
     raw_words = [data[a:b].tobytes() for a, b in spans1[:, 0]]
-    unigrams = [(b"<unk>" if w in read_arpa.UNK_SPELLINGS else w).decode("utf-8", "replace")
-                for w in raw_words]
+    unigrams = [(b"<unk>" if w in read_arpa.UNK_SPELLINGS else w).decode("utf-8", "surrogateescape")
+                for w in raw_words]   # words are bytes, as in KenLM: a Latin-1 file's round-trip
     seen: dict[str, int] = {}
     for i, word in enumerate(unigrams):
         if word in seen:
@@ -191,10 +191,11 @@ class _Words:
 
     def __init__(self, tokens: tuple[str, ...], path):
         self.path, self.size = path, len(tokens)
-        self.width = max(len(t.encode("utf-8")) for t in tokens)
+        encoded = [t.encode("utf-8", "surrogateescape") for t in tokens]
+        self.width = max(map(len, encoded))
         if self.width >= read_arpa.PADDING:
             raise ArpaError(f"{path}: a word is longer than {read_arpa.PADDING - 1} bytes")
-        vocab = np.array([t.encode("utf-8") for t in tokens], dtype=f"S{self.width}")
+        vocab = np.array(encoded, dtype=f"S{self.width}")
         self.by_word = np.argsort(vocab)
         self.sorted = vocab[self.by_word]
 
@@ -204,17 +205,18 @@ class _Words:
     def ids(self, data: np.ndarray, spans: np.ndarray, line_starts: np.ndarray, n: int) -> np.ndarray:
         """(rows, n) ids of the words at byte spans (rows, n, 2); ArpaError: a word not a 1-gram."""
         ids = np.empty(spans.shape[:2], dtype=np.int64)
+        missing = np.zeros(spans.shape[:2], dtype=bool)
         for column in range(n):
             starts, ends = spans[:, column, 0], spans[:, column, 1]
             word = read_arpa.fixed(data, starts, ends, self.width + 1).view(f"S{self.width + 1}").ravel()
             word[word == b"<UNK>"] = b"<unk>"   # KenLM's lm/vocab.cc reads both as the unknown word
             where = np.minimum(np.searchsorted(self.sorted, word), self.size - 1)
-            missing = self.sorted[where] != word
-            if missing.any():
-                row = int(np.flatnonzero(missing)[0])
-                word = data[starts[row]:ends[row]].tobytes().decode("utf-8", "replace")
-                raise ArpaError(f"{self.path}: line {line_of(data, int(line_starts[row]))}: {word!r} is not among the 1-grams")
+            missing[:, column] = self.sorted[where] != word
             ids[:, column] = self.by_word[where]
+        if missing.any():   # the first in the file, as KenLM reads it
+            row, column = np.argwhere(missing)[0]
+            word = data[slice(*spans[row, column])].tobytes().decode("utf-8", "replace")
+            raise ArpaError(f"{self.path}: line {line_of(data, int(line_starts[row]))}: {word!r} is not among the 1-grams")
         return ids
 
 

@@ -1,4 +1,4 @@
-"""ARPA text checked as KenLM's lm/read_arpa.cc reads it, with numpy, no Python object per line.
+"""ARPA text checked as KenLM's lm/read_arpa.cc reads it, with numpy and Arrow, no Python object per line.
 In: a path. Out: bytes, declared counts, section bounds, (log10 p, word spans, log10 backoff, line
 starts) chunks. Errors: ArpaError naming the file and line (SpacingError: see canonical)."""
 
@@ -11,6 +11,8 @@ import zlib
 from functools import partial
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 PROBABILITY_RULE = ("an ARPA log10 probability is a finite number <= 0 (-99 for \"never\"; -inf "
                     "only for <s>, which is never predicted), else every score using it is wrong")
@@ -51,7 +53,7 @@ def entries(data: np.ndarray, lo: int, hi: int, n: int, order: int, path, chunk:
     starts = np.concatenate([[lo], ends[:-1] + 1])
     nonblank = ends > starts
     starts, ends = starts[nonblank], ends[nonblank]
-    tabs = np.flatnonzero(section == 9) + lo
+    tabs = np.append(np.flatnonzero(section == 9) + lo, hi)
     spaces = np.flatnonzero(section == 32) + lo
     for at in range(0, max(len(starts), 1), chunk):   # one chunk, empty, for an empty section
         yield _entries(data, starts[at:at + chunk], ends[at:at + chunk], tabs, spaces, n, order, path)
@@ -65,14 +67,12 @@ def _entries(data, s, e, tabs, spaces, n: int, order: int, path):
 
     def refuse_spacing(rows, cause, lines=s):
         refuse(rows, cause, SpacingError, lines)
-    first = np.searchsorted(tabs, s)
-    no_tab = (first >= len(tabs)) | (tabs[np.minimum(first, len(tabs) - 1)] >= e)
-    if no_tab.any():
-        refuse_spacing(no_tab, f"a line of the {n}-grams section has no tab after its probability")
+    first = np.searchsorted(tabs, s)   # tabs ends with one after every line
     tab1 = tabs[first]
-    nxt = np.minimum(first + 1, len(tabs) - 1)
-    has_backoff = (first + 1 < len(tabs)) & (tabs[nxt] < e)
-    tab2 = np.where(has_backoff, tabs[nxt], e)
+    if np.any(tab1 >= e):
+        refuse_spacing(tab1 >= e, f"a line of the {n}-grams section has no tab after its probability")
+    has_backoff = tabs[first + 1] < e
+    tab2 = np.where(has_backoff, tabs[first + 1], e)
     prob = _checked_floats(data, s, tab1, refuse_spacing, "probability")
     if np.any(prob > 0):
         refuse(prob > 0, "positive log10 probability (KenLM refuses these: an IRSTLM bug)")
@@ -103,18 +103,27 @@ def _entries(data, s, e, tabs, spaces, n: int, order: int, path):
 
 
 def _checked_floats(data, starts, ends, refuse, what) -> np.ndarray:
-    """The numbers of data[starts:ends]; refuses the first one float() cannot read."""
-    try:   # numpy reads the bytes as float() does
-        return fixed(data, starts, ends, 24).view("S24").ravel().astype(np.float64)
-    except ValueError:
-        refuse(np.array([not _number(data[a:b].tobytes()) for a, b in zip(starts, ends, strict=True)]),
-               f"the {what} is not a number")
-
-
-def _number(text: bytes) -> bool:
+    """The numbers of data[starts:ends] (spans in file order), any length, read by Arrow as strtod
+    reads them (no spaces, no `_`; inf and nan words too, judged by value); refuses the first it cannot."""
+    bounds = np.empty(2 * len(starts) + 1, dtype=np.int64)   # row 2i: data[starts[i]:ends[i]]
+    bounds[:-1:2], bounds[1::2], bounds[-1] = starts, ends, ends[-1] if len(ends) else 0
+    rows = pa.Array.from_buffers(pa.large_binary(), 2 * len(starts), [None, pa.py_buffer(bounds),
+                                                                       pa.py_buffer(data)])
+    text = rows.take(np.arange(0, len(rows), 2))
     try:
-        float(text)
-    except ValueError:
+        return pc.cast(text, pa.float64()).to_numpy()
+    except pa.ArrowInvalid:
+        lo, hi = 0, len(text)   # halve the span holding a number Arrow cannot read
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if not _readable(text[lo:mid]) else (mid, hi)
+        refuse(np.arange(len(text)) == lo, f"the {what} is not a number")
+
+
+def _readable(text) -> bool:
+    try:
+        pc.cast(text, pa.float64())
+    except pa.ArrowInvalid:
         return False
     return True
 
@@ -166,18 +175,20 @@ def header(raw: bytes, path) -> tuple[list[int], int]:
     return declared, position
 
 
-_FIELD = rb"([^ \t\n]+)"
+_FIELD, _LEAD = rb"([^ \t\n]+)", rb"(?m)^[ \t\v\f]*"
 
 
 def canonical(section: bytes, n: int) -> bytes:
     """An order-n section respaced `p<TAB>w1 .. wn[<TAB>backoff]` where KenLM reads other runs of
-    spaces and tabs (ReadDelimited(kARPASpaces)); lines that do not fit are left for the parser."""
+    spaces and tabs (ReadDelimited(kARPASpaces); before p, SkipSpaces); lines that do not fit are
+    left for the parser."""
+    section = re.sub(rb"(?m)^[ \t\v\f]+$", b"", section)
     first = rb"\t[ \t]*" if n == 1 else rb"[ \t]+"
     words = first + _FIELD + b"".join([rb"[ \t]+" + _FIELD] * (n - 1))
     numbered = "\t" + " ".join(f"\\g<{i}>" for i in range(2, n + 2))
-    with_backoff = re.compile(rb"(?m)^" + _FIELD + words + rb"\t[ \t]*" + _FIELD + rb"$")
+    with_backoff = re.compile(_LEAD + _FIELD + words + rb"\t[ \t]*" + _FIELD + rb"$")
     section = with_backoff.sub(("\\g<1>" + numbered + f"\t\\g<{n + 2}>").encode(), section)
-    without = re.compile(rb"(?m)^" + _FIELD + words + rb"$")
+    without = re.compile(_LEAD + _FIELD + words + rb"$")
     return without.sub(("\\g<1>" + numbered).encode(), section)
 
 
