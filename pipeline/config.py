@@ -98,7 +98,9 @@ class TrainParams(Section):
     accelerator: Literal["auto", "cpu", "gpu", "cuda"] = "auto"
     devices: int = Field(1, ge=1)
     num_nodes: int = Field(1, ge=1)
-    strategy: Literal["auto", "ddp", "ddp_spawn"] = "auto"
+    # not ddp_spawn: its main process gets no results back and all must pickle (Lightning's
+    # docs discourage it); ddp does the same from a script, as every stage is
+    strategy: Literal["auto", "ddp"] = "auto"
     precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true"] = "auto"
     eval_batch_size: int = Field(16, ge=1)
     limit_train_batches: float = Field(1.0, gt=0)   # a fraction in (0, 1] or a number of batches

@@ -1,6 +1,7 @@
 """One error path for stages and `lmpipe`: a failure is one stderr line, `lmpipe: error: <what is
 wrong, the file, key or argument, the fix>` (LMPIPE_DEBUG=1: the traceback). Exit status 2 for bad
-input or damaged state (ValueError, OSError), 1 for the unforeseen."""
+input or damaged state (ValueError, OSError, Lightning's MisconfigurationException), 1 for the
+unforeseen."""
 
 from __future__ import annotations
 
@@ -89,6 +90,10 @@ def one_line(error: BaseException) -> tuple[str, int]:
     if isinstance(error, OSError) and error.errno is not None:
         where = f"{error.filename}: " if error.filename else ""
         return f"{where}{error.strerror or error}", 2
+    lightning = sys.modules.get("lightning.fabric.utilities.exceptions")   # not imported: not raised
+    if lightning and isinstance(error, lightning.MisconfigurationException):   # it names the argument
+        return (f"Lightning refuses a train.* setting of params.yaml (each is its Trainer's argument of "
+                f"that name): {first_line(error)}", 2)
     if isinstance(error, ValueError | OSError) and not type(error).__module__.startswith(
             ("mlflow", "sqlalchemy", "requests", "urllib3")):   # ours: already one line
         return " ".join(str(error).split()).strip() or type(error).__name__, 2

@@ -1,9 +1,12 @@
 """Batching. In: a token stream `<s> w.. </s> <s> ...`. Out: a DDP rank's DataLoaders of causal
 windows (batch_size columns walked bptt steps at a time; variable BPTT: Merity et al. 2017 4.1),
 of evaluation columns predicting each non-`<s>` token once, or of padded sentences (cloze); `<s>`
-targets are IGNORE. check_data: ValueError for too small splits. Diagrams: docs/internals.md."""
+targets are IGNORE. check_data: ValueError for too small splits or a limit_train_batches that
+leaves no batch. Diagrams: docs/internals.md."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
@@ -156,20 +159,30 @@ def check_data(cloze: bool, train_stream: np.ndarray, valid_stream: np.ndarray,
     num_train, num_valid = (int(np.sum(stream == BOS_ID)) for stream in (train_stream, valid_stream))
     columns = world * params.batch_size
     length = len(train_stream) // columns
+    batches = len(train_loader(cloze, train_stream, params, seed=0, world=world))   # a process's, epoch 0
     problems = [
         (num_valid < world, f"the valid split has {num_valid} sentence(s), fewer than the {world} "
          "training processes; raise split.valid or use a larger corpus"),
-        (cloze and -(-num_train // params.batch_size) // world < 1, f"the train split has "
-         f"{num_train} sentences: fewer than one batch of train.batch_size={params.batch_size} "
-         f"per process ({world}); {fix}"),
+        (cloze and batches < 1, f"the train split has {num_train} sentences: fewer than one batch "
+         f"of train.batch_size={params.batch_size} per process ({world}); {fix}"),
         (not cloze and length < params.bptt + 1, f"the train split has {len(train_stream):,} "
          f"tokens: cut into train.batch_size={params.batch_size} x {world} process(es) = "
          f"{columns} columns, each holds {length} tokens, fewer than one window of "
          f"train.bptt={params.bptt} (+1 for the targets); {fix}"),
+        (int(batches * params.limit_train_batches) < 1,   # Lightning's rule for a fraction
+         f"train.limit_train_batches={params.limit_train_batches:g} leaves 0 of the {batches} train "
+         f"batches of an epoch{' per process' if world > 1 else ''}; use at least "
+         f"{least_fraction(max(batches, 1)):g} or a whole number of batches"),
     ]
     for bad, message in problems:
         if bad:
             raise ValueError(message)
+
+
+def least_fraction(batches: int) -> float:
+    """1/batches rounded up to 2 significant digits: Lightning's int(batches x it) is 1."""
+    scale = 10 ** (1 - math.floor(math.log10(1 / batches)))
+    return math.ceil(scale / batches) / scale
 
 
 def train_loader(cloze: bool, stream: np.ndarray, params: TrainParams, seed: int, skip: int = 0,
