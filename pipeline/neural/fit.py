@@ -1,6 +1,7 @@
 """Training inputs and outputs of one recurrent model (train@KIND). In: params, data/prepared.
 Out: models/KIND/model.pt (config + state_dict of the best validation epoch), history.json,
-run.json; then the checkpoint folder (resume.folder) goes. MLflow is the caller's (tracking/)."""
+run.json; then the checkpoint folder (resume.folder) goes, and old ones beyond resume.prune's
+bound: only here, so a failed training removes none. MLflow is the caller's (tracking/)."""
 
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ def inputs(params: Params, kind: str, data: Path) -> Inputs:
 
 def save(lit: LitLM, ckpts: Path, out: Path, run_id: str, precision: str) -> float:
     """Write models/KIND, whole or not at all, from best.ckpt's weights (resume.best_weights), then
-    remove `ckpts`. Returns the best validation perplexity."""
+    remove `ckpts` and prune the kind's old folders. Returns the best validation perplexity."""
     best = ckpts / resume.BEST
     if best.exists():
         state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
@@ -68,5 +69,6 @@ def save(lit: LitLM, ckpts: Path, out: Path, run_id: str, precision: str) -> flo
         (scratch / "run.json").write_text(json.dumps({"run_id": run_id, "precision": precision},
                                                      indent=2))
     shutil.rmtree(ckpts)
+    resume.prune(ckpts)
     return min((h["val_ppl"] for h in lit.history), default=float("nan"))
 

@@ -67,11 +67,12 @@ def hold(directory: Path, print_fn):
 
 
 def prune(directory: Path, keep: int = 3) -> None:
-    """Remove the checkpoint folders of the same KIND beyond the `keep` newest (by change time,
-    `directory` among them), except those another training holds."""
+    """Remove the checkpoint folders of `directory`'s KIND beyond the `keep` newest (by change
+    time; those without a last.ckpt, failed starts, count as oldest), except those another
+    training holds. Called once a training has written models/KIND: a failure removes nothing."""
     kind, fp = directory.name.rsplit("-", 1)
     others = sorted(directory.parent.glob(f"{kind}-{'?' * len(fp)}"),   # not KIND-FP.lock
-                    key=lambda path: path.stat().st_mtime, reverse=True)
+                    key=lambda path: ((path / LAST).exists(), path.stat().st_mtime), reverse=True)
     for old in (path for path in others[keep:] if path != directory):
         with contextlib.suppress(Timeout), FileLock(f"{old}.lock", timeout=0):   # held: in use
             shutil.rmtree(old, ignore_errors=True)
@@ -110,7 +111,7 @@ def _unfit(path: Path, state_dict: dict, model) -> str | None:
 
 def existing(directory: Path, print_fn, config: ModelConfig) -> tuple[Path | None, str | None]:
     """(last.ckpt to resume, its MLflow run id), or (None, None) after telling `print_fn` what is
-    damaged or does not fit `config`. Read-only: rank 0 `clear`s once the MLflow store has the run."""
+    damaged or does not fit `config`. Read-only: a fresh start's checkpoints replace them by name."""
     state_file, last = directory / STATE, directory / LAST
     if not state_file.exists():
         return None, None
@@ -135,13 +136,6 @@ def existing(directory: Path, print_fn, config: ModelConfig) -> tuple[Path | Non
             print_fn(f"lmpipe: cannot resume, {problem}; starting afresh")
             return None, None
     return last, state.run_id
-
-
-def clear(directory: Path) -> None:
-    """An empty `directory` for a training that starts afresh (old checkpoints removed)."""
-    if directory.exists():
-        shutil.rmtree(directory)
-    directory.mkdir(parents=True)
 
 
 def record(directory: Path, run_id: str | None) -> None:

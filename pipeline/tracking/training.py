@@ -54,9 +54,7 @@ def _train(params: Params, kind: str, given: fit.Inputs, out: Path, ckpts: Path,
     try:
         if zero:  # before any step: a kill keeps it
             mlflow_runs.claim(uri, logger.run_id)
-            if ckpt_path is None:   # starting afresh: old checkpoints go once the run exists
-                resume.clear(ckpts)
-                resume.prune(ckpts)
+            # afresh, nothing is removed: its checkpoints replace an unusable folder's by name
             resume.record(ckpts, logger.run_id)
         lit = LitLM(RNNLM(given.model), params.train, *given.streams, seed=given.seed)
         logger.log_hyperparams(flatten({"model": given.model.checkpoint(),
