@@ -32,7 +32,7 @@ def repository(command: str, needs: tuple[str, ...] = ("params.yaml",), other: s
 def mlflow_server(args) -> None:
     """Exec `mlflow server` over this repository's store on --host:--port; ValueError if unbindable."""
     root = repository("mlflow-server")
-    uri = store.tracking_uri(config.load(root / "params.yaml").mlflow, root)
+    uri = store.prepare(store.tracking_uri(config.load(root / "params.yaml").mlflow, root))
     if uri.startswith("http"):
         raise ValueError(f"the tracking URI is already a server ({uri}); nothing to start")
     try:   # mlflow's own failure to listen would be a page of its workers' tracebacks
@@ -43,7 +43,7 @@ def mlflow_server(args) -> None:
         flag = f"--port {args.port}" if error.errno in (errno.EADDRINUSE, errno.EACCES) else f"--host {args.host}"
         raise ValueError(f"{flag}: cannot listen on {args.host}:{args.port} ({error.strerror}); give another") from None
     command = [commands.executable("mlflow"), "server", "--backend-store-uri", uri,
-               "--artifacts-destination", str(root / "mlartifacts"),
+               "--artifacts-destination", str(root / store.ARTIFACTS),
                "--host", args.host, "--port", str(args.port), "--workers", str(args.workers)]
     print("lmpipe: " + " ".join(command), flush=True)
     os.execvp(command[0], command)

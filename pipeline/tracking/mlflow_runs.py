@@ -95,11 +95,11 @@ def _apart(tagged, now) -> bool:
 
 def check_store(tracking_uri: str, experiment: str, timeout: float = 10.0, *,
                 source: str | None = None, writable: bool = True) -> None:
-    """StateError unless store.check_uri passes and `experiment` is not deleted; WAL if writable."""
+    """StateError unless store.check_uri passes and `experiment` is not deleted; store.prepare."""
     store.check_uri(tracking_uri, source=source, timeout=timeout, writable=writable)
     if not (verbose() or debug()):   # MLflow logs each SQLAlchemy error's traceback before raising
         logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
-    active_experiment(store.prepare(tracking_uri) if writable else tracking_uri, experiment)
+    active_experiment(store.prepare(tracking_uri), experiment)
 
 
 def active_run(tracking_uri: str, run_id: str | None):
@@ -159,8 +159,7 @@ def setup(tracking_uri: str, experiment: str, root: Path) -> str:
             if key not in found.tags:                 # one a user changed in the UI keeps the change
                 client.set_experiment_tag(found.experiment_id, key, value)
         return found.experiment_id
-    location = (Path(root) / "mlartifacts").resolve().as_uri() if tracking_uri.startswith("sqlite:") \
-        else None
+    location = store.artifact_location(root) if tracking_uri.startswith("sqlite:") else None
     return mlflow.create_experiment(experiment, artifact_location=location, tags=EXPERIMENT_TAGS)
 
 

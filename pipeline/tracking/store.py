@@ -1,6 +1,7 @@
 """The tracking store (docs/internals.md). In: a URI from MLFLOW_TRACKING_URI, params.yaml's
-mlflow.tracking_uri or an argument. Out: tracking_uri, the URI in use; prepare: sqlite in WAL.
-Errors: check_uri's StateError for a store MLflow cannot use, naming the source, value and fix."""
+mlflow.tracking_uri or an argument. Out: tracking_uri, the URI in use; prepare: sqlite in WAL, its
+artifacts at the repository's place. Errors: check_uri's StateError for a store MLflow cannot use
+naming the source, value and fix."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from contextlib import closing
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from pipeline import files
 from pipeline.config import MlflowParams
 from pipeline.errors import StateError, damaged_store, first_line, server_down
 
@@ -27,6 +29,9 @@ FORMS = ("sqlite:///PATH in an existing folder (the default: sqlite:///mlflow.db
 DRIVERS = {"psycopg": "psycopg[binary]", "psycopg2": "psycopg2-binary", "MySQLdb": "mysqlclient",
            "pymysql": "PyMySQL"}   # module -> the package that provides it
 DATABRICKS = "set DATABRICKS_HOST and DATABRICKS_TOKEN, or a profile in ~/.databrickscfg"
+ARTIFACTS = "mlartifacts"   # the embedded store's artifacts: <repository>/mlartifacts
+LOCATIONS = (("experiments", "artifact_location"), ("runs", "artifact_uri"), ("model_versions", "source"),
+             ("model_versions", "storage_location"), ("logged_models", "artifact_location"))
 _prepared: set[str] = set()
 
 
@@ -46,25 +51,61 @@ def tracking_uri(params: MlflowParams, root: str | Path = ".") -> str:
     return uri
 
 
+def artifact_location(root: str | Path) -> str:
+    """The file URI of the embedded store's artifacts in the repository `root`."""
+    return (Path(root) / ARTIFACTS).resolve().as_uri()
+
+
 def prepare(tracking_uri: str) -> str:
-    """Switch the sqlite store of `tracking_uri` to WAL once per process (else a warning; one
-    SQLite cannot open is left to MLflow); returns the URI."""
+    """Once per process, for an sqlite store: switch it to WAL (else a warning; one SQLite cannot
+    open is left to MLflow) and follow the repository's move (_follow); returns the URI."""
     path = database(tracking_uri)
     if path is None or tracking_uri in _prepared:
         return tracking_uri
     _prepared.add(tracking_uri)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)   # as MLflow does before creating it
-        with closing(sqlite3.connect(path, timeout=WAIT_S)) as connection:
+        with closing(sqlite3.connect(path, timeout=WAIT_S, isolation_level=None)) as connection:
             mode = connection.execute("PRAGMA journal_mode").fetchone()[0]
             if mode != "wal":
                 mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            _follow(connection, path.resolve())
     except (OSError, sqlite3.Error):
         return tracking_uri
     if mode != "wal":   # SQLite answers with the mode it kept
         warnings.warn(f"lmpipe: the MLflow store {path} stays in journal mode {mode}, not WAL: "
                       "parallel workers writing to it wait longer for each other", stacklevel=2)
     return tracking_uri
+
+
+def _follow(connection: sqlite3.Connection, path: Path) -> None:
+    """In one transaction, rewrite the absolute artifact URIs (LOCATIONS; mlflow/mlflow#3144) that
+    the store `path`, inside the repository, recorded under another .../mlartifacts whose runs'
+    folders are in this repository's: it was moved or copied. Stores outside it are left alone."""
+    root = files.repo_root()
+    if not path.is_relative_to(root):
+        return
+    here = artifact_location(root)
+    tables = {name for (name,) in connection.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if "experiments" not in tables:   # a new store
+        return
+
+    def moved() -> list[str]:
+        return [old for (old,) in connection.execute("SELECT DISTINCT artifact_location FROM experiments")
+                if old != here and old.endswith("/" + ARTIFACTS) and any(
+                    (root / ARTIFACTS / run).is_dir() for (run,) in connection.execute(
+                        "SELECT run_uuid FROM runs WHERE substr(artifact_uri, 1, ?) = ?",
+                        (len(old) + 1, old + "/")))]
+    if not moved():
+        return
+    connection.execute("BEGIN IMMEDIATE")
+    for old in moved():   # again under the write lock: a parallel stage may have done it
+        for table, column in (t for t in LOCATIONS if t[0] in tables):
+            connection.execute(f"UPDATE {table} SET {column} = ? || substr({column}, ?) WHERE "
+                               f"{column} = ? OR substr({column}, 1, ?) = ?",
+                               (here, len(old) + 1, old, len(old) + 1, old + "/"))
+    connection.execute("COMMIT")
 
 
 def blocked(path: Path, write: bool = True) -> tuple[str, list[Path]] | None:
