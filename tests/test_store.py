@@ -6,6 +6,7 @@ import multiprocessing
 import os
 import shutil
 import sqlite3
+import subprocess
 import time
 from contextlib import closing
 
@@ -203,3 +204,44 @@ def test_four_processes_write_one_store_without_losing_or_duplicating(fresh):
     assert sorted(int(v.version) for v in versions) == list(range(1, WORKERS * RUNS + 1))
     assert sorted(v.tags["run"] for v in versions) == sorted(r.info.run_id for r in runs)
     assert journal_mode(uri) == "wal"
+
+
+def test_a_store_of_a_newer_mlflow_is_named_with_advice_that_works(template, tmp_path, capsys):
+    """mlflow/mlflow#6703: MLflow's own advice, `mlflow db upgrade`, fails there (Can't locate
+    revision); lmpipe names the store, the revision, and a move that gives a new store."""
+    from pipeline.cli.main import main
+    from pipeline.tracking import mlflow_runs
+    path, uri = tmp_path / "mlflow.db", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    shutil.copy(template, path)
+    with closing(sqlite3.connect(path)) as connection, connection:
+        connection.execute("UPDATE alembic_version SET version_num = 'f00dfeedbeef'")
+    with pytest.raises(SystemExit) as exited:
+        main(["compare", "--tracking-uri", uri, "--experiment", EXPERIMENT])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert exited.value.code == 2 and len(lines) == 1, lines
+    move = f"mv {path} {path}.newer"
+    assert all(named in lines[0] for named in (f"--tracking-uri {uri}", "newer MLflow", "f00dfeedbeef",
+                                                f"`{move}`")), lines[0]
+    subprocess.run(move, shell=True, check=True)
+    mlflow_runs.check_store(uri, EXPERIMENT)   # a new store
+    assert MlflowClient(uri).get_experiment_by_name("Default") is not None
+
+
+def test_a_store_of_an_older_mlflow_is_upgraded_by_mlflow_on_opening(template, tmp_path):
+    """Each MLflow 3.17 migration past a store's adds a table, so MLflow upgrades it when it opens
+    it (mlflow.store.db.utils._all_tables_exist): its advice, `mlflow db upgrade`, never shows."""
+    from alembic import command
+    from mlflow.store.db.utils import _get_alembic_config, _get_latest_schema_revision
+
+    from pipeline.tracking import mlflow_runs
+    path, uri = tmp_path / "mlflow.db", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    shutil.copy(template, path)
+    config = _get_alembic_config(uri)
+    command.downgrade(config, "-1")
+    with closing(sqlite3.connect(path)) as connection:
+        older = connection.execute("SELECT version_num FROM alembic_version").fetchone()[0]
+    assert older != _get_latest_schema_revision()
+    mlflow_runs.check_store(uri, EXPERIMENT)
+    with closing(sqlite3.connect(path)) as connection:
+        assert connection.execute("SELECT version_num FROM alembic_version").fetchone()[0] == \
+            _get_latest_schema_revision()

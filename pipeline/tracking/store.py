@@ -1,10 +1,13 @@
 """The tracking store (docs/internals.md). In: a URI from MLFLOW_TRACKING_URI, params.yaml's
 mlflow.tracking_uri or an argument. Out: tracking_uri, the URI in use; prepare: sqlite in WAL, its
 artifacts at the repository's place. Errors: check_uri's StateError for a store MLflow cannot use
-naming the source, value and fix."""
+(a newer MLflow's included), naming the source, value and fix."""
 
 from __future__ import annotations
 
+import glob
+import importlib.metadata
+import importlib.util
 import logging
 import os
 import re
@@ -168,10 +171,31 @@ def _sqlite(uri: str, given: str, source: str, writable: bool, timeout: float):
         return f"names no MLflow store: {path} does not exist", ""
     denied = blocked(path, writable)
     if denied is None:
-        return None
+        return _newer(path)
     beside = f"{path.name}-wal, -shm, -journal" if writable else f"{path.name}-shm, even to read"
     return (f"names {path}, which SQLite cannot {'write' if writable else 'read'} ({denied[0]}; "
             f"it writes {beside})", f"`chmod u+w {' '.join(map(str, denied[1]))}`")
+
+
+def _newer(path: Path):
+    """(problem, fix) of a store whose schema revision this MLflow lacks (its migrations are
+    files <revision>_*.py): a newer MLflow wrote it (mlflow/mlflow#6703); else None."""
+    try:
+        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True,
+                                     timeout=WAIT_S)) as connection:
+            row = connection.execute("SELECT version_num FROM alembic_version").fetchone()
+    except sqlite3.Error:   # no such table: a new store, or not MLflow's (MLflow says)
+        return None
+    migrations = Path(importlib.util.find_spec("mlflow").submodule_search_locations[0], "store",
+                      "db_migrations", "versions")
+    if row is None or any(migrations.glob(f"{glob.escape(row[0])}_*.py")):
+        return None
+    wal = Path(f"{path}-wal")   # commits not yet in the file: they go with it
+    move = f"mv {path} {path}.newer" + (f" && mv {wal} {path}.newer-wal" if wal.exists() else "")
+    return (f"names {path}, which a newer MLflow wrote (schema revision {row[0]}, unknown to "
+            f"MLflow {importlib.metadata.version('mlflow')}; `mlflow db upgrade` cannot downgrade "
+            f"it)", f"move it aside for a new store (`{move}`) and open it with the MLflow that "
+            "wrote it")
 
 
 def _server(uri: str, given: str, source: str, writable: bool, timeout: float):
