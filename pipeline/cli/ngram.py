@@ -113,9 +113,10 @@ def query_summary(model, tokens: tuple[str, ...], text: str, tokenizer: str = "w
     """KenLM `query -v summary` figures, plus per-sentence log10 totals and OOV counts; the text is
     read as KenLM's query reads it (words also separated at \\v and \\f; `<s>`, `</s>`: words)."""
     _, stream, oov = encode_text(text, tokens, tokenizer, lowercase, unk, query=True)
-    logp = _full_scores(model, stream)
-    sentence = np.cumsum(stream == 1)[stream != 1] - 1
-    num_sentences = int(np.sum(stream == 1))
+    heads = stream == BOS_ID   # a line's own <s>; markers inside it are ~id, scored as words
+    logp = model.log10_probs(np.where(stream < 0, ~stream, stream), np.flatnonzero(heads))
+    sentence = np.cumsum(heads)[~heads] - 1
+    num_sentences = int(np.sum(heads))
     total, count = float(logp.sum()), len(logp)
     inside = float(logp[~oov].sum())
     return {"perplexity_including_oovs": 10 ** (-total / count),
@@ -123,29 +124,6 @@ def query_summary(model, tokens: tuple[str, ...], text: str, tokenizer: str = "w
             "oovs": int(oov.sum()), "tokens": count,
             "sentence_totals": np.bincount(sentence, logp, minlength=num_sentences).tolist(),
             "sentence_oovs": np.bincount(sentence, oov, minlength=num_sentences).astype(int).tolist()}
-
-
-def _full_scores(model, stream: np.ndarray) -> np.ndarray:
-    """log10 p of each position of `stream` but a line's first `<s>`, as KenLM's FullScore: the
-    longest n-gram of the line so far, its markers (~id) words too; p(<s>) 0 as lmplz writes it."""
-    words = np.where(stream < 0, ~stream, stream)
-    heads = np.flatnonzero(stream == BOS_ID)
-    offset = np.arange(len(stream)) - np.repeat(heads, np.diff(heads, append=len(stream)))
-    targets = np.flatnonzero(offset)
-    result, resolved = np.zeros(len(targets)), np.zeros(len(targets), dtype=bool)
-    for n in range(model.order, 0, -1):
-        fits = offset[targets] >= n - 1      # the n-gram starts at or after the line's <s>
-        window = words[np.maximum(targets[:, None] + np.arange(1 - n, 1), 0)]
-        gram = np.where(fits, model.gram_ids(window), -1)
-        hit = ~resolved & (gram >= 0)
-        prob = model.log10_prob[n - 1][gram[hit]]
-        result[hit] += np.where(prob == -np.inf, 0.0, prob)   # only <s> is -inf (context only)
-        resolved |= hit
-        if n > 1:   # not found at order n: back off over the context of order n-1, if stored
-            context = np.where(fits, model.gram_ids(window[:, :-1]), -1)
-            back = ~resolved & (context >= 0)
-            result[back] += model.log10_backoff[n - 2][context[back]]
-    return result
 
 
 def query(args) -> None:

@@ -63,12 +63,13 @@ def cut_ranges(length: int, size: int, last_cut):
         lo = hi
 
 
-def positions_left(stream: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(tokens from each position to its sentence's end inclusive, its offset from `<s>`)."""
-    starts, ends = sentence_bounds(stream)
-    lengths = ends - starts + 1   # whole sentences: check_ids refuses others where they are read
+def positions_left(stream: np.ndarray, starts: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(tokens from each position to its sentence's end inclusive, its offset from its start);
+    sentences start at `starts` (default: each `<s>`) and are whole (check_ids refuses others)."""
+    starts = sentence_bounds(stream)[0] if starts is None else starts
+    lengths = np.diff(starts, append=len(stream))
     position = np.arange(len(stream), dtype=np.int64)
-    remaining = np.repeat(ends, lengths) - position + 1
+    remaining = np.repeat(starts + lengths, lengths) - position
     offset = position - np.repeat(starts, lengths)
     return remaining, offset
 
@@ -161,11 +162,11 @@ def _search(table: np.ndarray, key: np.ndarray) -> np.ndarray:
     return where
 
 
-def lookup_all(stream: np.ndarray, counts_keys: list[np.ndarray], vocab_size: int):
+def lookup_all(stream: np.ndarray, counts_keys: list[np.ndarray], vocab_size: int, starts=None):
     """(ids[n-1][pos]: id of the order-n n-gram starting at pos or -1 (unknown, or past the end),
-    each position's offset from its `<s>`, the positions of targets: all but `<s>`)."""
+    each position's offset from its sentence's start, the targets: all positions but the starts)."""
     stream = np.asarray(stream, dtype=np.int64)
-    remaining, offset = positions_left(stream)
+    remaining, offset = positions_left(stream, starts)
     ids = [np.where(stream < vocab_size, stream, -1)]
     for n in range(2, len(counts_keys) + 1):
         current = np.full(len(stream), -1, dtype=np.int64)
@@ -177,7 +178,7 @@ def lookup_all(stream: np.ndarray, counts_keys: list[np.ndarray], vocab_size: in
         found[found] = table[where[found]] == key[found]
         current[start[found]] = where[found]
         ids.append(current)
-    return ids, offset, np.flatnonzero(stream != BOS_ID)
+    return ids, offset, np.flatnonzero(offset)
 
 
 def from_table(table, vocab_size: int) -> NgramCounts:

@@ -106,9 +106,10 @@ class NGramLM:
             ids = np.where((ids >= 0) & (grams[:, j] >= 0) & (keys[at] == wanted), at, -1)
         return ids
 
-    def log10_probs(self, stream: np.ndarray) -> np.ndarray:
-        """log10 p(w_t | history) of every non-`<s>` position of `stream`, by ARPA backoff."""
-        ids, offset, targets = lookup_all(stream, self.keys, self.vocab_size)
+    def log10_probs(self, stream: np.ndarray, starts: np.ndarray | None = None) -> np.ndarray:
+        """log10 p(w_t | history) of every position of `stream` but the sentences' starts (default:
+        each `<s>`), by ARPA backoff as KenLM's FullScore; a `<s>` inside a sentence scores 0 (lmplz's)."""
+        ids, offset, targets = lookup_all(stream, self.keys, self.vocab_size, starts)
         result = np.zeros(len(targets))
         resolved = np.zeros(len(targets), dtype=bool)
         for n in range(self.order, 0, -1):
@@ -116,7 +117,8 @@ class NGramLM:
             fits = offset[targets] >= n - 1             # the n-gram stays inside the sentence
             gram = np.where(fits, ids[n - 1][np.maximum(start, 0)], -1)
             hit = ~resolved & (gram >= 0)
-            result[hit] += self.log10_prob[n - 1][gram[hit]]
+            prob = self.log10_prob[n - 1][gram[hit]]
+            result[hit] += np.where(prob == -np.inf, 0.0, prob)   # only <s> is -inf (context only)
             resolved |= hit
             if n > 1:  # not found at order n: back off over the context of order n-1, if stored
                 context = np.where(fits, ids[n - 2][np.maximum(start, 0)], -1)
