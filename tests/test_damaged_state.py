@@ -75,8 +75,8 @@ def trained(tmp_path_factory):
 
 @pytest.fixture
 def repo(trained, tmp_path, monkeypatch):
-    """A copy of the trained pipeline, the cwd; its store is its own mlflow.db (the artifacts
-    stay in the original's mlartifacts/, where the experiment points)."""
+    """A copy of the trained pipeline, the cwd; its store is its own mlflow.db, whose artifact
+    locations store.prepare points at the copy's mlartifacts/ (a repository that moved)."""
     copy = tmp_path / "repo"
     shutil.copytree(trained, copy)
     monkeypatch.chdir(copy)
