@@ -153,8 +153,9 @@ class RecurrentModel(LanguageModel):
         out = []
         for start in range(0, len(sentences), self.batch_size):
             tokens, lengths = pad_sentences(sentences[start:start + self.batch_size])
-            logits, _ = self.model(tokens[:, :-1])
-            logp = torch.log_softmax(logits.float(), -1).gather(-1, tokens[:, 1:].unsqueeze(-1))[..., 0]
+            features = self.model.features_and_activations(tokens[:, :-1])[0]
+            logp = scoring.logp_and_rank(self.model, features.flatten(0, 1), tokens[:, 1:].flatten(),
+                                         ranked=False)[0].view(features.shape[:2])
             inside = torch.arange(1, tokens.shape[1]).unsqueeze(0) < lengths.unsqueeze(1)
             out.append((logp * inside).sum(1).double().numpy())
         return np.concatenate(out)
@@ -179,9 +180,11 @@ class RecurrentModel(LanguageModel):
         for start in range(0, len(candidates), self.batch_size):
             chunk = torch.as_tensor(candidates[start:start + self.batch_size], dtype=torch.long)
             inputs = torch.cat([chunk.unsqueeze(1), rest[:-1].expand(len(chunk), -1)], 1)
-            logits, _ = self.model(inputs, state.expand(-1, len(chunk), -1).contiguous())
-            logp = torch.log_softmax(logits.float(), -1)
-            out.append(logp.gather(-1, rest.expand(len(chunk), -1).unsqueeze(-1))[..., 0].sum(1))
+            features = self.model.features_and_activations(
+                inputs, state.expand(-1, len(chunk), -1).contiguous())[0]
+            logp = scoring.logp_and_rank(self.model, features.flatten(0, 1),
+                                         rest.expand(len(chunk), -1).flatten(), ranked=False)[0]
+            out.append(logp.view(features.shape[:2]).sum(1))
         return (first + torch.cat(out)).double().numpy()
 
     @torch.no_grad()

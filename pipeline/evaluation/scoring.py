@@ -17,6 +17,8 @@ from pipeline.ngram.counting import positions_left
 from pipeline.ngram.kneser_ney import NGramLM
 from pipeline.text.vocab import BOS_ID
 
+ROWS = 64   # logits made per product: 33k words x 64 rows x 4 bytes fit a cache (>= 12: the same bits)
+
 
 @dataclass
 class Scores:
@@ -76,12 +78,21 @@ def ngram_scores(lm: NGramLM, stream: np.ndarray, block: int = 256) -> Scores:
     return Scores(logprobs, ranks)
 
 
-def _logp_and_rank(logits: torch.Tensor, targets: torch.Tensor):
-    """ln p(target) (softmax over the whole vocabulary, as trained) and its rank without `<s>`."""
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    picked = logp.gather(-1, targets.clamp(min=0).unsqueeze(-1))
-    logp[..., BOS_ID] = -math.inf                    # <s> is never a candidate
-    return picked.squeeze(-1), (logp > picked).sum(-1)
+def logp_and_rank(model: RNNLM, features: torch.Tensor, targets: torch.Tensor, ranked: bool = True):
+    """ln p (softmax over the whole vocabulary, as trained) of each row's target (N,) given its
+    features (N, F), and its rank without `<s>` (or None). The logits are made ROWS rows at a time,
+    so they stay in cache (the last block overlaps the one before: every product has ROWS rows)."""
+    n = len(features)
+    logp, rank = torch.empty(n, device=features.device), torch.empty(n, dtype=torch.long, device=features.device)
+    for start in range(0, n, ROWS):
+        rows = slice(max(0, min(start, n - ROWS)), start + ROWS)
+        block = torch.log_softmax(model.logits(features[rows]).float(), dim=-1)
+        picked = block.gather(-1, targets[rows].unsqueeze(-1))
+        logp[rows] = picked.squeeze(-1)
+        if ranked:
+            block[:, BOS_ID] = -math.inf                 # <s> is never a candidate
+            rank[rows] = (block > picked).sum(-1)
+    return logp, rank if ranked else None
 
 
 @torch.no_grad()
@@ -93,12 +104,13 @@ def causal_scores(model: RNNLM, stream: np.ndarray, num_columns: int = 16, chunk
     logprobs, ranks = np.zeros(len(stream)), np.zeros(len(stream), dtype=np.int64)
     state = None
     for start in range(0, inputs.shape[1], chunk):
-        logits, state = model(inputs[:, start:start + chunk].to(device), state)
-        logp, rank = _logp_and_rank(logits, targets[:, start:start + chunk].to(device))
+        features, _, state = model.features_and_activations(inputs[:, start:start + chunk].to(device), state)
         where = positions[:, start:start + chunk]
-        keep = where >= 0
-        logprobs[where[keep].numpy()] = logp.cpu()[keep].double().numpy()
-        ranks[where[keep].numpy()] = rank.cpu()[keep].numpy()
+        keep = where >= 0                                # no output at padding
+        logp, rank = logp_and_rank(model, features[keep.to(device)],
+                                   targets[:, start:start + chunk][keep].to(device))
+        logprobs[where[keep].numpy()] = logp.cpu().double().numpy()
+        ranks[where[keep].numpy()] = rank.cpu().numpy()
     wanted = np.asarray(stream) != BOS_ID
     return Scores(logprobs[wanted], ranks[wanted])
 
@@ -106,19 +118,27 @@ def causal_scores(model: RNNLM, stream: np.ndarray, num_columns: int = 16, chunk
 @torch.no_grad()
 def cloze_scores(model: RNNLM, stream: np.ndarray, batch_size: int = 64,
                  device: str | torch.device = "cpu") -> Scores:
-    """Every target scored given both sides of it (bidirectional model)."""
+    """Every target scored given both sides of it (bidirectional model); sentences batched by
+    length (little padding), the scores put back in stream order."""
     model.eval()
-    logprobs, ranks = [], []
     sentences = sentences_of(stream)
+    sizes = np.array([len(s) - 1 for s in sentences])   # targets of each
+    first = np.cumsum(sizes) - sizes                      # where its scores go
+    logprobs, ranks = np.zeros(sizes.sum()), np.zeros(sizes.sum(), dtype=np.int64)
+    # whole batches by length; the rest as the last batch in stream order: every sentence is in a
+    # product of as many rows as before (a BLAS of few rows rounds otherwise), so the same bits
+    full = len(sentences) - len(sentences) % batch_size
+    by_length = np.concatenate([np.argsort(sizes[:full], kind="stable"), np.arange(full, len(sentences))])
     for start in range(0, len(sentences), batch_size):
-        tokens, lengths = pad_sentences(sentences[start:start + batch_size])
-        logits = model.cloze(tokens.to(device), lengths)
+        chosen = by_length[start:start + batch_size]
+        tokens, lengths = pad_sentences([sentences[i] for i in chosen])
+        features = model.cloze_features_and_activations(tokens.to(device), lengths)[0]
         targets = cloze_targets(tokens, lengths)
-        logp, rank = _logp_and_rank(logits, targets.to(device))
         keep = targets != IGNORE
-        logprobs.extend(logp.cpu()[i][keep[i]].double().numpy() for i in range(len(tokens)))
-        ranks.extend(rank.cpu()[i][keep[i]].numpy() for i in range(len(tokens)))
-    return Scores(np.concatenate(logprobs), np.concatenate(ranks))
+        logp, rank = logp_and_rank(model, features[keep.to(device)], targets[keep].to(device))
+        where = np.concatenate([first[i] + np.arange(sizes[i]) for i in chosen])
+        logprobs[where], ranks[where] = logp.cpu().double().numpy(), rank.cpu().numpy()
+    return Scores(logprobs, ranks)
 
 
 def unit_sums(scores: Scores, stream: np.ndarray, unit_of_sentence: np.ndarray,
