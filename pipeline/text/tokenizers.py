@@ -157,11 +157,11 @@ def whitespace_words(data: bytes, query: bool = False) -> tuple[list[str], np.nd
         data += b"\n"
     raw = np.frombuffer(data, dtype=np.uint8)
     separator = np.isin(raw, (32, 9, 13, 10, 11, 12) if query else (32, 9, 13, 10))
-    word = ~separator
-    first = word.copy()
-    first[1:] &= separator[:-1]               # a word byte after a separator
-    offsets = np.concatenate([[0], np.cumsum(word)])[np.append(np.flatnonzero(first), len(word))]
-    return *_dictionary(offsets, raw[word]), per_line(first, raw)
+    edges = np.flatnonzero(np.diff(separator, prepend=True))   # a word's first byte, its end, ..
+    starts, lengths = edges[0::2], edges[1::2] - edges[0::2]   # (data ends with a separator)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])         # memory per word, not per byte
+    words_per_line = np.diff(np.searchsorted(starts, np.flatnonzero(raw == 10)), prepend=0)
+    return *_dictionary(offsets, raw[~separator]), words_per_line
 
 
 TOKENIZERS = {
