@@ -9,6 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import BinaryIO
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline.ngram import read_arpa
 from pipeline.ngram.counting import NgramCounts
@@ -17,61 +19,69 @@ from pipeline.ngram.read_arpa import ArpaError, line_of
 from pipeline.text.vocab import BOS_ID, EOS_ID, SPECIALS, UNK_ID
 
 
-def _digit_table(width: int, leading_zeros: bool) -> np.ndarray:
-    """(10**width, width) uint8 decimal digits of 0..10**width-1; leading zeros as 0 ("no byte")."""
+def _digit_table(width: int, pad: int) -> np.ndarray:
+    """(10**width, width) uint8 decimal digits of 0..10**width-1, leading zeros as `pad` (0: kept)."""
     numbers = np.arange(10**width)
     powers = 10 ** np.arange(width - 1, -1, -1)
     table = (ord("0") + (numbers[:, None] // powers) % 10).astype(np.uint8)
-    if not leading_zeros:
-        table[(numbers[:, None] < powers) & (powers > 1)] = 0
+    if pad:
+        table[(numbers[:, None] < powers) & (powers > 1)] = pad
     return table
 
 
-_INTEGER, _THREE, _FOUR = _digit_table(3, False), _digit_table(3, True), _digit_table(4, True)
+_INTEGER, _THREE, _FOUR = _digit_table(3, ord(" ")), _digit_table(3, 0), _digit_table(4, 0)
 
 
-def _number_bytes(values: np.ndarray) -> np.ndarray:
-    """(M, 12) uint8 text of log10 values, 7 decimals, 0 = no byte; -inf and below -999 as -99."""
+def _numbers(values: np.ndarray, end: str = "") -> pa.StringArray:
+    """log10 values as text, 7 decimals (then `end`); -inf and below -999 as -99: rows of 12
+    bytes right-aligned in spaces (the sign before the first digit), the spaces trimmed by Arrow."""
     values = np.where(np.isfinite(values) & (values > -999.0), values, -99.0)
     scaled = np.rint(np.abs(values) * 1e7).astype(np.int64)
     integer, fraction = np.divmod(scaled, 10**7)
-    out = np.empty((len(values), 12), dtype=np.uint8)
-    out[:, 0] = np.where((values < 0) & (scaled > 0), ord("-"), 0)
+    width = 12 + len(end)
+    out = np.empty((len(values), width), dtype=np.uint8)
+    out[:, 0] = ord(" ")
     out[:, 1:4] = _INTEGER[integer]
     out[:, 4] = ord(".")
     out[:, 5:8] = _THREE[fraction // 10000]
     out[:, 8:12] = _FOUR[fraction % 10000]
-    return out
+    out[:, 12:] = np.frombuffer(end.encode(), dtype=np.uint8)
+    negative = np.flatnonzero((values < 0) & (scaled > 0))
+    out[negative, 2 - (integer[negative] >= 10) - (integer[negative] >= 100)] = ord("-")
+    offsets = np.arange(0, (len(values) + 1) * width, width, dtype=np.int32)
+    padded = pa.StringArray.from_buffers(len(values), pa.py_buffer(offsets), pa.py_buffer(out))
+    return pc.utf8_ltrim(padded, characters=" ")
 
 
-def _column(byte: str, rows: int) -> np.ndarray:
-    return np.full((rows, 1), ord(byte), dtype=np.uint8)
-
-
-def _lines(model: NGramLM, counts: NgramCounts, words: np.ndarray, n: int, start: int,
-           stop: int) -> bytes:
-    """ARPA lines of the order-n n-grams start..stop, as bytes."""
+def _lines(model: NGramLM, counts: NgramCounts, words: pa.StringArray, n: int, start: int, stop: int):
+    """ARPA lines of the order-n n-grams start..stop, as a buffer (the words joined by Arrow)."""
     ids = counts.words(n, start, stop)
-    rows = len(ids)
     prob = model.log10_prob[n - 1][start:stop]
     if n == 1 and start <= 1 < stop:
         prob = prob.copy()
         prob[1 - start] = 0.0  # <s>: context only, written as lmplz does
-    parts = [_number_bytes(prob), _column("\t", rows), words[ids[:, 0]]]
-    for column in range(1, n):
-        parts += [_column(" ", rows), words[ids[:, column]]]
-    if n < model.order:
-        parts += [_column("\t", rows), _number_bytes(model.log10_backoff[n - 1][start:stop])]
-    parts.append(_column("\n", rows))
-    lines = np.concatenate(parts, axis=1)
-    return lines[lines != 0].tobytes()
+    top = n == model.order     # its lines end at the last word, the others' at their backoff
+    grams = [words[top and j == n - 1].take(pa.Array.from_buffers(   # numpy ids would import pandas
+        pa.int64(), len(ids), [None, pa.py_buffer(np.ascontiguousarray(ids[:, j]))])) for j in range(n)]
+    parts = [_numbers(prob), grams[0] if n == 1 else pc.binary_join_element_wise(*grams, words[2][0])]
+    if not top:
+        parts.append(_numbers(model.log10_backoff[n - 1][start:stop], "\n"))
+    lines = pc.binary_join_element_wise(*parts, words[2][1])
+    offsets = np.frombuffer(lines.buffers()[1], np.int32, len(lines) + 1, lines.offset * 4)
+    return memoryview(lines.buffers()[2])[offsets[0]:offsets[-1]]
+
+
+def _strings(encoded: list[bytes]) -> pa.StringArray:
+    """UTF-8 byte strings as an Arrow array, from its buffers (pa.array, pa.scalar import pandas: 0.2 s)."""
+    offsets = np.concatenate([[0], np.cumsum([len(b) for b in encoded])]).astype(np.int32)
+    return pa.StringArray.from_buffers(len(encoded), pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded)))
 
 
 def write(model: NGramLM, counts: NgramCounts, tokens: tuple[str, ...], out: BinaryIO,
           chunk: int = 250_000, threads: int = 2) -> None:
     """`model` (of `counts`, in memory or on disk) as ARPA text into the binary file `out`."""
-    encoded = [t.encode("utf-8") for t in tokens]   # (V, longest) UTF-8 bytes, 0-padded
-    words = np.array(encoded, dtype=f"S{max(map(len, encoded))}").view(np.uint8).reshape(len(encoded), -1)
+    words = (*(_strings([t.encode("utf-8") + end for t in tokens]) for end in (b"", b"\n")),
+             _strings([b" ", b"\t"]))   # (words, words ending a line, separators as Arrow scalars)
     header = "\\data\\\n" + "".join(f"ngram {n}={len(k)}\n" for n, k in enumerate(model.keys, 1))
     out.write(header.encode())
     with ThreadPoolExecutor(max_workers=threads) as pool:
