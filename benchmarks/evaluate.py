@@ -5,7 +5,8 @@ is prepared and its n-gram model built as the stages do, untrained recurrent mod
 are saved, then per model it times (a) its share of evaluate (scores of valid and test, blanks,
 probes, samples) and (b) its forward pass over valid and test (n-gram: log10_probs; recurrent:
 the logits at every scored position, 64 rows at a time; cloze sentences batched by length).
-Prints one JSON line per model and repeat, then the medians and ratio (goal: ratio <= 2).
+Also (c) that pass with the log-softmax any ln p needs (the n-gram's: none). Prints one JSON line
+per model and repeat, then the medians and ratios (goal: ratio <= 2).
 
     .venv/bin/python -m benchmarks.evaluate [--scale 1.0] [--width 8] [--repeat 3] [--work DIR]
 """
@@ -89,13 +90,15 @@ def prepared(work: Path, scale: float, width: int, seed: int) -> config.Params:
     return params
 
 
-def all_logits(model: RNNLM, features: torch.Tensor) -> None:
+def all_logits(model: RNNLM, features: torch.Tensor, normalised: bool = False) -> None:
     for start in range(0, len(features), ROWS):   # the logits, in cache as scoring makes them
-        model.logits(features[start:start + ROWS])
+        logits = model.logits(features[start:start + ROWS])
+        if normalised:                            # and the log-softmax any ln p needs
+            torch.log_softmax(logits, -1)
 
 
 @torch.no_grad()
-def forward_pass(lm, stream: np.ndarray) -> None:
+def forward_pass(lm, stream: np.ndarray, normalised: bool = False) -> None:
     """The part no implementation avoids: the model's outputs (logits) at every scored position."""
     if isinstance(lm, NgramModel):
         lm.lm.log10_probs(stream)
@@ -106,18 +109,18 @@ def forward_pass(lm, stream: np.ndarray) -> None:
         state = None
         for start in range(0, inputs.shape[1], 128):
             features, _, state = model.features_and_activations(inputs[:, start:start + 128], state)
-            all_logits(model, features[positions[:, start:start + 128] >= 0])
+            all_logits(model, features[positions[:, start:start + 128] >= 0], normalised)
         return
     sentences = sorted(sentences_of(stream), key=len)
     for start in range(0, len(sentences), 64):
         tokens, lengths = pad_sentences(sentences[start:start + 64])
         features = model.cloze_features_and_activations(tokens, lengths)[0]
-        all_logits(model, features[cloze_targets(tokens, lengths) != IGNORE])
+        all_logits(model, features[cloze_targets(tokens, lengths) != IGNORE], normalised)
 
 
-def forward_passes(lm, streams) -> None:
+def forward_passes(lm, streams, normalised: bool = False) -> None:
     for stream in streams:
-        forward_pass(lm, stream)
+        forward_pass(lm, stream, normalised)
 
 
 def share(found: run.Inputs, settings, seed: int, lm) -> dict[str, float]:
@@ -157,18 +160,20 @@ def main() -> None:
     for name, lm in found.models.items():
         if args.models and name not in args.models:
             continue
-        shares, passes = [], []
-        for _ in range(args.repeat):   # alternated: evaluate's share, then the forward pass
+        shares, passes, softmax = [], [], []
+        for _ in range(args.repeat):   # alternated: evaluate's share, then the forward passes
             parts = share(found, params.evaluate, params.seed, lm)
             shares.append(sum(parts.values()))
             passes.append(timed(partial(forward_passes, lm, found.splits.values())))
+            softmax.append(timed(partial(forward_passes, lm, found.splits.values(), True)))
             print(json.dumps({"model": name, "evaluate_s": round(shares[-1], 2),
                               **{f"{k}_s": round(v, 2) for k, v in parts.items()},
-                              "forward_s": round(passes[-1], 2)}), flush=True)
-        a, b = statistics.median(shares), statistics.median(passes)
+                              "forward_s": round(passes[-1], 2), "forward_softmax_s": round(softmax[-1], 2)}),
+                  flush=True)
+        a, b, c = (statistics.median(t) for t in (shares, passes, softmax))
         print(json.dumps({"model": name, "median_evaluate_s": round(a, 2), "median_forward_s": round(b, 2),
-                          "ratio": round(a / b, 2)}), flush=True)
-
+                          "ratio": round(a / b, 2), "median_forward_softmax_s": round(c, 2),
+                          "ratio_to_softmax": round(a / c, 2)}), flush=True)
 
 if __name__ == "__main__":
     main()
