@@ -112,7 +112,8 @@ def load(params: config.Params, data: Path, models: Path, root: Path) -> Inputs:
                      data / text_units.FILE, data)
     loaded = {"ngram": load_model(models / "ngram" / "model.npz", len(vocab))}
     try:
-        table = pd.read_parquet(models / "ngram" / "counts.parquet")
+        table = pd.read_parquet(models / "ngram" / "counts.parquet", filters=[("order", "<=", 3)],
+                                columns=["order", "key", "count", "adjusted", "suffix"])   # the MLE's
     except (OSError, pyarrow.ArrowException) as error:
         raise files.damaged(models / "ngram" / "counts.parquet", "missing" if isinstance(
             error, FileNotFoundError) else "damaged, not a parquet table") from None
