@@ -122,7 +122,7 @@ def _merge(runs: list[dict[str, Column]], n: int, memory: int, spill: Spill):
         key = np.concatenate([run["keys"][lo:hi] for run, lo, hi in parts])
         if not len(key):
             continue
-        unique, first, inverse, _ = counting._unique(key)
+        unique, first, inverse, _ = counting._unique(key, "stable")   # the runs' slices, each sorted
         del key
         summed = np.bincount(inverse, np.concatenate([run["counts"][lo:hi]
                                                       for run, lo, hi in parts]))
