@@ -190,8 +190,15 @@ class Column:
         return np.memmap(self.path, dtype=self.dtype, mode="r", shape=(self.length,))
 
     def __getitem__(self, rows: slice | np.ndarray) -> np.ndarray:
-        """A copy of `rows`: a slice (contiguous, as arpa.write takes) or row numbers."""
+        """A copy of `rows`: a slice (contiguous, as arpa.write takes; read, not mapped: a map
+        costs ~80 us, a merge of 100 runs reads 40,000 slices) or row numbers."""
         with spilling(self.spill.path):
+            if isinstance(rows, slice) and rows.step in (None, 1):
+                start, stop, _ = rows.indices(self.length)
+                if stop <= start:
+                    return np.empty(0, dtype=self.dtype)
+                with open(self.path, "rb") as handle:
+                    return np.fromfile(handle, self.dtype, stop - start, offset=start * self.dtype.itemsize)
             return np.array(self._mapped()[rows])
 
     def search(self, values: np.ndarray) -> np.ndarray:
