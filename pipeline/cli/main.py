@@ -155,8 +155,9 @@ def _ngram_commands(commands):
     p.add_argument("--arpa", required=True)
     p.add_argument("--discount-fallback", nargs="*", type=float, metavar="D",
                    help="discounts for adjusted counts 1, 2, 3+ where none can be estimated (0.5 1 1.5)")
-    p.add_argument("-S", "--memory", type=memory_size, default="80%", metavar="SIZE",
-                   help="memory budget as lmplz's -S (100M, 2G, 50%%; default 80%%); more spills to disk")
+    p.add_argument("-S", "--memory", type=memory_size, metavar="SIZE",
+                   help="memory budget as lmplz's -S, the interpreter's ~80M included (100M, 2G, 50%%; "
+                        "default: twice TEXT's size, a .gz's 8x, at least 32M; standard input 80%%); more spills to disk")
     p.add_argument("-T", "--temp-prefix", default=None, metavar="DIR",
                    help="folder for the spilled runs (default: the system's temporary folder)")
     p.add_argument("--skip-symbols", action="store_true",

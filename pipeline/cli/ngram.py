@@ -5,17 +5,22 @@ normalised, `<unk>` the unknown word). Errors: ValueError naming TEXT, MODEL or 
 from __future__ import annotations
 
 import json
+import os
+import resource
 import sys
 from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
 from pipeline import errors, files
 from pipeline.ngram import arpa, builder
 from pipeline.ngram.kneser_ney import LMPLZ_FALLBACK
 from pipeline.text import corpus
 from pipeline.text.vocab import BOS, BOS_ID, EOS, SPECIALS, encode_text
+
+LEAST_WORKING = 32 << 20   # no -S: bytes for the tables at least (the KJV's 3.8 MB of text: this)
 
 
 def build(args) -> None:
@@ -30,13 +35,15 @@ def build(args) -> None:
         raise ValueError(f"--arpa {args.arpa!r}: {problem}")
     remedy = ("use a lower --order or more text, or add --discount-fallback (discounts 0.5 1 1.5, "
               "as lmplz's --discount_fallback)")
+    pa.set_memory_pool(pa.system_memory_pool())   # mimalloc keeps ~70 MiB of the ARPA's slices
+    args.memory = _working(args)
     try:
         with files.Spill(args.temp_prefix) as spill:
             tokens, stream, longest, sentences = _encode(args, spill)
             progress(f"{sentences:,} sentences, {len(tokens):,} words in the vocabulary")
             builder.check_order(args.order, longest, "--order {}", _name(args))
             with builder.build(stream, len(tokens), args.order, args.order, args.memory, None,
-                               fallback, remedy, progress, "-S") as (counts, model, _):
+                               fallback, remedy, progress, "-S less the interpreter") as (counts, model, _):
                 _write(args, model, counts, tokens)
     except MemoryError:
         raise ValueError(f"{_name(args)}: out of memory for {args.order}-grams; lower -S or --order") from None
@@ -87,6 +94,18 @@ def _encode(args, spill) -> tuple[tuple[str, ...], files.Column, int, int]:
     if not words:
         raise ValueError(f"{_name(args)}: {'is empty' if empty else 'holds only blank lines'}; give text")
     return tuple(index), column, longest, sentences
+
+
+def _working(args) -> int:
+    """Bytes for the build's tables: -S less what this process holds already (the interpreter,
+    numpy, pyarrow), at least a quarter of -S; no -S: twice TEXT's bytes (a .gz's 8x), at least
+    LEAST_WORKING, so memory follows the n-grams (standard input: 80% of RAM less the same)."""
+    held = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss << 10   # Linux: KiB
+    if args.memory is not None:
+        return max(args.memory - held, args.memory // 4)
+    if args.text == "-" or not os.path.isfile(args.text):   # read_blocks names a missing file
+        return max(files.parse_size("80%") - held, LEAST_WORKING)
+    return max(os.path.getsize(args.text) * (8 if args.text.endswith(".gz") else 2), LEAST_WORKING)
 
 
 def _fallback(values: list[float] | None) -> tuple[float, float, float] | None:
