@@ -2,10 +2,12 @@
 (a) the KJV train split and (b) 10 copies of it whose tokens carry a per-copy suffix (every
 copy's n-grams are distinct; about 8.5M tokens). Every measurement is a fresh process
 (`lmpipe ngram build|query`), its peak RSS read with wait4. With --lmplz PATH, KenLM's lmplz
-runs back to back on the same input, both with the memory budget --memory (lmpipe's and lmplz's
--S; default 100M). Prints one JSON line per measurement and a median line.
+runs back to back on the same input (A B A B ..), both with the memory budget --memory (lmpipe's
+and lmplz's -S; default 100M; --lmpipe-default: lmpipe without -S, its default). --build-only
+skips the query and scoring. Prints one JSON line per measurement and a median line.
 
     .venv/bin/python benchmarks/ngram.py --repeat 3 [--lmplz /path/to/lmplz] [--orders 3 5] [--memory 100M]
+        [--lmpipe-default] [--build-only]
 """
 
 import argparse
@@ -87,6 +89,8 @@ def main() -> None:
     parser.add_argument("--orders", type=int, nargs="+", default=[3, 5])
     parser.add_argument("--lmplz", help="path to KenLM's lmplz, run back to back when given")
     parser.add_argument("--memory", default="100M", help="-S of both tools (default 100M)")
+    parser.add_argument("--lmpipe-default", action="store_true", help="lmpipe without -S (lmplz: --memory)")
+    parser.add_argument("--build-only", action="store_true", help="no query, no scoring")
     args = parser.parse_args()
     lmpipe = str(Path(sys.executable).parent / "lmpipe")
     with tempfile.TemporaryDirectory() as tmp:
@@ -96,18 +100,26 @@ def main() -> None:
             for order in args.orders:
                 model = folder / f"{name}.o{order}.arpa"
                 tools = {"lmpipe": [lmpipe, "ngram", "build", str(text), "--order", str(order),
-                                    "--arpa", str(model), "-S", args.memory, "-T", str(folder)]}
+                                    "--arpa", str(model), "-T", str(folder)]
+                         + ([] if args.lmpipe_default else ["-S", args.memory])}
                 if args.lmplz:
                     tools["lmplz"] = [args.lmplz, "-o", str(order), "-S", args.memory, "-T", str(folder),
                                       "--text", str(text), "--arpa", str(folder / "lmplz.arpa")]
-                summary = {"input": name, "tokens": tokens, "order": order, "memory": args.memory}
-                for tool, command in tools.items():
-                    runs = [measure(command)[:2] for _ in range(args.repeat)]
-                    for wall, rss in runs:
+                summary = {"input": name, "tokens": tokens, "order": order, "memory": args.memory,
+                           "lmpipe_memory": "default" if args.lmpipe_default else args.memory}
+                runs = {tool: [] for tool in tools}
+                for _ in range(args.repeat):   # alternated: A B A B ..
+                    for tool, command in tools.items():
+                        wall, rss = measure(command)[:2]
+                        runs[tool].append((wall, rss))
                         print(json.dumps({**summary, "tool": tool, "step": "build", "wall_s": round(wall, 2),
                                           "peak_rss_mib": round(rss, 1)}), flush=True)
-                    summary[f"{tool}_build_wall_s"] = round(statistics.median(w for w, _ in runs), 2)
-                    summary[f"{tool}_build_peak_rss_mib"] = round(statistics.median(r for _, r in runs), 1)
+                for tool, measured in runs.items():
+                    summary[f"{tool}_build_wall_s"] = round(statistics.median(w for w, _ in measured), 2)
+                    summary[f"{tool}_build_peak_rss_mib"] = round(statistics.median(r for _, r in measured), 1)
+                if args.build_only:
+                    _ratios(summary, args)
+                    continue
                 query = [measure([lmpipe, "ngram", "query", str(model), str(test), "--json"])[:2]
                          for _ in range(args.repeat)]
                 scoring = [json.loads(measure([sys.executable, "-c", SCORE, str(model), str(text)])[2])
@@ -118,12 +130,17 @@ def main() -> None:
                     scoring_tokens_per_s=round(statistics.median(s["tokens"] / s["seconds"] for s in scoring)),
                     ngrams=sum(int(line.split("=")[1]) for line in open(model, encoding="utf-8")
                                if line.startswith("ngram ")))
-                if args.lmplz:
-                    summary["build_wall_ratio_lmpipe_over_lmplz"] = round(
-                        summary["lmpipe_build_wall_s"] / summary["lmplz_build_wall_s"], 2)
-                    summary["build_peak_rss_ratio_lmpipe_over_lmplz"] = round(
-                        summary["lmpipe_build_peak_rss_mib"] / summary["lmplz_build_peak_rss_mib"], 2)
-                print(json.dumps({"median_of": args.repeat, **summary}), flush=True)
+                _ratios(summary, args)
+
+
+def _ratios(summary: dict, args) -> None:
+    """Print the median line, with lmpipe's ratios to lmplz when it ran."""
+    if args.lmplz:
+        summary["build_wall_ratio_lmpipe_over_lmplz"] = round(
+            summary["lmpipe_build_wall_s"] / summary["lmplz_build_wall_s"], 2)
+        summary["build_peak_rss_ratio_lmpipe_over_lmplz"] = round(
+            summary["lmpipe_build_peak_rss_mib"] / summary["lmplz_build_peak_rss_mib"], 2)
+    print(json.dumps({"median_of": args.repeat, **summary}), flush=True)
 
 
 if __name__ == "__main__":
