@@ -39,39 +39,40 @@ for _i in range(1000, 2000):   # 1000 + i: -i, its sign before its first digit
     _SIGNED[_i, 2 - (_i >= 1010) - (_i >= 1100)] = ord("-")
 _HEAD, _DOT, _FOUR = (_words4(_SIGNED), _words4(np.insert(_digit_table(3, 0), 0, ord("."), axis=1)),
                       _words4(_digit_table(4, 0)))
-_END = {"": [], "\n": [_words4(np.array([[10, 32, 32, 32]], np.uint8))[0]]}
+_END = {end: _words4(np.array([[ord(end), 32, 32, 32]], np.uint8))[0] for end in "\t\n"}
 
 
-def _numbers(values: np.ndarray, end: str = "") -> pa.StringArray:
-    """log10 values as text, 7 decimals (then `end`); -inf and below -999 as -99: rows of 4-byte
-    pieces ("  -5", ".098", "8379", "\\n   ") gathered from tables, the spaces trimmed by Arrow."""
+def _numbers(values: np.ndarray, end: str) -> pa.StringArray:
+    """log10 values as text, 7 decimals, then `end` (tab or newline); -inf and below -999 as -99:
+    rows of 4-byte pieces ("  -5", ".098", "8379", "\\n   ") from tables, spaces trimmed by Arrow."""
     values = np.where(np.isfinite(values) & (values > -999.0), values, -99.0)
     scaled = np.rint(np.abs(values) * 1e7).astype(np.int64)
     integer, fraction = np.divmod(scaled, 10**7)
-    out = np.empty((len(values), 3 + len(_END[end])), dtype=np.uint32)
+    out = np.empty((len(values), 4), dtype=np.uint32)
     out[:, 0] = _HEAD[integer + 1000 * ((values < 0) & (scaled > 0))]
     out[:, 1] = _DOT[fraction // 10000]
     out[:, 2] = _FOUR[fraction % 10000]
-    out[:, 3:] = _END[end]
-    offsets = np.arange(0, (len(values) + 1) * out.shape[1] * 4, out.shape[1] * 4, dtype=np.int32)
+    out[:, 3] = _END[end]
+    offsets = np.arange(0, (len(values) + 1) * 16, 16, dtype=np.int32)
     padded = pa.StringArray.from_buffers(len(values), pa.py_buffer(offsets), pa.py_buffer(out))
     return pc.utf8_trim(padded, characters=" ")
 
 
-def _lines(model: NGramLM, counts: NgramCounts, words: pa.StringArray, n: int, start: int, stop: int):
-    """ARPA lines of the order-n n-grams start..stop, as a buffer (the words joined by Arrow)."""
+def _lines(model: NGramLM, counts: NgramCounts, words: dict, n: int, start: int, stop: int):
+    """ARPA lines of the order-n n-grams start..stop, as a buffer: one Arrow join of the pieces,
+    each ending in its separator (`words[end]`: the words, each followed by `end`)."""
     ids = counts.words(n, start, stop)
     prob = model.log10_prob[n - 1][start:stop]
     if n == 1 and start <= 1 < stop:
         prob = prob.copy()
         prob[1 - start] = 0.0  # <s>: context only, written as lmplz does
     top = n == model.order     # its lines end at the last word, the others' at their backoff
-    grams = [words[top and j == n - 1].take(pa.Array.from_buffers(   # numpy ids would import pandas
-        pa.int64(), len(ids), [None, pa.py_buffer(np.ascontiguousarray(ids[:, j]))])) for j in range(n)]
-    parts = [_numbers(prob), grams[0] if n == 1 else pc.binary_join_element_wise(*grams, words[2][0])]
+    ends = [" "] * (n - 1) + ["\n" if top else "\t"]
+    parts = [_numbers(prob, "\t"), *(words[end].take(pa.Array.from_buffers(   # numpy ids: pandas
+        pa.int64(), len(ids), [None, pa.py_buffer(np.ascontiguousarray(ids[:, j]))])) for j, end in enumerate(ends))]
     if not top:
         parts.append(_numbers(model.log10_backoff[n - 1][start:stop], "\n"))
-    lines = pc.binary_join_element_wise(*parts, words[2][1])
+    lines = pc.binary_join_element_wise(*parts, words[""][0])
     offsets = np.frombuffer(lines.buffers()[1], np.int32, len(lines) + 1, lines.offset * 4)
     return memoryview(lines.buffers()[2])[offsets[0]:offsets[-1]]
 
@@ -85,8 +86,8 @@ def _strings(encoded: list[bytes]) -> pa.StringArray:
 def write(model: NGramLM, counts: NgramCounts, tokens: tuple[str, ...], out: BinaryIO,
           chunk: int = 250_000, threads: int = 2) -> None:
     """`model` (of `counts`, in memory or on disk) as ARPA text into the binary file `out`."""
-    words = (*(_strings([t.encode("utf-8") + end for t in tokens]) for end in (b"", b"\n")),
-             _strings([b" ", b"\t"]))   # (words, words ending a line, separators as Arrow scalars)
+    words = {end: _strings([t.encode("utf-8") + end.encode() for t in tokens]) for end in " \t\n"}
+    words[""] = _strings([b""])   # the join's separator, as an Arrow scalar
     header = "\\data\\\n" + "".join(f"ngram {n}={len(k)}\n" for n, k in enumerate(model.keys, 1))
     out.write(header.encode())
     with ThreadPoolExecutor(max_workers=threads) as pool:
