@@ -112,16 +112,12 @@ def _above(ascending: np.ndarray, lo: np.ndarray, hi: np.ndarray, bar: np.ndarra
 
 
 def _greater(rows: np.ndarray, values: np.ndarray, at: np.ndarray, bars: np.ndarray, count: int):
-    """(Q,) how many of `values` in row at[q] exceed bars[q]; rows, at in 0..count-1."""
-    kind = np.r_[np.zeros(len(rows)), np.ones(len(at))]          # an equal value is not greater
-    order = np.lexsort((kind, np.r_[values, bars], np.r_[rows, at]))
-    before = np.cumsum(kind[order] == 0) - (kind[order] == 0)    # values sorted before each
+    """(Q,) how many of `values` in row at[q] exceed bars[q]; rows sorted, rows and at in 0..count-1."""
     per_row = np.bincount(rows, minlength=count)
-    first = np.cumsum(per_row) - per_row
-    query = order[kind[order] == 1] - len(rows)
-    result = np.empty(len(at), dtype=np.int64)
-    result[query] = per_row[at[query]] - (before[kind[order] == 1] - first[at[query]])
-    return result
+    sizes = per_row[at]                                          # each query against its row's values
+    query = np.repeat(np.arange(len(at)), sizes)
+    entry = np.repeat((np.cumsum(per_row) - per_row)[at] - np.cumsum(sizes) + sizes, sizes) + np.arange(sizes.sum())
+    return np.bincount(query, values[entry] > bars[query], minlength=len(at)).astype(np.int64)
 
 
 def _tables(lm: NGramLM):
