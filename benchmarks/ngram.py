@@ -12,12 +12,10 @@ skips the query and scoring. Prints one JSON line per measurement and a median l
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -43,18 +41,24 @@ print(json.dumps({"tokens": int((stream != 1).sum()), "seconds": best}))
 """
 
 
+MEASURE = ("import resource, subprocess, sys, time; started = time.perf_counter(); "
+           "status = subprocess.call(sys.argv[1:], stderr=subprocess.DEVNULL); "
+           "print(time.perf_counter() - started, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, "
+           "file=sys.stderr); sys.exit(status)")
+
+
 def measure(command: list[str]) -> tuple[float, float, str]:
-    """(wall seconds, peak RSS MiB, stdout) of one child process."""
-    started = time.perf_counter()
+    """(wall seconds, peak RSS MiB, stdout) of one child process, started by a bare Python (-I -S):
+    a child forked from this process would count its ~300 MiB in its own peak (Linux's maxrss)."""
     with tempfile.TemporaryFile() as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.DEVNULL)
-        _, status, usage = os.wait4(process.pid, 0)
-        wall = time.perf_counter() - started
+        process = subprocess.run([sys.executable, "-I", "-S", "-c", MEASURE, *command], stdout=out,
+                                 stderr=subprocess.PIPE, text=True)
         out.seek(0)
         text = out.read().decode()
-    if status != 0:
-        raise SystemExit(f"{command} failed with status {status}")
-    return wall, usage.ru_maxrss / 1024, text
+    if process.returncode != 0:
+        raise SystemExit(f"{command} failed with status {process.returncode}")
+    wall, rss_kib = process.stderr.split()[-2:]
+    return float(wall), int(rss_kib) / 1024, text
 
 
 def inputs(folder: Path) -> dict[str, tuple[Path, Path]]:
