@@ -4,10 +4,12 @@ fix); spill folders (SpillError); params YAML as DVC reads it (ParamsError); lmp
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
 import shutil
+import struct
 import tempfile
 import zipfile
 from collections.abc import Iterator
@@ -115,9 +117,38 @@ def load_array(path: str | Path, folder: str | Path | None = None, mmap_mode: st
 
 
 def load_arrays(path: str | Path, folder: str | Path | None = None,
-                required: tuple[str, ...] = ()) -> dict:
-    return _load(path, ".npz archive", lambda path: dict(np.load(path, allow_pickle=False)), folder,
-                 required=required)
+                required: tuple[str, ...] = (), mapped: bool = False) -> dict:
+    """`mapped`: _mapped_npz's arrays where it reads the archive; else (and for the message) np.load's."""
+    def read(path):
+        if mapped:
+            with contextlib.suppress(*READ_ERRORS):
+                return _mapped_npz(path)
+        return dict(np.load(path, allow_pickle=False))
+    return _load(path, ".npz archive", read, folder, required=required)
+
+
+def _mapped_npz(path: Path) -> dict:
+    """The arrays of a .npz, each memory-mapped where stored uncompressed (outputs.save_npz's):
+    pages are read as scored and stay reclaimable. Each member is read through once in slices,
+    so a damaged one (CRC) raises as np.load would; others (compressed, empty, 0-d) are read."""
+    arrays = {}
+    with zipfile.ZipFile(path) as archive, open(path, "rb") as handle:
+        for info in archive.infolist():
+            with archive.open(info) as member:
+                while member.read(1 << 24):
+                    pass
+            handle.seek(info.header_offset + 26)   # the local header's name and extra lengths
+            handle.seek(info.header_offset + 30 + sum(struct.unpack("<HH", handle.read(4))))
+            version = np.lib.format.read_magic(handle)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, fortran, dtype = read_header(handle)
+            name = info.filename.removesuffix(".npy")
+            if info.compress_type != zipfile.ZIP_STORED or not shape or not all(shape) or dtype.hasobject:
+                arrays[name] = np.lib.format.read_array(archive.open(info), allow_pickle=False)
+            else:
+                arrays[name] = np.memmap(path, dtype, "r", handle.tell(), shape, "F" if fortran else "C")
+    return arrays
 
 
 def load_checkpoint(path: str | Path, folder: str | Path | None = None,

@@ -5,8 +5,6 @@ scores. Errors: StateError naming a damaged or mismatched model file."""
 from __future__ import annotations
 
 import json
-import struct
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -38,38 +36,8 @@ def _recurrent(path: Path, vocab_size: int) -> RecurrentModel:
     return RecurrentModel(model, config=checkpoint["config"])
 
 
-def mapped_npz(path: Path) -> dict:
-    """The arrays of a .npz, each memory-mapped where stored uncompressed (outputs.save_npz's):
-    pages are read as scored and stay reclaimable. Each member is read through once in slices,
-    so a damaged one (CRC) raises as np.load would; others (compressed, empty, 0-d) are read."""
-    arrays = {}
-    with zipfile.ZipFile(path) as archive, open(path, "rb") as handle:
-        for info in archive.infolist():
-            with archive.open(info) as member:
-                while member.read(1 << 24):
-                    pass
-            handle.seek(info.header_offset + 26)   # the local header's name and extra lengths
-            handle.seek(info.header_offset + 30 + sum(struct.unpack("<HH", handle.read(4))))
-            version = np.lib.format.read_magic(handle)
-            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                           else np.lib.format.read_array_header_2_0)
-            shape, fortran, dtype = read_header(handle)
-            name = info.filename.removesuffix(".npy")
-            if info.compress_type != zipfile.ZIP_STORED or not shape or not all(shape) or dtype.hasobject:
-                arrays[name] = np.lib.format.read_array(archive.open(info), allow_pickle=False)
-            else:
-                arrays[name] = np.memmap(path, dtype, "r", handle.tell(), shape, "F" if fortran else "C")
-    return arrays
-
-
 def _ngram(path: Path, vocab_size: int) -> NgramModel:
-    required = ("vocab_size", "discounts")
-    try:
-        arrays = mapped_npz(path)
-    except files.READ_ERRORS:
-        arrays = {}
-    if not set(required) <= arrays.keys():   # unreadable: refused by files' reader, as before
-        arrays = files.load_arrays(path, path.parent, required)
+    arrays = files.load_arrays(path, path.parent, ("vocab_size", "discounts"), mapped=True)
     model = _built(NGramLM.from_arrays, arrays, path, "n-gram model")
     _refuse(path, model.problem(), "estimated", model.vocab_size, vocab_size)
     return NgramModel(model)
