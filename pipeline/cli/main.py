@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import math
 import os
 import select
@@ -13,7 +14,6 @@ import sys
 from pathlib import Path
 
 from pipeline import errors, files
-from pipeline.cli import experiments, models, ngram, presets, seeds
 from pipeline.text.tokenizers import TOKENIZERS
 
 USAGE = """`lmpipe` command line: user commands over the models of the last `dvc repro`
@@ -86,21 +86,21 @@ def parser() -> Parser:
 def _model_commands(commands) -> None:
     p = commands.add_parser("score", help="rank sentences by probability under each model")
     p.add_argument("sentences", nargs="+")
-    p.set_defaults(run=models.score)
+    p.set_defaults(run="models.score")
     p = commands.add_parser("fill", help="top fills of a blank (___) by each model")
     p.add_argument("text", metavar="TEXT", help='a sentence with one ___, e.g. "they ___ everywhere ."')
     p.add_argument("--k", type=whole(1), default=5, help="how many fills (default 5)")
     p.add_argument("--options", nargs="+", help="only compare these words")
     p.add_argument("--open", action="store_true",
                    help="the text goes on after it ends: causal models use the left context only")
-    p.set_defaults(run=models.fill)
+    p.set_defaults(run="models.fill")
     p = commands.add_parser("generate", help="sample sentences from causal models")
     p.add_argument("--n", type=whole(1), default=5, help="sentences per model (default 5)")
     p.add_argument("--temperature", type=positive, default=1.0)
     p.add_argument("--max-length", type=whole(1, MAX_LENGTH), default=40,
                    help=f"tokens at most, unless </s> comes first (default 40, at most {MAX_LENGTH})")
     p.add_argument("--seed", type=whole(0), default=0)
-    p.set_defaults(run=models.generate)
+    p.set_defaults(run="models.generate")
     for name in ("score", "fill", "generate"):
         p = commands.choices[name]
         p.add_argument("--model", action="append", help="model name (repeatable); default: all")
@@ -112,12 +112,12 @@ def _experiment_commands(commands) -> None:
     p = commands.add_parser("retrain", help="dvc repro what changed, then reports/retrain.md")
     p.add_argument("--base", help="revision to diff params and metrics against (e.g. origin/main)")
     p.add_argument("--report", type=Path, default=Path("reports/retrain.md"))
-    p.set_defaults(run=experiments.retrain)
+    p.set_defaults(run="experiments.retrain")
     p = commands.add_parser("mlflow-server", help="an MLflow tracking server over this repository's store")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1; 0.0.0.0: the network)")
     p.add_argument("--port", type=whole(1, 65535), default=5000)
     p.add_argument("--workers", type=whole(1), default=2)
-    p.set_defaults(run=experiments.mlflow_server)
+    p.set_defaults(run="experiments.mlflow_server")
     p = commands.add_parser("compare", help="an execution's comparison table (or --list, or two) from MLflow")
     p.add_argument("--list", action="store_true", help="list the executions (newest first) with their ids")
     p.add_argument("--limit", type=whole(1, MAX_LIMIT), default=20,
@@ -129,12 +129,12 @@ def _experiment_commands(commands) -> None:
     p.add_argument("--experiment", help="default: mlflow.experiment of params.yaml")
     p.add_argument("--tracking-uri", help="default: MLFLOW_TRACKING_URI or params.yaml")
     p.add_argument("--ui", default="http://127.0.0.1:5000", help="the MLflow UI's address, for links")
-    p.set_defaults(run=experiments.compare)
+    p.set_defaults(run="experiments.compare")
     p = commands.add_parser("preset", help="a preset of configs/presets.yaml as `dvc exp run` -S flags")
     p.add_argument("name", help="medium | full | any preset in the file")
     p.add_argument("--params", type=existing, default="params.yaml")
     p.add_argument("--presets", type=existing, default="configs/presets.yaml")
-    p.set_defaults(run=presets.preset)
+    p.set_defaults(run="presets.preset")
     p = commands.add_parser("seeds", help="a model's test ppl over seeds beside its bootstrap CI")
     p.add_argument("kind", metavar="KIND", help="a model of params.yaml (models.KIND)")
     p.add_argument("--run", dest="count", type=whole(1), metavar="N",   # args.run: the command
@@ -144,7 +144,7 @@ def _experiment_commands(commands) -> None:
     p.add_argument("--no-wait", action="store_true", help="--run: queue and start, no report")
     p.add_argument("--all-commits", action="store_true",
                    help="report: also experiments of earlier commits (their code may differ)")
-    p.set_defaults(run=seeds.seeds)
+    p.set_defaults(run="seeds.seeds")
 
 
 def _ngram_commands(commands):
@@ -162,14 +162,14 @@ def _ngram_commands(commands):
                    help="folder for the spilled runs (default: the system's temporary folder)")
     p.add_argument("--skip-symbols", action="store_true",
                    help="read <s>, </s> and <unk> in TEXT as spaces (lmplz's --skip_symbols); else <s>, </s> are refused")
-    p.set_defaults(run=ngram.build)
+    p.set_defaults(run="ngram.build")
     p = ngram_commands.add_parser("query", help="score TEXT with an ARPA model (perplexity, OOVs, totals)")
     p.add_argument("model", metavar="MODEL", help="an ARPA file (.arpa or .arpa.gz)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--per-sentence", action="store_true")
     p.add_argument("--orphans", choices=("refuse", "keep"), default="refuse",
                    help="an n-gram without its context: refuse the file (KenLM) or keep it (SRILM)")
-    p.set_defaults(run=ngram.query)
+    p.set_defaults(run="ngram.query")
     for p in ngram_commands.choices.values():
         p.add_argument("text", metavar="TEXT", help="one sentence per line (a blank line: an empty one), "
                        "not normalised, as KenLM reads it; - reads standard input")
@@ -184,6 +184,8 @@ def _ngram_commands(commands):
 def main(argv: list[str] | None = None) -> None:
     """Run the command of argv; a failure is one line and SystemExit(2, 1 or 130)."""
     args = parser().parse_args(argv)
+    module, name = args.run.split(".")   # a command's module is imported only when it runs
+    args.run = getattr(importlib.import_module(f"pipeline.cli.{module}"), name)
     command = " ".join(filter(None, (args.command, getattr(args, "ngram_command", None))))
     if getattr(args, "debug", False):
         os.environ[errors.DEBUG] = "1"
