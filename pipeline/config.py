@@ -12,10 +12,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.functional_validators import AfterValidator
 from pydantic_core import PydanticCustomError
 
-from pipeline.errors import ParamsError, problem
+from pipeline.errors import ParamsError
 from pipeline.files import parse_size, read_yaml, relative, repo_root
 from pipeline.text.splits import METHODS, PARTS
 from pipeline.text.tokenizers import TOKENIZERS
+from pipeline.validation import problem
 
 
 def refuse(message: str) -> PydanticCustomError:

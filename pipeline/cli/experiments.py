@@ -15,7 +15,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from tabulate import tabulate
 
-from pipeline import config, errors, files
+from pipeline import config, errors, files, validation
 from pipeline.evaluation.bootstrap import Comparison
 from pipeline.tracking import commands, run_search, store
 
@@ -208,7 +208,7 @@ def _verdicts(uri: str, parent_id: str) -> list[str]:
                                p.p_better, p.level).sentence() for p in PAIRS.validate_python(pairs).values()]
         why = f"run {parent_id} has no {path} artifact (logged before lmpipe wrote it, or deleted)"
     except ValidationError as error:
-        why = f"run {parent_id}'s artifact {path} is damaged ({errors.first_complaint(error)})"
+        why = f"run {parent_id}'s artifact {path} is damaged ({validation.first_complaint(error)})"
     except (OSError, ValueError) as error:   # a folder, not UTF-8, not JSON
         why = f"run {parent_id}'s {path} is damaged (not UTF-8 JSON: {error})"
     print(f"lmpipe: warning: {why}; the table above is shown without the paired verdicts; "

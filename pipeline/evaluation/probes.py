@@ -9,16 +9,16 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pipeline.config import ParamsError, refuse
-from pipeline.errors import problem
 from pipeline.evaluation.tasks import BLANK
 from pipeline.files import read_yaml, relative
 from pipeline.text.tokenizers import TOKENIZERS
+from pipeline.validation import problem
 
 Word = Annotated[str, Field(pattern=r"^\S+$")]   # one word: no whitespace
 
 
 class Probe(BaseModel):
-    """One probe; errors.problem words pydantic's complaints (a description: what is allowed)."""
+    """One probe; validation.problem words pydantic's complaints (a description: what is allowed)."""
     model_config = ConfigDict(extra="forbid", strict=True)
     name: str | None = None
     about: str | None = None

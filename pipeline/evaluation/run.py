@@ -16,13 +16,13 @@ import pyarrow
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from pipeline import config, files
-from pipeline.errors import first_complaint
 from pipeline.evaluation import bootstrap, report, scoring, tasks
 from pipeline.evaluation.models import LanguageModel, codec, load_model, retrain_hint
 from pipeline.evaluation.probes import load_probes
 from pipeline.ngram import counting, kneser_ney
 from pipeline.text import units as text_units
 from pipeline.text.vocab import BOS_ID, Vocab, check_ids, load_vocab
+from pipeline.validation import first_complaint
 
 
 class Checked(BaseModel):   # other keys pass: only what evaluate reads is checked

@@ -19,8 +19,8 @@ from filelock import FileLock, Timeout
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from pipeline import files
-from pipeline.errors import first_complaint
 from pipeline.neural.rnn import RNNLM, ModelConfig
+from pipeline.validation import first_complaint
 
 LAST = "last.ckpt"
 BEST = "best.ckpt"
