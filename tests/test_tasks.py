@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from pipeline.evaluation import models, scoring, tasks
-from pipeline.neural.batches import sentences_of
+from pipeline.neural.batches import pad_sentences, sentences_of
 from pipeline.neural.rnn import RNNLM, ModelConfig
 from pipeline.ngram import counting, kneser_ney
 from pipeline.text.vocab import BOS_ID, EOS_ID
@@ -43,15 +43,27 @@ def test_sentence_logprobs_are_the_scoring_path(ngram, rnn):
     np.testing.assert_allclose(ours, direct, rtol=1e-5)
 
 
-def test_rnn_fill_shares_the_prefix_but_equals_wholesentences_of(rnn):
-    sentence = sentences_of(_stream(2, 1))[0]
-    candidates = np.arange(3, 31)
-    fast = rnn.fill_logprobs(sentence, 2, candidates)
-    slow = models.LanguageModel.fill_logprobs(rnn, sentence, 2, candidates)
-    np.testing.assert_allclose(fast, slow, rtol=1e-5)
-    open_end = rnn.fill_logprobs(sentence, 2, candidates, open_end=True)
+def test_rnn_fills_batched_equal_whole_sentences(rnn):
+    """Fills of several lengths, blanks first and last, more candidates than a batch: the batched
+    causal path equals the whole filled sentences scored; the cloze path, each sentence alone."""
+    sentences = sentences_of(_stream(2, 6))
+    fills = [(s, position, np.arange(3, 31)) for s in sentences for position in (1, len(s) - 2)]
+    fills.append((sentences[0], 2, np.arange(3, 31).repeat(12)))   # 336 rows: two batches
+    fast = rnn.fill_logprobs(fills)
+    slow = models.LanguageModel.fill_logprobs(rnn, fills)
+    for a, b in zip(fast, slow, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5)
+    sentence, candidates = sentences[0], np.arange(3, 31)
+    open_end = rnn.fill_logprobs([(sentence, 2, candidates)], open_end=True)[0]
     np.testing.assert_allclose(np.exp(open_end), rnn.next_distributions([sentence[:2]])[0][0][candidates],
                                rtol=1e-5)
+    torch.manual_seed(0)
+    cloze = models.RecurrentModel(RNNLM(ModelConfig(vocab_size=31, cell="gru", embed_dim=8, hidden_dim=8,
+                                                    dropout=0.0, bidirectional=True)))
+    for (s, position, c), logp in zip(fills, cloze.fill_logprobs(fills), strict=True):
+        tokens, lengths = pad_sentences([s])
+        alone = torch.log_softmax(cloze.model.cloze(tokens, lengths)[0, position - 1], -1)[c]
+        np.testing.assert_allclose(logp, alone.detach().double().numpy(), rtol=1e-5)
 
 
 def test_blanks_are_reproducible_and_fair():

@@ -87,16 +87,19 @@ class LanguageModel:
     kind = "causal"
     path: Path | None = None   # the weights file load_model read
 
-    def fill_logprobs(self, sentence: np.ndarray, position: int, candidates: np.ndarray,
-                      open_end: bool = False) -> np.ndarray:
-        """A score per candidate for sentence[position]. Causal: ln p of the completed sentence
-        (open_end: ln p(candidate | left context) only). Cloze: ln p(candidate | both sides)."""
+    def fill_logprobs(self, fills: list[tuple[np.ndarray, int, np.ndarray]],
+                      open_end: bool = False) -> list[np.ndarray]:
+        """Per (sentence, position, candidates): a score per candidate for sentence[position].
+        Causal: ln p of the completed sentence (open_end: ln p(candidate | left context) only).
+        Cloze: ln p(candidate | both sides)."""
         if open_end:
-            return np.log(np.maximum(self.next_distributions([sentence[:position]])[0][0][candidates],
-                                     1e-300))
-        filled = np.repeat(sentence[None], len(candidates), axis=0)
-        filled[:, position] = candidates
-        return self.sentence_logprobs(filled)
+            probs = self.next_distributions([sentence[:position] for sentence, position, _ in fills])[0]
+            return [np.log(np.maximum(row[c], 1e-300)) for row, (_, _, c) in zip(probs, fills, strict=True)]
+        filled = [np.repeat(sentence[None], len(c), axis=0) for sentence, _, c in fills]
+        for rows, (_, position, candidates) in zip(filled, fills, strict=True):
+            rows[:, position] = candidates
+        logp = self.sentence_logprobs([row for rows in filled for row in rows])
+        return np.split(logp, np.cumsum([len(c) for _, _, c in fills])[:-1])
 
 
 class NgramModel(LanguageModel):
@@ -161,31 +164,43 @@ class RecurrentModel(LanguageModel):
         return np.concatenate(out)
 
     @torch.no_grad()
-    def fill_logprobs(self, sentence, position, candidates, open_end=False):
-        candidates = np.asarray(candidates)
-        if self.kind == "cloze":
-            tokens, lengths = pad_sentences([np.asarray(sentence, dtype=np.int64)])
-            logits = self.model.cloze(tokens, lengths)[0, position - 1]
-            return torch.log_softmax(logits.float(), -1)[torch.as_tensor(candidates)].double().numpy()
-        # the left context once, then every candidate followed by the rest of the sentence
-        prefix = torch.as_tensor(np.asarray(sentence[:position], dtype=np.int64)).unsqueeze(0)
-        logits, state = self.model(prefix)
-        logp = torch.log_softmax(logits[0].float(), -1)
-        first = logp[-1, torch.as_tensor(candidates)]
-        if open_end:
-            return first.double().numpy()
-        first = first + logp[:-1].gather(1, prefix[0, 1:].unsqueeze(1)).sum()  # the shared prefix
-        rest = torch.as_tensor(np.asarray(sentence[position + 1:], dtype=np.int64))
-        out = []
-        for start in range(0, len(candidates), self.batch_size):
-            chunk = torch.as_tensor(candidates[start:start + self.batch_size], dtype=torch.long)
-            inputs = torch.cat([chunk.unsqueeze(1), rest[:-1].expand(len(chunk), -1)], 1)
-            features = self.model.features_and_activations(
-                inputs, state.expand(-1, len(chunk), -1).contiguous())[0]
-            logp = scoring.logp_and_rank(self.model, features.flatten(0, 1),
-                                         rest.expand(len(chunk), -1).flatten(), ranked=False)[0]
-            out.append(logp.view(features.shape[:2]).sum(1))
-        return (first + torch.cat(out)).double().numpy()
+    def fill_logprobs(self, fills, open_end=False):
+        """Rows (fill, candidate) batched by length; the softmax only where it is needed: cloze,
+        at the blank; causal, at and after the blank, and before it once per fill (its first row)."""
+        if open_end:   # prefixes of any length: one at a time
+            return [super(RecurrentModel, self).fill_logprobs([fill], True)[0] for fill in fills]
+        rows = [(i, c) for i, (_, _, candidates) in enumerate(fills) for c in range(len(candidates))]
+        if self.kind == "cloze":   # every candidate of a fill shares its logits
+            rows = [(i, 0) for i in range(len(fills))]
+        out, order = [np.zeros(len(c)) for _, _, c in fills], np.argsort([len(fills[i][0]) for i, _ in rows])
+        for start in range(0, len(rows), self.batch_size):
+            batch = order[start:start + self.batch_size]
+            fill, which = (np.array([rows[r][k] for r in batch], dtype=np.int64) for k in (0, 1))
+            sentences = [fills[i][0].copy() for i in fill]
+            for sentence, i, c in zip(sentences, fill, which, strict=True):
+                sentence[fills[i][1]] = fills[i][2][c]
+            tokens, lengths = pad_sentences(sentences)
+            blank = torch.as_tensor([fills[i][1] - 1 for i in fill]).unsqueeze(1)   # its output index
+            if self.kind == "cloze":
+                features = self.model.cloze_features_and_activations(tokens, lengths)[0]
+                logp = torch.log_softmax(self.model.logits(features.gather(1, blank.unsqueeze(-1).expand(
+                    -1, 1, features.shape[-1]))[:, 0]), -1).double().numpy()
+                for row, i in enumerate(fill):
+                    out[i] = logp[row, fills[i][2]]
+                continue
+            features = self.model.features_and_activations(tokens[:, :-1])[0]   # (B, T-1, F)
+            at = torch.arange(tokens.shape[1] - 1).unsqueeze(0)
+            need = (at < lengths.unsqueeze(1) - 1) & ((at >= blank) | torch.as_tensor(which == 0).unsqueeze(1))
+            logp = scoring.logp_and_rank(self.model, features[need], tokens[:, 1:][need], ranked=False)[0]
+            row = torch.arange(len(fill)).unsqueeze(1).expand_as(need)[need]
+            after = (at >= blank).expand_as(need)[need]
+            sums = torch.zeros(len(fill), dtype=torch.float64).index_add_(0, row, logp.double() * after)
+            before = torch.zeros(len(fill), dtype=torch.float64).index_add_(0, row, logp.double() * ~after)
+            for r, (i, c) in enumerate(zip(fill, which, strict=True)):
+                out[i][c] += float(sums[r])
+                if c == 0:   # the prefix, shared by every candidate of the fill
+                    out[i] += float(before[r])
+        return out
 
     @torch.no_grad()
     def next_distributions(self, prefixes, state=None):

@@ -55,8 +55,8 @@ def make_blanks(stream: np.ndarray, frequency: np.ndarray, tokens: tuple[str, ..
 
 def blank_correct(model: LanguageModel, blanks: list[Blank]) -> np.ndarray:
     """(len(blanks),) bool: whether the model's best candidate is each blank's answer."""
-    chosen = [np.argmax(model.fill_logprobs(b.sentence, b.position, b.candidates)) for b in blanks]
-    return np.array(chosen) == np.array([b.answer for b in blanks])
+    logp = model.fill_logprobs([(b.sentence, b.position, b.candidates) for b in blanks])
+    return np.array([np.argmax(scores) for scores in logp]) == np.array([b.answer for b in blanks])
 
 
 def encode_probe_text(text: str, encode) -> tuple[np.ndarray, int | None]:
@@ -94,7 +94,7 @@ def run_probe(model: LanguageModel, probe: dict, encode, tokens: tuple[str, ...]
         candidates = np.arange(EOS_ID + 1, len(tokens))
         labels = [tokens[i] for i in candidates]
     open_end = bool(probe.get("open")) and model.kind == "causal"
-    logp = model.fill_logprobs(sentence, position, candidates, open_end=open_end)
+    logp = model.fill_logprobs([(sentence, position, candidates)], open_end=open_end)[0]
     best = np.argsort(-logp, kind="stable")[: int(probe.get("top", len(candidates)))]
     context = oov(probe["text"])
     return [{"text": labels[i], "logprob": float(logp[i]), "oov": oov(labels[i]),

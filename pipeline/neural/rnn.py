@@ -75,10 +75,13 @@ class RNNLM(nn.Module):
         features, _, state = self.features_and_activations(tokens, state)
         return self.logits(features), state
 
-    def logits(self, features: torch.Tensor) -> torch.Tensor:
-        """Output layer: features (..., F) -> logits (..., V) (log-probabilities when adaptive)."""
+    def logits(self, features: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Output layer: features (..., F) -> logits (..., V) (log-probabilities when adaptive);
+        given `out` (N, V) for features (N, F), without grad, the logits are written there."""
         if self.adaptive:
             return self.output.log_prob(features.flatten(0, -2)).view(*features.shape[:-1], -1)
+        if out is not None:   # the product F.linear makes, into a reused buffer: no page faults
+            return torch.addmm(self.output.bias, features, self.output.weight.t(), out=out)
         return self.output(features)
 
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
