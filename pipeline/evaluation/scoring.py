@@ -81,13 +81,13 @@ def _stored(keys: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return found, np.where(found, at, 0)
 
 
-def ngram_ranks(lm: NGramLM, contexts: np.ndarray, targets: np.ndarray) -> np.ndarray:
+def ngram_ranks(lm: NGramLM, contexts: np.ndarray, targets: np.ndarray, most: int = 1 << 22) -> np.ndarray:
     """Rank of each target after its context (contexts (Q, order-1), as ngram_distributions': ties
     not above) without a full distribution. A word's p is its p after its longest stored context
     suffix times the backoffs of the longer ones, so the words above the target are counted level
     by level: all words by their unigram p, then per context suffix its stored words at their p
-    less the same words one level down, each by binary searches of p sorted per suffix. Needs
-    every stored n-gram's suffix stored (lmplz's models; the ngram stage's)."""
+    less the same words one level down (_level). Needs every stored n-gram's suffix stored
+    (lmplz's models; the ngram stage's)."""
     V, K = lm.vocab_size, lm.order - 1
     ids = [np.zeros(len(targets), dtype=np.int64)] + [lm.gram_ids(contexts[:, K - j:]) for j in range(1, K + 1)]
     factors = np.ones((K, len(targets)))                         # 10^backoff of each stored suffix
@@ -101,22 +101,37 @@ def ngram_ranks(lm: NGramLM, contexts: np.ndarray, targets: np.ndarray) -> np.nd
     rank = _above(np.sort(unigram), np.zeros(len(targets), dtype=np.int64), np.full(len(targets), V), bar, factors)
     for j in range(1, K + 1):
         has = np.flatnonzero(ids[j] >= 0)
-        suffixes, first, inverse = np.unique(ids[j][has], return_index=True, return_inverse=True)
-        lo, hi = np.searchsorted(lm.keys[j], suffixes * V), np.searchsorted(lm.keys[j], (suffixes + 1) * V)
-        sizes = hi - lo
-        child = np.repeat(lo - np.cumsum(sizes) + sizes, sizes) + np.arange(sizes.sum())
-        segment = np.repeat(np.arange(len(suffixes)), sizes)
-        words = lm.keys[j][child] - suffixes[segment] * V
-        if j == 1:                                               # the same words one level down
-            below = unigram[words]
-        else:
-            below = 10.0 ** lm.log10_prob[j - 1][_stored(lm.keys[j - 1], ids[j - 1][has][first][segment] * V + words)[1]]
-        p = 10.0 ** lm.log10_prob[j][child]
-        ends = np.cumsum(sizes)
-        lo, hi = (ends - sizes)[inverse], ends[inverse]
-        rank[has] += (_above(p[np.lexsort((p, segment))], lo, hi, bar[has], factors[j:, has])
-                      - _above(below[np.lexsort((below, segment))], lo, hi, bar[has], factors[j - 1:, has]))
+        rank[has] += _level(lm, j, ids[j][has], ids[j - 1][has], bar[has], factors[:, has], most)
     return rank
+
+
+def _level(lm: NGramLM, j: int, suffix: np.ndarray, shorter: np.ndarray, bar: np.ndarray,
+           factors: np.ndarray, most: int) -> np.ndarray:
+    """(Q,) over the words stored after each query's context suffix of length j (id `suffix`; its
+    own suffix `shorter`): how many exceed bar at their p, less how many at their p one level
+    down. Each suffix's words are sorted once, `most` words at a time (bounded memory)."""
+    V, count = lm.vocab_size, np.zeros(len(bar), dtype=np.int64)
+    suffixes, first, inverse = np.unique(suffix, return_index=True, return_inverse=True)
+    lo, hi = np.searchsorted(lm.keys[j], suffixes * V), np.searchsorted(lm.keys[j], (suffixes + 1) * V)
+    order, ends = np.argsort(inverse, kind="stable"), np.cumsum(hi - lo)
+    a = 0
+    while a < len(suffixes):                                     # suffixes a..b-1 at a time
+        b = max(a + 1, int(np.searchsorted(ends, ends[a] - (hi - lo)[a] + most, side="right")))
+        sizes = (hi - lo)[a:b]
+        child = np.repeat(lo[a:b] - np.cumsum(sizes) + sizes, sizes) + np.arange(sizes.sum())
+        segment = np.repeat(np.arange(b - a), sizes)
+        words = lm.keys[j][child] - suffixes[a:b][segment] * V
+        if j == 1:                                               # the same words one level down
+            below = 10.0 ** lm.log10_prob[0][words]
+        else:
+            below = 10.0 ** lm.log10_prob[j - 1][_stored(lm.keys[j - 1], shorter[first[a:b]][segment] * V + words)[1]]
+        p = 10.0 ** lm.log10_prob[j][child]
+        q = order[np.searchsorted(inverse[order], a):np.searchsorted(inverse[order], b)]
+        start, end = (np.cumsum(sizes) - sizes)[inverse[q] - a], np.cumsum(sizes)[inverse[q] - a]
+        count[q] = (_above(p[np.lexsort((p, segment))], start, end, bar[q], factors[j:, q])
+                    - _above(below[np.lexsort((below, segment))], start, end, bar[q], factors[j - 1:, q]))
+        a = b
+    return count
 
 
 def ngram_scores(lm: NGramLM, stream: np.ndarray, block: int = 1 << 18) -> Scores:
