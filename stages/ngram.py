@@ -13,12 +13,13 @@ from stages import run_stage
 
 def main(data_dir: str, out_dir: str) -> None:
     p, data = config.load().ngram, Path(data_dir)
+    memory = builder.working(files.parse_size(p.memory))   # ngram.memory less this process
     tokens = load_vocab(data).tokens
     files.load_array(data / "train.npy", data, mmap_mode="r")   # missing or damaged: one line
     source = external.TokenFile(data / "train.npy")
     counted = builder.orders(source, len(tokens), p.order, p.memory_orders)
     try:
-        outputs.write(source, tokens, Path(out_dir), p.order, counted, files.parse_size(p.memory),
+        outputs.write(source, tokens, Path(out_dir), p.order, counted, memory,
                       p.temp_dir or None, kneser_ney.LMPLZ_FALLBACK if p.discount_fallback else None,
                       lambda message: print(f"ngram: {message}", flush=True))
     except files.SpillError as error:

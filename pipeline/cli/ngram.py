@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import sys
 from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 
 from pipeline import errors, files
 from pipeline.ngram import arpa, builder
@@ -35,7 +33,6 @@ def build(args) -> None:
         raise ValueError(f"--arpa {args.arpa!r}: {problem}")
     remedy = ("use a lower --order or more text, or add --discount-fallback (discounts 0.5 1 1.5, "
               "as lmplz's --discount_fallback)")
-    pa.set_memory_pool(pa.system_memory_pool())   # mimalloc keeps ~70 MiB of the ARPA's slices
     args.memory = _working(args)
     try:
         with files.Spill(args.temp_prefix) as spill:
@@ -97,15 +94,13 @@ def _encode(args, spill) -> tuple[tuple[str, ...], files.Column, int, int]:
 
 
 def _working(args) -> int:
-    """Bytes for the build's tables: -S less what this process holds already (the interpreter,
-    numpy, pyarrow), at least a quarter of -S; no -S: twice TEXT's bytes (a .gz's 8x), at least
-    LEAST_WORKING, so memory follows the n-grams (standard input: 80% of RAM less the same)."""
-    held = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss << 10   # Linux: KiB
-    if args.memory is not None:
-        return max(args.memory - held, args.memory // 4)
-    if args.text == "-" or not os.path.isfile(args.text):   # read_blocks names a missing file
-        return max(files.parse_size("80%") - held, LEAST_WORKING)
-    return max(os.path.getsize(args.text) * (8 if args.text.endswith(".gz") else 2), LEAST_WORKING)
+    """Bytes for the build's tables (builder.working): -S less this process; no -S: twice TEXT's
+    bytes (a .gz's 8x), at least LEAST_WORKING, so memory follows the n-grams (standard input:
+    80% of RAM, as -S)."""
+    if args.memory is not None or args.text == "-" or not os.path.isfile(args.text):   # read_blocks names a missing file
+        return builder.working(files.parse_size("80%") if args.memory is None else args.memory)
+    return builder.working(None, max(os.path.getsize(args.text) * (8 if args.text.endswith(".gz") else 2),
+                                     LEAST_WORKING))
 
 
 def _fallback(values: list[float] | None) -> tuple[float, float, float] | None:

@@ -4,9 +4,11 @@ or out of core in a spill folder; ARPA text. Errors: ValueError (order), Discoun
 
 from __future__ import annotations
 
+import resource
 from contextlib import contextmanager, nullcontext
 
 import numpy as np
+import pyarrow as pa
 
 from pipeline import files
 from pipeline.ngram import arpa, counting, external, kneser_ney
@@ -30,6 +32,18 @@ def check_order(order: int, longest: int, option: str, text: str) -> None:
     """Refuse an order above the longest sentence; `option` spells the order ({} its value)."""
     if order > longest:
         raise ValueError(f"{option.format(order)}: {text} has {longest} tokens at most (with <s>, </s>); use {option.format(longest)} or less")
+
+
+def working(memory: int | None, default: int = 0) -> int:
+    """Bytes for the build's tables within `memory` (lmplz's -S, the whole process): it less what
+    this process holds already (its peak RSS: the interpreter, numpy, pyarrow), at least a quarter
+    of it; None: `default`. Arrow allocates from the system from here on (mimalloc keeps ~70 MiB
+    of the ARPA's slices)."""
+    pa.set_memory_pool(pa.system_memory_pool())
+    if memory is None:
+        return default
+    held = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss << 10   # Linux: KiB
+    return max(memory - held, memory // 4)
 
 
 @contextmanager

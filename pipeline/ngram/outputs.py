@@ -25,7 +25,7 @@ def write(source, tokens: tuple[str, ...], out: Path, order: int, counted: int, 
     """The four files of `source` (orders 1..`counted`, Kneser-Ney of `order`) into `out`."""
     started = time.perf_counter()
     with builder.build(source, len(tokens), order, counted, memory, temp_dir, fallback,
-                       kneser_ney.PARAMS_REMEDY, progress, "ngram.memory") as (counts, model, spill):
+                       kneser_ney.PARAMS_REMEDY, progress, "ngram.memory less the interpreter") as (counts, model, spill):
         step = max(memory // 256, 4096)
         with files.staged_dir(out) as scratch:
             save_npz(scratch / "model.npz", model.arrays(), step)
