@@ -168,7 +168,7 @@ class RecurrentModel(LanguageModel):
         """Rows (fill, candidate) batched by length; the softmax only where it is needed: cloze,
         at the blank; causal, at and after the blank, and before it once per fill (its first row)."""
         if open_end:   # prefixes of any length: one at a time
-            return [super(RecurrentModel, self).fill_logprobs([fill], True)[0] for fill in fills]
+            return [LanguageModel.fill_logprobs(self, [fill], True)[0] for fill in fills]
         rows = [(i, c) for i, (_, _, candidates) in enumerate(fills) for c in range(len(candidates))]
         if self.kind == "cloze":   # every candidate of a fill shares its logits
             rows = [(i, 0) for i in range(len(fills))]
@@ -183,8 +183,8 @@ class RecurrentModel(LanguageModel):
             blank = torch.as_tensor([fills[i][1] - 1 for i in fill]).unsqueeze(1)   # its output index
             if self.kind == "cloze":
                 features = self.model.cloze_features_and_activations(tokens, lengths)[0]
-                logp = torch.log_softmax(self.model.logits(features.gather(1, blank.unsqueeze(-1).expand(
-                    -1, 1, features.shape[-1]))[:, 0]), -1).double().numpy()
+                at_blank = features[torch.arange(len(fill)), blank[:, 0]]   # (B, F)
+                logp = torch.log_softmax(self.model.logits(at_blank), -1).double().numpy()
                 for row, i in enumerate(fill):
                     out[i] = logp[row, fills[i][2]]
                 continue
