@@ -1,9 +1,9 @@
-"""Peak memory of each stage on a synthetic corpus: dvc.yaml's stage commands, in order, under
-/usr/bin/time -v in a scratch copy of the tracked files under --work (text cached there): whitespace
-text, every word kept, corpus.memory = ngram.memory = --memory, KN5 with lmplz's fallback discounts
-(order 1 has too few singletons), contiguous valid and test of --held words, an 8-wide rnn for 5
-batches. A JSON line per stage (wall s, peak RSS MiB, status), then the max over prepare, ngram and
-evaluate against --memory. From the root: .venv/bin/python -m benchmarks.pipeline_memory --tokens 100M"""
+"""Peak memory of each stage on synthetic text: dvc.yaml's stage commands in order under /usr/bin/time
+-v, in a scratch copy of the tracked files under --work (text cached there): whitespace tokens, every
+word kept, corpus.memory = ngram.memory = --memory, KN5 with lmplz's fallback discounts (order 1 has
+too few singletons), contiguous valid and test of --held words, one 8-wide rnn for 5 batches, probes
+but `top` fills. A JSON line per stage (wall s, peak RSS MiB, status), then the max over prepare,
+ngram, evaluate against --memory. From the root: .venv/bin/python -m benchmarks.pipeline_memory"""
 
 import argparse
 import json
@@ -33,6 +33,9 @@ def scratch_copy(root: Path, text: Path, args) -> None:
         if name and not name.startswith(("data/", "metrics/")) and Path(name).is_file():
             (root / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(name, root / name)
+    probes = yaml.safe_load(Path("configs/probes.yaml").read_text())   # a `top` fill without `open`
+    kept = [p for p in probes if p.get("open") or "top" not in p]    # scores V sentences of V logits
+    (root / "configs/probes.yaml").write_text(yaml.safe_dump(kept, sort_keys=False))
     params = yaml.safe_load(Path("params.yaml").read_text())
     params["corpus"].update(source=str(text), tokenizer="whitespace", lowercase=False,
                             memory=args.memory)
