@@ -19,6 +19,8 @@ import pyarrow.parquet as pq
 from pipeline import files
 from pipeline.ngram import builder, kneser_ney
 
+SLICE_ROWS = 1 << 20   # spilled counts.parquet: n-grams a slice (~250 MB at order 5), pyarrow's row group
+
 
 def write(source, tokens: tuple[str, ...], out: Path, order: int, counted: int, memory: int,
           temp_dir: str | None, fallback, progress) -> None:
@@ -37,7 +39,7 @@ def write(source, tokens: tuple[str, ...], out: Path, order: int, counted: int, 
             with open(scratch / "model.arpa", "wb") as handle:
                 builder.write_arpa(model, counts, tokens, handle, memory)
             progress("wrote model.arpa")
-            write_counts(scratch / "counts.parquet", counts, tokens, None if spill is None else step)
+            write_counts(scratch / "counts.parquet", counts, tokens, None if spill is None else SLICE_ROWS)
             progress(f"wrote counts.parquet; {time.perf_counter() - started:.1f}s in all")
 
 
@@ -58,7 +60,7 @@ def save_npz(path: str | Path, arrays: dict, step: int) -> None:
 
 def write_counts(path: str | Path, counts, tokens: tuple[str, ...], rows: int | None) -> None:
     """counts.parquet, a row per n-gram (order, ngram: words joined by spaces, key, count,
-    adjusted, suffix: -1 at order 1) with pandas' schema, a row group per `rows` (None: one)."""
+    adjusted, suffix: -1 at order 1) with pandas' schema, made `rows` at a time (None: at once)."""
     words = pa.array(tokens, pa.string())
     schema = pa.Schema.from_pandas(pd.DataFrame({
         "order": [1], "ngram": pd.Series([""], dtype=object), "key": [0], "count": [0],
@@ -78,3 +80,4 @@ def write_counts(path: str | Path, counts, tokens: tuple[str, ...], rows: int | 
     with pq.ParquetWriter(path, schema) as writer:
         for part in slices if rows else [pa.concat_tables(slices)]:
             writer.write_table(part)
+            del part   # freed before the next slice is made, not beside it
