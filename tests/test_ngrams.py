@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.ngram import arpa, counting, kneser_ney
+from pipeline.ngram import arpa, counting, kneser_ney, outputs
 from pipeline.ngram.kneser_ney import DiscountError
 from pipeline.text.vocab import BOS_ID, EOS_ID
 
@@ -87,6 +87,19 @@ def test_mle_is_the_textbook_ratio(toy_vocab, toy_stream):
     trigram = kneser_ney.mle_probs(counts, test, 3)
     # P(the|<s>) (bigram at the start), P(cat|<s> the) = 2/3, P(sat|the cat) = 1/2, P(</s>|cat sat) = 0
     np.testing.assert_allclose(trigram, [3 / 4, 2 / 3, 1 / 2, 0.0])
+
+
+def test_mle_tables_read_a_row_group_at_a_time_give_the_same_probabilities(tmp_path, toy_vocab, toy_stream):
+    """evaluate's MLE from counts.parquet (orders 1-3 of the n-grams the streams hold, 3 rows a
+    row group) equals the MLE over the whole counts."""
+    counts = counting.count(toy_stream, len(toy_vocab), 4)
+    outputs.write_counts(tmp_path / "counts.parquet", counts, toy_vocab.tokens, rows=3)
+    tests = [toy_vocab.stream([["the", "cat", "sat"], ["a", "dog", "the", "cat"]]), toy_stream]
+    small, totals = counting.mle_tables(tmp_path / "counts.parquet", tests, len(toy_vocab), 3)
+    for test in tests:
+        for n in (2, 3):
+            np.testing.assert_array_equal(kneser_ney.mle_probs(small, test, n, totals),
+                                          kneser_ney.mle_probs(counts, test, n))
 
 
 def _reference_model(order):

@@ -11,8 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
-import pyarrow
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from pipeline import config, files
@@ -59,7 +57,8 @@ class Inputs:
     blanks: list[tasks.Blank]
     units: dict[str, np.ndarray]            # data/prepared/units.npz, checked against splits
     models: dict[str, LanguageModel]  # ngram, then each params.models kind
-    counts: counting.NgramCounts            # models/ngram/counts.parquet, for the MLE table
+    counts: counting.NgramCounts            # models/ngram/counts.parquet's the MLE needs (mle_tables)
+    totals: list[np.ndarray]                # the count after each of its (m-1)-grams
     histories: dict[str, list[dict]]        # kind -> models/KIND/history.json
     memory: list[dict]                      # memory.md's rows: each n-gram order, each RNN
 
@@ -111,13 +110,11 @@ def load(params: config.Params, data: Path, models: Path, root: Path) -> Inputs:
     text_units.check(units, {s: int(np.count_nonzero(stream == BOS_ID)) for s, stream in splits.items()},
                      data / text_units.FILE, data)
     loaded = {"ngram": load_model(models / "ngram" / "model.npz", len(vocab))}
-    try:
-        table = pd.read_parquet(models / "ngram" / "counts.parquet", filters=[("order", "<=", 3)],
-                                columns=["order", "key", "count", "adjusted", "suffix"])   # the MLE's
-    except (OSError, pyarrow.ArrowException) as error:
+    try:   # the MLE's bigrams and trigrams of valid and test, a row group at a time
+        counts, totals = counting.mle_tables(models / "ngram" / "counts.parquet", list(splits.values()), len(vocab), 3)
+    except (OSError, ValueError) as error:
         raise files.damaged(models / "ngram" / "counts.parquet", "missing" if isinstance(
             error, FileNotFoundError) else "damaged, not a parquet table") from None
-    counts = counting.from_table(table, len(vocab))
     blanks = tasks.make_blanks(splits["test"], counts.counts[0], vocab.tokens,   # training counts
                                settings.blanks, params.seed, settings.distractors)
     histories = {}
@@ -129,7 +126,7 @@ def load(params: config.Params, data: Path, models: Path, root: Path) -> Inputs:
               for r in files.read_json(models / "ngram" / "memory.json", models / "ngram", list)]
     memory += [{"model": kind, "entries": lm.nbytes() // 4, "bytes": lm.nbytes()}   # float32
                for kind, lm in loaded.items() if kind != "ngram"]
-    return Inputs(vocab, encode, unknown, stats, splits, probes, blanks, units, loaded, counts,
+    return Inputs(vocab, encode, unknown, stats, splits, probes, blanks, units, loaded, counts, totals,
                   histories, memory)
 
 
@@ -141,7 +138,7 @@ def score(found: Inputs) -> tuple[dict[str, Scored], dict]:
         sums = {s: scoring.unit_sums(lm.stream_scores(stream), stream, units[f"{s}_unit"],
                                      len(units[f"{s}_chars"])) for s, stream in splits.items()}
         scored[name] = Scored(lm, sums, tasks.blank_correct(lm, found.blanks))
-    mle = {f"{name}_{split}": scoring.mle_summary(kneser_ney.mle_probs(found.counts, stream, n))
+    mle = {f"{name}_{split}": scoring.mle_summary(kneser_ney.mle_probs(found.counts, stream, n, found.totals))
            for name, n in (("bigram", 2), ("trigram", 3)) for split, stream in splits.items()}
     return scored, mle
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow.parquet as pq
 
 from pipeline.text.vocab import BOS_ID, sentence_bounds
 
@@ -182,9 +183,48 @@ def lookup_all(stream: np.ndarray, counts_keys: list[np.ndarray], vocab_size: in
     return ids, offset, np.flatnonzero(offset)
 
 
-def from_table(table, vocab_size: int) -> NgramCounts:
-    """NgramCounts of the stage's counts.parquet as a DataFrame (sorted by order, then key)."""
-    orders = [group for _, group in table.groupby("order", sort=True)]
-    keys, counts, adjusted, suffix = ([group[name].to_numpy(np.int64) for group in orders]
-                                      for name in ("key", "count", "adjusted", "suffix"))
-    return NgramCounts(vocab_size, keys, counts, adjusted, [np.empty(0, np.int64), *suffix[1:]])
+def mle_tables(path, streams: list[np.ndarray], vocab_size: int, n: int) -> tuple[NgramCounts, list]:
+    """(NgramCounts of a counts.parquet's orders 1..n: every unigram, longer n-grams only where
+    the streams hold them, ids renumbered in key order; per order m >= 2 the total count after
+    each kept (m-1)-gram) for mle_probs, read a row group at a time: memory follows the streams,
+    not the model. Errors: OSError or pyarrow.ArrowException (a missing or damaged file)."""
+    file = pq.ParquetFile(path)
+    if missing := {"order", "key", "count"} - set(file.schema_arrow.names):
+        raise ValueError(f"no column {sorted(missing)[0]!r}")
+    at = file.schema_arrow.get_field_index("order")
+
+    def rows(m: int):                                 # (keys, counts) of order m, a row group at a time
+        for i in range(file.num_row_groups):
+            stats = file.metadata.row_group(i).column(at).statistics
+            if stats is None or not stats.has_min_max or stats.min <= m <= stats.max:
+                part = file.read_row_group(i, columns=["order", "key", "count"])
+                keep = part.column("order").to_numpy() == m
+                yield part.column("key").to_numpy()[keep], part.column("count").to_numpy()[keep]
+
+    V, unigram = vocab_size, np.zeros(vocab_size, dtype=np.int64)
+    for keys, counts in rows(1):
+        unigram[keys] = counts
+    tables, original, totals = NgramCounts(V, [np.arange(V)], [unigram], [], []), [np.arange(V)], []
+    for m in range(2, n + 1):
+        wanted = [np.zeros(0, dtype=np.int64)]        # original keys of the streams' m-grams
+        for stream in streams:
+            prefix, remaining = lookup_all(stream, tables.keys, V)[0][m - 2], positions_left(stream)[0]
+            start = np.flatnonzero((remaining >= m) & (prefix >= 0))
+            wanted.append(original[m - 2][prefix[start]] * V + np.asarray(stream)[start + m - 1])
+        wanted, found = np.unique(np.concatenate(wanted)), [(np.zeros(0, dtype=np.int64),) * 3]
+        total, offset = np.zeros(len(original[m - 2])), 0   # float64, as bincount sums: exact
+        for keys, counts in rows(m):                  # keys sorted: each batch finds its share
+            where = np.minimum(np.searchsorted(keys, wanted), max(len(keys) - 1, 0))
+            hit = np.flatnonzero(keys[where] == wanted) if len(keys) else np.zeros(0, dtype=np.int64)
+            found.append((wanted[hit], offset + where[hit], counts[where[hit]]))
+            if len(total):
+                context = np.minimum(np.searchsorted(original[m - 2], keys // V), len(total) - 1)
+                kept = original[m - 2][context] == keys // V
+                total += np.bincount(context[kept], counts[kept], minlength=len(total))
+            offset += len(keys)
+        keys, ids, counts = (np.concatenate(column) for column in zip(*found, strict=True))
+        tables.keys.append(np.searchsorted(original[m - 2], keys // V) * V + keys % V)
+        tables.counts.append(counts)
+        original.append(ids)
+        totals.append(total)
+    return tables, totals

@@ -267,8 +267,9 @@ def interpolate(adjusted: np.ndarray, d: tuple[float, float, float], context: np
     return prob, gamma
 
 
-def mle_probs(counts: NgramCounts, stream: np.ndarray, n: int) -> np.ndarray:
-    """MLE p(w | c) of order n (a shorter c at a sentence start; 0 unseen) of each non-`<s>` token."""
+def mle_probs(counts: NgramCounts, stream: np.ndarray, n: int, totals: list | None = None) -> np.ndarray:
+    """MLE p(w | c) of order n (a shorter c at a sentence start; 0 unseen) of each non-`<s>` token;
+    totals[m-2]: the count after each (m-1)-gram (counting.mle_tables'), else summed from counts."""
     ids, offset, targets = lookup_all(stream, counts.keys, counts.vocab_size)
     used = np.minimum(n, offset[targets] + 1)        # shorter history at the sentence start
     prob = np.zeros(len(targets))
@@ -277,8 +278,8 @@ def mle_probs(counts: NgramCounts, stream: np.ndarray, n: int) -> np.ndarray:
         start = targets[rows] - m + 1
         gram = ids[m - 1][start]
         context = ids[m - 2][start]
-        context_total = np.bincount(counts.keys[m - 1] // counts.vocab_size, counts.counts[m - 1],
-                                    minlength=len(counts.keys[m - 2]))
+        context_total = totals[m - 2] if totals else np.bincount(
+            counts.keys[m - 1] // counts.vocab_size, counts.counts[m - 1], minlength=len(counts.keys[m - 2]))
         numerator = np.where(gram >= 0, counts.counts[m - 1][np.maximum(gram, 0)], 0)
         denominator = np.where(context >= 0, context_total[np.maximum(context, 0)], 0)
         prob[rows] = np.divide(numerator, denominator, out=np.zeros(len(rows)), where=denominator > 0)
