@@ -127,6 +127,17 @@ def load_arrays(path: str | Path, folder: str | Path | None = None,
     return _load(path, ".npz archive", read, folder, required=required)
 
 
+def chunks(array: np.ndarray, rows: int = 1 << 20) -> Iterator[np.ndarray]:
+    """Consecutive slices of a 1-D array; a np.memmap's are read from its file, so its pages are
+    never mapped into this process (its RSS does not grow by the table)."""
+    for lo in range(0, len(array), rows):
+        if isinstance(array, np.memmap):
+            yield np.fromfile(array.filename, array.dtype, min(rows, len(array) - lo),
+                              offset=array.offset + lo * array.itemsize)
+        else:
+            yield np.asarray(array[lo:lo + rows])
+
+
 def _mapped_npz(path: Path) -> dict:
     """The arrays of a .npz, each memory-mapped where stored uncompressed (outputs.save_npz's):
     pages are read as scored and stay reclaimable. Each member is read through once in slices,

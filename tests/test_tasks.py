@@ -184,7 +184,7 @@ def test_fills_over_the_vocabulary_never_propose_unk_and_mark_unknown_words(ngra
         assert {r["text"]: r["oov"] for r in ranked} == {"wd we": [], "wd qq": ["qq"]}
 
 
-def test_ngram_tables_are_checked_as_the_scorer_reads_them(ngram):
+def test_ngram_tables_are_checked_as_the_scorer_reads_them(ngram, tmp_path):
     """NGramLM.problem: what log10_probs and gram_ids assume (sorted keys, log10 p finite and
     <= 0 but <s>'s -inf, finite backoffs); an estimated model has none of these problems."""
     from pipeline.ngram.kneser_ney import NGramLM
@@ -203,6 +203,12 @@ def test_ngram_tables_are_checked_as_the_scorer_reads_them(ngram):
     assert "positive log10 probabilities" in changed(2, "log10_prob", 0, 1e-3)
     assert changed(2, "log10_prob", 0, 1e-12) is None     # rounding of p = 1
     assert "non-finite log10 backoffs" in changed(1, "log10_backoff", 0, np.nan)
+    # memory-mapped tables (evaluate's model.npz) are checked a slice at a time, read, not mapped
+    from pipeline import files
+    np.save(tmp_path / "keys.npy", lm.keys[2])
+    mapped = np.load(tmp_path / "keys.npy", mmap_mode="r")
+    read = list(files.chunks(mapped, 7))
+    assert np.array_equal(np.concatenate(read), lm.keys[2]) and all(type(c) is np.ndarray for c in read)
 
 
 def test_a_model_file_with_nan_weights_is_refused(rnn, tmp_path):

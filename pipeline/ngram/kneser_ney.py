@@ -9,7 +9,7 @@ from functools import partial
 
 import numpy as np
 
-from pipeline.files import Column, Spill
+from pipeline.files import Column, Spill, chunks
 from pipeline.ngram.counting import WORKING_SHARE, NgramCounts, cut_ranges, lookup_all
 from pipeline.text.vocab import BOS_ID
 
@@ -67,7 +67,7 @@ class NGramLM:
             return "holds non-finite discounts"
         for n, (keys, prob, backoff) in enumerate(
                 zip(self.keys, self.log10_prob, self.log10_backoff, strict=True), start=1):
-            keys, prob, backoff = np.asarray(keys), np.asarray(prob), np.asarray(backoff)
+            keys, prob, backoff = (a if isinstance(a, np.ndarray) else np.asarray(a) for a in (keys, prob, backoff))
             if keys.ndim != 1 or not np.issubdtype(keys.dtype, np.integer):
                 return f"holds order-{n} keys of dtype {keys.dtype} and shape {keys.shape}, not integers"
             if prob.shape != keys.shape or backoff.shape != keys.shape:
@@ -75,23 +75,36 @@ class NGramLM:
                         f"and backoffs of shape {backoff.shape}")
             if not (np.issubdtype(prob.dtype, np.floating) and np.issubdtype(backoff.dtype, np.floating)):
                 return f"holds order-{n} probabilities or backoffs that are not floating-point"
-            if n == 1:
-                if not np.array_equal(keys, np.arange(self.vocab_size)):
-                    return f"holds order-1 keys other than the word ids 0..{self.vocab_size - 1}"
-            elif len(keys) and (np.any(keys[1:] <= keys[:-1]) or keys[0] < 0
-                                or keys[-1] >= len(self.keys[n - 2]) * self.vocab_size):
+            if fault := self._table_fault(n, keys, prob, backoff):
+                return fault
+        return None
+
+    def _table_fault(self, n: int, keys, prob, backoff) -> str | None:
+        """problem() of order n's tables, read a slice at a time (files.chunks)."""
+        if n == 1 and len(keys) != self.vocab_size:
+            return f"holds order-1 keys other than the word ids 0..{self.vocab_size - 1}"
+        bad, first, top, previous = [0, 0], [None, None], (-np.inf, 0), -1
+        for i, (k, p, b) in enumerate(zip(*(chunks(a, 1 << 20) for a in (keys, prob, backoff)), strict=True)):
+            lo = i << 20
+            if n == 1 and not np.array_equal(k, np.arange(lo, lo + len(k))):
+                return f"holds order-1 keys other than the word ids 0..{self.vocab_size - 1}"
+            if n > 1 and (np.any(k[1:] <= k[:-1]) or k[0] <= previous or k[-1] >= len(self.keys[n - 2]) * self.vocab_size):
                 return f"holds order-{n} keys out of order or out of range (they are binary-searched)"
-            finite = np.isfinite(prob)
-            if n == 1:
-                finite[BOS_ID] |= prob[BOS_ID] == -np.inf     # <s>: context only, p = 0
-            for what, values, good in (("probabilities", prob, finite), ("backoffs", backoff, np.isfinite(backoff))):
-                if not good.all():
-                    at = int(np.flatnonzero(~good)[0])
-                    return (f"holds non-finite log10 {what} ({np.count_nonzero(~good):,} of order {n}, "
-                            f"the first {values[at]} at entry {at})")
-            if np.any(prob > LOG10_SLACK):
-                at = int(np.argmax(prob))
-                return f"holds positive log10 probabilities (p > 1; order {n}, up to {prob[at]:.6g} at entry {at})"
+            previous, finite = k[-1], np.isfinite(p)
+            if n == 1 and lo <= BOS_ID < lo + len(p):
+                finite[BOS_ID - lo] |= p[BOS_ID - lo] == -np.inf      # <s>: context only, p = 0
+            for i, (values, good) in enumerate(((p, finite), (b, np.isfinite(b)))):
+                bad[i] += np.count_nonzero(~good)
+                if first[i] is None and not good.all():
+                    first[i] = (lo + int(np.flatnonzero(~good)[0]), values[np.flatnonzero(~good)[0]])
+            if p[(m := int(np.argmax(p)))] > top[0]:
+                top = (p[m], lo + m)
+        for i, what in enumerate(("probabilities", "backoffs")):
+            if bad[i]:
+                return (f"holds non-finite log10 {what} ({bad[i]:,} of order {n}, "
+                        f"the first {first[i][1]} at entry {first[i][0]})")
+        if top[0] > LOG10_SLACK:
+            return f"holds positive log10 probabilities (p > 1; order {n}, up to {top[0]:.6g} at entry {top[1]})"
         return None
 
     def gram_ids(self, grams: np.ndarray) -> np.ndarray:
