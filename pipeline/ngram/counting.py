@@ -187,7 +187,7 @@ def mle_tables(path, streams: list[np.ndarray], vocab_size: int, n: int) -> tupl
     """(NgramCounts of a counts.parquet's orders 1..n: every unigram, longer n-grams only where
     the streams hold them, ids renumbered in key order; per order m >= 2 the total count after
     each kept (m-1)-gram) for mle_probs, read a row group at a time: memory follows the streams,
-    not the model. Errors: OSError or pyarrow.ArrowException (a missing or damaged file)."""
+    not the model. Errors: OSError, ValueError (pyarrow's ArrowInvalid): a missing or damaged file."""
     file = pq.ParquetFile(path)
     if missing := {"order", "key", "count"} - set(file.schema_arrow.names):
         raise ValueError(f"no column {sorted(missing)[0]!r}")
