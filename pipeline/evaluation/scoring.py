@@ -13,7 +13,7 @@ import torch
 from pipeline.evaluation.bootstrap import bits
 from pipeline.neural.batches import IGNORE, cloze_targets, eval_columns, pad_sentences, sentences_of
 from pipeline.neural.rnn import RNNLM
-from pipeline.ngram.counting import positions_left
+from pipeline.ngram.counting import find, positions_left
 from pipeline.ngram.kneser_ney import NGramLM
 from pipeline.text.vocab import BOS_ID
 
@@ -74,13 +74,6 @@ def _above(ascending: np.ndarray, lo: np.ndarray, hi: np.ndarray, bar: np.ndarra
     return end - lo
 
 
-def _stored(keys: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(whether each wanted key is in the sorted keys, its index there or 0)."""
-    at = np.minimum(np.searchsorted(keys, wanted), max(len(keys) - 1, 0))
-    found = keys[at] == wanted if len(keys) else np.zeros(len(wanted), dtype=bool)
-    return found, np.where(found, at, 0)
-
-
 def ngram_ranks(lm: NGramLM, contexts: np.ndarray, targets: np.ndarray, most: int = 1 << 22) -> np.ndarray:
     """Rank of each target after its context (contexts (Q, order-1), as ngram_distributions': ties
     not above) without a full distribution. A word's p is its p after its longest stored context
@@ -96,7 +89,7 @@ def ngram_ranks(lm: NGramLM, contexts: np.ndarray, targets: np.ndarray, most: in
     for j in range(1, K + 1):
         has = ids[j] >= 0
         factors[j - 1, has] = 10.0 ** lm.log10_backoff[j - 1][ids[j][has]]
-        found, at = _stored(lm.keys[j], np.where(has, ids[j] * V + targets, -1))
+        found, at = find(lm.keys[j], np.where(has, ids[j] * V + targets, -1))
         bar = np.where(found, 10.0 ** lm.log10_prob[j][at], bar * factors[j - 1])
     rank = _above(np.sort(unigram), np.zeros(len(targets), dtype=np.int64), np.full(len(targets), V), bar, factors)
     for j in range(1, K + 1):
@@ -124,7 +117,7 @@ def _level(lm: NGramLM, j: int, suffix: np.ndarray, shorter: np.ndarray, bar: np
         if j == 1:                                               # the same words one level down
             below = 10.0 ** lm.log10_prob[0][words]
         else:
-            below = 10.0 ** lm.log10_prob[j - 1][_stored(lm.keys[j - 1], shorter[first[a:b]][segment] * V + words)[1]]
+            below = 10.0 ** lm.log10_prob[j - 1][find(lm.keys[j - 1], shorter[first[a:b]][segment] * V + words)[1]]
         p = 10.0 ** lm.log10_prob[j][child]
         q = order[np.searchsorted(inverse[order], a):np.searchsorted(inverse[order], b)]
         start, end = (np.cumsum(sizes) - sizes)[inverse[q] - a], np.cumsum(sizes)[inverse[q] - a]

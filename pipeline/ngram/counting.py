@@ -164,6 +164,13 @@ def _search(table: np.ndarray, key: np.ndarray) -> np.ndarray:
     return where
 
 
+def find(table: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(whether each key is in the sorted table, its index there or 0)."""
+    at = np.minimum(_search(table, keys), max(len(table) - 1, 0))
+    found = table[at] == keys if len(table) else np.zeros(len(keys), dtype=bool)
+    return found, np.where(found, at, 0)
+
+
 def lookup_all(stream: np.ndarray, counts_keys: list[np.ndarray], vocab_size: int, starts=None):
     """(ids[n-1][pos]: id of the order-n n-gram starting at pos or -1 (unknown, or past the end),
     each position's offset from its sentence's start, the targets: all positions but the starts)."""
@@ -174,10 +181,7 @@ def lookup_all(stream: np.ndarray, counts_keys: list[np.ndarray], vocab_size: in
         current = np.full(len(stream), -1, dtype=np.int64)
         start = np.flatnonzero((remaining >= n) & (ids[-1] >= 0))
         key = ids[-1][start] * vocab_size + stream[start + n - 1]
-        table = counts_keys[n - 1]
-        where = _search(table, key)
-        found = where < len(table)
-        found[found] = table[where[found]] == key[found]
+        found, where = find(counts_keys[n - 1], key)
         current[start[found]] = where[found]
         ids.append(current)
     return ids, offset, np.flatnonzero(offset)
@@ -214,13 +218,10 @@ def mle_tables(path, streams: list[np.ndarray], vocab_size: int, n: int) -> tupl
         wanted, found = np.unique(np.concatenate(wanted)), [(np.zeros(0, dtype=np.int64),) * 3]
         total, offset = np.zeros(len(original[m - 2])), 0   # float64, as bincount sums: exact
         for keys, counts in rows(m):                  # keys sorted: each batch finds its share
-            where = np.minimum(np.searchsorted(keys, wanted), max(len(keys) - 1, 0))
-            hit = np.flatnonzero(keys[where] == wanted) if len(keys) else np.zeros(0, dtype=np.int64)
+            hit, where = find(keys, wanted)
             found.append((wanted[hit], offset + where[hit], counts[where[hit]]))
-            if len(total):
-                context = np.minimum(np.searchsorted(original[m - 2], keys // V), len(total) - 1)
-                kept = original[m - 2][context] == keys // V
-                total += np.bincount(context[kept], counts[kept], minlength=len(total))
+            kept, context = find(original[m - 2], keys // V)
+            total += np.bincount(context[kept], counts[kept], minlength=len(total))
             offset += len(keys)
         keys, ids, counts = (np.concatenate(column) for column in zip(*found, strict=True))
         tables.keys.append(np.searchsorted(original[m - 2], keys // V) * V + keys % V)

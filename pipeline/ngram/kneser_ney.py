@@ -10,7 +10,7 @@ from functools import partial
 import numpy as np
 
 from pipeline.files import Column, Spill, chunks
-from pipeline.ngram.counting import WORKING_SHARE, NgramCounts, cut_ranges, lookup_all
+from pipeline.ngram.counting import WORKING_SHARE, NgramCounts, cut_ranges, find, lookup_all
 from pipeline.text.vocab import BOS_ID
 
 LMPLZ_FALLBACK = (0.5, 1.0, 1.5)
@@ -111,12 +111,8 @@ class NGramLM:
         """Id of each row of `grams` (B, k) in keys[k-1], or -1 (not stored, or holds a -1)."""
         ids = np.where(grams[:, 0] >= 0, grams[:, 0], -1)
         for j in range(1, grams.shape[1]):
-            keys = self.keys[j]
-            if len(keys) == 0:
-                return np.full(len(grams), -1)
-            wanted = ids * self.vocab_size + grams[:, j]
-            at = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
-            ids = np.where((ids >= 0) & (grams[:, j] >= 0) & (keys[at] == wanted), at, -1)
+            found, at = find(self.keys[j], ids * self.vocab_size + grams[:, j])
+            ids = np.where((ids >= 0) & (grams[:, j] >= 0) & found, at, -1)
         return ids
 
     def log10_probs(self, stream: np.ndarray, starts: np.ndarray | None = None) -> np.ndarray:
