@@ -1,20 +1,16 @@
 """Files at the edge: outputs renamed into place from a scratch `*.partial*` name (a kill leaves the
 old file or the scratch); readers of earlier stages' outputs (StateError naming the file and the
-fix); spill folders (SpillError); params YAML as DVC reads it (ParamsError); lmplz's -S sizes."""
+fix; .npz members memory-mapped through out_of_core); params YAML as DVC reads it (ParamsError); lmplz's -S sizes."""
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 import shutil
-import struct
-import tempfile
 import zipfile
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +18,7 @@ import numpy as np
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
+from pipeline import out_of_core
 from pipeline.errors import ParamsError, StateError
 
 
@@ -118,48 +115,13 @@ def load_array(path: str | Path, folder: str | Path | None = None, mmap_mode: st
 
 def load_arrays(path: str | Path, folder: str | Path | None = None,
                 required: tuple[str, ...] = (), mapped: bool = False) -> dict:
-    """`mapped`: _mapped_npz's arrays where it reads the archive; else (and for the message) np.load's."""
+    """`mapped`: out_of_core.mapped_npz's arrays where it reads the archive; else (and for the message) np.load's."""
     def read(path):
         if mapped:
             with contextlib.suppress(*READ_ERRORS):
-                return _mapped_npz(path)
+                return out_of_core.mapped_npz(path)
         return dict(np.load(path, allow_pickle=False))
     return _load(path, ".npz archive", read, folder, required=required)
-
-
-def chunks(array: np.ndarray, rows: int = 1 << 20) -> Iterator[np.ndarray]:
-    """Consecutive slices of a 1-D array; a np.memmap's are read from its file, so its pages are
-    never mapped into this process (its RSS does not grow by the table)."""
-    for lo in range(0, len(array), rows):
-        if isinstance(array, np.memmap):
-            yield np.fromfile(array.filename, array.dtype, min(rows, len(array) - lo),
-                              offset=array.offset + lo * array.itemsize)
-        else:
-            yield np.asarray(array[lo:lo + rows])
-
-
-def _mapped_npz(path: Path) -> dict:
-    """The arrays of a .npz, each memory-mapped where stored uncompressed (outputs.save_npz's):
-    pages are read as scored and stay reclaimable. Each member is read through once in slices,
-    so a damaged one (CRC) raises as np.load would; others (compressed, empty, 0-d) are read."""
-    arrays = {}
-    with zipfile.ZipFile(path) as archive, open(path, "rb") as handle:
-        for info in archive.infolist():
-            with archive.open(info) as member:
-                while member.read(1 << 24):
-                    pass
-            handle.seek(info.header_offset + 26)   # the local header's name and extra lengths
-            handle.seek(info.header_offset + 30 + sum(struct.unpack("<HH", handle.read(4))))
-            version = np.lib.format.read_magic(handle)
-            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                           else np.lib.format.read_array_header_2_0)
-            shape, fortran, dtype = read_header(handle)
-            name = info.filename.removesuffix(".npy")
-            if info.compress_type != zipfile.ZIP_STORED or not shape or not all(shape) or dtype.hasobject:
-                arrays[name] = np.lib.format.read_array(archive.open(info), allow_pickle=False)
-            else:
-                arrays[name] = np.memmap(path, dtype, "r", handle.tell(), shape, "F" if fortran else "C")
-    return arrays
 
 
 def load_checkpoint(path: str | Path, folder: str | Path | None = None,
@@ -167,90 +129,6 @@ def load_checkpoint(path: str | Path, folder: str | Path | None = None,
     import torch
     return _load(path, "torch checkpoint", lambda path: torch.load(path, map_location="cpu", weights_only=True),
                  folder, required=required, errors=Exception)   # torch raises many kinds
-
-
-class SpillError(OSError):
-    """The spill folder cannot be written or read: the folder, what happened, the fix."""
-
-
-class Spill(AbstractContextManager):
-    """A private folder `prefix`XXXX for out-of-core columns under `parent` (default: tempfile's), removed on exit."""
-
-    def __init__(self, parent: str | os.PathLike | None = None, prefix: str = "lmpipe-ngram-"):
-        where = Path(parent if parent is not None else tempfile.gettempdir())
-        with spilling(where):   # no such folder, not a folder, EACCES, a name too long
-            self.path = Path(tempfile.mkdtemp(prefix=prefix, dir=where))
-
-    def file(self, name: str, dtype) -> Column:
-        return Column(self, self.path / name, np.dtype(dtype))
-
-    def __exit__(self, *_) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
-
-
-@contextmanager
-def spilling(folder: Path) -> Iterator[None]:
-    try:
-        yield
-    except OSError as error:
-        raise SpillError(spill_message(folder, error)) from None
-
-
-def spill_message(folder: Path, error: OSError) -> str:
-    if error.errno == errno.ENOSPC:
-        free = shutil.disk_usage(folder).free if folder.exists() else 0
-        return (f"{folder}: no space left for the spilled files ({free:,} bytes free); free "
-                "space there, or spill to a larger disk")
-    if error.errno == errno.ENOENT:
-        return (f"{folder}: no such spill folder, or it vanished while in use (removed by another "
-                "program?); give a folder that exists and stays")
-    if error.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
-        return f"{folder}: cannot write spill files there ({error.strerror}); give a writable folder"
-    return f"{folder}: spill files cannot be written or read ({error.strerror or error})"
-
-
-@dataclass
-class Column:
-    """A flat binary column in a spill folder: appended in order, read back through a memory map."""
-    spill: Spill
-    path: Path
-    dtype: np.dtype
-    length: int = 0
-
-    def append(self, values: np.ndarray) -> None:
-        # opened each time: a merge of many runs holds no file open
-        with spilling(self.spill.path), open(self.path, "ab") as handle:
-            handle.write(np.ascontiguousarray(values, dtype=self.dtype).data)
-        self.length += len(values)
-
-    def __len__(self) -> int:
-        return self.length
-
-    def _mapped(self) -> np.ndarray:   # a file of length 0 cannot be mapped
-        if not self.length:
-            return np.empty(0, dtype=self.dtype)
-        return np.memmap(self.path, dtype=self.dtype, mode="r", shape=(self.length,))
-
-    def __getitem__(self, rows: slice | np.ndarray) -> np.ndarray:
-        """A copy of `rows`: a slice (contiguous, as arpa.write takes; read, not mapped: a map
-        costs ~80 us, a merge of 100 runs reads 40,000 slices) or row numbers."""
-        with spilling(self.spill.path):
-            if isinstance(rows, slice) and rows.step in (None, 1):
-                start, stop, _ = rows.indices(self.length)
-                if stop <= start:
-                    return np.empty(0, dtype=self.dtype)
-                with open(self.path, "rb") as handle:
-                    return np.fromfile(handle, self.dtype, stop - start, offset=start * self.dtype.itemsize)
-            return np.array(self._mapped()[rows])
-
-    def search(self, values: np.ndarray) -> np.ndarray:
-        """np.searchsorted of `values` in this sorted column, through a memory map."""
-        with spilling(self.spill.path):
-            return np.searchsorted(self._mapped(), values)
-
-    def remove(self) -> None:
-        with spilling(self.spill.path):
-            self.path.unlink(missing_ok=True)
 
 
 def read_yaml(path: str | Path) -> Any:

@@ -5,7 +5,7 @@ Usage: python -m stages.ngram data/prepared models/ngram"""
 import sys
 from pathlib import Path
 
-from pipeline import config, files
+from pipeline import config, files, out_of_core
 from pipeline.ngram import builder, external, kneser_ney, outputs
 from pipeline.text.vocab import load_vocab
 from stages import run_stage
@@ -22,7 +22,7 @@ def main(data_dir: str, out_dir: str) -> None:
         outputs.write(source, tokens, Path(out_dir), p.order, counted, memory,
                       p.temp_dir or None, kneser_ney.LMPLZ_FALLBACK if p.discount_fallback else None,
                       lambda message: print(f"ngram: {message}", flush=True))
-    except files.SpillError as error:
+    except out_of_core.SpillError as error:
         raise config.ParamsError(f"ngram.temp_dir: {error}") from None
 
 

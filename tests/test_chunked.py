@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import yaml
 
-from pipeline import config, files
+from pipeline import config, out_of_core
 from pipeline.text import chunked, corpus, splits, units
 from pipeline.text.tokenizers import TOKENIZERS, tokenize
 
@@ -133,13 +133,13 @@ def test_dropped_sentences_are_never_read(tmp_path, monkeypatch):
     params = _params(folder, tokenizer="whitespace", max_sentences=20, vocab={"min_count": 1})
     expected = _outcome(prepare_whole, params, tmp_path / "whole")
     reads = []
-    real = files.Column.__getitem__
+    real = out_of_core.Column.__getitem__
 
     def read(column, rows):
         values = real(column, rows)
         reads.append(len(values)) if column.path.name == "tokens" else None
         return values
-    monkeypatch.setattr(files.Column, "__getitem__", read)
+    monkeypatch.setattr(out_of_core.Column, "__getitem__", read)
     assert _outcome(_chunked(64), params, tmp_path / "chunked") == expected
     assert reads and max(reads) <= 64 + 3
 
@@ -195,7 +195,7 @@ def test_spill_folder_failures_are_one_line_and_keep_earlier_outputs(tmp_path, m
                      vocab={"min_count": 1})
     out = tmp_path / "out"
     before = _earlier(out)
-    real_append, real_open = files.Column.append, open
+    real_append, real_open = out_of_core.Column.append, open
 
     def vanish(column, values):      # the folder removed by another program mid-scan
         if column.path.name == "tokens" and column.length:
@@ -206,12 +206,12 @@ def test_spill_folder_failures_are_one_line_and_keep_earlier_outputs(tmp_path, m
         second = mode == "ab" and Path(path).name == "tokens" and Path(path).exists()
         return real_open("/dev/full" if second else path, mode, *args, **kwargs)
     if failure == "vanished":
-        monkeypatch.setattr(files.Column, "append", vanish)
+        monkeypatch.setattr(out_of_core.Column, "append", vanish)
     elif not Path("/dev/full").exists():
         pytest.skip("no /dev/full here")
     else:
-        monkeypatch.setattr(files, "open", full, raising=False)
-    with pytest.raises(files.SpillError) as error:
+        monkeypatch.setattr(out_of_core, "open", full, raising=False)
+    with pytest.raises(out_of_core.SpillError) as error:
         chunked.prepare(params, out, 1 << 30, block=64, progress=lambda line: None)
     message = str(error.value)
     assert message.startswith(f"corpus.temp_dir: {spill_parent}/lmpipe-prepare-")
@@ -225,7 +225,7 @@ def test_missing_temp_dir_names_the_param(tmp_path):
     text = tmp_path / "text.txt"
     text.write_text("a b\n")
     params = _params(text, temp_dir=str(tmp_path / "nowhere"))
-    with pytest.raises(files.SpillError, match=r"^corpus\.temp_dir: .*nowhere"):
+    with pytest.raises(out_of_core.SpillError, match=r"^corpus\.temp_dir: .*nowhere"):
         chunked.prepare(params, tmp_path / "out", 1 << 30, progress=lambda line: None)
 
 

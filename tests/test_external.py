@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline import config, files
+from pipeline import config, files, out_of_core
 from pipeline.cli.main import main
 from pipeline.ngram import arpa, counting, external, kneser_ney
 from pipeline.text.vocab import encode_text
@@ -56,7 +56,7 @@ def test_out_of_core_tables_and_arpa_are_identical(tmp_path, order, memory):
     tokens, stream, _ = encode_text(text)
     reference = counting.count(stream, len(tokens), order)
     model = kneser_ney.estimate(reference, fallback=kneser_ney.LMPLZ_FALLBACK)
-    with files.Spill(tmp_path) as spill:
+    with out_of_core.Spill(tmp_path) as spill:
         source = _on_disk(stream, tmp_path)
         assert len(external.sentence_blocks(source, max(memory // external.BYTES_PER_POSITION,
                                                          1024))) > 1 or memory >= 1 << 20
@@ -88,7 +88,7 @@ def test_any_text_any_budget(tmp_path_factory, lines, order, memory):
     if order > longest:
         return
     folder = tmp_path_factory.mktemp("spill")
-    with files.Spill(folder) as spill:
+    with out_of_core.Spill(folder) as spill:
         disk = external.count(_on_disk(stream, folder), len(tokens), order, memory, spill)
         _same_tables(counting.count(stream, len(tokens), order), disk)
 
@@ -165,7 +165,7 @@ def test_spill_folder_that_fills_up(tmp_path, text_file, capsys, monkeypatch):
         real = open
         def full(path, mode="r", *args, **kwargs):
             return real("/dev/full", mode, *args, **kwargs) if mode == "ab" else real(path, mode, *args, **kwargs)
-        monkeypatch.setattr(files, "open", full, raising=False)
+        monkeypatch.setattr(out_of_core, "open", full, raising=False)
     line = _failing_build(tmp_path, text_file, capsys, monkeypatch, sabotage)
     assert line.startswith(f"lmpipe: error: -T/--temp-prefix {tmp_path / 'spill'}"), line
     names(line, "space", "disk")
@@ -206,8 +206,8 @@ def test_ngram_build_starts_without_pandas_or_torch(tmp_path, text_file):
 
 
 def test_spill_error_names_the_cause():
-    names(files.spill_message(Path("/tmp"), OSError(errno.ENOSPC, "x")), "/tmp", "space", "disk")
-    names(files.spill_message(Path("/tmp"), OSError(errno.EACCES, "denied")), "/tmp", "denied", "writable")
+    names(out_of_core.spill_message(Path("/tmp"), OSError(errno.ENOSPC, "x")), "/tmp", "space", "disk")
+    names(out_of_core.spill_message(Path("/tmp"), OSError(errno.EACCES, "denied")), "/tmp", "denied", "writable")
 
 
 def test_ngram_stage_out_of_core_writes_the_same_outputs(tmp_path, monkeypatch, capsys):
@@ -249,7 +249,7 @@ def test_a_block_without_ngrams_of_an_order_is_an_empty_run(tmp_path):
     words, _, _ = encode_text(_corpus(300, seed=3))
     _, stream, _ = encode_text(_corpus(300, seed=3) + "\n" * 2000 + _corpus(300, seed=4), words)
     tokens = (*words, *(f"w{i}" for i in range(400)))
-    with files.Spill(tmp_path) as spill:
+    with out_of_core.Spill(tmp_path) as spill:
         disk = external.count(_on_disk(stream, tmp_path), len(tokens), 3, 1, spill)
         _same_tables(counting.count(stream, len(tokens), 3), disk)
 
@@ -264,7 +264,7 @@ def test_many_runs_hold_no_file_open(tmp_path):
     open_now = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else 64
     free = 40
     limit = open_now + free
-    with files.Spill(tmp_path) as spill:
+    with out_of_core.Spill(tmp_path) as spill:
         source = _on_disk(stream, tmp_path)
         assert len(external.sentence_blocks(source, 1024)) > 4 * free
         resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))

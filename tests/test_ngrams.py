@@ -229,10 +229,22 @@ def test_unique_agrees_with_numpy(rng, high):
     np.testing.assert_array_equal(key[first], unique)
 
 
-def test_bulk_search_agrees_with_searchsorted(rng):
+@pytest.mark.parametrize("mapped", [False, True])
+def test_find_agrees_with_searchsorted(rng, tmp_path, monkeypatch, mapped):
+    """In memory (keys sorted first past 65,536) and memory-mapped (a slice at a time, its pages
+    released after each); -1 stands for no key and is never found."""
     table = np.unique(rng.integers(0, 2**40, size=50_000))
-    key = np.concatenate([rng.choice(table, 60_000), rng.integers(0, 2**40, size=40_000)])
-    np.testing.assert_array_equal(counting._search(table, key), np.searchsorted(table, key))
+    key = np.concatenate([rng.choice(table, 60_000), rng.integers(0, 2**40, size=40_000), [-1] * 9])
+    if mapped:
+        np.save(tmp_path / "t.npy", table)
+        table = np.load(tmp_path / "t.npy", mmap_mode="r")
+        monkeypatch.setattr(counting, "MAPPED_ROWS", 999)
+    found, at = counting.find(table, key)
+    where = np.minimum(np.searchsorted(table, key), len(table) - 1)
+    expected = table[where] == key
+    np.testing.assert_array_equal(found, expected)
+    np.testing.assert_array_equal(at, np.where(expected, where, 0))
+    assert found[:60_000].all() and not found[-9:].any()
 
 
 EDGES = REFERENCE / "edges"

@@ -81,6 +81,7 @@ def test_ngram_ranks_count_the_words_ahead_of_the_target(rng, order):
     targets = stream[stream != BOS_ID]
     brute = [(row > row[t]).sum() for row, t in zip(probs, targets, strict=True)]
     assert scores.ranks.tolist() == brute
+    np.testing.assert_array_equal(scores.logprobs, scoring.ngram_logprobs(lm, stream))   # as one piece
     few = scoring.ngram_ranks(lm, scoring.ngram_contexts(stream, order), targets, most=5)
     assert few.tolist() == brute                  # each level's stored words sorted 5 at a time
     assert 0 < np.mean(scores.ranks < 1) <= np.mean(scores.ranks < 5) <= 1

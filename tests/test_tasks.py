@@ -1,8 +1,10 @@
 """Fill-in-the-blank, probes and generation over one interface for n-gram and RNN models."""
 import numpy as np
+import psutil
 import pytest
 import torch
 
+from pipeline import out_of_core
 from pipeline.evaluation import models, scoring, tasks
 from pipeline.neural.batches import pad_sentences, sentences_of
 from pipeline.neural.rnn import RNNLM, ModelConfig
@@ -204,11 +206,22 @@ def test_ngram_tables_are_checked_as_the_scorer_reads_them(ngram, tmp_path):
     assert changed(2, "log10_prob", 0, 1e-12) is None     # rounding of p = 1
     assert "non-finite log10 backoffs" in changed(1, "log10_backoff", 0, np.nan)
     # memory-mapped tables (evaluate's model.npz) are checked a slice at a time, read, not mapped
-    from pipeline import files
     np.save(tmp_path / "keys.npy", lm.keys[2])
     mapped = np.load(tmp_path / "keys.npy", mmap_mode="r")
-    read = list(files.chunks(mapped, 7))
+    read = list(out_of_core.chunks(mapped, 7))
     assert np.array_equal(np.concatenate(read), lm.keys[2]) and all(type(c) is np.ndarray for c in read)
+
+
+def test_released_pages_leave_the_resident_set(tmp_path):
+    """out_of_core.release: what a mapped table's lookups touched no longer counts in RSS."""
+    np.save(tmp_path / "big.npy", np.ones(1 << 23))                   # 64 MiB
+    mapped, process = np.load(tmp_path / "big.npy", mmap_mode="r"), psutil.Process()
+    before = process.memory_info().rss
+    assert mapped.sum() == 1 << 23
+    touched = process.memory_info().rss
+    out_of_core.release([mapped[:10], np.ones(3)])   # a view's whole map; other arrays left alone
+    assert touched - before > 60 * 2**20 > process.memory_info().rss - before
+    assert mapped[-1] == 1                                            # read again from the page cache
 
 
 def test_a_model_file_with_nan_weights_is_refused(rnn, tmp_path):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import errors, files
+from pipeline import errors, files, out_of_core
 from pipeline.ngram import arpa, builder
 from pipeline.ngram.kneser_ney import LMPLZ_FALLBACK
 from pipeline.text import corpus
@@ -35,7 +35,7 @@ def build(args) -> None:
               "as lmplz's --discount_fallback)")
     args.memory = _working(args)
     try:
-        with files.Spill(args.temp_prefix) as spill:
+        with out_of_core.Spill(args.temp_prefix) as spill:
             tokens, stream, longest, sentences = _encode(args, spill)
             progress(f"{sentences:,} sentences, {len(tokens):,} words in the vocabulary")
             builder.check_order(args.order, longest, "--order {}", _name(args))
@@ -44,7 +44,7 @@ def build(args) -> None:
                 _write(args, model, counts, tokens)
     except MemoryError:
         raise ValueError(f"{_name(args)}: out of memory for {args.order}-grams; lower -S or --order") from None
-    except files.SpillError as error:
+    except out_of_core.SpillError as error:
         raise ValueError(f"-T/--temp-prefix {error}") from None
     progress(f"wrote {args.arpa}")
 
@@ -57,13 +57,13 @@ def _write(args, model, counts, tokens: tuple[str, ...]) -> None:
         with (nullcontext(target) if in_place else files.atomic_file(target)) as path, \
                 open(path, "wb") as handle:
             builder.write_arpa(model, counts, tokens, handle, args.memory)
-    except files.SpillError:
+    except out_of_core.SpillError:
         raise
     except OSError as error:
         raise ValueError(f"--arpa {args.arpa!r}: cannot write it ({error.strerror or error})") from None
 
 
-def _encode(args, spill) -> tuple[tuple[str, ...], files.Column, int, int]:
+def _encode(args, spill) -> tuple[tuple[str, ...], out_of_core.Column, int, int]:
     """(vocabulary, token stream in `spill`, longest sentence in tokens with <s> and </s>,
     sentences) of TEXT, encode_text block by block, ids renumbered in order of first use."""
     column = spill.file("tokens", np.int32)

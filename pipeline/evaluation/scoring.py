@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from pipeline import out_of_core
 from pipeline.evaluation.bootstrap import bits
 from pipeline.neural.batches import IGNORE, cloze_targets, eval_columns, pad_sentences, sentences_of
 from pipeline.neural.rnn import RNNLM
@@ -128,11 +129,17 @@ def _level(lm: NGramLM, j: int, suffix: np.ndarray, shorter: np.ndarray, bar: np
 
 
 def ngram_scores(lm: NGramLM, stream: np.ndarray, block: int = 1 << 18) -> Scores:
-    """Scores of every non-`<s>` target; ranks `block` targets at a time."""
+    """Scores of every non-`<s>` target, whole sentences of about `block` targets at a time; after
+    each, the model's memory-mapped pages are released (out_of_core.release)."""
     stream = np.asarray(stream, dtype=np.int64)
-    targets, contexts = stream[stream != BOS_ID], ngram_contexts(stream, lm.order)
-    ranks = [ngram_ranks(lm, contexts[s:s + block], targets[s:s + block]) for s in range(0, len(targets), block)]
-    return Scores(ngram_logprobs(lm, stream), np.concatenate([np.zeros(0, dtype=np.int64), *ranks]))
+    starts = np.flatnonzero(stream == BOS_ID)
+    at = np.searchsorted(starts, np.arange(block, len(stream), block))   # the next sentence's start
+    logprobs, ranks = [np.zeros(0)], [np.zeros(0, dtype=np.int64)]
+    for piece in np.split(stream, np.unique(starts[at[at < len(starts)]])):
+        logprobs.append(ngram_logprobs(lm, piece))
+        ranks.append(ngram_ranks(lm, ngram_contexts(piece, lm.order), piece[piece != BOS_ID]))
+        out_of_core.release((*lm.keys, *lm.log10_prob, *lm.log10_backoff))
+    return Scores(np.concatenate(logprobs), np.concatenate(ranks))
 
 
 @torch.no_grad()

@@ -10,7 +10,7 @@ from contextlib import contextmanager, nullcontext
 import numpy as np
 import pyarrow as pa
 
-from pipeline import files
+from pipeline import out_of_core
 from pipeline.ngram import arpa, counting, external, kneser_ney
 from pipeline.text.vocab import check_ids, sentence_bounds
 
@@ -47,7 +47,7 @@ def working(memory: int | None, default: int = 0) -> int:
 
 
 @contextmanager
-def build(source: external.TokenFile | files.Column, vocab_size: int, order: int, counted: int, memory: int,
+def build(source: external.TokenFile | out_of_core.Column, vocab_size: int, order: int, counted: int, memory: int,
           temp_dir: str | None, fallback, remedy: str, progress, budget: str):
     """A context of (counts of orders 1..counted, Kneser-Ney of `order`, spill folder) of `source`:
     in memory (spill None) when counting fits `memory` bytes, else spilled; the same tables."""
@@ -55,7 +55,7 @@ def build(source: external.TokenFile | files.Column, vocab_size: int, order: int
         counts = counting.count(source[:], vocab_size, counted, progress)
         yield counts, kneser_ney.estimate(counts.truncated(order), fallback, progress, remedy), None
         return
-    with nullcontext(source.spill) if source.spill else files.Spill(temp_dir) as spill:
+    with nullcontext(source.spill) if source.spill else out_of_core.Spill(temp_dir) as spill:
         progress(f"counting out of core in {memory >> 20:,} MiB ({budget}), spilling to {spill.path}")
         counts = external.count(source, vocab_size, counted, memory, spill, progress)
         yield counts, kneser_ney.estimate(counts.truncated(order), fallback, progress, remedy, memory,

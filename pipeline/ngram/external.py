@@ -1,6 +1,6 @@
 """Out-of-core n-gram counting within `memory` bytes, as lmplz -S -T (lm/builder/corpus_count.cc,
 util/stream/sort.hh). In: a checked token stream on disk. Out: counting.NgramCounts' tables bitwise,
-each a files.Column in the spill folder, read in slices. Errors: SpillError naming the folder."""
+each a out_of_core.Column in the spill folder, read in slices. Errors: SpillError naming the folder."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.files import Column, Spill
 from pipeline.ngram import counting
+from pipeline.out_of_core import Column, Spill
 from pipeline.text.vocab import BOS_ID
 
 BYTES_PER_POSITION = 128  # counting.tables' peak per token of a block (stream, ids, keys, sort, allocator slack)
@@ -21,7 +21,7 @@ IN_MEMORY_BYTES = 40      # in memory instead: peak bytes per token and order >=
 
 class TokenFile:
     """A .npy token stream of 1-D int32 ids, read in slices past its header (numpy's reader)."""
-    spill = None   # a files.Column of tokens in a spill folder serves as well
+    spill = None   # a out_of_core.Column of tokens in a spill folder serves as well
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)

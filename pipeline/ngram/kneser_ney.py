@@ -9,8 +9,8 @@ from functools import partial
 
 import numpy as np
 
-from pipeline.files import Column, Spill, chunks
 from pipeline.ngram.counting import WORKING_SHARE, NgramCounts, cut_ranges, find, lookup_all
+from pipeline.out_of_core import Column, Spill, chunks
 from pipeline.text.vocab import BOS_ID
 
 LMPLZ_FALLBACK = (0.5, 1.0, 1.5)
@@ -80,7 +80,7 @@ class NGramLM:
         return None
 
     def _table_fault(self, n: int, keys, prob, backoff) -> str | None:
-        """problem() of order n's tables, read a slice at a time (files.chunks)."""
+        """problem() of order n's tables, read a slice at a time (out_of_core.chunks)."""
         if n == 1 and len(keys) != self.vocab_size:
             return f"holds order-1 keys other than the word ids 0..{self.vocab_size - 1}"
         bad, first, top, previous = [0, 0], [None, None], (-np.inf, 0), -1

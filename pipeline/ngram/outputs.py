@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline import files
+from pipeline import files, out_of_core
 from pipeline.ngram import builder, kneser_ney
 
 SLICE_ROWS = 1 << 20   # spilled counts.parquet: n-grams a slice (~250 MB at order 5), pyarrow's row group
@@ -44,11 +44,11 @@ def write(source, tokens: tuple[str, ...], out: Path, order: int, counted: int, 
 
 
 def save_npz(path: str | Path, arrays: dict, step: int) -> None:
-    """np.savez's bytes of `arrays`, files.Column ones written `step` entries at a time."""
+    """np.savez's bytes of `arrays`, out_of_core.Column ones written `step` entries at a time."""
     with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
         for name, values in arrays.items():
             with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
-                if not isinstance(values, files.Column):
+                if not isinstance(values, out_of_core.Column):
                     np.lib.format.write_array(member, np.asanyarray(values), allow_pickle=False)
                     continue
                 np.lib.format.write_array_header_1_0(member, {

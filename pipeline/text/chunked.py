@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-from pipeline import files
+from pipeline import files, out_of_core
 from pipeline.text import corpus, splits, units
 from pipeline.text.tokenizers import TOKENIZERS
 from pipeline.text.vocab import BOS_ID, SPECIALS, UNK_ID, Vocab, marker_line, sentence_stream
@@ -28,11 +28,11 @@ def prepare(params, out: str | Path, memory: int, block: int | None = None, prog
     import pyarrow.compute  # noqa: F401  (the tokenizers' hashing: resident before blocks are sized)
     source = corpus.open_source(c.source, c.encoding_errors, c.sha256, c.valid_source, c.test_source)
     try:
-        with files.Spill(c.temp_dir or None, "lmpipe-prepare-") as spill:
+        with out_of_core.Spill(c.temp_dir or None, "lmpipe-prepare-") as spill:
             chars = block or int(np.clip(_left(memory) // BYTES_PER_CHAR, 1 << 12, 1 << 23))
             _prepare(params, Path(out), source, _Scan(source, c, chars, spill), memory, block, progress)
-    except files.SpillError as error:
-        raise files.SpillError(f"corpus.temp_dir: {error}") from None
+    except out_of_core.SpillError as error:
+        raise out_of_core.SpillError(f"corpus.temp_dir: {error}") from None
 
 
 def _prepare(params, out: Path, source, scan: _Scan, memory: int, block: int | None, progress) -> None:

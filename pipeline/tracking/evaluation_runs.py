@@ -35,8 +35,6 @@ def training_run(uri: str, path: Path) -> str | None:
 def test_set_of(params: config.Params, stats: dict, data: Path) -> dict[str, str]:
     """What a test perplexity is of: corpus hash, split, tokenizer, SHA-256 (12 hex digits) of
     vocab.json and test.npy, and "id" of them all; numbers compare only under equal ids."""
-    def digest(blob: bytes) -> str:
-        return hashlib.sha256(blob).hexdigest()[:12]
     s, c = params.split, params.corpus
     method = stats.get("split_method", s.method)
     fields = {
@@ -45,9 +43,14 @@ def test_set_of(params: config.Params, stats: dict, data: Path) -> dict[str, str
             f"{method}{'' if method == 'contiguous' else f' seed={params.seed}'} "
             f"train={s.train:g} valid={s.valid:g} test={s.test:g}"),
         "tokenizer": f"{c.tokenizer} lowercase={str(c.lowercase).lower()} unk={c.unk or 'none'}",
-        "vocab": digest((data / "vocab.json").read_bytes()),
-        "test_tokens": digest((data / "test.npy").read_bytes())}
-    return {**fields, "id": digest(json.dumps(fields, sort_keys=True).encode())}
+        "vocab": sha256(data / "vocab.json", 12), "test_tokens": sha256(data / "test.npy", 12)}
+    return {**fields, "id": hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]}
+
+
+def sha256(path: Path, digits: int) -> str:
+    """The first `digits` hex digits of the file's SHA-256, read in blocks (a model may exceed memory)."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()[:digits]
 
 
 def evaluate(params: config.Params, data: Path, models: Path, out: Path) -> None:
@@ -83,7 +86,7 @@ def evaluate(params: config.Params, data: Path, models: Path, out: Path) -> None
                     {"model_kind": name, **tags, "objective": result["objective"]},
                     {scored.lm.artifact: str(scored.lm.path), **shared_files}
                     if params.evaluate.register_models else None,
-                    model_hash=hashlib.sha256(scored.lm.path.read_bytes()).hexdigest()[:16],
+                    model_hash=sha256(scored.lm.path, 16),
                     test_set=test_set, artifacts=(str(unit_scores),),   # n-gram: no history, step 0
                     step=min(history, key=lambda h: h["val_ppl"]).get("step", 0) if history else 0)
                 if version is not None:
