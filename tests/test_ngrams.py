@@ -230,15 +230,14 @@ def test_unique_agrees_with_numpy(rng, high):
 
 
 @pytest.mark.parametrize("mapped", [False, True])
-def test_find_agrees_with_searchsorted(rng, tmp_path, monkeypatch, mapped):
-    """In memory (keys sorted first past 65,536) and memory-mapped (a slice at a time, its pages
-    released after each); -1 stands for no key and is never found."""
+def test_find_agrees_with_searchsorted(rng, tmp_path, mapped):
+    """In memory and memory-mapped (its pages released after), keys sorted first past 65,536; -1
+    stands for no key and is never found."""
     table = np.unique(rng.integers(0, 2**40, size=50_000))
     key = np.concatenate([rng.choice(table, 60_000), rng.integers(0, 2**40, size=40_000), [-1] * 9])
     if mapped:
         np.save(tmp_path / "t.npy", table)
         table = np.load(tmp_path / "t.npy", mmap_mode="r")
-        monkeypatch.setattr(counting, "MAPPED_ROWS", 999)
     found, at = counting.find(table, key)
     where = np.minimum(np.searchsorted(table, key), len(table) - 1)
     expected = table[where] == key

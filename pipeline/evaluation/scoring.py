@@ -10,7 +10,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pipeline import out_of_core
 from pipeline.evaluation.bootstrap import bits
 from pipeline.neural.batches import IGNORE, cloze_targets, eval_columns, pad_sentences, sentences_of
 from pipeline.neural.rnn import RNNLM
@@ -47,6 +46,7 @@ def ngram_distributions(lm: NGramLM, contexts: np.ndarray) -> np.ndarray:
         child = np.repeat(lo - np.cumsum(sizes) + sizes, sizes) + np.arange(sizes.sum())
         parent = np.repeat(ids, sizes)
         probs[np.repeat(rows, sizes), keys[child] - parent * V] = 10.0 ** lm.log10_prob[k][child]
+    lm.release()
     return probs
 
 
@@ -124,13 +124,14 @@ def _level(lm: NGramLM, j: int, suffix: np.ndarray, shorter: np.ndarray, bar: np
         start, end = (np.cumsum(sizes) - sizes)[inverse[q] - a], np.cumsum(sizes)[inverse[q] - a]
         count[q] = (_above(p[np.lexsort((p, segment))], start, end, bar[q], factors[j:, q])
                     - _above(below[np.lexsort((below, segment))], start, end, bar[q], factors[j - 1:, q]))
+        lm.release()
         a = b
     return count
 
 
 def ngram_scores(lm: NGramLM, stream: np.ndarray, block: int = 1 << 18) -> Scores:
     """Scores of every non-`<s>` target, whole sentences of about `block` targets at a time; after
-    each, the model's memory-mapped pages are released (out_of_core.release)."""
+    each, the model's memory-mapped pages are released (NGramLM.release)."""
     stream = np.asarray(stream, dtype=np.int64)
     starts = np.flatnonzero(stream == BOS_ID)
     at = np.searchsorted(starts, np.arange(block, len(stream), block))   # the next sentence's start
@@ -138,7 +139,7 @@ def ngram_scores(lm: NGramLM, stream: np.ndarray, block: int = 1 << 18) -> Score
     for piece in np.split(stream, np.unique(starts[at[at < len(starts)]])):
         logprobs.append(ngram_logprobs(lm, piece))
         ranks.append(ngram_ranks(lm, ngram_contexts(piece, lm.order), piece[piece != BOS_ID]))
-        out_of_core.release((*lm.keys, *lm.log10_prob, *lm.log10_backoff))
+        lm.release()
     return Scores(np.concatenate(logprobs), np.concatenate(ranks))
 
 

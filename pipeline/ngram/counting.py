@@ -14,7 +14,6 @@ from pipeline.text.vocab import BOS_ID, sentence_bounds
 
 WORKING_SHARE = 0.75   # out of core: the budget's share for the tables being sorted and summed;
                        # the rest is the interpreter, numpy and pyarrow (~100 MiB), allocator slack
-MAPPED_ROWS = 1 << 14  # keys looked up in a memory-mapped table between two releases of its pages
 
 
 @dataclass
@@ -156,23 +155,23 @@ def _sorted(key: np.ndarray, kind: str = "quicksort") -> tuple[np.ndarray, np.nd
     return order, key[order]
 
 
+def _search(table: np.ndarray, key: np.ndarray) -> np.ndarray:
+    """np.searchsorted(table, key), many keys searched in key order (cache-friendly)."""
+    if len(key) < 65536:
+        return np.searchsorted(table, key)
+    order, ordered = _sorted(key)
+    where = np.empty(len(key), dtype=np.int64)
+    where[order] = np.searchsorted(table, ordered)
+    return where
+
+
 def find(table: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(whether each key is in the sorted table, its index there or 0). Many keys are looked up in
-    key order (cache-friendly); a np.memmap table MAPPED_ROWS keys at a time, its pages released
-    after each (out_of_core.release: the process holds no more of it than they touch)."""
-    found, at = np.zeros(len(keys), dtype=bool), np.zeros(len(keys), dtype=np.int64)
-    mapped = isinstance(table, np.memmap)
-    step = MAPPED_ROWS if mapped else max(len(keys), 1)
-    order, ordered = _sorted(keys) if len(keys) >= 65536 or len(keys) > step else (None, keys)
-    for lo in range(0, len(keys) if len(table) else 0, step):
-        part = ordered[lo:lo + step]
-        where = np.minimum(np.searchsorted(table, part), len(table) - 1)
-        hit = table[where] == part
-        rows = slice(lo, lo + step) if order is None else order[lo:lo + step]
-        found[rows], at[rows] = hit, np.where(hit, where, 0)
-        if mapped:
-            out_of_core.release((table,))
-    return found, at
+    """(whether each key is in the sorted table, its index there or 0); a memory-mapped table's
+    pages are released after (out_of_core.release)."""
+    at = np.minimum(_search(table, keys), max(len(table) - 1, 0))
+    found = table[at] == keys if len(table) else np.zeros(len(keys), dtype=bool)
+    out_of_core.release((table,))
+    return found, np.where(found, at, 0)
 
 
 def lookup_all(stream: np.ndarray, counts_keys: list[np.ndarray], vocab_size: int, starts=None):

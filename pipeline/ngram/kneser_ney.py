@@ -10,7 +10,7 @@ from functools import partial
 import numpy as np
 
 from pipeline.ngram.counting import WORKING_SHARE, NgramCounts, cut_ranges, find, lookup_all
-from pipeline.out_of_core import Column, Spill, chunks
+from pipeline.out_of_core import Column, Spill, chunks, release
 from pipeline.text.vocab import BOS_ID
 
 LMPLZ_FALLBACK = (0.5, 1.0, 1.5)
@@ -54,6 +54,10 @@ class NGramLM:
                    [arrays[f"log10_prob{n}"] for n in range(1, order + 1)],
                    [arrays[f"log10_backoff{n}"] for n in range(1, order + 1)],
                    [tuple(map(float, d)) for d in arrays["discounts"]])
+
+    def release(self) -> None:
+        """Hand the pages of memory-mapped tables back (out_of_core.release); in memory, nothing."""
+        release((*self.keys, *self.log10_prob, *self.log10_backoff))
 
     def problem(self) -> str | None:
         """Why a model.npz's tables cannot be scored (order 1 keyed by every word id, higher keys
@@ -133,6 +137,7 @@ class NGramLM:
                 context = np.where(fits, ids[n - 2][np.maximum(start, 0)], -1)
                 back = ~resolved & (context >= 0)
                 result[back] += self.log10_backoff[n - 2][context[back]]
+        self.release()
         return result
 
 
