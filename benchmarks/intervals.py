@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline import config  # noqa: E402
 from pipeline.evaluation import bootstrap, report, scoring  # noqa: E402
 from pipeline.neural.rnn import RNNLM  # noqa: E402
-from pipeline.ngram import kneser_ney  # noqa: E402
+from pipeline.ngram.backoff import NGramLM  # noqa: E402
 from pipeline.text import units  # noqa: E402
 
 
@@ -36,7 +36,7 @@ def main() -> None:
     splits = {s: np.load(data / f"{s}.npy") for s in ("valid", "test")}
     found = dict(np.load(data / units.FILE))
     started = time.perf_counter()
-    scores = {"ngram": {s: scoring.ngram_scores(kneser_ney.NGramLM.from_arrays(
+    scores = {"ngram": {s: scoring.ngram_scores(NGramLM.from_arrays(
         np.load(models / "ngram" / "model.npz")), x) for s, x in splits.items()}}
     objective = {"ngram": "causal"}
     for kind, spec in params.models.items():

@@ -189,7 +189,7 @@ def test_fills_over_the_vocabulary_never_propose_unk_and_mark_unknown_words(ngra
 def test_ngram_tables_are_checked_as_the_scorer_reads_them(ngram, tmp_path):
     """NGramLM.problem: what log10_probs and gram_ids assume (sorted keys, log10 p finite and
     <= 0 but <s>'s -inf, finite backoffs); an estimated model has none of these problems."""
-    from pipeline.ngram.kneser_ney import NGramLM
+    from pipeline.ngram.backoff import NGramLM
     lm = ngram.lm
     assert lm.problem() is None and lm.log10_prob[0][BOS_ID] == -np.inf
 

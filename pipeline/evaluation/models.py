@@ -14,7 +14,7 @@ from pipeline import files
 from pipeline.evaluation import scoring
 from pipeline.neural.batches import pad_sentences
 from pipeline.neural.rnn import RNNLM
-from pipeline.ngram.kneser_ney import NGramLM
+from pipeline.ngram.backoff import NGramLM
 from pipeline.text.tokenizers import tokenize
 from pipeline.text.vocab import BOS_ID, EOS_ID, Vocab
 

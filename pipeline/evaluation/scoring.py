@@ -13,8 +13,8 @@ import torch
 from pipeline.evaluation.bootstrap import bits
 from pipeline.neural.batches import IGNORE, cloze_targets, eval_columns, pad_sentences, sentences_of
 from pipeline.neural.rnn import RNNLM
+from pipeline.ngram.backoff import NGramLM
 from pipeline.ngram.counting import find, positions_left
-from pipeline.ngram.kneser_ney import NGramLM
 from pipeline.text.vocab import BOS_ID
 
 ROWS = 64   # logits made per product: 33k words x 64 rows x 4 bytes fit a cache (>= 12: the same bits)

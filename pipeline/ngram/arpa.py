@@ -13,8 +13,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.ngram import read_arpa
+from pipeline.ngram.backoff import NGramLM
 from pipeline.ngram.counting import NgramCounts
-from pipeline.ngram.kneser_ney import NGramLM
 from pipeline.ngram.read_arpa import ArpaError, line_of
 from pipeline.text.vocab import BOS_ID, EOS_ID, SPECIALS, UNK_ID
 
