@@ -265,19 +265,55 @@ def test_outside_a_dvc_project(tmp_path, monkeypatch, capsys):
 
 
 def test_a_failing_dvc_command_is_one_line(monkeypatch, tmp_path):
-    """commands.run: dvc's own ERROR line (not its last line), whichever dvc is first on PATH."""
+    """commands.run: dvc's own ERROR line (not its last line), of the dvc in lmpipe's bin/."""
     (tmp_path / "dvc").write_text("#!/bin/sh\necho 'Queueing with overrides ...' >&2\necho "
                                   "\"ERROR: Experiment conflicts with existing experiment "
                                   "'gru-seed-1'. To overwrite it:\" >&2\nprintf '\\n\\tdvc exp "
                                   "run -f\\n' >&2\nexit 255\n")
     (tmp_path / "dvc").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    monkeypatch.setattr(seeds.commands, "BIN", str(tmp_path))
     with pytest.raises(ValueError) as raised:
-        seeds.commands.run(ROOT, "dvc", "exp", "run", "--queue")
+        seeds.commands.run(tmp_path, "dvc", "exp", "run", "--queue")
     line = str(raised.value)   # dvc's own ERROR line, not its last line nor its progress
     names(line, "`dvc exp run --queue`", "ERROR: Experiment conflicts with existing experiment "
                                           "'gru-seed-1'. To overwrite it:")
     assert "\n" not in line and "Queueing" not in line and "dvc exp run -f" not in line
+
+
+def test_commands_run_with_lmpipes_bin_first_on_path(monkeypatch, tmp_path):
+    """dvc resolved in lmpipe's bin/ although PATH lacks it, and run with that bin/ first on its
+    PATH (DVC spawns its queue workers' `dvc` and the stages' `python` from it), once."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "dvc").write_text('#!/bin/sh\necho "$PATH"\n')
+    (bin_dir / "dvc").chmod(0o755)
+    monkeypatch.setattr(seeds.commands, "BIN", str(bin_dir))
+    monkeypatch.setenv("PATH", f"/usr/bin:{bin_dir}:/bin")
+    assert seeds.commands.run(tmp_path, "dvc").strip().split(os.pathsep) == [
+        str(bin_dir), "/usr/bin", "/bin"]
+
+
+def test_a_queue_without_workers_ends_in_one_error_not_a_silent_wait(monkeypatch):
+    """Tasks queued, none running and no worker alive past STARTUP_S (one that failed to start,
+    e.g. without `dvc` on its PATH): a ValueError naming them, the workers' logs and the fix."""
+    queued = [("gru-seed-1", "Queued"), ("gru-seed-2", "Queued"), ("old", "Success")]
+    looks = iter([queued] * 5)
+    monkeypatch.setattr(seeds, "queue_tasks", lambda root: next(looks, None) or pytest.fail("a silent wait"))
+    monkeypatch.setattr(seeds, "POLL_S", 0)
+    monkeypatch.setattr(seeds, "STARTUP_S", 0)
+    workers = iter([True, False])   # alive at the first look, gone at the second
+    monkeypatch.setattr(seeds, "_celery", lambda root, read: (
+        next(workers), str(ROOT / ".dvc/tmp/exps/celery")))
+    with pytest.raises(ValueError) as raised:
+        seeds.wait(ROOT, ["gru-seed-1", "gru-seed-2"])
+    names(str(raised.value), "no DVC queue worker is running", "gru-seed-1, gru-seed-2",
+          ".dvc/tmp/exps/celery/dvc-exp-worker-N.out", "`dvc queue start`", "dvc queue remove --queued")
+    running = [("gru-seed-1", "Running"), ("gru-seed-2", "Queued")]
+    answers = iter([running, running, [("gru-seed-1", "Success"), ("gru-seed-2", "Success")]])
+    monkeypatch.setattr(seeds, "queue_tasks", lambda root: next(answers))
+    monkeypatch.setattr(seeds, "_celery", lambda root, read: pytest.fail("no look while one runs"))
+    assert seeds.wait(ROOT, ["gru-seed-1", "gru-seed-2"]) == {"gru-seed-1": "Success",
+                                                               "gru-seed-2": "Success"}
 
 
 def test_uncommitted_note(tmp_path):

@@ -88,7 +88,7 @@ def test_compare_lists_shows_and_diffs_executions_and_refuses_an_unknown_id(tmp_
 
 def test_mlflow_server_command_serves_the_repository_store_on_localhost(tmp_path):
     """`lmpipe mlflow-server` starts `mlflow server` over the repo's sqlite store, bound to
-    127.0.0.1; a run logged through it lands in mlflow.db."""
+    127.0.0.1, from a PATH without the venv's bin/; a run logged through it lands in mlflow.db."""
     import os
     import shutil
     import sqlite3
@@ -100,7 +100,7 @@ def test_mlflow_server_command_serves_the_repository_store_on_localhost(tmp_path
     from .conftest import ROOT, free_port, wait_for_http
     shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
     env.pop("MLFLOW_TRACKING_URI", None)
     env.pop("DVC_ROOT", None)
     server = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "mlflow-server", "--port", str(port),

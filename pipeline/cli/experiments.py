@@ -46,7 +46,7 @@ def mlflow_server(args) -> None:
                "--artifacts-destination", str(root / store.ARTIFACTS),
                "--host", args.host, "--port", str(args.port), "--workers", str(args.workers)]
     print("lmpipe: " + " ".join(command), flush=True)
-    os.execvp(command[0], command)
+    os.execvpe(command[0], command, commands.environment())
 
 
 RUNNING = re.compile(r"^Running stage '([^']+)'", re.M)   # a stage in `dvc repro`'s log

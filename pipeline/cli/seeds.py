@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ BUSY = ("Queued", "Running")       # DVC's queue states of an unfinished task
 STATES = ("Success", "Running", "Queued", "Failed")   # a name's state: its first among its tasks'
 POLL_S = 10.0                      # between two looks at DVC's queue
 PROGRESS_S = 60.0                  # a progress line at least this often (and on every change)
+STARTUP_S = 60.0                   # a queue worker's start (DVC's import, celery's broker), at most
 
 
 def seeds(args) -> None:
@@ -108,7 +110,8 @@ def _some(paths: list[str], shown: int = 3) -> str:
 
 
 def wait(root: Path, names: list[str]) -> dict[str, str]:
-    """{name: final status} once nothing is Queued or Running; Ctrl-C: SystemExit, the runs go on."""
+    """{name: final status} once nothing is Queued or Running; ValueError naming the queued tasks
+    when, past STARTUP_S, nothing runs and no worker is alive; Ctrl-C: SystemExit, the runs go on."""
     start = last_print = time.monotonic()
     shown = None
     try:
@@ -126,19 +129,36 @@ def wait(root: Path, names: list[str]) -> dict[str, str]:
                 shown, last_print = counts, now
             if not busy:
                 return mine
+            if now - start >= STARTUP_S and not any(status == "Running" for _, status in tasks):
+                _check_workers(root, [name or "?" for name, status in tasks if status == "Queued"])
             time.sleep(POLL_S)
     except KeyboardInterrupt:
         raise SystemExit(f"\nlmpipe: stopped waiting; the experiments go on (`dvc queue status`); "
                          f"the report: lmpipe seeds {names[0].rsplit('-seed-', 1)[0]}") from None
 
 
+def _check_workers(root: Path, queued: list[str]) -> None:
+    """ValueError naming the `queued` tasks and the workers' logs when DVC's queue has no worker."""
+    alive, logs = _celery(root, lambda queue: (bool(queue.worker_status()), queue.wdir))
+    if not alive:   # a worker that failed to start, or died: nothing takes them
+        raise ValueError(f"no DVC queue worker is running, so {', '.join(queued)} stay(s) queued "
+                         f"(a worker's log: {os.path.relpath(logs, root)}/dvc-exp-worker-N.out); "
+                         "`dvc queue start` starts one, `dvc queue remove --queued` drops them")
+
+
 def queue_tasks(root: Path) -> list[tuple[str | None, str]]:
     """(name or None, Running|Queued|Failed|Success) of each task in DVC's experiment queue."""
+    return _celery(root, lambda queue: [(task["name"], task["status"]) for task in queue.status()])
+
+
+def _celery(root: Path, read):
+    """read(DVC's experiment queue of `root`) (celery's; its worker_status() waits 1 s for
+    answers); ValueError when DVC cannot read the queue."""
     from dvc.exceptions import DvcException  # here: DVC's 0.4 s import, for `lmpipe seeds` only
     from dvc.repo import Repo
     try:
         with Repo(str(root)) as repo:
-            return [(task["name"], task["status"]) for task in repo.experiments.celery_queue.status()]
+            return read(repo.experiments.celery_queue)
     except DvcException as error:
         commands.dvc_files(root)
         raise ValueError(f"DVC cannot read the experiment queue of {root}: {error}") from None

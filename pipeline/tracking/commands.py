@@ -1,19 +1,30 @@
-"""dvc and git run as commands in a repository. In: a folder and the arguments. Out: the
-command's standard output. Errors: ValueError naming the command, its last (ERROR) line, the fix;
-for a dvc.yaml or dvc.lock DVC cannot read, the file, DVC's reason and DVC's fix instead."""
+"""dvc and git run as commands in a repository, with this environment's tools first on PATH. In:
+a folder and the arguments. Out: the command's standard output. Errors: ValueError naming the
+command, its last (ERROR) line, the fix; for a dvc.yaml or dvc.lock DVC cannot read, the file,
+DVC's reason and DVC's fix instead."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
-import sys
+import sysconfig
 import tempfile
 from pathlib import Path
 
+BIN = sysconfig.get_path("scripts")   # the environment lmpipe runs in: its python, dvc, mlflow
+
+
+def environment() -> dict[str, str]:
+    """os.environ with BIN first on PATH: DVC runs a stage's `python` and its queue workers'
+    `dvc` from PATH, so whatever lmpipe starts runs with lmpipe's own interpreter and tools."""
+    rest = [entry for entry in os.environ.get("PATH", "").split(os.pathsep) if entry and entry != BIN]
+    return {**os.environ, "PATH": os.pathsep.join([BIN, *rest])}
+
 
 def executable(name: str) -> str:
-    """`name` on PATH, else the one beside this Python (lmpipe's virtual environment's bin/)."""
-    return shutil.which(name) or str(Path(sys.executable).with_name(name))
+    """`name` in BIN, else on PATH (git); else `name` itself (running it: FileNotFoundError naming it)."""
+    return shutil.which(name, path=environment()["PATH"]) or name
 
 
 def run(root: Path, command: str, *args: str, merged: bool = False, fix: str = "") -> str:
@@ -22,8 +33,9 @@ def run(root: Path, command: str, *args: str, merged: bool = False, fix: str = "
     # files, not pipes: `dvc queue start` leaves forked workers holding them until they exit
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         # not installed: FileNotFoundError naming the executable (errors.one_line)
-        result = subprocess.run([executable(command), *args], cwd=root, stdin=subprocess.DEVNULL,
-                                stdout=out, stderr=subprocess.STDOUT if merged else err)
+        result = subprocess.run([executable(command), *args], cwd=root, env=environment(),
+                                stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT if merged else err)
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read(), err.read()
