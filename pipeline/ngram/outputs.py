@@ -5,6 +5,7 @@ counts.parquet (every counted n-gram); tables in memory or on disk alike. Errors
 from __future__ import annotations
 
 import json
+import struct
 import time
 import zipfile
 from itertools import accumulate
@@ -19,6 +20,7 @@ import pyarrow.parquet as pq
 from pipeline import files, out_of_core
 from pipeline.ngram import builder, kneser_ney
 
+PADDING_ID = 0xD935     # a zip extra field that only pads (the ID zipalign uses); readers skip it
 SLICE_ROWS = 1 << 20   # spilled counts.parquet: n-grams a slice (~250 MB at order 5), pyarrow's row group
 
 
@@ -44,10 +46,16 @@ def write(source, tokens: tuple[str, ...], out: Path, order: int, counted: int, 
 
 
 def save_npz(path: str | Path, arrays: dict, step: int) -> None:
-    """np.savez's bytes of `arrays`, out_of_core.Column ones written `step` entries at a time."""
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+    """np.savez's layout of `arrays` (uncompressed, zip64), out_of_core.Column ones written `step`
+    entries at a time; each array's data starts 64-byte aligned in the file (an extra field pads
+    the member's header: numpy searches a misaligned memory map through a copy of it) and no
+    time stamp is stored (the same arrays, the same bytes)."""
+    with open(path, "wb") as raw, zipfile.ZipFile(raw, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
         for name, values in arrays.items():
-            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+            info = zipfile.ZipInfo(f"{name}.npy")   # 1980-01-01, as zip's epoch
+            header = raw.tell() + 30 + len(info.filename) + 20 + 4   # + zip64's extra + ours
+            info.extra = struct.pack("<HH", PADDING_ID, -header % 64) + bytes(-header % 64)
+            with archive.open(info, "w", force_zip64=True) as member:   # .npy headers end 64-aligned
                 if not isinstance(values, out_of_core.Column):
                     np.lib.format.write_array(member, np.asanyarray(values), allow_pickle=False)
                     continue
