@@ -46,7 +46,7 @@ def ngram_distributions(lm: NGramLM, contexts: np.ndarray) -> np.ndarray:
         child = np.repeat(lo - np.cumsum(sizes) + sizes, sizes) + np.arange(sizes.sum())
         parent = np.repeat(ids, sizes)
         probs[np.repeat(rows, sizes), keys[child] - parent * V] = 10.0 ** lm.log10_prob[k][child]
-    lm.release()
+    lm.release(len(contexts))
     return probs
 
 

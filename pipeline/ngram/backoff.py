@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.ngram.counting import find, lookup_all
+from pipeline.ngram.counting import RELEASE_ROWS, find, lookup_all
 from pipeline.out_of_core import chunks, release
 from pipeline.text.vocab import BOS_ID
 
@@ -47,9 +47,11 @@ class NGramLM:
                    [arrays[f"log10_backoff{n}"] for n in range(1, order + 1)],
                    [tuple(map(float, d)) for d in arrays["discounts"]])
 
-    def release(self) -> None:
-        """Hand the pages of memory-mapped tables back (out_of_core.release); in memory, nothing."""
-        release((*self.keys, *self.log10_prob, *self.log10_backoff))
+    def release(self, lookups: int = RELEASE_ROWS) -> None:
+        """Hand the pages of memory-mapped tables back (out_of_core.release) after a pass of
+        RELEASE_ROWS `lookups` or more; in memory, nothing."""
+        if lookups >= RELEASE_ROWS:
+            release((*self.keys, *self.log10_prob, *self.log10_backoff))
 
     def problem(self) -> str | None:
         """Why a model.npz's tables cannot be scored (order 1 keyed by every word id, higher keys
@@ -129,5 +131,5 @@ class NGramLM:
                 context = np.where(fits, ids[n - 2][np.maximum(start, 0)], -1)
                 back = ~resolved & (context >= 0)
                 result[back] += self.log10_backoff[n - 2][context[back]]
-        self.release()
+        self.release(len(stream))
         return result

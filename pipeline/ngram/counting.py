@@ -14,6 +14,8 @@ from pipeline.text.vocab import BOS_ID, sentence_bounds
 
 WORKING_SHARE = 0.75   # out of core: the budget's share for the tables being sorted and summed;
                        # the rest is the interpreter, numpy and pyarrow (~100 MiB), allocator slack
+RELEASE_ROWS = 1 << 16  # lookups in one pass from which a mapped table's pages are released after:
+                        # fewer hold little, and faulting pages in again costs ~20 us each
 
 
 @dataclass
@@ -167,10 +169,11 @@ def _search(table: np.ndarray, key: np.ndarray) -> np.ndarray:
 
 def find(table: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(whether each key is in the sorted table, its index there or 0); a memory-mapped table's
-    pages are released after (out_of_core.release)."""
+    pages are released after RELEASE_ROWS keys or more (out_of_core.release)."""
     at = np.minimum(_search(table, keys), max(len(table) - 1, 0))
     found = table[at] == keys if len(table) else np.zeros(len(keys), dtype=bool)
-    out_of_core.release((table,))
+    if len(keys) >= RELEASE_ROWS:
+        out_of_core.release((table,))
     return found, np.where(found, at, 0)
 
 
