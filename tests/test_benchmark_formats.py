@@ -96,7 +96,9 @@ def test_a_wikitext_directory_through_every_stage(workdir, capsys):
             assert values[f"{key}_ci_low"] <= values[key] <= values[f"{key}_ci_high"], (name, key)
         if values["objective"] == "causal":   # whitespace tokens are the words: the same number
             assert values["test_word_ppl"] == pytest.approx(values["test_ppl"], rel=1e-9), name
-    assert set(json.loads((root / "metrics" / "pairs.json").read_text())) == {"gru_vs_ngram"}
+    assert set(json.loads((root / "metrics" / "pairs.json").read_text())) == {   # no cloze mixture
+        "gru_vs_ngram", "gru+ngram_vs_gru", "gru+ngram_vs_ngram"}
+    assert set(json.loads((root / "metrics" / "interpolation.json").read_text())) == {"gru+ngram"}
 
 
 def test_documents_split_of_a_raw_text(workdir, capsys):

@@ -190,5 +190,5 @@ def test_report_metrics_have_the_same_interval_keys_for_every_model_and_pair_by_
     pairs = report.comparisons(results, sums, replicates["test"], 0.95)
     assert [(c.a, c.b) for c in pairs] == [("gru", "ngram")]   # birnn: no other cloze model
     assert pairs[0].verdict == "yes"
-    table = report.comparison_markdown(results, 20, 5, pairs, 0.95, 300, "sentences")
+    table = report.comparison_markdown(results, 20, 5, pairs, 0.95, 300, "sentences", {})
     assert "| gru | ngram |" in table and "**yes**" in table and "birnn: no other model" in table

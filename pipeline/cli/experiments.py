@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import errno
 import json
+import math
 import os
 import re
 import socket
@@ -134,7 +135,7 @@ def compare(args) -> None:
     if args.against is None:
         runs = _model_runs(uri, experiment, parent)
         print(f"{_title(parent)}\n")
-        print(table(_rows(runs), args.markdown))
+        print(table(_rows(runs) + _mixture_rows(parent), args.markdown))
         if verdicts := _verdicts(uri, parent.info.run_id):
             print("\nPaired bootstrap on the test set (which differences are real):")
             print("\n".join(f"  {line}" for line in verdicts))
@@ -185,16 +186,22 @@ def _model_runs(uri: str, experiment: str, parent) -> list:
 
 def _rows(runs: list) -> list[dict]:
     """One row per model run: model, objective, SHOWN and test_ppl's interval."""
-    rows = []
-    for run in runs:
-        metrics = dict(run.data.metrics)
-        metrics["test_ppl CI"] = interval(metrics.get("test_ppl_ci_low"), metrics.get("test_ppl_ci_high"))
-        # counts: MLflow stores every metric as a float
-        metrics.update({key: int(metrics[key]) for key in ("test_tokens", "model_bytes") if key in metrics})
-        rows.append({"model": run.data.tags.get("model_kind", run.info.run_name),
-                     "objective": run.data.tags.get("objective", ""),
-                     **{key: metrics.get(key) for key in SHOWN}})
-    return rows
+    return [_row(run.data.tags.get("model_kind", run.info.run_name), run.data.tags.get("objective", ""),
+                 dict(run.data.metrics)) for run in runs]
+
+
+def _mixture_rows(parent) -> list[dict]:
+    """One row per RNN interpolated with the n-gram model, from the execution's own metrics."""
+    return [_row(f"{rnn}+ngram (λ={m.get('interpolation_weight', math.nan):.2f})", "causal", m)
+            for rnn, m in run_search.mixtures(parent).items()]
+
+
+def _row(model: str, objective: str, metrics: dict) -> dict:
+    """model, objective, SHOWN (test_ppl's interval as "test_ppl CI"; counts as integers)."""
+    metrics["test_ppl CI"] = interval(metrics.get("test_ppl_ci_low"), metrics.get("test_ppl_ci_high"))
+    # counts: MLflow stores every metric as a float
+    metrics.update({key: int(metrics[key]) for key in ("test_tokens", "model_bytes") if key in metrics})
+    return {"model": model, "objective": objective, **{key: metrics.get(key) for key in SHOWN}}
 
 
 def _verdicts(uri: str, parent_id: str) -> list[str]:

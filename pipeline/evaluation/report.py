@@ -1,6 +1,6 @@
 """Report. In: each model's per-unit score sums, fill-in-the-blank results, probe answers, samples.
-Out: the same metric keys for every model; metrics/ (metrics.json, mle.json, pairs.json, probes
-and samples, comparison.md, memory.md, plots/*.csv and *.png)."""
+Out: the same metric keys for every model; metrics/ (metrics.json, mle.json, interpolation.json,
+pairs.json, probes and samples, comparison.md, memory.md, plots/*.csv and *.png)."""
 
 from __future__ import annotations
 
@@ -44,8 +44,20 @@ def metrics(name: str, sums: dict[str, dict[str, np.ndarray]],
               "blanks": {"fill": fill, "blanks": np.ones(len(fill))}}
     drawn = {**replicates, "blanks": {f"{name}.fill": fill_replicates[name],
                                       "blanks": fill_replicates["blanks"]}}
+    out = _ratios(name, GROUPS, totals, drawn, level)
+    out.update({"test_tokens": int(sums["test"]["tokens"].sum()),
+                "test_chars": int(text["chars"].sum()), "test_bytes": int(text["bytes"].sum()),
+                "test_words": int(text["words"].sum()), "test_units": int(len(text["chars"])),
+                "test_oov_rate": stats["test"]["oov_rate"], "model_bytes": model_bytes,
+                "objective": objective})
+    return out
+
+
+def _ratios(name: str, groups: tuple, totals: dict, drawn: dict, level: float) -> dict:
+    """Each RATIOS key of `groups` of model `name` from the per-unit sums `totals` ({split: {column:
+    (U,)}}), then its interval from the replicates `drawn` ({split: {"<name>.<column>"|column: (B,)}})."""
     out = {}
-    for group in GROUPS:
+    for group in groups:
         for key in group:
             split, numerator, denominator, transform = RATIOS[key]
             out[key] = TRANSFORMS[transform][0](float(totals[split][numerator].sum()) /
@@ -55,11 +67,24 @@ def metrics(name: str, sums: dict[str, dict[str, np.ndarray]],
             out[f"{key}_ci_low"], out[f"{key}_ci_high"] = bootstrap.ratio_interval(
                 drawn[split][f"{name}.{numerator}"], drawn[split][denominator], level,
                 TRANSFORMS[transform][1])
-    out.update({"test_tokens": int(sums["test"]["tokens"].sum()),
-                "test_chars": int(text["chars"].sum()), "test_bytes": int(text["bytes"].sum()),
-                "test_words": int(text["words"].sum()), "test_units": int(len(text["chars"])),
-                "test_oov_rate": stats["test"]["oov_rate"], "model_bytes": model_bytes,
-                "objective": objective})
+    return out
+
+
+# an interpolated model's keys: its log-loss only (ranks and fill-ins need whole distributions)
+MIXTURE_GROUPS = tuple(tuple(k for k in g if RATIOS[k][1] == "nll") for g in GROUPS
+                       if any(RATIOS[k][1] == "nll" for k in g))
+
+
+def mixture_metrics(mixture, sums: dict[str, dict[str, np.ndarray]],
+                    replicates: dict[str, dict[str, np.ndarray]], text: dict[str, np.ndarray],
+                    level: float) -> dict:
+    """interpolation.json's entry of an interpolation.Mixture: its weight, parts and the log-loss
+    keys of metrics() (MIXTURE_GROUPS) with intervals, from its unit_sums and the replicates."""
+    out = {"interpolation_weight": mixture.weight, "rnn": mixture.rnn, "ngram": mixture.ngram,
+           "weight_chosen_on": "valid", "objective": "causal"}
+    out.update(_ratios(mixture.name, MIXTURE_GROUPS,
+                       {"valid": sums["valid"], "test": {**sums["test"], **text}}, replicates, level))
+    out["test_tokens"] = int(sums["test"]["tokens"].sum())
     return out
 
 
@@ -68,7 +93,8 @@ def columns(sums: dict[str, dict[str, np.ndarray]], split: str,
     """One split's per-unit columns resampled together: "tokens", each "<model>.nll|top1|top5", `text`."""
     return {"tokens": next(iter(sums.values()))[split]["tokens"],
             **{f"{name}.{field}": by_split[split][field]
-               for name, by_split in sums.items() for field in ("nll", "top1", "top5")},
+               for name, by_split in sums.items() for field in ("nll", "top1", "top5")
+               if field in by_split[split]},
             **(text or {})}
 
 
@@ -76,12 +102,16 @@ def comparisons(results: dict[str, dict], sums: dict[str, dict[str, dict[str, np
                 replicates: dict[str, np.ndarray], level: float) -> list:
     """bootstrap.paired on the test split of each pair of models of one objective, (later, earlier)."""
     names = list(results)
-    return [bootstrap.paired(a, b, sums[a]["test"]["nll"], sums[b]["test"]["nll"],
-                             sums[a]["test"]["tokens"],
-                             {"nll_a": replicates[f"{a}.nll"], "nll_b": replicates[f"{b}.nll"],
-                              "tokens": replicates["tokens"]}, level)
-            for j, a in enumerate(names) for b in names[:j]
+    return [pair(a, b, sums, replicates, level) for j, a in enumerate(names) for b in names[:j]
             if results[a]["objective"] == results[b]["objective"]]
+
+
+def pair(a: str, b: str, sums: dict[str, dict[str, dict[str, np.ndarray]]],
+         replicates: dict[str, np.ndarray], level: float) -> bootstrap.Comparison:
+    """bootstrap.paired of A against B on the test split (`replicates`: its columns' draw)."""
+    return bootstrap.paired(a, b, sums[a]["test"]["nll"], sums[b]["test"]["nll"], sums[a]["test"]["tokens"],
+                            {"nll_a": replicates[f"{a}.nll"], "nll_b": replicates[f"{b}.nll"],
+                             "tokens": replicates["tokens"]}, level)
 
 
 def _table(header: tuple, align: str, rows) -> list[str]:
@@ -97,13 +127,19 @@ def headline(name: str, result: dict) -> str:
             f"fill-in-the-blank {result['fill_accuracy']:.3f} ({result['objective']})")
 
 
+def mixture_headline(name: str, result: dict) -> str:
+    return (f"evaluate: {name} (λ={result['interpolation_weight']:.2f}, chosen on valid): test ppl "
+            f"{_cell(result, 'test_ppl', '.2f')}, val ppl {result['val_ppl']:.2f}, "
+            f"{result['test_bits_per_token']:.3f} bits/token")
+
+
 def _cell(r: dict, key: str, spec: str, bold: str = "") -> str:
     """`value [low, high]` of a RATIOS key of metrics() `r`, the value between `bold`s."""
     return f"{bold}{r[key]:{spec}}{bold} [{r[key + '_ci_low']:{spec}}, {r[key + '_ci_high']:{spec}}]"
 
 
 def comparison_markdown(results: dict[str, dict], blanks: int, choices: int, pairs: list,
-                        level: float, resamples: int, unit: str) -> str:
+                        level: float, resamples: int, unit: str, mixed: dict[str, dict]) -> str:
     """comparison.md: metrics with intervals, paired verdicts (Δ > 0: A better), per char/byte/word."""
     pct = f"{level:.0%}"
     verdicts = {"yes": "**yes**", "no": "no: B is better"}
@@ -125,6 +161,7 @@ def comparison_markdown(results: dict[str, dict], blanks: int, choices: int, pai
             "comparable with `causal` rows." % choices,
         "", f"[low, high]: {pct} percentile bootstrap interval, {resamples:,} resamples of "
             f"the test {unit} (blanks for fill-in-the-blank), the same draw for every model.",
+        *_mixture_lines(mixed, pct),
         "", f"### Which differences are real (paired bootstrap, {pct})", "",
         *_table(("A", "B", "Δ ln p per token, A − B", "P(A better)", "A better than B?"), "llrrl",
                 [(c.a, c.b, f"{c.delta:+.4f} [{c.low:+.4f}, {c.high:+.4f}]", f"{c.p_better:.3f}",
@@ -146,6 +183,24 @@ def comparison_markdown(results: dict[str, dict], blanks: int, choices: int, pai
             "is its price): the same denominators whatever the tokenizer, so word- and "
             "character-level runs of one corpus compare here (README, What the numbers mean)."]
     return "\n".join(lines) + "\n"
+
+
+def _mixture_lines(mixed: dict[str, dict], pct: str) -> list[str]:
+    """comparison.md's interpolation section (none without an interpolated model)."""
+    if not mixed:
+        return []
+    return [
+        "", "### Each recurrent model interpolated with the n-gram model", "",
+        *_table(("model (λ: the RNN's weight)", "val ppl", f"test ppl [{pct} CI]", "test bits/token",
+                 "bits/char", "word-level ppl"), "lrrrrr",
+                ((f"{name} (λ={r['interpolation_weight']:.2f})",
+                  _cell(r, "val_ppl", ".2f"), _cell(r, "test_ppl", ".2f", "**"),
+                  _cell(r, "test_bits_per_token", ".3f"), _cell(r, "test_bits_per_char", ".4f"),
+                  _cell(r, "test_word_ppl", ".2f")) for name, r in mixed.items())),
+        "", "p = λ·p_rnn + (1 − λ)·p_ngram for every test token (linear interpolation in "
+            "probability space); the interpolation weight λ is the best of 0.00, 0.01, ..., 1.00 "
+            "on the validation split, never chosen on test. Its verdicts against both of its "
+            "parts are in the paired table below; it has no top-k or fill-in-the-blank scores."]
 
 
 def probes_markdown(probes: list[dict], answers: dict[str, list[list[dict]]]) -> str:
@@ -189,15 +244,16 @@ def samples_markdown(samples: dict[str, list[str]], temperature: float) -> str:
 
 def write(out: Path, results: dict, mle: dict, pairs: list, histories: dict[str, list[dict]],
           memory: list[dict], probes: list[dict], answers: dict, samples: dict, settings,
-          blanks: int, unit: str) -> list[Path]:
-    """Write metrics/ (settings: params.evaluate) and return the files to log in MLflow."""
+          blanks: int, unit: str, mixed: dict[str, dict]) -> list[Path]:
+    """Write metrics/ (settings: params.evaluate; mixed: interpolation.json's entries) and return
+    the files to log in MLflow."""
     figures, level, choices = out / "plots", settings.confidence_level, settings.distractors + 1
     figures.mkdir(parents=True, exist_ok=True)
     for name, value in (("probes.json", answers), ("samples.json", samples), ("metrics.json", results),
-                        ("mle.json", mle), ("pairs.json", {f"{c.a}_vs_{c.b}": c.to_json() for c in pairs})):
+                        ("mle.json", mle), ("interpolation.json", mixed), ("pairs.json", {f"{c.a}_vs_{c.b}": c.to_json() for c in pairs})):
         (out / name).write_text(json.dumps(value, indent=2))
     (out / "comparison.md").write_text(comparison_markdown(
-        results, blanks, choices, pairs, level, settings.bootstrap_resamples, unit))
+        results, blanks, choices, pairs, level, settings.bootstrap_resamples, unit, mixed))
     (figures / "intervals.csv").write_text("model,objective,metric,value,ci_low,ci_high\n" + "".join(
         f"{name},{r['objective']},{key},{r[key]:.6g},{r[key + '_ci_low']:.6g},{r[key + '_ci_high']:.6g}\n"
         for key in WITH_INTERVALS for name, r in results.items()))
@@ -217,6 +273,6 @@ def write(out: Path, results: dict, mle: dict, pairs: list, histories: dict[str,
         ((r["model"], f"{r['entries']:,}", f"{r['bytes'] / 2**20:.2f}") for r in memory))) + "\n")
     plots.comparison(results, histories, memory, choices, figures / "comparison.png")
     return [out / "comparison.md", out / "memory.md", out / "metrics.json", out / "mle.json",
-            out / "pairs.json", figures / "intervals.png", figures / "intervals.csv",
+            out / "interpolation.json", out / "pairs.json", figures / "intervals.png", figures / "intervals.csv",
             out / "probes.md", out / "samples.md", figures / "comparison.png", figures / "memory.csv",
             figures / "val_ppl.csv", figures / "test_ppl.csv", figures / "fill_accuracy.csv"]

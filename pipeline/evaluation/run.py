@@ -14,7 +14,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from pipeline import config, files
-from pipeline.evaluation import bootstrap, report, scoring, tasks
+from pipeline.evaluation import bootstrap, interpolation, report, scoring, tasks
 from pipeline.evaluation.models import LanguageModel, codec, load_model, retrain_hint
 from pipeline.evaluation.probes import load_probes
 from pipeline.ngram import counting, kneser_ney
@@ -65,16 +65,19 @@ class Inputs:
 
 @dataclass
 class Scored:
-    """One model's scores: per split, its per-unit sums (scoring.unit_sums); per blank, right or not."""
+    """One model's scores: per split, its per-unit sums (scoring.unit_sums) and, causal models
+    only, its per-token ln p (for interpolation); per blank, right or not."""
     lm: LanguageModel                 # its weights file: lm.path
     sums: dict[str, dict[str, np.ndarray]]
     fill: np.ndarray
+    logprobs: dict[str, np.ndarray]   # split -> Scores.logprobs; {} for a cloze model
 
 
 @dataclass
 class Evaluation:
     """What tracking/ logs; models in metrics.json's order (ngram, then params.models)."""
     results: dict[str, dict]                # name -> metrics.json's entry
+    mixed: dict[str, dict]                  # "<rnn>+ngram" -> interpolation.json's entry
     scored: dict[str, Scored]
     found: Inputs                           # what `load` read
     artifacts: list[Path]                   # metrics/ files for the pipeline run
@@ -135,9 +138,11 @@ def score(found: Inputs) -> tuple[dict[str, Scored], dict]:
     splits, units = found.splits, found.units
     scored = {}
     for name, lm in found.models.items():
-        sums = {s: scoring.unit_sums(lm.stream_scores(stream), stream, units[f"{s}_unit"],
-                                     len(units[f"{s}_chars"])) for s, stream in splits.items()}
-        scored[name] = Scored(lm, sums, tasks.blank_correct(lm, found.blanks))
+        scores = {s: lm.stream_scores(stream) for s, stream in splits.items()}
+        sums = {s: scoring.unit_sums(scores[s], stream, units[f"{s}_unit"], len(units[f"{s}_chars"]))
+                for s, stream in splits.items()}
+        scored[name] = Scored(lm, sums, tasks.blank_correct(lm, found.blanks),
+                              {s: x.logprobs for s, x in scores.items()} if lm.kind == "causal" else {})
     mle = {f"{name}_{split}": scoring.mle_summary(kneser_ney.mle_probs(found.counts, stream, n, found.totals))
            for name, n in (("bigram", 2), ("trigram", 3)) for split, stream in splits.items()}
     return scored, mle
@@ -150,9 +155,7 @@ def summarize(params: config.Params, found: Inputs,
     settings, text = params.evaluate, {f: found.units[f"test_{f}"] for f in text_units.FIELDS}
     level, resamples = settings.confidence_level, settings.bootstrap_resamples
     sums = {name: m.sums for name, m in scored.items()}
-    replicates = {s: bootstrap.resample_sums(report.columns(sums, s, text if s == "test" else None),
-                                             resamples, params.seed + i)
-                  for i, s in enumerate(("test", "valid"))}
+    replicates = _replicates(params, sums, text)
     fill_replicates = bootstrap.resample_sums(
         {**{n: m.fill.astype(np.float64) for n, m in scored.items()},
          "blanks": np.ones(len(found.blanks))}, resamples, params.seed + 2)
@@ -175,18 +178,49 @@ def summarize(params: config.Params, found: Inputs,
     return results, pairs
 
 
+def _replicates(params: config.Params, sums: dict, text: dict) -> dict[str, dict[str, np.ndarray]]:
+    """{split: resample_sums of its columns}: test's, then valid's, seeded params.seed + 0 and + 1
+    (the same seed draws the same units for any columns, so every call pairs with every other)."""
+    return {s: bootstrap.resample_sums(report.columns(sums, s, text if s == "test" else None),
+                                       params.evaluate.bootstrap_resamples, params.seed + i)
+            for i, s in enumerate(("test", "valid"))}
+
+
+def interpolate(params: config.Params, found: Inputs,
+                scored: dict[str, Scored]) -> tuple[dict[str, dict], list[bootstrap.Comparison]]:
+    """(interpolation.json's {name: entry}, each mixture against both of its parts) for each causal
+    RNN interpolated with the n-gram model (interpolation.py: λ chosen on valid); printed."""
+    text, level = {f: found.units[f"test_{f}"] for f in text_units.FIELDS}, params.evaluate.confidence_level
+    mixtures = interpolation.mixtures({name: m.logprobs for name, m in scored.items() if m.logprobs})
+    sums = {x.name: {s: scoring.unit_sums(scoring.Scores(x.logprobs[s]), stream, found.units[f"{s}_unit"],
+                                          len(found.units[f"{s}_chars"])) for s, stream in found.splits.items()}
+            for x in mixtures}
+    if not sums:
+        return {}, []
+    sums.update({name: m.sums for name, m in scored.items() if m.logprobs})
+    replicates = _replicates(params, sums, text)
+    mixed = {x.name: report.mixture_metrics(x, sums[x.name], replicates, text, level) for x in mixtures}
+    pairs = [report.pair(x.name, part, sums, replicates["test"], level) for x in mixtures for part in (x.rnn, x.ngram)]
+    for name, result in mixed.items():
+        print(report.mixture_headline(name, result), flush=True)
+    for pair in pairs:
+        print(f"evaluate: {pair.sentence()}", flush=True)
+    return mixed, pairs
+
+
 def evaluate(params: config.Params, found: Inputs, out: Path) -> Evaluation:
     """Score, summarize, answer the probes, sample, and write metrics/ from what `load` read."""
     settings = params.evaluate
     scored, mle = score(found)
     results, pairs = summarize(params, found, scored)
+    mixed, mixed_pairs = interpolate(params, found, scored)
     answers = {name: [tasks.run_probe(m.lm, probe, found.encode, found.vocab.tokens, found.unknown)
                       for probe in found.probes] for name, m in scored.items()}
     samples = {name: [" ".join(found.vocab.decode(s)) for s in
                       tasks.sample(m.lm, settings.samples, settings.temperature, settings.max_length,
                                    params.seed)]
                for name, m in scored.items() if m.lm.kind == "causal" and settings.samples}
-    artifacts = report.write(out, results, mle, pairs, found.histories, found.memory, found.probes, answers,
-                             samples, settings, len(found.blanks),
-                             found.stats.get("interval_unit", "sentences"))
-    return Evaluation(results, scored, found, artifacts)
+    artifacts = report.write(out, results, mle, pairs + mixed_pairs, found.histories, found.memory, found.probes,
+                             answers, samples, settings, len(found.blanks),
+                             found.stats.get("interval_unit", "sentences"), mixed)
+    return Evaluation(results, mixed, scored, found, artifacts)

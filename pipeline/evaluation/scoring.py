@@ -23,7 +23,8 @@ ROWS = 64   # logits made per product: 33k words x 64 rows x 4 bytes fit a cache
 @dataclass
 class Scores:
     logprobs: np.ndarray  # ln p(target), every non-<s> token in stream order
-    ranks: np.ndarray     # words (but <s>) with a strictly higher probability than the target
+    ranks: np.ndarray | None = None   # words (but <s>) with a strictly higher probability than the
+    # target; None where unknown (an interpolated model's: its ranks need whole distributions)
 
 
 def ngram_logprobs(model: NGramLM, stream: np.ndarray) -> np.ndarray:
@@ -212,17 +213,20 @@ def cloze_scores(model: RNNLM, stream: np.ndarray, batch_size: int = 64,
 
 def unit_sums(scores: Scores, stream: np.ndarray, unit_of_sentence: np.ndarray,
               units: int) -> dict[str, np.ndarray]:
-    """(U,) sums of "nll" (nats), "tokens", "top1", "top5" per unit; `unit_of_sentence` (S,): units.npz."""
+    """(U,) sums of "nll" (nats), "tokens", "top1", "top5" (if scores.ranks) per unit;
+    `unit_of_sentence` (S,): units.npz."""
     stream = np.asarray(stream)
     starts = stream == BOS_ID
     sentence = np.cumsum(starts)[~starts] - 1            # the sentence of each target
     if len(sentence) != len(scores.logprobs) or int(starts.sum()) != len(unit_of_sentence):
         raise ValueError("scores, stream and units disagree; rerun `dvc repro prepare`")
     unit = np.asarray(unit_of_sentence, dtype=np.int64)[sentence]
-    return {"nll": np.bincount(unit, weights=-scores.logprobs, minlength=units),
-            "tokens": np.bincount(unit, minlength=units).astype(np.float64),
-            "top1": np.bincount(unit, weights=scores.ranks < 1, minlength=units),
-            "top5": np.bincount(unit, weights=scores.ranks < 5, minlength=units)}
+    sums = {"nll": np.bincount(unit, weights=-scores.logprobs, minlength=units),
+            "tokens": np.bincount(unit, minlength=units).astype(np.float64)}
+    if scores.ranks is not None:
+        sums.update(top1=np.bincount(unit, weights=scores.ranks < 1, minlength=units),
+                    top5=np.bincount(unit, weights=scores.ranks < 5, minlength=units))
+    return sums
 
 
 def summarize(logprobs: np.ndarray) -> dict:

@@ -13,7 +13,7 @@ import numpy as np
 
 from pipeline import config, files
 from pipeline.evaluation import run
-from pipeline.tracking import mlflow_runs, registry, store
+from pipeline.tracking import mlflow_runs, registry, run_search, store
 from pipeline.tracking.promotion import UNIT_SCORES
 
 
@@ -51,6 +51,13 @@ def sha256(path: Path, digits: int) -> str:
     """The first `digits` hex digits of the file's SHA-256, read in blocks (a model may exceed memory)."""
     with open(path, "rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()[:digits]
+
+
+def mixture_metrics(mixed: dict[str, dict]) -> dict[str, float]:
+    """The parent run's metrics of interpolation.json's entries (run_search.mixtures reads them;
+    MLflow's metric names allow no "+")."""
+    return {f"{run_search.MIXTURE}{result['rnn']}.{key}": float(value) for result in mixed.values()
+            for key, value in result.items() if isinstance(value, int | float)}
 
 
 def evaluate(params: config.Params, data: Path, models: Path, out: Path) -> None:
@@ -97,6 +104,6 @@ def evaluate(params: config.Params, data: Path, models: Path, out: Path) -> None
             mlflow_runs.end_run(uri, parent, mlflow_runs.end_status(error))
             raise
     (out / "registry.json").write_text(json.dumps(registered, indent=2))
-    mlflow_runs.finish_pipeline(uri, parent, done.artifacts)
+    mlflow_runs.finish_pipeline(uri, parent, done.artifacts, mixture_metrics(done.mixed))
     print(f"evaluate: logged pipeline run {parent} and {len(done.results)} model runs to {uri}",
           flush=True)

@@ -11,11 +11,12 @@ import os
 import re
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import mlflow
 import psutil
-from mlflow.entities import Param
+from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from pipeline.config import flatten
@@ -183,8 +184,13 @@ def start_pipeline(tracking_uri: str, experiment: str, root: Path, params: dict,
     return run.info.run_id
 
 
-def finish_pipeline(tracking_uri: str, run_id: str, artifacts: list[Path]) -> None:
+def finish_pipeline(tracking_uri: str, run_id: str, artifacts: list[Path],
+                    metrics: dict[str, float] | None = None) -> None:
+    """Log `artifacts` under report/ and `metrics` (step 0) on the parent run, then end it."""
     client = MlflowClient(tracking_uri)
+    if metrics:
+        now = int(time.time() * 1000)
+        client.log_batch(run_id, metrics=[Metric(key, value, now, 0) for key, value in metrics.items()])
     for path in artifacts:
         if path.exists():
             client.log_artifact(run_id, str(path), artifact_path="report")

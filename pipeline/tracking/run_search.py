@@ -12,6 +12,18 @@ from pipeline.errors import StateError
 ROLE = "lmpipe.role"            # pipeline | model
 PARENT = "mlflow.parentRunId"   # what the MLflow UI nests runs by
 VIEW = "lmpipe"   # the runs table's preset columns: #/experiments/<id>/runs?viewStateShareKey=lmpipe
+MIXTURE = "interpolation."   # a parent run's metrics of each RNN interpolated with the n-gram model:
+# MIXTURE<rnn>.<interpolation.json's key> (evaluation_runs.mixture_metrics)
+
+
+def mixtures(run) -> dict[str, dict[str, float]]:
+    """{rnn: {key: value}} of the interpolated models logged on a pipeline run (none before lmpipe did)."""
+    found: dict[str, dict[str, float]] = {}
+    for key, value in run.data.metrics.items():
+        if key.startswith(MIXTURE):
+            rnn, metric = key[len(MIXTURE):].rsplit(".", 1)
+            found.setdefault(rnn, {})[metric] = value
+    return found
 
 
 def pipeline_runs(tracking_uri: str, experiment: str, limit: int = 50, finished: bool = True) -> list:
