@@ -1,6 +1,7 @@
 """Files at the edge: outputs renamed into place from a scratch `*.partial*` name (a kill leaves the
 old file or the scratch); readers of earlier stages' outputs (StateError naming the file and the
-fix; .npz members memory-mapped through out_of_core); params YAML as DVC reads it (ParamsError); lmplz's -S sizes."""
+fix; .npz members memory-mapped through out_of_core); params YAML as DVC reads it (ParamsError);
+lmplz's -S sizes."""
 
 from __future__ import annotations
 

@@ -31,7 +31,8 @@ def chunks(array: np.ndarray, rows: int = 1 << 20) -> Iterator[np.ndarray]:
 
 
 def mapped_npz(path: Path) -> dict:
-    """The arrays of a .npz, each memory-mapped where stored uncompressed (outputs.save_npz's):
+    """The arrays of a .npz, each memory-mapped where stored uncompressed (outputs.save_npz's,
+    64-byte aligned: numpy searches a misaligned map through a copy of it, which still works):
     pages are read as scored and stay reclaimable. Each member is read through once in slices,
     so a damaged one (CRC) raises as np.load would; others (compressed, empty, 0-d) are read."""
     arrays = {}
