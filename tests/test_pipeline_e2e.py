@@ -60,7 +60,9 @@ def test_every_output_exists(repo):
     for name in ("metrics.json", "mle.json", "interpolation.json", "pairs.json", "comparison.md", "memory.md", "probes.md",
                  "samples.md", "plots/val_ppl.csv", "plots/test_ppl.csv", "plots/memory.csv",
                  "plots/fill_accuracy.csv", "plots/comparison.png", "plots/intervals.png",
-                 "plots/intervals.csv"):
+                 "plots/intervals.csv", "breakdowns.json", "plots/breakdowns.csv",
+                 "plots/breakdown_frequency.png", "plots/breakdown_position.png",
+                 "plots/breakdown_backoff_order.png"):
         assert (repo / "metrics" / name).is_file(), name
 
 
@@ -96,6 +98,12 @@ def test_metrics_are_finite_for_all_five_models(repo):
         assert 0 <= values["interpolation_weight"] <= 1
         assert values["test_ppl_ci_low"] <= values["test_ppl"] <= values["test_ppl_ci_high"]
     assert "### Which differences are real" in (repo / "metrics" / "comparison.md").read_text()
+    broken = json.loads((repo / "metrics" / "breakdowns.json").read_text())
+    assert set(broken) == {"frequency", "position", "backoff_order"}
+    for table in broken.values():   # causal models only; the cells add up to the test set
+        cells = table["cells"].values()
+        assert sum(c["tokens"] for c in cells) == metrics["gru"]["test_tokens"]
+        assert {m for c in cells for m in c if m not in ("tokens", "share")} == {"ngram", "rnn", "gru", "deep"}
     assert {metrics[k]["objective"] for k in ("ngram", "rnn", "gru", "deep")} == {"causal"}
 
 

@@ -82,9 +82,24 @@ def test_ngram_ranks_count_the_words_ahead_of_the_target(rng, order):
     brute = [(row > row[t]).sum() for row, t in zip(probs, targets, strict=True)]
     assert scores.ranks.tolist() == brute
     np.testing.assert_array_equal(scores.logprobs, scoring.ngram_logprobs(lm, stream))   # as one piece
-    few = scoring.ngram_ranks(lm, scoring.ngram_contexts(stream, order), targets, most=5)
+    few, orders = scoring.ngram_ranks(lm, scoring.ngram_contexts(stream, order), targets, most=5)
     assert few.tolist() == brute                  # each level's stored words sorted 5 at a time
+    np.testing.assert_array_equal(orders, scores.orders)
     assert 0 < np.mean(scores.ranks < 1) <= np.mean(scores.ranks < 5) <= 1
+
+
+@pytest.mark.parametrize("order", [1, 3, 5])
+def test_ngram_backoff_orders_are_the_longest_stored_ngram_ending_in_each_target(rng, order):
+    lm = _ngram(rng, order)
+    stream = _stream(rng, sentences=40)
+    contexts, targets = scoring.ngram_contexts(stream, order), stream[stream != BOS_ID]
+    brute = np.ones(len(targets), dtype=np.int64)
+    for n in range(2, order + 1):                 # each n-gram looked up whole, shortest first
+        stored = lm.gram_ids(np.column_stack([contexts[:, order - n:], targets])) >= 0
+        brute[stored] = n
+    orders = scoring.ngram_scores(lm, stream, block=7).orders
+    np.testing.assert_array_equal(orders, brute)
+    assert order == 1 or len(set(orders.tolist())) > 1   # the toy model backs off somewhere
 
 
 def test_rnn_ranks_count_the_words_ahead_of_the_target(rng):

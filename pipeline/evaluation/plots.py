@@ -56,3 +56,27 @@ def comparison(results: dict, histories: dict[str, list[dict]], memory: list[dic
     middle.legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
+
+
+def breakdown(table: dict, path: Path, level: float) -> None:
+    """breakdown_<name>.png: each model's test bits per token per cell of one breakdown
+    (breakdowns.tables' entry), with intervals; the cells' shares of the tokens under their names."""
+    cells = table["cells"]
+    models = [m for m in next(iter(cells.values()), {}) if m not in ("tokens", "share")]
+    figure = Figure(figsize=(max(6.0, 1.3 * len(cells) + 2), 4))
+    axis = figure.subplots()
+    width = 0.8 / max(len(models), 1)
+    for k, model in enumerate(models):
+        x = [i - 0.4 + width * (k + 0.5) for i in range(len(cells))]
+        values = [cell[model] for cell in cells.values()]
+        axis.errorbar(x, [v["bits_per_token"] for v in values], fmt="o", capsize=3, label=model,
+                      yerr=[[max(v["bits_per_token"] - v["ci_low"], 0.0) for v in values],
+                            [max(v["ci_high"] - v["bits_per_token"], 0.0) for v in values]])
+    axis.set_xticks(range(len(cells)), [f"{label}\n{cell['share']:.1%} of tokens"
+                                        for label, cell in cells.items()])
+    axis.set(ylabel=f"test bits per token ({level:.0%} bootstrap interval)",
+             title=f"test log-loss {table['title']}; lower is better")
+    axis.grid(axis="y", linestyle=":", linewidth=0.5)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.evaluation import bootstrap, plots
+from pipeline.evaluation import bootstrap, breakdowns, plots
 
 # metric -> (split, numerator, denominator, transform) of per-unit sums; each has <key>_ci_low and
 # <key>_ci_high (bootstrap.py), in metrics.json and MLflow; intervals.csv's order
@@ -244,16 +244,17 @@ def samples_markdown(samples: dict[str, list[str]], temperature: float) -> str:
 
 def write(out: Path, results: dict, mle: dict, pairs: list, histories: dict[str, list[dict]],
           memory: list[dict], probes: list[dict], answers: dict, samples: dict, settings,
-          blanks: int, unit: str, mixed: dict[str, dict]) -> list[Path]:
-    """Write metrics/ (settings: params.evaluate; mixed: interpolation.json's entries) and return
-    the files to log in MLflow."""
+          blanks: int, unit: str, mixed: dict[str, dict], broken: dict[str, dict]) -> list[Path]:
+    """Write metrics/ (settings: params.evaluate; mixed: interpolation.json's entries; broken:
+    breakdowns.tables' against the n-gram model) and return the files to log in MLflow."""
     figures, level, choices = out / "plots", settings.confidence_level, settings.distractors + 1
     figures.mkdir(parents=True, exist_ok=True)
     for name, value in (("probes.json", answers), ("samples.json", samples), ("metrics.json", results),
                         ("mle.json", mle), ("interpolation.json", mixed), ("pairs.json", {f"{c.a}_vs_{c.b}": c.to_json() for c in pairs})):
         (out / name).write_text(json.dumps(value, indent=2))
     (out / "comparison.md").write_text(comparison_markdown(
-        results, blanks, choices, pairs, level, settings.bootstrap_resamples, unit, mixed))
+        results, blanks, choices, pairs, level, settings.bootstrap_resamples, unit, mixed)
+        + breakdowns.markdown(broken, "ngram", level))
     (figures / "intervals.csv").write_text("model,objective,metric,value,ci_low,ci_high\n" + "".join(
         f"{name},{r['objective']},{key},{r[key]:.6g},{r[key + '_ci_low']:.6g},{r[key + '_ci_high']:.6g}\n"
         for key in WITH_INTERVALS for name, r in results.items()))
@@ -272,7 +273,7 @@ def write(out: Path, results: dict, mle: dict, pairs: list, histories: dict[str,
         ("model", "entries (n-grams or parameters)", "MiB"), "lrr",
         ((r["model"], f"{r['entries']:,}", f"{r['bytes'] / 2**20:.2f}") for r in memory))) + "\n")
     plots.comparison(results, histories, memory, choices, figures / "comparison.png")
-    return [out / "comparison.md", out / "memory.md", out / "metrics.json", out / "mle.json",
+    return [*breakdowns.write(out, broken, level), out / "comparison.md", out / "memory.md", out / "metrics.json", out / "mle.json",
             out / "interpolation.json", out / "pairs.json", figures / "intervals.png", figures / "intervals.csv",
             out / "probes.md", out / "samples.md", figures / "comparison.png", figures / "memory.csv",
             figures / "val_ppl.csv", figures / "test_ppl.csv", figures / "fill_accuracy.csv"]

@@ -14,7 +14,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from pipeline import config, files
-from pipeline.evaluation import bootstrap, interpolation, report, scoring, tasks
+from pipeline.evaluation import bootstrap, breakdowns, interpolation, report, scoring, tasks
 from pipeline.evaluation.models import LanguageModel, codec, load_model, retrain_hint
 from pipeline.evaluation.probes import load_probes
 from pipeline.ngram import counting, kneser_ney
@@ -66,11 +66,11 @@ class Inputs:
 @dataclass
 class Scored:
     """One model's scores: per split, its per-unit sums (scoring.unit_sums) and, causal models
-    only, its per-token ln p (for interpolation); per blank, right or not."""
+    only, its per-token Scores (for interpolation and breakdowns); per blank, right or not."""
     lm: LanguageModel                 # its weights file: lm.path
     sums: dict[str, dict[str, np.ndarray]]
     fill: np.ndarray
-    logprobs: dict[str, np.ndarray]   # split -> Scores.logprobs; {} for a cloze model
+    scores: dict[str, scoring.Scores]   # split -> its Scores; {} for a cloze model
 
 
 @dataclass
@@ -142,7 +142,7 @@ def score(found: Inputs) -> tuple[dict[str, Scored], dict]:
         sums = {s: scoring.unit_sums(scores[s], stream, units[f"{s}_unit"], len(units[f"{s}_chars"]))
                 for s, stream in splits.items()}
         scored[name] = Scored(lm, sums, tasks.blank_correct(lm, found.blanks),
-                              {s: x.logprobs for s, x in scores.items()} if lm.kind == "causal" else {})
+                              scores if lm.kind == "causal" else {})
     mle = {f"{name}_{split}": scoring.mle_summary(kneser_ney.mle_probs(found.counts, stream, n, found.totals))
            for name, n in (("bigram", 2), ("trigram", 3)) for split, stream in splits.items()}
     return scored, mle
@@ -191,13 +191,14 @@ def interpolate(params: config.Params, found: Inputs,
     """(interpolation.json's {name: entry}, each mixture against both of its parts) for each causal
     RNN interpolated with the n-gram model (interpolation.py: λ chosen on valid); printed."""
     text, level = {f: found.units[f"test_{f}"] for f in text_units.FIELDS}, params.evaluate.confidence_level
-    mixtures = interpolation.mixtures({name: m.logprobs for name, m in scored.items() if m.logprobs})
+    mixtures = interpolation.mixtures({name: {s: x.logprobs for s, x in m.scores.items()}
+                                       for name, m in scored.items() if m.scores})
     sums = {x.name: {s: scoring.unit_sums(scoring.Scores(x.logprobs[s]), stream, found.units[f"{s}_unit"],
                                           len(found.units[f"{s}_chars"])) for s, stream in found.splits.items()}
             for x in mixtures}
     if not sums:
         return {}, []
-    sums.update({name: m.sums for name, m in scored.items() if m.logprobs})
+    sums.update({name: m.sums for name, m in scored.items() if m.scores})
     replicates = _replicates(params, sums, text)
     mixed = {x.name: report.mixture_metrics(x, sums[x.name], replicates, text, level) for x in mixtures}
     pairs = [report.pair(x.name, part, sums, replicates["test"], level) for x in mixtures for part in (x.rnn, x.ngram)]
@@ -206,6 +207,19 @@ def interpolate(params: config.Params, found: Inputs,
     for pair in pairs:
         print(f"evaluate: {pair.sentence()}", flush=True)
     return mixed, pairs
+
+
+def break_down(params: config.Params, found: Inputs, scored: dict[str, Scored]) -> dict[str, dict]:
+    """breakdowns.json: the causal models' test log-loss by train frequency, position and the
+    n-gram model's backoff order, against the n-gram model (breakdowns.py); seeded as test's draw."""
+    stream, settings = np.asarray(found.splits["test"]), params.evaluate
+    test = {name: m.scores["test"] for name, m in scored.items() if m.scores}
+    parts = [breakdowns.by_frequency(stream[stream != BOS_ID], found.counts.counts[0]),
+             breakdowns.by_position(stream),
+             breakdowns.by_backoff_order(test["ngram"].orders, scored["ngram"].lm.lm.order)]
+    return breakdowns.tables(parts, {name: x.logprobs for name, x in test.items()},
+                             scoring.target_units(stream, found.units["test_unit"]), len(found.units["test_chars"]),
+                             "ngram", settings.bootstrap_resamples, params.seed, settings.confidence_level)
 
 
 def evaluate(params: config.Params, found: Inputs, out: Path) -> Evaluation:
@@ -222,5 +236,5 @@ def evaluate(params: config.Params, found: Inputs, out: Path) -> Evaluation:
                for name, m in scored.items() if m.lm.kind == "causal" and settings.samples}
     artifacts = report.write(out, results, mle, pairs + mixed_pairs, found.histories, found.memory, found.probes,
                              answers, samples, settings, len(found.blanks),
-                             found.stats.get("interval_unit", "sentences"), mixed)
+                             found.stats.get("interval_unit", "sentences"), mixed, break_down(params, found, scored))
     return Evaluation(results, mixed, scored, found, artifacts)

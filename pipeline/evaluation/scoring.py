@@ -25,6 +25,8 @@ class Scores:
     logprobs: np.ndarray  # ln p(target), every non-<s> token in stream order
     ranks: np.ndarray | None = None   # words (but <s>) with a strictly higher probability than the
     # target; None where unknown (an interpolated model's: its ranks need whole distributions)
+    orders: np.ndarray | None = None  # n-gram models: the backoff order, the order of the longest
+    # stored n-gram ending in the target (1: backed off to the unigram)
 
 
 def ngram_logprobs(model: NGramLM, stream: np.ndarray) -> np.ndarray:
@@ -76,10 +78,13 @@ def _above(ascending: np.ndarray, lo: np.ndarray, hi: np.ndarray, bar: np.ndarra
     return end - lo
 
 
-def ngram_ranks(lm: NGramLM, contexts: np.ndarray, targets: np.ndarray, most: int = 1 << 22) -> np.ndarray:
-    """Rank of each target after its context (contexts (Q, order-1), as ngram_distributions': ties
-    not above) without a full distribution. A word's p is its p after its longest stored context
-    suffix times the backoffs of the longer ones, so the words above the target are counted level
+def ngram_ranks(lm: NGramLM, contexts: np.ndarray, targets: np.ndarray,
+                most: int = 1 << 22) -> tuple[np.ndarray, np.ndarray]:
+    """(rank, backoff order) of each target after its context (contexts (Q, order-1), as
+    ngram_distributions': ties not above) without a full distribution; the order is that of the
+    longest stored n-gram ending in the target, found on the way. A word's p is its p after its
+    longest stored context suffix times the backoffs of the longer ones, so the words above the
+    target are counted level
     by level: all words by their unigram p, then per context suffix its stored words at their p
     less the same words one level down (_level). Needs every stored n-gram's suffix stored
     (lmplz's models; the ngram stage's)."""
@@ -88,16 +93,18 @@ def ngram_ranks(lm: NGramLM, contexts: np.ndarray, targets: np.ndarray, most: in
     factors = np.ones((K, len(targets)))                         # 10^backoff of each stored suffix
     unigram = 10.0 ** lm.log10_prob[0]
     bar = unigram[targets]                                       # the target's p, in the same order
+    order = np.ones(len(targets), dtype=np.int64)
     for j in range(1, K + 1):
         has = ids[j] >= 0
         factors[j - 1, has] = 10.0 ** lm.log10_backoff[j - 1][ids[j][has]]
         found, at = find(lm.keys[j], np.where(has, ids[j] * V + targets, -1))
         bar = np.where(found, 10.0 ** lm.log10_prob[j][at], bar * factors[j - 1])
+        order[found] = j + 1
     rank = _above(np.sort(unigram), np.zeros(len(targets), dtype=np.int64), np.full(len(targets), V), bar, factors)
     for j in range(1, K + 1):
         has = np.flatnonzero(ids[j] >= 0)
         rank[has] += _level(lm, j, ids[j][has], ids[j - 1][has], bar[has], factors[:, has], most)
-    return rank
+    return rank, order
 
 
 def _level(lm: NGramLM, j: int, suffix: np.ndarray, shorter: np.ndarray, bar: np.ndarray,
@@ -131,17 +138,19 @@ def _level(lm: NGramLM, j: int, suffix: np.ndarray, shorter: np.ndarray, bar: np
 
 
 def ngram_scores(lm: NGramLM, stream: np.ndarray, block: int = 1 << 18) -> Scores:
-    """Scores of every non-`<s>` target, whole sentences of about `block` targets at a time; after
+    """Scores (with backoff orders) of every non-`<s>` target, whole sentences of about `block` targets at a time; after
     each, the model's memory-mapped pages are released (NGramLM.release)."""
     stream = np.asarray(stream, dtype=np.int64)
     starts = np.flatnonzero(stream == BOS_ID)
     at = np.searchsorted(starts, np.arange(block, len(stream), block))   # the next sentence's start
-    logprobs, ranks = [np.zeros(0)], [np.zeros(0, dtype=np.int64)]
+    logprobs, ranks, orders = [np.zeros(0)], [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)]
     for piece in np.split(stream, np.unique(starts[at[at < len(starts)]])):
         logprobs.append(ngram_logprobs(lm, piece))
-        ranks.append(ngram_ranks(lm, ngram_contexts(piece, lm.order), piece[piece != BOS_ID]))
+        rank, order = ngram_ranks(lm, ngram_contexts(piece, lm.order), piece[piece != BOS_ID])
+        ranks.append(rank)
+        orders.append(order)
         lm.release()
-    return Scores(np.concatenate(logprobs), np.concatenate(ranks))
+    return Scores(np.concatenate(logprobs), np.concatenate(ranks), np.concatenate(orders))
 
 
 @torch.no_grad()
@@ -211,16 +220,21 @@ def cloze_scores(model: RNNLM, stream: np.ndarray, batch_size: int = 64,
     return Scores(logprobs, ranks)
 
 
+def target_units(stream: np.ndarray, unit_of_sentence: np.ndarray) -> np.ndarray:
+    """(T,) the resampling unit of each non-`<s>` target; `unit_of_sentence` (S,): units.npz."""
+    starts = np.asarray(stream) == BOS_ID
+    if int(starts.sum()) != len(unit_of_sentence):
+        raise ValueError("scores, stream and units disagree; rerun `dvc repro prepare`")
+    return np.asarray(unit_of_sentence, dtype=np.int64)[np.cumsum(starts)[~starts] - 1]
+
+
 def unit_sums(scores: Scores, stream: np.ndarray, unit_of_sentence: np.ndarray,
               units: int) -> dict[str, np.ndarray]:
     """(U,) sums of "nll" (nats), "tokens", "top1", "top5" (if scores.ranks) per unit;
     `unit_of_sentence` (S,): units.npz."""
-    stream = np.asarray(stream)
-    starts = stream == BOS_ID
-    sentence = np.cumsum(starts)[~starts] - 1            # the sentence of each target
-    if len(sentence) != len(scores.logprobs) or int(starts.sum()) != len(unit_of_sentence):
+    unit = target_units(stream, unit_of_sentence)
+    if len(unit) != len(scores.logprobs):
         raise ValueError("scores, stream and units disagree; rerun `dvc repro prepare`")
-    unit = np.asarray(unit_of_sentence, dtype=np.int64)[sentence]
     sums = {"nll": np.bincount(unit, weights=-scores.logprobs, minlength=units),
             "tokens": np.bincount(unit, minlength=units).astype(np.float64)}
     if scores.ranks is not None:
