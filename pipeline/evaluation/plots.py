@@ -63,7 +63,7 @@ def breakdown(table: dict, path: Path, level: float) -> None:
     (breakdowns.tables' entry), with intervals; the cells' shares of the tokens under their names."""
     cells = table["cells"]
     models = [m for m in next(iter(cells.values()), {}) if m not in ("tokens", "share")]
-    figure = Figure(figsize=(max(6.0, 1.3 * len(cells) + 2), 4))
+    figure = Figure(figsize=(max(7.5, 1.3 * len(cells) + 2), 4.5))
     axis = figure.subplots()
     width = 0.8 / max(len(models), 1)
     for k, model in enumerate(models):
@@ -74,8 +74,8 @@ def breakdown(table: dict, path: Path, level: float) -> None:
                             [max(v["ci_high"] - v["bits_per_token"], 0.0) for v in values]])
     axis.set_xticks(range(len(cells)), [f"{label}\n{cell['share']:.1%} of tokens"
                                         for label, cell in cells.items()])
-    axis.set(ylabel=f"test bits per token ({level:.0%} bootstrap interval)",
-             title=f"test log-loss {table['title']}; lower is better")
+    axis.set(ylabel=f"test bits per token ({level:.0%} bootstrap interval)")
+    axis.set_title(f"test log-loss {table['title']}\n(lower is better)", fontsize=9)
     axis.grid(axis="y", linestyle=":", linewidth=0.5)
     axis.legend(fontsize=8)
     figure.tight_layout()

@@ -190,7 +190,8 @@ def interpolate(params: config.Params, found: Inputs,
                 scored: dict[str, Scored]) -> tuple[dict[str, dict], list[bootstrap.Comparison]]:
     """(interpolation.json's {name: entry}, each mixture against both of its parts) for each causal
     RNN interpolated with the n-gram model (interpolation.py: λ chosen on valid); printed."""
-    text, level = {f: found.units[f"test_{f}"] for f in text_units.FIELDS}, params.evaluate.confidence_level
+    started, level = time.perf_counter(), params.evaluate.confidence_level
+    text = {f: found.units[f"test_{f}"] for f in text_units.FIELDS}
     mixtures = interpolation.mixtures({name: {s: x.logprobs for s, x in m.scores.items()}
                                        for name, m in scored.items() if m.scores})
     sums = {x.name: {s: scoring.unit_sums(scoring.Scores(x.logprobs[s]), stream, found.units[f"{s}_unit"],
@@ -206,20 +207,26 @@ def interpolate(params: config.Params, found: Inputs,
         print(report.mixture_headline(name, result), flush=True)
     for pair in pairs:
         print(f"evaluate: {pair.sentence()}", flush=True)
+    print(f"evaluate: {len(mixed)} interpolated models, λ chosen on valid, with intervals in "
+          f"{time.perf_counter() - started:.2f} s", flush=True)
     return mixed, pairs
 
 
 def break_down(params: config.Params, found: Inputs, scored: dict[str, Scored]) -> dict[str, dict]:
     """breakdowns.json: the causal models' test log-loss by train frequency, position and the
     n-gram model's backoff order, against the n-gram model (breakdowns.py); seeded as test's draw."""
-    stream, settings = np.asarray(found.splits["test"]), params.evaluate
+    started, stream, settings = time.perf_counter(), np.asarray(found.splits["test"]), params.evaluate
     test = {name: m.scores["test"] for name, m in scored.items() if m.scores}
     parts = [breakdowns.by_frequency(stream[stream != BOS_ID], found.counts.counts[0]),
              breakdowns.by_position(stream),
              breakdowns.by_backoff_order(test["ngram"].orders, scored["ngram"].lm.lm.order)]
-    return breakdowns.tables(parts, {name: x.logprobs for name, x in test.items()},
-                             scoring.target_units(stream, found.units["test_unit"]), len(found.units["test_chars"]),
-                             "ngram", settings.bootstrap_resamples, params.seed, settings.confidence_level)
+    cells = breakdowns.tables(parts, {name: x.logprobs for name, x in test.items()},
+                              scoring.target_units(stream, found.units["test_unit"]), len(found.units["test_chars"]),
+                              "ngram", settings.bootstrap_resamples, params.seed, settings.confidence_level)
+    print(f"evaluate: test log-loss of {len(test)} causal models by train frequency, position and backoff "
+          f"order ({sum(len(t['cells']) for t in cells.values())} cells, with intervals) in "
+          f"{time.perf_counter() - started:.2f} s", flush=True)
+    return cells
 
 
 def evaluate(params: config.Params, found: Inputs, out: Path) -> Evaluation:
