@@ -70,7 +70,7 @@ class Scored:
     lm: LanguageModel                 # its weights file: lm.path
     sums: dict[str, dict[str, np.ndarray]]
     fill: np.ndarray
-    scores: dict[str, scoring.Scores]   # split -> its Scores; {} for a cloze model
+    scores: dict[str, scoring.Scores]   # split -> its Scores but ranks; {} for a cloze model
 
 
 @dataclass
@@ -142,7 +142,8 @@ def score(found: Inputs) -> tuple[dict[str, Scored], dict]:
         sums = {s: scoring.unit_sums(scores[s], stream, units[f"{s}_unit"], len(units[f"{s}_chars"]))
                 for s, stream in splits.items()}
         scored[name] = Scored(lm, sums, tasks.blank_correct(lm, found.blanks),
-                              scores if lm.kind == "causal" else {})
+                              {s: scoring.Scores(x.logprobs, orders=x.orders) for s, x in scores.items()}
+                              if lm.kind == "causal" else {})   # ranks: summed, not kept
     mle = {f"{name}_{split}": scoring.mle_summary(kneser_ney.mle_probs(found.counts, stream, n, found.totals))
            for name, n in (("bigram", 2), ("trigram", 3)) for split, stream in splits.items()}
     return scored, mle
