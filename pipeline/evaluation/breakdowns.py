@@ -107,7 +107,8 @@ def markdown(found: dict[str, dict], baseline: str, level: float) -> str:
                   "| cell | tokens (share) | " + " | ".join(models) + " |",
                   "|---|---:|" + "---:|" * len(models)]
         for label, cell in cells.items():
-            lines.append(f"| {label.replace('<', chr(92) + '<')} | {cell['tokens']:,} ({cell['share']:.1%}) | " + " | ".join(
+            shown = label.replace("<", "\\<")   # markdown: a bare <unk> is an HTML tag
+            lines.append(f"| {shown} | {cell['tokens']:,} ({cell['share']:.1%}) | " + " | ".join(
                 f"{cell[m]['bits_per_token']:.3f} [{cell[m]['ci_low']:.3f}, {cell[m]['ci_high']:.3f}]"
                 + (f" {VERDICT[cell[m][f'vs_{baseline}']['verdict']]}" if m != baseline else "")
                 for m in models) + " |")

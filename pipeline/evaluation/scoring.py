@@ -138,8 +138,8 @@ def _level(lm: NGramLM, j: int, suffix: np.ndarray, shorter: np.ndarray, bar: np
 
 
 def ngram_scores(lm: NGramLM, stream: np.ndarray, block: int = 1 << 18) -> Scores:
-    """Scores (with backoff orders) of every non-`<s>` target, whole sentences of about `block` targets at a time; after
-    each, the model's memory-mapped pages are released (NGramLM.release)."""
+    """Scores (with backoff orders) of every non-`<s>` target, whole sentences of about `block`
+    targets at a time; after each, the model's memory-mapped pages are released (NGramLM.release)."""
     stream = np.asarray(stream, dtype=np.int64)
     starts = np.flatnonzero(stream == BOS_ID)
     at = np.searchsorted(starts, np.arange(block, len(stream), block))   # the next sentence's start
