@@ -14,7 +14,7 @@ from pipeline.evaluation.bootstrap import bits
 from pipeline.neural.batches import IGNORE, cloze_targets, eval_columns, pad_sentences, sentences_of
 from pipeline.neural.rnn import RNNLM
 from pipeline.ngram.backoff import NGramLM
-from pipeline.ngram.counting import find, positions_left
+from pipeline.ngram.counting import find, packed_argsort, positions_left
 from pipeline.text.vocab import BOS_ID
 
 ROWS = 64   # logits made per product: 33k words x 64 rows x 4 bytes fit a cache (>= 12: the same bits)
@@ -130,11 +130,18 @@ def _level(lm: NGramLM, j: int, suffix: np.ndarray, shorter: np.ndarray, bar: np
         p = 10.0 ** lm.log10_prob[j][child]
         q = order[np.searchsorted(inverse[order], a):np.searchsorted(inverse[order], b)]
         start, end = (np.cumsum(sizes) - sizes)[inverse[q] - a], np.cumsum(sizes)[inverse[q] - a]
-        count[q] = (_above(p[np.lexsort((p, segment))], start, end, bar[q], factors[j:, q])
-                    - _above(below[np.lexsort((below, segment))], start, end, bar[q], factors[j - 1:, q]))
+        count[q] = (_above(_ascending(p, segment), start, end, bar[q], factors[j:, q])
+                    - _above(_ascending(below, segment), start, end, bar[q], factors[j - 1:, q]))
         lm.release()
         a = b
     return count
+
+
+def _ascending(values: np.ndarray, segment: np.ndarray) -> np.ndarray:
+    """`values` sorted within each run of `segment` (ascending ids): np.lexsort's order in a
+    float argsort and one packed integer sort of the segments (~5x faster)."""
+    order = np.argsort(values)
+    return values[order[packed_argsort(segment[order])[0]]]
 
 
 def ngram_scores(lm: NGramLM, stream: np.ndarray, block: int = 1 << 18) -> Scores:

@@ -133,7 +133,7 @@ def adjusted_counts(keys, counts, suffix, m: int, vocab_size: int, memory: int =
 def _unique(key: np.ndarray, kind: str = "quicksort"):
     """np.unique(key, return_index, return_inverse, return_counts); its index: any occurrence.
     kind "stable" where `key` is sorted runs one after another (Timsort merges them: ~5x)."""
-    order, ordered = _sorted(key, kind)
+    order, ordered = packed_argsort(key, kind)
     boundary = np.empty(len(key), dtype=bool)
     boundary[:1] = True
     np.not_equal(ordered[1:], ordered[:-1], out=boundary[1:])
@@ -145,7 +145,7 @@ def _unique(key: np.ndarray, kind: str = "quicksort"):
     return ordered[heads], order[heads], inverse, counted
 
 
-def _sorted(key: np.ndarray, kind: str = "quicksort") -> tuple[np.ndarray, np.ndarray]:
+def packed_argsort(key: np.ndarray, kind: str = "quicksort") -> tuple[np.ndarray, np.ndarray]:
     """(positions that sort `key`, the sorted keys): one SIMD sort of (key << bits | position)
     when both fit 64 bits (~10x argsort; keys >= 0), else argsort; `kind` as np.sort's."""
     bits = max(int(len(key) - 1).bit_length(), 1)
@@ -161,7 +161,7 @@ def _search(table: np.ndarray, key: np.ndarray) -> np.ndarray:
     """np.searchsorted(table, key), many keys searched in key order (cache-friendly)."""
     if len(key) < 65536:
         return np.searchsorted(table, key)
-    order, ordered = _sorted(key)
+    order, ordered = packed_argsort(key)
     where = np.empty(len(key), dtype=np.int64)
     where[order] = np.searchsorted(table, ordered)
     return where
