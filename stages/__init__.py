@@ -6,7 +6,19 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline import errors
+
+def _without_packages(kind, error, trace) -> None:
+    """A stage module's import failing (DVC ran the first `python` on PATH): one line."""
+    if not issubclass(kind, ModuleNotFoundError):
+        return sys.__excepthook__(kind, error, trace)
+    print(f"lmpipe: {sys.executable} has no module {error.name!r}: DVC runs the first `python` on "
+          "PATH; `source .venv/bin/activate` (README) and rerun, or `make setup` if that was "
+          "lmpipe's own", file=sys.stderr)
+
+
+sys.excepthook = _without_packages   # before the first import of lmpipe's packages
+
+from pipeline import errors  # noqa: E402
 
 
 def run_stage(main, argv: list[str]) -> int:

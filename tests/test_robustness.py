@@ -338,3 +338,16 @@ def test_a_nan_stops_training_naming_step_lr_and_fix(tmp_path, hook, named, last
     saved = torch.load(tmp_path / "last.ckpt", weights_only=True)
     assert saved["global_step"] == last_saved   # nothing diverged was saved
     assert all(torch.isfinite(t).all() for t in saved["state_dict"].values())
+
+
+def test_a_python_without_lmpipes_packages_is_one_line(tmp_path):
+    """DVC runs the first `python` on PATH; one that lacks a package lmpipe imports (here
+    ruamel.yaml, hidden) gets one line naming the interpreter, the module and the fix."""
+    hide = ("import runpy, sys; sys.modules['ruamel.yaml'] = None; "
+            "runpy.run_module('stages.prepare', run_name='__main__', alter_sys=True)")
+    result = subprocess.run([sys.executable, "-c", hide, "out"], cwd=tmp_path, capture_output=True,
+                            text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 1
+    assert result.stderr.strip() == (f"lmpipe: {sys.executable} has no module 'ruamel.yaml': DVC runs "
+                                     "the first `python` on PATH; `source .venv/bin/activate` "
+                                     "(README) and rerun, or `make setup` if that was lmpipe's own")
