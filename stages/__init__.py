@@ -12,12 +12,10 @@ def _without_packages(kind, error, trace) -> None:
     if not issubclass(kind, ModuleNotFoundError):
         return sys.__excepthook__(kind, error, trace)
     print(f"lmpipe: {sys.executable} has no module {error.name!r}: DVC runs the first `python` on "
-          "PATH; `source .venv/bin/activate` (README) and rerun, or `make setup` if that was "
-          "lmpipe's own", file=sys.stderr)
+          "PATH; `source .venv/bin/activate` and rerun (or `make setup`)", file=sys.stderr)
 
 
 sys.excepthook = _without_packages   # before the first import of lmpipe's packages
-
 from pipeline import errors  # noqa: E402
 
 

@@ -349,5 +349,5 @@ def test_a_python_without_lmpipes_packages_is_one_line(tmp_path):
                             text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
     assert result.returncode == 1
     assert result.stderr.strip() == (f"lmpipe: {sys.executable} has no module 'ruamel.yaml': DVC runs "
-                                     "the first `python` on PATH; `source .venv/bin/activate` "
-                                     "(README) and rerun, or `make setup` if that was lmpipe's own")
+                                     "the first `python` on PATH; `source .venv/bin/activate` and "
+                                     "rerun (or `make setup`)")
