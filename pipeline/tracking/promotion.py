@@ -158,9 +158,8 @@ def significant(why: str, comparison: bootstrap.Comparison | None, problem: str,
     if comparison.verdict == "yes":
         return True, f"{why}, and significantly (paired bootstrap, {pct})"
     found = "finds it worse" if comparison.verdict == "no" else "cannot tell them apart"
-    return False, (f"{why}, but not significantly: the paired bootstrap at {pct} {found} "
-                   f"(Δ {comparison.delta:+.4f} nats/token [{comparison.low:+.4f}, "
-                   f"{comparison.high:+.4f}]); kept back by promote.require_significant: true")
+    return False, (f"{why}, but not significantly: the paired bootstrap at {pct} {found}; "
+                   "kept back by promote.require_significant: true")
 
 
 def compare(tracking_uri: str, model_name: str, version: str, run_id: str | None, old: dict,
