@@ -61,12 +61,12 @@ def write_text(path: str | Path, text: str) -> None:
         scratch.write_text(text, encoding="utf-8")
 
 
-def damaged(path: str | Path, why: str, folder: str | Path | None = None,
-            fix: str | None = None) -> StateError:
-    """StateError "<path>: <why>; <fix>" (default: restore `folder`, or the parent); .problem lacks the fix."""
+def damaged(path: str | Path, why: str, fix: str | None = None) -> StateError:
+    """StateError "<path>: <why>; <fix>" (default: DVC's cached copy of the file, which `dvc
+    checkout` restores also inside a folder output); .problem lacks the fix."""
     path = Path(path)
-    fix = fix or (f"restore it with `dvc checkout {path.parent if folder is None else folder}` "
-                  "(DVC's cached copy) or rebuild it with `dvc repro`")
+    fix = fix or (f"restore it with `dvc checkout -f {path}` (DVC's cached copy) or rebuild it "
+                  "with `dvc repro`")
     error = StateError(f"{path}: {why}; {fix}")
     error.problem = f"{path}: {why}"
     return error
@@ -88,48 +88,46 @@ def _why(error: BaseException, fmt: str) -> str:
 READ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile)   # numpy's, json's
 
 
-def _load(path: str | Path, fmt: str, read, folder=None, fix=None, kind: type = dict,
+def _load(path: str | Path, fmt: str, read, fix=None, kind: type = dict,
           required: tuple[str, ...] = (), errors: type | tuple = READ_ERRORS):
     """read(path), a `kind` holding every key of `required`; else StateError (see damaged)."""
     path = Path(path)
     try:
         value = read(path)
     except errors as error:
-        raise damaged(path, _why(error, fmt), folder, fix) from None
+        raise damaged(path, _why(error, fmt), fix) from None
     missing = [key for key in dict.fromkeys(required) if key not in value] if isinstance(value, kind) else None
     if missing != []:
         raise damaged(path, f"has no {', '.join(missing)}" if missing else
-                      f"holds a {type(value).__name__}, not a {kind.__name__}", folder, fix)
+                      f"holds a {type(value).__name__}, not a {kind.__name__}", fix)
     return value
 
 
-def read_json(path: str | Path, folder: str | Path | None = None, kind: type = dict,
-              required: tuple[str, ...] = (), fix: str | None = None):
+def read_json(path: str | Path, kind: type = dict, required: tuple[str, ...] = (),
+              fix: str | None = None):
     return _load(path, "JSON file", lambda path: json.loads(path.read_text(encoding="utf-8")),
-                 folder, fix, kind, required)
+                 fix, kind, required)
 
 
-def load_array(path: str | Path, folder: str | Path | None = None, mmap_mode: str | None = None):
+def load_array(path: str | Path, mmap_mode: str | None = None):
     return _load(path, ".npy array", lambda path: np.load(path, mmap_mode=mmap_mode, allow_pickle=False),
-                 folder, kind=np.ndarray)
+                 kind=np.ndarray)
 
 
-def load_arrays(path: str | Path, folder: str | Path | None = None,
-                required: tuple[str, ...] = (), mapped: bool = False) -> dict:
+def load_arrays(path: str | Path, required: tuple[str, ...] = (), mapped: bool = False) -> dict:
     """`mapped`: out_of_core.mapped_npz's arrays where it reads the archive; else (and for the message) np.load's."""
     def read(path):
         if mapped:
             with contextlib.suppress(*READ_ERRORS):
                 return out_of_core.mapped_npz(path)
         return dict(np.load(path, allow_pickle=False))
-    return _load(path, ".npz archive", read, folder, required=required)
+    return _load(path, ".npz archive", read, required=required)
 
 
-def load_checkpoint(path: str | Path, folder: str | Path | None = None,
-                    required: tuple[str, ...] = ()) -> dict:
+def load_checkpoint(path: str | Path, required: tuple[str, ...] = ()) -> dict:
     import torch
     return _load(path, "torch checkpoint", lambda path: torch.load(path, map_location="cpu", weights_only=True),
-                 folder, required=required, errors=Exception)   # torch raises many kinds
+                 required=required, errors=Exception)   # torch raises many kinds
 
 
 def read_yaml(path: str | Path) -> Any:

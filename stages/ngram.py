@@ -15,7 +15,7 @@ def main(data_dir: str, out_dir: str) -> None:
     p, data = config.load().ngram, Path(data_dir)
     memory = builder.working(files.parse_size(p.memory))   # ngram.memory less this process
     tokens = load_vocab(data).tokens
-    files.load_array(data / "train.npy", data, mmap_mode="r")   # missing or damaged: one line
+    files.load_array(data / "train.npy", mmap_mode="r")   # missing or damaged: one line
     source = external.TokenFile(data / "train.npy")
     counted = builder.orders(source, len(tokens), p.order, p.memory_orders)
     try:

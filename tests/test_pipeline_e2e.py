@@ -3,6 +3,7 @@ no-op rerun and the selective rerun after editing one model's params."""
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -245,6 +246,19 @@ def test_score_ranks_sentences_with_every_model(repo):
         assert f"{name}  [" in out
     assert out.count("and god said xyzzy  [out of vocabulary, scored as <unk>: xyzzy]") == 5
     assert "pseudo-log-likelihood, ln (cloze)" in out and "[ln P(sentence)]" in out
+
+
+def test_the_printed_restore_command_restores_a_damaged_file(repo):
+    """The fix a damaged-file line names works as printed: a truncated file inside a folder
+    output (models/gru) and a truncated file output (data/prepared/vocab.json) come back whole."""
+    for path in (repo / "models" / "gru" / "model.pt", repo / "data" / "prepared" / "vocab.json"):
+        before = path.read_bytes()
+        path.write_bytes(before[:100])
+        failed = subprocess.run([sys.executable, "-m", "pipeline.cli", "score", "and god said",
+                                 "--model", "gru"], cwd=repo, capture_output=True, text=True)
+        assert failed.returncode == 2 and len(failed.stderr.strip().splitlines()) == 1
+        _run(re.search(r"restore it with `([^`]+)`", failed.stderr)[1].split(), repo)
+        assert path.read_bytes() == before
 
 
 def test_second_repro_does_nothing(repo):

@@ -22,12 +22,12 @@ from pipeline.text.vocab import BOS_ID, EOS_ID, Vocab
 def retrain_hint(folder: Path) -> str:
     """The fix for a damaged file of models/KIND: DVC's cached copy, or its stage rerun."""
     stage = "ngram" if folder.name == "ngram" else f"train@{folder.name}"
-    return (f"restore it with `dvc checkout {folder}` (DVC's cached copy) or rebuild it with "
+    return (f"restore it with `dvc checkout -f {folder}` (DVC's cached copy) or rebuild it with "
             f"`dvc repro -f {stage}`")
 
 
 def _recurrent(path: Path, vocab_size: int) -> RecurrentModel:
-    checkpoint = files.load_checkpoint(path, path.parent, ("config", "state_dict"))
+    checkpoint = files.load_checkpoint(path, ("config", "state_dict"))
     model = _built(RNNLM.from_checkpoint, checkpoint, path, "model", RuntimeError)
     bad = [name for name, tensor in model.state_dict().items()
            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
@@ -37,7 +37,7 @@ def _recurrent(path: Path, vocab_size: int) -> RecurrentModel:
 
 
 def _ngram(path: Path, vocab_size: int) -> NgramModel:
-    arrays = files.load_arrays(path, path.parent, ("vocab_size", "discounts"), mapped=True)
+    arrays = files.load_arrays(path, ("vocab_size", "discounts"), mapped=True)
     model = _built(NGramLM.from_arrays, arrays, path, "n-gram model")
     _refuse(path, model.problem(), "estimated", model.vocab_size, vocab_size)
     return NgramModel(model)

@@ -83,13 +83,13 @@ class Evaluation:
     artifacts: list[Path]                   # metrics/ files for the pipeline run
 
 
-def _read(path: Path, schema, folder: Path, fix: str):
+def _read(path: Path, schema, fix: str):
     """The JSON at `path` if `schema` (a model or a list of one) accepts it; else StateError + `fix`."""
-    value = files.read_json(path, folder, dict if schema is Stats else list, fix=fix)
+    value = files.read_json(path, dict if schema is Stats else list, fix=fix)
     try:
         TypeAdapter(schema).validate_python(value)
     except ValidationError as error:
-        raise files.damaged(path, first_complaint(error), folder, fix) from None
+        raise files.damaged(path, first_complaint(error), fix) from None
     return value
 
 
@@ -97,17 +97,17 @@ def load(params: config.Params, data: Path, models: Path, root: Path) -> Inputs:
     """Every input of `evaluate`, checked in a fixed order (the first damage refused); probes in `root`."""
     c, settings = params.corpus, params.evaluate
     vocab = load_vocab(data)
-    stats = _read(data / "stats.json", Stats, data,
+    stats = _read(data / "stats.json", Stats,
                   f"restore it with `git checkout {data / 'stats.json'}` or rebuild it with "
                   "`dvc repro -f prepare`")
     # memory-mapped: pages are read as scored and stay reclaimable (no private copy)
-    splits = {name: files.load_array(data / f"{name}.npy", data, mmap_mode="r")
+    splits = {name: files.load_array(data / f"{name}.npy", mmap_mode="r")
               for name in ("valid", "test")}
     for name, stream in splits.items():
         check_ids(stream, len(vocab), data / f"{name}.npy", data)
     encode, unknown = codec(vocab, c)
     probes = load_probes(root / settings.probes, encode, c.tokenizer)
-    units = files.load_arrays(data / text_units.FILE, data,
+    units = files.load_arrays(data / text_units.FILE,
                               tuple(f"{s}_{f}" for s in splits for f in ("unit", "chars")) +
                               tuple(f"test_{f}" for f in text_units.FIELDS))
     text_units.check(units, {s: int(np.count_nonzero(stream == BOS_ID)) for s, stream in splits.items()},
@@ -123,10 +123,9 @@ def load(params: config.Params, data: Path, models: Path, root: Path) -> Inputs:
     histories = {}
     for kind in params.models:
         loaded[kind] = load_model(models / kind / "model.pt", len(vocab))
-        histories[kind] = _read(models / kind / "history.json", list[Epoch], models / kind,
-                                retrain_hint(models / kind))
+        histories[kind] = _read(models / kind / "history.json", list[Epoch], retrain_hint(models / kind))
     memory = [{"model": f"ngram N={r['order']}", "entries": r["model_entries"], "bytes": r["model_bytes"]}
-              for r in files.read_json(models / "ngram" / "memory.json", models / "ngram", list)]
+              for r in files.read_json(models / "ngram" / "memory.json", list)]
     memory += [{"model": kind, "entries": lm.nbytes() // 4, "bytes": lm.nbytes()}   # float32
                for kind, lm in loaded.items() if kind != "ngram"]
     return Inputs(vocab, encode, unknown, stats, splits, probes, blanks, units, loaded, counts, totals,

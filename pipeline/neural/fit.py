@@ -41,9 +41,9 @@ def inputs(params: Params, kind: str, data: Path) -> Inputs:
     spec, train = params.models[kind], params.train
     check_machine(train)
     vocab_size = len(load_vocab(data))
-    corpus = files.read_json(data / "stats.json", data, required=("corpus_hash",))["corpus_hash"]
+    corpus = files.read_json(data / "stats.json", required=("corpus_hash",))["corpus_hash"]
     # memory-mapped: each DDP rank reads its own columns of train.npy through the page cache
-    streams = tuple(files.load_array(data / f"{s}.npy", data, mmap_mode="r") for s in ("train", "valid"))
+    streams = tuple(files.load_array(data / f"{s}.npy", mmap_mode="r") for s in ("train", "valid"))
     for split, stream in zip(("train", "valid"), streams, strict=True):
         check_ids(stream, vocab_size, data / f"{split}.npy", data)
     check_data(spec.bidirectional, *streams, train, world=train.devices * train.num_nodes)

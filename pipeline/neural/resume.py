@@ -128,7 +128,7 @@ def existing(directory: Path, print_fn, config: ModelConfig) -> tuple[Path | Non
     for path in (path for path in (last, directory / BEST) if path.exists()):
         try:
             keys = ("state_dict", "optimizer_states", "loops", "lmpipe")   # Lightning's, LitLM's
-            checkpoint = files.load_checkpoint(path, directory, keys)
+            checkpoint = files.load_checkpoint(path, keys)
             problem = _unfit(path, checkpoint["state_dict"], model)
         except files.StateError as error:
             problem = error.problem

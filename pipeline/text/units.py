@@ -74,4 +74,4 @@ def check(arrays: dict[str, np.ndarray], sentences: dict[str, int], path, folder
                 why = f"{name} holds values {int(values.min())}..{int(values.max())}, not {allowed}"
             else:
                 continue
-            raise files.damaged(path, why, folder)
+            raise files.damaged(path, why)

@@ -65,7 +65,7 @@ def load_vocab(folder) -> Vocab:
     """The Vocab of `folder`/vocab.json; StateError when it is not a list of distinct tokens
     after <unk>, <s>, </s>, none empty or holding a separator (space, tab, `\\r`, `\\n`, NUL)."""
     path = f"{folder}/vocab.json"
-    tokens = files.read_json(path, folder).get("tokens")
+    tokens = files.read_json(path).get("tokens")
     first: dict[str, int] = {}
     if not (isinstance(tokens, list) and all(isinstance(t, str) for t in tokens)) or tuple(tokens[:3]) != SPECIALS:
         why = f'not a vocabulary ("tokens": strings from {", ".join(SPECIALS)})'
@@ -76,7 +76,7 @@ def load_vocab(folder) -> Vocab:
         why = f"entry {bad} is {tokens[bad]!r}, which no tokenizer yields"
     else:
         return Vocab(tuple(tokens))
-    raise files.damaged(path, why, folder)
+    raise files.damaged(path, why)
 
 
 def check_ids(stream: np.ndarray, vocab_size: int, path, folder) -> None:
@@ -98,7 +98,7 @@ def check_ids(stream: np.ndarray, vocab_size: int, path, folder) -> None:
             return
         why = (f"is not whole sentences: {starts:,} <s> and {len(ends):,} </s> that do not pair "
                "up (cut, or edited)")
-    raise files.damaged(path, why, folder)
+    raise files.damaged(path, why)
 
 
 def sentence_bounds(stream: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -19,7 +19,7 @@ from pipeline.tracking.promotion import UNIT_SCORES
 
 def training_run(uri: str, path: Path) -> str | None:
     """The run id of models/KIND/run.json if the store holds it, else None, saying so (new run)."""
-    run_id = files.read_json(path, path.parent).get("run_id")
+    run_id = files.read_json(path).get("run_id")
     if run_id is not None and not isinstance(run_id, str):
         print(f"lmpipe: {path} is damaged (run_id is {json.dumps(run_id)[:40]}, not an MLflow run "
               "id); the model's results go to a new run", flush=True)
