@@ -31,7 +31,7 @@ def run_stage(main, argv: list[str]) -> int:
     previous = signal.signal(signal.SIGTERM, interrupted)
     started = time.perf_counter()
     try:
-        status = errors.guard(main, *argv, stopped="; outputs not recorded; rerun `dvc repro` (training resumes)")
+        status = errors.guard(main, *argv, stopped="; outputs not recorded; rerun `dvc repro` (a train stage resumes from its checkpoint)")
     finally:
         signal.signal(signal.SIGTERM, previous)
     if not status:

@@ -261,6 +261,24 @@ def test_the_printed_restore_command_restores_a_damaged_file(repo):
         assert path.read_bytes() == before
 
 
+def test_a_value_evaluate_refuses_keeps_the_last_results(repo):
+    """DVC deletes a stage's outputs before it runs; evaluate's (in git, not in DVC's cache) are
+    `persist: true`, so a refused params value leaves metrics/ byte for byte as it was."""
+    params, metrics = repo / "params.yaml", repo / "metrics"
+    text, before = params.read_text(), {p: p.read_bytes() for p in metrics.rglob("*") if p.is_file()}
+    edited = yaml.safe_load(text)
+    edited["evaluate"]["blanks"] = "15a"
+    params.write_text(yaml.safe_dump(edited))
+    try:
+        failed = subprocess.run(["dvc", "repro"], cwd=repo, capture_output=True, text=True, env={
+            **os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"})
+    finally:
+        params.write_text(text)
+    assert failed.returncode != 0 and "evaluate.blanks='15a'" in failed.stderr
+    assert {p: p.read_bytes() for p in metrics.rglob("*") if p.is_file()} == before
+    assert "Running stage" not in _run(["dvc", "repro"], repo)
+
+
 def test_second_repro_does_nothing(repo):
     out = _run(["dvc", "repro"], repo)
     assert "Running stage" not in out
