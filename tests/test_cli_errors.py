@@ -112,6 +112,8 @@ CASES = [   # (argv, files: {name: bytes or a function of the path; "-": standar
      ("argument --unk", "'a b'", "whitespace")),
     # score, fill, generate
     (["score", "a b"], {}, r"`lmpipe score`: no lmpipe pipeline here \(.* has no params\.yaml\); cd to"),
+    (["score", "a b"], {"dvc.yaml": b"stages: {}\n"}, ("`lmpipe score`", "has no params.yaml",
+                                                      "`git checkout params.yaml`")),
     (["fill", "they ___ ."], {}, ("`lmpipe fill`", "params.yaml")),
     (["generate"], {}, ("`lmpipe generate`", "params.yaml")),
     (["score"], {}, ("required", "sentences")),

@@ -154,6 +154,10 @@ def truncate_model(repo):
     _truncate(repo / "models" / "gru" / "model.pt")
 
 
+def delete_ngram_weights(repo):
+    (repo / "models" / "ngram" / "model.npz").unlink()
+
+
 def model_of_another_vocabulary(repo):
     vocab = json.loads((repo / "data" / "vocab.json").read_text())
     vocab["tokens"].append("zebra")
@@ -435,6 +439,7 @@ def test_a_stage_process_with_lmpipe_debug_prints_the_traceback(tmp_path):
     (model_of_another_vocabulary, ["fill", "the ___ saw the fox ."], ("models/gru/model.pt", "data/prepared")),
     (delete_vocab, ["generate", "--model", "gru"], ("data/vocab.json", "missing")),
     (corrupt_ngram_model, ["score", "--model", "ngram", "the cat"], ("models/ngram/model.npz", "damaged")),
+    (delete_ngram_weights, ["score", "the cat"], ("models/ngram", "no model.npz", "dvc checkout -f models/ngram")),
     (nan_weights, ["score", "the cat saw the fox ."], ("models/gru/model.pt", "NaN", "dvc repro -f train@gru")),
     (nan_ngram_logprob, ["fill", "the ___ saw the fox ."], ("models/ngram/model.npz", "log10")),
 ])

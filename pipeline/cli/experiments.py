@@ -25,6 +25,9 @@ def repository(command: str, needs: tuple[str, ...] = ("params.yaml",), other: s
     """The current folder when it holds `needs`; else ValueError naming `lmpipe COMMAND` and them."""
     root = files.repo_root()
     missing = [name for name in needs if not (root / name).exists()]
+    if missing and (root / "dvc.yaml").exists():   # the root, where git tracks them all
+        raise ValueError(f"`lmpipe {command}`: {root} has no {' / '.join(missing)}; restore it with "
+                         f"`git checkout {' '.join(missing)}`")
     if missing:
         raise ValueError(f"`lmpipe {command}`: no lmpipe pipeline here ({root} has no {' / '.join(missing)}); cd to its root{other}")
     return root

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline import config
+from pipeline import config, files
 from pipeline.cli.experiments import repository
 from pipeline.text.vocab import load_vocab
 
@@ -13,7 +13,10 @@ from pipeline.text.vocab import load_vocab
 def load_models(models_dir: Path, names: list[str] | None, vocab_size: int):
     """{name: LanguageModel} under models_dir (`names`, or all); ValueError naming --model(s)."""
     from pipeline.evaluation.models import LOADERS, load_model
-    trained = [p for p in sorted(models_dir.glob("*")) if any((p / f).is_file() for f in LOADERS)]
+    folders = [p for p in sorted(models_dir.glob("*")) if p.is_dir() and (not names or p.name in names)]
+    trained = [p for p in folders if any((p / f).is_file() for f in LOADERS)]
+    if len(trained) < len(folders):   # a model's folder without its weights: deleted by hand
+        raise files.damaged(next(p for p in folders if p not in trained), f"holds no {' or '.join(LOADERS)}")
     missing = sorted(set(names or []) - {p.name for p in trained})
     flag = f"--model {', '.join(missing)}" if missing else f"--models {str(models_dir)!r}"
     if missing or not trained:   # the models asked for, or any
