@@ -257,6 +257,14 @@ def test_each_failure_is_one_line_naming_the_argument(argv, files, line, here, m
         names(_one_line(err), *line)
 
 
+def test_compare_where_the_pipelines_store_is_gone_names_the_rerun(here, monkeypatch, capsys):
+    """The default store (params.yaml's mlflow.tracking_uri, named as the param it is) missing."""
+    _files(here, PROJECT, monkeypatch)
+    status, err = _run(["compare"], capsys)
+    assert status == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    names(err, "mlflow.db does not exist", "`dvc repro -f -s evaluate` logs the last results")
+
+
 def test_running_out_of_memory_is_one_line_naming_the_input(here, monkeypatch, capsys):
     from pipeline.ngram import counting
 
@@ -356,8 +364,8 @@ def test_compare_shows_the_table_and_warns_when_the_pairs_artifact_is_missing_or
     capsys.readouterr()   # MLflow's own lines as it creates the store
     good = (ROOT / "metrics" / "pairs.json").read_bytes()
     for content, warning in [
-            (None, (run_id, "report/pairs.json", "dvc repro -f evaluate")),
-            (b"not json", (run_id, "report/pairs.json", "JSON", "dvc repro -f evaluate")),
+            (None, (run_id, "report/pairs.json", "dvc repro -f -s evaluate")),
+            (b"not json", (run_id, "report/pairs.json", "JSON", "dvc repro -f -s evaluate")),
             (b"\xff\xfe", ("report/pairs.json", "UTF-8")),
             (b"[1, 2]", ("report/pairs.json", "dictionary")),
             (b'{"gru_vs_ngram": {"a": "gru", "b": "ngram"}}',

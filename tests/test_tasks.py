@@ -234,5 +234,5 @@ def test_a_model_file_with_nan_weights_is_refused(rnn, tmp_path):
     next(iter(state.values())).view(-1)[0] = float("inf")
     torch.save({"config": rnn.model.config.checkpoint(), "state_dict": state}, folder / "model.pt")
     with pytest.raises(StateError, match=r"model\.pt: damaged, holds NaN or infinite weights .*"
-                                         r"dvc repro -f train@gru"):
+                                         r"dvc repro -f -s train@gru"):
         models.load_model(folder / "model.pt", 31)

@@ -222,7 +222,7 @@ def _verdicts(uri: str, parent_id: str) -> list[str]:
     except (OSError, ValueError) as error:   # a folder, not UTF-8, not JSON
         why = f"run {parent_id}'s {path} is damaged (not UTF-8 JSON: {error})"
     print(f"lmpipe: warning: {why}; the table above is shown without the paired verdicts; "
-          "`dvc repro -f evaluate` logs a new execution with them", file=sys.stderr, flush=True)
+          "`dvc repro -f -s evaluate` logs a new execution with them", file=sys.stderr, flush=True)
     return []
 
 

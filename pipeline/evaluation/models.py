@@ -23,7 +23,7 @@ def retrain_hint(folder: Path) -> str:
     """The fix for a damaged file of models/KIND: DVC's cached copy, or its stage rerun."""
     stage = "ngram" if folder.name == "ngram" else f"train@{folder.name}"
     return (f"restore it with `dvc checkout -f {folder}` (DVC's cached copy) or rebuild it with "
-            f"`dvc repro -f {stage}`")
+            f"`dvc repro -f -s {stage}`")
 
 
 def _recurrent(path: Path, vocab_size: int) -> RecurrentModel:

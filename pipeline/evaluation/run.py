@@ -99,7 +99,7 @@ def load(params: config.Params, data: Path, models: Path, root: Path) -> Inputs:
     vocab = load_vocab(data)
     stats = _read(data / "stats.json", Stats,
                   f"restore it with `git checkout {data / 'stats.json'}` or rebuild it with "
-                  "`dvc repro -f prepare`")
+                  "`dvc repro -f -s prepare`")
     # memory-mapped: pages are read as scored and stay reclaimable (no private copy)
     splits = {name: files.load_array(data / f"{name}.npy", mmap_mode="r")
               for name in ("valid", "test")}

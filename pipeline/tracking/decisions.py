@@ -12,7 +12,7 @@ from pathlib import Path
 from pipeline import files
 from pipeline.tracking import mlflow_runs, promotion, store
 
-FIX = "rerun evaluate, which writes it: `dvc repro -f evaluate`"
+FIX = "rerun evaluate, which writes it: `dvc repro -f -s evaluate`"
 
 
 def run(out: Path, params) -> None:

@@ -91,7 +91,7 @@ def promote(tracking_uri: str, model_name: str, version: str, result: dict, test
         client.get_model_version(model_name, version)
     except mlflow.exceptions.MlflowException:   # deleted in the UI, or another store
         raise StateError(f"{model_name} v{version} (metrics/registry.json) is not in the MLflow "
-                         f"registry at {tracking_uri}; `dvc repro -f evaluate`") from None
+                         f"registry at {tracking_uri}; `dvc repro -f -s evaluate`") from None
     line = line_alias(test_set["id"])
     champ = champion(tracking_uri, model_name, line)
     unchanged = champ is not None and champ["version"] == version
@@ -170,7 +170,7 @@ def compare(tracking_uri: str, model_name: str, version: str, run_id: str | None
     better), or (None, problem, remedy) when scores are missing or their units disagree."""
     new, problem = unit_scores(tracking_uri, model_name, version, run_id, test_set_id)
     if new is None:
-        return None, f"v{version}'s {problem}", "rerun evaluate (dvc repro -f evaluate)"
+        return None, f"v{version}'s {problem}", "rerun evaluate (dvc repro -f -s evaluate)"
     commit = old.get("commit") or ""
     where = f" (commit {commit[:12]})" if commit and commit != "none" else ""
     remedy = (f"to compare, re-evaluate champion v{old['version']}{where} with this lmpipe's "

@@ -168,7 +168,8 @@ def _sqlite(uri: str, given: str, source: str, writable: bool, timeout: float):
     if not path.parent.is_dir():
         return f"names a file in {path.parent}: no such folder", f"`mkdir -p {path.parent}`"
     if not writable and not path.is_file():
-        return f"names no MLflow store: {path} does not exist", ""
+        return (f"names no MLflow store: {path} does not exist",
+                "`dvc repro -f -s evaluate` logs the last results into a new one")
     denied = blocked(path, writable)
     if denied is None:
         return _newer(path)
