@@ -24,7 +24,7 @@ def refuse(message: str) -> PydanticCustomError:
     return PydanticCustomError("params", "{message}", {"message": message})
 
 
-Memory = Annotated[str, AfterValidator(lambda value: parse_size(value) and value)]   # lmplz's -S
+Memory = Annotated[str | int, AfterValidator(lambda value: parse_size(value) and value)]   # lmplz's -S
 
 
 class Section(BaseModel):   # python re: \s is what str.isspace calls space
@@ -71,7 +71,8 @@ class SplitParams(Section):
                 (words and self.method != "contiguous"):
             raise refuse(f"{{where}}.{words[0]}={values[words[0]]!r}: use a fraction, or whole words with method: contiguous")
         if sum(v == 0 for v in values.values()) != 1 or sum(v for v in values.values() if v < 1) >= 1:
-            raise refuse(f"{{where}}.train, {{where}}.valid, {{where}}.test: one 0, fractions below 1 in sum; got {values}")
+            raise refuse(f"{{where}}.train, {{where}}.valid, {{where}}.test: set one to 0 (it takes the rest) and "
+                         f"the others to fractions that sum below 1, e.g. train: 0, valid: 0.05, test: 0.05; got {values}")
         return self
 
 

@@ -20,6 +20,7 @@ SAYS = {   # pydantic's error type -> the line (other types: "has the wrong type
     **{kind: f"{{key}}={{value!r}} has the wrong type; expected {what}" for kind, what in EXPECTED.items()},
     **dict.fromkeys(("model_type", "dict_type"), "{key} must be a mapping of keys to values, got {value!r}"),
     "too_short": "{key} must {info.description}",
+    "list_type": "{key}={value!r} has the wrong type; {info.description}",
     "literal_error": "{key}={value!r} is not allowed; use one of {allowed}",
     **dict.fromkeys(RANGES, "{key}={value!r} is out of range; {bounds}"),
     "string_pattern_mismatch": "{key}={value!r} is not allowed; {info.description}",

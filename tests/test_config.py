@@ -69,6 +69,8 @@ def test_bad_values_name_the_key(section, key, value):
     ("corpus", "lowercase", "yes", r"corpus\.lowercase='yes' has the wrong type; expected true or false$"),
     ("split", "method", "chapters", r"split\.method='chapters' is not allowed; use one of random, contiguous, documents$"),
     ("train", "lr", float("nan"), r"train\.lr=nan is not a finite number; give a real value$"),
+    ("corpus", "memory", 80, r"corpus\.memory=80: '80' is 81,920 bytes, below the least budget of 1M; give e\.g\. 100M$"),
+    ("split", "train", 0.9, r"split\.train, split\.valid, split\.test: set one to 0 \(it takes the rest\)"),
     # Lightning's ddp_spawn returns nothing to the main process: not offered (ddp does its work)
     ("train", "strategy", "ddp_spawn", r"train\.strategy='ddp_spawn' is not allowed; use one of auto, ddp$"),
 ])

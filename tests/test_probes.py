@@ -64,7 +64,7 @@ FILL = "{name: agreement, text: 'they ___ everywhere .', "
     ("- {name: a, rank: [a b, 5]}", ("rank", "['a b', 5]")),
     ("- {name: a, rank: [a ___ b ___]}", ("'a ___ b ___'", "2 ___")),
     (f"- {FILL}options: []}}", ("options", "one or more")),
-    (f"- {FILL}options: are}}", ("options", "'are'")),
+    (f"- {FILL}options: are}}", ("options='are' has the wrong type; list one or more single words, e.g. [are, is]",)),
     (f"- {FILL}options: [are you, is]}}", ("options", "['are you', 'is']")),
     ("- {name: 5, rank: [a b]}", ("probe 1:", "name", "5")),
     ("- {rank: [a b], about: [x]}", ("probe 1:", "about", "['x']")),
