@@ -6,6 +6,7 @@ lmplz's -S sizes."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -54,6 +55,12 @@ def staged_dir(path: str | Path) -> Iterator[Path]:
         os.replace(scratch, path)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def sha256(path: str | Path, digits: int = 64) -> str:
+    """The first `digits` hex digits of the file's SHA-256, read in blocks (a model may exceed memory)."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()[:digits]
 
 
 def write_text(path: str | Path, text: str) -> None:

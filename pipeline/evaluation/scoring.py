@@ -17,6 +17,7 @@ from pipeline.ngram.backoff import NGramLM
 from pipeline.ngram.counting import find, packed_argsort, positions_left
 from pipeline.text.vocab import BOS_ID
 
+DISAGREE = "scores, stream and units disagree; rerun `dvc repro prepare`"
 ROWS = 64   # logits made per product: 33k words x 64 rows x 4 bytes fit a cache (>= 12: the same bits)
 
 
@@ -231,7 +232,7 @@ def target_units(stream: np.ndarray, unit_of_sentence: np.ndarray) -> np.ndarray
     """(T,) the resampling unit of each non-`<s>` target; `unit_of_sentence` (S,): units.npz."""
     starts = np.asarray(stream) == BOS_ID
     if int(starts.sum()) != len(unit_of_sentence):
-        raise ValueError("scores, stream and units disagree; rerun `dvc repro prepare`")
+        raise ValueError(DISAGREE)
     return np.asarray(unit_of_sentence, dtype=np.int64)[np.cumsum(starts)[~starts] - 1]
 
 
@@ -241,7 +242,7 @@ def unit_sums(scores: Scores, stream: np.ndarray, unit_of_sentence: np.ndarray,
     `unit_of_sentence` (S,): units.npz."""
     unit = target_units(stream, unit_of_sentence)
     if len(unit) != len(scores.logprobs):
-        raise ValueError("scores, stream and units disagree; rerun `dvc repro prepare`")
+        raise ValueError(DISAGREE)
     sums = {"nll": np.bincount(unit, weights=-scores.logprobs, minlength=units),
             "tokens": np.bincount(unit, minlength=units).astype(np.float64)}
     if scores.ranks is not None:

